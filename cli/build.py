@@ -1,0 +1,70 @@
+"""`embed build`: embed a folder or manifest into a store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from .common import emit_json, fmt_s, run_guarded, say
+
+EPILOG = (
+    "Examples:\n\n"
+    "  embed build photos/ --store photos.h5                      # offline EfficientNet-Lite0\n\n"
+    "  embed build photos/ --store photos.h5 --encoder torchvision:resnet50\n\n"
+    "  embed build list.csv --store s.h5 --encoder open_clip:ViT-B-32/openai --json\n\n"
+    "Re-running resumes an interrupted build and embeds only new or changed files."
+)
+
+
+def print_report(r) -> None:
+    say(f"built {r.store}: {r.encoded} new vectors in set {r.vector_set} ({r.vectors_in_set} in total, {r.dtype})")
+    say(f"  source {r.source}: {r.items_in_source} items; unchanged {r.unchanged}; "
+        f"labels/splits updated {r.metadata_updated}; quarantined {r.quarantined} now, {r.previously_quarantined} before")
+    say(f"  encoder {r.encoder} on {r.device}, precision {r.precision} ({r.precision_reason}), "
+        f"batch {r.batch_size}, {r.workers} decode worker(s)")
+    say(f"  time: read {fmt_s(r.read_s)} (waiting on decode), encode {fmt_s(r.encode_s)}, write {fmt_s(r.write_s)}; "
+        f"wall {fmt_s(r.wall_s)}; {r.items_per_s:.1f} items/s; {r.shards_written} shard(s) committed")
+    if r.index:
+        say(f"  index: {r.index.get('type')} with {r.index.get('ntotal')} vectors, recall@10 {r.index.get('recall_at_10')} "
+            f"({r.index.get('recall_note')})")
+    for k, n in r.skipped.items():
+        say(f"  skipped {n} {k}(s)")
+    for q in r.quarantined_items[:10]:
+        say(f"  quarantined {q['id']}: {q['reason']}")
+    if len(r.quarantined_items) > 10:
+        say(f"  ... and {len(r.quarantined_items) - 10} more (see `embed info {r.store}`)")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command(epilog=EPILOG)
+    def build(
+        source: Path = typer.Argument(..., help="A folder (one subfolder per class) or a CSV/Parquet manifest with a 'path' column."),
+        store: Path = typer.Option(..., "--store", "-s", help="The store file to create or add to (e.g. photos.h5)."),
+        encoder: str = typer.Option("effnet-lite:lite0", "--encoder", "-e", help="Encoder id; see `embed encoders`."),
+        weights: Path = typer.Option(None, "--weights", help="Local weights (.safetensors/.pth) for the encoder's architecture."),
+        layer: str = typer.Option(None, "--layer", help="Take pooled features from this layer instead of the penultimate one."),
+        no_labels: bool = typer.Option(False, "--no-labels", help="The folder is flat: no class subfolders."),
+        device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+        precision: str = typer.Option("auto", "--precision", help="auto | fp32 | bf16 | fp16 (autocast)."),
+        batch_size: int = typer.Option(64, "--batch-size", "-b", min=1, help="Images per forward pass."),
+        workers: int = typer.Option(None, "--workers", "-w", min=0, help="Decode worker processes [default: cores - 1]."),
+        dtype: str = typer.Option("float16", "--dtype", help="Stored vector type: float16 | float32."),
+        normalize: str = typer.Option("l2", "--normalize", help="l2 (cosine search) | none."),
+        shard_size: int = typer.Option(4096, "--shard-size", min=1, help="Rows per committed shard (the unit of resume)."),
+        json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    ) -> None:
+        """Embed a folder or manifest into an HDF5 + FAISS store (resumable, incremental)."""
+        from embedstore.build import build as run_build
+
+        report = run_guarded(
+            run_build, source, store, encoder=encoder, weights=str(weights) if weights else None, layer=layer,
+            device=device, precision=precision, batch_size=batch_size, workers=workers, dtype=dtype,
+            normalize=normalize, labels=not no_labels, progress=not quiet,
+            shard_rows=shard_size,
+        )
+        if json_out:
+            emit_json(report.to_dict())
+        else:
+            print_report(report)

@@ -1,0 +1,53 @@
+"""Shared CLI plumbing: one-line errors, JSON output, and human-readable numbers."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import typer
+
+STATE = {"debug": False}
+
+
+def fail(message: str, code: int = 2) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def emit_json(obj) -> None:
+    typer.echo(json.dumps(obj, indent=2, default=str))
+
+
+def say(line: str = "") -> None:
+    typer.echo(line)
+
+
+def fmt_s(s: float) -> str:
+    return f"{s:.1f} s" if s < 120 else f"{s / 60:.1f} min"
+
+
+def run_guarded(fn, *args, **kwargs):
+    """Call the library; library errors become one line on stderr and a non-zero exit."""
+    from embedstore.errors import EmbedstoreError
+
+    try:
+        return fn(*args, **kwargs)
+    except EmbedstoreError as e:
+        if STATE["debug"]:
+            raise
+        fail(str(e), e.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: work committed so far is kept; re-run the same command to resume", err=True)
+        raise typer.Exit(130)
+    except (typer.Exit, typer.Abort):
+        raise
+    except Exception as e:  # noqa: BLE001 - last resort: never a bare traceback without --debug
+        if STATE["debug"]:
+            raise
+        msg = str(e).splitlines()[0] if str(e) else ""
+        fail(f"unexpected {type(e).__name__}: {msg} (re-run with --debug for the traceback)", 1)
+
+
+def is_tty() -> bool:
+    return sys.stderr.isatty()

@@ -1,0 +1,30 @@
+"""embedstore: embed a dataset once with a frozen pretrained encoder into an HDF5 + FAISS store.
+
+Heavy libraries (torch, h5py, faiss) load only when a function that needs them is called.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "build": ("embedstore.build", "build"),
+    "BuildReport": ("embedstore.build", "BuildReport"),
+    "open_store": ("embedstore.store", "open_store"),
+    "Store": ("embedstore.store", "Store"),
+    "create_encoder": ("embedstore.encoders", "create_encoder"),
+    "list_encoders": ("embedstore.encoders", "list_encoders"),
+    "EncoderConfig": ("embedstore.encoders", "EncoderConfig"),
+    "open_source": ("embedstore.sources", "open_source"),
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'embedstore' has no attribute {name!r}")

@@ -1,0 +1,78 @@
+"""The read stage: DataLoader workers read bytes, hash, decode and preprocess each item."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..sources.images import DecodeError, content_hash, decode_image, read_bytes
+from .plan import Task
+
+
+@dataclass
+class Loaded:
+    index: int
+    sha256: str
+    reason: str | None = None  # set when the item is quarantined
+    unchanged: bool = False  # same bytes as the vector already stored
+
+
+class ItemDataset:
+    """Map-style dataset over build tasks; never raises for a bad file, it reports a reason."""
+
+    def __init__(self, tasks: list[Task], transform, exif_transpose: bool = True):
+        self.tasks = tasks
+        self.transform = transform
+        self.exif_transpose = exif_transpose
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def __getitem__(self, i: int):
+        task = self.tasks[i]
+        try:
+            data = read_bytes(task.item.uri)
+        except DecodeError as e:
+            return Loaded(i, "", reason=str(e)), None
+        sha = content_hash(data)
+        if task.known_sha == sha:
+            return Loaded(i, sha, unchanged=True), None
+        try:
+            img = decode_image(data, self.exif_transpose)
+            x = self.transform(img)
+        except DecodeError as e:
+            return Loaded(i, sha, reason=str(e)), None
+        except Exception as e:  # noqa: BLE001 - a file that breaks preprocessing is quarantined, not fatal
+            return Loaded(i, sha, reason=f"preprocessing failed: {type(e).__name__}: {e}"[:300]), None
+        return Loaded(i, sha), x
+
+
+@dataclass
+class Batch:
+    loaded: list[Loaded]
+    pixels: object  # float tensor (n_ok, 3, H, W) or None
+    ok: list[int]  # positions in `loaded` that have pixels, in pixel order
+
+
+def collate(samples):
+    import torch
+
+    loaded = [s[0] for s in samples]
+    ok = [k for k, s in enumerate(samples) if s[1] is not None]
+    pixels = torch.stack([samples[k][1] for k in ok]) if ok else None
+    return Batch(loaded, pixels, ok)
+
+
+def make_loader(tasks: list[Task], transform, batch_size: int, workers: int, pin_memory: bool, exif_transpose: bool = True):
+    from torch.utils.data import DataLoader
+
+    ds = ItemDataset(tasks, transform, exif_transpose)
+    return DataLoader(
+        ds,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=collate,
+        pin_memory=pin_memory,
+        prefetch_factor=4 if workers > 0 else None,
+        persistent_workers=False,
+    )

@@ -1,0 +1,54 @@
+"""Deciding what a build must do: which items to read and encode, which are unchanged."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from ..sources import Item
+from ..store.schema import STATUS_OK
+
+
+@dataclass(frozen=True)
+class Task:
+    item: Item
+    size: int
+    mtime_ns: int
+    known_sha: str | None  # the stored hash, when this set already has a vector for the id
+
+
+@dataclass
+class Plan:
+    todo: list[Task] = field(default_factory=list)
+    metadata_only: list[tuple[Item, dict]] = field(default_factory=list)  # same file, new label/split
+    unchanged: int = 0
+    previously_quarantined: int = 0
+
+
+def existing_items(items: dict) -> dict[str, dict]:
+    """id -> stored item record, from the store's item columns."""
+    cols = list(items)
+    return {row[0]: dict(zip(cols, row)) for row in zip(*(items[c] for c in cols))}
+
+
+def make_plan(source_items: list[Item], stored: dict[str, dict], live_ids: set[str]) -> Plan:
+    plan = Plan()
+    for it in source_items:
+        try:
+            st = os.stat(it.uri)
+            size, mtime = st.st_size, st.st_mtime_ns
+        except OSError:
+            size, mtime = -1, -1
+        ex = stored.get(it.id)
+        same_file = ex is not None and ex["uri"] == it.uri and int(ex["size"]) == size and int(ex["mtime_ns"]) == mtime
+        if same_file and ex["status"] != STATUS_OK:
+            plan.previously_quarantined += 1
+        elif same_file and it.id in live_ids:
+            if (ex["label"] or None) == it.label and (ex["split"] or None) == it.split:
+                plan.unchanged += 1
+            else:
+                plan.metadata_only.append((it, ex))
+        else:
+            known = ex["sha256"] if ex is not None and it.id in live_ids else None
+            plan.todo.append(Task(it, size, mtime, known))
+    return plan

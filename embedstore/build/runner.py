@@ -1,0 +1,227 @@
+"""The build loop: read -> encode -> write, each stage timed, and nothing else in the loop."""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import BuildError
+from ..progress import progress_bar
+from ..sources import open_source
+from ..store import open_store
+from ..store.schema import SCHEMA_VERSION, STATUS_OK, STATUS_QUARANTINED, set_name_for
+from .device import autocast_dtype, default_workers, resolve_device, resolve_precision
+from .loader import make_loader
+from .plan import existing_items, make_plan
+from .writer import ShardWriter
+
+log = logging.getLogger(__name__)
+DEFAULT_ENCODER = "effnet-lite:lite0"
+
+
+@dataclass
+class BuildReport:
+    """What a build did: counts, per-stage time, and every decision a user should know of."""
+
+    store: str
+    source: str
+    encoder: str
+    vector_set: str
+    device: str
+    precision: str
+    precision_reason: str
+    dtype: str
+    batch_size: int
+    workers: int
+    items_in_source: int = 0
+    encoded: int = 0
+    unchanged: int = 0
+    metadata_updated: int = 0
+    quarantined: int = 0
+    previously_quarantined: int = 0
+    skipped: dict = field(default_factory=dict)
+    quarantined_items: list = field(default_factory=list)
+    read_s: float = 0.0
+    encode_s: float = 0.0
+    write_s: float = 0.0
+    wall_s: float = 0.0
+    items_per_s: float = 0.0
+    shards_written: int = 0
+    vectors_in_set: int = 0
+    index: dict = field(default_factory=dict)
+    interrupted: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _library_versions() -> dict:
+    import h5py
+    import faiss
+    import torch
+
+    from .. import __version__
+
+    return {"embedstore": __version__, "torch": torch.__version__, "h5py": h5py.__version__,
+            "faiss": faiss.__version__, "python": platform.python_version()}
+
+
+def _set_attrs(prov: dict, set_name: str) -> dict:
+    """Provenance attributes of a vector set (JSON for nested values)."""
+    attrs = {k: json.dumps(v, sort_keys=True) if isinstance(v, dict) else v for k, v in prov.items()}
+    attrs.update(key=set_name.rsplit("-", 1)[1], created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                 library_versions=json.dumps(_library_versions()), schema_version=SCHEMA_VERSION)
+    return attrs
+
+
+def encode_batch(encoder, pixels, device, precision: str, channels_last: bool, normalize: str) -> np.ndarray:
+    """Forward one batch under inference mode (and autocast off fp32); return float32 (n, dim)."""
+    import torch
+    import torch.nn.functional as F
+
+    with torch.inference_mode():
+        x = pixels.to(device, non_blocking=True)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        dtype = autocast_dtype(precision)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            feats = encoder(x)
+        feats = feats.float()
+        if normalize == "l2":
+            feats = F.normalize(feats, dim=1)
+        return feats.cpu().numpy()
+
+
+def _row(task, sha: str, status: str = STATUS_OK, reason: str = "") -> dict:
+    it = task.item
+    return {"id": it.id, "uri": it.uri, "label": it.label, "split": it.split, "sha256": sha,
+            "size": task.size, "mtime_ns": task.mtime_ns, "status": status, "reason": reason}
+
+
+def build(
+    source: str | Path,
+    store: str | Path,
+    encoder: str = DEFAULT_ENCODER,
+    weights: str | None = None,
+    layer: str | None = None,
+    device: str = "auto",
+    precision: str = "auto",
+    batch_size: int = 64,
+    workers: int | None = None,
+    dtype: str = "float16",
+    normalize: str = "l2",
+    labels: bool = True,
+    progress: bool = True,
+    shard_rows: int = 4096,
+    commit_seconds: float = 60.0,
+) -> BuildReport:
+    """Embed every new or changed item of `source` into `store`; resumable and incremental."""
+    from ..encoders import create_encoder
+
+    t_start = time.perf_counter()
+    if dtype not in ("float16", "float32"):
+        raise BuildError(f"--dtype must be float16 or float32, not '{dtype}'")
+    if normalize not in ("l2", "none"):
+        raise BuildError(f"--normalize must be l2 or none, not '{normalize}'")
+    if batch_size < 1:
+        raise BuildError(f"--batch-size must be at least 1, not {batch_size}")
+    if workers is not None and workers < 0:
+        raise BuildError(f"--workers must be 0 or more, not {workers}")
+    src = open_source(source, labels=labels)  # bad sources fail before any model loads
+    dev = resolve_device(device)
+    prec, prec_reason = resolve_precision(precision, dev)
+    enc = create_encoder(encoder, weights=weights, layer=layer)
+    workers = default_workers() if workers is None else workers
+    prov = enc.provenance(normalize=normalize, dtype=dtype)
+    set_name = set_name_for(prov)
+    set_attrs = _set_attrs(prov, set_name)
+    report = BuildReport(store=str(Path(store).resolve()), source=src.path, encoder=enc.cfg.id, vector_set=set_name,
+                         device=str(dev), precision=prec, precision_reason=prec_reason, dtype=dtype,
+                         batch_size=batch_size, workers=workers, items_in_source=len(src),
+                         skipped={k: len(v) for k, v in src.skipped.items()})
+    with open_store(store, mode="a", create=True) as st:
+        plan = make_plan(src.items, existing_items(st.items()),
+                         st.live_ids(set_name) if any(v.name == set_name for v in st.vector_sets()) else set())
+        report.unchanged, report.previously_quarantined = plan.unchanged, plan.previously_quarantined
+        writer = ShardWriter(st, set_name, set_attrs, {"device": str(dev), "precision": prec}, enc.cfg.dim, dtype,
+                             shard_rows=shard_rows, commit_seconds=commit_seconds)
+        if plan.metadata_only:
+            writer.put([{**ex, "label": it.label, "split": it.split} for it, ex in plan.metadata_only])
+            report.metadata_updated += len(plan.metadata_only)
+        channels_last = enc.cfg.family == "cnn" and (dev.type == "cuda" or prec == "bf16")
+        enc.to(dev, channels_last=channels_last)
+        loader = make_loader(plan.todo, enc.transform, batch_size, workers, pin_memory=dev.type == "cuda",
+                             exif_transpose=enc.cfg.preprocess.exif_transpose)
+        bar = progress_bar(len(plan.todo), desc=f"embed {enc.cfg.id}", enabled=progress and bool(plan.todo))
+        try:
+            it = iter(loader)
+            while True:
+                t0 = time.perf_counter()
+                batch = next(it, None)  # read: decode + preprocess in workers
+                t1 = time.perf_counter()
+                if batch is None:
+                    break
+                vecs = encode_batch(enc, batch.pixels, dev, prec, channels_last, normalize) if batch.ok else None
+                t2 = time.perf_counter()
+                rows, vec_rows, keep = _sort_batch(plan.todo, batch, vecs, dtype, report)
+                writer.put(rows, vecs[keep] if vecs is not None else None, vec_rows)
+                t3 = time.perf_counter()
+                report.read_s += t1 - t0
+                report.encode_s += t2 - t1
+                report.write_s += t3 - t2
+                bar.update(len(batch.loaded))
+                bar.set_postfix(quarantined=report.quarantined, refresh=False)
+        except KeyboardInterrupt:
+            report.interrupted = True
+        finally:
+            bar.close()
+            writer.close()  # commits whatever was encoded, even when interrupted
+            report.write_s += writer.busy_seconds
+            report.shards_written = writer.shards
+        layout = st.refresh(index=not report.interrupted)
+        sl = layout.sets.get(set_name)
+        report.vectors_in_set = len(sl.ids) if sl else 0
+        vs = next((v for v in st.vector_sets() if v.name == set_name), None)
+        report.index = {k: v for k, v in (vs.index if vs else {}).items() if k != "ids_sha256"}
+    report.wall_s = time.perf_counter() - t_start
+    report.items_per_s = report.encoded / report.wall_s if report.wall_s > 0 else 0.0
+    if report.interrupted:
+        raise KeyboardInterrupt
+    return report
+
+
+def _sort_batch(tasks, batch, vecs, dtype: str, report: BuildReport):
+    """Turn a loaded batch into item rows; quarantine bad files and non-finite vectors."""
+    rows, vec_rows, keep = [], [], []
+    pos_of = {k: n for n, k in enumerate(batch.ok)}
+    limit = np.finfo(np.float16).max if dtype == "float16" else np.inf
+    for k, ld in enumerate(batch.loaded):
+        task = tasks[ld.index]
+        if ld.reason is not None:
+            rows.append(_row(task, ld.sha256, STATUS_QUARANTINED, ld.reason))
+        elif ld.unchanged:
+            rows.append(_row(task, ld.sha256))
+            report.unchanged += 1
+            continue
+        else:
+            v = vecs[pos_of[k]]
+            if not np.isfinite(v).all():
+                rows.append(_row(task, ld.sha256, STATUS_QUARANTINED, "encoder produced non-finite values"))
+            elif np.abs(v).max() > limit:
+                rows.append(_row(task, ld.sha256, STATUS_QUARANTINED, "vector exceeds float16 range; rebuild with --dtype float32 or --normalize l2"))
+            else:
+                row = _row(task, ld.sha256)
+                rows.append(row)
+                vec_rows.append(row)
+                keep.append(pos_of[k])
+                report.encoded += 1
+                continue
+        report.quarantined += 1
+        report.quarantined_items.append({"id": task.item.id, "uri": task.item.uri, "reason": rows[-1]["reason"]})
+    return rows, vec_rows, np.asarray(keep, dtype=np.int64)

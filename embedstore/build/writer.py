@@ -1,0 +1,104 @@
+"""The write stage: a background thread that commits shards, so encoding never waits on HDF5."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+
+import numpy as np
+
+from ..store import ItemRows, Store
+
+
+class ShardWriter:
+    """Accumulates rows and commits a shard every `shard_rows` rows or `commit_seconds`.
+
+    `put` hands rows over and returns at once (unless the small queue is full); `close`
+    commits what is pending, waits for the thread and re-raises any error it met.
+    """
+
+    def __init__(self, store: Store, set_name: str, set_attrs: dict, shard_attrs: dict, dim: int, dtype: str,
+                 shard_rows: int = 4096, commit_seconds: float = 60.0, catalog_seconds: float = 30.0):
+        self.store, self.set_name, self.set_attrs, self.shard_attrs = store, set_name, set_attrs, shard_attrs
+        self.dim, self.dtype = dim, np.dtype(dtype)
+        self.shard_rows, self.commit_seconds, self.catalog_seconds = shard_rows, commit_seconds, catalog_seconds
+        self.busy_seconds = 0.0
+        self.shards = 0
+        self.rows_committed = 0
+        self.error: BaseException | None = None
+        self._q: queue.Queue = queue.Queue(maxsize=8)
+        self._reset()
+        self._last_catalog = time.monotonic()
+        self._thread = threading.Thread(target=self._run, name="embedstore-writer", daemon=True)
+        self._thread.start()
+
+    def _reset(self) -> None:
+        self._items = ItemRows()
+        self._vec_ids: list[str] = []
+        self._vec_sha: list[str] = []
+        self._vecs: list[np.ndarray] = []
+        self._n_vecs = 0
+        self._first_pending: float | None = None
+
+    def put(self, rows: list[dict], vectors: np.ndarray | None = None, vector_rows: list[dict] | None = None) -> None:
+        """Queue item rows; `vectors[k]` belongs to `vector_rows[k]` (a subset of `rows`)."""
+        if self.error is not None:
+            raise self.error
+        self._q.put((rows, vectors, vector_rows))
+
+    def _run(self) -> None:
+        try:
+            while True:
+                msg = self._q.get()
+                if msg is None:
+                    break
+                t0 = time.perf_counter()
+                self._add(*msg)
+                if len(self._items) >= self.shard_rows or (
+                    self._first_pending is not None and time.monotonic() - self._first_pending > self.commit_seconds
+                ):
+                    self._commit()
+                self.busy_seconds += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            self._commit()
+            self.busy_seconds += time.perf_counter() - t0
+        except BaseException as e:  # noqa: BLE001 - handed to the main thread
+            self.error = e
+            while True:  # drain so a blocked put() returns
+                try:
+                    if self._q.get_nowait() is None:
+                        break
+                except queue.Empty:
+                    break
+
+    def _add(self, rows, vectors, vector_rows) -> None:
+        if self._first_pending is None:
+            self._first_pending = time.monotonic()
+        for r in rows:
+            self._items.append(**r)
+        if vectors is not None and len(vectors):
+            self._vecs.append(np.asarray(vectors, dtype=self.dtype))
+            self._vec_ids.extend(r["id"] for r in vector_rows)
+            self._vec_sha.extend(r["sha256"] for r in vector_rows)
+            self._n_vecs += len(vectors)
+
+    def _commit(self) -> None:
+        if not len(self._items):
+            return
+        vecs = np.concatenate(self._vecs) if self._vecs else np.zeros((0, self.dim), dtype=self.dtype)
+        attrs = {**self.shard_attrs, "committed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "rows": len(self._items)}
+        self.store.commit(self.set_name, self.set_attrs, self._items, self._vec_ids, self._vec_sha, vecs, attrs)
+        self.shards += 1
+        self.rows_committed += len(self._items)
+        self._reset()
+        if time.monotonic() - self._last_catalog > self.catalog_seconds:
+            self.store.refresh(index=False)  # plain h5py readers see progress during long builds
+            self._last_catalog = time.monotonic()
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._q.put(None)
+            self._thread.join()
+        if self.error is not None:
+            raise self.error

@@ -1,0 +1,122 @@
+"""An encoder: a frozen module that turns preprocessed image tensors into one vector each."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import EncoderError
+from .config import EncoderConfig, build_transform
+
+
+class _LayerTap(nn.Module):
+    """Runs a model and returns the globally pooled output of one named submodule."""
+
+    def __init__(self, model: nn.Module, layer: str):
+        super().__init__()
+        self.model = model
+        self.layer = layer
+        self._out: torch.Tensor | None = None
+        module = dict(model.named_modules())[layer]
+        module.register_forward_hook(self._hook)
+
+    def _hook(self, _module, _inp, out):
+        self._out = out[0] if isinstance(out, (tuple, list)) else out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._out = None
+        self.model(x)
+        return pool_features(self._out)
+
+
+def pool_features(t: torch.Tensor) -> torch.Tensor:
+    """Global average pooling: (B, C, H, W) -> (B, C); tokens (B, T, C) -> (B, C); (B, C) unchanged."""
+    if t.ndim == 4:
+        return t.mean(dim=(2, 3))
+    if t.ndim == 3:
+        return t.mean(dim=1)
+    if t.ndim == 2:
+        return t
+    raise EncoderError(f"layer output has shape {tuple(t.shape)}; expected 2-D, 3-D (tokens) or 4-D (feature maps)")
+
+
+def state_dict_sha256(module: nn.Module) -> str:
+    """A content hash of a module's weights (for weights that are not a file)."""
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class Encoder:
+    """A frozen encoder with its config, input transform and weight hash.
+
+    `encoder(batch)` maps a float tensor (B, 3, H, W), preprocessed by `encoder.transform`,
+    to features (B, dim). Create one with `embedstore.create_encoder(id)`.
+    """
+
+    def __init__(self, cfg: EncoderConfig, model: nn.Module, weights_sha256: str, weights_file: str | None = None):
+        self.cfg = cfg
+        self.model = model.eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.weights_sha256 = weights_sha256
+        self.weights_file = weights_file
+        self.transform = build_transform(cfg.preprocess)
+
+    def select_layer(self, layer: str | None) -> "Encoder":
+        """Take globally pooled features from a named submodule instead of the penultimate layer."""
+        if not layer or layer == self.cfg.layer:
+            return self
+        names = [n for n, _ in self.model.named_modules() if n]
+        if layer not in names:
+            close = difflib.get_close_matches(layer, names, n=5, cutoff=0.5)
+            hint = f"; close matches: {', '.join(close)}" if close else f"; layers include: {', '.join(names[-8:])}"
+            raise EncoderError(f"{self.cfg.id} has no layer '{layer}'{hint} (list them with `embed encoders --layers {self.cfg.id}`)")
+        tapped = _LayerTap(self.model, layer).eval()
+        size = self.cfg.preprocess.input_size
+        with torch.inference_mode():
+            dim = int(tapped(torch.zeros(1, 3, size, size)).shape[1])
+        self.model = tapped
+        self.cfg = dataclasses.replace(self.cfg, layer=layer, dim=dim, pooling="avg")
+        return self
+
+    def layer_names(self) -> list[str]:
+        return [n for n, _ in self.model.named_modules() if n]
+
+    def provenance(self, normalize: str, dtype: str) -> dict[str, Any]:
+        """What made the vectors; two vector sets with different provenance are never mixed."""
+        return {
+            "encoder": self.cfg.id,
+            "weights_sha256": self.weights_sha256,
+            "preprocess": self.cfg.preprocess.to_dict(),
+            "layer": self.cfg.layer,
+            "pooling": self.cfg.pooling,
+            "normalize": normalize,
+            "dtype": dtype,
+            "dim": self.cfg.dim,
+            "modality": self.cfg.modality,
+        }
+
+    def to(self, device: torch.device, channels_last: bool = False) -> "Encoder":
+        self.model = self.model.to(device)
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        return self
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)

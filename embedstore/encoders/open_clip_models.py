@@ -1,0 +1,123 @@
+"""`open_clip:<arch>/<pretrained tag>`: the image tower of an open_clip CLIP model.
+
+Vectors are the projected image embeddings (the space the text tower shares). Preprocessing
+comes from the model's own preprocess config.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ..errors import EncoderError, WeightsUnavailableError
+from .base import Encoder, file_sha256, state_dict_sha256
+from .config import EncoderConfig, Preprocess
+from .registry import register_family
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def _cfg(arch: str, tag: str, dim: int, size: int = 224) -> EncoderConfig:
+    return EncoderConfig(
+        id=f"open_clip:{arch}/{tag}",
+        source="open_clip",
+        arch=arch,
+        preprocess=Preprocess(input_size=size, resize_size=size, interpolation="bicubic", mean=CLIP_MEAN, std=CLIP_STD),
+        dim=dim,
+        layer="image_embed",
+        pooling="model",
+        family="cnn" if arch.startswith("RN") else "vit",
+        pretrained=tag,
+        weights_desc=f"{tag}, download",
+    )
+
+
+CONFIGS = [
+    _cfg("ViT-B-32", "openai", 512),
+    _cfg("ViT-B-32", "laion2b_s34b_b79k", 512),
+    _cfg("ViT-B-16", "openai", 512),
+    _cfg("ViT-L-14", "openai", 768),
+    _cfg("RN50", "openai", 1024),
+]
+
+
+def _hub_url(arch: str, tag: str) -> str | None:
+    import open_clip
+
+    pcfg = open_clip.get_pretrained_cfg(arch, tag)
+    if not pcfg:
+        return None
+    if pcfg.get("hf_hub"):
+        return "https://huggingface.co/" + pcfg["hf_hub"]
+    return pcfg.get("url") or None
+
+
+def availability(cfg: EncoderConfig) -> str:
+    return "download"
+
+
+@register_family("open_clip", CONFIGS, open_ended=True, available=availability)
+def create_open_clip(name: str, weights: str | None) -> Encoder:
+    import open_clip
+
+    arch, _, tag = name.partition("/")
+    encoder_id = f"open_clip:{name}"
+    if arch not in open_clip.list_models():
+        import difflib
+
+        close = difflib.get_close_matches(arch, open_clip.list_models(), n=3)
+        raise EncoderError(f"open_clip has no model '{arch}'" + (f"; did you mean {', '.join(close)}?" if close else "") + " (see `embed encoders`)")
+    if weights:
+        pretrained, tag = weights, tag or "local"
+    else:
+        if not tag:
+            tags = [t for a, t in open_clip.list_pretrained() if a == arch]
+            raise EncoderError(f"{encoder_id} names no pretrained tag; use open_clip:{arch}/<tag> with a tag from: {', '.join(tags)}")
+        url = _hub_url(arch, tag)
+        if url is None:
+            tags = [t for a, t in open_clip.list_pretrained() if a == arch]
+            raise EncoderError(f"open_clip has no pretrained tag '{tag}' for {arch}; choose one of: {', '.join(tags)}")
+        if "huggingface.co" in url and not os.environ.get("HF_HUB_OFFLINE") and not _reachable(url):
+            os.environ["HF_HUB_OFFLINE"] = "1"  # use the local cache only, instead of retrying for a minute
+        pretrained = tag
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=pretrained)
+    except Exception as e:  # noqa: BLE001 - hub and cache failures come in many types
+        if weights:
+            raise EncoderError(f"cannot load --weights {weights} into {arch}: {str(e).splitlines()[0][:200]}") from e
+        raise WeightsUnavailableError(
+            f"{encoder_id} weights are not in the local cache and cannot be downloaded from here "
+            f"({type(e).__name__}); download them elsewhere and pass --weights FILE (a .safetensors or .bin of {arch})"
+        ) from e
+    visual = model.visual
+    pp_cfg = getattr(visual, "preprocess_cfg", {}) or {}
+    size = pp_cfg.get("size", visual.image_size if hasattr(visual, "image_size") else 224)
+    size = int(size[0] if isinstance(size, (tuple, list)) else size)
+    pp = Preprocess(
+        input_size=size,
+        resize_size=size,
+        interpolation=pp_cfg.get("interpolation", "bicubic"),
+        mean=tuple(pp_cfg.get("mean", CLIP_MEAN)),
+        std=tuple(pp_cfg.get("std", CLIP_STD)),
+    )
+    dim = int(model.text_projection.shape[1]) if getattr(model, "text_projection", None) is not None else int(visual.output_dim)
+    cfg = EncoderConfig(
+        id=f"open_clip:{arch}/{tag}",
+        source="open_clip",
+        arch=arch,
+        preprocess=pp,
+        dim=dim,
+        layer="image_embed",
+        pooling="model",
+        family="cnn" if arch.startswith("RN") else "vit",
+        pretrained=tag,
+        weights_desc=tag,
+    )
+    sha = file_sha256(weights) if weights else state_dict_sha256(visual)
+    return Encoder(cfg, visual, sha, weights)
+
+
+def _reachable(url: str) -> bool:
+    from .weights import host_reachable
+
+    return host_reachable(url)

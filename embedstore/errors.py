@@ -1,0 +1,37 @@
+"""The library's exception types. Messages say what was expected, what was found, and the fix."""
+
+from __future__ import annotations
+
+
+class EmbedstoreError(Exception):
+    """Base class: the CLI prints these as one line and exits non-zero."""
+
+    exit_code = 2
+
+
+class SourceError(EmbedstoreError):
+    """A source (folder or manifest) is missing, empty or malformed."""
+
+
+class EncoderError(EmbedstoreError):
+    """An encoder id is unknown, or its weights or layer cannot be loaded."""
+
+
+class WeightsUnavailableError(EncoderError):
+    """Weights are neither bundled nor cached, and cannot be downloaded from here."""
+
+
+class StoreError(EmbedstoreError):
+    """A store file is missing, foreign, newer than this library, or inconsistent."""
+
+
+class StoreLockedError(StoreError):
+    """Another process is writing to the store."""
+
+
+class ProvenanceMismatchError(StoreError):
+    """Vectors were made by another encoder, weights, preprocessing or layer than expected."""
+
+
+class BuildError(EmbedstoreError):
+    """The build loop cannot go on (the encoder failed, vectors are not finite, ...)."""

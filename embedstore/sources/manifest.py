@@ -1,0 +1,80 @@
+"""A CSV or Parquet manifest: a `path` column (relative to the manifest) and optional label, split, id."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from ..errors import SourceError
+from .items import Item, Source
+
+OPTIONAL = ("label", "split", "id")
+
+
+def _read_rows(path: Path) -> tuple[list[str], list[dict]]:
+    if path.suffix.lower() == ".csv":
+        try:
+            with open(path, newline="", encoding="utf-8-sig") as f:
+                reader = csv.DictReader(f)
+                rows = list(reader)
+                return list(reader.fieldnames or []), rows
+        except (UnicodeDecodeError, csv.Error) as e:
+            raise SourceError(f"manifest {path} is not a readable UTF-8 CSV: {e}") from e
+    try:
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path)
+    except Exception as e:  # noqa: BLE001 - pyarrow raises several types for bad files
+        raise SourceError(f"manifest {path} is not a readable Parquet file: {str(e).splitlines()[0][:200]}") from e
+    return table.column_names, table.to_pylist()
+
+
+def _clean(v) -> str | None:
+    if v is None:
+        return None
+    s = str(v).strip()
+    return s or None
+
+
+def read_manifest(path: Path) -> Source:
+    path = path.resolve()
+    columns, rows = _read_rows(path)
+    columns = [c.strip() for c in columns if c is not None]
+    if "path" not in columns:
+        raise SourceError(
+            f"manifest {path} has no 'path' column (found: {', '.join(columns) or 'none'}); "
+            f"it needs 'path' and may have {', '.join(OPTIONAL)}"
+        )
+    if not rows:
+        raise SourceError(f"manifest {path} has no rows")
+    base = path.parent
+    items: list[Item] = []
+    missing: list[str] = []
+    seen: dict[str, int] = {}
+    for n, row in enumerate(rows, start=2):
+        row = {k.strip(): v for k, v in row.items() if k is not None}
+        rel = _clean(row.get("path"))
+        if rel is None:
+            raise SourceError(f"manifest {path} row {n} has an empty 'path'")
+        f = (base / rel).resolve() if not Path(rel).is_absolute() else Path(rel)
+        if not f.is_file():
+            missing.append(rel)
+            continue
+        item_id = _clean(row.get("id")) or rel
+        if item_id in seen:
+            raise SourceError(f"manifest {path} has the id '{item_id}' twice (rows {seen[item_id]} and {n}); ids must be unique")
+        seen[item_id] = n
+        split = _clean(row.get("split"))
+        items.append(Item(id=item_id, uri=str(f), label=_clean(row.get("label")), split=split.lower() if split else None))
+    if missing:
+        raise SourceError(
+            f"manifest {path} lists {len(missing)} file(s) that do not exist, e.g. {', '.join(missing[:3])} "
+            f"(paths are relative to {base}); fix the paths or remove those rows"
+        )
+    return Source(
+        path=str(path),
+        kind="manifest",
+        items=items,
+        has_labels="label" in columns,
+        has_splits="split" in columns,
+    )

@@ -1,0 +1,136 @@
+"""The catalog: the store's main HDF5 file, derived from the shards and replaced atomically.
+
+Items are merged across shards (the latest commit of an id wins). Each vector set's `vectors`
+is an HDF5 virtual dataset over its shards' rows, holding only live rows: rows whose content
+hash matches the item's current hash. A missing shard reads as NaN, never as silent zeros.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .schema import FORMAT, ITEM_COLUMNS, ITEM_INT_COLUMNS, ITEM_STR_COLUMNS, SCHEMA_VERSION, STATUS_OK
+from .shards import ShardMeta
+
+
+@dataclass
+class SetLayout:
+    name: str
+    attrs: dict
+    dim: int
+    dtype: str
+    runs: list[tuple[str, int, int, int]] = field(default_factory=list)  # (shard, n_in_shard, start, stop)
+    ids: list[str] = field(default_factory=list)
+    stale: int = 0  # rows superseded by a changed file
+
+
+@dataclass
+class Layout:
+    items: dict[str, list]
+    sets: dict[str, SetLayout]
+    shards: list[str]  # "<set>/<file>" in commit order
+
+
+def compute_layout(shards: list[tuple[str, ShardMeta]], set_attrs: dict[str, dict]) -> Layout:
+    """Merge shard metadata (in commit order) into the item table and each set's live rows."""
+    order = sorted(shards, key=lambda s: s[1].name)
+    latest: dict[str, tuple] = {}
+    for _set, meta in order:
+        cols = [meta.items[c] for c in ITEM_COLUMNS]
+        for row in zip(*cols):
+            latest[row[0]] = row  # dict keeps first-insertion position, value is the newest
+    items = {c: [] for c in ITEM_COLUMNS}
+    for row in latest.values():
+        for c, v in zip(ITEM_COLUMNS, row):
+            items[c].append(v)
+    sha_col, status_col = ITEM_COLUMNS.index("sha256"), ITEM_COLUMNS.index("status")
+
+    sets: dict[str, SetLayout] = {}
+    newest_row: dict[str, dict[str, tuple[int, int]]] = {}
+    shard_list = []
+    for i, (set_name, meta) in enumerate(order):
+        shard_list.append(f"{set_name}/{meta.name}")
+        a = set_attrs[set_name]
+        sl = sets.setdefault(set_name, SetLayout(set_name, a, int(a["dim"]), str(a["dtype"])))
+        rows = newest_row.setdefault(set_name, {})
+        for j, vid in enumerate(meta.vector_ids):
+            if vid in rows:
+                sl.stale += 1
+            rows[vid] = (i, j)
+    for set_name, rows in newest_row.items():
+        sl = sets[set_name]
+        live = []
+        for vid, (i, j) in rows.items():
+            item = latest.get(vid)
+            if item is None or item[status_col] != STATUS_OK or item[sha_col] != order[i][1].vector_sha256[j]:
+                sl.stale += 1
+                continue
+            live.append((i, j, vid))
+        live.sort()
+        for i, j, vid in live:
+            shard = f"{set_name}/{order[i][1].name}"
+            if sl.runs and sl.runs[-1][0] == shard and sl.runs[-1][3] == j:
+                s, n, a0, _ = sl.runs[-1]
+                sl.runs[-1] = (s, n, a0, j + 1)
+            else:
+                sl.runs.append((shard, order[i][1].n_vectors, j, j + 1))
+            sl.ids.append(vid)
+    return Layout(items=items, sets=sets, shards=shard_list)
+
+
+def write_catalog(path: Path, shard_root_rel: str, layout: Layout, index_meta: dict[str, dict], created: str | None) -> None:
+    """Write the catalog to a temp file and rename it over the old one."""
+    import h5py
+
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    str_dt = h5py.string_dtype("utf-8")
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    with h5py.File(tmp, "w") as f:
+        f.attrs["format"] = FORMAT
+        f.attrs["embedstore_schema"] = SCHEMA_VERSION
+        f.attrs["created"] = created or now
+        f.attrs["updated"] = now
+        f.attrs["shard_dir"] = shard_root_rel
+        from .. import __version__
+
+        f.attrs["embedstore_version"] = __version__
+        g = f.create_group("items")
+        n_items = len(layout.items["id"])
+        for c in ITEM_STR_COLUMNS:
+            g.create_dataset(c, data=np.array(layout.items[c], dtype=object), dtype=str_dt)
+        for c in ITEM_INT_COLUMNS:
+            g.create_dataset(c, data=np.asarray(layout.items[c], dtype=np.int64).reshape(n_items))
+        statuses = np.array(layout.items["status"], dtype=object)
+        g.attrs["count"] = n_items
+        g.attrs["ok"] = int((statuses == STATUS_OK).sum()) if n_items else 0
+        f.create_dataset("shards", data=np.array(layout.shards, dtype=object), dtype=str_dt)
+        vg = f.create_group("vectors")
+        for name, sl in layout.sets.items():
+            sg = vg.create_group(name)
+            for k, v in sl.attrs.items():
+                sg.attrs[k] = v
+            n = len(sl.ids)
+            sg.attrs["count"] = n
+            sg.attrs["stale_rows"] = sl.stale
+            for k, v in (index_meta.get(name) or {}).items():
+                sg.attrs[f"index_{k}"] = v if not isinstance(v, (dict, list)) else json.dumps(v)
+            sg.create_dataset("ids", data=np.array(sl.ids, dtype=object), dtype=str_dt)
+            if n == 0:
+                sg.create_dataset("vectors", shape=(0, sl.dim), dtype=sl.dtype)
+                continue
+            vl = h5py.VirtualLayout(shape=(n, sl.dim), dtype=sl.dtype)
+            dest = 0
+            for shard, shard_rows, start, stop in sl.runs:
+                src = h5py.VirtualSource(f"{shard_root_rel}/{shard}", "vectors", shape=(shard_rows, sl.dim))
+                vl[dest : dest + stop - start] = src[start:stop]
+                dest += stop - start
+            sg.create_virtual_dataset("vectors", vl, fillvalue=np.nan)
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)

@@ -1,0 +1,151 @@
+"""Shard files: the unit of commit. Each is written under a temporary name and renamed into
+place only when complete, so a killed writer never leaves a half shard that counts."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .schema import ITEM_COLUMNS, ITEM_INT_COLUMNS, ITEM_STR_COLUMNS
+
+_counter = itertools.count()
+TMP_PREFIX = ".tmp-"
+
+
+@dataclass
+class ItemRows:
+    """Columns of item records, appended row by row."""
+
+    cols: dict[str, list] = field(default_factory=lambda: {c: [] for c in ITEM_COLUMNS})
+
+    def append(self, **row) -> None:
+        for c in ITEM_STR_COLUMNS:
+            v = row.get(c)
+            self.cols[c].append("" if v is None else str(v))
+        for c in ITEM_INT_COLUMNS:
+            self.cols[c].append(int(row.get(c) or 0))
+
+    def __len__(self) -> int:
+        return len(self.cols["id"])
+
+
+@dataclass
+class ShardMeta:
+    """What the catalog needs from a shard: its item rows and which rows carry vectors."""
+
+    name: str
+    items: dict[str, np.ndarray]
+    vector_ids: np.ndarray
+    vector_sha256: np.ndarray
+    n_vectors: int
+    dim: int
+    attrs: dict = field(default_factory=dict)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _str_dataset(group, name: str, values) -> None:
+    import h5py
+
+    group.create_dataset(name, data=np.array(values, dtype=object), dtype=h5py.string_dtype("utf-8"))
+
+
+def write_shard(
+    directory: Path,
+    items: ItemRows,
+    vector_ids: list[str],
+    vector_sha256: list[str],
+    vectors: np.ndarray,
+    attrs: dict,
+) -> str:
+    """Write one shard atomically (temp file, fsync, rename); return its file name."""
+    import h5py
+
+    directory.mkdir(parents=True, exist_ok=True)
+    name = f"{time.time_ns():020d}-{os.getpid()}-{next(_counter):06d}.h5"
+    tmp = directory / f"{TMP_PREFIX}{os.getpid()}-{name}"
+    with h5py.File(tmp, "w") as f:
+        for k, v in attrs.items():
+            f.attrs[k] = v
+        g = f.create_group("items")
+        for c in ITEM_STR_COLUMNS:
+            _str_dataset(g, c, items.cols[c])
+        for c in ITEM_INT_COLUMNS:
+            g.create_dataset(c, data=np.asarray(items.cols[c], dtype=np.int64))
+        _str_dataset(f, "vector_ids", vector_ids)
+        _str_dataset(f, "vector_sha256", vector_sha256)
+        n, d = vectors.shape
+        chunk_rows = max(1, min(n, (1 << 20) // max(1, d * vectors.dtype.itemsize)))
+        f.create_dataset("vectors", data=vectors, chunks=(chunk_rows, d) if n else None)
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, directory / name)
+    _fsync_dir(directory)
+    return name
+
+
+def read_shard_meta(path: Path) -> ShardMeta:
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        g = f["items"]
+        items = {c: g[c].asstr()[()] for c in ITEM_STR_COLUMNS}
+        items.update({c: g[c][()] for c in ITEM_INT_COLUMNS})
+        n, d = f["vectors"].shape
+        return ShardMeta(
+            name=path.name,
+            items=items,
+            vector_ids=f["vector_ids"].asstr()[()],
+            vector_sha256=f["vector_sha256"].asstr()[()],
+            n_vectors=int(n),
+            dim=int(d),
+            attrs={k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()},
+        )
+
+
+def list_shards(directory: Path) -> list[str]:
+    if not directory.is_dir():
+        return []
+    return sorted(n for n in os.listdir(directory) if n.endswith(".h5") and not n.startswith(TMP_PREFIX))
+
+
+def remove_stale_tmp(directory: Path) -> int:
+    """Delete temp shards left by writers that are no longer running."""
+    removed = 0
+    if not directory.is_dir():
+        return 0
+    for n in os.listdir(directory):
+        if not n.startswith(TMP_PREFIX):
+            continue
+        try:
+            pid = int(n[len(TMP_PREFIX) :].split("-", 1)[0])
+        except ValueError:
+            pid = -1
+        if pid > 0 and pid != os.getpid() and _alive(pid):
+            continue
+        if pid == os.getpid():
+            continue
+        (directory / n).unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,337 @@
+"""The Store: the only code that opens the store's HDF5 and FAISS files."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from ..errors import ProvenanceMismatchError, StoreError
+from .catalog import Layout, SetLayout, compute_layout, write_catalog
+from .index import read_index_meta, update_index
+from .lock import StoreLock
+from .migrations import migrate
+from .schema import FORMAT, ITEM_INT_COLUMNS, ITEM_STR_COLUMNS, KEY_FIELDS, SCHEMA_VERSION, STATUS_OK, sidecar_dir
+from .shards import ItemRows, ShardMeta, list_shards, read_shard_meta, remove_stale_tmp, write_shard
+
+JSON_ATTRS = ("preprocess", "library_versions")
+
+
+@dataclass
+class VectorSet:
+    """One encoder's vectors in a store, with the provenance that made them."""
+
+    name: str
+    provenance: dict
+    count: int
+    stale_rows: int
+    attrs: dict
+    index: dict
+
+    @property
+    def encoder(self) -> str:
+        return self.provenance["encoder"]
+
+    @property
+    def dim(self) -> int:
+        return int(self.provenance["dim"])
+
+
+def _decode_attrs(attrs) -> dict:
+    out = {}
+    for k, v in attrs.items():
+        v = v.item() if hasattr(v, "item") and not isinstance(v, (str, bytes)) else v
+        if isinstance(v, bytes):
+            v = v.decode()
+        if k in JSON_ATTRS and isinstance(v, str):
+            v = json.loads(v)
+        out[k] = v
+    return out
+
+
+def check_store_file(path: Path) -> int:
+    """Refuse anything that is not an embedstore catalog; return its schema version."""
+    import h5py
+
+    if path.is_dir():
+        raise StoreError(f"--store {path} is a folder; pass a file path such as {path / 'store.h5'}")
+    if not h5py.is_hdf5(path):
+        raise StoreError(f"{path} is not an HDF5 file (it holds other data); choose another --store path")
+    try:
+        with h5py.File(path, "r") as f:
+            fmt = f.attrs.get("format")
+            schema = f.attrs.get("embedstore_schema")
+    except OSError as e:
+        raise StoreError(f"{path} cannot be opened as HDF5 ({e}); choose another --store path") from e
+    if fmt != FORMAT or schema is None:
+        raise StoreError(f"{path} is an HDF5 file but not an embedstore store (no 'embedstore_schema' attribute); choose another --store path")
+    if int(schema) > SCHEMA_VERSION:
+        raise StoreError(f"{path} has store schema {int(schema)}, newer than this embedstore reads ({SCHEMA_VERSION}); upgrade embedstore")
+    return int(schema)
+
+
+class Store:
+    """A store: the catalog file, plus `<store>.d/` with shards, indexes and the writer lock.
+
+    Open with `open_store(path)` to read, or `open_store(path, mode="a")` to write.
+    """
+
+    def __init__(self, path: str | Path, writable: bool = False):
+        self.path = Path(path).resolve()
+        self.sidecar = sidecar_dir(self.path)
+        self.shard_root = self.sidecar / "shards"
+        self.writable = writable
+        self._lock = StoreLock(self.sidecar / "lock")
+        self._meta_cache: dict[str, ShardMeta] = {}
+        self._set_attrs: dict[str, dict] = {}
+        self._created: str | None = None
+
+    # ---- opening -------------------------------------------------------------------------
+    def _open(self, create: bool) -> "Store":
+        exists = self.path.exists()
+        if exists:
+            schema = check_store_file(self.path)
+            if schema < SCHEMA_VERSION:
+                if not self.writable:
+                    raise StoreError(f"{self.path} has schema {schema}; run `embed build` on it once to migrate to {SCHEMA_VERSION}")
+                migrate(self.path, schema)
+            import h5py
+
+            with h5py.File(self.path, "r") as f:
+                self._created = f.attrs.get("created")
+        elif not (create or list_shards_any(self.shard_root)):
+            raise StoreError(f"store {self.path} does not exist; create it with `embed build SOURCE --store {self.path}`")
+        if self.writable:
+            self._lock.acquire_or_raise(self.path)
+            for d in [self.shard_root, *self._set_dirs()]:
+                remove_stale_tmp(d)
+            if not exists or self._catalog_stale():
+                self.refresh(index=False)
+        elif self._catalog_stale() and self._lock.acquire():
+            try:  # a killed writer left shards the catalog does not list yet
+                self.refresh(index=False)
+            finally:
+                self._lock.release()
+        return self
+
+    def close(self) -> None:
+        self._lock.release()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _set_dirs(self) -> list[Path]:
+        if not self.shard_root.is_dir():
+            return []
+        return sorted(p for p in self.shard_root.iterdir() if p.is_dir())
+
+    def _all_shards(self) -> list[str]:
+        return [f"{d.name}/{n}" for d in self._set_dirs() for n in list_shards(d)]
+
+    def _catalog_stale(self) -> bool:
+        if not self.path.exists():
+            return True
+        import h5py
+
+        with h5py.File(self.path, "r") as f:
+            listed = set(f["shards"].asstr()[()]) if "shards" in f else set()
+        return listed != set(self._all_shards())
+
+    # ---- writing -------------------------------------------------------------------------
+    def commit(self, set_name: str, set_attrs: dict, items: ItemRows, vector_ids, vector_sha256, vectors: np.ndarray, shard_attrs: dict) -> str:
+        """Commit one shard of rows for a vector set; durable once this returns."""
+        if not self._lock.held:
+            raise StoreError(f"store {self.path} is not open for writing")
+        attrs = {**set_attrs, **shard_attrs, "set_name": set_name}
+        name = write_shard(self.shard_root / set_name, items, list(vector_ids), list(vector_sha256), vectors, attrs)
+        return name
+
+    def refresh(self, index: bool = True) -> Layout:
+        """Rebuild the catalog from the shards (and bring FAISS indexes up to date)."""
+        metas = []
+        for key in self._all_shards():
+            if key not in self._meta_cache:
+                self._meta_cache[key] = read_shard_meta(self.shard_root / key)
+            set_name = key.split("/", 1)[0]
+            metas.append((set_name, self._meta_cache[key]))
+            if set_name not in self._set_attrs:
+                self._set_attrs[set_name] = _set_attrs_from_shard(self._meta_cache[key].attrs)
+        layout = compute_layout(metas, self._set_attrs)
+        index_meta = {}
+        for name, sl in layout.sets.items():
+            if index:
+                metric = "inner_product" if sl.attrs.get("normalize") == "l2" else "l2"
+                index_meta[name] = update_index(
+                    self.sidecar, name, sl.ids, sl.dim, metric, lambda a, b, sl=sl: self._layout_rows(sl, a, b)
+                )
+            else:
+                index_meta[name] = read_index_meta(self.sidecar, name) or {}
+        write_catalog(self.path, f"{self.sidecar.name}/shards", layout, index_meta, self._created)
+        return layout
+
+    def _layout_rows(self, sl: SetLayout, start: int, stop: int, chunk: int = 16384) -> Iterator[np.ndarray]:
+        """Stream float32 rows [start, stop) of a set straight from its shards."""
+        import h5py
+
+        pos = 0
+        for shard, _n, a, b in sl.runs:
+            run_len = b - a
+            lo, hi = max(start, pos), min(stop, pos + run_len)
+            if lo < hi:
+                with h5py.File(self.shard_root / shard, "r") as f:
+                    ds = f["vectors"]
+                    for s in range(lo, hi, chunk):
+                        e = min(hi, s + chunk)
+                        yield ds[a + s - pos : a + e - pos].astype(np.float32)
+            pos += run_len
+
+    # ---- reading -------------------------------------------------------------------------
+    def _file(self):
+        import h5py
+
+        return h5py.File(self.path, "r")
+
+    def items(self) -> dict[str, np.ndarray]:
+        """The item table as columns (id, uri, label, split, sha256, status, reason, size, mtime_ns)."""
+        with self._file() as f:
+            g = f["items"]
+            out = {c: g[c].asstr()[()] for c in ITEM_STR_COLUMNS}
+            out.update({c: g[c][()] for c in ITEM_INT_COLUMNS})
+        return out
+
+    def vector_sets(self) -> list[VectorSet]:
+        with self._file() as f:
+            out = []
+            for name, g in f["vectors"].items():
+                attrs = _decode_attrs(g.attrs)
+                prov = {k: attrs[k] for k in KEY_FIELDS if k in attrs}
+                index = {k[len("index_") :]: v for k, v in attrs.items() if k.startswith("index_")}
+                out.append(VectorSet(name, prov, int(attrs.get("count", 0)), int(attrs.get("stale_rows", 0)), attrs, index))
+        return out
+
+    def get_set(self, name: str) -> VectorSet:
+        for vs in self.vector_sets():
+            if vs.name == name:
+                return vs
+        raise StoreError(f"store {self.path} has no vector set '{name}'; it has: {', '.join(v.name for v in self.vector_sets()) or 'none'}")
+
+    def find_set(self, provenance: dict) -> VectorSet | None:
+        """The set whose provenance equals `provenance` on every key field, if any."""
+        for vs in self.vector_sets():
+            if all(_same(vs.provenance.get(k), provenance.get(k)) for k in KEY_FIELDS):
+                return vs
+        return None
+
+    def check_provenance(self, vs: VectorSet, expected: dict) -> None:
+        """Refuse vectors whose provenance differs from what the caller expects."""
+        diffs = [k for k in KEY_FIELDS if k in expected and not _same(vs.provenance.get(k), expected[k])]
+        if diffs:
+            found = ", ".join(f"{k}={_short(vs.provenance.get(k))}" for k in diffs)
+            want = ", ".join(f"{k}={_short(expected[k])}" for k in diffs)
+            raise ProvenanceMismatchError(
+                f"vector set {vs.name} was made with {found}; expected {want}. Re-embed with the expected encoder or pick another set"
+            )
+
+    def iter_vectors(self, set_name: str, chunk_rows: int = 16384, expect: dict | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Stream (ids, float32 vectors) in chunks; memory stays flat however large the set."""
+        vs = self.get_set(set_name)
+        if expect:
+            self.check_provenance(vs, expect)
+        with self._file() as f:
+            g = f["vectors"][set_name]
+            ids, ds = g["ids"], g["vectors"]
+            for s in range(0, vs.count, chunk_rows):
+                e = min(vs.count, s + chunk_rows)
+                block = ds[s:e].astype(np.float32)
+                if np.isnan(block).any():
+                    raise StoreError(f"vector set {set_name} rows {s}-{e} read as NaN: a shard file under {self.shard_root} is missing")
+                yield ids.asstr()[s:e], block
+
+    def live_ids(self, set_name: str) -> set[str]:
+        with self._file() as f:
+            return set(f["vectors"][set_name]["ids"].asstr()[()])
+
+    def info(self) -> dict:
+        items = self.items()
+        status = items["status"]
+        labels = items["label"]
+        quarantined = [
+            {"id": i, "uri": u, "reason": r}
+            for i, u, s, r in zip(items["id"], items["uri"], status, items["reason"])
+            if s != STATUS_OK
+        ]
+        label_counts: dict[str, int] = {}
+        for lab, s in zip(labels, status):
+            if s == STATUS_OK and lab:
+                label_counts[lab] = label_counts.get(lab, 0) + 1
+        split_counts: dict[str, int] = {}
+        for sp, s in zip(items["split"], status):
+            if s == STATUS_OK and sp:
+                split_counts[sp] = split_counts.get(sp, 0) + 1
+        sets = []
+        for vs in self.vector_sets():
+            idx = dict(vs.index)
+            idx.pop("ids_sha256", None)
+            if idx:
+                idx["up_to_date"] = idx.get("ntotal") == vs.count
+            prov = {k: v for k, v in vs.attrs.items() if not k.startswith("index_") and k not in ("count", "stale_rows")}
+            sets.append({"name": vs.name, "count": vs.count, "stale_rows": vs.stale_rows, "provenance": prov, "index": idx})
+        with self._file() as f:
+            a = _decode_attrs(f.attrs)
+        return {
+            "store": str(self.path),
+            "schema": a.get("embedstore_schema"),
+            "created": a.get("created"),
+            "updated": a.get("updated"),
+            "items": int(len(status)),
+            "ok": int((status == STATUS_OK).sum()),
+            "quarantined": len(quarantined),
+            "labels": dict(sorted(label_counts.items())),
+            "splits": dict(sorted(split_counts.items())),
+            "vector_sets": sets,
+            "quarantined_items": quarantined,
+        }
+
+
+def list_shards_any(shard_root: Path) -> bool:
+    return shard_root.is_dir() and any(list_shards(d) for d in shard_root.iterdir() if d.is_dir())
+
+
+def _set_attrs_from_shard(attrs: dict) -> dict:
+    skip = {"device", "precision", "committed", "set_name", "rows"}
+    return {k: v for k, v in attrs.items() if k not in skip}
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, str) and not isinstance(b, str):
+        try:
+            a = json.loads(a)
+        except ValueError:
+            pass
+    if isinstance(b, str) and not isinstance(a, str):
+        try:
+            b = json.loads(b)
+        except ValueError:
+            pass
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return a == b
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def _short(v) -> str:
+    s = v if isinstance(v, str) else json.dumps(v, sort_keys=True)
+    return s if len(s) <= 40 else s[:16] + "..."
+
+
+def open_store(path: str | Path, mode: str = "r", create: bool = False) -> Store:
+    """Open a store to read (`mode="r"`) or write (`mode="a"`; `create=True` makes a new one)."""
+    if mode not in ("r", "a"):
+        raise ValueError(f"mode must be 'r' or 'a', not {mode!r}")
+    return Store(path, writable=(mode == "a"))._open(create=create)

@@ -1,0 +1,68 @@
+"""Fixture builders: tiny image folders and manifests written into tmp_path."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np
+import pytest
+from PIL import Image
+
+CLASS_COLOURS = {"cat": (200, 60, 40), "dog": (40, 160, 60), "owl": (50, 60, 200)}
+
+
+def write_image(path: Path, colour=(128, 128, 128), seed: int = 0, size=(48, 40), fmt: str | None = None) -> Path:
+    """A noisy image tinted with `colour`: same colour -> similar vectors."""
+    rng = np.random.default_rng(seed)
+    base = np.array(colour, dtype=np.float32)[None, None, :]
+    arr = np.clip(base + rng.normal(0, 40, (size[1], size[0], 3)), 0, 255).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path, format=fmt)
+    return path
+
+
+def make_image_folder(root: Path, classes=("cat", "dog"), per_class: int = 6, size=(48, 40), seed: int = 0) -> Path:
+    for c_i, c in enumerate(classes):
+        for i in range(per_class):
+            ext = ".jpg" if i % 2 == 0 else ".png"
+            write_image(root / c / f"{c}_{i:03d}{ext}", CLASS_COLOURS.get(c, (128, 128, 128)), seed=seed * 1000 + c_i * 100 + i, size=size)
+    return root
+
+
+def add_bad_files(root: Path, folder: str = "cat") -> dict[str, str]:
+    """Corrupt, truncated, zero-byte and non-image files; returns id -> expected reason fragment."""
+    d = root / folder
+    good = write_image(root / "_tmp.jpg", seed=99, size=(64, 64))
+    data = good.read_bytes()
+    good.unlink()
+    (d / "truncated.jpg").write_bytes(data[: len(data) // 2])
+    (d / "empty.jpg").write_bytes(b"")
+    (d / "notes.txt").write_text("not an image at all")
+    (d / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00garbage" * 20)
+    return {
+        f"{folder}/truncated.jpg": "truncated",
+        f"{folder}/empty.jpg": "empty file",
+        f"{folder}/notes.txt": "not an image",
+        f"{folder}/corrupt.png": "",
+    }
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    return make_image_folder(tmp_path / "photos")
+
+
+@pytest.fixture
+def build_tiny():
+    """Build with the seeded test encoder, fp32, in-process decode: fast and deterministic."""
+    from embedstore.build import build
+
+    def run(source, store, **kw):
+        opts = dict(encoder="test:tiny", workers=0, precision="fp32", progress=False, batch_size=4, shard_rows=4)
+        opts.update(kw)
+        return build(source, store, **opts)
+
+    return run

@@ -1,0 +1,83 @@
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from embedstore.errors import SourceError
+from embedstore.sources import open_source
+
+from conftest import make_image_folder, write_image
+
+
+def test_folder_labels_from_subfolders(tmp_path):
+    root = make_image_folder(tmp_path / "p", classes=("cat", "dog"), per_class=3)
+    (root / ".DS_Store").write_text("x")
+    (root / "README.txt").write_text("top level")
+    src = open_source(root)
+    assert sorted({i.label for i in src.items}) == ["cat", "dog"]
+    assert len(src) == 6
+    assert all(i.id == f"{i.label}/{Path(i.uri).name}" for i in src.items)
+    assert src.skipped == {"hidden file": [str(root / ".DS_Store")], "top-level file outside any class folder": [str(root / "README.txt")]}
+
+
+def test_flat_folder_without_labels(tmp_path):
+    for i in range(3):
+        write_image(tmp_path / "flat" / f"{i}.jpg", seed=i)
+    with pytest.raises(SourceError, match="--no-labels"):
+        open_source(tmp_path / "flat")
+    src = open_source(tmp_path / "flat", labels=False)
+    assert [i.id for i in src.items] == ["0.jpg", "1.jpg", "2.jpg"] and all(i.label is None for i in src.items)
+
+
+@pytest.mark.parametrize("kind", ["missing", "empty", "bad-suffix"])
+def test_bad_sources(tmp_path, kind):
+    if kind == "missing":
+        path, match = tmp_path / "nope", "does not exist"
+    elif kind == "empty":
+        (tmp_path / "empty").mkdir()
+        path, match = tmp_path / "empty", "no files to embed"
+    else:
+        path = tmp_path / "x.json"
+        path.write_text("{}")
+        match = "not a manifest"
+    with pytest.raises(SourceError, match=match):
+        open_source(path)
+
+
+def _manifest_rows(tmp_path):
+    for i in range(4):
+        write_image(tmp_path / "imgs" / f"{i}.jpg", seed=i)
+    return [{"path": f"imgs/{i}.jpg", "label": "a" if i < 2 else "b", "split": "train" if i % 2 else "TEST", "id": f"img_{i:05d}"} for i in range(4)]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_manifest(tmp_path, fmt):
+    rows = _manifest_rows(tmp_path)
+    path = tmp_path / f"m.{fmt}"
+    if fmt == "csv":
+        path.write_text("path,label,split,id\n" + "\n".join(f"{r['path']},{r['label']},{r['split']},{r['id']}" for r in rows) + "\n")
+    else:
+        pq.write_table(pa.Table.from_pylist(rows), path)
+    src = open_source(path)
+    assert [i.id for i in src.items] == ["img_00000", "img_00001", "img_00002", "img_00003"]
+    assert [i.split for i in src.items] == ["test", "train", "test", "train"]
+    assert src.items[0].uri == str((tmp_path / "imgs" / "0.jpg").resolve())
+    assert src.has_labels and src.has_splits
+
+
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        ("file,label\nimgs/0.jpg,a\n", "no 'path' column \\(found: file, label\\)"),
+        ("path,label\nimgs/0.jpg,a\nimgs/missing.jpg,b\n", "1 file\\(s\\) that do not exist, e.g. imgs/missing.jpg"),
+        ("path,id\nimgs/0.jpg,x\nimgs/1.jpg,x\n", "id 'x' twice"),
+        ("path,label\n", "no rows"),
+    ],
+)
+def test_manifest_errors(tmp_path, content, match):
+    _manifest_rows(tmp_path)
+    path = tmp_path / "m.csv"
+    path.write_text(content)
+    with pytest.raises(SourceError, match=match):
+        open_source(path)
