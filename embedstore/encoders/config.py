@@ -75,11 +75,13 @@ def build_transform(pp: Preprocess):
     import torch
 
     interp = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC}[pp.interpolation]
+    # Resize and crop the PIL image first, then convert: the order torchvision's weight
+    # transforms and open_clip's preprocess use, so vectors match their reference pipelines.
     return T.Compose(
         [
-            T.PILToTensor(),
             T.Resize(pp.resize_size, interpolation=interp, antialias=pp.antialias),
             T.CenterCrop(pp.input_size),
+            T.PILToTensor(),
             T.ToDtype(torch.float32, scale=True),
             T.Normalize(mean=list(pp.mean), std=list(pp.std)),
         ]

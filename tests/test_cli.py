@@ -1,0 +1,94 @@
+"""The `embed` CLI through typer's CliRunner, including its error paths."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from embedstore.cli.main import app
+
+from conftest import add_bad_files
+
+runner = CliRunner()
+TINY = ["--encoder", "test:tiny", "--precision", "fp32", "--workers", "0", "--quiet"]
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_build_info_json_roundtrip(image_folder, tmp_path):
+    store = tmp_path / "s.h5"
+    add_bad_files(image_folder)
+    r = run("build", image_folder, "--store", store, *TINY)
+    assert r.exit_code == 0, r.output
+    assert "12 new vectors" in r.output and "quarantined cat/truncated.jpg" in r.output
+    assert "time: read" in r.output and "items/s" in r.output
+    j = run("build", image_folder, "--store", store, *TINY, "--json")
+    report = json.loads(j.stdout)
+    assert report["encoded"] == 0 and report["unchanged"] == 12 and report["previously_quarantined"] == 4
+    info = json.loads(run("info", store, "--json").stdout)
+    assert info["ok"] == 12 and info["quarantined"] == 4
+    text = run("info", store).output
+    assert "labels: cat 6, dog 6" in text and "IndexFlatIP" in text and "up to date" in text
+
+
+def test_encoders_lists_offline_status():
+    r = run("encoders")
+    assert r.exit_code == 0
+    line = next(ln for ln in r.output.splitlines() if ln.startswith("effnet-lite:lite0"))
+    assert "1280" in line and " yes " in line
+    rows = json.loads(run("encoders", "test:*", "--json").stdout)
+    assert rows == [{"id": "test:tiny", "dim": 32, "input_size": 32, "layer": "penultimate", "pooling": "avg",
+                     "weights": "random, seeded (for tests)", "available": "bundled"}]
+    assert "2" in run("encoders", "--layers", "test:tiny").output.split()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["build", "{tmp}/missing", "--store", "{tmp}/s.h5"], "does not exist"),
+        (["build", "{src}", "--store", "{tmp}/s.h5", "--encoder", "torchvison:resnet50"], "did you mean 'torchvision:resnet50'"),
+        (["build", "{src}", "--store", "{tmp}/s.h5", "--encoder", "test:tiny", "--layer", "nope"], "has no layer 'nope'"),
+        (["build", "{src}", "--store", "{tmp}/notes.txt", "--encoder", "test:tiny"], "not an HDF5 file"),
+        (["build", "{src}", "--store", "{tmp}/s.h5", "--encoder", "test:tiny", "--dtype", "int8"], "--dtype must be"),
+        (["build", "{src}", "--store", "{tmp}/s.h5", "--encoder", "test:tiny", "--device", "cuda"], "no CUDA GPU"),
+        (["build", "{src}", "--store", "{tmp}/s.h5", "--encoder", "test:tiny", "--precision", "fp8"], "--precision must be"),
+        (["build", "{src}", "--store", "{tmp}/s.h5", "--encoder", "torchvision:resnet18"], "cannot be reached"),
+        (["info", "{tmp}/nothing.h5"], "does not exist"),
+        (["encoders", "--layers", "nope:x"], "unknown encoder source"),
+    ],
+)
+def test_errors_are_one_line_and_non_zero(image_folder, tmp_path, monkeypatch, args, message):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-cache"))
+    (tmp_path / "notes.txt").write_text("keep me")
+    r = run(*[a.format(tmp=tmp_path, src=image_folder) for a in args])
+    assert r.exit_code == 2
+    err = r.stderr.strip()
+    assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1
+    assert (tmp_path / "notes.txt").read_text() == "keep me"
+
+
+def test_usage_errors_exit_non_zero(image_folder):
+    r = run("build", image_folder)  # no --store
+    assert r.exit_code == 2 and "--store" in r.output
+    assert run("build", image_folder, "--store", "x.h5", "--batch-size", "0").exit_code == 2
+
+
+def test_help_has_examples_and_loads_no_heavy_library():
+    code = ("import sys; from typer.testing import CliRunner; from embedstore.cli.main import app; "
+            "r = CliRunner().invoke(app, ['build', '--help']); "
+            "print(r.exit_code, 'Examples' in r.output, sorted(m for m in ('torch', 'h5py', 'faiss', 'numpy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["0", "True", "[]"]
+
+
+@pytest.mark.slow
+def test_demo_runs_offline_on_bundled_data(tmp_path):
+    r = run("demo", "--out", tmp_path / "demo", "--per-class", "4", "--quiet")
+    assert r.exit_code == 0, r.output
+    assert "40 new vectors" in r.output and "effnet-lite:lite0" in r.output
+    again = run("demo", "--out", tmp_path / "demo", "--per-class", "4", "--quiet", "--json")
+    assert json.loads(again.stdout)["build"]["encoded"] == 0
