@@ -59,7 +59,7 @@ def random_weights(encoder_id: str, out: Path) -> str | None:
 
 
 def forward_only(encoder_id: str, weights: str | None, n: int, batch_size: int) -> tuple[float, str]:
-    from embedstore.build.device import resolve_device, resolve_precision
+    from embedstore.build.device import resolve_device, resolve_precision, use_channels_last
     from embedstore.build.runner import encode_batch
     from embedstore.encoders import create_encoder
     import torch
@@ -67,7 +67,7 @@ def forward_only(encoder_id: str, weights: str | None, n: int, batch_size: int) 
     enc = create_encoder(encoder_id, weights=weights)
     dev = resolve_device("auto")
     prec, _ = resolve_precision("auto", dev)
-    channels_last = enc.cfg.family == "cnn" and (dev.type == "cuda" or prec == "bf16")
+    channels_last = use_channels_last(enc.cfg, dev, prec)
     enc.to(dev, channels_last=channels_last)
     s = enc.cfg.preprocess.input_size
     x = torch.randn(batch_size, 3, s, s)

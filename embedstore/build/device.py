@@ -48,6 +48,11 @@ def resolve_precision(precision: str, device) -> tuple[str, str]:
     return "fp32", "auto: CPU without native bf16"
 
 
+def use_channels_last(cfg, device, precision: str) -> bool:
+    """CNNs run channels_last where it pays: on CUDA, and on CPU under bf16 (oneDNN)."""
+    return cfg.family == "cnn" and (device.type == "cuda" or precision == "bf16")
+
+
 def autocast_dtype(precision: str):
     import torch
 

@@ -16,7 +16,7 @@ from ..progress import progress_bar
 from ..sources import open_source
 from ..store import open_store
 from ..store.schema import SCHEMA_VERSION, STATUS_OK, STATUS_QUARANTINED, set_name_for
-from .device import autocast_dtype, default_workers, resolve_device, resolve_precision
+from .device import autocast_dtype, default_workers, resolve_device, resolve_precision, use_channels_last
 from .loader import make_loader
 from .plan import existing_items, make_plan
 from .writer import ShardWriter
@@ -154,7 +154,7 @@ def build(
         if plan.metadata_only:
             writer.put([{**ex, "label": it.label, "split": it.split} for it, ex in plan.metadata_only])
             report.metadata_updated += len(plan.metadata_only)
-        channels_last = enc.cfg.family == "cnn" and (dev.type == "cuda" or prec == "bf16")
+        channels_last = use_channels_last(enc.cfg, dev, prec)
         enc.to(dev, channels_last=channels_last)
         loader = make_loader(plan.todo, enc.transform, batch_size, workers, pin_memory=dev.type == "cuda",
                              exif_transpose=enc.cfg.preprocess.exif_transpose)
