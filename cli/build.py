@@ -22,7 +22,8 @@ def print_report(r) -> None:
     say(f"  source {r.source}: {r.items_in_source} items; unchanged {r.unchanged}; "
         f"labels/splits updated {r.metadata_updated}; quarantined {r.quarantined} now, {r.previously_quarantined} before")
     say(f"  encoder {r.encoder} on {r.device}, precision {r.precision} ({r.precision_reason}), "
-        f"batch {r.batch_size}, {r.workers} decode worker(s)")
+        f"batch {r.batch_size}, {r.workers} decode worker(s)"
+        f"{' at idle priority' if r.device == 'cpu' and r.workers else ''}")
     say(f"  time: read {fmt_s(r.read_s)} (waiting on decode), encode {fmt_s(r.encode_s)}, write {fmt_s(r.write_s)}; "
         f"wall {fmt_s(r.wall_s)}; {r.items_per_s:.1f} items/s; {r.shards_written} shard(s) committed")
     if r.index:
@@ -48,7 +49,7 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
         precision: str = typer.Option("auto", "--precision", help="auto | fp32 | bf16 | fp16 (autocast)."),
         batch_size: int = typer.Option(64, "--batch-size", "-b", min=1, help="Images per forward pass."),
-        workers: int = typer.Option(None, "--workers", "-w", min=0, help="Decode worker processes [default: cores - 1]."),
+        workers: int = typer.Option(None, "--workers", "-w", min=0, help="Decode worker processes [default: one per core on CPU, at idle priority; cores - 1 with a GPU]."),
         dtype: str = typer.Option("float16", "--dtype", help="Stored vector type: float16 | float32."),
         normalize: str = typer.Option("l2", "--normalize", help="l2 (cosine search) | none."),
         shard_size: int = typer.Option(4096, "--shard-size", min=1, help="Rows per committed shard (the unit of resume)."),

@@ -62,8 +62,12 @@ def collate(samples):
     return Batch(loaded, pixels, ok)
 
 
-def make_loader(tasks: list[Task], transform, batch_size: int, workers: int, pin_memory: bool, exif_transpose: bool = True):
+def make_loader(tasks: list[Task], transform, batch_size: int, workers: int, pin_memory: bool,
+                exif_transpose: bool = True, background: bool = False):
+    """Batches of loaded items in task order; `background` runs the workers at idle priority."""
     from torch.utils.data import DataLoader
+
+    from .device import lower_priority
 
     ds = ItemDataset(tasks, transform, exif_transpose)
     return DataLoader(
@@ -75,4 +79,5 @@ def make_loader(tasks: list[Task], transform, batch_size: int, workers: int, pin
         pin_memory=pin_memory,
         prefetch_factor=4 if workers > 0 else None,
         persistent_workers=False,
+        worker_init_fn=lower_priority if background and workers > 0 else None,
     )

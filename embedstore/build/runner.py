@@ -137,7 +137,7 @@ def build(
     dev = resolve_device(device)
     prec, prec_reason = resolve_precision(precision, dev)
     enc = create_encoder(encoder, weights=weights, layer=layer)
-    workers = default_workers() if workers is None else workers
+    workers = default_workers(dev) if workers is None else workers
     prov = enc.provenance(normalize=normalize, dtype=dtype)
     set_name = set_name_for(prov)
     set_attrs = _set_attrs(prov, set_name)
@@ -157,7 +157,7 @@ def build(
         channels_last = use_channels_last(enc.cfg, dev, prec)
         enc.to(dev, channels_last=channels_last)
         loader = make_loader(plan.todo, enc.transform, batch_size, workers, pin_memory=dev.type == "cuda",
-                             exif_transpose=enc.cfg.preprocess.exif_transpose)
+                             exif_transpose=enc.cfg.preprocess.exif_transpose, background=dev.type == "cpu")
         bar = progress_bar(len(plan.todo), desc=f"embed {enc.cfg.id}", enabled=progress and bool(plan.todo))
         try:
             it = iter(loader)
