@@ -35,3 +35,7 @@ class ProvenanceMismatchError(StoreError):
 
 class BuildError(EmbedstoreError):
     """The build loop cannot go on (the encoder failed, vectors are not finite, ...)."""
+
+
+class HeadError(EmbedstoreError):
+    """A head cannot be trained, loaded or applied: bad labels, splits, files or a provenance mismatch."""
