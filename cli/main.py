@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import build, demo, encoders, info
+from . import build, demo, encoders, heads, info
 from .common import STATE
 
 app = typer.Typer(
@@ -26,6 +26,7 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show full traceback
 build.register(app)
 info.register(app)
 encoders.register(app)
+heads.register(app)
 demo.register(app)
 
 

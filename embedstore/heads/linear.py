@@ -28,7 +28,7 @@ class LinearSVMHead(_LinearHead):
 
     kind = "linear-svm"
     sweep_param = "C"
-    sweep_grid = tuple(float(c) for c in np.logspace(-4, 3, 8))
+    sweep_grid = tuple(float(f"{c:.3g}") for c in np.logspace(-4, 3, 8))
 
     def __init__(self, C: float = 1.0, tol: float = 1e-4, max_iter: int = 2000, random_state=0):
         self.C = C
@@ -56,7 +56,7 @@ class RidgeHead(_LinearHead):
 
     kind = "ridge"
     sweep_param = "alpha"
-    sweep_grid = tuple(float(a) for a in np.logspace(-4, 4, 9))
+    sweep_grid = tuple(float(f"{a:.3g}") for a in np.logspace(-4, 4, 9))
     streams = True
 
     def __init__(self, alpha: float = 1.0):

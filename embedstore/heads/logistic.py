@@ -28,7 +28,7 @@ class LogisticHead(Head):
 
     kind = "logistic"
     sweep_param = "C"
-    sweep_grid = tuple(float(c) for c in np.logspace(-4, 4, 9))
+    sweep_grid = tuple(float(f"{c:.3g}") for c in np.logspace(-4, 4, 9))
     streams = True
     _state_arrays = ("coef_", "intercept_")
 

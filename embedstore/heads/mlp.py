@@ -13,10 +13,10 @@ class MLPHead(Head):
 
     kind = "mlp"
     sweep_param = "alpha"
-    sweep_grid = tuple(float(a) for a in np.logspace(-5, -1, 5))
-    _state_arrays = ("W1_", "b1_", "W2_", "b2_")
+    sweep_grid = tuple(float(f"{a:.3g}") for a in np.logspace(-5, -1, 5))
+    _state_arrays = ("mean_", "scale_", "W1_", "b1_", "W2_", "b2_")
 
-    def __init__(self, hidden: int = 256, alpha: float = 1e-4, max_iter: int = 200, early_stopping: bool = True,
+    def __init__(self, hidden: int = 256, alpha: float = 1e-4, max_iter: int = 300, early_stopping: bool = True,
                  random_state=0):
         self.hidden = hidden
         self.alpha = alpha
@@ -25,13 +25,25 @@ class MLPHead(Head):
         self.random_state = random_state
 
     def _fit(self, X: np.ndarray, y_idx: np.ndarray) -> None:
+        import warnings
+
+        from sklearn.exceptions import ConvergenceWarning
         from sklearn.neural_network import MLPClassifier
+
+        # standardised inputs: unit-norm embeddings have tiny per-feature scales that stall Adam
+        self.mean_ = X.mean(axis=0).astype(np.float32)
+        sd = X.std(axis=0)
+        self.scale_ = np.where(sd > 1e-12, sd, 1.0).astype(np.float32)
+        X = (X - self.mean_) / self.scale_
 
         # early stopping holds out 10%: only worth it with enough items for a stable held-out score
         early = self.early_stopping and len(X) >= max(1000, 20 * len(self.classes_))
         mlp = MLPClassifier(hidden_layer_sizes=(int(self.hidden),), alpha=self.alpha, max_iter=self.max_iter,
                             early_stopping=early, random_state=self.random_state)
-        mlp.fit(X, y_idx)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConvergenceWarning)
+            mlp.fit(X, y_idx)
+        self.converged_ = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
         (W1, W2), (b1, b2) = mlp.coefs_, mlp.intercepts_
         if len(mlp.classes_) != len(self.classes_):  # pragma: no cover - every class is in y_idx
             raise ValueError("MLP lost a class")
@@ -40,6 +52,7 @@ class MLPHead(Head):
         self.n_iter_ = int(mlp.n_iter_)
 
     def _scores(self, X: np.ndarray) -> np.ndarray:
-        h = np.maximum(np.asarray(X, dtype=np.float64) @ self.W1_ + self.b1_, 0.0)
+        Z = (np.asarray(X, dtype=np.float64) - self.mean_) / self.scale_
+        h = np.maximum(Z @ self.W1_ + self.b1_, 0.0)
         s = h @ self.W2_.astype(np.float64) + self.b2_
         return s[:, 0] if s.shape[1] == 1 else s

@@ -222,6 +222,29 @@ class Store:
                 return vs
         raise StoreError(f"store {self.path} has no vector set '{name}'; it has: {', '.join(v.name for v in self.vector_sets()) or 'none'}")
 
+    def select_set(self, which: str | None = None) -> VectorSet:
+        """A set by name or encoder id; with none given, the store's only set."""
+        sets = self.vector_sets()
+        listing = "; ".join(f"{v.name} ({v.encoder}, {v.count} vectors)" for v in sets) or "none"
+        if not sets:
+            raise StoreError(f"store {self.path} has no vector sets yet; run `embed build SOURCE --store {self.path.name}` first")
+        if which is None:
+            if len(sets) > 1:
+                raise StoreError(f"store {self.path} has {len(sets)} vector sets; pick one with --set NAME or --set ENCODER_ID: {listing}")
+            return sets[0]
+        match = [v for v in sets if which in (v.name, v.encoder)]
+        if len(match) == 1:
+            return match[0]
+        if len(match) > 1:
+            raise StoreError(f"encoder {which} has {len(match)} vector sets in {self.path}; pick one by name: {listing}")
+        raise StoreError(f"store {self.path} has no vector set named or made by '{which}'; it has: {listing}")
+
+    def rows(self, set_name: str):
+        """The set's rows joined with labels, splits and uris (see `SetRows`); vectors stream on demand."""
+        from .rows import set_rows
+
+        return set_rows(self, set_name)
+
     def find_set(self, provenance: dict) -> VectorSet | None:
         """The set whose provenance equals `provenance` on every key field, if any."""
         for vs in self.vector_sets():

@@ -1,0 +1,174 @@
+"""`embed fit-head`, `embed predict`, `embed evaluate`: classifier heads on cached vectors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from .common import emit_json, fail, fmt_s, run_guarded, say
+
+FIT_EPILOG = (
+    "Examples:\n\n"
+    "  embed fit-head logistic --store photos.h5 --out heads/photos-logistic\n\n"
+    "  embed fit-head knn --store photos.h5 --shots 5 --json\n\n"
+    "  embed fit-head mlp --store photos.h5 --param hidden=512 --plots reports/\n\n"
+    "Heads: logistic, linear-svm, ridge, knn, mlp. Regularisation (C, alpha or k) is chosen on the validation split."
+)
+
+
+def _parse_params(items: list[str]) -> dict:
+    out = {}
+    for it in items or []:
+        if "=" not in it:
+            fail(f"--param '{it}' must look like NAME=VALUE, e.g. --param C=10")
+        k, v = it.split("=", 1)
+        for conv in (int, float):
+            try:
+                v = conv(v)
+                break
+            except ValueError:
+                continue
+        if v in ("true", "false"):
+            v = v == "true"
+        out[k.strip()] = v
+    return out
+
+
+def _parse_grid(text: str | None) -> list | None:
+    if not text:
+        return None
+    try:
+        vals = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        fail(f"--grid '{text}' must be comma-separated numbers, e.g. 0.01,0.1,1,10")
+    return [int(v) if v.is_integer() else v for v in vals]
+
+
+def print_fit(r, plots: list[str]) -> None:
+    t = r.test
+    say(f"{r.head} head on {r.vector_set} ({r.encoder}): {len(r.classes)} classes; "
+        f"train {r.counts['train']}, val {r.counts['val']}, test {r.counts['test']}")
+    say(f"  splits: {r.split_how}")
+    for n in r.notes:
+        say(f"  note: {n}")
+    if r.param:
+        curve = ", ".join(f"{c['value']:g}: {c['val_accuracy']:.3f}" for c in r.curve)
+        say(f"  {r.param} chosen on validation: {r.chosen:g} (val accuracy {r.val_accuracy:.3f}); curve {curve}")
+    say(f"  test: accuracy {t['accuracy']:.4f}, balanced accuracy {t['balanced_accuracy']:.4f}, "
+        f"macro precision {t['macro_precision']:.4f}, recall {t['macro_recall']:.4f}, F1 {t['macro_f1']:.4f}")
+    from embedstore.heads.metrics import format_confusion, format_per_class
+
+    say(format_per_class(t["per_class"]))
+    say("confusion matrix (test):")
+    say(format_confusion(t["confusion"]))
+    say(f"  time: sweep {fmt_s(r.sweep_s)}, refit {fmt_s(r.refit_s)}, wall {fmt_s(r.wall_s)}"
+        f"{'' if r.in_memory else ' (streamed from the store)'}")
+    if r.out:
+        say(f"saved head to {r.out}")
+    for p in plots:
+        say(f"plot: {p}")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("fit-head", epilog=FIT_EPILOG)
+    def fit_head(
+        head: str = typer.Argument(..., help="logistic | linear-svm | ridge | knn | mlp"),
+        store: Path = typer.Option(..., "--store", "-s", help="A store built by `embed build` with labels."),
+        out: Path = typer.Option(None, "--out", "-o", help="Folder to save the head to (head.json + arrays.npz)."),
+        vector_set: str = typer.Option(None, "--set", help="Vector set name or encoder id, when the store has several."),
+        val_fraction: float = typer.Option(0.15, "--val-fraction", help="Validation share when the store has no split column."),
+        test_fraction: float = typer.Option(0.15, "--test-fraction", help="Test share when the store has no split column."),
+        seed: int = typer.Option(0, "--seed", help="Seed for the split and --shots."),
+        shots: int = typer.Option(None, "--shots", min=1, help="Train on K seeded items per class (few-shot transfer)."),
+        max_memory: str = typer.Option("4GB", "--max-memory", help="Above this, logistic and ridge stream vectors from the store."),
+        grid: str = typer.Option(None, "--grid", help="Comma-separated values to sweep instead of the head's default grid."),
+        param: list[str] = typer.Option(None, "--param", help="Head parameter NAME=VALUE (repeatable), e.g. hidden=512."),
+        device: str = typer.Option("auto", "--device", help="Where the logistic solver runs: auto | cpu | cuda."),
+        plots: Path = typer.Option(None, "--plots", help="Write confusion.png and validation_curve.png here."),
+        force: bool = typer.Option(False, "--force", help="Replace an existing head at --out."),
+        json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    ) -> None:
+        """Train a classifier head on a store's cached vectors, choose its regularisation, report test metrics."""
+        from embedstore.workflows.fit import fit_head as run_fit
+
+        report, _ = run_guarded(run_fit, store, head, out=out, vector_set=vector_set, val_fraction=val_fraction,
+                                test_fraction=test_fraction, seed=seed, shots=shots, max_memory=max_memory,
+                                grid=_parse_grid(grid), params=_parse_params(param), device=device, force=force,
+                                progress=not quiet and not json_out)
+        written = []
+        if plots is not None:
+            from embedstore.workflows.plots import head_plots
+
+            written = run_guarded(head_plots, report, plots)
+        if json_out:
+            emit_json({**report.to_dict(), "plots": written})
+        else:
+            print_fit(report, written)
+
+    @app.command(epilog="Examples:\n\n  embed predict heads/photos-logistic new_photos/ --out predictions.csv\n\n"
+                        "  embed predict heads/photos-logistic list.csv --store new.h5 --json\n\n"
+                        "SOURCE is embedded with exactly the encoder, weights, layer and preprocessing the head was "
+                        "trained on; a store as SOURCE is used as it is, if its vectors match.")
+    def predict(
+        head: Path = typer.Argument(..., help="A head folder saved by `embed fit-head --out`."),
+        source: Path = typer.Argument(..., help="A folder, a CSV/Parquet manifest, or a store (.h5)."),
+        out: Path = typer.Option(None, "--out", "-o", help="Write predictions to .csv, .json or .jsonl."),
+        store: Path = typer.Option(None, "--store", "-s", help="Keep the new embeddings in this store (else a temporary one)."),
+        weights: Path = typer.Option(None, "--weights", help="The local weights file the head's encoder was built with."),
+        device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+        batch_size: int = typer.Option(64, "--batch-size", "-b", min=1),
+        workers: int = typer.Option(None, "--workers", "-w", min=0),
+        show: int = typer.Option(10, "--show", help="Rows to print when there is no --out."),
+        json_out: bool = typer.Option(False, "--json", help="Print the report (with every row) as JSON."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    ) -> None:
+        """Label new images end to end with a saved head: embed, check provenance, predict."""
+        from embedstore.workflows.apply import predict as run_predict
+
+        r = run_guarded(run_predict, head, source, out=out, store=store, weights=str(weights) if weights else None,
+                        device=device, batch_size=batch_size, workers=workers, progress=not quiet and not json_out)
+        if json_out:
+            emit_json(r.to_dict())
+            return
+        say(f"predicted {r.predicted} item(s) with {r.head}; quarantined {r.quarantined}")
+        say("  labels: " + ", ".join(f"{k} {v}" for k, v in sorted(r.label_counts.items())))
+        if r.accuracy is not None:
+            say(f"  accuracy against the source's labels: {r.accuracy:.4f}")
+        if r.out:
+            say(f"wrote {r.out}")
+        else:
+            for row in r.rows[:show]:
+                say(f"  {row['id']}: {row['label'] or '-'}" + (f" ({row['prob']:.3f})" if row["prob"] is not None else f" [{row['reason']}]"))
+            if len(r.rows) > show:
+                say(f"  ... {len(r.rows) - show} more (use --out FILE)")
+
+    @app.command(epilog="Example:\n\n  embed evaluate heads/photos-logistic --store holdout.h5 --json")
+    def evaluate(
+        head: Path = typer.Argument(..., help="A head folder saved by `embed fit-head --out`."),
+        store: Path = typer.Option(..., "--store", "-s", help="A labelled store embedded with the head's encoder."),
+        split: str = typer.Option(None, "--split", help="Only items of this split (default: every labelled item)."),
+        plots: Path = typer.Option(None, "--plots", help="Write confusion.png here."),
+        json_out: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
+    ) -> None:
+        """Metrics of a saved head on a labelled store: accuracy, per-class precision/recall/F1, confusion."""
+        from embedstore.heads.metrics import format_confusion, format_per_class
+        from embedstore.workflows.apply import evaluate as run_eval
+
+        m = run_guarded(run_eval, head, store, split=split)
+        if plots is not None:
+            from embedstore.workflows.plots import plot_confusion
+
+            Path(plots).mkdir(parents=True, exist_ok=True)
+            m["plots"] = [str(run_guarded(plot_confusion, m["confusion"], Path(plots) / "confusion.png", f"{head.name} on {store.name}"))]
+        if json_out:
+            emit_json(m)
+            return
+        say(f"{m['head']} on {m['store']} ({m['vector_set']}, split {m['split']}, {m['n']} items)")
+        say(f"  accuracy {m['accuracy']:.4f}, balanced accuracy {m['balanced_accuracy']:.4f}, macro precision "
+            f"{m['macro_precision']:.4f}, recall {m['macro_recall']:.4f}, F1 {m['macro_f1']:.4f}")
+        if m["unseen_labels"]:
+            say(f"  note: labels the head never saw (always wrong): {', '.join(m['unseen_labels'])}")
+        say(format_per_class(m["per_class"]))
+        say(format_confusion(m["confusion"]))

@@ -1,0 +1,73 @@
+"""Train / validation / test assignment: the store's split column, else a seeded stratified split."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import HeadError
+
+TRAIN, VAL, TEST, UNUSED = 0, 1, 2, -1
+SPLIT_NAMES = {TRAIN: "train", VAL: "val", TEST: "test"}
+_ALIASES = {"train": TRAIN, "training": TRAIN, "val": VAL, "valid": VAL, "validation": VAL, "dev": VAL,
+            "test": TEST, "testing": TEST, "holdout": TEST}
+
+
+def _stratified(labels: np.ndarray, candidates: np.ndarray, fraction: float, rng, what: str) -> np.ndarray:
+    """Pick about `fraction` of `candidates` per class (at least one each); returns positions."""
+    picked = []
+    for lab in np.unique(labels[candidates]):
+        members = candidates[labels[candidates] == lab]
+        take = max(1, int(round(fraction * len(members))))
+        if len(members) - take < 1:
+            raise HeadError(f"class '{lab}' has {len(members)} item(s): too few to also hold out a {what} part; "
+                            "add items, lower --val-fraction/--test-fraction, or give the store a split column")
+        picked.append(rng.permutation(members)[:take])
+    return np.concatenate(picked) if picked else np.zeros(0, dtype=np.int64)
+
+
+def assign_splits(labels: np.ndarray, store_splits: np.ndarray, val_fraction: float, test_fraction: float,
+                  seed: int) -> tuple[np.ndarray, str]:
+    """Split codes per item (TRAIN/VAL/TEST/UNUSED) and a sentence saying how they were chosen."""
+    for name, f in (("--val-fraction", val_fraction), ("--test-fraction", test_fraction)):
+        if not 0 < f < 1:
+            raise HeadError(f"{name} must be between 0 and 1 (exclusive), not {f}")
+    if val_fraction + test_fraction >= 0.9:
+        raise HeadError(f"--val-fraction + --test-fraction is {val_fraction + test_fraction:.2f}; leave at least 10% for training")
+    rng = np.random.default_rng(seed)
+    codes = np.full(len(labels), UNUSED, dtype=np.int8)
+    given = np.array([_ALIASES.get(str(s).strip().lower(), UNUSED) if s else UNUSED for s in store_splits], dtype=np.int8)
+    if (given != UNUSED).any():
+        codes[:] = given
+        if not (codes == TRAIN).any():
+            raise HeadError("the store's split column names no training items (expected 'train'); fix the manifest's split column")
+        how = "the store's split column"
+        unknown = sorted({str(s) for s, g in zip(store_splits, given) if g == UNUSED and s})
+        if unknown:
+            how += f" (items with split {', '.join(unknown[:5])} are not used)"
+        if not (codes == VAL).any():
+            codes[_stratified(labels, np.flatnonzero(codes == TRAIN), val_fraction, rng, "validation")] = VAL
+            how += f"; validation: {val_fraction:.0%} of train per class (seed {seed})"
+        if not (codes == TEST).any():
+            codes[_stratified(labels, np.flatnonzero(codes == TRAIN), test_fraction, rng, "test")] = TEST
+            how += f"; test: {test_fraction:.0%} of train per class (seed {seed})"
+        return codes, how
+    codes[:] = TRAIN
+    all_rows = np.arange(len(labels))
+    codes[_stratified(labels, all_rows, test_fraction, rng, "test")] = TEST
+    codes[_stratified(labels, np.flatnonzero(codes == TRAIN), val_fraction / (1 - test_fraction), rng, "validation")] = VAL
+    return codes, f"seeded stratified split (seed {seed}): val {val_fraction:.0%}, test {test_fraction:.0%}"
+
+
+def take_shots(labels: np.ndarray, codes: np.ndarray, shots: int, seed: int) -> np.ndarray:
+    """Keep `shots` seeded training items per class; the rest of train becomes unused."""
+    if shots < 1:
+        raise HeadError(f"--shots must be at least 1, not {shots}")
+    rng = np.random.default_rng(seed + 1)
+    codes = codes.copy()
+    train = np.flatnonzero(codes == TRAIN)
+    for lab in np.unique(labels[train]):
+        members = train[labels[train] == lab]
+        if len(members) < shots:
+            raise HeadError(f"--shots {shots}: class '{lab}' has only {len(members)} training item(s); lower --shots")
+        codes[rng.permutation(members)[shots:]] = UNUSED
+    return codes

@@ -1,0 +1,81 @@
+"""A vector set's rows joined with the items table, streamed in chunks by row mask."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+
+from ..errors import StoreError
+
+
+@dataclass
+class SetRows:
+    """Row-aligned metadata of one vector set (ids, labels, splits, uris); vectors stay on disk."""
+
+    store_path: str
+    catalog: object  # Path of the catalog file
+    set_name: str
+    provenance: dict
+    ids: np.ndarray
+    labels: np.ndarray
+    splits: np.ndarray
+    uris: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def dim(self) -> int:
+        return int(self.provenance["dim"])
+
+    def chunks(self, mask: np.ndarray | None = None, chunk_rows: int = 16384) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield (row positions, float32 vectors) for the rows where `mask` is true, in row order.
+
+        Reads contiguous slabs and selects in memory: memory stays at one slab however large the set."""
+        import h5py
+
+        n = len(self.ids)
+        if mask is not None and not mask.any():
+            return
+        with h5py.File(self.catalog, "r") as f:
+            ds = f["vectors"][self.set_name]["vectors"]
+            for s in range(0, n, chunk_rows):
+                e = min(n, s + chunk_rows)
+                sel = np.arange(s, e) if mask is None else np.flatnonzero(mask[s:e]) + s
+                if len(sel) == 0:
+                    continue
+                block = ds[s:e].astype(np.float32)[sel - s]
+                bad = ~np.isfinite(block).all(axis=1)
+                if bad.any():
+                    which = ", ".join(self.ids[sel[bad][:3]])
+                    if np.isnan(block[bad]).all():
+                        raise StoreError(f"vector set {self.set_name} reads NaN for {which}: a shard file under "
+                                         f"{self.store_path}.d is missing; re-run `embed build` to re-embed those items")
+                    raise StoreError(f"vector set {self.set_name} has non-finite values (NaN or inf) for {bad.sum()} item(s), "
+                                     f"e.g. {which}; rebuild the store with `embed build` (float16 overflow: use --normalize l2)")
+                yield sel, block
+
+    def load(self, mask: np.ndarray | None = None) -> np.ndarray:
+        """The selected rows as one float32 array (callers check the size against their memory budget)."""
+        parts = [X for _, X in self.chunks(mask)]
+        if not parts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.concatenate(parts)
+
+
+def set_rows(store, set_name: str) -> SetRows:
+    """Join a set's row ids with the items table (label, split, uri) of `store`."""
+    vs = store.get_set(set_name)
+    with store._file() as f:
+        ids = f["vectors"][set_name]["ids"].asstr()[()]
+    items = store.items()
+    pos = {i: k for k, i in enumerate(items["id"])}
+    try:
+        at = np.fromiter((pos[i] for i in ids), dtype=np.int64, count=len(ids))
+    except KeyError as e:
+        raise StoreError(f"vector set {set_name} has a row for id {e.args[0]!r} that the items table lacks; "
+                         "re-run `embed build` to repair the catalog") from None
+    return SetRows(str(store.path), store.path, set_name, vs.provenance, ids,
+                   items["label"][at], items["split"][at], items["uri"][at])

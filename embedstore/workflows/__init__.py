@@ -1,0 +1,1 @@
+"""Workflows join the pieces along the data flow: store -> heads -> saved heads and reports."""

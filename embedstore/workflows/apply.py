@@ -1,0 +1,197 @@
+"""Using a saved head: `predict` labels new items end to end, `evaluate` scores a labelled store.
+
+Both refuse vectors whose provenance differs from the vectors the head was trained on."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import HeadError, ProvenanceMismatchError, StoreError
+from ..heads.metrics import classification_metrics
+from .headfile import load_head
+
+
+@dataclass
+class PredictReport:
+    head: str
+    source: str
+    store: str
+    out: str | None
+    predicted: int = 0
+    quarantined: int = 0
+    label_counts: dict = field(default_factory=dict)
+    accuracy: float | None = None  # when the source has labels the head knows
+    rows: list = field(default_factory=list)  # [{id, uri, label, prob, probs{class: p}, status, reason, true_label}]
+    wall_s: float = 0.0
+
+    def to_dict(self, with_rows: bool = True) -> dict:
+        d = asdict(self)
+        if not with_rows:
+            d.pop("rows")
+        return d
+
+
+def _is_store(path: Path) -> bool:
+    from ..store.store import check_store_file
+
+    if not path.is_file():
+        return False
+    try:
+        check_store_file(path)
+        return True
+    except StoreError:
+        return False
+
+
+def _matching_set(st, prov: dict, head_path: str):
+    """The set made with exactly the head's provenance, or an error naming the difference."""
+    vs = st.find_set(prov)
+    if vs is not None:
+        return vs
+    sets = st.vector_sets()
+    same_encoder = [v for v in sets if v.encoder == prov.get("encoder")] or sets
+    if not same_encoder:
+        raise HeadError(f"store {st.path} has no vectors; nothing to apply head {head_path} to")
+    try:
+        st.check_provenance(same_encoder[0], prov)
+    except ProvenanceMismatchError as e:
+        raise HeadError(f"head {head_path} was trained on other vectors than store {st.path} holds: {e}") from None
+    raise HeadError(f"store {st.path} has no vector set matching head {head_path}")  # pragma: no cover
+
+
+def _embed_source(doc: dict, source: Path, store: Path, weights: str | None, device: str, batch_size: int,
+                  workers: int | None, progress: bool) -> None:
+    """Embed `source` with exactly the encoder the head's vectors came from."""
+    from ..build import build
+
+    prov = doc["provenance"]
+    build(source, store, encoder=prov["encoder"], weights=weights, layer=prov.get("layer"), device=device,
+          batch_size=batch_size, workers=workers, dtype=prov.get("dtype", "float16"), normalize=prov.get("normalize", "l2"),
+          labels=True, progress=progress)
+
+
+def predict(head_path: str | Path, source: str | Path, out: str | Path | None = None, store: str | Path | None = None,
+            weights: str | None = None, device: str = "auto", batch_size: int = 64, workers: int | None = None,
+            progress: bool = True) -> PredictReport:
+    """Label every item of `source` (folder, manifest or store) with a saved head."""
+    from ..store import open_store
+
+    t0 = time.perf_counter()
+    head, doc = load_head(head_path)
+    prov = doc.get("provenance")
+    if not isinstance(prov, dict) or "encoder" not in prov:
+        raise HeadError(f"head {head_path} records no encoder provenance; re-run `embed fit-head`")
+    source = Path(source)
+    if out is not None:
+        _check_out(Path(out))
+    with tempfile.TemporaryDirectory(prefix="embed-predict-") as tmp:
+        if _is_store(source):
+            store_path = source
+        else:
+            store_path = Path(store) if store else Path(tmp) / "predict.h5"
+            _embed_source(doc, source, store_path, weights, device, batch_size, workers, progress)
+        report = PredictReport(head=str(head_path), source=str(source), store=str(store_path) if store or _is_store(source) else "(temporary)",
+                               out=str(out) if out else None)
+        with open_store(store_path, mode="r") as st:
+            vs = _matching_set(st, prov, str(head_path))
+            rows = st.rows(vs.name)
+            items = st.items()
+        _label_rows(head, rows, report)
+        _quarantined_rows(items, report)
+    if out is not None:
+        write_predictions(Path(out), report, [str(c) for c in head.classes_])
+    report.wall_s = time.perf_counter() - t0
+    return report
+
+
+def _label_rows(head, rows, report: PredictReport) -> None:
+    classes = [str(c) for c in head.classes_]
+    known = set(classes)
+    hits = judged = 0
+    for sel, X in rows.chunks():
+        P = head.predict_proba(X)
+        pred = head.classes_[P.argmax(axis=1)]
+        for k, r in enumerate(sel):
+            true = str(rows.labels[r])
+            label = str(pred[k])
+            report.rows.append({"id": str(rows.ids[r]), "uri": str(rows.uris[r]), "label": label,
+                                "prob": float(P[k].max()), "probs": dict(zip(classes, map(float, P[k]))),
+                                "status": "ok", "reason": "", "true_label": true})
+            report.label_counts[label] = report.label_counts.get(label, 0) + 1
+            if true in known:
+                judged += 1
+                hits += label == true
+    report.predicted = len(report.rows)
+    report.accuracy = hits / judged if judged else None
+
+
+def _quarantined_rows(items: dict, report: PredictReport) -> None:
+    for i, u, s, why in zip(items["id"], items["uri"], items["status"], items["reason"]):
+        if s != "ok":
+            report.rows.append({"id": str(i), "uri": str(u), "label": "", "prob": None, "probs": {}, "status": s,
+                                "reason": str(why), "true_label": ""})
+            report.quarantined += 1
+
+
+def _check_out(out: Path) -> None:
+    if out.suffix.lower() not in (".csv", ".json", ".jsonl"):
+        raise HeadError(f"--out {out}: use a .csv, .json or .jsonl file name")
+    if out.is_dir():
+        raise HeadError(f"--out {out} is a folder; give a file name ending in .csv or .json")
+    if not out.parent.exists():
+        raise HeadError(f"--out {out}: folder {out.parent} does not exist")
+
+
+def write_predictions(out: Path, report: PredictReport, classes: list[str]) -> None:
+    """CSV (id, uri, label, prob, p_<class>..., status, reason) or JSON; written atomically."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            if out.suffix.lower() == ".csv":
+                w = csv.writer(f)
+                w.writerow(["id", "uri", "label", "prob", *[f"p_{c}" for c in classes], "status", "reason"])
+                for r in report.rows:
+                    probs = [f"{r['probs'][c]:.6g}" if r["probs"] else "" for c in classes]
+                    w.writerow([r["id"], r["uri"], r["label"], "" if r["prob"] is None else f"{r['prob']:.6g}", *probs,
+                                r["status"], r["reason"]])
+            elif out.suffix.lower() == ".jsonl":
+                for r in report.rows:
+                    f.write(json.dumps(r) + "\n")
+            else:
+                json.dump(report.rows, f, indent=1)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def evaluate(head_path: str | Path, store: str | Path, split: str | None = None) -> dict:
+    """Metrics of a saved head on a labelled store (all labelled items, or one split)."""
+    from ..store import open_store
+
+    head, doc = load_head(head_path)
+    with open_store(store, mode="r") as st:
+        vs = _matching_set(st, doc["provenance"], str(head_path))
+        rows = st.rows(vs.name)
+    mask = rows.labels != ""
+    if split:
+        mask &= rows.splits == split
+    if not mask.any():
+        where = f" in split '{split}'" if split else ""
+        raise HeadError(f"store {store} has no labelled items{where} to evaluate on; "
+                        "build it from class subfolders or a manifest with a label column")
+    ys, ps = [], []
+    for sel, X in rows.chunks(mask):
+        ys.append(rows.labels[sel])
+        ps.append(head.predict(X))
+    y, p = np.concatenate(ys), np.concatenate(ps)
+    metrics = classification_metrics(y, p.astype(str), [str(c) for c in head.classes_])
+    return {"head": str(head_path), "store": str(store), "vector_set": vs.name, "split": split or "all", **metrics}

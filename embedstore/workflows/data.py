@@ -1,0 +1,86 @@
+"""Labelled vectors of a store split into train / val / test, in memory or streamed in chunks."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from ..errors import HeadError
+from ..heads.splits import TEST, TRAIN, UNUSED, VAL, assign_splits, take_shots
+
+
+def parse_bytes(text: str | int) -> int:
+    """'4GB', '512MB', '1.5G', '1000000' -> bytes."""
+    if isinstance(text, int):
+        return text
+    m = re.fullmatch(r"\s*([0-9.]+)\s*([kmgt]?)i?b?\s*", str(text).lower())
+    if not m:
+        raise HeadError(f"--max-memory must look like 4GB, 512MB or a number of bytes, not '{text}'")
+    return int(float(m.group(1)) * 1024 ** " kmgt".index(m.group(2) or " "))
+
+
+class SplitData:
+    """The labelled rows of one vector set with split codes; loads the used rows into memory when
+    they fit in `max_memory`, else streams them from the store on every pass."""
+
+    def __init__(self, rows, val_fraction: float, test_fraction: float, seed: int, shots: int | None,
+                 max_memory: int, classes: np.ndarray | None = None):
+        self.rows = rows
+        labelled = rows.labels != ""
+        if not labelled.any():
+            raise HeadError(f"vector set {rows.set_name} has no labelled items; build from class subfolders or a "
+                            "manifest with a label column (a flat folder built with --no-labels has none)")
+        found = np.unique(rows.labels[labelled])
+        if len(found) < 2:
+            raise HeadError(f"only one class ('{found[0]}') in {rows.set_name}; a classifier needs at least two")
+        codes = np.full(len(rows), UNUSED, dtype=np.int8)
+        sub, self.split_how = assign_splits(rows.labels[labelled], rows.splits[labelled], val_fraction, test_fraction, seed)
+        if shots:
+            sub = take_shots(rows.labels[labelled], sub, shots, seed)
+            self.split_how += f"; {shots} shots per class from train (seed {seed})"
+        codes[labelled] = sub
+        self.codes = codes
+        self.classes = np.unique(rows.labels[codes == TRAIN]) if classes is None else np.asarray(classes)
+        cls_pos = {c: k for k, c in enumerate(self.classes)}
+        self.y_idx = np.array([cls_pos.get(lab, -1) for lab in rows.labels], dtype=np.int64)
+        used = codes != UNUSED
+        self.memory_bytes = int(used.sum()) * rows.dim * 4
+        self.in_memory = self.memory_bytes <= max_memory
+        self._X = rows.load(used) if self.in_memory else None
+        self._pos = np.full(len(rows), -1, dtype=np.int64)
+        self._pos[used] = np.arange(int(used.sum()))
+
+    def counts(self) -> dict:
+        return {name: int((self.codes == c).sum()) for c, name in ((TRAIN, "train"), (VAL, "val"), (TEST, "test"))}
+
+    def mask(self, *codes: int) -> np.ndarray:
+        return np.isin(self.codes, codes)
+
+    def arrays(self, *codes: int) -> tuple[np.ndarray, np.ndarray]:
+        """(X, labels) in memory; only valid when `in_memory`."""
+        m = self.mask(*codes)
+        return self._X[self._pos[m]], self.rows.labels[m]
+
+    def chunks(self, *codes: int):
+        """A re-iterable source of (X, y_idx) chunks for `codes`; one chunk when in memory."""
+        m = self.mask(*codes)
+        if self.in_memory:
+            X, yi = self._X[self._pos[m]], self.y_idx[m]
+            return lambda: [(X, yi)]
+        return lambda: ((X, self.y_idx[sel]) for sel, X in self.rows.chunks(m))
+
+    def predict(self, head, *codes: int) -> tuple[np.ndarray, np.ndarray]:
+        """(true labels, predicted labels) for `codes`, chunk by chunk."""
+        m = self.mask(*codes)
+        if self.in_memory:
+            X, y = self.arrays(*codes)
+            return y, head.predict(X) if len(X) else np.zeros(0, dtype=object)
+        ys, ps = [], []
+        for sel, X in self.rows.chunks(m):
+            ys.append(self.rows.labels[sel])
+            ps.append(head.predict(X))
+        return (np.concatenate(ys), np.concatenate(ps)) if ys else (np.zeros(0, str), np.zeros(0, str))
+
+
+__all__ = ["SplitData", "parse_bytes", "TRAIN", "VAL", "TEST"]

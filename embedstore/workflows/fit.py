@@ -1,0 +1,178 @@
+"""`fit_head`: sweep a head's regularisation on the validation split, refit on train + val,
+report test metrics and save the head with the provenance of the vectors it learned from."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import HeadError
+from ..heads import head_class
+from ..heads.metrics import classification_metrics
+from ..progress import progress_bar
+from .data import TEST, TRAIN, VAL, SplitData, parse_bytes
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FitReport:
+    head: str
+    store: str
+    vector_set: str
+    encoder: str
+    out: str | None
+    classes: list
+    counts: dict
+    split_how: str
+    in_memory: bool
+    memory_mb: float
+    param: str | None
+    chosen: object
+    curve: list = field(default_factory=list)  # [{value, val_accuracy, fit_s}]
+    val_accuracy: float = 0.0
+    test: dict = field(default_factory=dict)
+    sweep_s: float = 0.0
+    refit_s: float = 0.0
+    wall_s: float = 0.0
+    notes: list = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _device(device: str) -> str:
+    from ..build.device import resolve_device
+
+    return str(resolve_device(device))
+
+
+def _sweep_precision(device: str) -> str:
+    """bf16 features halve the memory traffic of the sweep's products; the final fit is fp32."""
+    from ..build.device import cpu_has_native_bf16
+
+    return "bf16" if device.startswith("cuda") or cpu_has_native_bf16() else "fp32"
+
+
+def _accuracy(head, data: SplitData, code: int) -> float:
+    y, p = data.predict(head, code)
+    return float((y == p).mean()) if len(y) else 0.0
+
+
+def sweep(cls, data: SplitData, grid, params: dict, device: str, progress: bool):
+    """Fit one head per grid value on train, score on val; returns (curve, best head, best value)."""
+    name = cls.sweep_param
+    curve, best = [], None
+    kwargs = dict(params)
+    warm = None
+    if cls.kind == "logistic":  # warm-started path, looser tolerance, bf16 products
+        kwargs.update(device=device, precision=_sweep_precision(device), tol=10 * params.get("tol", 1e-4))
+        warm = cls(warm_start=True, **kwargs)
+    gram = None
+    if cls.kind == "ridge":  # one pass over train gives every alpha
+        from ..heads.linear import gram_stats
+
+        gram = gram_stats(data.chunks(TRAIN), len(data.classes))
+    bar = progress_bar(len(grid), desc=f"sweep {name}", unit="fit", enabled=progress)
+    for v in grid:
+        t0 = time.perf_counter()
+        if warm is not None:
+            head = warm.set_params(**{name: v}).fit_chunks(data.chunks(TRAIN), data.classes, data.rows.dim,
+                                                         in_memory=data.in_memory, stats=getattr(warm, "stats_", None))
+            snapshot = (head.coef_.copy(), head.intercept_.copy())
+        elif gram is not None:
+            head = cls(**{**kwargs, name: v}).fit_chunks(data.chunks(TRAIN), data.classes, data.rows.dim, stats=gram)
+            snapshot = head
+        else:
+            X, y = data.arrays(TRAIN)
+            head = cls(**{**kwargs, name: v}).fit(X, y)
+            snapshot = head
+        acc = _accuracy(head, data, VAL)
+        curve.append({"value": v, "val_accuracy": acc, "fit_s": time.perf_counter() - t0})
+        if best is None or acc > best[0]:
+            best = (acc, v, snapshot)
+        bar.update(1)
+    bar.close()
+    return curve, best
+
+
+def fit_head(store: str | Path, head: str = "logistic", out: str | Path | None = None, vector_set: str | None = None,
+             val_fraction: float = 0.15, test_fraction: float = 0.15, seed: int = 0, shots: int | None = None,
+             max_memory: str | int = "4GB", grid: list | None = None, params: dict | None = None,
+             device: str = "auto", force: bool = False, progress: bool = True) -> tuple[FitReport, object]:
+    """Train a head on a store's labelled vectors; returns (report, fitted head)."""
+    from ..store import open_store
+    from .headfile import save_head
+
+    t_start = time.perf_counter()
+    cls = head_class(head)
+    params = dict(params or {})
+    if out is not None and Path(out).exists() and not force:
+        raise HeadError(f"{out} already exists; pass --force to replace it, or choose another --out")
+    budget = parse_bytes(max_memory)
+    with open_store(store, mode="r") as st:
+        vs = st.select_set(vector_set)
+        rows = st.rows(vs.name)
+        store_path = str(st.path)
+    data = SplitData(rows, val_fraction, test_fraction, seed, shots, budget)
+    counts = data.counts()
+    if counts["val"] == 0 or counts["test"] == 0:
+        raise HeadError(f"the splits leave {counts['val']} validation and {counts['test']} test items; both need at least one")
+    if not data.in_memory and not cls.streams:
+        raise HeadError(f"the {counts['train'] + counts['val'] + counts['test']} vectors need {data.memory_bytes / 2**20:.0f} MB, "
+                        f"over --max-memory {max_memory}; the {head} head trains in memory only: raise --max-memory, "
+                        "or use logistic or ridge, which stream from the store")
+    dev = _device(device) if cls.kind == "logistic" else "cpu"
+    report = FitReport(head=head, store=store_path, vector_set=vs.name, encoder=vs.encoder, out=str(out) if out else None,
+                       classes=[str(c) for c in data.classes], counts=counts, split_how=data.split_how,
+                       in_memory=data.in_memory, memory_mb=data.memory_bytes / 2**20, param=cls.sweep_param, chosen=None)
+    if not data.in_memory:
+        report.notes.append(f"vectors exceed --max-memory {max_memory}: streaming from the store in chunks")
+    t0 = time.perf_counter()
+    grid = list(grid) if grid else list(cls.sweep_grid)
+    if cls.sweep_param and cls.sweep_param in params:
+        grid = [params.pop(cls.sweep_param)]
+        report.notes.append(f"{cls.sweep_param} fixed at {grid[0]}: no sweep")
+    report.curve, (report.val_accuracy, report.chosen, snapshot) = sweep(cls, data, grid, params, dev, progress)
+    report.sweep_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    final = _refit(cls, data, report.chosen, snapshot, params, dev)
+    report.refit_s = time.perf_counter() - t0
+    y, p = data.predict(final, TEST)
+    report.test = classification_metrics(y, p, report.classes)
+    if out is not None:
+        save_head(out, final, _head_meta(report, vs, rows), overwrite=force)
+    report.wall_s = time.perf_counter() - t_start
+    return report, final
+
+
+def _refit(cls, data: SplitData, value, snapshot, params: dict, device: str):
+    """The chosen value, trained on train + val (warm-started from the sweep where that helps)."""
+    name = cls.sweep_param
+    if cls.kind == "logistic":
+        final = cls(**{**params, name: value}, warm_start=True, device=device)
+        final.coef_, final.intercept_ = snapshot
+        final.n_features_in_ = data.rows.dim
+        return final.fit_chunks(data.chunks(TRAIN, VAL), data.classes, data.rows.dim, in_memory=data.in_memory)
+    if cls.kind == "ridge":
+        return cls(**{**params, name: value}).fit_chunks(data.chunks(TRAIN, VAL), data.classes, data.rows.dim)
+    X, y = data.arrays(TRAIN, VAL)
+    return cls(**{**params, name: value}).fit(X, y)
+
+
+def _head_meta(report: FitReport, vs, rows) -> dict:
+    from ..build.runner import _library_versions
+
+    return {
+        "provenance": vs.provenance,
+        "vector_set": vs.name,
+        "trained_on": {"store": report.store, "counts": report.counts, "split_how": report.split_how},
+        "sweep": {"param": report.param, "chosen": report.chosen, "curve": report.curve},
+        "test_metrics": {k: v for k, v in report.test.items() if k != "confusion"},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "library_versions": _library_versions(),
+    }
