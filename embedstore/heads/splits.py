@@ -51,6 +51,11 @@ def assign_splits(labels: np.ndarray, store_splits: np.ndarray, val_fraction: fl
             codes[_stratified(labels, np.flatnonzero(codes == TRAIN), test_fraction, rng, "test")] = TEST
             how += f"; test: {test_fraction:.0%} of train per class (seed {seed})"
         return codes, how
+    names, counts = np.unique(labels, return_counts=True)
+    if counts.min() < 3:
+        small = ", ".join(f"'{n}' ({c})" for n, c in zip(names, counts) if c < 3)
+        raise HeadError(f"class {small} has too few labelled items: a train/val/test split needs at least 3 per class; "
+                        "add items, or give the store a split column")
     codes[:] = TRAIN
     all_rows = np.arange(len(labels))
     codes[_stratified(labels, all_rows, test_fraction, rng, "test")] = TEST

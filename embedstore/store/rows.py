@@ -52,7 +52,7 @@ class SetRows:
                     which = ", ".join(self.ids[sel[bad][:3]])
                     if np.isnan(block[bad]).all():
                         raise StoreError(f"vector set {self.set_name} reads NaN for {which}: a shard file under "
-                                         f"{self.store_path}.d is missing; re-run `embed build` to re-embed those items")
+                                         f"{self.store_path}.d is missing or damaged; re-run `embed build` to re-embed those items")
                     raise StoreError(f"vector set {self.set_name} has non-finite values (NaN or inf) for {bad.sum()} item(s), "
                                      f"e.g. {which}; rebuild the store with `embed build` (float16 overflow: use --normalize l2)")
                 yield sel, block

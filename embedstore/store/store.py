@@ -142,7 +142,11 @@ class Store:
 
         with h5py.File(self.path, "r") as f:
             listed = set(f["shards"].asstr()[()]) if "shards" in f else set()
-        return listed != set(self._all_shards())
+            shard_dir = f.attrs.get("shard_dir")
+        if isinstance(shard_dir, bytes):
+            shard_dir = shard_dir.decode()
+        # a renamed store (S.h5 + S.h5.d moved together) has virtual datasets pointing at the old name
+        return listed != set(self._all_shards()) or shard_dir != f"{self.sidecar.name}/shards"
 
     # ---- writing -------------------------------------------------------------------------
     def commit(self, set_name: str, set_attrs: dict, items: ItemRows, vector_ids, vector_sha256, vectors: np.ndarray, shard_attrs: dict) -> str:

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+from sklearn.exceptions import ConvergenceWarning
 
 from ..errors import HeadError
 from ..heads import head_class
@@ -80,24 +82,30 @@ def sweep(cls, data: SplitData, grid, params: dict, device: str, progress: bool)
     bar = progress_bar(len(grid), desc=f"sweep {name}", unit="fit", enabled=progress)
     for v in grid:
         t0 = time.perf_counter()
-        if warm is not None:
-            head = warm.set_params(**{name: v}).fit_chunks(data.chunks(TRAIN), data.classes, data.rows.dim,
-                                                         in_memory=data.in_memory, stats=getattr(warm, "stats_", None))
-            snapshot = (head.coef_.copy(), head.intercept_.copy())
-        elif gram is not None:
-            head = cls(**{**kwargs, name: v}).fit_chunks(data.chunks(TRAIN), data.classes, data.rows.dim, stats=gram)
-            snapshot = head
-        else:
-            X, y = data.arrays(TRAIN)
-            head = cls(**{**kwargs, name: v}).fit(X, y)
-            snapshot = head
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConvergenceWarning)
+            head, snapshot = _fit_one(cls, data, name, v, kwargs, warm, gram)
         acc = _accuracy(head, data, VAL)
-        curve.append({"value": v, "val_accuracy": acc, "fit_s": time.perf_counter() - t0})
+        converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
+        curve.append({"value": v, "val_accuracy": acc, "fit_s": time.perf_counter() - t0, "converged": converged})
         if best is None or acc > best[0]:
             best = (acc, v, snapshot)
         bar.update(1)
     bar.close()
     return curve, best
+
+
+def _fit_one(cls, data: SplitData, name: str, v, kwargs: dict, warm, gram):
+    """One sweep fit on train; returns (head, what the refit starts from)."""
+    if warm is not None:
+        head = warm.set_params(**{name: v}).fit_chunks(data.chunks(TRAIN), data.classes, data.rows.dim,
+                                                     in_memory=data.in_memory, stats=getattr(warm, "stats_", None))
+        return head, (head.coef_.copy(), head.intercept_.copy())
+    if gram is not None:
+        head = cls(**{**kwargs, name: v}).fit_chunks(data.chunks(TRAIN), data.classes, data.rows.dim, stats=gram)
+        return head, head
+    X, y = data.arrays(TRAIN)
+    return cls(**{**kwargs, name: v}).fit(X, y), None
 
 
 def fit_head(store: str | Path, head: str = "logistic", out: str | Path | None = None, vector_set: str | None = None,
@@ -138,6 +146,10 @@ def fit_head(store: str | Path, head: str = "logistic", out: str | Path | None =
         grid = [params.pop(cls.sweep_param)]
         report.notes.append(f"{cls.sweep_param} fixed at {grid[0]}: no sweep")
     report.curve, (report.val_accuracy, report.chosen, snapshot) = sweep(cls, data, grid, params, dev, progress)
+    unconverged = [c["value"] for c in report.curve if not c["converged"]]
+    if unconverged:
+        report.notes.append(f"the solver hit its iteration limit at {cls.sweep_param} = "
+                            f"{', '.join(f'{v:g}' for v in unconverged)} (raise it with --param max_iter=N)")
     report.sweep_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     final = _refit(cls, data, report.chosen, snapshot, params, dev)
