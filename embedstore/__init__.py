@@ -16,6 +16,10 @@ _LAZY = {
     "list_encoders": ("embedstore.encoders", "list_encoders"),
     "EncoderConfig": ("embedstore.encoders", "EncoderConfig"),
     "open_source": ("embedstore.sources", "open_source"),
+    "fit_head": ("embedstore.workflows.fit", "fit_head"),
+    "predict": ("embedstore.workflows.apply", "predict"),
+    "evaluate": ("embedstore.workflows.apply", "evaluate"),
+    "load_head": ("embedstore.workflows.headfile", "load_head"),
 }
 
 __all__ = ["__version__", *_LAZY]
