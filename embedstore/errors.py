@@ -39,3 +39,11 @@ class BuildError(EmbedstoreError):
 
 class HeadError(EmbedstoreError):
     """A head cannot be trained, loaded or applied: bad labels, splits, files or a provenance mismatch."""
+
+
+class DetectorError(EmbedstoreError):
+    """An anomaly detector cannot be fitted, loaded or applied."""
+
+
+class SearchError(EmbedstoreError):
+    """A search query cannot be answered: unknown id, bad k, a text query on a non-CLIP store, ..."""
