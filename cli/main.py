@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import build, demo, encoders, heads, info
+from . import anomalies, build, demo, encoders, heads, info
 from .common import STATE
 
 app = typer.Typer(
@@ -27,6 +27,7 @@ build.register(app)
 info.register(app)
 encoders.register(app)
 heads.register(app)
+anomalies.register(app)
 demo.register(app)
 
 

@@ -19,7 +19,7 @@ _LAZY = {
     "fit_head": ("embedstore.workflows.fit", "fit_head"),
     "predict": ("embedstore.workflows.apply", "predict"),
     "evaluate": ("embedstore.workflows.apply", "evaluate"),
-    "load_head": ("embedstore.workflows.headfile", "load_head"),
+    "load_head": ("embedstore.workflows.modelfile", "load_head"),
 }
 
 __all__ = ["__version__", *_LAZY]

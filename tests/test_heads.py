@@ -71,7 +71,7 @@ def test_fit_head_logistic_saves_a_head_that_predicts_and_evaluates(labelled, tm
 @pytest.mark.parametrize("head", ["linear-svm", "ridge", "knn", "mlp"])
 def test_every_head_trains_saves_and_reloads_identically(labelled, tmp_path, head):
     from embedstore.workflows.fit import fit_head
-    from embedstore.workflows.headfile import load_head
+    from embedstore.workflows.modelfile import load_head
     from embedstore.store import open_store
 
     rep, fitted = fit_head(labelled / "photos.h5", head, out=tmp_path / head, progress=False)

@@ -65,14 +65,20 @@ class Detector(OutlierMixin, BaseEstimator):
 
     def state_arrays(self) -> dict[str, np.ndarray]:
         check_is_fitted(self)
-        names = ("fit_scores_",) + self._state_arrays
-        return {n: np.asarray(getattr(self, n)) for n in names}
+        return {n: np.asarray(getattr(self, n)) for n in self.state_array_names()}
+
+    def state_fields(self) -> dict:
+        return {"offset": float(self.offset_), "n_features": int(self.n_features_in_)}
 
     @classmethod
-    def from_state(cls, params: dict, n_features: int, offset: float, arrays: dict[str, np.ndarray]) -> "Detector":
-        est = cls(**params)
-        for n in ("fit_scores_",) + cls._state_arrays:
+    def state_array_names(cls) -> tuple[str, ...]:
+        return ("fit_scores_",) + cls._state_arrays
+
+    @classmethod
+    def from_state(cls, doc: dict, arrays: dict[str, np.ndarray]) -> "Detector":
+        est = cls(**doc.get("params", {}))
+        for n in cls.state_array_names():
             setattr(est, n, arrays[n])
-        est.offset_ = float(offset)
-        est.n_features_in_ = int(n_features)
+        est.offset_ = float(doc["offset"])
+        est.n_features_in_ = int(doc["n_features"])
         return est

@@ -25,7 +25,7 @@ class MahalanobisDetector(Detector):
 
     def _score(self, X: np.ndarray) -> np.ndarray:
         Z = np.asarray(X, dtype=np.float64) - self.location_
-        return -np.einsum("ij,jk,ik->i", Z, self.precision_, Z)
+        return -((Z @ self.precision_) * Z).sum(axis=1)
 
 
 class PCADetector(Detector):

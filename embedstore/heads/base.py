@@ -95,9 +95,19 @@ class Head(ClassifierMixin, BaseEstimator):
         check_is_fitted(self)
         return {name: np.asarray(getattr(self, name)) for name in self._state_arrays}
 
+    def state_fields(self) -> dict:
+        return {"classes": [str(c) for c in self.classes_], "n_features": int(self.n_features_in_)}
+
     @classmethod
-    def from_state(cls, params: dict, classes: list, n_features: int, arrays: dict[str, np.ndarray]) -> "Head":
-        est = cls(**params)
+    def state_array_names(cls) -> tuple[str, ...]:
+        return cls._state_arrays
+
+    @classmethod
+    def from_state(cls, doc: dict, arrays: dict[str, np.ndarray]) -> "Head":
+        classes, n_features = doc["classes"], doc["n_features"]
+        if not isinstance(classes, list) or len(classes) < 2 or not isinstance(n_features, int):
+            raise ValueError("no valid classes / n_features")
+        est = cls(**doc.get("params", {}))
         for name in cls._state_arrays:
             setattr(est, name, arrays[name])
         est.classes_ = np.asarray(classes)

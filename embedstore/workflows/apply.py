@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import HeadError, ProvenanceMismatchError, StoreError
 from ..heads.metrics import classification_metrics
-from .headfile import load_head
+from .modelfile import load_head
 
 
 @dataclass
@@ -39,7 +39,7 @@ class PredictReport:
         return d
 
 
-def _is_store(path: Path) -> bool:
+def is_store(path: Path) -> bool:
     from ..store.store import check_store_file
 
     if not path.is_file():
@@ -51,7 +51,7 @@ def _is_store(path: Path) -> bool:
         return False
 
 
-def _matching_set(st, prov: dict, head_path: str):
+def matching_set(st, prov: dict, head_path: str, error=HeadError):
     """The set made with exactly the head's provenance, or an error naming the difference."""
     vs = st.find_set(prov)
     if vs is not None:
@@ -59,20 +59,19 @@ def _matching_set(st, prov: dict, head_path: str):
     sets = st.vector_sets()
     same_encoder = [v for v in sets if v.encoder == prov.get("encoder")] or sets
     if not same_encoder:
-        raise HeadError(f"store {st.path} has no vectors; nothing to apply head {head_path} to")
+        raise error(f"store {st.path} has no vectors; nothing to apply {head_path} to")
     try:
         st.check_provenance(same_encoder[0], prov)
     except ProvenanceMismatchError as e:
-        raise HeadError(f"head {head_path} was trained on other vectors than store {st.path} holds: {e}") from None
-    raise HeadError(f"store {st.path} has no vector set matching head {head_path}")  # pragma: no cover
+        raise error(f"{head_path} was trained on other vectors than store {st.path} holds: {e}") from None
+    raise error(f"store {st.path} has no vector set matching {head_path}")  # pragma: no cover
 
 
-def _embed_source(doc: dict, source: Path, store: Path, weights: str | None, device: str, batch_size: int,
-                  workers: int | None, progress: bool) -> None:
-    """Embed `source` with exactly the encoder the head's vectors came from."""
+def embed_like(prov: dict, source: Path, store: Path, weights: str | None, device: str, batch_size: int,
+               workers: int | None, progress: bool) -> None:
+    """Embed `source` with exactly the encoder (weights, layer, dtype, normalisation) of `prov`."""
     from ..build import build
 
-    prov = doc["provenance"]
     build(source, store, encoder=prov["encoder"], weights=weights, layer=prov.get("layer"), device=device,
           batch_size=batch_size, workers=workers, dtype=prov.get("dtype", "float16"), normalize=prov.get("normalize", "l2"),
           labels=True, progress=progress)
@@ -93,15 +92,15 @@ def predict(head_path: str | Path, source: str | Path, out: str | Path | None = 
     if out is not None:
         _check_out(Path(out))
     with tempfile.TemporaryDirectory(prefix="embed-predict-") as tmp:
-        if _is_store(source):
+        if is_store(source):
             store_path = source
         else:
             store_path = Path(store) if store else Path(tmp) / "predict.h5"
-            _embed_source(doc, source, store_path, weights, device, batch_size, workers, progress)
-        report = PredictReport(head=str(head_path), source=str(source), store=str(store_path) if store or _is_store(source) else "(temporary)",
+            embed_like(prov, source, store_path, weights, device, batch_size, workers, progress)
+        report = PredictReport(head=str(head_path), source=str(source), store=str(store_path) if store or is_store(source) else "(temporary)",
                                out=str(out) if out else None)
         with open_store(store_path, mode="r") as st:
-            vs = _matching_set(st, prov, str(head_path))
+            vs = matching_set(st, prov, f"head {head_path}")
             rows = st.rows(vs.name)
             items = st.items()
         _label_rows(head, rows, report)
@@ -179,7 +178,7 @@ def evaluate(head_path: str | Path, store: str | Path, split: str | None = None)
 
     head, doc = load_head(head_path)
     with open_store(store, mode="r") as st:
-        vs = _matching_set(st, doc["provenance"], str(head_path))
+        vs = matching_set(st, doc["provenance"], f"head {head_path}")
         rows = st.rows(vs.name)
     mask = rows.labels != ""
     if split:

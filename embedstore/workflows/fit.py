@@ -114,7 +114,7 @@ def fit_head(store: str | Path, head: str = "logistic", out: str | Path | None =
              device: str = "auto", force: bool = False, progress: bool = True) -> tuple[FitReport, object]:
     """Train a head on a store's labelled vectors; returns (report, fitted head)."""
     from ..store import open_store
-    from .headfile import save_head
+    from .modelfile import save_head
 
     t_start = time.perf_counter()
     cls = head_class(head)

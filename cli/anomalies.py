@@ -1,0 +1,116 @@
+"""`embed anomalies`: fit a detector on a subset of a store, rank the odd items, evaluate on labels."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import typer
+
+from .common import emit_json, fail, fmt_s, run_guarded, say
+from .heads import _parse_params
+
+EPILOG = (
+    "Examples:\n\n"
+    "  embed anomalies --store parts.h5 --method knn --top 20\n\n"
+    "  embed anomalies --store parts.h5 --fit-on split=train,label=good --score new_parts/ --method mahalanobis\n\n"
+    "  embed anomalies --store digits.h5 --fit-on label=0 --out ranked.csv --save detectors/zeros --json\n\n"
+    "Methods: knn (distance to k nearest; --param k=10 --param aggregation=max), lof, mahalanobis (Ledoit-Wolf), "
+    "pca (reconstruction error), iforest, ocsvm. Scores: higher = more anomalous; percentile against the fit set."
+)
+
+
+def _write_ranked(out: Path, ranked: list) -> None:
+    if out.suffix.lower() not in (".csv", ".json"):
+        fail(f"--out {out}: use a .csv or .json file name")
+    if out.suffix.lower() == ".json":
+        out.write_text(json.dumps(ranked, indent=1))
+        return
+    with open(out, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["rank", "id", "uri", "label", "score", "percentile", "flagged", "in_fit_set"])
+        w.writeheader()
+        w.writerows(ranked)
+
+
+def _histograms(report, out_dir: Path) -> list[str]:
+    from embedstore.workflows.plots import _pyplot
+
+    plt = _pyplot()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    by_label: dict[str, list[float]] = {}
+    for r in report.ranked:
+        by_label.setdefault(r["label"] or "(no label)", []).append(r["score"])
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for lab, vals in sorted(by_label.items())[:20]:
+        ax.hist(vals, bins=40, alpha=0.5, label=f"{lab} ({len(vals)})")
+    ax.axvline(-report.threshold["offset"], color="red", linestyle="--", label="threshold")
+    ax.set_xlabel(f"{report.method} anomaly score (higher = odder)")
+    ax.set_ylabel("items")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = out_dir / "scores_by_label.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return [str(path)]
+
+
+def register(app: typer.Typer) -> None:
+    @app.command(epilog=EPILOG)
+    def anomalies(
+        store: Path = typer.Option(..., "--store", "-s", help="A store built by `embed build`."),
+        method: str = typer.Option("knn", "--method", "-m", help="knn | lof | mahalanobis | pca | iforest | ocsvm"),
+        fit_on: str = typer.Option(None, "--fit-on", help="Fit on items matching key=value[,key=value] (label, split); '|' for OR."),
+        score: Path = typer.Option(None, "--score", help="Score these new items (folder, manifest or store) instead of the store."),
+        vector_set: str = typer.Option(None, "--set", help="Vector set name or encoder id, when the store has several."),
+        contamination: float = typer.Option(0.05, "--contamination", help="Share of the fit set above the threshold."),
+        holdout_quantile: float = typer.Option(None, "--holdout-quantile", help="Threshold at this quantile of held-out normal items' scores (e.g. 0.99)."),
+        normal_labels: str = typer.Option(None, "--normal-labels", help="Comma-separated labels that count as normal for AUROC/AUPRC."),
+        param: list[str] = typer.Option(None, "--param", help="Detector parameter NAME=VALUE (repeatable), e.g. k=10."),
+        top: int = typer.Option(20, "--top", "-n", min=1, help="Rows to print."),
+        out: Path = typer.Option(None, "--out", "-o", help="Write the full ranking to .csv or .json."),
+        save: Path = typer.Option(None, "--save", help="Save the fitted detector (with its threshold) to this folder."),
+        force: bool = typer.Option(False, "--force", help="Replace an existing --save folder."),
+        plots: Path = typer.Option(None, "--plots", help="Write a score histogram per label here."),
+        seed: int = typer.Option(0, "--seed"),
+        json_out: bool = typer.Option(False, "--json", help="Print the report (top rows) as JSON."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    ) -> None:
+        """Rank a store's items by how anomalous they are; AUROC/AUPRC when labels say what is normal."""
+        from embedstore.workflows.anomalies import find_anomalies
+
+        if out is not None and out.suffix.lower() not in (".csv", ".json"):
+            fail(f"--out {out}: use a .csv or .json file name")
+        normal = [x.strip() for x in normal_labels.split(",") if x.strip()] if normal_labels else None
+        r, _ = run_guarded(find_anomalies, store, method, fit_on=fit_on, score=score, vector_set=vector_set,
+                           contamination=contamination, holdout_quantile=holdout_quantile, normal_labels=normal,
+                           params=_parse_params(param), seed=seed, save=save, force=force,
+                           progress=not quiet and not json_out)
+        if out is not None:
+            _write_ranked(out, r.ranked)
+        written = _histograms(r, plots) if plots is not None else []
+        if json_out:
+            emit_json({**r.to_dict(top=top), "plots": written})
+            return
+        say(f"{r.method} on {r.vector_set}: fitted on {r.fit_on} ({r.fit_count} items), scored {r.scored} ({r.scored_count} items)")
+        t = r.threshold
+        how = (f"contamination {t['contamination']}" if t["kind"] == "contamination"
+               else f"quantile {t['quantile']} of {t['holdout']} held-out normal items")
+        say(f"  threshold: {how}; flagged {r.flagged} of {r.scored_count}")
+        if r.evaluation:
+            e = r.evaluation
+            say(f"  against labels (normal: {', '.join(e['normal_labels'])}): AUROC {e['auroc']:.4f}, AUPRC {e['auprc']:.4f} "
+                f"({e['anomalies']} anomalies of {e['n']})")
+        for n in r.notes:
+            say(f"  note: {n}")
+        say(f"  {'rank':>4}  {'score':>9}  {'pctl':>6}  flag  label  id")
+        for row in r.ranked[:top]:
+            say(f"  {row['rank']:4d}  {row['score']:9.4g}  {row['percentile']:6.2f}  {'  * ' if row['flagged'] else '    '}  "
+                f"{row['label'] or '-'}  {row['id']}")
+        say(f"  time: fit {fmt_s(r.fit_s)}, score {fmt_s(r.score_s)}")
+        for p in [str(out)] if out else []:
+            say(f"wrote {p}")
+        if r.saved:
+            say(f"saved detector to {r.saved}")
+        for p in written:
+            say(f"plot: {p}")

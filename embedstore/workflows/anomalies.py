@@ -1,0 +1,201 @@
+"""`find_anomalies`: fit a detector on a chosen subset of a store, score the store (or new items),
+rank, threshold, and evaluate against labels when there are any."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..detectors import detector_class
+from ..errors import DetectorError
+from ..progress import progress_bar
+from .data import parse_bytes
+
+FILTER_KEYS = ("label", "split")
+
+
+def parse_filter(text: str | None) -> dict[str, set[str]]:
+    """'split=train,label=good|ok' -> {'split': {'train'}, 'label': {'good', 'ok'}} (AND of keys, OR within)."""
+    out: dict[str, set[str]] = {}
+    for part in (text or "").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if "=" not in part:
+            raise DetectorError(f"filter '{part}' must look like key=value (keys: {', '.join(FILTER_KEYS)}), e.g. split=train,label=good")
+        k, v = (x.strip() for x in part.split("=", 1))
+        if k not in FILTER_KEYS:
+            raise DetectorError(f"unknown filter key '{k}'; use {', '.join(FILTER_KEYS)}")
+        out.setdefault(k, set()).update(x for x in v.split("|"))
+    return out
+
+
+def filter_mask(rows, flt: dict[str, set[str]]) -> np.ndarray:
+    m = np.ones(len(rows), dtype=bool)
+    for k, values in flt.items():
+        col = rows.labels if k == "label" else rows.splits
+        m &= np.isin(col, list(values))
+    return m
+
+
+@dataclass
+class AnomalyReport:
+    method: str
+    store: str
+    vector_set: str
+    fit_on: str
+    fit_count: int
+    scored: str
+    scored_count: int
+    threshold: dict
+    flagged: int
+    evaluation: dict | None
+    ranked: list = field(default_factory=list)  # most anomalous first: {rank, id, uri, label, score, percentile, flagged, in_fit_set}
+    saved: str | None = None
+    fit_s: float = 0.0
+    score_s: float = 0.0
+    notes: list = field(default_factory=list)
+
+    def to_dict(self, top: int | None = None) -> dict:
+        d = asdict(self)
+        if top is not None:
+            d["ranked"] = d["ranked"][:top]
+        return d
+
+
+def _threshold(det, rows, fit_idx: np.ndarray, holdout_quantile: float | None, seed: int):
+    """Fit the detector; with `holdout_quantile`, hold out 20% of the fit set (seeded) and put the
+    threshold at that quantile of their scores: held-out normal items flagged at rate 1 - q."""
+    X = rows.load(_mask(len(rows), fit_idx))
+    if holdout_quantile is None:
+        det.fit(X)
+        return {"kind": "contamination", "contamination": det.contamination, "offset": det.offset_}, fit_idx
+    if not 0.5 <= holdout_quantile < 1:
+        raise DetectorError(f"--holdout-quantile must be in [0.5, 1), not {holdout_quantile}")
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(len(fit_idx))
+    n_hold = max(1, int(round(0.2 * len(fit_idx))))
+    if len(fit_idx) - n_hold < 2:
+        raise DetectorError(f"the fit set has {len(fit_idx)} items: too few to hold out normal items for --holdout-quantile")
+    hold, keep = np.sort(perm[:n_hold]), np.sort(perm[n_hold:])
+    det.fit(X[keep])
+    det.offset_ = float(np.quantile(det.score_samples(X[hold]), 1.0 - holdout_quantile))
+    return {"kind": "holdout-quantile", "quantile": holdout_quantile, "holdout": int(n_hold), "offset": det.offset_}, fit_idx[keep]
+
+
+def _mask(n: int, idx: np.ndarray) -> np.ndarray:
+    m = np.zeros(n, dtype=bool)
+    m[idx] = True
+    return m
+
+
+def _evaluate(labels: np.ndarray, scores: np.ndarray, normal: set[str]) -> dict | None:
+    """AUROC / AUPRC with non-normal labels as the positive (anomalous) class."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    has = labels != ""
+    y = ~np.isin(labels[has], list(normal))
+    if y.all() or not y.any():
+        return None
+    s = -scores[has]  # higher = more anomalous
+    return {"normal_labels": sorted(normal), "n": int(has.sum()), "anomalies": int(y.sum()),
+            "auroc": float(roc_auc_score(y, s)), "auprc": float(average_precision_score(y, s)),
+            "anomaly_rate": float(y.mean())}
+
+
+def find_anomalies(store: str | Path, method: str = "knn", fit_on: str | None = None, score: str | Path | None = None,
+                   vector_set: str | None = None, contamination: float = 0.05, holdout_quantile: float | None = None,
+                   normal_labels: list[str] | None = None, params: dict | None = None, seed: int = 0,
+                   max_memory: str | int = "4GB", save: str | Path | None = None, force: bool = False,
+                   weights: str | None = None, device: str = "auto", progress: bool = True) -> tuple[AnomalyReport, object]:
+    """Fit `method` on the `fit_on` subset of `store` and score every item (or the items of `score`)."""
+    from ..store import open_store
+    from .apply import embed_like, matching_set
+
+    cls = detector_class(method)
+    flt = parse_filter(fit_on)
+    if save is not None and Path(save).exists() and not force:
+        raise DetectorError(f"{save} already exists; pass --force to replace it, or choose another --save path")
+    with open_store(store, mode="r") as st:
+        vs = st.select_set(vector_set)
+        rows = st.rows(vs.name)
+    fit_idx = np.flatnonzero(filter_mask(rows, flt))
+    if len(fit_idx) == 0:
+        raise DetectorError(f"--fit-on {fit_on!r} selects no items of {vs.name} ({len(rows)} items); "
+                            "check the label and split names with `embed info`")
+    if len(fit_idx) * rows.dim * 4 > parse_bytes(max_memory):
+        raise DetectorError(f"the fit set needs {len(fit_idx) * rows.dim * 4 / 2**20:.0f} MB, over --max-memory {max_memory}; "
+                            "fit on a subset with --fit-on, or raise --max-memory")
+    try:
+        det = cls(**{**(params or {}), "contamination": contamination})
+    except TypeError as e:
+        raise DetectorError(f"bad --param for {method}: {e}") from None
+    t0 = time.perf_counter()
+    try:
+        threshold, fitted_idx = _threshold(det, rows, fit_idx, holdout_quantile, seed)
+    except ValueError as e:
+        raise DetectorError(f"{method} cannot fit on these {len(fit_idx)} items: {e}") from None
+    fit_s = time.perf_counter() - t0
+    report = AnomalyReport(method=method, store=str(rows.store_path), vector_set=vs.name, fit_on=fit_on or "everything",
+                           fit_count=len(fitted_idx), scored="", scored_count=0, threshold=threshold, flagged=0,
+                           evaluation=None, fit_s=fit_s)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="embed-anomalies-") as tmp:
+        if score is None:
+            target, in_fit = rows, _mask(len(rows), fitted_idx)
+            report.scored = "the store"
+        else:
+            target_store = Path(score) if _is_store(Path(score)) else Path(tmp) / "score.h5"
+            if target_store != Path(score):
+                embed_like(vs.provenance, Path(score), target_store, weights, device, 64, None, progress)
+            with open_store(target_store, mode="r") as st2:
+                target = st2.rows(matching_set(st2, vs.provenance, f"store {store}", DetectorError).name)
+            in_fit = np.zeros(len(target), dtype=bool)
+            report.scored = str(score)
+        scores = _score_all(det, target, in_fit, fitted_idx, progress)
+    report.score_s = time.perf_counter() - t0
+    report.scored_count = len(scores)
+    normal = set(normal_labels or []) or flt.get("label", set())
+    if normal:
+        report.evaluation = _evaluate(target.labels, scores, normal)
+        if report.evaluation is None:
+            report.notes.append("no evaluation: the scored items are not a mix of normal and other labels")
+    elif (target.labels != "").any():
+        report.notes.append("labels exist but none was named normal: pass --normal-labels (or --fit-on label=...) for AUROC/AUPRC")
+    pct = det.percentile(scores)
+    order = np.argsort(scores, kind="stable")
+    flagged = scores - det.offset_ < 0
+    report.flagged = int(flagged.sum())
+    report.ranked = [{"rank": r + 1, "id": str(target.ids[i]), "uri": str(target.uris[i]), "label": str(target.labels[i]),
+                      "score": float(-scores[i]), "percentile": float(pct[i]), "flagged": bool(flagged[i]),
+                      "in_fit_set": bool(in_fit[i])} for r, i in enumerate(order)]
+    if save is not None:
+        from .modelfile import save_model
+
+        save_model(save, det, {"provenance": vs.provenance, "vector_set": vs.name, "fit_on": report.fit_on,
+                               "threshold": threshold, "evaluation": report.evaluation}, "detector", overwrite=force)
+        report.saved = str(save)
+    return report, det
+
+
+def _is_store(p: Path) -> bool:
+    from .apply import is_store
+
+    return is_store(p)
+
+
+def _score_all(det, rows, in_fit: np.ndarray, fitted_idx: np.ndarray, progress: bool) -> np.ndarray:
+    """score_samples for every row; fit-set rows get their leave-self-out fit scores."""
+    scores = np.empty(len(rows))
+    bar = progress_bar(len(rows), desc=f"score {det.kind}", enabled=progress and len(rows) > 50000)
+    for sel, X in rows.chunks(~in_fit):
+        scores[sel] = det.score_samples(X)
+        bar.update(len(sel))
+    bar.close()
+    if in_fit.any():  # scoring the store the detector was fitted on
+        scores[fitted_idx] = det.fit_scores_
+    return scores

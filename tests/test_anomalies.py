@@ -1,0 +1,135 @@
+"""`embed anomalies`: fit on a subset, rank, threshold, evaluate, save; and its error paths."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from conftest import make_image_folder
+from embedstore.cli.main import app
+
+runner = CliRunner()
+
+
+def embed(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    from embedstore.build import build
+
+    root = tmp_path_factory.mktemp("anom")
+    make_image_folder(root / "photos", classes=("cat", "dog", "owl"), per_class=12)
+    build(root / "photos", root / "s.h5", encoder="test:tiny", workers=0, precision="fp32", progress=False)
+    return root / "s.h5"
+
+
+@pytest.mark.parametrize("method", ["knn", "lof", "mahalanobis", "pca", "iforest", "ocsvm"])
+def test_every_method_ranks_other_classes_above_the_normal_one(store, method):
+    r = embed("anomalies", "--store", store, "--method", method, "--fit-on", "label=cat", "--json", "-q", "--top", 36)
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.output)
+    assert rep["fit_count"] == 12 and rep["scored_count"] == 36
+    assert rep["evaluation"]["normal_labels"] == ["cat"] and rep["evaluation"]["auroc"] >= 0.9
+    ranked = rep["ranked"]
+    assert [x["rank"] for x in ranked] == list(range(1, 37))
+    assert all(a["score"] >= b["score"] for a, b in zip(ranked, ranked[1:]))
+    assert sum(x["label"] != "cat" for x in ranked[:12]) >= 10
+
+
+def test_out_save_plots_and_threshold(store, tmp_path):
+    r = embed("anomalies", "--store", store, "--fit-on", "label=cat|dog", "--normal-labels", "cat,dog", "--holdout-quantile", "0.9",
+              "--out", tmp_path / "r.csv", "--save", tmp_path / "det", "--plots", tmp_path / "p", "-q")
+    assert r.exit_code == 0, r.output
+    lines = (tmp_path / "r.csv").read_text().splitlines()
+    assert lines[0] == "rank,id,uri,label,score,percentile,flagged,in_fit_set" and len(lines) == 37
+    doc = json.loads((tmp_path / "det" / "detector.json").read_text())
+    assert doc["kind"] == "knn" and doc["threshold"]["kind"] == "holdout-quantile" and doc["provenance"]["encoder"] == "test:tiny"
+    assert (tmp_path / "p" / "scores_by_label.png").stat().st_size > 1000
+
+    from embedstore.workflows.modelfile import load_model
+
+    det, _ = load_model(tmp_path / "det", "detector")
+    assert det.offset_ == doc["offset"]
+
+
+def test_score_new_items_with_the_store_encoder(store, tmp_path):
+    new = make_image_folder(tmp_path / "new", classes=("cat", "owl"), per_class=3, seed=5)
+    r = embed("anomalies", "--store", store, "--fit-on", "label=cat", "--score", new, "--json", "-q")
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.output)
+    assert rep["scored_count"] == 6 and not any(x["in_fit_set"] for x in rep["ranked"])
+    assert {x["label"] for x in rep["ranked"][:3]} == {"owl"}
+
+
+def test_fit_set_items_are_not_their_own_neighbours(store):
+    from embedstore.workflows.anomalies import find_anomalies
+
+    rep, det = find_anomalies(store, "knn", fit_on="label=cat", progress=False)
+    fit_rows = [x for x in rep.ranked if x["in_fit_set"]]
+    assert len(fit_rows) == 12 and min(x["score"] for x in fit_rows) > 0  # self-distance 0 never counts
+
+
+def test_anomaly_errors(store, tmp_path):
+    cases = [
+        (["--fit-on", "label=unicorn"], "selects no items"),
+        (["--fit-on", "colour=red"], "unknown filter key"),
+        (["--fit-on", "label"], "key=value"),
+        (["--method", "knnn"], "did you mean knn"),
+        (["--param", "k=0"], "cannot fit"),
+        (["--contamination", "0.9"], "contamination"),
+        (["--holdout-quantile", "1.5"], "--holdout-quantile"),
+        (["--out", tmp_path / "r.txt"], ".csv or .json"),
+    ]
+    for extra, message in cases:
+        r = embed("anomalies", "--store", store, *extra)
+        assert r.exit_code != 0, (extra, r.output)
+        assert message in r.output, (extra, r.output)
+    other = tmp_path / "o.h5"
+    from embedstore.build import build
+
+    build(make_image_folder(tmp_path / "o", per_class=2), other, encoder="test:tiny", normalize="none", workers=0, progress=False)
+    r = embed("anomalies", "--store", store, "--score", other)
+    assert r.exit_code == 2 and "normalize" in r.output
+
+
+@pytest.mark.slow
+def test_knn_and_mahalanobis_auroc_match_plain_faiss_and_sklearn_on_digits(tmp_path):
+    """One digit is normal, the nine others anomalies, on real EfficientNet-Lite0 features."""
+    import faiss
+    from sklearn.covariance import LedoitWolf
+    from sklearn.metrics import roc_auc_score
+
+    from embedstore.build import build
+    from embedstore.datasets import write_digits
+    from embedstore.store import open_store
+    from embedstore.workflows.anomalies import find_anomalies
+
+    write_digits(tmp_path / "digits", per_class=30)
+    build(tmp_path / "digits", tmp_path / "d.h5", encoder="effnet-lite:lite0", progress=False)
+    with open_store(tmp_path / "d.h5") as st:
+        rows = st.rows(st.select_set().name)
+        X = rows.load()
+    normal = rows.labels == "0"
+    y = ~normal
+    Xn = X[normal]
+
+    # plain FAISS: mean distance to the 5 nearest normal items, self excluded for normal items
+    idx = faiss.IndexFlatL2(X.shape[1])
+    idx.add(Xn)
+    d2, nb = idx.search(X, 6)
+    d = np.sqrt(np.maximum(d2, 0))
+    ref_knn = np.where(normal, d[:, 1:6].mean(1), d[:, :5].mean(1))
+    # plain scikit-learn: Ledoit-Wolf Mahalanobis
+    ref_maha = LedoitWolf().fit(Xn.astype(np.float64)).mahalanobis(X.astype(np.float64))
+
+    for method, ref in (("knn", ref_knn), ("mahalanobis", ref_maha)):
+        rep, _ = find_anomalies(tmp_path / "d.h5", method, fit_on="label=0", progress=False)
+        ours = rep.evaluation["auroc"]
+        assert abs(ours - roc_auc_score(y, ref)) <= 0.01, (method, ours, roc_auc_score(y, ref))
+        assert ours >= 0.9
