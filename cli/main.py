@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import anomalies, build, demo, encoders, heads, info
+from . import anomalies, build, demo, encoders, heads, info, search
 from .common import STATE
 
 app = typer.Typer(
@@ -28,6 +28,7 @@ info.register(app)
 encoders.register(app)
 heads.register(app)
 anomalies.register(app)
+search.register(app)
 demo.register(app)
 
 

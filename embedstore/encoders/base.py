@@ -77,6 +77,7 @@ class Encoder:
         self.weights_sha256 = weights_sha256
         self.weights_file = weights_file
         self.transform = build_transform(cfg.preprocess)
+        self.text_encoder = None  # CLIP encoders: texts -> vectors in the same space as images
 
     def select_layer(self, layer: str | None) -> "Encoder":
         """Take globally pooled features from a named submodule instead of the penultimate layer."""

@@ -114,7 +114,27 @@ def create_open_clip(name: str, weights: str | None) -> Encoder:
         weights_desc=tag,
     )
     sha = file_sha256(weights) if weights else state_dict_sha256(visual)
-    return Encoder(cfg, visual, sha, weights)
+    enc = Encoder(cfg, visual, sha, weights)
+    enc.text_encoder = _TextTower(model, arch)
+    return enc
+
+
+class _TextTower:
+    """The same CLIP model's text tower: texts -> embeddings in the image embeddings' space."""
+
+    def __init__(self, model, arch: str):
+        self.model, self.arch = model, arch
+
+    def __call__(self, texts: list[str]):
+        import open_clip
+        import torch
+
+        try:
+            tokenizer = open_clip.get_tokenizer(self.arch)
+        except Exception as e:  # noqa: BLE001 - hub tokenizers fail offline in many ways
+            raise EncoderError(f"the text tokenizer of {self.arch} is not available here ({type(e).__name__})") from e
+        with torch.inference_mode():
+            return self.model.encode_text(tokenizer(texts)).float()
 
 
 def _reachable(url: str) -> bool:

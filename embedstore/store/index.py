@@ -42,6 +42,77 @@ def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
     os.replace(tmp, path)
 
 
+EXACT_MAX_ROWS = 100_000  # above this a set gets an IVF index tuned to RECALL_TARGET (EMBEDSTORE_EXACT_MAX overrides)
+RECALL_TARGET = 0.95
+TUNE_QUERIES = 500
+
+
+def exact_max_rows() -> int:
+    return int(os.environ.get("EMBEDSTORE_EXACT_MAX", EXACT_MAX_ROWS))
+
+
+def _faiss_metric(metric: str):
+    import faiss
+
+    return faiss.METRIC_INNER_PRODUCT if metric == "inner_product" else faiss.METRIC_L2
+
+
+def _new_index(dim: int, metric: str, n: int, read_rows, seed: int = 0):
+    """Exact (flat) up to `exact_max_rows()`, else IVF-Flat with about sqrt(n) lists, trained on a sample."""
+    import faiss
+
+    if n <= exact_max_rows():
+        return faiss.IndexFlatIP(dim) if metric == "inner_product" else faiss.IndexFlatL2(dim)
+    nlist = int(min(16384, max(16, np.sqrt(n))))
+    want = min(n, 50 * nlist)
+    rng = np.random.default_rng(seed)
+    pick = np.sort(rng.choice(n, want, replace=False))
+    sample, pos = [], 0
+    for chunk in read_rows(0, n):
+        m = pick[(pick >= pos) & (pick < pos + len(chunk))] - pos
+        sample.append(chunk[m])
+        pos += len(chunk)
+    index = faiss.index_factory(dim, f"IVF{nlist},Flat", _faiss_metric(metric))
+    index.train(np.ascontiguousarray(np.concatenate(sample), dtype=np.float32))
+    return index
+
+
+def _tune(index, metric: str, n: int, read_rows, seed: int = 0) -> dict:
+    """Smallest nprobe whose recall@10 against exact search reaches RECALL_TARGET, measured on
+    held-out queries: stored vectors searched with themselves left out of both result lists."""
+    import faiss
+    from faiss.contrib.exhaustive_search import knn_ground_truth
+
+    rng = np.random.default_rng(seed + 1)
+    q_rows = np.sort(rng.choice(n, min(TUNE_QUERIES, n), replace=False))
+    queries, pos = [], 0
+    for chunk in read_rows(0, n):
+        m = q_rows[(q_rows >= pos) & (q_rows < pos + len(chunk))] - pos
+        queries.append(chunk[m])
+        pos += len(chunk)
+    Q = np.ascontiguousarray(np.concatenate(queries), dtype=np.float32)
+    _, gt = knn_ground_truth(Q, (np.ascontiguousarray(c, dtype=np.float32) for c in read_rows(0, n)), 11,
+                             metric_type=_faiss_metric(metric))
+
+    def top10(I: np.ndarray) -> list[set]:
+        return [set([j for j in row if j != q and j >= 0][:10]) for row, q in zip(I, q_rows)]
+
+    truth = top10(gt)
+    ivf = faiss.extract_index_ivf(index)
+    best = None
+    nprobe = 1
+    while True:
+        ivf.nprobe = nprobe
+        _, I = index.search(Q, 11)
+        recall = float(np.mean([len(a & b) / max(1, len(b)) for a, b in zip(top10(I), truth)]))
+        best = {"nprobe": nprobe, "nlist": int(ivf.nlist), "recall_at_10": recall}
+        if recall >= RECALL_TARGET or nprobe >= ivf.nlist:
+            break
+        nprobe = min(ivf.nlist, nprobe * 2)
+    best["queries"] = len(Q)
+    return best
+
+
 def update_index(
     sidecar: Path,
     set_name: str,
@@ -52,8 +123,9 @@ def update_index(
 ) -> dict:
     """Bring the index in line with `ids` (the set's live rows, in order); return its metadata.
 
-    Appended rows are added to the existing index; any other change rebuilds it.
-    `read_rows(start, stop)` yields float32 chunks of those rows.
+    Appended rows are added to the existing index; any other change rebuilds it. Sets above
+    `exact_max_rows()` get an IVF index whose nprobe is tuned to recall@10 >= 0.95 (re-measured
+    after every change). `read_rows(start, stop)` yields float32 chunks of those rows.
     """
     import faiss
 
@@ -62,32 +134,63 @@ def update_index(
     n = len(ids)
     start = 0
     index = None
-    if meta and index_path.is_file() and meta.get("metric") == metric and meta.get("ntotal", -1) <= n:
+    want_exact = n <= exact_max_rows()
+    if (meta and index_path.is_file() and meta.get("metric") == metric and meta.get("ntotal", -1) <= n
+            and bool(meta.get("exact")) == want_exact):
         if meta["ntotal"] == n and meta.get("ids_sha256") == ids_digest(ids):
             return meta
         if meta.get("ids_sha256") == ids_digest(ids[: meta["ntotal"]]):
             index = faiss.read_index(str(index_path))
             start = index.ntotal
     if index is None:
-        index = faiss.IndexFlatIP(dim) if metric == "inner_product" else faiss.IndexFlatL2(dim)
+        index = _new_index(dim, metric, n, read_rows)
     for chunk in read_rows(start, n):
         index.add(np.ascontiguousarray(chunk, dtype=np.float32))
     if index.ntotal != n:
         raise RuntimeError(f"index of {set_name} has {index.ntotal} rows after update; expected {n}")
+    if want_exact:
+        params, recall, note = {}, 1.0, "exact search"
+        kind = "IndexFlatIP" if metric == "inner_product" else "IndexFlatL2"
+    else:
+        tuned = _tune(index, metric, n, read_rows)
+        params = {"nlist": tuned["nlist"], "nprobe": tuned["nprobe"]}
+        recall = tuned["recall_at_10"]
+        note = f"measured on {tuned['queries']} held-out queries against exact search"
+        kind = "IVFFlat"
     index_path.parent.mkdir(parents=True, exist_ok=True)
     _atomic_write(index_path, lambda p: faiss.write_index(index, p))
     meta = {
         "file": f"index/{index_path.name}",
-        "type": "IndexFlatIP" if metric == "inner_product" else "IndexFlatL2",
+        "type": kind,
         "metric": metric,
-        "exact": True,
-        "params": {},
+        "exact": want_exact,
+        "params": params,
         "ntotal": n,
-        "recall_at_10": 1.0,
-        "recall_note": "exact search",
+        "recall_at_10": recall,
+        "recall_note": note,
         "ids_sha256": ids_digest(ids),
         "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "added_rows": n - start,
     }
     _atomic_write(meta_path, lambda p: Path(p).write_text(json.dumps(meta, indent=1)))
     return meta
+
+
+def load_index(sidecar: Path, set_name: str, ids: list[str] | None = None):
+    """The set's FAISS index with its tuned search parameters applied, and its metadata.
+
+    With `ids`, refuses an index whose rows no longer match the set (ids drift)."""
+    import faiss
+
+    from ..errors import StoreError
+
+    index_path, _ = index_paths(sidecar, set_name)
+    meta = read_index_meta(sidecar, set_name)
+    if not meta or not index_path.is_file():
+        raise StoreError(f"vector set {set_name} has no FAISS index under {sidecar}; re-run `embed build` on the store to build it")
+    if ids is not None and meta.get("ids_sha256") != ids_digest(ids):
+        raise StoreError(f"the FAISS index of {set_name} does not match the set's rows; re-run `embed build` on the store to rebuild it")
+    index = faiss.read_index(str(index_path))
+    if "nprobe" in meta.get("params", {}):
+        faiss.extract_index_ivf(index).nprobe = int(meta["params"]["nprobe"])
+    return index, meta

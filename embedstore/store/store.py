@@ -243,6 +243,14 @@ class Store:
             raise StoreError(f"encoder {which} has {len(match)} vector sets in {self.path}; pick one by name: {listing}")
         raise StoreError(f"store {self.path} has no vector set named or made by '{which}'; it has: {listing}")
 
+    def index(self, set_name: str):
+        """(FAISS index with its tuned search parameters, index metadata); refuses one that drifted from the rows."""
+        from .index import load_index
+
+        with self._file() as f:
+            ids = list(f["vectors"][set_name]["ids"].asstr()[()])
+        return load_index(self.sidecar, set_name, ids)
+
     def rows(self, set_name: str):
         """The set's rows joined with labels, splits and uris (see `SetRows`); vectors stream on demand."""
         from .rows import set_rows

@@ -1,0 +1,52 @@
+"""`embed search`: nearest neighbours of a stored item, an image, a text (CLIP stores) or a vector."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from .common import emit_json, run_guarded, say
+
+EPILOG = (
+    "Examples:\n\n"
+    "  embed search photos.h5 --image query.jpg -k 10\n\n"
+    "  embed search photos.h5 --id cat/img_00042.jpg -k 10 --where label=cat\n\n"
+    "  embed search photos.h5 --text \"a red car\" -k 10          # stores built with a CLIP encoder\n\n"
+    "  embed search photos.h5 --vector-file q.npy --exact --json\n\n"
+    "Scores: cosine similarity for L2-normalised sets (the default), else squared L2 distance."
+)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command(epilog=EPILOG)
+    def search(
+        store: Path = typer.Argument(..., help="A store built by `embed build`."),
+        item_id: str = typer.Option(None, "--id", help="Query by a stored item's id."),
+        image: Path = typer.Option(None, "--image", help="Query by an image file (embedded with the store's encoder)."),
+        text: str = typer.Option(None, "--text", help="Query by text (stores built with an open_clip encoder)."),
+        vector_file: Path = typer.Option(None, "--vector-file", help="Query by a raw vector (.npy, or comma-separated numbers)."),
+        k: int = typer.Option(10, "-k", help="How many neighbours."),
+        where: str = typer.Option(None, "--where", help="Only items matching key=value[,key=value] (label, split); '|' for OR."),
+        exact: bool = typer.Option(False, "--exact", help="Brute force, even when the set has an approximate index."),
+        vector_set: str = typer.Option(None, "--set", help="Vector set name or encoder id, when the store has several."),
+        weights: Path = typer.Option(None, "--weights", help="The local weights file the store was built with (image/text queries)."),
+        device: str = typer.Option("auto", "--device", help="auto | cpu | cuda (for embedding the query)."),
+        json_out: bool = typer.Option(False, "--json", help="Print the hits as JSON."),
+    ) -> None:
+        """Nearest neighbours from the store's FAISS index: "more like this", text-to-image with CLIP."""
+        from embedstore.workflows.search import search as run_search
+
+        r = run_guarded(run_search, store, item_id=item_id, image=image, text=text, vector_file=vector_file, k=k,
+                        where=where, exact=exact, vector_set=vector_set, weights=str(weights) if weights else None,
+                        device=device)
+        if json_out:
+            emit_json(r.to_dict())
+            return
+        idx = r.index
+        how = "exact scan" if r.exact and not idx.get("exact") else f"{idx.get('type')} (recall@10 {idx.get('recall_at_10')})"
+        say(f"{len(r.hits)} nearest in {r.vector_set} to {', '.join(f'{k_} {v}' for k_, v in r.query.items())}"
+            f"{f' where {r.where}' if r.where else ''}; {how}, {r.search_ms:.1f} ms")
+        say(f"  {'rank':>4}  {'score':>8}  label  id")
+        for h in r.hits:
+            say(f"  {h['rank']:4d}  {h['score']:8.4f}  {h['label'] or '-'}  {h['id']}")

@@ -1,0 +1,44 @@
+"""k-NN over arrays: the set's FAISS index (with a row filter as a FAISS ID selector) or an exact
+scan of streamed chunks. Takes arrays and iterators, never paths."""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+import numpy as np
+
+
+def normalise(Q: np.ndarray) -> np.ndarray:
+    Q = np.array(Q, dtype=np.float32, ndmin=2)
+    return Q / np.maximum(np.linalg.norm(Q, axis=1, keepdims=True), 1e-12)
+
+
+def index_search(index, Q: np.ndarray, k: int, allowed_rows: np.ndarray | None = None, nprobe: int | None = None):
+    """(scores, rows) from a FAISS index; `allowed_rows` restricts results to those rows."""
+    import faiss
+
+    Q = np.ascontiguousarray(Q, dtype=np.float32)
+    if allowed_rows is None:
+        return index.search(Q, k)
+    sel = faiss.IDSelectorBatch(np.ascontiguousarray(allowed_rows, dtype=np.int64))
+    params = faiss.SearchParametersIVF(sel=sel, nprobe=nprobe) if nprobe else faiss.SearchParameters(sel=sel)
+    return index.search(Q, k, params=params)
+
+
+def exact_search(Q: np.ndarray, chunks: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]], k: int, inner_product: bool):
+    """Brute force over (row positions, vectors) chunks; memory stays at one chunk."""
+    import faiss
+    from faiss.contrib.exhaustive_search import knn_ground_truth
+
+    positions = []
+
+    def vectors():
+        for pos, X in chunks():
+            positions.append(pos)
+            yield np.ascontiguousarray(X, dtype=np.float32)
+
+    D, I = knn_ground_truth(np.ascontiguousarray(Q, dtype=np.float32), vectors(), k,
+                            metric_type=faiss.METRIC_INNER_PRODUCT if inner_product else faiss.METRIC_L2)
+    allpos = np.concatenate(positions) if positions else np.zeros(0, dtype=np.int64)
+    rows = np.where(I >= 0, allpos[np.clip(I, 0, max(len(allpos) - 1, 0))], -1)
+    return D, rows

@@ -1,0 +1,152 @@
+"""`search`: a query (stored id, image file, text for CLIP stores, or a raw vector) -> the k nearest
+items of a store, from its FAISS index or an exact scan, optionally filtered by label and split."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import EmbedstoreError, SearchError
+from ..search.searcher import exact_search, index_search, normalise
+from .anomalies import filter_mask, parse_filter
+
+
+@dataclass
+class SearchReport:
+    store: str
+    vector_set: str
+    query: dict
+    k: int
+    where: str | None
+    index: dict
+    exact: bool
+    hits: list = field(default_factory=list)  # {rank, id, uri, label, split, score}
+    search_ms: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _query_by_id(rows, item_id: str) -> np.ndarray:
+    where = np.flatnonzero(rows.ids == item_id)
+    if len(where) == 0:
+        import difflib
+
+        close = difflib.get_close_matches(item_id, list(rows.ids[:100000]), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else " (ids are paths relative to the source folder; see `embed info`)"
+        raise SearchError(f"no item with id '{item_id}' in {rows.set_name}{hint}")
+    mask = np.zeros(len(rows), dtype=bool)
+    mask[where[0]] = True
+    return next(iter(rows.chunks(mask)))[1]
+
+
+def _encoder_like(prov: dict, weights: str | None):
+    """The encoder that made the set, checked against its provenance (weights included)."""
+    from ..encoders import create_encoder
+
+    try:
+        enc = create_encoder(prov["encoder"], weights=weights, layer=prov.get("layer"))
+    except EmbedstoreError as e:
+        raise SearchError(f"cannot embed the query with the store's encoder {prov['encoder']}: {e}") from None
+    mine = enc.provenance(normalize=prov.get("normalize", "l2"), dtype=prov.get("dtype", "float16"))
+    if mine.get("weights_sha256") != prov.get("weights_sha256"):
+        raise SearchError(f"the store was embedded with other {prov['encoder']} weights (sha256 {str(prov.get('weights_sha256'))[:12]}) "
+                          f"than the ones found here ({str(mine.get('weights_sha256'))[:12]}); pass the store's --weights FILE")
+    return enc
+
+
+def _query_by_image(prov: dict, image: Path, weights: str | None, device: str) -> np.ndarray:
+    from ..build.device import resolve_device
+    from ..build.runner import encode_batch
+    from ..sources.images import DecodeError, decode_image, read_bytes
+
+    if not Path(image).is_file():
+        raise SearchError(f"query image {image} does not exist")
+    enc = _encoder_like(prov, weights)
+    try:
+        img = decode_image(read_bytes(str(image)), enc.cfg.preprocess.exif_transpose)
+    except DecodeError as e:
+        raise SearchError(f"query image {image} cannot be used: {e}") from None
+    dev = resolve_device(device)
+    enc.to(dev, channels_last=False)
+    x = enc.transform(img).unsqueeze(0)
+    return encode_batch(enc, x, dev, "fp32", False, "none")
+
+
+def _query_by_text(prov: dict, text: str, weights: str | None) -> np.ndarray:
+    if not str(prov.get("encoder", "")).startswith("open_clip:"):
+        raise SearchError(f"text queries need a store built with a CLIP encoder (open_clip:...); this set was made with "
+                          f"{prov.get('encoder')}. Rebuild with e.g. --encoder open_clip:ViT-B-32/openai")
+    enc = _encoder_like(prov, weights)
+    if enc.text_encoder is None:  # pragma: no cover - every open_clip encoder has one
+        raise SearchError(f"{prov['encoder']} has no text tower")
+    return enc.text_encoder([text]).cpu().numpy()
+
+
+def _query_by_file(path: Path, dim: int) -> np.ndarray:
+    try:
+        v = np.load(path, allow_pickle=False) if str(path).endswith(".npy") else np.loadtxt(path, delimiter=",", ndmin=1)
+    except (OSError, ValueError) as e:
+        raise SearchError(f"--vector-file {path} cannot be read as a vector ({str(e).splitlines()[0][:100]}); use .npy or comma-separated numbers") from None
+    v = np.asarray(v, dtype=np.float32).reshape(-1, v.shape[-1]) if np.ndim(v) else np.zeros((1, 0), np.float32)
+    if v.shape[-1] != dim:
+        raise SearchError(f"--vector-file {path} has {v.shape[-1]} values per vector; this set's vectors have {dim}")
+    if not np.isfinite(v).all():
+        raise SearchError(f"--vector-file {path} has NaN or inf values")
+    return v
+
+
+def search(store: str | Path, item_id: str | None = None, image: str | Path | None = None, text: str | None = None,
+           vector_file: str | Path | None = None, k: int = 10, where: str | None = None, exact: bool = False,
+           vector_set: str | None = None, weights: str | None = None, device: str = "auto") -> SearchReport:
+    """The k nearest items of `store` to one query; scores are inner products (L2-normalised sets: cosine)
+    or squared L2 distances."""
+    from ..store import open_store
+
+    given = {"id": item_id, "image": image, "text": text, "vector_file": vector_file}
+    asked = {k_: v for k_, v in given.items() if v is not None}
+    if len(asked) != 1:
+        raise SearchError("give exactly one query: --id ID, --image FILE, --text \"...\" or --vector-file FILE"
+                          + (f" (got {', '.join(asked)})" if asked else ""))
+    if k < 1:
+        raise SearchError(f"-k must be at least 1, not {k}")
+    with open_store(store, mode="r") as st:
+        vs = st.select_set(vector_set)
+        rows = st.rows(vs.name)
+        prov = vs.provenance
+        flt = parse_filter(where)
+        allowed = filter_mask(rows, flt) if flt else None
+        pool = int(allowed.sum()) if allowed is not None else len(rows)
+        if pool == 0:
+            raise SearchError(f"--where {where!r} matches no items of {vs.name}; check labels and splits with `embed info`")
+        if k > pool:
+            raise SearchError(f"-k {k} is larger than the {pool} item(s) there are to search" + (f" (after --where {where})" if flt else "")
+                              + f"; use -k {pool} or less")
+        if item_id is not None:
+            Q = _query_by_id(rows, item_id)
+        elif image is not None:
+            Q = _query_by_image(prov, Path(image), weights, device)
+        elif text is not None:
+            Q = _query_by_text(prov, text, weights)
+        else:
+            Q = _query_by_file(Path(vector_file), rows.dim)
+        inner = prov.get("normalize", "l2") == "l2"
+        if inner:
+            Q = normalise(Q)
+        index, meta = st.index(vs.name)
+        use_exact = exact or bool(meta.get("exact"))
+        t0 = time.perf_counter()
+        if use_exact and not meta.get("exact"):  # forced brute force over the stored vectors
+            D, R = exact_search(Q, lambda: rows.chunks(allowed), k, inner)
+        else:
+            D, R = index_search(index, Q, k, np.flatnonzero(allowed) if allowed is not None else None,
+                                meta.get("params", {}).get("nprobe"))
+        ms = 1000 * (time.perf_counter() - t0)
+    hits = [{"rank": r + 1, "id": str(rows.ids[j]), "uri": str(rows.uris[j]), "label": str(rows.labels[j]),
+             "split": str(rows.splits[j]), "score": float(d)} for r, (d, j) in enumerate(zip(D[0], R[0])) if j >= 0]
+    query = {kind: str(v) for kind, v in asked.items()}
+    return SearchReport(store=str(store), vector_set=vs.name, query=query, k=k, where=where,
+                        index={k_: v for k_, v in meta.items() if k_ != "ids_sha256"}, exact=use_exact, hits=hits, search_ms=ms)

@@ -1,0 +1,130 @@
+"""`embed search` and the store's index choice: exact below a size, tuned IVF above it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from conftest import make_image_folder
+from embedstore.cli.main import app
+
+runner = CliRunner()
+
+
+def embed(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    from embedstore.build import build
+
+    root = tmp_path_factory.mktemp("search")
+    make_image_folder(root / "photos", classes=("cat", "dog", "owl"), per_class=10)
+    build(root / "photos", root / "s.h5", encoder="test:tiny", workers=0, precision="fp32", progress=False)
+    return root / "s.h5"
+
+
+def hits(r):
+    assert r.exit_code == 0, r.output
+    return json.loads(r.output)["hits"]
+
+
+def test_search_by_id_and_by_own_image_returns_the_item_first(store):
+    h = hits(embed("search", store, "--id", "dog/dog_003.png", "-k", 5, "--json"))
+    assert len(h) == 5 and h[0]["id"] == "dog/dog_003.png" and h[0]["score"] == pytest.approx(1.0, abs=1e-3)
+    assert [x["rank"] for x in h] == [1, 2, 3, 4, 5]
+    assert all(a["score"] >= b["score"] for a, b in zip(h, h[1:]))
+    img = store.parent / "photos" / "owl" / "owl_004.jpg"
+    h = hits(embed("search", store, "--image", img, "-k", 3, "--json"))
+    assert h[0]["id"] == "owl/owl_004.jpg" and h[0]["uri"] == str(img)
+
+
+def test_where_filters_and_exact_agree(store):
+    h = hits(embed("search", store, "--id", "cat/cat_000.jpg", "-k", 4, "--where", "label=dog|owl", "--json"))
+    assert len(h) == 4 and all(x["label"] in ("dog", "owl") for x in h)
+    a = hits(embed("search", store, "--id", "cat/cat_001.png", "-k", 6, "--json"))
+    b = hits(embed("search", store, "--id", "cat/cat_001.png", "-k", 6, "--exact", "--json"))
+    assert [x["id"] for x in a] == [x["id"] for x in b]
+
+
+def test_search_by_vector_file(store, tmp_path):
+    from embedstore.store import open_store
+
+    with open_store(store) as st:
+        rows = st.rows(st.select_set().name)
+        X = rows.load()
+    np.save(tmp_path / "q.npy", X[7])
+    h = hits(embed("search", store, "--vector-file", tmp_path / "q.npy", "-k", 1, "--json"))
+    assert h[0]["id"] == rows.ids[7]
+    np.save(tmp_path / "bad.npy", X[7][:5])
+    r = embed("search", store, "--vector-file", tmp_path / "bad.npy")
+    assert r.exit_code == 2 and "values per vector" in r.output
+
+
+def test_search_errors(store, tmp_path):
+    cases = [
+        ([], "exactly one query"),
+        (["--id", "cat/cat_000.jpg", "--text", "a cat"], "exactly one query"),
+        (["--id", "cat/cat_999.jpg"], "no item with id"),
+        (["--id", "cat/cat_000.jpg", "-k", 31], "larger than the 30"),
+        (["--id", "cat/cat_000.jpg", "-k", 11, "--where", "label=cat"], "larger than the 10"),
+        (["--id", "cat/cat_000.jpg", "--where", "label=emu"], "matches no items"),
+        (["--text", "a photo of a cat"], "CLIP encoder"),
+        (["--image", tmp_path / "missing.jpg"], "does not exist"),
+    ]
+    for extra, message in cases:
+        r = embed("search", store, *extra)
+        assert r.exit_code == 2, (extra, r.output)
+        assert message in r.output, (extra, r.output)
+
+
+def test_image_query_when_the_encoders_weights_are_unavailable(store, tmp_path):
+    """A store made by a hub encoder whose weights are not here: one line, fast, with the fix."""
+    import shutil
+
+    import h5py
+
+    shutil.copy(store, tmp_path / "s.h5")
+    shutil.copytree(store.with_name(store.name + ".d"), tmp_path / "s.h5.d")
+    with h5py.File(tmp_path / "s.h5", "r+") as f:
+        g = f["vectors"][list(f["vectors"])[0]]
+        g.attrs["encoder"] = "torchvision:resnet18"
+    img = store.parent / "photos" / "owl" / "owl_004.jpg"
+    r = embed("search", tmp_path / "s.h5", "--image", img)
+    assert r.exit_code == 2, r.output
+    assert "torchvision:resnet18" in r.output and "--weights" in r.output
+    assert len(r.output.strip().splitlines()) == 1
+
+
+def test_large_sets_get_a_tuned_ivf_index(tmp_path, monkeypatch):
+    """Above the exact threshold: IVF whose nprobe reaches recall@10 >= 0.95 on held-out queries."""
+    from embedstore.search.searcher import exact_search, index_search, normalise
+    from embedstore.store.index import load_index, update_index
+
+    monkeypatch.setenv("EMBEDSTORE_EXACT_MAX", "1000")
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(40, 32))
+    X = normalise(centers[rng.integers(0, 40, 6000)] + 0.6 * rng.normal(size=(6000, 32)))
+    ids = [f"i{i}" for i in range(len(X))]
+
+    def read_rows(a, b):
+        for s in range(a, b, 1000):
+            yield X[s : min(b, s + 1000)]
+
+    meta = update_index(tmp_path, "set", ids, 32, "inner_product", read_rows)
+    assert meta["type"] == "IVFFlat" and not meta["exact"]
+    assert meta["recall_at_10"] >= 0.95 and meta["params"]["nprobe"] >= 1
+    index, meta2 = load_index(tmp_path, "set", ids)
+    assert meta2 == meta
+    Q = X[rng.choice(len(X), 200, replace=False)]
+    _, approx = index_search(index, Q, 10)
+    _, exact = exact_search(Q, lambda: ((np.arange(s, min(6000, s + 1000)), X[s : s + 1000]) for s in range(0, 6000, 1000)), 10, True)
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(approx, exact)])
+    assert recall >= 0.9
+    with pytest.raises(Exception, match="does not match"):
+        load_index(tmp_path, "set", ids[:-1])
