@@ -128,3 +128,34 @@ def test_large_sets_get_a_tuned_ivf_index(tmp_path, monkeypatch):
     assert recall >= 0.9
     with pytest.raises(Exception, match="does not match"):
         load_index(tmp_path, "set", ids[:-1])
+
+
+@pytest.mark.slow
+def test_text_search_uses_the_same_clip_models_text_tower(tmp_path):
+    """Random-weight CLIP (no weights download here): scores equal the model's own text-image products."""
+    import open_clip
+    import torch
+
+    from embedstore.build import build
+    from embedstore.store import open_store
+
+    torch.manual_seed(0)
+    model = open_clip.create_model("ViT-S-32", pretrained=None).eval()
+    torch.save(model.state_dict(), tmp_path / "clip.pt")
+    make_image_folder(tmp_path / "photos", classes=("cat", "dog"), per_class=3)
+    build(tmp_path / "photos", tmp_path / "c.h5", encoder="open_clip:ViT-S-32", weights=str(tmp_path / "clip.pt"),
+          workers=0, precision="fp32", progress=False)
+    r = embed("search", tmp_path / "c.h5", "--text", "a photo of a cat", "-k", 6, "--weights", tmp_path / "clip.pt", "--json")
+    h = hits(r)
+    with open_store(tmp_path / "c.h5") as st:
+        rows = st.rows(st.select_set().name)
+        X = rows.load()
+    with torch.inference_mode():
+        t = model.encode_text(open_clip.get_tokenizer("ViT-S-32")(["a photo of a cat"])).float().numpy()[0]
+    expected = X @ (t / np.linalg.norm(t))
+    by_id = dict(zip(rows.ids, expected))
+    assert len(h) == 6
+    for x in h:
+        assert x["score"] == pytest.approx(by_id[x["id"]], abs=2e-3)
+    r = embed("search", tmp_path / "c.h5", "--text", "a cat", "-k", 3)  # without the weights file: refused, with the fix
+    assert r.exit_code == 2 and "--weights" in r.output

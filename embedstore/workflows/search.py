@@ -50,7 +50,8 @@ def _encoder_like(prov: dict, weights: str | None):
     try:
         enc = create_encoder(prov["encoder"], weights=weights, layer=prov.get("layer"))
     except EmbedstoreError as e:
-        raise SearchError(f"cannot embed the query with the store's encoder {prov['encoder']}: {e}") from None
+        hint = "" if weights or "--weights" in str(e) else " (if the store was built with --weights FILE, pass the same --weights FILE)"
+        raise SearchError(f"cannot embed the query with the store's encoder {prov['encoder']}: {e}{hint}") from None
     mine = enc.provenance(normalize=prov.get("normalize", "l2"), dtype=prov.get("dtype", "float16"))
     if mine.get("weights_sha256") != prov.get("weights_sha256"):
         raise SearchError(f"the store was embedded with other {prov['encoder']} weights (sha256 {str(prov.get('weights_sha256'))[:12]}) "
