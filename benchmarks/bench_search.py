@@ -22,8 +22,9 @@ import numpy as np
 
 
 def make_vectors(n: int, dim: int, seed: int = 0, clusters: int = 1000) -> np.ndarray:
+    """`clusters` fixed centres (the same for every seed) plus noise drawn from `seed`."""
+    centers = np.random.default_rng(12345).normal(size=(clusters, dim)).astype(np.float32)
     rng = np.random.default_rng(seed)
-    centers = rng.normal(size=(clusters, dim)).astype(np.float32)
     X = np.empty((n, dim), dtype=np.float32)
     for s in range(0, n, 100_000):
         e = min(n, s + 100_000)
@@ -56,7 +57,7 @@ def main() -> None:
     for n in (int(x) for x in args.sizes.split(",")):
         X = make_vectors(n, args.dim)
         rng = np.random.default_rng(1)
-        Q = make_vectors(args.queries, args.dim, seed=2)  # fresh queries from the same clusters
+        Q = make_vectors(args.queries, args.dim, seed=2)  # fresh queries: same clusters, new noise
         ids = [f"item{i}" for i in range(n)]
         work = Path(tempfile.mkdtemp(prefix="bench-search-"))
 

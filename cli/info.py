@@ -37,7 +37,9 @@ def print_info(d: dict, show: int = 10) -> None:
         idx = vs["index"]
         if idx:
             state = "up to date" if idx.get("up_to_date") else f"STALE ({idx.get('ntotal')} of {vs['count']} rows; re-run `embed build`)"
-            say(f"    index: {idx.get('type')}, {idx.get('ntotal')} vectors, recall@10 {idx.get('recall_at_10')} "
+            params = idx.get("params")
+            params = "" if params in (None, "{}", {}) else f" {params},"
+            say(f"    index: {idx.get('type')},{params} {idx.get('ntotal')} vectors, recall@10 {idx.get('recall_at_10')} "
                 f"({idx.get('recall_note')}), {state}")
         else:
             say("    index: none yet (re-run `embed build` to finish an interrupted build)")
