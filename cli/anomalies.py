@@ -34,25 +34,10 @@ def _write_ranked(out: Path, ranked: list) -> None:
 
 
 def _histograms(report, out_dir: Path) -> list[str]:
-    from embedstore.workflows.plots import _pyplot
+    from embedstore.reports.plots import plot_score_histogram
 
-    plt = _pyplot()
     out_dir.mkdir(parents=True, exist_ok=True)
-    by_label: dict[str, list[float]] = {}
-    for r in report.ranked:
-        by_label.setdefault(r["label"] or "(no label)", []).append(r["score"])
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for lab, vals in sorted(by_label.items())[:20]:
-        ax.hist(vals, bins=40, alpha=0.5, label=f"{lab} ({len(vals)})")
-    ax.axvline(-report.threshold["offset"], color="red", linestyle="--", label="threshold")
-    ax.set_xlabel(f"{report.method} anomaly score (higher = odder)")
-    ax.set_ylabel("items")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = out_dir / "scores_by_label.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return [str(path)]
+    return [str(plot_score_histogram(report.ranked, -report.threshold["offset"], report.method, out_dir / "scores_by_label.png"))]
 
 
 def register(app: typer.Typer) -> None:
@@ -72,6 +57,7 @@ def register(app: typer.Typer) -> None:
         save: Path = typer.Option(None, "--save", help="Save the fitted detector (with its threshold) to this folder."),
         force: bool = typer.Option(False, "--force", help="Replace an existing --save folder."),
         plots: Path = typer.Option(None, "--plots", help="Write a score histogram per label here."),
+        report_dir: Path = typer.Option(None, "--report", help="Write an HTML report (histogram, top anomalies as thumbnails, map) here."),
         seed: int = typer.Option(0, "--seed"),
         json_out: bool = typer.Option(False, "--json", help="Print the report (top rows) as JSON."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -89,6 +75,11 @@ def register(app: typer.Typer) -> None:
         if out is not None:
             _write_ranked(out, r.ranked)
         written = _histograms(r, plots) if plots is not None else []
+        if report_dir is not None:
+            from embedstore.reports import html
+
+            written.append(str(run_guarded(lambda: html.write_report(report_dir, f"embed anomalies {method}: {store.name}", [
+                html.anomaly_section(r, report_dir), html.store_map(store, r.vector_set, report_dir)]))))
         if json_out:
             emit_json({**r.to_dict(top=top), "plots": written})
             return

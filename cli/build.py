@@ -53,6 +53,7 @@ def register(app: typer.Typer) -> None:
         dtype: str = typer.Option("float16", "--dtype", help="Stored vector type: float16 | float32."),
         normalize: str = typer.Option("l2", "--normalize", help="l2 (cosine search) | none."),
         shard_size: int = typer.Option(4096, "--shard-size", min=1, help="Rows per committed shard (the unit of resume)."),
+        report_dir: Path = typer.Option(None, "--report", help="Write an HTML report (summary, embedding map) to this folder."),
         json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     ) -> None:
@@ -65,7 +66,15 @@ def register(app: typer.Typer) -> None:
             normalize=normalize, labels=not no_labels, progress=not quiet,
             shard_rows=shard_size,
         )
+        page = None
+        if report_dir is not None:
+            from embedstore.reports import html
+
+            page = run_guarded(lambda: html.write_report(report_dir, f"embed build: {store.name}", [
+                html.build_section(report), html.store_map(store, report.vector_set, report_dir)]))
         if json_out:
-            emit_json(report.to_dict())
+            emit_json({**report.to_dict(), "report": str(page) if page else None})
         else:
             print_report(report)
+            if page:
+                say(f"report: {page}")

@@ -1,4 +1,4 @@
-"""`embed demo`: the whole loop on bundled data and the bundled offline encoder."""
+"""`embed demo`: the whole loop on bundled data and the bundled offline encoder, ending in an HTML report."""
 
 from __future__ import annotations
 
@@ -8,36 +8,37 @@ import typer
 
 from .build import print_report
 from .common import emit_json, run_guarded, say
-from .info import print_info
-
-
-def _demo(out: Path, per_class: int | None, progress: bool):
-    from embedstore.build import build
-    from embedstore.datasets import write_digits
-    from embedstore.store import open_store
-
-    data = write_digits(out / "digits", per_class=per_class)
-    report = build(data, out / "digits.h5", encoder="effnet-lite:lite0", progress=progress)
-    with open_store(out / "digits.h5") as st:
-        info = st.info()
-    return report, info
 
 
 def register(app: typer.Typer) -> None:
     @app.command(epilog="Example:\n\n  embed demo --out embedstore-demo")
     def demo(
-        out: Path = typer.Option(Path("embedstore-demo"), "--out", help="Folder for the demo images and store."),
+        out: Path = typer.Option(Path("embedstore-demo"), "--out", help="Folder for the demo images, store, head and report."),
         per_class: int = typer.Option(None, "--per-class", min=1, help="Use at most this many images per digit."),
-        json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+        json_out: bool = typer.Option(False, "--json", help="Print the reports as JSON."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     ) -> None:
-        """Build a store from bundled handwritten digits with the offline EfficientNet-Lite0 (no downloads)."""
-        report, info = run_guarded(_demo, out, per_class, not quiet)
+        """Build a store from bundled handwritten digits with the offline EfficientNet-Lite0, fit a head,
+        find anomalies, search, and write an HTML report (no downloads)."""
+        from embedstore.workflows.demo import run_demo
+
+        r = run_guarded(run_demo, out, per_class, not quiet)
         if json_out:
-            emit_json({"build": report.to_dict(), "info": info})
+            emit_json({"build": r.build.to_dict(), "head": r.head.to_dict(), "anomalies": r.anomalies.to_dict(top=20),
+                       "searches": [s.to_dict() for s in r.searches], "report": r.report})
             return
-        say(f"demo: wrote {report.items_in_source} digit images to {out / 'digits'} and embedded them\n")
-        print_report(report)
-        say("")
-        print_info(info)
-        say(f"\nnext: embed info {out / 'digits.h5'}   (re-run `embed demo`: nothing is re-encoded)")
+        b, h, a = r.build, r.head, r.anomalies
+        say(f"demo: {b.items_in_source} digit images in {out / 'digits'}\n")
+        print_report(b)
+        say(f"\nhead: logistic on {h.counts['train']} train / {h.counts['val']} val / {h.counts['test']} test items; "
+            f"C = {h.chosen:g}; test accuracy {h.test['accuracy']:.4f}, macro F1 {h.test['macro_f1']:.4f}; saved to {r.head_dir}")
+        e = a.evaluation or {}
+        say(f"anomalies: knn fitted on digit 0 ({a.fit_count} items); AUROC {e.get('auroc', float('nan')):.4f} "
+            f"for telling other digits from 0; most anomalous: {', '.join(x['id'] for x in a.ranked[:3])}")
+        for s in r.searches:
+            q = ", ".join(f"{k} {v}" for k, v in s.query.items())
+            same = sum(x["label"] == s.hits[0]["label"] for x in s.hits)
+            say(f"search by {q}: {same} of {len(s.hits)} neighbours share the top hit's label ({s.hits[0]['label']})")
+        say(f"\nreport: {r.report}")
+        say(f"next: embed search {out / 'digits.h5'} --id {r.searches[0].hits[0]['id'] if r.searches else 'ID'} -k 10   |   "
+            f"embed predict {r.head_dir} NEW_IMAGES/")

@@ -86,6 +86,7 @@ def register(app: typer.Typer) -> None:
         param: list[str] = typer.Option(None, "--param", help="Head parameter NAME=VALUE (repeatable), e.g. hidden=512."),
         device: str = typer.Option("auto", "--device", help="Where the logistic solver runs: auto | cpu | cuda."),
         plots: Path = typer.Option(None, "--plots", help="Write confusion.png and validation_curve.png here."),
+        report_dir: Path = typer.Option(None, "--report", help="Write an HTML report (metrics, curve, confusion, embedding map) here."),
         force: bool = typer.Option(False, "--force", help="Replace an existing head at --out."),
         json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -99,9 +100,14 @@ def register(app: typer.Typer) -> None:
                                 progress=not quiet and not json_out)
         written = []
         if plots is not None:
-            from embedstore.workflows.plots import head_plots
+            from embedstore.reports.plots import head_plots
 
             written = run_guarded(head_plots, report, plots)
+        if report_dir is not None:
+            from embedstore.reports import html
+
+            written.append(str(run_guarded(lambda: html.write_report(report_dir, f"embed fit-head {head}: {store.name}", [
+                html.head_section(report, report_dir), html.store_map(store, report.vector_set, report_dir)]))))
         if json_out:
             emit_json({**report.to_dict(), "plots": written})
         else:
@@ -158,7 +164,7 @@ def register(app: typer.Typer) -> None:
 
         m = run_guarded(run_eval, head, store, split=split)
         if plots is not None:
-            from embedstore.workflows.plots import plot_confusion
+            from embedstore.reports.plots import plot_confusion
 
             Path(plots).mkdir(parents=True, exist_ok=True)
             m["plots"] = [str(run_guarded(plot_confusion, m["confusion"], Path(plots) / "confusion.png", f"{head.name} on {store.name}"))]

@@ -90,5 +90,13 @@ def test_demo_runs_offline_on_bundled_data(tmp_path):
     r = run("demo", "--out", tmp_path / "demo", "--per-class", "4", "--quiet")
     assert r.exit_code == 0, r.output
     assert "40 new vectors" in r.output and "effnet-lite:lite0" in r.output
+    assert "test accuracy" in r.output and "AUROC" in r.output and "search by id" in r.output
+    page = tmp_path / "demo" / "report" / "index.html"
+    text = page.read_text()
+    for section in ("Build:", "Embedding map", "Classifier head: logistic", "Anomalies: knn", "Nearest-neighbour search"):
+        assert section in text
+    assert text.count("data:image/png;base64,") >= 10  # plots and thumbnails inlined: the page stands alone
+    assert (tmp_path / "demo" / "heads" / "digits-logistic" / "head.json").is_file()
     again = run("demo", "--out", tmp_path / "demo", "--per-class", "4", "--quiet", "--json")
-    assert json.loads(again.stdout)["build"]["encoded"] == 0
+    doc = json.loads(again.stdout)
+    assert doc["build"]["encoded"] == 0 and doc["report"].endswith("index.html")

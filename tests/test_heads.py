@@ -264,3 +264,21 @@ def test_renamed_store_still_reads_its_vectors(labelled, tmp_path):
     with open_store(st) as s:
         X = s.rows(s.select_set().name).load()
     assert X.shape == (42, 32) and np.isfinite(X).all()
+
+
+def test_reports_for_build_fit_head_and_anomalies(labelled, tmp_path):
+    from embedstore.build import build
+
+    r = runner.invoke(app, ["build", str(labelled / "photos"), "--store", str(tmp_path / "b.h5"), "--encoder", "test:tiny",
+                            "--report", str(tmp_path / "rb"), "-q"])
+    assert r.exit_code == 0, r.output
+    assert "Build:" in (tmp_path / "rb" / "index.html").read_text()
+    r = embed("fit-head", "ridge", "--store", labelled / "photos.h5", "--report", tmp_path / "rh", "-q")
+    assert r.exit_code == 0, r.output
+    page = (tmp_path / "rh" / "index.html").read_text()
+    assert "Classifier head: ridge" in page and "Embedding map" in page
+    assert (tmp_path / "rh" / "confusion.png").is_file() and (tmp_path / "rh" / "validation_curve.png").is_file()
+    r = embed("anomalies", "--store", labelled / "photos.h5", "--fit-on", "label=cat", "--report", tmp_path / "ra", "-q")
+    assert r.exit_code == 0, r.output
+    page = (tmp_path / "ra" / "index.html").read_text()
+    assert "Top 24 anomalies" in page and page.count("data:image/png;base64,") >= 26

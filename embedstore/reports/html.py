@@ -1,0 +1,146 @@
+"""Self-contained HTML reports: every image inlined as a data URI, the PNGs also written beside the page."""
+
+from __future__ import annotations
+
+import base64
+import html
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import plots
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:1100px;color:#222;padding:0 1rem}
+h1{font-size:1.5rem} h2{font-size:1.2rem;border-bottom:1px solid #ddd;padding-bottom:.3rem;margin-top:2rem}
+table{border-collapse:collapse;font-size:.85rem;margin:.5rem 0} td,th{border:1px solid #ddd;padding:.2rem .5rem;text-align:right}
+th{background:#f4f4f4} td.l,th.l{text-align:left} img.plot{max-width:100%;border:1px solid #eee}
+.grid{display:flex;flex-wrap:wrap;gap:.6rem} .card{width:120px;font-size:.7rem;text-align:center;word-break:break-all}
+.card img{width:96px;height:96px;object-fit:contain;background:#f8f8f8;border:1px solid #ddd}
+.kv td{text-align:left} .muted{color:#777;font-size:.8rem}
+"""
+
+
+@dataclass
+class Section:
+    title: str
+    body: str
+
+
+def esc(x) -> str:
+    return html.escape(str(x))
+
+
+def _data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode()
+
+
+def image_tag(path: Path, alt: str) -> str:
+    return f'<img class="plot" alt="{esc(alt)}" src="{_data_uri(Path(path).read_bytes())}">'
+
+
+def table(headers: list[str], rows: list[list], left: int = 1) -> str:
+    th = "".join(f'<th class="{"l" if i < left else ""}">{esc(h)}</th>' for i, h in enumerate(headers))
+    body = "".join("<tr>" + "".join(f'<td class="{"l" if i < left else ""}">{esc(v)}</td>' for i, v in enumerate(r)) + "</tr>"
+                   for r in rows)
+    return f"<table><tr>{th}</tr>{body}</table>"
+
+
+def thumbnails(items: list[dict], caption) -> str:
+    cards = []
+    for it in items:
+        png = plots.thumbnail_png(it["uri"])
+        img = f'<img alt="{esc(it["id"])}" src="{_data_uri(png)}">' if png else '<div class="muted">(unreadable)</div>'
+        cards.append(f'<div class="card">{img}<div>{esc(caption(it))}</div></div>')
+    return f'<div class="grid">{"".join(cards)}</div>'
+
+
+def build_section(r) -> Section:
+    rows = [["items in source", r.items_in_source], ["newly encoded", r.encoded], ["unchanged", r.unchanged],
+            ["quarantined now", r.quarantined], ["vectors in set", r.vectors_in_set], ["encoder", r.encoder],
+            ["device / precision", f"{r.device} / {r.precision} ({r.precision_reason})"],
+            ["read (waiting on decode)", f"{r.read_s:.1f} s"], ["encode", f"{r.encode_s:.1f} s"], ["write", f"{r.write_s:.1f} s"],
+            ["wall", f"{r.wall_s:.1f} s"], ["throughput", f"{r.items_per_s:.1f} items/s"],
+            ["index", f"{r.index.get('type')} recall@10 {r.index.get('recall_at_10')}" if r.index else "-"]]
+    body = f'<table class="kv">{"".join(f"<tr><th class=l>{esc(k)}</th><td class=l>{esc(v)}</td></tr>" for k, v in rows)}</table>'
+    if r.quarantined_items:
+        body += "<h3>Quarantined files</h3>" + table(["id", "reason"], [[q["id"], q["reason"]] for q in r.quarantined_items[:200]], left=2)
+    return Section(f"Build: {esc(r.vector_set)}", body)
+
+
+def head_section(r, out_dir: Path) -> Section:
+    t = r.test
+    conf = plots.plot_confusion(t["confusion"], out_dir / "confusion.png", f"{r.head}: test confusion")
+    body = (f"<p>{esc(len(r.classes))} classes; train {r.counts['train']}, val {r.counts['val']}, test {r.counts['test']} "
+            f"({esc(r.split_how)}). Test accuracy <b>{t['accuracy']:.4f}</b>, balanced accuracy {t['balanced_accuracy']:.4f}, "
+            f"macro F1 {t['macro_f1']:.4f}.</p>")
+    if r.param and len(r.curve) > 1:
+        curve = plots.plot_curve(r.curve, r.param, out_dir / "validation_curve.png", f"{r.head}: {r.param} sweep")
+        body += f"<p>{esc(r.param)} chosen on validation: <b>{r.chosen:g}</b> (val accuracy {r.val_accuracy:.4f}).</p>"
+        body += image_tag(curve, "validation curve")
+    body += image_tag(conf, "confusion matrix")
+    body += table(["class", "precision", "recall", "F1", "support"],
+                  [[c, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", m["support"]] for c, m in t["per_class"].items()])
+    return Section(f"Classifier head: {esc(r.head)}", body)
+
+
+def anomaly_section(r, out_dir: Path, top: int = 24) -> Section:
+    hist = plots.plot_score_histogram(r.ranked, -r.threshold["offset"], r.method, out_dir / "anomaly_scores.png")
+    body = f"<p>{esc(r.method)} fitted on {esc(r.fit_on)} ({r.fit_count} items); flagged {r.flagged} of {r.scored_count}.</p>"
+    if r.evaluation:
+        e = r.evaluation
+        body += (f"<p>Against labels (normal: {esc(', '.join(e['normal_labels']))}): AUROC <b>{e['auroc']:.4f}</b>, "
+                 f"AUPRC {e['auprc']:.4f}.</p>")
+    body += image_tag(hist, "anomaly scores by label")
+    body += f"<h3>Top {min(top, len(r.ranked))} anomalies</h3>"
+    body += thumbnails(r.ranked[:top], lambda it: f"#{it['rank']} {it['label'] or '-'} {it['score']:.3g}")
+    return Section(f"Anomalies: {esc(r.method)}", body)
+
+
+def map_section(X: np.ndarray, labels: np.ndarray, out_dir: Path, title: str) -> Section:
+    path, method = plots.embedding_map(X, labels, out_dir / "embedding_map.png", title)
+    return Section(f"Embedding map ({method})", image_tag(path, "embedding map") +
+                   f'<p class="muted">{len(X)} vectors projected to 2-D by {method}, coloured by label.</p>')
+
+
+def search_section(results: list) -> Section:
+    body = ""
+    for r in results:
+        q = ", ".join(f"{k} {v}" for k, v in r.query.items())
+        body += f"<h3>Query: {esc(q)}</h3>"
+        body += thumbnails(r.hits, lambda it: f"#{it['rank']} {it['label'] or '-'} {it['score']:.3f}")
+    return Section("Nearest-neighbour search", body)
+
+
+def write_report(out_dir: str | Path, title: str, sections: list[Section]) -> Path:
+    """Write `index.html` (self-contained) into `out_dir`; returns its path."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    from .. import __version__
+
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title><style>{CSS}</style></head><body>",
+             f"<h1>{esc(title)}</h1><p class='muted'>embedstore {__version__}, {time.strftime('%Y-%m-%d %H:%M:%S')}</p>"]
+    parts += [f"<h2>{s.title}</h2>{s.body}" for s in sections]
+    parts.append("</body></html>")
+    page = out_dir / "index.html"
+    tmp = out_dir / ".index.html.tmp"
+    tmp.write_text("".join(parts))
+    tmp.replace(page)
+    return page
+
+
+def store_map(store_path, vector_set: str | None, out_dir: Path, max_points: int = 5000, seed: int = 0) -> Section:
+    """The map section for a store: a seeded sample of at most `max_points` vectors."""
+    from ..store import open_store
+
+    with open_store(store_path) as st:
+        vs = st.select_set(vector_set)
+        rows = st.rows(vs.name)
+    mask = np.ones(len(rows), dtype=bool)
+    if len(rows) > max_points:
+        mask[:] = False
+        mask[np.random.default_rng(seed).choice(len(rows), max_points, replace=False)] = True
+    X = rows.load(mask)
+    return map_section(X, rows.labels[mask], Path(out_dir), vs.encoder)
