@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import anomalies, build, demo, encoders, heads, info, search
+from . import anomalies, build, demo, encoders, heads, info, search, serve
 from .common import STATE
 
 app = typer.Typer(
@@ -29,6 +29,7 @@ encoders.register(app)
 heads.register(app)
 anomalies.register(app)
 search.register(app)
+serve.register(app)
 demo.register(app)
 
 

@@ -70,6 +70,24 @@ class SplitData:
             return lambda: [(X, yi)]
         return lambda: ((X, self.y_idx[sel]) for sel, X in self.rows.chunks(m))
 
+    def val_scores(self, head, *codes: int) -> tuple[float, float]:
+        """(accuracy, mean log loss) of `head` on `codes`, chunk by chunk."""
+        m = self.mask(*codes)
+        hits = n = 0
+        loss = 0.0
+        chunks = [(self._X[self._pos[m]], np.flatnonzero(m))] if self.in_memory else [(X, sel) for sel, X in self.rows.chunks(m)]
+        cls_pos = {c: k for k, c in enumerate(head.classes_)}
+        for X, sel in chunks:
+            if not len(X):
+                continue
+            P = head.predict_proba(X)
+            y = np.array([cls_pos.get(lab, -1) for lab in self.rows.labels[sel]])
+            known = y >= 0
+            hits += int((P.argmax(axis=1) == y).sum())
+            loss += float(-np.log(np.clip(P[np.flatnonzero(known), y[known]], 1e-12, None)).sum()) + 30.0 * (~known).sum()
+            n += len(X)
+        return (hits / n, loss / n) if n else (0.0, 0.0)
+
     def predict(self, head, *codes: int) -> tuple[np.ndarray, np.ndarray]:
         """(true labels, predicted labels) for `codes`, chunk by chunk."""
         m = self.mask(*codes)

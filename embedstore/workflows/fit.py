@@ -60,13 +60,9 @@ def _sweep_precision(device: str) -> str:
     return "bf16" if device.startswith("cuda") or cpu_has_native_bf16() else "fp32"
 
 
-def _accuracy(head, data: SplitData, code: int) -> float:
-    y, p = data.predict(head, code)
-    return float((y == p).mean()) if len(y) else 0.0
-
-
 def sweep(cls, data: SplitData, grid, params: dict, device: str, progress: bool):
-    """Fit one head per grid value on train, score on val; returns (curve, best head, best value)."""
+    """Fit one head per grid value on train, score on val; returns (curve, (val accuracy, best value, snapshot)).
+    The best value has the highest validation accuracy; ties go to the lowest validation log loss."""
     name = cls.sweep_param
     curve, best = [], None
     kwargs = dict(params)
@@ -85,14 +81,15 @@ def sweep(cls, data: SplitData, grid, params: dict, device: str, progress: bool)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
             head, snapshot = _fit_one(cls, data, name, v, kwargs, warm, gram)
-        acc = _accuracy(head, data, VAL)
+        acc, loss = data.val_scores(head, VAL)
         converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
-        curve.append({"value": v, "val_accuracy": acc, "fit_s": time.perf_counter() - t0, "converged": converged})
-        if best is None or acc > best[0]:
-            best = (acc, v, snapshot)
+        curve.append({"value": v, "val_accuracy": acc, "val_log_loss": loss, "fit_s": time.perf_counter() - t0,
+                      "converged": converged})
+        if best is None or (acc, -loss) > (best[0], -best[3]):  # ties in accuracy go to the better-calibrated fit
+            best = (acc, v, snapshot, loss)
         bar.update(1)
     bar.close()
-    return curve, best
+    return curve, best[:3]
 
 
 def _fit_one(cls, data: SplitData, name: str, v, kwargs: dict, warm, gram):

@@ -30,17 +30,113 @@ class SearchReport:
         return asdict(self)
 
 
-def _query_by_id(rows, item_id: str) -> np.ndarray:
-    where = np.flatnonzero(rows.ids == item_id)
-    if len(where) == 0:
-        import difflib
+class SearchContext:
+    """One vector set opened for queries: rows, provenance, index; the encoder loads on first use.
+    `embed search` makes one per call; `embed serve` keeps one for its lifetime."""
 
-        close = difflib.get_close_matches(item_id, list(rows.ids[:100000]), n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else " (ids are paths relative to the source folder; see `embed info`)"
-        raise SearchError(f"no item with id '{item_id}' in {rows.set_name}{hint}")
-    mask = np.zeros(len(rows), dtype=bool)
-    mask[where[0]] = True
-    return next(iter(rows.chunks(mask)))[1]
+    def __init__(self, store: str | Path, vector_set: str | None = None, weights: str | None = None, device: str = "auto"):
+        from ..store import open_store
+
+        self.store = str(store)
+        with open_store(store, mode="r") as st:
+            self.vs = st.select_set(vector_set)
+            self.rows = st.rows(self.vs.name)
+            self.index, self.meta = st.index(self.vs.name)
+        self.prov = self.vs.provenance
+        self.weights, self.device = weights, device
+        self._encoder = None
+        self._row_of = None
+
+    # ---- query vectors ---------------------------------------------------------------------
+    def row_of(self, item_id: str) -> int | None:
+        if self._row_of is None:
+            self._row_of = {str(i): k for k, i in enumerate(self.rows.ids)}
+        return self._row_of.get(item_id)
+
+    def vector_for_id(self, item_id: str) -> np.ndarray:
+        r = self.row_of(item_id)
+        if r is None:
+            import difflib
+
+            close = difflib.get_close_matches(item_id, list(self.rows.ids[:100000]), n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else " (ids are paths relative to the source folder; see `embed info`)"
+            raise SearchError(f"no item with id '{item_id}' in {self.rows.set_name}{hint}")
+        mask = np.zeros(len(self.rows), dtype=bool)
+        mask[r] = True
+        return next(iter(self.rows.chunks(mask)))[1]
+
+    def encoder(self):
+        if self._encoder is None:
+            from ..build.device import resolve_device
+
+            enc = _encoder_like(self.prov, self.weights)
+            self._dev = resolve_device(self.device)
+            enc.to(self._dev, channels_last=False)
+            self._encoder = enc
+        return self._encoder
+
+    def vector_for_image_bytes(self, data: bytes, name: str = "query image") -> np.ndarray:
+        from ..build.runner import encode_batch
+        from ..sources.images import DecodeError, decode_image
+
+        enc = self.encoder()
+        try:
+            img = decode_image(data, enc.cfg.preprocess.exif_transpose)
+        except DecodeError as e:
+            raise SearchError(f"{name} cannot be used: {e}") from None
+        return encode_batch(enc, enc.transform(img).unsqueeze(0), self._dev, "fp32", False, "none")
+
+    def vector_for_image(self, image: Path) -> np.ndarray:
+        from ..sources.images import DecodeError, read_bytes
+
+        if not Path(image).is_file():
+            raise SearchError(f"query image {image} does not exist")
+        try:
+            data = read_bytes(str(image))
+        except DecodeError as e:
+            raise SearchError(f"query image {image} cannot be used: {e}") from None
+        return self.vector_for_image_bytes(data, f"query image {image}")
+
+    def vector_for_text(self, text: str) -> np.ndarray:
+        if not str(self.prov.get("encoder", "")).startswith("open_clip:"):
+            raise SearchError(f"text queries need a store built with a CLIP encoder (open_clip:...); this set was made with "
+                              f"{self.prov.get('encoder')}. Rebuild with e.g. --encoder open_clip:ViT-B-32/openai")
+        enc = self.encoder()
+        if enc.text_encoder is None:  # pragma: no cover - every open_clip encoder has one
+            raise SearchError(f"{self.prov['encoder']} has no text tower")
+        return enc.text_encoder([text]).cpu().numpy()
+
+    def vector_from_file(self, path: Path) -> np.ndarray:
+        return _query_by_file(path, self.rows.dim)
+
+    # ---- the search ------------------------------------------------------------------------
+    def run(self, Q: np.ndarray, k: int = 10, where: str | None = None, exact: bool = False) -> tuple[list, bool, float]:
+        """(hits, exact, milliseconds) for one query vector."""
+        if k < 1:
+            raise SearchError(f"-k must be at least 1, not {k}")
+        rows = self.rows
+        flt = parse_filter(where)
+        allowed = filter_mask(rows, flt) if flt else None
+        pool = int(allowed.sum()) if allowed is not None else len(rows)
+        if pool == 0:
+            raise SearchError(f"--where {where!r} matches no items of {self.vs.name}; check labels and splits with `embed info`")
+        if k > pool:
+            raise SearchError(f"-k {k} is larger than the {pool} item(s) there are to search" + (f" (after --where {where})" if flt else "")
+                              + f"; use -k {pool} or less")
+        inner = self.prov.get("normalize", "l2") == "l2"
+        if inner:
+            Q = normalise(Q)
+        use_exact = exact or bool(self.meta.get("exact"))
+        t0 = time.perf_counter()
+        if use_exact and not self.meta.get("exact"):  # forced brute force over the stored vectors
+            D, R = exact_search(Q, lambda: rows.chunks(allowed), k, inner)
+        else:
+            D, R = index_search(self.index, Q, k, np.flatnonzero(allowed) if allowed is not None else None,
+                                self.meta.get("params", {}).get("nprobe"))
+        ms = 1000 * (time.perf_counter() - t0)
+        hits = [{"rank": r + 1, "id": str(rows.ids[j]), "uri": str(rows.uris[j]), "label": str(rows.labels[j]),
+                 "split": str(rows.splits[j]), "score": float(d)} for r, (d, j) in enumerate(zip(D[0], R[0])) if j >= 0]
+        return hits, use_exact, ms
 
 
 def _encoder_like(prov: dict, weights: str | None):
@@ -57,34 +153,6 @@ def _encoder_like(prov: dict, weights: str | None):
         raise SearchError(f"the store was embedded with other {prov['encoder']} weights (sha256 {str(prov.get('weights_sha256'))[:12]}) "
                           f"than the ones found here ({str(mine.get('weights_sha256'))[:12]}); pass the store's --weights FILE")
     return enc
-
-
-def _query_by_image(prov: dict, image: Path, weights: str | None, device: str) -> np.ndarray:
-    from ..build.device import resolve_device
-    from ..build.runner import encode_batch
-    from ..sources.images import DecodeError, decode_image, read_bytes
-
-    if not Path(image).is_file():
-        raise SearchError(f"query image {image} does not exist")
-    enc = _encoder_like(prov, weights)
-    try:
-        img = decode_image(read_bytes(str(image)), enc.cfg.preprocess.exif_transpose)
-    except DecodeError as e:
-        raise SearchError(f"query image {image} cannot be used: {e}") from None
-    dev = resolve_device(device)
-    enc.to(dev, channels_last=False)
-    x = enc.transform(img).unsqueeze(0)
-    return encode_batch(enc, x, dev, "fp32", False, "none")
-
-
-def _query_by_text(prov: dict, text: str, weights: str | None) -> np.ndarray:
-    if not str(prov.get("encoder", "")).startswith("open_clip:"):
-        raise SearchError(f"text queries need a store built with a CLIP encoder (open_clip:...); this set was made with "
-                          f"{prov.get('encoder')}. Rebuild with e.g. --encoder open_clip:ViT-B-32/openai")
-    enc = _encoder_like(prov, weights)
-    if enc.text_encoder is None:  # pragma: no cover - every open_clip encoder has one
-        raise SearchError(f"{prov['encoder']} has no text tower")
-    return enc.text_encoder([text]).cpu().numpy()
 
 
 def _query_by_file(path: Path, dim: int) -> np.ndarray:
@@ -105,8 +173,6 @@ def search(store: str | Path, item_id: str | None = None, image: str | Path | No
            vector_set: str | None = None, weights: str | None = None, device: str = "auto") -> SearchReport:
     """The k nearest items of `store` to one query; scores are inner products (L2-normalised sets: cosine)
     or squared L2 distances."""
-    from ..store import open_store
-
     given = {"id": item_id, "image": image, "text": text, "vector_file": vector_file}
     asked = {k_: v for k_, v in given.items() if v is not None}
     if len(asked) != 1:
@@ -114,40 +180,19 @@ def search(store: str | Path, item_id: str | None = None, image: str | Path | No
                           + (f" (got {', '.join(asked)})" if asked else ""))
     if k < 1:
         raise SearchError(f"-k must be at least 1, not {k}")
-    with open_store(store, mode="r") as st:
-        vs = st.select_set(vector_set)
-        rows = st.rows(vs.name)
-        prov = vs.provenance
-        flt = parse_filter(where)
-        allowed = filter_mask(rows, flt) if flt else None
-        pool = int(allowed.sum()) if allowed is not None else len(rows)
-        if pool == 0:
-            raise SearchError(f"--where {where!r} matches no items of {vs.name}; check labels and splits with `embed info`")
-        if k > pool:
-            raise SearchError(f"-k {k} is larger than the {pool} item(s) there are to search" + (f" (after --where {where})" if flt else "")
-                              + f"; use -k {pool} or less")
-        if item_id is not None:
-            Q = _query_by_id(rows, item_id)
-        elif image is not None:
-            Q = _query_by_image(prov, Path(image), weights, device)
-        elif text is not None:
-            Q = _query_by_text(prov, text, weights)
-        else:
-            Q = _query_by_file(Path(vector_file), rows.dim)
-        inner = prov.get("normalize", "l2") == "l2"
-        if inner:
-            Q = normalise(Q)
-        index, meta = st.index(vs.name)
-        use_exact = exact or bool(meta.get("exact"))
-        t0 = time.perf_counter()
-        if use_exact and not meta.get("exact"):  # forced brute force over the stored vectors
-            D, R = exact_search(Q, lambda: rows.chunks(allowed), k, inner)
-        else:
-            D, R = index_search(index, Q, k, np.flatnonzero(allowed) if allowed is not None else None,
-                                meta.get("params", {}).get("nprobe"))
-        ms = 1000 * (time.perf_counter() - t0)
-    hits = [{"rank": r + 1, "id": str(rows.ids[j]), "uri": str(rows.uris[j]), "label": str(rows.labels[j]),
-             "split": str(rows.splits[j]), "score": float(d)} for r, (d, j) in enumerate(zip(D[0], R[0])) if j >= 0]
-    query = {kind: str(v) for kind, v in asked.items()}
-    return SearchReport(store=str(store), vector_set=vs.name, query=query, k=k, where=where,
-                        index={k_: v for k_, v in meta.items() if k_ != "ids_sha256"}, exact=use_exact, hits=hits, search_ms=ms)
+    ctx = SearchContext(store, vector_set, weights, device)
+    parse_filter(where)  # a malformed filter fails before any encoder loads
+    if k > len(ctx.rows):
+        ctx.run(np.zeros((1, ctx.rows.dim), np.float32), k, where)  # raises the size error
+    if item_id is not None:
+        Q = ctx.vector_for_id(item_id)
+    elif image is not None:
+        Q = ctx.vector_for_image(Path(image))
+    elif text is not None:
+        Q = ctx.vector_for_text(text)
+    else:
+        Q = ctx.vector_from_file(Path(vector_file))
+    hits, used_exact, ms = ctx.run(Q, k, where, exact)
+    return SearchReport(store=str(store), vector_set=ctx.vs.name, query={kind: str(v) for kind, v in asked.items()}, k=k,
+                        where=where, index={k_: v for k_, v in ctx.meta.items() if k_ != "ids_sha256"}, exact=used_exact,
+                        hits=hits, search_ms=ms)
