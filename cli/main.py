@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import anomalies, build, demo, encoders, heads, info, search, serve
+from . import anomalies, build, demo, encoders, finetune, heads, info, search, serve
 from .common import STATE
 
 app = typer.Typer(
@@ -30,6 +30,7 @@ heads.register(app)
 anomalies.register(app)
 search.register(app)
 serve.register(app)
+finetune.register(app)
 demo.register(app)
 
 

@@ -47,3 +47,7 @@ class DetectorError(EmbedstoreError):
 
 class SearchError(EmbedstoreError):
     """A search query cannot be answered: unknown id, bad k, a text query on a non-CLIP store, ..."""
+
+
+class FinetuneError(EmbedstoreError):
+    """Fine-tuning cannot start or go on: no labels, bad --unfreeze, out of memory, an existing --out."""

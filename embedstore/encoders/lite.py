@@ -5,7 +5,7 @@ from __future__ import annotations
 from .base import Encoder, file_sha256
 from .config import EncoderConfig, Preprocess
 from .registry import register_family
-from .weights import load_into, load_state_dict_file
+from .weights import STRUCTURE_ONLY, load_into, load_state_dict_file
 
 LITE0 = EncoderConfig(
     id="effnet-lite:lite0",
@@ -28,6 +28,7 @@ def create_lite(name: str, weights: str | None) -> Encoder:
 
     model = EfficientNetLite()
     path = weights or bundled_weights_path()
-    load_into(model, load_state_dict_file(path, LITE0.id), LITE0.id, path, ignore_prefixes=("_fc.",) if weights else ())
+    if weights != STRUCTURE_ONLY:
+        load_into(model, load_state_dict_file(path, LITE0.id), LITE0.id, path, ignore_prefixes=("_fc.",) if weights else ())
     model.forward = model.forward_features  # penultimate: pooled 1280-d features, no classifier
-    return Encoder(LITE0, model, file_sha256(path), path)
+    return Encoder(LITE0, model, "" if weights == STRUCTURE_ONLY else file_sha256(path), path)

@@ -12,6 +12,7 @@ from ..errors import EncoderError, WeightsUnavailableError
 from .base import Encoder, file_sha256, state_dict_sha256
 from .config import EncoderConfig, Preprocess
 from .registry import register_family
+from .weights import STRUCTURE_ONLY
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -67,7 +68,9 @@ def create_open_clip(name: str, weights: str | None) -> Encoder:
 
         close = difflib.get_close_matches(arch, open_clip.list_models(), n=3)
         raise EncoderError(f"open_clip has no model '{arch}'" + (f"; did you mean {', '.join(close)}?" if close else "") + " (see `embed encoders`)")
-    if weights:
+    if weights == STRUCTURE_ONLY:
+        pretrained, tag = None, tag or "local"
+    elif weights:
         pretrained, tag = weights, tag or "local"
     else:
         if not tag:
@@ -113,7 +116,7 @@ def create_open_clip(name: str, weights: str | None) -> Encoder:
         pretrained=tag,
         weights_desc=tag,
     )
-    sha = file_sha256(weights) if weights else state_dict_sha256(visual)
+    sha = file_sha256(weights) if weights and weights != STRUCTURE_ONLY else state_dict_sha256(visual)
     enc = Encoder(cfg, visual, sha, weights)
     enc.text_encoder = _TextTower(model, arch)
     return enc

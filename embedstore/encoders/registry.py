@@ -21,6 +21,7 @@ _FAMILY_MODULES = {
     "torchvision": "embedstore.encoders.torchvision_models",
     "open_clip": "embedstore.encoders.open_clip_models",
     "test": "embedstore.encoders.testing",
+    "local-dir": "embedstore.encoders.local_dir",
 }
 
 

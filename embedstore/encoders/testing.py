@@ -5,7 +5,7 @@ from __future__ import annotations
 from .base import Encoder, state_dict_sha256
 from .config import EncoderConfig, Preprocess
 from .registry import register_family
-from .weights import load_into, load_state_dict_file
+from .weights import STRUCTURE_ONLY, load_into, load_state_dict_file
 
 TINY = EncoderConfig(
     id="test:tiny",
@@ -42,6 +42,6 @@ def tiny_cnn():
 @register_family("test", [TINY])
 def create_test(name: str, weights: str | None) -> Encoder:
     model = tiny_cnn()
-    if weights:
+    if weights and weights != STRUCTURE_ONLY:
         load_into(model, load_state_dict_file(weights, TINY.id), TINY.id, weights)
     return Encoder(TINY, model, state_dict_sha256(model), weights)

@@ -13,7 +13,7 @@ from ..errors import EncoderError, WeightsUnavailableError
 from .base import Encoder, file_sha256
 from .config import EncoderConfig, Preprocess
 from .registry import register_family, unknown_encoder
-from .weights import host_reachable, load_into, load_state_dict_file
+from .weights import STRUCTURE_ONLY, host_reachable, load_into, load_state_dict_file
 
 
 def _cfg(arch, dim, resize, interp, family, weights, filename) -> EncoderConfig:
@@ -97,7 +97,9 @@ def create_torchvision(name: str, weights: str | None) -> Encoder:
         std=tuple(tf.std),
     )
     model = tvm.get_model(arch, weights=None)
-    if weights:
+    if weights == STRUCTURE_ONLY:
+        pass
+    elif weights:
         path = weights
         load_into(model, load_state_dict_file(path, encoder_id), encoder_id, path)
     else:

@@ -27,6 +27,9 @@ def host_reachable(url: str, timeout: float = 3.0) -> bool:
         return False
 
 
+STRUCTURE_ONLY = "<structure-only>"  # `weights=` value: build the architecture, load nothing (local-dir fills it)
+
+
 def load_state_dict_file(path: str | os.PathLike, encoder_id: str) -> dict:
     """Read a state dict from .safetensors or a .pt/.pth checkpoint (tensors only, never code)."""
     import torch

@@ -114,6 +114,42 @@ def search_section(results: list) -> Section:
     return Section("Nearest-neighbour search", body)
 
 
+def finetune_section(r, out_dir: Path) -> Section:
+    rows = [["linear probe on frozen features (before)", f"{r.before['val_accuracy']:.4f}", f"{r.before['test_accuracy']:.4f}"]]
+    ft = r.after.get("finetuned_classifier")
+    if ft:
+        rows.append(["fine-tuned encoder + classifier", f"{ft['val_accuracy']:.4f}", f"{ft['test_accuracy']:.4f}"])
+    pr = r.after.get("probe_on_new_vectors")
+    if pr:
+        rows.append(["linear probe on re-embedded vectors (after)", f"{pr['val_accuracy']:.4f}", f"{pr['test_accuracy']:.4f}"])
+    body = (f"<p>{esc(r.parent)} fine-tuned on {r.counts['train']} training items ({len(r.classes)} classes); "
+            f"{r.trainable_params:,} parameters trained, {r.frozen_params:,} frozen; best epoch {r.best_epoch}. "
+            f"{esc(r.stopped)}</p>")
+    body += table(["", "val accuracy", "test accuracy"], rows)
+    if r.history:
+        body += image_tag(plots.plot_training(r.history, out_dir / "training.png", "fine-tuning"), "training curves")
+    body += "<p class='muted'>recipe: " + esc(", ".join(f"{k}={v}" for k, v in r.recipe.items())) + "</p>"
+    return Section(f"Fine-tune: {esc(r.encoder)}", body)
+
+
+def compare_section(c: dict) -> Section:
+    rows = []
+    for r in c["results"]:
+        if "error" in r:
+            rows.append([r["encoder"], "-", "-", "-", "-", "-", "-", "skipped: " + r["error"]])
+            continue
+        lo, hi = r["linear_probe_ci"]
+        rows.append([r["encoder"], r["dim"], f"{r['linear_probe']:.3f}", f"{lo:.3f}-{hi:.3f}", f"{r['knn']:.3f}",
+                     f"{(r['encode_items_per_s'] or 0):.1f}", f"{r['store_mb']:.2f}", ""])
+    body = table(["encoder", "dim", "linear probe", "95% CI", "kNN", "items/s", "store MB", ""], rows)
+    body += f"<p><b>Recommended: {esc(c['recommended'])}</b>: {esc(c['why'])}.</p>"
+    if c.get("finetune"):
+        body += f"<p>Fine-tuning: {esc(c['finetune'])}.</p>"
+    body += f"<p class='muted'>{c['sample']} seeded items (seed {c['seed']}) of {esc(c['source'])}; test accuracy of a logistic "
+    body += "probe and a kNN head on the same split; 95% Wilson intervals; throughput of the encoder on this machine.</p>"
+    return Section("Encoders on your data", body)
+
+
 def write_report(out_dir: str | Path, title: str, sections: list[Section]) -> Path:
     """Write `index.html` (self-contained) into `out_dir`; returns its path."""
     out_dir = Path(out_dir)

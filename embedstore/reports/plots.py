@@ -136,3 +136,24 @@ def thumbnail_png(uri: str, size: int = 96) -> bytes | None:
             return buf.getvalue()
     except (OSError, ValueError):
         return None
+
+
+def plot_training(history: list, path: Path, title: str) -> Path:
+    """Training loss and validation accuracy per epoch."""
+    plt = _pyplot()
+    ep = [h["epoch"] for h in history]
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    ax.plot(ep, [h["train_loss"] for h in history], marker="o", label="train loss", color="tab:red")
+    ax.plot(ep, [h["val_loss"] for h in history], marker="o", label="val loss", color="tab:orange")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("cross-entropy")
+    ax2 = ax.twinx()
+    ax2.plot(ep, [h["val_accuracy"] for h in history], marker="s", label="val accuracy", color="tab:blue")
+    ax2.set_ylabel("validation accuracy")
+    lines = ax.get_legend_handles_labels()
+    lines2 = ax2.get_legend_handles_labels()
+    ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=8, loc="center right")
+    ax.set_title(title)
+    fig.tight_layout()
+    _save(plt, fig, path)
+    return path

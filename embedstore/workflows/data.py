@@ -25,9 +25,12 @@ class SplitData:
     they fit in `max_memory`, else streams them from the store on every pass."""
 
     def __init__(self, rows, val_fraction: float, test_fraction: float, seed: int, shots: int | None,
-                 max_memory: int, classes: np.ndarray | None = None):
+                 max_memory: int, classes: np.ndarray | None = None, fixed_codes: dict | None = None):
+        """`fixed_codes` (item id -> TRAIN/VAL/TEST) reuses a split made elsewhere (e.g. by finetune)."""
         self.rows = rows
         labelled = rows.labels != ""
+        if fixed_codes is not None:
+            labelled &= np.array([i in fixed_codes for i in rows.ids], dtype=bool)
         if not labelled.any():
             raise HeadError(f"vector set {rows.set_name} has no labelled items; build from class subfolders or a "
                             "manifest with a label column (a flat folder built with --no-labels has none)")
@@ -35,9 +38,18 @@ class SplitData:
         if len(found) < 2:
             raise HeadError(f"only one class ('{found[0]}') in {rows.set_name}; a classifier needs at least two")
         codes = np.full(len(rows), UNUSED, dtype=np.int8)
-        sub, self.split_how = assign_splits(rows.labels[labelled], rows.splits[labelled], val_fraction, test_fraction, seed)
+        if fixed_codes is not None:
+            sub = np.array([fixed_codes[i] for i in rows.ids[labelled]], dtype=np.int8)
+            self.split_how = "the split given by the caller"
+        else:  # assigned in id order: the same items get the same split in every vector set of the store
+            order = np.argsort(rows.ids[labelled], kind="stable")
+            sub_sorted, self.split_how = assign_splits(rows.labels[labelled][order], rows.splits[labelled][order],
+                                                       val_fraction, test_fraction, seed)
+            sub = np.empty_like(sub_sorted)
+            sub[order] = sub_sorted
         if shots:
-            sub = take_shots(rows.labels[labelled], sub, shots, seed)
+            order = np.argsort(rows.ids[labelled], kind="stable")
+            sub[order] = take_shots(rows.labels[labelled][order], sub[order], shots, seed)
             self.split_how += f"; {shots} shots per class from train (seed {seed})"
         codes[labelled] = sub
         self.codes = codes

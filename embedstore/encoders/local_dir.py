@@ -1,0 +1,47 @@
+"""`local-dir:<path>`: an encoder saved by `embed finetune` (weights.safetensors + encoder.json).
+
+encoder.json names the parent encoder, whose architecture and preprocessing are reused; the
+weights are read from safetensors only, so loading never unpickles anything."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from ..errors import EncoderError
+from .base import Encoder, file_sha256
+from .registry import create_encoder, register_family
+from .weights import STRUCTURE_ONLY, load_into, load_state_dict_file
+
+CONFIG, WEIGHTS = "encoder.json", "weights.safetensors"
+
+
+def read_config(path: Path) -> dict:
+    if not (path / CONFIG).is_file():
+        raise EncoderError(f"local-dir:{path} has no {CONFIG}; pass a folder written by `embed finetune --out`")
+    try:
+        doc = json.loads((path / CONFIG).read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise EncoderError(f"{path / CONFIG} is not valid JSON ({e})") from None
+    if not isinstance(doc, dict) or doc.get("format") != "embedstore-encoder" or "parent" not in doc:
+        raise EncoderError(f"{path / CONFIG} is not an embedstore encoder config (no format/parent)")
+    return doc
+
+
+@register_family("local-dir", [], open_ended=True, available=lambda cfg: "local")
+def create_local_dir(name: str, weights: str | None) -> Encoder:
+    path = Path(name)
+    doc = read_config(path)
+    if str(doc["parent"]).startswith("local-dir:"):
+        raise EncoderError(f"{path / CONFIG}: a local-dir encoder's parent must be a registry encoder, not {doc['parent']}")
+    wfile = Path(weights) if weights else path / WEIGHTS
+    if wfile.suffix != ".safetensors" or not wfile.is_file():
+        raise EncoderError(f"local-dir:{path} needs its weights as {WEIGHTS} (safetensors); {wfile} is missing or not safetensors")
+    enc = create_encoder(doc["parent"], weights=STRUCTURE_ONLY, layer=doc.get("layer"))
+    load_into(enc.model, load_state_dict_file(wfile, f"local-dir:{path}"), f"local-dir:{path}", str(wfile))
+    enc.cfg = dataclasses.replace(enc.cfg, id=f"local-dir:{name}", source="local-dir",
+                                  weights_desc=f"fine-tuned from {doc['parent']}")
+    enc.weights_sha256 = file_sha256(wfile)
+    enc.weights_file = str(wfile)
+    return enc

@@ -1,0 +1,226 @@
+"""`finetune`: train the last blocks of a store's encoder on its labelled items, save the result
+as a `local-dir:` encoder, re-embed the store with it, and compare before and after."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import EmbedstoreError, FinetuneError
+from ..finetune.loop import Recipe
+from .data import TEST, TRAIN, VAL, SplitData
+
+LINEAR_HEADS = ("logistic", "linear-svm", "ridge")
+
+
+@dataclass
+class FinetuneReport:
+    out: str
+    encoder: str
+    parent: str
+    store: str
+    vector_set: str
+    classes: list
+    counts: dict
+    recipe: dict
+    trainable_params: int
+    frozen_params: int
+    history: list = field(default_factory=list)
+    best_epoch: int = 0
+    stopped: str = ""
+    before: dict = field(default_factory=dict)  # linear probe on frozen features: val/test accuracy
+    after: dict = field(default_factory=dict)  # fine-tuned classifier; linear probe on re-embedded vectors
+    new_vector_set: str | None = None
+    report: str | None = None
+    wall_s: float = 0.0
+    notes: list = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _prepare_out(out: Path, resume: bool, overwrite: bool) -> None:
+    if resume:
+        if not (out / "checkpoint" / "state.json").is_file():
+            raise FinetuneError(f"--resume: {out} holds no checkpoint; run without --resume")
+        return
+    if out.exists():
+        if not overwrite:
+            raise FinetuneError(f"{out} already exists; pass --resume to continue its run or --overwrite to start over")
+        if not ((out / "encoder.json").is_file() or (out / "checkpoint").is_dir()):
+            raise FinetuneError(f"{out} exists and is not a finetune folder; refusing to overwrite it")
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+
+
+def _probe(data: SplitData, head=None) -> tuple[object, dict]:
+    """A linear probe on frozen vectors (the given head, or a logistic sweep) and its accuracies."""
+    if head is None:
+        from ..heads.logistic import LogisticHead
+        from .fit import _refit, sweep
+
+        _, (_, c, snap) = sweep(LogisticHead, data, list(LogisticHead.sweep_grid), {}, "cpu", progress=False)
+        head = _refit(LogisticHead, data, c, snap, {}, "cpu")
+    return head, {"val_accuracy": data.val_scores(head, VAL)[0], "test_accuracy": data.val_scores(head, TEST)[0]}
+
+
+def _init_from_head(net, head, data: SplitData) -> float:
+    """Start the classifier from the linear head, scaled by the temperature that calibrates it on the
+    validation vectors: same predictions, but no huge logits whose gradients would wreck the
+    pretrained features in the first steps. Returns that temperature."""
+    import torch
+
+    from ..heads.base import fit_temperature
+
+    W, b = np.asarray(head.coef_, dtype=np.float32), np.asarray(head.intercept_, dtype=np.float32)
+    if W.shape[0] == 1:  # binary: softmax over (-z/2, z/2) equals sigmoid(z)
+        W, b = np.vstack([-W / 2, W / 2]), np.concatenate([-b / 2, b / 2])
+    X, y = data.arrays(VAL)
+    pos = {c: k for k, c in enumerate(head.classes_)}
+    keep = np.array([lab in pos for lab in y])
+    t = 1.0
+    if keep.sum() >= 2:
+        t = fit_temperature(X[keep].astype(np.float64) @ W.T.astype(np.float64) + b, np.array([pos[lab] for lab in y[keep]]))
+    W, b = W / t, b / t
+    with torch.no_grad():
+        net.fc.weight.copy_(torch.from_numpy(W.astype(np.float32)))
+        net.fc.bias.copy_(torch.from_numpy(b.astype(np.float32)))
+    return float(t)
+
+
+def finetune(store: str | Path, out: str | Path, head: str | Path | None = None, vector_set: str | None = None,
+             recipe: Recipe | None = None, weights: str | None = None, device: str = "auto", workers: int | None = None,
+             resume: bool = False, overwrite: bool = False, val_fraction: float = 0.15, test_fraction: float = 0.15,
+             reembed: bool = True, progress: bool = True) -> FinetuneReport:
+    import torch
+
+    from ..build.device import resolve_device
+    from ..encoders import create_encoder
+    from ..encoders.blocks import trainable_names
+    from ..finetune.data import LabelledImages, make_loader, train_transform
+    from ..finetune.loop import build_net, evaluate, fit, set_trainable
+    from ..store import open_store
+    from .modelfile import load_head
+
+    t_start = time.perf_counter()
+    recipe = recipe or Recipe()
+    if recipe.epochs < 1 or recipe.batch_size < 1:
+        raise FinetuneError("--epochs and --batch-size must be at least 1")
+    out = Path(out)
+    with open_store(store, mode="r") as st:
+        vs = st.select_set(vector_set)
+        rows = st.rows(vs.name)
+    prov = vs.provenance
+    parent_id = prov["encoder"]
+    try:
+        enc = create_encoder(parent_id, weights=weights, layer=prov.get("layer"))
+    except EmbedstoreError as e:
+        raise FinetuneError(f"cannot load the store's encoder {parent_id}: {e}") from None
+    if enc.weights_sha256 != prov.get("weights_sha256"):
+        raise FinetuneError(f"the store's vectors were made with other {parent_id} weights than the ones loaded here; "
+                            "pass the store's --weights FILE")
+    if type(enc.model).__name__ == "_LayerTap":
+        raise FinetuneError(f"finetune trains the encoder's default features; {vs.name} was made from --layer {prov.get('layer')}")
+    trainable = trainable_names(enc.model, recipe.unfreeze)  # raises for a bad --unfreeze, before anything is written
+    data = SplitData(rows, val_fraction, test_fraction, recipe.seed, None, max_memory=1 << 40)
+    h = None
+    if head is not None:
+        h, doc = load_head(head)
+        if doc.get("kind") not in LINEAR_HEADS:
+            raise FinetuneError(f"--head must be a linear head ({', '.join(LINEAR_HEADS)}) to start the classifier from; "
+                                f"{head} is {doc.get('kind')}")
+        with open_store(store) as st:
+            try:
+                st.check_provenance(vs, doc.get("provenance", {}))
+            except EmbedstoreError as e:
+                raise FinetuneError(f"head {head} was trained on other vectors than {vs.name}: {e}") from None
+    _prepare_out(out, resume, overwrite)
+    h, before = _probe(data, h)
+    classes = [str(c) for c in h.classes_]
+    cls_pos = {c: k for k, c in enumerate(classes)}
+
+    def split(code):
+        m = (data.codes == code) & np.isin(rows.labels, classes)
+        return [str(u) for u in rows.uris[m]], [cls_pos[str(lab)] for lab in rows.labels[m]]
+
+    dev = resolve_device(device)
+    amp = torch.bfloat16 if dev.type == "cuda" and torch.cuda.is_bf16_supported() else (torch.float16 if dev.type == "cuda" else None)
+    workers = min(4, max(0, (__import__("os").cpu_count() or 2) - 1)) if workers is None else workers
+    pp = enc.cfg.preprocess
+    tr_u, tr_y = split(TRAIN)
+    va_u, va_y = split(VAL)
+    te_u, te_y = split(TEST)
+    train_ds = LabelledImages(tr_u, tr_y, train_transform(pp, recipe.augment), pp.exif_transpose)
+    val_loader = make_loader(LabelledImages(va_u, va_y, enc.transform, pp.exif_transpose), recipe.batch_size, False, workers, 0)
+    test_loader = make_loader(LabelledImages(te_u, te_y, enc.transform, pp.exif_transpose), recipe.batch_size, False, workers, 0)
+    torch.manual_seed(recipe.seed)
+    net = build_net(enc, len(classes), prov.get("normalize", "l2") == "l2")
+    temperature = _init_from_head(net, h, data)
+    groups = set_trainable(net, trainable)
+    net.to(dev)
+    n_train = sum(p.numel() for p in net.backbone.parameters() if p.requires_grad)
+    n_frozen = sum(p.numel() for p in net.backbone.parameters() if not p.requires_grad)
+    state = fit(net, lambda ep: make_loader(train_ds, recipe.batch_size, True, workers, recipe.seed * 1000 + ep),
+                val_loader, recipe, dev, amp, out / "checkpoint", resume, groups, progress)
+    val_acc, _, _ = evaluate(net, val_loader, dev, amp)
+    test_acc, _, _ = evaluate(net, test_loader, dev, amp)
+    report = FinetuneReport(out=str(out), encoder=f"local-dir:{out}", parent=parent_id, store=str(rows.store_path),
+                            vector_set=vs.name, classes=classes, counts=data.counts(), recipe=recipe.to_dict(),
+                            trainable_params=int(n_train), frozen_params=int(n_frozen), history=state["history"],
+                            best_epoch=state["best_epoch"], stopped=state.get("stopped", ""), before=before,
+                            after={"finetuned_classifier": {"val_accuracy": val_acc, "test_accuracy": test_acc}})
+    report.notes.append(f"classifier started from the linear probe divided by its calibration temperature {temperature:.3g}")
+    _export(out, net, enc, parent_id, prov, recipe, report)
+    if reembed:
+        report.new_vector_set, report.after["probe_on_new_vectors"] = _reembed_and_probe(store, out, rows, data, progress)
+    from ..reports.html import finetune_section, write_report
+
+    report.report = str(write_report(out / "report", f"embed finetune: {out.name}", [finetune_section(report, out / "report")]))
+    (out / "report.json").write_text(json.dumps(report.to_dict(), indent=1, default=str))
+    report.wall_s = time.perf_counter() - t_start
+    return report
+
+
+def _export(out: Path, net, enc, parent_id: str, prov: dict, recipe: Recipe, report: FinetuneReport) -> None:
+    """weights.safetensors (the whole backbone) + classifier.safetensors + encoder.json."""
+    from safetensors.torch import save_file
+
+    from .. import __version__
+
+    backbone = {k: v.detach().cpu().contiguous() for k, v in net.backbone.state_dict().items()}
+    save_file(backbone, str(out / "weights.safetensors"))
+    save_file({k: v.detach().cpu().contiguous() for k, v in net.fc.state_dict().items()}, str(out / "classifier.safetensors"))
+    doc = {"format": "embedstore-encoder", "version": 1, "parent": parent_id, "parent_weights_sha256": prov.get("weights_sha256"),
+           "layer": prov.get("layer"), "recipe": recipe.to_dict(), "trained_on": {"store": report.store, "vector_set": report.vector_set,
+           "counts": report.counts}, "classes": report.classes, "best_epoch": report.best_epoch, "history": report.history,
+           "embedstore": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    (out / "encoder.json").write_text(json.dumps(doc, indent=1))
+
+
+def _reembed_and_probe(store, out: Path, rows, data: SplitData, progress: bool):
+    """Embed the set's items with the new encoder (a new vector set beside the old), then a linear
+    probe on the new vectors with the same split."""
+    from ..build import build
+    from ..store import open_store
+
+    with tempfile.TemporaryDirectory(prefix="embed-ft-") as tmp:
+        manifest = Path(tmp) / "items.csv"
+        with open(manifest, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["id", "path", "label", "split"])
+            for i, u, lab, sp in zip(rows.ids, rows.uris, rows.labels, rows.splits):
+                w.writerow([i, u, lab, sp])
+        b = build(manifest, store, encoder=f"local-dir:{out}", progress=progress)
+    with open_store(store) as st:
+        new_rows = st.rows(b.vector_set)
+    codes = {str(i): int(c) for i, c in zip(rows.ids, data.codes) if c >= 0}
+    new = SplitData(new_rows, 0.15, 0.15, 0, None, max_memory=1 << 40, fixed_codes=codes)
+    _, probe = _probe(new)
+    return b.vector_set, probe

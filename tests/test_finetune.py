@@ -1,0 +1,167 @@
+"""`embed finetune`, `embed drift`, `embed compare-encoders` on CPU with tiny data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from conftest import make_image_folder
+from embedstore.cli.main import app
+
+runner = CliRunner()
+
+
+def embed(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    from embedstore.build import build
+
+    root = tmp_path_factory.mktemp("ft")
+    make_image_folder(root / "photos", classes=("cat", "dog", "owl"), per_class=10)
+    build(root / "photos", root / "s.h5", encoder="test:tiny", workers=0, precision="fp32", progress=False)
+    return root / "s.h5"
+
+
+def _copy(store: Path, dst: Path) -> Path:
+    import shutil
+
+    shutil.copy(store, dst)
+    shutil.copytree(store.with_name(store.name + ".d"), dst.with_name(dst.name + ".d"))
+    return dst
+
+
+def test_finetune_trains_only_the_last_blocks_and_makes_a_loadable_encoder(store, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    from embedstore.encoders import create_encoder
+    from embedstore.finetune.loop import Recipe
+    from embedstore.workflows.finetune import finetune
+
+    from embedstore.build import build
+
+    # three classes of the same grey noise: the frozen features cannot tell them apart, so there is a loss to lower
+    s = tmp_path / "s.h5"
+    build(make_image_folder(tmp_path / "grey", classes=("a", "b", "c"), per_class=10), s, encoder="test:tiny", workers=0,
+          progress=False)
+    before = {k: v.clone() for k, v in create_encoder("test:tiny").model.state_dict().items()}
+    r = finetune(s, tmp_path / "ft", recipe=Recipe(unfreeze=1, epochs=4, batch_size=8, patience=10, augment=False, lr=0.05),
+                 workers=0, progress=False)
+    losses = [h["train_loss"] for h in r.history]
+    assert len(losses) == 4 and losses[-1] < losses[0]
+    after = load_file(str(tmp_path / "ft" / "weights.safetensors"))
+    for k in ("0.weight", "0.bias", "2.weight", "2.bias"):  # frozen: bit-for-bit unchanged
+        assert torch.equal(after[k], before[k]), k
+    assert not torch.equal(after["4.weight"], before["4.weight"])  # the last block trained
+    doc = json.loads((tmp_path / "ft" / "encoder.json").read_text())
+    assert doc["parent"] == "test:tiny" and doc["recipe"]["unfreeze"] == 1
+    enc = create_encoder(f"local-dir:{tmp_path / 'ft'}")
+    assert enc.cfg.dim == 32 and enc.cfg.preprocess == create_encoder("test:tiny").cfg.preprocess
+    assert enc(torch.zeros(2, 3, 32, 32)).shape == (2, 32)
+    # re-embedded beside the old set, never mixed; a probe on it is in the report
+    assert r.new_vector_set and r.new_vector_set != r.vector_set
+    assert set(r.after) == {"finetuned_classifier", "probe_on_new_vectors"}
+    assert r.after["probe_on_new_vectors"]["val_accuracy"] >= 0
+    assert "Fine-tune:" in (tmp_path / "ft" / "report" / "index.html").read_text()
+    info = embed("info", s, "--json")
+    sets = {v["provenance"]["encoder"] for v in json.loads(info.output)["vector_sets"]}
+    assert sets == {"test:tiny", f"local-dir:{tmp_path / 'ft'}"}  # versions side by side, never mixed
+    d = embed("drift", s, "--from", "test:tiny", "--to", f"local-dir:{tmp_path / 'ft'}", "--json")
+    assert d.exit_code == 0, d.output
+    dj = json.loads(d.output)
+    assert dj["items"] == 30 and 0 < dj["mean_cosine"] < 1.0 and 0 <= dj["knn_overlap"] <= 1
+    r2 = embed("fit-head", "logistic", "--store", s, "--set", f"local-dir:{tmp_path / 'ft'}", "-q", "--json")
+    assert r2.exit_code == 0, r2.output
+
+
+def test_resume_continues_from_the_checkpoint(store, tmp_path):
+    from embedstore.finetune.loop import Recipe
+    from embedstore.workflows.finetune import finetune
+
+    s = _copy(store, tmp_path / "s.h5")
+    rec = Recipe(unfreeze=1, epochs=3, batch_size=8, patience=10, augment=False)
+    full = finetune(s, tmp_path / "full", recipe=rec, workers=0, progress=False, reembed=False)
+    # the same run stopped after one epoch, then resumed
+    short = Recipe(**{**rec.to_dict(), "epochs": 1})
+    finetune(s, tmp_path / "part", recipe=short, workers=0, progress=False, reembed=False)
+    state = json.loads((tmp_path / "part" / "checkpoint" / "state.json").read_text())
+    state["recipe"]["epochs"] = 3  # as if the first run had been asked for 3 epochs and was killed after one
+    (tmp_path / "part" / "checkpoint" / "state.json").write_text(json.dumps(state))
+    resumed = finetune(s, tmp_path / "part", recipe=rec, workers=0, progress=False, reembed=False, resume=True)
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
+    np.testing.assert_allclose([h["train_loss"] for h in resumed.history], [h["train_loss"] for h in full.history], rtol=1e-4)
+
+
+def test_finetune_errors(store, tmp_path):
+    s = _copy(store, tmp_path / "s.h5")
+    (tmp_path / "exists").mkdir()
+    (tmp_path / "exists" / "x").write_text("mine")
+    make_image_folder(tmp_path / "flatsrc", classes=("x",), per_class=3)
+    from embedstore.build import build
+
+    build(tmp_path / "flatsrc" / "x", tmp_path / "nolabels.h5", encoder="test:tiny", labels=False, workers=0, progress=False)
+    assert embed("fit-head", "ridge", "--store", s, "--out", tmp_path / "knnhead").exit_code == 0
+    assert embed("fit-head", "knn", "--store", s, "--out", tmp_path / "knn", "-q").exit_code == 0
+    other = tmp_path / "other.h5"
+    build(make_image_folder(tmp_path / "o", per_class=3), other, encoder="test:tiny", normalize="none", workers=0, progress=False)
+    assert embed("fit-head", "ridge", "--store", other, "--out", tmp_path / "otherhead", "-q").exit_code == 0
+    cases = [
+        (["--store", s, "--out", tmp_path / "a", "--unfreeze", 9], "this encoder has 3 blocks"),
+        (["--store", tmp_path / "nolabels.h5", "--out", tmp_path / "b"], "no labelled items"),
+        (["--store", s, "--out", tmp_path / "exists"], "already exists"),
+        (["--store", s, "--out", tmp_path / "exists", "--overwrite"], "not a finetune folder"),
+        (["--store", s, "--out", tmp_path / "c", "--resume"], "holds no checkpoint"),
+        (["--store", s, "--out", tmp_path / "d", "--head", tmp_path / "knn"], "must be a linear head"),
+        (["--store", s, "--out", tmp_path / "e", "--head", tmp_path / "otherhead"], "trained on other vectors"),
+    ]
+    for extra, message in cases:
+        r = embed("finetune", *extra, "-q", "-w", 0)
+        assert r.exit_code == 2, (extra, r.output)
+        assert message in r.output, (extra, r.output)
+    assert (tmp_path / "exists" / "x").read_text() == "mine"
+    assert not (tmp_path / "a").exists()  # a bad option fails before anything is written
+
+
+def test_out_of_memory_is_caught_with_a_smaller_batch_suggested(store, tmp_path, monkeypatch):
+    import torch
+
+    from embedstore.errors import FinetuneError
+    from embedstore.finetune.loop import Recipe
+    from embedstore.workflows.finetune import finetune
+
+    def oom(*a, **k):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", oom)  # the fine-tune step only (the probe uses L-BFGS)
+    with pytest.raises(FinetuneError, match="--batch-size 4"):
+        finetune(_copy(store, tmp_path / "s.h5"), tmp_path / "ft", recipe=Recipe(epochs=1, batch_size=8), workers=0,
+                 progress=False)
+
+
+def test_compare_encoders_table_and_recommendation(store, tmp_path):
+    r = embed("compare-encoders", store.parent / "photos", "--encoders", "test:tiny,torchvision:resnet18", "--sample", 24,
+              "--report", tmp_path / "cmp", "--json", "-q")
+    assert r.exit_code == 0, r.output
+    c = json.loads(r.output)
+    ok, skipped = c["results"]
+    assert ok["encoder"] == "test:tiny" and ok["dim"] == 32 and 0 <= ok["linear_probe_ci"][0] <= ok["linear_probe"]
+    assert ok["encode_items_per_s"] > 0 and ok["store_mb"] > 0 and c["sample"] == 24
+    assert "error" in skipped and "--weights" in skipped["error"]  # offline: skipped with the reason, not fatal
+    assert c["recommended"] == "test:tiny" and c["why"] and c["finetune"]
+    assert "Recommended: test:tiny" in (tmp_path / "cmp" / "index.html").read_text()
+    r = embed("compare-encoders", store.parent / "photos", "--encoders", "")
+    assert r.exit_code == 2 and "names no encoder" in r.output
+
+
+def test_drift_errors(store):
+    r = embed("drift", store, "--from", "test:tiny", "--to", "test:tiny")
+    assert r.exit_code == 2 and "same vector set" in r.output
+    r = embed("drift", store, "--from", "test:tiny", "--to", "local-dir:nowhere")
+    assert r.exit_code == 2 and "no vector set" in r.output
