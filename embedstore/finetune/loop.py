@@ -65,9 +65,15 @@ def set_trainable(net, backbone_names: set[str]) -> tuple[list, list]:
 
 
 def train_mode(net) -> None:
-    """Frozen modules stay in eval mode (BatchNorm statistics untouched); thawed ones train."""
+    """Thawed modules train; frozen ones, and every BatchNorm, stay in eval mode. BatchNorm keeps
+    its pretrained statistics (its scale and shift still learn): with small batches, batch
+    statistics would shift the features away from the ones the classifier started from."""
+    import torch.nn as nn
+
     net.eval()
     for m in net.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            continue
         if any(p.requires_grad for p in m.parameters(recurse=False)):
             m.train()
 

@@ -60,15 +60,15 @@ def _prepare_out(out: Path, resume: bool, overwrite: bool) -> None:
     out.mkdir(parents=True)
 
 
-def _probe(data: SplitData, head=None) -> tuple[object, dict]:
-    """A linear probe on frozen vectors (the given head, or a logistic sweep) and its accuracies."""
-    if head is None:
-        from ..heads.logistic import LogisticHead
-        from .fit import _refit, sweep
+def _probe(data: SplitData) -> tuple[object, dict]:
+    """A logistic probe on frozen vectors: C chosen on val by a fit on train (that fit's val accuracy
+    is reported, so it compares with the fine-tune's), then refit on train + val for the test score."""
+    from ..heads.logistic import LogisticHead
+    from .fit import _refit, sweep
 
-        _, (_, c, snap) = sweep(LogisticHead, data, list(LogisticHead.sweep_grid), {}, "cpu", progress=False)
-        head = _refit(LogisticHead, data, c, snap, {}, "cpu")
-    return head, {"val_accuracy": data.val_scores(head, VAL)[0], "test_accuracy": data.val_scores(head, TEST)[0]}
+    _, (val_acc, c, snap) = sweep(LogisticHead, data, list(LogisticHead.sweep_grid), {}, "cpu", progress=False)
+    head = _refit(LogisticHead, data, c, snap, {}, "cpu")
+    return head, {"val_accuracy": val_acc, "test_accuracy": data.val_scores(head, TEST)[0], "C": c}
 
 
 def _init_from_head(net, head, data: SplitData) -> float:
@@ -88,6 +88,7 @@ def _init_from_head(net, head, data: SplitData) -> float:
     t = 1.0
     if keep.sum() >= 2:
         t = fit_temperature(X[keep].astype(np.float64) @ W.T.astype(np.float64) + b, np.array([pos[lab] for lab in y[keep]]))
+    t = max(1.0, t)  # only ever soften an over-confident probe, never sharpen it
     W, b = W / t, b / t
     with torch.no_grad():
         net.fc.weight.copy_(torch.from_numpy(W.astype(np.float32)))
@@ -142,7 +143,8 @@ def finetune(store: str | Path, out: str | Path, head: str | Path | None = None,
             except EmbedstoreError as e:
                 raise FinetuneError(f"head {head} was trained on other vectors than {vs.name}: {e}") from None
     _prepare_out(out, resume, overwrite)
-    h, before = _probe(data, h)
+    probe, before = _probe(data)  # the comparison baseline, on exactly this split
+    h = h or probe  # the classifier starts from --head when given, else from this probe
     classes = [str(c) for c in h.classes_]
     cls_pos = {c: k for k, c in enumerate(classes)}
 
