@@ -282,3 +282,16 @@ def test_reports_for_build_fit_head_and_anomalies(labelled, tmp_path):
     assert r.exit_code == 0, r.output
     page = (tmp_path / "ra" / "index.html").read_text()
     assert "Top 24 anomalies" in page and page.count("data:image/png;base64,") >= 26
+
+
+def test_predict_with_a_kept_store_labels_only_the_source_items(labelled, tmp_path):
+    h = tmp_path / "h"
+    assert embed("fit-head", "ridge", "--store", labelled / "photos.h5", "--out", h, "-q").exit_code == 0
+    keep = tmp_path / "keep.h5"
+    first = make_image_folder(tmp_path / "first", classes=CLASSES, per_class=2, seed=3)
+    second = make_image_folder(tmp_path / "second", classes=("cat",), per_class=1, seed=4)
+    assert embed("predict", h, first, "--store", keep, "--out", tmp_path / "a.json", "-q").exit_code == 0
+    r = embed("predict", h, second, "--store", keep, "--out", tmp_path / "b.json", "-q")
+    assert r.exit_code == 0, r.output
+    assert len(json.loads((tmp_path / "a.json").read_text())) == 6
+    assert [x["id"] for x in json.loads((tmp_path / "b.json").read_text())] == ["cat/cat_000.jpg"]

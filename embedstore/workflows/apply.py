@@ -103,19 +103,25 @@ def predict(head_path: str | Path, source: str | Path, out: str | Path | None = 
             vs = matching_set(st, prov, f"head {head_path}")
             rows = st.rows(vs.name)
             items = st.items()
-        _label_rows(head, rows, report)
-        _quarantined_rows(items, report)
+        wanted = None
+        if not is_store(source):  # label the source's items only, even in a --store that holds more
+            from ..sources import open_source
+
+            wanted = {it.id for it in open_source(source).items}
+        _label_rows(head, rows, report, wanted)
+        _quarantined_rows(items, report, wanted)
     if out is not None:
         write_predictions(Path(out), report, [str(c) for c in head.classes_])
     report.wall_s = time.perf_counter() - t0
     return report
 
 
-def _label_rows(head, rows, report: PredictReport) -> None:
+def _label_rows(head, rows, report: PredictReport, wanted: set | None = None) -> None:
     classes = [str(c) for c in head.classes_]
     known = set(classes)
     hits = judged = 0
-    for sel, X in rows.chunks():
+    mask = None if wanted is None else np.array([i in wanted for i in rows.ids], dtype=bool)
+    for sel, X in rows.chunks(mask):
         P = head.predict_proba(X)
         pred = head.classes_[P.argmax(axis=1)]
         for k, r in enumerate(sel):
@@ -132,9 +138,9 @@ def _label_rows(head, rows, report: PredictReport) -> None:
     report.accuracy = hits / judged if judged else None
 
 
-def _quarantined_rows(items: dict, report: PredictReport) -> None:
+def _quarantined_rows(items: dict, report: PredictReport, wanted: set | None = None) -> None:
     for i, u, s, why in zip(items["id"], items["uri"], items["status"], items["reason"]):
-        if s != "ok":
+        if s != "ok" and (wanted is None or i in wanted):
             report.rows.append({"id": str(i), "uri": str(u), "label": "", "prob": None, "probs": {}, "status": s,
                                 "reason": str(why), "true_label": ""})
             report.quarantined += 1
