@@ -61,3 +61,21 @@ def test_bad_source_does_not_create_a_store(tmp_path, build_tiny):
     with pytest.raises(SourceError):
         build_tiny(tmp_path / "missing", tmp_path / "s.h5")
     assert not (tmp_path / "s.h5").exists() and not sidecar_dir(tmp_path / "s.h5").exists()
+
+
+def test_a_missing_shard_is_reported_not_silently_dropped(tmp_path, image_folder, build_tiny):
+    """Readers refuse a store whose catalog lists a shard that is gone; a build re-embeds its items."""
+    import pytest
+
+    from embedstore.errors import StoreError
+    from embedstore.store import open_store
+
+    build_tiny(image_folder, tmp_path / "s.h5")  # 4-row shards: several of them
+    shard = sorted((tmp_path / "s.h5.d" / "shards").rglob("*.h5"))[0]
+    shard.unlink()
+    with pytest.raises(StoreError, match="shard file\\(s\\) listed in s.h5 are missing"):
+        open_store(tmp_path / "s.h5")
+    r = build_tiny(image_folder, tmp_path / "s.h5")
+    assert r.encoded >= 1
+    with open_store(tmp_path / "s.h5") as st:
+        assert st.select_set().count == 12

@@ -111,12 +111,27 @@ class Store:
                 remove_stale_tmp(d)
             if not exists or self._catalog_stale():
                 self.refresh(index=False)
-        elif self._catalog_stale() and self._lock.acquire():
-            try:  # a killed writer left shards the catalog does not list yet
-                self.refresh(index=False)
-            finally:
-                self._lock.release()
+        elif self._catalog_stale():
+            lost = self._missing_shards()
+            if lost:  # never quietly drop committed rows: say what is gone and how to get it back
+                raise StoreError(f"{len(lost)} shard file(s) listed in {self.path.name} are missing from {self.shard_root} "
+                                 f"(e.g. {lost[0]}); their rows are lost. Restore them, or re-run `embed build SOURCE "
+                                 f"--store {self.path.name}` to rebuild the catalog and re-embed those items")
+            if self._lock.acquire():
+                try:  # a killed writer left shards the catalog does not list yet
+                    self.refresh(index=False)
+                finally:
+                    self._lock.release()
         return self
+
+    def _missing_shards(self) -> list[str]:
+        import h5py
+
+        if not self.path.exists():
+            return []
+        with h5py.File(self.path, "r") as f:
+            listed = set(f["shards"].asstr()[()]) if "shards" in f else set()
+        return sorted(listed - set(self._all_shards()))
 
     def close(self) -> None:
         self._lock.release()
