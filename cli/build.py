@@ -31,6 +31,8 @@ def print_report(r) -> None:
             f"({r.index.get('recall_note')})")
     for k, n in r.skipped.items():
         say(f"  skipped {n} {k}(s)")
+    if r.truncated:
+        say(f"  {r.truncated} text(s) were longer than the encoder's maximum length and were cut off")
     for q in r.quarantined_items[:10]:
         say(f"  quarantined {q['id']}: {q['reason']}")
     if len(r.quarantined_items) > 10:

@@ -49,4 +49,4 @@ def register(app: typer.Typer) -> None:
             f"{f' where {r.where}' if r.where else ''}; {how}, {r.search_ms:.1f} ms")
         say(f"  {'rank':>4}  {'score':>8}  label  id")
         for h in r.hits:
-            say(f"  {h['rank']:4d}  {h['score']:8.4f}  {h['label'] or '-'}  {h['id']}")
+            say(f"  {h['rank']:4d}  {h['score']:8.4f}  {h['label'] or '-'}  {h['id']}" + (f"  {h['text'][:80]!r}" if h.get("text") else ""))

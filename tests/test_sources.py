@@ -40,7 +40,7 @@ def test_bad_sources(tmp_path, kind):
     else:
         path = tmp_path / "x.json"
         path.write_text("{}")
-        match = "not a manifest"
+        match = "unknown kind"
     with pytest.raises(SourceError, match=match):
         open_source(path)
 

@@ -79,3 +79,18 @@ def test_a_missing_shard_is_reported_not_silently_dropped(tmp_path, image_folder
     assert r.encoded >= 1
     with open_store(tmp_path / "s.h5") as st:
         assert st.select_set().count == 12
+
+
+def test_stores_written_before_the_text_column_still_read(tmp_path, image_folder, build_tiny):
+    import h5py
+
+    from embedstore.store import open_store
+
+    build_tiny(image_folder, tmp_path / "s.h5")
+    for f in [tmp_path / "s.h5", *sorted((tmp_path / "s.h5.d" / "shards").rglob("*.h5"))]:
+        with h5py.File(f, "r+") as h:
+            del h["items"]["text"]
+    with open_store(tmp_path / "s.h5") as st:
+        items = st.items()
+        assert len(items["id"]) == 12 and set(items["text"]) == {""}
+    assert build_tiny(image_folder, tmp_path / "s.h5").encoded == 0  # and a build carries on as before

@@ -33,12 +33,17 @@ def existing_items(items: dict) -> dict[str, dict]:
 
 def make_plan(source_items: list[Item], stored: dict[str, dict], live_ids: set[str]) -> Plan:
     plan = Plan()
+    from .texts import text_fingerprint
+
     for it in source_items:
-        try:
-            st = os.stat(it.uri)
-            size, mtime = st.st_size, st.st_mtime_ns
-        except OSError:
-            size, mtime = -1, -1
+        if it.text is not None or it.problem is not None:
+            size, mtime = text_fingerprint(it.text, it.problem)
+        else:
+            try:
+                st = os.stat(it.uri)
+                size, mtime = st.st_size, st.st_mtime_ns
+            except OSError:
+                size, mtime = -1, -1
         ex = stored.get(it.id)
         same_file = ex is not None and ex["uri"] == it.uri and int(ex["size"]) == size and int(ex["mtime_ns"]) == mtime
         if same_file and ex["status"] != STATUS_OK:

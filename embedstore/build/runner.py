@@ -56,6 +56,7 @@ class BuildReport:
     vectors_in_set: int = 0
     index: dict = field(default_factory=dict)
     interrupted: bool = False
+    truncated: int = 0  # texts longer than the encoder's maximum length (their ends were cut off)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -81,10 +82,16 @@ def _set_attrs(prov: dict, set_name: str) -> dict:
 
 
 def encode_batch(encoder, pixels, device, precision: str, channels_last: bool, normalize: str) -> np.ndarray:
-    """Forward one batch under inference mode (and autocast off fp32); return float32 (n, dim)."""
+    """Forward one batch under inference mode (and autocast off fp32); return float32 (n, dim).
+    For text encoders `pixels` is a list of strings."""
     import torch
     import torch.nn.functional as F
 
+    if isinstance(pixels, list):
+        feats = encoder(pixels).float()
+        if normalize == "l2":
+            feats = F.normalize(feats, dim=1)
+        return feats.cpu().numpy()
     with torch.inference_mode():
         x = pixels.to(device, non_blocking=True)
         if channels_last:
@@ -101,7 +108,7 @@ def encode_batch(encoder, pixels, device, precision: str, channels_last: bool, n
 def _row(task, sha: str, status: str = STATUS_OK, reason: str = "") -> dict:
     it = task.item
     return {"id": it.id, "uri": it.uri, "label": it.label, "split": it.split, "sha256": sha,
-            "size": task.size, "mtime_ns": task.mtime_ns, "status": status, "reason": reason}
+            "size": task.size, "mtime_ns": task.mtime_ns, "status": status, "reason": reason, "text": it.text or ""}
 
 
 def build(
@@ -137,7 +144,13 @@ def build(
     dev = resolve_device(device)
     prec, prec_reason = resolve_precision(precision, dev)
     enc = create_encoder(encoder, weights=weights, layer=layer)
-    workers = default_workers(dev) if workers is None else workers
+    if (src.kind == "text") != (enc.cfg.modality == "text"):
+        if src.kind == "text":
+            raise BuildError(f"{src.path} is a text source but {enc.cfg.id} embeds images; use a text encoder, "
+                             "e.g. --encoder st:all-MiniLM-L6-v2 (see `embed encoders`)")
+        raise BuildError(f"{enc.cfg.id} embeds texts but {src.path} is a source of images; pass a .txt/.jsonl file or a "
+                         "CSV/Parquet file with a 'text' column, or choose an image encoder")
+    workers = 0 if enc.cfg.modality == "text" else (default_workers(dev) if workers is None else workers)
     prov = enc.provenance(normalize=normalize, dtype=dtype)
     set_name = set_name_for(prov)
     set_attrs = _set_attrs(prov, set_name)
@@ -156,8 +169,13 @@ def build(
             report.metadata_updated += len(plan.metadata_only)
         channels_last = use_channels_last(enc.cfg, dev, prec)
         enc.to(dev, channels_last=channels_last)
-        loader = make_loader(plan.todo, enc.transform, batch_size, workers, pin_memory=dev.type == "cuda",
-                             exif_transpose=enc.cfg.preprocess.exif_transpose, background=dev.type == "cpu")
+        if enc.cfg.modality == "text":
+            from .texts import text_batches
+
+            loader = text_batches(plan.todo, batch_size)
+        else:
+            loader = make_loader(plan.todo, enc.transform, batch_size, workers, pin_memory=dev.type == "cuda",
+                                 exif_transpose=enc.cfg.preprocess.exif_transpose, background=dev.type == "cpu")
         bar = progress_bar(len(plan.todo), desc=f"embed {enc.cfg.id}", enabled=progress and bool(plan.todo))
         try:
             it = iter(loader)
@@ -168,6 +186,8 @@ def build(
                 if batch is None:
                     break
                 vecs = encode_batch(enc, batch.pixels, dev, prec, channels_last, normalize) if batch.ok else None
+                if batch.ok and isinstance(batch.pixels, list):
+                    report.truncated += enc.count_truncated(batch.pixels)
                 t2 = time.perf_counter()
                 rows, vec_rows, keep = _sort_batch(plan.todo, batch, vecs, dtype, report)
                 writer.put(rows, vecs[keep] if vecs is not None else None, vec_rows)

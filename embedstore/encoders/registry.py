@@ -22,6 +22,7 @@ _FAMILY_MODULES = {
     "open_clip": "embedstore.encoders.open_clip_models",
     "test": "embedstore.encoders.testing",
     "local-dir": "embedstore.encoders.local_dir",
+    "st": "embedstore.encoders.sentence",
 }
 
 

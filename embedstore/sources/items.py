@@ -13,6 +13,8 @@ class Item:
     uri: str
     label: str | None = None
     split: str | None = None
+    text: str | None = None  # text items: the text itself (uri says where it came from)
+    problem: str | None = None  # why the item cannot be used (quarantined by the build, with this reason)
 
 
 @dataclass

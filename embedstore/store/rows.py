@@ -22,6 +22,7 @@ class SetRows:
     labels: np.ndarray
     splits: np.ndarray
     uris: np.ndarray
+    texts: np.ndarray | None = None  # text stores: each item's text
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -78,4 +79,4 @@ def set_rows(store, set_name: str) -> SetRows:
         raise StoreError(f"vector set {set_name} has a row for id {e.args[0]!r} that the items table lacks; "
                          "re-run `embed build` to repair the catalog") from None
     return SetRows(str(store.path), store.path, set_name, vs.provenance, ids,
-                   items["label"][at], items["split"][at], items["uri"][at])
+                   items["label"][at], items["split"][at], items["uri"][at], items["text"][at])

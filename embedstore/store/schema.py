@@ -10,7 +10,7 @@ from ..encoders.config import canonical_json
 
 FORMAT = "embedstore"
 SCHEMA_VERSION = 1
-ITEM_STR_COLUMNS = ("id", "uri", "label", "split", "sha256", "status", "reason")
+ITEM_STR_COLUMNS = ("id", "uri", "label", "split", "sha256", "status", "reason", "text")  # text: text items only
 ITEM_INT_COLUMNS = ("size", "mtime_ns")
 ITEM_COLUMNS = ITEM_STR_COLUMNS + ITEM_INT_COLUMNS
 STATUS_OK = "ok"

@@ -100,7 +100,8 @@ def read_shard_meta(path: Path) -> ShardMeta:
 
     with h5py.File(path, "r") as f:
         g = f["items"]
-        items = {c: g[c].asstr()[()] for c in ITEM_STR_COLUMNS}
+        n = len(g["id"])
+        items = {c: g[c].asstr()[()] if c in g else np.full(n, "", dtype=object) for c in ITEM_STR_COLUMNS}
         items.update({c: g[c][()] for c in ITEM_INT_COLUMNS})
         n, d = f["vectors"].shape
         return ShardMeta(

@@ -221,7 +221,9 @@ class Store:
         """The item table as columns (id, uri, label, split, sha256, status, reason, size, mtime_ns)."""
         with self._file() as f:
             g = f["items"]
-            out = {c: g[c].asstr()[()] for c in ITEM_STR_COLUMNS}
+            n = len(g["id"])
+            # columns added after a store was written (e.g. text) read as empty strings
+            out = {c: g[c].asstr()[()] if c in g else np.full(n, "", dtype=object) for c in ITEM_STR_COLUMNS}
             out.update({c: g[c][()] for c in ITEM_INT_COLUMNS})
         return out
 

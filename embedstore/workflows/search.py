@@ -98,8 +98,10 @@ class SearchContext:
         return self.vector_for_image_bytes(data, f"query image {image}")
 
     def vector_for_text(self, text: str) -> np.ndarray:
+        if self.prov.get("modality") == "text":  # a text store: the same sentence encoder
+            return self.encoder()([text]).cpu().numpy()
         if not str(self.prov.get("encoder", "")).startswith("open_clip:"):
-            raise SearchError(f"text queries need a store built with a CLIP encoder (open_clip:...); this set was made with "
+            raise SearchError(f"text queries need a text store or one built with a CLIP encoder (open_clip:...); this set was made with "
                               f"{self.prov.get('encoder')}. Rebuild with e.g. --encoder open_clip:ViT-B-32/openai")
         enc = self.encoder()
         if enc.text_encoder is None:  # pragma: no cover - every open_clip encoder has one
@@ -136,6 +138,10 @@ class SearchContext:
         ms = 1000 * (time.perf_counter() - t0)
         hits = [{"rank": r + 1, "id": str(rows.ids[j]), "uri": str(rows.uris[j]), "label": str(rows.labels[j]),
                  "split": str(rows.splits[j]), "score": float(d)} for r, (d, j) in enumerate(zip(D[0], R[0])) if j >= 0]
+        if rows.texts is not None:
+            for h, j in zip(hits, [j for j in R[0] if j >= 0]):
+                if rows.texts[j]:
+                    h["text"] = str(rows.texts[j])
         return hits, use_exact, ms
 
 

@@ -1,0 +1,88 @@
+"""Text sources: a .txt file (one item a line), or CSV / Parquet / JSONL with a `text` column and
+optional label, split and id columns. Empty lines are skipped and counted; lines that are not
+valid UTF-8 become items with a problem, which the build quarantines with that reason."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import SourceError
+from .items import Item, Source
+
+TEXT_SUFFIXES = (".txt", ".jsonl")
+
+
+def _text_item(path: Path, n: int, raw, label=None, split=None, item_id=None, where: str = "L") -> Item | None:
+    """An item for row/line `n`, None for an empty one."""
+    problem = None
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            problem, raw = f"not valid UTF-8 ({e.reason} at byte {e.start})", None
+    text = None if raw is None else str(raw).strip()
+    if problem is None and not text:
+        return None
+    clean = lambda v: (str(v).strip() or None) if v is not None else None  # noqa: E731
+    sp = clean(split)
+    return Item(id=clean(item_id) or f"{where}{n}", uri=f"{path}#{where}{n}", label=clean(label),
+                split=sp.lower() if sp else None, text=text, problem=problem)
+
+
+def _finish(path: Path, items: list[Item], empty: list[str], has_labels: bool, has_splits: bool) -> Source:
+    seen: dict[str, str] = {}
+    for it in items:
+        if it.id in seen:
+            raise SourceError(f"text source {path} has the id '{it.id}' twice ({seen[it.id]} and {it.uri}); ids must be unique")
+        seen[it.id] = it.uri
+    if not items:
+        raise SourceError(f"text source {path} has no non-empty texts")
+    skipped = {"empty line": empty} if empty else {}
+    return Source(path=str(path), kind="text", items=items, skipped=skipped, has_labels=has_labels, has_splits=has_splits)
+
+
+def read_text_lines(path: Path) -> Source:
+    """One item per line of a .txt file; ids L1, L2, ... (line numbers)."""
+    items, empty = [], []
+    for n, line in enumerate(path.read_bytes().split(b"\n"), start=1):
+        it = _text_item(path, n, line.rstrip(b"\r"))
+        if it is None:
+            empty.append(f"{path.name}#L{n}")
+        else:
+            items.append(it)
+    if empty and empty[-1] == f"{path.name}#L{n}" and not path.read_bytes().endswith(b"\n\n"):
+        empty.pop()  # the newline that ends the file is not an empty item
+    return _finish(path, items, empty, False, False)
+
+
+def read_text_table(path: Path, rows: list[dict], columns: list[str], where: str = "row") -> Source:
+    """Rows with a `text` column (from CSV, Parquet or JSONL)."""
+    if "text" not in columns:
+        raise SourceError(f"{path} has no 'text' column (found: {', '.join(columns) or 'none'}); a text source needs 'text' "
+                          "and may have label, split, id (an image manifest needs 'path')")
+    items, empty = [], []
+    for n, row in enumerate(rows, start=1):
+        n = row.pop("__line__", n)  # JSONL keeps its line numbers
+        it = _text_item(path, n, row.get("text"), row.get("label"), row.get("split"), row.get("id"), where)
+        if it is None:
+            empty.append(f"{path.name}#{where}{n}")
+        else:
+            items.append(it)
+    return _finish(path, items, empty, "label" in columns, "split" in columns)
+
+
+def read_jsonl(path: Path) -> Source:
+    rows, columns = [], []
+    for n, line in enumerate(path.read_bytes().split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise SourceError(f"{path} line {n} is not valid JSON ({e}); fix or remove that line") from None
+        if not isinstance(row, dict):
+            raise SourceError(f"{path} line {n} is not a JSON object with a 'text' field")
+        columns.extend(k for k in row if k not in columns)
+        rows.append({**row, "__line__": n})
+    return read_text_table(path, rows, columns, where="L")

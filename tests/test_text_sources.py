@@ -1,0 +1,51 @@
+"""Text sources: .txt lines, CSV / Parquet / JSONL with a text column; empty and non-UTF-8 input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from embedstore.errors import SourceError
+from embedstore.sources import open_source
+
+
+def test_txt_one_item_a_line_with_empty_and_bad_lines(tmp_path):
+    f = tmp_path / "notes.txt"
+    f.write_bytes(b"first line\n\n  \nsecond \xff\xfe line\nthird line\r\n")
+    src = open_source(f)
+    assert src.kind == "text"
+    assert [(it.id, it.text) for it in src.items] == [("L1", "first line"), ("L4", None), ("L5", "third line")]
+    assert src.items[1].problem.startswith("not valid UTF-8")
+    assert src.items[0].uri == f"{f.resolve()}#L1"
+    assert src.skipped == {"empty line": ["notes.txt#L2", "notes.txt#L3"]}
+
+
+def test_csv_jsonl_and_parquet_with_a_text_column(tmp_path):
+    (tmp_path / "t.csv").write_text("id,text,label,split\na,good movie,pos,train\nb,bad movie,neg,Test\nc,,neg,train\n")
+    src = open_source(tmp_path / "t.csv")
+    assert [(it.id, it.text, it.label, it.split) for it in src.items] == [("a", "good movie", "pos", "train"),
+                                                                          ("b", "bad movie", "neg", "test")]
+    assert src.has_labels and src.has_splits and src.skipped == {"empty line": ["t.csv#row3"]}
+    (tmp_path / "t.jsonl").write_text(json.dumps({"text": "hello", "label": "x"}) + "\n\n" + json.dumps({"text": "bye"}) + "\n")
+    src = open_source(tmp_path / "t.jsonl")
+    assert [(it.id, it.text, it.label) for it in src.items] == [("L1", "hello", "x"), ("L3", "bye", None)]
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"text": ["one", "two"], "label": ["a", "b"]}), tmp_path / "t.parquet")
+    assert [it.text for it in open_source(tmp_path / "t.parquet").items] == ["one", "two"]
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("empty.txt", b"\n\n", "no non-empty texts"),
+    ("bad.jsonl", b'{"text": "ok"}\n{not json\n', "line 2 is not valid JSON"),
+    ("list.jsonl", b'["a"]\n', "not a JSON object"),
+    ("notext.jsonl", b'{"body": "x"}\n', "no 'text' column"),
+    ("dup.csv", b"id,text\na,x\na,y\n", "the id 'a' twice"),
+    ("odd.md", b"# hi\n", "unknown kind"),
+])
+def test_text_source_errors(tmp_path, name, content, message):
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(SourceError, match=message):
+        open_source(tmp_path / name)
