@@ -76,3 +76,38 @@ def test_text_and_image_sources_and_encoders_do_not_mix(text_store, tmp_path):
     assert r.exit_code == 0, r.output
     q = json.loads(r.output)
     assert q["encoded"] == 1 and q["quarantined"] == 1 and "UTF-8" in q["quarantined_items"][0]["reason"]
+
+
+@pytest.mark.slow
+def test_clip_text_tower_on_a_text_source(tmp_path):
+    """open_clip on texts embeds with the same model's text tower (random weights: no download here)."""
+    import open_clip
+    import torch
+
+    torch.manual_seed(0)
+    model = open_clip.create_model("ViT-S-32", pretrained=None).eval()
+    torch.save(model.state_dict(), tmp_path / "clip.pt")
+    (tmp_path / "t.txt").write_text("a red car\na small dog\n" + "word " * 120 + "\n")
+    r = embed("build", tmp_path / "t.txt", "--store", tmp_path / "c.h5", "--encoder", "open_clip:ViT-S-32",
+              "--weights", tmp_path / "clip.pt", "--json", "-q")
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.output)
+    assert rep["encoded"] == 3 and rep["truncated"] == 1
+    prov = json.loads(embed("info", tmp_path / "c.h5", "--json").output)["vector_sets"][0]["provenance"]
+    assert prov["modality"] == "text" and prov["layer"] == "text_embed"
+    r = embed("search", tmp_path / "c.h5", "--text", "a small dog", "-k", 1, "--weights", tmp_path / "clip.pt", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["hits"][0]["id"] == "L2"
+
+
+def test_serve_api_searches_a_text_store_by_text(text_store):
+    from embedstore.serve.server import open_api
+
+    root, _ = text_store
+    api = open_api(root / "r.h5", device="cpu")
+    info = json.loads(api.handle("GET", "/api/info", {}, {}, None).body)
+    assert info["text_search"] is True
+    r = api.handle("GET", "/api/search", {"text": ["a lovely film"], "k": ["2"]}, {}, None)
+    assert r.status == 200
+    hits = json.loads(r.body)["hits"]
+    assert len(hits) == 2 and all(h["label"] == "pos" and h["text"] for h in hits)

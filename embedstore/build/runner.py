@@ -144,6 +144,10 @@ def build(
     dev = resolve_device(device)
     prec, prec_reason = resolve_precision(precision, dev)
     enc = create_encoder(encoder, weights=weights, layer=layer)
+    if src.kind == "text" and enc.cfg.modality == "image" and getattr(enc, "text_encoder", None) is not None:
+        from ..encoders.open_clip_models import text_view
+
+        enc = text_view(enc)  # a CLIP model on texts: its text tower, into the same space as its images
     if (src.kind == "text") != (enc.cfg.modality == "text"):
         if src.kind == "text":
             raise BuildError(f"{src.path} is a text source but {enc.cfg.id} embeds images; use a text encoder, "

@@ -97,7 +97,7 @@ class Api:
         labels, counts = np.unique(r.labels[r.labels != ""], return_counts=True)
         return Response.json({"store": self.ctx.store, "vector_set": self.ctx.vs.name, "encoder": self.ctx.vs.encoder,
                               "items": len(r), "labels": dict(zip(labels.tolist(), counts.tolist())),
-                              "text_search": str(self.ctx.vs.encoder).startswith("open_clip:"),
+                              "text_search": str(self.ctx.vs.encoder).startswith("open_clip:") or self.ctx.prov.get("modality") == "text",
                               "head": self.head_doc.get("kind") if self.head_doc else None,
                               "index": {k: v for k, v in self.ctx.meta.items() if k != "ids_sha256"}})
 

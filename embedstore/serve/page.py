@@ -7,6 +7,7 @@ body{font-family:system-ui,sans-serif;margin:1.5rem auto;max-width:1000px;paddin
 form{margin:.5rem 0} .grid{display:flex;flex-wrap:wrap;gap:.6rem;margin-top:1rem}
 .card{width:140px;font-size:.75rem;text-align:center;word-break:break-all;cursor:pointer}
 .card img{width:128px;height:128px;object-fit:contain;background:#f6f6f6;border:1px solid #ddd}
+.card .txt{width:128px;height:128px;overflow:hidden;text-align:left;background:#f6f6f6;border:1px solid #ddd;padding:2px}
 #status{color:#555;margin:.5rem 0} #error{color:#b00}
 </style></head>
 <body>
@@ -31,9 +32,10 @@ async function show(resp) {
   $("status").textContent = data.hits.length + " neighbours in " + data.ms.toFixed(1) + " ms";
   for (const h of data.hits) {
     const card = document.createElement("div"); card.className = "card result";
-    card.innerHTML = '<img alt=""><div></div>';
-    card.querySelector("img").src = "/api/thumb/" + encodeURIComponent(h.id);
-    card.querySelector("div").textContent = "#" + h.rank + " " + (h.label || "-") + " " + h.score.toFixed(3) + " " + h.id;
+    card.innerHTML = h.text ? '<div class="txt"></div><div></div>' : '<img alt=""><div></div>';
+    if (h.text) card.querySelector(".txt").textContent = h.text.slice(0, 200);
+    else card.querySelector("img").src = "/api/thumb/" + encodeURIComponent(h.id);
+    card.lastElementChild.textContent = "#" + h.rank + " " + (h.label || "-") + " " + h.score.toFixed(3) + " " + h.id;
     card.onclick = () => { $("itemid").value = h.id; searchId(); };
     $("results").appendChild(card);
   }

@@ -72,7 +72,9 @@ def embed_like(prov: dict, source: Path, store: Path, weights: str | None, devic
     """Embed `source` with exactly the encoder (weights, layer, dtype, normalisation) of `prov`."""
     from ..build import build
 
-    build(source, store, encoder=prov["encoder"], weights=weights, layer=prov.get("layer"), device=device,
+    from ..encoders.registry import layer_for
+
+    build(source, store, encoder=prov["encoder"], weights=weights, layer=layer_for(prov), device=device,
           batch_size=batch_size, workers=workers, dtype=prov.get("dtype", "float16"), normalize=prov.get("normalize", "l2"),
           labels=True, progress=progress)
 

@@ -150,10 +150,16 @@ def _encoder_like(prov: dict, weights: str | None):
     from ..encoders import create_encoder
 
     try:
-        enc = create_encoder(prov["encoder"], weights=weights, layer=prov.get("layer"))
+        from ..encoders.registry import layer_for
+
+        enc = create_encoder(prov["encoder"], weights=weights, layer=layer_for(prov))
     except EmbedstoreError as e:
         hint = "" if weights or "--weights" in str(e) else " (if the store was built with --weights FILE, pass the same --weights FILE)"
         raise SearchError(f"cannot embed the query with the store's encoder {prov['encoder']}: {e}{hint}") from None
+    if prov.get("modality") == "text" and enc.cfg.modality == "image" and getattr(enc, "text_encoder", None) is not None:
+        from ..encoders.open_clip_models import text_view
+
+        enc = text_view(enc)  # a CLIP store of texts
     mine = enc.provenance(normalize=prov.get("normalize", "l2"), dtype=prov.get("dtype", "float16"))
     if mine.get("weights_sha256") != prov.get("weights_sha256"):
         raise SearchError(f"the store was embedded with other {prov['encoder']} weights (sha256 {str(prov.get('weights_sha256'))[:12]}) "
