@@ -63,7 +63,8 @@ def main() -> None:
 
     from embedstore.heads.logistic import LogisticHead
     from embedstore.workflows.data import TEST, TRAIN, VAL, SplitData
-    from embedstore.workflows.fit import _device, _refit, sweep
+    from embedstore.build.device import resolve_device
+    from embedstore.workflows.fit import refit, sweep
 
     if args.store:
         from embedstore.store import open_store
@@ -75,7 +76,7 @@ def main() -> None:
     else:
         X, labels = make_embeddings(args.n, args.dim, args.classes, args.sep)
     data = SplitData(ArrayRows(X, labels), 0.15, 0.15, seed=0, shots=None, max_memory=1 << 40)
-    dev = _device("auto")
+    dev = str(resolve_device("auto"))
     print(f"machine: {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, device {dev}, "
           f"GPU: {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none'}")
     print(f"data: {args.store or 'synthetic'}: {X.shape[0]} x {X.shape[1]}, {len(set(labels))} classes; {data.counts()}")
@@ -83,7 +84,7 @@ def main() -> None:
 
     t0 = time.perf_counter()
     curve, (val_acc, best_c, snapshot) = sweep(LogisticHead, data, list(LogisticHead.sweep_grid), {}, dev, progress=False)
-    head = _refit(LogisticHead, data, best_c, snapshot, {}, dev)
+    head = refit(LogisticHead, data, best_c, snapshot, {}, dev)
     ours_s = time.perf_counter() - t0
     Xte, yte = data.arrays(TEST)
     ours_acc = float((head.predict(Xte) == yte).mean())

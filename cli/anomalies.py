@@ -8,8 +8,7 @@ from pathlib import Path
 
 import typer
 
-from .common import emit_json, fail, fmt_s, run_guarded, say
-from .heads import _parse_params
+from .common import emit_json, fail, fmt_s, parse_params, run_guarded, say
 
 EPILOG = (
     "Examples:\n\n"
@@ -70,7 +69,7 @@ def register(app: typer.Typer) -> None:
         normal = [x.strip() for x in normal_labels.split(",") if x.strip()] if normal_labels else None
         r, _ = run_guarded(find_anomalies, store, method, fit_on=fit_on, score=score, vector_set=vector_set,
                            contamination=contamination, holdout_quantile=holdout_quantile, normal_labels=normal,
-                           params=_parse_params(param), seed=seed, save=save, force=force,
+                           params=parse_params(param), seed=seed, save=save, force=force,
                            progress=not quiet and not json_out)
         if out is not None:
             _write_ranked(out, r.ranked)

@@ -27,6 +27,25 @@ def fmt_s(s: float) -> str:
     return f"{s:.1f} s" if s < 120 else f"{s / 60:.1f} min"
 
 
+def parse_params(items: list[str]) -> dict:
+    """--param NAME=VALUE (repeatable) -> {name: int | float | bool | str}."""
+    out = {}
+    for it in items or []:
+        if "=" not in it:
+            fail(f"--param '{it}' must look like NAME=VALUE, e.g. --param C=10")
+        k, v = it.split("=", 1)
+        for conv in (int, float):
+            try:
+                v = conv(v)
+                break
+            except ValueError:
+                continue
+        if v in ("true", "false"):
+            v = v == "true"
+        out[k.strip()] = v
+    return out
+
+
 def run_guarded(fn, *args, **kwargs):
     """Call the library; library errors become one line on stderr and a non-zero exit."""
     from embedstore.errors import EmbedstoreError

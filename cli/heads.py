@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .common import emit_json, fail, fmt_s, run_guarded, say
+from .common import emit_json, fail, fmt_s, parse_params, run_guarded, say
 
 FIT_EPILOG = (
     "Examples:\n\n"
@@ -15,24 +15,6 @@ FIT_EPILOG = (
     "  embed fit-head mlp --store photos.h5 --param hidden=512 --plots reports/\n\n"
     "Heads: logistic, linear-svm, ridge, knn, mlp. Regularisation (C, alpha or k) is chosen on the validation split."
 )
-
-
-def _parse_params(items: list[str]) -> dict:
-    out = {}
-    for it in items or []:
-        if "=" not in it:
-            fail(f"--param '{it}' must look like NAME=VALUE, e.g. --param C=10")
-        k, v = it.split("=", 1)
-        for conv in (int, float):
-            try:
-                v = conv(v)
-                break
-            except ValueError:
-                continue
-        if v in ("true", "false"):
-            v = v == "true"
-        out[k.strip()] = v
-    return out
 
 
 def _parse_grid(text: str | None) -> list | None:
@@ -96,7 +78,7 @@ def register(app: typer.Typer) -> None:
 
         report, _ = run_guarded(run_fit, store, head, out=out, vector_set=vector_set, val_fraction=val_fraction,
                                 test_fraction=test_fraction, seed=seed, shots=shots, max_memory=max_memory,
-                                grid=_parse_grid(grid), params=_parse_params(param), device=device, force=force,
+                                grid=_parse_grid(grid), params=parse_params(param), device=device, force=force,
                                 progress=not quiet and not json_out)
         written = []
         if plots is not None:

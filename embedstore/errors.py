@@ -21,6 +21,10 @@ class WeightsUnavailableError(EncoderError):
     """Weights are neither bundled nor cached, and cannot be downloaded from here."""
 
 
+class OptionError(EmbedstoreError):
+    """An option's value is malformed (a filter, a size, a parameter list)."""
+
+
 class StoreError(EmbedstoreError):
     """A store file is missing, foreign, newer than this library, or inconsistent."""
 

@@ -62,7 +62,7 @@ class BuildReport:
         return asdict(self)
 
 
-def _library_versions() -> dict:
+def library_versions() -> dict:
     import h5py
     import faiss
     import torch
@@ -77,7 +77,7 @@ def _set_attrs(prov: dict, set_name: str) -> dict:
     """Provenance attributes of a vector set (JSON for nested values)."""
     attrs = {k: json.dumps(v, sort_keys=True) if isinstance(v, dict) else v for k, v in prov.items()}
     attrs.update(key=set_name.rsplit("-", 1)[1], created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                 library_versions=json.dumps(_library_versions()), schema_version=SCHEMA_VERSION)
+                 library_versions=json.dumps(library_versions()), schema_version=SCHEMA_VERSION)
     return attrs
 
 

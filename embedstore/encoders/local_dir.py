@@ -6,7 +6,6 @@ weights are read from safetensors only, so loading never unpickles anything."""
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 from ..errors import EncoderError
@@ -18,14 +17,12 @@ CONFIG, WEIGHTS = "encoder.json", "weights.safetensors"
 
 
 def read_config(path: Path) -> dict:
-    if not (path / CONFIG).is_file():
-        raise EncoderError(f"local-dir:{path} has no {CONFIG}; pass a folder written by `embed finetune --out`")
-    try:
-        doc = json.loads((path / CONFIG).read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise EncoderError(f"{path / CONFIG} is not valid JSON ({e})") from None
-    if not isinstance(doc, dict) or doc.get("format") != "embedstore-encoder" or "parent" not in doc:
-        raise EncoderError(f"{path / CONFIG} is not an embedstore encoder config (no format/parent)")
+    from ..naming import read_tagged_json
+
+    doc = read_tagged_json(path / CONFIG, "embedstore-encoder", EncoderError, "an embedstore encoder",
+                           "pass a folder written by `embed finetune --out`")
+    if "parent" not in doc:
+        raise EncoderError(f"{path / CONFIG} names no parent encoder; re-run `embed finetune`")
     return doc
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from importlib import import_module
-
 # head name -> (module, class); modules load only when a head is used
 _HEADS = {
     "logistic": ("logistic", "LogisticHead"),
@@ -18,12 +16,6 @@ HEAD_NAMES = tuple(_HEADS)
 def head_class(name: str):
     """The estimator class for a head name (`logistic`, `linear-svm`, `ridge`, `knn`, `mlp`)."""
     from ..errors import HeadError
+    from ..naming import lazy_class
 
-    if name not in _HEADS:
-        import difflib
-
-        close = difflib.get_close_matches(name, HEAD_NAMES, n=2)
-        hint = f"; did you mean {' or '.join(close)}?" if close else ""
-        raise HeadError(f"unknown head '{name}'{hint} Heads: {', '.join(HEAD_NAMES)}")
-    mod, cls = _HEADS[name]
-    return getattr(import_module(f".{mod}", __name__), cls)
+    return lazy_class(_HEADS, __name__, name, HeadError, "head")

@@ -10,14 +10,6 @@ from .lbfgs import Chunks, TensorChunks, feature_stats, solve_logistic
 PRECISIONS = ("fp32", "bf16")
 
 
-def _torch_device(device: str):
-    import torch
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 class LogisticHead(Head):
     """L2-regularised logistic regression with scikit-learn's objective and meaning of C.
 
@@ -62,7 +54,9 @@ class LogisticHead(Head):
         import torch
 
         self._validate_params_()
-        dev = _torch_device(self.device)
+        from ..build.device import resolve_device
+
+        dev = resolve_device(self.device)
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
         data = TensorChunks(chunks, dev, dtype, cache)
         n = sum(len(y) for _, y in chunks()) if not cache else len(next(iter(chunks()))[1])

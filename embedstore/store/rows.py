@@ -58,6 +58,15 @@ class SetRows:
                                      f"e.g. {which}; rebuild the store with `embed build` (float16 overflow: use --normalize l2)")
                 yield sel, block
 
+    def load_at(self, positions: np.ndarray) -> np.ndarray:
+        """Rows at `positions` (any order, no repeats), returned in that order."""
+        mask = np.zeros(len(self.ids), dtype=bool)
+        mask[positions] = True
+        X = self.load(mask)  # in row order
+        out = np.empty_like(X)
+        out[np.argsort(positions)] = X
+        return out
+
     def load(self, mask: np.ndarray | None = None) -> np.ndarray:
         """The selected rows as one float32 array (callers check the size against their memory budget)."""
         parts = [X for _, X in self.chunks(mask)]

@@ -13,34 +13,7 @@ import numpy as np
 from ..detectors import detector_class
 from ..errors import DetectorError
 from ..progress import progress_bar
-from .data import parse_bytes
-
-FILTER_KEYS = ("label", "split")
-
-
-def parse_filter(text: str | None) -> dict[str, set[str]]:
-    """'split=train,label=good|ok' -> {'split': {'train'}, 'label': {'good', 'ok'}} (AND of keys, OR within)."""
-    out: dict[str, set[str]] = {}
-    for part in (text or "").split(","):
-        part = part.strip()
-        if not part:
-            continue
-        if "=" not in part:
-            raise DetectorError(f"filter '{part}' must look like key=value (keys: {', '.join(FILTER_KEYS)}), e.g. split=train,label=good")
-        k, v = (x.strip() for x in part.split("=", 1))
-        if k not in FILTER_KEYS:
-            raise DetectorError(f"unknown filter key '{k}'; use {', '.join(FILTER_KEYS)}")
-        out.setdefault(k, set()).update(x for x in v.split("|"))
-    return out
-
-
-def filter_mask(rows, flt: dict[str, set[str]]) -> np.ndarray:
-    m = np.ones(len(rows), dtype=bool)
-    for k, values in flt.items():
-        col = rows.labels if k == "label" else rows.splits
-        m &= np.isin(col, list(values))
-    return m
-
+from .data import filter_mask, parse_bytes, parse_filter
 
 @dataclass
 class AnomalyReport:
@@ -114,7 +87,7 @@ def find_anomalies(store: str | Path, method: str = "knn", fit_on: str | None = 
                    weights: str | None = None, device: str = "auto", progress: bool = True) -> tuple[AnomalyReport, object]:
     """Fit `method` on the `fit_on` subset of `store` and score every item (or the items of `score`)."""
     from ..store import open_store
-    from .apply import embed_like, matching_set
+    from .apply import embed_like, is_store, matching_set
 
     cls = detector_class(method)
     flt = parse_filter(fit_on)
@@ -149,7 +122,7 @@ def find_anomalies(store: str | Path, method: str = "knn", fit_on: str | None = 
             target, in_fit = rows, _mask(len(rows), fitted_idx)
             report.scored = "the store"
         else:
-            target_store = Path(score) if _is_store(Path(score)) else Path(tmp) / "score.h5"
+            target_store = Path(score) if is_store(Path(score)) else Path(tmp) / "score.h5"
             if target_store != Path(score):
                 embed_like(vs.provenance, Path(score), target_store, weights, device, 64, None, progress)
             with open_store(target_store, mode="r") as st2:
@@ -180,12 +153,6 @@ def find_anomalies(store: str | Path, method: str = "knn", fit_on: str | None = 
                                "threshold": threshold, "evaluation": report.evaluation}, "detector", overwrite=force)
         report.saved = str(save)
     return report, det
-
-
-def _is_store(p: Path) -> bool:
-    from .apply import is_store
-
-    return is_store(p)
 
 
 def _score_all(det, rows, in_fit: np.ndarray, fitted_idx: np.ndarray, progress: bool) -> np.ndarray:

@@ -32,8 +32,8 @@ def drift(store: str | Path, set_from: str, set_to: str, sample: int = 5000, k: 
     pb = {i: n for n, i in enumerate(rb.ids)}
     ia = np.array([pa[i] for i in common])
     ib = np.array([pb[i] for i in common])
-    Xa = _rows(ra, ia)
-    Xb = _rows(rb, ib)
+    Xa = ra.load_at(ia)
+    Xb = rb.load_at(ib)
     out = {"from": a.name, "to": b.name, "from_encoder": a.encoder, "to_encoder": b.encoder, "items": int(len(common)), "k": k}
     Na, Nb = normalise(Xa), normalise(Xb)
     if Xa.shape[1] == Xb.shape[1]:
@@ -53,12 +53,3 @@ def drift(store: str | Path, set_from: str, set_to: str, sample: int = 5000, k: 
     out.update(knn_overlap=float(ov.mean()), knn_overlap_p05=float(np.quantile(ov, 0.05)))
     return out
 
-
-def _rows(rows, positions: np.ndarray) -> np.ndarray:
-    order = np.argsort(positions)
-    mask = np.zeros(len(rows), dtype=bool)
-    mask[positions] = True
-    X = rows.load(mask)  # in row order
-    out = np.empty_like(X)
-    out[order] = X
-    return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -64,10 +65,10 @@ def _probe(data: SplitData) -> tuple[object, dict]:
     """A logistic probe on frozen vectors: C chosen on val by a fit on train (that fit's val accuracy
     is reported, so it compares with the fine-tune's), then refit on train + val for the test score."""
     from ..heads.logistic import LogisticHead
-    from .fit import _refit, sweep
+    from .fit import refit, sweep
 
     _, (val_acc, c, snap) = sweep(LogisticHead, data, list(LogisticHead.sweep_grid), {}, "cpu", progress=False)
-    head = _refit(LogisticHead, data, c, snap, {}, "cpu")
+    head = refit(LogisticHead, data, c, snap, {}, "cpu")
     return head, {"val_accuracy": val_acc, "test_accuracy": data.val_scores(head, TEST)[0], "C": c}
 
 
@@ -154,7 +155,7 @@ def finetune(store: str | Path, out: str | Path, head: str | Path | None = None,
 
     dev = resolve_device(device)
     amp = torch.bfloat16 if dev.type == "cuda" and torch.cuda.is_bf16_supported() else (torch.float16 if dev.type == "cuda" else None)
-    workers = min(4, max(0, (__import__("os").cpu_count() or 2) - 1)) if workers is None else workers
+    workers = min(4, max(0, (os.cpu_count() or 2) - 1)) if workers is None else workers
     pp = enc.cfg.preprocess
     tr_u, tr_y = split(TRAIN)
     va_u, va_y = split(VAL)

@@ -47,12 +47,6 @@ class FitReport:
         return asdict(self)
 
 
-def _device(device: str) -> str:
-    from ..build.device import resolve_device
-
-    return str(resolve_device(device))
-
-
 def _sweep_precision(device: str) -> str:
     """bf16 features halve the memory traffic of the sweep's products; the final fit is fp32."""
     from ..build.device import cpu_has_native_bf16
@@ -131,7 +125,9 @@ def fit_head(store: str | Path, head: str = "logistic", out: str | Path | None =
         raise HeadError(f"the {counts['train'] + counts['val'] + counts['test']} vectors need {data.memory_bytes / 2**20:.0f} MB, "
                         f"over --max-memory {max_memory}; the {head} head trains in memory only: raise --max-memory, "
                         "or use logistic or ridge, which stream from the store")
-    dev = _device(device) if cls.kind == "logistic" else "cpu"
+    from ..build.device import resolve_device
+
+    dev = str(resolve_device(device)) if cls.kind == "logistic" else "cpu"
     report = FitReport(head=head, store=store_path, vector_set=vs.name, encoder=vs.encoder, out=str(out) if out else None,
                        classes=[str(c) for c in data.classes], counts=counts, split_how=data.split_how,
                        in_memory=data.in_memory, memory_mb=data.memory_bytes / 2**20, param=cls.sweep_param, chosen=None)
@@ -149,7 +145,7 @@ def fit_head(store: str | Path, head: str = "logistic", out: str | Path | None =
                             f"{', '.join(f'{v:g}' for v in unconverged)} (raise it with --param max_iter=N)")
     report.sweep_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    final = _refit(cls, data, report.chosen, snapshot, params, dev)
+    final = refit(cls, data, report.chosen, snapshot, params, dev)
     report.refit_s = time.perf_counter() - t0
     y, p = data.predict(final, TEST)
     report.test = classification_metrics(y, p, report.classes)
@@ -159,7 +155,7 @@ def fit_head(store: str | Path, head: str = "logistic", out: str | Path | None =
     return report, final
 
 
-def _refit(cls, data: SplitData, value, snapshot, params: dict, device: str):
+def refit(cls, data: SplitData, value, snapshot, params: dict, device: str):
     """The chosen value, trained on train + val (warm-started from the sweep where that helps)."""
     name = cls.sweep_param
     if cls.kind == "logistic":
@@ -174,7 +170,7 @@ def _refit(cls, data: SplitData, value, snapshot, params: dict, device: str):
 
 
 def _head_meta(report: FitReport, vs, rows) -> dict:
-    from ..build.runner import _library_versions
+    from ..build.runner import library_versions
 
     return {
         "provenance": vs.provenance,
@@ -183,5 +179,5 @@ def _head_meta(report: FitReport, vs, rows) -> dict:
         "sweep": {"param": report.param, "chosen": report.chosen, "curve": report.curve},
         "test_metrics": {k: v for k, v in report.test.items() if k != "confusion"},
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "library_versions": _library_versions(),
+        "library_versions": library_versions(),
     }

@@ -8,7 +8,6 @@ these, so a tampered, truncated or foreign file fails with a reason and never ru
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -18,7 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..encoders.base import file_sha256
 from ..errors import DetectorError, HeadError
+from ..naming import read_tagged_json
 
 VERSION = 1
 ARRAYS = "arrays.npz"
@@ -42,14 +43,6 @@ def _kinds():
     }
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def save_model(out: str | Path, model, meta: dict, noun: str = "head", overwrite: bool = False) -> Path:
     """Write the folder atomically: a complete new folder replaces the old one, or nothing changes."""
     k = _kinds()[noun]
@@ -70,7 +63,7 @@ def save_model(out: str | Path, model, meta: dict, noun: str = "head", overwrite
             "params": model.get_params(),
             **model.state_fields(),
             "arrays": {name: {"shape": list(v.shape), "dtype": str(v.dtype)} for name, v in arrays.items()},
-            "arrays_sha256": _sha256(tmp / ARRAYS),
+            "arrays_sha256": file_sha256(tmp / ARRAYS),
             **meta,
         }
         (tmp / k.meta).write_text(json.dumps(doc, indent=2, default=str))
@@ -96,14 +89,8 @@ def load_model(path: str | Path, noun: str = "head"):
     path = Path(path)
     if not path.exists():
         raise E(f"{noun} {path} does not exist; make one with `{k.retrain}`")
-    if not (path / meta).is_file():
-        raise E(f"{path} is not a saved {noun} (no {meta}); pass the folder that `{k.retrain}` wrote")
-    try:
-        doc = json.loads((path / meta).read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise E(f"{path / meta} is not valid JSON ({e}); the {noun} is damaged: re-run `{k.retrain}`") from None
-    if not isinstance(doc, dict) or doc.get("format") != k.format:
-        raise E(f"{path / meta} is not an embedstore {noun} (format {doc.get('format') if isinstance(doc, dict) else None!r})")
+    doc = read_tagged_json(path / meta, k.format, E, f"a saved {noun}",
+                           f"pass the folder that `{k.retrain}` wrote, or re-run it")
     if not isinstance(doc.get("version"), int) or doc["version"] > VERSION:
         raise E(f"{noun} {path} has format version {doc.get('version')}; this embedstore reads up to {VERSION}: upgrade embedstore")
     kind = doc.get("kind")
@@ -112,7 +99,7 @@ def load_model(path: str | Path, noun: str = "head"):
     arrays_path = path / ARRAYS
     if not arrays_path.is_file():
         raise E(f"{noun} {path} lacks {ARRAYS}; it is incomplete: re-run `{k.retrain}`")
-    if _sha256(arrays_path) != doc.get("arrays_sha256"):
+    if file_sha256(arrays_path) != doc.get("arrays_sha256"):
         raise E(f"{arrays_path} does not match the sha256 recorded in {meta}: the file was changed or truncated; re-run `{k.retrain}`")
     cls = k.resolve(kind)
     try:

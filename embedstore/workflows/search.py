@@ -11,7 +11,7 @@ import numpy as np
 
 from ..errors import EmbedstoreError, SearchError
 from ..search.searcher import exact_search, index_search, normalise
-from .anomalies import filter_mask, parse_filter
+from .data import filter_mask, parse_filter
 
 
 @dataclass

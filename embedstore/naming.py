@@ -1,0 +1,32 @@
+"""Small shared helpers for named things: lazy class tables and JSON documents with a format tag."""
+
+from __future__ import annotations
+
+import difflib
+import json
+from importlib import import_module
+from pathlib import Path
+
+
+def lazy_class(table: dict[str, tuple[str, str]], package: str, name: str, error, noun: str):
+    """`table[name]` = (module, class) inside `package`, imported on first use; an unknown name
+    raises `error` with close matches and the list of known names."""
+    if name not in table:
+        close = difflib.get_close_matches(name, list(table), n=2)
+        hint = f"; did you mean {' or '.join(close)}?" if close else ""
+        raise error(f"unknown {noun} '{name}'{hint} Known: {', '.join(table)}")
+    mod, cls = table[name]
+    return getattr(import_module(f".{mod}", package), cls)
+
+
+def read_tagged_json(path: Path, fmt: str, error, what: str, fix: str) -> dict:
+    """A JSON object whose "format" is `fmt`; anything else raises `error` naming `path` and `fix`."""
+    if not path.is_file():
+        raise error(f"{path.parent} is not {what} (no {path.name}); {fix}")
+    try:
+        doc = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise error(f"{path} is not valid JSON ({e}); {fix}") from None
+    if not isinstance(doc, dict) or doc.get("format") != fmt:
+        raise error(f"{path} is not {what} (format {doc.get('format') if isinstance(doc, dict) else None!r}); {fix}")
+    return doc
