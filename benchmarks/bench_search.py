@@ -56,7 +56,6 @@ def main() -> None:
           f"{'ours R@10':>9} {'faiss R@10':>10} {'stored R@10':>11}")
     for n in (int(x) for x in args.sizes.split(",")):
         X = make_vectors(n, args.dim)
-        rng = np.random.default_rng(1)
         Q = make_vectors(args.queries, args.dim, seed=2)  # fresh queries: same clusters, new noise
         ids = [f"item{i}" for i in range(n)]
         work = Path(tempfile.mkdtemp(prefix="bench-search-"))

@@ -66,3 +66,21 @@ def build_tiny():
         return build(source, store, **opts)
 
     return run
+
+
+def embed(*args):
+    """Run the `embed` CLI in-process (typer's CliRunner); arguments may be paths or numbers."""
+    from typer.testing import CliRunner
+
+    from embedstore.cli.main import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def copy_store(src: Path, dst: Path) -> Path:
+    """Copy a store and its sidecar folder to a new name (stores are movable as the pair)."""
+    import shutil
+
+    shutil.copy(src, dst)
+    shutil.copytree(src.with_name(src.name + ".d"), dst.with_name(dst.name + ".d"))
+    return dst

@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from conftest import make_image_folder
-from embedstore.cli.main import app
-
-runner = CliRunner()
+from conftest import embed, make_image_folder
 
 
-def embed(*args):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 @pytest.fixture(scope="module")

@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from conftest import make_image_folder
-from embedstore.cli.main import app
-
-runner = CliRunner()
+from conftest import copy_store, embed, make_image_folder
 
 
-def embed(*args):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 @pytest.fixture(scope="module")
@@ -27,14 +20,6 @@ def store(tmp_path_factory):
     make_image_folder(root / "photos", classes=("cat", "dog", "owl"), per_class=10)
     build(root / "photos", root / "s.h5", encoder="test:tiny", workers=0, precision="fp32", progress=False)
     return root / "s.h5"
-
-
-def _copy(store: Path, dst: Path) -> Path:
-    import shutil
-
-    shutil.copy(store, dst)
-    shutil.copytree(store.with_name(store.name + ".d"), dst.with_name(dst.name + ".d"))
-    return dst
 
 
 def test_finetune_trains_only_the_last_blocks_and_makes_a_loadable_encoder(store, tmp_path):
@@ -85,7 +70,7 @@ def test_resume_continues_from_the_checkpoint(store, tmp_path):
     from embedstore.finetune.loop import Recipe
     from embedstore.workflows.finetune import finetune
 
-    s = _copy(store, tmp_path / "s.h5")
+    s = copy_store(store, tmp_path / "s.h5")
     rec = Recipe(unfreeze=1, epochs=3, batch_size=8, patience=10, augment=False)
     full = finetune(s, tmp_path / "full", recipe=rec, workers=0, progress=False, reembed=False)
     # the same run stopped after one epoch, then resumed
@@ -100,7 +85,7 @@ def test_resume_continues_from_the_checkpoint(store, tmp_path):
 
 
 def test_finetune_errors(store, tmp_path):
-    s = _copy(store, tmp_path / "s.h5")
+    s = copy_store(store, tmp_path / "s.h5")
     (tmp_path / "exists").mkdir()
     (tmp_path / "exists" / "x").write_text("mine")
     make_image_folder(tmp_path / "flatsrc", classes=("x",), per_class=3)
@@ -141,7 +126,7 @@ def test_out_of_memory_is_caught_with_a_smaller_batch_suggested(store, tmp_path,
 
     monkeypatch.setattr(torch.optim.AdamW, "step", oom)  # the fine-tune step only (the probe uses L-BFGS)
     with pytest.raises(FinetuneError, match="--batch-size 4"):
-        finetune(_copy(store, tmp_path / "s.h5"), tmp_path / "ft", recipe=Recipe(epochs=1, batch_size=8), workers=0,
+        finetune(copy_store(store, tmp_path / "s.h5"), tmp_path / "ft", recipe=Recipe(epochs=1, batch_size=8), workers=0,
                  progress=False)
 
 

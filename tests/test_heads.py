@@ -8,17 +8,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from conftest import make_image_folder, write_image
-from embedstore.cli.main import app
+from conftest import copy_store, embed, make_image_folder, write_image
 
-runner = CliRunner()
 CLASSES = ("cat", "dog", "owl")
 
-
-def embed(*args):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 def build_store(src: Path, store: Path, **kw):
@@ -156,17 +150,9 @@ def test_shots_more_than_a_class_has(labelled):
     assert r.exit_code == 2 and "lower --shots" in r.output
 
 
-def _copy_store(src: Path, dst: Path) -> Path:
-    import shutil
-
-    shutil.copy(src, dst)
-    shutil.copytree(src.with_name(src.name + ".d"), dst.with_name(dst.name + ".d"))
-    return dst
-
-
 @pytest.mark.parametrize("damage, message", [("inf", "non-finite values"), ("nan", "reads NaN")])
 def test_non_finite_or_missing_vectors(labelled, tmp_path, damage, message):
-    st = _copy_store(labelled / "photos.h5", tmp_path / "s.h5")
+    st = copy_store(labelled / "photos.h5", tmp_path / "s.h5")
     shard = sorted((tmp_path / "s.h5.d").rglob("*.h5"))[0]  # one of three shards
     with h5py.File(shard, "r+") as f:
         f["vectors"][0] = np.inf if damage == "inf" else np.nan
@@ -260,17 +246,14 @@ def test_renamed_store_still_reads_its_vectors(labelled, tmp_path):
     """Moving S.h5 and S.h5.d together to a new name keeps the store whole."""
     from embedstore.store import open_store
 
-    st = _copy_store(labelled / "photos.h5", tmp_path / "renamed.h5")
+    st = copy_store(labelled / "photos.h5", tmp_path / "renamed.h5")
     with open_store(st) as s:
         X = s.rows(s.select_set().name).load()
     assert X.shape == (42, 32) and np.isfinite(X).all()
 
 
 def test_reports_for_build_fit_head_and_anomalies(labelled, tmp_path):
-    from embedstore.build import build
-
-    r = runner.invoke(app, ["build", str(labelled / "photos"), "--store", str(tmp_path / "b.h5"), "--encoder", "test:tiny",
-                            "--report", str(tmp_path / "rb"), "-q"])
+    r = embed("build", labelled / "photos", "--store", tmp_path / "b.h5", "--encoder", "test:tiny", "--report", tmp_path / "rb", "-q")
     assert r.exit_code == 0, r.output
     assert "Build:" in (tmp_path / "rb" / "index.html").read_text()
     r = embed("fit-head", "ridge", "--store", labelled / "photos.h5", "--report", tmp_path / "rh", "-q")

@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from conftest import make_image_folder
-from embedstore.cli.main import app
-
-runner = CliRunner()
+from conftest import copy_store, embed, make_image_folder
 
 
-def embed(*args):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 @pytest.fixture(scope="module")
@@ -85,12 +78,9 @@ def test_search_errors(store, tmp_path):
 
 def test_image_query_when_the_encoders_weights_are_unavailable(store, tmp_path):
     """A store made by a hub encoder whose weights are not here: one line, fast, with the fix."""
-    import shutil
-
     import h5py
 
-    shutil.copy(store, tmp_path / "s.h5")
-    shutil.copytree(store.with_name(store.name + ".d"), tmp_path / "s.h5.d")
+    copy_store(store, tmp_path / "s.h5")
     with h5py.File(tmp_path / "s.h5", "r+") as f:
         g = f["vectors"][list(f["vectors"])[0]]
         g.attrs["encoder"] = "torchvision:resnet18"

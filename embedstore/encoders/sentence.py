@@ -47,24 +47,32 @@ def _availability(cfg: EncoderConfig) -> str:
 
 
 class TextEncoder(Encoder):
-    """A sentence-transformers model: `encoder(list_of_texts)` -> (n, dim) float tensor."""
+    """A text model: `encoder(list_of_texts)` -> (n, dim) float tensor. By default a
+    sentence-transformers model; `embed` / `count_tokens` plug in another (a CLIP text tower)."""
 
-    def __init__(self, cfg: EncoderConfig, model, weights_sha256: str, weights_file: str | None):
+    def __init__(self, cfg: EncoderConfig, model, weights_sha256: str, weights_file: str | None,
+                 embed=None, count_tokens=None):
         self.cfg, self.model, self.weights_sha256, self.weights_file = cfg, model, weights_sha256, weights_file
         self.transform = None
         self.text_encoder = self
+        self._embed, self._count_tokens = embed, count_tokens
 
     def __call__(self, texts: list[str]):
         import torch
 
+        if self._embed is not None:
+            return self._embed(list(texts))
         with torch.inference_mode():
             return self.model.encode(list(texts), convert_to_tensor=True, normalize_embeddings=False,
                                      batch_size=max(1, len(texts)), show_progress_bar=False).float()
 
     def count_truncated(self, texts: list[str]) -> int:
         """How many texts are longer than the maximum length (their ends are cut off)."""
-        lens = self.model.tokenizer(list(texts), add_special_tokens=True, truncation=False)["input_ids"]
-        return sum(len(ids) > self.cfg.preprocess.max_length for ids in lens)
+        if self._count_tokens is not None:
+            lens = [self._count_tokens(t) for t in texts]
+        else:
+            lens = [len(ids) for ids in self.model.tokenizer(list(texts), add_special_tokens=True, truncation=False)["input_ids"]]
+        return sum(n > self.cfg.preprocess.max_length for n in lens)
 
     def to(self, device, channels_last: bool = False) -> "TextEncoder":
         self.model = self.model.to(device)

@@ -150,7 +150,6 @@ def save_checkpoint(ckpt: Path, net, opt, meta: dict, best_state: dict | None) -
 
 
 def load_checkpoint(ckpt: Path, net, opt) -> dict:
-    import torch
     from safetensors.torch import load_file
 
     if not (ckpt / "state.json").is_file() or not (ckpt / "state.safetensors").is_file():

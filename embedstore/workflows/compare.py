@@ -95,7 +95,7 @@ def recommend(rows: list[dict]) -> dict:
     pick = max(tied, key=lambda r: (r["encode_items_per_s"] or 0))
     if pick is best:
         why = (f"highest linear-probe accuracy ({best['linear_probe']:.3f})"
-               + (f"; no faster encoder is statistically as good" if len(ok) > 1 else ""))
+               + ("; no faster encoder is statistically as good" if len(ok) > 1 else ""))
     else:
         why = (f"as accurate as the best ({pick['linear_probe']:.3f} vs {best['encoder']} {best['linear_probe']:.3f}, "
                f"inside the 95% interval) and {pick['encode_items_per_s'] / max(best['encode_items_per_s'] or 1e-9, 1e-9):.1f}x "
