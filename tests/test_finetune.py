@@ -150,3 +150,11 @@ def test_drift_errors(store):
     assert r.exit_code == 2 and "same vector set" in r.output
     r = embed("drift", store, "--from", "test:tiny", "--to", "local-dir:nowhere")
     assert r.exit_code == 2 and "no vector set" in r.output
+
+
+def test_compare_encoders_needs_labelled_classes(tmp_path):
+    make_image_folder(tmp_path / "one", classes=("cat",), per_class=3)
+    r = embed("compare-encoders", tmp_path / "one", "--encoders", "test:tiny")
+    assert r.exit_code == 2 and "fewer than two labelled classes" in r.output
+    r = embed("compare-encoders", tmp_path / "missing", "--encoders", "test:tiny")
+    assert r.exit_code == 2 and "does not exist" in r.output

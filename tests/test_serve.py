@@ -162,3 +162,21 @@ def test_page_in_headless_chromium_upload_and_see_neighbours(served, tmp_path):
         shutil.copy(shot, out / "serve-page.png")
     finally:
         driver.quit()
+
+
+def test_serve_refuses_a_head_from_other_vectors_and_a_busy_port(served, tmp_path):
+    from typer.testing import CliRunner
+
+    from embedstore.build import build
+    from embedstore.cli.main import app
+    from embedstore.workflows.fit import fit_head
+
+    root, port = served
+    other = tmp_path / "o.h5"
+    build(make_image_folder(tmp_path / "o", classes=("cat", "dog"), per_class=4), other, encoder="test:tiny",
+          normalize="none", workers=0, progress=False)
+    fit_head(other, "ridge", out=tmp_path / "h", progress=False)
+    r = CliRunner().invoke(app, ["serve", str(root / "s.h5"), "--head", str(tmp_path / "h")])
+    assert r.exit_code == 2 and "trained on other vectors" in r.output and len(r.output.strip().splitlines()) == 1
+    r = CliRunner().invoke(app, ["serve", str(root / "s.h5"), "--port", str(port)])  # the fixture's server holds it
+    assert r.exit_code == 2 and "cannot listen" in r.output and "--port" in r.output
