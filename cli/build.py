@@ -13,6 +13,7 @@ EPILOG = (
     "  embed build photos/ --store photos.h5                      # offline EfficientNet-Lite0\n\n"
     "  embed build photos/ --store photos.h5 --encoder torchvision:resnet50\n\n"
     "  embed build list.csv --store s.h5 --encoder open_clip:ViT-B-32/openai --json\n\n"
+    "  embed build /shared/photos --store /shared/photos.h5 --engine ray --address auto   # a Ray cluster\n\n"
     "Re-running resumes an interrupted build and embeds only new or changed files."
 )
 
@@ -22,7 +23,7 @@ def print_report(r) -> None:
     say(f"  source {r.source}: {r.items_in_source} items; unchanged {r.unchanged}; "
         f"labels/splits updated {r.metadata_updated}; quarantined {r.quarantined} now, {r.previously_quarantined} before")
     say(f"  encoder {r.encoder} on {r.device}, precision {r.precision} ({r.precision_reason}), "
-        f"batch {r.batch_size}, {r.workers} decode worker(s)"
+        f"batch {r.batch_size}, {r.workers} decode {'slot' if r.engine == 'ray' else 'worker'}(s)"
         f"{' at idle priority' if r.device == 'cpu' and r.workers else ''}")
     say(f"  time: read {fmt_s(r.read_s)} (waiting on decode), encode {fmt_s(r.encode_s)}, write {fmt_s(r.write_s)}; "
         f"wall {fmt_s(r.wall_s)}; {r.items_per_s:.1f} items/s; {r.shards_written} shard(s) committed")
@@ -55,6 +56,9 @@ def register(app: typer.Typer) -> None:
         dtype: str = typer.Option("float16", "--dtype", help="Stored vector type: float16 | float32."),
         normalize: str = typer.Option("l2", "--normalize", help="l2 (cosine search) | none."),
         shard_size: int = typer.Option(4096, "--shard-size", min=1, help="Rows per committed shard (the unit of resume)."),
+        engine: str = typer.Option("local", "--engine", help="local (this machine) | ray (a Ray cluster; pip install 'embedstore[ray]')."),
+        address: str = typer.Option(None, "--address", help="With --engine ray: auto (the running cluster) or ray://host:port [default: a local Ray instance]."),
+        actors: int = typer.Option(None, "--actors", help="With --engine ray: encoder actors [default: one per GPU; CPU: one per 8 cores]."),
         report_dir: Path = typer.Option(None, "--report", help="Write an HTML report (summary, embedding map) to this folder."),
         json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -66,7 +70,7 @@ def register(app: typer.Typer) -> None:
             run_build, source, store, encoder=encoder, weights=str(weights) if weights else None, layer=layer,
             device=device, precision=precision, batch_size=batch_size, workers=workers, dtype=dtype,
             normalize=normalize, labels=not no_labels, progress=not quiet,
-            shard_rows=shard_size,
+            shard_rows=shard_size, engine=engine, address=address, actors=actors,
         )
         page = None
         if report_dir is not None:

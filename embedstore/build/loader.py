@@ -29,21 +29,26 @@ class ItemDataset:
 
     def __getitem__(self, i: int):
         task = self.tasks[i]
-        try:
-            data = read_bytes(task.item.uri)
-        except DecodeError as e:
-            return Loaded(i, "", reason=str(e)), None
-        sha = content_hash(data)
-        if task.known_sha == sha:
-            return Loaded(i, sha, unchanged=True), None
-        try:
-            img = decode_image(data, self.exif_transpose)
-            x = self.transform(img)
-        except DecodeError as e:
-            return Loaded(i, sha, reason=str(e)), None
-        except Exception as e:  # noqa: BLE001 - a file that breaks preprocessing is quarantined, not fatal
-            return Loaded(i, sha, reason=f"preprocessing failed: {type(e).__name__}: {e}"[:300]), None
-        return Loaded(i, sha), x
+        sha, reason, unchanged, x = load_image(task.item.uri, task.known_sha, self.transform, self.exif_transpose)
+        return Loaded(i, sha, reason, unchanged), x
+
+
+def load_image(uri: str, known_sha: str | None, transform, exif_transpose: bool = True):
+    """(sha256, quarantine reason, unchanged, pixels) for one file; never raises for a bad file.
+    `unchanged` means the bytes hash to `known_sha` (the stored vector's), so nothing is decoded."""
+    try:
+        data = read_bytes(uri)
+    except DecodeError as e:
+        return "", str(e), False, None
+    sha = content_hash(data)
+    if known_sha == sha:
+        return sha, None, True, None
+    try:
+        return sha, None, False, transform(decode_image(data, exif_transpose))
+    except DecodeError as e:
+        return sha, str(e), False, None
+    except Exception as e:  # noqa: BLE001 - a file that breaks preprocessing is quarantined, not fatal
+        return sha, f"preprocessing failed: {type(e).__name__}: {e}"[:300], False, None
 
 
 @dataclass

@@ -57,6 +57,8 @@ class BuildReport:
     index: dict = field(default_factory=dict)
     interrupted: bool = False
     truncated: int = 0  # texts longer than the encoder's maximum length (their ends were cut off)
+    engine: str = "local"
+    cluster: dict = field(default_factory=dict)  # --engine ray: address, nodes, CPUs, GPUs, actors
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -105,6 +107,28 @@ def encode_batch(encoder, pixels, device, precision: str, channels_last: bool, n
         return feats.cpu().numpy()
 
 
+def make_encoder(encoder: str, weights: str | None, layer: str | None, texts: bool = False):
+    """The encoder a build runs (on the driver and on every Ray actor alike): for texts, a CLIP
+    model's text tower, which maps them into the same space as its images."""
+    from ..encoders import create_encoder
+
+    enc = create_encoder(encoder, weights=weights, layer=layer)
+    if texts and enc.cfg.modality == "image" and getattr(enc, "text_encoder", None) is not None:
+        from ..encoders.open_clip_models import text_view
+
+        enc = text_view(enc)
+    return enc
+
+
+def vector_problem(v: np.ndarray, dtype: str) -> str | None:
+    """Why a vector cannot be stored (the quarantine reason), or None."""
+    if not np.isfinite(v).all():
+        return "encoder produced non-finite values"
+    if dtype == "float16" and np.abs(v).max() > np.finfo(np.float16).max:
+        return "vector exceeds float16 range; rebuild with --dtype float32 or --normalize l2"
+    return None
+
+
 def _row(task, sha: str, status: str = STATUS_OK, reason: str = "") -> dict:
     it = task.item
     return {"id": it.id, "uri": it.uri, "label": it.label, "split": it.split, "sha256": sha,
@@ -127,10 +151,14 @@ def build(
     progress: bool = True,
     shard_rows: int = 4096,
     commit_seconds: float = 60.0,
+    engine: str = "local",
+    address: str | None = None,
+    actors: int | None = None,
 ) -> BuildReport:
-    """Embed every new or changed item of `source` into `store`; resumable and incremental."""
-    from ..encoders import create_encoder
+    """Embed every new or changed item of `source` into `store`; resumable and incremental.
 
+    `engine="ray"` runs the read, encode and write stages on a Ray cluster (`address`: None for a
+    local Ray instance, "auto" for the running cluster, "ray://host:port" for Ray Client)."""
     t_start = time.perf_counter()
     if dtype not in ("float16", "float32"):
         raise BuildError(f"--dtype must be float16 or float32, not '{dtype}'")
@@ -140,91 +168,115 @@ def build(
         raise BuildError(f"--batch-size must be at least 1, not {batch_size}")
     if workers is not None and workers < 0:
         raise BuildError(f"--workers must be 0 or more, not {workers}")
+    if engine not in ("local", "ray"):
+        raise BuildError(f"--engine must be local or ray, not '{engine}'")
+    if engine == "local" and (address is not None or actors is not None):
+        raise BuildError("--address and --actors apply to --engine ray; add --engine ray or leave them out")
     src = open_source(source, labels=labels)  # bad sources fail before any model loads
-    dev = resolve_device(device)
-    prec, prec_reason = resolve_precision(precision, dev)
-    enc = create_encoder(encoder, weights=weights, layer=layer)
-    if src.kind == "text" and enc.cfg.modality == "image" and getattr(enc, "text_encoder", None) is not None:
-        from ..encoders.open_clip_models import text_view
+    cluster = None
+    if engine == "ray":
+        from .ray_engine import connect
 
-        enc = text_view(enc)  # a CLIP model on texts: its text tower, into the same space as its images
-    if (src.kind == "text") != (enc.cfg.modality == "text"):
-        if src.kind == "text":
-            raise BuildError(f"{src.path} is a text source but {enc.cfg.id} embeds images; use a text encoder, "
-                             "e.g. --encoder st:all-MiniLM-L6-v2 (see `embed encoders`)")
-        raise BuildError(f"{enc.cfg.id} embeds texts but {src.path} is a source of images; pass a .txt/.jsonl file or a "
-                         "CSV/Parquet file with a 'text' column, or choose an image encoder")
-    workers = 0 if enc.cfg.modality == "text" else (default_workers(dev) if workers is None else workers)
-    prov = enc.provenance(normalize=normalize, dtype=dtype)
-    set_name = set_name_for(prov)
-    set_attrs = _set_attrs(prov, set_name)
-    report = BuildReport(store=str(Path(store).resolve()), source=src.path, encoder=enc.cfg.id, vector_set=set_name,
-                         device=str(dev), precision=prec, precision_reason=prec_reason, dtype=dtype,
-                         batch_size=batch_size, workers=workers, items_in_source=len(src),
-                         skipped={k: len(v) for k, v in src.skipped.items()})
-    with open_store(store, mode="a", create=True) as st:
-        plan = make_plan(src.items, existing_items(st.items()),
-                         st.live_ids(set_name) if any(v.name == set_name for v in st.vector_sets()) else set())
-        report.unchanged, report.previously_quarantined = plan.unchanged, plan.previously_quarantined
-        writer = ShardWriter(st, set_name, set_attrs, {"device": str(dev), "precision": prec}, enc.cfg.dim, dtype,
-                             shard_rows=shard_rows, commit_seconds=commit_seconds)
-        if plan.metadata_only:
-            writer.put([{**ex, "label": it.label, "split": it.split} for it, ex in plan.metadata_only])
-            report.metadata_updated += len(plan.metadata_only)
-        channels_last = use_channels_last(enc.cfg, dev, prec)
-        enc.to(dev, channels_last=channels_last)
-        if enc.cfg.modality == "text":
-            from .texts import text_batches
-
-            loader = text_batches(plan.todo, batch_size)
+        cluster = connect(address)
+    try:
+        if cluster is not None:
+            dev, prec, prec_reason = cluster.plan(device, precision, actors)
         else:
-            loader = make_loader(plan.todo, enc.transform, batch_size, workers, pin_memory=dev.type == "cuda",
-                                 exif_transpose=enc.cfg.preprocess.exif_transpose, background=dev.type == "cpu")
-        bar = progress_bar(len(plan.todo), desc=f"embed {enc.cfg.id}", enabled=progress and bool(plan.todo))
-        try:
-            it = iter(loader)
-            while True:
-                t0 = time.perf_counter()
-                batch = next(it, None)  # read: decode + preprocess in workers
-                t1 = time.perf_counter()
-                if batch is None:
-                    break
-                vecs = encode_batch(enc, batch.pixels, dev, prec, channels_last, normalize) if batch.ok else None
-                if batch.ok and isinstance(batch.pixels, list):
-                    report.truncated += enc.count_truncated(batch.pixels)
-                t2 = time.perf_counter()
-                rows, vec_rows, keep = _sort_batch(plan.todo, batch, vecs, dtype, report)
-                writer.put(rows, vecs[keep] if vecs is not None else None, vec_rows)
-                t3 = time.perf_counter()
-                report.read_s += t1 - t0
-                report.encode_s += t2 - t1
-                report.write_s += t3 - t2
-                bar.update(len(batch.loaded))
-                bar.set_postfix(quarantined=report.quarantined, refresh=False)
-        except KeyboardInterrupt:
-            report.interrupted = True
-        finally:
-            bar.close()
-            writer.close()  # commits whatever was encoded, even when interrupted
-            report.write_s += writer.busy_seconds
-            report.shards_written = writer.shards
-        layout = st.refresh(index=not report.interrupted)
-        sl = layout.sets.get(set_name)
-        report.vectors_in_set = len(sl.ids) if sl else 0
-        vs = next((v for v in st.vector_sets() if v.name == set_name), None)
-        report.index = {k: v for k, v in (vs.index if vs else {}).items() if k != "ids_sha256"}
-    report.wall_s = time.perf_counter() - t_start
-    report.items_per_s = report.encoded / report.wall_s if report.wall_s > 0 else 0.0
-    if report.interrupted:
-        raise KeyboardInterrupt
+            dev = resolve_device(device)
+            prec, prec_reason = resolve_precision(precision, dev)
+        enc = make_encoder(encoder, weights, layer, texts=src.kind == "text")
+        if (src.kind == "text") != (enc.cfg.modality == "text"):
+            if src.kind == "text":
+                raise BuildError(f"{src.path} is a text source but {enc.cfg.id} embeds images; use a text encoder, "
+                                 "e.g. --encoder st:all-MiniLM-L6-v2 (see `embed encoders`)")
+            raise BuildError(f"{enc.cfg.id} embeds texts but {src.path} is a source of images; pass a .txt/.jsonl file or a "
+                             "CSV/Parquet file with a 'text' column, or choose an image encoder")
+        workers = 0 if enc.cfg.modality == "text" else (default_workers(dev) if workers is None else workers)
+        if cluster is not None:
+            workers = cluster.decode_slots
+        prov = enc.provenance(normalize=normalize, dtype=dtype)
+        set_name = set_name_for(prov)
+        set_attrs = _set_attrs(prov, set_name)
+        report = BuildReport(store=str(Path(store).resolve()), source=src.path, encoder=enc.cfg.id, vector_set=set_name,
+                             device=str(dev), precision=prec, precision_reason=prec_reason, dtype=dtype,
+                             batch_size=batch_size, workers=workers, items_in_source=len(src),
+                             skipped={k: len(v) for k, v in src.skipped.items()}, engine=engine,
+                             cluster=cluster.describe() if cluster else {})
+        with open_store(store, mode="a", create=True) as st:
+            plan = make_plan(src.items, existing_items(st.items()),
+                             st.live_ids(set_name) if any(v.name == set_name for v in st.vector_sets()) else set())
+            report.unchanged, report.previously_quarantined = plan.unchanged, plan.previously_quarantined
+            writer = ShardWriter(st, set_name, set_attrs, {"device": str(dev), "precision": prec}, enc.cfg.dim, dtype,
+                                 shard_rows=shard_rows, commit_seconds=commit_seconds)
+            if plan.metadata_only:
+                writer.put([{**ex, "label": it.label, "split": it.split} for it, ex in plan.metadata_only])
+                report.metadata_updated += len(plan.metadata_only)
+            if cluster is not None:
+                writer.close()
+                cluster.run(st, plan.todo, enc, dict(encoder=encoder, weights=weights, layer=layer), set_name, set_attrs,
+                            dtype, normalize, batch_size, shard_rows, report, progress)
+            else:
+                _run_local(st, plan.todo, enc, writer, set_name, dev, prec, batch_size, workers, dtype, normalize, report, progress)
+            layout = st.refresh(index=not report.interrupted, parallel=cluster.index_adder() if cluster else None)
+            sl = layout.sets.get(set_name)
+            report.vectors_in_set = len(sl.ids) if sl else 0
+            vs = next((v for v in st.vector_sets() if v.name == set_name), None)
+            report.index = {k: v for k, v in (vs.index if vs else {}).items() if k != "ids_sha256"}
+        report.wall_s = time.perf_counter() - t_start
+        report.items_per_s = report.encoded / report.wall_s if report.wall_s > 0 else 0.0
+        if report.interrupted:
+            raise KeyboardInterrupt
+    finally:
+        if cluster is not None:
+            cluster.close()
     return report
+
+
+def _run_local(st, todo, enc, writer, set_name, dev, prec, batch_size, workers, dtype, normalize, report, progress) -> None:
+    """The single-machine loop: DataLoader workers read, this process encodes, a thread writes."""
+    channels_last = use_channels_last(enc.cfg, dev, prec)
+    enc.to(dev, channels_last=channels_last)
+    if enc.cfg.modality == "text":
+        from .texts import text_batches
+
+        loader = text_batches(todo, batch_size)
+    else:
+        loader = make_loader(todo, enc.transform, batch_size, workers, pin_memory=dev.type == "cuda",
+                             exif_transpose=enc.cfg.preprocess.exif_transpose, background=dev.type == "cpu")
+    bar = progress_bar(len(todo), desc=f"embed {enc.cfg.id}", enabled=progress and bool(todo))
+    try:
+        it = iter(loader)
+        while True:
+            t0 = time.perf_counter()
+            batch = next(it, None)  # read: decode + preprocess in workers
+            t1 = time.perf_counter()
+            if batch is None:
+                break
+            vecs = encode_batch(enc, batch.pixels, dev, prec, channels_last, normalize) if batch.ok else None
+            if batch.ok and isinstance(batch.pixels, list):
+                report.truncated += enc.count_truncated(batch.pixels)
+            t2 = time.perf_counter()
+            rows, vec_rows, keep = _sort_batch(todo, batch, vecs, dtype, report)
+            writer.put(rows, vecs[keep] if vecs is not None else None, vec_rows)
+            t3 = time.perf_counter()
+            report.read_s += t1 - t0
+            report.encode_s += t2 - t1
+            report.write_s += t3 - t2
+            bar.update(len(batch.loaded))
+            bar.set_postfix(quarantined=report.quarantined, refresh=False)
+    except KeyboardInterrupt:
+        report.interrupted = True
+    finally:
+        bar.close()
+        writer.close()  # commits whatever was encoded, even when interrupted
+        report.write_s += writer.busy_seconds
+        report.shards_written = writer.shards
 
 
 def _sort_batch(tasks, batch, vecs, dtype: str, report: BuildReport):
     """Turn a loaded batch into item rows; quarantine bad files and non-finite vectors."""
     rows, vec_rows, keep = [], [], []
     pos_of = {k: n for n, k in enumerate(batch.ok)}
-    limit = np.finfo(np.float16).max if dtype == "float16" else np.inf
     for k, ld in enumerate(batch.loaded):
         task = tasks[ld.index]
         if ld.reason is not None:
@@ -235,10 +287,9 @@ def _sort_batch(tasks, batch, vecs, dtype: str, report: BuildReport):
             continue
         else:
             v = vecs[pos_of[k]]
-            if not np.isfinite(v).all():
-                rows.append(_row(task, ld.sha256, STATUS_QUARANTINED, "encoder produced non-finite values"))
-            elif np.abs(v).max() > limit:
-                rows.append(_row(task, ld.sha256, STATUS_QUARANTINED, "vector exceeds float16 range; rebuild with --dtype float32 or --normalize l2"))
+            problem = vector_problem(v, dtype)
+            if problem:
+                rows.append(_row(task, ld.sha256, STATUS_QUARANTINED, problem))
             else:
                 row = _row(task, ld.sha256)
                 rows.append(row)

@@ -21,14 +21,17 @@ def text_batches(tasks: list[Task], batch_size: int):
         loaded, texts, ok = [], [], []
         for i in range(s, min(len(tasks), s + batch_size)):
             it = tasks[i].item
-            if it.problem or it.text is None:
-                loaded.append(Loaded(i, "", reason=it.problem or "empty text"))
-                continue
-            sha = hashlib.sha256(it.text.encode("utf-8")).hexdigest()
-            if tasks[i].known_sha == sha:
-                loaded.append(Loaded(i, sha, unchanged=True))
-                continue
-            ok.append(len(loaded))
-            loaded.append(Loaded(i, sha))
-            texts.append(it.text)
+            sha, reason, unchanged = load_text(it.text, it.problem, tasks[i].known_sha)
+            if reason is None and not unchanged:
+                ok.append(len(loaded))
+                texts.append(it.text)
+            loaded.append(Loaded(i, sha, reason, unchanged))
         yield Batch(loaded, texts if texts else None, ok)
+
+
+def load_text(text: str | None, problem: str | None, known_sha: str | None) -> tuple[str, str | None, bool]:
+    """(sha256, quarantine reason, unchanged) for one text item."""
+    if problem or text is None:
+        return "", problem or "empty text", False
+    sha = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return sha, None, known_sha == sha

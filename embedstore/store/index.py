@@ -43,12 +43,33 @@ def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
 
 
 EXACT_MAX_ROWS = 100_000  # above this a set gets an IVF index tuned to RECALL_TARGET (EMBEDSTORE_EXACT_MAX overrides)
+PQ_MIN_ROWS = 2_000_000  # above this the IVF lists hold PQ codes, not full vectors (EMBEDSTORE_PQ_MIN overrides)
 RECALL_TARGET = 0.95
 TUNE_QUERIES = 500
 
 
 def exact_max_rows() -> int:
     return int(os.environ.get("EMBEDSTORE_EXACT_MAX", EXACT_MAX_ROWS))
+
+
+def pq_min_rows() -> int:
+    return int(os.environ.get("EMBEDSTORE_PQ_MIN", PQ_MIN_ROWS))
+
+
+def index_kind(n: int) -> str:
+    """Flat (exact) for small sets, IVF-Flat up to `pq_min_rows()`, then IVF-PQ: at tens of millions
+    of rows full vectors no longer fit in memory, PQ codes of dim/4 bytes do."""
+    if n <= exact_max_rows():
+        return "flat"
+    return "ivfpq" if n > pq_min_rows() else "ivfflat"
+
+
+def pq_subquantizers(dim: int) -> int:
+    """PQ sub-vectors of 4 dimensions each (one byte per sub-vector): dim/4 bytes a vector."""
+    m = max(1, dim // 4)
+    while dim % m:
+        m -= 1
+    return m
 
 
 def _faiss_metric(metric: str):
@@ -58,13 +79,15 @@ def _faiss_metric(metric: str):
 
 
 def _new_index(dim: int, metric: str, n: int, read_rows, seed: int = 0):
-    """Exact (flat) up to `exact_max_rows()`, else IVF-Flat with about sqrt(n) lists, trained on a sample."""
+    """Exact (flat) up to `exact_max_rows()`, else IVF (Flat, or PQ above `pq_min_rows()`) with
+    about sqrt(n) lists, trained on a sample streamed from the rows."""
     import faiss
 
-    if n <= exact_max_rows():
+    kind = index_kind(n)
+    if kind == "flat":
         return faiss.IndexFlatIP(dim) if metric == "inner_product" else faiss.IndexFlatL2(dim)
     nlist = int(min(16384, max(16, np.sqrt(n))))
-    want = min(n, 50 * nlist)
+    want = min(n, max(50 * nlist, 256 * 40 if kind == "ivfpq" else 0))
     rng = np.random.default_rng(seed)
     pick = np.sort(rng.choice(n, want, replace=False))
     sample, pos = [], 0
@@ -72,7 +95,8 @@ def _new_index(dim: int, metric: str, n: int, read_rows, seed: int = 0):
         m = pick[(pick >= pos) & (pick < pos + len(chunk))] - pos
         sample.append(chunk[m])
         pos += len(chunk)
-    index = faiss.index_factory(dim, f"IVF{nlist},Flat", _faiss_metric(metric))
+    codes = f"PQ{pq_subquantizers(dim)}" if kind == "ivfpq" else "Flat"
+    index = faiss.index_factory(dim, f"IVF{nlist},{codes}", _faiss_metric(metric))
     index.train(np.ascontiguousarray(np.concatenate(sample), dtype=np.float32))
     return index
 
@@ -109,15 +133,22 @@ def _tune(index, metric: str, n: int, read_rows, seed: int = 0) -> dict:
 
     truth = top10(gt)
     ivf = faiss.extract_index_ivf(index)
-    nprobe = 1
+    # PQ codes cap recall below what more lists can fix: stop once doubling nprobe gains < 0.5 points
+    plateau = 0.005 if isinstance(faiss.downcast_index(ivf), faiss.IndexIVFPQ) else -1.0
+    nprobe, last = 1, None
     while True:
         ivf.nprobe = nprobe
         _, I = index.search(Q, 11)
         r = np.array([len(a & b) / max(1, len(b)) for a, b in zip(top10(I), truth)])
         recall = float(min(r[:m].mean(), r[m:].mean()))
+        if last is not None and recall - last[1] < plateau:
+            nprobe, recall = last
+            break
         if recall >= RECALL_TARGET or nprobe >= ivf.nlist:
             break
+        last = (nprobe, recall)
         nprobe = min(ivf.nlist, nprobe * 2)
+    ivf.nprobe = nprobe
     return {"nprobe": nprobe, "nlist": int(ivf.nlist), "recall_at_10": recall, "queries": len(Q)}
 
 
@@ -128,12 +159,14 @@ def update_index(
     dim: int,
     metric: str,
     read_rows: Callable[[int, int], Iterator[np.ndarray]],
+    add_rows: Callable | None = None,
 ) -> dict:
     """Bring the index in line with `ids` (the set's live rows, in order); return its metadata.
 
     Appended rows are added to the existing index; any other change rebuilds it. Sets above
     `exact_max_rows()` get an IVF index whose nprobe is tuned to recall@10 >= 0.95 (re-measured
-    after every change). `read_rows(start, stop)` yields float32 chunks of those rows.
+    after every change). `read_rows(start, stop)` yields float32 chunks of those rows;
+    `add_rows(index, start, stop)`, when given, adds rows to an IVF index in parallel (Ray).
     """
     import faiss
 
@@ -142,9 +175,10 @@ def update_index(
     n = len(ids)
     start = 0
     index = None
-    want_exact = n <= exact_max_rows()
+    kind = index_kind(n)
+    want_exact = kind == "flat"
     if (meta and index_path.is_file() and meta.get("metric") == metric and meta.get("ntotal", -1) <= n
-            and bool(meta.get("exact")) == want_exact):
+            and meta.get("kind", "flat" if meta.get("exact") else "ivfflat") == kind):
         if meta["ntotal"] == n and meta.get("ids_sha256") == ids_digest(ids):
             return meta
         if meta.get("ids_sha256") == ids_digest(ids[: meta["ntotal"]]):
@@ -152,25 +186,31 @@ def update_index(
             start = index.ntotal
     if index is None:
         index = _new_index(dim, metric, n, read_rows)
-    for chunk in read_rows(start, n):
-        index.add(np.ascontiguousarray(chunk, dtype=np.float32))
+    if add_rows is not None and not want_exact and n > start:
+        index = add_rows(index, start, n)
+    else:
+        for chunk in read_rows(start, n):
+            index.add(np.ascontiguousarray(chunk, dtype=np.float32))
     if index.ntotal != n:
         raise RuntimeError(f"index of {set_name} has {index.ntotal} rows after update; expected {n}")
     if want_exact:
         params, recall, note = {}, 1.0, "exact search"
-        kind = "IndexFlatIP" if metric == "inner_product" else "IndexFlatL2"
     else:
         tuned = _tune(index, metric, n, read_rows)
         params = {"nlist": tuned["nlist"], "nprobe": tuned["nprobe"]}
         recall = tuned["recall_at_10"]
         note = (f"lower of two measurements against exact search: {tuned['queries'] // 2} stored vectors (self left out) "
                 f"and {tuned['queries'] // 2} midpoints of stored pairs")
-        kind = "IVFFlat"
+        if kind == "ivfpq":
+            params.update(pq_m=int(faiss.downcast_index(faiss.extract_index_ivf(index)).pq.M), pq_bits=8)
+            if recall < RECALL_TARGET:
+                note += "; PQ codes cap recall (more lists stopped helping)"
     index_path.parent.mkdir(parents=True, exist_ok=True)
     _atomic_write(index_path, lambda p: faiss.write_index(index, p))
     meta = {
         "file": f"index/{index_path.name}",
-        "type": kind,
+        "type": {"ivfflat": "IVFFlat", "ivfpq": "IVFPQ"}.get(kind, "IndexFlatIP" if metric == "inner_product" else "IndexFlatL2"),
+        "kind": kind,
         "metric": metric,
         "exact": want_exact,
         "params": params,

@@ -68,12 +68,16 @@ def write_shard(
     vector_sha256: list[str],
     vectors: np.ndarray,
     attrs: dict,
+    name: str | None = None,
 ) -> str:
-    """Write one shard atomically (temp file, fsync, rename); return its file name."""
+    """Write one shard atomically (temp file, fsync, rename); return its file name.
+
+    Names sort in commit order (the latest commit of an id wins). A given `name` replaces a shard
+    of that name whole: a retried Ray task rewrites its shard rather than adding a second copy."""
     import h5py
 
     directory.mkdir(parents=True, exist_ok=True)
-    name = f"{time.time_ns():020d}-{os.getpid()}-{next(_counter):06d}.h5"
+    name = name or f"{time.time_ns():020d}-{os.getpid()}-{next(_counter):06d}.h5"
     tmp = directory / f"{TMP_PREFIX}{os.getpid()}-{name}"
     with h5py.File(tmp, "w") as f:
         for k, v in attrs.items():

@@ -171,8 +171,11 @@ class Store:
         name = write_shard(self.shard_root / set_name, items, list(vector_ids), list(vector_sha256), vectors, attrs)
         return name
 
-    def refresh(self, index: bool = True) -> Layout:
-        """Rebuild the catalog from the shards (and bring FAISS indexes up to date)."""
+    def refresh(self, index: bool = True, parallel=None) -> Layout:
+        """Rebuild the catalog from the shards (and bring FAISS indexes up to date).
+
+        `parallel`, when given, adds rows to large (IVF) indexes shard by shard on many workers:
+        `parallel.add(index, shard_root, runs)` returns the index with those rows added."""
         metas = []
         for key in self._all_shards():
             if key not in self._meta_cache:
@@ -186,29 +189,18 @@ class Store:
         for name, sl in layout.sets.items():
             if index:
                 metric = "inner_product" if sl.attrs.get("normalize") == "l2" else "l2"
+                add = None
+                if parallel is not None:
+                    def add(ix, a, b, sl=sl):
+                        return parallel.add(ix, self.shard_root, runs_between(sl, a, b))
                 index_meta[name] = update_index(
-                    self.sidecar, name, sl.ids, sl.dim, metric, lambda a, b, sl=sl: self._layout_rows(sl, a, b)
+                    self.sidecar, name, sl.ids, sl.dim, metric,
+                    lambda a, b, sl=sl: read_runs(self.shard_root, runs_between(sl, a, b)), add,
                 )
             else:
                 index_meta[name] = read_index_meta(self.sidecar, name) or {}
         write_catalog(self.path, f"{self.sidecar.name}/shards", layout, index_meta, self._created)
         return layout
-
-    def _layout_rows(self, sl: SetLayout, start: int, stop: int, chunk: int = 16384) -> Iterator[np.ndarray]:
-        """Stream float32 rows [start, stop) of a set straight from its shards."""
-        import h5py
-
-        pos = 0
-        for shard, _n, a, b in sl.runs:
-            run_len = b - a
-            lo, hi = max(start, pos), min(stop, pos + run_len)
-            if lo < hi:
-                with h5py.File(self.shard_root / shard, "r") as f:
-                    ds = f["vectors"]
-                    for s in range(lo, hi, chunk):
-                        e = min(hi, s + chunk)
-                        yield ds[a + s - pos : a + e - pos].astype(np.float32)
-            pos += run_len
 
     # ---- reading -------------------------------------------------------------------------
     def _file(self):
@@ -349,6 +341,28 @@ class Store:
             "vector_sets": sets,
             "quarantined_items": quarantined,
         }
+
+
+def runs_between(sl: SetLayout, start: int, stop: int) -> list[tuple[str, int, int, int]]:
+    """The pieces of shard files that hold rows [start, stop) of a set: (shard, first, end, set row)."""
+    out, pos = [], 0
+    for shard, _n, a, b in sl.runs:
+        lo, hi = max(start, pos), min(stop, pos + b - a)
+        if lo < hi:
+            out.append((shard, a + lo - pos, a + hi - pos, lo))
+        pos += b - a
+    return out
+
+
+def read_runs(shard_root: Path, runs, chunk: int = 16384) -> Iterator[np.ndarray]:
+    """Stream float32 rows of shard pieces (from `runs_between`) in chunks."""
+    import h5py
+
+    for shard, a, b, _row in runs:
+        with h5py.File(shard_root / shard, "r") as f:
+            ds = f["vectors"]
+            for s in range(a, b, chunk):
+                yield ds[s : min(b, s + chunk)].astype(np.float32)
 
 
 def list_shards_any(shard_root: Path) -> bool:

@@ -1,0 +1,429 @@
+"""The Ray engine: the same build, spread over a Ray cluster with Ray Data.
+
+plan (driver) -> read + hash + decode + preprocess (CPU tasks) -> encode (an actor pool: one actor
+per GPU, or CPU actors) -> write shards (parallel tasks, straight into the store's shard folder, in
+the format the local build writes) -> catalog and index (driver; IVF lists filled shard by shard in
+parallel tasks and merged). The driver holds the store's writer lock throughout.
+
+Shard names are the run's start time plus the first plan position in the shard, so names sort in
+plan order and a retried write task (its worker killed) replaces its shard instead of adding a copy;
+should a copy land anyway, the catalog keeps the newest row of each id, so every item is stored once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import BuildError, EmbedstoreError
+from ..store.schema import STATUS_OK, STATUS_QUARANTINED
+from ..store.shards import ItemRows, write_shard
+from .runner import encode_batch, make_encoder, vector_problem
+
+FAULT_ENV = "EMBEDSTORE_RAY_FAULT"  # "<stage>:<marker file>": SIGKILL one worker once (tests)
+PASS_COLUMNS = ("k", "id", "uri", "label", "split", "text", "size", "mtime_ns", "sha", "reason", "unchanged")
+
+
+def connect(address: str | None) -> "Cluster":
+    """Join the Ray instance already running in this process, or start/connect one."""
+    try:
+        import ray
+    except ImportError:
+        raise BuildError("--engine ray needs Ray, which is not installed; install it with "
+                         "pip install 'embedstore[ray]' (on every node of the cluster)") from None
+    started = False
+    _check_reachable(address)
+    if not ray.is_initialized():
+        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")  # Ray Data's actor-restart notice is not the user's concern
+        kwargs = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+        try:
+            ray.init(address=address, **kwargs)
+        except Exception as e:  # noqa: BLE001 - ConnectionError, RuntimeError, ValueError by address kind
+            msg = (str(e).strip().splitlines() or [type(e).__name__])[0][:200].rstrip(".")
+            raise BuildError(f"cannot connect to a Ray cluster at {address}: {msg}; start one with `ray start --head` "
+                             "on the head node (see the README), or leave out --address to run on a local Ray instance") from None
+        started = True
+    res = ray.cluster_resources()
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    return Cluster(address or "local", started, float(res.get("CPU", 0)), float(res.get("GPU", 0)), nodes)
+
+
+def _check_reachable(address: str | None, timeout: float = 5.0) -> None:
+    """Fail in seconds on a host:port nobody answers (Ray itself waits for minutes)."""
+    if not address or address == "auto":
+        return
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise BuildError(f"--address must be auto, host:port or ray://host:port, not '{address}'")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise BuildError(f"cannot reach the Ray cluster at {address} ({e.strerror or e}); check the address and that "
+                         "`ray start --head` is running there, or leave out --address to run on a local Ray instance") from None
+
+
+@dataclass
+class Cluster:
+    address: str
+    started: bool
+    cpus: float
+    gpus: float
+    nodes: list
+    device: str = "cpu"
+    precision: str = "auto"
+    actors: int = 1
+    threads: int = 1
+
+    @property
+    def decode_slots(self) -> int:
+        return max(1, int(self.cpus) - (self.actors if self.device == "cpu" else 0))
+
+    def plan(self, device: str, precision: str, actors: int | None):
+        """Size the encoder pool to the cluster: one actor per GPU, or CPU actors sharing the cores."""
+        import torch
+
+        from .device import PRECISIONS
+
+        if device not in ("auto", "cpu", "cuda"):
+            raise BuildError(f"--device must be auto, cpu or cuda with --engine ray, not '{device}'")
+        if precision not in PRECISIONS:
+            raise BuildError(f"--precision must be one of {', '.join(PRECISIONS)}, not '{precision}'")
+        if actors is not None and actors < 1:
+            raise BuildError(f"--actors must be 1 or more, not {actors}")
+        if device == "cuda" and self.gpus < 1:
+            raise BuildError("--device cuda was asked for but the Ray cluster has no GPUs; use --device cpu or auto")
+        self.device = "cuda" if device != "cpu" and self.gpus >= 1 else "cpu"
+        if self.device == "cpu" and precision == "fp16":
+            raise BuildError("--precision fp16 is not supported on CPU; use bf16 or fp32")
+        most = int(self.gpus) if self.device == "cuda" else max(1, int(self.cpus) - 1)
+        if actors is not None and actors > most:
+            what = f"{int(self.gpus)} GPU(s)" if self.device == "cuda" else f"{int(self.cpus)} CPUs (one is kept for decoding)"
+            raise BuildError(f"--actors {actors} is more than the Ray cluster can hold: it has {what}; use --actors {most} or fewer")
+        self.actors = actors or (most if self.device == "cuda" else max(1, int(self.cpus) // 8))
+        node_cpus = max((n.get("Resources", {}).get("CPU", 1) for n in self.nodes), default=1)
+        self.threads = max(1, int(min(node_cpus, self.cpus // self.actors)))
+        self.precision = precision
+        reason = "asked for" if precision != "auto" else "auto: chosen on each actor's device"
+        return torch.device(self.device), precision, reason
+
+    def describe(self) -> dict:
+        return {"address": self.address, "nodes": len(self.nodes), "cpus": self.cpus, "gpus": self.gpus,
+                "actors": self.actors, "actor_device": self.device, "threads_per_actor": self.threads if self.device == "cpu" else None}
+
+    def close(self) -> None:
+        import ray
+
+        if self.started:
+            ray.shutdown()
+
+    # ---- the build ------------------------------------------------------------------------
+    def run(self, st, todo, enc, enc_args: dict, set_name: str, set_attrs: dict, dtype: str, normalize: str,
+            batch_size: int, shard_rows: int, report, progress: bool) -> None:
+        """Embed `todo` into shards of `set_name`; fills in `report`. The driver writes no rows."""
+        import ray
+        import ray.data
+
+        from ..progress import progress_bar
+
+        if not todo:
+            return
+        shard_dir = st.shard_root / set_name
+        shard_dir.mkdir(parents=True, exist_ok=True)
+        self._check_nodes(shard_dir, todo[0].item.uri if todo[0].item.text is None else None)
+        logging.getLogger("ray.data").setLevel(logging.ERROR)  # our bar and summary say what Ray Data would
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False
+        ctx.print_on_execution_start = False
+        texts = enc.cfg.modality == "text"
+        fault = os.environ.get(FAULT_ENV, "")
+        ds = _plan_dataset(todo, block_rows=max(batch_size, min(1024, -(-len(todo) // (4 * self.decode_slots)))))
+        # decode tasks reserve the memory of a decoded batch; that also keeps Ray Data from fusing
+        # them into the encoder actors, which would decode and encode in turn on one process
+        side = 0 if texts else enc.cfg.preprocess.input_size
+        ds = ds.map_batches(decode_batch, fn_kwargs=dict(preprocess=None if texts else enc.cfg.preprocess,
+                                                         background=self.device == "cpu"),
+                            batch_size=batch_size, batch_format="numpy", num_cpus=1,
+                            memory=2 * batch_size * (3 * side * side * 4 + 4096))
+        ds = ds.map_batches(EmbedActor, fn_constructor_kwargs=dict(
+            enc_args=enc_args, texts=texts, device=self.device, precision=self.precision, threads=self.threads,
+            normalize=normalize, dtype=dtype, set_name=set_name, fault=fault),
+            batch_size=batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=self.actors),
+            num_gpus=1 if self.device == "cuda" else 0, num_cpus=1)
+        ds = ds.map_batches(write_batch, fn_kwargs=dict(shard_dir=str(shard_dir), set_name=set_name, set_attrs=set_attrs,
+                                                        dtype=dtype, stamp=time.time_ns(), fault=fault),
+                            batch_size=shard_rows, batch_format="numpy", num_cpus=1)
+        bar = progress_bar(len(todo), desc=f"embed {enc.cfg.id} on Ray", enabled=progress)
+        precisions = set()
+        try:
+            for out in ds.iter_rows():
+                report.encoded += int(out["encoded"])
+                report.unchanged += int(out["unchanged"])
+                q = json.loads(out["quarantined"])
+                report.quarantined += len(q)
+                report.quarantined_items.extend(q)
+                report.truncated += int(out["truncated"])
+                report.read_s += float(out["read_s"])
+                report.encode_s += float(out["encode_s"])
+                report.write_s += float(out["write_s"])
+                report.shards_written += 1
+                precisions.add(str(out["precision"]))
+                bar.update(int(out["rows"]))
+                bar.set_postfix(quarantined=report.quarantined, refresh=False)
+        except KeyboardInterrupt:
+            report.interrupted = True  # shards already renamed into place stay committed
+        except Exception as e:  # noqa: BLE001 - a worker's error arrives wrapped by Ray
+            raise _unwrap(e) from None
+        finally:
+            bar.close()
+        if precisions - {""}:
+            report.precision = ",".join(sorted(precisions - {""}))
+
+    def _check_nodes(self, shard_dir: Path, first_uri: str | None) -> None:
+        """Every node must see the store (and the data) at the same path: shards are written there."""
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        probe = ray.remote(num_cpus=0)(_probe)
+        refs = [probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(
+            str(shard_dir), first_uri) for n in self.nodes]
+        for problem in ray.get(refs, timeout=300):
+            if problem:
+                raise BuildError(problem)
+
+    def index_adder(self) -> "ParallelAdd":
+        return ParallelAdd(max(1, int(self.cpus)))
+
+
+def _probe(shard_dir: str, uri: str | None) -> str | None:
+    host = socket.gethostname()
+    if not os.path.isdir(shard_dir) or not os.access(shard_dir, os.W_OK):
+        return (f"Ray node {host} cannot write the store's shard folder {shard_dir}; put the store on storage "
+                "that every node mounts at the same path (NFS, a shared volume)")
+    if uri is not None and "://" not in uri and not os.path.exists(uri):
+        return f"Ray node {host} cannot see {uri}; the source files must be at the same path on every node"
+    return None
+
+
+def _unwrap(e: BaseException) -> BaseException:
+    """The embedstore error a worker raised (one line for the user), or a BuildError naming Ray's."""
+    seen = e
+    while seen is not None:
+        if isinstance(seen, EmbedstoreError):
+            return seen
+        cause = getattr(seen, "cause", None)
+        seen = cause if isinstance(cause, BaseException) else seen.__cause__
+    msg = (str(e).strip().splitlines() or [type(e).__name__])[-1][:300]
+    return BuildError(f"the Ray build failed: {msg}; shards written so far are kept, re-run the same command to resume")
+
+
+def _plan_dataset(todo, block_rows: int):
+    import pyarrow as pa
+    import ray.data
+
+    cols = {
+        "k": np.arange(len(todo), dtype=np.int64),
+        "id": [t.item.id for t in todo], "uri": [t.item.uri for t in todo],
+        "label": [t.item.label or "" for t in todo], "split": [t.item.split or "" for t in todo],
+        "text": [t.item.text or "" for t in todo], "has_text": [t.item.text is not None for t in todo],
+        "problem": [t.item.problem or "" for t in todo],
+        "size": [t.size for t in todo], "mtime_ns": [t.mtime_ns for t in todo], "known": [t.known_sha or "" for t in todo],
+    }
+    table = pa.table(cols)
+    return ray.data.from_arrow([table.slice(s, block_rows) for s in range(0, len(todo), block_rows)])
+
+
+_TRANSFORMS: dict = {}
+
+
+def decode_batch(batch: dict, preprocess, background: bool) -> dict:
+    """Ray task: read, hash, decode and preprocess (images), or hash (texts); bad items get a reason."""
+    from .loader import load_image
+    from .texts import load_text
+
+    t0 = time.perf_counter()
+    n = len(batch["k"])
+    sha, reason, unchanged, ok = [""] * n, [""] * n, np.zeros(n, bool), np.zeros(n, bool)
+    out = {c: batch[c] for c in ("k", "id", "uri", "label", "split", "text", "size", "mtime_ns")}
+    if preprocess is None:
+        for i in range(n):
+            s, r, u = load_text(batch["text"][i] if batch["has_text"][i] else None, batch["problem"][i] or None,
+                                batch["known"][i] or None)
+            sha[i], reason[i], unchanged[i], ok[i] = s, r or "", u, r is None and not u
+    else:
+        if background:
+            from .device import lower_priority
+
+            lower_priority()  # the encoder shares these cores
+        from ..encoders.config import build_transform
+
+        transform = _TRANSFORMS.get(preprocess) or _TRANSFORMS.setdefault(preprocess, build_transform(preprocess))
+        size = preprocess.input_size
+        pixels = np.zeros((n, 3, size, size), np.float32)
+        for i in range(n):
+            s, r, u, x = load_image(batch["uri"][i], batch["known"][i] or None, transform, preprocess.exif_transpose)
+            sha[i], reason[i], unchanged[i] = s, r or "", u
+            if x is not None:
+                pixels[i], ok[i] = x.numpy(), True
+        out["pixels"] = pixels
+    out.update(sha=np.array(sha, dtype=object), reason=np.array(reason, dtype=object), unchanged=unchanged, ok=ok,
+               read_s=np.full(n, (time.perf_counter() - t0) / max(1, n)))
+    return out
+
+
+class EmbedActor:
+    """Ray actor: one encoder, loaded once, on its GPU or on CPU threads."""
+
+    def __init__(self, enc_args: dict, texts: bool, device: str, precision: str, threads: int, normalize: str,
+                 dtype: str, set_name: str, fault: str):
+        import torch
+
+        from ..store.schema import set_name_for
+        from .device import resolve_device, resolve_precision, use_channels_last
+
+        if device == "cpu":
+            torch.set_num_threads(threads)
+        self.enc = make_encoder(enc_args["encoder"], enc_args["weights"], enc_args["layer"], texts=texts)
+        made = set_name_for(self.enc.provenance(normalize=normalize, dtype=dtype))
+        if made != set_name:
+            raise BuildError(f"the encoder on Ray node {socket.gethostname()} differs from the driver's (vector set {made}, "
+                             f"not {set_name}); install the same embedstore, torch and weights on every node")
+        self.dev = resolve_device(device)
+        self.prec, _ = resolve_precision(precision, self.dev)
+        self.channels_last = use_channels_last(self.enc.cfg, self.dev, self.prec)
+        self.enc.to(self.dev, channels_last=self.channels_last)
+        self.normalize, self.fault, self.calls = normalize, fault, 0
+
+    def __call__(self, batch: dict) -> dict:
+        import torch
+
+        t0 = time.perf_counter()
+        n, ok = len(batch["k"]), batch["ok"]
+        vecs = np.zeros((n, self.enc.cfg.dim), np.float32)
+        truncated = 0
+        if ok.any():
+            if "pixels" in batch:
+                x = torch.from_numpy(np.ascontiguousarray(batch["pixels"][ok]))
+                if self.dev.type == "cuda":
+                    x = x.pin_memory()
+            else:
+                x = [str(t) for t in batch["text"][ok]]
+                truncated = self.enc.count_truncated(x)
+            vecs[ok] = encode_batch(self.enc, x, self.dev, self.prec, self.channels_last, self.normalize)
+        self.calls += 1
+        _maybe_die(self.fault, "embed", self.calls)
+        out = {c: batch[c] for c in PASS_COLUMNS if c in batch}
+        out.update(ok=ok, vector=vecs, read_s=batch["read_s"], encode_s=np.full(n, (time.perf_counter() - t0) / n),
+                   precision=np.full(n, self.prec, dtype=object), truncated=np.eye(1, n, dtype=np.int64)[0] * truncated,
+                   device=np.full(n, str(self.dev), dtype=object))
+        return out
+
+
+def write_batch(batch: dict, shard_dir: str, set_name: str, set_attrs: dict, dtype: str, stamp: int, fault: str) -> dict:
+    """Ray task: commit one shard (temp file, fsync, rename) named by its first plan position."""
+    t0 = time.perf_counter()
+    order = np.argsort(batch["k"], kind="stable")
+    items, vec_ids, vec_sha, keep, quarantined = ItemRows(), [], [], [], []
+    encoded = unchanged = 0
+    for i in order:
+        row = {c: batch[c][i] for c in ("id", "uri", "label", "split", "text", "size", "mtime_ns")}
+        reason = batch["reason"][i] or (vector_problem(batch["vector"][i], dtype) if batch["ok"][i] else None)
+        status = STATUS_QUARANTINED if reason else STATUS_OK
+        items.append(**row, sha256=batch["sha"][i], status=status, reason=reason or "")
+        if reason:
+            quarantined.append({"id": str(row["id"]), "uri": str(row["uri"]), "reason": reason})
+        elif batch["unchanged"][i]:
+            unchanged += 1
+        else:
+            encoded += 1
+            keep.append(i)
+            vec_ids.append(str(row["id"]))
+            vec_sha.append(str(batch["sha"][i]))
+    vecs = np.asarray(batch["vector"][keep], dtype=dtype).reshape(len(keep), batch["vector"].shape[1])
+    n = len(order)
+    attrs = {**set_attrs, "device": str(batch["device"][0]), "precision": str(batch["precision"][0]),
+             "committed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "rows": n, "set_name": set_name}
+    name = f"{stamp:020d}-ray-{int(batch['k'][order[0]]):012d}.h5"
+    write_shard(Path(shard_dir), items, vec_ids, vec_sha, vecs, attrs, name=name)
+    _maybe_die(fault, "write", 1)
+    return {"shard": [name], "rows": [n], "encoded": [encoded], "unchanged": [unchanged],
+            "quarantined": [json.dumps(quarantined)], "truncated": [int(batch["truncated"].sum())],
+            "read_s": [float(batch["read_s"].sum())], "encode_s": [float(batch["encode_s"].sum())],
+            "write_s": [time.perf_counter() - t0], "precision": [str(batch["precision"][0])]}
+
+
+def _maybe_die(fault: str, stage: str, calls: int) -> None:
+    """Fault injection for tests: with "<stage>:<marker>", the first worker of that stage to get
+    here (on its second call for the encoder, mid-stream) creates the marker and is SIGKILLed."""
+    if not fault or not fault.startswith(stage + ":") or (stage == "embed" and calls < 2):
+        return
+    marker = fault.split(":", 1)[1]
+    try:
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return
+    os.close(fd)
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+class ParallelAdd:
+    """Fills a trained IVF index from shard pieces in parallel Ray tasks, then merges the lists."""
+
+    def __init__(self, tasks: int, piece_bytes: int = 256 << 20):
+        self.tasks, self.piece_bytes = tasks, piece_bytes
+
+    def add(self, index, shard_root: Path, runs):
+        import faiss
+        import ray
+
+        empty = faiss.clone_index(index)
+        empty.reset()
+        blob = ray.put(faiss.serialize_index(empty))
+        total = sum(b - a for _s, a, b, _r in runs)
+        piece_rows = max(1, min(-(-total // self.tasks), self.piece_bytes // (4 * index.d)))
+        task = ray.remote(num_cpus=1)(_add_piece)
+        refs = [task.remote(blob, str(shard_root), piece) for piece in _pieces(runs, piece_rows)]
+        ivf = faiss.extract_index_ivf(index)
+        for ref in refs:  # merged in order as each finishes its turn; ids are set rows, so order is free
+            sub = faiss.deserialize_index(ray.get(ref))
+            ivf.merge_from(faiss.extract_index_ivf(sub), 0)
+        return index
+
+
+def _pieces(runs, piece_rows: int) -> list[list]:
+    out, cur, cur_n = [], [], 0
+    for shard, a, b, row in runs:
+        while a < b:
+            take = min(b - a, piece_rows - cur_n)
+            cur.append((shard, a, a + take, row))
+            a, row, cur_n = a + take, row + take, cur_n + take
+            if cur_n == piece_rows:
+                out.append(cur)
+                cur, cur_n = [], 0
+    if cur:
+        out.append(cur)
+    return out
+
+
+def _add_piece(blob, shard_root: str, runs) -> np.ndarray:
+    import faiss
+
+    from ..store.store import read_runs
+
+    faiss.omp_set_num_threads(1)  # one core per task; the cluster runs many
+    index = faiss.deserialize_index(blob)
+    for run in runs:
+        row = run[3]
+        for chunk in read_runs(Path(shard_root), [run]):
+            index.add_with_ids(np.ascontiguousarray(chunk), np.arange(row, row + len(chunk), dtype=np.int64))
+            row += len(chunk)
+    return faiss.serialize_index(index)

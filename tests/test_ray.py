@@ -1,0 +1,242 @@
+"""`embed build --engine ray`: one local Ray cluster (2 CPUs) shared by every test here.
+
+The Ray build must give the same store as the local build (ids, vectors, item rows, provenance),
+resume and add incrementally like it, survive a worker killed mid-build with every item stored
+exactly once, and fill large IVF / IVF-PQ indexes shard by shard in parallel."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import add_bad_files, embed, make_image_folder, write_image
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    import os
+
+    import ray
+
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    yield ray
+    ray.shutdown()
+
+
+def tiny(**kw) -> dict:
+    return dict(encoder="test:tiny", precision="fp32", progress=False, batch_size=8, shard_rows=16, **kw)
+
+
+def snapshot(path: Path) -> dict:
+    """Everything a user reads from a store: set provenance, ids -> vectors, item rows by id."""
+    from embedstore.store import open_store
+
+    with open_store(path) as st:
+        vs = st.select_set()
+        vectors = {}
+        for ids, block in st.iter_vectors(vs.name):
+            vectors.update(zip(ids, block))
+        items = st.items()
+        cols = [c for c in items if c not in ("mtime_ns",)]
+        rows = {r[0]: r for r in zip(*(items[c] for c in cols))}
+        return {"set": vs.name, "provenance": vs.provenance, "count": vs.count, "stale": vs.stale_rows,
+                "vectors": vectors, "items": rows, "n_items": len(items["id"]), "index": dict(vs.index)}
+
+
+def assert_same_store(a: dict, b: dict) -> None:
+    assert a["set"] == b["set"] and a["provenance"] == b["provenance"]
+    assert sorted(a["vectors"]) == sorted(b["vectors"])
+    worst = max(float(np.abs(a["vectors"][k] - b["vectors"][k]).max()) for k in a["vectors"])
+    assert worst <= 1e-3, worst
+    assert a["items"] == b["items"]
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> tuple[Path, dict]:
+    root = make_image_folder(tmp_path_factory.mktemp("ray") / "photos", classes=("cat", "dog", "owl"), per_class=14)
+    return root, add_bad_files(root)
+
+
+@pytest.fixture(scope="module")
+def local_store(photos, tmp_path_factory) -> Path:
+    from embedstore.build import build
+
+    path = tmp_path_factory.mktemp("local") / "local.h5"
+    build(photos[0], path, workers=0, **tiny())
+    return path
+
+
+def test_ray_build_gives_the_same_store_as_the_local_build(ray_cluster, photos, local_store, tmp_path):
+    r = embed("build", photos[0], "--store", tmp_path / "r.h5", "--engine", "ray", "--encoder", "test:tiny",
+              "--precision", "fp32", "--batch-size", 8, "--shard-size", 16, "--json", "-q")
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.output)
+    assert rep["engine"] == "ray" and rep["cluster"]["cpus"] == 2 and rep["cluster"]["actors"] == 1
+    assert rep["encoded"] == 42 and rep["quarantined"] == 4 and rep["shards_written"] >= 3
+    assert {q["id"] for q in rep["quarantined_items"]} == set(photos[1])
+    ours, ref = snapshot(tmp_path / "r.h5"), snapshot(local_store)
+    assert_same_store(ours, ref)
+    assert ours["stale"] == 0 and ours["index"]["ntotal"] == 42
+    # one store to every other command, with the same provenance checks
+    r = embed("search", tmp_path / "r.h5", "--id", "cat/cat_003.png", "-k", 3, "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["hits"][0]["id"] == "cat/cat_003.png"
+    r = embed("fit-head", "logistic", "--store", tmp_path / "r.h5", "--out", tmp_path / "head", "--json")
+    assert r.exit_code == 0, r.output
+    r = embed("evaluate", tmp_path / "head", "--store", local_store, "--json")
+    assert r.exit_code == 0, r.output  # a head fitted on the Ray store scores the local store: same provenance
+
+
+def test_ray_build_resumes_a_local_build_and_adds_incrementally(ray_cluster, photos, tmp_path):
+    from embedstore.build import build
+
+    src = tmp_path / "photos"
+    shutil.copytree(photos[0], src)
+    for f in (src / "owl").iterdir():  # the local build sees two classes first
+        f.rename(tmp_path / f.name)
+    store = tmp_path / "s.h5"
+    first = build(src, store, workers=0, **tiny())
+    assert first.encoded == 28
+    (src / "owl").mkdir(exist_ok=True)
+    for f in tmp_path.glob("owl_*"):
+        f.rename(src / "owl" / f.name)
+    write_image(src / "cat" / "cat_000.jpg", (10, 10, 10), seed=7)  # changed bytes: re-embedded
+    r = build(src, store, engine="ray", **tiny())
+    assert (r.encoded, r.unchanged) == (15, 27)
+    again = build(src, store, **tiny(workers=0))  # the local build sees the Ray shards as its own
+    assert again.encoded == 0 and again.unchanged == 42
+    snap = snapshot(store)
+    assert snap["count"] == 43 - 1 and len(snap["vectors"]) == 42
+
+
+@pytest.mark.parametrize("stage", ["embed", "write"])
+def test_a_worker_killed_mid_build_still_stores_every_item_once(ray_cluster, photos, local_store, tmp_path, monkeypatch, stage):
+    """A real SIGKILL: the encoder actor (mid-stream) or a shard writer (after its shard is durable,
+    before Ray hears back, so the retry writes it again)."""
+    from embedstore.build import build
+
+    marker = tmp_path / "killed"
+    monkeypatch.setenv("EMBEDSTORE_RAY_FAULT", f"{stage}:{marker}")
+    r = build(photos[0], tmp_path / "k.h5", engine="ray", **tiny())
+    assert marker.exists(), "no worker was killed"
+    assert r.encoded == 42
+    snap = snapshot(tmp_path / "k.h5")
+    assert snap["count"] == 42 and snap["stale"] == 0 and snap["n_items"] == 46
+    assert_same_store(snap, snapshot(local_store))
+
+
+def test_ray_build_of_texts_matches_the_local_build(ray_cluster, tmp_path):
+    from embedstore.build import build
+
+    src = tmp_path / "t.jsonl"
+    src.write_text("".join(json.dumps({"id": f"t{i}", "text": f"review number {i}: {'good' if i % 2 else 'bad'}",
+                                       "label": "pos" if i % 2 else "neg"}) + "\n" for i in range(20)))
+    a = build(src, tmp_path / "a.h5", encoder="st:all-MiniLM-L6-v2", progress=False, batch_size=8)
+    b = build(src, tmp_path / "b.h5", encoder="st:all-MiniLM-L6-v2", progress=False, batch_size=8, engine="ray")
+    assert a.encoded == b.encoded == 20
+    assert_same_store(snapshot(tmp_path / "b.h5"), snapshot(tmp_path / "a.h5"))
+
+
+# ---- error paths: one line, exit 2, nothing stored is touched ----------------------------------
+
+def _bytes(path: Path) -> dict:
+    return {p: p.read_bytes() for p in sorted([path, *path.with_name(path.name + ".d").rglob("*")]) if p.is_file()}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--engine", "spark"], "--engine must be local or ray"),
+    (["--address", "auto"], "apply to --engine ray"),
+    (["--actors", "2"], "apply to --engine ray"),
+    (["--engine", "ray", "--address", "127.0.0.1:9"], "cannot reach the Ray cluster at 127.0.0.1:9"),
+    (["--engine", "ray", "--address", "ray://127.0.0.1:9"], "cannot reach the Ray cluster"),
+    (["--engine", "ray", "--address", "nowhere"], "--address must be auto, host:port or ray://host:port"),
+    (["--engine", "ray", "--actors", "2"], "--actors 2 is more than the Ray cluster can hold"),
+    (["--engine", "ray", "--actors", "0"], "--actors must be 1 or more"),
+    (["--engine", "ray", "--device", "cuda"], "the Ray cluster has no GPUs"),
+    (["--engine", "ray", "--precision", "fp16"], "fp16 is not supported on CPU"),
+])
+def test_bad_ray_options_fail_in_one_line_and_leave_the_store_alone(ray_cluster, photos, local_store, tmp_path, args, message):
+    store = tmp_path / "keep.h5"
+    shutil.copy(local_store, store)
+    shutil.copytree(local_store.with_name(local_store.name + ".d"), store.with_name("keep.h5.d"))
+    before = _bytes(store)
+    r = embed("build", photos[0], "--store", store, "--encoder", "test:tiny", *args)
+    assert r.exit_code == 2, r.output
+    assert message in r.output and len(r.output.strip().splitlines()) == 1, r.output
+    assert _bytes(store) == before
+
+
+def test_without_ray_installed_the_error_names_the_extra(photos, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    r = embed("build", photos[0], "--store", tmp_path / "s.h5", "--encoder", "test:tiny", "--engine", "ray")
+    assert r.exit_code == 2 and "pip install 'embedstore[ray]'" in r.output
+    assert not (tmp_path / "s.h5").exists()
+
+
+def test_a_node_that_cannot_see_the_store_is_named(tmp_path):
+    from embedstore.build.ray_engine import _probe
+
+    assert _probe(str(tmp_path), None) is None
+    msg = _probe(str(tmp_path / "not-mounted"), None)
+    assert "cannot write the store's shard folder" in msg and "same path" in msg
+    assert "cannot see" in _probe(str(tmp_path), str(tmp_path / "missing.jpg"))
+
+
+# ---- large indexes: trained on a sample, filled shard by shard in parallel, merged -------------
+
+def synthetic_store(path: Path, n: int, dim: int, shards: int, seed: int = 0) -> None:
+    """A store of clustered unit vectors committed as `shards` shard files."""
+    from embedstore.store import ItemRows, open_store
+
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(30, dim))
+    X = centers[rng.integers(0, 30, n)] + 0.7 * rng.normal(size=(n, dim))
+    X = (X / np.linalg.norm(X, axis=1, keepdims=True)).astype(np.float16)
+    attrs = {"encoder": "synthetic", "dim": dim, "dtype": "float16", "normalize": "l2", "modality": "image"}
+    with open_store(path, mode="a", create=True) as st:
+        for part in np.array_split(np.arange(n), shards):
+            items = ItemRows()
+            ids = [f"v{i:06d}" for i in part]
+            for i in ids:
+                items.append(id=i, uri=f"/data/{i}.jpg", sha256=i, status="ok")
+            st.commit("synthetic-0000", attrs, items, ids, ids, X[part], {"rows": len(part)})
+
+
+@pytest.mark.parametrize("kind, exact_max, pq_min", [("ivfflat", 500, 10**9), ("ivfpq", 500, 1000)])
+def test_parallel_index_fill_equals_the_sequential_one(ray_cluster, tmp_path, monkeypatch, kind, exact_max, pq_min):
+    from embedstore.build.ray_engine import ParallelAdd
+    from embedstore.store import open_store
+    from embedstore.store.index import load_index
+
+    monkeypatch.setenv("EMBEDSTORE_EXACT_MAX", str(exact_max))
+    monkeypatch.setenv("EMBEDSTORE_PQ_MIN", str(pq_min))
+    results = {}
+    for mode in ("sequential", "parallel"):
+        path = tmp_path / f"{mode}.h5"
+        synthetic_store(path, 4000, 32, shards=5)
+        with open_store(path, mode="a") as st:
+            st.refresh(index=True, parallel=ParallelAdd(tasks=4) if mode == "parallel" else None)
+            ids = list(st.live_ids("synthetic-0000"))
+        index, meta = load_index(path.with_name(path.name + ".d"), "synthetic-0000", sorted(ids))
+        assert meta["kind"] == kind and meta["ntotal"] == 4000
+        Q = np.random.default_rng(5).normal(size=(50, 32)).astype(np.float32)
+        results[mode] = (index.search(Q, 10), meta)
+    (Ds, Is), seq_meta = results["sequential"]
+    (Dp, Ip), par_meta = results["parallel"]
+    assert np.array_equal(Is, Ip) and np.allclose(Ds, Dp)
+    assert par_meta["recall_at_10"] == seq_meta["recall_at_10"] and par_meta["params"] == seq_meta["params"]
+    if kind == "ivfpq":
+        assert par_meta["params"]["pq_m"] == 8 and par_meta["type"] == "IVFPQ"
+    else:
+        assert par_meta["recall_at_10"] >= 0.95
