@@ -25,7 +25,12 @@ def print_report(r) -> None:
     say(f"  encoder {r.encoder} on {r.device}, precision {r.precision} ({r.precision_reason}), "
         f"batch {r.batch_size}, {r.workers} decode {'slot' if r.engine == 'ray' else 'worker'}(s)"
         f"{' at idle priority' if r.device == 'cpu' and r.workers else ''}")
-    say(f"  time: read {fmt_s(r.read_s)} (waiting on decode), encode {fmt_s(r.encode_s)}, write {fmt_s(r.write_s)}; "
+    if r.engine == "ray":
+        c = r.cluster
+        say(f"  ray: {c.get('nodes')} node(s), {c.get('cpus'):g} CPUs, {c.get('gpus'):g} GPUs at {c.get('address')}; "
+            f"{c.get('actors')} encoder actor(s) on {c.get('actor_device')}; stage times are summed over workers")
+    read_note = "decode in tasks" if r.engine == "ray" else "waiting on decode"
+    say(f"  time: read {fmt_s(r.read_s)} ({read_note}), encode {fmt_s(r.encode_s)}, write {fmt_s(r.write_s)}; "
         f"wall {fmt_s(r.wall_s)}; {r.items_per_s:.1f} items/s; {r.shards_written} shard(s) committed")
     if r.index:
         say(f"  index: {r.index.get('type')} with {r.index.get('ntotal')} vectors, recall@10 {r.index.get('recall_at_10')} "

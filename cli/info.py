@@ -38,7 +38,7 @@ def print_info(d: dict, show: int = 10) -> None:
         if idx:
             state = "up to date" if idx.get("up_to_date") else f"STALE ({idx.get('ntotal')} of {vs['count']} rows; re-run `embed build`)"
             params = idx.get("params")
-            params = "" if params in (None, "{}", {}) else f" {params},"
+            params = "" if not params else " " + ", ".join(f"{k}={v}" for k, v in params.items()) + ","
             say(f"    index: {idx.get('type')},{params} {idx.get('ntotal')} vectors, recall@10 {idx.get('recall_at_10')} "
                 f"({idx.get('recall_note')}), {state}")
         else:

@@ -134,6 +134,18 @@ def test_a_worker_killed_mid_build_still_stores_every_item_once(ray_cluster, pho
     assert_same_store(snap, snapshot(local_store))
 
 
+def test_a_ray_build_fills_its_ivf_index_on_the_cluster(ray_cluster, photos, tmp_path, monkeypatch):
+    monkeypatch.setenv("EMBEDSTORE_EXACT_MAX", "20")
+    r = embed("build", photos[0], "--store", tmp_path / "ivf.h5", "--engine", "ray", "--encoder", "test:tiny", "--json", "-q")
+    assert r.exit_code == 0, r.output
+    index = json.loads(r.output)["index"]
+    assert index["type"] == "IVFFlat" and index["ntotal"] == 42 and index["added_rows"] == 42
+    assert 0 < index["recall_at_10"] <= 1 and index["params"]["nprobe"] >= 1
+    r = embed("search", tmp_path / "ivf.h5", "--id", "owl/owl_004.jpg", "-k", 3, "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["hits"][0]["id"] == "owl/owl_004.jpg"
+
+
 def test_ray_build_of_texts_matches_the_local_build(ray_cluster, tmp_path):
     from embedstore.build import build
 
@@ -161,6 +173,7 @@ def _bytes(path: Path) -> dict:
     (["--engine", "ray", "--address", "nowhere"], "--address must be auto, host:port or ray://host:port"),
     (["--engine", "ray", "--actors", "2"], "--actors 2 is more than the Ray cluster can hold"),
     (["--engine", "ray", "--actors", "0"], "--actors must be 1 or more"),
+    (["--engine", "ray", "--workers", "2"], "--workers applies to the local engine"),
     (["--engine", "ray", "--device", "cuda"], "the Ray cluster has no GPUs"),
     (["--engine", "ray", "--precision", "fp16"], "fp16 is not supported on CPU"),
 ])

@@ -12,10 +12,12 @@ should a copy land anyway, the catalog keeps the newest row of each id, so every
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import socket
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +46,8 @@ def connect(address: str | None) -> "Cluster":
         os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")  # Ray Data's actor-restart notice is not the user's concern
         kwargs = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
         try:
-            ray.init(address=address, **kwargs)
+            with _quiet_stderr():  # Ray's C++ start-up notes; errors still arrive as exceptions
+                ray.init(address=address, **kwargs)
         except Exception as e:  # noqa: BLE001 - ConnectionError, RuntimeError, ValueError by address kind
             msg = (str(e).strip().splitlines() or [type(e).__name__])[0][:200].rstrip(".")
             raise BuildError(f"cannot connect to a Ray cluster at {address}: {msg}; start one with `ray start --head` "
@@ -53,6 +56,21 @@ def connect(address: str | None) -> "Cluster":
     res = ray.cluster_resources()
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     return Cluster(address or "local", started, float(res.get("CPU", 0)), float(res.get("GPU", 0)), nodes)
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def _check_reachable(address: str | None, timeout: float = 5.0) -> None:
@@ -147,11 +165,11 @@ class Cluster:
         ds = _plan_dataset(todo, block_rows=max(batch_size, min(1024, -(-len(todo) // (4 * self.decode_slots)))))
         # decode tasks reserve the memory of a decoded batch; that also keeps Ray Data from fusing
         # them into the encoder actors, which would decode and encode in turn on one process
-        side = 0 if texts else enc.cfg.preprocess.input_size
+        side = 0 if texts else enc.cfg.preprocess.input_size  # uint8 pixels
         ds = ds.map_batches(decode_batch, fn_kwargs=dict(preprocess=None if texts else enc.cfg.preprocess,
                                                          background=self.device == "cpu"),
                             batch_size=batch_size, batch_format="numpy", num_cpus=1,
-                            memory=2 * batch_size * (3 * side * side * 4 + 4096))
+                            memory=2 * batch_size * (3 * side * side + 4096))
         ds = ds.map_batches(EmbedActor, fn_constructor_kwargs=dict(
             enc_args=enc_args, texts=texts, device=self.device, precision=self.precision, threads=self.threads,
             normalize=normalize, dtype=dtype, set_name=set_name, fault=fault),
@@ -264,9 +282,9 @@ def decode_batch(batch: dict, preprocess, background: bool) -> dict:
             lower_priority()  # the encoder shares these cores
         from ..encoders.config import build_transform
 
-        transform = _TRANSFORMS.get(preprocess) or _TRANSFORMS.setdefault(preprocess, build_transform(preprocess))
+        transform = _TRANSFORMS.get(preprocess) or _TRANSFORMS.setdefault(preprocess, build_transform(preprocess, uint8=True))
         size = preprocess.input_size
-        pixels = np.zeros((n, 3, size, size), np.float32)
+        pixels = np.zeros((n, 3, size, size), np.uint8)  # the actor scales and normalises whole batches
         for i in range(n):
             s, r, u, x = load_image(batch["uri"][i], batch["known"][i] or None, transform, preprocess.exif_transpose)
             sha[i], reason[i], unchanged[i] = s, r or "", u
@@ -300,6 +318,10 @@ class EmbedActor:
         self.channels_last = use_channels_last(self.enc.cfg, self.dev, self.prec)
         self.enc.to(self.dev, channels_last=self.channels_last)
         self.normalize, self.fault, self.calls = normalize, fault, 0
+        if not texts:
+            from ..encoders.config import batch_normalizer
+
+            self.scale = batch_normalizer(self.enc.cfg.preprocess)
 
     def __call__(self, batch: dict) -> dict:
         import torch
@@ -312,7 +334,8 @@ class EmbedActor:
             if "pixels" in batch:
                 x = torch.from_numpy(np.ascontiguousarray(batch["pixels"][ok]))
                 if self.dev.type == "cuda":
-                    x = x.pin_memory()
+                    x = x.pin_memory().to(self.dev, non_blocking=True)
+                x = self.scale(x)  # on the GPU when there is one
             else:
                 x = [str(t) for t in batch["text"][ok]]
                 truncated = self.enc.count_truncated(x)

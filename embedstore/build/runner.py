@@ -172,6 +172,8 @@ def build(
         raise BuildError(f"--engine must be local or ray, not '{engine}'")
     if engine == "local" and (address is not None or actors is not None):
         raise BuildError("--address and --actors apply to --engine ray; add --engine ray or leave them out")
+    if engine == "ray" and workers is not None:
+        raise BuildError("--workers applies to the local engine; with --engine ray decode tasks are sized to the cluster, leave it out")
     src = open_source(source, labels=labels)  # bad sources fail before any model loads
     cluster = None
     if engine == "ray":

@@ -68,21 +68,25 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"))
 
 
-def build_transform(pp: Preprocess):
-    """The input transform for a config: PIL RGB image -> float tensor (3, H, W)."""
+def build_transform(pp: Preprocess, uint8: bool = False):
+    """The input transform for a config: PIL RGB image -> float tensor (3, H, W).
+
+    `uint8=True` stops before scaling: PIL -> uint8 tensor (3, H, W), 4x fewer bytes to move;
+    `batch_normalizer(pp)` then finishes whole batches, on the encoder's device."""
     from torchvision.transforms import InterpolationMode
     from torchvision.transforms import v2 as T
-    import torch
 
     interp = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC}[pp.interpolation]
     # Resize and crop the PIL image first, then convert: the order torchvision's weight
     # transforms and open_clip's preprocess use, so vectors match their reference pipelines.
-    return T.Compose(
-        [
-            T.Resize(pp.resize_size, interpolation=interp, antialias=pp.antialias),
-            T.CenterCrop(pp.input_size),
-            T.PILToTensor(),
-            T.ToDtype(torch.float32, scale=True),
-            T.Normalize(mean=list(pp.mean), std=list(pp.std)),
-        ]
-    )
+    steps = [T.Resize(pp.resize_size, interpolation=interp, antialias=pp.antialias), T.CenterCrop(pp.input_size),
+             T.PILToTensor()]
+    return T.Compose(steps if uint8 else steps + list(batch_normalizer(pp).transforms))
+
+
+def batch_normalizer(pp: Preprocess):
+    """uint8 tensors (..., 3, H, W) -> float32 scaled to [0, 1] and normalised (the last steps)."""
+    import torch
+    from torchvision.transforms import v2 as T
+
+    return T.Compose([T.ToDtype(torch.float32, scale=True), T.Normalize(mean=list(pp.mean), std=list(pp.std))])

@@ -61,7 +61,7 @@ def index_kind(n: int) -> str:
     of rows full vectors no longer fit in memory, PQ codes of dim/4 bytes do."""
     if n <= exact_max_rows():
         return "flat"
-    return "ivfpq" if n > pq_min_rows() else "ivfflat"
+    return "ivfpq" if n > max(pq_min_rows(), 1024) else "ivfflat"  # PQ trains 256 centroids per sub-vector
 
 
 def pq_subquantizers(dim: int) -> int:

@@ -225,6 +225,8 @@ class Store:
                 attrs = _decode_attrs(g.attrs)
                 prov = {k: attrs[k] for k in KEY_FIELDS if k in attrs}
                 index = {k[len("index_") :]: v for k, v in attrs.items() if k.startswith("index_")}
+                if isinstance(index.get("params"), str):
+                    index["params"] = json.loads(index["params"])
                 out.append(VectorSet(name, prov, int(attrs.get("count", 0)), int(attrs.get("stale_rows", 0)), attrs, index))
         return out
 
