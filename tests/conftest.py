@@ -77,6 +77,24 @@ def embed(*args):
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
+def synthetic_store(path: Path, n: int, dim: int, shards: int, seed: int = 0) -> None:
+    """A store of clustered unit vectors committed as `shards` shard files."""
+    from embedstore.store import ItemRows, open_store
+
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(30, dim))
+    X = centers[rng.integers(0, 30, n)] + 0.7 * rng.normal(size=(n, dim))
+    X = (X / np.linalg.norm(X, axis=1, keepdims=True)).astype(np.float16)
+    attrs = {"encoder": "synthetic", "dim": dim, "dtype": "float16", "normalize": "l2", "modality": "image"}
+    with open_store(path, mode="a", create=True) as st:
+        for part in np.array_split(np.arange(n), shards):
+            items = ItemRows()
+            ids = [f"v{i:06d}" for i in part]
+            for i in ids:
+                items.append(id=i, uri=f"/data/{i}.jpg", sha256=i, status="ok")
+            st.commit("synthetic-0000", attrs, items, ids, ids, X[part], {"rows": len(part)})
+
+
 def copy_store(src: Path, dst: Path) -> Path:
     """Copy a store and its sidecar folder to a new name (stores are movable as the pair)."""
     import shutil

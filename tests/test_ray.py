@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import add_bad_files, embed, make_image_folder, write_image
+from conftest import add_bad_files, embed, make_image_folder, synthetic_store, write_image
 
 pytestmark = pytest.mark.slow
 
@@ -188,6 +188,27 @@ def test_bad_ray_options_fail_in_one_line_and_leave_the_store_alone(ray_cluster,
     assert _bytes(store) == before
 
 
+def test_an_actor_whose_encoder_differs_from_the_drivers_stops_the_build(ray_cluster, photos, tmp_path):
+    """As on a node with other weights installed: the actor's vector set differs from the driver's."""
+    from embedstore.build import BuildReport
+    from embedstore.build.plan import make_plan
+    from embedstore.build.ray_engine import connect
+    from embedstore.build.runner import make_encoder
+    from embedstore.errors import BuildError
+    from embedstore.sources import open_source
+    from embedstore.store import open_store
+
+    cluster = connect(None)
+    cluster.plan("cpu", "fp32", None)
+    enc = make_encoder("test:tiny", None, None)
+    todo = make_plan(open_source(photos[0]).items, {}, set()).todo
+    report = BuildReport(*[""] * 8, batch_size=8, workers=1)
+    with open_store(tmp_path / "s.h5", mode="a", create=True) as st, pytest.raises(BuildError, match="differs from the driver's"):
+        cluster.run(st, todo, enc, dict(encoder="test:tiny", weights=None, layer=None), "test_tiny-000000000000", {},
+                    "float16", "l2", 8, 16, report, False)
+    assert not list((tmp_path / "s.h5.d" / "shards").rglob("*.h5"))
+
+
 def test_without_ray_installed_the_error_names_the_extra(photos, tmp_path, monkeypatch):
     import sys
 
@@ -207,24 +228,6 @@ def test_a_node_that_cannot_see_the_store_is_named(tmp_path):
 
 
 # ---- large indexes: trained on a sample, filled shard by shard in parallel, merged -------------
-
-def synthetic_store(path: Path, n: int, dim: int, shards: int, seed: int = 0) -> None:
-    """A store of clustered unit vectors committed as `shards` shard files."""
-    from embedstore.store import ItemRows, open_store
-
-    rng = np.random.default_rng(seed)
-    centers = rng.normal(size=(30, dim))
-    X = centers[rng.integers(0, 30, n)] + 0.7 * rng.normal(size=(n, dim))
-    X = (X / np.linalg.norm(X, axis=1, keepdims=True)).astype(np.float16)
-    attrs = {"encoder": "synthetic", "dim": dim, "dtype": "float16", "normalize": "l2", "modality": "image"}
-    with open_store(path, mode="a", create=True) as st:
-        for part in np.array_split(np.arange(n), shards):
-            items = ItemRows()
-            ids = [f"v{i:06d}" for i in part]
-            for i in ids:
-                items.append(id=i, uri=f"/data/{i}.jpg", sha256=i, status="ok")
-            st.commit("synthetic-0000", attrs, items, ids, ids, X[part], {"rows": len(part)})
-
 
 @pytest.mark.parametrize("kind, exact_max, pq_min", [("ivfflat", 500, 10**9), ("ivfpq", 500, 1000)])
 def test_parallel_index_fill_equals_the_sequential_one(ray_cluster, tmp_path, monkeypatch, kind, exact_max, pq_min):

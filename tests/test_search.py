@@ -120,6 +120,32 @@ def test_large_sets_get_a_tuned_ivf_index(tmp_path, monkeypatch):
         load_index(tmp_path, "set", ids[:-1])
 
 
+def test_ivfpq_search_reranks_candidates_by_the_stored_vectors(tmp_path, monkeypatch):
+    """Above EMBEDSTORE_PQ_MIN rows the index holds PQ codes; search re-ranks k x 10 candidates by
+    the stored vectors, so results agree with exact search and scores are exact cosines."""
+    from conftest import synthetic_store
+
+    monkeypatch.setenv("EMBEDSTORE_EXACT_MAX", "500")
+    monkeypatch.setenv("EMBEDSTORE_PQ_MIN", "1000")
+    store = tmp_path / "pq.h5"
+    synthetic_store(store, 4000, 32, shards=3)
+    from embedstore.store import open_store
+
+    with open_store(store, mode="a") as st:
+        st.refresh(index=True)
+    info = json.loads(embed("info", store, "--json").output)
+    idx = info["vector_sets"][0]["index"]
+    assert idx["type"] == "IVFPQ" and idx["params"]["rerank"] == 10 and idx["params"]["pq_m"] == 8
+    assert idx["recall_at_10"] >= 0.9, idx
+    overlap = []
+    for i in range(0, 4000, 400):
+        a = hits(embed("search", store, "--id", f"v{i:06d}", "-k", 10, "--json"))
+        b = hits(embed("search", store, "--id", f"v{i:06d}", "-k", 10, "--exact", "--json"))
+        overlap.append(len({h["id"] for h in a} & {h["id"] for h in b}) / 10)
+        assert a[0]["id"] == f"v{i:06d}" and abs(a[0]["score"] - b[0]["score"]) < 1e-5
+    assert np.mean(overlap) >= 0.9, overlap
+
+
 @pytest.mark.slow
 def test_text_search_uses_the_same_clip_models_text_tower(tmp_path):
     """Random-weight CLIP (no weights download here): scores equal the model's own text-image products."""

@@ -116,6 +116,9 @@ class Cluster:
             raise BuildError(f"--precision must be one of {', '.join(PRECISIONS)}, not '{precision}'")
         if actors is not None and actors < 1:
             raise BuildError(f"--actors must be 1 or more, not {actors}")
+        if self.cpus < 2:
+            raise BuildError(f"the Ray cluster has {self.cpus:g} CPU(s); --engine ray needs at least 2 (decode tasks and an "
+                             "encoder run side by side); add CPUs or use the local engine")
         if device == "cuda" and self.gpus < 1:
             raise BuildError("--device cuda was asked for but the Ray cluster has no GPUs; use --device cpu or auto")
         self.device = "cuda" if device != "cpu" and self.gpus >= 1 else "cpu"
@@ -174,7 +177,7 @@ class Cluster:
             enc_args=enc_args, texts=texts, device=self.device, precision=self.precision, threads=self.threads,
             normalize=normalize, dtype=dtype, set_name=set_name, fault=fault),
             batch_size=batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=self.actors),
-            num_gpus=1 if self.device == "cuda" else 0, num_cpus=1)
+            num_gpus=1 if self.device == "cuda" else 0, num_cpus=1 if self.cpus >= 2 * self.actors else 0)
         ds = ds.map_batches(write_batch, fn_kwargs=dict(shard_dir=str(shard_dir), set_name=set_name, set_attrs=set_attrs,
                                                         dtype=dtype, stamp=time.time_ns(), fault=fault),
                             batch_size=shard_rows, batch_format="numpy", num_cpus=1)

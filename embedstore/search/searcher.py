@@ -25,6 +25,23 @@ def index_search(index, Q: np.ndarray, k: int, allowed_rows: np.ndarray | None =
     return index.search(Q, k, params=params)
 
 
+def rerank(Q: np.ndarray, D: np.ndarray, R: np.ndarray, fetch: Callable[[np.ndarray], np.ndarray], k: int,
+           inner_product: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Re-score approximate candidates (rows `R`, -1 for none) by their exact stored vectors; keep
+    the best k. `fetch(rows)` returns float32 vectors for unique row positions."""
+    out_d = np.full((len(Q), k), -np.inf if inner_product else np.inf, dtype=np.float32)
+    out_r = np.full((len(Q), k), -1, dtype=np.int64)
+    for i, (q, rows) in enumerate(zip(np.asarray(Q, dtype=np.float32), R)):
+        rows = np.unique(rows[rows >= 0])
+        if not len(rows):
+            continue
+        X = fetch(rows)
+        score = X @ q if inner_product else ((X - q) ** 2).sum(axis=1)
+        order = np.argsort(-score if inner_product else score, kind="stable")[:k]
+        out_d[i, : len(order)], out_r[i, : len(order)] = score[order], rows[order]
+    return out_d, out_r
+
+
 def exact_search(Q: np.ndarray, chunks: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]], k: int, inner_product: bool):
     """Brute force over (row positions, vectors) chunks; memory stays at one chunk."""
     import faiss

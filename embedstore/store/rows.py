@@ -58,6 +58,18 @@ class SetRows:
                                      f"e.g. {which}; rebuild the store with `embed build` (float16 overflow: use --normalize l2)")
                 yield sel, block
 
+    def fetch(self, positions: np.ndarray) -> np.ndarray:
+        """A few rows by position (random access, for re-ranking search candidates), in that order."""
+        import h5py
+
+        positions = np.asarray(positions, dtype=np.int64)
+        order = np.argsort(positions)
+        with h5py.File(self.catalog, "r") as f:
+            X = f["vectors"][self.set_name]["vectors"][positions[order]].astype(np.float32)
+        out = np.empty_like(X)
+        out[order] = X
+        return out
+
     def load_at(self, positions: np.ndarray) -> np.ndarray:
         """Rows at `positions` (any order, no repeats), returned in that order."""
         mask = np.zeros(len(self.ids), dtype=bool)

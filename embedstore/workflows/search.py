@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import EmbedstoreError, SearchError
-from ..search.searcher import exact_search, index_search, normalise
+from ..search.searcher import exact_search, index_search, normalise, rerank
 from .data import filter_mask, parse_filter
 
 
@@ -133,8 +133,12 @@ class SearchContext:
         if use_exact and not self.meta.get("exact"):  # forced brute force over the stored vectors
             D, R = exact_search(Q, lambda: rows.chunks(allowed), k, inner)
         else:
-            D, R = index_search(self.index, Q, k, np.flatnonzero(allowed) if allowed is not None else None,
-                                self.meta.get("params", {}).get("nprobe"))
+            params = self.meta.get("params", {})
+            depth = k * int(params.get("rerank", 1))  # IVF-PQ: candidates re-ranked by the stored vectors
+            D, R = index_search(self.index, Q, min(depth, pool), np.flatnonzero(allowed) if allowed is not None else None,
+                                params.get("nprobe"))
+            if depth > k:
+                D, R = rerank(Q, D, R, rows.fetch, k, inner)
         ms = 1000 * (time.perf_counter() - t0)
         hits = [{"rank": r + 1, "id": str(rows.ids[j]), "uri": str(rows.uris[j]), "label": str(rows.labels[j]),
                  "split": str(rows.splits[j]), "score": float(d)} for r, (d, j) in enumerate(zip(D[0], R[0])) if j >= 0]
