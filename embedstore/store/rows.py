@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator
 
 import numpy as np
@@ -23,6 +23,7 @@ class SetRows:
     splits: np.ndarray
     uris: np.ndarray
     texts: np.ndarray | None = None  # text stores: each item's text
+    _reader: object = field(default=None, repr=False, compare=False)  # open dataset for `fetch`
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -59,16 +60,15 @@ class SetRows:
                 yield sel, block
 
     def fetch(self, positions: np.ndarray) -> np.ndarray:
-        """A few rows by position (random access, for re-ranking search candidates), in that order."""
+        """A few rows by position (random access, for re-ranking search candidates), in that order.
+
+        The catalog stays open between calls (opening it costs ~20 ms, a row ~10 us)."""
         import h5py
 
-        positions = np.asarray(positions, dtype=np.int64)
-        order = np.argsort(positions)
-        with h5py.File(self.catalog, "r") as f:
-            X = f["vectors"][self.set_name]["vectors"][positions[order]].astype(np.float32)
-        out = np.empty_like(X)
-        out[order] = X
-        return out
+        if self._reader is None:
+            self._reader = h5py.File(self.catalog, "r")["vectors"][self.set_name]["vectors"]
+        ds = self._reader
+        return np.stack([ds[int(p)] for p in positions]).astype(np.float32) if len(positions) else np.zeros((0, self.dim), np.float32)
 
     def load_at(self, positions: np.ndarray) -> np.ndarray:
         """Rows at `positions` (any order, no repeats), returned in that order."""
