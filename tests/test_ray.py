@@ -231,7 +231,7 @@ def test_a_node_that_cannot_see_the_store_is_named(tmp_path):
 
 @pytest.mark.parametrize("kind, exact_max, pq_min", [("ivfflat", 500, 10**9), ("ivfpq", 500, 1000)])
 def test_parallel_index_fill_equals_the_sequential_one(ray_cluster, tmp_path, monkeypatch, kind, exact_max, pq_min):
-    from embedstore.build.ray_engine import ParallelAdd
+    from embedstore.build.ray_index import ParallelAdd
     from embedstore.store import open_store
     from embedstore.store.index import load_index
 

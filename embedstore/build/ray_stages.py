@@ -1,0 +1,159 @@
+"""The Ray build's stages, run on the cluster's workers: decode (CPU tasks), encode (actors),
+write (tasks that commit shards). Each takes and returns a Ray Data batch of numpy columns."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import BuildError
+from ..store.schema import STATUS_OK, STATUS_QUARANTINED
+from ..store.shards import ItemRows, write_shard
+from .runner import encode_batch, make_encoder, vector_problem
+
+FAULT_ENV = "EMBEDSTORE_RAY_FAULT"  # "<stage>:<marker file>": SIGKILL one worker once (tests)
+PASS_COLUMNS = ("k", "id", "uri", "label", "split", "text", "size", "mtime_ns", "sha", "reason", "unchanged")
+
+_TRANSFORMS: dict = {}
+
+
+def decode_batch(batch: dict, preprocess, background: bool) -> dict:
+    """Ray task: read, hash, decode and preprocess (images), or hash (texts); bad items get a reason."""
+    from .loader import load_image
+    from .texts import load_text
+
+    t0 = time.perf_counter()
+    n = len(batch["k"])
+    sha, reason, unchanged, ok = [""] * n, [""] * n, np.zeros(n, bool), np.zeros(n, bool)
+    out = {c: batch[c] for c in ("k", "id", "uri", "label", "split", "text", "size", "mtime_ns")}
+    if preprocess is None:
+        for i in range(n):
+            s, r, u = load_text(batch["text"][i] if batch["has_text"][i] else None, batch["problem"][i] or None,
+                                batch["known"][i] or None)
+            sha[i], reason[i], unchanged[i], ok[i] = s, r or "", u, r is None and not u
+    else:
+        if background:
+            from .device import lower_priority
+
+            lower_priority()  # the encoder shares these cores
+        from ..encoders.config import build_transform
+
+        transform = _TRANSFORMS.get(preprocess) or _TRANSFORMS.setdefault(preprocess, build_transform(preprocess, uint8=True))
+        size = preprocess.input_size
+        pixels = np.zeros((n, 3, size, size), np.uint8)  # the actor scales and normalises whole batches
+        for i in range(n):
+            s, r, u, x = load_image(batch["uri"][i], batch["known"][i] or None, transform, preprocess.exif_transpose)
+            sha[i], reason[i], unchanged[i] = s, r or "", u
+            if x is not None:
+                pixels[i], ok[i] = x.numpy(), True
+        out["pixels"] = pixels
+    out.update(sha=np.array(sha, dtype=object), reason=np.array(reason, dtype=object), unchanged=unchanged, ok=ok,
+               read_s=np.full(n, (time.perf_counter() - t0) / max(1, n)))
+    return out
+
+
+class EmbedActor:
+    """Ray actor: one encoder, loaded once, on its GPU or on CPU threads."""
+
+    def __init__(self, enc_args: dict, texts: bool, device: str, precision: str, threads: int, normalize: str,
+                 dtype: str, set_name: str, fault: str):
+        import torch
+
+        from ..store.schema import set_name_for
+        from .device import resolve_device, resolve_precision, use_channels_last
+
+        if device == "cpu":
+            torch.set_num_threads(threads)
+        self.enc = make_encoder(enc_args["encoder"], enc_args["weights"], enc_args["layer"], texts=texts)
+        made = set_name_for(self.enc.provenance(normalize=normalize, dtype=dtype))
+        if made != set_name:
+            raise BuildError(f"the encoder on Ray node {socket.gethostname()} differs from the driver's (vector set {made}, "
+                             f"not {set_name}); install the same embedstore, torch and weights on every node")
+        self.dev = resolve_device(device)
+        self.prec, _ = resolve_precision(precision, self.dev)
+        self.channels_last = use_channels_last(self.enc.cfg, self.dev, self.prec)
+        self.enc.to(self.dev, channels_last=self.channels_last)
+        self.normalize, self.fault, self.calls = normalize, fault, 0
+        if not texts:
+            from ..encoders.config import batch_normalizer
+
+            self.scale = batch_normalizer(self.enc.cfg.preprocess)
+
+    def __call__(self, batch: dict) -> dict:
+        import torch
+
+        t0 = time.perf_counter()
+        n, ok = len(batch["k"]), batch["ok"]
+        vecs = np.zeros((n, self.enc.cfg.dim), np.float32)
+        truncated = 0
+        if ok.any():
+            if "pixels" in batch:
+                x = torch.from_numpy(np.ascontiguousarray(batch["pixels"][ok]))
+                if self.dev.type == "cuda":
+                    x = x.pin_memory().to(self.dev, non_blocking=True)
+                x = self.scale(x)  # on the GPU when there is one
+            else:
+                x = [str(t) for t in batch["text"][ok]]
+                truncated = self.enc.count_truncated(x)
+            vecs[ok] = encode_batch(self.enc, x, self.dev, self.prec, self.channels_last, self.normalize)
+        self.calls += 1
+        _maybe_die(self.fault, "embed", self.calls)
+        out = {c: batch[c] for c in PASS_COLUMNS if c in batch}
+        out.update(ok=ok, vector=vecs, read_s=batch["read_s"], encode_s=np.full(n, (time.perf_counter() - t0) / n),
+                   precision=np.full(n, self.prec, dtype=object), truncated=np.eye(1, n, dtype=np.int64)[0] * truncated,
+                   device=np.full(n, str(self.dev), dtype=object))
+        return out
+
+
+def write_batch(batch: dict, shard_dir: str, set_name: str, set_attrs: dict, dtype: str, stamp: int, fault: str) -> dict:
+    """Ray task: commit one shard (temp file, fsync, rename) named by its first plan position."""
+    t0 = time.perf_counter()
+    order = np.argsort(batch["k"], kind="stable")
+    items, vec_ids, vec_sha, keep, quarantined = ItemRows(), [], [], [], []
+    encoded = unchanged = 0
+    for i in order:
+        row = {c: batch[c][i] for c in ("id", "uri", "label", "split", "text", "size", "mtime_ns")}
+        reason = batch["reason"][i] or (vector_problem(batch["vector"][i], dtype) if batch["ok"][i] else None)
+        status = STATUS_QUARANTINED if reason else STATUS_OK
+        items.append(**row, sha256=batch["sha"][i], status=status, reason=reason or "")
+        if reason:
+            quarantined.append({"id": str(row["id"]), "uri": str(row["uri"]), "reason": reason})
+        elif batch["unchanged"][i]:
+            unchanged += 1
+        else:
+            encoded += 1
+            keep.append(i)
+            vec_ids.append(str(row["id"]))
+            vec_sha.append(str(batch["sha"][i]))
+    vecs = np.asarray(batch["vector"][keep], dtype=dtype).reshape(len(keep), batch["vector"].shape[1])
+    n = len(order)
+    attrs = {**set_attrs, "device": str(batch["device"][0]), "precision": str(batch["precision"][0]),
+             "committed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "rows": n, "set_name": set_name}
+    name = f"{stamp:020d}-ray-{int(batch['k'][order[0]]):012d}.h5"
+    write_shard(Path(shard_dir), items, vec_ids, vec_sha, vecs, attrs, name=name)
+    _maybe_die(fault, "write", 1)
+    return {"shard": [name], "rows": [n], "encoded": [encoded], "unchanged": [unchanged],
+            "quarantined": [json.dumps(quarantined)], "truncated": [int(batch["truncated"].sum())],
+            "read_s": [float(batch["read_s"].sum())], "encode_s": [float(batch["encode_s"].sum())],
+            "write_s": [time.perf_counter() - t0], "precision": [str(batch["precision"][0])]}
+
+
+def _maybe_die(fault: str, stage: str, calls: int) -> None:
+    """Fault injection for tests: with "<stage>:<marker>", the first worker of that stage to get
+    here (on its second call for the encoder, mid-stream) creates the marker and is SIGKILLed."""
+    if not fault or not fault.startswith(stage + ":") or (stage == "embed" and calls < 2):
+        return
+    marker = fault.split(":", 1)[1]
+    try:
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return
+    os.close(fd)
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)
