@@ -118,6 +118,45 @@ def test_ray_build_resumes_a_local_build_and_adds_incrementally(ray_cluster, pho
     assert snap["count"] == 43 - 1 and len(snap["vectors"]) == 42
 
 
+def test_a_killed_ray_driver_resumes_with_every_item_once(ray_cluster, tmp_path):
+    """kill -9 of `embed build --engine ray` (joined to the running cluster by its address) once
+    shards have landed; the store opens, the same command finishes the rest, nothing twice."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from embedstore.build import build
+
+    src = make_image_folder(tmp_path / "photos", classes=("cat", "dog", "owl"), per_class=150, size=(64, 56))
+    store = tmp_path / "s.h5"
+    address = ray_cluster.get_runtime_context().gcs_address
+    cmd = [str(Path(sys.executable).with_name("embed")), "build", str(src), "--store", str(store), "--engine", "ray",
+           "--address", address, "--encoder", "test:tiny", "--precision", "fp32", "--batch-size", "4",
+           "--shard-size", "8", "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    shards = store.with_name("s.h5.d") / "shards"
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        if shards.is_dir() and len(list(shards.rglob("*-ray-*.h5"))) >= 2:
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the build finished before it could be killed"
+    time.sleep(1)  # Ray stops the dead driver's workers
+    done = snapshot(store)["count"]  # the store opens; the catalog is rebuilt from the landed shards
+    assert 16 <= done < 450
+    r = build(src, store, engine="ray", **tiny())
+    assert r.encoded + r.unchanged == 450 and r.unchanged >= done and r.encoded > 0
+    final = snapshot(store)
+    assert final["count"] == 450 and final["n_items"] == 450 and len(final["vectors"]) == 450
+    reference = tmp_path / "ref.h5"
+    build(src, reference, workers=0, **tiny())
+    assert_same_store(final, snapshot(reference))
+
+
 @pytest.mark.parametrize("stage", ["embed", "write"])
 def test_a_worker_killed_mid_build_still_stores_every_item_once(ray_cluster, photos, local_store, tmp_path, monkeypatch, stage):
     """A real SIGKILL: the encoder actor (mid-stream) or a shard writer (after its shard is durable,
