@@ -92,7 +92,7 @@ def synthetic_store(path: Path, n: int, dim: int, shards: int, seed: int = 0) ->
             ids = [f"v{i:06d}" for i in part]
             for i in ids:
                 items.append(id=i, uri=f"/data/{i}.jpg", sha256=i, status="ok")
-            st.commit("synthetic-0000", attrs, items, ids, ids, X[part], {"rows": len(part)})
+            st.commit("synthetic-0000", attrs, items, ids, ids, X[part], {})
 
 
 def copy_store(src: Path, dst: Path) -> Path:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import add_bad_files, embed, make_image_folder, synthetic_store, write_image
+from conftest import add_bad_files, copy_store, embed, make_image_folder, synthetic_store, write_image
 
 pytestmark = pytest.mark.slow
 
@@ -217,9 +217,7 @@ def _bytes(path: Path) -> dict:
     (["--engine", "ray", "--precision", "fp16"], "fp16 is not supported on CPU"),
 ])
 def test_bad_ray_options_fail_in_one_line_and_leave_the_store_alone(ray_cluster, photos, local_store, tmp_path, args, message):
-    store = tmp_path / "keep.h5"
-    shutil.copy(local_store, store)
-    shutil.copytree(local_store.with_name(local_store.name + ".d"), store.with_name("keep.h5.d"))
+    store = copy_store(local_store, tmp_path / "keep.h5")
     before = _bytes(store)
     r = embed("build", photos[0], "--store", store, "--encoder", "test:tiny", *args)
     assert r.exit_code == 2, r.output

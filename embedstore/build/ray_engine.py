@@ -103,12 +103,10 @@ class Cluster:
         """Size the encoder pool to the cluster: one actor per GPU, or CPU actors sharing the cores."""
         import torch
 
-        from .device import PRECISIONS
+        from .device import resolve_precision
 
         if device not in ("auto", "cpu", "cuda"):
             raise BuildError(f"--device must be auto, cpu or cuda with --engine ray, not '{device}'")
-        if precision not in PRECISIONS:
-            raise BuildError(f"--precision must be one of {', '.join(PRECISIONS)}, not '{precision}'")
         if actors is not None and actors < 1:
             raise BuildError(f"--actors must be 1 or more, not {actors}")
         if self.cpus < 2:
@@ -117,8 +115,8 @@ class Cluster:
         if device == "cuda" and self.gpus < 1:
             raise BuildError("--device cuda was asked for but the Ray cluster has no GPUs; use --device cpu or auto")
         self.device = "cuda" if device != "cpu" and self.gpus >= 1 else "cpu"
-        if self.device == "cpu" and precision == "fp16":
-            raise BuildError("--precision fp16 is not supported on CPU; use bf16 or fp32")
+        if precision != "auto":  # the local build's checks; "auto" is resolved on each actor's own device
+            resolve_precision(precision, torch.device(self.device))
         most = int(self.gpus) if self.device == "cuda" else max(1, int(self.cpus) - 1)
         if actors is not None and actors > most:
             what = f"{int(self.gpus)} GPU(s)" if self.device == "cuda" else f"{int(self.cpus)} CPUs (one is kept for decoding)"

@@ -13,8 +13,8 @@ import numpy as np
 
 from ..errors import BuildError
 from ..store.schema import STATUS_OK, STATUS_QUARANTINED
-from ..store.shards import ItemRows, write_shard
-from .runner import encode_batch, make_encoder, vector_problem
+from ..store.shards import ItemRows, commit_attrs, write_shard
+from .runner import encode_batch, make_encoder, outcome
 
 FAULT_ENV = "EMBEDSTORE_RAY_FAULT"  # "<stage>:<marker file>": SIGKILL one worker once (tests)
 PASS_COLUMNS = ("k", "id", "uri", "label", "split", "text", "size", "mtime_ns", "sha", "reason", "unchanged")
@@ -118,12 +118,11 @@ def write_batch(batch: dict, shard_dir: str, set_name: str, set_attrs: dict, dty
     encoded = unchanged = 0
     for i in order:
         row = {c: batch[c][i] for c in ("id", "uri", "label", "split", "text", "size", "mtime_ns")}
-        reason = batch["reason"][i] or (vector_problem(batch["vector"][i], dtype) if batch["ok"][i] else None)
-        status = STATUS_QUARANTINED if reason else STATUS_OK
-        items.append(**row, sha256=batch["sha"][i], status=status, reason=reason or "")
-        if reason:
+        what, reason = outcome(batch["reason"][i] or None, bool(batch["unchanged"][i]), batch["vector"][i], dtype)
+        items.append(**row, sha256=batch["sha"][i], status=STATUS_QUARANTINED if reason else STATUS_OK, reason=reason or "")
+        if what == "quarantined":
             quarantined.append({"id": str(row["id"]), "uri": str(row["uri"]), "reason": reason})
-        elif batch["unchanged"][i]:
+        elif what == "unchanged":
             unchanged += 1
         else:
             encoded += 1
@@ -132,8 +131,7 @@ def write_batch(batch: dict, shard_dir: str, set_name: str, set_attrs: dict, dty
             vec_sha.append(str(batch["sha"][i]))
     vecs = np.asarray(batch["vector"][keep], dtype=dtype).reshape(len(keep), batch["vector"].shape[1])
     n = len(order)
-    attrs = {**set_attrs, "device": str(batch["device"][0]), "precision": str(batch["precision"][0]),
-             "committed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "rows": n, "set_name": set_name}
+    attrs = commit_attrs(set_name, set_attrs, str(batch["device"][0]), str(batch["precision"][0]), n)
     name = f"{stamp:020d}-ray-{int(batch['k'][order[0]]):012d}.h5"
     write_shard(Path(shard_dir), items, vec_ids, vec_sha, vecs, attrs, name=name)
     _maybe_die(fault, "write", 1)

@@ -129,6 +129,16 @@ def vector_problem(v: np.ndarray, dtype: str) -> str | None:
     return None
 
 
+def outcome(reason: str | None, unchanged: bool, vector, dtype: str) -> tuple[str, str | None]:
+    """What becomes of one loaded item: ("quarantined", reason), ("unchanged", None) or
+    ("encoded", None). The local loop and Ray's write tasks both decide here."""
+    if not reason and not unchanged:
+        reason = vector_problem(vector, dtype)
+    if reason:
+        return "quarantined", reason
+    return ("unchanged" if unchanged else "encoded"), None
+
+
 def _row(task, sha: str, status: str = STATUS_OK, reason: str = "") -> dict:
     it = task.item
     return {"id": it.id, "uri": it.uri, "label": it.label, "split": it.split, "sha256": sha,
@@ -281,24 +291,16 @@ def _sort_batch(tasks, batch, vecs, dtype: str, report: BuildReport):
     pos_of = {k: n for n, k in enumerate(batch.ok)}
     for k, ld in enumerate(batch.loaded):
         task = tasks[ld.index]
-        if ld.reason is not None:
-            rows.append(_row(task, ld.sha256, STATUS_QUARANTINED, ld.reason))
-        elif ld.unchanged:
-            rows.append(_row(task, ld.sha256))
+        what, reason = outcome(ld.reason, ld.unchanged, vecs[pos_of[k]] if k in pos_of else None, dtype)
+        row = _row(task, ld.sha256, STATUS_QUARANTINED if reason else STATUS_OK, reason or "")
+        rows.append(row)
+        if what == "unchanged":
             report.unchanged += 1
-            continue
+        elif what == "encoded":
+            vec_rows.append(row)
+            keep.append(pos_of[k])
+            report.encoded += 1
         else:
-            v = vecs[pos_of[k]]
-            problem = vector_problem(v, dtype)
-            if problem:
-                rows.append(_row(task, ld.sha256, STATUS_QUARANTINED, problem))
-            else:
-                row = _row(task, ld.sha256)
-                rows.append(row)
-                vec_rows.append(row)
-                keep.append(pos_of[k])
-                report.encoded += 1
-                continue
-        report.quarantined += 1
-        report.quarantined_items.append({"id": task.item.id, "uri": task.item.uri, "reason": rows[-1]["reason"]})
+            report.quarantined += 1
+            report.quarantined_items.append({"id": task.item.id, "uri": task.item.uri, "reason": reason})
     return rows, vec_rows, np.asarray(keep, dtype=np.int64)

@@ -87,8 +87,7 @@ class ShardWriter:
         if not len(self._items):
             return
         vecs = np.concatenate(self._vecs) if self._vecs else np.zeros((0, self.dim), dtype=self.dtype)
-        attrs = {**self.shard_attrs, "committed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "rows": len(self._items)}
-        self.store.commit(self.set_name, self.set_attrs, self._items, self._vec_ids, self._vec_sha, vecs, attrs)
+        self.store.commit(self.set_name, self.set_attrs, self._items, self._vec_ids, self._vec_sha, vecs, self.shard_attrs)
         self.shards += 1
         self.rows_committed += len(self._items)
         self._reset()

@@ -47,6 +47,13 @@ class ShardMeta:
     attrs: dict = field(default_factory=dict)
 
 
+def commit_attrs(set_name: str, set_attrs: dict, device: str, precision: str, rows: int) -> dict:
+    """A shard file's attributes: its set's provenance plus how and when this shard was made.
+    Every writer (the local build's thread, Ray's write tasks) takes them from here."""
+    return {**set_attrs, "device": device, "precision": precision, "rows": rows, "set_name": set_name,
+            "committed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:

@@ -15,7 +15,7 @@ from .index import read_index_meta, update_index
 from .lock import StoreLock
 from .migrations import migrate
 from .schema import FORMAT, ITEM_INT_COLUMNS, ITEM_STR_COLUMNS, KEY_FIELDS, SCHEMA_VERSION, STATUS_OK, sidecar_dir
-from .shards import ItemRows, ShardMeta, list_shards, read_shard_meta, remove_stale_tmp, write_shard
+from .shards import ItemRows, ShardMeta, commit_attrs, list_shards, read_shard_meta, remove_stale_tmp, write_shard
 
 JSON_ATTRS = ("preprocess", "library_versions")
 
@@ -167,7 +167,7 @@ class Store:
         """Commit one shard of rows for a vector set; durable once this returns."""
         if not self._lock.held:
             raise StoreError(f"store {self.path} is not open for writing")
-        attrs = {**set_attrs, **shard_attrs, "set_name": set_name}
+        attrs = {**commit_attrs(set_name, set_attrs, "", "", len(items)), **shard_attrs}
         name = write_shard(self.shard_root / set_name, items, list(vector_ids), list(vector_sha256), vectors, attrs)
         return name
 
@@ -189,10 +189,8 @@ class Store:
         for name, sl in layout.sets.items():
             if index:
                 metric = "inner_product" if sl.attrs.get("normalize") == "l2" else "l2"
-                add = None
-                if parallel is not None:
-                    def add(ix, a, b, sl=sl):
-                        return parallel.add(ix, self.shard_root, runs_between(sl, a, b))
+                add = None if parallel is None else (
+                    lambda ix, a, b, sl=sl: parallel.add(ix, self.shard_root, runs_between(sl, a, b)))
                 index_meta[name] = update_index(
                     self.sidecar, name, sl.ids, sl.dim, metric,
                     lambda a, b, sl=sl: read_runs(self.shard_root, runs_between(sl, a, b)), add,
