@@ -246,6 +246,29 @@ def test_an_actor_whose_encoder_differs_from_the_drivers_stops_the_build(ray_clu
     assert not list((tmp_path / "s.h5.d" / "shards").rglob("*.h5"))
 
 
+@pytest.mark.parametrize("case", ["foreign-store", "empty-folder", "texts-with-image-encoder"])
+def test_bad_input_with_the_ray_engine_fails_in_one_line(ray_cluster, photos, tmp_path, case):
+    import h5py
+
+    src, store, expect = photos[0], tmp_path / "s.h5", None
+    if case == "foreign-store":
+        with h5py.File(store, "w") as f:
+            f["data"] = [1, 2, 3]
+        expect = "not an embedstore store"
+    elif case == "empty-folder":
+        src = tmp_path / "empty"
+        src.mkdir()
+        expect = "has no files to embed"
+    else:
+        src = tmp_path / "t.txt"
+        src.write_text("a sentence\nanother one\n")
+        expect = "is a text source"
+    before = store.read_bytes() if store.exists() else None
+    r = embed("build", src, "--store", store, "--encoder", "test:tiny", "--engine", "ray")
+    assert r.exit_code == 2 and expect in r.output and len(r.output.strip().splitlines()) == 1, r.output
+    assert (store.read_bytes() if store.exists() else None) == before
+
+
 def test_without_ray_installed_the_error_names_the_extra(photos, tmp_path, monkeypatch):
     import sys
 
