@@ -58,8 +58,8 @@ def random_weights(encoder_id: str, out: Path) -> str | None:
 
 
 def forward_only(encoder_id: str, weights: str | None, n: int, batch_size: int) -> tuple[float, str]:
-    from embedstore.build.device import resolve_device, resolve_precision, use_channels_last
-    from embedstore.build.runner import encode_batch
+    from embedstore.embedding.device import resolve_device, resolve_precision, use_channels_last
+    from embedstore.ingest.runner import encode_batch
     from embedstore.encoders import create_encoder
     import torch
 
@@ -82,7 +82,7 @@ def forward_only(encoder_id: str, weights: str | None, n: int, batch_size: int) 
 
 
 def end_to_end(src: Path, store: Path, encoder_id: str, weights: str | None, batch_size: int) -> dict:
-    from embedstore.build import build
+    from embedstore.ingest import build
 
     for p in (store, store.with_name(store.name + ".d")):
         shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
@@ -94,7 +94,7 @@ def end_to_end(src: Path, store: Path, encoder_id: str, weights: str | None, bat
 
 def peak_rss_mb(src: Path, store: Path, encoder_id: str, weights: str | None) -> float:
     cmd = [sys.executable, "-c",
-           "import resource, sys; from embedstore.build import build; "
+           "import resource, sys; from embedstore.ingest import build; "
            f"build({str(src)!r}, {str(store)!r}, encoder={encoder_id!r}, weights={weights!r}, progress=False); "
            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss + resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.split()[-1]

@@ -62,9 +62,9 @@ def main() -> None:
     from sklearn.linear_model import LogisticRegression
 
     from embedstore.heads.logistic import LogisticHead
-    from embedstore.workflows.data import TEST, TRAIN, VAL, SplitData
-    from embedstore.build.device import resolve_device
-    from embedstore.workflows.fit import refit, sweep
+    from embedstore.heads.data import TEST, TRAIN, VAL, SplitData
+    from embedstore.embedding.device import resolve_device
+    from embedstore.heads.fit import refit, sweep
 
     if args.store:
         from embedstore.store import open_store

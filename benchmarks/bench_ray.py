@@ -51,7 +51,7 @@ def main() -> None:
     import ray
     import torch
 
-    from embedstore.build import build
+    from embedstore.ingest import build
 
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-ray-"))
     src = make_jpegs(work / "images", args.n)

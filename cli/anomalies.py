@@ -62,7 +62,7 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     ) -> None:
         """Rank a store's items by how anomalous they are; AUROC/AUPRC when labels say what is normal."""
-        from embedstore.workflows.anomalies import find_anomalies
+        from embedstore.detectors.anomalies import find_anomalies
 
         if out is not None and out.suffix.lower() not in (".csv", ".json"):
             fail(f"--out {out}: use a .csv or .json file name")

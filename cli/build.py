@@ -69,7 +69,7 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     ) -> None:
         """Embed a folder or manifest into an HDF5 + FAISS store (resumable, incremental)."""
-        from embedstore.build import build as run_build
+        from embedstore.ingest import build as run_build
 
         report = run_guarded(
             run_build, source, store, encoder=encoder, weights=str(weights) if weights else None, layer=layer,

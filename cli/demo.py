@@ -20,7 +20,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Build a store from bundled handwritten digits with the offline EfficientNet-Lite0, fit a head,
         find anomalies, search, and write an HTML report (no downloads)."""
-        from embedstore.workflows.demo import run_demo
+        from embedstore.reports.demo import run_demo
 
         r = run_guarded(run_demo, out, per_class, not quiet)
         if json_out:

@@ -45,7 +45,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Fine-tune the last blocks of the store's encoder on its labelled items; save it as a new encoder version."""
         from embedstore.finetune.loop import Recipe
-        from embedstore.workflows.finetune import finetune as run_ft
+        from embedstore.finetune.run import finetune as run_ft
 
         recipe = Recipe(unfreeze=unfreeze, epochs=epochs, batch_size=batch_size, lr=lr, backbone_lr_mult=backbone_lr_mult,
                         weight_decay=weight_decay, patience=patience, augment=not no_augment, seed=seed)
@@ -83,7 +83,7 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json"),
     ) -> None:
         """How far two encoder versions moved the same items: mean cosine shift and kNN overlap@k."""
-        from embedstore.workflows.drift import drift as run_drift
+        from embedstore.detectors.drift import drift as run_drift
 
         d = run_guarded(run_drift, store, set_from, set_to, sample=sample, k=k)
         if json_out:
@@ -111,7 +111,7 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", "-q"),
     ) -> None:
         """Linear-probe and kNN accuracy (95% intervals), throughput and size per encoder on your data, and a recommendation."""
-        from embedstore.workflows.compare import compare_encoders as run_cmp
+        from embedstore.heads.compare import compare_encoders as run_cmp
 
         ids = [e.strip() for e in encoders.split(",") if e.strip()]
         c = run_guarded(run_cmp, source, ids, sample=sample, seed=seed, work=work, batch_size=batch_size, device=device,

@@ -74,7 +74,7 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     ) -> None:
         """Train a classifier head on a store's cached vectors, choose its regularisation, report test metrics."""
-        from embedstore.workflows.fit import fit_head as run_fit
+        from embedstore.heads.fit import fit_head as run_fit
 
         report, _ = run_guarded(run_fit, store, head, out=out, vector_set=vector_set, val_fraction=val_fraction,
                                 test_fraction=test_fraction, seed=seed, shots=shots, max_memory=max_memory,
@@ -113,7 +113,7 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     ) -> None:
         """Label new images end to end with a saved head: embed, check provenance, predict."""
-        from embedstore.workflows.apply import predict as run_predict
+        from embedstore.heads.apply import predict as run_predict
 
         r = run_guarded(run_predict, head, source, out=out, store=store, weights=str(weights) if weights else None,
                         device=device, batch_size=batch_size, workers=workers, progress=not quiet and not json_out)
@@ -142,7 +142,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Metrics of a saved head on a labelled store: accuracy, per-class precision/recall/F1, confusion."""
         from embedstore.heads.metrics import format_confusion, format_per_class
-        from embedstore.workflows.apply import evaluate as run_eval
+        from embedstore.heads.apply import evaluate as run_eval
 
         m = run_guarded(run_eval, head, store, split=split)
         if plots is not None:

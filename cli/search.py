@@ -35,7 +35,7 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="Print the hits as JSON."),
     ) -> None:
         """Nearest neighbours from the store's FAISS index: "more like this", text-to-image with CLIP."""
-        from embedstore.workflows.search import search as run_search
+        from embedstore.search.query import search as run_search
 
         r = run_guarded(run_search, store, item_id=item_id, image=image, text=text, vector_file=vector_file, k=k,
                         where=where, exact=exact, vector_set=vector_set, weights=str(weights) if weights else None,

@@ -8,18 +8,18 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 _LAZY = {
-    "build": ("embedstore.build", "build"),
-    "BuildReport": ("embedstore.build", "BuildReport"),
+    "build": ("embedstore.ingest", "build"),
+    "BuildReport": ("embedstore.ingest", "BuildReport"),
     "open_store": ("embedstore.store", "open_store"),
     "Store": ("embedstore.store", "Store"),
     "create_encoder": ("embedstore.encoders", "create_encoder"),
     "list_encoders": ("embedstore.encoders", "list_encoders"),
     "EncoderConfig": ("embedstore.encoders", "EncoderConfig"),
     "open_source": ("embedstore.sources", "open_source"),
-    "fit_head": ("embedstore.workflows.fit", "fit_head"),
-    "predict": ("embedstore.workflows.apply", "predict"),
-    "evaluate": ("embedstore.workflows.apply", "evaluate"),
-    "load_head": ("embedstore.workflows.modelfile", "load_head"),
+    "fit_head": ("embedstore.heads.fit", "fit_head"),
+    "predict": ("embedstore.heads.apply", "predict"),
+    "evaluate": ("embedstore.heads.apply", "evaluate"),
+    "load_head": ("embedstore.modelfile", "load_head"),
 }
 
 __all__ = ["__version__", *_LAZY]

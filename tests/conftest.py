@@ -58,7 +58,7 @@ def image_folder(tmp_path: Path) -> Path:
 @pytest.fixture
 def build_tiny():
     """Build with the seeded test encoder, fp32, in-process decode: fast and deterministic."""
-    from embedstore.build import build
+    from embedstore.ingest import build
 
     def run(source, store, **kw):
         opts = dict(encoder="test:tiny", workers=0, precision="fp32", progress=False, batch_size=4, shard_rows=4)

@@ -14,7 +14,7 @@ from conftest import embed, make_image_folder
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    from embedstore.build import build
+    from embedstore.ingest import build
 
     root = tmp_path_factory.mktemp("anom")
     make_image_folder(root / "photos", classes=("cat", "dog", "owl"), per_class=12)
@@ -45,7 +45,7 @@ def test_out_save_plots_and_threshold(store, tmp_path):
     assert doc["kind"] == "knn" and doc["threshold"]["kind"] == "holdout-quantile" and doc["provenance"]["encoder"] == "test:tiny"
     assert (tmp_path / "p" / "scores_by_label.png").stat().st_size > 1000
 
-    from embedstore.workflows.modelfile import load_model
+    from embedstore.modelfile import load_model
 
     det, _ = load_model(tmp_path / "det", "detector")
     assert det.offset_ == doc["offset"]
@@ -61,7 +61,7 @@ def test_score_new_items_with_the_store_encoder(store, tmp_path):
 
 
 def test_fit_set_items_are_not_their_own_neighbours(store):
-    from embedstore.workflows.anomalies import find_anomalies
+    from embedstore.detectors.anomalies import find_anomalies
 
     rep, det = find_anomalies(store, "knn", fit_on="label=cat", progress=False)
     fit_rows = [x for x in rep.ranked if x["in_fit_set"]]
@@ -84,7 +84,7 @@ def test_anomaly_errors(store, tmp_path):
         assert r.exit_code != 0, (extra, r.output)
         assert message in r.output, (extra, r.output)
     other = tmp_path / "o.h5"
-    from embedstore.build import build
+    from embedstore.ingest import build
 
     build(make_image_folder(tmp_path / "o", per_class=2), other, encoder="test:tiny", normalize="none", workers=0, progress=False)
     r = embed("anomalies", "--store", store, "--score", other)
@@ -98,10 +98,10 @@ def test_knn_and_mahalanobis_auroc_match_plain_faiss_and_sklearn_on_digits(tmp_p
     from sklearn.covariance import LedoitWolf
     from sklearn.metrics import roc_auc_score
 
-    from embedstore.build import build
+    from embedstore.ingest import build
     from embedstore.datasets import write_digits
     from embedstore.store import open_store
-    from embedstore.workflows.anomalies import find_anomalies
+    from embedstore.detectors.anomalies import find_anomalies
 
     write_digits(tmp_path / "digits", per_class=30)
     build(tmp_path / "digits", tmp_path / "d.h5", encoder="effnet-lite:lite0", progress=False)

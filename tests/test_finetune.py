@@ -14,7 +14,7 @@ from conftest import copy_store, embed, make_image_folder
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    from embedstore.build import build
+    from embedstore.ingest import build
 
     root = tmp_path_factory.mktemp("ft")
     make_image_folder(root / "photos", classes=("cat", "dog", "owl"), per_class=10)
@@ -28,9 +28,9 @@ def test_finetune_trains_only_the_last_blocks_and_makes_a_loadable_encoder(store
 
     from embedstore.encoders import create_encoder
     from embedstore.finetune.loop import Recipe
-    from embedstore.workflows.finetune import finetune
+    from embedstore.finetune.run import finetune
 
-    from embedstore.build import build
+    from embedstore.ingest import build
 
     # three classes of the same grey noise: the frozen features cannot tell them apart, so there is a loss to lower
     s = tmp_path / "s.h5"
@@ -68,7 +68,7 @@ def test_finetune_trains_only_the_last_blocks_and_makes_a_loadable_encoder(store
 
 def test_resume_continues_from_the_checkpoint(store, tmp_path):
     from embedstore.finetune.loop import Recipe
-    from embedstore.workflows.finetune import finetune
+    from embedstore.finetune.run import finetune
 
     s = copy_store(store, tmp_path / "s.h5")
     rec = Recipe(unfreeze=1, epochs=3, batch_size=8, patience=10, augment=False)
@@ -89,7 +89,7 @@ def test_finetune_errors(store, tmp_path):
     (tmp_path / "exists").mkdir()
     (tmp_path / "exists" / "x").write_text("mine")
     make_image_folder(tmp_path / "flatsrc", classes=("x",), per_class=3)
-    from embedstore.build import build
+    from embedstore.ingest import build
 
     build(tmp_path / "flatsrc" / "x", tmp_path / "nolabels.h5", encoder="test:tiny", labels=False, workers=0, progress=False)
     assert embed("fit-head", "ridge", "--store", s, "--out", tmp_path / "knnhead").exit_code == 0
@@ -119,7 +119,7 @@ def test_out_of_memory_is_caught_with_a_smaller_batch_suggested(store, tmp_path,
 
     from embedstore.errors import FinetuneError
     from embedstore.finetune.loop import Recipe
-    from embedstore.workflows.finetune import finetune
+    from embedstore.finetune.run import finetune
 
     def oom(*a, **k):
         raise torch.OutOfMemoryError("CUDA out of memory")

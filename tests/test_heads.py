@@ -16,7 +16,7 @@ CLASSES = ("cat", "dog", "owl")
 
 
 def build_store(src: Path, store: Path, **kw):
-    from embedstore.build import build
+    from embedstore.ingest import build
 
     opts = dict(encoder="test:tiny", workers=0, precision="fp32", progress=False, batch_size=16, shard_rows=16)
     opts.update(kw)
@@ -64,8 +64,8 @@ def test_fit_head_logistic_saves_a_head_that_predicts_and_evaluates(labelled, tm
 
 @pytest.mark.parametrize("head", ["linear-svm", "ridge", "knn", "mlp"])
 def test_every_head_trains_saves_and_reloads_identically(labelled, tmp_path, head):
-    from embedstore.workflows.fit import fit_head
-    from embedstore.workflows.modelfile import load_head
+    from embedstore.heads.fit import fit_head
+    from embedstore.modelfile import load_head
     from embedstore.store import open_store
 
     rep, fitted = fit_head(labelled / "photos.h5", head, out=tmp_path / head, progress=False)
@@ -101,7 +101,7 @@ def test_store_split_column_is_used(tmp_path):
 
 
 def test_logistic_out_of_core_matches_in_memory(labelled):
-    from embedstore.workflows.fit import fit_head
+    from embedstore.heads.fit import fit_head
 
     mem, h_mem = fit_head(labelled / "photos.h5", "logistic", params={"C": 10.0}, progress=False)
     ooc, h_ooc = fit_head(labelled / "photos.h5", "logistic", params={"C": 10.0}, max_memory="1KB", progress=False)

@@ -24,11 +24,11 @@ def careful_sklearn(Xtr, ytr, Xva, yva, Xtv, ytv, Xte, yte, grid) -> float:
 
 
 def test_logistic_head_within_one_point_of_sklearn_on_digits(tmp_path):
-    from embedstore.build import build
+    from embedstore.ingest import build
     from embedstore.datasets import write_digits
     from embedstore.store import open_store
-    from embedstore.workflows.data import TEST, TRAIN, VAL, SplitData
-    from embedstore.workflows.fit import fit_head
+    from embedstore.heads.data import TEST, TRAIN, VAL, SplitData
+    from embedstore.heads.fit import fit_head
 
     write_digits(tmp_path / "digits", per_class=80)
     build(tmp_path / "digits", tmp_path / "d.h5", encoder="effnet-lite:lite0", progress=False)

@@ -68,7 +68,7 @@ def photos(tmp_path_factory) -> tuple[Path, dict]:
 
 @pytest.fixture(scope="module")
 def local_store(photos, tmp_path_factory) -> Path:
-    from embedstore.build import build
+    from embedstore.ingest import build
 
     path = tmp_path_factory.mktemp("local") / "local.h5"
     build(photos[0], path, workers=0, **tiny())
@@ -97,7 +97,7 @@ def test_ray_build_gives_the_same_store_as_the_local_build(ray_cluster, photos, 
 
 
 def test_ray_build_resumes_a_local_build_and_adds_incrementally(ray_cluster, photos, tmp_path):
-    from embedstore.build import build
+    from embedstore.ingest import build
 
     src = tmp_path / "photos"
     shutil.copytree(photos[0], src)
@@ -127,7 +127,7 @@ def test_a_killed_ray_driver_resumes_with_every_item_once(ray_cluster, tmp_path)
     import sys
     import time
 
-    from embedstore.build import build
+    from embedstore.ingest import build
 
     src = make_image_folder(tmp_path / "photos", classes=("cat", "dog", "owl"), per_class=150, size=(64, 56))
     store = tmp_path / "s.h5"
@@ -161,7 +161,7 @@ def test_a_killed_ray_driver_resumes_with_every_item_once(ray_cluster, tmp_path)
 def test_a_worker_killed_mid_build_still_stores_every_item_once(ray_cluster, photos, local_store, tmp_path, monkeypatch, stage):
     """A real SIGKILL: the encoder actor (mid-stream) or a shard writer (after its shard is durable,
     before Ray hears back, so the retry writes it again)."""
-    from embedstore.build import build
+    from embedstore.ingest import build
 
     marker = tmp_path / "killed"
     monkeypatch.setenv("EMBEDSTORE_RAY_FAULT", f"{stage}:{marker}")
@@ -186,7 +186,7 @@ def test_a_ray_build_fills_its_ivf_index_on_the_cluster(ray_cluster, photos, tmp
 
 
 def test_ray_build_of_texts_matches_the_local_build(ray_cluster, tmp_path):
-    from embedstore.build import build
+    from embedstore.ingest import build
 
     src = tmp_path / "t.jsonl"
     src.write_text("".join(json.dumps({"id": f"t{i}", "text": f"review number {i}: {'good' if i % 2 else 'bad'}",
@@ -227,10 +227,10 @@ def test_bad_ray_options_fail_in_one_line_and_leave_the_store_alone(ray_cluster,
 
 def test_an_actor_whose_encoder_differs_from_the_drivers_stops_the_build(ray_cluster, photos, tmp_path):
     """As on a node with other weights installed: the actor's vector set differs from the driver's."""
-    from embedstore.build import BuildReport
-    from embedstore.build.plan import make_plan
-    from embedstore.build.ray_engine import connect
-    from embedstore.build.runner import make_encoder
+    from embedstore.ingest import BuildReport
+    from embedstore.ingest.plan import make_plan
+    from embedstore.ingest.ray_engine import connect
+    from embedstore.ingest.runner import make_encoder
     from embedstore.errors import BuildError
     from embedstore.sources import open_source
     from embedstore.store import open_store
@@ -279,7 +279,7 @@ def test_without_ray_installed_the_error_names_the_extra(photos, tmp_path, monke
 
 
 def test_a_node_that_cannot_see_the_store_is_named(tmp_path):
-    from embedstore.build.ray_engine import _probe
+    from embedstore.ingest.ray_engine import _probe
 
     assert _probe(str(tmp_path), None) is None
     msg = _probe(str(tmp_path / "not-mounted"), None)
@@ -291,7 +291,7 @@ def test_a_node_that_cannot_see_the_store_is_named(tmp_path):
 
 @pytest.mark.parametrize("kind, exact_max, pq_min", [("ivfflat", 500, 10**9), ("ivfpq", 500, 1000)])
 def test_parallel_index_fill_equals_the_sequential_one(ray_cluster, tmp_path, monkeypatch, kind, exact_max, pq_min):
-    from embedstore.build.ray_index import ParallelAdd
+    from embedstore.ingest.ray_index import ParallelAdd
     from embedstore.store import open_store
     from embedstore.store.index import load_index
 

@@ -14,7 +14,7 @@ from conftest import copy_store, embed, make_image_folder
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    from embedstore.build import build
+    from embedstore.ingest import build
 
     root = tmp_path_factory.mktemp("search")
     make_image_folder(root / "photos", classes=("cat", "dog", "owl"), per_class=10)
@@ -152,7 +152,7 @@ def test_text_search_uses_the_same_clip_models_text_tower(tmp_path):
     import open_clip
     import torch
 
-    from embedstore.build import build
+    from embedstore.ingest import build
     from embedstore.store import open_store
 
     torch.manual_seed(0)

@@ -16,9 +16,9 @@ from conftest import make_image_folder
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    from embedstore.build import build
+    from embedstore.ingest import build
     from embedstore.serve.server import make_server, open_api
-    from embedstore.workflows.fit import fit_head
+    from embedstore.heads.fit import fit_head
 
     root = tmp_path_factory.mktemp("serve")
     make_image_folder(root / "photos", classes=("cat", "dog", "owl"), per_class=8)
@@ -167,9 +167,9 @@ def test_page_in_headless_chromium_upload_and_see_neighbours(served, tmp_path):
 def test_serve_refuses_a_head_from_other_vectors_and_a_busy_port(served, tmp_path):
     from typer.testing import CliRunner
 
-    from embedstore.build import build
+    from embedstore.ingest import build
     from embedstore.cli.main import app
-    from embedstore.workflows.fit import fit_head
+    from embedstore.heads.fit import fit_head
 
     root, port = served
     other = tmp_path / "o.h5"

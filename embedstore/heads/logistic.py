@@ -54,7 +54,7 @@ class LogisticHead(Head):
         import torch
 
         self._validate_params_()
-        from ..build.device import resolve_device
+        from ..embedding.device import resolve_device
 
         dev = resolve_device(self.device)
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32

@@ -73,8 +73,8 @@ def open_api(store, head: str | None = None, vector_set: str | None = None, weig
              device: str = "auto", max_upload: int | None = None) -> Api:
     """The store opened for serving, with an optional head whose provenance must match the store's set."""
     from ..errors import HeadError
-    from ..workflows.modelfile import load_head
-    from ..workflows.search import SearchContext
+    from ..modelfile import load_head
+    from ..search.query import SearchContext
 
     ctx = SearchContext(store, vector_set, weights, device)
     h = doc = None

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import EmbedstoreError, FinetuneError
-from ..finetune.loop import Recipe
-from .data import TEST, TRAIN, VAL, SplitData
+from .loop import Recipe
+from ..heads.data import TEST, TRAIN, VAL, SplitData
 
 LINEAR_HEADS = ("logistic", "linear-svm", "ridge")
 
@@ -65,7 +65,7 @@ def _probe(data: SplitData) -> tuple[object, dict]:
     """A logistic probe on frozen vectors: C chosen on val by a fit on train (that fit's val accuracy
     is reported, so it compares with the fine-tune's), then refit on train + val for the test score."""
     from ..heads.logistic import LogisticHead
-    from .fit import refit, sweep
+    from ..heads.fit import refit, sweep
 
     _, (val_acc, c, snap) = sweep(LogisticHead, data, list(LogisticHead.sweep_grid), {}, "cpu", progress=False)
     head = refit(LogisticHead, data, c, snap, {}, "cpu")
@@ -103,13 +103,13 @@ def finetune(store: str | Path, out: str | Path, head: str | Path | None = None,
              reembed: bool = True, progress: bool = True) -> FinetuneReport:
     import torch
 
-    from ..build.device import resolve_device
+    from ..embedding.device import resolve_device
     from ..encoders import create_encoder
     from ..encoders.blocks import trainable_names
-    from ..finetune.data import LabelledImages, make_loader, train_transform
-    from ..finetune.loop import build_net, evaluate, fit, set_trainable
+    from .data import LabelledImages, make_loader, train_transform
+    from .loop import build_net, evaluate, fit, set_trainable
     from ..store import open_store
-    from .modelfile import load_head
+    from ..modelfile import load_head
 
     t_start = time.perf_counter()
     recipe = recipe or Recipe()
@@ -210,7 +210,7 @@ def _export(out: Path, net, enc, parent_id: str, prov: dict, recipe: Recipe, rep
 def _reembed_and_probe(store, out: Path, rows, data: SplitData, progress: bool):
     """Embed the set's items with the new encoder (a new vector set beside the old), then a linear
     probe on the new vectors with the same split."""
-    from ..build import build
+    from ..ingest import build
     from ..store import open_store
 
     with tempfile.TemporaryDirectory(prefix="embed-ft-") as tmp:

@@ -19,12 +19,12 @@ class DemoResult:
 def run_demo(out: str | Path, per_class: int | None = None, progress: bool = True) -> DemoResult:
     """Build a store from sklearn's digits, fit a logistic head, score anomalies (digit 0 as normal),
     run searches by id and by image, and write `out/report/index.html`."""
-    from ..build import build
+    from ..ingest import build
     from ..datasets import write_digits
-    from ..reports import html
-    from .anomalies import find_anomalies
-    from .fit import fit_head
-    from .search import search
+    from . import html
+    from ..detectors.anomalies import find_anomalies
+    from ..heads.fit import fit_head
+    from ..search.query import search
 
     out = Path(out)
     data = write_digits(out / "digits", per_class=per_class)

@@ -2,49 +2,10 @@
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 
-from ..errors import HeadError, OptionError
-from ..heads.splits import TEST, TRAIN, UNUSED, VAL, assign_splits, take_shots
-
-
-def parse_bytes(text: str | int) -> int:
-    """'4GB', '512MB', '1.5G', '1000000' -> bytes."""
-    if isinstance(text, int):
-        return text
-    m = re.fullmatch(r"\s*([0-9.]+)\s*([kmgt]?)i?b?\s*", str(text).lower())
-    if not m:
-        raise OptionError(f"--max-memory must look like 4GB, 512MB or a number of bytes, not '{text}'")
-    return int(float(m.group(1)) * 1024 ** " kmgt".index(m.group(2) or " "))
-
-
-FILTER_KEYS = ("label", "split")
-
-
-def parse_filter(text: str | None) -> dict[str, set[str]]:
-    """'split=train,label=good|ok' -> {'split': {'train'}, 'label': {'good', 'ok'}} (AND of keys, OR within)."""
-    out: dict[str, set[str]] = {}
-    for part in (text or "").split(","):
-        part = part.strip()
-        if not part:
-            continue
-        if "=" not in part:
-            raise OptionError(f"filter '{part}' must look like key=value (keys: {', '.join(FILTER_KEYS)}), e.g. split=train,label=good")
-        k, v = (x.strip() for x in part.split("=", 1))
-        if k not in FILTER_KEYS:
-            raise OptionError(f"unknown filter key '{k}'; use {', '.join(FILTER_KEYS)}")
-        out.setdefault(k, set()).update(x for x in v.split("|"))
-    return out
-
-
-def filter_mask(rows, flt: dict[str, set[str]]) -> np.ndarray:
-    m = np.ones(len(rows), dtype=bool)
-    for k, values in flt.items():
-        col = rows.labels if k == "label" else rows.splits
-        m &= np.isin(col, list(values))
-    return m
+from ..errors import HeadError
+from .splits import TEST, TRAIN, UNUSED, VAL, assign_splits, take_shots
 
 
 class SplitData:
@@ -140,4 +101,4 @@ class SplitData:
         return (np.concatenate(ys), np.concatenate(ps)) if ys else (np.zeros(0, str), np.zeros(0, str))
 
 
-__all__ = ["SplitData", "parse_bytes", "parse_filter", "filter_mask", "TRAIN", "VAL", "TEST"]
+__all__ = ["SplitData", "TRAIN", "VAL", "TEST"]

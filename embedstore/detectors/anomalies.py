@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..detectors import detector_class
+from . import detector_class
 from ..errors import DetectorError
 from ..progress import progress_bar
-from .data import filter_mask, parse_bytes, parse_filter
+from ..store.select import filter_mask, parse_bytes, parse_filter
 
 @dataclass
 class AnomalyReport:
@@ -87,7 +87,7 @@ def find_anomalies(store: str | Path, method: str = "knn", fit_on: str | None = 
                    weights: str | None = None, device: str = "auto", progress: bool = True) -> tuple[AnomalyReport, object]:
     """Fit `method` on the `fit_on` subset of `store` and score every item (or the items of `score`)."""
     from ..store import open_store
-    from .apply import embed_like, is_store, matching_set
+    from ..heads.apply import embed_like, is_store, matching_set
 
     cls = detector_class(method)
     flt = parse_filter(fit_on)
@@ -147,7 +147,7 @@ def find_anomalies(store: str | Path, method: str = "knn", fit_on: str | None = 
                       "score": float(-scores[i]), "percentile": float(pct[i]), "flagged": bool(flagged[i]),
                       "in_fit_set": bool(in_fit[i])} for r, i in enumerate(order)]
     if save is not None:
-        from .modelfile import save_model
+        from ..modelfile import save_model
 
         save_model(save, det, {"provenance": vs.provenance, "vector_set": vs.name, "fit_on": report.fit_on,
                                "threshold": threshold, "evaluation": report.evaluation}, "detector", overwrite=force)

@@ -16,7 +16,7 @@ from ..progress import progress_bar
 from ..sources import open_source
 from ..store import open_store
 from ..store.schema import SCHEMA_VERSION, STATUS_OK, STATUS_QUARANTINED, set_name_for
-from .device import autocast_dtype, default_workers, resolve_device, resolve_precision, use_channels_last
+from ..embedding.device import autocast_dtype, default_workers, resolve_device, resolve_precision, use_channels_last
 from .loader import make_loader
 from .plan import existing_items, make_plan
 from .writer import ShardWriter

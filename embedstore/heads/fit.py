@@ -12,10 +12,11 @@ from pathlib import Path
 from sklearn.exceptions import ConvergenceWarning
 
 from ..errors import HeadError
-from ..heads import head_class
-from ..heads.metrics import classification_metrics
+from . import head_class
+from .metrics import classification_metrics
 from ..progress import progress_bar
-from .data import TEST, TRAIN, VAL, SplitData, parse_bytes
+from ..store.select import parse_bytes
+from .data import TEST, TRAIN, VAL, SplitData
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ class FitReport:
 
 def _sweep_precision(device: str) -> str:
     """bf16 features halve the memory traffic of the sweep's products; the final fit is fp32."""
-    from ..build.device import cpu_has_native_bf16
+    from ..embedding.device import cpu_has_native_bf16
 
     return "bf16" if device.startswith("cuda") or cpu_has_native_bf16() else "fp32"
 
@@ -65,7 +66,7 @@ def sweep(cls, data: SplitData, grid, params: dict, device: str, progress: bool)
         warm = cls(warm_start=True, **kwargs)
     gram = None
     if cls.kind == "ridge":  # one pass over train gives every alpha
-        from ..heads.linear import gram_stats
+        from .linear import gram_stats
 
         gram = gram_stats(data.chunks(TRAIN), len(data.classes))
     bar = progress_bar(len(grid), desc=f"sweep {name}", unit="fit", enabled=progress)
@@ -104,7 +105,7 @@ def fit_head(store: str | Path, head: str = "logistic", out: str | Path | None =
              device: str = "auto", force: bool = False, progress: bool = True) -> tuple[FitReport, object]:
     """Train a head on a store's labelled vectors; returns (report, fitted head)."""
     from ..store import open_store
-    from .modelfile import save_head
+    from ..modelfile import save_head
 
     t_start = time.perf_counter()
     cls = head_class(head)
@@ -124,7 +125,7 @@ def fit_head(store: str | Path, head: str = "logistic", out: str | Path | None =
         raise HeadError(f"the {counts['train'] + counts['val'] + counts['test']} vectors need {data.memory_bytes / 2**20:.0f} MB, "
                         f"over --max-memory {max_memory}; the {head} head trains in memory only: raise --max-memory, "
                         "or use logistic or ridge, which stream from the store")
-    from ..build.device import resolve_device
+    from ..embedding.device import resolve_device
 
     dev = str(resolve_device(device)) if cls.kind == "logistic" else "cpu"
     report = FitReport(head=head, store=store_path, vector_set=vs.name, encoder=vs.encoder, out=str(out) if out else None,
@@ -169,7 +170,7 @@ def refit(cls, data: SplitData, value, snapshot, params: dict, device: str):
 
 
 def _head_meta(report: FitReport, vs, rows) -> dict:
-    from ..build.runner import library_versions
+    from ..ingest.runner import library_versions
 
     return {
         "provenance": vs.provenance,

@@ -38,7 +38,7 @@ def decode_batch(batch: dict, preprocess, background: bool) -> dict:
             sha[i], reason[i], unchanged[i], ok[i] = s, r or "", u, r is None and not u
     else:
         if background:
-            from .device import lower_priority
+            from ..embedding.device import lower_priority
 
             lower_priority()  # the encoder shares these cores
         from ..encoders.config import build_transform
@@ -65,7 +65,7 @@ class EmbedActor:
         import torch
 
         from ..store.schema import set_name_for
-        from .device import resolve_device, resolve_precision, use_channels_last
+        from ..embedding.device import resolve_device, resolve_precision, use_channels_last
 
         if device == "cpu":
             torch.set_num_threads(threads)

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import EmbedstoreError, SearchError
-from ..search.searcher import exact_search, index_search, normalise, rerank
-from .data import filter_mask, parse_filter
+from .searcher import exact_search, index_search, normalise, rerank
+from ..store.select import filter_mask, parse_filter
 
 
 @dataclass
@@ -67,7 +67,7 @@ class SearchContext:
 
     def encoder(self):
         if self._encoder is None:
-            from ..build.device import resolve_device
+            from ..embedding.device import resolve_device
 
             enc = _encoder_like(self.prov, self.weights)
             self._dev = resolve_device(self.device)
@@ -76,7 +76,7 @@ class SearchContext:
         return self._encoder
 
     def vector_for_image_bytes(self, data: bytes, name: str = "query image") -> np.ndarray:
-        from ..build.runner import encode_batch
+        from ..ingest.runner import encode_batch
         from ..sources.images import DecodeError, decode_image
 
         enc = self.encoder()

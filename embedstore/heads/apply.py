@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import HeadError, ProvenanceMismatchError, StoreError
-from ..heads.metrics import classification_metrics
-from .modelfile import load_head
+from .metrics import classification_metrics
+from ..modelfile import load_head
 
 
 @dataclass
@@ -70,7 +70,7 @@ def matching_set(st, prov: dict, head_path: str, error=HeadError):
 def embed_like(prov: dict, source: Path, store: Path, weights: str | None, device: str, batch_size: int,
                workers: int | None, progress: bool) -> None:
     """Embed `source` with exactly the encoder (weights, layer, dtype, normalisation) of `prov`."""
-    from ..build import build
+    from ..ingest import build
 
     from ..encoders.registry import layer_for
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..encoders.base import file_sha256
-from ..errors import DetectorError, HeadError
-from ..naming import read_tagged_json
+from .encoders.base import file_sha256
+from .errors import DetectorError, HeadError
+from .naming import read_tagged_json
 
 VERSION = 1
 ARRAYS = "arrays.npz"
@@ -34,8 +34,8 @@ class Kind:
 
 
 def _kinds():
-    from ..detectors import DETECTOR_NAMES, detector_class
-    from ..heads import HEAD_NAMES, head_class
+    from .detectors import DETECTOR_NAMES, detector_class
+    from .heads import HEAD_NAMES, head_class
 
     return {
         "head": Kind("head", "head.json", HeadError, HEAD_NAMES, head_class, "embed fit-head"),

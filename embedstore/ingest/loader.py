@@ -72,7 +72,7 @@ def make_loader(tasks: list[Task], transform, batch_size: int, workers: int, pin
     """Batches of loaded items in task order; `background` runs the workers at idle priority."""
     from torch.utils.data import DataLoader
 
-    from .device import lower_priority
+    from ..embedding.device import lower_priority
 
     ds = ItemDataset(tasks, transform, exif_transpose)
     return DataLoader(

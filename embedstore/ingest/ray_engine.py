@@ -103,7 +103,7 @@ class Cluster:
         """Size the encoder pool to the cluster: one actor per GPU, or CPU actors sharing the cores."""
         import torch
 
-        from .device import resolve_precision
+        from ..embedding.device import resolve_precision
 
         if device not in ("auto", "cpu", "cuda"):
             raise BuildError(f"--device must be auto, cpu or cuda with --engine ray, not '{device}'")
