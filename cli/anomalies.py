@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 import typer
+
+from embedstore.atomic import atomic_path, write_json_atomic
 
 from .common import emit_json, fail, fmt_s, parse_params, run_guarded, say
 
@@ -24,9 +25,9 @@ def _write_ranked(out: Path, ranked: list) -> None:
     if out.suffix.lower() not in (".csv", ".json"):
         fail(f"--out {out}: use a .csv or .json file name")
     if out.suffix.lower() == ".json":
-        out.write_text(json.dumps(ranked, indent=1))
+        write_json_atomic(out, ranked, indent=1)
         return
-    with open(out, "w", newline="") as f:
+    with atomic_path(out) as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=["rank", "id", "uri", "label", "score", "percentile", "flagged", "in_fit_set"])
         w.writeheader()
         w.writerows(ranked)

@@ -57,7 +57,7 @@ def register(app: typer.Typer) -> None:
     def fit_head(
         head: str = typer.Argument(..., help="logistic | linear-svm | ridge | knn | mlp"),
         store: Path = typer.Option(..., "--store", "-s", help="A store built by `embed build` with labels."),
-        out: Path = typer.Option(None, "--out", "-o", help="Folder to save the head to (head.json + arrays.npz)."),
+        out: Path = typer.Option(None, "--out", "-o", help="Folder to save the head to (head.json + its arrays file)."),
         vector_set: str = typer.Option(None, "--set", help="Vector set name or encoder id, when the store has several."),
         val_fraction: float = typer.Option(0.15, "--val-fraction", help="Validation share when the store has no split column."),
         test_fraction: float = typer.Option(0.15, "--test-fraction", help="Test share when the store has no split column."),

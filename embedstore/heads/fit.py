@@ -105,13 +105,12 @@ def fit_head(store: str | Path, head: str = "logistic", out: str | Path | None =
              device: str = "auto", force: bool = False, progress: bool = True) -> tuple[FitReport, object]:
     """Train a head on a store's labelled vectors; returns (report, fitted head)."""
     from ..store import open_store
-    from ..modelfile import save_head
+    from ..modelfile import check_model_out, save_head
 
     t_start = time.perf_counter()
     cls = head_class(head)
     params = dict(params or {})
-    if out is not None and Path(out).exists() and not force:
-        raise HeadError(f"{out} already exists; pass --force to replace it, or choose another --out")
+    check_model_out(out, force, "head", otherwise="choose another --out")  # before any work
     budget = parse_bytes(max_memory)
     with open_store(store, mode="r") as st:
         vs = st.select_set(vector_set)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import write_text_atomic
 from . import plots
 
 CSS = """
@@ -160,11 +161,7 @@ def write_report(out_dir: str | Path, title: str, sections: list[Section]) -> Pa
              f"<h1>{esc(title)}</h1><p class='muted'>embedstore {__version__}, {time.strftime('%Y-%m-%d %H:%M:%S')}</p>"]
     parts += [f"<h2>{s.title}</h2>{s.body}" for s in sections]
     parts.append("</body></html>")
-    page = out_dir / "index.html"
-    tmp = out_dir / ".index.html.tmp"
-    tmp.write_text("".join(parts))
-    tmp.replace(page)
-    return page
+    return write_text_atomic(out_dir / "index.html", "".join(parts))
 
 
 def store_map(store_path, vector_set: str | None, out_dir: Path, max_points: int = 5000, seed: int = 0) -> Section:

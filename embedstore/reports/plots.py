@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_path
 from ..errors import EmbedstoreError
 
 
@@ -22,7 +23,8 @@ def _pyplot():
 
 def _save(plt, fig, path: Path) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    with atomic_path(path) as tmp:  # the temporary keeps the suffix, from which savefig takes the format
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
 
 

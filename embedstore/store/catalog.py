@@ -8,13 +8,13 @@ hash matches the item's current hash. A missing shard reads as NaN, never as sil
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_path
 from .schema import FORMAT, ITEM_COLUMNS, ITEM_INT_COLUMNS, ITEM_STR_COLUMNS, SCHEMA_VERSION, STATUS_OK
 from .shards import ShardMeta
 
@@ -85,13 +85,12 @@ def compute_layout(shards: list[tuple[str, ShardMeta]], set_attrs: dict[str, dic
 
 
 def write_catalog(path: Path, shard_root_rel: str, layout: Layout, index_meta: dict[str, dict], created: str | None) -> None:
-    """Write the catalog to a temp file and rename it over the old one."""
+    """Write the catalog to a temp file and rename it over the old one (atomic.atomic_path)."""
     import h5py
 
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     str_dt = h5py.string_dtype("utf-8")
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    with h5py.File(tmp, "w") as f:
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         f.attrs["format"] = FORMAT
         f.attrs["embedstore_schema"] = SCHEMA_VERSION
         f.attrs["created"] = created or now
@@ -131,6 +130,3 @@ def write_catalog(path: Path, shard_root_rel: str, layout: Layout, index_meta: d
                 vl[dest : dest + stop - start] = src[start:stop]
                 dest += stop - start
             sg.create_virtual_dataset("vectors", vl, fillvalue=np.nan)
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)

@@ -12,6 +12,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from ..atomic import atomic_path, write_json_atomic
+
 
 def ids_digest(ids: list[str]) -> str:
     h = hashlib.sha256()
@@ -32,14 +34,6 @@ def read_index_meta(sidecar: Path, set_name: str) -> dict | None:
         return json.loads(meta_path.read_text())
     except (OSError, ValueError):
         return None
-
-
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    write(str(tmp))
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 EXACT_MAX_ROWS = 100_000  # above this a set gets an IVF index tuned to RECALL_TARGET (EMBEDSTORE_EXACT_MAX overrides)
@@ -213,7 +207,8 @@ def update_index(
             if recall < RECALL_TARGET:
                 note += " (PQ codes cap recall: more lists stopped helping)"
     index_path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(index_path, lambda p: faiss.write_index(index, p))
+    with atomic_path(index_path) as tmp:
+        faiss.write_index(index, str(tmp))
     meta = {
         "file": f"index/{index_path.name}",
         "type": {"ivfflat": "IVFFlat", "ivfpq": "IVFPQ"}.get(kind, "IndexFlatIP" if metric == "inner_product" else "IndexFlatL2"),
@@ -228,7 +223,7 @@ def update_index(
         "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "added_rows": n - start,
     }
-    _atomic_write(meta_path, lambda p: Path(p).write_text(json.dumps(meta, indent=1)))
+    write_json_atomic(meta_path, meta, indent=1)
     return meta
 
 

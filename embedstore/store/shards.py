@@ -11,10 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import TMP_PREFIX, atomic_path
+from ..atomic import remove_stale_temps as remove_stale_tmp  # noqa: F401  re-exported: the store sweeps shard folders with it
 from .schema import ITEM_COLUMNS, ITEM_INT_COLUMNS, ITEM_STR_COLUMNS
 
 _counter = itertools.count()
-TMP_PREFIX = ".tmp-"
 
 
 @dataclass
@@ -54,14 +55,6 @@ def commit_attrs(set_name: str, set_attrs: dict, device: str, precision: str, ro
             "committed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _str_dataset(group, name: str, values) -> None:
     import h5py
 
@@ -85,8 +78,7 @@ def write_shard(
 
     directory.mkdir(parents=True, exist_ok=True)
     name = name or f"{time.time_ns():020d}-{os.getpid()}-{next(_counter):06d}.h5"
-    tmp = directory / f"{TMP_PREFIX}{os.getpid()}-{name}"
-    with h5py.File(tmp, "w") as f:
+    with atomic_path(directory / name) as tmp, h5py.File(tmp, "w") as f:
         for k, v in attrs.items():
             f.attrs[k] = v
         g = f.create_group("items")
@@ -99,10 +91,6 @@ def write_shard(
         n, d = vectors.shape
         chunk_rows = max(1, min(n, (1 << 20) // max(1, d * vectors.dtype.itemsize)))
         f.create_dataset("vectors", data=vectors, chunks=(chunk_rows, d) if n else None)
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, directory / name)
-    _fsync_dir(directory)
     return name
 
 
@@ -130,34 +118,3 @@ def list_shards(directory: Path) -> list[str]:
     if not directory.is_dir():
         return []
     return sorted(n for n in os.listdir(directory) if n.endswith(".h5") and not n.startswith(TMP_PREFIX))
-
-
-def remove_stale_tmp(directory: Path) -> int:
-    """Delete temp shards left by writers that are no longer running."""
-    removed = 0
-    if not directory.is_dir():
-        return 0
-    for n in os.listdir(directory):
-        if not n.startswith(TMP_PREFIX):
-            continue
-        try:
-            pid = int(n[len(TMP_PREFIX) :].split("-", 1)[0])
-        except ValueError:
-            pid = -1
-        if pid > 0 and pid != os.getpid() and _alive(pid):
-            continue
-        if pid == os.getpid():
-            continue
-        (directory / n).unlink(missing_ok=True)
-        removed += 1
-    return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

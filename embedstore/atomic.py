@@ -1,0 +1,148 @@
+"""How every output file gets written, and when an existing output may be replaced.
+
+Writing: a temporary name in the same folder (`.tmp-<pid>-<token>-<name>`, so it keeps its suffix and
+sweeps can tell a dead writer's leftovers by the pid), fsync, os.replace into place, fsync the folder.
+A reader sees the old file or the new one, never half of one; on an exception the temporary is removed.
+
+Replacing: `check_replace` is the one --force rule for the folders we write (heads, detectors,
+fine-tune runs): an existing path needs --force, and even then only something we wrote is replaced.
+
+`EMBEDSTORE_FAULT=<point>` kills the process with SIGKILL at a named point (see `fault`): the tests use
+it to check that a kill at any instant leaves a loadable result.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Sequence
+
+TMP_PREFIX = ".tmp-"
+
+
+def fault(point: str) -> None:
+    """SIGKILL this process when EMBEDSTORE_FAULT names `point` (a test hook; costs one getenv)."""
+    if os.environ.get("EMBEDSTORE_FAULT") == point:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def temp_path(path: str | Path) -> Path:
+    """A fresh temporary name beside `path` that keeps its suffix and carries this process's pid."""
+    path = Path(path)
+    return path.with_name(f"{TMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}-{path.name}")
+
+
+def fsync_dir(path: str | Path) -> None:
+    """Make a rename or unlink in folder `path` durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(path: Path) -> None:
+    if path.is_dir():
+        for p in path.iterdir():
+            _fsync_tree(p)
+        fsync_dir(path)
+    else:
+        with open(path, "rb+") as fh:
+            os.fsync(fh.fileno())
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path` for the caller to write (a file, or a folder it creates);
+    when the block ends, fsync it, rename it to `path` and fsync the folder. If the block raises, the
+    temporary is removed and `path` is untouched. A folder can only take the place of a missing one.
+
+        with atomic_path(out) as tmp, h5py.File(tmp, "w") as f: ...
+    """
+    path = Path(path)
+    tmp = temp_path(path)
+    try:
+        yield tmp
+        _fsync_tree(tmp)
+        fault(f"written:{path.name}")
+        os.replace(tmp, path)
+    except BaseException:
+        _remove(tmp)
+        raise
+    fault(f"renamed:{path.name}")
+    fsync_dir(path.parent)
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def write_json_atomic(path: str | Path, obj, **dump_kw) -> Path:
+    """json.dumps(obj, **dump_kw), written atomically."""
+    return write_text_atomic(path, json.dumps(obj, **dump_kw))
+
+
+def remove_stale_temps(directory: str | Path) -> int:
+    """Delete temporaries in `directory` left by writers that are no longer running; return how many."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return 0
+    removed = 0
+    for n in os.listdir(directory):
+        if not n.startswith(TMP_PREFIX):
+            continue
+        try:
+            pid = int(n[len(TMP_PREFIX):].split("-", 1)[0])
+        except ValueError:
+            pid = -1
+        if pid == os.getpid() or (pid > 0 and _alive(pid)):
+            continue
+        _remove(directory / n)
+        removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def check_replace(path: str | Path, force: bool, what: str, error: type[Exception], markers: Sequence[str],
+                  flag: str = "--force", otherwise: str = "choose another path") -> bool:
+    """The one --force rule. A missing `path` is fine; an existing one needs `force`, and even then must
+    be a folder holding one of `markers` (what we write there), so --force never replaces a folder we did
+    not write. Raises `error` with a one-line reason; returns whether `path` exists. Call it before any
+    heavy work, so a refusal costs nothing."""
+    path = Path(path)
+    if not (path.exists() or path.is_symlink()):
+        return False
+    if not force:
+        raise error(f"{path} already exists; pass {flag} to replace it, or {otherwise}")
+    if not path.is_dir() or not any((path / m).exists() for m in markers):
+        raise error(f"{path} exists and is not a {what}; refusing to replace it")
+    return True
