@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up .venv if needed, then run the test suite (CPU only; GPU and large-data tests are
-# behind the `gpu` and `large` markers). pytest's exit code 5 (no tests ran) fails this script.
+# behind the `gpu` and `large` markers). Arguments go to pytest; when they select no test (pytest's
+# exit code 5, e.g. `-m gpu` with no gpu tests) this script fails and says so.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -14,4 +15,13 @@ if ! command -v chromedriver >/dev/null 2>&1 && command -v apt-get >/dev/null 2>
         || echo "could not install chromium; the browser test will be skipped" >&2
 fi
 export HF_HUB_OFFLINE=1
-exec .venv/bin/python -m pytest "$@"
+rc=0
+.venv/bin/python -m pytest "$@" || rc=$?
+if [ "$rc" -eq 5 ]; then
+    args=""
+    for a in "$@"; do case "$a" in *[[:space:]]*) args+=" '$a'" ;; *) args+=" $a" ;; esac; done
+    # pytest exits 5 both when nothing is collected and when a -m/-k expression deselects everything
+    echo "scripts/test.sh: FAILED: no test was selected by: pytest${args} (pytest exit 5). A marker or path that selects" \
+         "nothing is an error, not a pass: check its spelling (markers: gpu, large, slow) and that those tests exist." >&2
+fi
+exit "$rc"
