@@ -58,27 +58,22 @@ def random_weights(encoder_id: str, out: Path) -> str | None:
 
 
 def forward_only(encoder_id: str, weights: str | None, n: int, batch_size: int) -> tuple[float, str]:
-    from embedstore.embedding.device import resolve_device, resolve_precision, use_channels_last
-    from embedstore.ingest.runner import encode_batch
-    from embedstore.encoders import create_encoder
+    """The encoder's own speed through the embedding service (forward, normalisation), no files."""
+    from embedstore.embedding import EmbeddingService
     import torch
 
-    enc = create_encoder(encoder_id, weights=weights)
-    dev = resolve_device("auto")
-    prec, _ = resolve_precision("auto", dev)
-    channels_last = use_channels_last(enc.cfg, dev, prec)
-    enc.to(dev, channels_last=channels_last)
-    s = enc.cfg.preprocess.input_size
+    svc = EmbeddingService.create(encoder_id, weights=weights).place()
+    s = svc.cfg.preprocess.input_size
     x = torch.randn(batch_size, 3, s, s)
-    encode_batch(enc, x, dev, prec, channels_last, "l2")  # warm-up
-    if dev.type == "cuda":
+    svc.forward(x)  # warm-up
+    if svc.device.type == "cuda":
         torch.cuda.synchronize()
     t0 = time.perf_counter()
     done = 0
     while done < n:
-        encode_batch(enc, x, dev, prec, channels_last, "l2")
+        svc.forward(x)
         done += batch_size
-    return done / (time.perf_counter() - t0), prec
+    return done / (time.perf_counter() - t0), svc.precision
 
 
 def end_to_end(src: Path, store: Path, encoder_id: str, weights: str | None, batch_size: int) -> dict:

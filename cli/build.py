@@ -13,6 +13,7 @@ EPILOG = (
     "  embed build photos/ --store photos.h5                      # offline EfficientNet-Lite0\n\n"
     "  embed build photos/ --store photos.h5 --encoder torchvision:resnet50\n\n"
     "  embed build list.csv --store s.h5 --encoder open_clip:ViT-B-32/openai --json\n\n"
+    "  embed build icons/ --store icons.h5 --resize-mode squash --interpolation bilinear   # small images: nothing cropped\n\n"
     "  embed build /shared/photos --store /shared/photos.h5 --engine ray --address auto   # a Ray cluster\n\n"
     "Re-running resumes an interrupted build and embeds only new or changed files."
 )
@@ -60,6 +61,9 @@ def register(app: typer.Typer) -> None:
         workers: int = typer.Option(None, "--workers", "-w", min=0, help="Decode worker processes [default: one per core on CPU, at idle priority; cores - 1 with a GPU]."),
         dtype: str = typer.Option("float16", "--dtype", help="Stored vector type: float16 | float32."),
         normalize: str = typer.Option("l2", "--normalize", help="l2 (cosine search) | none."),
+        crop_pct: float = typer.Option(None, "--crop-pct", help="Centre-crop fraction in (0, 1] (resize to input / crop-pct, then crop) [default: the encoder's own]."),
+        interpolation: str = typer.Option(None, "--interpolation", help="bilinear | bicubic | nearest [default: the encoder's own]."),
+        resize_mode: str = typer.Option(None, "--resize-mode", help="shortest (resize the shorter side, centre crop) | squash (straight to the input size, nothing cropped) | longest (fit inside, pad) [default: the encoder's own]."),
         shard_size: int = typer.Option(4096, "--shard-size", min=1, help="Rows per committed shard (the unit of resume)."),
         engine: str = typer.Option("local", "--engine", help="local (this machine) | ray (a Ray cluster; pip install 'embedstore[ray]')."),
         address: str = typer.Option(None, "--address", help="With --engine ray: auto (the running cluster) or ray://host:port [default: a local Ray instance]."),
@@ -76,6 +80,7 @@ def register(app: typer.Typer) -> None:
             device=device, precision=precision, batch_size=batch_size, workers=workers, dtype=dtype,
             normalize=normalize, labels=not no_labels, progress=not quiet,
             shard_rows=shard_size, engine=engine, address=address, actors=actors,
+            crop_pct=crop_pct, interpolation=interpolation, resize_mode=resize_mode,
         )
         page = None
         if report_dir is not None:

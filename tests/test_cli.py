@@ -40,9 +40,10 @@ def test_encoders_lists_offline_status():
     assert r.exit_code == 0
     line = next(ln for ln in r.output.splitlines() if ln.startswith("effnet-lite:lite0"))
     assert "1280" in line and " yes " in line
-    rows = json.loads(run("encoders", "test:*", "--json").stdout)
+    rows = json.loads(run("encoders", "test:t*", "--json").stdout)
     assert rows == [{"id": "test:tiny", "dim": 32, "input_size": 32, "layer": "penultimate", "pooling": "avg",
                      "weights": "random, seeded (for tests)", "available": "bundled"}]
+    assert [r["id"] for r in json.loads(run("encoders", "test:*", "--json").stdout)] == ["test:tiny", "test:hash-text"]
     assert "2" in run("encoders", "--layers", "test:tiny").output.split()
 
 

@@ -230,19 +230,19 @@ def test_an_actor_whose_encoder_differs_from_the_drivers_stops_the_build(ray_clu
     from embedstore.ingest import BuildReport
     from embedstore.ingest.plan import make_plan
     from embedstore.ingest.ray_engine import connect
-    from embedstore.ingest.runner import make_encoder
+    from embedstore.embedding import EmbeddingService
     from embedstore.errors import BuildError
     from embedstore.sources import open_source
     from embedstore.store import open_store
 
     cluster = connect(None)
     cluster.plan("cpu", "fp32", None)
-    enc = make_encoder("test:tiny", None, None)
+    svc = EmbeddingService.create("test:tiny", device="cpu", precision="fp32")
+    svc.encoder.weights_sha256 = "0" * 64  # the driver's weights differ from the ones each node finds
     todo = make_plan(open_source(photos[0]).items, {}, set()).todo
     report = BuildReport(*[""] * 8, batch_size=8, workers=1)
     with open_store(tmp_path / "s.h5", mode="a", create=True) as st, pytest.raises(BuildError, match="differs from the driver's"):
-        cluster.run(st, todo, enc, dict(encoder="test:tiny", weights=None, layer=None), "test_tiny-000000000000", {},
-                    "float16", "l2", 8, 16, report, False)
+        cluster.run(st, todo, svc, None, {}, 8, 16, report, False)
     assert not list((tmp_path / "s.h5.d" / "shards").rglob("*.h5"))
 
 

@@ -96,6 +96,23 @@ class Encoder:
         self.cfg = dataclasses.replace(self.cfg, layer=layer, dim=dim, pooling="avg")
         return self
 
+    def set_preprocess(self, preprocess) -> "Encoder":
+        """Use another image preprocessing (a `Preprocess`, or the dict a vector set's provenance
+        records); the input size, mean and std must stay the model's own."""
+        from .config import Preprocess
+
+        pp = preprocess if isinstance(preprocess, Preprocess) else Preprocess.from_dict(preprocess)
+        mine, theirs = self.cfg.preprocess.to_dict(), pp.to_dict()
+        if mine == theirs:
+            return self
+        fixed = [k for k in ("input_size", "mean", "std") if mine.get(k) != theirs.get(k)]
+        if fixed:
+            raise EncoderError(f"{self.cfg.id} takes {', '.join(f'{k}={mine.get(k)}' for k in fixed)}; a preprocessing "
+                               f"with {', '.join(f'{k}={theirs.get(k)}' for k in fixed)} does not fit this model")
+        self.cfg = dataclasses.replace(self.cfg, preprocess=pp)
+        self.transform = build_transform(pp)
+        return self
+
     def layer_names(self) -> list[str]:
         return [n for n, _ in self.model.named_modules() if n]
 

@@ -121,10 +121,3 @@ def create_encoder(encoder_id: str, weights: str | None = None, layer: str | Non
     encoder = fam.factory(name, weights)
     return encoder.select_layer(layer)
 
-
-def layer_for(provenance: dict) -> str | None:
-    """The `layer` argument that rebuilds the encoder of a vector set (a CLIP text set is made by the
-    text tower of the model created with its default layer)."""
-    if provenance.get("modality") == "text" and str(provenance.get("encoder", "")).startswith("open_clip:"):
-        return None
-    return provenance.get("layer")

@@ -107,7 +107,7 @@ def finetune(store: str | Path, out: str | Path, head: str | Path | None = None,
     import torch
 
     from ..embedding.device import resolve_device
-    from ..encoders import create_encoder
+    from ..embedding import EmbeddingService
     from ..encoders.blocks import trainable_names
     from .data import LabelledImages, make_loader, train_transform
     from .loop import build_net, evaluate, fit, set_trainable
@@ -125,13 +125,8 @@ def finetune(store: str | Path, out: str | Path, head: str | Path | None = None,
         rows = st.rows(vs.name)
     prov = vs.provenance
     parent_id = prov["encoder"]
-    try:
-        enc = create_encoder(parent_id, weights=weights, layer=prov.get("layer"))
-    except EmbedstoreError as e:
-        raise FinetuneError(f"cannot load the store's encoder {parent_id}: {e}") from None
-    if enc.weights_sha256 != prov.get("weights_sha256"):
-        raise FinetuneError(f"the store's vectors were made with other {parent_id} weights than the ones loaded here; "
-                            "pass the store's --weights FILE")
+    # the encoder that made the set, checked against its provenance (weights, layer, preprocessing)
+    enc = EmbeddingService.from_provenance(prov, weights, "cpu", "fp32", error=FinetuneError).encoder
     if type(enc.model).__name__ == "_LayerTap":
         raise FinetuneError(f"finetune trains the encoder's default features; {vs.name} was made from --layer {prov.get('layer')}")
     trainable = trainable_names(enc.model, recipe.unfreeze)  # raises for a bad --unfreeze, before anything is written
@@ -226,7 +221,9 @@ def _reembed_and_probe(store, out: Path, rows, data: SplitData, progress: bool):
             w.writerow(["id", "path", "label", "split"])
             for i, u, lab, sp in zip(rows.ids, rows.uris, rows.labels, rows.splits):
                 w.writerow([i, u, lab, sp])
-        b = build(manifest, store, encoder=f"local-dir:{out}", progress=progress)
+        pp = rows.provenance["preprocess"]  # the parent set's preprocessing, so only the weights differ
+        b = build(manifest, store, encoder=f"local-dir:{out}", progress=progress, crop_pct=pp["input_size"] / pp["resize_size"],
+                  interpolation=pp["interpolation"], resize_mode=pp.get("resize_mode"))
     with open_store(store) as st:
         new_rows = st.rows(b.vector_set)
     codes = {str(i): int(c) for i, c in zip(rows.ids, data.codes) if c >= 0}

@@ -69,13 +69,11 @@ def matching_set(st, prov: dict, head_path: str, error=HeadError):
 
 def embed_like(prov: dict, source: Path, store: Path, weights: str | None, device: str, batch_size: int,
                workers: int | None, progress: bool) -> None:
-    """Embed `source` with exactly the encoder (weights, layer, dtype, normalisation) of `prov`."""
+    """Embed `source` into `store` exactly as the vectors of `prov` were made (the embedding service
+    rebuilt from that provenance: encoder, weights, layer, preprocessing, dtype, normalisation)."""
     from ..ingest import build
 
-    from ..encoders.registry import layer_for
-
-    build(source, store, encoder=prov["encoder"], weights=weights, layer=layer_for(prov), device=device,
-          batch_size=batch_size, workers=workers, dtype=prov.get("dtype", "float16"), normalize=prov.get("normalize", "l2"),
+    build(source, store, like=prov, weights=weights, device=device, batch_size=batch_size, workers=workers,
           labels=True, progress=progress)
 
 

@@ -139,9 +139,10 @@ class Cluster:
             ray.shutdown()
 
     # ---- the build ------------------------------------------------------------------------
-    def run(self, st, todo, enc, enc_args: dict, set_name: str, set_attrs: dict, dtype: str, normalize: str,
-            batch_size: int, shard_rows: int, report, progress: bool) -> None:
-        """Embed `todo` into shards of `set_name`; fills in `report`. The driver writes no rows."""
+    def run(self, st, todo, svc, weights: str | None, set_attrs: dict, batch_size: int, shard_rows: int, report,
+            progress: bool) -> None:
+        """Embed `todo` into shards of the vector set `svc` makes; fills in `report`. The driver
+        writes no rows; each actor rebuilds the same embedding service from its provenance."""
         import ray
         import ray.data
 
@@ -149,6 +150,7 @@ class Cluster:
 
         if not todo:
             return
+        set_name, dtype = svc.set_name, svc.dtype
         shard_dir = st.shard_root / set_name
         shard_dir.mkdir(parents=True, exist_ok=True)
         self._check_nodes(shard_dir, todo[0].item.uri if todo[0].item.text is None else None)
@@ -156,25 +158,25 @@ class Cluster:
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
         ctx.print_on_execution_start = False
-        texts = enc.cfg.modality == "text"
+        texts = svc.modality == "text"
         fault = os.environ.get(FAULT_ENV, "")
         ds = _plan_dataset(todo, block_rows=max(batch_size, min(1024, -(-len(todo) // (4 * self.decode_slots)))))
         # decode tasks reserve the memory of a decoded batch; that also keeps Ray Data from fusing
         # them into the encoder actors, which would decode and encode in turn on one process
-        side = 0 if texts else enc.cfg.preprocess.input_size  # uint8 pixels
-        ds = ds.map_batches(decode_batch, fn_kwargs=dict(preprocess=None if texts else enc.cfg.preprocess,
+        side = 0 if texts else svc.cfg.preprocess.input_size  # uint8 pixels
+        ds = ds.map_batches(decode_batch, fn_kwargs=dict(preprocess=None if texts else svc.cfg.preprocess,
                                                          background=self.device == "cpu"),
                             batch_size=batch_size, batch_format="numpy", num_cpus=1,
                             memory=2 * batch_size * (3 * side * side + 4096))
         ds = ds.map_batches(EmbedActor, fn_constructor_kwargs=dict(
-            enc_args=enc_args, texts=texts, device=self.device, precision=self.precision, threads=self.threads,
-            normalize=normalize, dtype=dtype, set_name=set_name, fault=fault),
+            provenance=svc.provenance, weights=weights, device=self.device, precision=self.precision, threads=self.threads,
+            fault=fault),
             batch_size=batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=self.actors),
             num_gpus=1 if self.device == "cuda" else 0, num_cpus=1 if self.cpus >= 2 * self.actors else 0)
         ds = ds.map_batches(write_batch, fn_kwargs=dict(shard_dir=str(shard_dir), set_name=set_name, set_attrs=set_attrs,
                                                         dtype=dtype, stamp=time.time_ns(), fault=fault),
                             batch_size=shard_rows, batch_format="numpy", num_cpus=1)
-        bar = progress_bar(len(todo), desc=f"embed {enc.cfg.id} on Ray", enabled=progress)
+        bar = progress_bar(len(todo), desc=f"embed {svc.cfg.id} on Ray", enabled=progress)
         precisions = set()
         try:
             for out in ds.iter_rows():

@@ -50,7 +50,7 @@ def _pieces(runs, piece_rows: int) -> list[list]:
 def _add_piece(blob, shard_root: str, runs) -> np.ndarray:
     import faiss
 
-    from ..store.store import read_runs
+    from ..store.rows import read_runs
 
     faiss.omp_set_num_threads(1)  # one core per task; the cluster runs many
     index = faiss.deserialize_index(blob)

@@ -14,7 +14,7 @@ import numpy as np
 from ..errors import BuildError
 from ..store.schema import STATUS_OK, STATUS_QUARANTINED
 from ..store.shards import ItemRows, commit_attrs, write_shard
-from .runner import encode_batch, make_encoder, outcome
+from .runner import outcome
 
 FAULT_ENV = "EMBEDSTORE_RAY_FAULT"  # "<stage>:<marker file>": SIGKILL one worker once (tests)
 PASS_COLUMNS = ("k", "id", "uri", "label", "split", "text", "size", "mtime_ns", "sha", "reason", "unchanged")
@@ -58,55 +58,43 @@ def decode_batch(batch: dict, preprocess, background: bool) -> dict:
 
 
 class EmbedActor:
-    """Ray actor: one encoder, loaded once, on its GPU or on CPU threads."""
+    """Ray actor: the embedding service rebuilt from the set's provenance, loaded once, on its GPU
+    or on CPU threads."""
 
-    def __init__(self, enc_args: dict, texts: bool, device: str, precision: str, threads: int, normalize: str,
-                 dtype: str, set_name: str, fault: str):
+    def __init__(self, provenance: dict, weights: str | None, device: str, precision: str, threads: int, fault: str):
         import torch
 
-        from ..store.schema import set_name_for
-        from ..embedding.device import resolve_device, resolve_precision, use_channels_last
+        from ..embedding.service import EmbeddingService
 
         if device == "cpu":
             torch.set_num_threads(threads)
-        self.enc = make_encoder(enc_args["encoder"], enc_args["weights"], enc_args["layer"], texts=texts)
-        made = set_name_for(self.enc.provenance(normalize=normalize, dtype=dtype))
-        if made != set_name:
-            raise BuildError(f"the encoder on Ray node {socket.gethostname()} differs from the driver's (vector set {made}, "
-                             f"not {set_name}); install the same embedstore, torch and weights on every node")
-        self.dev = resolve_device(device)
-        self.prec, _ = resolve_precision(precision, self.dev)
-        self.channels_last = use_channels_last(self.enc.cfg, self.dev, self.prec)
-        self.enc.to(self.dev, channels_last=self.channels_last)
-        self.normalize, self.fault, self.calls = normalize, fault, 0
-        if not texts:
-            from ..encoders.config import batch_normalizer
-
-            self.scale = batch_normalizer(self.enc.cfg.preprocess)
+        try:
+            self.svc = EmbeddingService.from_provenance(provenance, weights, device, precision, error=BuildError)
+        except BuildError as e:
+            raise BuildError(f"the encoder on Ray node {socket.gethostname()} differs from the driver's ({e}); install the same "
+                             "embedstore, torch and weights on every node") from None
+        self.svc.place()
+        self.fault, self.calls = fault, 0
 
     def __call__(self, batch: dict) -> dict:
-        import torch
-
         t0 = time.perf_counter()
+        svc = self.svc
         n, ok = len(batch["k"]), batch["ok"]
-        vecs = np.zeros((n, self.enc.cfg.dim), np.float32)
+        vecs = np.zeros((n, svc.dim), np.float32)
         truncated = 0
         if ok.any():
             if "pixels" in batch:
-                x = torch.from_numpy(np.ascontiguousarray(batch["pixels"][ok]))
-                if self.dev.type == "cuda":
-                    x = x.pin_memory().to(self.dev, non_blocking=True)
-                x = self.scale(x)  # on the GPU when there is one
+                x = svc.scale(batch["pixels"][ok])  # on the GPU when there is one
             else:
                 x = [str(t) for t in batch["text"][ok]]
-                truncated = self.enc.count_truncated(x)
-            vecs[ok] = encode_batch(self.enc, x, self.dev, self.prec, self.channels_last, self.normalize)
+                truncated = svc.count_truncated(x)
+            vecs[ok] = svc.forward(x)
         self.calls += 1
         _maybe_die(self.fault, "embed", self.calls)
         out = {c: batch[c] for c in PASS_COLUMNS if c in batch}
         out.update(ok=ok, vector=vecs, read_s=batch["read_s"], encode_s=np.full(n, (time.perf_counter() - t0) / n),
-                   precision=np.full(n, self.prec, dtype=object), truncated=np.eye(1, n, dtype=np.int64)[0] * truncated,
-                   device=np.full(n, str(self.dev), dtype=object))
+                   precision=np.full(n, svc.precision, dtype=object), truncated=np.eye(1, n, dtype=np.int64)[0] * truncated,
+                   device=np.full(n, str(svc.device), dtype=object))
         return out
 
 

@@ -16,7 +16,8 @@ from ..progress import progress_bar
 from ..sources import open_source
 from ..store import open_store
 from ..store.schema import SCHEMA_VERSION, STATUS_OK, STATUS_QUARANTINED, set_name_for
-from ..embedding.device import autocast_dtype, default_workers, resolve_device, resolve_precision, use_channels_last
+from ..embedding.device import default_workers
+from ..embedding.service import DTYPES, NORMALIZE, EmbeddingService, vector_problem
 from .loader import make_loader
 from .plan import existing_items, make_plan
 from .writer import ShardWriter
@@ -83,52 +84,6 @@ def _set_attrs(prov: dict, set_name: str) -> dict:
     return attrs
 
 
-def encode_batch(encoder, pixels, device, precision: str, channels_last: bool, normalize: str) -> np.ndarray:
-    """Forward one batch under inference mode (and autocast off fp32); return float32 (n, dim).
-    For text encoders `pixels` is a list of strings."""
-    import torch
-    import torch.nn.functional as F
-
-    if isinstance(pixels, list):
-        feats = encoder(pixels).float()
-        if normalize == "l2":
-            feats = F.normalize(feats, dim=1)
-        return feats.cpu().numpy()
-    with torch.inference_mode():
-        x = pixels.to(device, non_blocking=True)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        dtype = autocast_dtype(precision)
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            feats = encoder(x)
-        feats = feats.float()
-        if normalize == "l2":
-            feats = F.normalize(feats, dim=1)
-        return feats.cpu().numpy()
-
-
-def make_encoder(encoder: str, weights: str | None, layer: str | None, texts: bool = False):
-    """The encoder a build runs (on the driver and on every Ray actor alike): for texts, a CLIP
-    model's text tower, which maps them into the same space as its images."""
-    from ..encoders import create_encoder
-
-    enc = create_encoder(encoder, weights=weights, layer=layer)
-    if texts and enc.cfg.modality == "image" and getattr(enc, "text_encoder", None) is not None:
-        from ..encoders.open_clip_models import text_view
-
-        enc = text_view(enc)
-    return enc
-
-
-def vector_problem(v: np.ndarray, dtype: str) -> str | None:
-    """Why a vector cannot be stored (the quarantine reason), or None."""
-    if not np.isfinite(v).all():
-        return "encoder produced non-finite values"
-    if dtype == "float16" and np.abs(v).max() > np.finfo(np.float16).max:
-        return "vector exceeds float16 range; rebuild with --dtype float32 or --normalize l2"
-    return None
-
-
 def outcome(reason: str | None, unchanged: bool, vector, dtype: str) -> tuple[str, str | None]:
     """What becomes of one loaded item: ("quarantined", reason), ("unchanged", None) or
     ("encoded", None). The local loop and Ray's write tasks both decide here."""
@@ -164,15 +119,22 @@ def build(
     engine: str = "local",
     address: str | None = None,
     actors: int | None = None,
+    crop_pct: float | None = None,
+    interpolation: str | None = None,
+    resize_mode: str | None = None,
+    like: dict | None = None,
 ) -> BuildReport:
     """Embed every new or changed item of `source` into `store`; resumable and incremental.
 
+    `crop_pct`, `interpolation` and `resize_mode` override the encoder's image preprocessing (another
+    preprocessing is another vector set). `like` (a vector set's provenance) embeds exactly as that
+    set was made, instead of `encoder`, `layer`, `dtype`, `normalize` and the preprocessing.
     `engine="ray"` runs the read, encode and write stages on a Ray cluster (`address`: None for a
     local Ray instance, "auto" for the running cluster, "ray://host:port" for Ray Client)."""
     t_start = time.perf_counter()
-    if dtype not in ("float16", "float32"):
+    if dtype not in DTYPES:
         raise BuildError(f"--dtype must be float16 or float32, not '{dtype}'")
-    if normalize not in ("l2", "none"):
+    if normalize not in NORMALIZE:
         raise BuildError(f"--normalize must be l2 or none, not '{normalize}'")
     if batch_size < 1:
         raise BuildError(f"--batch-size must be at least 1, not {batch_size}")
@@ -194,22 +156,28 @@ def build(
         if cluster is not None:
             dev, prec, prec_reason = cluster.plan(device, precision, actors)
         else:
-            dev = resolve_device(device)
-            prec, prec_reason = resolve_precision(precision, dev)
-        enc = make_encoder(encoder, weights, layer, texts=src.kind == "text")
-        if (src.kind == "text") != (enc.cfg.modality == "text"):
-            if src.kind == "text":
-                raise BuildError(f"{src.path} is a text source but {enc.cfg.id} embeds images; use a text encoder, "
+            dev, prec, prec_reason = device, precision, None
+        texts = src.kind == "text"
+        if like is not None:
+            svc = EmbeddingService.from_provenance(like, weights, dev, prec, error=BuildError)
+        else:
+            svc = EmbeddingService.create(encoder, weights, layer, normalize, dtype, texts, dev, prec,
+                                          overrides=dict(crop_pct=crop_pct, interpolation=interpolation, resize_mode=resize_mode))
+        dev, prec_reason = svc.device, prec_reason or svc.precision_reason
+        prec = prec if cluster is not None else svc.precision
+        if texts != (svc.modality == "text"):
+            if texts:
+                raise BuildError(f"{src.path} is a text source but {svc.cfg.id} embeds images; use a text encoder, "
                                  "e.g. --encoder st:all-MiniLM-L6-v2 (see `embed encoders`)")
-            raise BuildError(f"{enc.cfg.id} embeds texts but {src.path} is a source of images; pass a .txt/.jsonl file or a "
+            raise BuildError(f"{svc.cfg.id} embeds texts but {src.path} is a source of images; pass a .txt/.jsonl file or a "
                              "CSV/Parquet file with a 'text' column, or choose an image encoder")
-        workers = 0 if enc.cfg.modality == "text" else (default_workers(dev) if workers is None else workers)
+        workers = 0 if texts else (default_workers(dev) if workers is None else workers)
         if cluster is not None:
             workers = cluster.decode_slots
-        prov = enc.provenance(normalize=normalize, dtype=dtype)
-        set_name = set_name_for(prov)
+        prov, dtype = svc.provenance, svc.dtype
+        set_name = svc.set_name
         set_attrs = _set_attrs(prov, set_name)
-        report = BuildReport(store=str(Path(store).resolve()), source=src.path, encoder=enc.cfg.id, vector_set=set_name,
+        report = BuildReport(store=str(Path(store).resolve()), source=src.path, encoder=svc.cfg.id, vector_set=set_name,
                              device=str(dev), precision=prec, precision_reason=prec_reason, dtype=dtype,
                              batch_size=batch_size, workers=workers, items_in_source=len(src),
                              skipped={k: len(v) for k, v in src.skipped.items()}, engine=engine,
@@ -218,17 +186,16 @@ def build(
             plan = make_plan(src.items, existing_items(st.items()),
                              st.live_ids(set_name) if any(v.name == set_name for v in st.vector_sets()) else set())
             report.unchanged, report.previously_quarantined = plan.unchanged, plan.previously_quarantined
-            writer = ShardWriter(st, set_name, set_attrs, {"device": str(dev), "precision": prec}, enc.cfg.dim, dtype,
+            writer = ShardWriter(st, set_name, set_attrs, {"device": str(dev), "precision": prec}, svc.dim, dtype,
                                  shard_rows=shard_rows, commit_seconds=commit_seconds)
             if plan.metadata_only:
                 writer.put([{**ex, "label": it.label, "split": it.split} for it, ex in plan.metadata_only])
                 report.metadata_updated += len(plan.metadata_only)
             if cluster is not None:
                 writer.close()
-                cluster.run(st, plan.todo, enc, dict(encoder=encoder, weights=weights, layer=layer), set_name, set_attrs,
-                            dtype, normalize, batch_size, shard_rows, report, progress)
+                cluster.run(st, plan.todo, svc, weights, set_attrs, batch_size, shard_rows, report, progress)
             else:
-                _run_local(st, plan.todo, enc, writer, set_name, dev, prec, batch_size, workers, dtype, normalize, report, progress)
+                _run_local(plan.todo, svc, writer, batch_size, workers, report, progress)
             layout = st.refresh(index=not report.interrupted, parallel=cluster.index_adder() if cluster else None)
             sl = layout.sets.get(set_name)
             report.vectors_in_set = len(sl.ids) if sl else 0
@@ -244,18 +211,17 @@ def build(
     return report
 
 
-def _run_local(st, todo, enc, writer, set_name, dev, prec, batch_size, workers, dtype, normalize, report, progress) -> None:
+def _run_local(todo, svc: EmbeddingService, writer, batch_size, workers, report, progress) -> None:
     """The single-machine loop: DataLoader workers read, this process encodes, a thread writes."""
-    channels_last = use_channels_last(enc.cfg, dev, prec)
-    enc.to(dev, channels_last=channels_last)
-    if enc.cfg.modality == "text":
+    svc.place()
+    if svc.modality == "text":
         from .texts import text_batches
 
         loader = text_batches(todo, batch_size)
     else:
-        loader = make_loader(todo, enc.transform, batch_size, workers, pin_memory=dev.type == "cuda",
-                             exif_transpose=enc.cfg.preprocess.exif_transpose, background=dev.type == "cpu")
-    bar = progress_bar(len(todo), desc=f"embed {enc.cfg.id}", enabled=progress and bool(todo))
+        loader = make_loader(todo, svc.transform, batch_size, workers, pin_memory=svc.device.type == "cuda",
+                             exif_transpose=svc.cfg.preprocess.exif_transpose, background=svc.device.type == "cpu")
+    bar = progress_bar(len(todo), desc=f"embed {svc.cfg.id}", enabled=progress and bool(todo))
     try:
         it = iter(loader)
         while True:
@@ -264,11 +230,11 @@ def _run_local(st, todo, enc, writer, set_name, dev, prec, batch_size, workers, 
             t1 = time.perf_counter()
             if batch is None:
                 break
-            vecs = encode_batch(enc, batch.pixels, dev, prec, channels_last, normalize) if batch.ok else None
+            vecs = svc.forward(batch.pixels) if batch.ok else None
             if batch.ok and isinstance(batch.pixels, list):
-                report.truncated += enc.count_truncated(batch.pixels)
+                report.truncated += svc.count_truncated(batch.pixels)
             t2 = time.perf_counter()
-            rows, vec_rows, keep = _sort_batch(todo, batch, vecs, dtype, report)
+            rows, vec_rows, keep = _sort_batch(todo, batch, vecs, svc.dtype, report)
             writer.put(rows, vecs[keep] if vecs is not None else None, vec_rows)
             t3 = time.perf_counter()
             report.read_s += t1 - t0

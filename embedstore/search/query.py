@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import EmbedstoreError, SearchError
+from ..errors import SearchError
 from .searcher import exact_search, index_search, normalise, rerank
 from ..store.select import filter_mask, parse_filter
 
@@ -44,7 +44,7 @@ class SearchContext:
             self.index, self.meta = st.index(self.vs.name)
         self.prov = self.vs.provenance
         self.weights, self.device = weights, device
-        self._encoder = None
+        self._service = None
         self._row_of = None
 
     # ---- query vectors ---------------------------------------------------------------------
@@ -65,26 +65,25 @@ class SearchContext:
         mask[r] = True
         return next(iter(self.rows.chunks(mask)))[1]
 
-    def encoder(self):
-        if self._encoder is None:
-            from ..embedding.device import resolve_device
+    def service(self):
+        """The embedding service that made this set (loaded on first use): query files and texts are
+        embedded exactly as the stored vectors were."""
+        if self._service is None:
+            from ..embedding import EmbeddingService
 
-            enc = _encoder_like(self.prov, self.weights)
-            self._dev = resolve_device(self.device)
-            enc.to(self._dev, channels_last=False)
-            self._encoder = enc
-        return self._encoder
+            self._service = EmbeddingService.from_provenance(self.prov, self.weights, self.device, error=SearchError)
+        return self._service
 
     def vector_for_image_bytes(self, data: bytes, name: str = "query image") -> np.ndarray:
-        from ..ingest.runner import encode_batch
-        from ..sources.images import DecodeError, decode_image
+        from ..sources.images import DecodeError
 
-        enc = self.encoder()
+        svc = self.service()
+        if svc.modality != "image":
+            raise SearchError(f"{self.vs.name} holds text vectors; search it with --text, --id or --vector-file")
         try:
-            img = decode_image(data, enc.cfg.preprocess.exif_transpose)
+            return svc.embed_image_bytes(data, name)
         except DecodeError as e:
             raise SearchError(f"{name} cannot be used: {e}") from None
-        return encode_batch(enc, enc.transform(img).unsqueeze(0), self._dev, "fp32", False, "none")
 
     def vector_for_image(self, image: Path) -> np.ndarray:
         from ..sources.images import DecodeError, read_bytes
@@ -98,15 +97,10 @@ class SearchContext:
         return self.vector_for_image_bytes(data, f"query image {image}")
 
     def vector_for_text(self, text: str) -> np.ndarray:
-        if self.prov.get("modality") == "text":  # a text store: the same sentence encoder
-            return self.encoder()([text]).cpu().numpy()
-        if not str(self.prov.get("encoder", "")).startswith("open_clip:"):
+        if self.prov.get("modality") != "text" and not str(self.prov.get("encoder", "")).startswith("open_clip:"):
             raise SearchError(f"text queries need a text store or one built with a CLIP encoder (open_clip:...); this set was made with "
                               f"{self.prov.get('encoder')}. Rebuild with e.g. --encoder open_clip:ViT-B-32/openai")
-        enc = self.encoder()
-        if enc.text_encoder is None:  # pragma: no cover - every open_clip encoder has one
-            raise SearchError(f"{self.prov['encoder']} has no text tower")
-        return enc.text_encoder([text]).cpu().numpy()
+        return self.service().embed_texts([text])
 
     def vector_from_file(self, path: Path) -> np.ndarray:
         return _query_by_file(path, self.rows.dim)
@@ -147,28 +141,6 @@ class SearchContext:
                 if rows.texts[j]:
                     h["text"] = str(rows.texts[j])
         return hits, use_exact, ms
-
-
-def _encoder_like(prov: dict, weights: str | None):
-    """The encoder that made the set, checked against its provenance (weights included)."""
-    from ..encoders import create_encoder
-
-    try:
-        from ..encoders.registry import layer_for
-
-        enc = create_encoder(prov["encoder"], weights=weights, layer=layer_for(prov))
-    except EmbedstoreError as e:
-        hint = "" if weights or "--weights" in str(e) else " (if the store was built with --weights FILE, pass the same --weights FILE)"
-        raise SearchError(f"cannot embed the query with the store's encoder {prov['encoder']}: {e}{hint}") from None
-    if prov.get("modality") == "text" and enc.cfg.modality == "image" and getattr(enc, "text_encoder", None) is not None:
-        from ..encoders.open_clip_models import text_view
-
-        enc = text_view(enc)  # a CLIP store of texts
-    mine = enc.provenance(normalize=prov.get("normalize", "l2"), dtype=prov.get("dtype", "float16"))
-    if mine.get("weights_sha256") != prov.get("weights_sha256"):
-        raise SearchError(f"the store was embedded with other {prov['encoder']} weights (sha256 {str(prov.get('weights_sha256'))[:12]}) "
-                          f"than the ones found here ({str(mine.get('weights_sha256'))[:12]}); pass the store's --weights FILE")
-    return enc
 
 
 def _query_by_file(path: Path, dim: int) -> np.ndarray:

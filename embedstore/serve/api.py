@@ -152,7 +152,7 @@ class Api:
         data = self._image_body(headers, body)
         with self._lock:
             Q = self._embed_upload(data)
-        P = self.head.predict_proba(Q.astype(np.float16).astype(np.float32))[0]  # stored vectors are float16
+        P = self.head.predict_proba(Q)[0]  # Q is what the store would hold for this file (the embedding service)
         classes = [str(c) for c in self.head.classes_]
         order = np.argsort(-P)
         return Response.json({"label": classes[order[0]], "prob": float(P[order[0]]),

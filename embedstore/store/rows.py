@@ -1,8 +1,11 @@
-"""A vector set's rows joined with the items table, streamed in chunks by row mask."""
+"""The one vector reader: a vector set's rows joined with the items table, streamed in chunks by
+row mask from the catalog (`SetRows.chunks`, `fetch`, `load`), and the shard pieces the index
+builder reads before the catalog lists them (`read_runs`). Every block is checked before use."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
@@ -101,3 +104,29 @@ def set_rows(store, set_name: str) -> SetRows:
                          "re-run `embed build` to repair the catalog") from None
     return SetRows(str(store.path), store.path, set_name, vs.provenance, ids,
                    items["label"][at], items["split"][at], items["uri"][at], items["text"][at])
+
+
+def runs_between(sl, start: int, stop: int) -> list[tuple[str, int, int, int]]:
+    """The pieces of shard files that hold rows [start, stop) of a set: (shard, first, end, set row)."""
+    out, pos = [], 0
+    for shard, _n, a, b in sl.runs:
+        lo, hi = max(start, pos), min(stop, pos + b - a)
+        if lo < hi:
+            out.append((shard, a + lo - pos, a + hi - pos, lo))
+        pos += b - a
+    return out
+
+
+def read_runs(shard_root: Path, runs, chunk: int = 16384) -> Iterator[np.ndarray]:
+    """Stream float32 rows of shard pieces (from `runs_between`) in chunks."""
+    import h5py
+
+    for shard, a, b, _row in runs:
+        with h5py.File(shard_root / shard, "r") as f:
+            ds = f["vectors"]
+            for s in range(a, b, chunk):
+                block = ds[s : min(b, s + chunk)].astype(np.float32)
+                if not np.isfinite(block).all():
+                    raise StoreError(f"shard {shard} holds non-finite vectors in rows {s}-{min(b, s + chunk)}: the file is "
+                                     "damaged; delete it and re-run `embed build` to re-embed its items")
+                yield block

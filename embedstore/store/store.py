@@ -15,6 +15,7 @@ from .index import read_index_meta, update_index
 from .lock import StoreLock
 from .migrations import migrate
 from .schema import FORMAT, ITEM_INT_COLUMNS, ITEM_STR_COLUMNS, KEY_FIELDS, SCHEMA_VERSION, STATUS_OK, sidecar_dir
+from .rows import read_runs, runs_between
 from .shards import ItemRows, ShardMeta, commit_attrs, list_shards, read_shard_meta, remove_stale_tmp, write_shard
 
 JSON_ATTRS = ("preprocess", "library_versions")
@@ -274,7 +275,7 @@ class Store:
 
     def check_provenance(self, vs: VectorSet, expected: dict) -> None:
         """Refuse vectors whose provenance differs from what the caller expects."""
-        diffs = [k for k in KEY_FIELDS if k in expected and not _same(vs.provenance.get(k), expected[k])]
+        diffs = provenance_diffs(vs.provenance, expected)
         if diffs:
             found = ", ".join(f"{k}={_short(vs.provenance.get(k))}" for k in diffs)
             want = ", ".join(f"{k}={_short(expected[k])}" for k in diffs)
@@ -283,19 +284,14 @@ class Store:
             )
 
     def iter_vectors(self, set_name: str, chunk_rows: int = 16384, expect: dict | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Stream (ids, float32 vectors) in chunks; memory stays flat however large the set."""
+        """Stream (ids, float32 vectors) in chunks; memory stays flat however large the set.
+        `expect` (a provenance) refuses vectors made otherwise. Reads through `SetRows.chunks`."""
         vs = self.get_set(set_name)
         if expect:
             self.check_provenance(vs, expect)
-        with self._file() as f:
-            g = f["vectors"][set_name]
-            ids, ds = g["ids"], g["vectors"]
-            for s in range(0, vs.count, chunk_rows):
-                e = min(vs.count, s + chunk_rows)
-                block = ds[s:e].astype(np.float32)
-                if np.isnan(block).any():
-                    raise StoreError(f"vector set {set_name} rows {s}-{e} read as NaN: a shard file under {self.shard_root} is missing")
-                yield ids.asstr()[s:e], block
+        rows = self.rows(set_name)
+        for sel, block in rows.chunks(chunk_rows=chunk_rows):
+            yield rows.ids[sel], block
 
     def live_ids(self, set_name: str) -> set[str]:
         with self._file() as f:
@@ -343,28 +339,6 @@ class Store:
         }
 
 
-def runs_between(sl: SetLayout, start: int, stop: int) -> list[tuple[str, int, int, int]]:
-    """The pieces of shard files that hold rows [start, stop) of a set: (shard, first, end, set row)."""
-    out, pos = [], 0
-    for shard, _n, a, b in sl.runs:
-        lo, hi = max(start, pos), min(stop, pos + b - a)
-        if lo < hi:
-            out.append((shard, a + lo - pos, a + hi - pos, lo))
-        pos += b - a
-    return out
-
-
-def read_runs(shard_root: Path, runs, chunk: int = 16384) -> Iterator[np.ndarray]:
-    """Stream float32 rows of shard pieces (from `runs_between`) in chunks."""
-    import h5py
-
-    for shard, a, b, _row in runs:
-        with h5py.File(shard_root / shard, "r") as f:
-            ds = f["vectors"]
-            for s in range(a, b, chunk):
-                yield ds[s : min(b, s + chunk)].astype(np.float32)
-
-
 def list_shards_any(shard_root: Path) -> bool:
     return shard_root.is_dir() and any(list_shards(d) for d in shard_root.iterdir() if d.is_dir())
 
@@ -388,6 +362,11 @@ def _same(a, b) -> bool:
     if isinstance(a, (int, float)) and isinstance(b, (int, float)):
         return a == b
     return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def provenance_diffs(found: dict, expected: dict) -> list[str]:
+    """The key provenance fields that `expected` names and `found` differs on."""
+    return [k for k in KEY_FIELDS if k in expected and not _same(found.get(k), expected[k])]
 
 
 def _short(v) -> str:

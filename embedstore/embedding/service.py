@@ -1,0 +1,250 @@
+"""The embedding service: the one object that turns images (files, bytes, decoded pixels) and texts
+into vectors, exactly as a vector set's stored vectors were made.
+
+Every door goes through it: the local build and the Ray actors, `predict` and `evaluate` on new
+files, search by image and by text, anomalies on new files, fine-tune's re-embedding and the
+server's uploads. It owns the encoder (built from a vector set's provenance and checked against
+it), the preprocessing, the device and precision, the normalisation and the stored dtype's round
+trip, so a query vector is the vector the store would have held for the same file.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from ..errors import EmbedstoreError, EncoderError
+from .device import autocast_dtype, resolve_device, resolve_precision, use_channels_last
+
+log = logging.getLogger(__name__)
+NORMALIZE = ("l2", "none")
+DTYPES = ("float16", "float32")
+
+
+def make_encoder(encoder_id: str, weights: str | None = None, layer: str | None = None, texts: bool = False,
+                 preprocess: dict | None = None, overrides: dict | None = None):
+    """The one place an encoder is constructed. `texts=True` on a CLIP model gives its text tower
+    (vectors in the space of its images); `preprocess` (the dict a vector set's provenance records)
+    replaces the image preprocessing; `overrides` (crop_pct, interpolation, resize_mode) adjust it."""
+    from ..encoders import create_encoder
+
+    enc = create_encoder(encoder_id, weights=weights, layer=layer)
+    if texts and enc.cfg.modality == "image" and getattr(enc, "text_encoder", None) is not None:
+        from ..encoders.open_clip_models import text_view
+
+        enc = text_view(enc)
+    asked = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if (preprocess or asked) and enc.cfg.modality != "image":
+        if asked:
+            raise EncoderError(f"--{next(iter(asked)).replace('_', '-')} sets image preprocessing; {enc.cfg.id} embeds texts")
+        return enc
+    if preprocess:
+        enc.set_preprocess(preprocess)
+    if asked:
+        enc.set_preprocess(enc.cfg.preprocess.override(**asked))
+    return enc
+
+
+def layer_for(provenance: dict) -> str | None:
+    """The `layer` argument that rebuilds the encoder of a vector set (a CLIP text set is made by
+    the text tower of the model created with its default layer)."""
+    if provenance.get("modality") == "text" and str(provenance.get("encoder", "")).startswith("open_clip:"):
+        return None
+    return provenance.get("layer")
+
+
+def vector_problem(v: np.ndarray, dtype: str) -> str | None:
+    """Why a vector cannot be stored (the quarantine reason), or None."""
+    if not np.isfinite(v).all():
+        return "encoder produced non-finite values"
+    if dtype == "float16" and np.abs(v).max() > np.finfo(np.float16).max:
+        return "vector exceeds float16 range; rebuild with --dtype float32 or --normalize l2"
+    return None
+
+
+class EmbeddingService:
+    """An encoder with everything that decides its vectors: preprocessing, device, precision,
+    normalisation and stored dtype. Create one with `EmbeddingService.create(...)` for a build or
+    `EmbeddingService.from_provenance(prov)` to reproduce a stored vector set."""
+
+    def __init__(self, encoder, normalize: str = "l2", dtype: str = "float16", device: str = "auto",
+                 precision: str = "auto"):
+        if normalize not in NORMALIZE:
+            raise EncoderError(f"--normalize must be l2 or none, not '{normalize}'")
+        if dtype not in DTYPES:
+            raise EncoderError(f"--dtype must be float16 or float32, not '{dtype}'")
+        self.encoder, self.normalize, self.dtype = encoder, normalize, dtype
+        self.device = resolve_device(device) if isinstance(device, str) else device
+        self.precision, self.precision_reason = resolve_precision(precision, self.device)
+        self.channels_last = use_channels_last(encoder.cfg, self.device, self.precision)
+        self._placed = False
+        self._scale = None
+
+    # ---- construction ----------------------------------------------------------------------
+    @classmethod
+    def create(cls, encoder_id: str, weights: str | None = None, layer: str | None = None, normalize: str = "l2",
+               dtype: str = "float16", texts: bool = False, device: str = "auto", precision: str = "auto",
+               overrides: dict | None = None) -> "EmbeddingService":
+        """A service for a new or extended vector set (the build's door); `overrides` (crop_pct,
+        interpolation, resize_mode) adjust the encoder's own image preprocessing."""
+        return cls(make_encoder(encoder_id, weights, layer, texts, overrides=overrides), normalize, dtype, device, precision)
+
+    @classmethod
+    def from_provenance(cls, prov: dict, weights: str | None = None, device: str = "auto", precision: str = "auto",
+                        error=EncoderError) -> "EmbeddingService":
+        """The service that made a stored vector set, refused (raising `error`) unless the encoder
+        found here gives exactly that provenance (weights hash, layer, preprocessing, dim ...)."""
+        from ..store.store import provenance_diffs
+
+        if not isinstance(prov, dict) or "encoder" not in prov:
+            raise error("the vectors record no encoder provenance; rebuild them with `embed build`")
+        texts = prov.get("modality") == "text"
+        pp = prov.get("preprocess") if not texts else None
+        try:
+            enc = make_encoder(prov["encoder"], weights, layer_for(prov), texts, pp if isinstance(pp, dict) else None)
+        except EmbedstoreError as e:
+            hint = "" if weights or "--weights" in str(e) else " (if the store was built with --weights FILE, pass the same --weights FILE)"
+            raise error(f"cannot rebuild the encoder {prov['encoder']} of these vectors: {e}{hint}") from None
+        svc = cls(enc, prov.get("normalize", "l2"), prov.get("dtype", "float16"), device, precision)
+        mine = svc.provenance
+        if mine.get("weights_sha256") != prov.get("weights_sha256"):
+            raise error(f"the vectors were embedded with other {prov['encoder']} weights (sha256 {str(prov.get('weights_sha256'))[:12]}) "
+                        f"than the ones found here ({str(mine.get('weights_sha256'))[:12]}); pass the store's --weights FILE")
+        diffs = provenance_diffs(mine, prov)
+        if diffs:
+            raise error(f"the encoder built here gives {', '.join(f'{k}={mine.get(k)}' for k in diffs)}; the vectors were made "
+                        f"with {', '.join(f'{k}={prov.get(k)}' for k in diffs)}; install the embedstore and library versions "
+                        "that made them")
+        return svc
+
+    # ---- what it makes ---------------------------------------------------------------------
+    @property
+    def cfg(self):
+        return self.encoder.cfg
+
+    @property
+    def modality(self) -> str:
+        return self.encoder.cfg.modality
+
+    @property
+    def dim(self) -> int:
+        return int(self.encoder.cfg.dim)
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        return self.encoder.provenance(normalize=self.normalize, dtype=self.dtype)
+
+    @property
+    def set_name(self) -> str:
+        from ..store.schema import set_name_for
+
+        return set_name_for(self.provenance)
+
+    @property
+    def transform(self):
+        """PIL RGB image -> float tensor (3, H, W): the image preprocessing of this set."""
+        return self.encoder.transform
+
+    def uint8_transform(self):
+        """PIL -> uint8 tensor (3, H, W), stopping before scaling (`scale` finishes on the device)."""
+        from ..encoders.config import build_transform
+
+        return build_transform(self.cfg.preprocess, uint8=True)
+
+    def scale(self, pixels):
+        """uint8 batches (n, 3, H, W) -> scaled and normalised float32, on this service's device."""
+        import torch
+
+        from ..encoders.config import batch_normalizer
+
+        if self._scale is None:
+            self._scale = batch_normalizer(self.cfg.preprocess)
+        x = pixels if isinstance(pixels, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(pixels))
+        if self.device.type == "cuda":
+            x = x.pin_memory().to(self.device, non_blocking=True)
+        return self._scale(x)
+
+    # ---- encoding --------------------------------------------------------------------------
+    def place(self) -> "EmbeddingService":
+        """Move the encoder to its device (once)."""
+        if not self._placed:
+            self.encoder.to(self.device, channels_last=self.channels_last)
+            self._placed = True
+        return self
+
+    def forward(self, batch) -> np.ndarray:
+        """One batch -> float32 (n, dim), normalised, before the stored dtype's round trip.
+        `batch` is a float tensor (n, 3, H, W) made by `transform` / `scale`, or a list of texts."""
+        import torch
+        import torch.nn.functional as F
+
+        self.place()
+        with torch.inference_mode():
+            if isinstance(batch, list):
+                feats = self.encoder(batch)
+            else:
+                x = batch.to(self.device, non_blocking=True)
+                if self.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                dtype = autocast_dtype(self.precision)
+                with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+                    feats = self.encoder(x)
+            feats = feats.float()
+            if self.normalize == "l2":
+                feats = F.normalize(feats, dim=1)
+            return feats.cpu().numpy()
+
+    def as_stored(self, v: np.ndarray) -> np.ndarray:
+        """The stored dtype's round trip: what reading the vector back from the store gives."""
+        return np.asarray(v, dtype=self.dtype).astype(np.float32)
+
+    def embed(self, batch, what: str = "the input") -> np.ndarray:
+        """`forward` + the stored dtype's round trip; refuses vectors the store would quarantine."""
+        v = self.forward(batch)
+        problem = vector_problem(v, self.dtype)
+        if problem:
+            raise EncoderError(f"{what} cannot be embedded: {problem}")
+        return self.as_stored(v)
+
+    def count_truncated(self, texts: list[str]) -> int:
+        return self.encoder.count_truncated(texts)
+
+    # ---- the doors' inputs -----------------------------------------------------------------
+    def embed_image_bytes(self, data: bytes, name: str = "the image") -> np.ndarray:
+        """One encoded image file's bytes -> (1, dim), as the store would hold it.
+        Raises `DecodeError` (its message is the reason) for a file that is not a usable image."""
+        from ..sources.images import decode_image
+
+        self._need("image")
+        img = decode_image(data, self.cfg.preprocess.exif_transpose)
+        return self.embed(self.transform(img).unsqueeze(0), name)
+
+    def embed_image_file(self, path: str) -> np.ndarray:
+        from ..sources.images import read_bytes
+
+        return self.embed_image_bytes(read_bytes(str(path)), str(path))
+
+    def embed_texts(self, texts: list[str]) -> np.ndarray:
+        """Texts -> (n, dim): a text set's own encoder, or a CLIP image set's text tower (the shared space)."""
+        if self.modality == "text":
+            return self.embed(list(texts), "the text")
+        tower = getattr(self.encoder, "text_encoder", None)
+        if tower is None:
+            raise EncoderError(f"text queries need a text store or one built with a CLIP encoder (open_clip:...); this set was "
+                               f"made with {self.cfg.id}. Rebuild with e.g. --encoder open_clip:ViT-B-32/openai")
+        import torch
+        import torch.nn.functional as F
+
+        self.place()
+        with torch.inference_mode():
+            feats = tower(list(texts)).float()
+            if self.normalize == "l2":
+                feats = F.normalize(feats, dim=1)
+        return self.as_stored(feats.cpu().numpy())
+
+    def _need(self, modality: str) -> None:
+        if self.modality != modality:
+            raise EncoderError(f"{self.cfg.id} embeds {self.modality}s, not {modality}s")
+

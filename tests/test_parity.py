@@ -1,0 +1,157 @@
+"""The same files through every door give the same vector and the same answer.
+
+Doors: the build (the stored vector), `predict` (Python API and CLI, with --store keeping its
+vectors), search by image (Python API, CLI and the server's POST /api/search), the server's
+POST /api/predict, and anomalies scored on new files. Every one must go through the one embedding
+service; a door with its own copy of preprocessing, normalisation or the float16 round trip
+(the server once fed heads un-normalised vectors: "cat 0.66" where `embed predict` said "owl 0.998")
+fails here. Ray's door is checked in test_ray.py against the same local build.
+
+Runs at fp32 (EMBEDSTORE_CPU_BF16=0 makes `--precision auto` pick fp32 on every door alike)."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import embed, make_image_folder
+
+HEADS = ("logistic", "linear-svm", "ridge", "knn", "mlp")
+QUERY_FILES = ("cat/cat_001.png", "dog/dog_002.jpg", "owl/owl_005.png", "owl/owl_000.jpg")
+COS_MIN = 0.9999
+
+
+@pytest.fixture(scope="module", params=[
+    pytest.param(("test:tiny", {}), id="tiny"),
+    pytest.param(("effnet-lite:lite0", {}), id="effnet-lite0", marks=pytest.mark.slow),
+    pytest.param(("test:tiny", {"resize_mode": "squash", "interpolation": "bicubic"}), id="tiny-squash"),
+])
+def world(request, tmp_path_factory):
+    """A store built from a labelled folder, one head of each kind, a server over it, and a
+    folder of new files that are byte copies of some stored items."""
+    from embedstore.ingest import build
+    from embedstore.heads.fit import fit_head
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("EMBEDSTORE_CPU_BF16", "0")
+    encoder, pp = request.param
+    root = tmp_path_factory.mktemp("parity")
+    photos = make_image_folder(root / "photos", classes=("cat", "dog", "owl"), per_class=10, size=(56, 44))
+    build(photos, root / "s.h5", encoder=encoder, workers=0, progress=False, **pp)
+    heads = {}
+    for kind in HEADS:
+        heads[kind] = root / f"head-{kind}"
+        fit_head(root / "s.h5", kind, out=heads[kind], progress=False)
+    queries = root / "queries"
+    for rel in QUERY_FILES:
+        (queries / Path(rel).parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(photos / rel, queries / rel)
+    yield root, heads, queries
+    mp.undo()
+
+
+def stored(store: Path, ids) -> np.ndarray:
+    from embedstore.store import open_store
+
+    with open_store(store) as st:
+        rows = st.rows(st.select_set().name)
+    pos = {str(i): k for k, i in enumerate(rows.ids)}
+    return rows.load_at(np.array([pos[i] for i in ids]))
+
+
+def cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a, b = np.atleast_2d(a), np.atleast_2d(b)
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def head_answers(head_dir: Path, X: np.ndarray):
+    from embedstore.modelfile import load_head
+
+    head, _ = load_head(head_dir)
+    P = head.predict_proba(X)
+    return [str(c) for c in head.classes_[P.argmax(1)]], P.max(1)
+
+
+def test_predict_embeds_new_files_as_the_build_did(world):
+    """`predict` with --store keeps the vectors it made: they equal the stored ones, and so do the
+    labels and probabilities of every head kind."""
+    import embedstore
+
+    root, heads, queries = world
+    ref = stored(root / "s.h5", QUERY_FILES)
+    for kind, head in heads.items():
+        keep = root / f"predict-{kind}.h5"
+        rep = embedstore.predict(head, queries, store=keep, progress=False)
+        assert (cos(stored(keep, QUERY_FILES), ref) >= COS_MIN).all(), kind
+        want_label, want_p = head_answers(head, ref)
+        got = {r["id"]: r for r in rep.rows}
+        for i, f in enumerate(QUERY_FILES):
+            assert got[f]["label"] == want_label[i], (kind, f)
+            assert got[f]["prob"] == pytest.approx(want_p[i], abs=1e-4), (kind, f)
+
+
+def test_cli_predict_gives_the_labels_and_probabilities_of_the_stored_vectors(world):
+    root, heads, queries = world
+    ref = stored(root / "s.h5", QUERY_FILES)
+    for kind in ("logistic", "knn"):
+        out = root / f"cli-{kind}.csv"
+        r = embed("predict", heads[kind], queries, "--out", out, "--quiet")
+        assert r.exit_code == 0, r.output
+        rows = {row["id"]: row for row in csv.DictReader(out.open())}
+        want_label, want_p = head_answers(heads[kind], ref)
+        for i, f in enumerate(QUERY_FILES):
+            assert rows[f]["label"] == want_label[i] and float(rows[f]["prob"]) == pytest.approx(want_p[i], abs=1e-4)
+
+
+def test_search_by_image_embeds_the_query_as_the_build_did(world):
+    from embedstore.search.query import SearchContext, search
+
+    root, _, queries = world
+    ref = stored(root / "s.h5", QUERY_FILES)
+    ctx = SearchContext(root / "s.h5")
+    for i, f in enumerate(QUERY_FILES):
+        assert cos(ctx.vector_for_image(queries / f), ref[i])[0] >= COS_MIN, f
+        rep = search(root / "s.h5", image=queries / f, k=3)
+        assert rep.hits[0]["id"] == f and rep.hits[0]["score"] >= COS_MIN
+    r = embed("search", root / "s.h5", "--image", queries / QUERY_FILES[0], "-k", 2, "--json")
+    assert r.exit_code == 0, r.output
+    assert f'"id": "{QUERY_FILES[0]}"' in r.output.split('"rank": 2')[0]
+
+
+@pytest.mark.parametrize("kind", HEADS)
+def test_server_predict_and_search_answer_as_the_cli_does(world, kind):
+    """POST /api/predict gives the label and probability the head gives the stored vector (the
+    defect this test exists for); POST /api/search finds the file itself at cosine 1."""
+    from embedstore.serve.server import open_api
+
+    root, heads, queries = world
+    api = open_api(root / "s.h5", head=str(heads[kind]))
+    ref = stored(root / "s.h5", QUERY_FILES)
+    want_label, want_p = head_answers(heads[kind], ref)
+    for i, f in enumerate(QUERY_FILES):
+        body = (queries / f).read_bytes()
+        r = api.handle("POST", "/api/predict", {}, {"content-type": "image/png"}, body)
+        assert r.status == 200, r.body
+        import json
+
+        got = json.loads(r.body)
+        assert got["label"] == want_label[i] and got["prob"] == pytest.approx(want_p[i], abs=1e-4), (kind, f, got)
+        r = api.handle("POST", "/api/search", {"k": ["2"]}, {"content-type": "image/png"}, body)
+        hits = json.loads(r.body)["hits"]
+        assert hits[0]["id"] == f and hits[0]["score"] >= COS_MIN
+
+
+def test_anomalies_score_new_files_as_their_stored_vectors(world):
+    from embedstore.detectors.anomalies import find_anomalies
+
+    root, _, queries = world
+    ref = stored(root / "s.h5", QUERY_FILES)
+    rep, det = find_anomalies(root / "s.h5", "knn", fit_on="label=cat|dog", score=queries, progress=False)
+    got = {r["id"]: r["score"] for r in rep.ranked}
+    want = -det.score_samples(ref)
+    for i, f in enumerate(QUERY_FILES):
+        assert got[f] == pytest.approx(want[i], rel=1e-4, abs=1e-5), f
