@@ -10,7 +10,7 @@ import os
 
 from ..errors import EncoderError, WeightsUnavailableError
 from .base import Encoder, file_sha256, state_dict_sha256
-from .config import EncoderConfig, Preprocess
+from .config import RESIZE_MODES, EncoderConfig, Preprocess
 from .registry import register_family
 from .weights import STRUCTURE_ONLY
 
@@ -40,6 +40,31 @@ CONFIGS = [
     _cfg("ViT-L-14", "openai", 768),
     _cfg("RN50", "openai", 1024),
 ]
+
+
+def preprocess_from_open_clip(pp_cfg: dict, encoder_id: str = "open_clip model") -> Preprocess:
+    """The model's own preprocessing (open_clip's PreprocessCfg: size, mean, std, interpolation,
+    resize_mode, fill_color), read the way open_clip's `image_transform` reads it: SigLIP, CLIPA and
+    DFN configs squash where OpenAI CLIP resizes the shorter side and crops."""
+    from open_clip.transform import PreprocessCfg, merge_preprocess_dict
+
+    cfg = PreprocessCfg(**merge_preprocess_dict(PreprocessCfg(), pp_cfg))
+    size = cfg.size if isinstance(cfg.size, (tuple, list)) else (cfg.size, cfg.size)
+    if int(size[0]) != int(size[1]):
+        raise EncoderError(f"{encoder_id} takes {size[0]}x{size[1]} inputs; embedstore supports square inputs only")
+    if cfg.resize_mode not in RESIZE_MODES:
+        raise EncoderError(f"{encoder_id} asks for resize_mode '{cfg.resize_mode}'; embedstore knows {', '.join(RESIZE_MODES)}")
+    fill = cfg.fill_color
+    return Preprocess(
+        input_size=int(size[0]),
+        resize_size=int(size[0]),
+        # open_clip's image_transform: anything but bilinear (e.g. 'random') is bicubic at inference
+        interpolation="bilinear" if cfg.interpolation == "bilinear" else "bicubic",
+        mean=tuple(float(x) for x in cfg.mean),
+        std=tuple(float(x) for x in cfg.std),
+        resize_mode=cfg.resize_mode,
+        fill=int(fill[0] if isinstance(fill, (tuple, list)) else fill),
+    )
 
 
 def _hub_url(arch: str, tag: str) -> str | None:
@@ -93,16 +118,7 @@ def create_open_clip(name: str, weights: str | None) -> Encoder:
             f"({type(e).__name__}); download them elsewhere and pass --weights FILE (a .safetensors or .bin of {arch})"
         ) from e
     visual = model.visual
-    pp_cfg = getattr(visual, "preprocess_cfg", {}) or {}
-    size = pp_cfg.get("size", visual.image_size if hasattr(visual, "image_size") else 224)
-    size = int(size[0] if isinstance(size, (tuple, list)) else size)
-    pp = Preprocess(
-        input_size=size,
-        resize_size=size,
-        interpolation=pp_cfg.get("interpolation", "bicubic"),
-        mean=tuple(pp_cfg.get("mean", CLIP_MEAN)),
-        std=tuple(pp_cfg.get("std", CLIP_STD)),
-    )
+    pp = preprocess_from_open_clip(open_clip.get_model_preprocess_cfg(model), encoder_id)
     dim = int(model.text_projection.shape[1]) if getattr(model, "text_projection", None) is not None else int(visual.output_dim)
     cfg = EncoderConfig(
         id=f"open_clip:{arch}/{tag}",
@@ -136,8 +152,9 @@ class _TextTower:
             tokenizer = open_clip.get_tokenizer(self.arch)
         except Exception as e:  # noqa: BLE001 - hub tokenizers fail offline in many ways
             raise EncoderError(f"the text tokenizer of {self.arch} is not available here ({type(e).__name__})") from e
+        device = next(self.model.parameters()).device
         with torch.inference_mode():
-            return self.model.encode_text(tokenizer(texts)).float()
+            return self.model.encode_text(tokenizer(texts).to(device)).float()
 
     def token_count(self, text: str) -> int:
         """Tokens of `text` with start and end tokens, before truncation to the context length."""

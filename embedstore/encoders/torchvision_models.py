@@ -66,6 +66,24 @@ def _weights_enum(arch: str, tag: str | None, encoder_id: str):
         raise EncoderError(f"{arch} has no weights '{tag}'; choose one of {', '.join(w.name for w in enum)}") from None
 
 
+def preprocess_from_weights(wenum, encoder_id: str) -> Preprocess:
+    """The weights' own evaluation transforms (resize shorter side, centre crop, interpolation,
+    antialias, mean, std), as a Preprocess that builds the same pixels."""
+    tf = wenum.transforms()
+    needed = ("crop_size", "resize_size", "interpolation", "mean", "std")
+    if not all(hasattr(tf, k) for k in needed):
+        raise EncoderError(f"{encoder_id}: the transforms of {wenum} are not an image classification preprocessing "
+                           f"({type(tf).__name__}); choose ImageNet classification weights")
+    return Preprocess(
+        input_size=int(tf.crop_size[0]),
+        resize_size=int(tf.resize_size[0]),
+        interpolation=tf.interpolation.value,
+        mean=tuple(tf.mean),
+        std=tuple(tf.std),
+        antialias=getattr(tf, "antialias", True) is not False,
+    )
+
+
 def _replace_last_linear(model) -> tuple[str, int]:
     """Turn the classifier's last Linear into Identity; return its name and input width."""
     from torch import nn
@@ -88,17 +106,10 @@ def create_torchvision(name: str, weights: str | None) -> Encoder:
     arch, _, tag = name.partition("/")
     encoder_id = f"torchvision:{arch}"
     wenum = _weights_enum(arch, tag or None, encoder_id)
-    tf = wenum.transforms()
-    pp = Preprocess(
-        input_size=int(tf.crop_size[0]),
-        resize_size=int(tf.resize_size[0]),
-        interpolation=tf.interpolation.value,
-        mean=tuple(tf.mean),
-        std=tuple(tf.std),
-    )
+    pp = preprocess_from_weights(wenum, encoder_id)
     model = tvm.get_model(arch, weights=None)
     if weights == STRUCTURE_ONLY:
-        pass
+        path = None  # local-dir fills the weights and records their hash
     elif weights:
         path = weights
         load_into(model, load_state_dict_file(path, encoder_id), encoder_id, path)
@@ -129,4 +140,4 @@ def create_torchvision(name: str, weights: str | None) -> Encoder:
         pretrained=wenum.name,
         weights_desc=f"ImageNet {wenum.name}",
     )
-    return Encoder(cfg, model, file_sha256(path), path)
+    return Encoder(cfg, model, file_sha256(path) if path else "", path)
