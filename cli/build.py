@@ -12,6 +12,7 @@ EPILOG = (
     "Examples:\n\n"
     "  embed build photos/ --store photos.h5                      # offline EfficientNet-Lite0\n\n"
     "  embed build photos/ --store photos.h5 --encoder torchvision:resnet50\n\n"
+    "  embed build dataset/ --store d.h5 --layout splits            # dataset/{train,val,test}/<class>/*.jpg\n\n"
     "  embed build list.csv --store s.h5 --encoder open_clip:ViT-B-32/openai --json\n\n"
     "  embed build icons/ --store icons.h5 --resize-mode squash --interpolation bilinear   # small images: nothing cropped\n\n"
     "  embed build /shared/photos --store /shared/photos.h5 --engine ray --address auto   # a Ray cluster\n\n"
@@ -19,10 +20,30 @@ EPILOG = (
 )
 
 
+def describe_layout(d: dict) -> str:
+    """One line: which layout the source was read with, what it found, and from what."""
+    if not d or not d.get("layout"):
+        return ""
+    counts = lambda c, most=8: ", ".join(f"{k} {v}" for k, v in list(c.items())[:most]) + (", ..." if len(c) > most else "")  # noqa: E731
+    found = []
+    if d["split_counts"]:
+        found.append(f"{counts(d['split_counts'])} items")
+    if d["label_counts"]:
+        labels = d["label_counts"]
+        found.append(f"{len(labels)} classes: {', '.join(list(labels)[:8])}{', ...' if len(labels) > 8 else ''}"
+                     if d["split_counts"] else f"{len(labels)} classes: {counts(labels)} items")
+    else:
+        found.append("no labels")
+    return f"{d['layout']} ({'; '.join(found)}) from {d['from']}"
+
+
 def print_report(r) -> None:
     say(f"built {r.store}: {r.encoded} new vectors in set {r.vector_set} ({r.vectors_in_set} in total, {r.dtype})")
     say(f"  source {r.source}: {r.items_in_source} items; unchanged {r.unchanged}; "
         f"labels/splits updated {r.metadata_updated}; quarantined {r.quarantined} now, {r.previously_quarantined} before")
+    layout_line = describe_layout(r.layout)
+    if layout_line:
+        say(f"  layout: {layout_line}")
     say(f"  encoder {r.encoder} on {r.device}, precision {r.precision} ({r.precision_reason}), "
         f"batch {r.batch_size}, {r.workers} decode {'slot' if r.engine == 'ray' else 'worker'}(s)"
         f"{' at idle priority' if r.device == 'cpu' and r.workers else ''}")
@@ -49,12 +70,13 @@ def print_report(r) -> None:
 def register(app: typer.Typer) -> None:
     @app.command(epilog=EPILOG)
     def build(
-        source: Path = typer.Argument(..., help="A folder (one subfolder per class) or a CSV/Parquet manifest with a 'path' column."),
+        source: Path = typer.Argument(..., help="A folder (<class>/..., train|val|test/<class>/..., or flat: see --layout) or a CSV/Parquet manifest with a 'path' column."),
         store: Path = typer.Option(..., "--store", "-s", help="The store file to create or add to (e.g. photos.h5)."),
         encoder: str = typer.Option("effnet-lite:lite0", "--encoder", "-e", help="Encoder id; see `embed encoders`."),
         weights: Path = typer.Option(None, "--weights", help="Local weights (.safetensors/.pth) for the encoder's architecture."),
         layer: str = typer.Option(None, "--layer", help="Take pooled features from this layer instead of the penultimate one."),
-        no_labels: bool = typer.Option(False, "--no-labels", help="The folder is flat: no class subfolders."),
+        layout: str = typer.Option("auto", "--layout", help="How to read a folder: auto | classes (<class>/...) | splits (train|val|test/<class>/...) | flat (no labels). auto reads train/val/test folders as splits, never as labels, and refuses a top level that mixes split and class folders."),
+        no_labels: bool = typer.Option(False, "--no-labels", help="The folder is flat: no class subfolders (same as --layout flat)."),
         device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
         precision: str = typer.Option("auto", "--precision", help="auto | fp32 | bf16 | fp16 (autocast)."),
         batch_size: int = typer.Option(64, "--batch-size", "-b", min=1, help="Images per forward pass."),
@@ -78,7 +100,7 @@ def register(app: typer.Typer) -> None:
         report = run_guarded(
             run_build, source, store, encoder=encoder, weights=str(weights) if weights else None, layer=layer,
             device=device, precision=precision, batch_size=batch_size, workers=workers, dtype=dtype,
-            normalize=normalize, labels=not no_labels, progress=not quiet,
+            normalize=normalize, labels=not no_labels, layout=layout, progress=not quiet,
             shard_rows=shard_size, engine=engine, address=address, actors=actors,
             crop_pct=crop_pct, interpolation=interpolation, resize_mode=resize_mode,
         )

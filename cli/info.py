@@ -16,6 +16,40 @@ def _info(store: Path) -> dict:
         return st.info()
 
 
+def _split_order(split: str) -> tuple:
+    """train, val, test (by any of their names), then other splits, then none."""
+    from embedstore.sources.items import SPLIT_NAMES
+
+    return split == "", SPLIT_NAMES.get(split.lower(), 3), split
+
+
+def split_label_table(counts: dict, most: int = 10) -> list[str]:
+    """Rows of a split x class table of ok items (the first `most` labels, the rest as "other")."""
+    splits = sorted(counts, key=_split_order)
+    totals: dict[str, int] = {}
+    for row in counts.values():
+        for lab, n in row.items():
+            totals[lab] = totals.get(lab, 0) + n
+    labels = sorted((k for k in totals if k), key=lambda k: (-totals[k], k))
+    shown, rest = sorted(labels[:most]), labels[most:]
+    cols = shown + (["other"] if rest else []) + (["(no label)"] if "" in totals else []) + ["total"]
+
+    def cells(row: dict) -> list[int]:
+        out = [row.get(k, 0) for k in shown]
+        if rest:
+            out.append(sum(row.get(k, 0) for k in rest))
+        if "" in totals:
+            out.append(row.get("", 0))
+        return out + [sum(row.values())]
+
+    body = [(s or "(no split)", cells(counts[s])) for s in splits] + [("total", cells(totals))]
+    first = max(len(name) for name, _ in body)
+    widths = [max(len(c), *(len(str(v[i])) for _, v in body)) for i, c in enumerate(cols)]
+    lines = [" " * first + "  " + "  ".join(c.rjust(w) for c, w in zip(cols, widths))]
+    lines += [name.ljust(first) + "  " + "  ".join(str(v).rjust(w) for v, w in zip(vals, widths)) for name, vals in body]
+    return lines
+
+
 def print_info(d: dict, show: int = 10) -> None:
     say(f"store {d['store']} (schema {d['schema']}, created {d['created']}, updated {d['updated']})")
     say(f"  items: {d['items']} ({d['ok']} ok, {d['quarantined']} quarantined)")
@@ -25,7 +59,11 @@ def print_info(d: dict, show: int = 10) -> None:
         say(f"  labels: {labels}{more}")
     else:
         say("  labels: none")
-    say("  splits: " + (", ".join(f"{k} {v}" for k, v in d["splits"].items()) if d["splits"] else "none (heads make a seeded split)"))
+    splits = sorted(d["splits"].items(), key=lambda kv: _split_order(kv[0]))
+    say("  splits: " + (", ".join(f"{k} {v}" for k, v in splits) if splits else "none (heads make a seeded split)"))
+    if d["splits"]:
+        for line in split_label_table(d.get("split_label_counts") or {}):
+            say("    " + line)
     for vs in d["vector_sets"]:
         p = vs["provenance"]
         say(f"  vector set {vs['name']}: {vs['count']} x {p.get('dim')} {p.get('dtype')}, normalize {p.get('normalize')}")
@@ -57,7 +95,7 @@ def register(app: typer.Typer) -> None:
         store: Path = typer.Argument(..., help="A store file made by `embed build`."),
         json_out: bool = typer.Option(False, "--json", help="Print everything as JSON."),
     ) -> None:
-        """Items, labels, splits, vector sets with provenance, index, quarantined files."""
+        """Items, labels, splits (a split x class table), vector sets with provenance, index, quarantined files."""
         d = run_guarded(_info, store)
         if json_out:
             emit_json(d)

@@ -24,10 +24,11 @@ def test_folder_labels_from_subfolders(tmp_path):
 def test_flat_folder_without_labels(tmp_path):
     for i in range(3):
         write_image(tmp_path / "flat" / f"{i}.jpg", seed=i)
-    with pytest.raises(SourceError, match="--no-labels"):
-        open_source(tmp_path / "flat")
-    src = open_source(tmp_path / "flat", labels=False)
-    assert [i.id for i in src.items] == ["0.jpg", "1.jpg", "2.jpg"] and all(i.label is None for i in src.items)
+    with pytest.raises(SourceError, match="--layout flat"):
+        open_source(tmp_path / "flat", layout="classes")
+    for src in (open_source(tmp_path / "flat"), open_source(tmp_path / "flat", labels=False)):
+        assert [i.id for i in src.items] == ["0.jpg", "1.jpg", "2.jpg"] and all(i.label is None for i in src.items)
+        assert src.layout == "flat" and not src.has_labels
 
 
 @pytest.mark.parametrize("kind", ["missing", "empty", "bad-suffix"])

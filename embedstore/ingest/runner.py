@@ -60,6 +60,7 @@ class BuildReport:
     truncated: int = 0  # texts longer than the encoder's maximum length (their ends were cut off)
     engine: str = "local"
     cluster: dict = field(default_factory=dict)  # --engine ray: address, nodes, CPUs, GPUs, actors
+    layout: dict = field(default_factory=dict)  # how the source was read (Source.describe_layout)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -113,6 +114,7 @@ def build(
     dtype: str = "float16",
     normalize: str = "l2",
     labels: bool = True,
+    layout: str = "auto",
     progress: bool = True,
     shard_rows: int = 4096,
     commit_seconds: float = 60.0,
@@ -126,6 +128,7 @@ def build(
 ) -> BuildReport:
     """Embed every new or changed item of `source` into `store`; resumable and incremental.
 
+    `layout` reads a folder as auto | classes | splits | flat (see `open_source`; `labels=False` is flat).
     `crop_pct`, `interpolation` and `resize_mode` override the encoder's image preprocessing (another
     preprocessing is another vector set). `like` (a vector set's provenance) embeds exactly as that
     set was made, instead of `encoder`, `layer`, `dtype`, `normalize` and the preprocessing.
@@ -146,7 +149,7 @@ def build(
         raise BuildError("--address and --actors apply to --engine ray; add --engine ray or leave them out")
     if engine == "ray" and workers is not None:
         raise BuildError("--workers applies to the local engine; with --engine ray decode tasks are sized to the cluster, leave it out")
-    src = open_source(source, labels=labels)  # bad sources fail before any model loads
+    src = open_source(source, labels=labels, layout=layout)  # bad sources fail before any model loads
     cluster = None
     if engine == "ray":
         from .ray_engine import connect
@@ -181,7 +184,7 @@ def build(
                              device=str(dev), precision=prec, precision_reason=prec_reason, dtype=dtype,
                              batch_size=batch_size, workers=workers, items_in_source=len(src),
                              skipped={k: len(v) for k, v in src.skipped.items()}, engine=engine,
-                             cluster=cluster.describe() if cluster else {})
+                             cluster=cluster.describe() if cluster else {}, layout=src.describe_layout())
         with open_store(store, mode="a", create=True) as st:
             plan = make_plan(src.items, existing_items(st.items()),
                              st.live_ids(set_name) if any(v.name == set_name for v in st.vector_sets()) else set())

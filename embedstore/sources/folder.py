@@ -1,4 +1,15 @@
-"""A folder of images: one subfolder per class label, or a flat folder with labels=False."""
+"""A folder of images, read in one of three layouts:
+
+- classes: `root/<class>/...`, one subfolder per class label;
+- splits:  `root/<split>/<class>/...` with split folders named train, val (valid, validation, dev),
+  test (and the other names in `SPLIT_NAMES`); a split folder that holds files directly gives
+  unlabelled items of that split;
+- flat:    every file under `root`, no labels.
+
+`auto` picks one from the top level: no subfolders -> flat; every subfolder a split name -> splits;
+no split names -> classes; split names mixed with other names -> an error, because a split folder
+read as a class label silently trains a "train vs val" classifier. Item ids are paths relative to
+`root` in every layout, so they stay unique across splits."""
 
 from __future__ import annotations
 
@@ -6,15 +17,22 @@ import os
 from pathlib import Path
 
 from ..errors import SourceError
-from .items import Item, Source
+from .items import Item, Source, is_split_name
+
+LAYOUTS = ("auto", "classes", "splits", "flat")
 
 
-def _walk_files(root: Path, skipped: dict[str, list[str]]):
+def _walk_files(root: Path, skipped: dict[str, list[str]], keep_top=None):
+    """Every non-hidden regular file under `root`, sorted; `keep_top(name)` prunes top-level folders."""
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         hidden_dirs = [d for d in dirnames if d.startswith(".")]
         for d in hidden_dirs:
             skipped.setdefault("hidden folder", []).append(os.path.join(dirpath, d))
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        if keep_top is not None and dirpath == str(root):
+            for d in [d for d in dirnames if not keep_top(d)]:
+                skipped.setdefault("top-level folder that is not a split name", []).append(os.path.join(dirpath, d))
+            dirnames[:] = [d for d in dirnames if keep_top(d)]
         for name in sorted(filenames):
             full = os.path.join(dirpath, name)
             if name.startswith("."):
@@ -25,25 +43,81 @@ def _walk_files(root: Path, skipped: dict[str, list[str]]):
                 yield Path(full)
 
 
-def list_folder(root: Path, labels: bool = True) -> Source:
-    """List every non-hidden file under `root`; decoding decides later which are images."""
+def _subfolders(path: Path) -> list[str]:
+    with os.scandir(path) as entries:
+        return sorted(e.name for e in entries if not e.name.startswith(".") and e.is_dir())
+
+
+def _names(folders: list[str], most: int = 8) -> str:
+    more = f", ... ({len(folders)} folders)" if len(folders) > most else ""
+    return ", ".join(folders[:most]) + more if folders else "no folders"
+
+
+def choose_layout(root: Path, top: list[str], asked: str) -> str:
+    """The layout to read `root` with, given its top-level folders `top` and the layout asked for."""
+    splits = [d for d in top if is_split_name(d)]
+    others = [d for d in top if not is_split_name(d)]
+    if asked == "auto":
+        if not top:
+            return "flat"
+        if splits and others:
+            raise SourceError(
+                f"source folder {root} mixes split folders ({_names(splits)}) with other folders ({_names(others)}) at "
+                "its top level, so split and class cannot be told apart; pass --layout classes to read every top-level "
+                f"folder as a class label, or --layout splits to read only {_names(splits)} (the others are skipped)")
+        return "splits" if splits else "classes"
+    if asked == "splits" and not splits:
+        raise SourceError(
+            f"--layout splits: source folder {root} has no split folder at its top level (found: {_names(top)}); "
+            "expected train, val (or valid/validation/dev), test; use --layout classes for one folder per class, "
+            "or --layout flat for no labels")
+    return asked
+
+
+def list_folder(root: Path, labels: bool = True, layout: str = "auto") -> Source:
+    """List every non-hidden file under `root`; decoding decides later which are images.
+    `labels=False` is `layout="flat"` (the build's --no-labels)."""
+    if layout not in LAYOUTS:
+        raise SourceError(f"--layout must be one of {', '.join(LAYOUTS)}, not '{layout}'")
+    if not labels:
+        if layout not in ("auto", "flat"):
+            raise SourceError(f"--no-labels means --layout flat; it cannot go with --layout {layout}")
+        layout = "flat"
     root = root.resolve()
+    read = choose_layout(root, _subfolders(root), layout)
+    split_has_classes: dict[str, bool] = {}
     skipped: dict[str, list[str]] = {}
     items: list[Item] = []
-    for f in _walk_files(root, skipped):
+    for f in _walk_files(root, skipped, keep_top=is_split_name if read == "splits" else None):
         rel = f.relative_to(root).as_posix()
-        label = None
-        if labels:
-            if "/" not in rel:
+        parts = rel.split("/")
+        label = split = None
+        if read == "classes":
+            if len(parts) < 2:
                 skipped.setdefault("top-level file outside any class folder", []).append(str(f))
                 continue
-            label = rel.split("/", 1)[0]
-        items.append(Item(id=rel, uri=str(f), label=label))
+            label = parts[0]
+        elif read == "splits":
+            if len(parts) < 2:
+                skipped.setdefault("top-level file outside any split folder", []).append(str(f))
+                continue
+            split = parts[0]  # as written: the heads' split reader knows the aliases
+            if split not in split_has_classes:
+                split_has_classes[split] = bool(_subfolders(root / split))
+            if len(parts) > 2:
+                label = parts[1]
+            elif split_has_classes[split]:
+                skipped.setdefault("file in a split folder outside any class folder", []).append(str(f))
+                continue
+        items.append(Item(id=rel, uri=str(f), label=label, split=split))
     if not items:
         extra = ""
         if skipped:
             extra = "; skipped: " + ", ".join(f"{len(v)} {k}" for k, v in skipped.items())
-            if labels and "top-level file outside any class folder" in skipped:
-                extra += " (for a flat folder without class subfolders, pass --no-labels)"
+            if read == "classes" and "top-level file outside any class folder" in skipped:
+                extra += " (for a flat folder without class subfolders, pass --layout flat)"
         raise SourceError(f"source folder {root} has no files to embed{extra}")
-    return Source(path=str(root), kind="folder", items=items, skipped=skipped, has_labels=labels)
+    how = "--layout auto" if layout == "auto" else f"--layout {layout}" if labels else "--no-labels"
+    why = f"folder names ({how})" if read != "flat" else "no subfolders (--layout auto)" if layout == "auto" else how
+    return Source(path=str(root), kind="folder", items=items, skipped=skipped,
+                  has_labels=any(it.label for it in items), has_splits=read == "splits", layout=read, layout_from=why)

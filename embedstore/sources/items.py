@@ -4,6 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+# Folder names read as a split, case-insensitive, by the rank they sort in (train, val, test). The
+# heads' split reader (heads/splits.py) takes the same names; tests/test_layouts.py keeps them in step.
+SPLIT_NAMES = {"train": 0, "training": 0, "val": 1, "valid": 1, "validation": 1, "dev": 1,
+               "test": 2, "testing": 2, "holdout": 2}
+
+
+def is_split_name(name: str) -> bool:
+    return name.lower() in SPLIT_NAMES
+
 
 @dataclass(frozen=True)
 class Item:
@@ -27,6 +36,21 @@ class Source:
     skipped: dict[str, list[str]] = field(default_factory=dict)  # reason -> example paths
     has_labels: bool = False
     has_splits: bool = False
+    layout: str = ""  # how it was read: classes | splits | flat (folders), manifest, text
+    layout_from: str = ""  # what decided the layout, e.g. "folder names (--layout auto)"
 
     def __len__(self) -> int:
         return len(self.items)
+
+    def describe_layout(self) -> dict:
+        """The layout and what it found: items per split and per label (in the build summary)."""
+        splits: dict[str, int] = {}
+        labels: dict[str, int] = {}
+        for it in self.items:
+            if it.split:
+                splits[it.split] = splits.get(it.split, 0) + 1
+            if it.label:
+                labels[it.label] = labels.get(it.label, 0) + 1
+        splits = dict(sorted(splits.items(), key=lambda kv: (SPLIT_NAMES.get(kv[0].lower(), 3), kv[0])))
+        return {"layout": self.layout, "from": self.layout_from, "split_counts": splits,
+                "label_counts": dict(sorted(labels.items()))}

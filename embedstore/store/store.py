@@ -311,9 +311,13 @@ class Store:
             if s == STATUS_OK and lab:
                 label_counts[lab] = label_counts.get(lab, 0) + 1
         split_counts: dict[str, int] = {}
-        for sp, s in zip(items["split"], status):
+        split_label: dict[str, dict[str, int]] = {}  # split -> label -> ok items; "" for none
+        for sp, lab, s in zip(items["split"], labels, status):
             if s == STATUS_OK and sp:
                 split_counts[sp] = split_counts.get(sp, 0) + 1
+            if s == STATUS_OK:
+                row = split_label.setdefault(sp or "", {})
+                row[lab or ""] = row.get(lab or "", 0) + 1
         sets = []
         for vs in self.vector_sets():
             idx = dict(vs.index)
@@ -334,6 +338,7 @@ class Store:
             "quarantined": len(quarantined),
             "labels": dict(sorted(label_counts.items())),
             "splits": dict(sorted(split_counts.items())),
+            "split_label_counts": {sp: dict(sorted(row.items())) for sp, row in sorted(split_label.items())},
             "vector_sets": sets,
             "quarantined_items": quarantined,
         }

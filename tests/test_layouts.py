@@ -1,0 +1,169 @@
+"""Folder layouts: classes (<class>/...), splits (train|val|test/<class>/...), flat; `auto` never reads
+a split folder as a class label. Through open_source, and end to end through `embed build`,
+`embed info`, `embed fit-head` and `embed predict`."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from embedstore.errors import SourceError
+from embedstore.heads.splits import _ALIASES
+from embedstore.sources import open_source
+from embedstore.sources.items import SPLIT_NAMES
+
+from conftest import embed, make_image_folder, write_image
+
+TINY = ("--encoder", "test:tiny", "--precision", "fp32", "--workers", 0, "--batch-size", 8, "-q")
+
+
+def make_split_folder(root: Path, splits=(("train", 4), ("val", 2), ("test", 2)), classes=("cat", "dog")) -> Path:
+    for k, (split, per_class) in enumerate(splits):
+        make_image_folder(root / split, classes=classes, per_class=per_class, seed=k + 1)
+    return root
+
+
+def test_split_names_are_the_ones_heads_read():
+    """A folder read as a split must be a split the heads' split reader understands, as the same split."""
+    rank = {"train": 0, "val": 1, "test": 2}
+    assert {n: rank[{0: "train", 1: "val", 2: "test"}[c]] for n, c in _ALIASES.items()} == SPLIT_NAMES
+
+
+def test_auto_reads_split_folders_as_splits_with_class_labels(tmp_path):
+    root = make_split_folder(tmp_path / "ds")
+    (root / "LICENSE.txt").write_text("top level")
+    src = open_source(root)
+    assert src.layout == "splits" and src.has_splits and src.has_labels
+    got = {(i.split, i.label) for i in src.items}
+    assert got == {(s, c) for s in ("train", "val", "test") for c in ("cat", "dog")}
+    assert all(i.id == f"{i.split}/{i.label}/{Path(i.uri).name}" for i in src.items)  # unique across splits
+    assert len({i.id for i in src.items}) == len(src) == 16
+    assert src.skipped == {"top-level file outside any split folder": [str(root / "LICENSE.txt")]}
+    assert src.describe_layout()["split_counts"] == {"train": 8, "val": 4, "test": 4}
+
+
+def test_split_aliases_are_kept_as_written(tmp_path):
+    root = make_split_folder(tmp_path / "ds", splits=(("Training", 2), ("valid", 1), ("holdout", 1)))
+    src = open_source(root)
+    assert {i.split for i in src.items} == {"Training", "valid", "holdout"}
+    assert list(src.describe_layout()["split_counts"]) == ["Training", "valid", "holdout"]
+
+
+def test_split_folders_without_classes_give_unlabelled_items(tmp_path):
+    make_image_folder(tmp_path / "ds" / "train", per_class=2)
+    for i in range(3):
+        write_image(tmp_path / "ds" / "test" / f"{i}.jpg", seed=i)
+    src = open_source(tmp_path / "ds")
+    test = [i for i in src.items if i.split == "test"]
+    assert [i.id for i in test] == ["test/0.jpg", "test/1.jpg", "test/2.jpg"] and all(i.label is None for i in test)
+    assert {i.label for i in src.items if i.split == "train"} == {"cat", "dog"}
+
+
+def test_mixed_top_level_is_refused_by_auto(tmp_path):
+    root = make_split_folder(tmp_path / "ds", splits=(("train", 1), ("val", 1)))
+    make_image_folder(root, classes=("owl",), per_class=1)
+    with pytest.raises(SourceError) as e:
+        open_source(root)
+    msg = str(e.value)
+    assert "\n" not in msg and "(train, val)" in msg and "(owl)" in msg and "--layout classes" in msg
+    # an explicit --layout splits reads the split folders and says which folder it skipped
+    src = open_source(root, layout="splits")
+    assert {i.split for i in src.items} == {"train", "val"}
+    assert src.skipped == {"top-level folder that is not a split name": [str(root / "owl")]}
+
+
+def test_classes_layout_keeps_the_old_reading(tmp_path):
+    root = make_split_folder(tmp_path / "ds")
+    src = open_source(root, layout="classes")
+    assert src.layout == "classes" and not src.has_splits
+    assert {i.label for i in src.items} == {"train", "val", "test"} and all(i.split is None for i in src.items)
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(layout="splits"), r"--layout splits: .* no split folder at its top level \(found: cat, dog\)"),
+    (dict(layout="rows"), "--layout must be one of auto, classes, splits, flat, not 'rows'"),
+    (dict(layout="splits", labels=False), "--no-labels means --layout flat"),
+])
+def test_layouts_that_cannot_be_read(tmp_path, kw, match):
+    root = make_image_folder(tmp_path / "p", per_class=1)
+    with pytest.raises(SourceError, match=match):
+        open_source(root, **kw)
+
+
+def test_layout_on_a_manifest_is_refused(tmp_path):
+    write_image(tmp_path / "a.jpg")
+    (tmp_path / "m.csv").write_text("path\na.jpg\n")
+    assert open_source(tmp_path / "m.csv").layout == "manifest"
+    with pytest.raises(SourceError, match="applies to folders"):
+        open_source(tmp_path / "m.csv", layout="splits")
+
+
+def test_build_info_and_fit_head_on_a_split_folder(tmp_path):
+    root = make_split_folder(tmp_path / "ds")
+    store = tmp_path / "s.h5"
+    r = embed("build", root, "--store", store, *TINY[:-1])
+    assert r.exit_code == 0, r.output
+    assert "layout: splits (train 8, val 4, test 4 items; 2 classes: cat, dog) from folder names (--layout auto)" in r.output
+    r = embed("info", store, "--json")
+    d = json.loads(r.output)
+    assert d["split_label_counts"] == {"test": {"cat": 2, "dog": 2}, "train": {"cat": 4, "dog": 4}, "val": {"cat": 2, "dog": 2}}
+    assert d["labels"] == {"cat": 8, "dog": 8}
+    text = embed("info", store).output
+    assert "    train    4    4      8" in text and "    total    8    8     16" in text
+    r = embed("fit-head", "logistic", "--store", store, "--out", tmp_path / "h", "--json", "-q")
+    assert r.exit_code == 0, r.output
+    fit = json.loads(r.output)
+    assert fit["split_how"] == "the store's split column" and fit["counts"] == {"train": 8, "val": 4, "test": 4}
+
+
+def test_build_refuses_a_mixed_top_level_before_writing(tmp_path):
+    root = make_split_folder(tmp_path / "ds", splits=(("train", 1), ("test", 1)))
+    make_image_folder(root, classes=("owl",), per_class=1)
+    r = embed("build", root, "--store", tmp_path / "s.h5", *TINY)
+    assert r.exit_code != 0
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 1 and "mixes split folders (test, train) with other folders (owl)" in lines[0]
+    assert not (tmp_path / "s.h5").exists() and not (tmp_path / "s.h5.d").exists()
+
+
+def test_build_layout_classes_reads_split_folders_as_labels(tmp_path):
+    root = make_split_folder(tmp_path / "ds", splits=(("train", 2), ("val", 1)))
+    r = embed("build", root, "--store", tmp_path / "s.h5", "--layout", "classes", *TINY[:-1])
+    assert r.exit_code == 0, r.output
+    assert "layout: classes (2 classes: train 4, val 2 items) from folder names (--layout classes)" in r.output
+    d = json.loads(embed("info", tmp_path / "s.h5", "--json").output)
+    assert d["labels"] == {"train": 4, "val": 2} and d["splits"] == {}
+    assert d["split_label_counts"] == {"": {"train": 4, "val": 2}}
+
+
+@pytest.mark.parametrize("flag", [(), ("--no-labels",), ("--layout", "flat")])
+def test_flat_folder_builds_and_predicts(tmp_path, flag):
+    flat = tmp_path / "flat"
+    for i in range(3):
+        write_image(flat / f"{i}.jpg", colour=(200, 60, 40), seed=i)
+    r = embed("build", flat, "--store", tmp_path / "f.h5", *flag, *TINY[:-1])
+    assert r.exit_code == 0, r.output
+    assert "layout: flat (no labels) from " in r.output
+    if flag:
+        return
+    make_image_folder(tmp_path / "photos", per_class=4)
+    assert embed("build", tmp_path / "photos", "--store", tmp_path / "p.h5", *TINY).exit_code == 0
+    r = embed("fit-head", "logistic", "--store", tmp_path / "p.h5", "--out", tmp_path / "h", "-q")
+    assert r.exit_code == 0, r.output
+    r = embed("predict", tmp_path / "h", flat, "--out", tmp_path / "x.csv", "-q")
+    assert r.exit_code == 0, r.output
+    rows = (tmp_path / "x.csv").read_text().splitlines()
+    assert len(rows) == 4 and all(row.split(",")[0] in ("id", "0.jpg", "1.jpg", "2.jpg") for row in rows)
+
+
+def test_split_label_table_orders_splits_and_counts_unlabelled():
+    from embedstore.cli.info import split_label_table
+
+    lines = split_label_table({"test": {"": 3}, "train": {"cat": 2, "dog": 1}, "": {"cat": 1}})
+    assert lines == [
+        "            cat  dog  (no label)  total",
+        "train         2    1           0      3",
+        "test          0    0           3      3",
+        "(no split)    1    0           0      1",
+        "total         3    1           3      7",
+    ]
