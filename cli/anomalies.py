@@ -48,8 +48,9 @@ def register(app: typer.Typer) -> None:
         fit_on: str = typer.Option(None, "--fit-on", help="Fit on items matching key=value[,key=value] (label, split); '|' for OR."),
         score: Path = typer.Option(None, "--score", help="Score these new items (folder, manifest or store) instead of the store."),
         vector_set: str = typer.Option(None, "--set", help="Vector set name or encoder id, when the store has several."),
-        contamination: float = typer.Option(0.05, "--contamination", help="Share of the fit set above the threshold."),
-        holdout_quantile: float = typer.Option(None, "--holdout-quantile", help="Threshold at this quantile of held-out normal items' scores (e.g. 0.99)."),
+        contamination: float = typer.Option(None, "--contamination", help="Share of new normal items to flag (default 0.05); "
+                                            "the threshold is set on fit items scored by models that did not see them."),
+        holdout_quantile: float = typer.Option(None, "--holdout-quantile", help="Older spelling of --contamination 1-q (e.g. 0.99 = 0.01)."),
         normal_labels: str = typer.Option(None, "--normal-labels", help="Comma-separated labels that count as normal for AUROC/AUPRC."),
         param: list[str] = typer.Option(None, "--param", help="Detector parameter NAME=VALUE (repeatable), e.g. k=10."),
         top: int = typer.Option(20, "--top", "-n", min=1, help="Rows to print."),
@@ -84,10 +85,7 @@ def register(app: typer.Typer) -> None:
             emit_json({**r.to_dict(top=top), "plots": written})
             return
         say(f"{r.method} on {r.vector_set}: fitted on {r.fit_on} ({r.fit_count} items), scored {r.scored} ({r.scored_count} items)")
-        t = r.threshold
-        how = (f"contamination {t['contamination']}" if t["kind"] == "contamination"
-               else f"quantile {t['quantile']} of {t['holdout']} held-out normal items")
-        say(f"  threshold: {how}; flagged {r.flagged} of {r.scored_count}")
+        say(f"  threshold: {r.threshold['description']}; flagged {r.flagged} of {r.scored_count}")
         if r.evaluation:
             e = r.evaluation
             say(f"  against labels (normal: {', '.join(e['normal_labels'])}): AUROC {e['auroc']:.4f}, AUPRC {e['auprc']:.4f} "

@@ -42,7 +42,9 @@ def test_out_save_plots_and_threshold(store, tmp_path):
     lines = (tmp_path / "r.csv").read_text().splitlines()
     assert lines[0] == "rank,id,uri,label,score,percentile,flagged,in_fit_set" and len(lines) == 37
     doc = json.loads((tmp_path / "det" / "detector.json").read_text())
-    assert doc["kind"] == "knn" and doc["threshold"]["kind"] == "holdout-quantile" and doc["provenance"]["encoder"] == "test:tiny"
+    assert doc["kind"] == "knn" and doc["provenance"]["encoder"] == "test:tiny"
+    assert doc["threshold"]["kind"] == "leave-one-out" and doc["threshold"]["contamination"] == pytest.approx(0.1)  # q 0.9
+    assert "threshold: 10% of leave-one-out scores of 24 normal items" in r.output
     assert (tmp_path / "p" / "scores_by_label.png").stat().st_size > 1000
 
     from embedstore.modelfile import load_model
@@ -58,6 +60,34 @@ def test_score_new_items_with_the_store_encoder(store, tmp_path):
     rep = json.loads(r.output)
     assert rep["scored_count"] == 6 and not any(x["in_fit_set"] for x in rep["ranked"])
     assert {x["label"] for x in rep["ranked"][:3]} == {"owl"}
+
+
+@pytest.fixture(scope="module")
+def cats(tmp_path_factory):
+    """A store of 300 cats and 60 dogs, and a store of 1,000 new cats from the same image generator."""
+    from embedstore.ingest import build
+
+    root = tmp_path_factory.mktemp("cats")
+    make_image_folder(root / "fit", classes=("cat", "dog"), per_class=300, size=(24, 20))
+    make_image_folder(root / "new", classes=("cat",), per_class=1000, size=(24, 20), seed=7)
+    for name in ("fit", "new"):
+        build(root / name, root / f"{name}.h5", encoder="test:tiny", workers=0, precision="fp32", progress=False)
+    return root / "fit.h5", root / "new.h5"
+
+
+@pytest.mark.parametrize("method", ["knn", "lof", "mahalanobis", "pca", "iforest", "ocsvm"])
+def test_contamination_flags_that_share_of_new_normal_items(cats, method):
+    """Fit on 300 cats, score 1,000 new cats: about 5% flagged. Bounds [0.02, 0.10]: the threshold rests
+    on 300 held-out scores (implied rate sd ~0.013) and 1,000 new items add sd ~0.007; thresholds set on
+    in-sample scores (before cross-fitting) flagged 13.3% (Mahalanobis) and 14.7% (PCA) here."""
+    from embedstore.detectors.anomalies import find_anomalies
+
+    fit_store, new_store = cats
+    rep, det = find_anomalies(fit_store, method, fit_on="label=cat", score=new_store, progress=False)
+    assert rep.fit_count == 300 and rep.scored_count == 1000
+    assert 0.02 <= rep.flagged / rep.scored_count <= 0.10, (method, rep.flagged)
+    how = "leave-one-out scores" if method == "knn" else "out-of-fold scores"
+    assert rep.threshold["description"].startswith(f"5% of {how} of 300 normal items"), rep.threshold
 
 
 def test_fit_set_items_are_not_their_own_neighbours(store):
@@ -77,6 +107,7 @@ def test_anomaly_errors(store, tmp_path):
         (["--param", "k=0"], "cannot fit"),
         (["--contamination", "0.9"], "contamination"),
         (["--holdout-quantile", "1.5"], "--holdout-quantile"),
+        (["--holdout-quantile", "0.9", "--contamination", "0.05"], "pass only one"),
         (["--out", tmp_path / "r.txt"], ".csv or .json"),
     ]
     for extra, message in cases:

@@ -40,24 +40,26 @@ class AnomalyReport:
         return d
 
 
-def _threshold(det, rows, fit_idx: np.ndarray, holdout_quantile: float | None, seed: int):
-    """Fit the detector; with `holdout_quantile`, hold out 20% of the fit set (seeded) and put the
-    threshold at that quantile of their scores: held-out normal items flagged at rate 1 - q."""
-    X = rows.load(_mask(len(rows), fit_idx))
+def _contamination(contamination: float | None, holdout_quantile: float | None) -> float:
+    """`holdout_quantile` q is the older spelling of contamination 1 - q: both now mean "flag this
+    share of normal items the detector did not see" (see base.Detector's cross-fitting)."""
     if holdout_quantile is None:
-        det.fit(X)
-        return {"kind": "contamination", "contamination": det.contamination, "offset": det.offset_}, fit_idx
+        return 0.05 if contamination is None else contamination
     if not 0.5 <= holdout_quantile < 1:
         raise DetectorError(f"--holdout-quantile must be in [0.5, 1), not {holdout_quantile}")
-    rng = np.random.default_rng(seed)
-    perm = rng.permutation(len(fit_idx))
-    n_hold = max(1, int(round(0.2 * len(fit_idx))))
-    if len(fit_idx) - n_hold < 2:
-        raise DetectorError(f"the fit set has {len(fit_idx)} items: too few to hold out normal items for --holdout-quantile")
-    hold, keep = np.sort(perm[:n_hold]), np.sort(perm[n_hold:])
-    det.fit(X[keep])
-    det.offset_ = float(np.quantile(det.score_samples(X[hold]), 1.0 - holdout_quantile))
-    return {"kind": "holdout-quantile", "quantile": holdout_quantile, "holdout": int(n_hold), "offset": det.offset_}, fit_idx[keep]
+    c = round(1.0 - holdout_quantile, 12)
+    if contamination is not None and abs(contamination - c) > 1e-12:
+        raise DetectorError(f"--holdout-quantile {holdout_quantile} means --contamination {c:g}, but --contamination "
+                            f"{contamination:g} was also given; pass only one of them")
+    return c
+
+
+def _threshold(det) -> dict:
+    """How the fitted detector's threshold was set, for the report and the saved detector."""
+    cal = det.calibration_
+    return {"kind": cal["method"], "contamination": det.contamination, "calibration_items": cal["items"],
+            **({"folds": cal["folds"]} if "folds" in cal else {}), "offset": det.offset_,
+            "description": det.threshold_description()}
 
 
 def _mask(n: int, idx: np.ndarray) -> np.ndarray:
@@ -81,17 +83,21 @@ def _evaluate(labels: np.ndarray, scores: np.ndarray, normal: set[str]) -> dict 
 
 
 def find_anomalies(store: str | Path, method: str = "knn", fit_on: str | None = None, score: str | Path | None = None,
-                   vector_set: str | None = None, contamination: float = 0.05, holdout_quantile: float | None = None,
+                   vector_set: str | None = None, contamination: float | None = None, holdout_quantile: float | None = None,
                    normal_labels: list[str] | None = None, params: dict | None = None, seed: int = 0,
                    max_memory: str | int = "4GB", save: str | Path | None = None, force: bool = False,
                    weights: str | None = None, device: str = "auto", progress: bool = True) -> tuple[AnomalyReport, object]:
-    """Fit `method` on the `fit_on` subset of `store` and score every item (or the items of `score`)."""
+    """Fit `method` on the `fit_on` subset of `store` and score every item (or the items of `score`).
+
+    The threshold flags about `contamination` (default 0.05) of new normal items: it is calibrated on
+    fit items each scored by a model that did not see them; `holdout_quantile` q is contamination 1 - q."""
     from ..store import open_store
     from ..heads.apply import embed_like, is_store, matching_set
     from ..modelfile import check_model_out
 
     cls = detector_class(method)
     flt = parse_filter(fit_on)
+    contamination = _contamination(contamination, holdout_quantile)
     check_model_out(save, force, "detector", otherwise="choose another --save path")  # before any work
     with open_store(store, mode="r") as st:
         vs = st.select_set(vector_set)
@@ -103,19 +109,25 @@ def find_anomalies(store: str | Path, method: str = "knn", fit_on: str | None = 
     if len(fit_idx) * rows.dim * 4 > parse_bytes(max_memory):
         raise DetectorError(f"the fit set needs {len(fit_idx) * rows.dim * 4 / 2**20:.0f} MB, over --max-memory {max_memory}; "
                             "fit on a subset with --fit-on, or raise --max-memory")
+    params = dict(params or {})
+    if "random_state" in cls().get_params():  # iforest, ocsvm: --seed unless a --param sets it
+        params.setdefault("random_state", seed)
     try:
-        det = cls(**{**(params or {}), "contamination": contamination})
+        det = cls(**{**params, "contamination": contamination})
     except TypeError as e:
         raise DetectorError(f"bad --param for {method}: {e}") from None
     t0 = time.perf_counter()
     try:
-        threshold, fitted_idx = _threshold(det, rows, fit_idx, holdout_quantile, seed)
+        det.fit(rows.load(_mask(len(rows), fit_idx)))
+        threshold, fitted_idx = _threshold(det), fit_idx
     except ValueError as e:
         raise DetectorError(f"{method} cannot fit on these {len(fit_idx)} items: {e}") from None
     fit_s = time.perf_counter() - t0
     report = AnomalyReport(method=method, store=str(rows.store_path), vector_set=vs.name, fit_on=fit_on or "everything",
                            fit_count=len(fitted_idx), scored="", scored_count=0, threshold=threshold, flagged=0,
                            evaluation=None, fit_s=fit_s)
+    if vs.note:
+        report.notes.append(vs.note)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="embed-anomalies-") as tmp:
         if score is None:
@@ -156,7 +168,8 @@ def find_anomalies(store: str | Path, method: str = "knn", fit_on: str | None = 
 
 
 def _score_all(det, rows, in_fit: np.ndarray, fitted_idx: np.ndarray, progress: bool) -> np.ndarray:
-    """score_samples for every row; fit-set rows get their leave-self-out fit scores."""
+    """score_samples for every row; fit-set rows get their held-out fit scores (`fit_scores_`: each from
+    a model not fitted on that row), the same kind of score the threshold was set on."""
     scores = np.empty(len(rows))
     bar = progress_bar(len(rows), desc=f"score {det.kind}", enabled=progress and len(rows) > 50000)
     for sel, X in rows.chunks(~in_fit):

@@ -30,7 +30,7 @@ class MahalanobisDetector(Detector):
 
 class PCADetector(Detector):
     """Squared reconstruction error from the principal subspace that keeps `variance` of the variance
-    (or `n_components` directions when given)."""
+    (or `n_components` directions when given), at most n_features - 1 directions."""
 
     kind = "pca"
     _state_arrays = ("mean_", "components_")
@@ -51,7 +51,9 @@ class PCADetector(Detector):
         else:
             ev = s**2
             k = int(np.searchsorted(np.cumsum(ev) / max(ev.sum(), 1e-300), self.variance) + 1)
-        self.components_ = Vt[: max(1, min(k, len(Vt)))]
+        # at most n_features - 1 directions: a subspace that is the whole space reconstructs every item
+        # (errors are rounding noise, ~1e-31), so there would be nothing left to rank or threshold
+        self.components_ = Vt[: min(max(1, k), len(Vt), X.shape[1] - 1)]
 
     def _score(self, X: np.ndarray) -> np.ndarray:
         Z = np.asarray(X, dtype=np.float64) - self.mean_

@@ -1,30 +1,13 @@
 """Neighbour-based detectors on FAISS exact search: kNN distance and local outlier factor.
 
-They are novelty detectors (`novelty = True`): `score_samples` treats X as new items; the fit
-set's own scores (`fit_scores_`) are computed leaving each item out of its own neighbours."""
+Like every detector they score X as new items. kNN's held-out fit scores are exact leave-one-out
+(each fit item against the n - 1 others); LOF's are cross-fitted as the base class does it."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from sklearn.utils.metaestimators import available_if
-
 from .base import Detector
-
-
-def _not_novelty(est) -> bool:
-    return not est.novelty
-
-
-class _NoveltyDetector(Detector):
-    """Scores X as new items, so `fit(X).predict(X)` lets each item see itself; like scikit-learn's
-    LocalOutlierFactor(novelty=True) there is no `fit_predict`: use `fit_scores_` - `offset_`."""
-
-    novelty = True
-
-    @available_if(_not_novelty)
-    def fit_predict(self, X, y=None):  # pragma: no cover - hidden for novelty detectors
-        return super().fit_predict(X, y)
 
 AGGREGATIONS = ("mean", "max")
 
@@ -51,11 +34,12 @@ def neighbours(fit: np.ndarray, X: np.ndarray, k: int, leave_self_out: bool = Fa
     return np.sqrt(np.maximum(d2, 0.0)).astype(np.float64), nb
 
 
-class KNNDetector(_NoveltyDetector):
+class KNNDetector(Detector):
     """Distance to the k nearest fit items (mean or max): far from everything known = anomalous."""
 
     kind = "knn"
     _state_arrays = ("fit_vectors_",)
+    _min_samples = 2
 
     def __init__(self, k: int = 5, aggregation: str = "mean", contamination: float = 0.05):
         self.k = k
@@ -80,11 +64,14 @@ class KNNDetector(_NoveltyDetector):
     def _score(self, X: np.ndarray) -> np.ndarray:
         return self._agg(neighbours(self.fit_vectors_, X, self.k)[0])
 
-    def _fit_scores(self, X: np.ndarray) -> np.ndarray:
-        return self._agg(neighbours(self.fit_vectors_, X, self.k, leave_self_out=True)[0])
+    def _held_out_scores(self, X: np.ndarray) -> tuple[np.ndarray, dict]:
+        """Leave-one-out: cross-fitting with n folds, exact and free here, since a kNN model fitted
+        on all items but i scores i exactly as the full model does with i left out of its neighbours."""
+        self._check_params()
+        return self._agg(neighbours(X, X, self.k, leave_self_out=True)[0]), {"method": "leave-one-out"}
 
 
-class LOFDetector(_NoveltyDetector):
+class LOFDetector(Detector):
     """Local outlier factor (Breunig et al.): density relative to the neighbours' densities."""
 
     kind = "lof"
@@ -103,7 +90,6 @@ class LOFDetector(_NoveltyDetector):
         d, nb = neighbours(self.fit_vectors_, X, self.k, leave_self_out=True)
         self.k_distance_ = d[:, -1]
         self.lrd_ = self._lrd(d, nb)
-        self._fit_nb = (d, nb)
 
     def _lrd(self, d: np.ndarray, nb: np.ndarray) -> np.ndarray:
         reach = np.maximum(d, self.k_distance_[nb])
@@ -114,7 +100,3 @@ class LOFDetector(_NoveltyDetector):
 
     def _score(self, X: np.ndarray) -> np.ndarray:
         return self._lof(*neighbours(self.fit_vectors_, X, self.k))
-
-    def _fit_scores(self, X: np.ndarray) -> np.ndarray:
-        d, nb = self.__dict__.pop("_fit_nb")
-        return self._lof(d, nb)
