@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import logging
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from sklearn.exceptions import ConvergenceWarning
 
 from ..errors import HeadError
 from . import head_class
@@ -56,15 +54,26 @@ def _sweep_precision(device: str) -> str:
 
 def sweep(cls, data: SplitData, grid, params: dict, device: str, progress: bool):
     """Fit one head per grid value on train, score on val; returns (curve, (val accuracy, best value, snapshot)).
-    The best value has the highest validation accuracy; ties go to the lowest validation log loss."""
+    The best value has the highest validation accuracy; ties go to the lowest validation log loss.
+    Each curve point records the solver's iterations and whether it converged: a point that hit
+    max_iter, or did zero iterations (a warm start already within tolerance), is marked not converged."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
     name = cls.sweep_param
     curve, best = [], None
     kwargs = dict(params)
-    warm = None
-    if cls.kind == "logistic":  # warm-started path, looser tolerance, bf16 products
-        kwargs.update(device=device, precision=_sweep_precision(device), tol=10 * params.get("tol", 1e-4))
-        warm = cls(warm_start=True, **kwargs)
-    gram = None
+    warm = gram = None
+    if cls.kind == "logistic":  # warm-started path
+        from .logistic import choose_solver
+
+        solver, _ = choose_solver(params.get("solver", "auto"), data.counts()["train"], data.rows.dim, device,
+                                  data.in_memory)
+        kwargs.update(device=device, solver=solver)
+        if solver == "torch":  # looser tolerance and bf16 products: the sweep only ranks values of C
+            kwargs.update(precision=_sweep_precision(device), tol=10 * params.get("tol", 1e-4))
+        warm = cls(**{**kwargs, "warm_start": True})
     if cls.kind == "ridge":  # one pass over train gives every alpha
         from .linear import gram_stats
 
@@ -76,9 +85,17 @@ def sweep(cls, data: SplitData, grid, params: dict, device: str, progress: bool)
             warnings.simplefilter("always", ConvergenceWarning)
             head, snapshot = _fit_one(cls, data, name, v, kwargs, warm, gram)
         acc, loss = data.val_scores(head, VAL)
-        converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
-        curve.append({"value": v, "val_accuracy": acc, "val_log_loss": loss, "fit_s": time.perf_counter() - t0,
-                      "converged": converged})
+        n_iter = getattr(head, "n_iter_", None)
+        why = None
+        if any(issubclass(w.category, ConvergenceWarning) for w in caught) or getattr(head, "converged_", True) is False:
+            why = f"hit max_iter ({head.get_params().get('max_iter')})"
+        elif n_iter == 0:
+            why = "zero iterations: the warm start already met the tolerance, so this point is the previous one"
+        point = {"value": v, "val_accuracy": acc, "val_log_loss": loss, "fit_s": time.perf_counter() - t0,
+                 "converged": why is None, "n_iter": n_iter}
+        if why:
+            point["why"] = why
+        curve.append(point)
         if best is None or (acc, -loss) > (best[0], -best[3]):  # ties in accuracy go to the better-calibrated fit
             best = (acc, v, snapshot, loss)
         bar.update(1)
@@ -87,16 +104,34 @@ def sweep(cls, data: SplitData, grid, params: dict, device: str, progress: bool)
 
 
 def _fit_one(cls, data: SplitData, name: str, v, kwargs: dict, warm, gram):
-    """One sweep fit on train; returns (head, what the refit starts from)."""
+    """One sweep fit on train; returns (head, what the refit starts from: logistic weights, a linear
+    head's validation temperature). Linear heads are calibrated on val, never on train."""
     if warm is not None:
-        head = warm.set_params(**{name: v}).fit_chunks(data.chunks(TRAIN), data.classes, data.rows.dim,
-                                                     in_memory=data.in_memory, stats=getattr(warm, "stats_", None))
+        fit = lambda: warm.fit_chunks(data.chunks(TRAIN), data.classes, data.rows.dim,  # noqa: E731
+                                      in_memory=data.in_memory, stats=getattr(warm, "stats_", None))
+        head = warm.set_params(**{name: v})
+        had = getattr(head, "coef_", None)
+        fit()
+        if head.n_iter_ == 0 and had is not None and head.fit_path_.startswith("scikit-learn"):
+            # within tolerance already: try once to move with a 10x tighter tolerance (scikit-learn
+            # only: the bf16 torch sweep cannot resolve it and would burn its evaluations in line searches)
+            tol = head.tol
+            head.set_params(tol=tol / 10)
+            fit()
+            head.set_params(tol=tol)
         return head, (head.coef_.copy(), head.intercept_.copy())
+    calibrated = hasattr(cls, "calibrate_chunks")
+    extra = {"calibration": "given"} if calibrated else {}
     if gram is not None:
-        head = cls(**{**kwargs, name: v}).fit_chunks(data.chunks(TRAIN), data.classes, data.rows.dim, stats=gram)
-        return head, head
-    X, y = data.arrays(TRAIN)
-    return cls(**{**kwargs, name: v}).fit(X, y), None
+        head = cls(**{**kwargs, **extra, name: v}).fit_chunks(data.chunks(TRAIN), data.classes, data.rows.dim,
+                                                             in_memory=data.in_memory, stats=gram)
+    else:
+        X, y = data.arrays(TRAIN)
+        head = cls(**{**kwargs, **extra, name: v}).fit(X, y)
+    if not calibrated:
+        return head, None
+    head.calibrate_chunks(data.chunks(VAL), "the validation split, scored by the train-only fit")
+    return head, (head.temperature_, head.calibrated_on_)
 
 
 def fit_head(store: str | Path, head: str = "logistic", out: str | Path | None = None, vector_set: str | None = None,
@@ -138,14 +173,12 @@ def fit_head(store: str | Path, head: str = "logistic", out: str | Path | None =
         grid = [params.pop(cls.sweep_param)]
         report.notes.append(f"{cls.sweep_param} fixed at {grid[0]}: no sweep")
     report.curve, (report.val_accuracy, report.chosen, snapshot) = sweep(cls, data, grid, params, dev, progress)
-    unconverged = [c["value"] for c in report.curve if not c["converged"]]
-    if unconverged:
-        report.notes.append(f"the solver hit its iteration limit at {cls.sweep_param} = "
-                            f"{', '.join(f'{v:g}' for v in unconverged)} (raise it with --param max_iter=N)")
+    report.notes.extend(_convergence_notes(cls, report.curve))
     report.sweep_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     final = refit(cls, data, report.chosen, snapshot, params, dev)
     report.refit_s = time.perf_counter() - t0
+    report.notes.extend(_path_notes(final))
     y, p = data.predict(final, TEST)
     report.test = classification_metrics(y, p, report.classes)
     if out is not None:
@@ -155,17 +188,53 @@ def fit_head(store: str | Path, head: str = "logistic", out: str | Path | None =
 
 
 def refit(cls, data: SplitData, value, snapshot, params: dict, device: str):
-    """The chosen value, trained on train + val (warm-started from the sweep where that helps)."""
+    """The chosen value, trained on train + val (warm-started from the sweep where that helps).
+    A linear head keeps the temperature the sweep fitted on val: no rows are left to calibrate on
+    that the refit did not train on, and the scale of its margins barely moves with 15% more data."""
     name = cls.sweep_param
     if cls.kind == "logistic":
-        final = cls(**{**params, name: value}, warm_start=True, device=device)
+        final = cls(**{**params, name: value, "device": device, "warm_start": True})
         final.coef_, final.intercept_ = snapshot
         final.n_features_in_ = data.rows.dim
         return final.fit_chunks(data.chunks(TRAIN, VAL), data.classes, data.rows.dim, in_memory=data.in_memory)
+    calibrated = hasattr(cls, "calibrate_chunks")
+    extra = {"calibration": "given"} if calibrated else {}
     if cls.kind == "ridge":
-        return cls(**{**params, name: value}).fit_chunks(data.chunks(TRAIN, VAL), data.classes, data.rows.dim)
-    X, y = data.arrays(TRAIN, VAL)
-    return cls(**{**params, name: value}).fit(X, y)
+        final = cls(**{**params, **extra, name: value}).fit_chunks(data.chunks(TRAIN, VAL), data.classes, data.rows.dim,
+                                                                  in_memory=data.in_memory)
+    else:
+        X, y = data.arrays(TRAIN, VAL)
+        final = cls(**{**params, **extra, name: value}).fit(X, y)
+    if calibrated and snapshot is not None:
+        final.temperature_, final.calibrated_on_ = snapshot
+    return final
+
+
+def _convergence_notes(cls, curve: list) -> list[str]:
+    """One line per reason a sweep point did not converge (iteration limit, zero iterations)."""
+    notes = []
+    limit = [c["value"] for c in curve if not c["converged"] and c.get("n_iter") != 0]
+    zero = [c["value"] for c in curve if not c["converged"] and c.get("n_iter") == 0]
+    if limit:
+        notes.append(f"the solver hit its iteration limit at {cls.sweep_param} = "
+                     f"{', '.join(f'{v:g}' for v in limit)} (raise it with --param max_iter=N)")
+    if zero:
+        notes.append(f"the solver did zero iterations at {cls.sweep_param} = {', '.join(f'{v:g}' for v in zero)}: "
+                     "the warm start already met the tolerance, so those points repeat the previous one "
+                     "(lower it with --param tol=X)")
+    return notes
+
+
+def _path_notes(final) -> list[str]:
+    """The solver path the final head took, and where its probabilities were calibrated."""
+    notes = []
+    if getattr(final, "fit_path_", None):
+        notes.append(f"solver: {final.fit_path_}")
+    if getattr(final, "n_iter_", None) == 0:
+        notes.append("the refit on train + val did zero iterations: its warm start already met the tolerance")
+    if getattr(final, "calibrated_on_", None):
+        notes.append(f"probabilities: temperature {float(final.temperature_):.3g} fitted on {final.calibrated_on_}")
+    return notes
 
 
 def _head_meta(report: FitReport, vs, rows) -> dict:

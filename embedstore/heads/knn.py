@@ -34,6 +34,7 @@ class KNNHead(Head):
             raise ValueError(f"temperature must be positive, not {self.temperature!r}")
         self.fit_vectors_ = l2_normalise(X)
         self.fit_labels_ = y_idx.astype(np.int64)
+        self.fit_path_ = f"exact FAISS inner-product search over {len(X)} x {X.shape[1]} vectors in memory"
 
     def _index(self):
         """An exact inner-product index over the training vectors (a copy into FAISS; cheap next to search)."""

@@ -1,6 +1,14 @@
-"""Logistic regression (multinomial, L2) head, solved by preconditioned L-BFGS in torch."""
+"""Logistic regression (multinomial, L2) head: scikit-learn's lbfgs in memory, torch L-BFGS at scale.
+
+Small in-memory data go to scikit-learn's own LogisticRegression (fastest there, and the
+reference everyone trusts). The torch solver (lbfgs.py, same objective, preconditioned) is kept
+for what scikit-learn cannot do: vectors streamed from the store (out of core), a GPU, and large
+in-memory problems where its preconditioning beats plain lbfgs. `choose_solver` decides, and says why.
+"""
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 
@@ -8,14 +16,42 @@ from .base import Head
 from .lbfgs import Chunks, TensorChunks, feature_stats, solve_logistic
 
 PRECISIONS = ("fp32", "bf16")
+SOLVERS = ("auto", "sklearn", "torch")
+# Above this many feature values (rows x dims) held in memory, the preconditioned torch solver
+# beats scikit-learn's lbfgs on CPU (measured in benchmarks/bench_heads.py: 10k x 256 favours
+# scikit-learn, 50k x 512 favours torch).
+SKLEARN_MAX_VALUES = 8_000_000
+ONE_THREAD_MAX_VALUES = 4_000_000  # below this, scikit-learn's lbfgs runs with one BLAS thread
+
+
+def choose_solver(solver: str, n: int, d: int, device: str, in_memory: bool) -> tuple[str, str]:
+    """("sklearn" | "torch", the path in words) for `n` x `d` training vectors."""
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS}, not {solver!r}")
+    dev = str(device)
+    if solver == "auto":
+        if not in_memory:
+            solver = "torch"
+        elif dev.startswith("cuda"):
+            solver = "torch"
+        else:
+            solver = "sklearn" if n * d <= SKLEARN_MAX_VALUES else "torch"
+    if solver == "sklearn":
+        if not in_memory:
+            raise ValueError("solver='sklearn' needs the vectors in memory; raise --max-memory or use solver=torch")
+        return "sklearn", f"scikit-learn lbfgs in memory ({n} x {d})"
+    where = "streaming from the store" if not in_memory else "in memory"
+    return "torch", f"torch L-BFGS, {where}, on {dev} ({n} x {d})"
 
 
 class LogisticHead(Head):
     """L2-regularised logistic regression with scikit-learn's objective and meaning of C.
 
-    `precision="bf16"` holds the features in bfloat16 for the matrix products (half the memory
-    traffic; used for the validation sweep, never for the final fit). `warm_start=True` starts
-    from the previous solution, which is how the C sweep stays cheap.
+    `solver="auto"` uses scikit-learn's lbfgs for in-memory CPU data up to SKLEARN_MAX_VALUES
+    feature values and the torch solver otherwise (streaming, cuda, large). `precision="bf16"`
+    (torch only) holds the features in bfloat16 for the products (used for the sweep, never the
+    final fit). `warm_start=True` starts from the previous solution: that is how the C sweep stays cheap.
+    `n_iter_` is the solver's true iteration count (0 when a warm start already met the tolerance).
     """
 
     kind = "logistic"
@@ -25,19 +61,22 @@ class LogisticHead(Head):
     _state_arrays = ("coef_", "intercept_")
 
     def __init__(self, C: float = 1.0, tol: float = 1e-4, max_iter: int = 1000, warm_start: bool = False,
-                 precision: str = "fp32", device: str = "cpu"):
+                 precision: str = "fp32", device: str = "cpu", solver: str = "auto"):
         self.C = C
         self.tol = tol
         self.max_iter = max_iter
         self.warm_start = warm_start
         self.precision = precision
         self.device = device
+        self.solver = solver
 
     def _validate_params_(self) -> None:
         if not (isinstance(self.C, (int, float)) and self.C > 0):
             raise ValueError(f"C must be a positive number, not {self.C!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, not {self.precision!r}")
+        if self.solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {SOLVERS}, not {self.solver!r}")
 
     def _fit(self, X: np.ndarray, y_idx: np.ndarray) -> None:
         self._fit_chunks(lambda: [(X, y_idx)], cache=True)
@@ -50,26 +89,65 @@ class LogisticHead(Head):
         self._fit_chunks(chunks, cache=in_memory, stats=stats)
         return self
 
+    def _init(self, n_out: int):
+        if self.warm_start and hasattr(self, "coef_") and np.shape(self.coef_) == (n_out, self.n_features_in_):
+            return self.coef_, self.intercept_
+        return None
+
     def _fit_chunks(self, chunks: Chunks, cache: bool, stats=None) -> None:
+        self._validate_params_()
+        n_out = 1 if len(self.classes_) == 2 else len(self.classes_)
+        n = sum(len(y) for _, y in chunks())
+        dev = self.device
+        if self.solver != "sklearn" and (self.solver == "torch" or str(dev) != "cpu"):
+            from ..embedding.device import resolve_device
+
+            dev = str(resolve_device(dev))
+        which, self.fit_path_ = choose_solver(self.solver, n, self.n_features_in_, dev, cache)
+        if which == "sklearn":
+            X, y = next(iter(chunks())) if cache else (None, None)
+            self._fit_sklearn(X, y, n_out)
+        else:
+            self._fit_torch(chunks, cache, stats, n, n_out, dev)
+        if self.n_iter_ >= self.max_iter:
+            from sklearn.exceptions import ConvergenceWarning
+
+            warnings.warn(f"L-BFGS did not converge in {self.max_iter} iterations at C={self.C:g}; raise max_iter",
+                          ConvergenceWarning)
+
+    def _fit_sklearn(self, X: np.ndarray, y_idx: np.ndarray, n_out: int) -> None:
+        from sklearn.exceptions import ConvergenceWarning
+        from sklearn.linear_model import LogisticRegression
+
+        init = self._init(n_out)
+        lr = LogisticRegression(C=float(self.C), tol=self.tol, max_iter=self.max_iter, warm_start=init is not None)
+        if init is not None:
+            lr.coef_ = np.asarray(init[0], dtype=X.dtype)
+            lr.intercept_ = np.asarray(init[1], dtype=X.dtype)
+        from threadpoolctl import threadpool_limits
+
+        # Small products gain nothing from BLAS threads and lose up to 40x when another process holds
+        # a core (measured here: 255 x 1280 fit 0.41 s with 2 busy threads, 0.01 s with one).
+        threads = 1 if X.size <= ONE_THREAD_MAX_VALUES else None
+        with warnings.catch_warnings(), threadpool_limits(threads, user_api="blas"):
+            warnings.simplefilter("ignore", ConvergenceWarning)  # said once, by _fit_chunks, with the C
+            lr.fit(X, y_idx)  # float32 stays float32: scikit-learn's lbfgs runs in it, twice as fast
+        self.coef_ = lr.coef_.astype(np.float32)
+        self.intercept_ = lr.intercept_.astype(np.float32)
+        self.n_iter_ = int(np.max(lr.n_iter_))
+
+    def _fit_torch(self, chunks: Chunks, cache: bool, stats, n: int, n_out: int, dev: str) -> None:
         import torch
 
-        self._validate_params_()
-        from ..embedding.device import resolve_device
-
-        dev = resolve_device(self.device)
+        dev = torch.device(dev)
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
         data = TensorChunks(chunks, dev, dtype, cache)
-        n = sum(len(y) for _, y in chunks()) if not cache else len(next(iter(chunks()))[1])
         stats = stats or getattr(self, "stats_", None)  # only shapes the preconditioner: reuse is safe
         if stats is None or stats.mean.device != dev or stats.n != n or stats.mean.shape[0] != self.n_features_in_:
             stats = feature_stats(TensorChunks(chunks, dev, torch.float32, cache=False), n)
         self.stats_ = stats
-        n_out = 1 if len(self.classes_) == 2 else len(self.classes_)
-        init = None
-        if self.warm_start and hasattr(self, "coef_") and self.coef_.shape == (n_out, self.n_features_in_):
-            init = (self.coef_, self.intercept_)
         self.coef_, self.intercept_, self.n_iter_ = solve_logistic(
-            data, stats, n_out, float(self.C), init=init, tol=self.tol, max_iter=self.max_iter)
+            data, stats, n_out, float(self.C), init=self._init(n_out), tol=self.tol, max_iter=self.max_iter)
 
     def _scores(self, X: np.ndarray) -> np.ndarray:
         s = np.asarray(X, dtype=np.float64) @ self.coef_.T.astype(np.float64) + self.intercept_

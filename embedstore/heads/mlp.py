@@ -50,6 +50,7 @@ class MLPHead(Head):
         self.W1_, self.b1_ = W1.astype(np.float32), b1.astype(np.float32)
         self.W2_, self.b2_ = W2.astype(np.float32), b2.astype(np.float32)
         self.n_iter_ = int(mlp.n_iter_)
+        self.fit_path_ = f"scikit-learn MLPClassifier (Adam) in memory ({len(X)} x {X.shape[1]})"
 
     def _scores(self, X: np.ndarray) -> np.ndarray:
         Z = (np.asarray(X, dtype=np.float64) - self.mean_) / self.scale_
