@@ -88,8 +88,12 @@ def register(app: typer.Typer) -> None:
         say(f"  threshold: {r.threshold['description']}; flagged {r.flagged} of {r.scored_count}")
         if r.evaluation:
             e = r.evaluation
-            say(f"  against labels (normal: {', '.join(e['normal_labels'])}): AUROC {e['auroc']:.4f}, AUPRC {e['auprc']:.4f} "
-                f"({e['anomalies']} anomalies of {e['n']})")
+            from embedstore.evaluation.intervals import fmt_ci
+
+            fitted = (f"; {e['in_fit_set']} of them fitted on, scored out-of-fold" if e.get("in_fit_set") else
+                      "; none of them fitted on")
+            say(f"  against labels (normal: {', '.join(e['normal_labels'])}): AUROC {fmt_ci(e['auroc'], e.get('auroc_ci'))}, "
+                f"AUPRC {e['auprc']:.4f} ({e['anomalies']} anomalies of {e['n']} items{fitted})")
         for n in r.notes:
             say(f"  note: {n}")
         say(f"  {'rank':>4}  {'score':>9}  {'pctl':>6}  flag  label  id")

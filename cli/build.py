@@ -57,6 +57,8 @@ def print_report(r) -> None:
     if r.index:
         say(f"  index: {r.index.get('type')} with {r.index.get('ntotal')} vectors, recall@10 {r.index.get('recall_at_10')} "
             f"({r.index.get('recall_note')})")
+    for n in r.notes:
+        say(f"  note: {n}")
     for k, n in r.skipped.items():
         say(f"  skipped {n} {k}(s)")
     if r.truncated:

@@ -30,11 +30,15 @@ def register(app: typer.Typer) -> None:
         b, h, a = r.build, r.head, r.anomalies
         say(f"demo: {b.items_in_source} digit images in {out / 'digits'}\n")
         print_report(b)
+        from embedstore.evaluation.intervals import fmt_ci
+        from embedstore.evaluation.metrics import headline
+
         say(f"\nhead: logistic on {h.counts['train']} train / {h.counts['val']} val / {h.counts['test']} test items; "
-            f"C = {h.chosen:g}; test accuracy {h.test['accuracy']:.4f}, macro F1 {h.test['macro_f1']:.4f}; saved to {r.head_dir}")
+            f"C = {h.chosen:g}; saved to {r.head_dir}\n  test (never seen by the head): {headline(h.test)}")
         e = a.evaluation or {}
-        say(f"anomalies: knn fitted on digit 0 ({a.fit_count} items); AUROC {e.get('auroc', float('nan')):.4f} "
-            f"for telling other digits from 0; most anomalous: {', '.join(x['id'] for x in a.ranked[:3])}")
+        say(f"anomalies: knn fitted on digit 0 ({a.fit_count} items); AUROC {fmt_ci(e.get('auroc', float('nan')), e.get('auroc_ci'))} "
+            f"for telling other digits from 0 (all {a.scored_count} items; the fitted 0s scored leave-one-out); "
+            f"most anomalous: {', '.join(x['id'] for x in a.ranked[:3])}")
         for s in r.searches:
             q = ", ".join(f"{k} {v}" for k, v in s.query.items())
             same = sum(x["label"] == s.hits[0]["label"] for x in s.hits)

@@ -63,13 +63,19 @@ def register(app: typer.Typer) -> None:
         if r.stopped:
             say(f"  {r.stopped}")
         say(f"  best epoch {r.best_epoch}")
-        say(f"  before: linear probe on frozen features: val {r.before['val_accuracy']:.4f}, test {r.before['test_accuracy']:.4f}")
-        ft = r.after["finetuned_classifier"]
-        say(f"  after:  fine-tuned classifier:           val {ft['val_accuracy']:.4f}, test {ft['test_accuracy']:.4f}")
+        def acc(d: dict) -> str:
+            ci = d.get("test_accuracy_ci")
+            ci = f" (95% CI {ci[0]:.4f}-{ci[1]:.4f})" if ci else ""
+            return f"test {d['test_accuracy']:.4f}{ci}; val {d['val_accuracy']:.4f} (chose the C / epoch: optimistic)"
+
+        say(f"  before: linear probe on frozen features: {acc(r.before)}")
+        say(f"  after:  fine-tuned classifier:           {acc(r.after['finetuned_classifier'])}")
         pr = r.after.get("probe_on_new_vectors")
         if pr:
-            say(f"          linear probe on new vectors:     val {pr['val_accuracy']:.4f}, test {pr['test_accuracy']:.4f} "
-                f"(vector set {r.new_vector_set})")
+            say(f"          linear probe on new vectors:     {acc(pr)} (vector set {r.new_vector_set})")
+        say(f"  test split: {r.before.get('test_n', r.counts['test'])} items, untouched by the probe, the epoch choice and training")
+        for c in r.comparisons:
+            say(f"  {c['verdict']}")
         say(f"  report: {r.report}; wall {fmt_s(r.wall_s)}")
         say(f"next: embed drift {store} --from {r.vector_set} --to {r.new_vector_set or r.encoder}")
 

@@ -36,14 +36,18 @@ def print_fit(r, plots: list[str]) -> None:
         say(f"  note: {n}")
     if r.param:
         curve = ", ".join(f"{c['value']:g}: {c['val_accuracy']:.3f}" for c in r.curve)
-        say(f"  {r.param} chosen on validation: {r.chosen:g} (val accuracy {r.val_accuracy:.3f}); curve {curve}")
-    say(f"  test: accuracy {t['accuracy']:.4f}, balanced accuracy {t['balanced_accuracy']:.4f}, "
-        f"macro precision {t['macro_precision']:.4f}, recall {t['macro_recall']:.4f}, F1 {t['macro_f1']:.4f}")
-    from embedstore.heads.metrics import format_confusion, format_per_class
+        ci = r.val_accuracy_ci or [0, 1]
+        say(f"  {r.param} chosen on validation: {r.chosen:g} (val accuracy {r.val_accuracy:.3f}, 95% CI {ci[0]:.3f}-{ci[1]:.3f}, "
+            f"{r.counts['val']} items; optimistic: it was chosen on them); curve {curve}")
+    from embedstore.evaluation.metrics import format_confusion, format_per_class, headline
 
-    say(format_per_class(t["per_class"]))
-    say("confusion matrix (test):")
-    say(format_confusion(t["confusion"]))
+    if t:
+        say(f"  test (never seen by the head): {headline(t)}")
+        say(format_per_class(t["per_class"]))
+        say("confusion matrix (test):")
+        say(format_confusion(t["confusion"]))
+    else:
+        say("  test: none (--test-fraction 0)")
     say(f"  time: sweep {fmt_s(r.sweep_s)}, refit {fmt_s(r.refit_s)}, wall {fmt_s(r.wall_s)}"
         f"{'' if r.in_memory else ' (streamed from the store)'}")
     if r.out:
@@ -60,7 +64,7 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(None, "--out", "-o", help="Folder to save the head to (head.json + its arrays file)."),
         vector_set: str = typer.Option(None, "--set", help="Vector set name or encoder id, when the store has several."),
         val_fraction: float = typer.Option(0.15, "--val-fraction", help="Validation share when the store has no split column."),
-        test_fraction: float = typer.Option(0.15, "--test-fraction", help="Test share when the store has no split column."),
+        test_fraction: float = typer.Option(0.15, "--test-fraction", help="Test share when the store has no test split; 0: no test split, train on everything (score on a separate store with `embed evaluate`)."),
         seed: int = typer.Option(0, "--seed", help="Seed for the split and --shots."),
         shots: int = typer.Option(None, "--shots", min=1, help="Train on K seeded items per class (few-shot transfer)."),
         max_memory: str = typer.Option("4GB", "--max-memory", help="Above this, logistic and ridge stream vectors from the store."),
@@ -122,8 +126,13 @@ def register(app: typer.Typer) -> None:
             return
         say(f"predicted {r.predicted} item(s) with {r.head}; quarantined {r.quarantined}")
         say("  labels: " + ", ".join(f"{k} {v}" for k, v in sorted(r.label_counts.items())))
+        if r.seen_in_training:
+            say(f"  note: {r.seen_in_training} item(s) were used to fit or select this head (by content); "
+                "the accuracy below leaves them out")
         if r.accuracy is not None:
-            say(f"  accuracy against the source's labels: {r.accuracy:.4f}")
+            ci = r.accuracy_ci
+            say(f"  accuracy against the source's labels: {r.accuracy:.4f} (95% CI {ci[0]:.4f}-{ci[1]:.4f}, {r.judged} items "
+                "the head has not seen)")
         if r.out:
             say(f"wrote {r.out}")
         else:
@@ -141,7 +150,7 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
     ) -> None:
         """Metrics of a saved head on a labelled store: accuracy, per-class precision/recall/F1, confusion."""
-        from embedstore.heads.metrics import format_confusion, format_per_class
+        from embedstore.evaluation.metrics import format_confusion, format_per_class, headline
         from embedstore.heads.apply import evaluate as run_eval
 
         m = run_guarded(run_eval, head, store, split=split)
@@ -153,9 +162,11 @@ def register(app: typer.Typer) -> None:
         if json_out:
             emit_json(m)
             return
-        say(f"{m['head']} on {m['store']} ({m['vector_set']}, split {m['split']}, {m['n']} items)")
-        say(f"  accuracy {m['accuracy']:.4f}, balanced accuracy {m['balanced_accuracy']:.4f}, macro precision "
-            f"{m['macro_precision']:.4f}, recall {m['macro_recall']:.4f}, F1 {m['macro_f1']:.4f}")
+        say(f"{m['head']} on {m['store']} ({m['vector_set']})")
+        for n in m["notes"]:
+            say(f"  note: {n}")
+        say(f"  {headline(m)}")
+        say(f"  macro precision {m['macro_precision']:.4f}, recall {m['macro_recall']:.4f}")
         if m["unseen_labels"]:
             say(f"  note: labels the head never saw (always wrong): {', '.join(m['unseen_labels'])}")
         say(format_per_class(m["per_class"]))

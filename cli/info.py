@@ -50,6 +50,18 @@ def split_label_table(counts: dict, most: int = 10) -> list[str]:
     return lines
 
 
+def _describe_preprocess(pp: dict) -> str:
+    """'resize shorter side to 256 + centre crop 224 (shortest, bicubic), mean ..., std ...' for images."""
+    if "input_size" not in pp or "resize_size" not in pp:
+        return ", ".join(f"{k} {v}" for k, v in pp.items()) or "none recorded"
+    from embedstore.encoders.config import Preprocess
+
+    try:
+        return f"{Preprocess.from_dict(pp).describe()}, mean {pp.get('mean')}, std {pp.get('std')}"
+    except Exception:  # noqa: BLE001 - an unknown future key: show it raw
+        return ", ".join(f"{k} {v}" for k, v in pp.items())
+
+
 def print_info(d: dict, show: int = 10) -> None:
     say(f"store {d['store']} (schema {d['schema']}, created {d['created']}, updated {d['updated']})")
     say(f"  items: {d['items']} ({d['ok']} ok, {d['quarantined']} quarantined)")
@@ -69,8 +81,7 @@ def print_info(d: dict, show: int = 10) -> None:
         say(f"  vector set {vs['name']}: {vs['count']} x {p.get('dim')} {p.get('dtype')}, normalize {p.get('normalize')}")
         say(f"    encoder {p.get('encoder')}, layer {p.get('layer')}, weights sha256 {str(p.get('weights_sha256'))[:16]}...")
         pp = p.get("preprocess") or {}
-        say(f"    preprocess: resize {pp.get('resize_size')} ({pp.get('interpolation')}), crop {pp.get('input_size')}, "
-            f"mean {pp.get('mean')}, std {pp.get('std')}")
+        say(f"    preprocess: {_describe_preprocess(pp)}")
         say(f"    created {p.get('created')}; library {p.get('library_versions')}")
         idx = vs["index"]
         if idx:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import anomalies, build, demo, encoders, finetune, heads, info, search, serve
+from . import anomalies, build, demo, encoders, finetune, heads, info, ls, search, serve
 from .common import STATE
 
 app = typer.Typer(
@@ -25,6 +25,7 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show full traceback
 
 build.register(app)
 info.register(app)
+ls.register(app)
 encoders.register(app)
 heads.register(app)
 anomalies.register(app)

@@ -47,6 +47,8 @@ def register(app: typer.Typer) -> None:
         how = "exact scan" if r.exact and not idx.get("exact") else f"{idx.get('type')} (recall@10 {idx.get('recall_at_10')})"
         say(f"{len(r.hits)} nearest in {r.vector_set} to {', '.join(f'{k_} {v}' for k_, v in r.query.items())}"
             f"{f' where {r.where}' if r.where else ''}; {how}, {r.search_ms:.1f} ms")
+        if r.note:
+            say(f"  note: {r.note}")
         say(f"  {'rank':>4}  {'score':>8}  label  id")
         for h in r.hits:
             say(f"  {h['rank']:4d}  {h['score']:8.4f}  {h['label'] or '-'}  {h['id']}" + (f"  {h['text'][:80]!r}" if h.get("text") else ""))

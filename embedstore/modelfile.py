@@ -57,26 +57,33 @@ def check_model_out(out: str | Path | None, force: bool, noun: str = "head", oth
     return check_replace(out, force, f"saved {noun}", k.error, [k.meta], otherwise=otherwise)
 
 
-def save_model(out: str | Path, model, meta: dict, noun: str = "head", overwrite: bool = False) -> Path:
+SEEN = "seen_keys"  # optional array: content keys of the items the model was fitted and selected on
+
+
+def save_model(out: str | Path, model, meta: dict, noun: str = "head", overwrite: bool = False,
+               seen_keys: np.ndarray | None = None) -> Path:
     """Write the folder so that a kill at any instant leaves the old model or the new one loadable.
 
     A new folder is written under a temporary name and renamed into place; an existing one (with
-    `overwrite`) is updated in place, its JSON being the single commit point."""
+    `overwrite`) is updated in place, its JSON being the single commit point. `seen_keys`
+    (evaluation.seen.content_keys of the fit and selection items) is kept beside the state arrays."""
     k = _kinds()[noun]
     out = Path(out)
     if not check_model_out(out, overwrite, noun):
         out.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(out) as tmp:
             tmp.mkdir()
-            _write_model(tmp, k, model, meta)
+            _write_model(tmp, k, model, meta, seen_keys)
         return out
     remove_stale_temps(out)  # what a killed save left behind
-    _write_model(out, k, model, meta)
+    _write_model(out, k, model, meta, seen_keys)
     return out
 
 
-def _write_model(folder: Path, k: Kind, model, meta: dict) -> None:
+def _write_model(folder: Path, k: Kind, model, meta: dict, seen_keys: np.ndarray | None = None) -> None:
     arrays = model.state_arrays()
+    if seen_keys is not None:
+        arrays[SEEN] = np.asarray(seen_keys, dtype=np.uint64)
     name = f"arrays-{secrets.token_hex(6)}.npz"
     with atomic_path(folder / name) as tmp:
         np.savez(tmp, **arrays)
@@ -128,21 +135,23 @@ def load_model(path: str | Path, noun: str = "head"):
             arrays = {name: z[name] for name in z.files}
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
         raise E(f"{arrays_path} cannot be read safely ({str(e).splitlines()[0][:120]}); re-run `{k.retrain}`") from None
-    expected = set(cls.state_array_names())
+    expected = set(cls.state_array_names()) | ({SEEN} if SEEN in arrays else set())
     if set(arrays) != expected:
         raise E(f"{arrays_path} holds arrays {sorted(arrays)}; a {kind} {noun} needs {sorted(expected)}")
     for name, v in arrays.items():
         if v.dtype.kind not in "fiu" or list(v.shape) != doc.get("arrays", {}).get(name, {}).get("shape"):
             raise E(f"array {name} in {arrays_path} has dtype {v.dtype} and shape {v.shape}, not what {meta} records")
+    seen = arrays.pop(SEEN, None)
     try:
         model = cls.from_state(doc, arrays)
     except (TypeError, ValueError, KeyError) as e:
         raise E(f"{path / meta} does not describe a valid {kind} {noun} ({e}); re-run `{k.retrain}`") from None
+    model.seen_keys_ = None if seen is None else seen.astype(np.uint64)
     return model, doc
 
 
-def save_head(out: str | Path, head, meta: dict, overwrite: bool = False) -> Path:
-    return save_model(out, head, meta, "head", overwrite)
+def save_head(out: str | Path, head, meta: dict, overwrite: bool = False, seen_keys: np.ndarray | None = None) -> Path:
+    return save_model(out, head, meta, "head", overwrite, seen_keys)
 
 
 def load_head(path: str | Path):

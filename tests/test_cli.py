@@ -91,7 +91,7 @@ def test_demo_runs_offline_on_bundled_data(tmp_path):
     r = run("demo", "--out", tmp_path / "demo", "--per-class", "4", "--quiet")
     assert r.exit_code == 0, r.output
     assert "40 new vectors" in r.output and "effnet-lite:lite0" in r.output
-    assert "test accuracy" in r.output and "AUROC" in r.output and "search by id" in r.output
+    assert "test (never seen by the head): accuracy" in r.output and "95% CI" in r.output and "AUROC" in r.output and "search by id" in r.output
     page = tmp_path / "demo" / "report" / "index.html"
     text = page.read_text()
     for section in ("Build:", "Embedding map", "Classifier head: logistic", "Anomalies: knn", "Nearest-neighbour search"):
@@ -101,3 +101,21 @@ def test_demo_runs_offline_on_bundled_data(tmp_path):
     again = run("demo", "--out", tmp_path / "demo", "--per-class", "4", "--quiet", "--json")
     doc = json.loads(again.stdout)
     assert doc["build"]["encoded"] == 0 and doc["report"].endswith("index.html")
+
+
+def test_ls_lists_item_ids_filtered(tmp_path):
+    from conftest import add_bad_files, make_image_folder
+
+    src = make_image_folder(tmp_path / "photos", per_class=3)
+    add_bad_files(src)
+    r = run("build", src, "--store", tmp_path / "s.h5", "--encoder", "test:tiny", "--precision", "fp32", "-q")
+    assert r.exit_code == 0, r.output
+    r = run("ls", tmp_path / "s.h5", "--where", "label=dog")
+    assert r.exit_code == 0 and r.output.split() == ["dog/dog_000.jpg", "dog/dog_001.png", "dog/dog_002.jpg"]
+    q = json.loads(run("ls", tmp_path / "s.h5", "--status", "quarantined", "--json").stdout)
+    assert {i["id"] for i in q} == {"cat/truncated.jpg", "cat/empty.jpg", "cat/notes.txt", "cat/corrupt.png"}
+    for args, msg in ((["--status", "bad"], "--status must be ok or quarantined"), (["--where", "colour=red"], "unknown filter key")):
+        r = run("ls", tmp_path / "s.h5", *args)
+        assert r.exit_code == 2 and msg in r.output
+    r = run("ls", tmp_path / "missing.h5")
+    assert r.exit_code == 2 and "does not exist" in r.output

@@ -59,7 +59,44 @@ def test_fit_head_logistic_saves_a_head_that_predicts_and_evaluates(labelled, tm
 
     r = embed("evaluate", out, "--store", labelled / "photos.h5", "--json")
     assert r.exit_code == 0, r.output
-    assert json.loads(r.output)["n"] == 42
+    ev = json.loads(r.output)  # the head saw train + val: those are counted, said, and left out of the metrics
+    assert ev["seen_in_training"] == rep["counts"]["train"] + rep["counts"]["val"] == rep["seen_items"]
+    assert ev["n"] == rep["counts"]["test"] and ev["accuracy"] == pytest.approx(rep["test"]["accuracy"])
+    assert "leave them out" in ev["notes"][0]
+
+    # --test-fraction 0: trained on everything given; evaluating it on the same store says so loudly
+    r = embed("fit-head", "logistic", "--store", labelled / "photos.h5", "--out", tmp_path / "all", "--test-fraction", 0, "--json")
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.output)
+    assert rep["counts"]["test"] == 0 and rep["test"] == {} and rep["seen_items"] == 42
+    assert any("--test-fraction 0" in n for n in rep["notes"])
+    r = embed("evaluate", tmp_path / "all", "--store", labelled / "photos.h5")
+    assert r.exit_code == 0 and "overstate" in r.output and "items the head was fitted or selected on" in r.output
+
+
+def test_seen_items_are_found_by_content_under_any_id(labelled, tmp_path):
+    """Copies of training files in a new folder are still items the head saw: predict flags them
+    and its accuracy leaves them out; fit-head prints every metric with its interval and split."""
+    import shutil
+
+    out = tmp_path / "head"
+    r = embed("fit-head", "logistic", "--store", labelled / "photos.h5", "--out", out)
+    assert r.exit_code == 0, r.output
+    assert "test (never seen by the head): accuracy" in r.output and "95% CI" in r.output and "test split" in r.output
+    new = tmp_path / "mixed"
+    for k, f in enumerate(sorted((labelled / "photos" / "cat").iterdir())[:4]):
+        (new / "cat").mkdir(parents=True, exist_ok=True)
+        shutil.copy(f, new / "cat" / f"copy{k}.png")
+    make_image_folder(new, classes=("dog",), per_class=3, seed=9)
+    r = embed("predict", out, new, "--json", "-q")
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.output)
+    from embedstore.modelfile import load_head
+
+    head, doc = load_head(out)
+    seen_here = sum(row["seen_in_training"] for row in rep["rows"])
+    assert rep["seen_in_training"] == seen_here and 1 <= seen_here <= 4  # the copies of train/val files
+    assert rep["judged"] == 7 - seen_here
 
 
 @pytest.mark.parametrize("head", ["linear-svm", "ridge", "knn", "mlp"])

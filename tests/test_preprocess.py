@@ -192,3 +192,33 @@ def test_torchvision_preprocessing_is_the_weights_own():
         pp = preprocess_from_weights(wenum, f"torchvision:{arch}")
         assert torch.allclose(build_transform(pp)(img), wenum.transforms()(img), atol=1e-5)
     assert preprocess_from_weights(tvm.get_model_weights("resnet50")["IMAGENET1K_V2"], "x").resize_size == 232
+
+
+def test_build_resizes_small_images_straight_to_the_input_and_says_so(tmp_path):
+    """Images smaller than the model's input: the build squashes instead of cropping a border away,
+    records it in the set's provenance, says so in the summary, and every later door (search by
+    image, predict) embeds with that same preprocessing. A store that already holds vectors made
+    the model's own way keeps extending them."""
+    from conftest import embed, make_image_folder
+
+    from embedstore.ingest import build
+    from embedstore.search.query import search
+    from embedstore.store import open_store
+
+    src = make_image_folder(tmp_path / "small", classes=("cat", "dog"), per_class=5, size=(20, 16))
+    r = build(src, tmp_path / "s.h5", encoder="test:tiny", workers=0, precision="fp32", progress=False)
+    assert any("smaller than the 32 px input" in n and "squash" in n for n in r.notes)
+    with open_store(tmp_path / "s.h5") as st:
+        pp = st.select_set().provenance["preprocess"]
+    assert pp["resize_mode"] == "squash" and pp["resize_size"] == pp["input_size"] == 32
+    hit = search(tmp_path / "s.h5", image=src / "dog" / "dog_003.png", k=1).hits[0]
+    assert hit["id"] == "dog/dog_003.png" and hit["score"] > 0.9999
+    out = embed("build", src, "--store", tmp_path / "s.h5", "--encoder", "test:tiny", "--precision", "fp32")
+    assert out.exit_code == 0 and "0 new vectors" in out.output  # the same set: nothing to do
+
+    # a store made the model's own way (as before this choice existed) is extended, not split
+    old = build(src, tmp_path / "old.h5", encoder="test:tiny", workers=0, precision="fp32", progress=False,
+                resize_mode="shortest", crop_pct=32 / 36)
+    more = make_image_folder(tmp_path / "small", classes=("owl",), per_class=3, size=(20, 16), seed=3)
+    again = build(more, tmp_path / "old.h5", encoder="test:tiny", workers=0, precision="fp32", progress=False)
+    assert again.vector_set == old.vector_set and any("kept the model's preprocessing" in n for n in again.notes)

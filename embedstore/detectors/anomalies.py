@@ -68,9 +68,13 @@ def _mask(n: int, idx: np.ndarray) -> np.ndarray:
     return m
 
 
-def _evaluate(labels: np.ndarray, scores: np.ndarray, normal: set[str]) -> dict | None:
-    """AUROC / AUPRC with non-normal labels as the positive (anomalous) class."""
+def _evaluate(labels: np.ndarray, scores: np.ndarray, normal: set[str], in_fit: np.ndarray | None = None) -> dict | None:
+    """AUROC (with its 95% bootstrap interval) and AUPRC with non-normal labels as the positive
+    (anomalous) class; says how many scored items the detector was fitted on (their scores are
+    out-of-fold)."""
     from sklearn.metrics import average_precision_score, roc_auc_score
+
+    from ..evaluation.intervals import auroc_interval
 
     has = labels != ""
     y = ~np.isin(labels[has], list(normal))
@@ -78,8 +82,8 @@ def _evaluate(labels: np.ndarray, scores: np.ndarray, normal: set[str]) -> dict 
         return None
     s = -scores[has]  # higher = more anomalous
     return {"normal_labels": sorted(normal), "n": int(has.sum()), "anomalies": int(y.sum()),
-            "auroc": float(roc_auc_score(y, s)), "auprc": float(average_precision_score(y, s)),
-            "anomaly_rate": float(y.mean())}
+            "auroc": float(roc_auc_score(y, s)), "auroc_ci": list(auroc_interval(y, s)), "auprc": float(average_precision_score(y, s)),
+            "anomaly_rate": float(y.mean()), "in_fit_set": int(in_fit[has].sum()) if in_fit is not None else 0}
 
 
 def find_anomalies(store: str | Path, method: str = "knn", fit_on: str | None = None, score: str | Path | None = None,
@@ -146,7 +150,7 @@ def find_anomalies(store: str | Path, method: str = "knn", fit_on: str | None = 
     report.scored_count = len(scores)
     normal = set(normal_labels or []) or flt.get("label", set())
     if normal:
-        report.evaluation = _evaluate(target.labels, scores, normal)
+        report.evaluation = _evaluate(target.labels, scores, normal, in_fit)
         if report.evaluation is None:
             report.notes.append("no evaluation: the scored items are not a mix of normal and other labels")
     elif (target.labels != "").any():

@@ -1,31 +1,62 @@
-"""Classification metrics on a split, and a text confusion matrix."""
+"""Classification metrics with 95% intervals on a named split, and their text forms."""
 
 from __future__ import annotations
 
 import numpy as np
 
 
-def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> dict:
-    """Accuracy, balanced accuracy, macro and per-class precision/recall/F1, confusion matrix.
+def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str], split: str | None = None) -> dict:
+    """Accuracy, balanced accuracy and macro-F1, each with its 95% interval (Wilson for accuracy,
+    bootstrap for the others); macro and per-class precision/recall/F1; the confusion matrix; the
+    majority-class baseline. `split` names the items the numbers were measured on.
 
     `classes` are the head's classes; true labels the head never saw are added (always wrong)."""
     from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, precision_recall_fscore_support
 
+    from .intervals import balanced_accuracy_from, confusion_bootstrap, macro_f1_from, wilson
+
+    y_true, y_pred = np.asarray(y_true).astype(str), np.asarray(y_pred).astype(str)
     labels = list(classes) + sorted(set(map(str, y_true)) - set(classes))
     p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     macro = precision_recall_fscore_support(y_true, y_pred, labels=labels, average="macro", zero_division=0)
+    n = int(len(y_true))
+    cm = confusion_matrix(y_true, y_pred, labels=labels) if n else np.zeros((len(labels), len(labels)), np.int64)
+    acc = float(accuracy_score(y_true, y_pred)) if n else 0.0
+    values, counts = np.unique(y_true, return_counts=True)
+    predicted = np.unique(y_pred)
     return {
-        "n": int(len(y_true)),
-        "accuracy": float(accuracy_score(y_true, y_pred)),
-        "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)) if len(y_true) else 0.0,
+        "split": split,
+        "n": n,
+        "accuracy": acc,
+        "accuracy_ci": list(wilson(int(np.trace(cm)), n)),
+        "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)) if n else 0.0,
+        "balanced_accuracy_ci": list(confusion_bootstrap(cm, balanced_accuracy_from)),
         "macro_precision": float(macro[0]),
         "macro_recall": float(macro[1]),
         "macro_f1": float(macro[2]),
+        "macro_f1_ci": list(confusion_bootstrap(cm, macro_f1_from, seed=1)),
+        "majority_baseline": float(counts.max() / n) if n else 0.0,
+        "majority_class": str(values[counts.argmax()]) if n else None,
+        "predicts_one_class": bool(n and len(predicted) == 1),
         "per_class": {lab: {"precision": float(p[k]), "recall": float(r[k]), "f1": float(f[k]), "support": int(s[k])}
                       for k, lab in enumerate(labels)},
-        "confusion": {"labels": labels, "matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist()},
+        "confusion": {"labels": labels, "matrix": cm.tolist()},
         "unseen_labels": labels[len(classes):],
     }
+
+
+def headline(m: dict) -> str:
+    """One line: accuracy, balanced accuracy and macro-F1 with their intervals, the split and the
+    item count, and a warning when the head answers one class only."""
+    from .intervals import fmt_ci
+
+    where = f"{m.get('metrics_on') or m.get('split') or 'all'} split, {m['n']} items"
+    line = (f"accuracy {fmt_ci(m['accuracy'], m.get('accuracy_ci'))}, balanced accuracy "
+            f"{fmt_ci(m['balanced_accuracy'], m.get('balanced_accuracy_ci'))}, macro-F1 {fmt_ci(m['macro_f1'], m.get('macro_f1_ci'))} "
+            f"[{where}; always answering the majority class '{m.get('majority_class')}' scores {m.get('majority_baseline', 0):.4f}]")
+    if m.get("predicts_one_class"):
+        line += " WARNING: the head answers one class for every item"
+    return line
 
 
 def format_confusion(confusion: dict, max_classes: int = 30) -> str:

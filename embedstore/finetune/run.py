@@ -42,6 +42,7 @@ class FinetuneReport:
     report: str | None = None
     wall_s: float = 0.0
     notes: list = field(default_factory=list)
+    comparisons: list = field(default_factory=list)  # after vs before, paired on the same test items
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -70,9 +71,16 @@ def _probe(data: SplitData) -> tuple[object, dict]:
     from ..heads.logistic import LogisticHead
     from ..heads.fit import refit, sweep
 
+    from ..evaluation.intervals import wilson
+
     _, (val_acc, c, snap) = sweep(LogisticHead, data, list(LogisticHead.sweep_grid), {}, "cpu", progress=False)
     head = refit(LogisticHead, data, c, snap, {}, "cpu")
-    return head, {"val_accuracy": val_acc, "test_accuracy": data.val_scores(head, TEST)[0], "C": c}
+    y, p = data.predict(head, TEST)
+    ids = data.rows.ids[data.mask(TEST)]
+    hits = int((np.asarray(y).astype(str) == np.asarray(p).astype(str)).sum())
+    return head, {"val_accuracy": val_acc, "test_accuracy": hits / len(y) if len(y) else 0.0, "test_n": int(len(y)),
+                  "test_accuracy_ci": list(wilson(hits, len(y))), "C": c,
+                  "test_predictions": dict(zip(map(str, ids), map(str, p)))}
 
 
 def _init_from_head(net, head, data: SplitData) -> float:
@@ -172,16 +180,20 @@ def finetune(store: str | Path, out: str | Path, head: str | Path | None = None,
     state = fit(net, lambda ep: make_loader(train_ds, recipe.batch_size, True, workers, recipe.seed * 1000 + ep),
                 val_loader, recipe, dev, amp, out / "checkpoint", resume, groups, progress)
     val_acc, _, _ = evaluate(net, val_loader, dev, amp)
-    test_acc, _, _ = evaluate(net, test_loader, dev, amp)
+    test_acc, _, test_pred = evaluate(net, test_loader, dev, amp)
+    te_ids = [str(i) for i in rows.ids[(data.codes == TEST) & np.isin(rows.labels, classes)]]
+    ft_pred = dict(zip(te_ids, (classes[k] for k in test_pred))) if len(test_pred) == len(te_ids) else {}
     report = FinetuneReport(out=str(out), encoder=f"local-dir:{out}", parent=parent_id, store=str(rows.store_path),
                             vector_set=vs.name, classes=classes, counts=data.counts(), recipe=recipe.to_dict(),
                             trainable_params=int(n_train), frozen_params=int(n_frozen), history=state["history"],
                             best_epoch=state["best_epoch"], stopped=state.get("stopped", ""), before=before,
-                            after={"finetuned_classifier": {"val_accuracy": val_acc, "test_accuracy": test_acc}})
+                            after={"finetuned_classifier": {"val_accuracy": val_acc, "test_accuracy": test_acc,
+                                                            "test_n": len(te_ids), "test_predictions": ft_pred}})
     report.notes.append(f"classifier started from the linear probe divided by its calibration temperature {temperature:.3g}")
     _export(out, net, enc, parent_id, prov, recipe, report)
     if reembed:
         report.new_vector_set, report.after["probe_on_new_vectors"] = _reembed_and_probe(store, out, rows, data, progress)
+    report.comparisons = _compare_on_test(report, rows)
     from ..reports.html import finetune_section, write_report
 
     report.report = str(write_report(out / "report", f"embed finetune: {out.name}", [finetune_section(report, out / "report")]))
@@ -206,6 +218,30 @@ def _export(out: Path, net, enc, parent_id: str, prov: dict, recipe: Recipe, rep
            "counts": report.counts}, "classes": report.classes, "best_epoch": report.best_epoch, "history": report.history,
            "embedstore": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     write_json_atomic(out / "encoder.json", doc, indent=1)  # last: a folder with encoder.json is complete
+
+
+def _compare_on_test(report: FinetuneReport, rows) -> list[dict]:
+    """Each 'after' against the frozen probe, paired on the same untouched test items (McNemar);
+    a winner only when the difference is significant. The test predictions leave the report here."""
+    from ..evaluation.intervals import wilson
+    from ..evaluation.paired import compare
+
+    truth = dict(zip(map(str, rows.ids), map(str, rows.labels)))
+    base = report.before.pop("test_predictions", {})
+    out = []
+    for key, name in (("finetuned_classifier", "the fine-tuned classifier"), ("probe_on_new_vectors", "a probe on the re-embedded vectors")):
+        after = report.after.get(key)
+        if not after:
+            continue
+        pred = after.pop("test_predictions", {})
+        ids = [i for i in base if i in pred]
+        if not ids:
+            continue
+        hits = sum(pred[i] == truth[i] for i in ids)
+        after["test_accuracy_ci"] = list(wilson(hits, len(ids)))
+        c = compare(name, "the frozen probe", [truth[i] for i in ids], [pred[i] for i in ids], [base[i] for i in ids])
+        out.append({"after": key, **c})
+    return out
 
 
 def _reembed_and_probe(store, out: Path, rows, data: SplitData, progress: bool):

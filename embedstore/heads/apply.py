@@ -15,7 +15,8 @@ import numpy as np
 
 from ..atomic import atomic_path
 from ..errors import HeadError, ProvenanceMismatchError, StoreError
-from .metrics import classification_metrics
+from ..evaluation.metrics import classification_metrics
+from ..evaluation.seen import seen_mask
 from ..modelfile import load_head
 
 
@@ -28,7 +29,10 @@ class PredictReport:
     predicted: int = 0
     quarantined: int = 0
     label_counts: dict = field(default_factory=dict)
-    accuracy: float | None = None  # when the source has labels the head knows
+    accuracy: float | None = None  # when the source has labels the head knows; items it saw left out
+    accuracy_ci: list | None = None  # 95% Wilson interval of `accuracy`
+    judged: int = 0  # items `accuracy` is measured on
+    seen_in_training: int = 0  # items the head was fitted or selected on (by content)
     rows: list = field(default_factory=list)  # [{id, uri, label, prob, probs{class: p}, status, reason, true_label}]
     wall_s: float = 0.0
 
@@ -117,10 +121,15 @@ def predict(head_path: str | Path, source: str | Path, out: str | Path | None = 
 
 
 def _label_rows(head, rows, report: PredictReport, wanted: set | None = None) -> None:
+    """Predict every wanted row; accuracy (against the source's labels) leaves out items the head
+    was fitted or selected on, which are flagged `seen_in_training` and counted."""
+    from ..evaluation.intervals import wilson
+
     classes = [str(c) for c in head.classes_]
     known = set(classes)
     hits = judged = 0
     mask = None if wanted is None else np.array([i in wanted for i in rows.ids], dtype=bool)
+    seen = seen_mask(rows.shas, getattr(head, "seen_keys_", None)) if rows.shas is not None else np.zeros(len(rows), bool)
     for sel, X in rows.chunks(mask):
         P = head.predict_proba(X)
         pred = head.classes_[P.argmax(axis=1)]
@@ -129,13 +138,16 @@ def _label_rows(head, rows, report: PredictReport, wanted: set | None = None) ->
             label = str(pred[k])
             report.rows.append({"id": str(rows.ids[r]), "uri": str(rows.uris[r]), "label": label,
                                 "prob": float(P[k].max()), "probs": dict(zip(classes, map(float, P[k]))),
-                                "status": "ok", "reason": "", "true_label": true})
+                                "status": "ok", "reason": "", "true_label": true, "seen_in_training": bool(seen[r])})
             report.label_counts[label] = report.label_counts.get(label, 0) + 1
-            if true in known:
+            report.seen_in_training += bool(seen[r])
+            if true in known and not seen[r]:
                 judged += 1
                 hits += label == true
     report.predicted = len(report.rows)
     report.accuracy = hits / judged if judged else None
+    report.accuracy_ci = list(wilson(hits, judged)) if judged else None
+    report.judged = judged
 
 
 def _quarantined_rows(items: dict, report: PredictReport, wanted: set | None = None) -> None:
@@ -173,7 +185,9 @@ def write_predictions(out: Path, report: PredictReport, classes: list[str]) -> N
 
 
 def evaluate(head_path: str | Path, store: str | Path, split: str | None = None) -> dict:
-    """Metrics of a saved head on a labelled store (all labelled items, or one split)."""
+    """Metrics (with 95% intervals) of a saved head on a labelled store (all labelled items, or one
+    split). Items the head was fitted or selected on (by content) are counted as `seen_in_training`
+    and left out of the metrics; when every item was seen, the metrics are on seen items and say so."""
     from ..store import open_store
 
     head, doc = load_head(head_path)
@@ -187,10 +201,24 @@ def evaluate(head_path: str | Path, store: str | Path, split: str | None = None)
         where = f" in split '{split}'" if split else ""
         raise HeadError(f"store {store} has no labelled items{where} to evaluate on; "
                         "build it from class subfolders or a manifest with a label column")
+    seen = seen_mask(rows.shas, getattr(head, "seen_keys_", None)) & mask
+    n_seen = int(seen.sum())
+    only_seen = n_seen == int(mask.sum())
+    notes = []
+    if n_seen and not only_seen:
+        notes.append(f"{n_seen} of {int(mask.sum())} items were used to fit or select this head; the metrics leave them out")
+        mask &= ~seen
+    elif n_seen:
+        notes.append(f"all {n_seen} items were used to fit or select this head: these metrics are on seen items and "
+                     "overstate how it does on new data; evaluate on items it has not seen")
+    if getattr(head, "seen_keys_", None) is None:
+        notes.append("this head was saved without the list of items it saw; re-fit it to have seen items detected")
     ys, ps = [], []
     for sel, X in rows.chunks(mask):
         ys.append(rows.labels[sel])
         ps.append(head.predict(X))
     y, p = np.concatenate(ys), np.concatenate(ps)
-    metrics = classification_metrics(y, p.astype(str), [str(c) for c in head.classes_])
-    return {"head": str(head_path), "store": str(store), "vector_set": vs.name, "split": split or "all", **metrics}
+    where = (split or "all labelled items") + (": items the head was fitted or selected on" if only_seen else "")
+    metrics = classification_metrics(y, p.astype(str), [str(c) for c in head.classes_], split=where)
+    return {"head": str(head_path), "store": str(store), "vector_set": vs.name, **metrics, "split": split or "all",
+            "seen_in_training": n_seen, "metrics_on": where, "notes": notes}

@@ -3,23 +3,13 @@
 from __future__ import annotations
 
 import csv
-import math
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import EmbedstoreError, SourceError
-
-
-def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of an accuracy p measured on n items."""
-    if n == 0:
-        return 0.0, 1.0
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return max(0.0, c - h), min(1.0, c + h)
+from ..evaluation.paired import compare
 
 
 def _dir_bytes(store: Path) -> int:
@@ -51,7 +41,7 @@ def compare_encoders(source: str | Path, encoders: list[str], sample: int = 500,
         w.writerow(["id", "path", "label", "split"])
         for it in items:
             w.writerow([it.id, it.uri, it.label, it.split or ""])
-    rows = []
+    rows, answers = [], {}
     try:
         for eid in encoders:
             row = {"encoder": eid}
@@ -65,16 +55,32 @@ def compare_encoders(source: str | Path, encoders: list[str], sample: int = 500,
                 rows.append(row)
                 continue
             n_test = lp.counts["test"]
+            truth = {i: t for i, t in zip(map(str, _ids(store)), _labels(store))}
+            answers[eid] = (getattr(lp, "test_predictions", {}), truth)
             row.update(dim=_dim(store), items=b.vectors_in_set,
                        encode_items_per_s=b.encoded / b.encode_s if b.encode_s > 0 else None,
                        wall_items_per_s=b.items_per_s, store_mb=_dir_bytes(store) / 2**20,
-                       linear_probe=lp.test["accuracy"], linear_probe_ci=wilson(lp.test["accuracy"], n_test),
-                       knn=kn.test["accuracy"], knn_ci=wilson(kn.test["accuracy"], n_test), n_test=n_test,
+                       linear_probe=lp.test["accuracy"], linear_probe_ci=lp.test["accuracy_ci"],
+                       knn=kn.test["accuracy"], knn_ci=kn.test["accuracy_ci"], n_test=n_test,
                        train_per_class=lp.counts["train"] / max(1, len(lp.classes)), chosen_C=lp.chosen)
             rows.append(row)
     finally:
         tmp.cleanup()
-    return {"source": str(source), "sample": len(items), "seed": seed, "results": rows, **recommend(rows)}
+    return {"source": str(source), "sample": len(items), "seed": seed, "results": rows, **recommend(rows, answers)}
+
+
+def _ids(store: Path):
+    from ..store import open_store
+
+    with open_store(store) as st:
+        return st.rows(st.select_set().name).ids
+
+
+def _labels(store: Path):
+    from ..store import open_store
+
+    with open_store(store) as st:
+        return [str(v) for v in st.rows(st.select_set().name).labels]
 
 
 def _dim(store: Path) -> int:
@@ -84,21 +90,33 @@ def _dim(store: Path) -> int:
         return st.select_set().dim
 
 
-def recommend(rows: list[dict]) -> dict:
-    """The most accurate encoder, unless a faster one is statistically as good (its 95% interval
-    reaches the best accuracy); and whether fine-tuning is likely to pay."""
+def recommend(rows: list[dict], answers: dict | None = None) -> dict:
+    """The most accurate encoder, unless a faster one is not significantly worse on the same test
+    items (McNemar, paired); and whether fine-tuning is likely to pay. Every encoder's comparison
+    with the most accurate one is kept in its row as `vs_best`."""
     ok = [r for r in rows if "error" not in r]
     if not ok:
         return {"recommended": None, "why": "no encoder could be run; see the errors", "finetune": None}
     best = max(ok, key=lambda r: r["linear_probe"])
-    tied = [r for r in ok if r is best or r["linear_probe_ci"][1] >= best["linear_probe"] - 1e-9]
+    tied = [best]
+    for r in ok:
+        if r is best or not answers or r["encoder"] not in answers or best["encoder"] not in answers:
+            continue
+        (pa, truth), (pb, _) = answers[r["encoder"]], answers[best["encoder"]]
+        ids = [i for i in pa if i in pb]
+        if ids:
+            r["vs_best"] = compare(r["encoder"], best["encoder"], [truth[i] for i in ids], [pa[i] for i in ids],
+                                   [pb[i] for i in ids])
+            if r["vs_best"]["winner"] is None:
+                tied.append(r)
     pick = max(tied, key=lambda r: (r["encode_items_per_s"] or 0))
     if pick is best:
-        why = (f"highest linear-probe accuracy ({best['linear_probe']:.3f})"
-               + ("; no faster encoder is statistically as good" if len(ok) > 1 else ""))
+        why = f"highest linear-probe accuracy ({best['linear_probe']:.3f})"
+        others = [r["vs_best"]["verdict"] for r in ok if "vs_best" in r]
+        if others:
+            why += "; " + "; ".join(others)
     else:
-        why = (f"as accurate as the best ({pick['linear_probe']:.3f} vs {best['encoder']} {best['linear_probe']:.3f}, "
-               f"inside the 95% interval) and {pick['encode_items_per_s'] / max(best['encode_items_per_s'] or 1e-9, 1e-9):.1f}x "
+        why = (f"{pick['vs_best']['verdict']}, and {pick['encoder']} is {pick['encode_items_per_s'] / max(best['encode_items_per_s'] or 1e-9, 1e-9):.1f}x "
                f"faster to embed, with {pick['dim']}-d vectors ({pick['store_mb']:.1f} MB store)")
     acc, per_class = pick["linear_probe"], pick["train_per_class"]
     if acc >= 0.98:

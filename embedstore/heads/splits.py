@@ -28,9 +28,10 @@ def _stratified(labels: np.ndarray, candidates: np.ndarray, fraction: float, rng
 def assign_splits(labels: np.ndarray, store_splits: np.ndarray, val_fraction: float, test_fraction: float,
                   seed: int) -> tuple[np.ndarray, str]:
     """Split codes per item (TRAIN/VAL/TEST/UNUSED) and a sentence saying how they were chosen."""
-    for name, f in (("--val-fraction", val_fraction), ("--test-fraction", test_fraction)):
-        if not 0 < f < 1:
-            raise HeadError(f"{name} must be between 0 and 1 (exclusive), not {f}")
+    if not 0 < val_fraction < 1:
+        raise HeadError(f"--val-fraction must be between 0 and 1 (exclusive), not {val_fraction}")
+    if not 0 <= test_fraction < 1:
+        raise HeadError(f"--test-fraction must be at least 0 and below 1, not {test_fraction} (0: no test split)")
     if val_fraction + test_fraction >= 0.9:
         raise HeadError(f"--val-fraction + --test-fraction is {val_fraction + test_fraction:.2f}; leave at least 10% for training")
     rng = np.random.default_rng(seed)
@@ -47,7 +48,7 @@ def assign_splits(labels: np.ndarray, store_splits: np.ndarray, val_fraction: fl
         if not (codes == VAL).any():
             codes[_stratified(labels, np.flatnonzero(codes == TRAIN), val_fraction, rng, "validation")] = VAL
             how += f"; validation: {val_fraction:.0%} of train per class (seed {seed})"
-        if not (codes == TEST).any():
+        if not (codes == TEST).any() and test_fraction > 0:
             codes[_stratified(labels, np.flatnonzero(codes == TRAIN), test_fraction, rng, "test")] = TEST
             how += f"; test: {test_fraction:.0%} of train per class (seed {seed})"
         return codes, how
@@ -58,9 +59,11 @@ def assign_splits(labels: np.ndarray, store_splits: np.ndarray, val_fraction: fl
                         "add items, or give the store a split column")
     codes[:] = TRAIN
     all_rows = np.arange(len(labels))
-    codes[_stratified(labels, all_rows, test_fraction, rng, "test")] = TEST
+    if test_fraction > 0:
+        codes[_stratified(labels, all_rows, test_fraction, rng, "test")] = TEST
     codes[_stratified(labels, np.flatnonzero(codes == TRAIN), val_fraction / (1 - test_fraction), rng, "validation")] = VAL
-    return codes, f"seeded stratified split (seed {seed}): val {val_fraction:.0%}, test {test_fraction:.0%}"
+    test = f"test {test_fraction:.0%}" if test_fraction > 0 else "no test split (--test-fraction 0)"
+    return codes, f"seeded stratified split (seed {seed}): val {val_fraction:.0%}, {test}"
 
 
 def take_shots(labels: np.ndarray, codes: np.ndarray, shots: int, seed: int) -> np.ndarray:

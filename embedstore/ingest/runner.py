@@ -61,6 +61,7 @@ class BuildReport:
     engine: str = "local"
     cluster: dict = field(default_factory=dict)  # --engine ray: address, nodes, CPUs, GPUs, actors
     layout: dict = field(default_factory=dict)  # how the source was read (Source.describe_layout)
+    notes: list = field(default_factory=list)  # decisions the user should know of (e.g. preprocessing for small images)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -161,11 +162,14 @@ def build(
         else:
             dev, prec, prec_reason = device, precision, None
         texts = src.kind == "text"
+        notes: list[str] = []
         if like is not None:
             svc = EmbeddingService.from_provenance(like, weights, dev, prec, error=BuildError)
         else:
-            svc = EmbeddingService.create(encoder, weights, layer, normalize, dtype, texts, dev, prec,
-                                          overrides=dict(crop_pct=crop_pct, interpolation=interpolation, resize_mode=resize_mode))
+            overrides = dict(crop_pct=crop_pct, interpolation=interpolation, resize_mode=resize_mode)
+            svc = EmbeddingService.create(encoder, weights, layer, normalize, dtype, texts, dev, prec, overrides=overrides)
+            if not texts and not any(v is not None for v in overrides.values()):
+                notes.extend(_fit_preprocess_to_images(svc, src, store))
         dev, prec_reason = svc.device, prec_reason or svc.precision_reason
         prec = prec if cluster is not None else svc.precision
         if texts != (svc.modality == "text"):
@@ -184,7 +188,8 @@ def build(
                              device=str(dev), precision=prec, precision_reason=prec_reason, dtype=dtype,
                              batch_size=batch_size, workers=workers, items_in_source=len(src),
                              skipped={k: len(v) for k, v in src.skipped.items()}, engine=engine,
-                             cluster=cluster.describe() if cluster else {}, layout=src.describe_layout())
+                             cluster=cluster.describe() if cluster else {}, layout=src.describe_layout(),
+                             notes=notes)
         with open_store(store, mode="a", create=True) as st:
             plan = make_plan(src.items, existing_items(st.items()),
                              st.live_ids(set_name) if any(v.name == set_name for v in st.vector_sets()) else set())
@@ -212,6 +217,27 @@ def build(
         if cluster is not None:
             cluster.close()
     return report
+
+
+def _fit_preprocess_to_images(svc: EmbeddingService, src, store) -> list[str]:
+    """When most of the source's images are smaller than the model's input, resize them straight
+    to it instead of cropping a border away (encoders.config.small_image_preprocess says why) --
+    unless the store already holds this encoder's vectors made the model's own way: then those
+    are extended, so one source does not split over two vector sets."""
+    from ..encoders.config import small_image_preprocess
+    from ..sources.images import sample_image_sizes
+
+    pp = svc.cfg.preprocess
+    chosen, note = small_image_preprocess(pp, sample_image_sizes([it.uri for it in src.items if it.text is None]))
+    if note is None or chosen == pp:
+        return [note] if note else []
+    if Path(store).exists():
+        with open_store(store) as st:
+            if st.find_set(svc.provenance) is not None:
+                return [note.split(";")[0] + f"; kept the model's preprocessing ({pp.describe()}) because this store already "
+                        "holds vectors made with it (pass --resize-mode squash --crop-pct 1 for a new vector set)"]
+    svc.encoder.set_preprocess(chosen)
+    return [note]
 
 
 def _run_local(todo, svc: EmbeddingService, writer, batch_size, workers, report, progress) -> None:

@@ -92,8 +92,10 @@ def anomaly_section(r, out_dir: Path, top: int = 24) -> Section:
     body = f"<p>{esc(r.method)} fitted on {esc(r.fit_on)} ({r.fit_count} items); flagged {r.flagged} of {r.scored_count}.</p>"
     if r.evaluation:
         e = r.evaluation
-        body += (f"<p>Against labels (normal: {esc(', '.join(e['normal_labels']))}): AUROC <b>{e['auroc']:.4f}</b>, "
-                 f"AUPRC {e['auprc']:.4f}.</p>")
+        ci = e.get("auroc_ci") or [float("nan")] * 2
+        body += (f"<p>Against labels (normal: {esc(', '.join(e['normal_labels']))}): AUROC <b>{e['auroc']:.4f}</b> "
+                 f"(95% CI {ci[0]:.4f}-{ci[1]:.4f}, {e['n']} items, {e.get('in_fit_set', 0)} of them fitted on and scored "
+                 f"out-of-fold), AUPRC {e['auprc']:.4f}.</p>")
     body += image_tag(hist, "anomaly scores by label")
     body += f"<h3>Top {min(top, len(r.ranked))} anomalies</h3>"
     body += thumbnails(r.ranked[:top], lambda it: f"#{it['rank']} {it['label'] or '-'} {it['score']:.3g}")
@@ -116,17 +118,22 @@ def search_section(results: list) -> Section:
 
 
 def finetune_section(r, out_dir: Path) -> Section:
-    rows = [["linear probe on frozen features (before)", f"{r.before['val_accuracy']:.4f}", f"{r.before['test_accuracy']:.4f}"]]
+    def test(d: dict) -> str:
+        ci = d.get("test_accuracy_ci")
+        return f"{d['test_accuracy']:.4f}" + (f" ({ci[0]:.4f}-{ci[1]:.4f})" if ci else "")
+
+    rows = [["linear probe on frozen features (before)", f"{r.before['val_accuracy']:.4f}", test(r.before)]]
     ft = r.after.get("finetuned_classifier")
     if ft:
-        rows.append(["fine-tuned encoder + classifier", f"{ft['val_accuracy']:.4f}", f"{ft['test_accuracy']:.4f}"])
+        rows.append(["fine-tuned encoder + classifier", f"{ft['val_accuracy']:.4f}", test(ft)])
     pr = r.after.get("probe_on_new_vectors")
     if pr:
-        rows.append(["linear probe on re-embedded vectors (after)", f"{pr['val_accuracy']:.4f}", f"{pr['test_accuracy']:.4f}"])
+        rows.append(["linear probe on re-embedded vectors (after)", f"{pr['val_accuracy']:.4f}", test(pr)])
     body = (f"<p>{esc(r.parent)} fine-tuned on {r.counts['train']} training items ({len(r.classes)} classes); "
             f"{r.trainable_params:,} parameters trained, {r.frozen_params:,} frozen; best epoch {r.best_epoch}. "
             f"{esc(r.stopped)}</p>")
-    body += table(["", "val accuracy", "test accuracy"], rows)
+    body += table(["", "val accuracy (chose C / epoch: optimistic)", "test accuracy (95% CI), untouched items"], rows)
+    body += "".join(f"<p>{esc(c['verdict'])}</p>" for c in getattr(r, "comparisons", []))
     if r.history:
         body += image_tag(plots.plot_training(r.history, out_dir / "training.png", "fine-tuning"), "training curves")
     body += "<p class='muted'>recipe: " + esc(", ".join(f"{k}={v}" for k, v in r.recipe.items())) + "</p>"

@@ -25,6 +25,7 @@ class SearchReport:
     exact: bool
     hits: list = field(default_factory=list)  # {rank, id, uri, label, split, score}
     search_ms: float = 0.0
+    note: str = ""  # which vector set was used, when the store has several
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -183,4 +184,4 @@ def search(store: str | Path, item_id: str | None = None, image: str | Path | No
     hits, used_exact, ms = ctx.run(Q, k, where, exact)
     return SearchReport(store=str(store), vector_set=ctx.vs.name, query={kind: str(v) for kind, v in asked.items()}, k=k,
                         where=where, index={k_: v for k_, v in ctx.meta.items() if k_ != "ids_sha256"}, exact=used_exact,
-                        hits=hits, search_ms=ms)
+                        hits=hits, search_ms=ms, note=ctx.vs.note)

@@ -58,3 +58,17 @@ def decode_image(data: bytes, exif_transpose: bool = True) -> Image.Image:
     if img.width < 1 or img.height < 1:
         raise DecodeError("image has no pixels")
     return img
+
+
+def sample_image_sizes(uris: list[str], n: int = 32) -> list[tuple[int, int]]:
+    """(width, height) of up to `n` images spread over `uris`, read from their headers only (no
+    decode); files that are not readable images are passed over."""
+    step = max(1, len(uris) // n)
+    out = []
+    for uri in uris[::step][:n]:
+        try:
+            with Image.open(uri) as img:
+                out.append(img.size)
+        except (OSError, ValueError, Image.DecompressionBombError):
+            continue
+    return out

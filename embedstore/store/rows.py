@@ -26,6 +26,7 @@ class SetRows:
     splits: np.ndarray
     uris: np.ndarray
     texts: np.ndarray | None = None  # text stores: each item's text
+    shas: np.ndarray | None = None  # each item's content sha256 (hex)
     _reader: object = field(default=None, repr=False, compare=False)  # open dataset for `fetch`
 
     def __len__(self) -> int:
@@ -103,7 +104,7 @@ def set_rows(store, set_name: str) -> SetRows:
         raise StoreError(f"vector set {set_name} has a row for id {e.args[0]!r} that the items table lacks; "
                          "re-run `embed build` to repair the catalog") from None
     return SetRows(str(store.path), store.path, set_name, vs.provenance, ids,
-                   items["label"][at], items["split"][at], items["uri"][at], items["text"][at])
+                   items["label"][at], items["split"][at], items["uri"][at], items["text"][at], items["sha256"][at])
 
 
 def runs_between(sl, start: int, stop: int) -> list[tuple[str, int, int, int]]:

@@ -45,3 +45,22 @@ def filter_mask(rows, flt: dict[str, set[str]]) -> np.ndarray:
         col = rows.labels if k == "label" else rows.splits
         m &= np.isin(col, list(values))
     return m
+
+
+def list_items(store, where: str | None = None, status: str | None = None) -> list[dict]:
+    """The store's items (id, uri, label, split, status, reason), optionally filtered by `where`
+    (label / split, as --where) and by status ("ok" or "quarantined")."""
+    from . import open_store
+
+    flt = parse_filter(where)
+    if status not in (None, "ok", "quarantined"):
+        raise OptionError(f"--status must be ok or quarantined, not '{status}'")
+    with open_store(store) as st:
+        items = st.items()
+    m = np.ones(len(items["id"]), dtype=bool)
+    for k, values in flt.items():
+        m &= np.isin(items[k], list(values))
+    if status:
+        m &= items["status"] == status
+    cols = ("id", "uri", "label", "split", "status", "reason")
+    return [dict(zip(cols, (str(items[c][i]) for c in cols))) for i in np.flatnonzero(m)]

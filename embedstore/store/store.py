@@ -31,6 +31,7 @@ class VectorSet:
     stale_rows: int
     attrs: dict
     index: dict
+    note: str = ""  # set by select_set when it chose among several sets
 
     @property
     def encoder(self) -> str:
@@ -242,8 +243,11 @@ class Store:
         if not sets:
             raise StoreError(f"store {self.path} has no vector sets yet; run `embed build SOURCE --store {self.path.name}` first")
         if which is None:
-            if len(sets) > 1:
-                raise StoreError(f"store {self.path} has {len(sets)} vector sets; pick one with --set NAME or --set ENCODER_ID: {listing}")
+            if len(sets) > 1:  # e.g. after `embed finetune` re-embedded the store: the newest set, said
+                newest = max(sets, key=lambda v: (str(v.attrs.get("created", "")), v.name))
+                newest.note = (f"using vector set {newest.name} ({newest.encoder}), the newest of {len(sets)}; "
+                               f"pick another with --set NAME or --set ENCODER_ID: {listing}")
+                return newest
             return sets[0]
         match = [v for v in sets if which in (v.name, v.encoder)]
         if len(match) == 1:

@@ -1,0 +1,30 @@
+"""`embed ls`: the item ids of a store, filtered, as lines or JSON."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from .common import emit_json, run_guarded, say
+
+
+def register(app: typer.Typer) -> None:
+    @app.command(epilog="Examples:\n\n  embed ls photos.h5 --where split=test,label=cat\n\n"
+                        "  embed ls photos.h5 --status quarantined --json")
+    def ls(
+        store: Path = typer.Argument(..., help="A store file made by `embed build`."),
+        where: str = typer.Option(None, "--where", help="Only items matching key=value[,key=value] (label, split); '|' for OR."),
+        status: str = typer.Option(None, "--status", help="ok | quarantined (default: both)."),
+        long: bool = typer.Option(False, "--long", "-l", help="Also print label, split and status."),
+        json_out: bool = typer.Option(False, "--json", help="Print the items as JSON."),
+    ) -> None:
+        """List a store's item ids (one a line), e.g. to feed another tool or an exclusion list."""
+        from embedstore.store.select import list_items
+
+        items = run_guarded(list_items, store, where=where, status=status)
+        if json_out:
+            emit_json(items)
+            return
+        for it in items:
+            say("\t".join([it["id"], it["label"] or "-", it["split"] or "-", it["status"]]) if long else it["id"])
