@@ -11,7 +11,9 @@ from pathlib import Path
 
 from ..errors import HeadError
 from . import head_class
-from .metrics import classification_metrics
+from ..evaluation.intervals import wilson
+from ..evaluation.metrics import classification_metrics
+from ..evaluation.seen import content_keys
 from ..progress import progress_bar
 from ..store.select import parse_bytes
 from .data import TEST, TRAIN, VAL, SplitData
@@ -35,7 +37,9 @@ class FitReport:
     chosen: object
     curve: list = field(default_factory=list)  # [{value, val_accuracy, fit_s}]
     val_accuracy: float = 0.0
-    test: dict = field(default_factory=dict)
+    val_accuracy_ci: list = field(default_factory=list)  # a selection score: optimistic, the head was chosen on it
+    test: dict = field(default_factory=dict)  # the test split's metrics with intervals; empty with --test-fraction 0
+    seen_items: int = 0  # items the saved head was fitted or selected on (train + val)
     sweep_s: float = 0.0
     refit_s: float = 0.0
     wall_s: float = 0.0
@@ -153,8 +157,12 @@ def fit_head(store: str | Path, head: str = "logistic", out: str | Path | None =
         store_path = str(st.path)
     data = SplitData(rows, val_fraction, test_fraction, seed, shots, budget)
     counts = data.counts()
-    if counts["val"] == 0 or counts["test"] == 0:
-        raise HeadError(f"the splits leave {counts['val']} validation and {counts['test']} test items; both need at least one")
+    if counts["val"] == 0:
+        raise HeadError(f"the splits leave no validation items ({counts}); the regularisation is chosen on them: "
+                        "raise --val-fraction or add a 'val' split")
+    if counts["test"] == 0 and test_fraction > 0:
+        raise HeadError(f"the splits leave no test items ({counts}); raise --test-fraction, or pass --test-fraction 0 to "
+                        "train on everything and score the head on a separate store with `embed evaluate`")
     if not data.in_memory and not cls.streams:
         raise HeadError(f"the {counts['train'] + counts['val'] + counts['test']} vectors need {data.memory_bytes / 2**20:.0f} MB, "
                         f"over --max-memory {max_memory}; the {head} head trains in memory only: raise --max-memory, "
@@ -165,6 +173,8 @@ def fit_head(store: str | Path, head: str = "logistic", out: str | Path | None =
     report = FitReport(head=head, store=store_path, vector_set=vs.name, encoder=vs.encoder, out=str(out) if out else None,
                        classes=[str(c) for c in data.classes], counts=counts, split_how=data.split_how,
                        in_memory=data.in_memory, memory_mb=data.memory_bytes / 2**20, param=cls.sweep_param, chosen=None)
+    if vs.note:
+        report.notes.append(vs.note)
     if not data.in_memory:
         report.notes.append(f"vectors exceed --max-memory {max_memory}: streaming from the store in chunks")
     t0 = time.perf_counter()
@@ -179,10 +189,19 @@ def fit_head(store: str | Path, head: str = "logistic", out: str | Path | None =
     final = refit(cls, data, report.chosen, snapshot, params, dev)
     report.refit_s = time.perf_counter() - t0
     report.notes.extend(_path_notes(final))
-    y, p = data.predict(final, TEST)
-    report.test = classification_metrics(y, p, report.classes)
+    if counts["test"]:
+        y, p = data.predict(final, TEST)  # the test split, scored once, by a head that never saw it
+        report.test = classification_metrics(y, p, report.classes, split="test")
+        # per-item answers for paired comparisons on the same items (not part of the JSON report)
+        report.test_predictions = dict(zip(map(str, rows.ids[data.mask(TEST)]), map(str, p)))
+    else:
+        report.notes.append("no test split (--test-fraction 0): the head is trained on every item given; score it on a "
+                            "separate labelled store with `embed evaluate HEAD --store OTHER.h5`")
+    report.val_accuracy_ci = list(wilson(report.val_accuracy * counts["val"], counts["val"]))
+    seen = content_keys(rows.shas[data.mask(TRAIN, VAL)]) if rows.shas is not None else None
+    report.seen_items = int(data.mask(TRAIN, VAL).sum())
     if out is not None:
-        save_head(out, final, _head_meta(report, vs, rows), overwrite=force)
+        save_head(out, final, _head_meta(report, vs, rows), overwrite=force, seen_keys=seen)
     report.wall_s = time.perf_counter() - t_start
     return report, final
 
@@ -246,6 +265,9 @@ def _head_meta(report: FitReport, vs, rows) -> dict:
         "trained_on": {"store": report.store, "counts": report.counts, "split_how": report.split_how},
         "sweep": {"param": report.param, "chosen": report.chosen, "curve": report.curve},
         "test_metrics": {k: v for k, v in report.test.items() if k != "confusion"},
+        "seen": {"items": report.seen_items, "splits": ["train", "val"],
+                 "how": "fitted on train + val, regularisation chosen on val; their content sha256 prefixes are "
+                        "kept in the arrays file as seen_keys"},
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "library_versions": library_versions(),
     }
