@@ -37,8 +37,8 @@ def print_fit(r, plots: list[str]) -> None:
     if r.param:
         curve = ", ".join(f"{c['value']:g}: {c['val_accuracy']:.3f}" for c in r.curve)
         ci = r.val_accuracy_ci or [0, 1]
-        say(f"  {r.param} chosen on validation: {r.chosen:g} (val accuracy {r.val_accuracy:.3f}, 95% CI {ci[0]:.3f}-{ci[1]:.3f}, "
-            f"{r.counts['val']} items; optimistic: it was chosen on them); curve {curve}")
+        say(f"  {r.param} chosen {r.selection}: {r.chosen:g} (selection accuracy {r.val_accuracy:.3f}, 95% CI {ci[0]:.3f}-{ci[1]:.3f}; "
+            f"optimistic: the value was chosen on it); curve {curve}")
     from embedstore.evaluation.metrics import format_confusion, format_per_class, headline
 
     if t:
@@ -63,7 +63,7 @@ def register(app: typer.Typer) -> None:
         store: Path = typer.Option(..., "--store", "-s", help="A store built by `embed build` with labels."),
         out: Path = typer.Option(None, "--out", "-o", help="Folder to save the head to (head.json + its arrays file)."),
         vector_set: str = typer.Option(None, "--set", help="Vector set name or encoder id, when the store has several."),
-        val_fraction: float = typer.Option(0.15, "--val-fraction", help="Validation share when the store has no split column."),
+        val_fraction: float = typer.Option(0.15, "--val-fraction", help="Validation share when the store has no val split; 0: choose by cross-validation on train (also used when val has under 30 items per class)."),
         test_fraction: float = typer.Option(0.15, "--test-fraction", help="Test share when the store has no test split; 0: no test split, train on everything (score on a separate store with `embed evaluate`)."),
         seed: int = typer.Option(0, "--seed", help="Seed for the split and --shots."),
         shots: int = typer.Option(None, "--shots", min=1, help="Train on K seeded items per class (few-shot transfer)."),

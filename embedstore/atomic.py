@@ -13,6 +13,7 @@ it to check that a kill at any instant leaves a loadable result.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -146,3 +147,12 @@ def check_replace(path: str | Path, force: bool, what: str, error: type[Exceptio
     if not path.is_dir() or not any((path / m).exists() for m in markers):
         raise error(f"{path} exists and is not a {what}; refusing to replace it")
     return True
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The sha256 of a file's bytes, read in 1 MiB blocks (weights files, saved arrays)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

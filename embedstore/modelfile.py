@@ -21,8 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_path, check_replace, fault, remove_stale_temps, write_text_atomic
-from .encoders.base import file_sha256
+from .atomic import atomic_path, check_replace, fault, file_sha256, remove_stale_temps, write_text_atomic
 from .errors import DetectorError, HeadError
 from .naming import read_tagged_json
 

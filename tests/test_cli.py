@@ -119,3 +119,15 @@ def test_ls_lists_item_ids_filtered(tmp_path):
         assert r.exit_code == 2 and msg in r.output
     r = run("ls", tmp_path / "missing.h5")
     assert r.exit_code == 2 and "does not exist" in r.output
+
+
+@pytest.mark.parametrize("args", [["fit-head", "logistc", "--store", "{tmp}/s.h5"], ["fit-head", "logistic", "--store", "{tmp}/s.h5"],
+                                  ["anomalies", "--store", "{tmp}/s.h5", "--method", "knm"], ["search", "{tmp}/s.h5", "--id", "x"]])
+def test_bad_arguments_fail_before_torch_or_scikit_learn_load(tmp_path, args):
+    """A typo or a missing store is answered from the argument checks alone: neither torch nor
+    scikit-learn is imported first (they take seconds to load on a small machine)."""
+    code = ("import sys\nfrom typer.testing import CliRunner\nfrom embedstore.cli.main import app\n"
+            f"r = CliRunner().invoke(app, {[a.format(tmp=tmp_path) for a in args]!r})\n"
+            "print(r.exit_code, 'torch' in sys.modules, 'sklearn' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["2", "False", "False"]

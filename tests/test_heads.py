@@ -242,7 +242,8 @@ def test_fit_head_argument_errors(labelled, tmp_path):
         (["fit-head", "logistc", "--store", s], "did you mean logistic"),
         (["fit-head", "logistic", "--store", tmp_path / "nope.h5"], "does not exist"),
         (["fit-head", "logistic", "--store", s, "--param", "C"], "NAME=VALUE"),
-        (["fit-head", "logistic", "--store", s, "--val-fraction", "1.5"], "between 0 and 1"),
+        (["fit-head", "logistic", "--store", s, "--val-fraction", "1.5"], "--val-fraction must be at least 0 and below 1"),
+        (["fit-head", "logistic", "--store", s, "--test-fraction", "-0.1"], "--test-fraction must be at least 0"),
         (["fit-head", "logistic", "--store", s, "--max-memory", "lots"], "--max-memory"),
         (["fit-head", "logistic", "--store", s, "--set", "open_clip:ViT-B-32"], "no vector set"),
         (["predict", tmp_path / "nohead", labelled / "photos"], "does not exist"),
@@ -319,3 +320,17 @@ def test_predict_with_a_kept_store_labels_only_the_source_items(labelled, tmp_pa
     assert r.exit_code == 0, r.output
     assert len(json.loads((tmp_path / "a.json").read_text())) == 6
     assert [x["id"] for x in json.loads((tmp_path / "b.json").read_text())] == ["cat/cat_000.jpg"]
+
+
+def test_small_validation_chooses_by_cross_validation_and_says_so(labelled, tmp_path):
+    """14 items per class leave ~2 validation items per class: the C is chosen by stratified 5-fold
+    cross-validation on train + val instead, and the report says so; --val-fraction 0 does the same."""
+    from embedstore.heads.fit import fit_head
+
+    rep, _ = fit_head(labelled / "photos.h5", "logistic", progress=False)
+    assert rep.selection.startswith("by 5-fold stratified cross-validation on train + val")
+    assert "fewer than 30" in rep.selection and all(p["folds"] == 5 for p in rep.curve)
+    rep0, _ = fit_head(labelled / "photos.h5", "ridge", val_fraction=0, progress=False)
+    assert rep0.counts["val"] == 0 and "no validation split" in rep0.selection and rep0.test["accuracy"] >= 0.8
+    r = embed("fit-head", "knn", "--store", labelled / "photos.h5", "--val-fraction", 0)
+    assert r.exit_code == 0 and "chosen by 5-fold stratified cross-validation" in r.output

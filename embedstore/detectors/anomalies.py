@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import detector_class
+from . import DETECTOR_NAMES, detector_class
 from ..errors import DetectorError
 from ..progress import progress_bar
 from ..store.select import filter_mask, parse_bytes, parse_filter
@@ -99,13 +99,15 @@ def find_anomalies(store: str | Path, method: str = "knn", fit_on: str | None = 
     from ..heads.apply import embed_like, is_store, matching_set
     from ..modelfile import check_model_out
 
-    cls = detector_class(method)
+    if method not in DETECTOR_NAMES:
+        detector_class(method)  # raises with close matches, before any heavy import
     flt = parse_filter(fit_on)
     contamination = _contamination(contamination, holdout_quantile)
     check_model_out(save, force, "detector", otherwise="choose another --save path")  # before any work
     with open_store(store, mode="r") as st:
         vs = st.select_set(vector_set)
         rows = st.rows(vs.name)
+    cls = detector_class(method)  # scikit-learn loads here, after the cheap checks
     fit_idx = np.flatnonzero(filter_mask(rows, flt))
     if len(fit_idx) == 0:
         raise DetectorError(f"--fit-on {fit_on!r} selects no items of {vs.name} ({len(rows)} items); "

@@ -1,8 +1,28 @@
-"""Encoders: frozen pretrained models that turn preprocessed images into vectors; they know no files."""
+"""Encoders: frozen pretrained models that turn preprocessed images into vectors; they know no files.
 
-from .base import Encoder
-from .config import EncoderConfig, Preprocess, build_transform
-from .registry import create_encoder, encoder_availability, get_config, list_encoders, parse_encoder_id, register_family
+Names load on first use (torch comes with `Encoder`), so importing a config or the registry stays fast."""
 
-__all__ = ["Encoder", "EncoderConfig", "Preprocess", "build_transform", "create_encoder", "encoder_availability",
-           "get_config", "list_encoders", "parse_encoder_id", "register_family"]
+from __future__ import annotations
+
+_LAZY = {
+    "Encoder": "base",
+    "EncoderConfig": "config",
+    "Preprocess": "config",
+    "build_transform": "config",
+    "create_encoder": "registry",
+    "encoder_availability": "registry",
+    "get_config": "registry",
+    "list_encoders": "registry",
+    "parse_encoder_id": "registry",
+    "register_family": "registry",
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'embedstore.encoders' has no attribute {name!r}")

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..atomic import file_sha256  # noqa: F401 - re-exported for the encoder families
 from ..errors import EncoderError
 from .config import EncoderConfig, build_transform
 
@@ -54,12 +55,6 @@ def state_dict_sha256(module: nn.Module) -> str:
     return h.hexdigest()
 
 
-def file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class Encoder:

@@ -8,9 +8,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 
 from ..errors import HeadError
-from . import head_class
+from . import HEAD_NAMES, head_class
 from ..evaluation.intervals import wilson
 from ..evaluation.metrics import classification_metrics
 from ..evaluation.seen import content_keys
@@ -38,6 +40,7 @@ class FitReport:
     curve: list = field(default_factory=list)  # [{value, val_accuracy, fit_s}]
     val_accuracy: float = 0.0
     val_accuracy_ci: list = field(default_factory=list)  # a selection score: optimistic, the head was chosen on it
+    selection: str = ""  # how the regularisation was chosen: on val, or by cross-validation on train + val
     test: dict = field(default_factory=dict)  # the test split's metrics with intervals; empty with --test-fraction 0
     seen_items: int = 0  # items the saved head was fitted or selected on (train + val)
     sweep_s: float = 0.0
@@ -107,6 +110,64 @@ def sweep(cls, data: SplitData, grid, params: dict, device: str, progress: bool)
     return curve, best[:3]
 
 
+MIN_VAL_PER_CLASS = 30  # below this many validation items per class, choose by cross-validation
+CV_FOLDS = 5
+
+
+def selection_plan(data: SplitData, seed: int) -> tuple[list | None, str]:
+    """How the regularisation is chosen, in words: on the validation split, or by stratified k-fold
+    cross-validation on train + val when validation is missing or small (fewer than 30 items per
+    class) and the vectors are in memory. Returns (folds as (train rows, val rows) pairs, or None; how)."""
+    val = data.mask(VAL)
+    per_class = np.array([int((val & (data.rows.labels == c)).sum()) for c in data.classes])
+    if val.any() and (per_class.min() >= MIN_VAL_PER_CLASS or not data.in_memory):
+        return None, f"on the validation split ({int(val.sum())} items)"
+    pool = np.flatnonzero(data.mask(TRAIN, VAL))
+    labels = data.rows.labels[pool]
+    smallest = int(np.unique(labels, return_counts=True)[1].min())
+    if smallest < 2:
+        if val.any():
+            return None, f"on the validation split ({int(val.sum())} items; too few per class to cross-validate)"
+        raise HeadError("--val-fraction 0 needs cross-validation, and a class has fewer than 2 training items; "
+                        "add items or give a validation split")
+    from sklearn.model_selection import StratifiedKFold
+
+    k = min(CV_FOLDS, smallest)
+    folds = [(pool[a], pool[b]) for a, b in StratifiedKFold(k, shuffle=True, random_state=seed).split(pool, labels)]
+    why = ("no validation split" if not val.any() else
+           f"validation has {per_class.min()} items in its smallest class, fewer than {MIN_VAL_PER_CLASS}")
+    return folds, f"by {k}-fold stratified cross-validation on train + val ({len(pool)} items; {why})"
+
+
+def cv_sweep(cls, data: SplitData, grid, params: dict, device: str, progress: bool, folds: list):
+    """`sweep` on each fold (train part -> TRAIN, held-out part -> VAL), scores averaged per value;
+    the same return shape as `sweep`, the snapshot coming from the last fold's fit at the chosen value."""
+    import copy
+
+    curves = []
+    bar = progress_bar(len(folds), desc=f"cross-validate {cls.sweep_param}", unit="fold", enabled=progress)
+    for tr, va in folds:
+        fold = copy.copy(data)
+        fold.codes = data.codes.copy()
+        fold.codes[tr], fold.codes[va] = TRAIN, VAL
+        curves.append(sweep(cls, fold, grid, params, device, False)[0])
+        bar.update(1)
+    bar.close()
+    curve = []
+    for i, v in enumerate(grid):
+        pts = [c[i] for c in curves]
+        point = {"value": v, "val_accuracy": float(np.mean([p["val_accuracy"] for p in pts])),
+                 "val_log_loss": float(np.mean([p["val_log_loss"] for p in pts])), "fit_s": sum(p["fit_s"] for p in pts),
+                 "converged": all(p["converged"] for p in pts), "n_iter": [p["n_iter"] for p in pts], "folds": len(pts)}
+        whys = sorted({p["why"] for p in pts if p.get("why")})
+        if whys:
+            point["why"] = "; ".join(whys)
+        curve.append(point)
+    best = max(curve, key=lambda p: (p["val_accuracy"], -p["val_log_loss"]))
+    _, (_, _, snapshot) = sweep(cls, fold, [best["value"]], params, device, False)
+    return curve, (best["val_accuracy"], best["value"], snapshot)
+
+
 def _fit_one(cls, data: SplitData, name: str, v, kwargs: dict, warm, gram):
     """One sweep fit on train; returns (head, what the refit starts from: logistic weights, a linear
     head's validation temperature). Linear heads are calibrated on val, never on train."""
@@ -147,7 +208,8 @@ def fit_head(store: str | Path, head: str = "logistic", out: str | Path | None =
     from ..modelfile import check_model_out, save_head
 
     t_start = time.perf_counter()
-    cls = head_class(head)
+    if head not in HEAD_NAMES:
+        head_class(head)  # raises with close matches, before any heavy import
     params = dict(params or {})
     check_model_out(out, force, "head", otherwise="choose another --out")  # before any work
     budget = parse_bytes(max_memory)
@@ -155,11 +217,9 @@ def fit_head(store: str | Path, head: str = "logistic", out: str | Path | None =
         vs = st.select_set(vector_set)
         rows = st.rows(vs.name)
         store_path = str(st.path)
+    cls = head_class(head)  # scikit-learn and torch load here, after the cheap checks
     data = SplitData(rows, val_fraction, test_fraction, seed, shots, budget)
     counts = data.counts()
-    if counts["val"] == 0:
-        raise HeadError(f"the splits leave no validation items ({counts}); the regularisation is chosen on them: "
-                        "raise --val-fraction or add a 'val' split")
     if counts["test"] == 0 and test_fraction > 0:
         raise HeadError(f"the splits leave no test items ({counts}); raise --test-fraction, or pass --test-fraction 0 to "
                         "train on everything and score the head on a separate store with `embed evaluate`")
@@ -182,7 +242,11 @@ def fit_head(store: str | Path, head: str = "logistic", out: str | Path | None =
     if cls.sweep_param and cls.sweep_param in params:
         grid = [params.pop(cls.sweep_param)]
         report.notes.append(f"{cls.sweep_param} fixed at {grid[0]}: no sweep")
-    report.curve, (report.val_accuracy, report.chosen, snapshot) = sweep(cls, data, grid, params, dev, progress)
+    folds, report.selection = selection_plan(data, seed)
+    if folds:
+        report.curve, (report.val_accuracy, report.chosen, snapshot) = cv_sweep(cls, data, grid, params, dev, progress, folds)
+    else:
+        report.curve, (report.val_accuracy, report.chosen, snapshot) = sweep(cls, data, grid, params, dev, progress)
     report.notes.extend(_convergence_notes(cls, report.curve))
     report.sweep_s = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -197,7 +261,8 @@ def fit_head(store: str | Path, head: str = "logistic", out: str | Path | None =
     else:
         report.notes.append("no test split (--test-fraction 0): the head is trained on every item given; score it on a "
                             "separate labelled store with `embed evaluate HEAD --store OTHER.h5`")
-    report.val_accuracy_ci = list(wilson(report.val_accuracy * counts["val"], counts["val"]))
+    n_sel = counts["val"] if not folds else counts["train"] + counts["val"]
+    report.val_accuracy_ci = list(wilson(report.val_accuracy * n_sel, n_sel))
     seen = content_keys(rows.shas[data.mask(TRAIN, VAL)]) if rows.shas is not None else None
     report.seen_items = int(data.mask(TRAIN, VAL).sum())
     if out is not None:

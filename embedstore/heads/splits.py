@@ -28,8 +28,8 @@ def _stratified(labels: np.ndarray, candidates: np.ndarray, fraction: float, rng
 def assign_splits(labels: np.ndarray, store_splits: np.ndarray, val_fraction: float, test_fraction: float,
                   seed: int) -> tuple[np.ndarray, str]:
     """Split codes per item (TRAIN/VAL/TEST/UNUSED) and a sentence saying how they were chosen."""
-    if not 0 < val_fraction < 1:
-        raise HeadError(f"--val-fraction must be between 0 and 1 (exclusive), not {val_fraction}")
+    if not 0 <= val_fraction < 1:
+        raise HeadError(f"--val-fraction must be at least 0 and below 1, not {val_fraction} (0: choose by cross-validation on train)")
     if not 0 <= test_fraction < 1:
         raise HeadError(f"--test-fraction must be at least 0 and below 1, not {test_fraction} (0: no test split)")
     if val_fraction + test_fraction >= 0.9:
@@ -45,7 +45,7 @@ def assign_splits(labels: np.ndarray, store_splits: np.ndarray, val_fraction: fl
         unknown = sorted({str(s) for s, g in zip(store_splits, given) if g == UNUSED and s})
         if unknown:
             how += f" (items with split {', '.join(unknown[:5])} are not used)"
-        if not (codes == VAL).any():
+        if not (codes == VAL).any() and val_fraction > 0:
             codes[_stratified(labels, np.flatnonzero(codes == TRAIN), val_fraction, rng, "validation")] = VAL
             how += f"; validation: {val_fraction:.0%} of train per class (seed {seed})"
         if not (codes == TEST).any() and test_fraction > 0:
@@ -61,7 +61,8 @@ def assign_splits(labels: np.ndarray, store_splits: np.ndarray, val_fraction: fl
     all_rows = np.arange(len(labels))
     if test_fraction > 0:
         codes[_stratified(labels, all_rows, test_fraction, rng, "test")] = TEST
-    codes[_stratified(labels, np.flatnonzero(codes == TRAIN), val_fraction / (1 - test_fraction), rng, "validation")] = VAL
+    if val_fraction > 0:
+        codes[_stratified(labels, np.flatnonzero(codes == TRAIN), val_fraction / (1 - test_fraction), rng, "validation")] = VAL
     test = f"test {test_fraction:.0%}" if test_fraction > 0 else "no test split (--test-fraction 0)"
     return codes, f"seeded stratified split (seed {seed}): val {val_fraction:.0%}, {test}"
 
