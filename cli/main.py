@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import anomalies, build, demo, encoders, finetune, heads, info, ls, search, serve
+from . import anomalies, build, demo, encoders, finetune, heads, info, ls, search, serve, verify
 from .common import STATE
 
 app = typer.Typer(
@@ -33,6 +33,7 @@ search.register(app)
 serve.register(app)
 finetune.register(app)
 demo.register(app)
+verify.register(app)
 
 
 def main() -> None:

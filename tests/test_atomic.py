@@ -102,10 +102,11 @@ def test_temporaries_keep_the_suffix_and_are_what_sweeps_and_shard_listings_reco
     t.write_bytes(b"mine, still being written")
     dead = tmp_path / f"{TMP_PREFIX}999999999-abcd-0002.h5"
     dead.write_bytes(b"a killed writer's")
-    (tmp_path / "0003.h5").write_bytes(b"committed")
-    assert list_shards(tmp_path) == ["0003.h5"]
+    committed = f"{3:020d}-123-000003.h5"  # shard names: <ns>-<pid>-<counter>.h5
+    (tmp_path / committed).write_bytes(b"committed")
+    assert list_shards(tmp_path) == [committed]
     assert remove_stale_temps(tmp_path) == 1
-    assert t.exists() and not dead.exists() and (tmp_path / "0003.h5").exists()
+    assert t.exists() and not dead.exists() and (tmp_path / committed).exists()
 
 
 def test_a_kill_before_the_rename_leaves_the_old_file(tmp_path):

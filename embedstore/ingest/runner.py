@@ -205,6 +205,7 @@ def build(
             else:
                 _run_local(plan.todo, svc, writer, batch_size, workers, report, progress)
             layout = st.refresh(index=not report.interrupted, parallel=cluster.index_adder() if cluster else None)
+            report.notes.extend(st.notes)  # repairs on open (damaged shards moved aside, index rebuilt), ignored files
             sl = layout.sets.get(set_name)
             report.vectors_in_set = len(sl.ids) if sl else 0
             vs = next((v for v in st.vector_sets() if v.name == set_name), None)

@@ -84,8 +84,12 @@ def compute_layout(shards: list[tuple[str, ShardMeta]], set_attrs: dict[str, dic
     return Layout(items=items, sets=sets, shards=shard_list)
 
 
-def write_catalog(path: Path, shard_root_rel: str, layout: Layout, index_meta: dict[str, dict], created: str | None) -> None:
-    """Write the catalog to a temp file and rename it over the old one (atomic.atomic_path)."""
+def write_catalog(path: Path, shard_root_rel: str, layout: Layout, index_meta: dict[str, dict], created: str | None,
+                  shard_stats: dict[str, tuple[int, int]] | None = None) -> None:
+    """Write the catalog to a temp file and rename it over the old one (atomic.atomic_path).
+
+    `shard_stats` ("<set>/<file>" -> (size, mtime_ns)) of shards whose checksums were checked: an
+    opener whose shards still have them trusts them (fast path); any other shard is checked in full."""
     import h5py
 
     str_dt = h5py.string_dtype("utf-8")
@@ -109,6 +113,9 @@ def write_catalog(path: Path, shard_root_rel: str, layout: Layout, index_meta: d
         g.attrs["count"] = n_items
         g.attrs["ok"] = int((statuses == STATUS_OK).sum()) if n_items else 0
         f.create_dataset("shards", data=np.array(layout.shards, dtype=object), dtype=str_dt)
+        stats = [(shard_stats or {}).get(k, (-1, -1)) for k in layout.shards]
+        f.create_dataset("shard_size", data=np.asarray([a for a, _ in stats], dtype=np.int64).reshape(len(stats)))
+        f.create_dataset("shard_mtime_ns", data=np.asarray([b for _, b in stats], dtype=np.int64).reshape(len(stats)))
         vg = f.create_group("vectors")
         for name, sl in layout.sets.items():
             sg = vg.create_group(name)
@@ -130,3 +137,16 @@ def write_catalog(path: Path, shard_root_rel: str, layout: Layout, index_meta: d
                 vl[dest : dest + stop - start] = src[start:stop]
                 dest += stop - start
             sg.create_virtual_dataset("vectors", vl, fillvalue=np.nan)
+
+
+def read_shard_stats(path: Path) -> dict[str, tuple[int, int]]:
+    """The (size, mtime_ns) the catalog recorded for each shard it lists ((-1, -1): none recorded)."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        if "shards" not in f:
+            return {}
+        names = list(f["shards"].asstr()[()])
+        if "shard_size" not in f:
+            return {n: (-1, -1) for n in names}
+        return dict(zip(names, zip(f["shard_size"][()].tolist(), f["shard_mtime_ns"][()].tolist())))

@@ -12,7 +12,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from ..atomic import atomic_path, write_json_atomic
+from ..atomic import atomic_path, file_sha256, write_json_atomic
 
 
 def ids_digest(ids: list[str]) -> str:
@@ -177,7 +177,10 @@ def update_index(
     index = None
     kind = index_kind(n)
     want_exact = kind == "flat"
-    if (meta and index_path.is_file() and meta.get("metric") == metric and meta.get("ntotal", -1) <= n
+    from .integrity import index_problem
+
+    damaged = index_problem(index_path, meta) if meta and index_path.exists() else None
+    if (meta and not damaged and index_path.is_file() and meta.get("metric") == metric and meta.get("ntotal", -1) <= n
             and meta.get("kind", "flat" if meta.get("exact") else "ivfflat") == kind):
         if meta["ntotal"] == n and meta.get("ids_sha256") == ids_digest(ids):
             return meta
@@ -222,7 +225,11 @@ def update_index(
         "ids_sha256": ids_digest(ids),
         "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "added_rows": n - start,
+        # checksum of the file as written: load_index and `embed verify` refuse bytes that differ
+        "sha256": file_sha256(index_path), "size": index_path.stat().st_size, "mtime_ns": index_path.stat().st_mtime_ns,
     }
+    if damaged:
+        meta["rebuilt_because"] = damaged
     write_json_atomic(meta_path, meta, indent=1)
     return meta
 
@@ -241,7 +248,17 @@ def load_index(sidecar: Path, set_name: str, ids: list[str] | None = None):
         raise StoreError(f"vector set {set_name} has no FAISS index under {sidecar}; re-run `embed build` on the store to build it")
     if ids is not None and meta.get("ids_sha256") != ids_digest(ids):
         raise StoreError(f"the FAISS index of {set_name} does not match the set's rows; re-run `embed build` on the store to rebuild it")
-    index = faiss.read_index(str(index_path))
+    from .integrity import index_problem
+
+    problem = index_problem(index_path, meta)
+    if problem is None:
+        try:
+            index = faiss.read_index(str(index_path))
+        except RuntimeError as e:
+            problem = f"unreadable ({str(e).splitlines()[0][:120]})"
+    if problem is not None:
+        raise StoreError(f"the FAISS index {index_path} is {problem}; run `embed verify {sidecar.name[:-2]} --repair` "
+                         "or `embed build` on the store to rebuild it")
     if "nprobe" in meta.get("params", {}):
         faiss.extract_index_ivf(index).nprobe = int(meta["params"]["nprobe"])
     return index, meta

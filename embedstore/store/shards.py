@@ -3,8 +3,10 @@ place only when complete, so a killed writer never leaves a half shard that coun
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +18,50 @@ from ..atomic import remove_stale_temps as remove_stale_tmp  # noqa: F401  re-ex
 from .schema import ITEM_COLUMNS, ITEM_INT_COLUMNS, ITEM_STR_COLUMNS
 
 _counter = itertools.count()
+# Shard file names: "<20-digit ns>-<pid>-<counter>.h5" (local writer) or "<20-digit ns>-ray-<pos>.h5" (Ray).
+# Anything else in a shard folder is not ours: it is ignored with a note, never read as a shard.
+SHARD_NAME = re.compile(r"^\d{20}-(\d+|ray)-\d+\.h5$")
+DIGEST_ROWS = 65536  # rows hashed per read when checking a shard's vectors
+
+
+def storable(s: str) -> str:
+    """A string HDF5 can store as UTF-8. Undecodable file-name bytes (Python keeps them as lone
+    surrogates) become `\\xNN`; callers that need the exact bytes back store `sources.stored_uri`."""
+    try:
+        s.encode("utf-8")
+        return s
+    except UnicodeEncodeError:
+        return s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace") if _escapable(s) else \
+            s.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _escapable(s: str) -> bool:
+    try:
+        s.encode("utf-8", "surrogateescape")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def items_digest(cols: dict) -> str:
+    """sha256 of a shard's item columns as stored (strings NUL-separated, integers little-endian int64)."""
+    h = hashlib.sha256()
+    for c in ITEM_STR_COLUMNS:
+        for v in cols[c]:
+            h.update(str(v).encode("utf-8"))
+            h.update(b"\0")
+    for c in ITEM_INT_COLUMNS:
+        h.update(np.asarray(cols[c], dtype="<i8").tobytes())
+    return h.hexdigest()
+
+
+def vectors_digest(ds, chunk_rows: int = DIGEST_ROWS) -> str:
+    """sha256 of an N x D array's row-major bytes, read `chunk_rows` at a time (an array or an h5py dataset)."""
+    h = hashlib.sha256()
+    n = ds.shape[0]
+    for s in range(0, n, chunk_rows):
+        h.update(np.ascontiguousarray(ds[s : min(n, s + chunk_rows)]).tobytes())
+    return h.hexdigest()
 
 
 @dataclass
@@ -27,7 +73,7 @@ class ItemRows:
     def append(self, **row) -> None:
         for c in ITEM_STR_COLUMNS:
             v = row.get(c)
-            self.cols[c].append("" if v is None else str(v))
+            self.cols[c].append("" if v is None else storable(str(v)))
         for c in ITEM_INT_COLUMNS:
             self.cols[c].append(int(row.get(c) or 0))
 
@@ -77,6 +123,9 @@ def write_shard(
     import h5py
 
     directory.mkdir(parents=True, exist_ok=True)
+    vectors = np.ascontiguousarray(vectors)
+    # checksums of what the shard holds, recorded with it: `check_shard` and `embed verify` recompute them
+    attrs = {**attrs, "items_sha256": items_digest(items.cols), "vectors_sha256": vectors_digest(vectors)}
     name = name or f"{time.time_ns():020d}-{os.getpid()}-{next(_counter):06d}.h5"
     with atomic_path(directory / name) as tmp, h5py.File(tmp, "w") as f:
         for k, v in attrs.items():
@@ -115,6 +164,63 @@ def read_shard_meta(path: Path) -> ShardMeta:
 
 
 def list_shards(directory: Path) -> list[str]:
+    """The shard files in a set's folder, in commit order (files not named like shards are left out)."""
     if not directory.is_dir():
         return []
-    return sorted(n for n in os.listdir(directory) if n.endswith(".h5") and not n.startswith(TMP_PREFIX))
+    return sorted(n for n in os.listdir(directory) if SHARD_NAME.match(n))
+
+
+def stray_files(directory: Path) -> list[str]:
+    """Files in a shard folder that are neither shards nor temporaries (ignored, with a note)."""
+    if not directory.is_dir():
+        return []
+    return sorted(n for n in os.listdir(directory) if not SHARD_NAME.match(n) and not n.startswith(TMP_PREFIX))
+
+
+def check_shard(path: Path) -> str | None:
+    """Why the shard at `path` cannot be trusted (None when it is intact): it must open, hold the
+    shard layout, and hash to the checksums recorded at commit. Reads every byte of its rows.
+    Shards written before checksums existed are checked for structure and finite vectors only."""
+    import h5py
+
+    try:
+        size = path.stat().st_size
+        if size == 0:
+            return "empty file (0 bytes)"
+        with h5py.File(path, "r") as f:
+            for key in ("items", "vectors", "vector_ids", "vector_sha256"):
+                if key not in f:
+                    return f"not a complete shard (no '{key}')"
+            g = f["items"]
+            n = len(g["id"])
+            cols = {c: (g[c].asstr()[()] if c in g else [""] * n) for c in ITEM_STR_COLUMNS}
+            cols.update({c: g[c][()] for c in ITEM_INT_COLUMNS})
+            if any(len(v) != n for v in cols.values()):
+                return "item columns of different lengths"
+            ds = f["vectors"]
+            if ds.shape[0] != len(f["vector_ids"]):
+                return f"{ds.shape[0]} vectors but {len(f['vector_ids'])} vector ids"
+            want_items, want_vecs = f.attrs.get("items_sha256"), f.attrs.get("vectors_sha256")
+            if want_items is not None and items_digest(cols) != _s(want_items):
+                return "item rows do not match their checksum"
+            if want_vecs is not None:
+                if vectors_digest(ds) != _s(want_vecs):
+                    return "vector bytes do not match their checksum"
+            else:
+                for s in range(0, ds.shape[0], DIGEST_ROWS):
+                    if not np.isfinite(ds[s : s + DIGEST_ROWS].astype(np.float32)).all():
+                        return "non-finite vectors (no checksum recorded: written before checksums)"
+    except (OSError, KeyError, ValueError, TypeError, UnicodeDecodeError) as e:
+        return f"unreadable ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else 'no detail'})"
+    return None
+
+
+def has_checksums(path: Path) -> bool:
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        return "vectors_sha256" in f.attrs
+
+
+def _s(v) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)

@@ -10,13 +10,14 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import ProvenanceMismatchError, StoreError
-from .catalog import Layout, SetLayout, compute_layout, write_catalog
+from .catalog import Layout, SetLayout, compute_layout, read_shard_stats, write_catalog
 from .index import read_index_meta, update_index
 from .lock import StoreLock
 from .migrations import migrate
 from .schema import FORMAT, ITEM_INT_COLUMNS, ITEM_STR_COLUMNS, KEY_FIELDS, SCHEMA_VERSION, STATUS_OK, sidecar_dir
 from .rows import read_runs, runs_between
-from .shards import ItemRows, ShardMeta, commit_attrs, list_shards, read_shard_meta, remove_stale_tmp, write_shard
+from .shards import (ItemRows, ShardMeta, check_shard, commit_attrs, list_shards, read_shard_meta, remove_stale_tmp,
+                     stray_files, write_shard)
 
 JSON_ATTRS = ("preprocess", "library_versions")
 
@@ -90,40 +91,95 @@ class Store:
         self._meta_cache: dict[str, ShardMeta] = {}
         self._set_attrs: dict[str, dict] = {}
         self._created: str | None = None
+        self._trusted: dict[str, tuple[int, int]] = {}  # shard -> (size, mtime_ns) whose checksums were checked
+        self.notes: list[str] = []  # what opening or writing did that a user should know of (repairs, ignored files)
 
     # ---- opening -------------------------------------------------------------------------
     def _open(self, create: bool) -> "Store":
         exists = self.path.exists()
+        catalog_ok = exists
         if exists:
-            schema = check_store_file(self.path)
+            try:
+                schema = check_store_file(self.path)
+            except StoreError as e:
+                if not list_shards_any(self.shard_root):
+                    raise
+                # the catalog is derived from the shards beside it, so a damaged one is rebuilt, not refused
+                if not self.writable:
+                    raise StoreError(f"the catalog {self.path} is damaged ({e}); its shards are intact in {self.shard_root}: "
+                                     f"run `embed verify {self.path.name} --repair` or `embed build` to rebuild it") from None
+                catalog_ok = False
+                schema = SCHEMA_VERSION
             if schema < SCHEMA_VERSION:
                 if not self.writable:
                     raise StoreError(f"{self.path} has schema {schema}; run `embed build` on it once to migrate to {SCHEMA_VERSION}")
                 migrate(self.path, schema)
-            import h5py
+            if catalog_ok:
+                import h5py
 
-            with h5py.File(self.path, "r") as f:
-                self._created = f.attrs.get("created")
+                with h5py.File(self.path, "r") as f:
+                    self._created = f.attrs.get("created")
+                self._trusted = {k: v for k, v in read_shard_stats(self.path).items() if v[0] >= 0}
         elif not (create or list_shards_any(self.shard_root)):
             raise StoreError(f"store {self.path} does not exist; create it with `embed build SOURCE --store {self.path}`")
         if self.writable:
             self._lock.acquire_or_raise(self.path)
-            for d in [self.shard_root, *self._set_dirs()]:
-                remove_stale_tmp(d)
-            if not exists or self._catalog_stale():
+            for d in [self.sidecar, self.sidecar / "index", self.shard_root, *self._set_dirs()]:
+                n = remove_stale_tmp(d)
+                if n:
+                    self.notes.append(f"removed {n} temporary file(s) left in {d} by a writer that died")
+            if not catalog_ok and exists:
+                self.notes.append(f"the catalog {self.path.name} was damaged; rebuilt it from the shards")
+            self._note_strays()
+            if not catalog_ok or self._check_shards(repair=True) or self._catalog_stale():
                 self.refresh(index=False)
-        elif self._catalog_stale():
-            lost = self._missing_shards()
-            if lost:  # never quietly drop committed rows: say what is gone and how to get it back
-                raise StoreError(f"{len(lost)} shard file(s) listed in {self.path.name} are missing from {self.shard_root} "
-                                 f"(e.g. {lost[0]}); their rows are lost. Restore them, or re-run `embed build SOURCE "
-                                 f"--store {self.path.name}` to rebuild the catalog and re-embed those items")
-            if self._lock.acquire():
-                try:  # a killed writer left shards the catalog does not list yet
-                    self.refresh(index=False)
-                finally:
-                    self._lock.release()
+        else:
+            if self._catalog_stale():
+                lost = self._missing_shards()
+                if lost:  # never quietly drop committed rows: say what is gone and how to get it back
+                    raise StoreError(f"{len(lost)} shard file(s) listed in {self.path.name} are missing from {self.shard_root} "
+                                     f"(e.g. {lost[0]}); their rows are lost. Restore them, or re-run `embed build SOURCE "
+                                     f"--store {self.path.name}` to rebuild the catalog and re-embed those items")
+                if self._lock.acquire():
+                    try:  # a killed writer left shards the catalog does not list yet
+                        self.refresh(index=False)
+                    finally:
+                        self._lock.release()
+            self._check_shards(repair=False)
         return self
+
+    def _note_strays(self) -> None:
+        for d in self._set_dirs():
+            strays = stray_files(d)
+            if strays:
+                self.notes.append(f"ignored {len(strays)} file(s) in {d} that are not shards (e.g. {strays[0]})")
+
+    def _check_shards(self, repair: bool) -> list[str]:
+        """Fast path: a listed shard whose size and mtime are what the catalog recorded is trusted;
+        any other is checked in full against its checksums. A damaged shard is moved aside to
+        `<store>.d/damaged/` when `repair` (the next build re-embeds its items), else refused."""
+        from .integrity import move_aside, shard_stat
+
+        moved = []
+        for key, stat in list(self._trusted.items()):
+            path = self.shard_root / key
+            if not path.exists():
+                continue  # missing shards are handled by the catalog check
+            if shard_stat(path) == tuple(stat):
+                continue
+            problem = check_shard(path)
+            if problem is None:
+                self._trusted[key] = shard_stat(path)
+                continue
+            if not repair:
+                raise StoreError(f"shard {key} of {self.path.name} is damaged ({problem}); run `embed verify {self.path.name} --repair`, "
+                                 f"then `embed build SOURCE --store {self.path.name}` to re-embed its items")
+            dest = move_aside(self.sidecar, self.shard_root, key)
+            self._trusted.pop(key)
+            self._meta_cache.pop(key, None)
+            self.notes.append(f"shard {key} was damaged ({problem}); moved it to {dest} and its items will be re-embedded")
+            moved.append(key)
+        return moved
 
     def _missing_shards(self) -> list[str]:
         import h5py
@@ -178,10 +234,24 @@ class Store:
 
         `parallel`, when given, adds rows to large (IVF) indexes shard by shard on many workers:
         `parallel.add(index, shard_root, runs)` returns the index with those rows added."""
-        metas = []
+        from .integrity import move_aside, shard_stat
+
+        metas, stats = [], {}
         for key in self._all_shards():
+            path = self.shard_root / key
             if key not in self._meta_cache:
-                self._meta_cache[key] = read_shard_meta(self.shard_root / key)
+                if self._trusted.get(key) != shard_stat(path):  # new or changed since the catalog: check it in full
+                    problem = check_shard(path)
+                    if problem is not None:
+                        if not self._lock.held:
+                            raise StoreError(f"shard {key} of {self.path.name} is damaged ({problem}); run `embed verify "
+                                             f"{self.path.name} --repair`")
+                        dest = move_aside(self.sidecar, self.shard_root, key)
+                        self.notes.append(f"shard {key} was damaged ({problem}); moved it to {dest} and its items will be re-embedded")
+                        continue
+                self._meta_cache[key] = read_shard_meta(path)
+                self._trusted[key] = shard_stat(path)
+            stats[key] = self._trusted[key]
             set_name = key.split("/", 1)[0]
             metas.append((set_name, self._meta_cache[key]))
             if set_name not in self._set_attrs:
@@ -197,9 +267,11 @@ class Store:
                     self.sidecar, name, sl.ids, sl.dim, metric,
                     lambda a, b, sl=sl: read_runs(self.shard_root, runs_between(sl, a, b)), add,
                 )
+                if index_meta[name].get("rebuilt_because"):
+                    self.notes.append(f"the FAISS index of {name} was {index_meta[name]['rebuilt_because']}; rebuilt it")
             else:
                 index_meta[name] = read_index_meta(self.sidecar, name) or {}
-        write_catalog(self.path, f"{self.sidecar.name}/shards", layout, index_meta, self._created)
+        write_catalog(self.path, f"{self.sidecar.name}/shards", layout, index_meta, self._created, stats)
         return layout
 
     # ---- reading -------------------------------------------------------------------------

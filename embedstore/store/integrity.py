@@ -1,0 +1,192 @@
+"""Proving a store intact: every shard against the checksums recorded when it was committed, the
+FAISS index against its recorded sha256, the catalog against the shards, and the provenance of
+every vector set. `verify_store` reports; `repair_store` does what can be done without the source."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..atomic import TMP_PREFIX, fsync_dir
+
+
+def shard_stat(path: Path) -> tuple[int, int]:
+    """(size, mtime_ns): the fast-path fingerprint a catalog records for a checked shard."""
+    try:
+        st = path.stat()
+    except OSError:
+        return (-2, -2)
+    return (int(st.st_size), int(st.st_mtime_ns))
+
+
+def move_aside(sidecar: Path, shard_root: Path, key: str) -> Path:
+    """Move a damaged shard to `<store>.d/damaged/<set>/` (kept for inspection, never read again)."""
+    src = shard_root / key
+    dest = sidecar / "damaged" / key
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(src, dest)
+    fsync_dir(src.parent)
+    return dest
+
+
+def index_problem(index_path: Path, meta: dict | None, full: bool = False) -> str | None:
+    """Why an index file does not match what its metadata recorded (None when it does). The fast
+    path compares size and mtime; `full` (or a changed mtime) re-hashes the file."""
+    from ..atomic import file_sha256
+
+    if not meta:
+        return "missing its metadata"
+    if not index_path.is_file():
+        return "missing"
+    st = index_path.stat()
+    if "size" in meta and st.st_size != meta["size"]:
+        return f"damaged ({st.st_size} bytes; {meta['size']} were written)"
+    if "sha256" in meta and (full or st.st_mtime_ns != meta.get("mtime_ns")) and file_sha256(index_path) != meta["sha256"]:
+        return "damaged (its bytes do not match the sha256 recorded when it was written)"
+    return None
+
+
+def verify_store(path: str | Path) -> dict:
+    """Check everything in full; return {"ok", "problems": [...], "checked": {...}, "notes": [...]}.
+    Each problem is {"what", "path", "problem", "fix"}. Opens nothing for writing."""
+    import h5py
+
+    from .catalog import compute_layout
+    from .index import ids_digest, index_paths, read_index_meta
+    from .schema import KEY_FIELDS, provenance_key, sidecar_dir
+    from .shards import check_shard, has_checksums, list_shards, read_shard_meta, stray_files
+    from .store import _decode_attrs, _set_attrs_from_shard, check_store_file
+
+    path = Path(path).resolve()
+    sidecar = sidecar_dir(path)
+    shard_root = sidecar / "shards"
+    problems, notes = [], []
+    checked = {"shards": 0, "shards_without_checksums": 0, "rows": 0, "indexes": 0}
+    name = path.name
+
+    def bad(what, p, problem, fix):
+        problems.append({"what": what, "path": str(p), "problem": problem, "fix": fix})
+
+    set_dirs = sorted(d for d in shard_root.iterdir() if d.is_dir()) if shard_root.is_dir() else []
+    metas, set_attrs, damaged = [], {}, set()
+    for d in set_dirs:
+        for f in stray_files(d):
+            notes.append(f"ignored {d / f}: not a shard")
+        for f in os.listdir(d):
+            if f.startswith(TMP_PREFIX):
+                notes.append(f"temporary file {d / f} (removed by the next writer if its process is gone)")
+        for n in list_shards(d):
+            key = f"{d.name}/{n}"
+            checked["shards"] += 1
+            problem = check_shard(d / n)
+            if problem:
+                damaged.add(key)
+                bad("shard", d / n, problem, f"`embed verify {name} --repair` moves it aside; `embed build SOURCE --store {name}` re-embeds its items")
+                continue
+            if not has_checksums(d / n):
+                checked["shards_without_checksums"] += 1
+            meta = read_shard_meta(d / n)
+            checked["rows"] += len(meta.items["id"])
+            metas.append((d.name, meta))
+            a = _set_attrs_from_shard(meta.attrs)
+            if d.name not in set_attrs:
+                set_attrs[d.name] = a
+                prov = _decode_attrs(a)
+                if all(k in prov for k in KEY_FIELDS) and not d.name.endswith("-" + provenance_key(prov)):
+                    bad("provenance", d / n, f"the provenance recorded in the shard hashes to {provenance_key(prov)}, not to "
+                        f"the set's name {d.name}", "the shard was made by another encoder setup: move it out and rebuild")
+            elif str(meta.attrs.get("set_name", d.name)) != d.name:
+                bad("provenance", d / n, f"shard belongs to set {meta.attrs.get('set_name')}, not {d.name}",
+                    "move it to its own set's folder or delete it, then `embed build`")
+    if checked["shards_without_checksums"]:
+        notes.append(f"{checked['shards_without_checksums']} shard(s) were written before checksums: checked for structure "
+                     "and finite vectors only")
+
+    # the catalog against the shards
+    layout = compute_layout(metas, set_attrs) if metas or not path.exists() else None
+    catalog_ids = {}
+    if not path.exists():
+        if metas:
+            bad("catalog", path, "missing", f"`embed verify {name} --repair` rebuilds it from the shards")
+    else:
+        try:
+            check_store_file(path)
+            with h5py.File(path, "r") as f:
+                listed = set(f["shards"].asstr()[()]) if "shards" in f else set()
+                for sname, g in f["vectors"].items():
+                    catalog_ids[sname] = list(g["ids"].asstr()[()])
+                    missing = sorted(set(KEY_FIELDS) - set(g.attrs) - {"modality"})
+                    if missing:
+                        bad("provenance", path, f"vector set {sname} lacks provenance fields: {', '.join(missing)}",
+                            "re-embed into a new store with `embed build`")
+                shard_dir = f.attrs.get("shard_dir")
+            present = {f"{d}/{m.name}" for d, m in metas}
+            gone = sorted(listed - present - damaged)  # a damaged shard is reported once, as itself
+            if gone:
+                bad("catalog", path, f"lists {len(gone)} shard(s) that are missing or damaged (e.g. {gone[0]})",
+                    f"`embed build SOURCE --store {name}` rebuilds the catalog and re-embeds their items")
+            elif listed - damaged != present:
+                bad("catalog", path, f"does not list {len(present - listed)} committed shard(s)",
+                    f"`embed verify {name} --repair` (or any writer) rebuilds it")
+            elif shard_dir != f"{sidecar.name}/shards":
+                bad("catalog", path, f"points at {shard_dir}, not {sidecar.name}/shards (the store was renamed)",
+                    f"`embed verify {name} --repair` rebuilds it")
+            elif layout is not None and not damaged:
+                for sname, sl in layout.sets.items():
+                    if catalog_ids.get(sname) != sl.ids:
+                        bad("catalog", path, f"vector set {sname}: its rows differ from what the shards hold",
+                            f"`embed verify {name} --repair` rebuilds it")
+        except Exception as e:  # noqa: BLE001 - any failure to read the catalog is a finding, not a crash
+            bad("catalog", path, f"unreadable ({str(e).splitlines()[0][:160] if str(e) else type(e).__name__})",
+                f"`embed verify {name} --repair` rebuilds it from the shards")
+
+    # each index against its checksum and the set's rows
+    for sname in sorted(set(catalog_ids) | (set(layout.sets) if layout else set())):
+        ipath, _ = index_paths(sidecar, sname)
+        meta = read_index_meta(sidecar, sname)
+        if meta is None and not ipath.exists():
+            notes.append(f"vector set {sname} has no FAISS index yet (built by the next `embed build`)")
+            continue
+        checked["indexes"] += 1
+        problem = index_problem(ipath, meta, full=True)
+        ids = catalog_ids.get(sname) if damaged or not layout or sname not in layout.sets else layout.sets[sname].ids
+        if problem is None and meta.get("ids_sha256") != ids_digest(ids):
+            problem = "stale (its rows are not the set's rows)"
+        if problem is None and "sha256" not in meta:
+            notes.append(f"index of {sname} was written before checksums: size and rows checked only")
+        if problem:
+            bad("index", ipath, problem, f"`embed verify {name} --repair` or the next `embed build` rebuilds it")
+    return {"store": str(path), "ok": not problems, "problems": problems, "checked": checked, "notes": notes}
+
+
+def repair_store(path: str | Path) -> dict:
+    """Do what can be done without the source: move damaged shards aside, remove leftover
+    temporaries, rebuild the catalog and any damaged or stale index. Returns what verify then says,
+    plus "repaired" (what was done) and "needs_source" (items only a build can re-embed)."""
+    from .schema import sidecar_dir
+    from .store import open_store
+
+    path = Path(path).resolve()
+    sidecar = sidecar_dir(path)
+    before = verify_store(path)
+    done, needs_source = [], []
+    with open_store(path, mode="a") as st:  # takes the writer lock before anything moves
+        for p in before["problems"]:
+            f = Path(p["path"])
+            if p["what"] == "shard" and f.exists():
+                key = f"{f.parent.name}/{f.name}"
+                dest = move_aside(sidecar, sidecar / "shards", key)
+                st._meta_cache.pop(key, None)
+                st._trusted.pop(key, None)
+                done.append(f"moved damaged shard {key} to {dest}")
+                needs_source.append(key)
+            elif p["what"] == "index" and f.exists():
+                f.unlink()  # rebuilt below from the shards
+                done.append(f"removed damaged index {f.name}")
+        st.refresh(index=True)
+        done.extend(st.notes)
+        needs_source += [n for n in st.notes if "re-embedded" in n]
+    after = verify_store(path)
+    after["repaired"] = done
+    after["needs_source"] = needs_source
+    return after

@@ -1,0 +1,166 @@
+"""Checksums, `embed verify` and repair: a flipped byte anywhere in a shard's rows or the index is
+found, named, never read silently, and repaired by the next build."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from conftest import embed
+from embedstore.errors import StoreError
+from embedstore.store import open_store
+from embedstore.store.shards import list_shards
+
+
+def _shards(store: Path) -> list[Path]:
+    root = Path(str(store) + ".d") / "shards"
+    return [d / n for d in sorted(root.iterdir()) for n in list_shards(d)]
+
+
+def _flip_vector_byte(shard: Path, keep_mtime: bool = False) -> None:
+    """Flip one byte inside the shard's vector data (found by its bytes in the file)."""
+    with h5py.File(shard, "r") as f:
+        first = f["vectors"][0].tobytes()
+    data = bytearray(shard.read_bytes())
+    at = data.find(first)
+    assert at > 0
+    st = shard.stat()
+    data[at + 3] ^= 0x40
+    with open(shard, "r+b") as fh:
+        fh.seek(at + 3)
+        fh.write(bytes([data[at + 3]]))
+    if keep_mtime:
+        os.utime(shard, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def _flip_index_byte(store: Path) -> Path:
+    idx = next((Path(str(store) + ".d") / "index").glob("*.faiss"))
+    data = bytearray(idx.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    idx.write_bytes(bytes(data))
+    return idx
+
+
+def _verify(store: Path, *extra) -> tuple[int, dict]:
+    r = embed("verify", store, "--json", *extra)
+    return r.exit_code, json.loads(r.stdout)
+
+
+def test_a_fresh_store_verifies_intact(image_folder, tmp_path, build_tiny):
+    store = tmp_path / "s.h5"
+    build_tiny(image_folder, store)
+    code, d = _verify(store)
+    assert code == 0 and d["ok"] and d["checked"]["shards"] == len(_shards(store)) and d["checked"]["indexes"] == 1
+    r = embed("verify", store)
+    assert r.exit_code == 0 and "intact" in r.stdout
+
+
+def test_flipped_bytes_in_a_shard_and_the_index_are_found_then_repaired_by_build(image_folder, tmp_path, build_tiny):
+    store = tmp_path / "s.h5"
+    build_tiny(image_folder, store)
+    with open_store(store) as st:
+        before = {i: v for ids, X in st.iter_vectors(st.select_set().name) for i, v in zip(ids, X)}
+    shard = _shards(store)[1]
+    _flip_vector_byte(shard)
+    idx = _flip_index_byte(store)
+
+    code, d = _verify(store)
+    assert code == 1 and not d["ok"]
+    found = {(p["what"], Path(p["path"]).name) for p in d["problems"]}
+    assert ("shard", shard.name) in found and ("index", idx.name) in found
+    assert any("checksum" in p["problem"] for p in d["problems"] if p["what"] == "shard")
+    r = embed("verify", store)
+    assert r.exit_code == 1 and f"DAMAGED shard {shard}" in r.stdout and "DAMAGED index" in r.stdout
+
+    # readers refuse, with one line naming the shard, rather than read the damaged bytes
+    with pytest.raises(StoreError, match=f"{shard.name}.*damaged.*checksum"):
+        open_store(store)
+
+    report = build_tiny(image_folder, store)
+    assert any("moved it to" in n for n in report.notes) and any("index" in n and "rebuilt" in n for n in report.notes)
+    assert report.encoded == 4  # shard_rows=4: exactly the damaged shard's items are re-embedded
+    code, d = _verify(store)
+    assert code == 0, d["problems"]
+    with open_store(store) as st:
+        after = {i: v for ids, X in st.iter_vectors(st.select_set().name) for i, v in zip(ids, X)}
+    assert after.keys() == before.keys()
+    assert max(float(np.abs(after[i] - before[i]).max()) for i in before) < 1e-6
+
+
+def test_a_flip_that_keeps_the_mtime_is_still_found_by_verify(image_folder, tmp_path, build_tiny):
+    store = tmp_path / "s.h5"
+    build_tiny(image_folder, store)
+    shard = _shards(store)[0]
+    _flip_vector_byte(shard, keep_mtime=True)
+    code, d = _verify(store)
+    assert code == 1 and [Path(p["path"]).name for p in d["problems"]] == [shard.name]
+
+
+def test_verify_repair_without_the_source(image_folder, tmp_path, build_tiny):
+    store = tmp_path / "s.h5"
+    build_tiny(image_folder, store)
+    shard = _shards(store)[0]
+    _flip_vector_byte(shard)
+    _flip_index_byte(store)
+    code, d = _verify(store, "--repair")
+    assert code == 0, d["problems"]
+    assert any(shard.name in x and "moved" in x for x in d["repaired"]) and any("index" in x for x in d["repaired"])
+    assert d["needs_source"]
+    assert (Path(str(store) + ".d") / "damaged" / shard.parent.name / shard.name).exists()
+    with open_store(store) as st:  # the rest reads, and search works again
+        vs = st.select_set()
+        st.index(vs.name)
+        assert vs.count == 12 - 4
+    report = build_tiny(image_folder, store)  # the source puts the moved items back
+    assert report.encoded == 4 and _verify(store)[0] == 0
+
+
+@pytest.mark.parametrize("damage", ["truncate", "zero", "garbage"])
+def test_truncated_empty_or_overwritten_shards_are_damaged_not_unexpected(image_folder, tmp_path, build_tiny, damage):
+    store = tmp_path / "s.h5"
+    build_tiny(image_folder, store)
+    shard = _shards(store)[0]
+    data = shard.read_bytes()
+    shard.write_bytes({"truncate": data[: len(data) // 2], "zero": b"", "garbage": os.urandom(len(data))}[damage])
+    code, d = _verify(store)
+    assert code == 1 and d["problems"][0]["what"] == "shard"
+    with pytest.raises(StoreError, match="damaged"):
+        open_store(store)
+    report = build_tiny(image_folder, store)
+    assert report.encoded == 4 and _verify(store)[0] == 0
+
+
+def test_a_truncated_index_is_refused_by_search_and_rebuilt_by_build(image_folder, tmp_path, build_tiny):
+    store = tmp_path / "s.h5"
+    build_tiny(image_folder, store)
+    idx = next((Path(str(store) + ".d") / "index").glob("*.faiss"))
+    idx.write_bytes(idx.read_bytes()[:100])
+    with open_store(store) as st, pytest.raises(StoreError, match="index.*damaged.*embed verify"):
+        st.index(st.select_set().name)
+    report = build_tiny(image_folder, store)
+    assert report.encoded == 0 and any("index" in n and "rebuilt" in n for n in report.notes)
+    assert _verify(store)[0] == 0
+
+
+def test_a_damaged_catalog_is_rebuilt_from_the_shards(image_folder, tmp_path, build_tiny):
+    store = tmp_path / "s.h5"
+    build_tiny(image_folder, store)
+    store.write_bytes(store.read_bytes()[:200])
+    with pytest.raises(StoreError, match="catalog.*damaged.*shards are intact"):
+        open_store(store)
+    code, d = _verify(store)
+    assert code == 1 and d["problems"][0]["what"] == "catalog"
+    report = build_tiny(image_folder, store)
+    assert report.encoded == 0 and report.vectors_in_set == 12 and _verify(store)[0] == 0
+
+
+def test_verify_errors_are_one_line(tmp_path):
+    r = embed("verify", tmp_path / "nope.h5")
+    assert r.exit_code != 0 and "does not exist" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = embed("verify", "--help")
+    assert r.exit_code == 0 and "embed verify photos.h5" in r.stdout
