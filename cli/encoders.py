@@ -14,13 +14,17 @@ def _rows(pattern: str) -> list[dict]:
 
 
 def _layers(encoder_id: str) -> list[str]:
+    """Layer names need the architecture only: built without weights (works offline), except a
+    local-dir encoder, whose folder holds its architecture and weights together."""
     from embedstore.encoders import create_encoder
+    from embedstore.encoders.weights import STRUCTURE_ONLY
 
-    return create_encoder(encoder_id).layer_names()
+    weights = None if encoder_id.startswith("local-dir:") else STRUCTURE_ONLY
+    return create_encoder(encoder_id, weights=weights).layer_names()
 
 
 def register(app: typer.Typer) -> None:
-    @app.command(epilog="Examples:\n\n  embed encoders\n\n  embed encoders 'torchvision:*' --json\n\n  embed encoders --layers torchvision:resnet50")
+    @app.command(epilog="Examples:\n\n  embed encoders\n\n  embed encoders 'timm:*' --json\n\n  embed encoders --layers timm:vit_small_patch14_dinov2.lvd142m")
     def encoders(
         pattern: str = typer.Argument("*", help="Glob over encoder ids."),
         layers: str = typer.Option(None, "--layers", help="List the layer names of this encoder (for `build --layer`)."),
@@ -39,9 +43,11 @@ def register(app: typer.Typer) -> None:
         if json_out:
             emit_json(rows)
             return
-        say(f"{'id':40} {'dim':>5} {'input':>5}  {'offline':9} weights")
+        say(f"{'id':48} {'dim':>5} {'input':>5}  {'offline':9} weights")
         for r in rows:
             offline = {"bundled": "yes", "cached": "yes", "download": "no"}.get(r["available"], r["available"])
-            say(f"{r['id']:40} {r['dim']:>5} {r['input_size']:>5}  {offline:9} {r['weights']}")
-        say("\nAny torchvision classifier (torchvision:<arch>[/<WEIGHTS>]) and any open_clip model "
-            "(open_clip:<arch>/<tag>) also work; --weights FILE loads local weights when offline.")
+            say(f"{r['id']:48} {r['dim']:>5} {r['input_size']:>5}  {offline:9} {r['weights']}")
+        say("\nAny torchvision classifier (torchvision:<arch>[/<WEIGHTS>]), any open_clip model (open_clip:<arch>/<tag>) "
+            "and any timm model (timm:<model>[.<tag>], e.g. timm:convnext_small.in12k_ft_in1k; names from "
+            "timm.list_models()) also work;\n--weights FILE loads local weights when offline; "
+            "`embed encoders --layers ID` lists the layers `build --layer` takes.")

@@ -15,6 +15,9 @@ _PATTERNS = [
     r"^(features\.\d+)\.",                     # torchvision EfficientNet / ConvNeXt
     r"^(encoder\.layers\.encoder_layer_\d+)\.",  # torchvision ViT
     r"^(transformer\.resblocks\.\d+)\.",       # open_clip ViT image tower
+    r"^(blocks\.\d+\.\d+)\.",                  # timm EfficientNet / MobileNet (stage.block)
+    r"^(blocks\.\d+)\.",                       # timm ViT, EVA, DINOv2
+    r"^(stages\.\d+)\.",                       # timm ConvNeXt, RegNet-style stages
     r"^(\d+)\.",                               # plain nn.Sequential (test:tiny)
 ]
 

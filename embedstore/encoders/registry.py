@@ -20,6 +20,7 @@ _FAMILY_MODULES = {
     "effnet-lite": "embedstore.encoders.lite",
     "torchvision": "embedstore.encoders.torchvision_models",
     "open_clip": "embedstore.encoders.open_clip_models",
+    "timm": "embedstore.encoders.timm_models",
     "test": "embedstore.encoders.testing",
     "local-dir": "embedstore.encoders.local_dir",
     "st": "embedstore.encoders.sentence",
