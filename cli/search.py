@@ -27,8 +27,9 @@ def register(app: typer.Typer) -> None:
         text: str = typer.Option(None, "--text", help="Query by text (stores built with an open_clip encoder)."),
         vector_file: Path = typer.Option(None, "--vector-file", help="Query by a raw vector (.npy, or comma-separated numbers)."),
         k: int = typer.Option(10, "-k", help="How many neighbours."),
-        where: str = typer.Option(None, "--where", help="Only items matching key=value[,key=value] (label, split); '|' for OR."),
+        where: str = typer.Option(None, "--where", help="Only items matching key=value[,key=value] (label, split, id, uri; globs for id/uri: id=cat/*); '|' for OR. Exact: rows are selected first."),
         exact: bool = typer.Option(False, "--exact", help="Brute force, even when the set has an approximate index."),
+        include_self: bool = typer.Option(False, "--include-self", help="With --id: let the item itself come back (left out by default)."),
         vector_set: str = typer.Option(None, "--set", help="Vector set name or encoder id, when the store has several."),
         weights: Path = typer.Option(None, "--weights", help="The local weights file the store was built with (image/text queries)."),
         device: str = typer.Option("auto", "--device", help="auto | cpu | cuda (for embedding the query)."),
@@ -38,13 +39,15 @@ def register(app: typer.Typer) -> None:
         from embedstore.search.query import search as run_search
 
         r = run_guarded(run_search, store, item_id=item_id, image=image, text=text, vector_file=vector_file, k=k,
-                        where=where, exact=exact, vector_set=vector_set, weights=str(weights) if weights else None,
+                        where=where, exact=exact, include_self=include_self, vector_set=vector_set, weights=str(weights) if weights else None,
                         device=device)
         if json_out:
             emit_json(r.to_dict())
             return
         idx = r.index
-        how = "exact scan" if r.exact and not idx.get("exact") else f"{idx.get('type')} (recall@10 {idx.get('recall_at_10')})"
+        how = r.plan.get("method", "")
+        if not r.exact:
+            how += f" (stored recall@10 {idx.get('recall_at_10')})"
         say(f"{len(r.hits)} nearest in {r.vector_set} to {', '.join(f'{k_} {v}' for k_, v in r.query.items())}"
             f"{f' where {r.where}' if r.where else ''}; {how}, {r.search_ms:.1f} ms")
         if r.note:

@@ -27,10 +27,13 @@ def hits(r):
     return json.loads(r.output)["hits"]
 
 
-def test_search_by_id_and_by_own_image_returns_the_item_first(store):
+def test_search_by_id_leaves_the_item_out_unless_include_self(store):
     h = hits(embed("search", store, "--id", "dog/dog_003.png", "-k", 5, "--json"))
-    assert len(h) == 5 and h[0]["id"] == "dog/dog_003.png" and h[0]["score"] == pytest.approx(1.0, abs=1e-3)
+    assert len(h) == 5 and "dog/dog_003.png" not in [x["id"] for x in h]
     assert [x["rank"] for x in h] == [1, 2, 3, 4, 5]
+    h2 = hits(embed("search", store, "--id", "dog/dog_003.png", "-k", 5, "--include-self", "--json"))
+    assert h2[0]["id"] == "dog/dog_003.png" and h2[0]["score"] == pytest.approx(1.0, abs=1e-3)
+    assert [x["id"] for x in h2[1:]] == [x["id"] for x in h[:4]]
     assert all(a["score"] >= b["score"] for a, b in zip(h, h[1:]))
     img = store.parent / "photos" / "owl" / "owl_004.jpg"
     h = hits(embed("search", store, "--image", img, "-k", 3, "--json"))
@@ -65,7 +68,10 @@ def test_search_errors(store, tmp_path):
         (["--id", "cat/cat_000.jpg", "--text", "a cat"], "exactly one query"),
         (["--id", "cat/cat_999.jpg"], "no item with id"),
         (["--id", "cat/cat_000.jpg", "-k", 31], "larger than the 30"),
-        (["--id", "cat/cat_000.jpg", "-k", 11, "--where", "label=cat"], "larger than the 10"),
+        (["--id", "cat/cat_000.jpg", "-k", 30], "larger than the 29"),
+        (["--id", "cat/cat_000.jpg", "-k", 10, "--where", "label=cat"], "larger than the 9"),
+        (["--id", "cat/cat_000.jpg", "-k", 3, "--where", "colour=red"], "unknown key 'colour'"),
+        (["--id", "cat/cat_000.jpg", "-k", 3, "--where", "label"], "must look like key=value"),
         (["--id", "cat/cat_000.jpg", "--where", "label=emu"], "matches no items"),
         (["--text", "a photo of a cat"], "CLIP encoder"),
         (["--image", tmp_path / "missing.jpg"], "does not exist"),
@@ -139,8 +145,8 @@ def test_ivfpq_search_reranks_candidates_by_the_stored_vectors(tmp_path, monkeyp
     assert idx["recall_at_10"] >= 0.9, idx
     overlap = []
     for i in range(0, 4000, 400):
-        a = hits(embed("search", store, "--id", f"v{i:06d}", "-k", 10, "--json"))
-        b = hits(embed("search", store, "--id", f"v{i:06d}", "-k", 10, "--exact", "--json"))
+        a = hits(embed("search", store, "--id", f"v{i:06d}", "-k", 10, "--include-self", "--json"))
+        b = hits(embed("search", store, "--id", f"v{i:06d}", "-k", 10, "--include-self", "--exact", "--json"))
         overlap.append(len({h["id"] for h in a} & {h["id"] for h in b}) / 10)
         assert a[0]["id"] == f"v{i:06d}" and abs(a[0]["score"] - b[0]["score"]) < 1e-5
     assert np.mean(overlap) >= 0.9, overlap

@@ -12,9 +12,7 @@ from ..errors import StoreError
 def drift(store: str | Path, set_from: str, set_to: str, sample: int = 5000, k: int = 10, seed: int = 0) -> dict:
     """Mean cosine between each item's two vectors (same dimension only) and kNN overlap@k: the
     share of an item's k nearest neighbours (among the common items) that both sets agree on."""
-    import faiss
-
-    from ..search.searcher import normalise
+    from ..search.index import SearchIndex, normalise
     from ..store import open_store
 
     with open_store(store) as st:
@@ -45,9 +43,7 @@ def drift(store: str | Path, set_from: str, set_to: str, sample: int = 5000, k: 
         out["note"] = f"dimensions differ ({Xa.shape[1]} vs {Xb.shape[1]}): only the neighbourhood overlap is comparable"
     overlaps = []
     for N in (Na, Nb):
-        idx = faiss.IndexFlatIP(N.shape[1])
-        idx.add(np.ascontiguousarray(N))
-        _, I = idx.search(np.ascontiguousarray(N), k + 1)
+        I = SearchIndex.from_vectors(N, "inner_product").search(N, k + 1).R
         overlaps.append([set(row[row != n][:k]) for n, row in enumerate(I)])
     ov = np.array([len(x & y) / k for x, y in zip(*overlaps)])
     out.update(knn_overlap=float(ov.mean()), knn_overlap_p05=float(np.quantile(ov, 0.05)))

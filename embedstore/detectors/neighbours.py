@@ -13,18 +13,17 @@ AGGREGATIONS = ("mean", "max")
 
 
 def _index(X: np.ndarray):
-    import faiss
+    from ..search.index import SearchIndex
 
-    idx = faiss.IndexFlatL2(X.shape[1])
-    idx.add(np.ascontiguousarray(X, dtype=np.float32))
-    return idx
+    return SearchIndex.from_vectors(X, "l2")
 
 
 def neighbours(fit: np.ndarray, X: np.ndarray, k: int, leave_self_out: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Euclidean distances (n, k) and indices of the k nearest fit rows; with `leave_self_out`,
     X is `fit` itself and row i never counts as its own neighbour (duplicates still do)."""
     k_eff = min(k + int(leave_self_out), len(fit))
-    d2, nb = _index(fit).search(np.ascontiguousarray(X, dtype=np.float32), k_eff)
+    res = _index(fit).search(np.ascontiguousarray(X, dtype=np.float32), k_eff)
+    d2, nb = res.D, res.R
     if leave_self_out:
         is_self = nb == np.arange(len(X))[:, None]
         is_self[~is_self.any(axis=1), -1] = True  # self not among the hits (ties): drop the farthest

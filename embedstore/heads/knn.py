@@ -37,17 +37,16 @@ class KNNHead(Head):
         self.fit_path_ = f"exact FAISS inner-product search over {len(X)} x {X.shape[1]} vectors in memory"
 
     def _index(self):
-        """An exact inner-product index over the training vectors (a copy into FAISS; cheap next to search)."""
-        import faiss
+        """An exact inner-product index over the training vectors (the search package's index object)."""
+        from ..search.index import SearchIndex
 
-        idx = faiss.IndexFlatIP(self.fit_vectors_.shape[1])
-        idx.add(self.fit_vectors_)
-        return idx
+        return SearchIndex.from_vectors(self.fit_vectors_, "inner_product")
 
     def _scores(self, X: np.ndarray) -> np.ndarray:
         """Normalised weighted votes per class (n, K); for two classes p1 - p0."""
         k = min(int(self.k), len(self.fit_vectors_))
-        sims, nbrs = self._index().search(l2_normalise(X), k)
+        res = self._index().search(l2_normalise(X), k)
+        sims, nbrs = res.D, res.R
         w = np.exp((sims.astype(np.float64) - 1.0) / self.temperature)  # shifted by the max possible similarity
         votes = np.zeros((len(X), len(self.classes_)))
         np.add.at(votes, (np.repeat(np.arange(len(X)), k), self.fit_labels_[nbrs].ravel()), w.ravel())

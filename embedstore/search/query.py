@@ -3,6 +3,7 @@ items of a store, from its FAISS index or an exact scan, optionally filtered by 
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -10,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SearchError
-from .searcher import exact_search, index_search, normalise, rerank
-from ..store.select import filter_mask, parse_filter
+from .index import SearchIndex, normalise
+from .where import parse_where, row_mask
 
 
 @dataclass
@@ -26,33 +27,108 @@ class SearchReport:
     hits: list = field(default_factory=list)  # {rank, id, uri, label, split, score}
     search_ms: float = 0.0
     note: str = ""  # which vector set was used, when the store has several
+    plan: dict = field(default_factory=dict)  # how the index searched: method, selectivity, nprobe, complete
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
+class _Snapshot:
+    """One consistent state of a vector set: rows (catalog held open), index over a prefix of them."""
+
+    def __init__(self, vs, rows, index, meta, state, stamp):
+        self.vs, self.rows, self.meta, self.state, self.stamp = vs, rows, meta, state, stamp
+        metric = "inner_product" if vs.provenance.get("normalize", "l2") == "l2" else "l2"
+        self.search = SearchIndex(index, meta, rows, metric)
+        self.row_of = None
+
+
+def _stamp(path: Path) -> tuple:
+    try:
+        st = os.stat(path)
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+    except OSError:
+        return ()
+
+
+def load_snapshot(store: str | Path, vector_set: str | None = None, wait_s: float = 5.0) -> _Snapshot:
+    """The last committed state of a set; a build running meanwhile never makes this fail: rows
+    it committed after the index was last written are searched exactly."""
+    from ..store import open_store
+    from ..store.index import load_index_for_rows
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        with open_store(store, mode="r") as st:
+            before = _stamp(st.path)
+            vs = st.select_set(vector_set)
+            rows = st.rows(vs.name)
+            rows.pin()
+            index, meta, state = load_index_for_rows(st.sidecar, vs.name, rows.ids)
+            after = _stamp(st.path)
+        if before == after and (state != "ahead" or time.monotonic() > deadline):
+            break  # else a writer replaced the catalog meanwhile, or is about to: read again
+        time.sleep(0.05)
+    if state != "ok":
+        meta = {**meta, "exact": True, "note": f"index {state}: exact scan until the next `embed build` completes"}
+    return _Snapshot(vs, rows, index, meta, state, after)
+
+
 class SearchContext:
     """One vector set opened for queries: rows, provenance, index; the encoder loads on first use.
-    `embed search` makes one per call; `embed serve` keeps one for its lifetime."""
+    `embed search` makes one per call; `embed serve` keeps one for its lifetime. Searches answer
+    from the last committed state and pick up a newer one (checked at most once a second)."""
+
+    RELOAD_S = 1.0
 
     def __init__(self, store: str | Path, vector_set: str | None = None, weights: str | None = None, device: str = "auto"):
-        from ..store import open_store
-
         self.store = str(store)
-        with open_store(store, mode="r") as st:
-            self.vs = st.select_set(vector_set)
-            self.rows = st.rows(self.vs.name)
-            self.index, self.meta = st.index(self.vs.name)
-        self.prov = self.vs.provenance
+        self.vector_set = vector_set
+        self._snap = load_snapshot(store, vector_set)
+        self._checked = time.monotonic()
         self.weights, self.device = weights, device
         self._service = None
-        self._row_of = None
+
+    @property
+    def vs(self):
+        return self._snap.vs
+
+    @property
+    def rows(self):
+        return self._snap.rows
+
+    @property
+    def meta(self) -> dict:
+        return self._snap.meta
+
+    @property
+    def prov(self) -> dict:
+        return self._snap.vs.provenance
+
+    @property
+    def index(self) -> SearchIndex:
+        return self._snap.search
+
+    def refresh(self, force: bool = False) -> bool:
+        """Load the store's newest committed state if it changed; True when it did."""
+        now = time.monotonic()
+        if not force and now - self._checked < self.RELOAD_S:
+            return False
+        self._checked = now
+        if not force and _stamp(Path(self._snap.rows.catalog)) == self._snap.stamp:
+            return False
+        try:
+            self._snap = load_snapshot(self.store, self.vector_set)
+        except Exception:  # noqa: BLE001 - mid-write or gone: keep answering from the state we have
+            return False
+        return True
 
     # ---- query vectors ---------------------------------------------------------------------
-    def row_of(self, item_id: str) -> int | None:
-        if self._row_of is None:
-            self._row_of = {str(i): k for k, i in enumerate(self.rows.ids)}
-        return self._row_of.get(item_id)
+    def row_of(self, item_id: str, snap: _Snapshot | None = None) -> int | None:
+        snap = snap or self._snap
+        if snap.row_of is None:
+            snap.row_of = {str(i): k for k, i in enumerate(snap.rows.ids)}
+        return snap.row_of.get(item_id)
 
     def vector_for_id(self, item_id: str) -> np.ndarray:
         r = self.row_of(item_id)
@@ -62,9 +138,7 @@ class SearchContext:
             close = difflib.get_close_matches(item_id, list(self.rows.ids[:100000]), n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else " (ids are paths relative to the source folder; see `embed info`)"
             raise SearchError(f"no item with id '{item_id}' in {self.rows.set_name}{hint}")
-        mask = np.zeros(len(self.rows), dtype=bool)
-        mask[r] = True
-        return next(iter(self.rows.chunks(mask)))[1]
+        return self.rows.fetch(np.array([r]))
 
     def service(self):
         """The embedding service that made this set (loaded on first use): query files and texts are
@@ -107,41 +181,53 @@ class SearchContext:
         return _query_by_file(path, self.rows.dim)
 
     # ---- the search ------------------------------------------------------------------------
-    def run(self, Q: np.ndarray, k: int = 10, where: str | None = None, exact: bool = False) -> tuple[list, bool, float]:
-        """(hits, exact, milliseconds) for one query vector."""
+    def run(self, Q: np.ndarray, k: int = 10, where: str | None = None, exact: bool = False,
+            exclude_id: str | None = None) -> tuple[list, bool, float]:
+        """(hits, exact, milliseconds) for one query vector; `exclude_id` (the query's own item)
+        never comes back."""
+        hits, plan, ms = self.run_batch(Q, k, where, exact, None if exclude_id is None else [exclude_id])
+        return hits[0], plan["exact"], ms
+
+    def run_batch(self, Q: np.ndarray, k: int = 10, where: str | None = None, exact: bool = False,
+                  exclude_ids: list | None = None, mask: np.ndarray | None = None) -> tuple[list[list], dict, float]:
+        """Hits per query row of Q, the plan the index followed, milliseconds for the whole batch."""
         if k < 1:
             raise SearchError(f"-k must be at least 1, not {k}")
-        rows = self.rows
-        flt = parse_filter(where)
-        allowed = filter_mask(rows, flt) if flt else None
+        self.refresh()
+        snap = self._snap
+        rows = snap.rows
+        allowed = row_mask(rows, where) if mask is None else mask
         pool = int(allowed.sum()) if allowed is not None else len(rows)
         if pool == 0:
-            raise SearchError(f"--where {where!r} matches no items of {self.vs.name}; check labels and splits with `embed info`")
-        if k > pool:
-            raise SearchError(f"-k {k} is larger than the {pool} item(s) there are to search" + (f" (after --where {where})" if flt else "")
-                              + f"; use -k {pool} or less")
-        inner = self.prov.get("normalize", "l2") == "l2"
-        if inner:
+            raise SearchError(f"--where {where!r} matches no items of {snap.vs.name}; check labels and splits with `embed info`")
+        excl = None
+        if exclude_ids is not None:
+            excl = np.array([-1 if i is None else (self.row_of(str(i), snap) if self.row_of(str(i), snap) is not None else -1)
+                             for i in exclude_ids], dtype=np.int64)
+            if allowed is not None:
+                excl = np.where((excl >= 0) & allowed[np.clip(excl, 0, None)], excl, -1)
+        room = pool - (1 if excl is not None and (excl >= 0).any() else 0)
+        if k > room:
+            raise SearchError(f"-k {k} is larger than the {room} item(s) there are to search" + (f" (after --where {where})" if where else "")
+                              + (" (the query item itself left out)" if room < pool else "") + f"; use -k {max(room, 1)} or less")
+        Q = np.array(Q, dtype=np.float32, ndmin=2)
+        if snap.vs.provenance.get("normalize", "l2") == "l2":
             Q = normalise(Q)
-        use_exact = exact or bool(self.meta.get("exact"))
         t0 = time.perf_counter()
-        if use_exact and not self.meta.get("exact"):  # forced brute force over the stored vectors
-            D, R = exact_search(Q, lambda: rows.chunks(allowed), k, inner)
-        else:
-            params = self.meta.get("params", {})
-            depth = k * int(params.get("rerank", 1))  # IVF-PQ: candidates re-ranked by the stored vectors
-            D, R = index_search(self.index, Q, min(depth, pool), np.flatnonzero(allowed) if allowed is not None else None,
-                                params.get("nprobe"))
-            if depth > k:
-                D, R = rerank(Q, D, R, rows.fetch, k, inner)
+        res = snap.search.search(Q, k, allowed, excl, exact=exact)
         ms = 1000 * (time.perf_counter() - t0)
-        hits = [{"rank": r + 1, "id": str(rows.ids[j]), "uri": str(rows.uris[j]), "label": str(rows.labels[j]),
-                 "split": str(rows.splits[j]), "score": float(d)} for r, (d, j) in enumerate(zip(D[0], R[0])) if j >= 0]
-        if rows.texts is not None:
-            for h, j in zip(hits, [j for j in R[0] if j >= 0]):
-                if rows.texts[j]:
-                    h["text"] = str(rows.texts[j])
-        return hits, use_exact, ms
+        plan = dict(res.plan)
+        plan["exact"] = bool(exact or snap.search.index is None or "exact" in plan.get("method", ""))
+        out = []
+        for D, R in zip(res.D, res.R):
+            hits = [{"rank": r + 1, "id": str(rows.ids[j]), "uri": str(rows.uris[j]), "label": str(rows.labels[j]),
+                     "split": str(rows.splits[j]), "score": float(d)} for r, (d, j) in enumerate(zip(D, R)) if j >= 0]
+            if rows.texts is not None:
+                for h, j in zip(hits, [j for j in R if j >= 0]):
+                    if rows.texts[j]:
+                        h["text"] = str(rows.texts[j])
+            out.append(hits)
+        return out, plan, ms
 
 
 def _query_by_file(path: Path, dim: int) -> np.ndarray:
@@ -159,9 +245,10 @@ def _query_by_file(path: Path, dim: int) -> np.ndarray:
 
 def search(store: str | Path, item_id: str | None = None, image: str | Path | None = None, text: str | None = None,
            vector_file: str | Path | None = None, k: int = 10, where: str | None = None, exact: bool = False,
-           vector_set: str | None = None, weights: str | None = None, device: str = "auto") -> SearchReport:
+           vector_set: str | None = None, weights: str | None = None, device: str = "auto",
+           include_self: bool = False) -> SearchReport:
     """The k nearest items of `store` to one query; scores are inner products (L2-normalised sets: cosine)
-    or squared L2 distances."""
+    or squared L2 distances. A stored item's own row is left out of its results unless `include_self`."""
     given = {"id": item_id, "image": image, "text": text, "vector_file": vector_file}
     asked = {k_: v for k_, v in given.items() if v is not None}
     if len(asked) != 1:
@@ -170,9 +257,10 @@ def search(store: str | Path, item_id: str | None = None, image: str | Path | No
     if k < 1:
         raise SearchError(f"-k must be at least 1, not {k}")
     ctx = SearchContext(store, vector_set, weights, device)
-    parse_filter(where)  # a malformed filter fails before any encoder loads
+    parse_where(where)  # a malformed filter fails before any encoder loads
     if k > len(ctx.rows):
         ctx.run(np.zeros((1, ctx.rows.dim), np.float32), k, where)  # raises the size error
+    exclude = item_id if item_id is not None and not include_self else None
     if item_id is not None:
         Q = ctx.vector_for_id(item_id)
     elif image is not None:
@@ -181,7 +269,8 @@ def search(store: str | Path, item_id: str | None = None, image: str | Path | No
         Q = ctx.vector_for_text(text)
     else:
         Q = ctx.vector_from_file(Path(vector_file))
-    hits, used_exact, ms = ctx.run(Q, k, where, exact)
+    out, plan, ms = ctx.run_batch(Q, k, where, exact, None if exclude is None else [exclude])
+    hits, used_exact = out[0], plan["exact"]
     return SearchReport(store=str(store), vector_set=ctx.vs.name, query={kind: str(v) for kind, v in asked.items()}, k=k,
                         where=where, index={k_: v for k_, v in ctx.meta.items() if k_ != "ids_sha256"}, exact=used_exact,
-                        hits=hits, search_ms=ms, note=ctx.vs.note)
+                        hits=hits, search_ms=ms, note=ctx.vs.note, plan=plan)

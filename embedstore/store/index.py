@@ -262,3 +262,34 @@ def load_index(sidecar: Path, set_name: str, ids: list[str] | None = None):
     if "nprobe" in meta.get("params", {}):
         faiss.extract_index_ivf(index).nprobe = int(meta["params"]["nprobe"])
     return index, meta
+
+
+def load_index_for_rows(sidecar: Path, set_name: str, ids) -> tuple[object | None, dict, str]:
+    """For searches: (index or None, metadata, state), never refusing because a build is running.
+
+    "ok": the index holds `ids[:meta['ntotal']]` (rows a build appended since are not in it yet;
+    search scans them exactly); "ahead": it holds more rows than `ids` (a writer wrote the index and
+    has not yet renamed the new catalog into place: read the catalog again); "stale" or "missing":
+    no usable index (search scans exactly)."""
+    import faiss
+
+    index_path, _ = index_paths(sidecar, set_name)
+    for _attempt in range(5):
+        meta = read_index_meta(sidecar, set_name)
+        if not meta or not index_path.is_file():
+            return None, meta or {}, "missing"
+        n = int(meta.get("ntotal", -1))
+        if n > len(ids):
+            return None, meta, "ahead"
+        if n < 0 or meta.get("ids_sha256") != ids_digest(list(ids[:n])):
+            return None, meta, "stale"
+        try:
+            index = faiss.read_index(str(index_path))
+        except RuntimeError:
+            continue  # replaced while read
+        if index.ntotal != n:
+            continue  # the .faiss and .json were replaced between the two reads: read both again
+        if "nprobe" in meta.get("params", {}):
+            faiss.extract_index_ivf(index).nprobe = int(meta["params"]["nprobe"])
+        return index, meta, "ok"
+    return None, meta, "stale"

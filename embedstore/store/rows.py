@@ -28,6 +28,7 @@ class SetRows:
     texts: np.ndarray | None = None  # text stores: each item's text
     shas: np.ndarray | None = None  # each item's content sha256 (hex)
     _reader: object = field(default=None, repr=False, compare=False)  # open dataset for `fetch`
+    _pinned: object = field(default=None, repr=False, compare=False)  # catalog held open by `pin`
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -45,7 +46,7 @@ class SetRows:
         n = len(self.ids)
         if mask is not None and not mask.any():
             return
-        with h5py.File(self.catalog, "r") as f:
+        with (_Borrowed(self._pinned) if self._pinned is not None else h5py.File(self.catalog, "r")) as f:
             ds = f["vectors"][self.set_name]["vectors"]
             for s in range(0, n, chunk_rows):
                 e = min(n, s + chunk_rows)
@@ -62,6 +63,16 @@ class SetRows:
                     raise StoreError(f"vector set {self.set_name} has non-finite values (NaN or inf) for {bad.sum()} item(s), "
                                      f"e.g. {which}; rebuild the store with `embed build` (float16 overflow: use --normalize l2)")
                 yield sel, block
+
+    def pin(self) -> "SetRows":
+        """Hold the catalog open: every later read sees the rows these ids describe, even after a
+        writer renames a new catalog into place (readers during a build keep a consistent snapshot)."""
+        import h5py
+
+        if self._pinned is None:
+            self._pinned = h5py.File(self.catalog, "r")
+            self._reader = self._pinned["vectors"][self.set_name]["vectors"]
+        return self
 
     def fetch(self, positions: np.ndarray) -> np.ndarray:
         """A few rows by position (random access, for re-ranking search candidates), in that order.
@@ -89,6 +100,19 @@ class SetRows:
         if not parts:
             return np.zeros((0, self.dim), dtype=np.float32)
         return np.concatenate(parts)
+
+
+class _Borrowed:
+    """A pinned file used in a `with` block without closing it."""
+
+    def __init__(self, f):
+        self.f = f
+
+    def __enter__(self):
+        return self.f
+
+    def __exit__(self, *exc):
+        return False
 
 
 def set_rows(store, set_name: str) -> SetRows:
