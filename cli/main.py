@@ -15,6 +15,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help texts are plain: "[default: ...]" and "embedstore[ray]" must print as written
 )
 
 
@@ -34,6 +35,29 @@ serve.register(app)
 finetune.register(app)
 demo.register(app)
 verify.register(app)
+
+
+def _keep_examples_unwrapped() -> None:
+    """Click rewraps help paragraphs; command lines in epilogs (the indented paragraphs) go into
+    one '\\b' block each so they print as written, one command a line."""
+    for cmd in app.registered_commands:
+        if not cmd.epilog:
+            continue
+        out, block = [], []
+        for para in cmd.epilog.split("\n\n"):
+            if para.startswith("  "):
+                block.append(para)
+                continue
+            if block:
+                out.append("\b\n" + "\n".join(block))
+                block = []
+            out.append(para)
+        if block:
+            out.append("\b\n" + "\n".join(block))
+        cmd.epilog = "\n\n".join(out)
+
+
+_keep_examples_unwrapped()
 
 
 def main() -> None:

@@ -7,35 +7,41 @@ import difflib
 import hashlib
 from typing import Any
 
-import torch
-from torch import nn
-
 from ..atomic import file_sha256  # noqa: F401 - re-exported for the encoder families
 from ..errors import EncoderError
 from .config import EncoderConfig, build_transform
 
-
-class _LayerTap(nn.Module):
-    """Runs a model and returns the globally pooled output of one named submodule."""
-
-    def __init__(self, model: nn.Module, layer: str):
-        super().__init__()
-        self.model = model
-        self.layer = layer
-        self._out: torch.Tensor | None = None
-        module = dict(model.named_modules())[layer]
-        module.register_forward_hook(self._hook)
-
-    def _hook(self, _module, _inp, out):
-        self._out = out[0] if isinstance(out, (tuple, list)) else out
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self._out = None
-        self.model(x)
-        return pool_features(self._out)
+_TAP: type | None = None
 
 
-def pool_features(t: torch.Tensor) -> torch.Tensor:
+def _layer_tap(model, layer: str):
+    """A module that runs `model` and returns the globally pooled output of its submodule `layer`.
+    The class is made on first use, so importing this module does not import torch."""
+    global _TAP
+    if _TAP is None:
+        from torch import nn
+
+        class _LayerTap(nn.Module):
+            def __init__(self, model: nn.Module, layer: str):
+                super().__init__()
+                self.model = model
+                self.layer = layer
+                self._out = None
+                dict(model.named_modules())[layer].register_forward_hook(self._hook)
+
+            def _hook(self, _module, _inp, out):
+                self._out = out[0] if isinstance(out, (tuple, list)) else out
+
+            def forward(self, x):
+                self._out = None
+                self.model(x)
+                return pool_features(self._out)
+
+        _TAP = _LayerTap
+    return _TAP(model, layer)
+
+
+def pool_features(t):
     """Global average pooling: (B, C, H, W) -> (B, C); tokens (B, T, C) -> (B, C); (B, C) unchanged."""
     if t.ndim == 4:
         return t.mean(dim=(2, 3))
@@ -46,7 +52,7 @@ def pool_features(t: torch.Tensor) -> torch.Tensor:
     raise EncoderError(f"layer output has shape {tuple(t.shape)}; expected 2-D, 3-D (tokens) or 4-D (feature maps)")
 
 
-def state_dict_sha256(module: nn.Module) -> str:
+def state_dict_sha256(module) -> str:
     """A content hash of a module's weights (for weights that are not a file)."""
     h = hashlib.sha256()
     for name, t in sorted(module.state_dict().items()):
@@ -64,7 +70,7 @@ class Encoder:
     to features (B, dim). Create one with `embedstore.create_encoder(id)`.
     """
 
-    def __init__(self, cfg: EncoderConfig, model: nn.Module, weights_sha256: str, weights_file: str | None = None):
+    def __init__(self, cfg: EncoderConfig, model, weights_sha256: str, weights_file: str | None = None):
         self.cfg = cfg
         self.model = model.eval()
         for p in self.model.parameters():
@@ -83,7 +89,9 @@ class Encoder:
             close = difflib.get_close_matches(layer, names, n=5, cutoff=0.5)
             hint = f"; close matches: {', '.join(close)}" if close else f"; layers include: {', '.join(names[-8:])}"
             raise EncoderError(f"{self.cfg.id} has no layer '{layer}'{hint} (list them with `embed encoders --layers {self.cfg.id}`)")
-        tapped = _LayerTap(self.model, layer).eval()
+        import torch
+
+        tapped = _layer_tap(self.model, layer).eval()
         size = self.cfg.preprocess.input_size
         with torch.inference_mode():
             dim = int(tapped(torch.zeros(1, 3, size, size)).shape[1])
@@ -125,11 +133,13 @@ class Encoder:
             "modality": self.cfg.modality,
         }
 
-    def to(self, device: torch.device, channels_last: bool = False) -> "Encoder":
+    def to(self, device, channels_last: bool = False) -> "Encoder":
+        import torch
+
         self.model = self.model.to(device)
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         return self
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x):
         return self.model(x)

@@ -69,17 +69,22 @@ def _probe(data: SplitData) -> tuple[object, dict]:
     """A logistic probe on frozen vectors: C chosen on val by a fit on train (that fit's val accuracy
     is reported, so it compares with the fine-tune's), then refit on train + val for the test score."""
     from ..heads.logistic import LogisticHead
-    from ..heads.fit import refit, sweep
+    from ..heads.fit import cv_sweep, refit, selection_plan, sweep
 
     from ..evaluation.intervals import wilson
 
-    _, (val_acc, c, snap) = sweep(LogisticHead, data, list(LogisticHead.sweep_grid), {}, "cpu", progress=False)
+    grid = list(LogisticHead.sweep_grid)
+    folds, how = selection_plan(data, 0)  # as fit-head chooses: on val, or by cross-validation when val is small
+    if folds:
+        _, (val_acc, c, snap) = cv_sweep(LogisticHead, data, grid, {}, "cpu", False, folds)
+    else:
+        _, (val_acc, c, snap) = sweep(LogisticHead, data, grid, {}, "cpu", progress=False)
     head = refit(LogisticHead, data, c, snap, {}, "cpu")
     y, p = data.predict(head, TEST)
     ids = data.rows.ids[data.mask(TEST)]
     hits = int((np.asarray(y).astype(str) == np.asarray(p).astype(str)).sum())
     return head, {"val_accuracy": val_acc, "test_accuracy": hits / len(y) if len(y) else 0.0, "test_n": int(len(y)),
-                  "test_accuracy_ci": list(wilson(hits, len(y))), "C": c,
+                  "test_accuracy_ci": list(wilson(hits, len(y))), "C": c, "C_chosen": how,
                   "test_predictions": dict(zip(map(str, ids), map(str, p)))}
 
 

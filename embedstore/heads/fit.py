@@ -136,7 +136,8 @@ def selection_plan(data: SplitData, seed: int) -> tuple[list | None, str]:
     folds = [(pool[a], pool[b]) for a, b in StratifiedKFold(k, shuffle=True, random_state=seed).split(pool, labels)]
     why = ("no validation split" if not val.any() else
            f"validation has {per_class.min()} items in its smallest class, fewer than {MIN_VAL_PER_CLASS}")
-    return folds, f"by {k}-fold stratified cross-validation on train + val ({len(pool)} items; {why})"
+    return folds, (f"by {k}-fold stratified cross-validation on train + val ({len(pool)} items; {why}; the simplest value "
+                   "within one standard error of the best)")
 
 
 def cv_sweep(cls, data: SplitData, grid, params: dict, device: str, progress: bool, folds: list):
@@ -163,9 +164,20 @@ def cv_sweep(cls, data: SplitData, grid, params: dict, device: str, progress: bo
         if whys:
             point["why"] = "; ".join(whys)
         curve.append(point)
-    best = max(curve, key=lambda p: (p["val_accuracy"], -p["val_log_loss"]))
+    # the one-standard-error rule (Breiman et al.): the simplest value whose mean fold accuracy is
+    # within one standard error of the best one's, so fold noise does not pick an extreme value
+    for i, point in enumerate(curve):
+        accs = [c[i]["val_accuracy"] for c in curves]
+        point["val_accuracy_se"] = float(np.std(accs, ddof=1) / np.sqrt(len(accs))) if len(accs) > 1 else 0.0
+    top = max(curve, key=lambda p: (p["val_accuracy"], -p["val_log_loss"]))
+    near = [p for p in curve if p["val_accuracy"] >= top["val_accuracy"] - top["val_accuracy_se"] - 1e-12]
+    simpler_first = SIMPLER.get(cls.sweep_param, 1)
+    best = min(near, key=lambda p: (simpler_first * p["value"], -p["val_accuracy"]))
     _, (_, _, snapshot) = sweep(cls, fold, [best["value"]], params, device, False)
     return curve, (best["val_accuracy"], best["value"], snapshot)
+
+
+SIMPLER = {"C": 1, "alpha": -1, "k": -1}  # +1: smaller values regularise more; -1: larger ones do
 
 
 def _fit_one(cls, data: SplitData, name: str, v, kwargs: dict, warm, gram):
