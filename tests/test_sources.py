@@ -71,7 +71,7 @@ def test_manifest(tmp_path, fmt):
     "content, match",
     [
         ("file,label\nimgs/0.jpg,a\n", "no 'path' column \\(found: file, label\\)"),
-        ("path,label\nimgs/0.jpg,a\nimgs/missing.jpg,b\n", "1 file\\(s\\) that do not exist, e.g. imgs/missing.jpg"),
+        ("path,label\nimgs/missing.jpg,b\n", "1 file\\(s\\) that do not exist, e.g. imgs/missing.jpg"),  # one missing of many: quarantined
         ("path,id\nimgs/0.jpg,x\nimgs/1.jpg,x\n", "id 'x' twice"),
         ("path,label\n", "no rows"),
     ],

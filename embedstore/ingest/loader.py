@@ -29,6 +29,8 @@ class ItemDataset:
 
     def __getitem__(self, i: int):
         task = self.tasks[i]
+        if task.item.problem:  # a bad manifest row: quarantined with its reason, never read
+            return Loaded(i, "", task.item.problem), None
         sha, reason, unchanged, x = load_image(task.item.uri, task.known_sha, self.transform, self.exif_transpose)
         return Loaded(i, sha, reason, unchanged), x
 

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 
 from ..sources import Item
+from ..sources.items import local_path
 from ..store.schema import STATUS_OK
 
 
@@ -40,7 +41,7 @@ def make_plan(source_items: list[Item], stored: dict[str, dict], live_ids: set[s
             size, mtime = text_fingerprint(it.text, it.problem)
         else:
             try:
-                st = os.stat(it.uri)
+                st = os.stat(local_path(it.uri))
                 size, mtime = st.st_size, st.st_mtime_ns
             except OSError:
                 size, mtime = -1, -1

@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 from ..errors import SourceError
-from .items import Item, Source, is_split_name
+from .items import Item, Source, is_split_name, shown, stored_uri
 
 LAYOUTS = ("auto", "classes", "splits", "flat")
 
@@ -89,7 +89,7 @@ def list_folder(root: Path, labels: bool = True, layout: str = "auto") -> Source
     skipped: dict[str, list[str]] = {}
     items: list[Item] = []
     for f in _walk_files(root, skipped, keep_top=is_split_name if read == "splits" else None):
-        rel = f.relative_to(root).as_posix()
+        rel = shown(f.relative_to(root).as_posix())  # ids and labels: undecodable name bytes shown as \xNN
         parts = rel.split("/")
         label = split = None
         if read == "classes":
@@ -109,7 +109,7 @@ def list_folder(root: Path, labels: bool = True, layout: str = "auto") -> Source
             elif split_has_classes[split]:
                 skipped.setdefault("file in a split folder outside any class folder", []).append(str(f))
                 continue
-        items.append(Item(id=rel, uri=str(f), label=label, split=split))
+        items.append(Item(id=rel, uri=stored_uri(str(f)), label=label, split=split))
     if not items:
         extra = ""
         if skipped:

@@ -17,8 +17,10 @@ class DecodeError(Exception):
 
 
 def read_bytes(uri: str) -> bytes:
+    from .items import local_path
+
     try:
-        with open(uri, "rb") as f:
+        with open(local_path(uri), "rb") as f:
             data = f.read()
     except OSError as e:
         raise DecodeError(f"unreadable: {e.strerror or e}") from e
@@ -63,11 +65,13 @@ def decode_image(data: bytes, exif_transpose: bool = True) -> Image.Image:
 def sample_image_sizes(uris: list[str], n: int = 32) -> list[tuple[int, int]]:
     """(width, height) of up to `n` images spread over `uris`, read from their headers only (no
     decode); files that are not readable images are passed over."""
+    from .items import local_path
+
     step = max(1, len(uris) // n)
     out = []
     for uri in uris[::step][:n]:
         try:
-            with Image.open(uri) as img:
+            with Image.open(local_path(uri)) as img:
                 out.append(img.size)
         except (OSError, ValueError, Image.DecompressionBombError):
             continue

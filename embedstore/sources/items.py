@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from urllib.parse import quote_from_bytes, unquote_to_bytes
 
 # Folder names read as a split, case-insensitive, by the rank they sort in (train, val, test). The
 # heads' split reader (heads/splits.py) takes the same names; tests/test_layouts.py keeps them in step.
@@ -12,6 +14,42 @@ SPLIT_NAMES = {"train": 0, "training": 0, "val": 1, "valid": 1, "validation": 1,
 
 def is_split_name(name: str) -> bool:
     return name.lower() in SPLIT_NAMES
+
+
+# File names are bytes on POSIX. Python reads undecodable bytes as lone surrogates, which UTF-8 (and
+# so HDF5) cannot hold. Such a path is kept as an RFC 8089 file URI, "file://" + percent-escaped
+# bytes: lossless, and never confused with a plain path (those start with "/" or a name). Ids and
+# labels made from such names are shown escaped ("caf\xe9.jpg"): readable keys, not paths.
+FILE_URI = "file://"
+
+
+def stored_uri(path: str) -> str:
+    """The form a path is kept in: itself when it is valid UTF-8, else a percent-escaped file URI."""
+    if not _needs_escape(path):
+        return path
+    return FILE_URI + quote_from_bytes(os.fsencode(path), safe="/")
+
+
+def local_path(uri: str) -> str:
+    """The path to open for a stored uri (undoes `stored_uri`)."""
+    if uri.startswith(FILE_URI):
+        return os.fsdecode(unquote_to_bytes(uri[len(FILE_URI):]))
+    return uri
+
+
+def shown(name: str) -> str:
+    """A name with undecodable bytes shown as \\xNN (valid UTF-8, for ids, labels and messages)."""
+    if not _needs_escape(name):
+        return name
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def _needs_escape(s: str) -> bool:
+    try:
+        s.encode("utf-8")
+        return False
+    except UnicodeEncodeError:
+        return True
 
 
 @dataclass(frozen=True)

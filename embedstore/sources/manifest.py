@@ -6,7 +6,7 @@ import csv
 from pathlib import Path
 
 from ..errors import SourceError
-from .items import Item, Source
+from .items import Item, Source, shown, stored_uri
 
 OPTIONAL = ("label", "split", "id")
 
@@ -14,7 +14,8 @@ OPTIONAL = ("label", "split", "id")
 def _read_rows(path: Path) -> tuple[list[str], list[dict]]:
     if path.suffix.lower() == ".csv":
         try:
-            with open(path, newline="", encoding="utf-8-sig") as f:
+            # undecodable bytes survive as surrogates: in 'path' they name a file, elsewhere the row is quarantined
+            with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
                 reader = csv.DictReader(f)
                 rows = list(reader)
                 return list(reader.fieldnames or []), rows
@@ -36,6 +37,22 @@ def _clean(v) -> str | None:
     return s or None
 
 
+def _row_problem(row: dict) -> str | None:
+    """Why a manifest row cannot be used as it is (a NUL byte, undecodable bytes outside 'path')."""
+    for k, v in row.items():
+        if v is None:
+            continue
+        v = str(v)
+        if "\0" in v:
+            return f"NUL byte in column '{k}'"
+        if k != "path":
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:
+                return f"column '{k}' is not valid UTF-8 ({shown(v)})"
+    return None
+
+
 def read_manifest(path: Path) -> Source:
     path = path.resolve()
     columns, rows = _read_rows(path)
@@ -54,19 +71,30 @@ def read_manifest(path: Path) -> Source:
     for n, row in enumerate(rows, start=2):
         row = {k.strip(): v for k, v in row.items() if k is not None}
         rel = _clean(row.get("path"))
-        if rel is None:
-            raise SourceError(f"manifest {path} row {n} has an empty 'path'")
-        f = (base / rel).resolve() if not Path(rel).is_absolute() else Path(rel)
-        if not f.is_file():
-            missing.append(rel)
-            continue
         item_id = _clean(row.get("id")) or rel
+        problem = _row_problem(row)
+        if rel is None:
+            problem = problem or "empty 'path'"
+        elif problem is None and "\0" not in rel:
+            f = (base / rel).resolve() if not Path(rel).is_absolute() else Path(rel)
+            if not f.is_file():
+                missing.append(shown(rel))
+                problem = f"file not found: {shown(rel)} (paths are relative to {base})"
+        if problem is not None:  # one bad row never aborts the build: it is quarantined with its reason
+            item_id = f"{path.name}:row{n}" if item_id is None or "\0" in item_id else item_id
+            items_id = shown(item_id).replace("\0", "\\0")
+            if items_id in seen:
+                items_id = f"{items_id}#row{n}"
+            seen[items_id] = n
+            items.append(Item(id=items_id, uri=shown(rel or "").replace("\0", "\\0"), problem=f"manifest row {n}: {problem}"))
+            continue
         if item_id in seen:
-            raise SourceError(f"manifest {path} has the id '{item_id}' twice (rows {seen[item_id]} and {n}); ids must be unique")
+            raise SourceError(f"manifest {path} has the id '{shown(item_id)}' twice (rows {seen[item_id]} and {n}); ids must be unique")
         seen[item_id] = n
         split = _clean(row.get("split"))
-        items.append(Item(id=item_id, uri=str(f), label=_clean(row.get("label")), split=split.lower() if split else None))
-    if missing:
+        items.append(Item(id=shown(item_id), uri=stored_uri(str(f)), label=_clean(row.get("label")),
+                          split=split.lower() if split else None))
+    if missing and len(missing) == len(rows):  # nothing found at all: the paths are wrong, not one row
         raise SourceError(
             f"manifest {path} lists {len(missing)} file(s) that do not exist, e.g. {', '.join(missing[:3])} "
             f"(paths are relative to {base}); fix the paths or remove those rows"

@@ -27,6 +27,8 @@ DIGEST_ROWS = 65536  # rows hashed per read when checking a shard's vectors
 def storable(s: str) -> str:
     """A string HDF5 can store as UTF-8. Undecodable file-name bytes (Python keeps them as lone
     surrogates) become `\\xNN`; callers that need the exact bytes back store `sources.stored_uri`."""
+    if "\0" in s:  # HDF5 strings end at NUL: keep it visible instead
+        s = s.replace("\0", "\\0")
     try:
         s.encode("utf-8")
         return s
