@@ -12,8 +12,10 @@ EPILOG = (
     "Examples:\n\n"
     "  embed serve photos.h5                       # http://127.0.0.1:8000/\n\n"
     "  embed serve photos.h5 --head heads/photos-logistic --port 8080\n\n"
-    "API: GET /api/search?id=ID&k=10[&where=label=cat] | ?text=..., POST /api/search (image body), "
-    "GET /api/items/ID, GET /api/thumb/ID, POST /api/predict (image body, with --head), GET /api/info."
+    "  embed serve photos.h5 --host 0.0.0.0        # prints a URL with a generated access token\n\n"
+    "API (described at /openapi.json): GET /api/search?id=ID&k=10[&where=label=cat] | ?text=..., "
+    "POST /api/search (image body), GET /api/items/ID, GET /api/thumb/ID, GET /api/map, "
+    "POST /api/predict (image body, with --head), GET /api/info."
 )
 
 
@@ -22,29 +24,38 @@ def register(app: typer.Typer) -> None:
     def serve(
         store: Path = typer.Argument(..., help="A store built by `embed build`."),
         head: Path = typer.Option(None, "--head", help="A saved head for POST /api/predict."),
-        host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind; loopback by default."),
+        host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind; loopback by default. Any other needs a token."),
         port: int = typer.Option(8000, "--port", min=0, max=65535, help="Port (0 picks a free one)."),
+        token: str = typer.Option(None, "--token", envvar="EMBED_SERVE_TOKEN",
+                                  help="Access token required on every request (generated off loopback when not given)."),
+        allow_host: list[str] = typer.Option([], "--allow-host", help="Another Host name clients may use (repeatable)."),
         vector_set: str = typer.Option(None, "--set", help="Vector set name or encoder id, when the store has several."),
         weights: Path = typer.Option(None, "--weights", help="The local weights file the store was built with."),
-        max_upload_mb: float = typer.Option(10.0, "--max-upload-mb", min=0.01, help="Largest accepted upload."),
+        max_upload_mb: float = typer.Option(10.0, "--max-upload-mb", min=0.01, help="Largest accepted upload (413 above)."),
+        max_connections: int = typer.Option(1000, "--max-connections", min=1, help="Connections at once (503 beyond)."),
+        header_timeout: float = typer.Option(10.0, "--header-timeout", min=0.1, help="Seconds a client has to send a request head."),
+        body_timeout: float = typer.Option(30.0, "--body-timeout", min=0.1, help="Seconds a client has to send a request body (408)."),
         device: str = typer.Option("auto", "--device", help="auto | cpu | cuda (for embedding uploads)."),
     ) -> None:
-        """Serve search, thumbnails and predictions over HTTP, with a web page to search by upload or text."""
-        from embedstore.serve.server import make_server, open_api
+        """Serve search, thumbnails, a map of the store and predictions over HTTP, with a web page."""
+        from embedstore.serve.server import Limits, make_server, open_api
 
+        if token is not None and len(token) < 16:
+            fail("--token must be at least 16 characters (or leave it out to get a generated one)")
         api = run_guarded(open_api, store, head=str(head) if head else None, vector_set=vector_set,
                           weights=str(weights) if weights else None, device=device, max_upload=int(max_upload_mb * 2**20))
+        limits = Limits(header_timeout=header_timeout, body_timeout=body_timeout, max_connections=max_connections)
         try:
-            srv = make_server(api, host, port)
+            srv = make_server(api, host, port, token=token, allow_hosts=allow_host, limits=limits)
         except OSError as e:
             fail(f"cannot listen on {host}:{port}: {e.strerror or e}; choose another --port")
-        h, p = srv.server_address[:2]
-        if host not in ("127.0.0.1", "localhost", "::1"):
-            say(f"warning: listening on {host}, not loopback: anyone who can reach this machine can query the store")
-        say(f"serving {api.ctx.vs.name} ({len(api.ctx.rows)} items) on http://{h}:{p}/  (Ctrl-C to stop)")
+        if srv.token:
+            say(f"access token required on every request (Authorization: Bearer TOKEN, or open the URL below once): {srv.token}")
+        say(f"serving {api.ctx.vs.name} ({len(api.ctx.rows)} items) on {srv.url}  (Ctrl-C to stop)")
         try:
-            srv.serve_forever()
+            srv.serve()
         except KeyboardInterrupt:
-            say("stopped")
+            pass
         finally:
-            srv.server_close()
+            srv.sock.close()
+            say("stopped")

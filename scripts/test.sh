@@ -6,13 +6,21 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 # The web page's end-to-end test drives a headless Chromium. Install Debian's chromium and
-# chromium-driver when they are missing and apt-get can (root); otherwise that one test skips.
+# chromium-driver when they are missing and apt-get can (root). With CI=true a browser that cannot
+# be had fails the run (here, and again in the test itself) instead of skipping the test.
 if ! command -v chromedriver >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
     echo "installing chromium and chromium-driver for the browser test (apt-get)..." >&2
     # bounded: an unreachable mirror must not stall the test run
     (timeout 300 apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 \
         || (timeout 120 apt-get update -q >/dev/null 2>&1 && timeout 300 apt-get install -y -q chromium chromium-driver >/dev/null 2>&1)) \
-        || echo "could not install chromium; the browser test will be skipped" >&2
+        || echo "could not install chromium and chromium-driver" >&2
+fi
+if ! command -v chromedriver >/dev/null 2>&1 || ! { command -v chromium || command -v chromium-browser || command -v google-chrome; } >/dev/null 2>&1; then
+    case "${CI:-}" in
+        true|1|yes) echo "scripts/test.sh: FAILED: CI=true and no chromium + chromedriver: the browser test of embed serve cannot run" >&2
+                    exit 1 ;;
+        *) echo "no chromium + chromedriver: the browser test of embed serve will be skipped (CI=true makes this an error)" >&2 ;;
+    esac
 fi
 export HF_HUB_OFFLINE=1
 rc=0

@@ -1,12 +1,13 @@
-"""`embed serve`: the API against a real server on loopback, its error statuses, and (when a
-Chromium can be had) the page driven in a headless browser."""
+"""`embed serve`: the API against a real server (uvicorn) on loopback, its error statuses and
+HTTP semantics, and the page driven in a headless Chromium (required when CI=true).
+The hostile-client cases (many connections, slow clients, huge images, foreign hosts, tokens)
+are in test_serve_hardening.py."""
 
 from __future__ import annotations
 
 import http.client
 import json
 import shutil
-import threading
 from pathlib import Path
 
 import pytest
@@ -25,12 +26,9 @@ def served(tmp_path_factory):
     build(root / "photos", root / "s.h5", encoder="test:tiny", workers=0, precision="fp32", progress=False)
     fit_head(root / "s.h5", "logistic", out=root / "head", progress=False)
     api = open_api(root / "s.h5", head=str(root / "head"), max_upload=64 * 1024)
-    srv = make_server(api, "127.0.0.1", 0)
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    yield root, srv.server_address[1]
-    srv.shutdown()
-    srv.server_close()
+    srv = make_server(api, "127.0.0.1", 0).start()
+    yield root, srv.port
+    srv.stop()
 
 
 def request(port: int, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
@@ -46,9 +44,76 @@ def request(port: int, method: str, path: str, body: bytes | None = None, header
 def test_server_binds_loopback_and_serves_the_page(served):
     root, port = served
     status, body, ctype = request(port, "GET", "/")
-    assert status == 200 and ctype.startswith("text/html") and b"Search by image" in body
+    assert status == 200 and ctype.startswith("text/html") and b'id="map"' in body
+    assert b"http://" not in body.replace(b"http://www.w3.org/2000/svg", b"")  # no external resources
     status, info, _ = request(port, "GET", "/api/info")
     assert status == 200 and info["items"] == 24 and info["head"] == "logistic" and info["text_search"] is False
+    assert info["store"] == "s.h5" and str(root) not in json.dumps(info)  # no server paths
+
+
+def test_no_response_carries_a_server_path(served):
+    root, port = served
+    for path in ("/api/info", "/api/search?id=cat/cat_000.jpg&k=24", "/api/items/cat/cat_000.jpg", "/api/map",
+                 "/openapi.json", "/api/thumb/nope", "/api/search?id=zzz"):
+        _, body, _ = request(port, "GET", path)
+        assert str(root) not in json.dumps(body), path
+
+
+def test_openapi_describes_every_route(served):
+    _, port = served
+    status, doc, _ = request(port, "GET", "/openapi.json")
+    assert status == 200 and doc["openapi"].startswith("3.")
+    assert set(doc["paths"]) == {"/api/info", "/api/search", "/api/predict", "/api/items/{item_id}",
+                                 "/api/thumb/{item_id}", "/api/map"}
+    assert set(doc["paths"]["/api/search"]) == {"get", "post"} and "413" in doc["paths"]["/api/search"]["post"]["responses"]
+
+
+def test_map_is_a_pca_of_every_item(served):
+    _, port = served
+    status, m, _ = request(port, "GET", "/api/map")
+    assert status == 200 and m["items"] == 24 and len(m["points"]) == 24 and not m["sampled"]
+    assert 0 < m["explained"][1] <= m["explained"][0] <= 1
+    # the three colour classes fall apart along the first axes: each label's centre is nearer its own points
+    import numpy as np
+
+    P = {lab: np.array([[p["x"], p["y"]] for p in m["points"] if p["label"] == lab]) for lab in ("cat", "dog", "owl")}
+    centres = {lab: v.mean(0) for lab, v in P.items()}
+    for lab, v in P.items():
+        own = np.linalg.norm(v - centres[lab], axis=1).mean()
+        assert all(own < np.linalg.norm(centres[lab] - c) for o, c in centres.items() if o != lab)
+
+
+def test_streamed_pca_matches_a_direct_one():
+    import numpy as np
+
+    from embedstore.serve.projection import pca_map
+
+    rng = np.random.default_rng(0)
+    X = (rng.normal(size=(300, 6)) * [5, 3, 1, .5, .2, .1] + 2).astype(np.float32)
+
+    class Rows:  # the SetRows surface pca_map reads, in chunks of 64 rows
+        ids = np.array([str(i) for i in range(300)])
+        labels = splits = np.array([""] * 300)
+        dim = 6
+
+        def __len__(self):
+            return 300
+
+        def chunks(self, mask=None, chunk_rows=64):
+            for s in range(0, 300, chunk_rows):
+                pos = np.arange(s, min(300, s + chunk_rows))
+                pos = pos[mask[pos]] if mask is not None else pos
+                if len(pos):
+                    yield pos, X[pos]
+
+    m = pca_map(Rows())
+    got = np.array([[p["x"], p["y"]] for p in m["points"]])
+    Xc = X - X.mean(0)
+    _, _, Vt = np.linalg.svd(Xc, full_matrices=False)
+    want = Xc @ Vt[:2].T
+    for j in range(2):
+        assert abs(abs(np.corrcoef(got[:, j], want[:, j])[0, 1]) - 1) < 1e-6
+    assert len(pca_map(Rows(), max_points=50)["points"]) == 50
 
 
 def test_search_by_id_by_upload_item_thumb_and_predict(served):
@@ -88,6 +153,9 @@ def test_search_by_id_by_upload_item_thumb_and_predict(served):
     ("POST", "/api/search", b"", {"Content-Type": "image/png"}, 400),
     ("POST", "/api/search", b"x" * (65 * 1024), {"Content-Type": "image/png"}, 413),
     ("PUT", "/api/search", b"x", {}, 405),
+    ("DELETE", "/api/search", None, {}, 405),
+    ("PATCH", "/api/items/cat/cat_000.jpg", b"x", {}, 405),
+    ("GET", "/api/predict", None, {}, 405),
     ("POST", "/api/info", b"x", {}, 405),
     ("POST", "/api/thumb/cat/cat_000.jpg", b"x", {}, 405),
     ("GET", "/api/nothing", None, {}, 404),
@@ -96,7 +164,45 @@ def test_bad_requests_get_json_errors_with_the_right_status(served, method, path
     _, port = served
     got, r, ctype = request(port, method, path, body, headers)
     assert got == status, (path, r)
-    assert ctype == "application/json" and r["status"] == status and r["error"]
+    assert ctype == "application/json" and r["status"] == status and r["error"] and "\n" not in r["error"]
+
+
+def test_head_options_and_allow_headers(served):
+    _, port = served
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    for path in ("/api/info", "/api/thumb/cat/cat_000.jpg", "/"):
+        c.request("GET", path)
+        g = c.getresponse()
+        body = g.read()
+        c.request("HEAD", path)
+        h = c.getresponse()
+        assert h.status == 200 and h.read() == b"" and h.getheader("Content-Type") == g.getheader("Content-Type")
+        assert h.getheader("Content-Length") == str(len(body)), path
+    for path, allow in (("/api/search", "GET, HEAD, POST, OPTIONS"), ("/api/info", "GET, HEAD, OPTIONS"),
+                        ("/api/predict", "POST, OPTIONS"), ("/api/thumb/any/id.jpg", "GET, HEAD, OPTIONS")):
+        c.request("OPTIONS", path)
+        r = c.getresponse()
+        assert r.status == 204 and r.read() == b"" and r.getheader("Allow") == allow, path
+    c.request("OPTIONS", "/nowhere")
+    r = c.getresponse()
+    assert r.status == 404 and json.loads(r.read())["status"] == 404
+    c.request("DELETE", "/api/search")
+    r = c.getresponse()
+    assert r.status == 405 and set(r.getheader("Allow").split(", ")) == {"GET", "HEAD", "POST"}
+    assert "DELETE is not allowed on /api/search" in json.loads(r.read())["error"]
+    c.close()
+
+
+def test_in_process_handle_runs_the_same_app(served):
+    """`Api.handle` (used by test_parity.py) goes through the same routing, guards and errors."""
+    from embedstore.serve.server import open_api
+
+    root, _ = served
+    api = open_api(root / "s.h5")
+    assert api.handle("GET", "/api/search", {"id": ["cat/cat_000.jpg"], "k": ["2"]}).json()["hits"][0]["id"] == "cat/cat_000.jpg"
+    r = api.handle("POST", "/api/predict", {}, {"content-type": "image/png"}, b"x")
+    assert r.status == 404 and "--head" in r.json()["error"]
+    assert api.handle("GET", "/", headers={"host": "evil.example"}).status == 400
 
 
 def test_missing_content_length_is_411(served):
@@ -104,10 +210,10 @@ def test_missing_content_length_is_411(served):
 
     _, port = served
     s = socket.create_connection(("127.0.0.1", port), timeout=10)
-    s.sendall(b"POST /api/search HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n\r\n")
+    s.sendall(b"POST /api/search HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n\r\n")
     data = s.recv(4096)
     s.close()
-    assert data.startswith(b"HTTP/1.0 411") or data.startswith(b"HTTP/1.1 411")
+    assert data.startswith(b"HTTP/1.1 411") and b'"status":411' in data
 
 
 def test_serve_cli_errors(tmp_path):
@@ -126,40 +232,93 @@ def _chromium():
     return None
 
 
+def _need_browser():
+    """A Chromium and its driver; with CI=true their absence fails the run instead of skipping it."""
+    import os
+
+    missing = [what for what, ok in (("selenium", _has_selenium()), ("chromium", _chromium()),
+                                     ("chromedriver", shutil.which("chromedriver"))) if not ok]
+    if missing:
+        msg = f"no {' + '.join(missing)} here (scripts/test.sh installs Debian's chromium and chromium-driver)"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"CI=true and the browser test cannot run: {msg}", pytrace=False)
+        pytest.skip(msg)
+
+
+def _has_selenium() -> bool:
+    try:
+        import selenium.webdriver  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 @pytest.mark.slow
-def test_page_in_headless_chromium_upload_and_see_neighbours(served, tmp_path):
-    """Drive the real page: upload a query image, wait for neighbour thumbnails, save a screenshot."""
-    webdriver = pytest.importorskip("selenium.webdriver")
-    if not (_chromium() and shutil.which("chromedriver")):
-        pytest.skip("no chromium + chromedriver here (scripts/test.sh installs them where apt-get can)")
+def test_page_in_headless_chromium(served, tmp_path):
+    """What a person does: upload an image and see its neighbours and the head's probabilities,
+    filter by label, hover a point of the map and see its thumbnail, click it and see the item and
+    its neighbours. A screenshot is saved under the test's tmp folder (and test-artifacts/)."""
+    _need_browser()
+    from selenium import webdriver
+    from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as EC
-    from selenium.webdriver.support.ui import WebDriverWait
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     root, port = served
     opts = webdriver.ChromeOptions()
     opts.binary_location = _chromium()
-    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1200,900"):
+    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000"):
         opts.add_argument(a)
     service = webdriver.ChromeService(executable_path=shutil.which("chromedriver"))
     driver = webdriver.Chrome(options=opts, service=service)
+    wait = WebDriverWait(driver, 60)
     try:
         driver.get(f"http://127.0.0.1:{port}/")
-        WebDriverWait(driver, 30).until(lambda d: "24 items" in d.find_element(By.ID, "info").text)
+        wait.until(lambda d: "24 items" in d.find_element(By.ID, "info").text)
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#map circle")) == 24)
+        # upload: neighbours appear with their thumbnails, and the head's probabilities
         driver.find_element(By.ID, "file").send_keys(str(root / "photos" / "dog" / "dog_004.jpg"))
         driver.find_element(By.ID, "go-image").click()
-        WebDriverWait(driver, 60).until(EC.presence_of_all_elements_located((By.CSS_SELECTOR, ".card.result")))
-        cards = driver.find_elements(By.CSS_SELECTOR, ".card.result")
-        assert len(cards) == 12 and "dog/dog_004.jpg" in cards[0].text
-        WebDriverWait(driver, 30).until(lambda d: d.execute_script(
-            "return [...document.querySelectorAll('.card.result img')].every(i => i.complete && i.naturalWidth > 0)"))
-        WebDriverWait(driver, 30).until(lambda d: "head predicts: dog" in d.find_element(By.ID, "prediction").text)
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results .card.result")) == 12)
+        cards = driver.find_elements(By.CSS_SELECTOR, "#results .card.result")
+        assert cards[0].get_attribute("data-id") == "dog/dog_004.jpg"
+        wait.until(lambda d: d.execute_script(
+            "return [...document.querySelectorAll('#results img')].every(i => i.complete && i.naturalWidth > 0)"))
+        wait.until(lambda d: "head predicts: dog" in d.find_element(By.ID, "prediction").text)
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#prediction .bar.prob")) == 3
+        # filter: only owls come back for the same upload, and the map dims the rest
+        Select(driver.find_element(By.ID, "f-label")).select_by_value("owl")
+        wait.until(lambda d: "8 neighbours" in d.find_element(By.ID, "status").text and "filter label=owl" in d.find_element(By.ID, "status").text)
+        labels = {c.text.split(" ")[1] for c in driver.find_elements(By.CSS_SELECTOR, "#results .card.result")}
+        assert labels == {"owl"}
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#map circle.dim")) == 16
+        Select(driver.find_element(By.ID, "f-label")).select_by_value("")
+        # the map: hover shows the thumbnail, click opens the item and its neighbours
+        point = driver.execute_script(  # a cat point that is on top where it is drawn (points overlap)
+            "for (const c of document.querySelectorAll('#map circle[data-label=cat]')) {"
+            "  const r = c.getBoundingClientRect();"
+            "  if (document.elementFromPoint(r.x + r.width / 2, r.y + r.height / 2) === c) return c; }")
+        pid = point.get_attribute("data-id")
+        ActionChains(driver).move_to_element(point).perform()
+        wait.until(lambda d: d.find_element(By.ID, "tip").is_displayed() and d.execute_script(
+            "const i = document.querySelector('#tip img'); return i.complete && i.naturalWidth > 0"))
+        assert pid in driver.find_element(By.ID, "tip").text
+        point.click()
+        wait.until(lambda d: d.find_element(By.ID, "item").is_displayed()
+                   and len(d.find_elements(By.CSS_SELECTOR, "#neighbours .card")) == 12)
+        assert "label: cat" in driver.find_element(By.ID, "item-meta").text
+        first = driver.find_elements(By.CSS_SELECTOR, "#neighbours .card")[0]
+        assert first.get_attribute("data-id") == pid and driver.find_element(By.ID, "itemid").get_attribute("value") == pid
+        assert driver.find_element(By.ID, "error").text == ""
+        ActionChains(driver).move_to_element(point).perform()
         shot = Path(tmp_path) / "serve-page.png"
         driver.save_screenshot(str(shot))
-        assert shot.stat().st_size > 5000
+        assert shot.stat().st_size > 20000
         out = Path(__file__).resolve().parent.parent / "test-artifacts"
         out.mkdir(exist_ok=True)
         shutil.copy(shot, out / "serve-page.png")
+        logs = [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
+        assert not logs, logs
     finally:
         driver.quit()
 
@@ -180,3 +339,13 @@ def test_serve_refuses_a_head_from_other_vectors_and_a_busy_port(served, tmp_pat
     assert r.exit_code == 2 and "trained on other vectors" in r.output and len(r.output.strip().splitlines()) == 1
     r = CliRunner().invoke(app, ["serve", str(root / "s.h5"), "--port", str(port)])  # the fixture's server holds it
     assert r.exit_code == 2 and "cannot listen" in r.output and "--port" in r.output
+
+
+def test_with_ci_true_a_missing_browser_fails_instead_of_skipping(monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true"):
+        _need_browser()
+    monkeypatch.setenv("CI", "")
+    with pytest.raises(pytest.skip.Exception):
+        _need_browser()

@@ -1,15 +1,14 @@
-"""The HTTP API as a plain function of (method, path, query, headers, body) -> Response, so it is
-tested without sockets as well as through a real server.
+"""What the server answers, as plain methods of `Api` (no web framework here: `app.py` routes HTTP
+to these methods). Each takes parsed arguments and returns a JSON-able dict or bytes, or raises
+`ApiError(status, one-line reason)`.
 
 Only items of the store are ever served: thumbnails are looked up by item id in the store's items
-table, never by a path taken from the request, so there is nothing to traverse."""
+table, never by a path taken from the request, so there is nothing to traverse; no answer carries
+a server file path."""
 
 from __future__ import annotations
 
-import json
 import threading
-from dataclasses import dataclass
-from urllib.parse import unquote
 
 import numpy as np
 
@@ -17,31 +16,19 @@ from ..errors import EmbedstoreError
 
 MAX_UPLOAD = 10 * 1024 * 1024
 MAX_K = 1000
-
-
-@dataclass
-class Response:
-    status: int
-    content_type: str
-    body: bytes
-
-    @classmethod
-    def json(cls, obj, status: int = 200) -> "Response":
-        return cls(status, "application/json", json.dumps(obj, default=str).encode())
-
-    @classmethod
-    def error(cls, status: int, message: str) -> "Response":
-        return cls.json({"error": message, "status": status}, status)
+MAX_UPLOAD_PIXELS = 40_000_000
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, headers: dict | None = None):
         super().__init__(message)
-        self.status = status
+        self.status, self.headers = status, headers or {}
 
 
-def _int(query: dict, name: str, default: int, lo: int, hi: int) -> int:
-    raw = query.get(name, [str(default)])[0]
+def int_arg(query, name: str, default: int, lo: int, hi: int) -> int:
+    raw = query.get(name)
+    if raw is None:
+        return default
     try:
         v = int(raw)
     except ValueError:
@@ -52,65 +39,59 @@ def _int(query: dict, name: str, default: int, lo: int, hi: int) -> int:
 
 
 class Api:
-    """Routes: GET / (the page), GET /api/info, GET /api/search?id=|text=, POST /api/search (image body),
-    GET /api/items/<id>, GET /api/thumb/<id>, POST /api/predict (image body; needs --head)."""
+    """The store opened for serving: search, items, thumbnails, the 2-D map, predictions.
+    `handle(method, path, query, headers, body)` runs one request through the whole web app in
+    process (routing, guards, errors), for tests and scripts."""
 
-    def __init__(self, ctx, head=None, head_doc: dict | None = None, max_upload: int = MAX_UPLOAD):
+    def __init__(self, ctx, head=None, head_doc: dict | None = None, max_upload: int = MAX_UPLOAD,
+                 max_upload_pixels: int = MAX_UPLOAD_PIXELS, decode_budget: int | None = None):
+        from .images import DEFAULT_BUDGET, DecodeBudget, Thumbnailer
+
         self.ctx, self.head, self.head_doc, self.max_upload = ctx, head, head_doc, max_upload
-        self._lock = threading.Lock()  # one forward pass at a time
+        self.max_upload_pixels = max_upload_pixels
+        self.budget = DecodeBudget(decode_budget or DEFAULT_BUDGET)
+        self.thumbs = Thumbnailer(self.budget)
+        self._embed_lock = threading.Lock()  # one forward pass at a time
+        self._map_lock = threading.Lock()
+        self._map = None
+        self._app = None
 
-    def handle(self, method: str, path: str, query: dict, headers: dict, body: bytes | None) -> Response:
-        try:
-            return self._route(method, path, query, headers, body)
-        except ApiError as e:
-            return Response.error(e.status, str(e))
-        except EmbedstoreError as e:
-            return Response.error(400, str(e))
+    # ---- in-process requests -----------------------------------------------------------------
+    def handle(self, method: str, path: str, query: dict | None = None, headers: dict | None = None,
+               body: bytes | None = None):
+        """One request through the ASGI app without sockets -> `Reply(status, headers, body)`."""
+        from .app import call_app, make_app
 
-    def _route(self, method, path, query, headers, body) -> Response:
-        routes = {
-            ("GET", "/"): self.page,
-            ("GET", "/api/info"): self.info,
-            ("GET", "/api/search"): self.search_get,
-            ("POST", "/api/search"): self.search_post,
-            ("POST", "/api/predict"): self.predict,
-        }
-        if (method, path) in routes:
-            return routes[(method, path)](query=query, headers=headers, body=body)
-        for prefix, fn in (("/api/items/", self.item), ("/api/thumb/", self.thumb)):
-            if path.startswith(prefix):
-                if method != "GET":
-                    raise ApiError(405, f"{path} answers GET only")
-                return fn(unquote(path[len(prefix):]), query)
-        if any(p == path for _, p in routes):
-            raise ApiError(405, f"{method} is not allowed on {path}")
-        raise ApiError(404, f"no such endpoint: {path}")
+        if self._app is None:
+            self._app = make_app(self)
+        return call_app(self._app, method, path, query or {}, headers or {}, body)
 
-    # ---- handlers --------------------------------------------------------------------------
-    def page(self, **_) -> Response:
-        from .page import PAGE
-
-        return Response(200, "text/html; charset=utf-8", PAGE.encode())
-
-    def info(self, **_) -> Response:
+    # ---- answers ------------------------------------------------------------------------------
+    def info(self) -> dict:
         r = self.ctx.rows
         labels, counts = np.unique(r.labels[r.labels != ""], return_counts=True)
-        return Response.json({"store": self.ctx.store, "vector_set": self.ctx.vs.name, "encoder": self.ctx.vs.encoder,
-                              "items": len(r), "labels": dict(zip(labels.tolist(), counts.tolist())),
-                              "text_search": str(self.ctx.vs.encoder).startswith("open_clip:") or self.ctx.prov.get("modality") == "text",
-                              "head": self.head_doc.get("kind") if self.head_doc else None,
-                              "index": {k: v for k, v in self.ctx.meta.items() if k != "ids_sha256"}})
+        sp, sc = np.unique(r.splits[r.splits != ""], return_counts=True)
+        return {"store": _store_name(self.ctx.store), "vector_set": self.ctx.vs.name, "encoder": self.ctx.vs.encoder,
+                "items": len(r), "labels": dict(zip(labels.tolist(), counts.tolist())), "splits": dict(zip(sp.tolist(), sc.tolist())),
+                "text_search": str(self.ctx.vs.encoder).startswith("open_clip:") or self.ctx.prov.get("modality") == "text",
+                "image_search": self.ctx.prov.get("modality", "image") != "text",
+                "head": self.head_doc.get("kind") if self.head_doc else None,
+                "head_classes": [str(c) for c in self.head.classes_] if self.head is not None else [],
+                "index": {k: v for k, v in self.ctx.meta.items() if k not in ("ids_sha256", "path", "file")},
+                "max_upload": self.max_upload}
 
-    def _hits(self, Q, query) -> Response:
-        k = _int(query, "k", 10, 1, min(MAX_K, len(self.ctx.rows)))
-        where = query.get("where", [None])[0]
-        hits, exact, ms = self.ctx.run(Q, k, where)
+    def _hits(self, Q, query) -> dict:
+        k = int_arg(query, "k", 10, 1, min(MAX_K, len(self.ctx.rows)))
+        try:
+            hits, exact, ms = self.ctx.run(Q, k, query.get("where") or None)
+        except EmbedstoreError as e:
+            raise ApiError(400, str(e)) from None
         for h in hits:
             h.pop("uri", None)  # file paths stay on the server; thumbnails go by id
-        return Response.json({"hits": hits, "exact": exact, "ms": ms})
+        return {"hits": hits, "exact": exact, "ms": ms}
 
-    def search_get(self, query, **_) -> Response:
-        item_id, text = query.get("id", [None])[0], query.get("text", [None])[0]
+    def search_get(self, query) -> dict:
+        item_id, text = query.get("id"), query.get("text")
         if (item_id is None) == (text is None):
             raise ApiError(400, "give exactly one of 'id' or 'text' (or POST an image to /api/search)")
         if item_id is not None:
@@ -120,60 +101,79 @@ class Api:
         else:
             if not text.strip():
                 raise ApiError(400, "'text' is empty")
-            with self._lock:
-                Q = self.ctx.vector_for_text(text)
+            try:
+                with self._embed_lock:
+                    Q = self.ctx.vector_for_text(text)
+            except EmbedstoreError as e:
+                raise ApiError(400, str(e)) from None
         return self._hits(Q, query)
 
-    def _image_body(self, headers: dict, body: bytes | None) -> bytes:
-        if body is None:
-            raise ApiError(411, "send the image as the request body, with a Content-Length")
-        if not body:
+    def search_post(self, query, content_type: str, data: bytes) -> dict:
+        return self._hits(self._embed_upload(content_type, data), query)
+
+    def _embed_upload(self, content_type: str, data: bytes) -> np.ndarray:
+        from .images import ImageRefused, check_upload
+
+        if not data:
             raise ApiError(400, "the request body is empty; send an image")
-        ctype = headers.get("content-type", "application/octet-stream").split(";")[0].strip().lower()
+        ctype = (content_type or "application/octet-stream").split(";")[0].strip().lower()
         if not (ctype.startswith("image/") or ctype == "application/octet-stream"):
             raise ApiError(415, f"send the image itself (Content-Type image/* or application/octet-stream), not {ctype}")
-        return body
-
-    def search_post(self, query, headers, body) -> Response:
-        data = self._image_body(headers, body)
-        with self._lock:
-            Q = self._embed_upload(data)
-        return self._hits(Q, query)
-
-    def _embed_upload(self, data: bytes) -> np.ndarray:
         try:
-            return self.ctx.vector_for_image_bytes(data, "the uploaded file")
+            held = check_upload(data, self.budget, self.max_upload_pixels)
+        except ImageRefused as e:
+            raise ApiError(413, str(e)) from None
+        try:
+            with held, self._embed_lock:
+                return self.ctx.vector_for_image_bytes(data, "the uploaded file")
         except EmbedstoreError as e:
             raise ApiError(415 if "cannot be used" in str(e) else 400, str(e)) from None
 
-    def predict(self, query, headers, body) -> Response:
+    def predict(self, content_type: str, data: bytes) -> dict:
         if self.head is None:
             raise ApiError(404, "this server was started without --head; restart with `embed serve STORE --head HEAD`")
-        data = self._image_body(headers, body)
-        with self._lock:
-            Q = self._embed_upload(data)
+        Q = self._embed_upload(content_type, data)
         P = self.head.predict_proba(Q)[0]  # Q is what the store would hold for this file (the embedding service)
         classes = [str(c) for c in self.head.classes_]
         order = np.argsort(-P)
-        return Response.json({"label": classes[order[0]], "prob": float(P[order[0]]),
-                              "probs": {classes[i]: float(P[i]) for i in order}})
+        return {"label": classes[order[0]], "prob": float(P[order[0]]), "probs": {classes[i]: float(P[i]) for i in order}}
 
-    def item(self, item_id: str, query) -> Response:
+    def _row(self, item_id: str) -> int:
         r = self.ctx.row_of(item_id)
         if r is None:
             raise ApiError(404, f"no item with id {item_id!r}")
-        rows = self.ctx.rows
-        return Response.json({"id": item_id, "label": str(rows.labels[r]), "split": str(rows.splits[r]),
-                              "file": str(rows.uris[r]).rsplit("/", 1)[-1], "thumb": f"/api/thumb/{item_id}"})
+        return r
 
-    def thumb(self, item_id: str, query) -> Response:
-        from ..reports.plots import thumbnail_png
+    def item(self, item_id: str) -> dict:
+        r, rows = self._row(item_id), self.ctx.rows
+        out = {"id": item_id, "label": str(rows.labels[r]), "split": str(rows.splits[r]),
+               "file": str(rows.uris[r]).replace("\\", "/").rsplit("/", 1)[-1], "thumb": f"/api/thumb/{item_id}"}
+        if rows.texts is not None and rows.texts[r]:
+            out["text"] = str(rows.texts[r])
+        return out
 
-        r = self.ctx.row_of(item_id)
-        if r is None:
-            raise ApiError(404, f"no item with id {item_id!r}")
-        size = _int(query, "size", 128, 16, 512)
-        png = thumbnail_png(str(self.ctx.rows.uris[r]), size)
-        if png is None:
-            raise ApiError(404, f"the file of item {item_id!r} cannot be read any more")
-        return Response(200, "image/png", png)
+    def thumb(self, item_id: str, query) -> bytes:
+        from .images import ImageRefused
+
+        r = self._row(item_id)
+        size = int_arg(query, "size", 128, 16, 512)
+        if self.ctx.prov.get("modality") == "text":
+            raise ApiError(404, f"item {item_id!r} is a text; text stores have no thumbnails")
+        try:
+            return self.thumbs.png(str(self.ctx.rows.uris[r]), r, size)
+        except ImageRefused as e:
+            raise ApiError(404 if "cannot be read" in str(e) else 413, f"no thumbnail for item {item_id!r}: {e}") from None
+
+    def map(self) -> dict:
+        """The store's 2-D map (PCA, streamed; computed once)."""
+        from .projection import pca_map
+
+        with self._map_lock:
+            if self._map is None:
+                self._map = pca_map(self.ctx.rows)
+        return self._map
+
+
+def _store_name(path: str) -> str:
+    """The store's file name only: server paths stay on the server."""
+    return str(path).replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]

@@ -1,76 +1,170 @@
-"""The HTTP server: stdlib ThreadingHTTPServer around `Api`, with bounded request bodies."""
+"""The server: the app on uvicorn, with the limits a hostile or merely slow client meets.
+
+- headers must arrive within `header_timeout` s of connecting (or of the previous answer), or the
+  connection is closed (uvicorn has no such timer of its own); a body within `body_timeout` s (408);
+  an idle keep-alive connection is closed after `keep_alive` s;
+- at most `max_connections` connections and requests at once (uvicorn's limit_concurrency: 503
+  beyond), a listen backlog of 2048, request heads of at most 64 KiB;
+- off loopback an access token is required (see `guard_for`)."""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
+import secrets
+import socket
+import threading
+from dataclasses import dataclass
 
-from .api import Api, Response
+from .api import MAX_UPLOAD, Api
 
 log = logging.getLogger(__name__)
 
 
-def make_handler(api: Api):
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "embedstore"
-
-        def _send(self, r: Response) -> None:
-            self.send_response(r.status)
-            self.send_header("Content-Type", r.content_type)
-            self.send_header("Content-Length", str(len(r.body)))
-            self.send_header("X-Content-Type-Options", "nosniff")
-            self.send_header("Cache-Control", "no-store")
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(r.body)
-
-        def _dispatch(self, method: str) -> None:
-            parts = urlsplit(self.path)
-            headers = {k.lower(): v for k, v in self.headers.items()}
-            body = None
-            if method == "POST":
-                length = headers.get("content-length")
-                if length is None:
-                    return self._send(Response.error(411, "a Content-Length header is required"))
-                try:
-                    n = int(length)
-                except ValueError:
-                    return self._send(Response.error(400, "Content-Length must be an integer"))
-                if n < 0:
-                    return self._send(Response.error(400, "Content-Length must not be negative"))
-                if n > api.max_upload:
-                    self.close_connection = True  # the body is not read: drop the connection after answering
-                    return self._send(Response.error(413, f"upload of {n} bytes is over the {api.max_upload}-byte limit"))
-                body = self.rfile.read(n)
-            self._send(api.handle(method, parts.path, parse_qs(parts.query), headers, body))
-
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-            self._dispatch("GET")
-
-        def do_POST(self) -> None:  # noqa: N802
-            self._dispatch("POST")
-
-        def do_PUT(self) -> None:  # noqa: N802
-            self._send(Response.error(405, "PUT is not allowed"))
-
-        do_DELETE = do_PATCH = do_PUT
-
-        def log_message(self, fmt: str, *args) -> None:
-            log.info("%s %s", self.address_string(), fmt % args)
-
-    return Handler
+@dataclass
+class Limits:
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    keep_alive: int = 5
+    max_connections: int = 1000
+    backlog: int = 2048
+    max_head_bytes: int = 64 * 1024
 
 
-def make_server(api: Api, host: str = "127.0.0.1", port: int = 8000) -> ThreadingHTTPServer:
-    """A server bound to (host, port); port 0 picks a free one (`server.server_address`)."""
-    srv = ThreadingHTTPServer((host, port), make_handler(api))
-    srv.daemon_threads = True
-    return srv
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def guard_for(host: str, token: str | None = None, allow_hosts=(), limits: Limits | None = None):
+    """(Guard, token) for a server bound to `host`: loopback needs no token unless one is given;
+    any other address gets `token` or a generated one. Host headers accepted: the loopback names,
+    the bound address (unless a wildcard), this machine's names, and `allow_hosts`."""
+    from .app import LOOPBACK_NAMES, Guard
+
+    limits = limits or Limits()
+    hosts = set(LOOPBACK_NAMES) | {h.lower() for h in allow_hosts}
+    if not is_loopback(host):
+        token = token or secrets.token_urlsafe(24)
+        if host not in ("0.0.0.0", "::", ""):
+            hosts.add(host.lower().strip("[]"))
+        for name in {socket.gethostname(), socket.getfqdn()}:
+            if name:
+                hosts.add(name.lower())
+    return Guard(hosts=hosts, token=token, body_timeout=limits.body_timeout), token
+
+
+def _protocol_class(header_timeout: float):
+    """uvicorn's h11 protocol with a deadline on request heads: a client that connects and sends
+    nothing, or sends its headers a byte at a time, is disconnected after `header_timeout` s."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeadTimedH11(H11Protocol):
+        _head_timer = None
+
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            self._watch_head()
+
+        def data_received(self, data):
+            super().data_received(data)
+            self._watch_head()
+
+        def on_response_complete(self):
+            super().on_response_complete()
+            self._watch_head()
+
+        def connection_lost(self, exc):
+            self._stop_head_timer()
+            super().connection_lost(exc)
+
+        def _watch_head(self):
+            waiting = self.conn.their_state is h11.IDLE and not self.transport.is_closing()
+            if waiting and self._head_timer is None:
+                self._head_timer = self.loop.call_later(header_timeout, self._head_too_slow)
+            elif not waiting:
+                self._stop_head_timer()
+
+        def _stop_head_timer(self):
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def _head_too_slow(self):
+            self._head_timer = None
+            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+                log.info("closing a connection that sent no complete request head in %g s", header_timeout)
+                self.transport.close()
+
+    return HeadTimedH11
+
+
+def make_server(api: Api, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
+                allow_hosts=(), limits: Limits | None = None):
+    """A uvicorn server for `api`, its socket already bound (port 0 picks a free one: `.port`).
+    `.token` is the access token (None on loopback without --token). Run with `.serve()`
+    (blocking) or `.start()` (a background thread) and `.stop()`."""
+    import uvicorn
+
+    from .app import make_app
+    from .images import return_freed_memory_to_the_system
+
+    return_freed_memory_to_the_system()
+    limits = limits or Limits()
+    guard, token = guard_for(host, token, allow_hosts, limits)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(limits.backlog)
+    sock.set_inheritable(True)
+    config = uvicorn.Config(make_app(api, guard), http=_protocol_class(limits.header_timeout), lifespan="off",
+                            timeout_keep_alive=limits.keep_alive, limit_concurrency=limits.max_connections,
+                            backlog=limits.backlog, h11_max_incomplete_event_size=limits.max_head_bytes,
+                            log_level="warning", access_log=False, server_header=False, proxy_headers=False,
+                            ws="none")
+    return ServerHandle(uvicorn.Server(config), sock, token, guard)
+
+
+class ServerHandle:
+    def __init__(self, server, sock, token, guard):
+        self.server, self.sock, self.token, self.guard = server, sock, token, guard
+        self.host, self.port = sock.getsockname()[:2]
+        self._thread = None
+
+    @property
+    def url(self) -> str:
+        h = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{h}:{self.port}/" + (f"?token={self.token}" if self.token else "")
+
+    def serve(self) -> None:
+        self.server.run(sockets=[self.sock])
+
+    def start(self) -> "ServerHandle":
+        self._thread = threading.Thread(target=self.serve, daemon=True, name="embed-serve")
+        self._thread.start()
+        import time
+
+        for _ in range(500):
+            if self.server.started:
+                break
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(10)
+        self.sock.close()
 
 
 def open_api(store, head: str | None = None, vector_set: str | None = None, weights: str | None = None,
-             device: str = "auto", max_upload: int | None = None) -> Api:
+             device: str = "auto", max_upload: int | None = None, **limits) -> Api:
     """The store opened for serving, with an optional head whose provenance must match the store's set."""
     from ..errors import HeadError
     from ..modelfile import load_head
@@ -87,6 +181,4 @@ def open_api(store, head: str | None = None, vector_set: str | None = None, weig
                 st.check_provenance(ctx.vs, doc.get("provenance", {}))
             except Exception as e:  # noqa: BLE001 - turned into the head's error type
                 raise HeadError(f"head {head} was trained on other vectors than {ctx.vs.name}: {e}") from None
-    from .api import MAX_UPLOAD
-
-    return Api(ctx, h, doc, max_upload or MAX_UPLOAD)
+    return Api(ctx, h, doc, max_upload or MAX_UPLOAD, **limits)

@@ -1,0 +1,299 @@
+"""The web app: Starlette routes over `Api`, behind one guard (Host header, access token, OPTIONS),
+with bounded and timed request bodies and JSON errors with one-line reasons.
+
+Imported only by `embed serve` and the server tests (Starlette is not loaded for other commands)."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, urlencode
+
+import anyio
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Match, Route
+
+from .api import Api, ApiError
+
+log = logging.getLogger(__name__)
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
+TOKEN_COOKIE = "embed_token"
+
+
+@dataclass
+class Guard:
+    """Who may talk to the server: the Host names it answers to, and the token (None: no token)."""
+
+    hosts: set = field(default_factory=lambda: set(LOOPBACK_NAMES))
+    token: str | None = None
+    body_timeout: float = 30.0  # seconds to receive a whole request body
+    drain_max: int = 64 * 2**20  # an oversized body up to this is read and discarded so the client reads its 413
+
+
+SECURITY_HEADERS = {
+    "x-content-type-options": "nosniff",
+    "cache-control": "no-store",
+    "referrer-policy": "no-referrer",
+    "x-frame-options": "DENY",
+}
+PAGE_CSP = ("default-src 'none'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+            "img-src 'self' data: blob:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+
+
+def error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": message.splitlines()[0] if message else "error", "status": status}, status,
+                        headers={**SECURITY_HEADERS, **(headers or {})})
+
+
+def ok(obj) -> Response:
+    return Response(json.dumps(obj, default=str), 200, headers=SECURITY_HEADERS, media_type="application/json")
+
+
+# ---- request bodies ----------------------------------------------------------------------------
+async def read_body(request: Request, limit: int, guard: Guard) -> bytes:
+    """The request body, at most `limit` bytes, within `guard.body_timeout` seconds.
+    Over the limit: 413, after reading and discarding the rest (up to `guard.drain_max`) so a client
+    that sends its whole body before reading (urllib, requests) gets the status, not a broken pipe."""
+    length = request.headers.get("content-length")
+    chunked = "chunked" in request.headers.get("transfer-encoding", "").lower()
+    if length is None and not chunked:
+        raise ApiError(411, "a Content-Length header is required")
+    n = None
+    if length is not None:
+        try:
+            n = int(length)
+        except ValueError:
+            raise ApiError(400, "Content-Length must be an integer") from None
+        if n < 0:
+            raise ApiError(400, "Content-Length must not be negative")
+    close = {"connection": "close"}
+    over = f"the upload is over this server's {limit}-byte limit (--max-upload-mb)"
+    if n is not None and n > limit:
+        if n <= guard.drain_max:
+            await _drain(request, guard)
+        raise ApiError(413, f"upload of {n} bytes: {over}", close)
+    parts, got = [], 0
+    try:
+        with anyio.fail_after(guard.body_timeout):
+            async for chunk in request.stream():
+                got += len(chunk)
+                if got > limit:
+                    break
+                parts.append(chunk)
+    except TimeoutError:
+        raise ApiError(408, f"the request body did not arrive within {guard.body_timeout:g} s", close) from None
+    if got > limit:
+        await _drain(request, guard)
+        raise ApiError(413, over, close)
+    return b"".join(parts)
+
+
+async def _drain(request: Request, guard: Guard) -> None:
+    seen = 0
+    try:
+        with anyio.fail_after(guard.body_timeout):
+            async for chunk in request.stream():
+                seen += len(chunk)
+                if seen > guard.drain_max:
+                    return
+    except (TimeoutError, Exception):  # noqa: BLE001 - the 413 goes out whatever the rest of the body does
+        return
+
+
+# ---- routes ------------------------------------------------------------------------------------
+def make_app(api: Api, guard: Guard | None = None) -> Starlette:
+    guard = guard or Guard()
+
+    def q(request: Request) -> dict:
+        return {k: v for k, v in request.query_params.items() if k != "token"}
+
+    async def page(request: Request) -> Response:
+        from .page import PAGE
+
+        return Response(PAGE, 200, headers={**SECURITY_HEADERS, "content-security-policy": PAGE_CSP},
+                        media_type="text/html; charset=utf-8")
+
+    async def openapi(request: Request) -> Response:
+        from .openapi import schema
+
+        return ok(schema(api))
+
+    async def info(request: Request) -> Response:
+        return ok(api.info())
+
+    async def search_get(request: Request) -> Response:
+        return ok(await run_in_threadpool(api.search_get, q(request)))
+
+    async def search_post(request: Request) -> Response:
+        data = await read_body(request, api.max_upload, guard)
+        return ok(await run_in_threadpool(api.search_post, q(request), request.headers.get("content-type", ""), data))
+
+    async def search(request: Request) -> Response:
+        return await (search_post if request.method == "POST" else search_get)(request)
+
+    async def predict(request: Request) -> Response:
+        data = await read_body(request, api.max_upload, guard)
+        return ok(await run_in_threadpool(api.predict, request.headers.get("content-type", ""), data))
+
+    async def item(request: Request) -> Response:
+        return ok(api.item(request.path_params["item_id"]))
+
+    async def thumb(request: Request) -> Response:
+        png = await run_in_threadpool(api.thumb, request.path_params["item_id"], q(request))
+        return Response(png, 200, headers={**SECURITY_HEADERS, "cache-control": "private, max-age=3600"}, media_type="image/png")
+
+    async def map_(request: Request) -> Response:
+        return ok(await run_in_threadpool(api.map))
+
+    routes = [
+        Route("/", page, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+        Route("/api/info", info, methods=["GET"]),
+        Route("/api/search", search, methods=["GET", "POST"]),
+        Route("/api/predict", predict, methods=["POST"]),
+        Route("/api/items/{item_id:path}", item, methods=["GET"]),
+        Route("/api/thumb/{item_id:path}", thumb, methods=["GET"]),
+        Route("/api/map", map_, methods=["GET"]),
+    ]
+
+    async def on_api_error(request, e: ApiError):
+        return error(e.status, str(e), e.headers)
+
+    async def on_http(request, e: HTTPException):
+        reason = {404: f"no such endpoint: {request.url.path}",
+                  405: f"{request.method} is not allowed on {request.url.path}"}.get(e.status_code, str(e.detail))
+        return error(e.status_code, reason, dict(e.headers or {}))
+
+    async def on_crash(request, e: Exception):
+        log.exception("internal error on %s %s", request.method, request.url.path)
+        return error(500, f"internal error ({type(e).__name__}); the server log has the details")
+
+    app = Starlette(routes=routes, exception_handlers={ApiError: on_api_error, HTTPException: on_http, Exception: on_crash})
+    return GuardMiddleware(app, guard, routes)
+
+
+# ---- the guard ---------------------------------------------------------------------------------
+def host_of(value: str) -> str:
+    v = value.strip().lower()
+    if v.startswith("["):
+        return v[1:v.find("]")] if "]" in v else v
+    return v.rsplit(":", 1)[0] if v.count(":") == 1 else v
+
+
+class GuardMiddleware:
+    """Refuses a foreign Host header (DNS rebinding) and a missing or wrong token, and answers
+    OPTIONS with the methods a path allows; everything else goes to the app."""
+
+    def __init__(self, app, guard: Guard, routes: list):
+        self.app, self.guard, self.routes = app, guard, routes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        host = host_of(headers.get("host", ""))
+        if host not in self.guard.hosts:
+            shown = headers.get("host", "")[:100] or "(none)"
+            return await error(400, f"Host {shown!r} is not a name this server answers to "
+                                    f"({', '.join(sorted(self.guard.hosts))}); see `embed serve --allow-host`")(scope, receive, send)
+        set_cookie = None
+        if self.guard.token:
+            given = _token_in(scope, headers)
+            if not given or not hmac.compare_digest(given.encode(), self.guard.token.encode()):
+                return await error(401, "this server needs its access token: open the URL `embed serve` printed, or send "
+                                        "'Authorization: Bearer TOKEN'", {"www-authenticate": "Bearer"})(scope, receive, send)
+            if "token=" in scope.get("query_string", b"").decode("latin-1"):
+                set_cookie = f"{TOKEN_COOKIE}={self.guard.token}; HttpOnly; SameSite=Strict; Path=/"
+        if scope["method"] == "OPTIONS":
+            return await self._options(scope, receive, send)
+        if set_cookie is None:
+            return await self.app(scope, receive, send)
+
+        async def send_with_cookie(message):
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": list(message.get("headers", [])) + [(b"set-cookie", set_cookie.encode())]}
+            await send(message)
+
+        return await self.app(scope, receive, send_with_cookie)
+
+    async def _options(self, scope, receive, send):
+        if scope["path"] == "*":
+            allowed = {"GET", "HEAD", "POST", "OPTIONS"}
+        else:
+            allowed = set()
+            for route in self.routes:
+                for m in ("GET", "POST"):
+                    match, _ = route.matches({**scope, "method": m})
+                    if match in (Match.FULL, Match.PARTIAL):
+                        allowed |= set(route.methods or ())
+            if not allowed:
+                return await error(404, f"no such endpoint: {scope['path']}")(scope, receive, send)
+            allowed.add("OPTIONS")
+        order = ["GET", "HEAD", "POST", "OPTIONS"]
+        allow = ", ".join(m for m in order if m in allowed)
+        await Response(b"", 204, headers={**SECURITY_HEADERS, "allow": allow})(scope, receive, send)
+
+
+def _token_in(scope, headers: dict) -> str | None:
+    auth = headers.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        return auth[7:].strip()
+    if headers.get("x-embed-token"):
+        return headers["x-embed-token"].strip()
+    for k, v in parse_qsl(scope.get("query_string", b"").decode("latin-1")):
+        if k == "token":
+            return v
+    for part in headers.get("cookie", "").split(";"):
+        k, _, v = part.strip().partition("=")
+        if k == TOKEN_COOKIE:
+            return v
+    return None
+
+
+# ---- in-process calls --------------------------------------------------------------------------
+@dataclass
+class Reply:
+    status: int
+    headers: dict
+    body: bytes
+
+    def json(self):
+        return json.loads(self.body)
+
+
+def call_app(app, method: str, path: str, query: dict, headers: dict, body: bytes | None) -> Reply:
+    """Run one request through `app` without sockets (query as parse_qs gives it, or plain values)."""
+    hdrs = {k.lower(): str(v) for k, v in headers.items()}
+    hdrs.setdefault("host", "127.0.0.1")
+    if body is not None:
+        hdrs.setdefault("content-length", str(len(body)))
+    qs = urlencode([(k, x) for k, v in query.items() for x in (v if isinstance(v, (list, tuple)) else [v])])
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method.upper(),
+             "scheme": "http", "path": path, "raw_path": path.encode(), "root_path": "", "query_string": qs.encode(),
+             "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in hdrs.items()],
+             "client": ("127.0.0.1", 0), "server": ("127.0.0.1", 0)}
+    sent = {"body": False}
+    out = {"status": 0, "headers": {}, "body": []}
+
+    async def receive():
+        if not sent["body"]:
+            sent["body"] = True
+            return {"type": "http.request", "body": body or b"", "more_body": False}
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        if message["type"] == "http.response.start":
+            out["status"] = message["status"]
+            out["headers"] = {k.decode("latin-1"): v.decode("latin-1") for k, v in message.get("headers", [])}
+        elif message["type"] == "http.response.body":
+            out["body"].append(message.get("body", b""))
+
+    asyncio.run(app(scope, receive, send))
+    return Reply(out["status"], out["headers"], b"".join(out["body"]))

@@ -1,0 +1,79 @@
+"""The API's OpenAPI 3.1 description, served at /openapi.json (written by hand: the routes are few
+and Starlette does not derive one)."""
+
+from __future__ import annotations
+
+ERROR = {"description": "a JSON error with a one-line reason",
+         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+IMAGE_BODY = {"required": True, "description": "the image file itself (not a form)",
+              "content": {"image/*": {"schema": {"type": "string", "format": "binary"}},
+                          "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}
+K = {"name": "k", "in": "query", "schema": {"type": "integer", "minimum": 1, "default": 10}, "description": "number of neighbours"}
+WHERE = {"name": "where", "in": "query", "schema": {"type": "string"}, "example": "label=cat|dog,split=test",
+         "description": "filter on label and split, as `embed search --where`"}
+ITEM_ID = {"name": "item_id", "in": "path", "required": True, "schema": {"type": "string"},
+           "description": "an item id (its path relative to the source folder; may contain '/')"}
+
+
+def _json(ref: str, description: str) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}}
+
+
+def _errors(*codes: int) -> dict:
+    return {str(c): ERROR for c in codes}
+
+
+def schema(api=None) -> dict:
+    upload_errors = _errors(400, 408, 411, 413, 415)
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "embedstore serve", "version": "1",
+                 "description": "Nearest-neighbour search, thumbnails and head predictions over one embedstore store. "
+                                "Off loopback every request needs the access token (Authorization: Bearer TOKEN)."},
+        "components": {
+            "securitySchemes": {"token": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Error": {"type": "object", "required": ["error", "status"],
+                          "properties": {"error": {"type": "string"}, "status": {"type": "integer"}}},
+                "Hit": {"type": "object", "properties": {"rank": {"type": "integer"}, "id": {"type": "string"},
+                                                         "label": {"type": "string"}, "split": {"type": "string"},
+                                                         "score": {"type": "number"}, "text": {"type": "string"}}},
+                "Hits": {"type": "object", "properties": {"hits": {"type": "array", "items": {"$ref": "#/components/schemas/Hit"}},
+                                                          "exact": {"type": "boolean"}, "ms": {"type": "number"}}},
+                "Prediction": {"type": "object", "properties": {"label": {"type": "string"}, "prob": {"type": "number"},
+                                                                "probs": {"type": "object", "additionalProperties": {"type": "number"}}}},
+                "Item": {"type": "object", "properties": {"id": {"type": "string"}, "label": {"type": "string"},
+                                                          "split": {"type": "string"}, "file": {"type": "string"},
+                                                          "thumb": {"type": "string"}}},
+                "Info": {"type": "object"},
+                "Map": {"type": "object", "properties": {
+                    "points": {"type": "array", "items": {"type": "object"}}, "explained": {"type": "array", "items": {"type": "number"}},
+                    "sampled": {"type": "boolean"}, "items": {"type": "integer"}}},
+            },
+        },
+        "security": [{"token": []}, {}],
+        "paths": {
+            "/api/info": {"get": {"summary": "the store, vector set, encoder, labels, splits, head and index",
+                                  "responses": {"200": _json("Info", "what is served")}}},
+            "/api/search": {
+                "get": {"summary": "neighbours of a stored item (id) or of a text (CLIP and text stores)",
+                        "parameters": [{"name": "id", "in": "query", "schema": {"type": "string"}},
+                                       {"name": "text", "in": "query", "schema": {"type": "string"}}, K, WHERE],
+                        "responses": {"200": _json("Hits", "the k nearest items"), **_errors(400, 404)}},
+                "post": {"summary": "neighbours of an uploaded image, embedded as the store's files were",
+                         "parameters": [K, WHERE], "requestBody": IMAGE_BODY,
+                         "responses": {"200": _json("Hits", "the k nearest items"), **upload_errors}}},
+            "/api/predict": {"post": {"summary": "the loaded head's label and class probabilities for an uploaded image",
+                                      "requestBody": IMAGE_BODY,
+                                      "responses": {"200": _json("Prediction", "label and probabilities"),
+                                                    **_errors(404), **upload_errors}}},
+            "/api/items/{item_id}": {"get": {"summary": "one item's label, split and file name", "parameters": [ITEM_ID],
+                                             "responses": {"200": _json("Item", "the item"), **_errors(404)}}},
+            "/api/thumb/{item_id}": {"get": {"summary": "a PNG thumbnail of one item",
+                                             "parameters": [ITEM_ID, {"name": "size", "in": "query",
+                                                                      "schema": {"type": "integer", "minimum": 16, "maximum": 512, "default": 128}}],
+                                             "responses": {"200": {"description": "PNG", "content": {"image/png": {}}}, **_errors(404, 413)}}},
+            "/api/map": {"get": {"summary": "a 2-D PCA map of the store (up to 5000 items, sampled evenly)",
+                                 "responses": {"200": _json("Map", "points with id, label, split, x, y")}}},
+        },
+    }
