@@ -14,6 +14,7 @@ EPILOG = (
     "  embed search photos.h5 --id cat/img_00042.jpg -k 10 --where label=cat\n\n"
     "  embed search photos.h5 --text \"a red car\" -k 10          # stores built with a CLIP encoder\n\n"
     "  embed search photos.h5 --vector-file q.npy --exact --json\n\n"
+    "  embed search photos.h5 --queries queries/ --out hits.parquet      # a folder of images, .txt of texts or CSV of ids\n\n"
     "Scores: cosine similarity for L2-normalised sets (the default), else squared L2 distance."
 )
 
@@ -26,6 +27,8 @@ def register(app: typer.Typer) -> None:
         image: Path = typer.Option(None, "--image", help="Query by an image file (embedded with the store's encoder)."),
         text: str = typer.Option(None, "--text", help="Query by text (stores built with an open_clip encoder)."),
         vector_file: Path = typer.Option(None, "--vector-file", help="Query by a raw vector (.npy, or comma-separated numbers)."),
+        queries: Path = typer.Option(None, "--queries", help="Many queries: a folder of images, a .txt (one text a line) or a CSV/Parquet with an id column; needs --out."),
+        out: Path = typer.Option(None, "--out", help="With --queries: write (query, rank, id, score, label) rows to this .csv or .parquet."),
         k: int = typer.Option(10, "-k", help="How many neighbours."),
         where: str = typer.Option(None, "--where", help="Only items matching key=value[,key=value] (label, split, id, uri; globs for id/uri: id=cat/*); '|' for OR. Exact: rows are selected first."),
         exact: bool = typer.Option(False, "--exact", help="Brute force, even when the set has an approximate index."),
@@ -36,6 +39,28 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="Print the hits as JSON."),
     ) -> None:
         """Nearest neighbours from the store's FAISS index: "more like this", text-to-image with CLIP."""
+        from .common import fail
+
+        if queries is not None or out is not None:
+            if queries is None or out is None:
+                fail("--queries and --out go together: --queries PATH --out hits.csv")
+            if any(x is not None for x in (item_id, image, text, vector_file)):
+                fail("give either --queries PATH or one of --id, --image, --text, --vector-file, not both")
+            from embedstore.search.batch import search_batch
+
+            b = run_guarded(search_batch, store, queries, out, k=k, where=where, exact=exact, include_self=include_self,
+                            vector_set=vector_set, weights=str(weights) if weights else None, device=device, progress=not json_out)
+            if json_out:
+                emit_json(b.to_dict())
+                return
+            say(f"{b.queries} {b.kind} queries searched in {b.vector_set}{f' where {b.where}' if b.where else ''}: "
+                f"{b.rows_written} rows to {b.out} ({b.seconds:.1f} s, {b.queries / max(b.seconds, 1e-9):.0f} queries/s); "
+                f"{b.plan.get('method', '')}")
+            for sk in b.skipped[:5]:
+                say(f"  skipped {sk['query']}: {sk['reason']}")
+            if len(b.skipped) > 5:
+                say(f"  ... {len(b.skipped) - 5} more skipped (see --json)")
+            return
         from embedstore.search.query import search as run_search
 
         r = run_guarded(run_search, store, item_id=item_id, image=image, text=text, vector_file=vector_file, k=k,

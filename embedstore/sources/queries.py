@@ -1,0 +1,48 @@
+"""Query files for batch search: a folder of images, a .txt of text queries (one a line), or a
+CSV / Parquet table with an `id` column of stored items. Yields (name, payload) in a stable order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+from ..errors import SourceError
+
+
+def read_queries(path: str | Path) -> tuple[str, list[tuple[str, object]]]:
+    """(kind, [(name, payload)]): kind "image" (payload: file path), "text" (the text) or "id"."""
+    p = Path(path)
+    if not p.exists():
+        raise SourceError(f"--queries {p} does not exist; give a folder of images, a .txt of texts or a CSV with an id column")
+    if p.is_dir():
+        files = sorted(f for f in p.rglob("*") if f.is_file() and not any(part.startswith(".") for part in f.relative_to(p).parts))
+        out = [(str(f.relative_to(p)), f) for f in files]
+        kind = "image"
+    elif p.suffix.lower() == ".txt":
+        out = [(line.strip(), line.strip()) for line in p.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+        kind = "text"
+    elif p.suffix.lower() in (".csv", ".parquet", ".pq"):
+        out = [(i, i) for i in _ids(p)]
+        kind = "id"
+    else:
+        raise SourceError(f"--queries {p}: expected a folder of images, a .txt (one text a line) or a .csv/.parquet with an id column")
+    if not out:
+        raise SourceError(f"--queries {p} holds no queries (an empty {'folder' if p.is_dir() else 'file'})")
+    return kind, out
+
+
+def _ids(p: Path) -> Iterator[str]:
+    if p.suffix.lower() == ".csv":
+        import csv
+
+        with open(p, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            if not reader.fieldnames or "id" not in reader.fieldnames:
+                raise SourceError(f"--queries {p} has no 'id' column (columns: {', '.join(reader.fieldnames or []) or 'none'})")
+            return [r["id"] for r in reader if r["id"]]
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(p)
+    if "id" not in t.column_names:
+        raise SourceError(f"--queries {p} has no 'id' column (columns: {', '.join(t.column_names)})")
+    return [str(x) for x in t.column("id").to_pylist() if x]
