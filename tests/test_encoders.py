@@ -41,16 +41,16 @@ def test_offline_effnet_lite_has_real_imagenet_weights():
     """The bundled weights classify scikit-learn's sample photos correctly (palace, daisy)."""
     from sklearn.datasets import load_sample_image
 
-    from embedstore.encoders.efficientnet_lite import EfficientNetLite, bundled_weights_path
+    from embedstore.encoders.lite import bundled_weights_path, lite0_model, timm_name
 
     enc = create_encoder("effnet-lite:lite0")
-    head = EfficientNetLite()
-    head.load_state_dict(torch.load(bundled_weights_path(), weights_only=True))
+    net = lite0_model(num_classes=1000)
+    net.load_state_dict({timm_name(k): v for k, v in torch.load(bundled_weights_path(), weights_only=True).items()})
     for name, imagenet_class in [("china.jpg", 698), ("flower.jpg", 985)]:
         x = enc.transform(Image.fromarray(load_sample_image(name)))[None]
         with torch.inference_mode():
             feats = enc(x)
-            logits = head._fc.eval()(feats)
+            logits = net.classifier.eval()(feats)
         assert feats.shape == (1, 1280)
         assert int(logits.argmax()) == imagenet_class
 

@@ -36,7 +36,9 @@ def create_local_dir(name: str, weights: str | None) -> Encoder:
     if wfile.suffix != ".safetensors" or not wfile.is_file():
         raise EncoderError(f"local-dir:{path} needs its weights as {WEIGHTS} (safetensors); {wfile} is missing or not safetensors")
     enc = create_encoder(doc["parent"], weights=STRUCTURE_ONLY, layer=doc.get("layer"))
-    load_into(enc.model, load_state_dict_file(wfile, f"local-dir:{path}"), f"local-dir:{path}", str(wfile))
+    state_dict = load_state_dict_file(wfile, f"local-dir:{path}")
+    adapt = getattr(enc, "adapt_state_dict", None)  # a family whose parameter names changed maps old files
+    load_into(enc.model, adapt(state_dict) if adapt else state_dict, f"local-dir:{path}", str(wfile))
     enc.cfg = dataclasses.replace(enc.cfg, id=f"local-dir:{name}", source="local-dir",
                                   weights_desc=f"fine-tuned from {doc['parent']}")
     enc.weights_sha256 = file_sha256(wfile)
