@@ -13,6 +13,7 @@ it to check that a kill at any instant leaves a loadable result.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -79,11 +80,49 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         _fsync_tree(tmp)
         fault(f"written:{path.name}")
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         _remove(tmp)
+        disk = disk_error(e, path)
+        if disk is not None:
+            raise disk from e
         raise
     fault(f"renamed:{path.name}")
     fsync_dir(path.parent)
+
+
+_DISK_ERRNOS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
+                errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
+                errno.EPERM: "permission denied"}
+_DISK_TEXT = {"no space left": errno.ENOSPC, "errno = 28": errno.ENOSPC, "quota exceeded": errno.EDQUOT,
+              "read-only file system": errno.EROFS, "errno = 30": errno.EROFS, "permission denied": errno.EACCES}
+
+
+def disk_error(e: BaseException, path: str | os.PathLike):
+    """A one-line StoreError for a full, read-only or forbidden disk (OSError with that errno, or
+    HDF5's wording of one); None for any other error. It names the path and the fix."""
+    from .errors import StoreError
+
+    if isinstance(e, StoreError) or not isinstance(e, OSError):
+        return None
+    code = e.errno if e.errno in _DISK_ERRNOS else next((c for t, c in _DISK_TEXT.items() if t in str(e).lower()), None)
+    if code is None:
+        return None
+    fix = {errno.ENOSPC: "free some space there (or put the store on another disk)",
+           errno.EDQUOT: "free some space within your quota", errno.EROFS: "remount it read-write or use a store on a writable disk",
+           }.get(code, "fix the folder's permissions or use a store in a folder you can write")
+    return StoreError(f"cannot write {path}: {_DISK_ERRNOS[code]}; {fix}, then re-run the same command "
+                      "(rows committed so far are kept)")
+
+
+def check_free_space(directory: str | os.PathLike, need: int) -> None:
+    """Refuse, before writing, a write of about `need` bytes that would fill the disk: HDF5 can crash
+    the process when a write fails half way, so running out of space is caught ahead of it."""
+    try:
+        free = shutil.disk_usage(directory).free
+    except OSError:
+        return
+    if free < need + (1 << 16):
+        raise disk_error(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), directory)
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
@@ -103,14 +142,15 @@ def write_json_atomic(path: str | Path, obj, **dump_kw) -> Path:
     return write_text_atomic(path, json.dumps(obj, **dump_kw))
 
 
-def remove_stale_temps(directory: str | Path) -> int:
-    """Delete temporaries in `directory` left by writers that are no longer running; return how many."""
+def remove_stale_temps(directory: str | Path, name: str | None = None) -> int:
+    """Delete temporaries in `directory` left by writers that are no longer running; return how many.
+    With `name`, only temporaries of that file (e.g. a store's catalog beside the user's own files)."""
     directory = Path(directory)
     if not directory.is_dir():
         return 0
     removed = 0
     for n in os.listdir(directory):
-        if not n.startswith(TMP_PREFIX):
+        if not n.startswith(TMP_PREFIX) or (name is not None and not n.endswith(f"-{name}")):
             continue
         try:
             pid = int(n[len(TMP_PREFIX):].split("-", 1)[0])

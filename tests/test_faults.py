@@ -74,3 +74,145 @@ def test_a_stray_file_in_the_shard_folder_is_ignored_with_a_note(image_folder, t
     assert any("not shards" in n for n in report.notes) and report.vectors_in_set == 12
     r = embed("verify", store, "--json")
     assert r.exit_code == 0 and any("copy.h5" in n for n in json.loads(r.stdout)["notes"])
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MiB tmpfs (needs root and mount rights; skipped elsewhere). Unmounted afterwards."""
+    import subprocess
+
+    d = tmp_path / "disk"
+    d.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(d)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        yield d
+    finally:
+        subprocess.run(["umount", "-l", str(d)], capture_output=True)
+
+
+def _fill(disk: Path, leave: int) -> Path:
+    import shutil
+
+    filler = disk / "filler"
+    filler.write_bytes(b"\0" * max(0, shutil.disk_usage(disk).free - leave))
+    return filler
+
+
+def test_a_full_disk_stops_with_one_line_and_the_same_command_resumes(tmp_path, small_disk):
+    from conftest import make_image_folder
+
+    src = make_image_folder(tmp_path / "photos", per_class=30)
+    store = small_disk / "s.h5"
+    filler = _fill(small_disk, 400_000)
+    args = ["build", src, "--store", store, "--encoder", "test:tiny", "--workers", 0, "--precision", "fp32",
+            "--batch-size", 4, "--shard-size", 4, "--json", "--quiet"]
+    r = embed(*args)
+    errors = [x for x in r.stderr.splitlines() if x.startswith("error:")]  # (the rest is the progress bar)
+    assert r.exit_code != 0 and len(errors) == 1 and "Traceback" not in r.stderr
+    assert "no space left" in r.stderr and str(small_disk) in r.stderr and "re-run the same command" in r.stderr
+    assert not [n for _, _, fs in os.walk(small_disk) for n in fs if n.startswith(".tmp-")]  # no temporaries left
+    committed = sum(len(h5py.File(f, "r")["items"]["id"]) for f in (Path(str(store) + ".d") / "shards").rglob("*.h5"))
+    assert committed > 0
+    filler.unlink()
+    r = embed(*args)
+    assert r.exit_code == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["unchanged"] == committed and d["encoded"] == 60 - committed and d["vectors_in_set"] == 60
+    assert embed("verify", store).exit_code == 0
+
+
+def test_a_read_only_disk_is_one_line_and_reading_still_works(image_folder, small_disk, build_tiny):
+    import subprocess
+
+    from embedstore.errors import StoreError
+
+    store = small_disk / "s.h5"
+    build_tiny(image_folder, store)
+    write_image(image_folder / "cat" / "new.jpg", seed=77)
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    try:
+        with pytest.raises(StoreError, match="read-only.*remount it read-write.*re-run the same command"):
+            build_tiny(image_folder, store)
+        with open_store(store) as st:
+            assert st.select_set().count == 12
+        assert embed("info", store).exit_code == 0
+    finally:
+        subprocess.run(["mount", "-o", "remount,rw", str(small_disk)], check=True)
+    report = build_tiny(image_folder, store)
+    assert report.encoded == 1 and report.vectors_in_set == 13
+
+
+def test_running_out_of_space_is_caught_before_hdf5_writes(image_folder, tmp_path, build_tiny, monkeypatch):
+    """Without root: the free-space check, faked to say the disk is full after two shards."""
+    import shutil
+
+    from embedstore.errors import StoreError
+
+    real, calls = shutil.disk_usage, {"n": 0}
+
+    def full_after_two(path):
+        calls["n"] += 1
+        u = real(path)
+        return u._replace(free=0) if calls["n"] > 3 else u  # the new catalog, then two shards
+
+    monkeypatch.setattr(shutil, "disk_usage", full_after_two)
+    store = tmp_path / "s.h5"
+    with pytest.raises(StoreError, match="no space left"):
+        build_tiny(image_folder, store)
+    monkeypatch.setattr(shutil, "disk_usage", real)
+    with open_store(store) as st:
+        kept = len(st.items()["id"])
+    assert kept == 8  # the two committed shards of 4 rows
+    report = build_tiny(image_folder, store)
+    assert report.unchanged == 8 and report.encoded == 4
+
+
+def test_the_lock_dies_with_the_writer_even_when_its_children_live(tmp_path):
+    """flock is shared with forked children (decode workers): they must not keep the store locked."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from embedstore.store.lock import StoreLock
+
+    lock_path = tmp_path / "s.h5.d" / "lock"
+    code = f"""
+import os, signal, sys, time
+from pathlib import Path
+from embedstore.store.lock import StoreLock
+lock = StoreLock(Path({str(lock_path)!r}))
+assert lock.acquire()
+child = os.fork()
+if child == 0:
+    time.sleep(30)
+    os._exit(0)
+print(child, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    child = int(p.stdout.strip())
+    try:
+        os.kill(child, 0)  # the forked child is still running ...
+        mine = StoreLock(lock_path)
+        assert mine.acquire(), "the dead writer's child still holds the lock"  # ... and the lock is free
+        mine.release()
+    finally:
+        try:
+            os.kill(child, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    time.sleep(0)
+
+
+def test_a_dead_writers_catalog_temporary_is_swept(image_folder, tmp_path, build_tiny):
+    store = tmp_path / "s.h5"
+    build_tiny(image_folder, store)
+    dead = tmp_path / ".tmp-999999999-abcd-s.h5"
+    dead.write_bytes(b"half a catalog")
+    other = tmp_path / ".tmp-999999999-abcd-users-own.h5"
+    other.write_bytes(b"not ours")
+    report = build_tiny(image_folder, store)
+    assert not dead.exists() and other.exists() and any("temporary" in n for n in report.notes)

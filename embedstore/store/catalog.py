@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_path
+from ..atomic import atomic_path, check_free_space
 from .schema import FORMAT, ITEM_COLUMNS, ITEM_INT_COLUMNS, ITEM_STR_COLUMNS, SCHEMA_VERSION, STATUS_OK
 from .shards import ShardMeta
 
@@ -93,6 +93,7 @@ def write_catalog(path: Path, shard_root_rel: str, layout: Layout, index_meta: d
     import h5py
 
     str_dt = h5py.string_dtype("utf-8")
+    check_free_space(path.parent, 2 * (512 * len(layout.items["id"]) + 96 * len(layout.shards)) + (64 << 10))
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         f.attrs["format"] = FORMAT

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import TMP_PREFIX, atomic_path
+from ..atomic import TMP_PREFIX, atomic_path, check_free_space
 from ..atomic import remove_stale_temps as remove_stale_tmp  # noqa: F401  re-exported: the store sweeps shard folders with it
 from .schema import ITEM_COLUMNS, ITEM_INT_COLUMNS, ITEM_STR_COLUMNS
 
@@ -129,6 +129,7 @@ def write_shard(
     # checksums of what the shard holds, recorded with it: `check_shard` and `embed verify` recompute them
     attrs = {**attrs, "items_sha256": items_digest(items.cols), "vectors_sha256": vectors_digest(vectors)}
     name = name or f"{time.time_ns():020d}-{os.getpid()}-{next(_counter):06d}.h5"
+    check_free_space(directory, 2 * vectors.nbytes + 512 * len(items) + (64 << 10))
     with atomic_path(directory / name) as tmp, h5py.File(tmp, "w") as f:
         for k, v in attrs.items():
             f.attrs[k] = v

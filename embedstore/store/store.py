@@ -124,8 +124,9 @@ class Store:
             raise StoreError(f"store {self.path} does not exist; create it with `embed build SOURCE --store {self.path}`")
         if self.writable:
             self._lock.acquire_or_raise(self.path)
-            for d in [self.sidecar, self.sidecar / "index", self.shard_root, *self._set_dirs()]:
-                n = remove_stale_tmp(d)
+            for d, only in [(self.path.parent, self.path.name), (self.sidecar, None), (self.sidecar / "index", None),
+                            (self.shard_root, None), *((d, None) for d in self._set_dirs())]:
+                n = remove_stale_tmp(d, only)
                 if n:
                     self.notes.append(f"removed {n} temporary file(s) left in {d} by a writer that died")
             if not catalog_ok and exists:
@@ -140,9 +141,15 @@ class Store:
                     raise StoreError(f"{len(lost)} shard file(s) listed in {self.path.name} are missing from {self.shard_root} "
                                      f"(e.g. {lost[0]}); their rows are lost. Restore them, or re-run `embed build SOURCE "
                                      f"--store {self.path.name}` to rebuild the catalog and re-embed those items")
-                if self._lock.acquire():
+                try:
+                    locked = self._lock.acquire()
+                except StoreError:  # a read-only disk: read the catalog as it is
+                    locked = False
+                if locked:
                     try:  # a killed writer left shards the catalog does not list yet
                         self.refresh(index=False)
+                    except StoreError as e:  # e.g. a full disk: read the catalog as it is, without those rows
+                        self.notes.append(f"could not bring the catalog up to date ({e})")
                     finally:
                         self._lock.release()
             self._check_shards(repair=False)
@@ -225,9 +232,13 @@ class Store:
         """Commit one shard of rows for a vector set; durable once this returns."""
         if not self._lock.held:
             raise StoreError(f"store {self.path} is not open for writing")
+        from ..atomic import disk_error
+
         attrs = {**commit_attrs(set_name, set_attrs, "", "", len(items)), **shard_attrs}
-        name = write_shard(self.shard_root / set_name, items, list(vector_ids), list(vector_sha256), vectors, attrs)
-        return name
+        try:
+            return write_shard(self.shard_root / set_name, items, list(vector_ids), list(vector_sha256), vectors, attrs)
+        except OSError as e:
+            raise (disk_error(e, self.shard_root / set_name) or e) from e
 
     def refresh(self, index: bool = True, parallel=None) -> Layout:
         """Rebuild the catalog from the shards (and bring FAISS indexes up to date).
