@@ -210,8 +210,10 @@ def test_missing_content_length_is_411(served):
 
     _, port = served
     s = socket.create_connection(("127.0.0.1", port), timeout=10)
-    s.sendall(b"POST /api/search HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n\r\n")
-    data = s.recv(4096)
+    s.sendall(b"POST /api/search HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\nConnection: close\r\n\r\n")
+    data = b""
+    while chunk := s.recv(4096):  # head and body may come in separate segments
+        data += chunk
     s.close()
     assert data.startswith(b"HTTP/1.1 411") and b'"status":411' in data
 
