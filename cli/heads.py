@@ -13,7 +13,11 @@ FIT_EPILOG = (
     "  embed fit-head logistic --store photos.h5 --out heads/photos-logistic\n\n"
     "  embed fit-head knn --store photos.h5 --shots 5 --json\n\n"
     "  embed fit-head mlp --store photos.h5 --param hidden=512 --plots reports/\n\n"
-    "Heads: logistic, linear-svm, ridge, knn, mlp. Regularisation (C, alpha or k) is chosen on the validation split."
+    "  embed fit-head zero-shot --store clip.h5 --classes \"ant,bee\" --template \"a photo of a {}.\" "
+    "--template \"a close-up photo of a {}.\" --out heads/zero-shot\n\n"
+    "Heads: logistic, linear-svm, ridge, knn, mlp. Regularisation (C, alpha or k) is chosen on the validation split.\n\n"
+    "zero-shot needs no training: on a store built with a CLIP encoder (open_clip:...), each class name is written into "
+    "the templates and embedded by the same model's text tower; the head is saved and used like any other."
 )
 
 
@@ -59,7 +63,7 @@ def print_fit(r, plots: list[str]) -> None:
 def register(app: typer.Typer) -> None:
     @app.command("fit-head", epilog=FIT_EPILOG)
     def fit_head(
-        head: str = typer.Argument(..., help="logistic | linear-svm | ridge | knn | mlp"),
+        head: str = typer.Argument(..., help="logistic | linear-svm | ridge | knn | mlp | zero-shot"),
         store: Path = typer.Option(..., "--store", "-s", help="A store built by `embed build` with labels."),
         out: Path = typer.Option(None, "--out", "-o", help="Folder to save the head to (head.json + its arrays file)."),
         vector_set: str = typer.Option(None, "--set", help="Vector set name or encoder id, when the store has several."),
@@ -74,12 +78,32 @@ def register(app: typer.Typer) -> None:
         plots: Path = typer.Option(None, "--plots", help="Write confusion.png and validation_curve.png here."),
         report_dir: Path = typer.Option(None, "--report", help="Write an HTML report (metrics, curve, confusion, embedding map) here."),
         force: bool = typer.Option(False, "--force", help="Replace an existing head at --out."),
+        classes: str = typer.Option(None, "--classes", help="zero-shot: comma-separated class names, or LABEL=NAME pairs (default: the store's labels)."),
+        template: list[str] = typer.Option(None, "--template", help="zero-shot: a prompt with {} for the class name (repeatable; averaged). Default: \"a photo of a {}.\""),
+        weights: Path = typer.Option(None, "--weights", help="zero-shot: the local CLIP weights file the store was built with."),
         json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     ) -> None:
         """Train a classifier head on a store's cached vectors, choose its regularisation, report test metrics."""
         from embedstore.heads.fit import fit_head as run_fit
 
+        if head == "zero-shot":
+            from embedstore.heads.zero_shot import fit_zero_shot
+
+            if shots or grid or param or plots or report_dir:
+                fail("fit-head zero-shot trains nothing: --shots, --grid, --param, --plots and --report do not apply "
+                     "(score the saved head with `embed evaluate HEAD --store S --plots DIR`)")
+            report, _ = run_guarded(fit_zero_shot, store, classes=classes, templates=template, out=out,
+                                    vector_set=vector_set, weights=str(weights) if weights else None,
+                                    val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, device=device,
+                                    force=force)
+            if json_out:
+                emit_json(report.to_dict())
+            else:
+                print_fit(report, [])
+            return
+        if classes is not None or template or weights is not None:
+            fail(f"--classes, --template and --weights are options of `fit-head zero-shot`, not of {head}")
         report, _ = run_guarded(run_fit, store, head, out=out, vector_set=vector_set, val_fraction=val_fraction,
                                 test_fraction=test_fraction, seed=seed, shots=shots, max_memory=max_memory,
                                 grid=_parse_grid(grid), params=parse_params(param), device=device, force=force,

@@ -9,12 +9,13 @@ _HEADS = {
     "ridge": ("linear", "RidgeHead"),
     "knn": ("knn", "KNNHead"),
     "mlp": ("mlp", "MLPHead"),
+    "zero-shot": ("zero_shot", "ZeroShotHead"),  # no training: CLIP text prompts (fit_zero_shot)
 }
 HEAD_NAMES = tuple(_HEADS)
 
 
 def head_class(name: str):
-    """The estimator class for a head name (`logistic`, `linear-svm`, `ridge`, `knn`, `mlp`)."""
+    """The estimator class for a head name (`logistic`, `linear-svm`, `ridge`, `knn`, `mlp`, `zero-shot`)."""
     from ..errors import HeadError
     from ..naming import lazy_class
 
