@@ -216,3 +216,35 @@ def test_a_dead_writers_catalog_temporary_is_swept(image_folder, tmp_path, build
     other.write_bytes(b"not ours")
     report = build_tiny(image_folder, store)
     assert not dead.exists() and other.exists() and any("temporary" in n for n in report.notes)
+
+
+def test_the_catalog_is_rebuilt_beside_the_commits_not_inside_them(tmp_path, monkeypatch):
+    """A commit never waits on the catalog: rebuilds run on their own thread, spaced by their cost."""
+    import threading
+    import time
+
+    import numpy as np
+
+    from embedstore.ingest.writer import ShardWriter
+    from embedstore.store.store import Store
+
+    seen, plain = [], Store.refresh
+
+    def slow_refresh(self, *a, **kw):
+        seen.append(threading.current_thread().name)
+        time.sleep(0.2)
+        return plain(self, *a, **kw)
+
+    monkeypatch.setattr(Store, "refresh", slow_refresh)
+    attrs = {"encoder": "synthetic", "dim": 4, "dtype": "float32", "normalize": "none", "modality": "image"}
+    with open_store(tmp_path / "s.h5", mode="a", create=True) as st:
+        w = ShardWriter(st, "synthetic-0000", attrs, {}, 4, "float32", shard_rows=2, catalog_seconds=0.0)
+        for i in range(20):
+            row = {"id": f"v{i}", "uri": f"/d/{i}", "sha256": f"s{i}", "status": "ok"}
+            w.put([row], np.ones((1, 4), np.float32), [row])
+        w.close()
+        assert w.shards == 10 and w.catalog_refreshes >= 1
+        assert "embedstore-writer" not in seen[1:] and "embedstore-catalog" in seen
+        st.refresh(index=False)
+    with open_store(tmp_path / "s.h5") as st:
+        assert st.select_set().count == 20
