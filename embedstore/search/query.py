@@ -144,6 +144,9 @@ class SearchContext:
         """The embedding service that made this set (loaded on first use): query files and texts are
         embedded exactly as the stored vectors were."""
         if self._service is None:
+            if str(self.prov.get("encoder", "")).startswith("external:"):
+                raise SearchError(f"{self.vs.name} holds vectors imported from elsewhere ({self.prov['encoder']}); embedstore cannot "
+                                  "embed new images or texts for it: query it with --id or --vector-file")
             from ..embedding import EmbeddingService
 
             self._service = EmbeddingService.from_provenance(self.prov, self.weights, self.device, error=SearchError)

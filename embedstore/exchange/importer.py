@@ -1,0 +1,138 @@
+"""`import_folder`: vectors made elsewhere (an `embed export`, clip-retrieval's `img_emb/*.npy` +
+`metadata/*.parquet`, or parquet files with an `embedding` column) -> a vector set whose
+provenance says it is external, so heads, detectors and search (by id or vector) run on it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import SourceError
+
+EMB_DIRS = ("emb", "img_emb", "text_emb")
+ID_COLUMNS = ("id", "image_path", "url", "path", "key")
+URI_COLUMNS = ("uri", "image_path", "url", "path")
+
+
+@dataclass
+class ImportReport:
+    source: str
+    store: str
+    vector_set: str
+    layout: str  # npy+parquet | parquet
+    rows: int
+    dim: int
+    dtype: str
+    normalize: str
+    seconds: float
+    notes: list = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _parts(src: Path) -> tuple[str, list[tuple[Path, Path | None]]]:
+    if not src.is_dir():
+        raise SourceError(f"{src} is not a folder; import reads a folder with emb/*.npy and metadata/*.parquet (as `embed export` writes)")
+    for d in EMB_DIRS:
+        npys = sorted((src / d).glob("*.npy"))
+        if npys:
+            metas = sorted((src / "metadata").glob("*.parquet"))
+            if len(metas) != len(npys):
+                raise SourceError(f"{src}: {len(npys)} .npy file(s) in {d}/ but {len(metas)} .parquet file(s) in metadata/; "
+                                  "they must pair up in order")
+            return "npy+parquet", list(zip(npys, metas))
+        pqs = sorted((src / d).glob("*.parquet"))
+        if pqs:
+            return "parquet", [(p, None) for p in pqs]
+    raise SourceError(f"{src} holds no vectors: expected emb/*.npy with metadata/*.parquet, or emb/*.parquet with an embedding column")
+
+
+def _read_part(emb: Path, meta: Path | None, chunk: int = 65536):
+    """Yield (metadata dict of columns, vectors) in chunks."""
+    import pyarrow.parquet as pq
+
+    if meta is not None:
+        X = np.load(emb, mmap_mode="r", allow_pickle=False)
+        t = pq.read_table(meta)
+        if t.num_rows != len(X):
+            raise SourceError(f"{emb.name} has {len(X)} vectors but {meta.name} has {t.num_rows} rows")
+        cols = t.to_pydict()
+        for s in range(0, len(X), chunk):
+            yield {k: v[s : s + chunk] for k, v in cols.items()}, np.asarray(X[s : s + chunk])
+        return
+    f = pq.ParquetFile(emb)
+    if "embedding" not in f.schema_arrow.names:
+        raise SourceError(f"{emb} has no 'embedding' column (columns: {', '.join(f.schema_arrow.names)})")
+    for b in f.iter_batches(batch_size=chunk):
+        cols = b.to_pydict()
+        X = np.asarray(cols.pop("embedding"), dtype=np.float32)
+        yield cols, X
+
+
+def _pick(cols: dict, names, n: int, default=None):
+    for c in names:
+        if c in cols:
+            return [("" if v is None else str(v)) for v in cols[c]]
+    return default if default is not None else [""] * n
+
+
+def import_folder(src: str | Path, store: str | Path, name: str | None = None, progress: bool = True) -> ImportReport:
+    """Commit every vector under `src` into `store` (created if missing) as one external vector set."""
+    from ..progress import progress_bar
+    from ..store import ItemRows, open_store
+    from ..store.schema import SCHEMA_VERSION, set_name_for
+
+    src = Path(src)
+    layout, parts = _parts(src)
+    manifest = {}
+    if (src / "embedstore_export.json").is_file():
+        manifest = json.loads((src / "embedstore_export.json").read_text())
+    orig = manifest.get("provenance", {})
+    first = np.asarray(next(_read_part(*parts[0], chunk=1000))[1], dtype=np.float32)
+    if first.ndim != 2 or not len(first):
+        raise SourceError(f"{parts[0][0]} holds no 2-D array of vectors")
+    dim = first.shape[1]
+    dtype = "float16" if layout == "npy+parquet" and np.load(parts[0][0], mmap_mode="r").dtype == np.float16 else "float32"
+    norms = np.linalg.norm(first, axis=1)
+    normalize = orig.get("normalize") or ("l2" if np.allclose(norms, 1.0, atol=1e-2) else "none")
+    encoder = f"external:{name or orig.get('encoder') or src.name}"
+    prov = {"encoder": encoder, "weights_sha256": "", "preprocess": "{}", "layer": "", "pooling": "", "normalize": normalize,
+            "dtype": dtype, "dim": dim, "modality": orig.get("modality", "image")}
+    set_name = set_name_for(prov)
+    attrs = {**prov, "key": set_name.rsplit("-", 1)[1], "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+             "schema_version": SCHEMA_VERSION, "library_versions": "{}", "external": True, "external_source": str(src.resolve()),
+             "external_provenance": json.dumps(orig, sort_keys=True, default=str)}
+    notes = [] if orig.get("normalize") else [f"normalisation inferred from vector norms: {normalize}"]
+    t0 = time.perf_counter()
+    n, seen_ids = 0, set()
+    with open_store(store, mode="a", create=True) as st, progress_bar(None, "import", "row", progress) as bar:
+        for emb, meta in parts:
+            for cols, X in _read_part(emb, meta):
+                m = len(X)
+                if X.ndim != 2 or X.shape[1] != dim:
+                    raise SourceError(f"{emb.name} holds vectors of dimension {X.shape[1:]} ; the first part's are {dim}")
+                if not np.isfinite(X).all():
+                    raise SourceError(f"{emb.name} holds NaN or inf values; fix the file before importing")
+                ids = _pick(cols, ID_COLUMNS, m, [f"{emb.stem}/{n + i}" for i in range(m)])
+                dup = seen_ids.intersection(ids)
+                if dup or len(set(ids)) != m:
+                    raise SourceError(f"{src}: id {sorted(dup)[0] if dup else ids[0]!r} appears more than once; ids must be unique")
+                seen_ids.update(ids)
+                uris, labels, splits = _pick(cols, URI_COLUMNS, m), _pick(cols, ("label",), m), _pick(cols, ("split",), m)
+                texts = _pick(cols, ("text", "caption"), m)
+                V = np.asarray(X, dtype=dtype)
+                shas = [hashlib.sha256(v.tobytes()).hexdigest() for v in V]
+                items = ItemRows()
+                for i in range(m):
+                    items.append(id=ids[i], uri=uris[i], label=labels[i], split=splits[i], sha256=shas[i], status="ok", text=texts[i])
+                st.commit(set_name, attrs, items, ids, shas, V, {})
+                n += m
+                bar.update(m)
+        st.refresh(index=True)
+    return ImportReport(str(src), str(store), set_name, layout, n, dim, dtype, normalize, time.perf_counter() - t0, notes)

@@ -1,0 +1,129 @@
+"""`embed export` / `embed import`: the embedding-reader layout, read back by the real
+embedding-reader package, and a round trip that searches the same."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import embed, make_image_folder
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    from embedstore.ingest import build
+
+    root = tmp_path_factory.mktemp("exchange")
+    make_image_folder(root / "photos", classes=("cat", "dog", "owl"), per_class=7)
+    build(root / "photos", root / "s.h5", encoder="test:tiny", workers=0, precision="fp32", progress=False)
+    return root / "s.h5"
+
+
+def stored(store):
+    from embedstore.store import open_store
+
+    with open_store(store) as st:
+        rows = st.rows(st.select_set().name)
+        return rows, rows.load()
+
+
+def test_npy_export_reads_back_with_embedding_reader(store, tmp_path):
+    from embedding_reader import EmbeddingReader
+
+    r = embed("export", store, "--format", "npy", "--out", tmp_path / "x", "--part-rows", 8, "--json")
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.output)
+    rows, X = stored(store)
+    assert rep["rows"] == len(X) == 21 and rep["parts"] == 3 and rep["dtype"] == "float16"
+    assert sorted(p.name for p in (tmp_path / "x" / "emb").iterdir()) == ["part-00000.npy", "part-00001.npy", "part-00002.npy"]
+    reader = EmbeddingReader(str(tmp_path / "x" / "emb"), file_format="parquet_npy", metadata_folder=str(tmp_path / "x" / "metadata"),
+                             meta_columns=["id", "label"])
+    assert reader.count == 21 and reader.dimension == X.shape[1]
+    got, ids, labels = [], [], []
+    for emb, meta in reader(batch_size=5, show_progress=False, parallel_pieces=1):
+        got.append(emb)
+        ids += list(meta["id"])
+        labels += list(meta["label"])
+    assert ids == list(rows.ids) and labels == list(rows.labels)
+    assert np.array_equal(np.concatenate(got).astype(np.float32), X)
+
+
+def test_parquet_export_reads_back_with_embedding_reader(store, tmp_path):
+    from embedding_reader import EmbeddingReader
+
+    r = embed("export", store, "--format", "parquet", "--out", tmp_path / "p", "--dtype", "float32", "--json")
+    assert r.exit_code == 0, r.output
+    rows, X = stored(store)
+    reader = EmbeddingReader(str(tmp_path / "p" / "emb"), file_format="parquet", embedding_column="embedding", meta_columns=["id"])
+    got, ids = [], []
+    for emb, meta in reader(batch_size=100, show_progress=False, parallel_pieces=1):
+        got.append(emb)
+        ids += list(meta["id"])
+    assert ids == list(rows.ids) and np.array_equal(np.concatenate(got), X)
+
+
+@pytest.mark.parametrize("fmt", ["npy", "parquet"])
+def test_import_of_an_export_searches_the_same(store, tmp_path, fmt):
+    assert embed("export", store, "--format", fmt, "--out", tmp_path / "x").exit_code == 0
+    r = embed("import", tmp_path / "x", "--store", tmp_path / "copy.h5", "--json")
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.output)
+    assert rep["rows"] == 21 and rep["normalize"] == "l2" and rep["vector_set"].startswith("external_")
+    info = json.loads(embed("info", tmp_path / "copy.h5", "--json").output)
+    prov = info["vector_sets"][0]["provenance"]
+    assert prov["encoder"] == "external:test:tiny" and prov["external"] and info["labels"] == {"cat": 7, "dog": 7, "owl": 7}
+    for q in ("cat/cat_001.png", "owl/owl_004.jpg"):
+        a = json.loads(embed("search", store, "--id", q, "-k", 5, "--json").output)["hits"]
+        b = json.loads(embed("search", tmp_path / "copy.h5", "--id", q, "-k", 5, "--json").output)["hits"]
+        assert [(h["id"], h["label"]) for h in a] == [(h["id"], h["label"]) for h in b]
+        assert np.allclose([h["score"] for h in a], [h["score"] for h in b], atol=1e-6)
+    r = embed("search", tmp_path / "copy.h5", "--image", store.parent / "photos" / "cat" / "cat_000.jpg")
+    assert r.exit_code == 2 and "imported" in r.output and "--vector-file" in r.output
+
+
+def test_import_of_clip_retrieval_style_output(tmp_path):
+    """img_emb/*.npy + metadata/*.parquet with image_path and caption, no manifest: norms decide the metric."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "c" / "img_emb").mkdir(parents=True)
+    (tmp_path / "c" / "metadata").mkdir()
+    X = rng.normal(size=(30, 8)).astype(np.float16)
+    X /= np.linalg.norm(X.astype(np.float32), axis=1, keepdims=True).astype(np.float16)
+    np.save(tmp_path / "c" / "img_emb" / "img_emb_0.npy", X)
+    pq.write_table(pa.table({"image_path": [f"/img/{i}.jpg" for i in range(30)], "caption": [f"c{i}" for i in range(30)]}),
+                   tmp_path / "c" / "metadata" / "metadata_0.parquet")
+    r = embed("import", tmp_path / "c", "--store", tmp_path / "c.h5", "--name", "clip", "--json")
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.output)
+    assert rep["rows"] == 30 and rep["normalize"] == "l2" and rep["dtype"] == "float16" and rep["notes"]
+    h = json.loads(embed("search", tmp_path / "c.h5", "--id", "/img/3.jpg", "-k", 3, "--json").output)["hits"]
+    truth = np.argsort(-(X.astype(np.float32) @ X[3].astype(np.float32)))[1:4]
+    assert [x["id"] for x in h] == [f"/img/{i}.jpg" for i in truth]
+
+
+def test_export_import_errors(store, tmp_path):
+    (tmp_path / "exists").mkdir()
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "odd" / "emb").mkdir(parents=True)
+    np.save(tmp_path / "odd" / "emb" / "a.npy", np.zeros((3, 4), np.float32))
+    cases = [
+        (["export", tmp_path / "missing.h5", "--out", tmp_path / "o"], "does not exist"),
+        (["export", store, "--out", tmp_path / "o", "--format", "csv"], "--format must be one of npy, parquet"),
+        (["export", store, "--out", tmp_path / "exists"], "already exists"),
+        (["export", store, "--out", tmp_path / "o", "--dtype", "int8"], "--dtype must be"),
+        (["import", tmp_path / "nothing", "--store", tmp_path / "n.h5"], "not a folder"),
+        (["import", tmp_path / "empty", "--store", tmp_path / "n.h5"], "holds no vectors"),
+        (["import", tmp_path / "odd", "--store", tmp_path / "n.h5"], "must pair up"),
+    ]
+    for args, message in cases:
+        r = embed(*args)
+        assert r.exit_code == 2, (args, r.output)
+        assert message in r.output, (args, r.output)
+    assert not (tmp_path / "o").exists() and not (tmp_path / "n.h5").exists()
+    for cmd in ("export", "import"):
+        r = embed(cmd, "--help")
+        assert r.exit_code == 0 and f"embed {cmd} " in r.output
