@@ -12,10 +12,11 @@ EPILOG = (
     "Examples:\n\n"
     "  embed serve photos.h5                       # http://127.0.0.1:8000/\n\n"
     "  embed serve photos.h5 --head heads/photos-logistic --port 8080\n\n"
+    "  embed serve photos.h5 --anomalies knn --anomalies-fit-on label=ok   # browse the odd ones\n\n"
     "  embed serve photos.h5 --host 0.0.0.0        # prints a URL with a generated access token\n\n"
     "API (described at /openapi.json): GET /api/search?id=ID&k=10[&where=label=cat] | ?text=..., "
     "POST /api/search (image body), GET /api/items/ID, GET /api/thumb/ID, GET /api/map, "
-    "POST /api/predict (image body, with --head), GET /api/info."
+    "POST /api/predict (image body, with --head), GET /api/anomalies (with --anomalies), GET /api/info."
 )
 
 
@@ -35,6 +36,8 @@ def register(app: typer.Typer) -> None:
         max_connections: int = typer.Option(1000, "--max-connections", min=1, help="Connections at once (503 beyond)."),
         header_timeout: float = typer.Option(10.0, "--header-timeout", min=0.1, help="Seconds a client has to send a request head."),
         body_timeout: float = typer.Option(30.0, "--body-timeout", min=0.1, help="Seconds a client has to send a request body (408)."),
+        anomalies: str = typer.Option(None, "--anomalies", help="A detector (knn, mahalanobis, iforest, ...) whose ranking the page browses."),
+        anomalies_fit_on: str = typer.Option(None, "--anomalies-fit-on", help="Fit the detector on these items, e.g. label=ok."),
         device: str = typer.Option("auto", "--device", help="auto | cpu | cuda (for embedding uploads)."),
     ) -> None:
         """Serve search, thumbnails, a map of the store and predictions over HTTP, with a web page."""
@@ -43,7 +46,8 @@ def register(app: typer.Typer) -> None:
         if token is not None and len(token) < 16:
             fail("--token must be at least 16 characters (or leave it out to get a generated one)")
         api = run_guarded(open_api, store, head=str(head) if head else None, vector_set=vector_set,
-                          weights=str(weights) if weights else None, device=device, max_upload=int(max_upload_mb * 2**20))
+                          weights=str(weights) if weights else None, device=device, max_upload=int(max_upload_mb * 2**20),
+                          anomalies=anomalies, anomalies_fit_on=anomalies_fit_on)
         limits = Limits(header_timeout=header_timeout, body_timeout=body_timeout, max_connections=max_connections)
         try:
             srv = make_server(api, host, port, token=token, allow_hosts=allow_host, limits=limits)

@@ -25,7 +25,8 @@ def served(tmp_path_factory):
     make_image_folder(root / "photos", classes=("cat", "dog", "owl"), per_class=8)
     build(root / "photos", root / "s.h5", encoder="test:tiny", workers=0, precision="fp32", progress=False)
     fit_head(root / "s.h5", "logistic", out=root / "head", progress=False)
-    api = open_api(root / "s.h5", head=str(root / "head"), max_upload=64 * 1024)
+    api = open_api(root / "s.h5", head=str(root / "head"), max_upload=64 * 1024,
+                   anomalies="knn", anomalies_fit_on="label=cat|dog")  # owls are the planted oddities
     srv = make_server(api, "127.0.0.1", 0).start()
     yield root, srv.port
     srv.stop()
@@ -64,8 +65,23 @@ def test_openapi_describes_every_route(served):
     status, doc, _ = request(port, "GET", "/openapi.json")
     assert status == 200 and doc["openapi"].startswith("3.")
     assert set(doc["paths"]) == {"/api/info", "/api/search", "/api/predict", "/api/items/{item_id}",
-                                 "/api/thumb/{item_id}", "/api/map"}
+                                 "/api/thumb/{item_id}", "/api/map", "/api/anomalies"}
     assert set(doc["paths"]["/api/search"]) == {"get", "post"} and "413" in doc["paths"]["/api/search"]["post"]["responses"]
+
+
+def test_anomaly_ranking_puts_the_planted_oddities_first(served):
+    root, port = served
+    status, a, _ = request(port, "GET", "/api/anomalies?limit=8")
+    assert status == 200 and a["method"] == "knn" and a["scored_count"] == 24 and a["fit_count"] == 16
+    assert [x["rank"] for x in a["items"]] == list(range(1, 9)) and {x["label"] for x in a["items"]} == {"owl"}
+    assert all(x["flagged"] for x in a["items"]) and "uri" not in a["items"][0]
+    status, a, _ = request(port, "GET", "/api/anomalies?offset=8&limit=100")
+    assert status == 200 and len(a["items"]) == 16 and a["items"][0]["rank"] == 9
+    assert request(port, "GET", "/api/anomalies?limit=0")[0] == 400
+    from embedstore.serve.server import open_api
+
+    r = open_api(root / "s.h5").handle("GET", "/api/anomalies")
+    assert r.status == 404 and "--anomalies" in r.json()["error"]
 
 
 def test_map_is_a_pca_of_every_item(served):
@@ -295,6 +311,10 @@ def test_page_in_headless_chromium(served, tmp_path):
         assert labels == {"owl"}
         assert len(driver.find_elements(By.CSS_SELECTOR, "#map circle.dim")) == 16
         Select(driver.find_element(By.ID, "f-label")).select_by_value("")
+        # the anomaly ranking: the owls (never seen by the detector) come first, flagged
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#anomaly-list .card.anomaly")) == 24)
+        odd = driver.find_elements(By.CSS_SELECTOR, "#anomaly-list .card.anomaly")
+        assert all(c.get_attribute("data-id").startswith("owl/") and "flagged" in c.text for c in odd[:8])
         # the map: hover shows the thumbnail, click opens the item and its neighbours
         point = driver.execute_script(  # a cat point that is on top where it is drawn (points overlap)
             "for (const c of document.querySelectorAll('#map circle[data-label=cat]')) {"

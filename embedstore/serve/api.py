@@ -44,7 +44,7 @@ class Api:
     process (routing, guards, errors), for tests and scripts."""
 
     def __init__(self, ctx, head=None, head_doc: dict | None = None, max_upload: int = MAX_UPLOAD,
-                 max_upload_pixels: int = MAX_UPLOAD_PIXELS, decode_budget: int | None = None):
+                 max_upload_pixels: int = MAX_UPLOAD_PIXELS, decode_budget: int | None = None, anomalies=None):
         from .images import DEFAULT_BUDGET, DecodeBudget, Thumbnailer
 
         self.ctx, self.head, self.head_doc, self.max_upload = ctx, head, head_doc, max_upload
@@ -55,6 +55,7 @@ class Api:
         self._map_lock = threading.Lock()
         self._map = None
         self._app = None
+        self.anomalies = _ranking(anomalies) if anomalies is not None else None
 
     # ---- in-process requests -----------------------------------------------------------------
     def handle(self, method: str, path: str, query: dict | None = None, headers: dict | None = None,
@@ -77,6 +78,7 @@ class Api:
                 "image_search": self.ctx.prov.get("modality", "image") != "text",
                 "head": self.head_doc.get("kind") if self.head_doc else None,
                 "head_classes": [str(c) for c in self.head.classes_] if self.head is not None else [],
+                "anomalies": self.anomalies["method"] if self.anomalies else None,
                 "index": {k: v for k, v in self.ctx.meta.items() if k not in ("ids_sha256", "path", "file")},
                 "max_upload": self.max_upload}
 
@@ -164,6 +166,15 @@ class Api:
         except ImageRefused as e:
             raise ApiError(404 if "cannot be read" in str(e) else 413, f"no thumbnail for item {item_id!r}: {e}") from None
 
+    def anomaly_page(self, query) -> dict:
+        """The anomaly ranking, most unusual first, a page at a time (needs --anomalies)."""
+        if self.anomalies is None:
+            raise ApiError(404, "this server was started without --anomalies; restart with `embed serve STORE --anomalies knn`")
+        a = self.anomalies
+        offset = int_arg(query, "offset", 0, 0, max(0, len(a["ranked"]) - 1))
+        limit = int_arg(query, "limit", 50, 1, 500)
+        return {**{k: v for k, v in a.items() if k != "ranked"}, "offset": offset, "items": a["ranked"][offset:offset + limit]}
+
     def map(self) -> dict:
         """The store's 2-D map (PCA, streamed; computed once)."""
         from .projection import pca_map
@@ -172,6 +183,18 @@ class Api:
             if self._map is None:
                 self._map = pca_map(self.ctx.rows)
         return self._map
+
+
+RANKING_KEEP = 5000
+
+
+def _ranking(report) -> dict:
+    """What the page shows of an `AnomalyReport`: the top of the ranking, without file paths."""
+    keep = ("rank", "id", "label", "split", "score", "percentile", "flagged", "in_fit_set")
+    return {"method": report.method, "fit_on": report.fit_on, "fit_count": report.fit_count,
+            "scored_count": report.scored_count, "flagged": report.flagged, "threshold": report.threshold,
+            "evaluation": report.evaluation, "notes": list(report.notes),
+            "ranked": [{k: r[k] for k in keep if k in r} for r in report.ranked[:RANKING_KEEP]]}
 
 
 def _store_name(path: str) -> str:

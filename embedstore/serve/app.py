@@ -149,6 +149,9 @@ def make_app(api: Api, guard: Guard | None = None) -> Starlette:
         png = await run_in_threadpool(api.thumb, request.path_params["item_id"], q(request))
         return Response(png, 200, headers={**SECURITY_HEADERS, "cache-control": "private, max-age=3600"}, media_type="image/png")
 
+    async def anomalies(request: Request) -> Response:
+        return ok(api.anomaly_page(q(request)))
+
     async def map_(request: Request) -> Response:
         return ok(await run_in_threadpool(api.map))
 
@@ -161,6 +164,7 @@ def make_app(api: Api, guard: Guard | None = None) -> Starlette:
         Route("/api/items/{item_id:path}", item, methods=["GET"]),
         Route("/api/thumb/{item_id:path}", thumb, methods=["GET"]),
         Route("/api/map", map_, methods=["GET"]),
+        Route("/api/anomalies", anomalies, methods=["GET"]),
     ]
 
     async def on_api_error(request, e: ApiError):

@@ -24,7 +24,7 @@ button:disabled{background:#9aa7b8;cursor:default}
 #status{color:var(--mut);font-size:.85rem;min-height:1.2em} #error{color:#b42318;font-size:.9rem;min-height:1.2em}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(104px,1fr));gap:.5rem;margin-top:.5rem}
 .card{font-size:.72rem;text-align:center;word-break:break-all;cursor:pointer;border:1px solid transparent;border-radius:6px;padding:2px}
-.card:hover{border-color:var(--acc)}
+.card:hover{border-color:var(--acc)} .card.flagged{border-color:#dc2626}
 .card img{width:96px;height:96px;object-fit:contain;background:var(--bg);border-radius:4px}
 .card .txt{width:96px;height:96px;overflow:hidden;text-align:left;background:var(--bg);padding:3px;margin:auto}
 .bar{display:flex;align-items:center;gap:.4rem;font-size:.8rem;margin:.15rem 0}
@@ -58,6 +58,11 @@ button:disabled{background:#9aa7b8;cursor:default}
 <div id="status"></div><div id="error"></div>
 <div id="prediction"></div>
 <div class="grid" id="results"></div>
+</section>
+<section id="anomalies" style="display:none;margin-top:1rem">
+<h2>Most unusual <span id="anomnote" style="font-weight:normal;color:var(--mut)"></span></h2>
+<div class="grid" id="anomaly-list"></div>
+<div class="row"><button type="button" id="anom-more">more</button></div>
 </section>
 </div>
 <div>
@@ -156,6 +161,23 @@ async function openItem(id) {
   if (n.ok) { cards($("neighbours"), d.hits); highlight(d.hits.map(h => h.id)); } else $("neighbours").textContent = d.error;
   markSelected(id);
 }
+// ---- the anomaly ranking ----
+let ANOM_OFFSET = 0;
+async function moreAnomalies() {
+  const r = await fetch("/api/anomalies?limit=24&offset=" + ANOM_OFFSET); const d = await r.json();
+  if (!r.ok) { $("anomnote").textContent = d.error; return; }
+  $("anomnote").textContent = "(" + d.method + ", " + d.flagged + " of " + d.scored_count + " flagged above the threshold)";
+  for (const a of d.items) {
+    const card = document.createElement("div"); card.className = "card anomaly" + (a.flagged ? " flagged" : ""); card.dataset.id = a.id;
+    const img = document.createElement("img"); img.alt = a.id; img.loading = "lazy"; img.src = thumb(a.id, 128); card.appendChild(img);
+    const cap = document.createElement("div"); cap.title = a.id;
+    cap.textContent = "#" + a.rank + " " + (a.label || "-") + " \u00b7 " + (a.flagged ? "flagged" : "p" + Math.round(a.percentile || 0));
+    card.appendChild(cap); card.onclick = () => openItem(a.id); $("anomaly-list").appendChild(card);
+  }
+  ANOM_OFFSET += d.items.length;
+  $("anom-more").disabled = d.items.length < 24;
+}
+$("anom-more").onclick = moreAnomalies;
 // ---- the map ----
 function highlight(ids) {
   const set = new Set(ids);
@@ -204,6 +226,7 @@ fetch("/api/info").then(r => r.json()).then(d => {
   for (const s of Object.keys(d.splits)) { const o = document.createElement("option"); o.value = o.textContent = s; $("f-split").appendChild(o); }
   if (!d.text_search) { $("text").disabled = true; $("go-text").disabled = true; $("text").placeholder = "text search needs a CLIP or text store"; }
   if (!d.image_search) { $("file").disabled = true; $("go-image").disabled = true; }
+  if (d.anomalies) { $("anomalies").style.display = "block"; moreAnomalies(); }
   drawMap();
 });
 </script>

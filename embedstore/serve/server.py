@@ -164,8 +164,10 @@ class ServerHandle:
 
 
 def open_api(store, head: str | None = None, vector_set: str | None = None, weights: str | None = None,
-             device: str = "auto", max_upload: int | None = None, **limits) -> Api:
-    """The store opened for serving, with an optional head whose provenance must match the store's set."""
+             device: str = "auto", max_upload: int | None = None, anomalies: str | None = None,
+             anomalies_fit_on: str | None = None, **limits) -> Api:
+    """The store opened for serving, with an optional head whose provenance must match the store's set,
+    and optionally the anomaly ranking of detector `anomalies` (fitted once, here, on `anomalies_fit_on`)."""
     from ..errors import HeadError
     from ..modelfile import load_head
     from ..search.query import SearchContext
@@ -181,4 +183,10 @@ def open_api(store, head: str | None = None, vector_set: str | None = None, weig
                 st.check_provenance(ctx.vs, doc.get("provenance", {}))
             except Exception as e:  # noqa: BLE001 - turned into the head's error type
                 raise HeadError(f"head {head} was trained on other vectors than {ctx.vs.name}: {e}") from None
-    return Api(ctx, h, doc, max_upload or MAX_UPLOAD, **limits)
+    report = None
+    if anomalies:
+        from ..detectors.anomalies import find_anomalies
+
+        report, _ = find_anomalies(store, anomalies, fit_on=anomalies_fit_on, vector_set=ctx.vs.name, weights=weights,
+                                   device=device, progress=False)
+    return Api(ctx, h, doc, max_upload or MAX_UPLOAD, anomalies=report, **limits)
