@@ -277,3 +277,36 @@ def test_jpeg_thumbnails_decode_at_reduced_scale():
 
     assert decode_cost((8000, 6000), 128, is_jpeg=True) == 1000 * 750 * 4  # 1/8 scale
     assert decode_cost((8000, 6000), 128, is_jpeg=False) == 8000 * 6000 * 4
+
+
+def test_concurrent_uploads_are_all_answered_and_buffered_a_few_at_a_time(server, store, monkeypatch):
+    """At most `upload_slots` bodies are held at once (memory: slots x --max-upload-mb); the rest wait."""
+    from embedstore.serve import app as app_mod
+
+    inside, peak = [0], [0]
+    real = app_mod.read_body
+
+    async def counting(request, limit, guard):
+        inside[0] += 1
+        peak[0] = max(peak[0], inside[0])
+        try:
+            import asyncio as _a
+
+            await _a.sleep(0.05)
+            return await real(request, limit, guard)
+        finally:
+            inside[0] -= 1
+
+    monkeypatch.setattr(app_mod, "read_body", counting)
+    img = (store / "photos" / "dog" / "dog_001.png").read_bytes()
+
+    def post(_):
+        req = urllib.request.Request(f"http://127.0.0.1:{server.port}/api/search?k=2", data=img,
+                                     headers={"Content-Type": "image/png"}, method="POST")
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return json.loads(r.read())["hits"][0]["id"]
+
+    with ThreadPoolExecutor(16) as ex:
+        got = list(ex.map(post, range(32)))
+    assert got == ["dog/dog_001.png"] * 32
+    assert peak[0] == server.guard.upload_slots  # used, and never exceeded

@@ -35,6 +35,16 @@ class Guard:
     token: str | None = None
     body_timeout: float = 30.0  # seconds to receive a whole request body
     drain_max: int = 64 * 2**20  # an oversized body up to this is read and discarded so the client reads its 413
+    upload_slots: int = 4  # bodies buffered at once: memory for uploads is at most upload_slots x the upload limit
+    _slots: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def slots(self) -> asyncio.Semaphore:
+        """The upload semaphore of the running event loop."""
+        loop = asyncio.get_running_loop()
+        if loop not in self._slots:
+            self._slots.clear()
+            self._slots[loop] = asyncio.Semaphore(self.upload_slots)
+        return self._slots[loop]
 
 
 SECURITY_HEADERS = {
@@ -131,16 +141,21 @@ def make_app(api: Api, guard: Guard | None = None) -> Starlette:
     async def search_get(request: Request) -> Response:
         return ok(await run_in_threadpool(api.search_get, q(request)))
 
+    async def upload(request: Request, fn, *args) -> Response:
+        """Read the body and answer with `fn(*args, content_type, body)`, holding one of the upload
+        slots throughout, so at most `guard.upload_slots` bodies are in memory at once."""
+        async with guard.slots():
+            data = await read_body(request, api.max_upload, guard)
+            return ok(await run_in_threadpool(fn, *args, request.headers.get("content-type", ""), data))
+
     async def search_post(request: Request) -> Response:
-        data = await read_body(request, api.max_upload, guard)
-        return ok(await run_in_threadpool(api.search_post, q(request), request.headers.get("content-type", ""), data))
+        return await upload(request, api.search_post, q(request))
 
     async def search(request: Request) -> Response:
         return await (search_post if request.method == "POST" else search_get)(request)
 
     async def predict(request: Request) -> Response:
-        data = await read_body(request, api.max_upload, guard)
-        return ok(await run_in_threadpool(api.predict, request.headers.get("content-type", ""), data))
+        return await upload(request, api.predict)
 
     async def item(request: Request) -> Response:
         return ok(api.item(request.path_params["item_id"]))
