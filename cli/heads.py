@@ -13,6 +13,7 @@ FIT_EPILOG = (
     "  embed fit-head logistic --store photos.h5 --out heads/photos-logistic\n\n"
     "  embed fit-head knn --store photos.h5 --shots 5 --json\n\n"
     "  embed fit-head mlp --store photos.h5 --param hidden=512 --plots reports/\n\n"
+    "  embed fit-head logistic --store reviews.h5 --class-weight balanced\n\n"
     "  embed fit-head zero-shot --store clip.h5 --classes \"ant,bee\" --template \"a photo of a {}.\" "
     "--template \"a close-up photo of a {}.\" --out heads/zero-shot\n\n"
     "Heads: logistic, linear-svm, ridge, knn, mlp. Regularisation (C, alpha or k) is chosen on the validation split.\n\n"
@@ -78,6 +79,7 @@ def register(app: typer.Typer) -> None:
         plots: Path = typer.Option(None, "--plots", help="Write confusion.png and validation_curve.png here."),
         report_dir: Path = typer.Option(None, "--report", help="Write an HTML report (metrics, curve, confusion, embedding map) here."),
         force: bool = typer.Option(False, "--force", help="Replace an existing head at --out."),
+        class_weight: str = typer.Option("none", "--class-weight", help="logistic, linear-svm: 'balanced' weights items by n / (K x class count), for imbalanced labels; 'none' (default)."),
         classes: str = typer.Option(None, "--classes", help="zero-shot: comma-separated class names, or LABEL=NAME pairs (default: the store's labels)."),
         template: list[str] = typer.Option(None, "--template", help="zero-shot: a prompt with {} for the class name (repeatable; averaged). Default: \"a photo of a {}.\""),
         weights: Path = typer.Option(None, "--weights", help="zero-shot: the local CLIP weights file the store was built with."),
@@ -104,9 +106,16 @@ def register(app: typer.Typer) -> None:
             return
         if classes is not None or template or weights is not None:
             fail(f"--classes, --template and --weights are options of `fit-head zero-shot`, not of {head}")
+        params = parse_params(param)
+        if class_weight not in ("none", "balanced"):
+            fail(f"--class-weight must be none or balanced, not {class_weight!r}")
+        if class_weight == "balanced":
+            if head not in ("logistic", "linear-svm"):
+                fail(f"--class-weight balanced is for the logistic and linear-svm heads; {head} has no class weights")
+            params["class_weight"] = "balanced"
         report, _ = run_guarded(run_fit, store, head, out=out, vector_set=vector_set, val_fraction=val_fraction,
                                 test_fraction=test_fraction, seed=seed, shots=shots, max_memory=max_memory,
-                                grid=_parse_grid(grid), params=parse_params(param), device=device, force=force,
+                                grid=_parse_grid(grid), params=params, device=device, force=force,
                                 progress=not quiet and not json_out)
         written = []
         if plots is not None:

@@ -249,6 +249,9 @@ def fit_head(store: str | Path, head: str = "logistic", out: str | Path | None =
         report.notes.append(vs.note)
     if not data.in_memory:
         report.notes.append(f"vectors exceed --max-memory {max_memory}: streaming from the store in chunks")
+    if params.get("class_weight") == "balanced":
+        report.notes.append("class_weight balanced: each item weighs n / (K x its class's count) in the fit; the "
+                            "regularisation is still chosen on validation accuracy, so judge it by balanced accuracy on test")
     t0 = time.perf_counter()
     grid = list(grid) if grid else list(cls.sweep_grid)
     if cls.sweep_param and cls.sweep_param in params:

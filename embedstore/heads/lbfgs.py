@@ -67,8 +67,9 @@ def feature_stats(data: TensorChunks, n: int, max_rows: int = 8192) -> FeatureSt
 
 
 def solve_logistic(data: TensorChunks, stats: FeatureStats, n_outputs: int, C: float, init=None,
-                   tol: float = 1e-4, max_iter: int = 1000) -> tuple[np.ndarray, np.ndarray, int]:
-    """Fit W (n_outputs, d), b (n_outputs,); n_outputs 1 means binomial. Returns (W, b, n_iter)."""
+                   tol: float = 1e-4, max_iter: int = 1000, class_weights=None) -> tuple[np.ndarray, np.ndarray, int]:
+    """Fit W (n_outputs, d), b (n_outputs,); n_outputs 1 means binomial. Returns (W, b, n_iter).
+    `class_weights` (one per class) multiply each item's loss, as scikit-learn's class_weight does."""
     import torch
     import torch.nn.functional as F
 
@@ -93,6 +94,8 @@ def solve_logistic(data: TensorChunks, stats: FeatureStats, n_outputs: int, C: f
     opt = torch.optim.LBFGS([V, c], lr=1, max_iter=max_iter, tolerance_grad=tol, tolerance_change=1e-10,
                             history_size=10, line_search_fn="strong_wolfe")
 
+    cw = None if class_weights is None else torch.as_tensor(np.asarray(class_weights), dtype=torch.float32, device=dev)
+
     def closure():
         # Gradients w.r.t. W and b chunk by chunk, then chained to (V, c): W = V M, b = c - W mean.
         with torch.no_grad():
@@ -106,9 +109,10 @@ def solve_logistic(data: TensorChunks, stats: FeatureStats, n_outputs: int, C: f
         for X, y in data:  # one chunk in memory; many when streaming from a store
             z = (X @ W.T.to(X.dtype)).float() + b
             if n_outputs == 1:
-                loss = F.binary_cross_entropy_with_logits(z[:, 0], y.float(), reduction="sum") / n
+                loss = F.binary_cross_entropy_with_logits(z[:, 0], y.float(), weight=None if cw is None else cw[y],
+                                                          reduction="sum") / n
             else:
-                loss = F.cross_entropy(z, y, reduction="sum") / n
+                loss = F.cross_entropy(z, y, weight=cw, reduction="sum") / n
             loss.backward()
             total = total + loss.detach()
         with torch.no_grad():

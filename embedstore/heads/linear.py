@@ -99,7 +99,8 @@ class LinearSVMHead(_LinearHead):
     sweep_grid = tuple(float(f"{c:.3g}") for c in np.logspace(-4, 3, 8))
 
     def __init__(self, C: float = 1.0, tol: float = 1e-4, max_iter: int = 2000, random_state=0,
-                 calibration: str = "cv"):
+                 calibration: str = "cv", class_weight: str | None = None):
+        self.class_weight = class_weight
         self.C = C
         self.tol = tol
         self.max_iter = max_iter
@@ -110,7 +111,10 @@ class LinearSVMHead(_LinearHead):
         from sklearn.svm import LinearSVC
         from sklearn.utils import check_random_state
 
+        from .logistic import check_class_weight
+
         svc = LinearSVC(C=self.C, tol=self.tol, max_iter=self.max_iter, dual="auto",
+                        class_weight=check_class_weight(self.class_weight, self.classes_),
                         random_state=check_random_state(self.random_state).randint(2**31 - 1))
         import warnings
 

@@ -44,6 +44,18 @@ def choose_solver(solver: str, n: int, d: int, device: str, in_memory: bool) -> 
     return "torch", f"torch L-BFGS, {where}, on {dev} ({n} x {d})"
 
 
+def check_class_weight(value, classes=None):
+    """scikit-learn's class_weight: None (every item counts once), "balanced" (items weighted
+    n / (K * class count)) or {class label: weight}; with `classes`, returns it keyed by class index."""
+    if value is None or value == "balanced":
+        return value
+    if not isinstance(value, dict):
+        raise ValueError(f"class_weight must be None, 'balanced' or a dict of class -> weight, not {value!r}")
+    if classes is None:
+        return value
+    return {k: float(value.get(c, value.get(str(c), 1.0))) for k, c in enumerate(classes)}
+
+
 class LogisticHead(Head):
     """L2-regularised logistic regression with scikit-learn's objective and meaning of C.
 
@@ -51,6 +63,7 @@ class LogisticHead(Head):
     feature values and the torch solver otherwise (streaming, cuda, large). `precision="bf16"`
     (torch only) holds the features in bfloat16 for the products (used for the sweep, never the
     final fit). `warm_start=True` starts from the previous solution: that is how the C sweep stays cheap.
+    `class_weight="balanced"` weights each item by n / (K * its class's count) ({label: weight} also works), on either solver.
     `n_iter_` is the solver's true iteration count (0 when a warm start already met the tolerance).
     """
 
@@ -61,7 +74,8 @@ class LogisticHead(Head):
     _state_arrays = ("coef_", "intercept_")
 
     def __init__(self, C: float = 1.0, tol: float = 1e-4, max_iter: int = 1000, warm_start: bool = False,
-                 precision: str = "fp32", device: str = "cpu", solver: str = "auto"):
+                 precision: str = "fp32", device: str = "cpu", solver: str = "auto", class_weight: str | None = None):
+        self.class_weight = class_weight
         self.C = C
         self.tol = tol
         self.max_iter = max_iter
@@ -77,6 +91,7 @@ class LogisticHead(Head):
             raise ValueError(f"precision must be one of {PRECISIONS}, not {self.precision!r}")
         if self.solver not in SOLVERS:
             raise ValueError(f"solver must be one of {SOLVERS}, not {self.solver!r}")
+        check_class_weight(self.class_weight)
 
     def _fit(self, X: np.ndarray, y_idx: np.ndarray) -> None:
         self._fit_chunks(lambda: [(X, y_idx)], cache=True)
@@ -120,7 +135,8 @@ class LogisticHead(Head):
         from sklearn.linear_model import LogisticRegression
 
         init = self._init(n_out)
-        lr = LogisticRegression(C=float(self.C), tol=self.tol, max_iter=self.max_iter, warm_start=init is not None)
+        lr = LogisticRegression(C=float(self.C), tol=self.tol, max_iter=self.max_iter, warm_start=init is not None,
+                                class_weight=check_class_weight(self.class_weight, self.classes_))
         if init is not None:
             lr.coef_ = np.asarray(init[0], dtype=X.dtype)
             lr.intercept_ = np.asarray(init[1], dtype=X.dtype)
@@ -146,8 +162,18 @@ class LogisticHead(Head):
         if stats is None or stats.mean.device != dev or stats.n != n or stats.mean.shape[0] != self.n_features_in_:
             stats = feature_stats(TensorChunks(chunks, dev, torch.float32, cache=False), n)
         self.stats_ = stats
+        weights = None
+        if self.class_weight == "balanced":  # scikit-learn's: n / (K * count of the class)
+            counts = np.zeros(len(self.classes_))
+            for _, y in chunks():
+                counts += np.bincount(np.asarray(y, dtype=np.int64), minlength=len(self.classes_))
+            weights = counts.sum() / (len(self.classes_) * np.maximum(counts, 1))
+        elif isinstance(self.class_weight, dict):
+            by_idx = check_class_weight(self.class_weight, self.classes_)
+            weights = np.array([by_idx[k] for k in range(len(self.classes_))])
         self.coef_, self.intercept_, self.n_iter_ = solve_logistic(
-            data, stats, n_out, float(self.C), init=self._init(n_out), tol=self.tol, max_iter=self.max_iter)
+            data, stats, n_out, float(self.C), init=self._init(n_out), tol=self.tol, max_iter=self.max_iter,
+            class_weights=weights)
 
     def _scores(self, X: np.ndarray) -> np.ndarray:
         s = np.asarray(X, dtype=np.float64) @ self.coef_.T.astype(np.float64) + self.intercept_
