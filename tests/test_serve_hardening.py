@@ -310,3 +310,27 @@ def test_concurrent_uploads_are_all_answered_and_buffered_a_few_at_a_time(server
         got = list(ex.map(post, range(32)))
     assert got == ["dog/dog_001.png"] * 32
     assert peak[0] == server.guard.upload_slots  # used, and never exceeded
+
+
+def test_a_client_that_stops_reading_is_cut_off():
+    """The ASGI send is timed: a client that never takes its answer ends the request with an error
+    (uvicorn then closes the connection) instead of holding it for ever."""
+    from embedstore.serve.app import Guard, GuardMiddleware
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"x" * 100})
+
+    async def stuck_send(message):
+        if message["type"] == "http.response.body":
+            await asyncio.sleep(3600)
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    guarded = GuardMiddleware(app, Guard(send_timeout=0.2), [])
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": [(b"host", b"127.0.0.1")], "query_string": b""}
+    t0 = time.monotonic()
+    with pytest.raises(ConnectionAbortedError, match="did not read its answer"):
+        asyncio.run(guarded(scope, receive, stuck_send))
+    assert time.monotonic() - t0 < 5

@@ -35,6 +35,7 @@ class Guard:
     token: str | None = None
     body_timeout: float = 30.0  # seconds to receive a whole request body
     drain_max: int = 64 * 2**20  # an oversized body up to this is read and discarded so the client reads its 413
+    send_timeout: float = 30.0  # seconds a client may take to accept each part of an answer (then the connection closes)
     upload_slots: int = 4  # bodies buffered at once: memory for uploads is at most upload_slots x the upload limit
     _slots: dict = field(default_factory=dict, repr=False, compare=False)
 
@@ -216,6 +217,7 @@ class GuardMiddleware:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        send = self._timed(send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         host = host_of(headers.get("host", ""))
         if host not in self.guard.hosts:
@@ -241,6 +243,19 @@ class GuardMiddleware:
             await send(message)
 
         return await self.app(scope, receive, send_with_cookie)
+
+    def _timed(self, send):
+        """A client that stops reading its answer is cut off after `send_timeout` s (the error makes
+        uvicorn close the connection) instead of holding a connection slot for ever."""
+        timeout = self.guard.send_timeout
+
+        async def timed_send(message):
+            try:
+                await asyncio.wait_for(send(message), timeout)
+            except asyncio.TimeoutError:
+                raise ConnectionAbortedError(f"the client did not read its answer within {timeout:g} s") from None
+
+        return timed_send
 
     async def _options(self, scope, receive, send):
         if scope["path"] == "*":

@@ -2,7 +2,8 @@
 
 - headers must arrive within `header_timeout` s of connecting (or of the previous answer), or the
   connection is closed (uvicorn has no such timer of its own); a body within `body_timeout` s (408);
-  an idle keep-alive connection is closed after `keep_alive` s;
+  each part of an answer must be taken by the client within `send_timeout` s; an idle keep-alive
+  connection is closed after `keep_alive` s;
 - at most `max_connections` connections and requests at once (uvicorn's limit_concurrency: 503
   beyond), a listen backlog of 2048, request heads of at most 64 KiB;
 - off loopback an access token is required (see `guard_for`)."""
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 class Limits:
     header_timeout: float = 10.0
     body_timeout: float = 30.0
+    send_timeout: float = 30.0
     keep_alive: int = 5
     max_connections: int = 1000
     backlog: int = 2048
@@ -55,7 +57,7 @@ def guard_for(host: str, token: str | None = None, allow_hosts=(), limits: Limit
         for name in {socket.gethostname(), socket.getfqdn()}:
             if name:
                 hosts.add(name.lower())
-    return Guard(hosts=hosts, token=token, body_timeout=limits.body_timeout), token
+    return Guard(hosts=hosts, token=token, body_timeout=limits.body_timeout, send_timeout=limits.send_timeout), token
 
 
 def _protocol_class(header_timeout: float):
