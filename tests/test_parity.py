@@ -155,3 +155,29 @@ def test_anomalies_score_new_files_as_their_stored_vectors(world):
     want = -det.score_samples(ref)
     for i, f in enumerate(QUERY_FILES):
         assert got[f] == pytest.approx(want[i], rel=1e-4, abs=1e-5), f
+
+
+def test_server_search_with_a_filter_answers_as_embed_search(world):
+    """POST /api/search?where=... gives the hits `embed search --image F --where ...` gives: same ids,
+    same order, same scores (the filter goes through the one search path)."""
+    import json
+
+    from embedstore.search.query import search
+    from embedstore.serve.server import open_api
+
+    root, _, queries = world
+    api = open_api(root / "s.h5")
+    for f in QUERY_FILES:
+        for where in ("label=dog", "label=cat|owl"):
+            want = search(root / "s.h5", image=queries / f, k=3, where=where).hits
+            r = api.handle("POST", "/api/search", {"k": "3", "where": where}, {"content-type": "image/png"}, (queries / f).read_bytes())
+            got = json.loads(r.body)["hits"]
+            assert [h["id"] for h in got] == [h["id"] for h in want], (f, where)
+            assert [h["score"] for h in got] == pytest.approx([h["score"] for h in want], abs=1e-5)
+            assert {h["label"] for h in got} <= set(where.split("=")[1].split("|"))
+    r = embed("search", root / "s.h5", "--image", queries / QUERY_FILES[1], "-k", 3, "--where", "label=owl", "--json")
+    assert r.exit_code == 0, r.output
+    cli_ids = [h["id"] for h in json.loads(r.output)["hits"]]
+    body = (queries / QUERY_FILES[1]).read_bytes()
+    got = api.handle("POST", "/api/search", {"k": "3", "where": "label=owl"}, {"content-type": "image/png"}, body).json()["hits"]
+    assert [h["id"] for h in got] == cli_ids
