@@ -40,7 +40,7 @@ def _meta_table(rows, pos: np.ndarray):
     cols = {"id": rows.ids[pos], "label": rows.labels[pos], "split": rows.splits[pos], "uri": rows.uris[pos]}
     if rows.texts is not None and any(rows.texts[pos]):
         cols["text"] = rows.texts[pos]
-    return pa.table({k: pa.array([str(x) for x in v], pa.string()) for k, v in cols.items()})
+    return pa.table({k: pa.array(v, pa.string()) for k, v in cols.items()})
 
 
 def export(store: str | Path, out: str | Path, fmt: str = "npy", vector_set: str | None = None, part_rows: int = 65536,
@@ -72,7 +72,8 @@ def export(store: str | Path, out: str | Path, fmt: str = "npy", vector_set: str
         (tmp / "emb").mkdir(parents=True)
         if fmt == "npy":
             (tmp / "metadata").mkdir()
-        for pos, X in rows.chunks(chunk_rows=part_rows):
+        for start, X in rows.slabs(chunk_rows=part_rows):
+            pos = np.arange(start, start + len(X))
             name = f"part-{parts:05d}"
             meta = _meta_table(rows, pos)
             if fmt == "npy":

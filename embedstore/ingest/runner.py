@@ -168,7 +168,7 @@ def build(
         else:
             overrides = dict(crop_pct=crop_pct, interpolation=interpolation, resize_mode=resize_mode)
             svc = EmbeddingService.create(encoder, weights, layer, normalize, dtype, texts, dev, prec, overrides=overrides)
-            if not texts and not any(v is not None for v in overrides.values()):
+            if not texts and svc.modality == "image" and not any(v is not None for v in overrides.values()):
                 notes.extend(_fit_preprocess_to_images(svc, src, store))
         dev, prec_reason = svc.device, prec_reason or svc.precision_reason
         prec = prec if cluster is not None else svc.precision

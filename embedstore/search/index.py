@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-SUBSET_BYTES = 256 << 20  # IVF-PQ filters: selected rows up to this many float32 bytes are scanned exactly
+SUBSET_BYTES = 256 << 20  # filtered IVF: selected rows up to this many float32 bytes may be scanned exactly in memory
+SUBSET_SELECTIVITY = 0.05  # ... on IVF-Flat when they are at most this share of the rows (IVF-PQ: any share)
 WIDEN = 4  # filtered IVF: probe WIDEN * nprobe / selectivity lists (every list past half of them)
 TAIL_CACHE_ROWS = 200_000  # unindexed rows kept in memory between queries
 
@@ -100,7 +101,7 @@ class SearchIndex:
         self.n_indexed = int(index.ntotal) if index is not None else 0
         self.kind = self.meta.get("kind") or ("flat" if self.meta.get("exact", True) else "ivfflat")
         self.params = dict(self.meta.get("params") or {})
-        self._subset: tuple[bytes, np.ndarray, np.ndarray] | None = None  # (mask digest, rows, vectors)
+        self._subset: tuple[object, np.ndarray, np.ndarray] | None = None  # (mask, rows, vectors)
         self._tail: tuple[int, np.ndarray, np.ndarray] | None = None  # (n rows, positions, vectors)
 
     @classmethod
@@ -154,6 +155,11 @@ class SearchIndex:
         pool = ni if allowed is None else int(allowed.sum())
         if pool == 0:
             return np.full((len(Q), k), -np.inf, np.float32), np.full((len(Q), k), -1, np.int64)
+        s = pool / max(ni, 1)
+        if (self.kind != "flat" and allowed is not None and pool * self.rows_dim() * 4 <= SUBSET_BYTES
+                and (self.kind == "ivfpq" or s <= SUBSET_SELECTIVITY)):
+            plan["method"] = f"exact scan of the {pool} selected rows' stored vectors (selected first, kept in memory)"
+            return self._subset_scan(Q, k, allowed)
         sel = None
         if allowed is not None:
             bitmap = np.packbits(allowed.astype(np.uint8), bitorder="little")
@@ -166,10 +172,6 @@ class SearchIndex:
         ivf = faiss.extract_index_ivf(self.index)
         nlist, base = int(ivf.nlist), int(self.params.get("nprobe", ivf.nprobe))
         rerank = int(self.params.get("rerank", 1))
-        s = pool / max(ni, 1)
-        if self.kind == "ivfpq" and allowed is not None and pool * self.rows_dim() * 4 <= SUBSET_BYTES:
-            plan["method"] = f"exact scan of the {pool} selected rows' stored vectors (IVF-PQ codes are approximate)"
-            return self._subset_scan(Q, k, allowed)
         nprobe = base if allowed is None else min(nlist, math.ceil(WIDEN * base / max(s, 1e-9)))
         if allowed is not None and 2 * nprobe >= nlist:
             nprobe = nlist
@@ -195,10 +197,9 @@ class SearchIndex:
         return int(getattr(self.rows, "dim", 0) or self.index.d)
 
     def _subset_scan(self, Q, k, allowed):
-        key = np.packbits(allowed).tobytes()
-        if self._subset is None or self._subset[0] != key:
+        if self._subset is None or not (self._subset[0] is allowed or np.array_equal(self._subset[0], allowed)):
             pos, X = _gather(self.rows, allowed)
-            self._subset = (key, pos, X)
+            self._subset = (allowed, pos, X)
         _, pos, X = self._subset
         D, I = knn_vectors(Q, X, k, self.inner)
         return D, np.where(I >= 0, pos[np.clip(I, 0, None)], -1)
@@ -228,6 +229,13 @@ class SearchIndex:
 
 
 def _gather(rows, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(positions, float32 vectors) of the rows where `mask` is true: a few rows by point reads,
+    many by streaming slabs."""
+    if mask.sum() * 50 < len(mask) and hasattr(rows, "fetch"):
+        pos = np.flatnonzero(mask)
+        X = np.concatenate([rows.fetch(pos[s : s + 4096]) for s in range(0, len(pos), 4096)]) if len(pos) else None
+        if X is not None and np.isfinite(X).all():
+            return pos, np.ascontiguousarray(X, dtype=np.float32)
     pos, parts = [], []
     for p, X in rows.chunks(mask):
         pos.append(p)

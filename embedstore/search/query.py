@@ -41,6 +41,16 @@ class _Snapshot:
         metric = "inner_product" if vs.provenance.get("normalize", "l2") == "l2" else "l2"
         self.search = SearchIndex(index, meta, rows, metric)
         self.row_of = None
+        self.masks: dict = {}  # --where text -> row mask (a few kept: servers repeat their filters)
+
+    def mask(self, where: str | None):
+        if not where:
+            return None
+        if where not in self.masks:
+            if len(self.masks) >= 8:
+                self.masks.pop(next(iter(self.masks)))
+            self.masks[where] = row_mask(self.rows, where)
+        return self.masks[where]
 
 
 def _stamp(path: Path) -> tuple:
@@ -199,7 +209,7 @@ class SearchContext:
         self.refresh()
         snap = self._snap
         rows = snap.rows
-        allowed = row_mask(rows, where) if mask is None else mask
+        allowed = snap.mask(where) if mask is None else mask
         pool = int(allowed.sum()) if allowed is not None else len(rows)
         if pool == 0:
             raise SearchError(f"--where {where!r} matches no items of {snap.vs.name}; check labels and splits with `embed info`")

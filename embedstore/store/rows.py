@@ -64,6 +64,19 @@ class SetRows:
                                      f"e.g. {which}; rebuild the store with `embed build` (float16 overflow: use --normalize l2)")
                 yield sel, block
 
+    def slabs(self, chunk_rows: int = 65536) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield (first row, vectors in the stored dtype) for consecutive slabs of every row: the
+        fastest full read (export), with the same finiteness check as `chunks`."""
+        import h5py
+
+        with (_Borrowed(self._pinned) if self._pinned is not None else h5py.File(self.catalog, "r")) as f:
+            ds = f["vectors"][self.set_name]["vectors"]
+            for s in range(0, len(self.ids), chunk_rows):
+                block = ds[s : min(len(self.ids), s + chunk_rows)]
+                if not np.isfinite(block).all():
+                    next(self.chunks(np.isin(np.arange(len(self.ids)), np.arange(s, s + len(block))), chunk_rows))  # raises the error
+                yield s, block
+
     def pin(self) -> "SetRows":
         """Hold the catalog open: every later read sees the rows these ids describe, even after a
         writer renames a new catalog into place (readers during a build keep a consistent snapshot)."""
