@@ -112,6 +112,9 @@ def write_catalog(path: Path, shard_root_rel: str, layout: Layout, index_meta: d
             g.create_dataset(c, data=np.asarray(layout.items[c], dtype=np.int64).reshape(n_items))
         statuses = np.array(layout.items["status"], dtype=object)
         g.attrs["count"] = n_items
+        from .shards import items_digest
+
+        g.attrs["items_sha256"] = items_digest(layout.items)  # Store.items() refuses a table that differs
         g.attrs["ok"] = int((statuses == STATUS_OK).sum()) if n_items else 0
         f.create_dataset("shards", data=np.array(layout.shards, dtype=object), dtype=str_dt)
         stats = [(shard_stats or {}).get(k, (-1, -1)) for k in layout.shards]

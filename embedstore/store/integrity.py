@@ -53,7 +53,7 @@ def verify_store(path: str | Path) -> dict:
 
     from .catalog import compute_layout
     from .index import ids_digest, index_paths, read_index_meta
-    from .schema import KEY_FIELDS, provenance_key, sidecar_dir
+    from .schema import ITEM_COLUMNS, ITEM_STR_COLUMNS, KEY_FIELDS, provenance_key, sidecar_dir
     from .shards import check_shard, has_checksums, list_shards, read_shard_meta, stray_files
     from .store import _decode_attrs, _set_attrs_from_shard, check_store_file
 
@@ -136,6 +136,14 @@ def verify_store(path: str | Path) -> dict:
                     if catalog_ids.get(sname) != sl.ids:
                         bad("catalog", path, f"vector set {sname}: its rows differ from what the shards hold",
                             f"`embed verify {name} --repair` rebuilds it")
+                with h5py.File(path, "r") as f:  # the item table, cell by cell, against the shards'
+                    g = f["items"]
+                    for c in ITEM_COLUMNS:
+                        have = (g[c].asstr()[()] if c in ITEM_STR_COLUMNS else g[c][()]) if c in g else None
+                        if have is None or list(have) != list(layout.items[c]):
+                            bad("catalog", path, f"its item column '{c}' differs from what the shards hold",
+                                f"`embed verify {name} --repair` rebuilds it")
+                            break
         except Exception as e:  # noqa: BLE001 - any failure to read the catalog is a finding, not a crash
             bad("catalog", path, f"unreadable ({str(e).splitlines()[0][:160] if str(e) else type(e).__name__})",
                 f"`embed verify {name} --repair` rebuilds it from the shards")

@@ -48,10 +48,9 @@ def _escapable(s: str) -> bool:
 def items_digest(cols: dict) -> str:
     """sha256 of a shard's item columns as stored (strings NUL-separated, integers little-endian int64)."""
     h = hashlib.sha256()
-    for c in ITEM_STR_COLUMNS:
-        for v in cols[c]:
-            h.update(str(v).encode("utf-8"))
-            h.update(b"\0")
+    for c in ITEM_STR_COLUMNS:  # one join per column (fast at millions of rows); the same bytes as value by value
+        if len(cols[c]):
+            h.update(("\0".join(map(str, cols[c])) + "\0").encode("utf-8"))
     for c in ITEM_INT_COLUMNS:
         h.update(np.asarray(cols[c], dtype="<i8").tobytes())
     return h.hexdigest()

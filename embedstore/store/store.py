@@ -101,7 +101,9 @@ class Store:
         if exists:
             try:
                 schema = check_store_file(self.path)
-            except StoreError as e:
+                if schema == SCHEMA_VERSION:
+                    self._read_catalog_head()
+            except (StoreError, OSError, KeyError, ValueError) as e:
                 if not list_shards_any(self.shard_root):
                     raise
                 # the catalog is derived from the shards beside it, so a damaged one is rebuilt, not refused
@@ -114,12 +116,8 @@ class Store:
                 if not self.writable:
                     raise StoreError(f"{self.path} has schema {schema}; run `embed build` on it once to migrate to {SCHEMA_VERSION}")
                 migrate(self.path, schema)
-            if catalog_ok:
-                import h5py
-
-                with h5py.File(self.path, "r") as f:
-                    self._created = f.attrs.get("created")
-                self._trusted = {k: v for k, v in read_shard_stats(self.path).items() if v[0] >= 0}
+            if catalog_ok and schema < SCHEMA_VERSION:
+                self._read_catalog_head()
         elif not (create or list_shards_any(self.shard_root)):
             raise StoreError(f"store {self.path} does not exist; create it with `embed build SOURCE --store {self.path}`")
         if self.writable:
@@ -154,6 +152,15 @@ class Store:
                         self._lock.release()
             self._check_shards(repair=False)
         return self
+
+    def _read_catalog_head(self) -> None:
+        """What opening needs from the catalog: its created time and the shard fingerprints."""
+        import h5py
+
+        with h5py.File(self.path, "r") as f:
+            self._created = f.attrs.get("created")
+        self._trusted = {k: v for k, v in read_shard_stats(self.path).items() if v[0] >= 0}
+        self._catalog_stale()
 
     def _note_strays(self) -> None:
         for d in self._set_dirs():
@@ -292,16 +299,36 @@ class Store:
         return h5py.File(self.path, "r")
 
     def items(self) -> dict[str, np.ndarray]:
-        """The item table as columns (id, uri, label, split, sha256, status, reason, size, mtime_ns)."""
-        with self._file() as f:
-            g = f["items"]
-            n = len(g["id"])
-            # columns added after a store was written (e.g. text) read as empty strings
-            out = {c: g[c].asstr()[()] if c in g else np.full(n, "", dtype=object) for c in ITEM_STR_COLUMNS}
-            out.update({c: g[c][()] for c in ITEM_INT_COLUMNS})
+        """The item table as columns (id, uri, label, split, sha256, status, reason, size, mtime_ns),
+        checked against the checksum the catalog recorded for it."""
+        from .shards import items_digest
+
+        try:
+            with self._file() as f:
+                g = f["items"]
+                n = len(g["id"])
+                # columns added after a store was written (e.g. text) read as empty strings
+                out = {c: g[c].asstr()[()] if c in g else np.full(n, "", dtype=object) for c in ITEM_STR_COLUMNS}
+                out.update({c: g[c][()] for c in ITEM_INT_COLUMNS})
+                want = g.attrs.get("items_sha256")
+        except (OSError, KeyError, ValueError, UnicodeDecodeError) as e:
+            raise self._damaged(e) from None
+        if want is not None and items_digest(out) != (want.decode() if isinstance(want, bytes) else str(want)):
+            raise self._damaged("its item table does not match its checksum")
         return out
 
+    def _damaged(self, why) -> StoreError:
+        why = why if isinstance(why, str) else f"{type(why).__name__}: {str(why).splitlines()[0][:120] if str(why) else ''}"
+        return StoreError(f"the catalog {self.path} is damaged ({why}); run `embed verify {self.path.name} --repair` "
+                          "to rebuild it from the shards")
+
     def vector_sets(self) -> list[VectorSet]:
+        try:
+            return self._vector_sets()
+        except (OSError, KeyError, ValueError, UnicodeDecodeError) as e:
+            raise self._damaged(e) from None
+
+    def _vector_sets(self) -> list[VectorSet]:
         with self._file() as f:
             out = []
             for name, g in f["vectors"].items():
