@@ -145,6 +145,8 @@ def test_off_loopback_a_token_is_required_on_every_request(store):
 
     guard, token = guard_for("0.0.0.0")
     assert token and len(token) >= 24 and guard.token == token
+    assert socket.gethostname().lower() in guard.hosts and "localhost" in guard.hosts
+    assert guard_for("10.1.2.3", allow_hosts=["photos.lan"])[0].hosts >= {"10.1.2.3", "photos.lan", "127.0.0.1"}
     assert guard_for("127.0.0.1") == (guard_for("127.0.0.1")[0], None)
     api = open_api(store / "s.h5")
     api._app = make_app(api, guard)
@@ -189,9 +191,9 @@ def _serve_subprocess(store: Path, *extra: str):
     raise AssertionError("embed serve did not start: " + "".join(lines))
 
 
-def test_cli_serves_off_loopback_only_with_the_printed_token(store):
-    """`embed serve --host ::1`... stays on this machine yet is not the IPv4 loopback default:
-    here we check the CLI's own path with --host 127.0.0.1 --token, the token being required."""
+def test_cli_with_a_token_requires_it(store):
+    """The CLI's own path with --token (on loopback: tests never bind another address): the URL it
+    prints carries the token, and a request without it gets 401."""
     p, url, lines = _serve_subprocess(store / "s.h5", "--host", "127.0.0.1", "--token", "a-token-of-twenty-chars")
     try:
         assert "?token=a-token-of-twenty-chars" in url and any("access token required" in x for x in lines)

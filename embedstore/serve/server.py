@@ -57,6 +57,11 @@ def guard_for(host: str, token: str | None = None, allow_hosts=(), limits: Limit
         for name in {socket.gethostname(), socket.getfqdn()}:
             if name:
                 hosts.add(name.lower())
+        if host in ("0.0.0.0", "::", ""):  # a wildcard bind: this machine's own addresses too
+            try:
+                hosts.update(socket.gethostbyname_ex(socket.gethostname())[2])
+            except OSError:
+                pass
     return Guard(hosts=hosts, token=token, body_timeout=limits.body_timeout, send_timeout=limits.send_timeout), token
 
 
