@@ -2,8 +2,8 @@
 
 For each size: synthetic clustered vectors (d=512, L2-normalised) go through the store's index
 builder (exact below 100,000 rows, else IVF tuned to recall@10 >= 0.95), then the same queries
-run (a) through embedstore's search path (index loaded by the store with its tuned parameters,
-rows mapped back to ids) and (b) straight into `index.search` on the same index object. Recall@10
+run (a) through embedstore's search path (`SearchIndex` over the index loaded by the store with its
+tuned parameters, rows mapped back to ids) and (b) straight into `index.search` on the same index object. Recall@10
 of both is measured against exact search. Above EMBEDSTORE_PQ_MIN rows the index is IVF-PQ and
 "ours" re-ranks k x 10 candidates by their vectors (from memory here; `embed search` reads them from
 the store), while "faiss" returns the PQ ranking as it is.
@@ -51,7 +51,7 @@ def main() -> None:
     import faiss
     from faiss.contrib.exhaustive_search import knn_ground_truth
 
-    from embedstore.search.searcher import index_search, rerank
+    from embedstore.search.index import SearchIndex, ArrayRows
     from embedstore.store.index import load_index, update_index
 
     print(f"machine: {os.cpu_count()} cores, faiss {faiss.__version__}, omp threads {faiss.omp_get_max_threads()}")
@@ -74,14 +74,14 @@ def main() -> None:
         _, truth = knn_ground_truth(Q, read_rows(0, n), 10, metric_type=faiss.METRIC_INNER_PRODUCT)
         id_arr = np.asarray(ids)
 
-        depth = 10 * int(meta["params"].get("rerank", 1))
+        # the index object `embed search` and `embed serve` search through (IVF-PQ: re-ranks k x 10
+        # candidates by their vectors, here from memory, in `embed search` from the store)
+        searcher = SearchIndex(index, meta, ArrayRows(X), "inner_product")
 
         def ours():
             out = []
             for s in range(0, len(Q), args.batch):
-                D, R = index_search(index, Q[s : s + args.batch], depth)
-                if depth > 10:  # IVF-PQ: re-rank candidates by their vectors (here from memory, in `embed search` from the store)
-                    D, R = rerank(Q[s : s + args.batch], D, R, lambda rows: X[rows], 10, True)
+                R = searcher.search(Q[s : s + args.batch], 10).R
                 out.append(R)
                 _ = id_arr[R]  # rows -> ids, as the search command does
             return np.concatenate(out)

@@ -36,7 +36,7 @@ class SearchResult:
     plan: dict = field(default_factory=dict)
 
 
-class _ArrayRows:
+class ArrayRows:
     """In-memory vectors with the reader interface of `store.rows.SetRows` (chunks, fetch)."""
 
     def __init__(self, X: np.ndarray):
@@ -112,7 +112,7 @@ class SearchIndex:
         X = np.ascontiguousarray(X, dtype=np.float32)
         index = faiss.IndexFlatIP(X.shape[1]) if metric == "inner_product" else faiss.IndexFlatL2(X.shape[1])
         index.add(X)
-        return cls(index, {"kind": "flat", "exact": True}, _ArrayRows(X), metric)
+        return cls(index, {"kind": "flat", "exact": True}, ArrayRows(X), metric)
 
     def __len__(self) -> int:
         return len(self.rows)
