@@ -13,6 +13,7 @@ FT_EPILOG = (
     "  embed finetune --store photos.h5 --head heads/photos-logistic --unfreeze 2 --epochs 5 --out runs/ft-001\n\n"
     "  embed finetune --store photos.h5 --out runs/ft-001 --resume\n\n"
     "  embed fit-head logistic --store photos.h5 --set local-dir:runs/ft-001\n\n"
+    "  embed finetune --store reviews.h5 --unfreeze 2 --class-weight balanced --out runs/ft-text   # a text store (st:...)\n\n"
     "The result is the encoder local-dir:OUT (weights.safetensors + encoder.json); by default the store is "
     "re-embedded with it (a new vector set beside the old one) and a report compares before and after."
 )
@@ -33,6 +34,7 @@ def register(app: typer.Typer) -> None:
         weight_decay: float = typer.Option(0.05, "--weight-decay"),
         patience: int = typer.Option(3, "--patience", min=1, help="Early stop after this many epochs without a better val accuracy."),
         no_augment: bool = typer.Option(False, "--no-augment", help="No random crops, flips or colour jitter."),
+        class_weight: str = typer.Option("none", "--class-weight", help="'balanced': weight the loss (and the probe it is compared with) by n / (K x class count), for imbalanced labels."),
         seed: int = typer.Option(0, "--seed"),
         weights: Path = typer.Option(None, "--weights", help="The local weights file the store was built with."),
         device: str = typer.Option("auto", "--device", help="auto | cpu | cuda (mixed precision on GPU)."),
@@ -48,7 +50,8 @@ def register(app: typer.Typer) -> None:
         from embedstore.finetune.run import finetune as run_ft
 
         recipe = Recipe(unfreeze=unfreeze, epochs=epochs, batch_size=batch_size, lr=lr, backbone_lr_mult=backbone_lr_mult,
-                        weight_decay=weight_decay, patience=patience, augment=not no_augment, seed=seed)
+                        weight_decay=weight_decay, patience=patience, augment=not no_augment, seed=seed,
+                        class_weight=class_weight)
         r = run_guarded(run_ft, store, out, head=head, vector_set=vector_set, recipe=recipe,
                         weights=str(weights) if weights else None, device=device, workers=workers, resume=resume,
                         overwrite=overwrite, reembed=not no_reembed, progress=not quiet and not json_out)
@@ -66,7 +69,8 @@ def register(app: typer.Typer) -> None:
         def acc(d: dict) -> str:
             ci = d.get("test_accuracy_ci")
             ci = f" (95% CI {ci[0]:.4f}-{ci[1]:.4f})" if ci else ""
-            return f"test {d['test_accuracy']:.4f}{ci}; val {d['val_accuracy']:.4f} (chose the C / epoch: optimistic)"
+            bal = f", balanced {d['test_balanced_accuracy']:.4f}" if d.get("test_balanced_accuracy") is not None else ""
+            return f"test {d['test_accuracy']:.4f}{ci}{bal}; val {d['val_accuracy']:.4f} (chose the C / epoch: optimistic)"
 
         say(f"  before: linear probe on frozen features: {acc(r.before)}")
         say(f"  after:  fine-tuned classifier:           {acc(r.after['finetuned_classifier'])}")

@@ -18,11 +18,17 @@ _PATTERNS = [
     r"^(blocks\.\d+\.\d+)\.",                  # timm EfficientNet / MobileNet (stage.block)
     r"^(blocks\.\d+)\.",                       # timm ViT, EVA, DINOv2
     r"^(stages\.\d+)\.",                       # timm ConvNeXt, RegNet-style stages
+    r"^(0\.(?:auto_)?model\.encoder\.layer\.\d+)\.",  # sentence-transformers BERT-style text models
     r"^(\d+)\.",                               # plain nn.Sequential (test:tiny)
 ]
 
 
+_NOT_BLOCKS = re.compile(r"^0\.(?:auto_)?model\.(?!encoder\.layer\.)")  # a text model's embeddings and pooler
+
+
 def block_of(name: str) -> str | None:
+    if _NOT_BLOCKS.match(name):
+        return None
     for pat in _PATTERNS:
         m = re.match(pat, name)
         if m:

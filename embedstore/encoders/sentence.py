@@ -95,7 +95,10 @@ def create_sentence(name: str, weights: str | None) -> TextEncoder:
         hf_logging.set_verbosity_error()
     except ImportError:
         raise EncoderError("st: encoders need sentence-transformers: pip install 'embedstore[text]'") from None
-    if weights:
+    from .weights import STRUCTURE_ONLY
+
+    structure_only = weights == STRUCTURE_ONLY  # local-dir (a fine-tuned copy) loads its own weights into it
+    if weights and not structure_only:
         path = Path(weights)
     elif f"st:{name}" == MINILM.id:
         try:
@@ -117,7 +120,9 @@ def create_sentence(name: str, weights: str | None) -> TextEncoder:
     cfg = dataclasses.replace(MINILM, id=f"st:{name}", arch=name, preprocess=pp, dim=dim,
                               weights_desc=str(path) if path else "local cache")
     st_file = next((p for p in (path or Path("/nonexistent")).glob("*.safetensors")), None) if path else None
-    if st_file is not None:
+    if structure_only:
+        sha = ""
+    elif st_file is not None:
         sha = file_sha256(st_file)
     else:
         from .base import state_dict_sha256

@@ -1,4 +1,5 @@
-"""Images and labels for fine-tuning, with the encoder's own preprocessing plus augmentation."""
+"""Images (with the encoder's own preprocessing plus augmentation) or texts (tokenised by the
+encoder's own tokenizer) and labels for fine-tuning."""
 
 from __future__ import annotations
 
@@ -54,11 +55,61 @@ def collate(samples):
     return torch.stack([s[0] for s in samples]), torch.tensor([s[1] for s in samples])
 
 
-def make_loader(ds: LabelledImages, batch_size: int, shuffle: bool, workers: int, seed: int):
+def make_loader(ds, batch_size: int, shuffle: bool, workers: int, seed: int, collate_fn=None):
     import torch
     from torch.utils.data import DataLoader
 
     g = torch.Generator()
     g.manual_seed(seed)
-    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=workers, collate_fn=collate,
+    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=workers, collate_fn=collate_fn or collate,
                       generator=g, persistent_workers=False, drop_last=False)
+
+
+def source_texts(uris) -> dict[str, str]:
+    """uri -> text for a text store's items, read again from their source files (a text store keeps
+    where each text came from, `file#L12`, not the text)."""
+    from ..errors import FinetuneError
+    from ..sources import open_source
+
+    files = sorted({str(u).rsplit("#", 1)[0] for u in uris})
+    out: dict[str, str] = {}
+    for f in files:
+        try:
+            src = open_source(f)
+        except Exception as e:  # noqa: BLE001 - a moved or changed source is one user error
+            raise FinetuneError(f"the store's texts come from {f}, which cannot be read again ({e}); fine-tuning a text "
+                                "store needs its source file where the build found it") from None
+        out.update({it.uri: it.text for it in src.items if it.text is not None})
+    return out
+
+
+class LabelledTexts:
+    """(text, class index) pairs; batches are tokenised by `collate_texts`."""
+
+    def __init__(self, texts: list[str], targets: list[int]):
+        self.texts, self.targets = texts, targets
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def __getitem__(self, i: int):
+        return self.texts[i], self.targets[i]
+
+
+class TokenBatch(dict):
+    """A tokenised batch (input_ids, attention_mask ...) that moves to a device like a tensor."""
+
+    def to(self, device, non_blocking: bool = False) -> "TokenBatch":
+        return TokenBatch({k: (v.to(device, non_blocking=non_blocking) if hasattr(v, "to") else v) for k, v in self.items()})
+
+
+def collate_texts(tokenize):
+    """A collate function: [(text, y)] -> (TokenBatch, y tensor), tokenised with the encoder's tokenizer."""
+
+    def collate_fn(samples):
+        import torch
+
+        texts, ys = zip(*samples)
+        return TokenBatch(tokenize(list(texts))), torch.tensor(ys)
+
+    return collate_fn

@@ -27,6 +27,7 @@ class Recipe:
     patience: int = 3
     augment: bool = True
     seed: int = 0
+    class_weight: str = "none"  # "balanced": cross-entropy weights n / (K x class count), for imbalanced labels
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -45,7 +46,9 @@ def build_net(encoder, n_classes: int, normalize: bool):
             self.fc = nn.Linear(encoder.cfg.dim, n_classes)
 
         def forward(self, x):
-            f = self.backbone(x)
+            f = self.backbone(dict(x)) if isinstance(x, dict) else self.backbone(x)
+            if isinstance(f, dict):  # a sentence-transformers model: its features dict
+                f = f["sentence_embedding"]
             return self.fc(F.normalize(f, dim=1) if normalize else f)
 
     return FineTuneNet()
@@ -165,9 +168,9 @@ def load_checkpoint(ckpt: Path, net, opt) -> dict:
 
 
 def fit(net, train_loader_for_epoch, val_loader, recipe: Recipe, device, amp_dtype, ckpt: Path, resume: bool,
-        trainable: tuple[list, list], progress: bool = True, on_epoch=None) -> dict:
+        trainable: tuple[list, list], progress: bool = True, on_epoch=None, class_weights=None) -> dict:
     """Train with early stopping; returns the loop state (history, best epoch). The best weights
-    are loaded into `net` at the end."""
+    are loaded into `net` at the end. `class_weights` (a tensor, one per class) weight the loss."""
     import torch
     import torch.nn.functional as F
     from safetensors.torch import load_file
@@ -205,7 +208,7 @@ def fit(net, train_loader_for_epoch, val_loader, recipe: Recipe, device, amp_dty
             x, y = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
             try:
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    loss = F.cross_entropy(net(x).float(), y)
+                    loss = F.cross_entropy(net(x).float(), y, weight=class_weights)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

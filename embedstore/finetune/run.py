@@ -65,7 +65,7 @@ def _prepare_out(out: Path, resume: bool, overwrite: bool) -> None:
         out.mkdir(parents=True)
 
 
-def _probe(data: SplitData) -> tuple[object, dict]:
+def _probe(data: SplitData, class_weight: str = "none") -> tuple[object, dict]:
     """A logistic probe on frozen vectors: C chosen on val by a fit on train (that fit's val accuracy
     is reported, so it compares with the fine-tune's), then refit on train + val for the test score."""
     from ..heads.logistic import LogisticHead
@@ -74,16 +74,21 @@ def _probe(data: SplitData) -> tuple[object, dict]:
     from ..evaluation.intervals import wilson
 
     grid = list(LogisticHead.sweep_grid)
+    params = {"class_weight": "balanced"} if class_weight == "balanced" else {}  # the same weighting as the fine-tune
     folds, how = selection_plan(data, 0)  # as fit-head chooses: on val, or by cross-validation when val is small
     if folds:
-        _, (val_acc, c, snap) = cv_sweep(LogisticHead, data, grid, {}, "cpu", False, folds)
+        _, (val_acc, c, snap) = cv_sweep(LogisticHead, data, grid, params, "cpu", False, folds)
     else:
-        _, (val_acc, c, snap) = sweep(LogisticHead, data, grid, {}, "cpu", progress=False)
-    head = refit(LogisticHead, data, c, snap, {}, "cpu")
+        _, (val_acc, c, snap) = sweep(LogisticHead, data, grid, params, "cpu", progress=False)
+    head = refit(LogisticHead, data, c, snap, params, "cpu")
     y, p = data.predict(head, TEST)
     ids = data.rows.ids[data.mask(TEST)]
     hits = int((np.asarray(y).astype(str) == np.asarray(p).astype(str)).sum())
+    from sklearn.metrics import balanced_accuracy_score
+
+    bal = float(balanced_accuracy_score(np.asarray(y).astype(str), np.asarray(p).astype(str))) if len(y) else 0.0
     return head, {"val_accuracy": val_acc, "test_accuracy": hits / len(y) if len(y) else 0.0, "test_n": int(len(y)),
+                  "test_balanced_accuracy": bal, "class_weight": class_weight,
                   "test_accuracy_ci": list(wilson(hits, len(y))), "C": c, "C_chosen": how,
                   "test_predictions": dict(zip(map(str, ids), map(str, p)))}
 
@@ -122,7 +127,7 @@ def finetune(store: str | Path, out: str | Path, head: str | Path | None = None,
     from ..embedding.device import resolve_device
     from ..embedding import EmbeddingService
     from ..encoders.blocks import trainable_names
-    from .data import LabelledImages, make_loader, train_transform
+    from .data import LabelledImages, LabelledTexts, collate_texts, make_loader, source_texts, train_transform
     from .loop import build_net, evaluate, fit, set_trainable
     from ..store import open_store
     from ..modelfile import load_head
@@ -131,6 +136,8 @@ def finetune(store: str | Path, out: str | Path, head: str | Path | None = None,
     recipe = recipe or Recipe()
     if recipe.epochs < 1 or recipe.batch_size < 1:
         raise FinetuneError("--epochs and --batch-size must be at least 1")
+    if recipe.class_weight not in ("none", "balanced"):
+        raise FinetuneError(f"--class-weight must be none or balanced, not {recipe.class_weight!r}")
     out = Path(out)
     _check_out(out, resume, overwrite)  # before any work
     with open_store(store, mode="r") as st:
@@ -143,6 +150,10 @@ def finetune(store: str | Path, out: str | Path, head: str | Path | None = None,
     if type(enc.model).__name__ == "_LayerTap":
         raise FinetuneError(f"finetune trains the encoder's default features; {vs.name} was made from --layer {prov.get('layer')}")
     trainable = trainable_names(enc.model, recipe.unfreeze)  # raises for a bad --unfreeze, before anything is written
+    text = enc.cfg.modality == "text"
+    if text and parent_id.startswith("open_clip:"):
+        raise FinetuneError(f"{vs.name} holds a CLIP text tower's vectors; fine-tune text stores built with a text "
+                            "encoder (st:...), or the CLIP image store")
     data = SplitData(rows, val_fraction, test_fraction, recipe.seed, None, max_memory=1 << 40)
     h = None
     if head is not None:
@@ -156,7 +167,7 @@ def finetune(store: str | Path, out: str | Path, head: str | Path | None = None,
             except EmbedstoreError as e:
                 raise FinetuneError(f"head {head} was trained on other vectors than {vs.name}: {e}") from None
     _prepare_out(out, resume, overwrite)
-    probe, before = _probe(data)  # the comparison baseline, on exactly this split
+    probe, before = _probe(data, recipe.class_weight)  # the comparison baseline, on exactly this split
     h = h or probe  # the classifier starts from --head when given, else from this probe
     classes = [str(c) for c in h.classes_]
     cls_pos = {c: k for k, c in enumerate(classes)}
@@ -172,9 +183,26 @@ def finetune(store: str | Path, out: str | Path, head: str | Path | None = None,
     tr_u, tr_y = split(TRAIN)
     va_u, va_y = split(VAL)
     te_u, te_y = split(TEST)
-    train_ds = LabelledImages(tr_u, tr_y, train_transform(pp, recipe.augment), pp.exif_transpose)
-    val_loader = make_loader(LabelledImages(va_u, va_y, enc.transform, pp.exif_transpose), recipe.batch_size, False, workers, 0)
-    test_loader = make_loader(LabelledImages(te_u, te_y, enc.transform, pp.exif_transpose), recipe.batch_size, False, workers, 0)
+    collate_fn = None
+    if text:  # texts are read again from the source file and tokenised by the encoder's own tokenizer
+        by_uri = source_texts([*tr_u, *va_u, *te_u])
+        missing = [u for u in (*tr_u, *va_u, *te_u) if u not in by_uri]
+        if missing:
+            raise FinetuneError(f"{len(missing)} text(s) of the store are no longer in their source (e.g. {missing[0]}); "
+                                "rebuild the store from the current file")
+        train_ds = LabelledTexts([by_uri[u] for u in tr_u], tr_y)
+        val_ds, test_ds = LabelledTexts([by_uri[u] for u in va_u], va_y), LabelledTexts([by_uri[u] for u in te_u], te_y)
+        collate_fn, workers = collate_texts(enc.model.tokenize), 0  # tokenising is cheap; no worker processes
+    else:
+        train_ds = LabelledImages(tr_u, tr_y, train_transform(pp, recipe.augment), pp.exif_transpose)
+        val_ds = LabelledImages(va_u, va_y, enc.transform, pp.exif_transpose)
+        test_ds = LabelledImages(te_u, te_y, enc.transform, pp.exif_transpose)
+    val_loader = make_loader(val_ds, recipe.batch_size, False, workers, 0, collate_fn)
+    test_loader = make_loader(test_ds, recipe.batch_size, False, workers, 0, collate_fn)
+    class_weights = None
+    if recipe.class_weight == "balanced":  # scikit-learn's "balanced": n / (K x class count)
+        counts = np.bincount(np.asarray(tr_y, dtype=np.int64), minlength=len(classes)).astype(np.float64)
+        class_weights = torch.tensor(counts.sum() / (len(classes) * np.maximum(counts, 1)), dtype=torch.float32, device=dev)
     torch.manual_seed(recipe.seed)
     net = build_net(enc, len(classes), prov.get("normalize", "l2") == "l2")
     temperature = _init_from_head(net, h, data)
@@ -182,10 +210,13 @@ def finetune(store: str | Path, out: str | Path, head: str | Path | None = None,
     net.to(dev)
     n_train = sum(p.numel() for p in net.backbone.parameters() if p.requires_grad)
     n_frozen = sum(p.numel() for p in net.backbone.parameters() if not p.requires_grad)
-    state = fit(net, lambda ep: make_loader(train_ds, recipe.batch_size, True, workers, recipe.seed * 1000 + ep),
-                val_loader, recipe, dev, amp, out / "checkpoint", resume, groups, progress)
+    state = fit(net, lambda ep: make_loader(train_ds, recipe.batch_size, True, workers, recipe.seed * 1000 + ep, collate_fn),
+                val_loader, recipe, dev, amp, out / "checkpoint", resume, groups, progress, class_weights=class_weights)
     val_acc, _, _ = evaluate(net, val_loader, dev, amp)
     test_acc, _, test_pred = evaluate(net, test_loader, dev, amp)
+    from sklearn.metrics import balanced_accuracy_score
+
+    test_bal = float(balanced_accuracy_score(te_y, test_pred)) if len(test_pred) == len(te_y) and te_y else 0.0
     te_ids = [str(i) for i in rows.ids[(data.codes == TEST) & np.isin(rows.labels, classes)]]
     ft_pred = dict(zip(te_ids, (classes[k] for k in test_pred))) if len(test_pred) == len(te_ids) else {}
     report = FinetuneReport(out=str(out), encoder=f"local-dir:{out}", parent=parent_id, store=str(rows.store_path),
@@ -193,11 +224,13 @@ def finetune(store: str | Path, out: str | Path, head: str | Path | None = None,
                             trainable_params=int(n_train), frozen_params=int(n_frozen), history=state["history"],
                             best_epoch=state["best_epoch"], stopped=state.get("stopped", ""), before=before,
                             after={"finetuned_classifier": {"val_accuracy": val_acc, "test_accuracy": test_acc,
+                                                            "test_balanced_accuracy": test_bal,
                                                             "test_n": len(te_ids), "test_predictions": ft_pred}})
     report.notes.append(f"classifier started from the linear probe divided by its calibration temperature {temperature:.3g}")
     _export(out, net, enc, parent_id, prov, recipe, report)
     if reembed:
-        report.new_vector_set, report.after["probe_on_new_vectors"] = _reembed_and_probe(store, out, rows, data, progress)
+        report.new_vector_set, report.after["probe_on_new_vectors"] = _reembed_and_probe(store, out, rows, data, progress,
+                                                                                         recipe.class_weight)
     report.comparisons = _compare_on_test(report, rows)
     from ..reports.html import finetune_section, write_report
 
@@ -249,11 +282,30 @@ def _compare_on_test(report: FinetuneReport, rows) -> list[dict]:
     return out
 
 
-def _reembed_and_probe(store, out: Path, rows, data: SplitData, progress: bool):
+def _reembed_and_probe(store, out: Path, rows, data: SplitData, progress: bool, class_weight: str = "none"):
     """Embed the set's items with the new encoder (a new vector set beside the old), then a linear
     probe on the new vectors with the same split."""
     from ..ingest import build
     from ..store import open_store
+
+    files = sorted({str(u).rsplit("#", 1)[0] for u in rows.uris}) if rows.provenance.get("modality") == "text" else []
+    if len(files) == 1:  # a text store: its source file again (the same ids, labels and splits)
+        b = build(files[0], store, encoder=f"local-dir:{out}", progress=progress)
+    elif files:
+        raise FinetuneError(f"the store's texts come from {len(files)} files; re-embed each with `embed build FILE --store "
+                            f"{store} --encoder local-dir:{out}`")
+    else:
+        b = _reembed_images(store, out, rows, progress)
+    with open_store(store) as st:
+        new_rows = st.rows(b.vector_set)
+    codes = {str(i): int(c) for i, c in zip(rows.ids, data.codes) if c >= 0}
+    new = SplitData(new_rows, 0.15, 0.15, 0, None, max_memory=1 << 40, fixed_codes=codes)
+    _, probe = _probe(new, class_weight)
+    return b.vector_set, probe
+
+
+def _reembed_images(store, out: Path, rows, progress: bool):
+    from ..ingest import build
 
     with tempfile.TemporaryDirectory(prefix="embed-ft-") as tmp:
         manifest = Path(tmp) / "items.csv"
@@ -263,11 +315,5 @@ def _reembed_and_probe(store, out: Path, rows, data: SplitData, progress: bool):
             for i, u, lab, sp in zip(rows.ids, rows.uris, rows.labels, rows.splits):
                 w.writerow([i, u, lab, sp])
         pp = rows.provenance["preprocess"]  # the parent set's preprocessing, so only the weights differ
-        b = build(manifest, store, encoder=f"local-dir:{out}", progress=progress, crop_pct=pp["input_size"] / pp["resize_size"],
-                  interpolation=pp["interpolation"], resize_mode=pp.get("resize_mode"))
-    with open_store(store) as st:
-        new_rows = st.rows(b.vector_set)
-    codes = {str(i): int(c) for i, c in zip(rows.ids, data.codes) if c >= 0}
-    new = SplitData(new_rows, 0.15, 0.15, 0, None, max_memory=1 << 40, fixed_codes=codes)
-    _, probe = _probe(new)
-    return b.vector_set, probe
+        return build(manifest, store, encoder=f"local-dir:{out}", progress=progress, crop_pct=pp["input_size"] / pp["resize_size"],
+                     interpolation=pp["interpolation"], resize_mode=pp.get("resize_mode"))
