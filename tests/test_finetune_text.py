@@ -44,6 +44,11 @@ def test_text_finetune_end_to_end(tmp_path):
         names = [vs.name for vs in st.vector_sets()] if hasattr(st, "vector_sets") else None
     if names is not None:
         assert rep["new_vector_set"] in names and rep["vector_set"] in names
+    # training reads the texts the store keeps: the source file is needed only to re-embed
+    (tmp_path / "reviews.csv").unlink()
+    r = embed("finetune", "--store", tmp_path / "r.h5", "--set", rep["vector_set"], "--out", tmp_path / "ft2",
+              "--unfreeze", 1, "--epochs", 1, "--batch-size", 8, "--no-reembed", "--json", "-q")
+    assert r.exit_code == 0, r.output
 
 
 def test_text_finetune_thaws_the_last_transformer_layers():

@@ -66,8 +66,8 @@ def make_loader(ds, batch_size: int, shuffle: bool, workers: int, seed: int, col
 
 
 def source_texts(uris) -> dict[str, str]:
-    """uri -> text for a text store's items, read again from their source files (a text store keeps
-    where each text came from, `file#L12`, not the text)."""
+    """uri -> text for a text store's items, read again from their source files (`file#L12`): for
+    stores that do not keep their texts in the items table."""
     from ..errors import FinetuneError
     from ..sources import open_source
 

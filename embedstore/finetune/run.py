@@ -184,8 +184,11 @@ def finetune(store: str | Path, out: str | Path, head: str | Path | None = None,
     va_u, va_y = split(VAL)
     te_u, te_y = split(TEST)
     collate_fn = None
-    if text:  # texts are read again from the source file and tokenised by the encoder's own tokenizer
-        by_uri = source_texts([*tr_u, *va_u, *te_u])
+    if text:  # the texts the store keeps (else read again from the source file), tokenised by the model's tokenizer
+        stored = rows.texts if rows.texts is not None else np.array([""] * len(rows.uris))
+        by_uri = {str(u): str(t) for u, t in zip(rows.uris, stored) if str(t)}
+        if any(u not in by_uri for u in (*tr_u, *va_u, *te_u)):
+            by_uri = source_texts([*tr_u, *va_u, *te_u])
         missing = [u for u in (*tr_u, *va_u, *te_u) if u not in by_uri]
         if missing:
             raise FinetuneError(f"{len(missing)} text(s) of the store are no longer in their source (e.g. {missing[0]}); "
