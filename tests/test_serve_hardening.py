@@ -49,9 +49,12 @@ def raw(port: int, data: bytes, wait: float = 10.0) -> bytes:
     try:
         while chunk := s.recv(65536):
             out += chunk
-    except (socket.timeout, ConnectionResetError):
+    except socket.timeout:
+        raise AssertionError(f"the server held the connection open for {wait} s; got {out[:80]!r}") from None
+    except ConnectionResetError:
         pass
-    s.close()
+    finally:
+        s.close()
     return out
 
 
@@ -81,11 +84,9 @@ def test_500_concurrent_requests_are_all_answered(server):
 
 
 def test_a_client_that_sends_no_head_is_disconnected(server):
-    t0 = time.monotonic()
-    got = raw(server.port, b"GET /api/info HTTP/1.1\r\nHost: 127.0.0.1\r\n", wait=20)  # never ends its head
-    assert got == b"" and time.monotonic() - t0 < 15
-    t0 = time.monotonic()
-    assert raw(server.port, b"", wait=20) == b"" and time.monotonic() - t0 < 15  # connects, says nothing
+    # header_timeout is 1 s here; raw() fails if the server still holds the connection after 20 s
+    assert raw(server.port, b"GET /api/info HTTP/1.1\r\nHost: 127.0.0.1\r\n", wait=20) == b""  # never ends its head
+    assert raw(server.port, b"", wait=20) == b""  # connects, says nothing
 
 
 def test_a_slow_body_gets_408(server):
@@ -346,7 +347,22 @@ def test_a_client_that_stops_reading_is_cut_off():
 
     guarded = GuardMiddleware(app, Guard(send_timeout=0.2), [])
     scope = {"type": "http", "method": "GET", "path": "/", "headers": [(b"host", b"127.0.0.1")], "query_string": b""}
-    t0 = time.monotonic()
     with pytest.raises(ConnectionAbortedError, match="did not read its answer"):
-        asyncio.run(guarded(scope, receive, stuck_send))
-    assert time.monotonic() - t0 < 5
+        asyncio.run(asyncio.wait_for(guarded(scope, receive, stuck_send), 60))
+
+
+def test_a_client_that_hangs_up_mid_upload_is_no_internal_error(server, caplog):
+    s = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    s.sendall(b"POST /api/search HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\nContent-Length: 100000\r\n\r\n" + b"x" * 100)
+    s.close()
+    time.sleep(0.5)
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/api/info", timeout=10) as r:
+        assert r.status == 200
+    assert not [r for r in caplog.records if "internal error" in r.getMessage()]
+
+
+def test_a_body_too_large_even_to_discard_is_refused_at_once(server):
+    # the body never completes: waiting for it would give 408 after body_timeout; 413 means it was not awaited
+    got = raw(server.port, b"POST /api/search HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
+                           b"Content-Length: 209715200\r\n\r\n" + b"x" * 1000, wait=20)
+    assert got.startswith(b"HTTP/1.1 413") and b"upload of 209715200 bytes" in got

@@ -16,7 +16,7 @@ import anyio
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Match, Route
 
@@ -87,35 +87,27 @@ async def read_body(request: Request, limit: int, guard: Guard) -> bytes:
     close = {"connection": "close"}
     over = f"the upload is over this server's {limit}-byte limit (--max-upload-mb)"
     if n is not None and n > limit:
-        if n <= guard.drain_max:
-            await _drain(request, guard)
-        raise ApiError(413, f"upload of {n} bytes: {over}", close)
+        over = f"upload of {n} bytes: {over}"
+        if n > guard.drain_max:  # too much even to discard: answer now and close
+            raise ApiError(413, over, close)
     parts, got = [], 0
     try:
         with anyio.fail_after(guard.body_timeout):
-            async for chunk in request.stream():
+            async for chunk in request.stream():  # one pass: past the limit, chunks are only counted
                 got += len(chunk)
-                if got > limit:
+                if got > guard.drain_max:
                     break
-                parts.append(chunk)
+                if got <= limit:
+                    parts.append(chunk)
     except TimeoutError:
+        if got > limit:
+            raise ApiError(413, over, close) from None
         raise ApiError(408, f"the request body did not arrive within {guard.body_timeout:g} s", close) from None
+    except ClientDisconnect:
+        raise ApiError(400, "the client closed the connection before its body was complete", close) from None
     if got > limit:
-        await _drain(request, guard)
         raise ApiError(413, over, close)
     return b"".join(parts)
-
-
-async def _drain(request: Request, guard: Guard) -> None:
-    seen = 0
-    try:
-        with anyio.fail_after(guard.body_timeout):
-            async for chunk in request.stream():
-                seen += len(chunk)
-                if seen > guard.drain_max:
-                    return
-    except (TimeoutError, Exception):  # noqa: BLE001 - the 413 goes out whatever the rest of the body does
-        return
 
 
 # ---- routes ------------------------------------------------------------------------------------
