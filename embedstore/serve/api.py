@@ -44,11 +44,13 @@ class Api:
     process (routing, guards, errors), for tests and scripts."""
 
     def __init__(self, ctx, head=None, head_doc: dict | None = None, max_upload: int = MAX_UPLOAD,
-                 max_upload_pixels: int = MAX_UPLOAD_PIXELS, decode_budget: int | None = None, anomalies=None):
+                 max_upload_pixels: int = MAX_UPLOAD_PIXELS, decode_budget: int | None = None, anomalies=None,
+                 store_name: str = ""):
         from .images import DEFAULT_BUDGET, DecodeBudget, Thumbnailer
 
         self.ctx, self.head, self.head_doc, self.max_upload = ctx, head, head_doc, max_upload
         self.max_upload_pixels = max_upload_pixels
+        self.store_name = _store_name(store_name)  # the file name only: server paths stay on the server
         self.budget = DecodeBudget(decode_budget or DEFAULT_BUDGET)
         self.thumbs = Thumbnailer(self.budget)
         self._embed_lock = threading.Lock()  # one forward pass at a time
@@ -72,7 +74,7 @@ class Api:
         r = self.ctx.rows
         labels, counts = np.unique(r.labels[r.labels != ""], return_counts=True)
         sp, sc = np.unique(r.splits[r.splits != ""], return_counts=True)
-        return {"store": _store_name(self.ctx.store), "vector_set": self.ctx.vs.name, "encoder": self.ctx.vs.encoder,
+        return {"store": self.store_name, "vector_set": self.ctx.vs.name, "encoder": self.ctx.vs.encoder,
                 "items": len(r), "labels": dict(zip(labels.tolist(), counts.tolist())), "splits": dict(zip(sp.tolist(), sc.tolist())),
                 "text_search": str(self.ctx.vs.encoder).startswith("open_clip:") or self.ctx.prov.get("modality") == "text",
                 "image_search": self.ctx.prov.get("modality", "image") != "text",

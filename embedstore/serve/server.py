@@ -196,4 +196,4 @@ def open_api(store, head: str | None = None, vector_set: str | None = None, weig
 
         report, _ = find_anomalies(store, anomalies, fit_on=anomalies_fit_on, vector_set=ctx.vs.name, weights=weights,
                                    device=device, progress=False)
-    return Api(ctx, h, doc, max_upload or MAX_UPLOAD, anomalies=report, **limits)
+    return Api(ctx, h, doc, max_upload or MAX_UPLOAD, anomalies=report, store_name=str(store), **limits)
