@@ -103,6 +103,15 @@ class SearchIndex:
         self.params = dict(self.meta.get("params") or {})
         self._subset: tuple[object, np.ndarray, np.ndarray] | None = None  # (mask, rows, vectors)
         self._tail: tuple[int, np.ndarray, np.ndarray] | None = None  # (n rows, positions, vectors)
+        self._counted: tuple[object, int] | None = None  # (mask, its count): servers repeat their filters
+
+    def count(self, allowed: np.ndarray | None) -> int:
+        """Rows a mask selects (remembered for the last mask object: summing 1M booleans is not free)."""
+        if allowed is None:
+            return len(self.rows)
+        if self._counted is None or self._counted[0] is not allowed:
+            self._counted = (allowed, int(allowed.sum()))
+        return self._counted[1]
 
     @classmethod
     def from_vectors(cls, X: np.ndarray, metric: str = "inner_product") -> "SearchIndex":
@@ -127,15 +136,15 @@ class SearchIndex:
         excl = None if exclude is None else np.asarray(exclude, dtype=np.int64).reshape(len(Q))
         kk = k + (1 if excl is not None and (excl >= 0).any() else 0)
         ni = min(self.n_indexed, n)
-        pool = n if allowed is None else int(allowed.sum())
+        pool = self.count(allowed)
         plan = {"rows": n, "selected": pool, "selectivity": pool / max(n, 1), "indexed_rows": ni}
         parts = []
         if exact or self.index is None:
             plan["method"] = "exact scan" + ("" if self.index is not None else " (the index does not cover these rows yet)")
             parts.append(self._scan(Q, kk, allowed, 0, n))
         else:
-            head = None if allowed is None else allowed[:ni]
-            parts.append(self._indexed(Q, kk, head, plan))
+            head = None if allowed is None else allowed if ni == len(allowed) else allowed[:ni]
+            parts.append(self._indexed(Q, kk, head, plan, pool if head is allowed else None))
             if ni < n:  # rows appended after the index was written (a build in progress): exact
                 plan["unindexed_rows_scanned"] = n - ni
                 parts.append(self._tail_scan(Q, kk, allowed, ni, n))
@@ -147,12 +156,13 @@ class SearchIndex:
         plan["complete"] = bool((R >= 0).sum(axis=1).min() >= min(k, pool - (0 if excl is None else 1))) if len(R) else True
         return SearchResult(D, R, plan)
 
-    def _indexed(self, Q, k, allowed, plan):
+    def _indexed(self, Q, k, allowed, plan, pool=None):
         """Search the FAISS index over rows [0, n_indexed), restricted to `allowed` rows."""
         import faiss
 
         ni = self.n_indexed
-        pool = ni if allowed is None else int(allowed.sum())
+        if pool is None:
+            pool = ni if allowed is None else int(allowed.sum())
         if pool == 0:
             return np.full((len(Q), k), -np.inf, np.float32), np.full((len(Q), k), -1, np.int64)
         s = pool / max(ni, 1)

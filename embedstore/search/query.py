@@ -210,7 +210,7 @@ class SearchContext:
         snap = self._snap
         rows = snap.rows
         allowed = snap.mask(where) if mask is None else mask
-        pool = int(allowed.sum()) if allowed is not None else len(rows)
+        pool = snap.search.count(allowed)
         if pool == 0:
             raise SearchError(f"--where {where!r} matches no items of {snap.vs.name}; check labels and splits with `embed info`")
         excl = None
