@@ -366,3 +366,22 @@ def test_a_body_too_large_even_to_discard_is_refused_at_once(server):
     got = raw(server.port, b"POST /api/search HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
                            b"Content-Length: 209715200\r\n\r\n" + b"x" * 1000, wait=20)
     assert got.startswith(b"HTTP/1.1 413") and b"upload of 209715200 bytes" in got
+
+
+def test_thumbnail_cache_stays_within_its_bytes_and_a_failure_leaves_nothing_behind(tmp_path):
+    from PIL import Image
+
+    from embedstore.serve.images import DecodeBudget, ImageRefused, Thumbnailer
+
+    f = tmp_path / "a.png"
+    Image.effect_noise((300, 300), 64).convert("RGB").save(f)
+    t = Thumbnailer(DecodeBudget(), cache_bytes=100_000)
+    sizes = range(16, 512, 8)
+    for s in sizes:
+        assert t.png(str(f), 0, s)[:4] == b"\x89PNG"
+        assert t._cached <= 100_000 or len(t._cache) == 1
+    small = t.png(str(f), 0, 24)
+    assert t.png(str(f), 0, 24) is small  # a cache hit (a thumbnail larger than the whole cache is not kept)
+    with pytest.raises(ImageRefused, match="cannot be read"):
+        t.png(str(tmp_path / "gone.png"), 1, 64)
+    assert not t._key_locks

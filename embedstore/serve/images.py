@@ -102,14 +102,17 @@ class Thumbnailer:
             with self._lock:
                 if k in self._cache:
                     return self._cache[k]
-            data = self._make(path, size)
+            try:
+                data = self._make(path, size)
+            finally:
+                with self._lock:
+                    self._key_locks.pop(k, None)
             with self._lock:
                 self._cache[k] = data
                 self._cached += len(data)
                 while self._cached > self.cache_bytes and self._cache:
                     _, old = self._cache.popitem(last=False)
                     self._cached -= len(old)
-                self._key_locks.pop(k, None)
         return data
 
     def _make(self, path: str, size: int) -> bytes:
