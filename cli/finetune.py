@@ -62,7 +62,9 @@ def register(app: typer.Typer) -> None:
             f"{r.counts['train']} train / {r.counts['val']} val / {r.counts['test']} test items")
         for h in r.history:
             say(f"  epoch {h['epoch']}: train loss {h['train_loss']:.4f}, val loss {h['val_loss']:.4f}, "
-                f"val accuracy {h['val_accuracy']:.4f} ({h['seconds']:.1f} s)")
+                f"val accuracy {h['val_accuracy']:.4f}"
+                + (f", balanced {h['val_balanced_accuracy']:.4f}" if "val_balanced_accuracy" in h else "")
+                + f" ({h['seconds']:.1f} s)")
         if r.stopped:
             say(f"  {r.stopped}")
         say(f"  best epoch {r.best_epoch}")

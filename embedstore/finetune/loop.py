@@ -88,15 +88,16 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-def evaluate(net, loader, device, amp_dtype) -> tuple[float, float, np.ndarray]:
-    """(accuracy, mean cross-entropy, predictions) over a loader."""
+def evaluate(net, loader, device, amp_dtype) -> tuple[float, float, np.ndarray, float]:
+    """(accuracy, mean cross-entropy, predictions, balanced accuracy) over a loader; balanced
+    accuracy is the mean recall over the classes present."""
     import torch
     import torch.nn.functional as F
 
     net.eval()
     hits = n = 0
     loss = 0.0
-    preds = []
+    preds, ys = [], []
     with torch.inference_mode():
         for batch in loader:
             if batch is None:
@@ -109,7 +110,13 @@ def evaluate(net, loader, device, amp_dtype) -> tuple[float, float, np.ndarray]:
             hits += int((p == y).sum())
             n += len(y)
             preds.append(p.cpu().numpy())
-    return (hits / n if n else 0.0), (loss / n if n else 0.0), (np.concatenate(preds) if preds else np.zeros(0, int))
+            ys.append(y.cpu().numpy())
+    pred = np.concatenate(preds) if preds else np.zeros(0, int)
+    bal = 0.0
+    if n:
+        truth = np.concatenate(ys)
+        bal = float(np.mean([(pred[truth == c] == c).mean() for c in np.unique(truth)]))
+    return (hits / n if n else 0.0), (loss / n if n else 0.0), pred, bal
 
 
 def _trainable_state(net) -> dict:
@@ -221,9 +228,12 @@ def fit(net, train_loader_for_epoch, val_loader, recipe: Recipe, device, amp_dty
             bar.update(1)
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}", refresh=False)
         bar.close()
-        val_acc, val_loss, _ = evaluate(net, val_loader, device, amp_dtype)
-        state["history"].append({"epoch": epoch + 1, "train_loss": total_loss / max(n, 1), "val_accuracy": val_acc,
-                                 "val_loss": val_loss, "lr": opt.param_groups[0]["lr"], "seconds": time.perf_counter() - t0})
+        # with class weights the epoch is chosen by validation balanced accuracy, the measure the weights serve
+        val_plain, val_loss, _, val_bal = evaluate(net, val_loader, device, amp_dtype)
+        val_acc = val_bal if recipe.class_weight == "balanced" else val_plain
+        state["history"].append({"epoch": epoch + 1, "train_loss": total_loss / max(n, 1), "val_accuracy": val_plain,
+                                 "val_balanced_accuracy": val_bal, "val_loss": val_loss, "lr": opt.param_groups[0]["lr"],
+                                 "seconds": time.perf_counter() - t0})
         state["epoch"] = epoch + 1
         if val_acc > state["best_val"]:
             state.update(best_val=val_acc, best_epoch=epoch + 1, bad_epochs=0)
@@ -231,7 +241,8 @@ def fit(net, train_loader_for_epoch, val_loader, recipe: Recipe, device, amp_dty
         else:
             state["bad_epochs"] += 1
         if state["bad_epochs"] >= recipe.patience:
-            state["stopped"] = f"early stop: no better validation accuracy for {recipe.patience} epoch(s)"
+            what = "balanced accuracy" if recipe.class_weight == "balanced" else "accuracy"
+            state["stopped"] = f"early stop: no better validation {what} for {recipe.patience} epoch(s)"
         save_checkpoint(ckpt, net, opt, state, best_state)
         if on_epoch:
             on_epoch(state["history"][-1])

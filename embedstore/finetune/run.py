@@ -195,7 +195,8 @@ def finetune(store: str | Path, out: str | Path, head: str | Path | None = None,
                                 "rebuild the store from the current file")
         train_ds = LabelledTexts([by_uri[u] for u in tr_u], tr_y)
         val_ds, test_ds = LabelledTexts([by_uri[u] for u in va_u], va_y), LabelledTexts([by_uri[u] for u in te_u], te_y)
-        collate_fn, workers = collate_texts(enc.model.tokenize), 0  # tokenising is cheap; no worker processes
+        tokenize = getattr(enc.model, "preprocess", None) or enc.model.tokenize  # sentence-transformers >= 5: preprocess
+        collate_fn, workers = collate_texts(tokenize), 0  # tokenising is cheap; no worker processes
     else:
         train_ds = LabelledImages(tr_u, tr_y, train_transform(pp, recipe.augment), pp.exif_transpose)
         val_ds = LabelledImages(va_u, va_y, enc.transform, pp.exif_transpose)
@@ -215,11 +216,8 @@ def finetune(store: str | Path, out: str | Path, head: str | Path | None = None,
     n_frozen = sum(p.numel() for p in net.backbone.parameters() if not p.requires_grad)
     state = fit(net, lambda ep: make_loader(train_ds, recipe.batch_size, True, workers, recipe.seed * 1000 + ep, collate_fn),
                 val_loader, recipe, dev, amp, out / "checkpoint", resume, groups, progress, class_weights=class_weights)
-    val_acc, _, _ = evaluate(net, val_loader, dev, amp)
-    test_acc, _, test_pred = evaluate(net, test_loader, dev, amp)
-    from sklearn.metrics import balanced_accuracy_score
-
-    test_bal = float(balanced_accuracy_score(te_y, test_pred)) if len(test_pred) == len(te_y) and te_y else 0.0
+    val_acc, _, _, _ = evaluate(net, val_loader, dev, amp)
+    test_acc, _, test_pred, test_bal = evaluate(net, test_loader, dev, amp)
     te_ids = [str(i) for i in rows.ids[(data.codes == TEST) & np.isin(rows.labels, classes)]]
     ft_pred = dict(zip(te_ids, (classes[k] for k in test_pred))) if len(test_pred) == len(te_ids) else {}
     report = FinetuneReport(out=str(out), encoder=f"local-dir:{out}", parent=parent_id, store=str(rows.store_path),
