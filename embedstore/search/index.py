@@ -148,7 +148,10 @@ class SearchIndex:
             if ni < n:  # rows appended after the index was written (a build in progress): exact
                 plan["unindexed_rows_scanned"] = n - ni
                 parts.append(self._tail_scan(Q, kk, allowed, ni, n))
-        D, R = merge_topk(parts, kk, self.inner)
+        if len(parts) == 1 and parts[0][1].shape[1] == kk:
+            D, R = parts[0]  # one sorted result list of the right width: nothing to merge
+        else:
+            D, R = merge_topk(parts, kk, self.inner)
         if excl is not None:
             D, R = _drop_rows(D, R, excl, k)
         elif D.shape[1] > k:
