@@ -164,3 +164,22 @@ def test_verify_errors_are_one_line(tmp_path):
     assert r.exit_code != 0 and "does not exist" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     r = embed("verify", "--help")
     assert r.exit_code == 0 and "embed verify photos.h5" in r.stdout
+
+
+def test_stores_written_before_checksums_still_read_verify_and_build(image_folder, tmp_path, build_tiny):
+    """The additions are backward compatible (no schema bump): shards without checksums are checked
+    for structure and finite vectors, said in a note; a catalog without fingerprints is read as is."""
+    store = tmp_path / "s.h5"
+    build_tiny(image_folder, store)
+    for shard in _shards(store):
+        with h5py.File(shard, "r+") as f:
+            del f.attrs["vectors_sha256"], f.attrs["items_sha256"]
+    with h5py.File(store, "r+") as f:
+        del f["shard_size"], f["shard_mtime_ns"], f["items"].attrs["items_sha256"]
+    with open_store(store) as st:
+        assert st.select_set().count == 12 and len(st.items()["id"]) == 12
+    code, d = _verify(store)
+    assert code == 0 and d["checked"]["shards_without_checksums"] == 3
+    assert any("before checksums" in n for n in d["notes"])
+    report = build_tiny(image_folder, store)
+    assert report.encoded == 0 and report.unchanged == 12 and _verify(store)[0] == 0
