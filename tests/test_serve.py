@@ -54,7 +54,7 @@ def test_server_binds_loopback_and_serves_the_page(served):
 
 def test_no_response_carries_a_server_path(served):
     root, port = served
-    for path in ("/api/info", "/api/search?id=cat/cat_000.jpg&k=24", "/api/items/cat/cat_000.jpg", "/api/map",
+    for path in ("/api/info", "/api/search?id=cat/cat_000.jpg&k=23", "/api/items/cat/cat_000.jpg", "/api/map",
                  "/openapi.json", "/api/thumb/nope", "/api/search?id=zzz"):
         _, body, _ = request(port, "GET", path)
         assert str(root) not in json.dumps(body), path
@@ -135,7 +135,10 @@ def test_streamed_pca_matches_a_direct_one():
 def test_search_by_id_by_upload_item_thumb_and_predict(served):
     root, port = served
     status, r, _ = request(port, "GET", "/api/search?id=dog/dog_002.jpg&k=4")
-    assert status == 200 and r["hits"][0]["id"] == "dog/dog_002.jpg" and len(r["hits"]) == 4
+    assert status == 200 and len(r["hits"]) == 4 and {h["label"] for h in r["hits"]} == {"dog"}
+    assert "dog/dog_002.jpg" not in [h["id"] for h in r["hits"]]  # as `embed search --id`: the item itself left out
+    status, r, _ = request(port, "GET", "/api/search?id=dog/dog_002.jpg&k=4&include_self=1")
+    assert status == 200 and r["hits"][0]["id"] == "dog/dog_002.jpg"
     assert all("uri" not in h for h in r["hits"])  # server paths are not disclosed
     img = (root / "photos" / "owl" / "owl_003.png").read_bytes()
     status, r, _ = request(port, "POST", "/api/search?k=3", img, {"Content-Type": "image/png"})
@@ -161,6 +164,7 @@ def test_search_by_id_by_upload_item_thumb_and_predict(served):
     ("GET", "/api/search?id=cat/cat_000.jpg&k=abc", None, {}, 400),
     ("GET", "/api/search?id=cat/cat_000.jpg&k=0", None, {}, 400),
     ("GET", "/api/search?id=cat/cat_000.jpg&k=25", None, {}, 400),
+    ("GET", "/api/search?id=cat/cat_000.jpg&include_self=maybe", None, {}, 400),
     ("GET", "/api/search?id=nope.jpg", None, {}, 404),
     ("GET", "/api/search?text=a%20cat", None, {}, 400),
     ("GET", "/api/search?id=cat/cat_000.jpg&where=colour%3Dred", None, {}, 400),
@@ -215,7 +219,8 @@ def test_in_process_handle_runs_the_same_app(served):
 
     root, _ = served
     api = open_api(root / "s.h5")
-    assert api.handle("GET", "/api/search", {"id": ["cat/cat_000.jpg"], "k": ["2"]}).json()["hits"][0]["id"] == "cat/cat_000.jpg"
+    hits = api.handle("GET", "/api/search", {"id": ["cat/cat_000.jpg"], "k": ["2"], "include_self": "1"}).json()["hits"]
+    assert hits[0]["id"] == "cat/cat_000.jpg"
     r = api.handle("POST", "/api/predict", {}, {"content-type": "image/png"}, b"x")
     assert r.status == 404 and "--head" in r.json()["error"]
     assert api.handle("GET", "/", headers={"host": "evil.example"}).status == 400
@@ -330,7 +335,9 @@ def test_page_in_headless_chromium(served, tmp_path):
                    and len(d.find_elements(By.CSS_SELECTOR, "#neighbours .card")) == 12)
         assert "label: cat" in driver.find_element(By.ID, "item-meta").text
         first = driver.find_elements(By.CSS_SELECTOR, "#neighbours .card")[0]
-        assert first.get_attribute("data-id") == pid and driver.find_element(By.ID, "itemid").get_attribute("value") == pid
+        neighbours = [c.get_attribute("data-id") for c in driver.find_elements(By.CSS_SELECTOR, "#neighbours .card")]
+        assert pid not in neighbours and first.get_attribute("data-id").startswith("cat/")
+        assert driver.find_element(By.ID, "itemid").get_attribute("value") == pid
         assert driver.find_element(By.ID, "error").text == ""
         ActionChains(driver).move_to_element(point).perform()
         shot = Path(tmp_path) / "serve-page.png"

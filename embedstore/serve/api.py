@@ -84,10 +84,13 @@ class Api:
                 "index": {k: v for k, v in self.ctx.meta.items() if k not in ("ids_sha256", "path", "file")},
                 "max_upload": self.max_upload}
 
-    def _hits(self, Q, query) -> dict:
+    def _hits(self, Q, query, exclude_id: str | None = None) -> dict:
         k = int_arg(query, "k", 10, 1, min(MAX_K, len(self.ctx.rows)))
         try:
-            hits, exact, ms = self.ctx.run(Q, k, query.get("where") or None)
+            if exclude_id is None:
+                hits, exact, ms = self.ctx.run(Q, k, query.get("where") or None)
+            else:
+                hits, exact, ms = self.ctx.run(Q, k, query.get("where") or None, exclude_id=exclude_id)
         except EmbedstoreError as e:
             raise ApiError(400, str(e)) from None
         for h in hits:
@@ -102,6 +105,11 @@ class Api:
             if self.ctx.row_of(item_id) is None:
                 raise ApiError(404, f"no item with id {item_id!r}")
             Q = self.ctx.vector_for_id(item_id)
+            include_self = query.get("include_self", "0").lower()
+            if include_self not in ("0", "1", "true", "false"):
+                raise ApiError(400, f"'include_self' must be 0 or 1, not {include_self!r}")
+            # as `embed search --id`: the item itself is left out unless include_self=1
+            return self._hits(Q, query, None if include_self in ("1", "true") else item_id)
         else:
             if not text.strip():
                 raise ApiError(400, "'text' is empty")

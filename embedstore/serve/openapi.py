@@ -58,7 +58,9 @@ def schema(api=None) -> dict:
             "/api/search": {
                 "get": {"summary": "neighbours of a stored item (id) or of a text (CLIP and text stores)",
                         "parameters": [{"name": "id", "in": "query", "schema": {"type": "string"}},
-                                       {"name": "text", "in": "query", "schema": {"type": "string"}}, K, WHERE],
+                                       {"name": "text", "in": "query", "schema": {"type": "string"}}, K, WHERE,
+                                       {"name": "include_self", "in": "query", "schema": {"type": "integer", "enum": [0, 1], "default": 0},
+                                        "description": "1: an id query's own item may come back (as embed search --include-self)"}],
                         "responses": {"200": _json("Hits", "the k nearest items"), **_errors(400, 404)}},
                 "post": {"summary": "neighbours of an uploaded image, embedded as the store's files were",
                          "parameters": [K, WHERE], "requestBody": IMAGE_BODY,

@@ -90,10 +90,11 @@ function where() {
 }
 function params(extra) {
   let k = Math.max(1, parseInt($("k").value || "12"));
-  if (INFO) {  // no more neighbours than the filter leaves
-    k = Math.min(k, INFO.items);
-    if ($("f-label").value) k = Math.min(k, INFO.labels[$("f-label").value] || 1);
-    if ($("f-split").value) k = Math.min(k, INFO.splits[$("f-split").value] || 1);
+  if (INFO) {  // no more neighbours than the filter leaves (an id query's own item is left out)
+    let pool = INFO.items;
+    if ($("f-label").value) pool = Math.min(pool, INFO.labels[$("f-label").value] || 1);
+    if ($("f-split").value) pool = Math.min(pool, INFO.splits[$("f-split").value] || 1);
+    k = Math.max(1, Math.min(k, pool - (extra && extra.id ? 1 : 0)));
   }
   const p = new URLSearchParams(extra || {}); p.set("k", k);
   if (where()) p.set("where", where()); return p.toString();
