@@ -181,3 +181,20 @@ def test_server_search_with_a_filter_answers_as_embed_search(world):
     body = (queries / QUERY_FILES[1]).read_bytes()
     got = api.handle("POST", "/api/search", {"k": "3", "where": "label=owl"}, {"content-type": "image/png"}, body).json()["hits"]
     assert [h["id"] for h in got] == cli_ids
+
+
+def test_server_search_by_id_answers_as_embed_search(world):
+    """GET /api/search?id= gives the hits of `embed search --id` (the item itself left out by both,
+    kept by both with include_self), with and without a filter."""
+    from embedstore.search.query import search
+    from embedstore.serve.server import open_api
+
+    root, _, _ = world
+    api = open_api(root / "s.h5")
+    for f in QUERY_FILES:
+        for where in (None, "label=owl"):
+            for include_self in (False, True):
+                want = search(root / "s.h5", item_id=f, k=3, where=where, include_self=include_self).hits
+                q = {"id": f, "k": "3", **({"where": where} if where else {}), **({"include_self": "1"} if include_self else {})}
+                got = api.handle("GET", "/api/search", q).json()["hits"]
+                assert [h["id"] for h in got] == [h["id"] for h in want], (f, where, include_self)
