@@ -183,3 +183,18 @@ def test_stores_written_before_checksums_still_read_verify_and_build(image_folde
     assert any("before checksums" in n for n in d["notes"])
     report = build_tiny(image_folder, store)
     assert report.encoded == 0 and report.unchanged == 12 and _verify(store)[0] == 0
+
+
+def test_embed_search_never_uses_a_damaged_index(image_folder, tmp_path, build_tiny):
+    """A flipped byte in a flat index would change scores silently: search scans the (checksummed)
+    stored vectors instead, says so, and gives the answer an intact index gives."""
+    store = tmp_path / "s.h5"
+    build_tiny(image_folder, store)
+    args = ("search", store, "--id", "cat/cat_000.jpg", "-k", 5, "--json")
+    want = json.loads(embed(*args).stdout)["hits"]
+    _flip_index_byte(store)
+    r = embed(*args)
+    assert r.exit_code == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert [h["id"] for h in got["hits"]] == [h["id"] for h in want]
+    assert "damaged" in json.dumps(got)

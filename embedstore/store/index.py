@@ -269,11 +269,13 @@ def load_index_for_rows(sidecar: Path, set_name: str, ids) -> tuple[object | Non
 
     "ok": the index holds `ids[:meta['ntotal']]` (rows a build appended since are not in it yet;
     search scans them exactly); "ahead": it holds more rows than `ids` (a writer wrote the index and
-    has not yet renamed the new catalog into place: read the catalog again); "stale" or "missing":
-    no usable index (search scans exactly)."""
+    has not yet renamed the new catalog into place: read the catalog again); "stale", "missing" or
+    "damaged" (its bytes differ from the sha256 recorded when it was written): no usable index
+    (search scans exactly)."""
     import faiss
 
     index_path, _ = index_paths(sidecar, set_name)
+    damaged = damaged_meta = None
     for _attempt in range(5):
         meta = read_index_meta(sidecar, set_name)
         if not meta or not index_path.is_file():
@@ -283,6 +285,14 @@ def load_index_for_rows(sidecar: Path, set_name: str, ids) -> tuple[object | Non
             return None, meta, "ahead"
         if n < 0 or meta.get("ids_sha256") != ids_digest(list(ids[:n])):
             return None, meta, "stale"
+        from .integrity import index_problem
+
+        damaged = index_problem(index_path, meta)  # bytes that differ from the recorded sha256 are never searched
+        if damaged:
+            if meta == damaged_meta:
+                break  # the same damage twice: not a replacement in progress
+            damaged_meta = meta
+            continue  # (or the .faiss and .json were being replaced: read both again)
         try:
             index = faiss.read_index(str(index_path))
         except RuntimeError:
@@ -292,4 +302,4 @@ def load_index_for_rows(sidecar: Path, set_name: str, ids) -> tuple[object | Non
         if "nprobe" in meta.get("params", {}):
             faiss.extract_index_ivf(index).nprobe = int(meta["params"]["nprobe"])
         return index, meta, "ok"
-    return None, meta, "stale"
+    return None, meta, "damaged" if damaged else "stale"
