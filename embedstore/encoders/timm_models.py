@@ -18,8 +18,6 @@ import math
 import os
 from pathlib import Path
 
-from torch import nn
-
 from ..errors import EncoderError, WeightsUnavailableError
 from .base import Encoder, file_sha256, pool_features
 from .config import EncoderConfig, Preprocess
@@ -169,17 +167,22 @@ def availability(cfg: EncoderConfig) -> str:
         return "download"
 
 
-class Intermediate(nn.Module):
-    """One feature-info layer of a timm model through `forward_intermediates`, average-pooled
-    (feature maps over space, ViT patch tokens over tokens)."""
+def intermediate(model, index: int):
+    """A module: one feature-info layer of a timm model through `forward_intermediates`,
+    average-pooled (feature maps over space, ViT patch tokens over tokens). Made on first use, so
+    importing this module (for `embed encoders`) does not import torch."""
+    from torch import nn
 
-    def __init__(self, model: nn.Module, index: int):
-        super().__init__()
-        self.model, self.index = model, index
+    class Intermediate(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model, self.index = model, index
 
-    def forward(self, x):
-        feats = self.model.forward_intermediates(x, indices=[self.index], intermediates_only=True, stop_early=True)
-        return pool_features(feats[0])
+        def forward(self, x):
+            feats = self.model.forward_intermediates(x, indices=[self.index], intermediates_only=True, stop_early=True)
+            return pool_features(feats[0])
+
+    return Intermediate()
 
 
 class TimmEncoder(Encoder):
@@ -194,7 +197,7 @@ class TimmEncoder(Encoder):
         if layer in self.feature_layers and hasattr(model, "forward_intermediates"):
             import torch
 
-            wrapped = Intermediate(model, self.feature_layers.index(layer)).eval()
+            wrapped = intermediate(model, self.feature_layers.index(layer)).eval()
             size = self.cfg.preprocess.input_size
             with torch.inference_mode():
                 dim = int(wrapped(torch.zeros(1, 3, size, size)).shape[1])
