@@ -61,7 +61,7 @@ def raw(port: int, data: bytes, wait: float = 10.0) -> bytes:
 def test_500_concurrent_requests_are_all_answered(server):
     """The old server's listen backlog of 5 left 14% of 500 concurrent requests unanswered."""
     n = 500
-    req = (f"GET /api/search?id=cat/cat_001.png&k=3 HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+    req = (f"GET /api/search?id=cat/cat_001.png&k=3&include_self=1 HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
            "Connection: close\r\n\r\n").encode()
 
     async def one():
