@@ -104,6 +104,9 @@ class SearchIndex:
         self._subset: tuple[object, np.ndarray, np.ndarray] | None = None  # (mask, rows, vectors)
         self._tail: tuple[int, np.ndarray, np.ndarray] | None = None  # (n rows, positions, vectors)
         self._counted: tuple[object, int] | None = None  # (mask, its count): servers repeat their filters
+        self._fast = index is not None and int(self.params.get("rerank", 1)) == 1  # unfiltered: FAISS as is
+        self._fast_plan = {"selectivity": 1.0, "complete": True, "method": "exact (flat index)" if self.kind == "flat" else
+                           f"IVF-Flat nprobe {self.params.get('nprobe')}/{self.params.get('nlist')}"}
 
     def count(self, allowed: np.ndarray | None) -> int:
         """Rows a mask selects (remembered for the last mask object: summing 1M booleans is not free)."""
@@ -131,8 +134,13 @@ class SearchIndex:
                exact: bool = False) -> SearchResult:
         """The k best rows for each query among `allowed` rows (a boolean mask; None: all), never
         the row `exclude[i]` for query i (-1: none). Scores: inner product or squared L2."""
-        Q = np.ascontiguousarray(np.array(Q, dtype=np.float32, ndmin=2))
+        if not (isinstance(Q, np.ndarray) and Q.dtype == np.float32 and Q.ndim == 2 and Q.flags.c_contiguous):
+            Q = np.ascontiguousarray(np.array(Q, dtype=np.float32, ndmin=2))
         n = len(self.rows)
+        if allowed is None and exclude is None and not exact and self._fast and self.n_indexed == n and k <= n:
+            D, R = self.index.search(Q, k)  # the common case, as FAISS answers it (tuned nprobe already set)
+            if len(R) == 0 or R[:, -1].min() >= 0:
+                return SearchResult(D, R, dict(self._fast_plan, rows=n, selected=n, indexed_rows=n))
         excl = None if exclude is None else np.asarray(exclude, dtype=np.int64).reshape(len(Q))
         kk = k + (1 if excl is not None and (excl >= 0).any() else 0)
         ni = min(self.n_indexed, n)
