@@ -29,6 +29,10 @@ class StoreError(EmbedstoreError):
     """A store file is missing, foreign, newer than this library, or inconsistent."""
 
 
+class DamagedStoreError(StoreError):
+    """A shard, catalog or index fails its checksum: its bytes are never used."""
+
+
 class StoreLockedError(StoreError):
     """Another process is writing to the store."""
 

@@ -9,7 +9,7 @@ from typing import Iterator
 
 import numpy as np
 
-from ..errors import ProvenanceMismatchError, StoreError
+from ..errors import DamagedStoreError, ProvenanceMismatchError, StoreError
 from .catalog import Layout, SetLayout, compute_layout, read_shard_stats, write_catalog
 from .index import read_index_meta, update_index
 from .lock import StoreLock
@@ -144,8 +144,10 @@ class Store:
                 except StoreError:  # a read-only disk: read the catalog as it is
                     locked = False
                 if locked:
-                    try:  # a killed writer left shards the catalog does not list yet
-                        self.refresh(index=False)
+                    try:  # a killed writer left shards the catalog does not list yet; a reader never moves shards
+                        self.refresh(index=False, repair=False)
+                    except DamagedStoreError:
+                        raise
                     except StoreError as e:  # e.g. a full disk: read the catalog as it is, without those rows
                         self.notes.append(f"could not bring the catalog up to date ({e})")
                     finally:
@@ -186,7 +188,7 @@ class Store:
                 self._trusted[key] = shard_stat(path)
                 continue
             if not repair:
-                raise StoreError(f"shard {key} of {self.path.name} is damaged ({problem}); run `embed verify {self.path.name} --repair`, "
+                raise DamagedStoreError(f"shard {key} of {self.path.name} is damaged ({problem}); run `embed verify {self.path.name} --repair`, "
                                  f"then `embed build SOURCE --store {self.path.name}` to re-embed its items")
             dest = move_aside(self.sidecar, self.shard_root, key)
             self._trusted.pop(key)
@@ -247,13 +249,15 @@ class Store:
         except OSError as e:
             raise (disk_error(e, self.shard_root / set_name) or e) from e
 
-    def refresh(self, index: bool = True, parallel=None) -> Layout:
-        """Rebuild the catalog from the shards (and bring FAISS indexes up to date).
+    def refresh(self, index: bool = True, parallel=None, repair: bool | None = None) -> Layout:
+        """Rebuild the catalog from the shards (and bring FAISS indexes up to date). A damaged shard
+        is moved aside when `repair` (default: the store was opened for writing), else refused.
 
         `parallel`, when given, adds rows to large (IVF) indexes shard by shard on many workers:
         `parallel.add(index, shard_root, runs)` returns the index with those rows added."""
         from .integrity import move_aside, shard_stat
 
+        repair = self.writable if repair is None else repair
         metas, stats = [], {}
         for key in self._all_shards():
             path = self.shard_root / key
@@ -261,8 +265,8 @@ class Store:
                 if self._trusted.get(key) != shard_stat(path):  # new or changed since the catalog: check it in full
                     problem = check_shard(path)
                     if problem is not None:
-                        if not self._lock.held:
-                            raise StoreError(f"shard {key} of {self.path.name} is damaged ({problem}); run `embed verify "
+                        if not (self._lock.held and repair):
+                            raise DamagedStoreError(f"shard {key} of {self.path.name} is damaged ({problem}); run `embed verify "
                                              f"{self.path.name} --repair`")
                         dest = move_aside(self.sidecar, self.shard_root, key)
                         self.notes.append(f"shard {key} was damaged ({problem}); moved it to {dest} and its items will be re-embedded")
