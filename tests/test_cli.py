@@ -131,3 +131,12 @@ def test_bad_arguments_fail_before_torch_or_scikit_learn_load(tmp_path, args):
             "print(r.exit_code, 'torch' in sys.modules, 'sklearn' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["2", "False", "False"]
+
+
+def test_encoders_listing_imports_no_torch():
+    """`embed encoders` answers from the registry's config tables: no model library is imported."""
+    code = ("import sys\nfrom typer.testing import CliRunner\nfrom embedstore.cli.main import app\n"
+            "r = CliRunner().invoke(app, ['encoders'])\n"
+            "print(r.exit_code, 'effnet-lite:lite0' in r.output, 'torch' in sys.modules, 'open_clip' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["0", "True", "False", "False"]
