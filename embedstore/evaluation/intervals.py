@@ -1,10 +1,9 @@
 """95% intervals: Wilson for proportions (accuracy), bootstrap for the rest (balanced accuracy,
 macro-F1, AUROC).
 
-The bootstrap of a metric that depends only on the confusion matrix resamples the matrix itself:
-resampling n items with replacement gives cell counts ~ Multinomial(n, cell frequencies), so 2,000
-resamples cost O(2,000 x K^2) however many items there are (scikit-learn has no interval API, and
-resampling item indices would cost O(2,000 x n))."""
+The bootstrap of a metric that depends only on the confusion matrix resamples the matrix itself
+(its cell frequencies), so 2,000 draws cost O(2,000 x K^2) however many items there are
+(scikit-learn has no interval API, and resampling item indices would cost O(2,000 x n))."""
 
 from __future__ import annotations
 
@@ -44,13 +43,16 @@ def macro_f1_from(cm: np.ndarray) -> np.ndarray:
 
 
 def confusion_bootstrap(cm: np.ndarray, stat, n_boot: int = N_BOOT, seed: int = 0) -> tuple[float, float]:
-    """Percentile 95% interval of stat(confusion matrix) over item resamples."""
-    cm = np.asarray(cm, dtype=np.int64)
-    n = int(cm.sum())
+    """95% interval of stat(confusion matrix) by a Bayesian bootstrap of the cell frequencies:
+    Dirichlet(counts + 1/K^2 per cell). Resampling the observed cells alone would say [1, 1] for a
+    perfect score on 4 items; the prior (one pseudo-item in all, spread over every cell) keeps
+    small perfect results honestly uncertain and vanishes as items grow."""
+    cm = np.asarray(cm, dtype=np.float64)
+    n = float(cm.sum())
     if n == 0:
         return 0.0, 1.0
     rng = np.random.default_rng(seed)
-    draws = rng.multinomial(n, (cm / n).ravel(), size=n_boot).reshape(n_boot, *cm.shape)
+    draws = rng.dirichlet(cm.ravel() + 1.0 / cm.size, size=n_boot).reshape(n_boot, *cm.shape) * n
     vals = stat(draws)
     lo, hi = np.quantile(vals, [0.025, 0.975])
     return float(lo), float(hi)

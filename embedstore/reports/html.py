@@ -72,18 +72,23 @@ def build_section(r) -> Section:
 
 
 def head_section(r, out_dir: Path) -> Section:
+    from ..evaluation.metrics import headline
+
     t = r.test
-    conf = plots.plot_confusion(t["confusion"], out_dir / "confusion.png", f"{r.head}: test confusion")
     body = (f"<p>{esc(len(r.classes))} classes; train {r.counts['train']}, val {r.counts['val']}, test {r.counts['test']} "
-            f"({esc(r.split_how)}). Test accuracy <b>{t['accuracy']:.4f}</b>, balanced accuracy {t['balanced_accuracy']:.4f}, "
-            f"macro F1 {t['macro_f1']:.4f}.</p>")
+            f"({esc(r.split_how)}).</p>")
+    body += (f"<p>Test (never seen by the head): {esc(headline(t))}.</p>" if t else
+             "<p>No test split (--test-fraction 0): score the head on another store with <code>embed evaluate</code>.</p>")
     if r.param and len(r.curve) > 1:
         curve = plots.plot_curve(r.curve, r.param, out_dir / "validation_curve.png", f"{r.head}: {r.param} sweep")
-        body += f"<p>{esc(r.param)} chosen on validation: <b>{r.chosen:g}</b> (val accuracy {r.val_accuracy:.4f}).</p>"
+        body += (f"<p>{esc(r.param)} chosen {esc(getattr(r, 'selection', '') or 'on validation')}: <b>{r.chosen:g}</b> "
+                 f"(selection accuracy {r.val_accuracy:.4f}; optimistic, the value was chosen on it).</p>")
         body += image_tag(curve, "validation curve")
-    body += image_tag(conf, "confusion matrix")
-    body += table(["class", "precision", "recall", "F1", "support"],
-                  [[c, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", m["support"]] for c, m in t["per_class"].items()])
+    if t:
+        conf = plots.plot_confusion(t["confusion"], out_dir / "confusion.png", f"{r.head}: test confusion")
+        body += image_tag(conf, "confusion matrix")
+        body += table(["class", "precision", "recall", "F1", "support"],
+                      [[c, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", m["support"]] for c, m in t["per_class"].items()])
     return Section(f"Classifier head: {esc(r.head)}", body)
 
 

@@ -70,7 +70,7 @@ def plot_curve(curve: list, param: str, path: Path, title: str) -> Path:
 def head_plots(report, out_dir: str | Path) -> list[str]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [plot_confusion(report.test["confusion"], out_dir / "confusion.png", f"{report.head}: test confusion")]
+    paths = [plot_confusion(report.test["confusion"], out_dir / "confusion.png", f"{report.head}: test confusion")] if report.test else []
     if report.param and len(report.curve) > 1:
         paths.append(plot_curve(report.curve, report.param, out_dir / "validation_curve.png", f"{report.head}: {report.param} sweep"))
     return [str(p) for p in paths]
