@@ -186,7 +186,7 @@ def test_embed_search_returns_the_item_itself(builds):
     """Through the CLI door: a stored id, and the text of a stored item (re-embedded by the registry encoder)."""
     store = builds[ROWS]["store"]
     k = ROWS - 7
-    res = embed("search", store, "--id", f"L{k}", "-k", "10", "--json")
+    res = embed("search", store, "--id", f"L{k}", "-k", "10", "--include-self", "--json")
     assert res.exit_code == 0, res.output
     hits = json.loads(res.output)["hits"]
     assert hits[0]["id"] == f"L{k}" and len(hits) == 10

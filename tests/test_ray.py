@@ -87,7 +87,7 @@ def test_ray_build_gives_the_same_store_as_the_local_build(ray_cluster, photos, 
     assert_same_store(ours, ref)
     assert ours["stale"] == 0 and ours["index"]["ntotal"] == 42
     # one store to every other command, with the same provenance checks
-    r = embed("search", tmp_path / "r.h5", "--id", "cat/cat_003.png", "-k", 3, "--json")
+    r = embed("search", tmp_path / "r.h5", "--id", "cat/cat_003.png", "-k", 3, "--include-self", "--json")
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["hits"][0]["id"] == "cat/cat_003.png"
     r = embed("fit-head", "logistic", "--store", tmp_path / "r.h5", "--out", tmp_path / "head", "--json")
@@ -195,7 +195,7 @@ def test_a_ray_build_fills_its_ivf_index_on_the_cluster(ray_cluster, photos, tmp
     index = json.loads(r.output)["index"]
     assert index["type"] == "IVFFlat" and index["ntotal"] == 42 and index["added_rows"] == 42
     assert 0 < index["recall_at_10"] <= 1 and index["params"]["nprobe"] >= 1
-    r = embed("search", tmp_path / "ivf.h5", "--id", "owl/owl_004.jpg", "-k", 3, "--json")
+    r = embed("search", tmp_path / "ivf.h5", "--id", "owl/owl_004.jpg", "-k", 3, "--include-self", "--json")
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["hits"][0]["id"] == "owl/owl_004.jpg"
 

@@ -51,7 +51,7 @@ def test_heads_search_and_anomalies_work_on_text_stores(text_store):
     assert r.exit_code == 0, r.output
     hits = json.loads(r.output)["hits"]
     assert all(h["label"] == "pos" for h in hits) and "text" in hits[0]
-    r = embed("search", root / "r.h5", "--id", "n3", "-k", 1, "--json")
+    r = embed("search", root / "r.h5", "--id", "n3", "-k", 1, "--include-self", "--json")
     assert json.loads(r.output)["hits"][0]["id"] == "n3"
     r = embed("anomalies", "--store", root / "r.h5", "--fit-on", "label=pos", "--json", "-q")
     assert r.exit_code == 0 and json.loads(r.output)["evaluation"]["auroc"] >= 0.8
