@@ -70,7 +70,7 @@ def test_search_errors(store, tmp_path):
         (["--id", "cat/cat_000.jpg", "-k", 31], "larger than the 30"),
         (["--id", "cat/cat_000.jpg", "-k", 30], "larger than the 29"),
         (["--id", "cat/cat_000.jpg", "-k", 10, "--where", "label=cat"], "larger than the 9"),
-        (["--id", "cat/cat_000.jpg", "-k", 3, "--where", "colour=red"], "unknown key 'colour'"),
+        (["--id", "cat/cat_000.jpg", "-k", 3, "--where", "colour=red"], "unknown filter key 'colour'"),
         (["--id", "cat/cat_000.jpg", "-k", 3, "--where", "label"], "must look like key=value"),
         (["--id", "cat/cat_000.jpg", "--where", "label=emu"], "matches no items"),
         (["--text", "a photo of a cat"], "CLIP encoder"),

@@ -82,7 +82,7 @@ def test_batch_search_errors(store, tmp_path):
         ([store, "--queries", tmp_path / "bad.csv", "--out", tmp_path / "o.csv"], "cat/nope.jpg"),
         ([store, "--queries", tmp_path / "noid.csv", "--out", tmp_path / "o.csv"], "no 'id' column"),
         ([store, "--queries", tmp_path / "t.txt", "--out", tmp_path / "o.csv"], "CLIP encoder"),
-        ([store, "--queries", tmp_path / "q.csv", "--out", tmp_path / "o.csv", "--where", "colour=red"], "unknown key"),
+        ([store, "--queries", tmp_path / "q.csv", "--out", tmp_path / "o.csv", "--where", "colour=red"], "unknown filter key"),
         ([store, "--queries", tmp_path / "q.csv", "--out", tmp_path / "o.txt"], ".csv or a .parquet"),
         ([store, "--queries", tmp_path / "q.csv"], "go together"),
         ([store, "--queries", tmp_path / "q.csv", "--out", tmp_path / "o.csv", "--id", "x"], "not both"),

@@ -20,31 +20,48 @@ def parse_bytes(text: str | int) -> int:
     return int(float(m.group(1)) * 1024 ** " kmgt".index(m.group(2) or " "))
 
 
-FILTER_KEYS = ("label", "split")
+FILTER_KEYS = ("label", "split", "id", "uri")
 
 
-def parse_filter(text: str | None) -> dict[str, set[str]]:
-    """'split=train,label=good|ok' -> {'split': {'train'}, 'label': {'good', 'ok'}} (AND of keys, OR within)."""
-    out: dict[str, set[str]] = {}
+def parse_filter(text: str | None) -> dict[str, list[str]]:
+    """'split=train,label=good|ok' -> {'split': ['train'], 'label': ['good', 'ok']}: AND across keys,
+    OR within one. Keys label and split match exactly; id and uri also take shell globs ('id=cat/*').
+    The one parser behind --where (search, ls) and --fit-on (anomalies)."""
+    out: dict[str, list[str]] = {}
     for part in (text or "").split(","):
         part = part.strip()
         if not part:
             continue
         if "=" not in part:
-            raise OptionError(f"filter '{part}' must look like key=value (keys: {', '.join(FILTER_KEYS)}), e.g. split=train,label=good")
+            raise OptionError(f"filter '{part}' must look like key=value (keys: {', '.join(FILTER_KEYS)}), e.g. "
+                              "label=cat|dog,split=test")
         k, v = (x.strip() for x in part.split("=", 1))
         if k not in FILTER_KEYS:
-            raise OptionError(f"unknown filter key '{k}'; use {', '.join(FILTER_KEYS)}")
-        out.setdefault(k, set()).update(x for x in v.split("|"))
+            raise OptionError(f"unknown filter key '{k}'; use {', '.join(FILTER_KEYS)} (id and uri take globs: id=cat/*)")
+        out.setdefault(k, []).extend(x for x in v.split("|") if x not in out.get(k, []))
     return out
 
 
-def filter_mask(rows, flt: dict[str, set[str]]) -> np.ndarray:
-    m = np.ones(len(rows), dtype=bool)
+def column_mask(columns: dict, flt: dict[str, list[str]]) -> np.ndarray:
+    """Rows whose columns (label, split, id, uri arrays) match every key of `flt`."""
+    import fnmatch
+    import re
+
+    n = len(next(iter(columns.values())))
+    m = np.ones(n, dtype=bool)
     for k, values in flt.items():
-        col = rows.labels if k == "label" else rows.splits
-        m &= np.isin(col, list(values))
+        col = columns[k]
+        if k in ("id", "uri") and any(ch in v for v in values for ch in "*?["):
+            rx = re.compile("|".join(fnmatch.translate(v) for v in values))
+            m &= np.fromiter((bool(rx.match(str(x))) for x in col), dtype=bool, count=len(col))
+        else:
+            m &= np.isin(col, values)
     return m
+
+
+def filter_mask(rows, flt: dict[str, list[str]]) -> np.ndarray:
+    """`column_mask` over a vector set's rows (`SetRows`)."""
+    return column_mask({"label": rows.labels, "split": rows.splits, "id": rows.ids, "uri": rows.uris}, flt)
 
 
 def list_items(store, where: str | None = None, status: str | None = None) -> list[dict]:
@@ -57,9 +74,7 @@ def list_items(store, where: str | None = None, status: str | None = None) -> li
         raise OptionError(f"--status must be ok or quarantined, not '{status}'")
     with open_store(store) as st:
         items = st.items()
-    m = np.ones(len(items["id"]), dtype=bool)
-    for k, values in flt.items():
-        m &= np.isin(items[k], list(values))
+    m = column_mask(items, flt) if flt else np.ones(len(items["id"]), dtype=bool)
     if status:
         m &= items["status"] == status
     cols = ("id", "uri", "label", "split", "status", "reason")
