@@ -15,7 +15,7 @@ from ..errors import BuildError
 from ..progress import progress_bar
 from ..sources import open_source
 from ..store import open_store
-from ..store.schema import SCHEMA_VERSION, STATUS_OK, STATUS_QUARANTINED, set_name_for
+from ..store.schema import SCHEMA_VERSION, STATUS_OK, STATUS_QUARANTINED
 from ..embedding.device import default_workers
 from ..embedding.service import DTYPES, NORMALIZE, EmbeddingService, vector_problem
 from .loader import make_loader

@@ -10,16 +10,16 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import DamagedStoreError, ProvenanceMismatchError, StoreError
-from .catalog import Layout, SetLayout, compute_layout, read_shard_stats, write_catalog
+from .catalog import Layout, compute_layout, read_shard_stats, write_catalog
 from .index import read_index_meta, update_index
 from .lock import StoreLock
 from .migrations import migrate
-from .schema import FORMAT, ITEM_INT_COLUMNS, ITEM_STR_COLUMNS, KEY_FIELDS, SCHEMA_VERSION, STATUS_OK, sidecar_dir
+from .provenance import _decode_attrs, _same, _short, provenance_diffs  # noqa: F401 - provenance_diffs is public
+from .schema import FORMAT, ITEM_INT_COLUMNS, ITEM_STR_COLUMNS, KEY_FIELDS, SCHEMA_VERSION, sidecar_dir
 from .rows import read_runs, runs_between
 from .shards import (ItemRows, ShardMeta, check_shard, commit_attrs, list_shards, read_shard_meta, remove_stale_tmp,
                      stray_files, write_shard)
 
-JSON_ATTRS = ("preprocess", "library_versions")
 
 
 @dataclass
@@ -41,18 +41,6 @@ class VectorSet:
     @property
     def dim(self) -> int:
         return int(self.provenance["dim"])
-
-
-def _decode_attrs(attrs) -> dict:
-    out = {}
-    for k, v in attrs.items():
-        v = v.item() if hasattr(v, "item") and not isinstance(v, (str, bytes)) else v
-        if isinstance(v, bytes):
-            v = v.decode()
-        if k in JSON_ATTRS and isinstance(v, str):
-            v = json.loads(v)
-        out[k] = v
-    return out
 
 
 def check_store_file(path: Path) -> int:
@@ -416,50 +404,10 @@ class Store:
             return set(f["vectors"][set_name]["ids"].asstr()[()])
 
     def info(self) -> dict:
-        items = self.items()
-        status = items["status"]
-        labels = items["label"]
-        quarantined = [
-            {"id": i, "uri": u, "reason": r}
-            for i, u, s, r in zip(items["id"], items["uri"], status, items["reason"])
-            if s != STATUS_OK
-        ]
-        label_counts: dict[str, int] = {}
-        for lab, s in zip(labels, status):
-            if s == STATUS_OK and lab:
-                label_counts[lab] = label_counts.get(lab, 0) + 1
-        split_counts: dict[str, int] = {}
-        split_label: dict[str, dict[str, int]] = {}  # split -> label -> ok items; "" for none
-        for sp, lab, s in zip(items["split"], labels, status):
-            if s == STATUS_OK and sp:
-                split_counts[sp] = split_counts.get(sp, 0) + 1
-            if s == STATUS_OK:
-                row = split_label.setdefault(sp or "", {})
-                row[lab or ""] = row.get(lab or "", 0) + 1
-        sets = []
-        for vs in self.vector_sets():
-            idx = dict(vs.index)
-            idx.pop("ids_sha256", None)
-            if idx:
-                idx["up_to_date"] = idx.get("ntotal") == vs.count
-            prov = {k: v for k, v in vs.attrs.items() if not k.startswith("index_") and k not in ("count", "stale_rows")}
-            sets.append({"name": vs.name, "count": vs.count, "stale_rows": vs.stale_rows, "provenance": prov, "index": idx})
-        with self._file() as f:
-            a = _decode_attrs(f.attrs)
-        return {
-            "store": str(self.path),
-            "schema": a.get("embedstore_schema"),
-            "created": a.get("created"),
-            "updated": a.get("updated"),
-            "items": int(len(status)),
-            "ok": int((status == STATUS_OK).sum()),
-            "quarantined": len(quarantined),
-            "labels": dict(sorted(label_counts.items())),
-            "splits": dict(sorted(split_counts.items())),
-            "split_label_counts": {sp: dict(sorted(row.items())) for sp, row in sorted(split_label.items())},
-            "vector_sets": sets,
-            "quarantined_items": quarantined,
-        }
+        """Items, labels, splits (and their table), vector sets with provenance and index, quarantine."""
+        from .describe import store_info
+
+        return store_info(self)
 
 
 def list_shards_any(shard_root: Path) -> bool:
@@ -469,32 +417,6 @@ def list_shards_any(shard_root: Path) -> bool:
 def _set_attrs_from_shard(attrs: dict) -> dict:
     skip = {"device", "precision", "committed", "set_name", "rows"}
     return {k: v for k, v in attrs.items() if k not in skip}
-
-
-def _same(a, b) -> bool:
-    if isinstance(a, str) and not isinstance(b, str):
-        try:
-            a = json.loads(a)
-        except ValueError:
-            pass
-    if isinstance(b, str) and not isinstance(a, str):
-        try:
-            b = json.loads(b)
-        except ValueError:
-            pass
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        return a == b
-    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
-
-
-def provenance_diffs(found: dict, expected: dict) -> list[str]:
-    """The key provenance fields that `expected` names and `found` differs on."""
-    return [k for k in KEY_FIELDS if k in expected and not _same(found.get(k), expected[k])]
-
-
-def _short(v) -> str:
-    s = v if isinstance(v, str) else json.dumps(v, sort_keys=True)
-    return s if len(s) <= 40 else s[:16] + "..."
 
 
 def open_store(path: str | Path, mode: str = "r", create: bool = False) -> Store:

@@ -1,0 +1,53 @@
+"""`embed info`'s facts about a store, read through the Store."""
+
+from __future__ import annotations
+
+from .provenance import _decode_attrs
+from .schema import STATUS_OK
+
+
+def store_info(self) -> dict:
+    items = self.items()
+    status = items["status"]
+    labels = items["label"]
+    quarantined = [
+        {"id": i, "uri": u, "reason": r}
+        for i, u, s, r in zip(items["id"], items["uri"], status, items["reason"])
+        if s != STATUS_OK
+    ]
+    label_counts: dict[str, int] = {}
+    for lab, s in zip(labels, status):
+        if s == STATUS_OK and lab:
+            label_counts[lab] = label_counts.get(lab, 0) + 1
+    split_counts: dict[str, int] = {}
+    split_label: dict[str, dict[str, int]] = {}  # split -> label -> ok items; "" for none
+    for sp, lab, s in zip(items["split"], labels, status):
+        if s == STATUS_OK and sp:
+            split_counts[sp] = split_counts.get(sp, 0) + 1
+        if s == STATUS_OK:
+            row = split_label.setdefault(sp or "", {})
+            row[lab or ""] = row.get(lab or "", 0) + 1
+    sets = []
+    for vs in self.vector_sets():
+        idx = dict(vs.index)
+        idx.pop("ids_sha256", None)
+        if idx:
+            idx["up_to_date"] = idx.get("ntotal") == vs.count
+        prov = {k: v for k, v in vs.attrs.items() if not k.startswith("index_") and k not in ("count", "stale_rows")}
+        sets.append({"name": vs.name, "count": vs.count, "stale_rows": vs.stale_rows, "provenance": prov, "index": idx})
+    with self._file() as f:
+        a = _decode_attrs(f.attrs)
+    return {
+        "store": str(self.path),
+        "schema": a.get("embedstore_schema"),
+        "created": a.get("created"),
+        "updated": a.get("updated"),
+        "items": int(len(status)),
+        "ok": int((status == STATUS_OK).sum()),
+        "quarantined": len(quarantined),
+        "labels": dict(sorted(label_counts.items())),
+        "splits": dict(sorted(split_counts.items())),
+        "split_label_counts": {sp: dict(sorted(row.items())) for sp, row in sorted(split_label.items())},
+        "vector_sets": sets,
+        "quarantined_items": quarantined,
+    }

@@ -1,0 +1,47 @@
+"""Comparing provenance: two values are the same when their JSON forms are equal."""
+
+from __future__ import annotations
+
+import json
+
+from .schema import KEY_FIELDS
+
+JSON_ATTRS = ("preprocess", "library_versions")
+
+
+def _decode_attrs(attrs) -> dict:
+    out = {}
+    for k, v in attrs.items():
+        v = v.item() if hasattr(v, "item") and not isinstance(v, (str, bytes)) else v
+        if isinstance(v, bytes):
+            v = v.decode()
+        if k in JSON_ATTRS and isinstance(v, str):
+            v = json.loads(v)
+        out[k] = v
+    return out
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, str) and not isinstance(b, str):
+        try:
+            a = json.loads(a)
+        except ValueError:
+            pass
+    if isinstance(b, str) and not isinstance(a, str):
+        try:
+            b = json.loads(b)
+        except ValueError:
+            pass
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return a == b
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def provenance_diffs(found: dict, expected: dict) -> list[str]:
+    """The key provenance fields that `expected` names and `found` differs on."""
+    return [k for k in KEY_FIELDS if k in expected and not _same(found.get(k), expected[k])]
+
+
+def _short(v) -> str:
+    s = v if isinstance(v, str) else json.dumps(v, sort_keys=True)
+    return s if len(s) <= 40 else s[:16] + "..."
