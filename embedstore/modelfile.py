@@ -146,7 +146,40 @@ def load_model(path: str | Path, noun: str = "head"):
     except (TypeError, ValueError, KeyError) as e:
         raise E(f"{path / meta} does not describe a valid {kind} {noun} ({e}); re-run `{k.retrain}`") from None
     model.seen_keys_ = None if seen is None else seen.astype(np.uint64)
+    _check_consistent(model, doc, arrays, k, path)
     return model, doc
+
+
+def _check_consistent(model, doc: dict, arrays: dict, k: Kind, path: Path) -> None:
+    """A JSON edited behind our back (another class count, a huge n_features) is refused here, in
+    one line, before any computation: n_features must be a size the arrays actually have, and one
+    all-zero row must give one finite answer per class (heads) or one finite score (detectors)."""
+    E = k.error
+    defaults = type(model)().get_params()
+    for name, value in (doc.get("params") or {}).items():
+        want = defaults.get(name)
+        numeric = isinstance(want, (int, float)) and not isinstance(want, bool)
+        if numeric and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise E(f"{path / k.meta} sets parameter {name} = {value!r}; a number is expected; re-run `{k.retrain}`")
+    n = doc.get("n_features")
+    sizes = {int(d) for v in arrays.values() for d in np.shape(v)}
+    if not isinstance(n, int) or n < 1 or n not in sizes:
+        raise E(f"{path / k.meta} says n_features = {n!r}, which none of its arrays has; the file was changed: "
+                f"re-run `{k.retrain}`")
+    x = np.zeros((1, n), dtype=np.float32)
+    try:
+        out = model.predict_proba(x) if k.noun == "head" else model.score_samples(x)
+    except Exception as e:  # noqa: BLE001 - any failure here means the saved state does not fit together
+        raise E(f"{path} does not fit together ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
+                f"re-run `{k.retrain}`") from None
+    want = (1, len(doc.get("classes") or [])) if k.noun == "head" else (1,)
+    if np.shape(out) != want or not np.isfinite(out).all():
+        raise E(f"{path} does not fit together: its arrays give an answer of shape {np.shape(out)} where "
+                f"{meta_desc(k, doc)} expects {want}; re-run `{k.retrain}`")
+
+
+def meta_desc(k: Kind, doc: dict) -> str:
+    return f"{k.meta} ({len(doc.get('classes') or [])} classes)" if k.noun == "head" else k.meta
 
 
 def save_head(out: str | Path, head, meta: dict, overwrite: bool = False, seen_keys: np.ndarray | None = None) -> Path:

@@ -161,9 +161,12 @@ def finetune(store: str | Path, out: str | Path, head: str | Path | None = None,
         if doc.get("kind") not in LINEAR_HEADS:
             raise FinetuneError(f"--head must be a linear head ({', '.join(LINEAR_HEADS)}) to start the classifier from; "
                                 f"{head} is {doc.get('kind')}")
+        from ..heads.apply import head_provenance
+
+        prov_h = head_provenance(doc, head)
         with open_store(store) as st:
             try:
-                st.check_provenance(vs, doc.get("provenance", {}))
+                st.check_provenance(vs, prov_h)
             except EmbedstoreError as e:
                 raise FinetuneError(f"head {head} was trained on other vectors than {vs.name}: {e}") from None
     _prepare_out(out, resume, overwrite)

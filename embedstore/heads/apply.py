@@ -55,6 +55,14 @@ def is_store(path: Path) -> bool:
         return False
 
 
+def head_provenance(doc: dict, head_path) -> dict:
+    """The provenance of the vectors a saved head learned from; refused when it is missing."""
+    prov = doc.get("provenance")
+    if not isinstance(prov, dict) or not isinstance(prov.get("encoder"), str):
+        raise HeadError(f"head {head_path} records no encoder provenance; re-run `embed fit-head`")
+    return prov
+
+
 def matching_set(st, prov: dict, head_path: str, error=HeadError):
     """The set made with exactly the head's provenance, or an error naming the difference."""
     vs = st.find_set(prov)
@@ -89,9 +97,7 @@ def predict(head_path: str | Path, source: str | Path, out: str | Path | None = 
 
     t0 = time.perf_counter()
     head, doc = load_head(head_path)
-    prov = doc.get("provenance")
-    if not isinstance(prov, dict) or "encoder" not in prov:
-        raise HeadError(f"head {head_path} records no encoder provenance; re-run `embed fit-head`")
+    prov = head_provenance(doc, head_path)
     source = Path(source)
     if out is not None:
         _check_out(Path(out))
@@ -192,7 +198,7 @@ def evaluate(head_path: str | Path, store: str | Path, split: str | None = None)
 
     head, doc = load_head(head_path)
     with open_store(store, mode="r") as st:
-        vs = matching_set(st, doc["provenance"], f"head {head_path}")
+        vs = matching_set(st, head_provenance(doc, head_path), f"head {head_path}")
         rows = st.rows(vs.name)
     mask = rows.labels != ""
     if split:

@@ -183,11 +183,13 @@ def open_api(store, head: str | None = None, vector_set: str | None = None, weig
     h = doc = None
     if head:
         h, doc = load_head(head)
+        from ..heads.apply import head_provenance
         from ..store import open_store
 
+        prov = head_provenance(doc, head)
         with open_store(store) as st:
             try:
-                st.check_provenance(ctx.vs, doc.get("provenance", {}))
+                st.check_provenance(ctx.vs, prov)
             except Exception as e:  # noqa: BLE001 - turned into the head's error type
                 raise HeadError(f"head {head} was trained on other vectors than {ctx.vs.name}: {e}") from None
     report = None
