@@ -50,7 +50,7 @@ def headline(m: dict) -> str:
     item count, and a warning when the head answers one class only."""
     from .intervals import fmt_ci
 
-    where = f"{m.get('metrics_on') or m.get('split') or 'all'} split, {m['n']} items"
+    where = f"{m['metrics_on'] if m.get('metrics_on') else (m.get('split') or 'all') + ' split'}, {m['n']} items"
     line = (f"accuracy {fmt_ci(m['accuracy'], m.get('accuracy_ci'))}, balanced accuracy "
             f"{fmt_ci(m['balanced_accuracy'], m.get('balanced_accuracy_ci'))}, macro-F1 {fmt_ci(m['macro_f1'], m.get('macro_f1_ci'))} "
             f"[{where}; always answering the majority class '{m.get('majority_class')}' scores {m.get('majority_baseline', 0):.4f}]")

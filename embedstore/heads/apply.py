@@ -224,7 +224,8 @@ def evaluate(head_path: str | Path, store: str | Path, split: str | None = None)
         ys.append(rows.labels[sel])
         ps.append(head.predict(X))
     y, p = np.concatenate(ys), np.concatenate(ps)
-    where = (split or "all labelled items") + (": items the head was fitted or selected on" if only_seen else "")
+    where = (f"the {split} split" if split else "all labelled items") + (
+        ": items the head was fitted or selected on" if only_seen else ", less those the head saw" if n_seen else "")
     metrics = classification_metrics(y, p.astype(str), [str(c) for c in head.classes_], split=where)
     return {"head": str(head_path), "store": str(store), "vector_set": vs.name, **metrics, "split": split or "all",
             "seen_in_training": n_seen, "metrics_on": where, "notes": notes}
