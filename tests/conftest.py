@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("EMBEDSTORE_CACHE_DIR", __import__("tempfile").mkdtemp(prefix="embedstore-cache-"))
 
 import numpy as np
 import pytest

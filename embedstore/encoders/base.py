@@ -7,7 +7,6 @@ import difflib
 import hashlib
 from typing import Any
 
-from ..atomic import file_sha256  # noqa: F401 - re-exported for the encoder families
 from ..errors import EncoderError
 from .config import EncoderConfig, build_transform
 

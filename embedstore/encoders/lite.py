@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from .base import Encoder, file_sha256
+from .base import Encoder
 from .config import EncoderConfig, Preprocess
 from .registry import register_family
-from .weights import STRUCTURE_ONLY, load_into, load_state_dict_file
+from .weights import STRUCTURE_ONLY, load_into, load_state_dict_file, weights_sha256
 
 LITE0 = EncoderConfig(
     id="effnet-lite:lite0",
@@ -103,4 +103,4 @@ def create_lite(name: str, weights: str | None) -> Encoder:
         return LiteEncoder(LITE0, model, "", None)
     path = weights or bundled_weights_path()
     load_into(model, upgrade_state_dict(load_state_dict_file(path, LITE0.id)), LITE0.id, path)
-    return LiteEncoder(LITE0, model, file_sha256(path), path)
+    return LiteEncoder(LITE0, model, weights_sha256(path), path)

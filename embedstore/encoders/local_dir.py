@@ -9,9 +9,9 @@ import dataclasses
 from pathlib import Path
 
 from ..errors import EncoderError
-from .base import Encoder, file_sha256
+from .base import Encoder
 from .registry import create_encoder, register_family
-from .weights import STRUCTURE_ONLY, load_into, load_state_dict_file
+from .weights import STRUCTURE_ONLY, load_into, load_state_dict_file, weights_sha256
 
 CONFIG, WEIGHTS = "encoder.json", "weights.safetensors"
 
@@ -41,6 +41,6 @@ def create_local_dir(name: str, weights: str | None) -> Encoder:
     load_into(enc.model, adapt(state_dict) if adapt else state_dict, f"local-dir:{path}", str(wfile))
     enc.cfg = dataclasses.replace(enc.cfg, id=f"local-dir:{name}", source="local-dir",
                                   weights_desc=f"fine-tuned from {doc['parent']}")
-    enc.weights_sha256 = file_sha256(wfile)
+    enc.weights_sha256 = weights_sha256(wfile)
     enc.weights_file = str(wfile)
     return enc

@@ -9,10 +9,10 @@ from __future__ import annotations
 import os
 
 from ..errors import EncoderError, WeightsUnavailableError
-from .base import Encoder, file_sha256, state_dict_sha256
+from .base import Encoder, state_dict_sha256
 from .config import RESIZE_MODES, EncoderConfig, Preprocess
 from .registry import register_family
-from .weights import STRUCTURE_ONLY
+from .weights import STRUCTURE_ONLY, weights_sha256
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -132,7 +132,7 @@ def create_open_clip(name: str, weights: str | None) -> Encoder:
         pretrained=tag,
         weights_desc=tag,
     )
-    sha = file_sha256(weights) if weights and weights != STRUCTURE_ONLY else state_dict_sha256(visual)
+    sha = weights_sha256(weights) if weights and weights != STRUCTURE_ONLY else state_dict_sha256(visual)
     enc = Encoder(cfg, visual, sha, weights)
     enc.text_encoder = _TextTower(model, arch)
     return enc
@@ -181,5 +181,5 @@ def text_view(enc: Encoder):
     ctx = int(getattr(tower.model, "context_length", 77))
     cfg = dataclasses.replace(enc.cfg, modality="text", layer="text_embed", pooling="model", family="text",
                               preprocess=TextPreprocess("open_clip tokenizer", ctx, True))
-    sha = file_sha256(enc.weights_file) if enc.weights_file else state_dict_sha256(tower.model)
+    sha = weights_sha256(enc.weights_file) if enc.weights_file else state_dict_sha256(tower.model)
     return TextEncoder(cfg, tower.model, sha, enc.weights_file, embed=tower, count_tokens=tower.token_count)

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 from ..errors import EncoderError, WeightsUnavailableError
-from .base import Encoder, file_sha256
+from .base import Encoder
 from .config import EncoderConfig
 from .registry import register_family
 
@@ -95,7 +95,7 @@ def create_sentence(name: str, weights: str | None) -> TextEncoder:
         hf_logging.set_verbosity_error()
     except ImportError:
         raise EncoderError("st: encoders need sentence-transformers: pip install 'embedstore[text]'") from None
-    from .weights import STRUCTURE_ONLY
+    from .weights import STRUCTURE_ONLY, weights_sha256
 
     structure_only = weights == STRUCTURE_ONLY  # local-dir (a fine-tuned copy) loads its own weights into it
     if weights and not structure_only:
@@ -123,7 +123,7 @@ def create_sentence(name: str, weights: str | None) -> TextEncoder:
     if structure_only:
         sha = ""
     elif st_file is not None:
-        sha = file_sha256(st_file)
+        sha = weights_sha256(st_file)
     else:
         from .base import state_dict_sha256
 

@@ -19,10 +19,10 @@ import os
 from pathlib import Path
 
 from ..errors import EncoderError, WeightsUnavailableError
-from .base import Encoder, file_sha256, pool_features
+from .base import Encoder, pool_features
 from .config import EncoderConfig, Preprocess
 from .registry import register_family
-from .weights import STRUCTURE_ONLY, host_reachable, load_state_dict_file
+from .weights import STRUCTURE_ONLY, host_reachable, load_state_dict_file, weights_sha256
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 INCEPTION = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
@@ -257,6 +257,6 @@ def create_timm(name: str, weights: str | None) -> Encoder:
         pretrained=tag,
         weights_desc=f"local file {Path(weights).name}" if weights and path else f"timm/{arch}.{tag}" if tag else "timm",
     )
-    enc = TimmEncoder(cfg, model, file_sha256(path) if path else "", path)
+    enc = TimmEncoder(cfg, model, weights_sha256(path) if path else "", path)
     enc.feature_layers = [str(f["module"]) for f in getattr(model, "feature_info", []) or []]
     return enc

@@ -10,10 +10,10 @@ import os
 from pathlib import Path
 
 from ..errors import EncoderError, WeightsUnavailableError
-from .base import Encoder, file_sha256
+from .base import Encoder
 from .config import EncoderConfig, Preprocess
 from .registry import register_family, unknown_encoder
-from .weights import STRUCTURE_ONLY, host_reachable, load_into, load_state_dict_file
+from .weights import STRUCTURE_ONLY, host_reachable, load_into, load_state_dict_file, weights_sha256
 
 
 def _cfg(arch, dim, resize, interp, family, weights, filename) -> EncoderConfig:
@@ -140,4 +140,4 @@ def create_torchvision(name: str, weights: str | None) -> Encoder:
         pretrained=wenum.name,
         weights_desc=f"ImageNet {wenum.name}",
     )
-    return Encoder(cfg, model, file_sha256(path) if path else "", path)
+    return Encoder(cfg, model, weights_sha256(path) if path else "", path)

@@ -69,3 +69,34 @@ def load_into(model, state_dict: dict, encoder_id: str, source: str, ignore_pref
         model.load_state_dict(state_dict, strict=False)
     except RuntimeError as e:
         raise EncoderError(f"weights {source} do not fit {encoder_id}: {str(e).splitlines()[-1].strip()[:200]}") from e
+
+
+def weights_sha256(path: str | os.PathLike) -> str:
+    """The sha256 of a weights file, cached by (real path, size, mtime) so that a large checkpoint is
+    hashed once, not on every build, query or server start. The cache is a JSON file under
+    $EMBEDSTORE_CACHE_DIR (default ~/.cache/embedstore); a file changed in place gets a new size or
+    mtime and is hashed again. Integrity checks of what embedstore itself wrote (shards, indexes,
+    heads) never use this cache."""
+    import json
+
+    from ..atomic import file_sha256, write_json_atomic
+
+    p = Path(path).resolve()
+    st = p.stat()
+    key = f"{p}|{st.st_size}|{st.st_mtime_ns}"
+    cache = Path(os.environ.get("EMBEDSTORE_CACHE_DIR") or Path.home() / ".cache" / "embedstore") / "weights-sha256.json"
+    try:
+        known = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if isinstance(known, dict) and isinstance(known.get(key), str):
+        return known[key]
+    sha = file_sha256(p)
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        known = {k: v for k, v in (known if isinstance(known, dict) else {}).items() if not k.startswith(f"{p}|")}
+        known[key] = sha
+        write_json_atomic(cache, known)
+    except OSError:  # a read-only home: hash every time, as before
+        pass
+    return sha
