@@ -222,3 +222,23 @@ def test_build_resizes_small_images_straight_to_the_input_and_says_so(tmp_path):
     more = make_image_folder(tmp_path / "small", classes=("owl",), per_class=3, size=(20, 16), seed=3)
     again = build(more, tmp_path / "old.h5", encoder="test:tiny", workers=0, precision="fp32", progress=False)
     assert again.vector_set == old.vector_set and any("kept the model's preprocessing" in n for n in again.notes)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--resize-mode", "crop"], "resize_mode must be one of shortest, squash, longest"),
+    (["--crop-pct", "1.5"], "crop_pct must be a number in (0, 1]"),
+    (["--crop-pct", "0"], "crop_pct must be a number in (0, 1]"),
+    (["--interpolation", "lanczos"], "interpolation must be one of bilinear, bicubic, nearest"),
+    (["--layout", "weird"], "--layout must be one of auto, classes, splits, flat"),
+])
+def test_bad_preprocessing_and_layout_options_fail_in_one_line_and_leave_the_store(tmp_path, args, message):
+    from conftest import embed, make_image_folder
+
+    src = make_image_folder(tmp_path / "photos", per_class=3)
+    base = ["build", src, "--store", tmp_path / "s.h5", "--encoder", "test:tiny", "--precision", "fp32", "-q"]
+    assert embed(*base).exit_code == 0
+    before = {p: p.read_bytes() for p in sorted(tmp_path.glob("s.h5*")) + sorted((tmp_path / "s.h5.d").rglob("*")) if p.is_file()}
+    r = embed(*base, *args)
+    assert r.exit_code == 2 and message in r.output and len(r.output.strip().splitlines()) == 1, r.output
+    after = {p: p.read_bytes() for p in sorted(tmp_path.glob("s.h5*")) + sorted((tmp_path / "s.h5.d").rglob("*")) if p.is_file()}
+    assert after == before
