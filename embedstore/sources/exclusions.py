@@ -1,0 +1,75 @@
+"""An exclusion list: ids to leave out of a build, a head's training or a detector's fit.
+
+Accepted forms (one reader for `embed build`, `embed fit-head` and `embed anomalies --exclude FILE`):
+- the CSV that `embed audit --out` writes (columns id, kind, score, detail), or any CSV/Parquet
+  file with an `id` column; `--exclude-kinds` keeps only rows of those kinds (when a `kind` column exists);
+- a plain text file with one id per line (blank lines and lines starting with '#' are skipped).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import SourceError
+
+
+@dataclass
+class Exclusions:
+    """The ids to leave out, where they came from, and how many rows each kind contributed."""
+
+    path: str
+    ids: frozenset[str]
+    kinds: dict[str, int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def describe(self) -> str:
+        by = ", ".join(f"{k} {n}" for k, n in sorted(self.kinds.items())) if self.kinds else ""
+        return f"{len(self.ids)} ids from {self.path}" + (f" ({by})" if by else "")
+
+
+def _table(p: Path) -> tuple[list[str], list[dict]]:
+    from .manifest import _read_rows
+
+    return _read_rows(p)
+
+
+def read_exclusions(path: str | Path, kinds: list[str] | None = None) -> Exclusions:
+    """Read an exclusion list; raises SourceError (one line, with the fix) for a missing or malformed file."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise SourceError(f"exclusion list {p} does not exist; pass the CSV written by `embed audit --out` "
+                          "or a text file with one id per line")
+    counts: dict[str, int] = {}
+    if p.suffix.lower() in (".csv", ".parquet", ".pq"):
+        columns, rows = _table(p.resolve())
+        columns = [c.strip() for c in columns if c is not None]
+        if "id" not in columns:
+            raise SourceError(f"exclusion list {p} has no 'id' column (found: {', '.join(columns) or 'none'}); "
+                              "use the CSV from `embed audit --out` or a text file with one id per line")
+        wanted = set(kinds) if kinds else None
+        ids = set()
+        for row in rows:
+            row = {k.strip(): v for k, v in row.items() if k is not None}
+            item = str(row.get("id") or "").strip()
+            kind = str(row.get("kind") or "").strip()
+            if not item or (wanted is not None and "kind" in columns and kind not in wanted):
+                continue
+            ids.add(item)
+            if kind:
+                counts[kind] = counts.get(kind, 0) + 1
+        if wanted is not None and "kind" not in columns:
+            raise SourceError(f"exclusion list {p} has no 'kind' column, so kinds {', '.join(sorted(wanted))} "
+                              "cannot be chosen; drop the kinds option or use the CSV from `embed audit --out`")
+    else:
+        if kinds:
+            raise SourceError(f"exclusion list {p} is a plain id list, so kinds cannot be chosen; "
+                              "use the CSV from `embed audit --out`")
+        try:
+            text = p.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise SourceError(f"exclusion list {p} is not UTF-8 text: {e}") from e
+        ids = {ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")}
+    return Exclusions(path=str(p), ids=frozenset(ids), kinds=counts)
