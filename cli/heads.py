@@ -14,6 +14,7 @@ FIT_EPILOG = (
     "  embed fit-head knn --store photos.h5 --shots 5 --json\n\n"
     "  embed fit-head mlp --store photos.h5 --param hidden=512 --plots reports/\n\n"
     "  embed fit-head logistic --store reviews.h5 --class-weight balanced\n\n"
+    "  embed fit-head logistic --store photos.h5 --exclude audit.csv --exclude-kinds duplicate,mislabel\n\n"
     "  embed fit-head zero-shot --store clip.h5 --classes \"ant,bee\" --template \"a photo of a {}.\" "
     "--template \"a close-up photo of a {}.\" --out heads/zero-shot\n\n"
     "Heads: logistic, linear-svm, ridge, knn, mlp. Regularisation (C, alpha or k) is chosen on the validation split.\n\n"
@@ -37,6 +38,12 @@ def print_fit(r, plots: list[str]) -> None:
     say(f"{r.head} head on {r.vector_set} ({r.encoder}): {len(r.classes)} classes; "
         f"train {r.counts['train']}, val {r.counts['val']}, test {r.counts['test']}")
     say(f"  splits: {r.split_how}")
+    if r.excluded:
+        ex = r.excluded
+        per = ", ".join(f"{k} {v}" for k, v in ex["per_split"].items())
+        say(f"  excluded: {ex['source']}: left out of train/val/test: {per}"
+            + (f"; {ex['not_in_a_split']} in no split (unlabelled or unused)" if ex["not_in_a_split"] else "")
+            + (f"; {ex['not_in_store']} not in this vector set" if ex["not_in_store"] else ""))
     for n in r.notes:
         say(f"  note: {n}")
     if r.param:
@@ -83,12 +90,24 @@ def register(app: typer.Typer) -> None:
         classes: str = typer.Option(None, "--classes", help="zero-shot: comma-separated class names, or LABEL=NAME pairs (default: the store's labels)."),
         template: list[str] = typer.Option(None, "--template", help="zero-shot: a prompt with {} for the class name (repeatable; averaged). Default: \"a photo of a {}.\""),
         weights: Path = typer.Option(None, "--weights", help="zero-shot: the local CLIP weights file the store was built with."),
+        exclude: Path = typer.Option(None, "--exclude", help="Leave these items out of train, val and test: the CSV from `embed audit --out` (or any CSV/Parquet with an id column), or a text file with one id per line."),
+        exclude_kinds: str = typer.Option(None, "--exclude-kinds", help="With --exclude and an audit CSV: only rows of these kinds, comma-separated (e.g. duplicate,mislabel)."),
         json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     ) -> None:
         """Train a classifier head on a store's cached vectors, choose its regularisation, report test metrics."""
         from embedstore.heads.fit import fit_head as run_fit
 
+        exclusions = None
+        if exclude_kinds is not None and exclude is None:
+            fail("--exclude-kinds chooses rows of an --exclude file; pass --exclude audit.csv too")
+        if exclude is not None:
+            from embedstore.sources.exclusions import read_exclusions
+
+            kinds = [k.strip() for k in (exclude_kinds or "").split(",") if k.strip()] or None
+            if exclude_kinds is not None and not kinds:
+                fail(f"--exclude-kinds '{exclude_kinds}' names no kind; give comma-separated kinds, e.g. duplicate,mislabel")
+            exclusions = run_guarded(read_exclusions, exclude, kinds)
         if head == "zero-shot":
             from embedstore.heads.zero_shot import fit_zero_shot
 
@@ -98,7 +117,7 @@ def register(app: typer.Typer) -> None:
             report, _ = run_guarded(fit_zero_shot, store, classes=classes, templates=template, out=out,
                                     vector_set=vector_set, weights=str(weights) if weights else None,
                                     val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, device=device,
-                                    force=force)
+                                    force=force, exclude=exclusions)
             if json_out:
                 emit_json(report.to_dict())
             else:
@@ -116,7 +135,7 @@ def register(app: typer.Typer) -> None:
         report, _ = run_guarded(run_fit, store, head, out=out, vector_set=vector_set, val_fraction=val_fraction,
                                 test_fraction=test_fraction, seed=seed, shots=shots, max_memory=max_memory,
                                 grid=_parse_grid(grid), params=params, device=device, force=force,
-                                progress=not quiet and not json_out)
+                                progress=not quiet and not json_out, exclude=exclusions)
         written = []
         if plots is not None:
             from embedstore.reports.plots import head_plots

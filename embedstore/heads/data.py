@@ -5,7 +5,21 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import HeadError
-from .splits import TEST, TRAIN, UNUSED, VAL, assign_splits, take_shots
+from .splits import SPLIT_NAMES, TEST, TRAIN, UNUSED, VAL, assign_splits, take_shots
+
+
+def exclusion_ids(exclude) -> tuple[frozenset, str | None, str]:
+    """(ids, the file they came from or None, a phrase saying what they are) for `exclude`: an
+    `Exclusions` (from `embedstore.sources.exclusions.read_exclusions`) or any collection of ids."""
+    if exclude is None:
+        return frozenset(), None, ""
+    if hasattr(exclude, "ids") and hasattr(exclude, "describe"):
+        return frozenset(str(i) for i in exclude.ids), str(exclude.path), exclude.describe()
+    if isinstance(exclude, (str, bytes)) or not hasattr(exclude, "__iter__"):
+        raise TypeError(f"exclude must be a collection of ids or an Exclusions, not {type(exclude).__name__}; "
+                        "read a file with embedstore.sources.exclusions.read_exclusions(path)")
+    ids = frozenset(str(i) for i in exclude)
+    return ids, None, f"{len(ids)} ids given by the caller"
 
 
 class SplitData:
@@ -13,8 +27,12 @@ class SplitData:
     they fit in `max_memory`, else streams them from the store on every pass."""
 
     def __init__(self, rows, val_fraction: float, test_fraction: float, seed: int, shots: int | None,
-                 max_memory: int, classes: np.ndarray | None = None, fixed_codes: dict | None = None):
-        """`fixed_codes` (item id -> TRAIN/VAL/TEST) reuses a split made elsewhere (e.g. by finetune)."""
+                 max_memory: int, classes: np.ndarray | None = None, fixed_codes: dict | None = None, exclude=None):
+        """`fixed_codes` (item id -> TRAIN/VAL/TEST) reuses a split made elsewhere (e.g. by finetune).
+        `exclude` (ids, or an Exclusions) leaves those items out of every split. The split is made
+        first, on every labelled item, so the items that remain keep the split they have without
+        exclusions: excluding k test items removes exactly those k, and runs with and without an
+        exclusion list are scored on the same remaining items. `excluded` says what was removed."""
         self.rows = rows
         labelled = rows.labels != ""
         if fixed_codes is not None:
@@ -35,6 +53,8 @@ class SplitData:
                                                        val_fraction, test_fraction, seed)
             sub = np.empty_like(sub_sorted)
             sub[order] = sub_sorted
+        had_train = set(rows.labels[labelled][sub == TRAIN])
+        self.excluded = self._exclude(exclude, rows, labelled, sub)
         if shots:
             order = np.argsort(rows.ids[labelled], kind="stable")
             sub[order] = take_shots(rows.labels[labelled][order], sub[order], shots, seed)
@@ -42,6 +62,12 @@ class SplitData:
         codes[labelled] = sub
         self.codes = codes
         self.classes = np.unique(rows.labels[codes == TRAIN]) if classes is None else np.asarray(classes)
+        if self.excluded and classes is None:
+            lost = sorted(had_train - set(self.classes))
+            if lost or len(self.classes) < 2:
+                raise HeadError(f"after leaving out {self.excluded['source']}, class(es) {', '.join(map(repr, lost))} have no "
+                                f"training items left ({len(self.classes)} class(es) remain); exclude fewer items, e.g. "
+                                "with --exclude-kinds")
         cls_pos = {c: k for k, c in enumerate(self.classes)}
         self.y_idx = np.array([cls_pos.get(lab, -1) for lab in rows.labels], dtype=np.int64)
         used = codes != UNUSED
@@ -50,6 +76,24 @@ class SplitData:
         self._X = rows.load(used) if self.in_memory else None
         self._pos = np.full(len(rows), -1, dtype=np.int64)
         self._pos[used] = np.arange(int(used.sum()))
+
+    @staticmethod
+    def _exclude(exclude, rows, labelled: np.ndarray, sub: np.ndarray) -> dict:
+        """Set the split code of excluded labelled items to UNUSED (in place, in `sub`); returns
+        {} without an exclusion list, else what was left out per split and from where."""
+        ids, path, source = exclusion_ids(exclude)
+        if exclude is None:
+            return {}
+        in_store = np.fromiter((str(i) in ids for i in rows.ids), dtype=bool, count=len(rows))
+        hit = in_store[labelled]
+        per_split = {SPLIT_NAMES[c]: int((hit & (sub == c)).sum()) for c in (TRAIN, VAL, TEST)}
+        removed = hit & (sub != UNUSED)
+        removed_ids = sorted(str(i) for i in rows.ids[labelled][removed])
+        sub[hit] = UNUSED
+        n_in_store = int(in_store.sum())  # ids are unique within a vector set
+        return {"source": source, "file": path, "ids": len(ids), "per_split": per_split, "removed": len(removed_ids),
+                "not_in_a_split": n_in_store - len(removed_ids), "not_in_store": len(ids) - n_in_store,
+                "removed_ids": removed_ids}
 
     def counts(self) -> dict:
         return {name: int((self.codes == c).sum()) for c, name in ((TRAIN, "train"), (VAL, "val"), (TEST, "test"))}

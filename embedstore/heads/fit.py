@@ -43,6 +43,7 @@ class FitReport:
     selection: str = ""  # how the regularisation was chosen: on val, or by cross-validation on train + val
     test: dict = field(default_factory=dict)  # the test split's metrics with intervals; empty with --test-fraction 0
     seen_items: int = 0  # items the saved head was fitted or selected on (train + val)
+    excluded: dict = field(default_factory=dict)  # an exclusion list: its source, and what it removed per split
     sweep_s: float = 0.0
     refit_s: float = 0.0
     wall_s: float = 0.0
@@ -214,8 +215,12 @@ def _fit_one(cls, data: SplitData, name: str, v, kwargs: dict, warm, gram):
 def fit_head(store: str | Path, head: str = "logistic", out: str | Path | None = None, vector_set: str | None = None,
              val_fraction: float = 0.15, test_fraction: float = 0.15, seed: int = 0, shots: int | None = None,
              max_memory: str | int = "4GB", grid: list | None = None, params: dict | None = None,
-             device: str = "auto", force: bool = False, progress: bool = True) -> tuple[FitReport, object]:
-    """Train a head on a store's labelled vectors; returns (report, fitted head)."""
+             device: str = "auto", force: bool = False, progress: bool = True, exclude=None) -> tuple[FitReport, object]:
+    """Train a head on a store's labelled vectors; returns (report, fitted head).
+
+    `exclude` (a collection of item ids, or the `Exclusions` that
+    `embedstore.sources.exclusions.read_exclusions` returns) leaves those items out of train, val
+    and test; the report and the saved head say how many left each split, and from which file."""
     from ..store import open_store
     from ..modelfile import check_model_out, save_head
 
@@ -230,7 +235,7 @@ def fit_head(store: str | Path, head: str = "logistic", out: str | Path | None =
         rows = st.rows(vs.name)
         store_path = str(st.path)
     cls = head_class(head)  # scikit-learn and torch load here, after the cheap checks
-    data = SplitData(rows, val_fraction, test_fraction, seed, shots, budget)
+    data = SplitData(rows, val_fraction, test_fraction, seed, shots, budget, exclude=exclude)
     counts = data.counts()
     if counts["test"] == 0 and test_fraction > 0:
         raise HeadError(f"the splits leave no test items ({counts}); raise --test-fraction, or pass --test-fraction 0 to "
@@ -247,6 +252,7 @@ def fit_head(store: str | Path, head: str = "logistic", out: str | Path | None =
                        in_memory=data.in_memory, memory_mb=data.memory_bytes / 2**20, param=cls.sweep_param, chosen=None)
     if vs.note:
         report.notes.append(vs.note)
+    record_exclusions(report, data)
     if not data.in_memory:
         report.notes.append(f"vectors exceed --max-memory {max_memory}: streaming from the store in chunks")
     if params.get("class_weight") == "balanced":
@@ -284,6 +290,17 @@ def fit_head(store: str | Path, head: str = "logistic", out: str | Path | None =
         save_head(out, final, _head_meta(report, vs, rows), overwrite=force, seen_keys=seen)
     report.wall_s = time.perf_counter() - t_start
     return report, final
+
+
+def record_exclusions(report: FitReport, data: SplitData) -> None:
+    """Put an exclusion list's account in the report (the removed ids themselves go to the saved
+    head, not the JSON report); a note when some of its ids are not in the vector set."""
+    report.excluded = {k: v for k, v in data.excluded.items() if k != "removed_ids"}
+    report.removed_ids = list(data.excluded.get("removed_ids", []))
+    ex = report.excluded
+    if ex.get("not_in_store"):
+        report.notes.append(f"{ex['not_in_store']} of the {ex['ids']} excluded ids are not in this vector set "
+                            "(a list made for another store?)")
 
 
 def refit(cls, data: SplitData, value, snapshot, params: dict, device: str):
@@ -348,6 +365,7 @@ def _head_meta(report: FitReport, vs, rows) -> dict:
         "seen": {"items": report.seen_items, "splits": ["train", "val"],
                  "how": "fitted on train + val, regularisation chosen on val; their content sha256 prefixes are "
                         "kept in the arrays file as seen_keys"},
+        **({"excluded": {**report.excluded, "removed_ids": getattr(report, "removed_ids", [])}} if report.excluded else {}),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "library_versions": library_versions(),
     }

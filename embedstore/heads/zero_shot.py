@@ -122,18 +122,19 @@ def clip_logit_scale(service) -> float:
 
 def fit_zero_shot(store: str | Path, classes: str | None = None, templates=None, out: str | Path | None = None,
                   vector_set: str | None = None, weights: str | None = None, val_fraction: float = 0.15,
-                  test_fraction: float = 0.15, seed: int = 0, device: str = "auto", force: bool = False):
+                  test_fraction: float = 0.15, seed: int = 0, device: str = "auto", force: bool = False, exclude=None):
     """A zero-shot head for a store built with a CLIP image encoder; returns (FitReport, head).
 
     `classes` defaults to the store's labels. Labelled items are scored on the test split fit-head
     would use with the same fractions and seed (so a probe can be compared on the same items); the
-    head saw no item, so nothing is recorded as seen."""
+    head saw no item, so nothing is recorded as seen. `exclude` (ids or an Exclusions) leaves items
+    out of that test split, as it does for fit_head."""
     from ..embedding import EmbeddingService
     from ..evaluation.metrics import classification_metrics
     from ..modelfile import check_model_out, save_head
     from ..store import open_store
     from .data import TEST, SplitData
-    from .fit import FitReport, _head_meta
+    from .fit import FitReport, _head_meta, record_exclusions
 
     t_start = time.perf_counter()
     templates = check_templates(templates)
@@ -170,8 +171,9 @@ def fit_zero_shot(store: str | Path, classes: str | None = None, templates=None,
     report.notes.append(f"{len(templates)} template(s) averaged per class: {'; '.join(templates)}; logit scale {head.logit_scale:.4g}")
     unknown = sorted(set(labelled) - set(labels))
     if len(labelled) >= 2 and not unknown:
-        data = SplitData(rows, val_fraction, test_fraction, seed, None, 1 << 40, classes=np.asarray(labels))
+        data = SplitData(rows, val_fraction, test_fraction, seed, None, 1 << 40, classes=np.asarray(labels), exclude=exclude)
         report.counts, report.split_how = data.counts(), data.split_how + " (only test is scored: nothing is trained)"
+        record_exclusions(report, data)
         if report.counts["test"]:
             y, p = data.predict(head, TEST)
             report.test = classification_metrics(y, p, labels, split="test")
