@@ -9,6 +9,7 @@ import typer
 
 from embedstore.atomic import atomic_path, write_json_atomic
 
+from .build import kinds_list
 from .common import emit_json, fail, fmt_s, parse_params, run_guarded, say
 
 EPILOG = (
@@ -16,8 +17,11 @@ EPILOG = (
     "  embed anomalies --store parts.h5 --method knn --top 20\n\n"
     "  embed anomalies --store parts.h5 --fit-on split=train,label=good --score new_parts/ --method mahalanobis\n\n"
     "  embed anomalies --store digits.h5 --fit-on label=0 --out ranked.csv --save detectors/zeros --json\n\n"
+    "  embed anomalies --store parts.h5 --exclude audit.csv --exclude-kinds duplicate   # fit without the audited items\n\n"
     "Methods: knn (distance to k nearest; --param k=10 --param aggregation=max), lof, mahalanobis (Ledoit-Wolf), "
-    "pca (reconstruction error), iforest, ocsvm. Scores: higher = more anomalous; percentile against the fit set."
+    "pca (reconstruction error), iforest, ocsvm. Scores: higher = more anomalous; percentile against the fit set.\n\n"
+    "--exclude keeps the listed items out of the fit set only: they are still scored (as items the detector did "
+    "not see), ranked and marked 'x' (excluded: true in --out and --json), so their own outliers stay visible."
 )
 
 
@@ -28,7 +32,7 @@ def _write_ranked(out: Path, ranked: list) -> None:
         write_json_atomic(out, ranked, indent=1)
         return
     with atomic_path(out) as tmp, open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["rank", "id", "uri", "label", "score", "percentile", "flagged", "in_fit_set"])
+        w = csv.DictWriter(f, fieldnames=["rank", "id", "uri", "label", "score", "percentile", "flagged", "in_fit_set", "excluded"])
         w.writeheader()
         w.writerows(ranked)
 
@@ -59,6 +63,8 @@ def register(app: typer.Typer) -> None:
         force: bool = typer.Option(False, "--force", help="Replace an existing --save folder."),
         plots: Path = typer.Option(None, "--plots", help="Write a score histogram per label here."),
         report_dir: Path = typer.Option(None, "--report", help="Write an HTML report (histogram, top anomalies as thumbnails, map) here."),
+        exclude: Path = typer.Option(None, "--exclude", help="Keep items whose id is in this list out of the fit set (the CSV from `embed audit --out`, any CSV/Parquet with an 'id' column, or one id per line); they are still scored, ranked and marked excluded."),
+        exclude_kinds: str = typer.Option(None, "--exclude-kinds", help="With --exclude: only rows of these kinds (comma-separated, e.g. duplicate,near-duplicate); needs a 'kind' column."),
         seed: int = typer.Option(0, "--seed"),
         json_out: bool = typer.Option(False, "--json", help="Print the report (top rows) as JSON."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -72,7 +78,7 @@ def register(app: typer.Typer) -> None:
         r, _ = run_guarded(find_anomalies, store, method, fit_on=fit_on, score=score, vector_set=vector_set,
                            contamination=contamination, holdout_quantile=holdout_quantile, normal_labels=normal,
                            params=parse_params(param), seed=seed, save=save, force=force,
-                           progress=not quiet and not json_out)
+                           progress=not quiet and not json_out, exclude=exclude, exclude_kinds=kinds_list(exclude_kinds))
         if out is not None:
             _write_ranked(out, r.ranked)
         written = _histograms(r, plots) if plots is not None else []
@@ -84,7 +90,8 @@ def register(app: typer.Typer) -> None:
         if json_out:
             emit_json({**r.to_dict(top=top), "plots": written})
             return
-        say(f"{r.method} on {r.vector_set}: fitted on {r.fit_on} ({r.fit_count} items), scored {r.scored} ({r.scored_count} items)")
+        left_out = f"; {r.excluded_from_fit} left out by --exclude" if r.exclusions else ""
+        say(f"{r.method} on {r.vector_set}: fitted on {r.fit_on} ({r.fit_count} items{left_out}), scored {r.scored} ({r.scored_count} items)")
         say(f"  threshold: {r.threshold['description']}; flagged {r.flagged} of {r.scored_count}")
         if r.evaluation:
             e = r.evaluation
@@ -96,9 +103,10 @@ def register(app: typer.Typer) -> None:
                 f"AUPRC {e['auprc']:.4f} ({e['anomalies']} anomalies of {e['n']} items{fitted})")
         for n in r.notes:
             say(f"  note: {n}")
-        say(f"  {'rank':>4}  {'score':>9}  {'pctl':>6}  flag  label  id")
+        say(f"  {'rank':>4}  {'score':>9}  {'pctl':>6}  flag  label  id" + ("  (x: on the --exclude list, not fitted on)" if r.exclusions else ""))
         for row in r.ranked[:top]:
-            say(f"  {row['rank']:4d}  {row['score']:9.4g}  {row['percentile']:6.2f}  {'  * ' if row['flagged'] else '    '}  "
+            mark = ("  * " if row["flagged"] else "    ")[:3] + ("x" if row.get("excluded") else " ")
+            say(f"  {row['rank']:4d}  {row['score']:9.4g}  {row['percentile']:6.2f}  {mark}  "
                 f"{row['label'] or '-'}  {row['id']}")
         say(f"  time: fit {fmt_s(r.fit_s)}, score {fmt_s(r.score_s)}")
         for p in [str(out)] if out else []:

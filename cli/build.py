@@ -16,8 +16,15 @@ EPILOG = (
     "  embed build list.csv --store s.h5 --encoder open_clip:ViT-B-32/openai --json\n\n"
     "  embed build icons/ --store icons.h5 --resize-mode squash --interpolation bilinear   # small images: nothing cropped\n\n"
     "  embed build /shared/photos --store /shared/photos.h5 --engine ray --address auto   # a Ray cluster\n\n"
+    "  embed build photos/ --store photos.h5 --exclude audit.csv --exclude-kinds duplicate,corrupt   # leave audited items out\n\n"
     "Re-running resumes an interrupted build and embeds only new or changed files."
 )
+
+
+def kinds_list(text: str | None) -> list[str] | None:
+    """--exclude-kinds "duplicate, corrupt" -> ["duplicate", "corrupt"] (None when not given)."""
+    kinds = [k.strip() for k in (text or "").split(",") if k.strip()]
+    return kinds or None
 
 
 def describe_layout(d: dict) -> str:
@@ -41,6 +48,13 @@ def print_report(r) -> None:
     say(f"built {r.store}: {r.encoded} new vectors in set {r.vector_set} ({r.vectors_in_set} in total, {r.dtype})")
     say(f"  source {r.source}: {r.items_in_source} items; unchanged {r.unchanged}; "
         f"labels/splits updated {r.metadata_updated}; quarantined {r.quarantined} now, {r.previously_quarantined} before")
+    if r.exclusions:
+        x = r.exclusions
+        parts = [f"the list has {x['ids']} ids" + "".join(f", {k} {n}" for k, n in sorted(x["kinds"].items()))]
+        if x["ids_not_in_source"]:
+            parts.append(f"{x['ids_not_in_source']} of them are not in the source")
+        parts.append("items already in the store are kept as they are")
+        say(f"  {r.excluded} items left out by --exclude {x['path']} ({'; '.join(parts)})")
     layout_line = describe_layout(r.layout)
     if layout_line:
         say(f"  layout: {layout_line}")
@@ -92,6 +106,8 @@ def register(app: typer.Typer) -> None:
         engine: str = typer.Option("local", "--engine", help="local (this machine) | ray (a Ray cluster; pip install 'embedstore[ray]')."),
         address: str = typer.Option(None, "--address", help="With --engine ray: auto (the running cluster) or ray://host:port [default: a local Ray instance]."),
         actors: int = typer.Option(None, "--actors", help="With --engine ray: encoder actors [default: one per GPU; CPU: one per 8 cores]."),
+        exclude: Path = typer.Option(None, "--exclude", help="Leave out items whose id is in this list: the CSV from `embed audit --out` (or any CSV/Parquet with an 'id' column) or a text file with one id per line. They are not embedded or added; items already in the store stay as they are."),
+        exclude_kinds: str = typer.Option(None, "--exclude-kinds", help="With --exclude: only rows of these kinds (comma-separated, e.g. duplicate,corrupt); needs a 'kind' column."),
         report_dir: Path = typer.Option(None, "--report", help="Write an HTML report (summary, embedding map) to this folder."),
         json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -105,6 +121,7 @@ def register(app: typer.Typer) -> None:
             normalize=normalize, labels=not no_labels, layout=layout, progress=not quiet,
             shard_rows=shard_size, engine=engine, address=address, actors=actors,
             crop_pct=crop_pct, interpolation=interpolation, resize_mode=resize_mode,
+            exclude=exclude, exclude_kinds=kinds_list(exclude_kinds),
         )
         page = None
         if report_dir is not None:

@@ -40,7 +40,7 @@ def test_out_save_plots_and_threshold(store, tmp_path):
               "--out", tmp_path / "r.csv", "--save", tmp_path / "det", "--plots", tmp_path / "p", "-q")
     assert r.exit_code == 0, r.output
     lines = (tmp_path / "r.csv").read_text().splitlines()
-    assert lines[0] == "rank,id,uri,label,score,percentile,flagged,in_fit_set" and len(lines) == 37
+    assert lines[0] == "rank,id,uri,label,score,percentile,flagged,in_fit_set,excluded" and len(lines) == 37
     doc = json.loads((tmp_path / "det" / "detector.json").read_text())
     assert doc["kind"] == "knn" and doc["provenance"]["encoder"] == "test:tiny"
     assert doc["threshold"]["kind"] == "leave-one-out" and doc["threshold"]["contamination"] == pytest.approx(0.1)  # q 0.9

@@ -27,11 +27,13 @@ class AnomalyReport:
     threshold: dict
     flagged: int
     evaluation: dict | None
-    ranked: list = field(default_factory=list)  # most anomalous first: {rank, id, uri, label, score, percentile, flagged, in_fit_set}
+    ranked: list = field(default_factory=list)  # most anomalous first: {rank, id, uri, label, score, percentile, flagged, in_fit_set, excluded}
     saved: str | None = None
     fit_s: float = 0.0
     score_s: float = 0.0
     notes: list = field(default_factory=list)
+    excluded_from_fit: int = 0  # items --fit-on selected that the --exclude list kept out of the fit set
+    exclusions: dict = field(default_factory=dict)  # the --exclude list: path, ids, kinds, how many ranked items it names
 
     def to_dict(self, top: int | None = None) -> dict:
         d = asdict(self)
@@ -90,8 +92,13 @@ def find_anomalies(store: str | Path, method: str = "knn", fit_on: str | None = 
                    vector_set: str | None = None, contamination: float | None = None, holdout_quantile: float | None = None,
                    normal_labels: list[str] | None = None, params: dict | None = None, seed: int = 0,
                    max_memory: str | int = "4GB", save: str | Path | None = None, force: bool = False,
-                   weights: str | None = None, device: str = "auto", progress: bool = True) -> tuple[AnomalyReport, object]:
+                   weights: str | None = None, device: str = "auto", progress: bool = True,
+                   exclude: str | Path | None = None, exclude_kinds: list[str] | None = None) -> tuple[AnomalyReport, object]:
     """Fit `method` on the `fit_on` subset of `store` and score every item (or the items of `score`).
+
+    `exclude` (an exclusion list, see `sources.exclusions`; `exclude_kinds` keeps only rows of those
+    kinds) keeps those ids out of the fit set, so they do not shape what "normal" is; they are still
+    scored and ranked, as items the detector did not see, and marked `excluded` in the ranking.
 
     The threshold flags about `contamination` (default 0.05) of new normal items: it is calibrated on
     fit items each scored by a model that did not see them; `holdout_quantile` q is contamination 1 - q."""
@@ -104,14 +111,30 @@ def find_anomalies(store: str | Path, method: str = "knn", fit_on: str | None = 
     flt = parse_filter(fit_on)
     contamination = _contamination(contamination, holdout_quantile)
     check_model_out(save, force, "detector", otherwise="choose another --save path")  # before any work
+    if exclude_kinds and exclude is None:
+        raise DetectorError("--exclude-kinds chooses rows of an exclusion list; add --exclude FILE or leave it out")
+    exclusions = None
+    if exclude is not None:
+        from ..sources.exclusions import read_exclusions
+
+        exclusions = read_exclusions(exclude, exclude_kinds)
     with open_store(store, mode="r") as st:
         vs = st.select_set(vector_set)
         rows = st.rows(vs.name)
     cls = detector_class(method)  # scikit-learn loads here, after the cheap checks
-    fit_idx = np.flatnonzero(filter_mask(rows, flt))
+    selected = filter_mask(rows, flt)
+    fit_idx = np.flatnonzero(selected)
     if len(fit_idx) == 0:
         raise DetectorError(f"--fit-on {fit_on!r} selects no items of {vs.name} ({len(rows)} items); "
                             "check the label and split names with `embed info`")
+    excluded_from_fit = 0
+    if exclusions is not None:
+        on_list = np.isin(np.asarray(rows.ids, dtype=str), list(exclusions.ids))
+        fit_idx = np.flatnonzero(selected & ~on_list)
+        excluded_from_fit = int((selected & on_list).sum())
+        if len(fit_idx) == 0:
+            raise DetectorError(f"--exclude {exclusions.path} leaves none of the {int(selected.sum())} items "
+                                f"--fit-on {fit_on or 'everything'} selects; exclude fewer kinds (--exclude-kinds) or fit on more items")
     if len(fit_idx) * rows.dim * 4 > parse_bytes(max_memory):
         raise DetectorError(f"the fit set needs {len(fit_idx) * rows.dim * 4 / 2**20:.0f} MB, over --max-memory {max_memory}; "
                             "fit on a subset with --fit-on, or raise --max-memory")
@@ -131,7 +154,7 @@ def find_anomalies(store: str | Path, method: str = "knn", fit_on: str | None = 
     fit_s = time.perf_counter() - t0
     report = AnomalyReport(method=method, store=str(rows.store_path), vector_set=vs.name, fit_on=fit_on or "everything",
                            fit_count=len(fitted_idx), scored="", scored_count=0, threshold=threshold, flagged=0,
-                           evaluation=None, fit_s=fit_s)
+                           evaluation=None, fit_s=fit_s, excluded_from_fit=excluded_from_fit)
     if vs.note:
         report.notes.append(vs.note)
     t0 = time.perf_counter()
@@ -161,14 +184,24 @@ def find_anomalies(store: str | Path, method: str = "knn", fit_on: str | None = 
     order = np.argsort(scores, kind="stable")
     flagged = scores - det.offset_ < 0
     report.flagged = int(flagged.sum())
+    listed = (np.isin(np.asarray(target.ids, dtype=str), list(exclusions.ids)) if exclusions is not None
+              else np.zeros(len(target), dtype=bool))
     report.ranked = [{"rank": r + 1, "id": str(target.ids[i]), "uri": str(target.uris[i]), "label": str(target.labels[i]),
                       "score": float(-scores[i]), "percentile": float(pct[i]), "flagged": bool(flagged[i]),
-                      "in_fit_set": bool(in_fit[i])} for r, i in enumerate(order)]
+                      "in_fit_set": bool(in_fit[i]), "excluded": bool(listed[i])} for r, i in enumerate(order)]
+    if exclusions is not None:
+        report.exclusions = {"path": exclusions.path, "ids": len(exclusions), "kinds": dict(exclusions.kinds),
+                             "excluded_from_fit": excluded_from_fit, "ranked": int(listed.sum()),
+                             "flagged": int((listed & flagged).sum()), "description": exclusions.describe()}
+        report.notes.append(f"--exclude {exclusions.path}: {excluded_from_fit} items kept out of the fit set; "
+                            f"{int(listed.sum())} listed items are still scored and ranked (marked excluded), "
+                            f"{int((listed & flagged).sum())} of them flagged")
     if save is not None:
         from ..modelfile import save_model
 
         save_model(save, det, {"provenance": vs.provenance, "vector_set": vs.name, "fit_on": report.fit_on,
-                               "threshold": threshold, "evaluation": report.evaluation}, "detector", overwrite=force)
+                               "threshold": threshold, "evaluation": report.evaluation,
+                               "exclusions": report.exclusions or None}, "detector", overwrite=force)
         report.saved = str(save)
     return report, det
 

@@ -62,6 +62,8 @@ class BuildReport:
     cluster: dict = field(default_factory=dict)  # --engine ray: address, nodes, CPUs, GPUs, actors
     layout: dict = field(default_factory=dict)  # how the source was read (Source.describe_layout)
     notes: list = field(default_factory=list)  # decisions the user should know of (e.g. preprocessing for small images)
+    excluded: int = 0  # source items left out because their id is on the --exclude list
+    exclusions: dict = field(default_factory=dict)  # the --exclude list: path, ids, kinds, ids not in the source
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -126,6 +128,8 @@ def build(
     interpolation: str | None = None,
     resize_mode: str | None = None,
     like: dict | None = None,
+    exclude: str | Path | None = None,
+    exclude_kinds: list[str] | None = None,
 ) -> BuildReport:
     """Embed every new or changed item of `source` into `store`; resumable and incremental.
 
@@ -134,7 +138,10 @@ def build(
     preprocessing is another vector set). `like` (a vector set's provenance) embeds exactly as that
     set was made, instead of `encoder`, `layer`, `dtype`, `normalize` and the preprocessing.
     `engine="ray"` runs the read, encode and write stages on a Ray cluster (`address`: None for a
-    local Ray instance, "auto" for the running cluster, "ray://host:port" for Ray Client)."""
+    local Ray instance, "auto" for the running cluster, "ray://host:port" for Ray Client).
+    `exclude` (an exclusion list, see `sources.exclusions`; `exclude_kinds` keeps only rows of those
+    kinds) leaves source items with those ids out: they are neither embedded nor added, and items
+    already in the store are left as they are."""
     t_start = time.perf_counter()
     if dtype not in DTYPES:
         raise BuildError(f"--dtype must be float16 or float32, not '{dtype}'")
@@ -150,7 +157,23 @@ def build(
         raise BuildError("--address and --actors apply to --engine ray; add --engine ray or leave them out")
     if engine == "ray" and workers is not None:
         raise BuildError("--workers applies to the local engine; with --engine ray decode tasks are sized to the cluster, leave it out")
+    if exclude_kinds and exclude is None:
+        raise BuildError("--exclude-kinds chooses rows of an exclusion list; add --exclude FILE or leave it out")
+    exclusions = None
+    if exclude is not None:  # a bad list fails before the store is opened or any model loads
+        from ..sources.exclusions import read_exclusions
+
+        exclusions = read_exclusions(exclude, exclude_kinds)
     src = open_source(source, labels=labels, layout=layout)  # bad sources fail before any model loads
+    items_in_source, layout_found = len(src), src.describe_layout()  # as found, before any exclusion
+    excluded_info = {}
+    if exclusions is not None:
+        kept = [it for it in src.items if it.id not in exclusions.ids]
+        matched = {it.id for it in src.items} & exclusions.ids
+        excluded_info = {"path": exclusions.path, "ids": len(exclusions), "kinds": dict(exclusions.kinds),
+                         "left_out": len(src.items) - len(kept), "ids_not_in_source": len(exclusions.ids - matched),
+                         "description": exclusions.describe()}
+        src.items = kept
     cluster = None
     if engine == "ray":
         from .ray_engine import connect
@@ -186,10 +209,10 @@ def build(
         set_attrs = _set_attrs(prov, set_name)
         report = BuildReport(store=str(Path(store).resolve()), source=src.path, encoder=svc.cfg.id, vector_set=set_name,
                              device=str(dev), precision=prec, precision_reason=prec_reason, dtype=dtype,
-                             batch_size=batch_size, workers=workers, items_in_source=len(src),
+                             batch_size=batch_size, workers=workers, items_in_source=items_in_source,
                              skipped={k: len(v) for k, v in src.skipped.items()}, engine=engine,
-                             cluster=cluster.describe() if cluster else {}, layout=src.describe_layout(),
-                             notes=notes)
+                             cluster=cluster.describe() if cluster else {}, layout=layout_found,
+                             notes=notes, excluded=excluded_info.get("left_out", 0), exclusions=excluded_info)
         with open_store(store, mode="a", create=True) as st:
             plan = make_plan(src.items, existing_items(st.items()),
                              st.live_ids(set_name) if any(v.name == set_name for v in st.vector_sets()) else set())
