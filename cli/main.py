@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import anomalies, build, demo, encoders, exchange, finetune, heads, info, ls, neighbors, search, serve, verify
+from . import anomalies, build, demo, encoders, exchange, finetune, heads, info, ls, neighbors, recommend, search, serve, verify
 from .common import STATE
 
 app = typer.Typer(
@@ -37,6 +37,7 @@ demo.register(app)
 verify.register(app)
 neighbors.register(app)
 exchange.register(app)
+recommend.register(app)
 
 
 def _keep_examples_unwrapped() -> None:

@@ -1,0 +1,181 @@
+"""`recommend`: items liked (and disliked) -> the k items of a store to recommend, through the
+store's index (filters and plan as `embed search`). The one implementation behind the CLI, the
+Python API and the server; `like_store` / `like_set` take the liked items from another store or
+vector set made by the same encoder (cross-domain)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import OptionError, ProvenanceMismatchError, SearchError
+from .engine import Ask, Recommender
+
+# what must agree for vectors of two sets to be compared (the stored dtype may differ)
+COMPARABLE = ("encoder", "weights_sha256", "preprocess", "layer", "pooling", "normalize", "dim", "modality")
+
+
+@dataclass
+class RecommendReport:
+    store: str
+    vector_set: str
+    liked: list
+    disliked: list
+    k: int
+    where: str | None
+    diversity: float
+    profiles: int
+    hits: list = field(default_factory=list)  # {rank, id, uri, label, split, score}
+    dropped: list = field(default_factory=list)  # ids given as both liked and disliked (ignored)
+    liked_from: str | None = None  # cross-domain: the store / set the liked items come from
+    plan: dict = field(default_factory=dict)
+    ms: float = 0.0
+    liked_uris: list = field(default_factory=list)  # files of the liked items (reports; the server never sends them)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def check_options(k: int, diversity: float, clusters: int | None, dislike_weight: float) -> None:
+    if k < 1:
+        raise OptionError(f"-k must be at least 1, not {k}")
+    if not 0.0 <= diversity <= 1.0:
+        raise OptionError(f"--diversity must be between 0 (relevance only) and 1, not {diversity}")
+    if clusters is not None and clusters < 1:
+        raise OptionError(f"--clusters must be at least 1 (1: one mean profile), not {clusters}")
+    if not 0.0 <= dislike_weight <= 1.0:
+        raise OptionError(f"--dislike-weight must be between 0 and 1, not {dislike_weight}")
+
+
+def split_ids(ids) -> list[str]:
+    """'a,b' or ['a', 'b,c'] -> ['a', 'b', 'c'] (order kept, repeats dropped)."""
+    if ids is None:
+        return []
+    parts = [ids] if isinstance(ids, str) else list(ids)
+    out: list[str] = []
+    for p in parts:
+        for x in str(p).split(","):
+            x = x.strip()
+            if x and x not in out:
+                out.append(x)
+    return out
+
+
+def check_comparable(source, target) -> None:
+    """Refuse to compare vectors of two sets (SearchContexts) made by different encoders."""
+    from ..store.provenance import provenance_diffs
+
+    a, b = source.prov, target.prov
+    diffs = provenance_diffs(b, {k: a[k] for k in COMPARABLE if k in a})
+    if diffs:
+        what = "; ".join(f"{k} {str(a.get(k))[:40]} vs {str(b.get(k))[:40]}" for k in diffs)
+        raise ProvenanceMismatchError(
+            f"cannot recommend from {Path(source.store).name}:{source.vs.name} into {Path(target.store).name}:{target.vs.name}: "
+            f"their vectors were made differently ({what}); embed both with the same encoder")
+
+
+def resolve(ctx, ids: list[str], what: str) -> np.ndarray:
+    """Row positions of ids in ctx's set; unknown ids are one error naming them."""
+    rows = [ctx.row_of(i) for i in ids]
+    missing = [i for i, r in zip(ids, rows) if r is None]
+    if missing:
+        import difflib
+
+        close = difflib.get_close_matches(missing[0], list(ctx.rows.ids[:100000]), n=2)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; ids are as `embed ls` shows them"
+        raise SearchError(f"{len(missing)} {what} id(s) not in {ctx.vs.name}: {', '.join(missing[:5])}"
+                          + (" ..." if len(missing) > 5 else "") + hint)
+    return np.array(rows, dtype=np.int64)
+
+
+def hit_dicts(rows, positions: np.ndarray, scores: np.ndarray) -> list[dict]:
+    out = []
+    for r, (j, s) in enumerate(zip(positions, scores)):
+        h = {"rank": r + 1, "id": str(rows.ids[j]), "uri": str(rows.uris[j]), "label": str(rows.labels[j]),
+             "split": str(rows.splits[j]), "score": float(s)}
+        if rows.texts is not None and rows.texts[j]:
+            h["text"] = str(rows.texts[j])
+        out.append(h)
+    return out
+
+
+def recommend_in(ctx, like, dislike=None, k: int = 10, where: str | None = None, diversity: float = 0.0,
+                 clusters: int | None = None, dislike_weight: float = 0.5, exact: bool = False, source=None,
+                 seed: int = 0) -> RecommendReport:
+    """Recommend from an open SearchContext `ctx` (the server keeps one); `source`: another open
+    SearchContext the liked and disliked ids belong to (cross-domain), provenance-checked."""
+    check_options(k, diversity, clusters, dislike_weight)
+    like, dislike = split_ids(like), split_ids(dislike)
+    if not like:
+        raise SearchError("give at least one liked item: --like ID[,ID...]")
+    both = [i for i in like if i in dislike]
+    src = source or ctx
+    if source is not None:
+        check_comparable(source, ctx)
+    liked_rows = resolve(src, like, "liked")
+    disliked_rows = resolve(src, dislike, "disliked")
+    keep_l = np.array([i not in both for i in like])
+    keep_d = np.array([i not in both for i in dislike], dtype=bool)
+    if not keep_l.any():
+        raise SearchError(f"empty profile: every liked item is also disliked ({', '.join(both[:5])}); "
+                          "an item cannot be both; like at least one item you do not dislike")
+    ctx.refresh()
+    snap = ctx._snap
+    allowed = snap.mask(where)
+    pool = snap.search.count(allowed)
+    if pool == 0:
+        raise SearchError(f"--where {where!r} matches no items of {snap.vs.name}; check labels and splits with `embed info`")
+    # the inputs never come back: in the same set by row, across sets by id
+    if source is None:
+        exclude = np.concatenate([liked_rows, disliked_rows])
+    else:
+        exclude = np.array([r for r in (ctx.row_of(i) for i in like + dislike) if r is not None], dtype=np.int64)
+    room = pool - (int(allowed[exclude].sum()) if allowed is not None else len(np.unique(exclude)))
+    if k > room:
+        raise SearchError(f"-k {k} is larger than the {room} item(s) there are to recommend"
+                          + (f" (after --where {where})" if where else "") + " once the liked and disliked items are left out; "
+                          f"use -k {max(room, 1)} or less")
+    L = src.rows.fetch(liked_rows[keep_l])
+    D = src.rows.fetch(disliked_rows[keep_d]) if keep_d.any() else None
+    rec = Recommender(snap.search, clusters, dislike_weight, seed)
+    t0 = time.perf_counter()
+    ans = rec.recommend([Ask(L, D, exclude)], k, allowed, diversity, exact)[0]
+    ms = 1000 * (time.perf_counter() - t0)
+    if ans.profiles == 0:
+        raise SearchError("empty profile: the disliked items cancel the liked ones (the profile vector is zero); "
+                          "like more items or lower --dislike-weight")
+    plan = dict(rec.plan)
+    plan["exact"] = bool(exact or snap.search.index is None or "exact" in plan.get("method", ""))
+    return RecommendReport(ctx.store, snap.vs.name, like, dislike, k, where, diversity, ans.profiles,
+                           hit_dicts(snap.rows, ans.rows, ans.scores), both,
+                           None if source is None else f"{Path(source.store).name}:{source.vs.name}", plan, ms,
+                           [str(src.rows.uris[r]) for r in liked_rows])
+
+
+def open_contexts(store, vector_set=None, like_store=None, like_set=None):
+    """(target, source or None) SearchContexts; the source is another store and/or set."""
+    from ..search.query import SearchContext
+
+    ctx = SearchContext(store, vector_set, None, "cpu")
+    source = None
+    if like_store is not None or like_set is not None:
+        source = SearchContext(like_store or store, like_set, None, "cpu")
+        check_comparable(source, ctx)
+    return ctx, source
+
+
+def recommend(store: str | Path, like, dislike=None, k: int = 10, where: str | None = None, diversity: float = 0.0,
+              clusters: int | None = None, dislike_weight: float = 0.5, exact: bool = False, vector_set: str | None = None,
+              like_store: str | Path | None = None, like_set: str | None = None, seed: int = 0) -> RecommendReport:
+    """The k items of `store` to recommend to someone who liked `like` (ids, or 'a,b') and disliked
+    `dislike`; the inputs never come back. `like_store` / `like_set`: the ids belong to that store
+    or set (same encoder), recommendations come from `store`."""
+    from ..search.where import parse_where
+
+    check_options(k, diversity, clusters, dislike_weight)
+    parse_where(where)
+    ctx, source = open_contexts(store, vector_set, like_store, like_set)
+    return recommend_in(ctx, like, dislike, k, where, diversity, clusters, dislike_weight, exact, source, seed)
