@@ -171,22 +171,24 @@ def find_anomalies(store: str | Path, method: str = "knn", fit_on: str | None = 
             in_fit = np.zeros(len(target), dtype=bool)
             report.scored = str(score)
         scores = _score_all(det, target, in_fit, fitted_idx, progress)
+        # the ranking's columns, read while a scored temporary store still exists (row metadata may load lazily)
+        t_ids, t_uris, t_labels = (np.asarray(target.ids, dtype=str), np.asarray(target.uris, dtype=str),
+                                   np.asarray(target.labels, dtype=str))
     report.score_s = time.perf_counter() - t0
     report.scored_count = len(scores)
     normal = set(normal_labels or []) or flt.get("label", set())
     if normal:
-        report.evaluation = _evaluate(target.labels, scores, normal, in_fit)
+        report.evaluation = _evaluate(t_labels, scores, normal, in_fit)
         if report.evaluation is None:
             report.notes.append("no evaluation: the scored items are not a mix of normal and other labels")
-    elif (target.labels != "").any():
+    elif (t_labels != "").any():
         report.notes.append("labels exist but none was named normal: pass --normal-labels (or --fit-on label=...) for AUROC/AUPRC")
     pct = det.percentile(scores)
     order = np.argsort(scores, kind="stable")
     flagged = scores - det.offset_ < 0
     report.flagged = int(flagged.sum())
-    listed = (np.isin(np.asarray(target.ids, dtype=str), list(exclusions.ids)) if exclusions is not None
-              else np.zeros(len(target), dtype=bool))
-    report.ranked = [{"rank": r + 1, "id": str(target.ids[i]), "uri": str(target.uris[i]), "label": str(target.labels[i]),
+    listed = np.isin(t_ids, list(exclusions.ids)) if exclusions is not None else np.zeros(len(t_ids), dtype=bool)
+    report.ranked = [{"rank": r + 1, "id": str(t_ids[i]), "uri": str(t_uris[i]), "label": str(t_labels[i]),
                       "score": float(-scores[i]), "percentile": float(pct[i]), "flagged": bool(flagged[i]),
                       "in_fit_set": bool(in_fit[i]), "excluded": bool(listed[i])} for r, i in enumerate(order)]
     if exclusions is not None:
