@@ -21,6 +21,7 @@ from .device import autocast_dtype, resolve_device, resolve_precision, use_chann
 log = logging.getLogger(__name__)
 NORMALIZE = ("l2", "none")
 DTYPES = ("float16", "float32")
+BUILD_PRECISION = "build_precision"  # vector-set attribute: the precision its vectors were computed at (not part of its key)
 
 
 def make_encoder(encoder_id: str, weights: str | None = None, layer: str | None = None, texts: bool = False,
@@ -53,6 +54,19 @@ def layer_for(provenance: dict) -> str | None:
     if provenance.get("modality") == "text" and str(provenance.get("encoder", "")).startswith("open_clip:"):
         return None
     return provenance.get("layer")
+
+
+def build_precision_here(recorded: str | None, asked: str, device) -> tuple[str, str | None]:
+    """The precision to reproduce a vector set at, and why: an explicit `asked` precision wins; with
+    "auto", the set's recorded build precision (a set built at fp32 on a CPU with native bf16 is
+    then queried at fp32, cosine ~0.9999 with its stored vectors, not bf16's ~0.999); fp16 has no
+    CPU autocast, so an fp16 set is reproduced at fp32 on CPU (the closer of the two). Sets built
+    before the precision was recorded keep "auto" (reason None: the device's own choice)."""
+    if asked != "auto" or recorded not in ("fp32", "bf16", "fp16"):
+        return asked, None
+    if recorded == "fp16" and device.type == "cpu":
+        return "fp32", "the set was built at fp16 (GPU); CPU has no fp16, fp32 is closest"
+    return recorded, f"the set was built at {recorded}"
 
 
 def vector_problem(v: np.ndarray, dtype: str) -> str | None:
@@ -95,7 +109,9 @@ class EmbeddingService:
     def from_provenance(cls, prov: dict, weights: str | None = None, device: str = "auto", precision: str = "auto",
                         error=EncoderError) -> "EmbeddingService":
         """The service that made a stored vector set, refused (raising `error`) unless the encoder
-        found here gives exactly that provenance (weights hash, layer, preprocessing, dim ...)."""
+        found here gives exactly that provenance (weights hash, layer, preprocessing, dim ...).
+        With `precision="auto"` it runs at the precision the set was built at, when the set records
+        it (`build_precision`), rather than what "auto" means on this machine."""
         from ..store.store import provenance_diffs
 
         if not isinstance(prov, dict) or "encoder" not in prov:
@@ -107,7 +123,11 @@ class EmbeddingService:
         except EmbedstoreError as e:
             hint = "" if weights or "--weights" in str(e) else " (if the store was built with --weights FILE, pass the same --weights FILE)"
             raise error(f"cannot rebuild the encoder {prov['encoder']} of these vectors: {e}{hint}") from None
-        svc = cls(enc, prov.get("normalize", "l2"), prov.get("dtype", "float16"), device, precision)
+        dev = resolve_device(device) if isinstance(device, str) else device
+        precision, reason = build_precision_here(prov.get(BUILD_PRECISION), precision, dev)
+        svc = cls(enc, prov.get("normalize", "l2"), prov.get("dtype", "float16"), dev, precision)
+        if reason:
+            svc.precision_reason = reason
         mine = svc.provenance
         if mine.get("weights_sha256") != prov.get("weights_sha256"):
             raise error(f"the vectors were embedded with other {prov['encoder']} weights (sha256 {str(prov.get('weights_sha256'))[:12]}) "
@@ -118,6 +138,15 @@ class EmbeddingService:
                         f"with {', '.join(f'{k}={prov.get(k)}' for k in diffs)}; install the embedstore and library versions "
                         "that made them")
         return svc
+
+    def set_precision(self, precision: str, reason: str) -> "EmbeddingService":
+        """Run at another precision (before the first batch), e.g. the one a vector set was built at."""
+        if self._placed:
+            raise EncoderError("the precision is fixed once the encoder has run; set it before the first batch")
+        self.precision, _ = resolve_precision(precision, self.device)
+        self.precision_reason = reason
+        self.channels_last = use_channels_last(self.encoder.cfg, self.device, self.precision)
+        return self
 
     # ---- what it makes ---------------------------------------------------------------------
     @property

@@ -17,7 +17,7 @@ from ..sources import open_source
 from ..store import open_store
 from ..store.schema import SCHEMA_VERSION, STATUS_OK, STATUS_QUARANTINED
 from ..embedding.device import default_workers
-from ..embedding.service import DTYPES, NORMALIZE, EmbeddingService, vector_problem
+from ..embedding.service import BUILD_PRECISION, DTYPES, NORMALIZE, EmbeddingService, build_precision_here, vector_problem
 from .loader import make_loader
 from .plan import existing_items, make_plan
 from .writer import ShardWriter
@@ -193,6 +193,18 @@ def build(
             svc = EmbeddingService.create(encoder, weights, layer, normalize, dtype, texts, dev, prec, overrides=overrides)
             if not texts and svc.modality == "image" and not any(v is not None for v in overrides.values()):
                 notes.extend(_fit_preprocess_to_images(svc, src, store))
+        recorded = _recorded_precision(store, svc)
+        if recorded is not None:
+            if precision == "auto" and cluster is not None:
+                dev, prec, _ = cluster.plan(device, build_precision_here(recorded, "auto", _torch_device(cluster.device))[0], actors)
+                prec_reason = f"auto: the set was built at {recorded}"
+            elif precision == "auto":
+                chosen, why = build_precision_here(recorded, "auto", svc.device)
+                if chosen != svc.precision:
+                    svc.set_precision(chosen, f"auto: {why}")
+            elif precision != recorded:
+                raise BuildError(f"{Path(store).name} holds {svc.cfg.id} vectors computed at {recorded}; adding {precision} vectors "
+                                 f"would mix precisions in one set; pass --precision {recorded} (or auto), or build a new store")
         dev, prec_reason = svc.device, prec_reason or svc.precision_reason
         prec = prec if cluster is not None else svc.precision
         if texts != (svc.modality == "text"):
@@ -207,6 +219,8 @@ def build(
         prov, dtype = svc.provenance, svc.dtype
         set_name = svc.set_name
         set_attrs = _set_attrs(prov, set_name)
+        if prec in ("fp32", "bf16", "fp16"):  # Ray's "auto" is resolved on each actor: not known here, not recorded
+            set_attrs[BUILD_PRECISION] = prec  # queries reproduce it (EmbeddingService.from_provenance); not in the set's key
         report = BuildReport(store=str(Path(store).resolve()), source=src.path, encoder=svc.cfg.id, vector_set=set_name,
                              device=str(dev), precision=prec, precision_reason=prec_reason, dtype=dtype,
                              batch_size=batch_size, workers=workers, items_in_source=items_in_source,
@@ -241,6 +255,21 @@ def build(
         if cluster is not None:
             cluster.close()
     return report
+
+
+def _recorded_precision(store, svc: EmbeddingService) -> str | None:
+    """The precision the store's vector set for `svc` was built at, if it exists and records one."""
+    if not Path(store).exists():
+        return None
+    with open_store(store) as st:
+        vs = st.find_set(svc.provenance)
+        return str(vs.attrs.get(BUILD_PRECISION)) if vs is not None and vs.attrs.get(BUILD_PRECISION) else None
+
+
+def _torch_device(name: str):
+    import torch
+
+    return torch.device(name)
 
 
 def _fit_preprocess_to_images(svc: EmbeddingService, src, store) -> list[str]:
