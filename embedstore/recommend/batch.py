@@ -48,7 +48,7 @@ def group(inter, row_of, min_rating: float | None = None) -> Grouped:
 
             raise OptionError(f"--min-rating needs a rating column in {inter.path}")
         like = ~(inter.ratings < min_rating)  # NaN (no rating): a like
-    return Grouped(names, order, start, upos[inv], like, len(unknown), unknown[0] if unknown else "")
+    return Grouped(names, order, start, upos[inv], like, len(unknown), str(unknown[0]) if unknown else "")
 
 
 def _map_rows(pos: np.ndarray, src, ctx) -> np.ndarray:
@@ -103,8 +103,8 @@ def recommend_users(store: str | Path, interactions: str | Path, out: str | Path
                     progress: bool = True, keep: int = 0, seed: int = 0) -> tuple[UsersReport, list]:
     """Top-k per user of `interactions` (user,item[,rating,timestamp]) to `out` (.csv or .parquet):
     one row per (user, rank, id, score, label, source). Every item a user interacted with is left
-    out of their list. Users with no usable interactions get the most interacted items (source
-    'popular'). Returns the report and the first `keep` users' (user, liked ids, hits) for reports."""
+    out of their list. Users with no usable interactions get the most liked items (source
+    'popular'), fewer than k when fewer items were liked at all (counted as short). Returns the report and the first `keep` users' (user, liked ids, hits) for reports."""
     from ..progress import progress_bar
     from ..reports.table import TableWriter, check_table_path
     from ..search.where import parse_where
@@ -128,8 +128,9 @@ def recommend_users(store: str | Path, interactions: str | Path, out: str | Path
                           "ids are as `embed ls` shows them")
     # rows of the target set each interaction maps to (same set: the same; across stores: by id)
     tpos = g.pos if source is None else _map_rows(g.pos, src, ctx)
-    pop, _ = popular_rows(tpos, len(rows), allowed)
-    counts = np.bincount(tpos[tpos >= 0], minlength=len(rows))
+    liked_pos = np.where(g.like, tpos, -1)  # popularity counts likes, not dislikes
+    pop, _ = popular_rows(liked_pos, len(rows), allowed)
+    counts = np.bincount(liked_pos[liked_pos >= 0], minlength=len(rows))
     rec = Recommender(snap.search, clusters, dislike_weight, seed)
     n_users = len(g.names)
     t0 = time.perf_counter()
@@ -185,7 +186,7 @@ def recommend_users(store: str | Path, interactions: str | Path, out: str | Path
             bar.update(len(users))
     if stats["popular"]:
         notes.append(f"{stats['popular']} user(s) had no usable interactions (none, or only unknown or disliked items): "
-                     "they got the most interacted items (source 'popular')")
+                     "they got the most liked items (source 'popular')")
     rep = UsersReport(str(store), snap.vs.name, str(interactions), str(out), n_users, k, where, diversity, w.rows,
                       stats["profile"], stats["popular"], stats["short"], g.unknown_items, time.perf_counter() - t0,
                       None if source is None else f"{Path(source.store).name}:{source.vs.name}", dict(rec.plan), notes)

@@ -141,6 +141,31 @@ class Api:
         except EmbedstoreError as e:
             raise ApiError(415 if "cannot be used" in str(e) else 400, str(e)) from None
 
+    def recommend(self, query) -> dict:
+        """'More like these': items to recommend to someone who liked `like` (ids, comma-separated)
+        and disliked `dislike`, as `embed recommend --like`; the inputs never come back."""
+        from ..recommend.query import recommend_in, split_ids
+
+        like, dislike = split_ids(query.get("like")), split_ids(query.get("dislike"))
+        if not like:
+            raise ApiError(400, "give the liked item ids: like=ID[,ID...]")
+        unknown = [i for i in like + dislike if self.ctx.row_of(i) is None]
+        if unknown:
+            raise ApiError(404, f"no item with id {unknown[0]!r}" + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""))
+        k = int_arg(query, "k", 10, 1, min(MAX_K, len(self.ctx.rows)))
+        clusters = int_arg(query, "clusters", 0, 0, 20) or None
+        try:
+            diversity = float(query.get("diversity", 0) or 0)
+        except ValueError:
+            raise ApiError(400, f"'diversity' must be a number between 0 and 1, not {query.get('diversity')!r}") from None
+        try:
+            r = recommend_in(self.ctx, like, dislike, k, query.get("where") or None, diversity, clusters)
+        except EmbedstoreError as e:
+            raise ApiError(400, str(e)) from None
+        hits = [{k_: v for k_, v in h.items() if k_ != "uri"} for h in r.hits]  # file paths stay on the server
+        return {"hits": hits, "exact": r.plan.get("exact", False), "ms": r.ms, "profiles": r.profiles, "liked": r.liked,
+                "disliked": r.disliked, "ignored": r.dropped, "diversity": r.diversity}
+
     def predict(self, content_type: str, data: bytes) -> dict:
         if self.head is None:
             raise ApiError(404, "this server was started without --head; restart with `embed serve STORE --head HEAD`")

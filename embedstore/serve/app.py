@@ -134,6 +134,9 @@ def make_app(api: Api, guard: Guard | None = None) -> Starlette:
     async def search_get(request: Request) -> Response:
         return ok(await run_in_threadpool(api.search_get, q(request)))
 
+    async def recommend(request: Request) -> Response:
+        return ok(await run_in_threadpool(api.recommend, q(request)))
+
     async def upload(request: Request, fn, *args) -> Response:
         """Read the body and answer with `fn(*args, content_type, body)`, holding one of the upload
         slots throughout, so at most `guard.upload_slots` bodies are in memory at once."""
@@ -168,6 +171,7 @@ def make_app(api: Api, guard: Guard | None = None) -> Starlette:
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/api/info", info, methods=["GET"]),
         Route("/api/search", search, methods=["GET", "POST"]),
+        Route("/api/recommend", recommend, methods=["GET"]),
         Route("/api/predict", predict, methods=["POST"]),
         Route("/api/items/{item_id:path}", item, methods=["GET"]),
         Route("/api/thumb/{item_id:path}", thumb, methods=["GET"]),

@@ -2,7 +2,8 @@
 
 Search by uploaded image (with the head's prediction and its class probabilities), by text (CLIP
 and text stores) or by id; filter by label and split; a 2-D map of the store (PCA) where hovering a
-point shows its thumbnail and clicking it opens the item and its neighbours."""
+point shows its thumbnail and clicking it opens the item and its neighbours; "more like these":
+tick "like" on any cards and get recommendations from their taste profile (/api/recommend)."""
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>embedstore</title>
@@ -37,6 +38,8 @@ button:disabled{background:#9aa7b8;cursor:default}
 #tip img{width:112px;height:112px;object-fit:contain;display:block}
 #legend{font-size:.78rem;color:var(--mut);display:flex;flex-wrap:wrap;gap:.6rem;margin-top:.3rem}
 #legend i{display:inline-block;width:.7rem;height:.7rem;border-radius:50%;margin-right:.25rem;vertical-align:-1px}
+.card .pick{display:block;font-size:.7rem;color:var(--mut);cursor:pointer} .card.liked{border-color:#16a34a;background:#f0fdf4}
+#liked-note{font-size:.8rem;color:var(--mut)}
 #item{display:none;margin-top:.6rem;border-top:1px solid var(--bd);padding-top:.6rem}
 #item .head{display:flex;gap:.8rem;align-items:flex-start} #item .head img{width:128px;height:128px;object-fit:contain;background:var(--bg)}
 </style></head>
@@ -55,6 +58,10 @@ button:disabled{background:#9aa7b8;cursor:default}
 <div class="row"><label for="f-label">Label</label><select id="f-label"><option value="">any</option></select>
  <label for="f-split">Split</label><select id="f-split"><option value="">any</option></select>
  <label for="k">k</label><input type="number" id="k" value="12" min="1" max="200" style="width:4.5rem"></div>
+<div class="row"><button type="button" id="more-like" disabled>More like these</button>
+ <label for="diversity">diversity</label><input type="number" id="diversity" value="0" min="0" max="1" step="0.1" style="width:4.5rem">
+ <span id="liked-note">tick "like" on results to build a taste profile</span>
+ <button type="button" id="clear-liked" style="display:none">clear</button></div>
 <div id="status"></div><div id="error"></div>
 <div id="prediction"></div>
 <div class="grid" id="results"></div>
@@ -108,13 +115,39 @@ function cards(target, hits) {
     else { const img = document.createElement("img"); img.alt = h.id; img.loading = "lazy"; img.src = thumb(h.id, 128); card.appendChild(img); }
     const cap = document.createElement("div");
     cap.textContent = "#" + h.rank + " " + (h.label || "-") + " \u00b7 " + h.score.toFixed(3); cap.title = h.id;
-    card.appendChild(cap); card.onclick = () => openItem(h.id); target.appendChild(card);
+    card.appendChild(cap); card.appendChild(likeBox(h.id, card)); card.onclick = () => openItem(h.id); target.appendChild(card);
   }
 }
-async function show(resp) {
+// ---- more like these: liked items -> /api/recommend ----
+const LIKED = new Set();
+function likeBox(id, card) {
+  const lab = document.createElement("label"); lab.className = "pick";
+  const box = document.createElement("input"); box.type = "checkbox"; box.className = "like"; box.checked = LIKED.has(id);
+  card.classList.toggle("liked", box.checked);
+  lab.onclick = (e) => e.stopPropagation();
+  box.onchange = () => { if (box.checked) LIKED.add(id); else LIKED.delete(id); card.classList.toggle("liked", box.checked); likedChanged(); };
+  lab.append(box, " like"); return lab;
+}
+function likedChanged() {
+  $("more-like").disabled = LIKED.size === 0; $("clear-liked").style.display = LIKED.size ? "" : "none";
+  $("more-like").textContent = "More like these" + (LIKED.size ? " (" + LIKED.size + ")" : "");
+  $("liked-note").textContent = LIKED.size ? LIKED.size + " liked: " + [...LIKED].slice(0, 3).join(", ") + (LIKED.size > 3 ? " ..." : "")
+                                           : 'tick "like" on results to build a taste profile';
+}
+async function moreLikeThese() {
+  if (!LIKED.size) return;
+  let k = Math.max(1, parseInt($("k").value || "12"));
+  if (INFO) k = Math.max(1, Math.min(k, INFO.items - LIKED.size));
+  const p = new URLSearchParams({like: [...LIKED].join(","), k: k, diversity: $("diversity").value || "0"});
+  if (where()) p.set("where", where());
+  say("recommending..."); show(await fetch("/api/recommend?" + p.toString()), "recommended");
+}
+$("more-like").onclick = () => { LAST = moreLikeThese; moreLikeThese(); };
+$("clear-liked").onclick = () => { LIKED.clear(); for (const b of document.querySelectorAll("input.like")) { b.checked = false; b.closest(".card").classList.remove("liked"); } likedChanged(); };
+async function show(resp, what) {
   let data; try { data = await resp.json(); } catch (e) { data = {error: "HTTP " + resp.status}; }
   if (!resp.ok) { $("results").innerHTML = ""; say("", data.error || ("error " + resp.status)); return; }
-  say(data.hits.length + " neighbours in " + data.ms.toFixed(1) + " ms" + (where() ? " (filter " + where() + ")" : "") +
+  say(data.hits.length + " " + (what || "neighbours") + " in " + data.ms.toFixed(1) + " ms" + (where() ? " (filter " + where() + ")" : "") +
       (data.exact ? ", exact" : ", approximate index"), "");
   cards($("results"), data.hits); highlight(data.hits.map(h => h.id));
 }
