@@ -7,12 +7,13 @@ comes from the model's own preprocess config.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from ..errors import EncoderError, WeightsUnavailableError
 from .base import Encoder, state_dict_sha256
 from .config import RESIZE_MODES, EncoderConfig, Preprocess
 from .registry import register_family
-from .weights import STRUCTURE_ONLY, weights_sha256
+from .weights import STRUCTURE_ONLY, cached_hash, weights_sha256
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -132,10 +133,51 @@ def create_open_clip(name: str, weights: str | None) -> Encoder:
         pretrained=tag,
         weights_desc=tag,
     )
-    sha = weights_sha256(weights) if weights and weights != STRUCTURE_ONLY else state_dict_sha256(visual)
+    checkpoint = _hub_checkpoint(arch, tag) if pretrained == tag else None
+    if weights and weights != STRUCTURE_ONLY:
+        sha = weights_sha256(weights)
+    else:
+        sha = _state_dict_hash(visual, checkpoint, f"{cfg.id} visual")
     enc = Encoder(cfg, visual, sha, weights)
     enc.text_encoder = _TextTower(model, arch)
+    enc.hub_checkpoint = checkpoint
     return enc
+
+
+def _hub_checkpoint(arch: str, tag: str) -> Path | None:
+    """The local file open_clip loaded `arch/tag`'s weights from (the Hugging Face cache, or
+    ~/.cache/clip for URL downloads), found without the network; None when it cannot be told."""
+    from open_clip import pretrained as oc
+
+    cfg = oc.get_pretrained_cfg(arch, tag) or {}
+    if cfg.get("file"):
+        return Path(cfg["file"]) if Path(cfg["file"]).is_file() else None
+    hub, url = cfg.get("hf_hub"), cfg.get("url")
+    if hub and oc.has_hf_hub():  # open_clip prefers the hub, and a .safetensors alternative on it
+        from huggingface_hub import try_to_load_from_cache
+
+        model_id, filename = os.path.split(hub)
+        filename = filename or oc.HF_WEIGHTS_NAME
+        alternatives = getattr(oc, "_get_safe_alternatives", lambda name: [])
+        for name in [*alternatives(filename), filename]:
+            found = try_to_load_from_cache(model_id, name)
+            if isinstance(found, str) and os.path.isfile(found):
+                return Path(found)
+        return None
+    if url:
+        found = Path("~/.cache/clip").expanduser() / os.path.basename(url)
+        return found if found.is_file() else None
+    return None
+
+
+def _state_dict_hash(module, checkpoint: Path | None, what: str) -> str:
+    """`state_dict_sha256(module)` (the provenance's weights hash of hub weights), hashed once per
+    checkpoint file (path, size, mtime) and open_clip version rather than on every build and query."""
+    if checkpoint is None:
+        return state_dict_sha256(module)
+    import open_clip
+
+    return cached_hash(checkpoint, f"open_clip {open_clip.__version__} {what} state dict", lambda: state_dict_sha256(module))
 
 
 class _TextTower:
@@ -181,5 +223,8 @@ def text_view(enc: Encoder):
     ctx = int(getattr(tower.model, "context_length", 77))
     cfg = dataclasses.replace(enc.cfg, modality="text", layer="text_embed", pooling="model", family="text",
                               preprocess=TextPreprocess("open_clip tokenizer", ctx, True))
-    sha = weights_sha256(enc.weights_file) if enc.weights_file else state_dict_sha256(tower.model)
+    if enc.weights_file:
+        sha = weights_sha256(enc.weights_file)
+    else:
+        sha = _state_dict_hash(tower.model, getattr(enc, "hub_checkpoint", None), f"{enc.cfg.id} full model")
     return TextEncoder(cfg, tower.model, sha, enc.weights_file, embed=tower, count_tokens=tower.token_count)

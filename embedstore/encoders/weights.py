@@ -77,13 +77,26 @@ def weights_sha256(path: str | os.PathLike) -> str:
     $EMBEDSTORE_CACHE_DIR (default ~/.cache/embedstore); a file changed in place gets a new size or
     mtime and is hashed again. Integrity checks of what embedstore itself wrote (shards, indexes,
     heads) never use this cache."""
+    from ..atomic import file_sha256
+
+    p = Path(path).resolve()
+    return cached_hash(p, "", lambda: file_sha256(p))
+
+
+def cached_hash(path: str | os.PathLike, what: str, compute) -> str:
+    """A hash derived from the file at `path` (`what` names which: "" for the file's own sha256, e.g.
+    "open_clip 3.3.0 ViT-B-32/openai visual state dict" for the weights a model loaded from it),
+    computed by `compute()` once per (real path, size, mtime, what) and kept in the cache file
+    `weights_sha256` uses. A file changed in place is hashed again; an unwritable cache only costs
+    the hashing."""
     import json
 
-    from ..atomic import file_sha256, write_json_atomic
+    from ..atomic import write_json_atomic
 
     p = Path(path).resolve()
     st = p.stat()
-    key = f"{p}|{st.st_size}|{st.st_mtime_ns}"
+    tail = f"|{what}" if what else ""
+    key = f"{p}|{st.st_size}|{st.st_mtime_ns}{tail}"
     cache = Path(os.environ.get("EMBEDSTORE_CACHE_DIR") or Path.home() / ".cache" / "embedstore") / "weights-sha256.json"
     try:
         known = json.loads(cache.read_text())
@@ -91,12 +104,20 @@ def weights_sha256(path: str | os.PathLike) -> str:
         known = {}
     if isinstance(known, dict) and isinstance(known.get(key), str):
         return known[key]
-    sha = file_sha256(p)
+    sha = compute()
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        known = {k: v for k, v in (known if isinstance(known, dict) else {}).items() if not k.startswith(f"{p}|")}
+        known = {k: v for k, v in (known if isinstance(known, dict) else {}).items() if not _same_entry(k, str(p), what)}
         known[key] = sha
         write_json_atomic(cache, known)
     except OSError:  # a read-only home: hash every time, as before
         pass
     return sha
+
+
+def _same_entry(key: str, path: str, what: str) -> bool:
+    """Whether a cache key is for this path and this kind of hash (an older size or mtime of it)."""
+    if not key.startswith(f"{path}|"):
+        return False
+    rest = key[len(path) + 1:].split("|", 2)  # size, mtime[, what]
+    return len(rest) >= 2 and (rest[2] if len(rest) == 3 else "") == what
