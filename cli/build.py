@@ -67,7 +67,10 @@ def print_report(r) -> None:
             f"{c.get('actors')} encoder actor(s) on {c.get('actor_device')}; stage times are summed over workers")
     read_note = "decode in tasks" if r.engine == "ray" else "waiting on decode"
     say(f"  time: read {fmt_s(r.read_s)} ({read_note}), encode {fmt_s(r.encode_s)}, write {fmt_s(r.write_s)}; "
-        f"wall {fmt_s(r.wall_s)}; {r.items_per_s:.1f} items/s; {r.shards_written} shard(s) committed")
+        f"loop {fmt_s(r.loop_s)} at {r.loop_items_per_s:.1f} items/s; wall {fmt_s(r.wall_s)}, {r.items_per_s:.1f} items/s "
+        f"overall; {r.shards_written} shard(s) committed")
+    say(f"  fixed cost: start-up {fmt_s(r.startup_s)} (the encoder {fmt_s(r.model_load_s)}: its imports, weights load and hash; "
+        f"then listing and planning), index and catalog {fmt_s(r.finish_s)}; paid once per command, not per item")
     if r.index:
         say(f"  index: {r.index.get('type')} with {r.index.get('ntotal')} vectors, recall@10 {r.index.get('recall_at_10')} "
             f"({r.index.get('recall_note')})")
@@ -113,6 +116,9 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     ) -> None:
         """Embed a folder or manifest into an HDF5 + FAISS store (resumable, incremental)."""
+        import time
+
+        started = time.perf_counter()  # the summary's start-up includes the library's imports
         from embedstore.ingest import build as run_build
 
         report = run_guarded(
@@ -121,7 +127,7 @@ def register(app: typer.Typer) -> None:
             normalize=normalize, labels=not no_labels, layout=layout, progress=not quiet,
             shard_rows=shard_size, engine=engine, address=address, actors=actors,
             crop_pct=crop_pct, interpolation=interpolation, resize_mode=resize_mode,
-            exclude=exclude, exclude_kinds=kinds_list(exclude_kinds),
+            exclude=exclude, exclude_kinds=kinds_list(exclude_kinds), started=started,
         )
         page = None
         if report_dir is not None:

@@ -168,3 +168,39 @@ def test_missing_shard_is_reported_not_read_as_zeros(image_folder, tmp_path, bui
     assert np.isnan(vecs).any()
     with pytest.raises(StoreError, match="missing"):
         list(st.iter_vectors(name))
+
+
+def test_summary_separates_fixed_cost_from_per_item_throughput(image_folder, tmp_path, monkeypatch):
+    """Start-up (imports, model load, weights hash) and the index are reported apart from the loop,
+    so the items/s of the loop says what more items cost. A planted 0.3 s in the encoder's
+    construction must land in start-up (model load), not in the loop."""
+    import json
+    import time as _time
+
+    from embedstore.embedding.service import EmbeddingService
+
+    from conftest import embed
+
+    real = EmbeddingService.create.__func__
+
+    def slow_create(cls, *a, **kw):
+        _time.sleep(0.3)
+        return real(cls, *a, **kw)
+
+    monkeypatch.setattr(EmbeddingService, "create", classmethod(slow_create))
+    args = ("build", image_folder, "--store", tmp_path / "s.h5", "--encoder", "test:tiny", "--precision", "fp32",
+            "--workers", "0", "-q")
+    r = embed(*args, "--json")
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.output)
+    assert rep["encoded"] == 12
+    assert rep["model_load_s"] >= 0.3 and rep["startup_s"] >= rep["model_load_s"]
+    assert rep["startup_s"] + rep["loop_s"] + rep["finish_s"] <= rep["wall_s"] + 1e-6
+    assert rep["loop_s"] <= rep["wall_s"] - 0.3  # the planted start-up is not in the loop
+    assert rep["loop_items_per_s"] == pytest.approx(12 / rep["loop_s"])
+    assert rep["items_per_s"] == pytest.approx(12 / rep["wall_s"]) and rep["loop_items_per_s"] > rep["items_per_s"]
+    write_image(image_folder / "cat" / "cat_new.jpg", seed=5)
+    r = embed(*args)
+    assert r.exit_code == 0, r.output
+    assert "1 new vectors" in r.output and "fixed cost: start-up" in r.output and "index and catalog" in r.output
+    assert "loop " in r.output and "items/s overall" in r.output
