@@ -101,6 +101,8 @@ def register(app: typer.Typer) -> None:
                       "; none of them fitted on")
             say(f"  against labels (normal: {', '.join(e['normal_labels'])}): AUROC {fmt_ci(e['auroc'], e.get('auroc_ci'))}, "
                 f"AUPRC {e['auprc']:.4f} ({e['anomalies']} anomalies of {e['n']} items{fitted})")
+        for w in r.warnings:
+            say(f"  warning: {w}")
         for n in r.notes:
             say(f"  note: {n}")
         say(f"  {'rank':>4}  {'score':>9}  {'pctl':>6}  flag  label  id" + ("  (x: on the --exclude list, not fitted on)" if r.exclusions else ""))

@@ -28,6 +28,8 @@ def test_every_method_ranks_other_classes_above_the_normal_one(store, method):
     assert r.exit_code == 0, r.output
     rep = json.loads(r.output)
     assert rep["fit_count"] == 12 and rep["scored_count"] == 36
+    (warning,) = rep["warnings"]  # 12 fit items: the threshold is noisy, and the report says so
+    assert "only 12 items (under 100)" in warning and "--fit-on" in warning
     assert rep["evaluation"]["normal_labels"] == ["cat"] and rep["evaluation"]["auroc"] >= 0.9
     ranked = rep["ranked"]
     assert [x["rank"] for x in ranked] == list(range(1, 37))
@@ -45,6 +47,7 @@ def test_out_save_plots_and_threshold(store, tmp_path):
     assert doc["kind"] == "knn" and doc["provenance"]["encoder"] == "test:tiny"
     assert doc["threshold"]["kind"] == "leave-one-out" and doc["threshold"]["contamination"] == pytest.approx(0.1)  # q 0.9
     assert "threshold: 10% of leave-one-out scores of 24 normal items" in r.output
+    assert "warning: the fit set has only 24 items (under 100)" in r.output
     assert (tmp_path / "p" / "scores_by_label.png").stat().st_size > 1000
 
     from embedstore.modelfile import load_model
@@ -86,6 +89,7 @@ def test_contamination_flags_that_share_of_new_normal_items(cats, method):
     rep, det = find_anomalies(fit_store, method, fit_on="label=cat", score=new_store, progress=False)
     assert rep.fit_count == 300 and rep.scored_count == 1000
     assert 0.02 <= rep.flagged / rep.scored_count <= 0.10, (method, rep.flagged)
+    assert rep.warnings == []  # 300 fit items: no small-fit-set warning
     how = "leave-one-out scores" if method == "knn" else "out-of-fold scores"
     assert rep.threshold["description"].startswith(f"5% of {how} of 300 normal items"), rep.threshold
 
