@@ -54,11 +54,11 @@ def test_override_sets_resize_size_from_crop_pct():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"crop_pct": 0}, r"crop_pct must be a number in \(0, 1\].*got 0"),
-        ({"crop_pct": 1.5}, r"crop_pct .* got 1.5"),
-        ({"crop_pct": "big"}, r"crop_pct .* got 'big'"),
-        ({"interpolation": "lanczos"}, "interpolation must be one of bilinear, bicubic, nearest, got 'lanczos'"),
-        ({"resize_mode": "crop"}, "resize_mode must be one of shortest, squash, longest, got 'crop'"),
+        ({"crop_pct": 0}, r"^--crop-pct must be a number in \(0, 1\].*got 0"),
+        ({"crop_pct": 1.5}, r"^--crop-pct .* got 1.5"),
+        ({"crop_pct": "big"}, r"^--crop-pct .* got 'big'"),
+        ({"interpolation": "lanczos"}, "^--interpolation must be one of bilinear, bicubic, nearest, got 'lanczos'"),
+        ({"resize_mode": "crop"}, "^--resize-mode must be one of shortest, squash, longest, got 'crop'"),
     ],
 )
 def test_override_rejects_bad_values_in_one_line(kwargs, match):
@@ -225,10 +225,10 @@ def test_build_resizes_small_images_straight_to_the_input_and_says_so(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--resize-mode", "crop"], "resize_mode must be one of shortest, squash, longest"),
-    (["--crop-pct", "1.5"], "crop_pct must be a number in (0, 1]"),
-    (["--crop-pct", "0"], "crop_pct must be a number in (0, 1]"),
-    (["--interpolation", "lanczos"], "interpolation must be one of bilinear, bicubic, nearest"),
+    (["--resize-mode", "crop"], "error: --resize-mode must be one of shortest, squash, longest"),
+    (["--crop-pct", "1.5"], "error: --crop-pct must be a number in (0, 1]"),
+    (["--crop-pct", "0"], "error: --crop-pct must be a number in (0, 1]"),
+    (["--interpolation", "lanczos"], "error: --interpolation must be one of bilinear, bicubic, nearest"),
     (["--layout", "weird"], "--layout must be one of auto, classes, splits, flat"),
 ])
 def test_bad_preprocessing_and_layout_options_fail_in_one_line_and_leave_the_store(tmp_path, args, message):
@@ -240,5 +240,6 @@ def test_bad_preprocessing_and_layout_options_fail_in_one_line_and_leave_the_sto
     before = {p: p.read_bytes() for p in sorted(tmp_path.glob("s.h5*")) + sorted((tmp_path / "s.h5.d").rglob("*")) if p.is_file()}
     r = embed(*base, *args)
     assert r.exit_code == 2 and message in r.output and len(r.output.strip().splitlines()) == 1, r.output
+    assert not any(name in r.output for name in ("resize_mode", "crop_pct")), r.output  # the flags, not Python names
     after = {p: p.read_bytes() for p in sorted(tmp_path.glob("s.h5*")) + sorted((tmp_path / "s.h5.d").rglob("*")) if p.is_file()}
     assert after == before

@@ -80,7 +80,9 @@ class Preprocess:
 
     def override(self, crop_pct: float | None = None, interpolation: str | None = None,
                  resize_mode: str | None = None) -> "Preprocess":
-        """This preprocessing with some choices replaced; None keeps the model's own.
+        """This preprocessing with some choices replaced; None keeps the model's own. Bad values raise
+        OptionError naming the `embed build` flag (--crop-pct, --interpolation, --resize-mode) the
+        user typed; a recorded preprocessing that does not parse names its field (resize_mode) instead.
 
         `crop_pct` in (0, 1] sets resize_size = round(input_size / crop_pct) (1: no border lost)."""
         changes: dict[str, Any] = {}
@@ -90,12 +92,12 @@ class Preprocess:
             except (TypeError, ValueError):
                 ok = False
             if not ok:
-                raise OptionError(f"crop_pct must be a number in (0, 1] (1 keeps the whole image), got {crop_pct!r}")
+                raise OptionError(f"--crop-pct must be a number in (0, 1] (1 keeps the whole image), got {crop_pct!r}")
             changes["resize_size"] = round(self.input_size / float(crop_pct))
         if interpolation is not None:
-            changes["interpolation"] = _check_choice("interpolation", interpolation, INTERPOLATIONS, OptionError)
+            changes["interpolation"] = _check_choice("--interpolation", interpolation, INTERPOLATIONS, OptionError)
         if resize_mode is not None:
-            changes["resize_mode"] = _check_choice("resize_mode", resize_mode, RESIZE_MODES, OptionError)
+            changes["resize_mode"] = _check_choice("--resize-mode", resize_mode, RESIZE_MODES, OptionError)
         return dataclasses.replace(self, **changes)
 
     def describe(self) -> str:
