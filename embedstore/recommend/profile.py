@@ -30,30 +30,31 @@ def spherical_kmeans(X: np.ndarray, c: int, seed: int = 0, iters: int = 25) -> n
         centres.append(X[rng.choice(len(X), p=d / d.sum())] if d.sum() > 0 else X[rng.integers(len(X))])
     C = np.stack(centres)
     labels = np.full(len(X), -1)
+    eye = np.eye(c, dtype=X.dtype)
     for _ in range(iters):
         new = np.argmax(X @ C.T, axis=1)
         if np.array_equal(new, labels):
             break
         labels = new
-        for j in range(c):
-            if (labels == j).any():
-                C[j] = unit(X[labels == j].mean(axis=0))[0]
+        S = eye[labels].T @ X  # (c, d) sums of each cluster's members; an empty cluster keeps its centre
+        norms = np.linalg.norm(S, axis=1, keepdims=True)
+        C = np.where(norms > 1e-12, S / np.maximum(norms, 1e-12), C)
     return labels
 
 
 def silhouette(X: np.ndarray, labels: np.ndarray) -> float:
-    """Mean silhouette with cosine distance (0 when a cluster is a singleton, as scikit-learn)."""
+    """Mean silhouette with cosine distance (0 for a point alone in its cluster, as scikit-learn)."""
     D = 1 - X @ X.T
-    out = np.zeros(len(X))
-    groups = np.unique(labels)
-    for i in range(len(X)):
-        own = labels == labels[i]
-        if own.sum() <= 1:
-            continue
-        a = D[i, own].sum() / (own.sum() - 1)
-        b = min(D[i, labels == g].mean() for g in groups if g != labels[i])
-        out[i] = (b - a) / max(a, b, 1e-12)
-    return float(out.mean())
+    groups, lab = np.unique(labels, return_inverse=True)
+    onehot = np.eye(len(groups))[lab]
+    size = onehot.sum(axis=0)
+    M = (D @ onehot) / size  # mean distance of each point to each cluster (own cluster: includes itself, D = 0)
+    own = size[lab]
+    a = M[np.arange(len(X)), lab] * own / np.maximum(own - 1, 1)
+    M[np.arange(len(X)), lab] = np.inf
+    b = M.min(axis=1)
+    s = np.where(own > 1, (b - a) / np.maximum(np.maximum(a, b), 1e-12), 0.0)
+    return float(s.mean())
 
 
 def cluster_liked(L: np.ndarray, clusters: int | None = None, seed: int = 0) -> np.ndarray:
