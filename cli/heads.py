@@ -15,11 +15,14 @@ FIT_EPILOG = (
     "  embed fit-head mlp --store photos.h5 --param hidden=512 --plots reports/\n\n"
     "  embed fit-head logistic --store reviews.h5 --class-weight balanced\n\n"
     "  embed fit-head logistic --store photos.h5 --exclude audit.csv --exclude-kinds duplicate,mislabel\n\n"
+    "  embed fit-head logistic --store clip.h5 --init zero-shot --classes \"ant,bee\" --shots 4\n\n"
     "  embed fit-head zero-shot --store clip.h5 --classes \"ant,bee\" --template \"a photo of a {}.\" "
     "--template \"a close-up photo of a {}.\" --out heads/zero-shot\n\n"
     "Heads: logistic, linear-svm, ridge, knn, mlp. Regularisation (C, alpha or k) is chosen on the validation split.\n\n"
     "zero-shot needs no training: on a store built with a CLIP encoder (open_clip:...), each class name is written into "
-    "the templates and embedded by the same model's text tower; the head is saved and used like any other."
+    "the templates and embedded by the same model's text tower; the head is saved and used like any other. "
+    "logistic --init zero-shot pulls the probe toward those weights instead of toward 0 (penalty ||W - W0||^2): "
+    "a small C keeps the zero-shot head, a large C gives the plain probe; C is chosen on validation as usual."
 )
 
 
@@ -55,6 +58,11 @@ def print_fit(r, plots: list[str]) -> None:
 
     if t:
         say(f"  test (never seen by the head): {headline(t)}")
+        z = (r.init or {}).get("zero_shot_test")
+        if z:
+            ci = z["accuracy_ci"]
+            say(f"  the zero-shot head alone on the same {z['n']} test items: accuracy {z['accuracy']:.4f} "
+                f"(95% CI {ci[0]:.4f}-{ci[1]:.4f}), balanced accuracy {z['balanced_accuracy']:.4f}")
         say(format_per_class(t["per_class"]))
         say("confusion matrix (test):")
         say(format_confusion(t["confusion"]))
@@ -87,9 +95,10 @@ def register(app: typer.Typer) -> None:
         report_dir: Path = typer.Option(None, "--report", help="Write an HTML report (metrics, curve, confusion, embedding map) here."),
         force: bool = typer.Option(False, "--force", help="Replace an existing head at --out."),
         class_weight: str = typer.Option("none", "--class-weight", help="logistic, linear-svm: 'balanced' weights items by n / (K x class count), for imbalanced labels; 'none' (default)."),
-        classes: str = typer.Option(None, "--classes", help="zero-shot: comma-separated class names, or LABEL=NAME pairs (default: the store's labels)."),
-        template: list[str] = typer.Option(None, "--template", help="zero-shot: a prompt with {} for the class name (repeatable; averaged). Default: \"a photo of a {}.\""),
-        weights: Path = typer.Option(None, "--weights", help="zero-shot: the local CLIP weights file the store was built with."),
+        init: str = typer.Option("zero", "--init", help="logistic: zero (plain L2 probe) | zero-shot (pull the probe toward the CLIP zero-shot weights; takes --classes, --template, --weights)."),
+        classes: str = typer.Option(None, "--classes", help="zero-shot, --init zero-shot: comma-separated class names, or LABEL=NAME pairs (default: the store's labels)."),
+        template: list[str] = typer.Option(None, "--template", help="zero-shot, --init zero-shot: a prompt with {} for the class name (repeatable; averaged). Default: \"a photo of a {}.\""),
+        weights: Path = typer.Option(None, "--weights", help="zero-shot, --init zero-shot: the local CLIP weights file the store was built with."),
         exclude: Path = typer.Option(None, "--exclude", help="Leave these items out of train, val and test: the CSV from `embed audit --out` (or any CSV/Parquet with an id column), or a text file with one id per line."),
         exclude_kinds: str = typer.Option(None, "--exclude-kinds", help="With --exclude and an audit CSV: only rows of these kinds, comma-separated (e.g. duplicate,mislabel)."),
         json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
@@ -111,6 +120,8 @@ def register(app: typer.Typer) -> None:
         if head == "zero-shot":
             from embedstore.heads.zero_shot import fit_zero_shot
 
+            if init != "zero":
+                fail("fit-head zero-shot trains nothing, so --init does not apply; use fit-head logistic --init zero-shot")
             if shots or grid or param or plots or report_dir:
                 fail("fit-head zero-shot trains nothing: --shots, --grid, --param, --plots and --report do not apply "
                      "(score the saved head with `embed evaluate HEAD --store S --plots DIR`)")
@@ -123,8 +134,11 @@ def register(app: typer.Typer) -> None:
             else:
                 print_fit(report, [])
             return
-        if classes is not None or template or weights is not None:
-            fail(f"--classes, --template and --weights are options of `fit-head zero-shot`, not of {head}")
+        zero_shot = None
+        if init == "zero-shot":
+            zero_shot = {"classes": classes, "templates": template or None, "weights": str(weights) if weights else None}
+        elif classes is not None or template or weights is not None:
+            fail(f"--classes, --template and --weights are options of `fit-head zero-shot` and `--init zero-shot`, not of {head}")
         params = parse_params(param)
         if class_weight not in ("none", "balanced"):
             fail(f"--class-weight must be none or balanced, not {class_weight!r}")
@@ -135,7 +149,7 @@ def register(app: typer.Typer) -> None:
         report, _ = run_guarded(run_fit, store, head, out=out, vector_set=vector_set, val_fraction=val_fraction,
                                 test_fraction=test_fraction, seed=seed, shots=shots, max_memory=max_memory,
                                 grid=_parse_grid(grid), params=params, device=device, force=force,
-                                progress=not quiet and not json_out, exclude=exclusions)
+                                progress=not quiet and not json_out, exclude=exclusions, init=init, zero_shot=zero_shot)
         written = []
         if plots is not None:
             from embedstore.reports.plots import head_plots

@@ -121,3 +121,116 @@ def test_zero_shot_needs_a_clip_image_store(tmp_path):
     assert r.exit_code == 2 and "holds text vectors" in r.output
     r = embed("fit-head", "logistic", "--store", tmp_path / "t.h5", "--classes", "cat,dog")
     assert r.exit_code == 2 and "options of `fit-head zero-shot`" in r.output
+    # --init zero-shot: the same one-line refusals, before any model loads, and nothing saved
+    for store, message in ((tmp_path / "t.h5", "CLIP model's image tower"), (tmp_path / "x.h5", "holds text vectors")):
+        r = embed("fit-head", "logistic", "--store", store, "--init", "zero-shot", "--out", tmp_path / "h")
+        assert r.exit_code == 2 and message in r.output and len(r.output.strip().splitlines()) == 1, r.output
+        assert not (tmp_path / "h").exists()
+
+
+def _zero_shot_probe(root, tmp_path, name, *extra):
+    r = embed("fit-head", "logistic", "--store", root / "c.h5", "--init", "zero-shot", "--classes", "cat,dog=puppy",
+              "--weights", root / "clip.pt", "--out", tmp_path / name, "--json", "-q", *extra)
+    assert r.exit_code == 0, r.output
+    return json.loads(r.output)
+
+
+@pytest.mark.slow
+def test_init_zero_shot_with_strong_regularisation_is_the_zero_shot_head(clip_store, tmp_path):
+    """C -> 0: the penalty (||W - W0||^2 + ||b - b0||^2) / (2 C n) holds the probe at the zero-shot
+    head, so its probabilities (not only its labels) are the zero-shot head's; a plain probe at the
+    same C is pulled to 0 instead (uniform probabilities)."""
+    from embedstore.modelfile import load_head
+    from embedstore.store import open_store
+
+    root, _ = clip_store
+    rep = _zero_shot_probe(root, tmp_path, "probe", "--param", "C=1e-6")
+    assert rep["init"]["kind"] == "zero-shot" and rep["init"]["names"] == {"cat": "cat", "dog": "puppy"}
+    assert any("penalty ||W - W0||^2" in n for n in rep["notes"]) and rep["chosen"] == 1e-6
+    r = embed("fit-head", "zero-shot", "--store", root / "c.h5", "--classes", "cat,dog=puppy", "--weights", root / "clip.pt",
+              "--out", tmp_path / "zs", "-q")
+    assert r.exit_code == 0, r.output
+    r = embed("fit-head", "logistic", "--store", root / "c.h5", "--param", "C=1e-6", "--out", tmp_path / "plain", "-q")
+    assert r.exit_code == 0, r.output
+    probe, meta = load_head(tmp_path / "probe")
+    zs, _ = load_head(tmp_path / "zs")
+    plain, _ = load_head(tmp_path / "plain")
+    assert meta["init"]["kind"] == "zero-shot" and meta["kind"] == "logistic"
+    with open_store(root / "c.h5") as st:
+        X = st.rows(st.select_set().name).load()
+    P, Z = probe.predict_proba(X), zs.predict_proba(X)
+    assert np.abs(Z - 0.5).max() > 0.01  # the zero-shot head is not indifferent on these items
+    np.testing.assert_allclose(P, Z, atol=1e-3)
+    assert list(probe.predict(X)) == list(zs.predict(X))
+    assert np.abs(plain.predict_proba(X) - Z).max() > 10 * np.abs(P - Z).max()
+    # the zero-shot head alone is scored on the same test items as the probe
+    assert rep["init"]["zero_shot_test"]["n"] == rep["test"]["n"] > 0
+
+
+def _write_prompt_store(path, vs, E, labels, per_class: int, noise: float, shift: float, seed: int = 0) -> None:
+    """A store with `vs`'s CLIP provenance whose image vectors are built around the class prompts'
+    text embeddings `E` (one row per label): the class's direction (relative to the mean prompt),
+    a per-class offset the prompts do not know (`shift`), and isotropic noise."""
+    from embedstore.store import ItemRows, open_store
+
+    rng = np.random.default_rng(seed)
+    d = E.shape[1]
+    U = E / np.linalg.norm(E, axis=1, keepdims=True)
+    D = U - U.mean(0)
+    D /= np.linalg.norm(D, axis=1, keepdims=True)
+    H = rng.normal(size=(len(labels), d))
+    H /= np.linalg.norm(H, axis=1, keepdims=True)
+    y = np.repeat(np.arange(len(labels)), per_class)
+    X = U.mean(0) + D[y] + shift * H[y] + noise * rng.normal(size=(len(y), d)) / 4
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    attrs = {k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in vs.provenance.items()}
+    ids = [f"{labels[c]}/{i:04d}.jpg" for i, c in enumerate(y)]
+    shas = [f"{i + 1:064x}" for i in range(len(ids))]
+    items = ItemRows()
+    for i, c, sha in zip(ids, y, shas):
+        items.append(id=i, uri=f"/data/{i}", label=labels[c], sha256=sha, status="ok")
+    with open_store(path, mode="a", create=True) as st:
+        st.commit(vs.name, attrs, items, ids, shas, X.astype(np.float16), {})
+
+
+@pytest.mark.slow
+def test_init_zero_shot_beats_init_zero_with_few_labels(clip_store, tmp_path):
+    """Few labels (2 per class) and image vectors that lie near their class prompts, plus what the
+    prompts miss: the plain probe must learn 384 dims from 8 items; the zero-shot-initialised one
+    starts from the prompts, and validation keeps it there. Same split, same items, same C grid."""
+    from embedstore.heads.fit import fit_head
+    from embedstore.heads.zero_shot import zero_shot_head
+    from embedstore.store import open_store
+
+    root, _ = clip_store
+    labels = ["cat", "dog", "owl", "fox"]
+    with open_store(root / "c.h5") as st:
+        vs = st.select_set()
+        rows = st.rows(vs.name)
+    zs, _ = zero_shot_head(vs, rows, ",".join(labels), None, str(root / "clip.pt"), "cpu")
+    _write_prompt_store(tmp_path / "p.h5", vs, zs.coef_, labels, per_class=40, noise=1.5, shift=0.5)
+    opts = dict(shots=2, seed=0, progress=False)
+    zero, _ = fit_head(tmp_path / "p.h5", "logistic", **opts)
+    init, _ = fit_head(tmp_path / "p.h5", "logistic", init="zero-shot",
+                       zero_shot={"classes": ",".join(labels), "weights": str(root / "clip.pt")}, **opts)
+    assert zero.counts == init.counts and zero.counts["train"] == 8 and set(zero.test_predictions) == set(init.test_predictions)
+    assert init.test["accuracy"] >= zero.test["accuracy"] + 0.15, (init.test["accuracy"], zero.test["accuracy"])
+    assert init.test["balanced_accuracy"] >= zero.test["balanced_accuracy"] + 0.15
+    assert init.chosen < zero.chosen  # validation chose to stay near the prompts
+
+
+def test_init_zero_shot_option_errors(clip_store, tmp_path):
+    root, _ = clip_store
+    s = root / "c.h5"
+    cases = [
+        (["knn", "--init", "zero-shot"], "the knn head has no such start"),
+        (["logistic", "--init", "prompts"], "--init must be one of zero, zero-shot"),
+        (["logistic", "--init", "zero-shot", "--param", "solver=sklearn"], "needs the torch solver"),
+        (["zero-shot", "--init", "zero-shot"], "--init does not apply"),
+        (["logistic", "--init", "zero-shot", "--classes", "cat,owl", "--weights", root / "clip.pt"],
+         "class(es) 'dog' have no prompt among --classes (cat, owl)"),
+    ]
+    for args, message in cases:
+        r = embed("fit-head", *args, "--store", s, "--out", tmp_path / "h", "-q")
+        assert r.exit_code == 2 and message in r.output, (args, r.output)
+        assert len(r.output.strip().splitlines()) == 1 and not (tmp_path / "h").exists(), (args, r.output)

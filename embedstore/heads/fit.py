@@ -44,6 +44,7 @@ class FitReport:
     test: dict = field(default_factory=dict)  # the test split's metrics with intervals; empty with --test-fraction 0
     seen_items: int = 0  # items the saved head was fitted or selected on (train + val)
     excluded: dict = field(default_factory=dict)  # an exclusion list: its source, and what it removed per split
+    init: dict = field(default_factory=dict)  # --init zero-shot: the prior the probe was pulled toward
     sweep_s: float = 0.0
     refit_s: float = 0.0
     wall_s: float = 0.0
@@ -60,11 +61,12 @@ def _sweep_precision(device: str) -> str:
     return "bf16" if device.startswith("cuda") or cpu_has_native_bf16() else "fp32"
 
 
-def sweep(cls, data: SplitData, grid, params: dict, device: str, progress: bool):
+def sweep(cls, data: SplitData, grid, params: dict, device: str, progress: bool, prior=None):
     """Fit one head per grid value on train, score on val; returns (curve, (val accuracy, best value, snapshot)).
     The best value has the highest validation accuracy; ties go to the lowest validation log loss.
     Each curve point records the solver's iterations and whether it converged: a point that hit
-    max_iter, or did zero iterations (a warm start already within tolerance), is marked not converged."""
+    max_iter, or did zero iterations (a warm start already within tolerance), is marked not converged.
+    `prior` (logistic only): the (coef, intercept) the penalty pulls toward (see LogisticHead.fit_chunks)."""
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
@@ -89,16 +91,19 @@ def sweep(cls, data: SplitData, grid, params: dict, device: str, progress: bool)
     bar = progress_bar(len(grid), desc=f"sweep {name}", unit="fit", enabled=progress)
     for v in grid:
         t0 = time.perf_counter()
+        from_previous = warm is not None and getattr(warm, "coef_", None) is not None  # warm-started from the last point
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
-            head, snapshot = _fit_one(cls, data, name, v, kwargs, warm, gram)
+            head, snapshot = _fit_one(cls, data, name, v, kwargs, warm, gram, prior)
         acc, loss = data.val_scores(head, VAL)
         n_iter = getattr(head, "n_iter_", None)
         why = None
         if any(issubclass(w.category, ConvergenceWarning) for w in caught) or getattr(head, "converged_", True) is False:
             why = f"hit max_iter ({head.get_params().get('max_iter')})"
-        elif n_iter == 0:
+        elif n_iter == 0 and from_previous:
             why = "zero iterations: the warm start already met the tolerance, so this point is the previous one"
+        elif n_iter == 0 and prior is None:  # from a prior, 0 iterations means the prior is the optimum: converged
+            why = "zero iterations: the all-zero start already met the tolerance, so this point is the trivial head"
         point = {"value": v, "val_accuracy": acc, "val_log_loss": loss, "fit_s": time.perf_counter() - t0,
                  "converged": why is None, "n_iter": n_iter}
         if why:
@@ -141,7 +146,7 @@ def selection_plan(data: SplitData, seed: int) -> tuple[list | None, str]:
                    "within one standard error of the best)")
 
 
-def cv_sweep(cls, data: SplitData, grid, params: dict, device: str, progress: bool, folds: list):
+def cv_sweep(cls, data: SplitData, grid, params: dict, device: str, progress: bool, folds: list, prior=None):
     """`sweep` on each fold (train part -> TRAIN, held-out part -> VAL), scores averaged per value;
     the same return shape as `sweep`, the snapshot coming from the last fold's fit at the chosen value."""
     import copy
@@ -152,7 +157,7 @@ def cv_sweep(cls, data: SplitData, grid, params: dict, device: str, progress: bo
         fold = copy.copy(data)
         fold.codes = data.codes.copy()
         fold.codes[tr], fold.codes[va] = TRAIN, VAL
-        curves.append(sweep(cls, fold, grid, params, device, False)[0])
+        curves.append(sweep(cls, fold, grid, params, device, False, prior)[0])
         bar.update(1)
     bar.close()
     curve = []
@@ -174,19 +179,20 @@ def cv_sweep(cls, data: SplitData, grid, params: dict, device: str, progress: bo
     near = [p for p in curve if p["val_accuracy"] >= top["val_accuracy"] - top["val_accuracy_se"] - 1e-12]
     simpler_first = SIMPLER.get(cls.sweep_param, 1)
     best = min(near, key=lambda p: (simpler_first * p["value"], -p["val_accuracy"]))
-    _, (_, _, snapshot) = sweep(cls, fold, [best["value"]], params, device, False)
+    _, (_, _, snapshot) = sweep(cls, fold, [best["value"]], params, device, False, prior)
     return curve, (best["val_accuracy"], best["value"], snapshot)
 
 
 SIMPLER = {"C": 1, "alpha": -1, "k": -1}  # +1: smaller values regularise more; -1: larger ones do
 
 
-def _fit_one(cls, data: SplitData, name: str, v, kwargs: dict, warm, gram):
+def _fit_one(cls, data: SplitData, name: str, v, kwargs: dict, warm, gram, prior=None):
     """One sweep fit on train; returns (head, what the refit starts from: logistic weights, a linear
     head's validation temperature). Linear heads are calibrated on val, never on train."""
     if warm is not None:
         fit = lambda: warm.fit_chunks(data.chunks(TRAIN), data.classes, data.rows.dim,  # noqa: E731
-                                      in_memory=data.in_memory, stats=getattr(warm, "stats_", None))
+                                      in_memory=data.in_memory, stats=getattr(warm, "stats_", None),
+                                      prior=prior)
         head = warm.set_params(**{name: v})
         had = getattr(head, "coef_", None)
         fit()
@@ -215,12 +221,17 @@ def _fit_one(cls, data: SplitData, name: str, v, kwargs: dict, warm, gram):
 def fit_head(store: str | Path, head: str = "logistic", out: str | Path | None = None, vector_set: str | None = None,
              val_fraction: float = 0.15, test_fraction: float = 0.15, seed: int = 0, shots: int | None = None,
              max_memory: str | int = "4GB", grid: list | None = None, params: dict | None = None,
-             device: str = "auto", force: bool = False, progress: bool = True, exclude=None) -> tuple[FitReport, object]:
+             device: str = "auto", force: bool = False, progress: bool = True, exclude=None,
+             init: str = "zero", zero_shot: dict | None = None) -> tuple[FitReport, object]:
     """Train a head on a store's labelled vectors; returns (report, fitted head).
 
     `exclude` (a collection of item ids, or the `Exclusions` that
     `embedstore.sources.exclusions.read_exclusions` returns) leaves those items out of train, val
-    and test; the report and the saved head say how many left each split, and from which file."""
+    and test; the report and the saved head say how many left each split, and from which file.
+
+    `init="zero-shot"` (logistic, CLIP image stores) pulls the probe toward the zero-shot head's
+    weights instead of toward 0 (see LogisticHead.fit_chunks); `zero_shot` holds that head's
+    options: classes ("ant,bee" or "n01=ant,..."; default the store's labels), templates, weights."""
     from ..store import open_store
     from ..modelfile import check_model_out, save_head
 
@@ -228,12 +239,28 @@ def fit_head(store: str | Path, head: str = "logistic", out: str | Path | None =
     if head not in HEAD_NAMES:
         head_class(head)  # raises with close matches, before any heavy import
     params = dict(params or {})
+    if init not in INITS:
+        raise HeadError(f"--init must be one of {', '.join(INITS)}, not {init!r}")
+    if init == "zero-shot":
+        if head != "logistic":
+            raise HeadError(f"--init zero-shot starts a logistic probe from the zero-shot weights; the {head} head has "
+                            "no such start: use fit-head logistic --init zero-shot")
+        if params.get("solver", "auto") == "sklearn":
+            raise HeadError("--init zero-shot needs the torch solver (scikit-learn's has no pull-toward-init "
+                            "penalty); drop --param solver=sklearn")
+        params["solver"] = "torch"
+    elif zero_shot:
+        raise HeadError("--classes, --template and --weights go with fit-head zero-shot or --init zero-shot")
     check_model_out(out, force, "head", otherwise="choose another --out")  # before any work
     budget = parse_bytes(max_memory)
     with open_store(store, mode="r") as st:
         vs = st.select_set(vector_set)
         rows = st.rows(vs.name)
         store_path = str(st.path)
+    if init == "zero-shot":
+        from .zero_shot import check_clip_image_set
+
+        check_clip_image_set(vs)  # the one-line error before any model loads
     cls = head_class(head)  # scikit-learn and torch load here, after the cheap checks
     data = SplitData(rows, val_fraction, test_fraction, seed, shots, budget, exclude=exclude)
     counts = data.counts()
@@ -253,6 +280,9 @@ def fit_head(store: str | Path, head: str = "logistic", out: str | Path | None =
     if vs.note:
         report.notes.append(vs.note)
     record_exclusions(report, data)
+    prior = None
+    if init == "zero-shot":
+        prior, zs = zero_shot_prior(vs, rows, data, zero_shot or {}, device, report)
     if not data.in_memory:
         report.notes.append(f"vectors exceed --max-memory {max_memory}: streaming from the store in chunks")
     if params.get("class_weight") == "balanced":
@@ -265,13 +295,14 @@ def fit_head(store: str | Path, head: str = "logistic", out: str | Path | None =
         report.notes.append(f"{cls.sweep_param} fixed at {grid[0]}: no sweep")
     folds, report.selection = selection_plan(data, seed)
     if folds:
-        report.curve, (report.val_accuracy, report.chosen, snapshot) = cv_sweep(cls, data, grid, params, dev, progress, folds)
+        report.curve, (report.val_accuracy, report.chosen, snapshot) = cv_sweep(cls, data, grid, params, dev, progress,
+                                                                                folds, prior)
     else:
-        report.curve, (report.val_accuracy, report.chosen, snapshot) = sweep(cls, data, grid, params, dev, progress)
+        report.curve, (report.val_accuracy, report.chosen, snapshot) = sweep(cls, data, grid, params, dev, progress, prior)
     report.notes.extend(_convergence_notes(cls, report.curve))
     report.sweep_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    final = refit(cls, data, report.chosen, snapshot, params, dev)
+    final = refit(cls, data, report.chosen, snapshot, params, dev, prior)
     report.refit_s = time.perf_counter() - t0
     report.notes.extend(_path_notes(final))
     if counts["test"]:
@@ -279,6 +310,10 @@ def fit_head(store: str | Path, head: str = "logistic", out: str | Path | None =
         report.test = classification_metrics(y, p, report.classes, split="test")
         # per-item answers for paired comparisons on the same items (not part of the JSON report)
         report.test_predictions = dict(zip(map(str, rows.ids[data.mask(TEST)]), map(str, p)))
+        if prior is not None:  # the prior alone on the same items: what the labels added
+            zy, zp = data.predict(zs, TEST)
+            report.init["zero_shot_test"] = {k: v for k, v in classification_metrics(zy, zp, report.classes, split="test").items()
+                                             if k in ("n", "accuracy", "accuracy_ci", "balanced_accuracy", "balanced_accuracy_ci")}
     else:
         report.notes.append("no test split (--test-fraction 0): the head is trained on every item given; score it on a "
                             "separate labelled store with `embed evaluate HEAD --store OTHER.h5`")
@@ -292,6 +327,35 @@ def fit_head(store: str | Path, head: str = "logistic", out: str | Path | None =
     return report, final
 
 
+INITS = ("zero", "zero-shot")
+
+
+def zero_shot_prior(vs, rows, data: SplitData, options: dict, device: str, report: FitReport):
+    """((coef, intercept) of the zero-shot head in the probe's class order and shapes, the zero-shot
+    head); records what it was in `report.init` and a note."""
+    from .zero_shot import ZeroShotHead, zero_shot_head
+
+    zs, info = zero_shot_head(vs, rows, options.get("classes"), options.get("templates"), options.get("weights"), device)
+    have = {str(c): k for k, c in enumerate(zs.classes_)}
+    missing = [str(c) for c in data.classes if str(c) not in have]
+    if missing:
+        raise HeadError(f"--init zero-shot: the store's class(es) {', '.join(map(repr, missing))} have no prompt among "
+                        f"--classes ({', '.join(have)}); add them, e.g. --classes \"{','.join(have)},{missing[0]}\"")
+    idx = [have[str(c)] for c in data.classes]
+    zs = ZeroShotHead(classes=[str(c) for c in data.classes], class_embeddings=zs.coef_[idx],  # the probe's classes only
+                      logit_scale=zs.logit_scale).fit(np.zeros((1, zs.coef_.shape[1]), dtype=np.float32))
+    W0, b0 = zs.coef_.astype(np.float32), zs.intercept_.astype(np.float32)
+    if len(idx) == 2:  # binomial: one logit, classes_[1] minus classes_[0], the same softmax
+        W0, b0 = (W0[1] - W0[0])[None, :], b0[1:] - b0[:1]
+    extra = sorted(set(have) - {str(c) for c in data.classes})
+    report.init = {"kind": "zero-shot", **info, "penalty": "(||W - W0||^2 + ||b - b0||^2) / (2 C n), W0, b0 the zero-shot head's"}
+    report.notes.append(f"init zero-shot: the probe is pulled toward the zero-shot weights ({len(info['templates'])} "
+                        f"template(s), logit scale {info['logit_scale']:.4g}) instead of toward 0; a small C keeps the "
+                        "zero-shot head, a large C gives the plain probe"
+                        + (f"; classes without training items left out: {', '.join(extra)}" if extra else ""))
+    return (W0, b0), zs
+
+
 def record_exclusions(report: FitReport, data: SplitData) -> None:
     """Put an exclusion list's account in the report (the removed ids themselves go to the saved
     head, not the JSON report); a note when some of its ids are not in the vector set."""
@@ -303,7 +367,7 @@ def record_exclusions(report: FitReport, data: SplitData) -> None:
                             "(a list made for another store?)")
 
 
-def refit(cls, data: SplitData, value, snapshot, params: dict, device: str):
+def refit(cls, data: SplitData, value, snapshot, params: dict, device: str, prior=None):
     """The chosen value, trained on train + val (warm-started from the sweep where that helps).
     A linear head keeps the temperature the sweep fitted on val: no rows are left to calibrate on
     that the refit did not train on, and the scale of its margins barely moves with 15% more data."""
@@ -312,7 +376,8 @@ def refit(cls, data: SplitData, value, snapshot, params: dict, device: str):
         final = cls(**{**params, name: value, "device": device, "warm_start": True})
         final.coef_, final.intercept_ = snapshot
         final.n_features_in_ = data.rows.dim
-        return final.fit_chunks(data.chunks(TRAIN, VAL), data.classes, data.rows.dim, in_memory=data.in_memory)
+        return final.fit_chunks(data.chunks(TRAIN, VAL), data.classes, data.rows.dim, in_memory=data.in_memory,
+                                prior=prior)
     calibrated = hasattr(cls, "calibrate_chunks")
     extra = {"calibration": "given"} if calibrated else {}
     if cls.kind == "ridge":
@@ -329,15 +394,16 @@ def refit(cls, data: SplitData, value, snapshot, params: dict, device: str):
 def _convergence_notes(cls, curve: list) -> list[str]:
     """One line per reason a sweep point did not converge (iteration limit, zero iterations)."""
     notes = []
-    limit = [c["value"] for c in curve if not c["converged"] and c.get("n_iter") != 0]
-    zero = [c["value"] for c in curve if not c["converged"] and c.get("n_iter") == 0]
+    # by the recorded reason: a cross-validated point has one n_iter per fold, and may have both
+    limit = [c["value"] for c in curve if "max_iter" in c.get("why", "")]
+    zero = [c["value"] for c in curve if "zero iterations" in c.get("why", "")]
     if limit:
         notes.append(f"the solver hit its iteration limit at {cls.sweep_param} = "
                      f"{', '.join(f'{v:g}' for v in limit)} (raise it with --param max_iter=N)")
     if zero:
         notes.append(f"the solver did zero iterations at {cls.sweep_param} = {', '.join(f'{v:g}' for v in zero)}: "
-                     "the warm start already met the tolerance, so those points repeat the previous one "
-                     "(lower it with --param tol=X)")
+                     "its start (the previous point, or all zeros) already met the tolerance, so those points are "
+                     "that start (lower it with --param tol=X)")
     return notes
 
 
@@ -365,6 +431,7 @@ def _head_meta(report: FitReport, vs, rows) -> dict:
         "seen": {"items": report.seen_items, "splits": ["train", "val"],
                  "how": "fitted on train + val, regularisation chosen on val; their content sha256 prefixes are "
                         "kept in the arrays file as seen_keys"},
+        **({"init": report.init} if report.init else {}),
         **({"excluded": {**report.excluded, "removed_ids": getattr(report, "removed_ids", [])}} if report.excluded else {}),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "library_versions": library_versions(),

@@ -96,12 +96,19 @@ class LogisticHead(Head):
     def _fit(self, X: np.ndarray, y_idx: np.ndarray) -> None:
         self._fit_chunks(lambda: [(X, y_idx)], cache=True)
 
-    def fit_chunks(self, chunks: Chunks, classes: np.ndarray, n_features: int, in_memory: bool = False, stats=None):
+    def fit_chunks(self, chunks: Chunks, classes: np.ndarray, n_features: int, in_memory: bool = False, stats=None,
+                   prior=None):
         """Train from a re-iterable stream of (X, y_idx) chunks; `in_memory=False` streams them
-        afresh on every pass (out of core). `stats` (from a previous fit on the same data) saves a pass."""
+        afresh on every pass (out of core). `stats` (from a previous fit on the same data) saves a pass.
+
+        `prior` (coef, intercept) in this head's shapes ((1, d) and (1,) for two classes, else
+        (K, d) and (K,) in `classes` order), e.g. a zero-shot head's weights: the penalty is
+        (||W - W0||^2 + ||b - b0||^2) / (2 C n) instead of ||W||^2 / (2 C n), so a small C keeps
+        the prior and a large one the plain probe; it needs the torch solver (scikit-learn's has no
+        such term) and, without a warm start, starts there."""
         self.classes_ = np.asarray(classes)
         self.n_features_in_ = int(n_features)
-        self._fit_chunks(chunks, cache=in_memory, stats=stats)
+        self._fit_chunks(chunks, cache=in_memory, stats=stats, prior=prior)
         return self
 
     def _init(self, n_out: int):
@@ -109,21 +116,33 @@ class LogisticHead(Head):
             return self.coef_, self.intercept_
         return None
 
-    def _fit_chunks(self, chunks: Chunks, cache: bool, stats=None) -> None:
+    def _fit_chunks(self, chunks: Chunks, cache: bool, stats=None, prior=None) -> None:
         self._validate_params_()
         n_out = 1 if len(self.classes_) == 2 else len(self.classes_)
         n = sum(len(y) for _, y in chunks())
+        solver = self.solver
+        if prior is not None:
+            if solver == "sklearn":
+                raise ValueError("a prior (e.g. --init zero-shot) needs solver='torch' or 'auto': scikit-learn's "
+                                 "LogisticRegression has no pull-toward-prior penalty")
+            W0, b0 = np.asarray(prior[0], dtype=np.float32), np.asarray(prior[1], dtype=np.float32)
+            if W0.shape != (n_out, self.n_features_in_) or b0.shape != (n_out,):
+                raise ValueError(f"prior has shapes {W0.shape} and {b0.shape}; this head needs "
+                                 f"({n_out}, {self.n_features_in_}) and ({n_out},)")
+            prior, solver = (W0, b0), "torch"
         dev = self.device
-        if self.solver != "sklearn" and (self.solver == "torch" or str(dev) != "cpu"):
+        if solver != "sklearn" and (solver == "torch" or str(dev) != "cpu"):
             from ..embedding.device import resolve_device
 
             dev = str(resolve_device(dev))
-        which, self.fit_path_ = choose_solver(self.solver, n, self.n_features_in_, dev, cache)
+        which, self.fit_path_ = choose_solver(solver, n, self.n_features_in_, dev, cache)
         if which == "sklearn":
             X, y = next(iter(chunks())) if cache else (None, None)
             self._fit_sklearn(X, y, n_out)
         else:
-            self._fit_torch(chunks, cache, stats, n, n_out, dev)
+            self._fit_torch(chunks, cache, stats, n, n_out, dev, prior)
+            if prior is not None:
+                self.fit_path_ += "; penalty ||W - W0||^2 + ||b - b0||^2 toward the given prior"
         if self.n_iter_ >= self.max_iter:
             from sklearn.exceptions import ConvergenceWarning
 
@@ -152,7 +171,7 @@ class LogisticHead(Head):
         self.intercept_ = lr.intercept_.astype(np.float32)
         self.n_iter_ = int(np.max(lr.n_iter_))
 
-    def _fit_torch(self, chunks: Chunks, cache: bool, stats, n: int, n_out: int, dev: str) -> None:
+    def _fit_torch(self, chunks: Chunks, cache: bool, stats, n: int, n_out: int, dev: str, prior=None) -> None:
         import torch
 
         dev = torch.device(dev)
@@ -173,7 +192,7 @@ class LogisticHead(Head):
             weights = np.array([by_idx[k] for k in range(len(self.classes_))])
         self.coef_, self.intercept_, self.n_iter_ = solve_logistic(
             data, stats, n_out, float(self.C), init=self._init(n_out), tol=self.tol, max_iter=self.max_iter,
-            class_weights=weights)
+            class_weights=weights, prior=prior)
 
     def _scores(self, X: np.ndarray) -> np.ndarray:
         s = np.asarray(X, dtype=np.float64) @ self.coef_.T.astype(np.float64) + self.intercept_

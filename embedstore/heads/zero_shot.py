@@ -120,6 +120,48 @@ def clip_logit_scale(service) -> float:
         return float(torch.as_tensor(scale).float().exp().clamp(max=100.0))
 
 
+def _check_pairs(classes: str) -> list[tuple[str, str]]:
+    pairs = parse_classes(classes)
+    if len(pairs) < 2:
+        raise HeadError(f"--classes '{classes}' names {len(pairs)} class; a classifier needs at least two")
+    return pairs
+
+
+def check_clip_image_set(vs) -> None:
+    """One line, with the fix, unless `vs` holds image vectors from a CLIP model's image tower."""
+    prov = vs.provenance
+    if prov.get("modality") == "text":
+        raise HeadError(f"zero-shot heads classify images by text prompts; {vs.name} holds text vectors "
+                        f"({prov.get('encoder')}). Build the images with a CLIP encoder, e.g. --encoder open_clip:ViT-B-32/openai")
+    if not str(prov.get("encoder", "")).startswith("open_clip:") or prov.get("layer") != "image_embed":
+        raise HeadError(f"zero-shot heads need image vectors from a CLIP model's image tower (open_clip:..., layer "
+                        f"image_embed); {vs.name} was made with {prov.get('encoder')} (layer {prov.get('layer')}). "
+                        "Rebuild with e.g. --encoder open_clip:ViT-B-32/openai, or train a probe: embed fit-head logistic")
+
+
+def zero_shot_head(vs, rows, classes: str | None = None, templates=None, weights: str | None = None,
+                   device: str = "auto") -> tuple[ZeroShotHead, dict]:
+    """The fitted zero-shot head for vector set `vs` (its `rows` give the default classes: the
+    store's labels), and {"templates", "names" (label -> prompt name), "logit_scale"}; the text
+    tower is the one the vector set's provenance names (`weights`: its local file)."""
+    from ..embedding import EmbeddingService
+
+    templates = check_templates(templates)
+    pairs = _check_pairs(classes) if classes is not None else None
+    check_clip_image_set(vs)
+    service = EmbeddingService.from_provenance(vs.provenance, weights=weights, device=device, error=HeadError)
+    if pairs is None:
+        labelled = sorted({str(x) for x in rows.labels if x != ""})
+        if len(labelled) < 2:
+            raise HeadError(f"{vs.name} has {len(labelled)} labelled class(es); name the classes with --classes \"ant,bee\"")
+        pairs = [(c, c.replace("_", " ")) for c in labelled]
+    labels, names = [p[0] for p in pairs], [p[1] for p in pairs]
+    E = class_embeddings(service, names, templates)
+    head = ZeroShotHead(classes=labels, class_embeddings=E, logit_scale=clip_logit_scale(service))
+    head.fit(np.zeros((1, E.shape[1]), dtype=np.float32))
+    return head, {"templates": templates, "names": dict(zip(labels, names)), "logit_scale": head.logit_scale}
+
+
 def fit_zero_shot(store: str | Path, classes: str | None = None, templates=None, out: str | Path | None = None,
                   vector_set: str | None = None, weights: str | None = None, val_fraction: float = 0.15,
                   test_fraction: float = 0.15, seed: int = 0, device: str = "auto", force: bool = False, exclude=None):
@@ -129,7 +171,6 @@ def fit_zero_shot(store: str | Path, classes: str | None = None, templates=None,
     would use with the same fractions and seed (so a probe can be compared on the same items); the
     head saw no item, so nothing is recorded as seen. `exclude` (ids or an Exclusions) leaves items
     out of that test split, as it does for fit_head."""
-    from ..embedding import EmbeddingService
     from ..evaluation.metrics import classification_metrics
     from ..modelfile import check_model_out, save_head
     from ..store import open_store
@@ -137,33 +178,17 @@ def fit_zero_shot(store: str | Path, classes: str | None = None, templates=None,
     from .fit import FitReport, _head_meta, record_exclusions
 
     t_start = time.perf_counter()
-    templates = check_templates(templates)
-    pairs = parse_classes(classes) if classes is not None else None
-    if pairs is not None and len(pairs) < 2:
-        raise HeadError(f"--classes '{classes}' names {len(pairs)} class; a classifier needs at least two")
+    check_templates(templates)
+    if classes is not None:
+        _check_pairs(classes)
     check_model_out(out, force, "head", otherwise="choose another --out")
     with open_store(store, mode="r") as st:
         vs = st.select_set(vector_set)
         rows = st.rows(vs.name)
         store_path = str(st.path)
-    prov = vs.provenance
-    if prov.get("modality") == "text":
-        raise HeadError(f"zero-shot heads classify images by text prompts; {vs.name} holds text vectors "
-                        f"({prov.get('encoder')}). Build the images with a CLIP encoder, e.g. --encoder open_clip:ViT-B-32/openai")
-    if not str(prov.get("encoder", "")).startswith("open_clip:") or prov.get("layer") != "image_embed":
-        raise HeadError(f"zero-shot heads need image vectors from a CLIP model's image tower (open_clip:..., layer "
-                        f"image_embed); {vs.name} was made with {prov.get('encoder')} (layer {prov.get('layer')}). "
-                        "Rebuild with e.g. --encoder open_clip:ViT-B-32/openai, or train a probe: embed fit-head logistic")
-    service = EmbeddingService.from_provenance(prov, weights=weights, device=device, error=HeadError)
+    head, info = zero_shot_head(vs, rows, classes, templates, weights, device)
+    labels, names, templates = list(head.classes), [info["names"][c] for c in head.classes], info["templates"]
     labelled = sorted({str(x) for x in rows.labels if x != ""})
-    if pairs is None:
-        if len(labelled) < 2:
-            raise HeadError(f"{vs.name} has {len(labelled)} labelled class(es); name the classes with --classes \"ant,bee\"")
-        pairs = [(c, c.replace("_", " ")) for c in labelled]
-    labels, names = [p[0] for p in pairs], [p[1] for p in pairs]
-    E = class_embeddings(service, names, templates)
-    head = ZeroShotHead(classes=labels, class_embeddings=E, logit_scale=clip_logit_scale(service))
-    head.fit(np.zeros((1, E.shape[1]), dtype=np.float32))
     report = FitReport(head="zero-shot", store=store_path, vector_set=vs.name, encoder=vs.encoder,
                        out=str(out) if out else None, classes=labels, counts={"train": 0, "val": 0, "test": 0},
                        split_how="none: no training", in_memory=True, memory_mb=0.0, param=None, chosen=None,
