@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import anomalies, build, demo, encoders, exchange, finetune, heads, info, ls, neighbors, recommend, search, serve, verify
+from . import anomalies, audit, build, demo, encoders, exchange, finetune, heads, info, ls, neighbors, recommend, search, serve, verify
 from .common import STATE
 
 app = typer.Typer(
@@ -38,6 +38,7 @@ verify.register(app)
 neighbors.register(app)
 exchange.register(app)
 recommend.register(app)
+audit.register(app)
 
 
 def _keep_examples_unwrapped() -> None:

@@ -58,3 +58,80 @@ def write_drug_reviews(out_csv: str | Path) -> Path:
                 text = html.unescape(row["review"]).strip().strip('"').strip()
                 w.writerow([f"{split}-{row['']}", text, row["rating"], split])
     return out
+
+
+def write_digits_with_faults(out_dir: str | Path, seed: int = 0, near_copies: int = 100, leaks: int = 50,
+                             flip_fraction: float = 0.05, size: int = 64, jpeg_quality: tuple = (90, 95),
+                             crop: tuple = (0.01, 0.03), brightness: float = 0.0) -> dict:
+    """The bundled digits with planted faults, for `embed audit`'s tests and benchmark (seeded):
+    a manifest `out_dir/manifest.csv` (id, path, label, split; 70/15/15 seeded split) over
+    - every digit once, with `flip_fraction` of the labels changed to another digit;
+    - `near_copies` altered copies of random items (resized to 48-96 px, `crop` (a share, 1-3%)
+      cut off a random side, brightness scaled by up to +-`brightness`, JPEG re-encoded at a quality
+      in `jpeg_quality`) in the same split as their original;
+    - `leaks` altered copies of random training items placed in the test split.
+    Returns the planted truth: {"near_pairs": [[original, copy], ...], "leak_pairs": [[train id,
+    test id], ...], "flipped": {id: true label}, "manifest": path}. No original is used twice."""
+    import csv
+    import io
+    import json
+
+    import numpy as np
+    from PIL import Image, ImageEnhance
+
+    root = Path(out_dir)
+    write_digits(root / "digits", size=size)
+    rng = np.random.default_rng(seed)
+    files = sorted((root / "digits").glob("*/*.png"))
+    ids = [f"digits/{f.parent.name}/{f.name}" for f in files]
+    labels = [f.parent.name for f in files]
+    splits = rng.choice(["train", "val", "test"], size=len(files), p=[0.7, 0.15, 0.15])
+    order = rng.permutation(len(files))
+    train_pos = [int(i) for i in order if splits[i] == "train"]
+    leak_src = train_pos[:leaks]
+    near_src = [int(i) for i in order if int(i) not in set(leak_src)][:near_copies]
+
+    def altered(src: Path, dst: Path) -> None:
+        im = Image.open(src).convert("RGB")
+        s = int(rng.integers(48, 97))
+        im = im.resize((s, s), Image.BICUBIC)
+        cut = max(1, int(round(s * rng.uniform(*crop))))
+        box = [0, 0, s, s]
+        side = int(rng.integers(4))
+        box[side] = cut if side < 2 else s - cut
+        im = im.crop(tuple(box))
+        if brightness:
+            im = ImageEnhance.Brightness(im).enhance(float(rng.uniform(1 - brightness, 1 + brightness)))
+        buf = io.BytesIO()
+        im.save(buf, format="JPEG", quality=int(rng.integers(jpeg_quality[0], jpeg_quality[1] + 1)))
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.write_bytes(buf.getvalue())
+
+    rows, truth = [], {"near_pairs": [], "leak_pairs": [], "flipped": {}}
+    n_flip = int(round(flip_fraction * len(files)))
+    flip = set(int(i) for i in rng.choice(len(files), size=n_flip, replace=False))
+    for i, f in enumerate(files):
+        lab = labels[i]
+        if i in flip:
+            lab = str(int(rng.choice([d for d in range(10) if str(d) != labels[i]])))
+            truth["flipped"][ids[i]] = labels[i]
+        rows.append([ids[i], f"digits/{f.parent.name}/{f.name}", lab, splits[i]])
+    given = {r[0]: r[2] for r in rows}
+    for n, i in enumerate(near_src):
+        cid = f"copies/{labels[i]}/copy_{n:03d}.jpg"
+        altered(files[i], root / cid)
+        rows.append([cid, cid, given[ids[i]], splits[i]])
+        truth["near_pairs"].append([ids[i], cid])
+    for n, i in enumerate(leak_src):
+        cid = f"leaks/{labels[i]}/leak_{n:03d}.jpg"
+        altered(files[i], root / cid)
+        rows.append([cid, cid, given[ids[i]], "test"])
+        truth["leak_pairs"].append([ids[i], cid])
+    manifest = root / "manifest.csv"
+    with open(manifest, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["id", "path", "label", "split"])
+        w.writerows(rows)
+    truth["manifest"] = str(manifest)
+    (root / "planted.json").write_text(json.dumps(truth, indent=1), encoding="utf-8")
+    return truth

@@ -1,0 +1,250 @@
+"""`run_audit`: what is wrong with a dataset, read off its stored vectors in one k-NN pass plus one
+cross-validated head: exact and near duplicates (clusters, with the item to keep), leaks across
+splits, suspected label errors (cleanlab), the most isolated items, and class balance per split.
+
+Every finding is one row of (id, kind, score, detail) that `--exclude FILE` on build, fit-head and
+anomalies accepts (kinds: exact_duplicate, near_duplicate, leak, label_issue, outlier)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import OptionError
+from . import graph as G
+
+KINDS = ("exact_duplicate", "near_duplicate", "leak", "label_issue", "outlier")
+COLUMNS = ["id", "kind", "score", "detail"]
+SPLIT_RANK = {"train": 0, "": 1, "val": 2, "valid": 2, "validation": 2, "dev": 2, "test": 3}  # keep train copies first
+LABEL_ALARM = 0.02  # label suspects above this share of the labelled items are worth a look
+
+
+@dataclass
+class AuditReport:
+    store: str
+    vector_set: str
+    items: int
+    counts: dict  # split -> items
+    balance: dict  # split -> {label: count}
+    calibration: dict
+    exact_duplicates: dict  # {clusters, items, removable}
+    near_duplicates: dict
+    leaks: dict  # {pairs, by_split_pair}
+    label_issues: dict  # cleanlab summary, or {"skipped": why}
+    outliers: dict
+    findings: int = 0
+    alarming: list = field(default_factory=list)  # one short phrase per alarming finding
+    verdict: str = ""
+    out: str | None = None
+    report: str | None = None
+    seconds: dict = field(default_factory=dict)
+    notes: list = field(default_factory=list)
+    # for the HTML report and the server view (not in --json): clusters, pairs, suspects, outliers
+    detail: dict = field(default_factory=dict, repr=False)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("detail")
+        return d
+
+
+def _keep_first(members: np.ndarray, rows) -> np.ndarray:
+    """Cluster members ordered by which to keep: a training copy first, then the lowest id."""
+    return np.array(sorted(members, key=lambda r: (SPLIT_RANK.get(str(rows.splits[r]).lower(), 1), str(rows.ids[r]))))
+
+
+def _exact_groups(rows) -> list[np.ndarray]:
+    if rows.shas is None:
+        return []
+    shas = np.asarray(rows.shas)
+    order = np.argsort(shas, kind="stable")
+    s = shas[order]
+    cut = np.flatnonzero(s[1:] != s[:-1]) + 1
+    return [g for g in np.split(order, cut) if len(g) > 1 and s[np.searchsorted(s, shas[g[0]])] != ""]
+
+
+def run_audit(store: str | Path, vector_set: str | None = None, k: int = 10, threshold: float | None = None,
+              outlier_share: float = 0.01, labels: bool = True, max_memory: str | int = "4GB", seed: int = 0,
+              exact: bool = False, out: str | Path | None = None, progress: bool = True) -> AuditReport:
+    """Audit one vector set; writes the findings table to `out` (.csv or .parquet) when given."""
+    from ..progress import progress_bar
+    from ..reports.table import TableWriter, check_table_path
+    from ..search.query import load_snapshot
+    from ..store.select import parse_bytes
+
+    if k < 2:
+        raise OptionError(f"-k must be at least 2 (neighbours per item), not {k}")
+    if threshold is not None and not 0 < threshold <= 1:
+        raise OptionError(f"--threshold is a cosine in (0, 1], not {threshold}")
+    if not 0 <= outlier_share < 0.5:
+        raise OptionError(f"--outliers must be a share in [0, 0.5), e.g. 0.01, not {outlier_share}")
+    if out is not None:
+        check_table_path(out)
+    budget = parse_bytes(max_memory)
+    t_all = time.perf_counter()
+    snap = load_snapshot(store, vector_set)
+    rows, search = snap.rows, snap.search
+    n = len(rows)
+    notes = []
+    if n < 3:
+        raise OptionError(f"{snap.vs.name} has {n} item(s); an audit needs at least 3")
+    if not search.inner:
+        notes.append("this set is not l2-normalised: cosines are computed on normalised copies, but its index ranks by L2")
+    k_eff = min(k, n - 1)
+    splits = np.array([str(s).lower() for s in rows.splits])
+    counts = {s or "(none)": int(c) for s, c in zip(*np.unique(splits, return_counts=True))}
+    balance = {}
+    for s in np.unique(splits):
+        labs, c = np.unique(rows.labels[splits == s], return_counts=True)
+        balance[s or "(none)"] = {str(lab) or "(unlabelled)": int(x) for lab, x in zip(labs, c)}
+
+    # 1. one k-NN pass: duplicates, leaks, outliers
+    t0 = time.perf_counter()
+    bar = progress_bar(n, "audit: neighbours", "item", progress)
+    g = G.knn_graph(search, rows, k_eff, exact=exact, bar=bar)
+    bar.close()
+    cal = G.calibrate(g, threshold)
+    a, b, s, _ratio = G.near_pairs(g, cal)
+    seconds = {"neighbours": g.seconds}
+
+    exact_groups = _exact_groups(rows)
+    exact_pair = {(int(min(x, y)), int(max(x, y))) for grp in exact_groups for x in grp for y in grp if x != y}
+    findings: list[tuple[str, str, float, str]] = []
+    clusters_out, leak_pairs = [], []
+    for grp in exact_groups:
+        order = _keep_first(grp, rows)
+        clusters_out.append({"kind": "exact", "keep": str(rows.ids[order[0]]), "members": [str(rows.ids[r]) for r in order]})
+        for r in order[1:]:
+            findings.append((str(rows.ids[r]), "exact_duplicate", 1.0, f"same content sha256 as {rows.ids[order[0]]} (kept)"))
+    pair_cos = {(int(x), int(y)): float(c) for x, y, c in zip(a, b, s)}
+    near_clusters = G.clusters(n, a, b)
+    for members in near_clusters:
+        order = _keep_first(members, rows)
+        keep = order[0]
+        cos_to_keep = {int(r): float(np.dot(*rows.load_at(np.array([keep, r])))) for r in order[1:]} if len(order) < 64 else {}
+        clusters_out.append({"kind": "near", "keep": str(rows.ids[keep]), "members": [str(rows.ids[r]) for r in order],
+                             "cosine_to_keep": {str(rows.ids[r]): v for r, v in cos_to_keep.items()}})
+        for r in order[1:]:
+            key = (int(min(r, keep)), int(max(r, keep)))
+            if key in exact_pair:
+                continue
+            c = cos_to_keep.get(int(r), pair_cos.get(key, float("nan")))
+            findings.append((str(rows.ids[r]), "near_duplicate", c, f"near-duplicate of {rows.ids[keep]} (kept; cosine {c:.4f})"))
+    # leaks: a pair (near or exact) whose two items sit in different splits
+    by_pair: dict[str, int] = {}
+    all_pairs = [(x, y, c) for (x, y), c in pair_cos.items()] + [(x, y, 1.0) for x, y in exact_pair if (x, y) not in pair_cos]
+    for x, y, c in all_pairs:
+        sx, sy = splits[x], splits[y]
+        if not sx or not sy or sx == sy:
+            continue
+        lo, hi = sorted((x, y), key=lambda r: SPLIT_RANK.get(splits[r], 1))
+        name = f"{splits[lo]}-{splits[hi]}"
+        by_pair[name] = by_pair.get(name, 0) + 1
+        leak_pairs.append({"kept_side": str(rows.ids[lo]), "kept_split": splits[lo], "leaked": str(rows.ids[hi]),
+                           "leaked_split": splits[hi], "cosine": c})
+        findings.append((str(rows.ids[hi]), "leak", c, f"{splits[hi]} item is a copy of {splits[lo]} item {rows.ids[lo]} "
+                                                    f"(cosine {c:.4f})"))
+    outlier_score = G.knn_outlier_scores(g, k=min(5, k_eff))
+    n_out = int(round(outlier_share * n))
+    top = np.argsort(-np.nan_to_num(outlier_score, nan=-1.0), kind="stable")[:n_out]
+    med_d = float(np.nanmedian(outlier_score))
+    for r in top:
+        findings.append((str(rows.ids[r]), "outlier", float(outlier_score[r]),
+                         f"mean distance to its {min(5, k_eff)} nearest items {outlier_score[r]:.4f} (median item {med_d:.4f})"))
+    seconds["duplicates_leaks_outliers"] = time.perf_counter() - t0 - g.seconds
+
+    # 2. label issues: out-of-fold probabilities + cleanlab
+    t0 = time.perf_counter()
+    label_summary: dict = {}
+    suspects = []
+    labelled = rows.labels != ""
+    if not labels:
+        label_summary = {"skipped": "--no-labels"}
+    elif not labelled.any():
+        label_summary = {"skipped": "the set has no labels"}
+    else:
+        lab_values, lab_counts = np.unique(rows.labels[labelled], return_counts=True)
+        need = int(labelled.sum()) * rows.dim * 4
+        if len(lab_values) < 2:
+            label_summary = {"skipped": f"one class only ('{lab_values[0]}')"}
+        elif lab_counts.min() < 2:
+            small = ", ".join(f"'{v}'" for v, c in zip(lab_values, lab_counts) if c < 2)
+            label_summary = {"skipped": f"class {small} has a single item: cross-validation needs two per class"}
+        elif need > budget:
+            label_summary = {"skipped": f"the {int(labelled.sum())} labelled vectors need {need / 2**20:.0f} MB, over "
+                                        f"--max-memory {max_memory}"}
+        else:
+            from .labels import find_label_issues
+
+            pos = np.flatnonzero(labelled)
+            li = find_label_issues(rows.load(labelled), rows.labels[pos], pos, seed=seed, progress=progress)
+            label_summary = li.summary
+            for r, given, sug, q in zip(li.rows, li.given, li.suggested, li.quality):
+                findings.append((str(rows.ids[r]), "label_issue", float(q), f"given '{given}', suggested '{sug}' "
+                                                                           f"(label quality {q:.3f})"))
+                suspects.append({"id": str(rows.ids[r]), "uri": str(rows.uris[r]), "given": str(given),
+                                 "suggested": str(sug), "quality": float(q), "split": splits[r]})
+    seconds["labels"] = time.perf_counter() - t0
+
+    exact_items = sum(len(grp) for grp in exact_groups)
+    near_items = sum(len(c) for c in near_clusters)
+    report = AuditReport(
+        store=str(store), vector_set=snap.vs.name, items=n, counts=counts, balance=balance, calibration=cal.to_dict(),
+        exact_duplicates={"clusters": len(exact_groups), "items": exact_items, "removable": exact_items - len(exact_groups)},
+        near_duplicates={"clusters": len(near_clusters), "items": near_items, "pairs": int(len(a)),
+                         "removable": near_items - len(near_clusters)},
+        leaks={"pairs": len(leak_pairs), "by_split_pair": by_pair},
+        label_issues=label_summary,
+        outliers={"listed": n_out, "share": outlier_share, "score": f"mean distance to the {min(5, k_eff)} nearest items "
+                  "(what `embed anomalies --method knn` scores, leave-one-out)", "median": med_d},
+        findings=len(findings), notes=notes + ([snap.meta["note"]] if snap.meta.get("note") else []),
+    )
+    report.seconds = {**seconds, "index_plan": g.plan.get("method", "")}
+    _verdict(report, balance)
+    if out is not None:
+        with TableWriter(out, COLUMNS) as w:
+            w.write({"id": [f[0] for f in findings], "kind": [f[1] for f in findings],
+                     "score": [round(f[2], 6) for f in findings], "detail": [f[3] for f in findings]})
+        report.out = str(out)
+    ranked_out = [{"id": str(rows.ids[r]), "uri": str(rows.uris[r]), "label": str(rows.labels[r]), "split": splits[r],
+                   "score": float(outlier_score[r])} for r in top]
+    uri_of = {}
+    for c in clusters_out:
+        for m in c["members"]:
+            uri_of[m] = None
+    for p in leak_pairs:
+        uri_of[p["kept_side"]] = uri_of[p["leaked"]] = None
+    if uri_of:
+        pos_of = {i: j for j, i in enumerate(rows.ids)} if len(uri_of) > 0 else {}
+        for m in uri_of:
+            uri_of[m] = str(rows.uris[pos_of[m]])
+    report.detail = {"clusters": clusters_out, "leaks": leak_pairs, "suspects": suspects, "outliers": ranked_out, "uris": uri_of}
+    report.seconds["total"] = time.perf_counter() - t_all
+    return report
+
+
+def _verdict(r: AuditReport, balance: dict) -> None:
+    alarms = []
+    if r.exact_duplicates["clusters"]:
+        alarms.append(f"{r.exact_duplicates['removable']} exact duplicate(s)")
+    if r.near_duplicates["clusters"]:
+        alarms.append(f"{r.near_duplicates['removable']} near-duplicate(s) in {r.near_duplicates['clusters']} cluster(s)")
+    if r.leaks["pairs"]:
+        alarms.append(f"{r.leaks['pairs']} leak(s) across splits ({', '.join(f'{k} {v}' for k, v in r.leaks['by_split_pair'].items())})")
+    li = r.label_issues
+    if "suspects" in li and li["items"] and li["suspects"] / li["items"] > LABEL_ALARM:
+        alarms.append(f"{li['suspects']} suspected label error(s) ({li['suspects'] / li['items']:.1%} of labelled items)")
+    for split, counts in balance.items():
+        vals = [v for lab, v in counts.items() if lab != "(unlabelled)"]
+        if len(vals) > 1 and max(vals) >= 10 * min(vals):
+            alarms.append(f"class imbalance in {split} ({max(vals)} vs {min(vals)} items)")
+    r.alarming = alarms
+    if alarms:
+        r.verdict = "worth a look: " + "; ".join(alarms)
+    else:
+        extra = f"; {li['suspects']} label suspect(s), {li['suspects'] / li['items']:.1%}, within the usual noise of a probe" \
+            if li.get("suspects") else ""
+        r.verdict = f"nothing alarming: no duplicates, no leaks across splits, classes balanced{extra}"
