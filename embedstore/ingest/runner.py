@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import BuildError
+from ..errors import BuildError, StoreError
 from ..progress import progress_bar
 from ..sources import open_source
 from ..store import open_store
@@ -277,9 +277,12 @@ def _recorded_precision(store, svc: EmbeddingService) -> str | None:
     """The precision the store's vector set for `svc` was built at, if it exists and records one."""
     if not Path(store).exists():
         return None
-    with open_store(store) as st:
-        vs = st.find_set(svc.provenance)
-        return str(vs.attrs.get(BUILD_PRECISION)) if vs is not None and vs.attrs.get(BUILD_PRECISION) else None
+    try:
+        with open_store(store) as st:
+            vs = st.find_set(svc.provenance)
+            return str(vs.attrs.get(BUILD_PRECISION)) if vs is not None and vs.attrs.get(BUILD_PRECISION) else None
+    except StoreError:  # a store only a writer can open (e.g. to repair after a kill): the build's own open says
+        return None
 
 
 def _torch_device(name: str):
