@@ -443,3 +443,21 @@ def test_more_like_these_in_headless_chromium(photos):
     finally:
         driver.quit()
         srv.stop()
+
+
+def test_users_are_written_a_batch_at_a_time(tastes, tmp_path, monkeypatch):
+    """Streaming: each batch of users is written before the next is searched; nothing accumulates."""
+    from embedstore.recommend import recommend_users
+    from embedstore.reports.table import TableWriter
+
+    store, X, labels = tastes
+    inter = taste_interactions(tmp_path / "s.csv", labels, n_users=7)
+    sizes, real = [], TableWriter.write
+
+    def spy(self, cols):
+        sizes.append(len(set(cols["user"])))
+        return real(self, cols)
+
+    monkeypatch.setattr(TableWriter, "write", spy)
+    rep, kept = recommend_users(store, inter, tmp_path / "o.parquet", k=3, batch=3, progress=False)
+    assert sizes == [3, 3, 1] and rep.users == 7 and rep.rows_written == 21 and kept == []

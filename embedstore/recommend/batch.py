@@ -1,6 +1,7 @@
 """Per-user recommendations from an interactions file, streamed: users are taken a batch at a
-time, their profiles searched together, their rows written and dropped. Memory: the interactions
-as integer arrays (16 bytes a row), the id -> row map the search already holds, one batch."""
+time, their profiles searched together, their rows written and dropped. Memory, once the file is
+read: the interactions as integer arrays (about 17 bytes a row) and the user names, the id -> row
+map the search already holds, and one batch of users; results are never accumulated."""
 
 from __future__ import annotations
 
@@ -123,7 +124,9 @@ def recommend_users(store: str | Path, interactions: str | Path, out: str | Path
     if snap.search.count(allowed) == 0:
         raise SearchError(f"--where {where!r} matches no items of {snap.vs.name}; check labels and splits with `embed info`")
     g = group(inter, src.row_of, min_rating)
-    if g.unknown_items and g.unknown_items == len(np.unique(inter.items[inter.items != ""])):
+    n_items = len(np.unique(inter.items[inter.items != ""]))
+    inter = None  # from here on the interactions are integer arrays (g); the strings are dropped
+    if g.unknown_items and g.unknown_items == n_items:
         raise SearchError(f"none of the items in {interactions} are in {src.vs.name} (e.g. {g.unknown_example!r}); "
                           "ids are as `embed ls` shows them")
     # rows of the target set each interaction maps to (same set: the same; across stores: by id)

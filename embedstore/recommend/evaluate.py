@@ -121,10 +121,8 @@ def _item_knn_lists(train_pos: np.ndarray, train_user: np.ndarray, users: np.nda
 
     items, col = np.unique(train_pos, return_inverse=True)
     uidx, row = np.unique(train_user, return_inverse=True)
-    X = sp.csr_matrix((np.ones(len(col), np.float32), (row, col)), shape=(len(uidx), len(items)))
-    X.data[:] = 1.0  # repeats count once
-    X.sum_duplicates()
-    X.data[:] = 1.0
+    X = sp.csr_matrix((np.ones(len(col), np.float32), (row, col)), shape=(len(uidx), len(items)))  # repeats summed
+    X.data[:] = 1.0  # ... and counted once
     C = (X.T @ X).tocsr()
     C.setdiag(0)
     C.eliminate_zeros()

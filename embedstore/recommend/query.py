@@ -112,8 +112,10 @@ def recommend_in(ctx, like, dislike=None, k: int = 10, where: str | None = None,
     if not like:
         raise SearchError("give at least one liked item: --like ID[,ID...]")
     both = [i for i in like if i in dislike]
+    ctx.refresh()  # the newest committed state first: the rows resolved below index into it
     src = source or ctx
     if source is not None:
+        source.refresh()
         check_comparable(source, ctx)
     liked_rows = resolve(src, like, "liked")
     disliked_rows = resolve(src, dislike, "disliked")
@@ -122,7 +124,6 @@ def recommend_in(ctx, like, dislike=None, k: int = 10, where: str | None = None,
     if not keep_l.any():
         raise SearchError(f"empty profile: every liked item is also disliked ({', '.join(both[:5])}); "
                           "an item cannot be both; like at least one item you do not dislike")
-    ctx.refresh()
     snap = ctx._snap
     allowed = snap.mask(where)
     pool = snap.search.count(allowed)
