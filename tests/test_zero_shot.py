@@ -90,8 +90,14 @@ def test_zero_shot_estimator_and_saving(tmp_path):
     assert list(head.predict(X)) == ["c", "a", "b", "c"]
     assert np.allclose(head.coef_, np.eye(3, 8) * 50) and np.allclose(head.predict_proba(X).sum(1), 1)
     save_head(tmp_path / "h", head, {"provenance": {}})
-    back, _ = load_head(tmp_path / "h")
+    back, doc = load_head(tmp_path / "h")
     assert list(back.predict(X)) == ["c", "a", "b", "c"]
+    # the embeddings are saved once, as coef_ in the arrays file; the JSON's parameters leave them out,
+    # while get_params keeps them, so clone (and scikit-learn's checks) get a working copy
+    assert doc["params"]["class_embeddings"] is None and doc["params"]["logit_scale"] == 50.0
+    from sklearn.base import clone
+
+    assert list(clone(head).fit(X).predict(X)) == ["c", "a", "b", "c"]
     with pytest.raises(ValueError, match="class embeddings have 8"):
         ZeroShotHead(classes=["a", "b", "c"], class_embeddings=E).fit(np.zeros((2, 5), dtype=np.float32))
 

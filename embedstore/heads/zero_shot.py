@@ -22,8 +22,10 @@ DEFAULT_TEMPLATES = ("a photo of a {}.",)
 
 class ZeroShotHead(Head):
     """Scores = X @ coef_.T: cosine similarity to each class's text embedding, times `logit_scale`
-    (with L2-normalised image vectors). `fit(X, y)` learns nothing from y: it checks the widths and
-    fixes the classes; the weights come from `class_embeddings` (K x D, one row per class in `classes`)."""
+    (with L2-normalised image vectors); for two classes one score per row (classes_[1] minus
+    classes_[0]), as scikit-learn's binary classifiers give. `fit(X, y=None)` learns nothing from y
+    (y is optional and, when given, only validated): it checks the widths and fixes the classes;
+    the weights come from `class_embeddings` (K x D, one row per class in `classes`)."""
 
     kind = "zero-shot"
     _state_arrays = ("coef_", "intercept_")
@@ -33,35 +35,48 @@ class ZeroShotHead(Head):
         self.class_embeddings = class_embeddings
         self.logit_scale = logit_scale
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = False  # zero-shot: the classes come from the prompts, not from y
+        return tags
+
     def fit(self, X, y=None):
+        from numbers import Real
+
+        from sklearn.utils.multiclass import check_classification_targets
         from sklearn.utils.validation import validate_data
 
         from .base import FLOATS
 
-        X = validate_data(self, X, dtype=FLOATS)
+        if y is None:
+            X = validate_data(self, X, dtype=FLOATS)
+        else:  # accepted for pipelines and checked like any classifier's, then ignored
+            X, y = validate_data(self, X, y, dtype=FLOATS)
+            check_classification_targets(y)
         if self.classes is None or self.class_embeddings is None:
             raise ValueError("ZeroShotHead needs classes and class_embeddings (one text embedding per class)")
-        E = np.asarray(self.class_embeddings, dtype=np.float64)
+        E = np.array(self.class_embeddings, dtype=np.float64)  # a copy: the parameter is never modified
         if E.ndim != 2 or E.shape[0] != len(self.classes) or len(self.classes) < 2:
             raise ValueError(f"class_embeddings must be (n_classes >= 2, dim); got {E.shape} for {len(self.classes)} classes")
         if E.shape[1] != X.shape[1]:
             raise ValueError(f"X has {X.shape[1]} features, but the class embeddings have {E.shape[1]}")
-        if not (isinstance(self.logit_scale, (int, float)) and self.logit_scale > 0):
+        if isinstance(self.logit_scale, bool) or not isinstance(self.logit_scale, Real) or not self.logit_scale > 0:
             raise ValueError(f"logit_scale must be a positive number, not {self.logit_scale!r}")
         E /= np.linalg.norm(E, axis=1, keepdims=True).clip(1e-12)
         self.coef_ = (E * float(self.logit_scale)).astype(np.float32)
         self.intercept_ = np.zeros(len(self.classes), dtype=np.float32)
-        self.classes_ = np.asarray([str(c) for c in self.classes])
+        self.classes_ = np.asarray(self.classes)
         return self
 
     def _scores(self, X: np.ndarray) -> np.ndarray:
-        return np.asarray(X, dtype=np.float64) @ self.coef_.T.astype(np.float64) + self.intercept_
+        s = np.asarray(X, dtype=np.float64) @ self.coef_.T.astype(np.float64) + self.intercept_
+        return s[:, 1] - s[:, 0] if s.shape[1] == 2 else s
 
-    def get_params(self, deep: bool = True) -> dict:
-        params = super().get_params(deep)
-        if isinstance(params.get("class_embeddings"), np.ndarray):  # saved heads hold them as coef_, not in JSON
-            params["class_embeddings"] = None
-        return params
+    def state_fields(self) -> dict:
+        # the saved JSON's parameters, without the embeddings: a saved head holds them as coef_ in its arrays file
+        # (get_params itself keeps them, so that clone and scikit-learn's checks see the real parameters)
+        params = {**self.get_params(), "class_embeddings": None}
+        return {**super().state_fields(), "params": params}
 
     @classmethod
     def from_state(cls, doc: dict, arrays: dict[str, np.ndarray]) -> "ZeroShotHead":
