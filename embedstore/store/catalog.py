@@ -27,6 +27,7 @@ class SetLayout:
     dtype: str
     runs: list[tuple[str, int, int, int]] = field(default_factory=list)  # (shard, n_in_shard, start, stop)
     ids: list[str] = field(default_factory=list)
+    item_rows: list[int] = field(default_factory=list)  # each row's position in the item table
     stale: int = 0  # rows superseded by a changed file
 
 
@@ -50,6 +51,7 @@ def compute_layout(shards: list[tuple[str, ShardMeta]], set_attrs: dict[str, dic
         for c, v in zip(ITEM_COLUMNS, row):
             items[c].append(v)
     sha_col, status_col = ITEM_COLUMNS.index("sha256"), ITEM_COLUMNS.index("status")
+    item_pos = dict(zip(latest, range(len(latest))))
 
     sets: dict[str, SetLayout] = {}
     newest_row: dict[str, dict[str, tuple[int, int]]] = {}
@@ -81,6 +83,7 @@ def compute_layout(shards: list[tuple[str, ShardMeta]], set_attrs: dict[str, dic
             else:
                 sl.runs.append((shard, order[i][1].n_vectors, j, j + 1))
             sl.ids.append(vid)
+            sl.item_rows.append(item_pos[vid])
     return Layout(items=items, sets=sets, shards=shard_list)
 
 
@@ -89,8 +92,13 @@ def write_catalog(path: Path, shard_root_rel: str, layout: Layout, index_meta: d
     """Write the catalog to a temp file and rename it over the old one (atomic.atomic_path).
 
     `shard_stats` ("<set>/<file>" -> (size, mtime_ns)) of shards whose checksums were checked: an
-    opener whose shards still have them trusts them (fast path); any other shard is checked in full."""
+    opener whose shards still have them trusts them (fast path); any other shard is checked in full.
+    Each set also gets `item_row` (row -> item table position, so readers stream rows with their
+    labels without loading the item table), `row_sha256` (checksums per ROW_BLOCK rows of each of
+    its row-aligned columns) and `row_map_sha256` (its virtual dataset's row-to-shard map)."""
     import h5py
+
+    from .integrity import ROW_BLOCK, ROW_COLUMNS, column_digest, row_map_digest
 
     str_dt = h5py.string_dtype("utf-8")
     check_free_space(path.parent, 2 * (512 * len(layout.items["id"]) + 96 * len(layout.shards)) + (64 << 10))
@@ -106,11 +114,13 @@ def write_catalog(path: Path, shard_root_rel: str, layout: Layout, index_meta: d
         f.attrs["embedstore_version"] = __version__
         g = f.create_group("items")
         n_items = len(layout.items["id"])
+        str_cols = {}
         for c in ITEM_STR_COLUMNS:
-            g.create_dataset(c, data=np.array(layout.items[c], dtype=object), dtype=str_dt)
+            str_cols[c] = np.array(layout.items[c], dtype=object).reshape(n_items)
+            g.create_dataset(c, data=str_cols[c], dtype=str_dt)
         for c in ITEM_INT_COLUMNS:
             g.create_dataset(c, data=np.asarray(layout.items[c], dtype=np.int64).reshape(n_items))
-        statuses = np.array(layout.items["status"], dtype=object)
+        statuses = str_cols["status"]
         g.attrs["count"] = n_items
         from .shards import items_digest
 
@@ -130,17 +140,30 @@ def write_catalog(path: Path, shard_root_rel: str, layout: Layout, index_meta: d
             sg.attrs["stale_rows"] = sl.stale
             for k, v in (index_meta.get(name) or {}).items():
                 sg.attrs[f"index_{k}"] = v if not isinstance(v, (dict, list)) else json.dumps(v)
-            sg.create_dataset("ids", data=np.array(sl.ids, dtype=object), dtype=str_dt)
+            ids = np.array(sl.ids, dtype=object).reshape(n)
+            at = np.asarray(sl.item_rows, dtype=np.int64).reshape(n)
+            sg.create_dataset("ids", data=ids, dtype=str_dt)
+            sg.create_dataset("item_row", data=at)
+            sg.attrs["row_block"] = ROW_BLOCK
+            digests = []
+            for b0 in range(0, n, ROW_BLOCK):
+                pos = at[b0 : b0 + ROW_BLOCK]
+                digests.append([column_digest(ids[b0 : b0 + ROW_BLOCK] if c == "id" else str_cols[c][pos]) for c in ROW_COLUMNS]
+                               + [column_digest(pos)])
+            sg.create_dataset("row_sha256", data=np.array(digests, dtype="S64").reshape(len(digests), len(ROW_COLUMNS) + 1))
             if n == 0:
                 sg.create_dataset("vectors", shape=(0, sl.dim), dtype=sl.dtype)
+                sg.attrs["row_map_sha256"] = row_map_digest([])
                 continue
             vl = h5py.VirtualLayout(shape=(n, sl.dim), dtype=sl.dtype)
-            dest = 0
+            dest, pieces = 0, []
             for shard, shard_rows, start, stop in sl.runs:
                 src = h5py.VirtualSource(f"{shard_root_rel}/{shard}", "vectors", shape=(shard_rows, sl.dim))
                 vl[dest : dest + stop - start] = src[start:stop]
+                pieces.append((dest, dest + stop - start, f"{shard_root_rel}/{shard}", "vectors", start, stop))
                 dest += stop - start
             sg.create_virtual_dataset("vectors", vl, fillvalue=np.nan)
+            sg.attrs["row_map_sha256"] = row_map_digest(pieces)
 
 
 def read_shard_stats(path: Path) -> dict[str, tuple[int, int]]:

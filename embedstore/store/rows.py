@@ -1,81 +1,237 @@
 """The one vector reader: a vector set's rows joined with the items table, streamed in chunks by
-row mask from the catalog (`SetRows.chunks`, `fetch`, `load`), and the shard pieces the index
-builder reads before the catalog lists them (`read_runs`). Every block is checked before use."""
+row mask from the catalog (`SetRows.chunks`, `fetch`, `load`, `stream`), and the shard pieces the
+index builder reads before the catalog lists them (`read_runs`). Every block is checked before use:
+vectors for finiteness, each set's row-to-shard map and its row metadata against the checksums the
+catalog recorded (schema 2 catalogs; a schema 1 catalog is read the old way, joined in memory)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import bisect
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
-from ..errors import StoreError
+from ..errors import DamagedStoreError, StoreError
+
+# SetRows attribute -> the catalog column it holds (row-aligned)
+_ATTR_COLUMN = {"ids": "id", "labels": "label", "splits": "split", "uris": "uri", "texts": "text", "shas": "sha256"}
+_COLUMN_ATTR = {c: a for a, c in _ATTR_COLUMN.items()}
+_WINDOW = 1 << 16  # item rows read at once when a block's items are scattered over the table
 
 
-@dataclass
 class SetRows:
-    """Row-aligned metadata of one vector set (ids, labels, splits, uris); vectors stay on disk."""
+    """Row-aligned metadata of one vector set (ids, labels, splits, uris, texts, shas); vectors
+    stay on disk. The metadata columns load on first use; `stream` and `slabs` never load them,
+    so a full pass (export) holds one block in memory however large the set."""
 
-    store_path: str
-    catalog: object  # Path of the catalog file
-    set_name: str
-    provenance: dict
-    ids: np.ndarray
-    labels: np.ndarray
-    splits: np.ndarray
-    uris: np.ndarray
-    texts: np.ndarray | None = None  # text stores: each item's text
-    shas: np.ndarray | None = None  # each item's content sha256 (hex)
-    _reader: object = field(default=None, repr=False, compare=False)  # open dataset for `fetch`
-    _pinned: object = field(default=None, repr=False, compare=False)  # catalog held open by `pin`
+    def __init__(self, store_path: str, catalog, set_name: str, provenance: dict, ids=None, labels=None, splits=None,
+                 uris=None, texts=None, shas=None, count: int | None = None):
+        self.store_path = store_path
+        self.catalog = catalog  # Path of the catalog file
+        self.set_name = set_name
+        self.provenance = provenance
+        given = {"ids": ids, "labels": labels, "splits": splits, "uris": uris, "texts": texts, "shas": shas}
+        self._cols: dict | None = given if ids is not None else None
+        self._count = len(ids) if ids is not None else int(count or 0)
+        self._reader = None  # open dataset for `fetch`
+        self._pinned = None  # catalog held open by `pin`
+        self._maps: dict[int, list] = {}  # id of an open catalog -> its checked row-to-shard map
+
+    def __repr__(self) -> str:
+        return f"SetRows({self.set_name!r}, {self._count} rows, catalog={str(self.catalog)!r})"
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return self._count
 
     @property
     def dim(self) -> int:
         return int(self.provenance["dim"])
 
+    # ---- row metadata, loaded on first use ---------------------------------------------------
+    def _columns(self) -> dict:
+        if self._cols is None:
+            parts = {c: [] for c in _ATTR_COLUMN.values()}
+            for _start, _X, meta in self.stream(vectors=False):
+                for c in parts:
+                    parts[c].append(meta[c])
+            cols = {}
+            for attr, c in _ATTR_COLUMN.items():
+                vals = np.concatenate(parts[c]) if parts[c] else np.zeros(0, dtype=object)
+                cols[attr] = _decoded(vals)
+            self._cols = cols
+        return self._cols
+
+    def _col(name):  # noqa: N805 - a property factory, used in the class body only
+        def get(self):
+            return self._columns()[name]
+
+        def put(self, value):
+            self._columns()[name] = value
+
+        return property(get, put)
+
+    ids = _col("ids")
+    labels = _col("labels")
+    splits = _col("splits")
+    uris = _col("uris")
+    texts = _col("texts")
+    shas = _col("shas")
+    del _col
+
+    # ---- vectors ----------------------------------------------------------------------------
+    def _open(self):
+        import h5py
+
+        return _Borrowed(self._pinned) if self._pinned is not None else h5py.File(self.catalog, "r")
+
+    def _vectors(self, f):
+        """The set's vector dataset in the open catalog `f`, its row-to-shard map checked against
+        the checksum the catalog recorded (once per open file: it reads the mapping, not the rows)."""
+        from .integrity import row_map_digest, vds_row_map
+
+        g = f["vectors"][self.set_name]
+        ds = g["vectors"]
+        key = id(f.id)
+        if key not in self._maps:
+            pieces = vds_row_map(ds)
+            want = g.attrs.get("row_map_sha256")
+            if want is not None and row_map_digest(pieces) != _s(want):
+                raise DamagedStoreError(f"the catalog {self.catalog} is damaged (vector set {self.set_name}: its row-to-shard "
+                                        f"map does not match its checksum); run `embed verify {Path(self.catalog).name} --repair`")
+            self._maps = {key: pieces}  # the map of the file in use (a pinned catalog, or the one just opened)
+        return ds
+
+    def _read(self, f, ds, a: int, b: int) -> np.ndarray:
+        """Rows [a, b) in the stored dtype. A virtual dataset's rows are read from its shard files by
+        its (checked) row-to-shard map, one file open at a time: reading through the virtual dataset
+        keeps every source file open with its caches, about 10 MB per shard read, until it closes."""
+        pieces = self._maps.get(id(f.id)) if ds.is_virtual else None
+        if not pieces:
+            return ds[a:b]
+        import h5py
+
+        out = np.empty((b - a, ds.shape[1]), dtype=ds.dtype)
+        k = max(0, bisect.bisect_right(pieces, (a, np.inf)) - 1)
+        covered = 0
+        root = Path(self.catalog).parent
+        while k < len(pieces) and pieces[k][0] < b:
+            v0, v1, name, dset, s0, _s1 = pieces[k]
+            lo, hi = max(a, v0), min(b, v1)
+            if lo < hi:
+                try:
+                    with h5py.File(root / name, "r") as sf:
+                        sf[dset].read_direct(out, np.s_[s0 + lo - v0 : s0 + hi - v0], np.s_[lo - a : hi - a])
+                except (OSError, KeyError, ValueError, TypeError) as e:
+                    raise self._unreadable(f, lo, name, e) from None
+                covered += hi - lo
+            k += 1
+        if covered != b - a:
+            raise self._damaged_rows(f"its row-to-shard map does not cover rows {a}-{b - 1}")
+        return out
+
+    def _unreadable(self, f, row: int, shard: str, e: Exception) -> StoreError:
+        which = _decoded([f["vectors"][self.set_name]["ids"][row]])[0]
+        return StoreError(f"vector set {self.set_name} cannot read {which} from shard {Path(shard).name} ({type(e).__name__}): "
+                          f"the shard file under {self.store_path}.d is missing or damaged; re-run `embed build` to re-embed those items")
+
     def chunks(self, mask: np.ndarray | None = None, chunk_rows: int = 16384) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield (row positions, float32 vectors) for the rows where `mask` is true, in row order.
 
         Reads contiguous slabs and selects in memory: memory stays at one slab however large the set."""
-        import h5py
-
-        n = len(self.ids)
+        n = len(self)
         if mask is not None and not mask.any():
             return
-        with (_Borrowed(self._pinned) if self._pinned is not None else h5py.File(self.catalog, "r")) as f:
-            ds = f["vectors"][self.set_name]["vectors"]
+        with self._open() as f:
+            ds = self._vectors(f)
             for s in range(0, n, chunk_rows):
                 e = min(n, s + chunk_rows)
                 sel = np.arange(s, e) if mask is None else np.flatnonzero(mask[s:e]) + s
                 if len(sel) == 0:
                     continue
-                block = ds[s:e].astype(np.float32)[sel - s]
+                block = self._read(f, ds, s, e).astype(np.float32)[sel - s]
                 bad = ~np.isfinite(block).all(axis=1)
                 if bad.any():
-                    which = ", ".join(self.ids[sel[bad][:3]])
-                    if np.isnan(block[bad]).all():
-                        raise StoreError(f"vector set {self.set_name} reads NaN for {which}: a shard file under "
-                                         f"{self.store_path}.d is missing or damaged; re-run `embed build` to re-embed those items")
-                    raise StoreError(f"vector set {self.set_name} has non-finite values (NaN or inf) for {bad.sum()} item(s), "
-                                     f"e.g. {which}; rebuild the store with `embed build` (float16 overflow: use --normalize l2)")
+                    raise self._non_finite(f, sel[bad], np.isnan(block[bad]).all())
                 yield sel, block
+
+    def _non_finite(self, f, rows: np.ndarray, all_nan: bool) -> StoreError:
+        which = ", ".join(_decoded(f["vectors"][self.set_name]["ids"][int(r)] for r in rows[:3]))
+        if all_nan:
+            return StoreError(f"vector set {self.set_name} reads NaN for {which}: a shard file under "
+                              f"{self.store_path}.d is missing or damaged; re-run `embed build` to re-embed those items")
+        return StoreError(f"vector set {self.set_name} has non-finite values (NaN or inf) for {len(rows)} item(s), "
+                          f"e.g. {which}; rebuild the store with `embed build` (float16 overflow: use --normalize l2)")
 
     def slabs(self, chunk_rows: int = 65536) -> Iterator[tuple[int, np.ndarray]]:
         """Yield (first row, vectors in the stored dtype) for consecutive slabs of every row: the
-        fastest full read (export), with the same finiteness check as `chunks`."""
-        import h5py
-
-        with (_Borrowed(self._pinned) if self._pinned is not None else h5py.File(self.catalog, "r")) as f:
-            ds = f["vectors"][self.set_name]["vectors"]
-            for s in range(0, len(self.ids), chunk_rows):
-                block = ds[s : min(len(self.ids), s + chunk_rows)]
-                if not np.isfinite(block).all():
-                    next(self.chunks(np.isin(np.arange(len(self.ids)), np.arange(s, s + len(block))), chunk_rows))  # raises the error
+        fastest full read, with the same finiteness check as `chunks`."""
+        with self._open() as f:
+            ds = self._vectors(f)
+            n = len(self)
+            for s in range(0, n, chunk_rows):
+                block = self._read(f, ds, s, min(n, s + chunk_rows))
+                _check_finite(self, f, s, block)
                 yield s, block
+
+    def stream(self, vectors: bool = True, chunk_rows: int = 16384, columns=None
+               ) -> Iterator[tuple[int, np.ndarray | None, dict[str, np.ndarray]]]:
+        """Yield (first row, vectors in the stored dtype or None, metadata) for consecutive chunks of
+        at most `chunk_rows` rows, every row in order. Metadata maps each of `columns` (default:
+        all of integrity.ROW_COLUMNS: id, label, split, uri, text, sha256) to an object array of the
+        chunk's values (UTF-8 bytes; str for a schema 1 catalog). Metadata is read and checked
+        against the catalog's checksums a block (integrity.ROW_BLOCK rows) at a time: memory holds
+        one block of it and one chunk of vectors."""
+        from .integrity import ROW_COLUMNS, column_digest
+
+        columns = list(ROW_COLUMNS if columns is None else columns)
+        with self._open() as f:
+            g = f["vectors"][self.set_name]
+            ds = self._vectors(f) if vectors else None
+            n = len(self)
+            legacy = "item_row" not in g  # a schema 1 catalog: join in memory, as that schema's readers did
+            if legacy:
+                cols = self._legacy_columns()
+                size = max(n, 1)
+            else:
+                size = int(g.attrs["row_block"])
+                digests, ids_ds, at_ds, items = g["row_sha256"], g["ids"], g["item_row"], f["items"]
+                if digests.shape != (-(-n // size), len(ROW_COLUMNS) + 1) or len(ids_ds) != n or len(at_ds) != n:
+                    raise self._damaged_rows("its row tables do not have one entry per row")
+            for k, s in enumerate(range(0, n, size)):
+                e = min(n, s + size)
+                if legacy:
+                    meta = {c: cols[_COLUMN_ATTR[c]] for c in columns}
+                else:
+                    want = [_s(d) for d in digests[k]]
+                    at = at_ds[s:e]
+                    meta = {"id": ids_ds[s:e]} if "id" in columns else {}
+                    empty = column_digest(np.full(e - s, b"", dtype=object))
+                    blank = [c for c in columns if c != "id" and want[ROW_COLUMNS.index(c)] == empty]
+                    meta.update({c: np.full(e - s, b"", dtype=object) for c in blank})  # e.g. no texts: nothing to read
+                    meta.update(_items_at(items, at, [c for c in columns if c != "id" and c not in blank]))
+                    for c, v in [("item_row", at), *meta.items()]:
+                        if column_digest(v) != want[-1 if c == "item_row" else ROW_COLUMNS.index(c)]:
+                            raise self._damaged_rows(f"its {c} column in rows {s}-{e - 1} does not match its checksum")
+                for a in range(s, e, chunk_rows):
+                    b = min(e, a + chunk_rows)
+                    block = None
+                    if ds is not None:
+                        block = self._read(f, ds, a, b)
+                        _check_finite(self, f, a, block)
+                    yield a, block, {c: v[a - s : b - s] for c, v in meta.items()}
+
+    def _damaged_rows(self, why: str) -> DamagedStoreError:
+        return DamagedStoreError(f"the catalog {self.catalog} is damaged (vector set {self.set_name}: {why}); "
+                                 f"run `embed verify {Path(self.catalog).name} --repair`")
+
+    def _legacy_columns(self) -> dict:
+        if self._cols is None:
+            from .store import open_store
+
+            with open_store(self.store_path) as st:
+                self._cols = _legacy_join(st, self.set_name)
+        return self._cols
 
     def pin(self) -> "SetRows":
         """Hold the catalog open: every later read sees the rows these ids describe, even after a
@@ -84,7 +240,7 @@ class SetRows:
 
         if self._pinned is None:
             self._pinned = h5py.File(self.catalog, "r")
-            self._reader = self._pinned["vectors"][self.set_name]["vectors"]
+            self._reader = self._vectors(self._pinned)
         return self
 
     def fetch(self, positions: np.ndarray) -> np.ndarray:
@@ -94,13 +250,13 @@ class SetRows:
         import h5py
 
         if self._reader is None:
-            self._reader = h5py.File(self.catalog, "r")["vectors"][self.set_name]["vectors"]
+            self._reader = self._vectors(h5py.File(self.catalog, "r"))
         ds = self._reader
         return np.stack([ds[int(p)] for p in positions]).astype(np.float32) if len(positions) else np.zeros((0, self.dim), np.float32)
 
     def load_at(self, positions: np.ndarray) -> np.ndarray:
         """Rows at `positions` (any order, no repeats), returned in that order."""
-        mask = np.zeros(len(self.ids), dtype=bool)
+        mask = np.zeros(len(self), dtype=bool)
         mask[positions] = True
         X = self.load(mask)  # in row order
         out = np.empty_like(X)
@@ -113,6 +269,50 @@ class SetRows:
         if not parts:
             return np.zeros((0, self.dim), dtype=np.float32)
         return np.concatenate(parts)
+
+
+def _check_finite(rows: SetRows, f, start: int, block: np.ndarray) -> None:
+    from .integrity import all_finite
+
+    if not all_finite(block):
+        bad = ~np.isfinite(block.astype(np.float32)).all(axis=1)
+        raise rows._non_finite(f, np.flatnonzero(bad) + start, bool(np.isnan(block[bad]).all()))
+
+
+def _items_at(items, at: np.ndarray, columns) -> dict[str, np.ndarray]:
+    """Item-table columns (raw UTF-8 bytes) at positions `at`, in that order. Reads one span when
+    the positions are close together (a set's rows follow the item table), else windows of it."""
+    if len(at) == 0:
+        return {c: np.zeros(0, dtype=object) for c in columns}
+    lo, hi = int(at.min()), int(at.max()) + 1
+    if hi - lo <= 4 * len(at) + _WINDOW:
+        spans = [(lo, hi, np.arange(len(at)))]
+    else:  # scattered: read windows of the sorted positions, so memory stays at one window
+        order = np.argsort(at, kind="stable")
+        srt = at[order]
+        cuts = [0]
+        while cuts[-1] < len(srt):
+            cuts.append(int(np.searchsorted(srt, srt[cuts[-1]] + _WINDOW)))
+        spans = [(int(srt[a]), int(srt[b - 1]) + 1, order[a:b]) for a, b in zip(cuts, cuts[1:])]
+    out = {}
+    for c in columns:
+        col = np.empty(len(at), dtype=object)
+        if c not in items:  # columns added after the catalog was written read as empty strings
+            col[:] = b""
+        else:
+            for a, b, which in spans:
+                col[which] = items[c][a:b][at[which] - a]
+        out[c] = col
+    return out
+
+
+def _decoded(vals) -> np.ndarray:
+    """Values as str (UTF-8 bytes decoded), in an object array."""
+    return np.array([v.decode("utf-8") if isinstance(v, bytes) else v for v in vals], dtype=object)
+
+
+def _s(v) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
 
 
 class _Borrowed:
@@ -129,8 +329,21 @@ class _Borrowed:
 
 
 def set_rows(store, set_name: str) -> SetRows:
-    """Join a set's row ids with the items table (label, split, uri) of `store`."""
+    """A set's rows in `store`: ids with each row's label, split, uri, text and sha256, loaded on
+    first use (see `SetRows`)."""
+    import h5py
+
     vs = store.get_set(set_name)
+    with h5py.File(store.path, "r") as f:
+        g = f["vectors"][set_name]
+        n = len(g["ids"])
+        legacy = "item_row" not in g
+    if legacy:  # a schema 1 catalog (read-only; the next writer upgrades it): the old in-memory join
+        return SetRows(str(store.path), store.path, set_name, vs.provenance, **_legacy_join(store, set_name))
+    return SetRows(str(store.path), store.path, set_name, vs.provenance, count=n)
+
+
+def _legacy_join(store, set_name: str) -> dict:
     with store._file() as f:
         ids = f["vectors"][set_name]["ids"].asstr()[()]
     items = store.items()
@@ -140,8 +353,8 @@ def set_rows(store, set_name: str) -> SetRows:
     except KeyError as e:
         raise StoreError(f"vector set {set_name} has a row for id {e.args[0]!r} that the items table lacks; "
                          "re-run `embed build` to repair the catalog") from None
-    return SetRows(str(store.path), store.path, set_name, vs.provenance, ids,
-                   items["label"][at], items["split"][at], items["uri"][at], items["text"][at], items["sha256"][at])
+    return {"ids": ids, "labels": items["label"][at], "splits": items["split"][at], "uris": items["uri"][at],
+            "texts": items["text"][at], "shas": items["sha256"][at]}
 
 
 def runs_between(sl, start: int, stop: int) -> list[tuple[str, int, int, int]]:

@@ -9,7 +9,7 @@ from pathlib import Path
 from ..encoders.config import canonical_json
 
 FORMAT = "embedstore"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: each set's item_row, row_sha256 and row_map_sha256 (migrations/m001_row_map.py)
 ITEM_STR_COLUMNS = ("id", "uri", "label", "split", "sha256", "status", "reason", "text")  # text: text items only
 ITEM_INT_COLUMNS = ("size", "mtime_ns")
 ITEM_COLUMNS = ITEM_STR_COLUMNS + ITEM_INT_COLUMNS

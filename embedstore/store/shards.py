@@ -56,6 +56,15 @@ def items_digest(cols: dict) -> str:
     return h.hexdigest()
 
 
+def vector_ids_digest(vector_ids, vector_sha256) -> str:
+    """sha256 of which item each vector row belongs to: the ids, then their content hashes (NUL-terminated)."""
+    h = hashlib.sha256()
+    for col in (vector_ids, vector_sha256):
+        if len(col):
+            h.update(("\0".join(map(str, col)) + "\0").encode("utf-8"))
+    return h.hexdigest()
+
+
 def vectors_digest(ds, chunk_rows: int = DIGEST_ROWS) -> str:
     """sha256 of an N x D array's row-major bytes, read `chunk_rows` at a time (an array or an h5py dataset)."""
     h = hashlib.sha256()
@@ -126,7 +135,8 @@ def write_shard(
     directory.mkdir(parents=True, exist_ok=True)
     vectors = np.ascontiguousarray(vectors)
     # checksums of what the shard holds, recorded with it: `check_shard` and `embed verify` recompute them
-    attrs = {**attrs, "items_sha256": items_digest(items.cols), "vectors_sha256": vectors_digest(vectors)}
+    attrs = {**attrs, "items_sha256": items_digest(items.cols), "vectors_sha256": vectors_digest(vectors),
+             "vector_ids_sha256": vector_ids_digest(vector_ids, vector_sha256)}
     name = name or f"{time.time_ns():020d}-{os.getpid()}-{next(_counter):06d}.h5"
     check_free_space(directory, 2 * vectors.nbytes + 512 * len(items) + (64 << 10))
     with atomic_path(directory / name) as tmp, h5py.File(tmp, "w") as f:
@@ -190,6 +200,7 @@ def check_shard(path: Path) -> str | None:
         if size == 0:
             return "empty file (0 bytes)"
         with h5py.File(path, "r") as f:
+            dict(f.attrs.items())  # every attribute must read (their values carry no checksum)
             for key in ("items", "vectors", "vector_ids", "vector_sha256"):
                 if key not in f:
                     return f"not a complete shard (no '{key}')"
@@ -205,6 +216,12 @@ def check_shard(path: Path) -> str | None:
             want_items, want_vecs = f.attrs.get("items_sha256"), f.attrs.get("vectors_sha256")
             if want_items is not None and items_digest(cols) != _s(want_items):
                 return "item rows do not match their checksum"
+            vids, vshas = f["vector_ids"].asstr()[()], f["vector_sha256"].asstr()[()]
+            if len(vshas) != len(vids):
+                return f"{len(vids)} vector ids but {len(vshas)} vector hashes"
+            want_ids = f.attrs.get("vector_ids_sha256")  # shards written before it existed lack it
+            if want_ids is not None and vector_ids_digest(vids, vshas) != _s(want_ids):
+                return "vector ids do not match their checksum"
             if want_vecs is not None:
                 if vectors_digest(ds) != _s(want_vecs):
                     return "vector bytes do not match their checksum"
@@ -212,7 +229,7 @@ def check_shard(path: Path) -> str | None:
                 for s in range(0, ds.shape[0], DIGEST_ROWS):
                     if not np.isfinite(ds[s : s + DIGEST_ROWS].astype(np.float32)).all():
                         return "non-finite vectors (no checksum recorded: written before checksums)"
-    except (OSError, KeyError, ValueError, TypeError, UnicodeDecodeError) as e:
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError, UnicodeDecodeError) as e:  # RuntimeError: h5py's word for some HDF5 failures
         return f"unreadable ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else 'no detail'})"
     return None
 

@@ -43,6 +43,10 @@ class VectorSet:
         return int(self.provenance["dim"])
 
 
+class NewerSchemaError(StoreError):
+    """The store was written by a newer embedstore: neither read nor rewritten (never downgraded)."""
+
+
 def check_store_file(path: Path) -> int:
     """Refuse anything that is not an embedstore catalog; return its schema version."""
     import h5py
@@ -60,7 +64,8 @@ def check_store_file(path: Path) -> int:
     if fmt != FORMAT or schema is None:
         raise StoreError(f"{path} is an HDF5 file but not an embedstore store (no 'embedstore_schema' attribute); choose another --store path")
     if int(schema) > SCHEMA_VERSION:
-        raise StoreError(f"{path} has store schema {int(schema)}, newer than this embedstore reads ({SCHEMA_VERSION}); upgrade embedstore")
+        raise NewerSchemaError(f"{path} has store schema {int(schema)}, newer than this embedstore reads ({SCHEMA_VERSION}); "
+                               "upgrade embedstore")
     return int(schema)
 
 
@@ -81,6 +86,7 @@ class Store:
         self._created: str | None = None
         self._trusted: dict[str, tuple[int, int]] = {}  # shard -> (size, mtime_ns) whose checksums were checked
         self.notes: list[str] = []  # what opening or writing did that a user should know of (repairs, ignored files)
+        self.schema = SCHEMA_VERSION  # the catalog's schema as opened (older ones are read as they are; writers upgrade)
 
     # ---- opening -------------------------------------------------------------------------
     def _open(self, create: bool) -> "Store":
@@ -89,9 +95,10 @@ class Store:
         if exists:
             try:
                 schema = check_store_file(self.path)
-                if schema == SCHEMA_VERSION:
-                    self._read_catalog_head()
-            except (StoreError, OSError, KeyError, ValueError) as e:
+                self._read_catalog_head()
+            except NewerSchemaError:
+                raise
+            except (StoreError, OSError, KeyError, ValueError, RuntimeError) as e:
                 if not list_shards_any(self.shard_root):
                     raise
                 # the catalog is derived from the shards beside it, so a damaged one is rebuilt, not refused
@@ -100,12 +107,7 @@ class Store:
                                      f"run `embed verify {self.path.name} --repair` or `embed build` to rebuild it") from None
                 catalog_ok = False
                 schema = SCHEMA_VERSION
-            if schema < SCHEMA_VERSION:
-                if not self.writable:
-                    raise StoreError(f"{self.path} has schema {schema}; run `embed build` on it once to migrate to {SCHEMA_VERSION}")
-                migrate(self.path, schema)
-            if catalog_ok and schema < SCHEMA_VERSION:
-                self._read_catalog_head()
+            self.schema = schema
         elif not (create or list_shards_any(self.shard_root)):
             raise StoreError(f"store {self.path} does not exist; create it with `embed build SOURCE --store {self.path}`")
         if self.writable:
@@ -117,6 +119,9 @@ class Store:
                     self.notes.append(f"removed {n} temporary file(s) left in {d} by a writer that died")
             if not catalog_ok and exists:
                 self.notes.append(f"the catalog {self.path.name} was damaged; rebuilt it from the shards")
+            if catalog_ok and exists and self.schema < SCHEMA_VERSION:
+                self.notes += migrate(self, self.schema)  # under the lock: numbered steps up to this schema
+                self.schema = SCHEMA_VERSION
             self._note_strays()
             if not catalog_ok or self._check_shards(repair=True) or self._catalog_stale():
                 self.refresh(index=False)
@@ -282,6 +287,7 @@ class Store:
             else:
                 index_meta[name] = read_index_meta(self.sidecar, name) or {}
         write_catalog(self.path, f"{self.sidecar.name}/shards", layout, index_meta, self._created, stats)
+        self.schema = SCHEMA_VERSION
         return layout
 
     # ---- reading -------------------------------------------------------------------------

@@ -1,23 +1,30 @@
-"""Numbered schema migrations: `m00N_*` upgrades a catalog from schema N-1 to N.
+"""Numbered schema migrations: `mNNN_<what>.py` is the NNN-th change of the store's format. Each
+says which schema it upgrades (`FROM` -> `TO`) and does it in `upgrade(store)`, called by a
+writer holding the store's lock; `migrate` runs them in order from the store's schema to this
+embedstore's. Readers never migrate: they read the older schema as it is (see store/rows.py).
 
-Schema 1 is the first; the catalog is derived from shards, so most future migrations only
-need to rewrite shard attributes and then rebuild the catalog.
+The shards are the store's truth and the catalog is derived from them, so a change to the catalog
+alone migrates by rewriting the catalog; a change to the shards would rewrite the shards here.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from ...errors import StoreError
+from . import m001_row_map
 
-MIGRATIONS: dict[int, object] = {}  # target schema -> callable(store_path)
+MIGRATIONS = (m001_row_map,)  # in order; MIGRATIONS[k] upgrades schema k + 1 to k + 2
 
 
-def migrate(path: Path, from_schema: int) -> None:
+def migrate(store, from_schema: int) -> list[str]:
+    """Upgrade `store` (open for writing) from `from_schema` to the current schema; what was done."""
     from ..schema import SCHEMA_VERSION
 
-    for target in range(from_schema + 1, SCHEMA_VERSION + 1):
-        step = MIGRATIONS.get(target)
-        if step is None:
-            raise StoreError(f"{path} has schema {from_schema} and no migration to {target} exists")
-        step(path)
+    notes, schema = [], from_schema
+    for step in MIGRATIONS:
+        if step.FROM == schema:
+            notes.append(step.upgrade(store))
+            schema = step.TO
+    if schema != SCHEMA_VERSION:
+        raise StoreError(f"{store.path} has store schema {from_schema} and no migration reaches {SCHEMA_VERSION}; "
+                         "rebuild it with `embed build` into a new --store")
+    return notes
