@@ -221,6 +221,8 @@ def fit_zero_shot(store: str | Path, classes: str | None = None, templates=None,
     elif labelled:
         report.notes.append(f"store labels not among --classes ({', '.join(unknown[:5])}): no metrics; "
                             "score the saved head with `embed evaluate` on a store labelled with these classes")
+    if exclude is not None and not report.excluded:
+        report.notes.append("the exclusion list was not used: a zero-shot head trains on nothing, and no test split was scored")
     report.seen_items = 0
     if out is not None:
         meta = _head_meta(report, vs, rows)
