@@ -114,9 +114,9 @@ def mmr(relevance: np.ndarray, V: np.ndarray, k: int, diversity: float) -> np.nd
     rel = np.asarray(relevance, dtype=np.float64)
     if diversity <= 0 or k <= 1:
         return np.argsort(-rel, kind="stable")[:k]
-    S = np.asarray(V, np.float64) @ np.asarray(V, np.float64).T
+    V = np.ascontiguousarray(V, dtype=np.float32)
     picked = [int(np.argmax(rel))]
-    nearest = S[picked[0]].copy()
+    nearest = (V @ V[picked[0]]).astype(np.float64)  # similarities one picked row at a time: k small products, no n x n matrix
     free = np.ones(n, bool)
     free[picked[0]] = False
     for _ in range(k - 1):
@@ -125,5 +125,5 @@ def mmr(relevance: np.ndarray, V: np.ndarray, k: int, diversity: float) -> np.nd
         j = int(np.argmax(gain))
         picked.append(j)
         free[j] = False
-        nearest = np.maximum(nearest, S[j])
+        nearest = np.maximum(nearest, V @ V[j])
     return np.array(picked, dtype=np.int64)
