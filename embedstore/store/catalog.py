@@ -98,7 +98,7 @@ def write_catalog(path: Path, shard_root_rel: str, layout: Layout, index_meta: d
     its row-aligned columns) and `row_map_sha256` (its virtual dataset's row-to-shard map)."""
     import h5py
 
-    from .integrity import ROW_BLOCK, ROW_COLUMNS, column_digest, row_map_digest
+    from .integrity import ROW_BLOCK, row_map_digest
 
     str_dt = h5py.string_dtype("utf-8")
     check_free_space(path.parent, 2 * (512 * len(layout.items["id"]) + 96 * len(layout.shards)) + (64 << 10))
@@ -140,30 +140,41 @@ def write_catalog(path: Path, shard_root_rel: str, layout: Layout, index_meta: d
             sg.attrs["stale_rows"] = sl.stale
             for k, v in (index_meta.get(name) or {}).items():
                 sg.attrs[f"index_{k}"] = v if not isinstance(v, (dict, list)) else json.dumps(v)
-            ids = np.array(sl.ids, dtype=object).reshape(n)
-            at = np.asarray(sl.item_rows, dtype=np.int64).reshape(n)
+            ids, at, digests, pieces = row_tables(sl, str_cols, shard_root_rel)
             sg.create_dataset("ids", data=ids, dtype=str_dt)
             sg.create_dataset("item_row", data=at)
             sg.attrs["row_block"] = ROW_BLOCK
-            digests = []
-            for b0 in range(0, n, ROW_BLOCK):
-                pos = at[b0 : b0 + ROW_BLOCK]
-                digests.append([column_digest(ids[b0 : b0 + ROW_BLOCK] if c == "id" else str_cols[c][pos]) for c in ROW_COLUMNS]
-                               + [column_digest(pos)])
-            sg.create_dataset("row_sha256", data=np.array(digests, dtype="S64").reshape(len(digests), len(ROW_COLUMNS) + 1))
+            sg.create_dataset("row_sha256", data=digests)
+            sg.attrs["row_map_sha256"] = row_map_digest(pieces)
             if n == 0:
                 sg.create_dataset("vectors", shape=(0, sl.dim), dtype=sl.dtype)
-                sg.attrs["row_map_sha256"] = row_map_digest([])
                 continue
             vl = h5py.VirtualLayout(shape=(n, sl.dim), dtype=sl.dtype)
-            dest, pieces = 0, []
-            for shard, shard_rows, start, stop in sl.runs:
-                src = h5py.VirtualSource(f"{shard_root_rel}/{shard}", "vectors", shape=(shard_rows, sl.dim))
-                vl[dest : dest + stop - start] = src[start:stop]
-                pieces.append((dest, dest + stop - start, f"{shard_root_rel}/{shard}", "vectors", start, stop))
-                dest += stop - start
+            for (dest, end, shard_file, dset, start, stop), (_shard, shard_rows, _a, _b) in zip(pieces, sl.runs):
+                vl[dest:end] = h5py.VirtualSource(shard_file, dset, shape=(shard_rows, sl.dim))[start:stop]
             sg.create_virtual_dataset("vectors", vl, fillvalue=np.nan)
-            sg.attrs["row_map_sha256"] = row_map_digest(pieces)
+
+
+def row_tables(sl: SetLayout, str_cols: dict[str, np.ndarray], shard_root_rel: str):
+    """A set's row tables as the catalog records them: (ids, item_row, row_sha256, row-to-shard
+    pieces). `str_cols` are the item table's string columns as object arrays. `embed verify`
+    recomputes them from the shards with this same function."""
+    from .integrity import ROW_BLOCK, ROW_COLUMNS, column_digest
+
+    n = len(sl.ids)
+    ids = np.array(sl.ids, dtype=object).reshape(n)
+    at = np.asarray(sl.item_rows, dtype=np.int64).reshape(n)
+    digests = []
+    for b0 in range(0, n, ROW_BLOCK):
+        pos = at[b0 : b0 + ROW_BLOCK]
+        digests.append([column_digest(ids[b0 : b0 + ROW_BLOCK] if c == "id" else str_cols[c][pos]) for c in ROW_COLUMNS]
+                       + [column_digest(pos)])
+    digests = np.array(digests, dtype="S64").reshape(len(digests), len(ROW_COLUMNS) + 1)
+    pieces, dest = [], 0
+    for shard, _shard_rows, start, stop in sl.runs:
+        pieces.append((dest, dest + stop - start, f"{shard_root_rel}/{shard}", "vectors", start, stop))
+        dest += stop - start
+    return ids, at, digests, pieces
 
 
 def read_shard_stats(path: Path) -> dict[str, tuple[int, int]]:

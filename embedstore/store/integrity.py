@@ -106,7 +106,7 @@ def verify_store(path: str | Path) -> dict:
 
     from .catalog import compute_layout
     from .index import ids_digest, index_paths, read_index_meta
-    from .schema import ITEM_COLUMNS, ITEM_STR_COLUMNS, KEY_FIELDS, provenance_key, sidecar_dir
+    from .schema import ITEM_COLUMNS, ITEM_STR_COLUMNS, KEY_FIELDS, SCHEMA_VERSION, provenance_key, sidecar_dir
     from .shards import check_shard, has_checksums, list_shards, read_shard_meta, stray_files
     from .store import _decode_attrs, _set_attrs_from_shard, check_store_file
 
@@ -202,6 +202,13 @@ def verify_store(path: str | Path) -> dict:
                             bad("catalog", path, f"its item column '{c}' differs from what the shards hold",
                                 f"`embed verify {name} --repair` rebuilds it")
                             break
+                    for sname, sl in layout.sets.items():  # each set's row tables and row-to-shard map
+                        problem = _row_tables_problem(f, sname, sl, layout, f"{sidecar.name}/shards")
+                        if problem:
+                            bad("catalog", path, f"vector set {sname}: {problem}", f"`embed verify {name} --repair` rebuilds it")
+                    if int(f.attrs.get("embedstore_schema", 0)) < SCHEMA_VERSION:
+                        notes.append(f"the catalog has store schema {int(f.attrs['embedstore_schema'])}; the next writer "
+                                     f"(`embed build`, `embed verify --repair`) upgrades it to {SCHEMA_VERSION}")
         except Exception as e:  # noqa: BLE001 - any failure to read the catalog is a finding, not a crash
             bad("catalog", path, f"unreadable ({str(e).splitlines()[0][:160] if str(e) else type(e).__name__})",
                 f"`embed verify {name} --repair` rebuilds it from the shards")
@@ -223,6 +230,33 @@ def verify_store(path: str | Path) -> dict:
         if problem:
             bad("index", ipath, problem, f"`embed verify {name} --repair` or the next `embed build` rebuilds it")
     return {"store": str(path), "ok": not problems, "problems": problems, "checked": checked, "notes": notes}
+
+
+def _row_tables_problem(f, sname: str, sl, layout, shard_root_rel: str) -> str | None:
+    """How a set's row tables in the open catalog `f` differ from what the shards give (None: they
+    match). Schema 1 catalogs have none to check."""
+    from .catalog import row_tables
+    from .schema import ITEM_STR_COLUMNS
+
+    g = f["vectors"][sname]
+    if "item_row" not in g:
+        return None
+    n = len(layout.items["id"])
+    str_cols = {c: np.array(layout.items[c], dtype=object).reshape(n) for c in ITEM_STR_COLUMNS}
+    _ids, at, digests, pieces = row_tables(sl, str_cols, shard_root_rel)
+    if not np.array_equal(g["item_row"][()], at):
+        return "its row-to-item map (item_row) differs from what the shards hold"
+    if g["row_sha256"].shape != digests.shape or not np.array_equal(g["row_sha256"][()], digests):
+        return "its row checksums (row_sha256) differ from what the shards hold"
+    if vds_row_map(g["vectors"]) != pieces:
+        return "its row-to-shard map differs from what the shards hold"
+    if _s(g.attrs.get("row_map_sha256", "")) != row_map_digest(pieces):
+        return "its row-to-shard map checksum (row_map_sha256) is not the map's"
+    return None
+
+
+def _s(v) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
 
 
 def repair_store(path: str | Path) -> dict:
