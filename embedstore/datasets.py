@@ -62,7 +62,7 @@ def write_drug_reviews(out_csv: str | Path) -> Path:
 
 def write_digits_with_faults(out_dir: str | Path, seed: int = 0, near_copies: int = 100, leaks: int = 50,
                              flip_fraction: float = 0.05, size: int = 64, jpeg_quality: tuple = (90, 95),
-                             crop: tuple = (0.01, 0.03), brightness: float = 0.0) -> dict:
+                             crop: tuple = (0.01, 0.03), brightness: float = 0.0, per_class: int | None = None) -> dict:
     """The bundled digits with planted faults, for `embed audit`'s tests and benchmark (seeded):
     a manifest `out_dir/manifest.csv` (id, path, label, split; 70/15/15 seeded split) over
     - every digit once, with `flip_fraction` of the labels changed to another digit;
@@ -70,7 +70,7 @@ def write_digits_with_faults(out_dir: str | Path, seed: int = 0, near_copies: in
       cut off a random side, brightness scaled by up to +-`brightness`, JPEG re-encoded at a quality
       in `jpeg_quality`) in the same split as their original;
     - `leaks` altered copies of random training items placed in the test split.
-    Returns the planted truth: {"near_pairs": [[original, copy], ...], "leak_pairs": [[train id,
+    `per_class` keeps that many digits per class (tests). Returns the planted truth: {"near_pairs": [[original, copy], ...], "leak_pairs": [[train id,
     test id], ...], "flipped": {id: true label}, "manifest": path}. No original is used twice."""
     import csv
     import io
@@ -80,7 +80,7 @@ def write_digits_with_faults(out_dir: str | Path, seed: int = 0, near_copies: in
     from PIL import Image, ImageEnhance
 
     root = Path(out_dir)
-    write_digits(root / "digits", size=size)
+    write_digits(root / "digits", per_class=per_class, size=size)
     rng = np.random.default_rng(seed)
     files = sorted((root / "digits").glob("*/*.png"))
     ids = [f"digits/{f.parent.name}/{f.name}" for f in files]

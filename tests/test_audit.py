@@ -1,0 +1,238 @@
+"""`embed audit` on the bundled digits with planted faults (real encoder, real store), on the clean
+digits, and on tiny stores with exact copies; its findings fed back through --exclude."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import embed, write_image
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    from embedstore.datasets import write_digits_with_faults
+    from embedstore.ingest import build
+
+    root = tmp_path_factory.mktemp("planted")
+    truth = write_digits_with_faults(root, seed=0, per_class=60, near_copies=30, leaks=20, flip_fraction=0.05)
+    store = root / "digits.h5"
+    build(truth["manifest"], store, encoder="effnet-lite:lite0", progress=False)
+    return store, truth
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory):
+    from embedstore.datasets import write_digits
+    from embedstore.ingest import build
+
+    root = tmp_path_factory.mktemp("clean")
+    store = root / "digits.h5"
+    build(write_digits(root / "digits", per_class=60), store, encoder="effnet-lite:lite0", progress=False)
+    return store
+
+
+@pytest.fixture(scope="module")
+def planted_audit(planted, tmp_path_factory):
+    store, _ = planted
+    out = tmp_path_factory.mktemp("audit") / "issues.csv"
+    res = embed("audit", store, "--out", out, "--json")
+    assert res.exit_code == 0, res.output
+    return json.loads(res.output), out
+
+
+def _rows(path: Path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def test_planted_copies_and_leaks_are_found(planted, planted_audit):
+    _, truth = planted
+    report, out = planted_audit
+    rows = _rows(out)
+    by_kind: dict[str, set] = {}
+    for r in rows:
+        by_kind.setdefault(r["kind"], set()).add(r["id"])
+    copies = {c for _, c in truth["near_pairs"]}
+    leaks = {c for _, c in truth["leak_pairs"]}
+    # each planted copy is reported as a duplicate or a leak of something (its original kept: a train copy or lowest id)
+    flagged = by_kind.get("near_duplicate", set()) | by_kind.get("leak", set())
+    found = {c for o, c in truth["near_pairs"] if c in flagged or o in flagged}
+    assert len(found) >= 0.9 * len(copies), (len(found), len(copies))
+    # leaks: the test-side copy of a training item, every one of the 20
+    assert leaks <= by_kind.get("leak", set()), sorted(leaks - by_kind.get("leak", set()))
+    assert report["leaks"]["by_split_pair"].get("train-test", 0) >= len(leaks)
+    # few items that are not planted end up in duplicate clusters
+    planted_items = {x for p in truth["near_pairs"] + truth["leak_pairs"] for x in p}
+    wrong = (by_kind.get("near_duplicate", set()) | by_kind.get("leak", set())) - planted_items
+    assert len(wrong) <= 0.15 * len(flagged), sorted(wrong)
+    assert report["verdict"].startswith("worth a look")
+
+
+def test_flipped_labels_are_suspected_with_the_suggested_true_label(planted, planted_audit):
+    _, truth = planted
+    report, out = planted_audit
+    suspects = {r["id"]: r for r in _rows(out) if r["kind"] == "label_issue"}
+    flipped = truth["flipped"]
+    hit = [i for i in flipped if i in suspects]
+    assert len(hit) >= 0.6 * len(flipped), (len(hit), len(flipped))
+    assert len(hit) >= 0.5 * len(suspects), (len(hit), len(suspects))
+    # the suggestion is the label before the flip for most of them
+    right = [i for i in hit if f"suggested '{flipped[i]}'" in suspects[i]["detail"]]
+    assert len(right) >= 0.8 * len(hit)
+    li = report["label_issues"]
+    assert li["folds"] == 5 and li["suspects"] == len(suspects) and 0.5 < li["out_of_fold_accuracy"] < 1.0
+
+
+def test_clean_set_says_nothing_alarming_in_one_line(clean):
+    res = embed("audit", clean)
+    assert res.exit_code == 0, res.output
+    last = res.output.strip().splitlines()[-1]
+    assert last.startswith("nothing alarming"), res.output
+    js = json.loads(embed("audit", clean, "--json").output)
+    assert js["alarming"] == [] and js["leaks"]["pairs"] == 0 and js["exact_duplicates"]["clusters"] == 0
+
+
+def test_exact_copies_cluster_with_the_training_copy_kept(tmp_path, build_tiny):
+    src = tmp_path / "src"
+    for i in range(12):
+        write_image(src / f"img_{i:02d}.png", (40 + 15 * i, 90, 200 - 10 * i), seed=i)
+    placeholder = write_image(src / "missing_0.png", (250, 250, 250), seed=999)
+    for j in range(1, 5):
+        shutil.copy(placeholder, src / f"missing_{j}.png")
+    rows = [("src/img_%02d.png" % i, "a" if i % 2 else "b", "train") for i in range(12)]
+    rows += [(f"src/missing_{j}.png", "a", "test" if j == 3 else "train") for j in range(5)]
+    man = tmp_path / "m.csv"
+    man.write_text("path,label,split\n" + "".join(f"{p},{lab},{s}\n" for p, lab, s in rows))
+    build_tiny(man, tmp_path / "s.h5")
+    res = embed("audit", tmp_path / "s.h5", "--out", tmp_path / "f.csv", "--no-labels", "--json")
+    assert res.exit_code == 0, res.output
+    r = json.loads(res.output)
+    assert r["exact_duplicates"] == {"clusters": 1, "items": 5, "removable": 4}
+    found = _rows(tmp_path / "f.csv")
+    dups = {x["id"] for x in found if x["kind"] == "exact_duplicate"}
+    assert dups == {f"src/missing_{j}.png" for j in range(1, 5)}  # missing_0 (train, lowest id) kept
+    leak = [x for x in found if x["kind"] == "leak"]
+    assert [x["id"] for x in leak] == ["src/missing_3.png"] and "train item src/missing_0.png" in leak[0]["detail"]
+    assert r["leaks"]["by_split_pair"] == {"train-test": 1}
+
+
+def test_outlier_scores_are_what_anomalies_knn_scores(clean, tmp_path):
+    """One meaning through two doors: audit's isolation score is `anomalies --method knn`'s (k=5, mean,
+    leave-one-out on items it was fitted on), with the opposite sign."""
+    from embedstore.audit import run_audit
+    from embedstore.detectors.anomalies import find_anomalies
+
+    r = run_audit(clean, labels=False, outlier_share=0.05, progress=False)
+    a, _ = find_anomalies(clean, "knn", progress=False)
+    knn = {x["id"]: x["score"] for x in a.ranked}
+    ours = {x["id"]: x["score"] for x in r.detail["outliers"]}
+    assert len(ours) == 30
+    for i, s in ours.items():
+        assert knn[i] == pytest.approx(s, rel=1e-3, abs=1e-4)
+    top_knn = [x["id"] for x in a.ranked[:10]]
+    assert top_knn == [x["id"] for x in r.detail["outliers"][:10]]
+
+
+def test_excluding_leaks_scores_the_test_split_without_them(planted, planted_audit, tmp_path):
+    """The findings table feeds fit-head, build and anomalies; fit-head without the leaked test items
+    is scored on exactly the test items that are not copies of training items."""
+    store, truth = planted
+    _, out = planted_audit
+    leak_ids = {r["id"] for r in _rows(out) if r["kind"] == "leak"}
+    base = json.loads(embed("fit-head", "logistic", "--store", store, "--json").output)
+    res = embed("fit-head", "logistic", "--store", store, "--exclude", out, "--exclude-kinds", "leak", "--json")
+    assert res.exit_code == 0, res.output
+    fitted = json.loads(res.output)
+    assert fitted["counts"]["test"] == base["counts"]["test"] - len(leak_ids)
+    assert fitted["excluded"]["per_split"]["test"] == len(leak_ids)
+    # the leaked copies were easy test items (their originals are in train): removing them lowers test accuracy or keeps it
+    assert fitted["test"]["accuracy"] <= base["test"]["accuracy"] + 1e-9
+    # build and anomalies read the same file
+    res = embed("anomalies", "--store", store, "--exclude", out, "--exclude-kinds", "near_duplicate,leak", "--json")
+    assert res.exit_code == 0, res.output
+    an = json.loads(res.output)
+    n_excl = len({r["id"] for r in _rows(out) if r["kind"] in ("near_duplicate", "leak")})
+    assert an["fit_count"] == an["scored_count"] - n_excl
+    res = embed("build", truth["manifest"], "--store", tmp_path / "again.h5", "--exclude", out, "--exclude-kinds", "leak",
+                "--encoder", "test:tiny", "--json", "-q", "--workers", "0")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["vectors_in_set"] == an["scored_count"] - len(leak_ids)
+
+
+def test_html_report_shows_clusters_leaks_and_suspects(planted, tmp_path):
+    store, _ = planted
+    res = embed("audit", store, "--report", tmp_path / "rep")
+    assert res.exit_code == 0, res.output
+    page = (tmp_path / "rep" / "index.html").read_text()
+    for title in ("Summary", "Duplicate clusters", "Leaks across splits", "Suspected label errors", "Most isolated items",
+                  "Class balance per split"):
+        assert f"<h2>{title}</h2>" in page
+    assert page.count("data:image/png;base64,") >= 60
+    assert "KEEP " in page and " -&gt; " in page
+
+
+@pytest.mark.parametrize("args, message", [
+    (["-k", "1"], "-k must be at least 2"),
+    (["--threshold", "1.5"], "--threshold is a cosine"),
+    (["--outliers", "0.7"], "--outliers must be a share"),
+    (["--out", "x.txt"], "write a .csv or a .parquet"),
+    (["--set", "nope"], "nope"),
+    (["--max-memory", "lots"], "--max-memory must look like"),
+])
+def test_bad_options_fail_in_one_line(clean, args, message):
+    res = embed("audit", clean, *args)
+    assert res.exit_code != 0
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], res.output
+
+
+def test_missing_store_fails_in_one_line(tmp_path):
+    res = embed("audit", tmp_path / "none.h5")
+    assert res.exit_code != 0 and len(res.output.strip().splitlines()) == 1
+    assert not (tmp_path / "none.h5").exists()
+
+
+def test_label_check_skips_with_a_reason_over_the_memory_budget(clean):
+    res = embed("audit", clean, "--max-memory", "1MB", "--json")
+    assert res.exit_code == 0, res.output
+    assert "over --max-memory 1MB" in json.loads(res.output)["label_issues"]["skipped"]
+
+
+def test_audit_page_in_headless_chromium(planted, tmp_path):
+    """The report as a person sees it: clusters side by side, leaks as pairs, mislabels with given ->
+    suggested; the screenshot goes to test-artifacts/audit-report.png."""
+    from test_serve import _chromium, _need_browser
+
+    _need_browser()
+    from selenium import webdriver
+    from selenium.webdriver.common.by import By
+
+    store, _ = planted
+    assert embed("audit", store, "--report", tmp_path / "rep").exit_code == 0
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = _chromium()
+    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1600"):
+        opts.add_argument(a)
+    driver = webdriver.Chrome(options=opts, service=webdriver.ChromeService(executable_path=shutil.which("chromedriver")))
+    try:
+        driver.get((tmp_path / "rep" / "index.html").as_uri())
+        heads = [h.text for h in driver.find_elements(By.TAG_NAME, "h2")]
+        assert heads[:3] == ["Summary", "Duplicate clusters", "Leaks across splits"]
+        imgs = driver.find_elements(By.CSS_SELECTOR, ".card img")
+        loaded = [im for im in imgs[:40] if driver.execute_script("return arguments[0].naturalWidth", im) > 0]
+        assert len(loaded) == min(40, len(imgs)) and len(imgs) >= 60
+        art = Path(__file__).resolve().parents[1] / "test-artifacts"
+        art.mkdir(exist_ok=True)
+        driver.save_screenshot(str(tmp_path / "audit.png"))
+        shutil.copy(tmp_path / "audit.png", art / "audit-report.png")
+        assert (art / "audit-report.png").stat().st_size > 10_000
+    finally:
+        driver.quit()
