@@ -53,8 +53,15 @@ class AuditReport:
 
 
 def _keep_first(members: np.ndarray, rows) -> np.ndarray:
-    """Cluster members ordered by which to keep: a training copy first, then the lowest id."""
-    return np.array(sorted(members, key=lambda r: (SPLIT_RANK.get(str(rows.splits[r]).lower(), 1), str(rows.ids[r]))))
+    """Cluster members ordered by which to keep: a training copy first, then the oldest file (an
+    original usually predates its copies; a file that is gone comes last), then the lowest id."""
+    from ..sources.items import modified_time
+
+    def key(r):
+        t = modified_time(str(rows.uris[r]))
+        return (SPLIT_RANK.get(str(rows.splits[r]).lower(), 1), t is None, t or 0.0, str(rows.ids[r]))
+
+    return np.array(sorted(members, key=key))
 
 
 def _exact_groups(rows) -> list[np.ndarray]:

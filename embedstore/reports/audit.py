@@ -11,8 +11,10 @@ MAX_CLUSTERS = 40
 MAX_ROWS = 60
 
 
-def _row(items: list[dict], caption) -> str:
-    return f'<div style="margin:.4rem 0;padding:.3rem;border-left:3px solid #ccc">{thumbnails(items, caption)}</div>'
+def _group(items: list[dict], caption) -> str:
+    """One cluster or pair: its thumbnails side by side in a framed box; boxes flow several a row."""
+    return (f'<div style="display:inline-block;vertical-align:top;margin:.3rem;padding:.3rem;border:1px solid #ccc;'
+            f'border-radius:4px">{thumbnails(items, caption)}</div>')
 
 
 def audit_sections(r) -> list[Section]:
@@ -34,11 +36,12 @@ def audit_sections(r) -> list[Section]:
 
     clusters = r.detail.get("clusters", [])
     if clusters:
-        body = f"<p>{len(clusters)} cluster(s); the first item of each (bold border) is the one kept.</p>"
+        body = (f"<p>{len(clusters)} cluster(s), largest first; the first item of each (KEEP) is the one to keep: a training "
+                "copy first, then the oldest file. The others show their cosine to it.</p>")
         for c in clusters[:MAX_CLUSTERS]:
             items = [{"id": m, "uri": uri.get(m, "")} for m in c["members"]]
             cos = c.get("cosine_to_keep", {})
-            body += _row(items, lambda it, c=c, cos=cos: ("KEEP " if it["id"] == c["keep"] else
+            body += _group(items, lambda it, c=c, cos=cos: ("KEEP " if it["id"] == c["keep"] else
                                                           f"{cos[it['id']]:.3f} " if it["id"] in cos else "") + it["id"])
         if len(clusters) > MAX_CLUSTERS:
             body += f"<p class='muted'>... and {len(clusters) - MAX_CLUSTERS} more in the findings table.</p>"
@@ -50,7 +53,7 @@ def audit_sections(r) -> list[Section]:
         for p in leaks[:MAX_ROWS]:
             items = [{"id": p["kept_side"], "uri": uri.get(p["kept_side"], ""), "split": p["kept_split"]},
                      {"id": p["leaked"], "uri": uri.get(p["leaked"], ""), "split": p["leaked_split"]}]
-            body += _row(items, lambda it: f"{it['split']}: {it['id']}")
+            body += _group(items, lambda it: f"{it['split']}: {it['id']}")
         sections.append(Section("Leaks across splits", body))
     suspects = r.detail.get("suspects", [])
     if suspects:

@@ -92,3 +92,12 @@ class Source:
         splits = dict(sorted(splits.items(), key=lambda kv: (SPLIT_NAMES.get(kv[0].lower(), 3), kv[0])))
         return {"layout": self.layout, "from": self.layout_from, "split_counts": splits,
                 "label_counts": dict(sorted(labels.items()))}
+
+
+def modified_time(uri: str) -> float | None:
+    """When a stored item's file was last modified, or None when it is gone (the audit keeps the
+    oldest of a cluster of copies: an original usually predates its copies)."""
+    try:
+        return os.stat(local_path(uri)).st_mtime
+    except (OSError, ValueError):
+        return None
