@@ -81,6 +81,19 @@ def test_mmr_without_diversity_is_relevance_order_and_with_it_skips_near_duplica
     assert mmr(rel, V, 2, 0.5).tolist() == [0, 3]  # the two near-copies of item 0 give way to the different item
 
 
+def test_many_likes_are_clustered_on_a_sample_and_every_like_assigned():
+    from embedstore.recommend.profile import CLUSTER_SAMPLE, build_profiles, cluster_liked, unit
+
+    rng = np.random.default_rng(3)
+    a, b = np.eye(8)[0], np.eye(8)[1]
+    L = unit(np.concatenate([a + 0.05 * rng.normal(size=(700, 8)), b + 0.05 * rng.normal(size=(300, 8))]))
+    assert len(L) > CLUSTER_SAMPLE
+    lab = cluster_liked(L)
+    assert len(lab) == 1000 and len(set(lab[:700])) == 1 and len(set(lab[700:])) == 1 and lab[0] != lab[-1]
+    P = build_profiles(L)
+    assert len(P) == 2 and sorted(np.argmax(P, axis=1).tolist()) == [0, 1]
+
+
 def test_varied_tastes_get_one_profile_per_cluster_not_their_mean(tastes):
     from embedstore.recommend import recommend
 
@@ -354,6 +367,9 @@ def test_report_shows_liked_thumbnails_next_to_recommended(photos, tmp_path):
     page = (tmp_path / "rep" / "index.html").read_text()
     assert "<h3>ann" in page and "<h3>bob" in page and "liked (2)" in page and "recommended (4)" in page
     assert page.count("data:image/png;base64,") == 2 + 4 + 1 + 4  # every liked and recommended item's thumbnail
+    r = embed("recommend", photos / "s.h5", "--like", "owl/owl_000.jpg,owl/owl_001.png", "-k", "3", "--report", tmp_path / "one")
+    page = (tmp_path / "one" / "index.html").read_text()
+    assert r.exit_code == 0 and "liked (2)" in page and "recommended (3)" in page and page.count("data:image/png;base64,") == 5
     r = embed("recommend", photos / "s.h5", "--evaluate", inter, "-k", "4", "--report", tmp_path / "ev")
     assert r.exit_code == 0 and "hit-rate@4" in (tmp_path / "ev" / "index.html").read_text()
 

@@ -12,6 +12,7 @@ import numpy as np
 
 SILHOUETTE_MIN = 0.25  # below it, one mean profile: the liked items do not form separate groups
 MAX_CLUSTERS = 5
+CLUSTER_SAMPLE = 500  # above this many liked items, clusters are found on a sample (the silhouette is n x n)
 MIN_NORM = 1e-6
 
 
@@ -61,6 +62,11 @@ def cluster_liked(L: np.ndarray, clusters: int | None = None, seed: int = 0) -> 
     """Cluster labels of the liked unit vectors: `clusters` groups when given (1: one mean), else
     the count in 2..5 with the best silhouette when it reaches SILHOUETTE_MIN, else one group."""
     n = len(L)
+    if n > CLUSTER_SAMPLE:  # many likes: cluster a seeded sample, then give every like its nearest centre
+        pick = np.random.default_rng(seed).choice(n, CLUSTER_SAMPLE, replace=False)
+        lab = cluster_liked(L[pick], clusters, seed)
+        C = unit(np.stack([L[pick][lab == g].mean(axis=0) for g in np.unique(lab)]))
+        return np.argmax(L @ C.T, axis=1)
     if clusters is not None:
         c = max(1, min(int(clusters), n))
         return np.zeros(n, int) if c == 1 else spherical_kmeans(L, c, seed)
