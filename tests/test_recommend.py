@@ -477,3 +477,25 @@ def test_users_are_written_a_batch_at_a_time(tastes, tmp_path, monkeypatch):
     monkeypatch.setattr(TableWriter, "write", spy)
     rep, kept = recommend_users(store, inter, tmp_path / "o.parquet", k=3, batch=3, progress=False)
     assert sizes == [3, 3, 1] and rep.users == 7 and rep.rows_written == 21 and kept == []
+
+
+def test_interaction_files_read_iso_times_parquet_and_refuse_bad_rows(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from embedstore.errors import SourceError
+    from embedstore.sources.interactions import read_interactions
+
+    f = write_csv(tmp_path / "iso.csv", ["User", "item", "rating", "timestamp"],
+                  [("u1", "a", 5, "2024-05-01T12:00:00"), ("u1", "b", "", "2024-05-03"), ("u1", "c", 4, "2024-05-02T08:00:00")])
+    i = read_interactions(f)
+    assert i.users.tolist() == ["u1"] * 3 and np.argsort(i.timestamps).tolist() == [0, 2, 1]
+    assert i.ratings[0] == 5 and np.isnan(i.ratings[1])
+    pq.write_table(pa.table({"user": ["a", "b"], "item": ["x", ""]}), tmp_path / "i.parquet")
+    i = read_interactions(tmp_path / "i.parquet")
+    assert i.items.tolist() == ["x", ""] and i.timestamps is None and i.ratings is None
+    for rows, msg in (([("u", "a", "yesterday")], "neither a number nor an ISO date"), ([("", "a", "1")], "has no user")):
+        with pytest.raises(SourceError, match=msg):
+            read_interactions(write_csv(tmp_path / "bad.csv", ["user", "item", "timestamp"], rows))
+    with pytest.raises(SourceError, match=".csv or .parquet"):
+        read_interactions(tmp_path / "x.json")
