@@ -397,13 +397,15 @@ class Store:
 
     def iter_vectors(self, set_name: str, chunk_rows: int = 16384, expect: dict | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Stream (ids, float32 vectors) in chunks; memory stays flat however large the set.
-        `expect` (a provenance) refuses vectors made otherwise. Reads through `SetRows.chunks`."""
+        `expect` (a provenance) refuses vectors made otherwise. Reads through `SetRows.stream`."""
         vs = self.get_set(set_name)
         if expect:
             self.check_provenance(vs, expect)
-        rows = self.rows(set_name)
-        for sel, block in rows.chunks(chunk_rows=chunk_rows):
-            yield rows.ids[sel], block
+        from .rows import _decoded
+
+        rows = self.rows(set_name)  # streamed with only the ids: the other columns are never loaded
+        for _start, block, meta in rows.stream(chunk_rows=chunk_rows, columns=("id",)):
+            yield _decoded(meta["id"]), block.astype(np.float32)
 
     def live_ids(self, set_name: str) -> set[str]:
         with self._file() as f:
