@@ -36,7 +36,7 @@ class SetRows:
         self._count = len(ids) if ids is not None else int(count or 0)
         self._reader = None  # open dataset for `fetch`
         self._pinned = None  # catalog held open by `pin`
-        self._maps: dict[int, list] = {}  # id of an open catalog -> its checked row-to-shard map
+        self._map_file, self._map = None, None  # the catalog file whose row-to-shard map was checked, and the map
 
     def __repr__(self) -> str:
         return f"SetRows({self.set_name!r}, {self._count} rows, catalog={str(self.catalog)!r})"
@@ -92,22 +92,23 @@ class SetRows:
 
         g = f["vectors"][self.set_name]
         ds = g["vectors"]
-        key = id(f.id)
-        if key not in self._maps:
+        if f is not self._map_file:
             pieces = vds_row_map(ds)
             want = g.attrs.get("row_map_sha256")
             if want is not None and row_map_digest(pieces) != _s(want):
                 raise DamagedStoreError(f"the catalog {self.catalog} is damaged (vector set {self.set_name}: its row-to-shard "
                                         f"map does not match its checksum); run `embed verify {Path(self.catalog).name} --repair`")
-            self._maps = {key: pieces}  # the map of the file in use (a pinned catalog, or the one just opened)
+            # the map of the file in use (a pinned catalog, or the one just opened); holding the file
+            # object itself means a later file is never mistaken for it (a writer may have replaced the catalog)
+            self._map_file, self._map = f, pieces
         return ds
 
     def _read(self, f, ds, a: int, b: int) -> np.ndarray:
         """Rows [a, b) in the stored dtype. A virtual dataset's rows are read from its shard files by
         its (checked) row-to-shard map, one file open at a time: reading through the virtual dataset
         keeps every source file open with its caches, about 10 MB per shard read, until it closes."""
-        pieces = self._maps.get(id(f.id)) if ds.is_virtual else None
-        if not pieces:
+        pieces = self._map if (f is self._map_file and ds.is_virtual) else None
+        if not pieces:  # not virtual (no rows), or another file's map is in use: read through the dataset
             return ds[a:b]
         import h5py
 

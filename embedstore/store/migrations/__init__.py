@@ -1,7 +1,8 @@
 """Numbered schema migrations: `mNNN_<what>.py` is the NNN-th change of the store's format. Each
 says which schema it upgrades (`FROM` -> `TO`) and does it in `upgrade(store)`, called by a
 writer holding the store's lock; `migrate` runs them in order from the store's schema to this
-embedstore's. Readers never migrate: they read the older schema as it is (see store/rows.py).
+embedstore's. Readers do not migrate: they read the older schema as it is (see store/rows.py),
+unless they bring a stale catalog up to date, which writes it in the current schema.
 
 The shards are the store's truth and the catalog is derived from them, so a change to the catalog
 alone migrates by rewriting the catalog; a change to the shards would rewrite the shards here.
