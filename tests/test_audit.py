@@ -206,9 +206,32 @@ def test_label_check_skips_with_a_reason_over_the_memory_budget(clean):
     assert "over --max-memory 1MB" in json.loads(res.output)["label_issues"]["skipped"]
 
 
+def test_server_audit_answers_as_the_cli_does(planted, planted_audit):
+    """The same audit through the server's JSON door as through `embed audit --json`; no file paths."""
+    from embedstore.serve.server import open_api
+
+    store, _ = planted
+    cli, _ = planted_audit
+    api = open_api(store)
+    rep = api.handle("GET", "/api/audit")
+    assert rep.status == 200, rep.body
+    js = rep.json()
+    for key in ("items", "exact_duplicates", "near_duplicates", "leaks", "alarming", "verdict"):
+        assert js[key] == cli[key], key
+    assert js["label_issues"]["suspects"] == cli["label_issues"]["suspects"]
+    assert len(js["leak_pairs"]) == cli["leaks"]["pairs"] and js["store"] == store.name
+    assert str(store.parent) not in rep.body.decode()
+    page = api.handle("GET", "/audit")
+    assert page.status == 200 and "text/html" in page.headers["content-type"]
+    html = page.body.decode()
+    assert "<h2>Leaks across splits</h2>" in html and 'src="/api/thumb/' in html and str(store.parent) not in html
+    assert "script-src" not in page.headers["content-security-policy"]
+
+
 def test_audit_page_in_headless_chromium(planted, tmp_path):
     """The report as a person sees it: clusters side by side, leaks as pairs, mislabels with given ->
-    suggested; the screenshot goes to test-artifacts/audit-report.png."""
+    suggested, as a file and on the running server (reached from the store's page); screenshots go to
+    test-artifacts/audit-report.png and audit-served.png."""
     from test_serve import _chromium, _need_browser
 
     _need_browser()
@@ -234,5 +257,21 @@ def test_audit_page_in_headless_chromium(planted, tmp_path):
         driver.save_screenshot(str(tmp_path / "audit.png"))
         shutil.copy(tmp_path / "audit.png", art / "audit-report.png")
         assert (art / "audit-report.png").stat().st_size > 10_000
+        from embedstore.serve.server import make_server, open_api
+
+        srv = make_server(open_api(store), "127.0.0.1", 0).start()
+        try:
+            from selenium.webdriver.support.ui import WebDriverWait
+
+            driver.get(f"http://127.0.0.1:{srv.port}/")
+            driver.find_element(By.ID, "audit-link").click()
+            WebDriverWait(driver, 120).until(lambda d: "Leaks across splits" in d.page_source)
+            imgs = driver.find_elements(By.CSS_SELECTOR, ".card img")[:12]
+            WebDriverWait(driver, 60).until(lambda d: all(d.execute_script(
+                "return arguments[0].complete && arguments[0].naturalWidth > 0", im) for im in imgs))
+            assert driver.find_element(By.TAG_NAME, "h2").text == "Summary"
+            driver.save_screenshot(str(art / "audit-served.png"))
+        finally:
+            srv.stop()
     finally:
         driver.quit()

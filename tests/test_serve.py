@@ -65,7 +65,7 @@ def test_openapi_describes_every_route(served):
     status, doc, _ = request(port, "GET", "/openapi.json")
     assert status == 200 and doc["openapi"].startswith("3.")
     assert set(doc["paths"]) == {"/api/info", "/api/search", "/api/predict", "/api/items/{item_id}",
-                                 "/api/thumb/{item_id}", "/api/map", "/api/anomalies", "/api/recommend"}
+                                 "/api/thumb/{item_id}", "/api/map", "/api/anomalies", "/api/recommend", "/api/audit", "/audit"}
     assert set(doc["paths"]["/api/search"]) == {"get", "post"} and "413" in doc["paths"]["/api/search"]["post"]["responses"]
 
 

@@ -49,9 +49,15 @@ def table(headers: list[str], rows: list[list], left: int = 1) -> str:
     return f"<table><tr>{th}</tr>{body}</table>"
 
 
-def thumbnails(items: list[dict], caption) -> str:
+def thumbnails(items: list[dict], caption, src=None) -> str:
+    """Cards of thumbnails with captions: inlined PNGs read from each item's uri, or, with `src`
+    (item id -> URL), images the page loads (the server's thumbnail route, which guards decoding)."""
     cards = []
     for it in items:
+        if src is not None:
+            img = f'<img alt="{esc(it["id"])}" loading="lazy" src="{esc(src(it["id"]))}">'
+            cards.append(f'<div class="card">{img}<div>{esc(caption(it))}</div></div>')
+            continue
         png = plots.thumbnail_png(it["uri"])
         img = f'<img alt="{esc(it["id"])}" src="{_data_uri(png)}">' if png else '<div class="muted">(unreadable)</div>'
         cards.append(f'<div class="card">{img}<div>{esc(caption(it))}</div></div>')
@@ -163,17 +169,22 @@ def compare_section(c: dict) -> Section:
     return Section("Encoders on your data", body)
 
 
+def render_page(title: str, sections: list[Section], top: str = "") -> str:
+    """One HTML page of sections (the reports' files and the server's audit view)."""
+    from .. import __version__
+
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title><style>{CSS}</style></head><body>",
+             top, f"<h1>{esc(title)}</h1><p class='muted'>embedstore {__version__}, {time.strftime('%Y-%m-%d %H:%M:%S')}</p>"]
+    parts += [f"<h2>{s.title}</h2>{s.body}" for s in sections]
+    parts.append("</body></html>")
+    return "".join(parts)
+
+
 def write_report(out_dir: str | Path, title: str, sections: list[Section]) -> Path:
     """Write `index.html` (self-contained) into `out_dir`; returns its path."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    from .. import __version__
-
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title><style>{CSS}</style></head><body>",
-             f"<h1>{esc(title)}</h1><p class='muted'>embedstore {__version__}, {time.strftime('%Y-%m-%d %H:%M:%S')}</p>"]
-    parts += [f"<h2>{s.title}</h2>{s.body}" for s in sections]
-    parts.append("</body></html>")
-    return write_text_atomic(out_dir / "index.html", "".join(parts))
+    return write_text_atomic(out_dir / "index.html", render_page(title, sections))
 
 
 def store_map(store_path, vector_set: str | None, out_dir: Path, max_points: int = 5000, seed: int = 0) -> Section:

@@ -56,6 +56,8 @@ class Api:
         self._embed_lock = threading.Lock()  # one forward pass at a time
         self._map_lock = threading.Lock()
         self._map = None
+        self._audit_lock = threading.Lock()
+        self._audit = None  # (snapshot stamp, AuditReport): `embed audit` of the served set, run on first request
         self._app = None
         self.anomalies = _ranking(anomalies) if anomalies is not None else None
 
@@ -220,7 +222,44 @@ class Api:
         return self._map
 
 
+    def audit_report(self):
+        """`embed audit` of the served vector set (the same `run_audit` the CLI calls), run on the
+        first request and again only after a build changes the store."""
+        from ..audit import run_audit
+
+        with self._audit_lock:
+            stamp = self.ctx._snap.stamp
+            if self._audit is None or self._audit[0] != stamp:
+                try:
+                    self._audit = (stamp, run_audit(self.ctx.store, vector_set=self.ctx.vs.name, progress=False))
+                except EmbedstoreError as e:
+                    raise ApiError(400, str(e)) from None
+            return self._audit[1]
+
+    def audit(self) -> dict:
+        """The audit as JSON: the CLI's `--json` plus the findings by item id (no file paths)."""
+        r = self.audit_report()
+        d = {**r.to_dict(), "store": self.store_name, "out": None, "report": None}
+        det = r.detail
+        d["clusters"] = det["clusters"][:AUDIT_KEEP]
+        d["leak_pairs"] = det["leaks"][:AUDIT_KEEP]
+        d["suspects"] = [{k: v for k, v in s.items() if k != "uri"} for s in det["suspects"][:AUDIT_KEEP]]
+        d["outliers"] = [{k: v for k, v in o.items() if k != "uri"} for o in det["outliers"][:AUDIT_KEEP]]
+        return d
+
+    def audit_html(self) -> str:
+        """The audit page (as `embed audit --report` draws it), thumbnails from /api/thumb."""
+        from urllib.parse import quote
+
+        from ..reports.audit import audit_page
+
+        r = self.audit_report()
+        top = '<p class="muted"><a href="/">back to the store</a> | <a href="/api/audit">as JSON</a></p>'
+        return audit_page(r, lambda i: f"/api/thumb/{quote(i, safe='/')}?size=96", top).replace(str(r.store), self.store_name)
+
+
 RANKING_KEEP = 5000
+AUDIT_KEEP = 2000  # findings of each kind in the server's JSON (the CLI's --out has them all)
 
 
 def _ranking(report) -> dict:

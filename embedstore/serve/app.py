@@ -54,6 +54,8 @@ SECURITY_HEADERS = {
     "referrer-policy": "no-referrer",
     "x-frame-options": "DENY",
 }
+AUDIT_CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
+             "form-action 'none'")  # the audit page: no script at all
 PAGE_CSP = ("default-src 'none'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
             "img-src 'self' data: blob:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 
@@ -163,6 +165,14 @@ def make_app(api: Api, guard: Guard | None = None) -> Starlette:
     async def anomalies(request: Request) -> Response:
         return ok(api.anomaly_page(q(request)))
 
+    async def audit_json(request: Request) -> Response:
+        return ok(await run_in_threadpool(api.audit))
+
+    async def audit_page(request: Request) -> Response:
+        html = await run_in_threadpool(api.audit_html)
+        return Response(html, 200, headers={**SECURITY_HEADERS, "content-security-policy": AUDIT_CSP},
+                        media_type="text/html; charset=utf-8")
+
     async def map_(request: Request) -> Response:
         return ok(await run_in_threadpool(api.map))
 
@@ -177,6 +187,8 @@ def make_app(api: Api, guard: Guard | None = None) -> Starlette:
         Route("/api/thumb/{item_id:path}", thumb, methods=["GET"]),
         Route("/api/map", map_, methods=["GET"]),
         Route("/api/anomalies", anomalies, methods=["GET"]),
+        Route("/api/audit", audit_json, methods=["GET"]),
+        Route("/audit", audit_page, methods=["GET"]),
     ]
 
     async def on_api_error(request, e: ApiError):

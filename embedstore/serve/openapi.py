@@ -97,6 +97,13 @@ def schema(api=None) -> dict:
                                                       {"name": "limit", "in": "query", "schema": {"type": "integer", "default": 50, "maximum": 500}}],
                                        "responses": {"200": {"description": "method, threshold, flagged, items",
                                                              "content": {"application/json": {}}}, **_errors(400, 404)}}},
+            "/api/audit": {"get": {"summary": "embed audit of the served set (run on first request): duplicates, leaks across "
+                                          "splits, label issues, outliers, balance; the page is at /audit",
+                                   "responses": {"200": {"description": "as `embed audit --json`, plus clusters, leak_pairs, "
+                                                                        "suspects and outliers by item id",
+                                                         "content": {"application/json": {}}}, **_errors(400)}}},
+            "/audit": {"get": {"summary": "the audit as a web page with thumbnails",
+                               "responses": {"200": {"description": "HTML", "content": {"text/html": {}}}, **_errors(400)}}},
             "/api/map": {"get": {"summary": "a 2-D PCA map of the store (up to 5000 items, sampled evenly)",
                                  "responses": {"200": _json("Map", "points with id, label, split, x, y")}}},
         },

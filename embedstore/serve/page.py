@@ -44,7 +44,7 @@ button:disabled{background:#9aa7b8;cursor:default}
 #item .head{display:flex;gap:.8rem;align-items:flex-start} #item .head img{width:128px;height:128px;object-fit:contain;background:var(--bg)}
 </style></head>
 <body>
-<header><h1>embedstore</h1><div id="info">loading...</div></header>
+<header><h1>embedstore</h1><div id="info">loading...</div><a id="audit-link" href="/audit" title="duplicates, leaks across splits, label issues, outliers (embed audit)">audit this store</a></header>
 <main>
 <div>
 <section>
