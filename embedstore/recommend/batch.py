@@ -105,7 +105,8 @@ def recommend_users(store: str | Path, interactions: str | Path, out: str | Path
     """Top-k per user of `interactions` (user,item[,rating,timestamp]) to `out` (.csv or .parquet):
     one row per (user, rank, id, score, label, source). Every item a user interacted with is left
     out of their list. Users with no usable interactions get the most liked items (source
-    'popular'), fewer than k when fewer items were liked at all (counted as short). Returns the report and the first `keep` users' (user, liked ids, hits) for reports."""
+    'popular'), fewer than k when fewer items were liked at all (counted as short). Returns the
+    report and the first `keep` users' (user, liked ids, hits) for reports."""
     from ..progress import progress_bar
     from ..reports.table import TableWriter, check_table_path
     from ..search.where import parse_where
@@ -170,7 +171,7 @@ def recommend_users(store: str | Path, interactions: str | Path, out: str | Path
                 else:
                     seen = tpos[g.user(u)]
                     R = pop[~np.isin(pop, seen)][:k]
-                    S, how = counts[R].astype(np.float32), "popular"  # score: how many interacted with it
+                    S, how = counts[R].astype(np.float32), "popular"  # score: how many liked it
                 stats[how] += 1
                 stats["short"] += len(R) < k
                 for r, (j, sc) in enumerate(zip(R, S)):
