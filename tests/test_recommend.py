@@ -114,8 +114,10 @@ def test_dislikes_push_the_profile_away(tastes):
     plain = recommend(store, ["i0024", "i0025"], k=8)  # two M items: the nearest are M
     assert {h["label"] for h in plain.hits} == {"M"}
     away = recommend(store, ["i0024", "i0025"], dislike=[f"i{i:04d}" for i in range(12, 24)], k=8, dislike_weight=1.0)
-    assert {h["label"] for h in away.hits[-4:]} <= {"A", "M"} and "B" not in {h["label"] for h in away.hits}
-    assert all(not h["id"].startswith("i001") and h["id"] not in ("i0024", "i0025") for h in away.hits if h["label"] == "B")
+    # M - mean(B) points at A: cosine ~0.92 to the A cluster, ~0.38 to the rest of M, negative to B
+    assert {h["label"] for h in away.hits} == {"A"}
+    half = recommend(store, ["i0024", "i0025"], dislike=[f"i{i:04d}" for i in range(12, 24)], k=8, dislike_weight=0.1)
+    assert {h["label"] for h in half.hits} == {"M"}  # a light dislike only tilts the profile
 
 
 # ---- the rules ---------------------------------------------------------------------------------
