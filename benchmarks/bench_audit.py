@@ -84,6 +84,27 @@ def score_audit(store: Path, truth: dict) -> dict:
     }
 
 
+def cleanlab_filters(store: Path, truth: dict) -> dict:
+    """Every cleanlab filter on the same out-of-fold probabilities the audit uses."""
+    from cleanlab.filter import find_label_issues
+
+    from embedstore.audit.labels import find_label_issues as ours
+    from embedstore.store import open_store
+
+    with open_store(store) as st:
+        rows = st.rows(st.select_set(None).name)
+        X, y, ids = rows.load(), np.asarray(rows.labels), np.asarray(rows.ids)
+    li = ours(X, y, np.arange(len(y)))
+    yi = np.searchsorted(li.classes, y)
+    flipped = set(truth["flipped"])
+    out = {}
+    for fb in ("prune_by_noise_rate", "prune_by_class", "both", "confident_learning", "predicted_neq_given"):
+        sus = set(ids[find_label_issues(yi, li.proba, filter_by=fb)])
+        tp = len(sus & flipped)
+        out[fb] = {"suspects": len(sus), "recall": round(tp / len(flipped), 3), "precision": round(tp / max(len(sus), 1), 3)}
+    return out
+
+
 def cleanlab_own(store: Path, truth: dict) -> dict:
     """cleanlab's whole pipeline: CleanLearning(LogisticRegression) finds issues with its own CV."""
     import warnings
@@ -143,6 +164,7 @@ def main() -> None:
         else:
             store, truth = planted_store(Path(tmp) / "planted", args.harsh)
         out["audit"] = score_audit(store, truth)
+        out["cleanlab_filters_same_probabilities"] = cleanlab_filters(store, truth)
         out["cleanlab_clean_learning"] = cleanlab_own(store, truth)
     if args.speed:
         out["speed"] = speed(args.speed)
