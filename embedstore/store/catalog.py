@@ -27,13 +27,13 @@ class SetLayout:
     dtype: str
     runs: list[tuple[str, int, int, int]] = field(default_factory=list)  # (shard, n_in_shard, start, stop)
     ids: list[str] = field(default_factory=list)
-    item_rows: list[int] = field(default_factory=list)  # each row's position in the item table
+    item_rows: list[int] | np.ndarray = field(default_factory=list)  # each row's position in the item table
     stale: int = 0  # rows superseded by a changed file
 
 
 @dataclass
 class Layout:
-    items: dict[str, list]
+    items: dict[str, list | np.ndarray]  # columns (lists, or arrays when built by _layout_unique)
     sets: dict[str, SetLayout]
     shards: list[str]  # "<set>/<file>" in commit order
 
@@ -41,6 +41,56 @@ class Layout:
 def compute_layout(shards: list[tuple[str, ShardMeta]], set_attrs: dict[str, dict]) -> Layout:
     """Merge shard metadata (in commit order) into the item table and each set's live rows."""
     order = sorted(shards, key=lambda s: s[1].name)
+    return _layout_unique(order, set_attrs) or _layout_general(order, set_attrs)
+
+
+def _layout_unique(order: list[tuple[str, ShardMeta]], set_attrs: dict[str, dict]) -> Layout | None:
+    """`compute_layout` when no id is committed twice (a first build, or builds that only add): the
+    same Layout by array operations, with no Python object per row (at millions of rows the general
+    merge below costs seconds and hundreds of MB a refresh). None when some id repeats."""
+    if not order:
+        return None
+    ids = np.concatenate([np.asarray(m.items["id"], dtype=object) for _, m in order])
+    if len(set(ids)) != len(ids):
+        return None
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    items = {c: np.concatenate([np.asarray(m.items[c], dtype=object if c in ITEM_STR_COLUMNS else np.int64) for _, m in order])
+             for c in ITEM_COLUMNS}
+    id_set = pa.array(ids, pa.string())
+    sets: dict[str, SetLayout] = {}
+    members: dict[str, list[int]] = {}
+    for i, (set_name, _meta) in enumerate(order):
+        a = set_attrs[set_name]
+        sets.setdefault(set_name, SetLayout(set_name, a, int(a["dim"]), str(a["dtype"])))
+        members.setdefault(set_name, []).append(i)
+    for set_name, shard_idx in members.items():
+        sl = sets[set_name]
+        vids = np.concatenate([np.asarray(order[i][1].vector_ids, dtype=object) for i in shard_idx])
+        if len(set(vids)) != len(vids):
+            return None
+        vsha = np.concatenate([np.asarray(order[i][1].vector_sha256, dtype=object) for i in shard_idx])
+        si = np.concatenate([np.full(len(order[i][1].vector_ids), i, dtype=np.int64) for i in shard_idx])
+        jj = np.concatenate([np.arange(len(order[i][1].vector_ids), dtype=np.int64) for i in shard_idx])
+        pos = pc.index_in(pa.array(vids, pa.string()), value_set=id_set).fill_null(-1).to_numpy().astype(np.int64)
+        safe = np.where(pos >= 0, pos, 0)
+        live = (pos >= 0) & (items["status"][safe] == STATUS_OK) & (items["sha256"][safe] == vsha) if len(pos) else pos >= 0
+        sl.stale = int((~live).sum())
+        sl.ids = vids[live].tolist()
+        sl.item_rows = pos[live]
+        si, jj = si[live], jj[live]
+        if len(si):
+            cut = np.flatnonzero((np.diff(si) != 0) | (np.diff(jj) != 1)) + 1
+            for a0, b0 in zip(np.r_[0, cut], np.r_[cut, len(si)]):
+                meta = order[int(si[a0])][1]
+                sl.runs.append((f"{set_name}/{meta.name}", meta.n_vectors, int(jj[a0]), int(jj[b0 - 1]) + 1))
+    return Layout(items=items, sets=sets, shards=[f"{set_name}/{meta.name}" for set_name, meta in order])
+
+
+def _layout_general(order: list[tuple[str, ShardMeta]], set_attrs: dict[str, dict]) -> Layout:
+    """`compute_layout` for any shards: an id committed again (a changed file re-embedded, a
+    relabelled item) takes its newest row, keeping the position of its first."""
     latest: dict[str, tuple] = {}
     for _set, meta in order:
         cols = [meta.items[c] for c in ITEM_COLUMNS]
