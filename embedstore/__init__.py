@@ -20,6 +20,10 @@ _LAZY = {
     "predict": ("embedstore.heads.apply", "predict"),
     "evaluate": ("embedstore.heads.apply", "evaluate"),
     "load_head": ("embedstore.modelfile", "load_head"),
+    "run_audit": ("embedstore.audit", "run_audit"),
+    "find_anomalies": ("embedstore.detectors.anomalies", "find_anomalies"),
+    "search": ("embedstore.search.query", "search"),
+    "recommend": ("embedstore.recommend.query", "recommend"),
 }
 
 __all__ = ["__version__", *_LAZY]
