@@ -17,7 +17,7 @@ EPILOG = (
     "  embed anomalies --store parts.h5 --method knn --top 20\n\n"
     "  embed anomalies --store parts.h5 --fit-on split=train,label=good --score new_parts/ --method mahalanobis\n\n"
     "  embed anomalies --store digits.h5 --fit-on label=0 --out ranked.csv --save detectors/zeros --json\n\n"
-    "  embed anomalies --store parts.h5 --exclude audit.csv --exclude-kinds duplicate   # fit without the audited items\n\n"
+    "  embed anomalies --store parts.h5 --exclude audit.csv --exclude-kinds near_duplicate,exact_duplicate   # fit without the audited items\n\n"
     "Methods: knn (distance to k nearest; --param k=10 --param aggregation=max), lof, mahalanobis (Ledoit-Wolf), "
     "pca (reconstruction error), iforest, ocsvm. Scores: higher = more anomalous; percentile against the fit set.\n\n"
     "--exclude keeps the listed items out of the fit set only: they are still scored (as items the detector did "

@@ -16,7 +16,7 @@ EPILOG = (
     "  embed build list.csv --store s.h5 --encoder open_clip:ViT-B-32/openai --json\n\n"
     "  embed build icons/ --store icons.h5 --resize-mode squash --interpolation bilinear   # small images: nothing cropped\n\n"
     "  embed build /shared/photos --store /shared/photos.h5 --engine ray --address auto   # a Ray cluster\n\n"
-    "  embed build photos/ --store photos.h5 --exclude audit.csv --exclude-kinds duplicate,corrupt   # leave audited items out\n\n"
+    "  embed build photos/ --store photos.h5 --exclude audit.csv --exclude-kinds near_duplicate,exact_duplicate   # leave audited items out\n\n"
     "Re-running resumes an interrupted build and embeds only new or changed files."
 )
 
@@ -110,7 +110,7 @@ def register(app: typer.Typer) -> None:
         address: str = typer.Option(None, "--address", help="With --engine ray: auto (the running cluster) or ray://host:port [default: a local Ray instance]."),
         actors: int = typer.Option(None, "--actors", help="With --engine ray: encoder actors [default: one per GPU; CPU: one per 8 cores]."),
         exclude: Path = typer.Option(None, "--exclude", help="Leave out items whose id is in this list: the CSV from `embed audit --out` (or any CSV/Parquet with an 'id' column) or a text file with one id per line. They are not embedded or added; items already in the store stay as they are."),
-        exclude_kinds: str = typer.Option(None, "--exclude-kinds", help="With --exclude: only rows of these kinds (comma-separated, e.g. duplicate,corrupt); needs a 'kind' column."),
+        exclude_kinds: str = typer.Option(None, "--exclude-kinds", help="With --exclude: only rows of these kinds (comma-separated, e.g. near_duplicate,leak; `embed audit` writes exact_duplicate, near_duplicate, leak, label_issue, outlier); needs a 'kind' column."),
         report_dir: Path = typer.Option(None, "--report", help="Write an HTML report (summary, embedding map) to this folder."),
         json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),

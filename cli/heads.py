@@ -14,7 +14,7 @@ FIT_EPILOG = (
     "  embed fit-head knn --store photos.h5 --shots 5 --json\n\n"
     "  embed fit-head mlp --store photos.h5 --param hidden=512 --plots reports/\n\n"
     "  embed fit-head logistic --store reviews.h5 --class-weight balanced\n\n"
-    "  embed fit-head logistic --store photos.h5 --exclude audit.csv --exclude-kinds duplicate,mislabel\n\n"
+    "  embed fit-head logistic --store photos.h5 --exclude audit.csv --exclude-kinds leak,label_issue\n\n"
     "  embed fit-head logistic --store clip.h5 --init zero-shot --classes \"ant,bee\" --shots 4\n\n"
     "  embed fit-head zero-shot --store clip.h5 --classes \"ant,bee\" --template \"a photo of a {}.\" "
     "--template \"a close-up photo of a {}.\" --out heads/zero-shot\n\n"

@@ -275,3 +275,13 @@ def test_audit_page_in_headless_chromium(planted, tmp_path):
             srv.stop()
     finally:
         driver.quit()
+
+
+def test_a_kind_the_findings_table_lacks_is_refused_not_ignored(planted, planted_audit):
+    store, _ = planted
+    _, out = planted_audit
+    for cmd in (["fit-head", "logistic", "--store", store], ["anomalies", "--store", store]):
+        res = embed(*cmd, "--exclude", out, "--exclude-kinds", "duplicate")
+        assert res.exit_code != 0
+        line = res.output.strip().splitlines()
+        assert len(line) == 1 and "no rows of kind duplicate" in line[0] and "near_duplicate" in line[0], res.output

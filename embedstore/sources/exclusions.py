@@ -51,10 +51,12 @@ def read_exclusions(path: str | Path, kinds: list[str] | None = None) -> Exclusi
                               "use the CSV from `embed audit --out` or a text file with one id per line")
         wanted = set(kinds) if kinds else None
         ids = set()
+        present: set[str] = set()
         for row in rows:
             row = {k.strip(): v for k, v in row.items() if k is not None}
             item = str(row.get("id") or "").strip()
             kind = str(row.get("kind") or "").strip()
+            present.add(kind)
             if not item or (wanted is not None and "kind" in columns and kind not in wanted):
                 continue
             ids.add(item)
@@ -62,7 +64,10 @@ def read_exclusions(path: str | Path, kinds: list[str] | None = None) -> Exclusi
                 counts[kind] = counts.get(kind, 0) + 1
         if wanted is not None and "kind" not in columns:
             raise SourceError(f"exclusion list {p} has no 'kind' column, so kinds {', '.join(sorted(wanted))} "
-                              "cannot be chosen; drop the kinds option or use the CSV from `embed audit --out`")
+                              "cannot be chosen; drop --exclude-kinds or use the CSV from `embed audit --out`")
+        if wanted is not None and wanted - present:
+            raise SourceError(f"exclusion list {p} has no rows of kind {', '.join(sorted(wanted - present))} (kinds there: "
+                              f"{', '.join(sorted(k for k in present if k)) or 'none'}); fix --exclude-kinds")
     else:
         if kinds:
             raise SourceError(f"exclusion list {p} is a plain id list, so kinds cannot be chosen; "
