@@ -45,10 +45,10 @@ def pair_scores(found: set, planted: set) -> tuple[float, float, int]:
     return (tp / len(found) if found else 1.0), tp / len(planted), tp
 
 
-def score_audit(store: Path, truth: dict) -> dict:
+def score_audit(store: Path, truth: dict, vector_set: str | None = None) -> dict:
     from embedstore.audit import run_audit
 
-    r = run_audit(store, progress=False)
+    r = run_audit(store, vector_set=vector_set, progress=False)
     near_planted = {frozenset(p) for p in truth["near_pairs"]}
     leak_planted = {frozenset(p) for p in truth["leak_pairs"]}
     found = set()
@@ -154,6 +154,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--store", help="reuse a store built from the planted folder (with --truth)")
     ap.add_argument("--truth", help="planted.json of that folder")
+    ap.add_argument("--set", dest="vector_set", help="the vector set to audit (with --store, when it has several)")
+    ap.add_argument("--audit-only", action="store_true", help="skip the cleanlab comparisons")
     ap.add_argument("--harsh", action="store_true", help="harsher copies (see the docstring)")
     ap.add_argument("--speed", type=int, default=0, help="also time audit vs neighbors on this many synthetic vectors")
     args = ap.parse_args()
@@ -163,9 +165,10 @@ def main() -> None:
             store, truth = Path(args.store), json.loads(Path(args.truth).read_text())
         else:
             store, truth = planted_store(Path(tmp) / "planted", args.harsh)
-        out["audit"] = score_audit(store, truth)
-        out["cleanlab_filters_same_probabilities"] = cleanlab_filters(store, truth)
-        out["cleanlab_clean_learning"] = cleanlab_own(store, truth)
+        out["audit"] = score_audit(store, truth, args.vector_set)
+        if not args.audit_only:
+            out["cleanlab_filters_same_probabilities"] = cleanlab_filters(store, truth)
+            out["cleanlab_clean_learning"] = cleanlab_own(store, truth)
     if args.speed:
         out["speed"] = speed(args.speed)
     print(json.dumps(out, indent=1, default=str))
