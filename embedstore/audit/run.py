@@ -219,7 +219,7 @@ def run_audit(store: str | Path, vector_set: str | None = None, k: int = 10, thr
         label_issues=label_summary,
         outliers={"listed": n_out, "share": outlier_share, "score": f"mean distance to the {min(5, k_eff)} nearest items "
                   "(what `embed anomalies --method knn` scores, leave-one-out)", "median": med_d},
-        findings=len(findings), notes=notes + ([snap.meta["note"]] if snap.meta.get("note") else []),
+        findings=len(findings), notes=notes + [x for x in (snap.vs.note, snap.meta.get("note")) if x],
     )
     report.seconds = {**seconds, "index_plan": g.plan.get("method", "")}
     _verdict(report, balance)
