@@ -82,8 +82,8 @@ def test_a_remapped_row_to_shard_map_is_refused_by_readers_and_verify(built, tmp
         truth = st.rows(st.select_set().name).load()
     _rewrite_map(store, swap_sources=True, fix_checksum=False)
     with open_store(store) as st:
-        rows = st.rows(st.select_set().name)
-        for read in (lambda: rows.load(), lambda: rows.fetch(np.array([0])), lambda: list(rows.stream())):
+        name = st.select_set().name
+        for read in (lambda: st.rows(name), lambda: list(st.iter_vectors(name))):  # refused on open, before any row
             with pytest.raises(DamagedStoreError, match="row-to-shard map does not match its checksum") as e:
                 read()
             assert "\n" not in str(e.value) and "embed verify" in str(e.value)
@@ -197,3 +197,20 @@ def test_a_missing_shard_is_named_in_one_line(built, tmp_path):
     with pytest.raises(StoreError, match=f"cannot read .* from shard {shard.name}.*missing or damaged") as e:
         rows.load()
     assert "\n" not in str(e.value)
+
+
+def test_rows_stay_one_snapshot_while_a_build_commits(tmp_path, build_tiny):
+    """Columns load on first use: they, and the vectors, come from the catalog `rows` was made from."""
+    src = make_image_folder(tmp_path / "photos")
+    store = tmp_path / "s.h5"
+    build_tiny(src, store)
+    with open_store(store) as st:
+        rows = st.rows(st.select_set().name)
+        before = st.rows(st.select_set().name).load()
+    make_image_folder(tmp_path / "photos", classes=("owl",), per_class=4)
+    build_tiny(src, store)  # commits 4 more rows and replaces the catalog
+    assert len(rows) == 12 and len(rows.ids) == 12 and "owl" not in set(rows.labels)
+    assert np.array_equal(rows.load(), before)
+    with open_store(store) as st:
+        now = st.rows(st.select_set().name)
+        assert len(now) == 16 and sum(lab == "owl" for lab in now.labels) == 4

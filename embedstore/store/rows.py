@@ -23,7 +23,8 @@ _WINDOW = 1 << 16  # item rows read at once when a block's items are scattered o
 class SetRows:
     """Row-aligned metadata of one vector set (ids, labels, splits, uris, texts, shas); vectors
     stay on disk. The metadata columns load on first use; `stream` and `slabs` never load them,
-    so a full pass (export) holds one block in memory however large the set."""
+    so a full pass (export) holds one block in memory however large the set. `Store.rows` gives
+    one pinned to the catalog it opened (a consistent snapshot while a build commits)."""
 
     def __init__(self, store_path: str, catalog, set_name: str, provenance: dict, ids=None, labels=None, splits=None,
                  uris=None, texts=None, shas=None, count: int | None = None):
@@ -331,17 +332,26 @@ class _Borrowed:
 
 def set_rows(store, set_name: str) -> SetRows:
     """A set's rows in `store`: ids with each row's label, split, uri, text and sha256, loaded on
-    first use (see `SetRows`)."""
+    first use (see `SetRows`), from the catalog as it is now: it is held open (`pin`), so columns
+    loaded later and vectors read later describe the same rows even if a build commits meanwhile."""
     import h5py
 
     vs = store.get_set(set_name)
-    with h5py.File(store.path, "r") as f:
+    f = h5py.File(store.path, "r")
+    try:
         g = f["vectors"][set_name]
         n = len(g["ids"])
         legacy = "item_row" not in g
-    if legacy:  # a schema 1 catalog (read-only; the next writer upgrades it): the old in-memory join
-        return SetRows(str(store.path), store.path, set_name, vs.provenance, **_legacy_join(store, set_name))
-    return SetRows(str(store.path), store.path, set_name, vs.provenance, count=n)
+        if not legacy:
+            rows = SetRows(str(store.path), store.path, set_name, vs.provenance, count=n)
+            rows._pinned = f
+            rows._reader = rows._vectors(f)
+            return rows
+    except BaseException:
+        f.close()
+        raise
+    f.close()  # a schema 1 catalog (read-only; the next writer upgrades it): the old in-memory join
+    return SetRows(str(store.path), store.path, set_name, vs.provenance, **_legacy_join(store, set_name))
 
 
 def _legacy_join(store, set_name: str) -> dict:
