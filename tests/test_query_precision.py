@@ -72,7 +72,9 @@ def test_service_queries_at_the_recorded_precision(fp32_store, bf16_cpu):
     recorded = {**vs.provenance, "build_precision": vs.attrs["build_precision"]}
     svc = EmbeddingService.from_provenance(recorded)
     assert svc.precision == "fp32" and "built at fp32" in svc.precision_reason
-    old = EmbeddingService.from_provenance(vs.provenance)  # a store from before the attribute: today's "auto"
+    assert vs.provenance["build_precision"] == "fp32"  # the store hands it to every door
+    before = {k: v for k, v in vs.provenance.items() if k != "build_precision"}
+    old = EmbeddingService.from_provenance(before)  # a store from before the attribute: today's "auto"
     assert old.precision == "bf16"
     worst_new = worst_old = 1.0
     for item, stored in vecs.items():
@@ -118,8 +120,6 @@ def test_extending_a_set_keeps_its_precision(fp32_store, tmp_path, bf16_cpu):
     assert sorted(p.name for p in sidecar_dir(store).rglob("*")) == before
 
 
-@pytest.mark.xfail(strict=True, reason="the store's VectorSet.provenance carries only the key fields; once it also carries "
-                   "build_precision (store/store.py _vector_sets), `embed search --image` queries at it: drop this marker")
 def test_search_door_queries_at_the_recorded_precision(fp32_store, bf16_cpu):
     root, photos = fp32_store
     r = embed("search", root / "s.h5", "--image", photos / "cat" / "cat_000.jpg", "-k", 1, "--json")

@@ -331,7 +331,8 @@ class Store:
             out = []
             for name, g in f["vectors"].items():
                 attrs = _decode_attrs(g.attrs)
-                prov = {k: attrs[k] for k in KEY_FIELDS if k in attrs}
+                # build_precision is not a key field (it does not name the set), but queries run at it
+                prov = {k: attrs[k] for k in (*KEY_FIELDS, "build_precision") if k in attrs}
                 index = {k[len("index_") :]: v for k, v in attrs.items() if k.startswith("index_")}
                 if isinstance(index.get("params"), str):
                     index["params"] = json.loads(index["params"])
