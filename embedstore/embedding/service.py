@@ -16,12 +16,19 @@ from typing import Any
 import numpy as np
 
 from ..errors import EmbedstoreError, EncoderError
+from .accel import check_accel, resolve_accel
 from .device import autocast_dtype, resolve_device, resolve_precision, use_channels_last
 
 log = logging.getLogger(__name__)
 NORMALIZE = ("l2", "none")
 DTYPES = ("float16", "float32")
 BUILD_PRECISION = "build_precision"  # vector-set attribute: the precision its vectors were computed at (not part of its key)
+# Vector-set attributes: the accelerated forward that computed the vectors ("openvino" or "none") and
+# its library version. Not part of the set's key or name: at fp32 its vectors are the eager ones up
+# to summation order (tests/test_accel.py: cosine >= 0.9999 on real images, and after the float16
+# round trip nearly every component is identical), so an accelerated build and an eager one extend
+# the same set, and the set's queries may run eager at its recorded precision.
+BUILD_ACCEL, BUILD_ACCEL_VERSION = "build_accel", "build_accel_version"
 
 
 def make_encoder(encoder_id: str, weights: str | None = None, layer: str | None = None, texts: bool = False,
@@ -84,34 +91,48 @@ class EmbeddingService:
     `EmbeddingService.from_provenance(prov)` to reproduce a stored vector set."""
 
     def __init__(self, encoder, normalize: str = "l2", dtype: str = "float16", device: str = "auto",
-                 precision: str = "auto"):
+                 precision: str = "auto", accel: str = "none"):
         if normalize not in NORMALIZE:
             raise EncoderError(f"--normalize must be l2 or none, not '{normalize}'")
         if dtype not in DTYPES:
             raise EncoderError(f"--dtype must be float16 or float32, not '{dtype}'")
         self.encoder, self.normalize, self.dtype = encoder, normalize, dtype
         self.device = resolve_device(device) if isinstance(device, str) else device
+        self.accel_asked = check_accel(accel)
+        forced = None
+        if accel == "openvino" and self.device.type == "cpu" and encoder.cfg.modality == "image":
+            if precision == "auto":  # asked for by name: its exact fp32 beats bf16 autocast here (accel.py)
+                precision, forced = "fp32", "auto: --accel openvino computes at fp32"
+            elif precision != "fp32":
+                raise EncoderError(f"--accel openvino computes at fp32, not {precision}; pass --precision fp32 (or auto), "
+                                   "or --accel none")
         self.precision, self.precision_reason = resolve_precision(precision, self.device)
+        self.precision_reason = forced or self.precision_reason
         self.channels_last = use_channels_last(encoder.cfg, self.device, self.precision)
         self._placed = False
         self._scale = None
+        self._resolve_accel()
 
     # ---- construction ----------------------------------------------------------------------
     @classmethod
     def create(cls, encoder_id: str, weights: str | None = None, layer: str | None = None, normalize: str = "l2",
                dtype: str = "float16", texts: bool = False, device: str = "auto", precision: str = "auto",
-               overrides: dict | None = None) -> "EmbeddingService":
+               overrides: dict | None = None, accel: str = "none") -> "EmbeddingService":
         """A service for a new or extended vector set (the build's door); `overrides` (crop_pct,
-        interpolation, resize_mode) adjust the encoder's own image preprocessing."""
-        return cls(make_encoder(encoder_id, weights, layer, texts, overrides=overrides), normalize, dtype, device, precision)
+        interpolation, resize_mode) adjust the encoder's own image preprocessing; `accel` (auto |
+        none | openvino) an accelerated CPU forward (see embedding/accel.py)."""
+        return cls(make_encoder(encoder_id, weights, layer, texts, overrides=overrides), normalize, dtype, device, precision,
+                   accel)
 
     @classmethod
     def from_provenance(cls, prov: dict, weights: str | None = None, device: str = "auto", precision: str = "auto",
-                        error=EncoderError) -> "EmbeddingService":
+                        error=EncoderError, accel: str = "none") -> "EmbeddingService":
         """The service that made a stored vector set, refused (raising `error`) unless the encoder
         found here gives exactly that provenance (weights hash, layer, preprocessing, dim ...).
         With `precision="auto"` it runs at the precision the set was built at, when the set records
-        it (`build_precision`), rather than what "auto" means on this machine."""
+        it (`build_precision`), rather than what "auto" means on this machine. Queries run eager
+        (`accel="none"`) whatever accelerator built the set: converting a model costs more than a
+        query, and the accelerator's fp32 vectors are the eager ones (tests/test_accel.py)."""
         from ..store.store import provenance_diffs
 
         if not isinstance(prov, dict) or "encoder" not in prov:
@@ -125,7 +146,7 @@ class EmbeddingService:
             raise error(f"cannot rebuild the encoder {prov['encoder']} of these vectors: {e}{hint}") from None
         dev = resolve_device(device) if isinstance(device, str) else device
         precision, reason = build_precision_here(prov.get(BUILD_PRECISION), precision, dev)
-        svc = cls(enc, prov.get("normalize", "l2"), prov.get("dtype", "float16"), dev, precision)
+        svc = cls(enc, prov.get("normalize", "l2"), prov.get("dtype", "float16"), dev, precision, accel)
         if reason:
             svc.precision_reason = reason
         mine = svc.provenance
@@ -146,7 +167,44 @@ class EmbeddingService:
         self.precision, _ = resolve_precision(precision, self.device)
         self.precision_reason = reason
         self.channels_last = use_channels_last(self.encoder.cfg, self.device, self.precision)
+        self._resolve_accel()
         return self
+
+    # ---- the accelerated forward -----------------------------------------------------------
+    def _resolve_accel(self) -> None:
+        self.accel, self.accel_reason = resolve_accel(self.accel_asked, self.device, self.modality, self.precision)
+        self.accel_note, self._accel_fwd, self._accel_ready = None, None, False
+
+    def prepare_accel(self) -> "EmbeddingService":
+        """Convert (or load from cache) and check the accelerated forward now rather than on the
+        first batch; on failure `accel` becomes "none" and `accel_note` says why in one line."""
+        if not self._accel_ready:
+            from .accel import prepare
+
+            self._accel_fwd, note = prepare(self.accel, self.encoder)
+            if note:
+                log.warning(note)
+                self.accel, self.accel_reason, self.accel_note = "none", note, note
+            self._accel_ready = True
+        return self
+
+    def accel_notes(self) -> list[str]:
+        """What a build's summary says of the forward: the accelerator that ran, why none ran when
+        one was asked for or would have run, or why it fell back to eager (one line each)."""
+        self.prepare_accel()
+        if self.accel_note:
+            return [self.accel_note]
+        if self.accel != "none":
+            return [f"encoder forward: {self.accel} {self._accel_fwd.version.split('-')[0]} at fp32 "
+                    f"({self.accel_reason}; checked against the eager model; --accel none to run eager)"]
+        if self.accel_asked == "openvino" or "not installed" in self.accel_reason:
+            return [f"encoder forward: eager ({self.accel_reason})"]
+        return []
+
+    def accel_attrs(self) -> dict[str, str]:
+        """The vector-set attributes that record the forward that computed its vectors."""
+        self.prepare_accel()
+        return {BUILD_ACCEL: self.accel, BUILD_ACCEL_VERSION: getattr(self._accel_fwd, "version", "")}
 
     # ---- what it makes ---------------------------------------------------------------------
     @property
@@ -214,16 +272,26 @@ class EmbeddingService:
             if isinstance(batch, list):
                 feats = self.encoder(batch)
             else:
-                x = batch.to(self.device, non_blocking=True)
-                if self.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                dtype = autocast_dtype(self.precision)
-                with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
-                    feats = self.encoder(x)
+                feats = self._image_features(batch.to(self.device, non_blocking=True))
             feats = feats.float()
             if self.normalize == "l2":
                 feats = F.normalize(feats, dim=1)
             return feats.cpu().numpy()
+
+    def _image_features(self, x):
+        """Image tensor -> features: the accelerated forward when there is one, else the eager
+        encoder (channels_last and autocast as the precision asks)."""
+        import torch
+
+        if self.accel != "none":
+            self.prepare_accel()
+        if self._accel_fwd is not None:
+            return self._accel_fwd(x)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        dtype = autocast_dtype(self.precision)
+        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+            return self.encoder(x)
 
     def as_stored(self, v: np.ndarray) -> np.ndarray:
         """The stored dtype's round trip: what reading the vector back from the store gives."""
