@@ -48,7 +48,10 @@ def snapshot(path: Path) -> dict:
         items = st.items()
         cols = [c for c in items if c not in ("mtime_ns",)]
         rows = {r[0]: r for r in zip(*(items[c] for c in cols))}
-        return {"set": vs.name, "provenance": vs.provenance, "count": vs.count, "stale": vs.stale_rows,
+        # build_precision is not part of the provenance key: a Ray build at `auto` leaves it unrecorded
+        # (each worker resolves auto on its own machine), a local build records what it ran at
+        key = {k: v for k, v in vs.provenance.items() if k != "build_precision"}
+        return {"set": vs.name, "provenance": key, "count": vs.count, "stale": vs.stale_rows,
                 "vectors": vectors, "items": rows, "n_items": len(items["id"]), "index": dict(vs.index)}
 
 

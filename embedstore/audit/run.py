@@ -148,7 +148,11 @@ def run_audit(store: str | Path, vector_set: str | None = None, k: int = 10, thr
     # leaks: an item that is a copy (near or exact) of an item in another split; reported once per
     # item on the later split (val after train, test after both), with its closest earlier copy
     best: dict[int, tuple] = {}
-    all_pairs = [(x, y, c) for (x, y), c in pair_cos.items()] + [(x, y, 1.0) for x, y in exact_pair if (x, y) not in pair_cos]
+    rank = np.array([SPLIT_RANK.get(sp, 1) for sp in splits])
+    lo_, hi_, c_ = G.leak_pairs(g, cal, rank)
+    cross = {(int(min(x, y)), int(max(x, y))): float(c) for x, y, c in zip(lo_, hi_, c_)}
+    all_pairs = [(x, y, c) for (x, y), c in {**cross, **pair_cos}.items()]
+    all_pairs += [(x, y, 1.0) for x, y in exact_pair if (x, y) not in pair_cos and (x, y) not in cross]
     for x, y, c in all_pairs:
         sx, sy = splits[x], splits[y]
         if not sx or not sy or sx == sy:
