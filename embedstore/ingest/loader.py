@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from ..sources.images import DecodeError, content_hash, decode_image, read_bytes
@@ -69,12 +70,50 @@ def collate(samples):
     return Batch(loaded, pixels, ok)
 
 
-def make_loader(tasks: list[Task], transform, batch_size: int, workers: int, pin_memory: bool,
-                exif_transpose: bool = True, background: bool = False):
-    """Batches of loaded items in task order; `background` runs the workers at idle priority."""
-    from torch.utils.data import DataLoader
+# The CPU split between the encoder and decoding, chosen by measurement on 2 shared cores (AMD EPYC,
+# native bf16, EfficientNet-Lite0, load average 6-8 from other people's tests; benchmarks/bench_build.py):
+# - one torch thread per core left to the encoder, not one per core: on two busy cores, batch 8,
+#   EfficientNet-Lite0 ran at 5-33 img/s with two threads against 56-85 with one, ResNet-50 at 3-7
+#   against 23-24: a descheduled thread stalls the other at every barrier, where it spins (6-8 img
+#   per CPU-second for ResNet-50 against 32-38 with one thread). On an idle machine two threads
+#   would be faster for large models; on a shared one they are several times slower.
+# - decode workers at the encoder's own priority, not SCHED_IDLE / nice 19: at idle priority a
+#   worker gets almost no CPU while anything else runs, and the encoder starves (the issue measured
+#   3 img/s). Decoding is 30-100x cheaper than encoding, and a worker blocks once it is
+#   `prefetch_factor` batches ahead, so at normal priority it takes only what the encoder consumes.
+# - a quarter of the cores decode (at least one): on 2 cores, one worker and one encoder thread.
+#   Large photos decode slower; the build summary says so and suggests --workers when it matters.
+# Images per forward pass on CPU. Measured there with one encoder thread: batch 4 / 8 / 16 / 32 / 64
+# gave 103 / 113 / 82 / 86 / 74 img per CPU-second, with 1,770 / 1,780 / 3,640 / 3,630 / 4,780 minor
+# page faults per image: past batch 8 the activations outgrow what the allocator keeps and are mapped
+# and unmapped on every pass (the issue's 9.2M faults at batch 64). A GPU keeps 64.
+CPU_BATCH_SIZE = 8
+GPU_BATCH_SIZE = 64
 
-    from ..embedding.device import lower_priority
+
+def cpu_split(cores: int, workers: int | None) -> tuple[int, int]:
+    """(decode workers, encoder threads) for a CPU build on `cores` cores; `workers` when given."""
+    if workers is None:
+        workers = max(1, cores // 4)
+    return workers, max(1, cores - workers)
+
+
+def decode_worker_init(_worker_id: int = 0) -> None:
+    """Run a decode worker at the scheduling class and nice value of the process that started it.
+
+    Undoes an idle or batch class inherited from elsewhere (a worker at SCHED_IDLE starves on a busy
+    machine); an unprivileged process can always return to SCHED_OTHER at its own nice value."""
+    try:
+        if os.sched_getscheduler(0) != os.SCHED_OTHER:
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    except (AttributeError, OSError):  # not Linux, or not allowed: keep what was inherited
+        pass
+
+
+def make_loader(tasks: list[Task], transform, batch_size: int, workers: int, pin_memory: bool,
+                exif_transpose: bool = True):
+    """Batches of loaded items in task order, read by `workers` processes at normal priority."""
+    from torch.utils.data import DataLoader
 
     ds = ItemDataset(tasks, transform, exif_transpose)
     return DataLoader(
@@ -86,5 +125,5 @@ def make_loader(tasks: list[Task], transform, batch_size: int, workers: int, pin
         pin_memory=pin_memory,
         prefetch_factor=4 if workers > 0 else None,
         persistent_workers=False,
-        worker_init_fn=lower_priority if background and workers > 0 else None,
+        worker_init_fn=decode_worker_init if workers > 0 else None,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import platform
 import time
 from dataclasses import asdict, dataclass, field
@@ -16,9 +17,10 @@ from ..progress import progress_bar
 from ..sources import open_source
 from ..store import open_store
 from ..store.schema import SCHEMA_VERSION, STATUS_OK, STATUS_QUARANTINED
-from ..embedding.device import default_workers
+from ..embedding.accel import ACCELS
+from ..embedding.device import default_workers, resolve_device
 from ..embedding.service import BUILD_PRECISION, DTYPES, NORMALIZE, EmbeddingService, build_precision_here, vector_problem
-from .loader import make_loader
+from .loader import CPU_BATCH_SIZE, GPU_BATCH_SIZE, cpu_split, make_loader
 from .plan import existing_items, make_plan
 from .writer import ShardWriter
 
@@ -40,6 +42,9 @@ class BuildReport:
     dtype: str
     batch_size: int
     workers: int
+    encoder_threads: int = 0  # torch threads the encoder ran with (CPU); 0: left as they were
+    accel: str = "none"  # the accelerated forward that ran (embedding/accel.py): openvino | none, and why
+    accel_reason: str = ""
     items_in_source: int = 0
     encoded: int = 0
     unchanged: int = 0
@@ -58,6 +63,10 @@ class BuildReport:
     wall_s: float = 0.0
     items_per_s: float = 0.0  # encoded / wall_s: the whole command
     loop_items_per_s: float = 0.0  # encoded / loop_s: the throughput once started, what more items would cost
+    decode_wait_share: float = 0.0  # read_s / loop_s: the share of the loop the encoder spent waiting on decode
+    first_batch_wait_s: float = 0.0  # part of read_s: waiting for the first batch (workers starting, one batch decoded)
+    load_average: float = 0.0  # the machine's 1-minute load average when the loop ended (other work competes)
+    advice: list = field(default_factory=list)  # what to change when decoding held the encoder back
     shards_written: int = 0
     vectors_in_set: int = 0
     index: dict = field(default_factory=dict)
@@ -117,7 +126,7 @@ def build(
     layer: str | None = None,
     device: str = "auto",
     precision: str = "auto",
-    batch_size: int = 64,
+    batch_size: int | None = None,
     workers: int | None = None,
     dtype: str = "float16",
     normalize: str = "l2",
@@ -136,9 +145,12 @@ def build(
     exclude: str | Path | None = None,
     exclude_kinds: list[str] | None = None,
     started: float | None = None,
+    accel: str = "auto",
 ) -> BuildReport:
     """Embed every new or changed item of `source` into `store`; resumable and incremental.
 
+    `batch_size` None: 8 for images on CPU (measured; see `loader.CPU_BATCH_SIZE`), else 64. `workers`
+    None: on CPU a quarter of the cores (at least one) decode and the rest run the encoder's threads.
     `layout` reads a folder as auto | classes | splits | flat (see `open_source`; `labels=False` is flat).
     `crop_pct`, `interpolation` and `resize_mode` override the encoder's image preprocessing (another
     preprocessing is another vector set). `like` (a vector set's provenance) embeds exactly as that
@@ -154,7 +166,7 @@ def build(
         raise BuildError(f"--dtype must be float16 or float32, not '{dtype}'")
     if normalize not in NORMALIZE:
         raise BuildError(f"--normalize must be l2 or none, not '{normalize}'")
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise BuildError(f"--batch-size must be at least 1, not {batch_size}")
     if workers is not None and workers < 0:
         raise BuildError(f"--workers must be 0 or more, not {workers}")
@@ -164,6 +176,8 @@ def build(
         raise BuildError("--address and --actors apply to --engine ray; add --engine ray or leave them out")
     if engine == "ray" and workers is not None:
         raise BuildError("--workers applies to the local engine; with --engine ray decode tasks are sized to the cluster, leave it out")
+    if accel not in ACCELS:
+        raise BuildError(f"--accel must be one of {', '.join(ACCELS)}, not '{accel}'")
     if exclude_kinds and exclude is None:
         raise BuildError("--exclude-kinds chooses rows of an exclusion list; add --exclude FILE or leave it out")
     exclusions = None
@@ -186,19 +200,31 @@ def build(
         from .ray_engine import connect
 
         cluster = connect(address)
+    threads_before = None
     try:
         if cluster is not None:
             dev, prec, prec_reason = cluster.plan(device, precision, actors)
         else:
             dev, prec, prec_reason = device, precision, None
         texts = src.kind == "text"
+        threads = 0  # the encoder's torch threads when this build sets them (a local image build on CPU)
+        if cluster is None and not texts and resolve_device(dev).type == "cpu":
+            import torch
+
+            # decode workers and encoder threads share the cores (loader.cpu_split). Set before the
+            # encoder is built: an accelerated forward compiles for the threads it finds, and one
+            # recompiled after a change crashed a later fork (OpenVINO); restored when the build ends.
+            workers, threads = cpu_split(os.cpu_count() or 1, workers)
+            threads_before = torch.get_num_threads()
+            torch.set_num_threads(threads)
         notes: list[str] = []
         t_model = time.perf_counter()
         if like is not None:
-            svc = EmbeddingService.from_provenance(like, weights, dev, prec, error=BuildError)
+            svc = EmbeddingService.from_provenance(like, weights, dev, prec, error=BuildError, accel="none" if cluster else accel)
         else:
             overrides = dict(crop_pct=crop_pct, interpolation=interpolation, resize_mode=resize_mode)
-            svc = EmbeddingService.create(encoder, weights, layer, normalize, dtype, texts, dev, prec, overrides=overrides)
+            svc = EmbeddingService.create(encoder, weights, layer, normalize, dtype, texts, dev, prec, overrides=overrides,
+                                          accel="none" if cluster else accel)  # Ray actors run eager
         model_load_s = time.perf_counter() - t_model
         if like is None:
             if not texts and svc.modality == "image" and not any(v is not None for v in overrides.values()):
@@ -223,20 +249,28 @@ def build(
                                  "e.g. --encoder st:all-MiniLM-L6-v2 (see `embed encoders`)")
             raise BuildError(f"{svc.cfg.id} embeds texts but {src.path} is a source of images; pass a .txt/.jsonl file or a "
                              "CSV/Parquet file with a 'text' column, or choose an image encoder")
-        workers = 0 if texts else (default_workers(dev) if workers is None else workers)
         if cluster is not None:
             workers = cluster.decode_slots
+        elif texts:
+            workers = 0
+        elif workers is None and not threads:
+            workers = default_workers(dev)
+        if batch_size is None:
+            batch_size = CPU_BATCH_SIZE if threads else GPU_BATCH_SIZE
         prov, dtype = svc.provenance, svc.dtype
         set_name = svc.set_name
         set_attrs = _set_attrs(prov, set_name)
         if prec in ("fp32", "bf16", "fp16"):  # Ray's "auto" is resolved on each actor: not known here, not recorded
             set_attrs[BUILD_PRECISION] = prec  # queries reproduce it (EmbeddingService.from_provenance); not in the set's key
+        set_attrs.update(svc.accel_attrs())  # converts (or loads) and checks the accelerated forward; not in the set's key
+        notes.extend(svc.accel_notes())
         report = BuildReport(store=str(Path(store).resolve()), source=src.path, encoder=svc.cfg.id, vector_set=set_name,
                              device=str(dev), precision=prec, precision_reason=prec_reason, dtype=dtype,
-                             batch_size=batch_size, workers=workers, items_in_source=items_in_source,
+                             batch_size=batch_size, workers=workers, encoder_threads=threads, items_in_source=items_in_source,
                              skipped={k: len(v) for k, v in src.skipped.items()}, engine=engine,
                              cluster=cluster.describe() if cluster else {}, layout=layout_found,
                              notes=notes, excluded=excluded_info.get("left_out", 0), exclusions=excluded_info)
+        report.accel, report.accel_reason = svc.accel, svc.accel_reason
         with open_store(store, mode="a", create=True) as st:
             plan = make_plan(src.items, existing_items(st.items()),
                              st.live_ids(set_name) if any(v.name == set_name for v in st.vector_sets()) else set())
@@ -255,6 +289,10 @@ def build(
                 _run_local(plan.todo, svc, writer, batch_size, workers, report, progress)
             t_finish = time.perf_counter()
             report.loop_s = t_finish - t_loop
+            if cluster is None:
+                report.decode_wait_share = report.read_s / report.loop_s if report.loop_s > 0 else 0.0
+                report.load_average = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+                report.advice = [] if texts else decode_advice(report, os.cpu_count() or 1)
             layout = st.refresh(index=not report.interrupted, parallel=cluster.index_adder() if cluster else None)
             report.finish_s = time.perf_counter() - t_finish
             report.notes.extend(st.notes)  # repairs on open (damaged shards moved aside, index rebuilt), ignored files
@@ -268,6 +306,10 @@ def build(
         if report.interrupted:
             raise KeyboardInterrupt
     finally:
+        if threads_before is not None:
+            import torch
+
+            torch.set_num_threads(threads_before)
         if cluster is not None:
             cluster.close()
     return report
@@ -312,6 +354,32 @@ def _fit_preprocess_to_images(svc: EmbeddingService, src, store) -> list[str]:
     return [note]
 
 
+# The encoder waited on decode for at least this share of the loop, and this long, before the
+# summary says what to change: below either, decoding is not what limits the build.
+WAIT_SHARE_ADVICE = 0.25
+WAIT_SECONDS_ADVICE = 1.0
+
+
+def decode_advice(r: BuildReport, cores: int) -> list[str]:
+    """What to change when the encoder waited on decode; nothing when it did not matter."""
+    if r.engine != "local" or r.decode_wait_share < WAIT_SHARE_ADVICE or r.read_s < WAIT_SECONDS_ADVICE:
+        return []
+    said = (f"the encoder waited on decode for {r.decode_wait_share:.0%} of the loop ({r.read_s:.1f} s of "
+            f"{r.loop_s:.1f} s) with {r.workers} decode worker(s) on {cores} core(s), load average {r.load_average:.1f}")
+    if r.first_batch_wait_s >= 0.5 * r.read_s:  # steady state kept up: the wait was filling the first batch
+        smaller = max(1, r.batch_size // 4)
+        return [f"{said}; most of it ({r.first_batch_wait_s:.1f} s) before the first batch of {r.batch_size}: "
+                f"a smaller --batch-size {smaller} starts the encoder sooner"]
+    if r.workers == 0:
+        return [f"{said}; decoding ran in the encoder's process: add --workers 1"]
+    # decoding must go loop_s / (loop_s - read_s) times as fast for the encoder never to wait
+    want = min(cores, max(r.workers + 1, int(r.workers * r.loop_s / max(r.loop_s - r.read_s, 1e-9) + 0.999)))
+    if r.workers < cores:
+        return [f"{said}; add decode workers: --workers {want}"]
+    return [f"{said}; the workers already have every core, so decoding is what this machine can do: the "
+            "images may be large for the model, or other work is taking the CPU"]
+
+
 def _run_local(todo, svc: EmbeddingService, writer, batch_size, workers, report, progress) -> None:
     """The single-machine loop: DataLoader workers read, this process encodes, a thread writes."""
     svc.place()
@@ -321,7 +389,7 @@ def _run_local(todo, svc: EmbeddingService, writer, batch_size, workers, report,
         loader = text_batches(todo, batch_size)
     else:
         loader = make_loader(todo, svc.transform, batch_size, workers, pin_memory=svc.device.type == "cuda",
-                             exif_transpose=svc.cfg.preprocess.exif_transpose, background=svc.device.type == "cpu")
+                             exif_transpose=svc.cfg.preprocess.exif_transpose)
     bar = progress_bar(len(todo), desc=f"embed {svc.cfg.id}", enabled=progress and bool(todo))
     try:
         it = iter(loader)
@@ -338,6 +406,8 @@ def _run_local(todo, svc: EmbeddingService, writer, batch_size, workers, report,
             rows, vec_rows, keep = _sort_batch(todo, batch, vecs, svc.dtype, report)
             writer.put(rows, vecs[keep] if vecs is not None else None, vec_rows)
             t3 = time.perf_counter()
+            if not report.read_s:
+                report.first_batch_wait_s = t1 - t0
             report.read_s += t1 - t0
             report.encode_s += t2 - t1
             report.write_s += t3 - t2

@@ -1,0 +1,148 @@
+"""A build on a busy CPU (issue 22, "fast under load"): decode workers at the encoder's priority,
+the cores split between decoding and the encoder's threads, and a summary that says when the
+encoder waited on decode and what to change. Behaviour only: no timing assertions."""
+
+import json
+import os
+import time
+
+import pytest
+
+from embedstore.ingest import loader, runner
+from embedstore.ingest.loader import cpu_split
+from embedstore.ingest.runner import BuildReport, decode_advice
+
+from conftest import embed
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "sched_getscheduler"), reason="Linux scheduling calls")
+
+
+def _record_then(tmp_path, sleep: float = 0.0):
+    """A load_image that notes (pid, scheduling class, nice) of the process that runs it, then
+    sleeps `sleep` seconds (a slow source), then loads the file as usual. Workers are forked, so a
+    patch made here is what they run."""
+    real = loader.load_image
+    log = tmp_path / "workers.log"
+
+    def load_image(*a, **kw):
+        with open(log, "a") as f:
+            f.write(f"{os.getpid()} {os.sched_getscheduler(0)} {os.getpriority(os.PRIO_PROCESS, 0)}\n")
+        if sleep:
+            time.sleep(sleep)
+        return real(*a, **kw)
+
+    return load_image, log
+
+
+def test_decode_workers_run_at_the_encoders_priority_not_idle(image_folder, tmp_path, build_tiny, monkeypatch):
+    load_image, log = _record_then(tmp_path)
+    monkeypatch.setattr(loader, "load_image", load_image)
+    r = build_tiny(image_folder, tmp_path / "s.h5", workers=2, batch_size=2, device="cpu")
+    assert r.encoded == 12
+    rows = [tuple(map(int, ln.split())) for ln in log.read_text().splitlines()]
+    assert len(rows) == 12
+    assert os.getpid() not in {pid for pid, _, _ in rows}  # read in worker processes, not here
+    assert {policy for _, policy, _ in rows} == {os.SCHED_OTHER}  # not SCHED_IDLE / SCHED_BATCH
+    assert {nice for _, _, nice in rows} == {os.getpriority(os.PRIO_PROCESS, 0)}  # not nice 19
+
+
+def test_cpu_cores_are_split_between_decode_workers_and_encoder_threads():
+    assert cpu_split(2, None) == (1, 1)  # this machine: one worker, one encoder thread
+    assert cpu_split(1, None) == (1, 1)
+    assert cpu_split(8, None) == (2, 6)
+    assert cpu_split(2, 4) == (4, 1)  # asked-for workers are kept; the encoder keeps one thread
+    assert cpu_split(4, 0) == (0, 4)
+
+
+def test_the_encoder_runs_with_the_threads_the_workers_leave_and_they_are_restored(image_folder, tmp_path, build_tiny,
+                                                                                    monkeypatch):
+    import torch
+
+    from embedstore.embedding.service import EmbeddingService
+
+    seen = []
+    real = EmbeddingService.forward
+
+    def forward(self, x):
+        seen.append(torch.get_num_threads())
+        return real(self, x)
+
+    monkeypatch.setattr(EmbeddingService, "forward", forward)
+    before = torch.get_num_threads()
+    r = build_tiny(image_folder, tmp_path / "s.h5", workers=None, batch_size=None, device="cpu")
+    workers, threads = cpu_split(os.cpu_count() or 1, None)
+    assert (r.workers, r.encoder_threads) == (workers, threads)
+    assert set(seen) == {threads}
+    assert torch.get_num_threads() == before
+    assert r.batch_size == loader.CPU_BATCH_SIZE  # the measured CPU default, not the GPU's 64
+
+
+def test_slow_decode_is_said_with_the_workers_to_add(image_folder, tmp_path, build_tiny, monkeypatch):
+    load_image, _ = _record_then(tmp_path, sleep=0.25)  # 12 items: at least 3 s of decoding in one worker
+    monkeypatch.setattr(loader, "load_image", load_image)
+    r = build_tiny(image_folder, tmp_path / "s.h5", workers=1, batch_size=2, device="cpu")
+    assert r.decode_wait_share >= runner.WAIT_SHARE_ADVICE and r.read_s >= runner.WAIT_SECONDS_ADVICE
+    (advice,) = r.advice
+    assert "waited on decode" in advice and "1 decode worker(s)" in advice
+    if (os.cpu_count() or 1) > 1:
+        assert "--workers 2" in advice
+    else:
+        assert "every core" in advice
+
+
+def test_a_wait_that_is_the_first_batch_suggests_a_smaller_batch(image_folder, tmp_path, build_tiny, monkeypatch):
+    load_image, _ = _record_then(tmp_path, sleep=0.15)
+    monkeypatch.setattr(loader, "load_image", load_image)
+    r = build_tiny(image_folder, tmp_path / "s.h5", workers=1, batch_size=12, device="cpu")  # one batch: all of it
+    (advice,) = r.advice
+    assert "before the first batch of 12" in advice and "--batch-size 3" in advice
+
+
+def test_a_build_the_encoder_limits_says_nothing_about_decode(image_folder, tmp_path, build_tiny, monkeypatch):
+    from embedstore.embedding.service import EmbeddingService
+
+    real = EmbeddingService.forward
+
+    def slow_forward(self, x):
+        time.sleep(0.3)
+        return real(self, x)
+
+    monkeypatch.setattr(EmbeddingService, "forward", slow_forward)
+    r = build_tiny(image_folder, tmp_path / "s.h5", workers=0, batch_size=2, device="cpu")
+    assert r.encoded == 12 and r.encode_s >= 1.8
+    assert r.advice == [] and r.decode_wait_share < runner.WAIT_SHARE_ADVICE
+
+
+@pytest.mark.parametrize("workers, cores, expected", [
+    (0, 2, "add --workers 1"),
+    (1, 2, "--workers 2"),
+    (2, 16, "--workers 8"),  # the encoder was busy a quarter of the loop: four times the decoding
+    (2, 2, "the workers already have every core"),
+])
+def test_the_advice_names_what_to_change(workers, cores, expected):
+    r = BuildReport(store="s", source="d", encoder="e", vector_set="v", device="cpu", precision="fp32",
+                    precision_reason="", dtype="float16", batch_size=8, workers=workers)
+    r.loop_s, r.read_s, r.encode_s, r.first_batch_wait_s = 20.0, 15.0, 5.0, 0.5
+    r.decode_wait_share = r.read_s / r.loop_s
+    (advice,) = decode_advice(r, cores)
+    assert expected in advice and "75% of the loop" in advice
+    r.read_s, r.decode_wait_share = 0.5, 0.5  # half of a short loop: not worth a word
+    assert decode_advice(r, cores) == []
+    r.read_s, r.decode_wait_share = 4.0, 0.2  # a fifth of a long one: neither
+    assert decode_advice(r, cores) == []
+
+
+def test_the_cli_summary_and_json_say_when_the_encoder_waited_on_decode(image_folder, tmp_path, monkeypatch):
+    tiny = ["--encoder", "test:tiny", "--precision", "fp32", "--device", "cpu", "-q", "--batch-size", "2", "--workers", "1"]
+    quiet = embed("build", image_folder, "--store", tmp_path / "a.h5", *tiny)
+    assert quiet.exit_code == 0, quiet.output
+    assert "1 decode worker(s), " in quiet.output and "idle priority" not in quiet.output
+    load_image, _ = _record_then(tmp_path, sleep=0.25)
+    monkeypatch.setattr(loader, "load_image", load_image)
+    slow = embed("build", image_folder, "--store", tmp_path / "b.h5", *tiny)
+    assert slow.exit_code == 0, slow.output
+    assert "slow decode: the encoder waited on decode for" in slow.output
+    j = embed("build", image_folder, "--store", tmp_path / "c.h5", *tiny, "--json")
+    doc = json.loads(j.output)
+    assert doc["decode_wait_share"] >= runner.WAIT_SHARE_ADVICE and "waited on decode" in doc["advice"][0]
+    assert doc["workers"] == 1 and doc["encoder_threads"] >= 1
