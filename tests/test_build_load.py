@@ -4,6 +4,8 @@ encoder waited on decode and what to change. Behaviour only: no timing assertion
 
 import json
 import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -146,3 +148,17 @@ def test_the_cli_summary_and_json_say_when_the_encoder_waited_on_decode(image_fo
     doc = json.loads(j.output)
     assert doc["decode_wait_share"] >= runner.WAIT_SHARE_ADVICE and "waited on decode" in doc["advice"][0]
     assert doc["workers"] == 1 and doc["encoder_threads"] >= 1
+
+
+def test_a_process_that_built_with_an_accelerated_forward_can_still_fork(image_folder, tmp_path):
+    """The build sets the encoder's threads before the encoder is built: an OpenVINO forward compiled
+    for two threads and recompiled for one left this process to crash at its next fork."""
+    pytest.importorskip("openvino")
+    code = ("import subprocess, sys\nfrom embedstore.ingest import build\n"
+            f"r = build({str(image_folder)!r}, {str(tmp_path / 's.h5')!r}, encoder='test:tiny', precision='fp32', "
+            "device='cpu', accel='openvino', workers=1, progress=False)\n"
+            "print(r.accel, r.encoder_threads, subprocess.run([sys.executable, '-c', 'print(7)'], capture_output=True, "
+            "text=True).stdout.strip())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-3:] == ["openvino", str(cpu_split(os.cpu_count() or 1, 1)[1]), "7"]
