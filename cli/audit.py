@@ -31,6 +31,8 @@ def _summary(r) -> None:
     say(f"  exact duplicates: {e['clusters']} cluster(s), {e['removable']} removable")
     say(f"  near-duplicates:  {nd['clusters']} cluster(s) of {nd['items']} items, {nd['removable']} removable (one kept each)")
     lk = r.leaks
+    if lk["later_items"]:
+        say(f"  leak rule: {lk['how']}")
     say(f"  leaks across splits: {lk['pairs']}" + (f" ({', '.join(f'{k} {v}' for k, v in lk['by_split_pair'].items())})"
                                                   if lk["pairs"] else ""))
     li = r.label_issues

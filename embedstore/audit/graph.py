@@ -135,12 +135,28 @@ def near_pairs(g: Graph, cal: Calibration) -> tuple[np.ndarray, np.ndarray, np.n
     return a[ok], b[ok], s[ok], ratio[ok]
 
 
-def leak_pairs(g: Graph, cal: Calibration, later: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+Z_LEAK = 3.0  # the one-sided leak cut: robust SD below the median of items' own nearest-neighbour log ratio
+
+
+def leak_cut(g: Graph, z: float = Z_LEAK) -> float | None:
+    """The one-sided ratio cut for leaks, calibrated like the pair rule but on each item's own
+    neighbourhood: exp(median - z robust SD) of log(d(i, nn1) / typical distance of i)."""
+    rows = np.flatnonzero(g.R[:, 0] >= 0)
+    if len(rows) < 20 or g.R.shape[1] < 4:
+        return None
+    with np.errstate(all="ignore"):
+        lr = np.log(np.maximum(_dist(g.S[rows, 0]), 1e-9) / np.maximum(_dist(_typical(g, rows, g.R[rows, 0])), 1e-9))
+    lr = lr[np.isfinite(lr)]
+    med = float(np.median(lr))
+    return float(np.exp(med - z * (float(1.4826 * np.median(np.abs(lr - med))) or 1e-6)))
+
+
+def leak_pairs(g: Graph, cal: Calibration, later: np.ndarray, cut: float | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Graph pairs (a, b) where one item is a copy of the other as seen from the item on the later
-    split: d(a, b) over *its own* typical neighbour distance is within the ratio cut. A leak asks
-    "is this test item a copy of something the model trained on", which depends on the test item's
-    neighbourhood, not on how crowded the training item's is: on the planted digits this finds all
-    50 planted leaks with 3 natural pairs, where the symmetric rule finds 48 with 2.
+    split: d(a, b) over *its own* typical neighbour distance is within `cut` (`leak_cut`). A leak
+    asks "is this test item a copy of something the model trained on", which depends on the test
+    item's neighbourhood, not on how crowded the training item's is: on the planted digits this
+    finds all 50 planted leaks with 3 natural pairs, where the symmetric pair rule finds 48 with 2.
     `later[i]` ranks row i's split (train 0 < val < test); pairs within one split are not returned.
     Returns (earlier row, later row, cosine)."""
     a, b, s, _ = candidate_pairs(g)
@@ -149,10 +165,10 @@ def leak_pairs(g: Graph, cal: Calibration, later: np.ndarray) -> tuple[np.ndarra
     lo = np.where(later[a] < later[b], a, b)
     hi = np.where(later[a] < later[b], b, a)
     ok = s >= cal.abs_threshold
-    if cal.ratio_threshold is not None:
+    if cut is not None and cal.ratio_threshold is not None:
         with np.errstate(all="ignore"):
             one_sided = _dist(s) / np.maximum(_dist(_typical(g, hi, lo)), 1e-9)
-        ok |= (s >= cal.median_nn_cosine) & (one_sided <= cal.ratio_threshold)
+        ok |= (s >= cal.median_nn_cosine) & (one_sided <= cut)
     return lo[ok], hi[ok], s[ok]
 
 
