@@ -122,7 +122,9 @@ def _load_or_convert(encoder, size: int):
 
 class OpenVINOForward:
     """`forward(x)`: float32 torch (n, 3, S, S) -> float32 torch (n, dim), by an OpenVINO model
-    compiled for the CPU at f32 with as many threads as torch has (recompiled if that changes)."""
+    compiled once, on first use, for the CPU at f32 with as many threads as torch has then. Never
+    recompiled for another thread count: a process that recompiled crashed (SIGSEGV) at its next
+    fork (tests/test_build_load.py), so callers set torch's threads before they prepare it."""
 
     def __init__(self, encoder):
         import openvino
@@ -130,17 +132,16 @@ class OpenVINOForward:
         self.size = int(encoder.cfg.preprocess.input_size)
         self.model, self.cached = _load_or_convert(encoder, self.size)
         self.version = openvino.__version__
-        self._compiled, self._threads = None, None
+        self._compiled, self.threads = None, None
 
     def _compiled_model(self):
         import openvino as ov
         import torch
 
-        threads = torch.get_num_threads()
-        if self._compiled is None or threads != self._threads:
+        if self._compiled is None:
+            self.threads = torch.get_num_threads()
             self._compiled = ov.Core().compile_model(self.model, "CPU", {
-                "INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"})
-            self._threads = threads
+                "INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": self.threads, "PERFORMANCE_HINT": "LATENCY"})
         return self._compiled
 
     def __call__(self, x):
