@@ -106,12 +106,19 @@ def candidate_pairs(g: Graph) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
     return a, b, s, np.exp(_log_ratio(g, a, b, s))
 
 
-def calibrate(g: Graph, threshold: float | None = None, z: float = Z_RATIO) -> Calibration:
+def calibrate(g: Graph, threshold: float | None = None, z: float = Z_RATIO, ratio: bool = True) -> Calibration:
+    """The near-duplicate cuts for this store. `ratio=False` (text stores) keeps the cosine cut only:
+    sentence encoders put paraphrases and reviews of one product close together, so a neighbour that
+    stands out from its neighbourhood is often the same topic, not the same text."""
     nn = g.S[:, 0][np.isfinite(g.S[:, 0])]
     m = float(np.median(nn)) if len(nn) else 1.0
     if threshold is not None:
         return Calibration(m, float(threshold), None, None, f"cosine >= {threshold:.4f} (--threshold)")
     abs_thr = 1.0 - (1.0 - m) / 10.0
+    if not ratio:
+        return Calibration(m, abs_thr, None, None, f"cosine >= {abs_thr:.4f} (ten times closer than the median nearest "
+                                                   f"neighbour, cosine {m:.4f}); texts: no ratio test, whose outliers "
+                                                   "are same-topic texts")
     rows = np.flatnonzero(g.R[:, 0] >= 0)
     lr = _log_ratio(g, rows, g.R[rows, 0], g.S[rows, 0])
     lr = lr[np.isfinite(lr)]

@@ -118,7 +118,8 @@ def run_audit(store: str | Path, vector_set: str | None = None, k: int = 10, thr
     bar = progress_bar(n, "audit: neighbours", "item", progress)
     g = G.knn_graph(search, rows, k_eff, exact=exact, bar=bar)
     bar.close()
-    cal = G.calibrate(g, threshold)
+    texts = snap.vs.provenance.get("modality") == "text"
+    cal = G.calibrate(g, threshold, ratio=not texts)
     a, b, s, _ratio = G.near_pairs(g, cal)
     seconds = {"neighbours": g.seconds}
 
@@ -153,7 +154,7 @@ def run_audit(store: str | Path, vector_set: str | None = None, k: int = 10, thr
     # item on the later split (val after train, test after both), with its closest earlier copy
     best: dict[int, tuple] = {}
     rank = np.array([SPLIT_RANK.get(sp, 1) for sp in splits])
-    leak_cut = G.leak_cut(g) if threshold is None else None
+    leak_cut = G.leak_cut(g) if threshold is None and not texts else None
     lo_, hi_, c_ = G.leak_pairs(g, cal, rank, leak_cut)
     cross = {(int(min(x, y)), int(max(x, y))): float(c) for x, y, c in zip(lo_, hi_, c_)}
     all_pairs = [(x, y, c) for (x, y), c in {**cross, **pair_cos}.items()]
@@ -242,19 +243,17 @@ def run_audit(store: str | Path, vector_set: str | None = None, k: int = 10, thr
             w.write({"id": [f[0] for f in findings], "kind": [f[1] for f in findings],
                      "score": [round(f[2], 6) for f in findings], "detail": [f[3] for f in findings]})
         report.out = str(out)
+    text_of = (lambda r: str(rows.texts[r])) if texts and rows.texts is not None else (lambda r: None)
     ranked_out = [{"id": str(rows.ids[r]), "uri": str(rows.uris[r]), "label": str(rows.labels[r]), "split": splits[r],
-                   "score": float(outlier_score[r])} for r in top]
-    uri_of = {}
-    for c in clusters_out:
-        for m in c["members"]:
-            uri_of[m] = None
-    for p in leak_pairs:
-        uri_of[p["kept_side"]] = uri_of[p["leaked"]] = None
-    if uri_of:
-        pos_of = {i: j for j, i in enumerate(rows.ids)} if len(uri_of) > 0 else {}
-        for m in uri_of:
-            uri_of[m] = str(rows.uris[pos_of[m]])
-    report.detail = {"clusters": clusters_out, "leaks": leak_pairs, "suspects": suspects, "outliers": ranked_out, "uris": uri_of}
+                   "score": float(outlier_score[r]), "text": text_of(r)} for r in top]
+    for sus, r in zip(suspects, [int(x) for x in (li.rows if suspects else [])]):
+        sus["text"] = text_of(r)
+    shown = {m for c in clusters_out for m in c["members"]} | {p[k] for p in leak_pairs for k in ("kept_side", "leaked")}
+    pos_of = {i: j for j, i in enumerate(rows.ids)} if shown else {}
+    uri_of = {m: str(rows.uris[pos_of[m]]) for m in shown}
+    text_by_id = {m: text_of(pos_of[m]) for m in shown} if texts else {}
+    report.detail = {"clusters": clusters_out, "leaks": leak_pairs, "suspects": suspects, "outliers": ranked_out,
+                     "uris": uri_of, "texts": text_by_id}
     report.seconds["total"] = time.perf_counter() - t_all
     return report
 

@@ -20,6 +20,7 @@ def _group(items: list[dict], caption, src=None) -> str:
 def audit_sections(r, src=None) -> list[Section]:
     """The page's sections; `src` (item id -> image URL) makes the page load thumbnails instead of inlining them."""
     uri = r.detail.get("uris", {})
+    text = r.detail.get("texts", {})
     li = r.label_issues
     counts = [["exact duplicates", r.exact_duplicates["clusters"], r.exact_duplicates["removable"]],
               ["near-duplicates", r.near_duplicates["clusters"], r.near_duplicates["removable"]],
@@ -40,7 +41,7 @@ def audit_sections(r, src=None) -> list[Section]:
         body = (f"<p>{len(clusters)} cluster(s), largest first; the first item of each (KEEP) is the one to keep: a training "
                 "copy first, then the oldest file. The others show their cosine to it.</p>")
         for c in clusters[:MAX_CLUSTERS]:
-            items = [{"id": m, "uri": uri.get(m, "")} for m in c["members"]]
+            items = [{"id": m, "uri": uri.get(m, ""), "text": text.get(m)} for m in c["members"]]
             cos = c.get("cosine_to_keep", {})
             body += _group(items, lambda it, c=c, cos=cos: ("KEEP " if it["id"] == c["keep"] else
                                                           f"{cos[it['id']]:.3f} " if it["id"] in cos else "") + it["id"], src)
@@ -52,8 +53,8 @@ def audit_sections(r, src=None) -> list[Section]:
         body = (f"<p>{len(leaks)} pair(s): " + esc(", ".join(f"{k} {v}" for k, v in r.leaks["by_split_pair"].items())) +
                 ". Excluding the later-split item (the findings table's <code>leak</code> rows) scores the test split honestly.</p>")
         for p in leaks[:MAX_ROWS]:
-            items = [{"id": p["kept_side"], "uri": uri.get(p["kept_side"], ""), "split": p["kept_split"]},
-                     {"id": p["leaked"], "uri": uri.get(p["leaked"], ""), "split": p["leaked_split"]}]
+            items = [{"id": p["kept_side"], "uri": uri.get(p["kept_side"], ""), "split": p["kept_split"], "text": text.get(p["kept_side"])},
+                     {"id": p["leaked"], "uri": uri.get(p["leaked"], ""), "split": p["leaked_split"], "text": text.get(p["leaked"])}]
             body += _group(items, lambda it: f"{it['split']}: {it['id']}", src)
         sections.append(Section("Leaks across splits", body))
     suspects = r.detail.get("suspects", [])

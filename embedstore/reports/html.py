@@ -21,6 +21,7 @@ th{background:#f4f4f4} td.l,th.l{text-align:left} img.plot{max-width:100%;border
 .grid{display:flex;flex-wrap:wrap;gap:.6rem} .card{width:120px;font-size:.7rem;text-align:center;word-break:break-all}
 .card img{width:96px;height:96px;object-fit:contain;background:#f8f8f8;border:1px solid #ddd}
 .kv td{text-align:left} .muted{color:#777;font-size:.8rem}
+.card.text{width:220px;text-align:left;word-break:normal} .snip{background:#f8f8f8;border:1px solid #ddd;padding:.3rem;min-height:3rem}
 """
 
 
@@ -49,11 +50,18 @@ def table(headers: list[str], rows: list[list], left: int = 1) -> str:
     return f"<table><tr>{th}</tr>{body}</table>"
 
 
+TEXT_CHARS = 240
+
+
 def thumbnails(items: list[dict], caption, src=None) -> str:
     """Cards of thumbnails with captions: inlined PNGs read from each item's uri, or, with `src`
     (item id -> URL), images the page loads (the server's thumbnail route, which guards decoding)."""
     cards = []
     for it in items:
+        if it.get("text") is not None:  # a text item: its first words instead of a picture
+            snippet = str(it["text"])[:TEXT_CHARS] + ("..." if len(str(it["text"])) > TEXT_CHARS else "")
+            cards.append(f'<div class="card text"><div class="snip">{esc(snippet)}</div><div>{esc(caption(it))}</div></div>')
+            continue
         if src is not None:
             img = f'<img alt="{esc(it["id"])}" loading="lazy" src="{esc(src(it["id"]))}">'
             cards.append(f'<div class="card">{img}<div>{esc(caption(it))}</div></div>')
