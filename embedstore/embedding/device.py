@@ -60,23 +60,9 @@ def autocast_dtype(precision: str):
 
 
 def default_workers(device) -> int:
-    """Decode workers. On CPU they run at idle priority and only fill cycles the encoder leaves,
-    so one per core costs the encoder nothing; on a GPU they leave a core for the main process."""
+    """Decode workers beside a GPU: every core but one for the main process. (On CPU the build
+    splits the cores between decode and the encoder's threads: `ingest.loader.cpu_split`.)"""
     cores = os.cpu_count() or 2
     if device.type == "cpu":
         return max(1, min(8, cores))
     return max(1, min(16, cores - 1))
-
-
-def lower_priority(_worker_id: int = 0) -> None:
-    """Run this process at idle priority (SCHED_IDLE, else nice 19): it gets only spare CPU time.
-
-    Used for decode workers when the encoder runs on the same CPU: a worker preempting one of the
-    encoder's threads stalls every thread at the next barrier, which costs more than the decode."""
-    try:
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-    except (AttributeError, OSError):
-        try:
-            os.nice(19)
-        except OSError:
-            pass

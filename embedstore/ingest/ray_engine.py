@@ -164,8 +164,7 @@ class Cluster:
         # decode tasks reserve the memory of a decoded batch; that also keeps Ray Data from fusing
         # them into the encoder actors, which would decode and encode in turn on one process
         side = 0 if texts else svc.cfg.preprocess.input_size  # uint8 pixels
-        ds = ds.map_batches(decode_batch, fn_kwargs=dict(preprocess=None if texts else svc.cfg.preprocess,
-                                                         background=self.device == "cpu"),
+        ds = ds.map_batches(decode_batch, fn_kwargs=dict(preprocess=None if texts else svc.cfg.preprocess),
                             batch_size=batch_size, batch_format="numpy", num_cpus=1,
                             memory=2 * batch_size * (3 * side * side + 4096))
         ds = ds.map_batches(EmbedActor, fn_constructor_kwargs=dict(

@@ -22,8 +22,9 @@ PASS_COLUMNS = ("k", "id", "uri", "label", "split", "text", "size", "mtime_ns", 
 _TRANSFORMS: dict = {}
 
 
-def decode_batch(batch: dict, preprocess, background: bool) -> dict:
-    """Ray task: read, hash, decode and preprocess (images), or hash (texts); bad items get a reason."""
+def decode_batch(batch: dict, preprocess) -> dict:
+    """Ray task: read, hash, decode and preprocess (images), or hash (texts); bad items get a reason.
+    It runs at normal priority: at idle priority a busy machine starved it (issue 22)."""
     from .loader import load_image
     from .texts import load_text
 
@@ -37,10 +38,6 @@ def decode_batch(batch: dict, preprocess, background: bool) -> dict:
                                 batch["known"][i] or None)
             sha[i], reason[i], unchanged[i], ok[i] = s, r or "", u, r is None and not u
     else:
-        if background:
-            from ..embedding.device import lower_priority
-
-            lower_priority()  # the encoder shares these cores
         from ..encoders.config import build_transform
 
         transform = _TRANSFORMS.get(preprocess) or _TRANSFORMS.setdefault(preprocess, build_transform(preprocess, uint8=True))
