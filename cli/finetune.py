@@ -116,7 +116,7 @@ def register(app: typer.Typer) -> None:
         sample: int = typer.Option(500, "--sample", min=10, help="Seeded sample of items to embed with each encoder."),
         seed: int = typer.Option(0, "--seed"),
         work: Path = typer.Option(None, "--work", help="Keep the per-encoder stores here (default: a temporary folder)."),
-        batch_size: int = typer.Option(64, "--batch-size", "-b", min=1),
+        batch_size: int = typer.Option(None, "--batch-size", "-b", min=1, help="Images per forward pass [default: as embed build: 8 on CPU, 64 on a GPU]."),
         device: str = typer.Option("auto", "--device"),
         report_dir: Path = typer.Option(None, "--report", help="Write an HTML report here."),
         json_out: bool = typer.Option(False, "--json"),

@@ -176,7 +176,7 @@ def register(app: typer.Typer) -> None:
         store: Path = typer.Option(None, "--store", "-s", help="Keep the new embeddings in this store (else a temporary one)."),
         weights: Path = typer.Option(None, "--weights", help="The local weights file the head's encoder was built with."),
         device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
-        batch_size: int = typer.Option(64, "--batch-size", "-b", min=1),
+        batch_size: int = typer.Option(None, "--batch-size", "-b", min=1, help="Images per forward pass [default: as embed build: 8 on CPU, 64 on a GPU]."),
         workers: int = typer.Option(None, "--workers", "-w", min=0),
         show: int = typer.Option(10, "--show", help="Rows to print when there is no --out."),
         json_out: bool = typer.Option(False, "--json", help="Print the report (with every row) as JSON."),

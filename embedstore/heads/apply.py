@@ -79,7 +79,7 @@ def matching_set(st, prov: dict, head_path: str, error=HeadError):
     raise error(f"store {st.path} has no vector set matching {head_path}")  # pragma: no cover
 
 
-def embed_like(prov: dict, source: Path, store: Path, weights: str | None, device: str, batch_size: int,
+def embed_like(prov: dict, source: Path, store: Path, weights: str | None, device: str, batch_size: int | None,
                workers: int | None, progress: bool) -> None:
     """Embed `source` into `store` exactly as the vectors of `prov` were made (the embedding service
     rebuilt from that provenance: encoder, weights, layer, preprocessing, dtype, normalisation)."""
@@ -90,7 +90,7 @@ def embed_like(prov: dict, source: Path, store: Path, weights: str | None, devic
 
 
 def predict(head_path: str | Path, source: str | Path, out: str | Path | None = None, store: str | Path | None = None,
-            weights: str | None = None, device: str = "auto", batch_size: int = 64, workers: int | None = None,
+            weights: str | None = None, device: str = "auto", batch_size: int | None = None, workers: int | None = None,
             progress: bool = True) -> PredictReport:
     """Label every item of `source` (folder, manifest or store) with a saved head."""
     from ..store import open_store

@@ -18,7 +18,7 @@ def _dir_bytes(store: Path) -> int:
 
 
 def compare_encoders(source: str | Path, encoders: list[str], sample: int = 500, seed: int = 0, work: str | Path | None = None,
-                     batch_size: int = 64, device: str = "auto", progress: bool = True) -> dict:
+                     batch_size: int | None = None, device: str = "auto", progress: bool = True) -> dict:
     from ..ingest import build
     from ..sources import open_source
     from .fit import fit_head
