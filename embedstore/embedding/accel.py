@@ -1,15 +1,18 @@
 """An accelerated CPU forward pass for image encoders, exact at fp32: OpenVINO.
 
 Why OpenVINO (benchmarks/bench_accel.py measures every candidate against eager fp32, forward only,
-in one run): on this workplace's 2-core AMD EPYC, under the load of other sessions, with real
-digits through EfficientNet-Lite0 and a random-init ViT-S/16, batch 32, 2 threads,
-- OpenVINO 2026.4 at f32:        Lite0 ~10-13x eager fp32, ViT-S ~2.3x; cosine to eager 1.000000;
-- ONNX Runtime 1.31 (fp32):      Lite0 ~7.5x, ViT-S ~1.6x; cosine 1.000000;
-- torch.compile (inductor):      Lite0 ~2.2x (55 s to compile); cosine 1.000000;
-- TorchScript freeze / oneDNN:   Lite0 ~1.8x, channels_last alone ~1.6x;
-- bf16 autocast (today's auto on CPUs with native bf16): Lite0 ~1.9x, ViT-S ~1.7x, but cosine
-  0.986 on the digits for Lite0: not the fp32 vectors;
-- dynamic int8 Linear (ViT-S):   ~2.5x, cosine 0.9948: fails the 0.999 parity bar.
+in one run): on this workplace's 2-core AMD EPYC (native bf16), load average 2.5-8 from other
+sessions, real digits through EfficientNet-Lite0 and a random-init ViT-S/16, batch 32, 2 threads:
+- OpenVINO 2026.4 at f32:        Lite0 9.3-13x eager fp32, ViT-S 2.3x; worst cosine 1.000000;
+- ONNX Runtime 1.31 (fp32):      Lite0 6.2-7.5x, ViT-S 1.6x; cosine 1.000000;
+- torch.compile (inductor):      Lite0 2.2x after 55 s of compiling; cosine 1.000000;
+- TorchScript freeze (oneDNN):   Lite0 1.8x; channels_last alone 1.6-1.7x;
+- bf16 autocast (`--precision auto` on CPUs with native bf16): Lite0 1.9-5.0x, ViT-S 1.7-2.0x,
+  but worst cosine 0.986 on the digits for Lite0: not the fp32 vectors;
+- dynamic int8 Linear (ViT-S):   2.4-2.5x, cosine 0.9947: fails the 0.999 parity bar.
+With torch held to AVX2 (ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2, as on the issue's
+CPUs; OpenVINO keeps its own ISA choice, so this only approximates them) Lite0 eager fp32 ran
+12.8 img/s and OpenVINO 17x that.
 OpenVINO is fastest on both and computes in f32 (INFERENCE_PRECISION_HINT f32: its CPU plugin
 would otherwise pick bf16 on CPUs that have it), so its vectors are the eager fp32 vectors up to
 summation order. It does not depend on native bf16, which the issue's AVX2-only users lack.
