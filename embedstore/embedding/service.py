@@ -27,7 +27,8 @@ BUILD_PRECISION = "build_precision"  # vector-set attribute: the precision its v
 # its library version. Not part of the set's key or name: at fp32 its vectors are the eager ones up
 # to summation order (tests/test_accel.py: cosine >= 0.9999 on real images, and after the float16
 # round trip nearly every component is identical), so an accelerated build and an eager one extend
-# the same set, and the set's queries may run eager at its recorded precision.
+# the same set (the attributes then name the forward of the build that wrote the set last), and the
+# set's queries may run eager at its recorded precision.
 BUILD_ACCEL, BUILD_ACCEL_VERSION = "build_accel", "build_accel_version"
 
 
