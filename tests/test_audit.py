@@ -295,3 +295,33 @@ def test_a_kind_the_findings_table_lacks_is_refused_not_ignored(planted, planted
         assert res.exit_code != 0
         line = res.output.strip().splitlines()
         assert len(line) == 1 and "no rows of kind duplicate" in line[0] and "near_duplicate" in line[0], res.output
+
+
+def test_text_store_flags_copies_not_same_topic_reviews(tmp_path):
+    """Sentence encoders put reviews of one drug close together; the audit must not call them copies.
+    An exact copy across train/test is a leak (by hash), and the page shows the texts."""
+    drugs = ["ibuprofen", "melatonin", "sertraline", "metformin", "lisinopril", "cetirizine", "omeprazole", "amoxicillin"]
+    say = ["{} worked well for me within a week and I had no side effects at all",
+           "after a month on {} I felt worse, with headaches and trouble sleeping",
+           "my doctor switched me to {} and honestly it changed nothing for my symptoms",
+           "I would not recommend {}: the nausea was constant and it cost too much"]
+    rows = []
+    for i, d in enumerate(drugs):
+        for j, t in enumerate(say):
+            rows.append((f"r{i}{j}", t.format(d), "pos" if j == 0 else "neg", "train" if (i + j) % 3 else "test"))
+    rows.append(("copy", rows[1][1], rows[1][2], "test"))  # a training review again, in test
+    with open(tmp_path / "reviews.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "text", "label", "split"])
+        w.writerows(rows)
+    res = embed("build", tmp_path / "reviews.csv", "--store", tmp_path / "r.h5", "--encoder", "st:all-MiniLM-L6-v2", "-q")
+    assert res.exit_code == 0, res.output
+    res = embed("audit", tmp_path / "r.h5", "--out", tmp_path / "f.csv", "--report", tmp_path / "rep", "--no-labels", "--json")
+    assert res.exit_code == 0, res.output
+    r = json.loads(res.output)
+    found = _rows(tmp_path / "f.csv")
+    assert {x["id"] for x in found if x["kind"] == "leak"} == {"copy"}
+    assert {x["id"] for x in found if x["kind"] in ("near_duplicate", "exact_duplicate")} <= {"copy"}
+    assert r["exact_duplicates"]["clusters"] == 1 and "texts: no ratio test" in r["calibration"]["how"]
+    page = (tmp_path / "rep" / "index.html").read_text()
+    assert 'class="card text"' in page and "trouble sleeping" in page and "(unreadable)" not in page
