@@ -52,7 +52,7 @@ def test_searches_during_a_build_never_fail_and_only_return_committed_items(tmp_
     assert len(final) == 260 and meta["ntotal"] == 260
     assert seen <= final  # every hit a committed item
     assert max(sizes) == 260, sorted(sizes)  # readers picked up the committed state
-    assert searches >= 20
+    assert searches >= 1000, searches  # issue 16: 1,000 searches during a build (about 3,400 here on 2 quiet cores)
     # after the build: the long-lived reader answers from the final state and its new index
     live.refresh(force=True)
     hits, exact, _ = live.run(q, 10, "label=owl")
