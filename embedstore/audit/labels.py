@@ -1,6 +1,6 @@
 """Label issues: out-of-fold probabilities from a cross-validated logistic head, then cleanlab.
 
-The folds are the evaluation protocol's (stratified k-fold, seeded, `heads.fit.CV_FOLDS` folds);
+The folds are the evaluation protocol's (`evaluation.folds.stratified_folds`: stratified, seeded);
 the head's C is chosen on the out-of-fold log loss over a short grid, so every probability comes
 from a head that never saw that item. Confident learning itself is cleanlab's
 `filter.find_label_issues` and `rank.get_label_quality_scores`, not a rewrite.
@@ -35,15 +35,14 @@ class LabelIssues:
 def out_of_fold_proba(X: np.ndarray, y: np.ndarray, seed: int = 0, grid=C_GRID, progress: bool = False):
     """(probabilities (n, K) from heads that never saw each row, classes, chosen C, folds, per-C log loss)."""
     from sklearn.exceptions import ConvergenceWarning
-    from sklearn.model_selection import StratifiedKFold
 
+    from ..evaluation.folds import stratified_folds
     from ..heads import head_class
-    from ..heads.fit import CV_FOLDS
     from ..progress import progress_bar
 
     classes, y_idx = np.unique(y, return_inverse=True)
-    k = int(min(CV_FOLDS, np.bincount(y_idx).min()))
-    folds = list(StratifiedKFold(k, shuffle=True, random_state=seed).split(X, y_idx))
+    folds = stratified_folds(y_idx, seed)
+    k = len(folds)
     cls = head_class("logistic")
     best = None
     losses = {}

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..errors import HeadError
 from . import HEAD_NAMES, head_class
+from ..evaluation.folds import CV_FOLDS, stratified_folds
 from ..evaluation.intervals import wilson
 from ..evaluation.metrics import classification_metrics
 from ..evaluation.seen import content_keys
@@ -117,7 +118,6 @@ def sweep(cls, data: SplitData, grid, params: dict, device: str, progress: bool,
 
 
 MIN_VAL_PER_CLASS = 30  # below this many validation items per class, choose by cross-validation
-CV_FOLDS = 5
 
 
 def selection_plan(data: SplitData, seed: int) -> tuple[list | None, str]:
@@ -136,10 +136,8 @@ def selection_plan(data: SplitData, seed: int) -> tuple[list | None, str]:
             return None, f"on the validation split ({int(val.sum())} items; too few per class to cross-validate)"
         raise HeadError("--val-fraction 0 needs cross-validation, and a class has fewer than 2 training items; "
                         "add items or give a validation split")
-    from sklearn.model_selection import StratifiedKFold
-
-    k = min(CV_FOLDS, smallest)
-    folds = [(pool[a], pool[b]) for a, b in StratifiedKFold(k, shuffle=True, random_state=seed).split(pool, labels)]
+    folds = [(pool[a], pool[b]) for a, b in stratified_folds(labels, seed, CV_FOLDS)]
+    k = len(folds)
     why = ("no validation split" if not val.any() else
            f"validation has {per_class.min()} items in its smallest class, fewer than {MIN_VAL_PER_CLASS}")
     return folds, (f"by {k}-fold stratified cross-validation on train + val ({len(pool)} items; {why}; the simplest value "

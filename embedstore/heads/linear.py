@@ -44,20 +44,21 @@ class _LinearHead(Head):
     def _calibrate_out_of_fold(self, X: np.ndarray, y_idx: np.ndarray) -> None:
         """Temperature from out-of-fold scores: each row scored by a model fitted without it."""
         from sklearn.base import clone
-        from sklearn.model_selection import StratifiedKFold
 
-        folds = min(CV_FOLDS, int(np.bincount(y_idx).min()))
-        if folds < 2:
+        from ..evaluation.folds import stratified_folds
+
+        folds = stratified_folds(y_idx, seed=0, k=CV_FOLDS)
+        if not folds:
             self.calibrated_on_ = "nothing (a class has fewer than 2 items: no held-out rows; temperature 1)"
             return
         oof = np.zeros((len(X),) if len(self.classes_) == 2 else (len(X), len(self.classes_)))
-        for tr, te in StratifiedKFold(folds, shuffle=True, random_state=0).split(X, y_idx):
+        for tr, te in folds:
             part = clone(self)
             part.classes_ = self.classes_
             part._fit_linear(X[tr], y_idx[tr])
             oof[te] = part._scores(X[te])
         self.temperature_ = np.float64(fit_temperature(oof, y_idx))
-        self.calibrated_on_ = f"out-of-fold scores (3-fold over the {len(X)} training rows)"
+        self.calibrated_on_ = f"out-of-fold scores ({len(folds)}-fold over the {len(X)} training rows)"
 
     def calibrate(self, X, y, what: str = "held-out rows"):
         """Fit the temperature on held-out (X, y): rows this head was not trained on."""
