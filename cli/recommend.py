@@ -67,9 +67,10 @@ def register(app: typer.Typer) -> None:
 
             r = run_guarded(run, store, like, dislike, like_store=like_store, like_set=like_set, **opts)
             if report is not None:
-                from embedstore.recommend.report import single_section, write
+                from embedstore.recommend.report import single_section
+                from embedstore.reports.html import write_report
 
-                run_guarded(write, report, f"Recommendations from {store.name}", [single_section(r)])
+                run_guarded(write_report, report, f"Recommendations from {store.name}", [single_section(r)])
             if json_out:
                 emit_json(r.to_dict())
                 return
@@ -93,9 +94,10 @@ def register(app: typer.Typer) -> None:
             b, kept = run_guarded(recommend_users, store, interactions, out, min_rating=min_rating, like_store=like_store,
                                   like_set=like_set, progress=not json_out, keep=20 if report else 0, **opts)
             if report is not None:
-                from embedstore.recommend.report import users_section, write
+                from embedstore.recommend.report import users_section
+                from embedstore.reports.html import write_report
 
-                run_guarded(write, report, f"Recommendations from {store.name}", [users_section(kept)])
+                run_guarded(write_report, report, f"Recommendations from {store.name}", [users_section(kept)])
             if json_out:
                 emit_json(b.to_dict())
                 return
@@ -113,9 +115,10 @@ def register(app: typer.Typer) -> None:
         e, examples = run_guarded(evaluate_recommenders, store, evaluate, min_rating=min_rating, progress=not json_out,
                                   keep=12 if report else 0, **opts)
         if report is not None:
-            from embedstore.recommend.report import evaluation_sections, write
+            from embedstore.recommend.report import evaluation_sections
+            from embedstore.reports.html import write_report
 
-            run_guarded(write, report, f"Recommendation evaluation: {store.name}", evaluation_sections(e, examples))
+            run_guarded(write_report, report, f"Recommendation evaluation: {store.name}", evaluation_sections(e, examples))
         if json_out:
             emit_json(e.to_dict())
             return

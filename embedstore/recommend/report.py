@@ -3,9 +3,8 @@ and the evaluation's table of methods. Built from `reports.html` (one page, imag
 
 from __future__ import annotations
 
-from pathlib import Path
 
-from ..reports.html import Section, esc, table, thumbnails, write_report
+from ..reports.html import Section, esc, table, thumbnails
 
 
 def _user_block(user: str, liked: list[dict], hits: list[dict], note: str = "") -> str:
@@ -59,7 +58,3 @@ def evaluation_sections(e, examples: list[dict]) -> list[Section]:
                           f"held out: {x['held_out']}" + (" (cold-start item)" if x["cold"] else ""))
         ex += thumbnails([{"id": x["held_out"], "uri": x["held_out_uri"]}], lambda it: "held out: " + it["id"])
     return [Section(f"Evaluation at k = {e.k}", body), Section("Content recommendations for scored users", ex or "<p>None.</p>")]
-
-
-def write(out_dir: str | Path, title: str, sections: list[Section]) -> Path:
-    return write_report(out_dir, title, sections)
