@@ -325,3 +325,13 @@ def test_text_store_flags_copies_not_same_topic_reviews(tmp_path):
     assert r["exact_duplicates"]["clusters"] == 1 and "texts: no ratio test" in r["calibration"]["how"]
     page = (tmp_path / "rep" / "index.html").read_text()
     assert 'class="card text"' in page and "trouble sleeping" in page and "(unreadable)" not in page
+
+
+def test_a_set_built_without_normalisation_is_refused_in_one_line(tmp_path, image_folder, build_tiny):
+    build_tiny(image_folder, tmp_path / "raw.h5", normalize="none")
+    before = (tmp_path / "raw.h5").read_bytes()
+    res = embed("audit", tmp_path / "raw.h5", "--out", tmp_path / "f.csv")
+    assert res.exit_code != 0
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and "--normalize none" in lines[0] and "--normalize l2" in lines[0], res.output
+    assert not (tmp_path / "f.csv").exists() and (tmp_path / "raw.h5").read_bytes() == before

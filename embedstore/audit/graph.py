@@ -38,20 +38,19 @@ class Graph:
 
 
 def knn_graph(search, rows, k: int, exact: bool = False, chunk_rows: int = 2048, bar=None) -> Graph:
-    """k nearest other rows of every row, through `search` (a SearchIndex over `rows`); memory is
-    one chunk of vectors plus the (n, k) result."""
+    """k nearest other rows of every row, through `search` (a SearchIndex over `rows` of an
+    l2-normalised set, so scores are cosines); memory is one chunk of vectors plus the (n, k) result."""
     import time
 
-    from ..search.index import normalise
+    from ..search.batch import knn_blocks
 
     t0 = time.perf_counter()
     n = len(rows)
     S = np.full((n, k), -np.inf, dtype=np.float32)
     R = np.full((n, k), -1, dtype=np.int64)
     plan = {}
-    for pos, X in rows.chunks(None, chunk_rows=chunk_rows):
-        res = search.search(normalise(X), k, None, pos, exact=exact)
-        S[pos], R[pos], plan = res.D, res.R, res.plan
+    for pos, D, Rb, plan in knn_blocks(search, rows, k, None, exact, chunk_rows):
+        S[pos], R[pos] = D, Rb
         if bar is not None:
             bar.update(len(pos))
     return Graph(S, R, plan, time.perf_counter() - t0)

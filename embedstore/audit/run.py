@@ -103,8 +103,9 @@ def run_audit(store: str | Path, vector_set: str | None = None, k: int = 10, thr
     notes = []
     if n < 3:
         raise OptionError(f"{snap.vs.name} has {n} item(s); an audit needs at least 3")
-    if not search.inner:
-        notes.append("this set is not l2-normalised: cosines are computed on normalised copies, but its index ranks by L2")
+    if not search.inner:  # its index ranks by L2 distance: the audit's cuts are on cosines
+        raise OptionError(f"{snap.vs.name} was built with --normalize none; the audit compares cosines, so it needs an "
+                          "l2-normalised set: build one with `embed build SOURCE --store STORE --normalize l2`")
     k_eff = min(k, n - 1)
     splits = np.array([str(s).lower() for s in rows.splits])
     counts = {s or "(none)": int(c) for s, c in zip(*np.unique(splits, return_counts=True))}

@@ -111,6 +111,15 @@ def search_batch(store: str | Path, queries: str | Path, out: str | Path, k: int
                        time.perf_counter() - t0, plan, skipped)
 
 
+def knn_blocks(search, rows, k: int, allowed: np.ndarray | None = None, exact: bool = False, chunk_rows: int = 1024):
+    """The k-NN graph a chunk of rows at a time: yields (row positions, scores (n, k), neighbour rows
+    (n, k; -1 for none), plan) for each chunk of the `allowed` rows, an item never its own neighbour.
+    Memory: one chunk of vectors plus the index. `embed neighbors` and `embed audit` walk it."""
+    for pos, X in rows.chunks(allowed, chunk_rows=chunk_rows):
+        res = search.search(normalise(X) if search.inner else X, k, allowed, pos, exact=exact)
+        yield pos, res.D, res.R, res.plan
+
+
 def neighbors(store: str | Path, out: str | Path, k: int = 10, where: str | None = None, exact: bool = False,
               vector_set: str | None = None, batch: int = 1024, progress: bool = True) -> BatchReport:
     """Every item's k nearest other items (the k-NN graph), streamed: memory stays at one batch of
@@ -130,16 +139,12 @@ def neighbors(store: str | Path, out: str | Path, k: int = 10, where: str | None
     if k > pool - 1:
         raise SearchError(f"-k {k} is larger than the {pool - 1} other item(s) each item has" + (f" (after --where {where})" if where else "")
                           + f"; use -k {max(pool - 1, 1)} or less")
-    inner = snap.search.inner
     t0 = time.perf_counter()
     plan = {}
     with TableWriter(out, COLUMNS) as w, progress_bar(pool, "neighbors", "item", progress) as bar:
-        for pos, X in rows.chunks(allowed, chunk_rows=batch):
-            Q = normalise(X) if inner else X
-            res = snap.search.search(Q, k, allowed, pos, exact=exact)
-            plan = res.plan
+        for pos, Ds, Rs, plan in knn_blocks(snap.search, rows, k, allowed, exact, batch):
             hits = [[{"rank": r + 1, "id": str(rows.ids[j]), "score": float(d), "label": str(rows.labels[j])}
-                     for r, (d, j) in enumerate(zip(D, R)) if j >= 0] for D, R in zip(res.D, res.R)]
+                     for r, (d, j) in enumerate(zip(D, R)) if j >= 0] for D, R in zip(Ds, Rs)]
             w.write(_rows(rows.ids[pos], hits))
             bar.update(len(pos))
     return BatchReport(str(store), snap.vs.name, "neighbors", pool, k, where, str(out), w.rows, False,
