@@ -242,19 +242,13 @@ def test_audit_page_in_headless_chromium(planted, tmp_path):
     """The report as a person sees it: clusters side by side, leaks as pairs, mislabels with given ->
     suggested, as a file and on the running server (reached from the store's page); screenshots go to
     test-artifacts/audit-report.png and audit-served.png."""
-    from test_serve import _chromium, _need_browser
-
-    _need_browser()
-    from selenium import webdriver
-    from selenium.webdriver.common.by import By
+    from test_serve import headless_chromium
 
     store, _ = planted
     assert embed("audit", store, "--report", tmp_path / "rep").exit_code == 0
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = _chromium()
-    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1600"):
-        opts.add_argument(a)
-    driver = webdriver.Chrome(options=opts, service=webdriver.ChromeService(executable_path=shutil.which("chromedriver")))
+    driver = headless_chromium("1280,1600")
+    from selenium.webdriver.common.by import By
+
     try:
         driver.get((tmp_path / "rep" / "index.html").as_uri())
         heads = [h.text for h in driver.find_elements(By.TAG_NAME, "h2")]

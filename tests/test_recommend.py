@@ -415,12 +415,9 @@ def test_server_recommend_errors(photos):
 def test_more_like_these_in_headless_chromium(photos):
     """Tick "like" on two results, press "More like these": recommendations appear, the liked items
     are not among them, and they are the ones the API gives for those ids."""
-    from test_serve import _chromium, _need_browser
+    from test_serve import headless_chromium
 
-    _need_browser()
-    import shutil
-
-    from selenium import webdriver
+    driver = headless_chromium()
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -428,11 +425,6 @@ def test_more_like_these_in_headless_chromium(photos):
 
     api = open_api(photos / "s.h5")
     srv = make_server(api, "127.0.0.1", 0).start()
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = _chromium()
-    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000"):
-        opts.add_argument(a)
-    driver = webdriver.Chrome(options=opts, service=webdriver.ChromeService(executable_path=shutil.which("chromedriver")))
     wait = WebDriverWait(driver, 60)
     try:
         driver.get(f"http://127.0.0.1:{srv.port}/")

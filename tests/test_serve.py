@@ -268,6 +268,19 @@ def _need_browser():
         pytest.skip(msg)
 
 
+def headless_chromium(size: str = "1280,1000"):
+    """A headless Chromium driven by selenium (the browser tests' one set-up); fails with CI=true,
+    skips otherwise, when there is none. The caller quits it."""
+    _need_browser()
+    from selenium import webdriver
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = _chromium()
+    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", f"--window-size={size}"):
+        opts.add_argument(a)
+    return webdriver.Chrome(options=opts, service=webdriver.ChromeService(executable_path=shutil.which("chromedriver")))
+
+
 def _has_selenium() -> bool:
     try:
         import selenium.webdriver  # noqa: F401
@@ -281,19 +294,12 @@ def test_page_in_headless_chromium(served, tmp_path):
     """What a person does: upload an image and see its neighbours and the head's probabilities,
     filter by label, hover a point of the map and see its thumbnail, click it and see the item and
     its neighbours. A screenshot is saved under the test's tmp folder (and test-artifacts/)."""
-    _need_browser()
-    from selenium import webdriver
+    driver = headless_chromium()
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
     root, port = served
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = _chromium()
-    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000"):
-        opts.add_argument(a)
-    service = webdriver.ChromeService(executable_path=shutil.which("chromedriver"))
-    driver = webdriver.Chrome(options=opts, service=service)
     wait = WebDriverWait(driver, 60)
     try:
         driver.get(f"http://127.0.0.1:{port}/")
