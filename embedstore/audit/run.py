@@ -78,6 +78,54 @@ def _exact_groups(rows) -> list[np.ndarray]:
     return [g for g in np.split(order, cut) if len(g) > 1 and shas[g[0]]]
 
 
+def _near_findings(near_clusters: list, rows, group: np.ndarray, pair_cos: dict, clusters_out: list, findings: list) -> None:
+    """One cluster record and one finding per copy that is not already an exact duplicate of the kept
+    item; each copy's cosine to the kept item comes from one streamed read of the clustered rows
+    (capped at MAX_CLUSTERED_ROWS, else from the graph's pairs)."""
+    ordered = [_keep_first(members, rows) for members in near_clusters]
+    need = np.unique(np.concatenate(ordered)) if ordered else np.zeros(0, dtype=np.int64)
+    V = dict(zip(need.tolist(), rows.load_at(need))) if 0 < len(need) <= MAX_CLUSTERED_ROWS else {}
+
+    def cos(x: int, y: int) -> float:
+        if V:
+            return float(np.dot(V[x], V[y]) / (np.linalg.norm(V[x]) * np.linalg.norm(V[y]) or 1.0))
+        return pair_cos.get((min(x, y), max(x, y)), float("nan"))
+
+    for order in ordered:
+        keep = int(order[0])
+        to_keep = {int(r): cos(int(r), keep) for r in order[1:]}
+        clusters_out.append({"kind": "near", "keep": str(rows.ids[keep]), "members": [str(rows.ids[r]) for r in order],
+                             "cosine_to_keep": {str(rows.ids[r]): v for r, v in to_keep.items()}})
+        for r, c in to_keep.items():
+            if group[r] >= 0 and group[r] == group[keep]:
+                continue  # reported as an exact duplicate
+            findings.append((str(rows.ids[r]), "near_duplicate", c, f"near-duplicate of {rows.ids[keep]} (kept; cosine {c:.4f})"))
+
+
+def _leak_findings(candidates: dict, rows, splits: np.ndarray, group: np.ndarray, findings: list) -> tuple[list, dict]:
+    """Leaks: an item that is a copy (near or exact) of an item in another split, reported once per
+    item on the later split (val after train, test after both) with its closest earlier copy.
+    `candidates` maps (row, row) to their cosine. Returns (leak pairs, count per split pair)."""
+    best: dict[int, tuple] = {}
+    for (x, y), c in candidates.items():
+        if not splits[x] or not splits[y] or splits[x] == splits[y]:
+            continue
+        lo, hi = sorted((x, y), key=lambda r: (SPLIT_RANK.get(splits[r], 1), str(rows.ids[r])))
+        key = (-c, SPLIT_RANK.get(splits[lo], 1), str(rows.ids[lo]))
+        if hi not in best or key < best[hi][0]:
+            best[hi] = (key, lo, c, bool(group[x] >= 0 and group[x] == group[y]))
+    leak_pairs, by_pair = [], {}
+    for hi in sorted(best, key=lambda r: str(rows.ids[r])):
+        _, lo, c, is_exact = best[hi]
+        name = f"{splits[lo]}-{splits[hi]}"
+        by_pair[name] = by_pair.get(name, 0) + 1
+        leak_pairs.append({"kept_side": str(rows.ids[lo]), "kept_split": splits[lo], "leaked": str(rows.ids[hi]),
+                           "leaked_split": splits[hi], "cosine": c, "exact": is_exact})
+        findings.append((str(rows.ids[hi]), "leak", c, f"{splits[hi]} item is a copy of {splits[lo]} item {rows.ids[lo]} "
+                                                     f"({'same content' if is_exact else f'cosine {c:.4f}'})"))
+    return leak_pairs, by_pair
+
+
 def run_audit(store: str | Path, vector_set: str | None = None, k: int = 10, threshold: float | None = None,
               outlier_share: float = 0.01, labels: bool = True, max_memory: str | int = "4GB", seed: int = 0,
               exact: bool = False, out: str | Path | None = None, progress: bool = True) -> AuditReport:
@@ -125,58 +173,29 @@ def run_audit(store: str | Path, vector_set: str | None = None, k: int = 10, thr
     seconds = {"neighbours": g.seconds}
 
     exact_groups = _exact_groups(rows)
-    exact_pair = {(int(min(x, y)), int(max(x, y))) for grp in exact_groups for x in grp for y in grp if x != y}
+    group = np.full(n, -1, dtype=np.int64)  # exact-copy group of each row (-1: none); pairs would be O(m^2)
+    for gi, grp in enumerate(exact_groups):
+        group[grp] = gi
+    rank = np.array([SPLIT_RANK.get(sp, 1) for sp in splits])
     findings: list[tuple[str, str, float, str]] = []
-    clusters_out, leak_pairs = [], []
+    clusters_out: list[dict] = []
+    exact_links = []  # (kept row, copy): each copy tied to its group's kept item, for the leak check
     for grp in exact_groups:
         order = _keep_first(grp, rows)
         clusters_out.append({"kind": "exact", "keep": str(rows.ids[order[0]]), "members": [str(rows.ids[r]) for r in order]})
         for r in order[1:]:
+            exact_links.append((int(order[0]), int(r)))
             findings.append((str(rows.ids[r]), "exact_duplicate", 1.0, f"same content sha256 as {rows.ids[order[0]]} (kept)"))
     pair_cos = {(int(x), int(y)): float(c) for x, y, c in zip(a, b, s)}
     near_clusters = G.clusters(n, a, b)
-    ordered = [_keep_first(members, rows) for members in near_clusters]
-    # cosine of each member to the kept item: one streamed read of the clustered rows (capped), else the graph's pairs
-    need = np.unique(np.concatenate(ordered)) if ordered else np.zeros(0, dtype=np.int64)
-    V = dict(zip(need.tolist(), rows.load_at(need))) if 0 < len(need) <= MAX_CLUSTERED_ROWS else {}
-    for order in ordered:
-        keep = order[0]
-        cos_to_keep = {int(r): float(np.dot(V[int(r)], V[int(keep)])) / float(np.linalg.norm(V[int(r)]) * np.linalg.norm(V[int(keep)]) or 1.0)
-                       for r in order[1:]} if V else {}
-        clusters_out.append({"kind": "near", "keep": str(rows.ids[keep]), "members": [str(rows.ids[r]) for r in order],
-                             "cosine_to_keep": {str(rows.ids[r]): v for r, v in cos_to_keep.items()}})
-        for r in order[1:]:
-            key = (int(min(r, keep)), int(max(r, keep)))
-            if key in exact_pair:
-                continue
-            c = cos_to_keep.get(int(r), pair_cos.get(key, float("nan")))
-            findings.append((str(rows.ids[r]), "near_duplicate", c, f"near-duplicate of {rows.ids[keep]} (kept; cosine {c:.4f})"))
-    # leaks: an item that is a copy (near or exact) of an item in another split; reported once per
-    # item on the later split (val after train, test after both), with its closest earlier copy
-    best: dict[int, tuple] = {}
-    rank = np.array([SPLIT_RANK.get(sp, 1) for sp in splits])
+    _near_findings(near_clusters, rows, group, pair_cos, clusters_out, findings)
     leak_cut = G.leak_cut(g) if threshold is None and not texts else None
     lo_, hi_, c_ = G.leak_pairs(g, cal, rank, leak_cut)
-    cross = {(int(min(x, y)), int(max(x, y))): float(c) for x, y, c in zip(lo_, hi_, c_)}
-    all_pairs = [(x, y, c) for (x, y), c in {**cross, **pair_cos}.items()]
-    all_pairs += [(x, y, 1.0) for x, y in exact_pair if (x, y) not in pair_cos and (x, y) not in cross]
-    for x, y, c in all_pairs:
-        sx, sy = splits[x], splits[y]
-        if not sx or not sy or sx == sy:
-            continue
-        lo, hi = sorted((x, y), key=lambda r: (SPLIT_RANK.get(splits[r], 1), str(rows.ids[r])))
-        key = (-c, SPLIT_RANK.get(splits[lo], 1), str(rows.ids[lo]))
-        if hi not in best or key < best[hi][0]:
-            best[hi] = (key, lo, c, (min(x, y), max(x, y)) in exact_pair)
-    by_pair: dict[str, int] = {}
-    for hi in sorted(best, key=lambda r: str(rows.ids[r])):
-        _, lo, c, is_exact = best[hi]
-        name = f"{splits[lo]}-{splits[hi]}"
-        by_pair[name] = by_pair.get(name, 0) + 1
-        leak_pairs.append({"kept_side": str(rows.ids[lo]), "kept_split": splits[lo], "leaked": str(rows.ids[hi]),
-                           "leaked_split": splits[hi], "cosine": c, "exact": is_exact})
-        findings.append((str(rows.ids[hi]), "leak", c, f"{splits[hi]} item is a copy of {splits[lo]} item {rows.ids[lo]} "
-                                                     f"({'same content' if is_exact else f'cosine {c:.4f}'})"))
+    candidates = {(int(min(x, y)), int(max(x, y))): float(c) for x, y, c in zip(lo_, hi_, c_)}
+    candidates.update(pair_cos)
+    for x, y in exact_links:
+        candidates[(min(x, y), max(x, y))] = 1.0
+    leak_pairs, by_pair = _leak_findings(candidates, rows, splits, group, findings)
     outlier_score = G.knn_outlier_scores(g, k=min(5, k_eff))
     n_out = int(round(outlier_share * n))
     top = np.argsort(-np.nan_to_num(outlier_score, nan=-1.0), kind="stable")[:n_out]
