@@ -108,7 +108,7 @@ def _load_or_convert(encoder, size: int):
     xml, bin_ = _cache_dir() / f"{key}.xml", _cache_dir() / f"{key}.bin"
     if xml.exists() and bin_.exists():
         try:
-            return ov.Core().read_model(str(xml), str(bin_)), True
+            return _core().read_model(str(xml), str(bin_)), True
         except Exception as e:  # noqa: BLE001 - a damaged cache entry is converted again
             log.info("openvino cache entry %s unreadable (%s); converting again", xml.name, e)
     om = _convert(encoder.model, size)
@@ -123,11 +123,35 @@ def _load_or_convert(encoder, size: int):
     return om, False
 
 
+_CORE = None  # one OpenVINO runtime per process
+_THREADS = None  # and one thread count: models compiled for different counts crashed the process (SIGSEGV) at
+#                 its next fork (tests/test_build_load.py; the test suite, where many builds share a process)
+
+
+def _core():
+    global _CORE
+    import openvino as ov
+
+    if _CORE is None:
+        _CORE = ov.Core()
+    return _CORE
+
+
+def _threads() -> int:
+    """The thread count every model of this process is compiled for: torch's when the first one is
+    compiled (the build sets torch's threads before it prepares the model)."""
+    global _THREADS
+    import torch
+
+    if _THREADS is None:
+        _THREADS = torch.get_num_threads()
+    return _THREADS
+
+
 class OpenVINOForward:
     """`forward(x)`: float32 torch (n, 3, S, S) -> float32 torch (n, dim), by an OpenVINO model
-    compiled once, on first use, for the CPU at f32 with as many threads as torch has then. Never
-    recompiled for another thread count: a process that recompiled crashed (SIGSEGV) at its next
-    fork (tests/test_build_load.py), so callers set torch's threads before they prepare it."""
+    compiled once, on first use, for the CPU at f32 with the process's one thread count (see
+    `_threads`): never recompiled, and never compiled for another count in one process."""
 
     def __init__(self, encoder):
         import openvino
@@ -138,12 +162,9 @@ class OpenVINOForward:
         self._compiled, self.threads = None, None
 
     def _compiled_model(self):
-        import openvino as ov
-        import torch
-
         if self._compiled is None:
-            self.threads = torch.get_num_threads()
-            self._compiled = ov.Core().compile_model(self.model, "CPU", {
+            self.threads = _threads()
+            self._compiled = _core().compile_model(self.model, "CPU", {
                 "INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": self.threads, "PERFORMANCE_HINT": "LATENCY"})
         return self._compiled
 
