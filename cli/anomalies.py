@@ -49,7 +49,7 @@ def register(app: typer.Typer) -> None:
     def anomalies(
         store: Path = typer.Option(..., "--store", "-s", help="A store built by `embed build`."),
         method: str = typer.Option("knn", "--method", "-m", help="knn | lof | mahalanobis | pca | iforest | ocsvm"),
-        fit_on: str = typer.Option(None, "--fit-on", help="Fit on items matching key=value[,key=value] (label, split); '|' for OR."),
+        fit_on: str = typer.Option(None, "--fit-on", help="Fit on items matching key=value[,key=value] (label, split, id, uri or a metadata column such as brand=acme); '|' for OR."),
         score: Path = typer.Option(None, "--score", help="Score these new items (folder, manifest or store) instead of the store."),
         vector_set: str = typer.Option(None, "--set", help="Vector set name or encoder id, when the store has several."),
         contamination: float = typer.Option(None, "--contamination", help="Share of new normal items to flag (default 0.05); "

@@ -41,6 +41,8 @@ def describe_layout(d: dict) -> str:
                      if d["split_counts"] else f"{len(labels)} classes: {counts(labels)} items")
     else:
         found.append("no labels")
+    if d.get("metadata_columns"):
+        found.append(f"metadata columns {', '.join(d['metadata_columns'])} (e.g. --where {d['metadata_columns'][0]}=...)")
     return f"{d['layout']} ({'; '.join(found)}) from {d['from']}"
 
 

@@ -11,12 +11,13 @@ from .common import emit_json, run_guarded, say
 
 def register(app: typer.Typer) -> None:
     @app.command(epilog="Examples:\n\n  embed ls photos.h5 --where split=test,label=cat\n\n"
-                        "  embed ls photos.h5 --status quarantined --json")
+                        "  embed ls photos.h5 --status quarantined --json\n\n"
+                        "  embed ls products.h5 --where brand=acme,year=2024 --long")
     def ls(
         store: Path = typer.Argument(..., help="A store file made by `embed build`."),
-        where: str = typer.Option(None, "--where", help="Only items matching key=value[,key=value] (label, split); '|' for OR."),
+        where: str = typer.Option(None, "--where", help="Only items matching key=value[,key=value]: label, split, id, uri or a metadata column (a manifest's other columns, e.g. brand=acme); '|' for OR, globs for id, uri and metadata."),
         status: str = typer.Option(None, "--status", help="ok | quarantined (default: both)."),
-        long: bool = typer.Option(False, "--long", "-l", help="Also print label, split and status."),
+        long: bool = typer.Option(False, "--long", "-l", help="Also print label, split, status and metadata."),
         json_out: bool = typer.Option(False, "--json", help="Print the items as JSON."),
     ) -> None:
         """List a store's item ids (one a line), e.g. to feed another tool or an exclusion list."""
@@ -27,4 +28,5 @@ def register(app: typer.Typer) -> None:
             emit_json(items)
             return
         for it in items:
-            say("\t".join([it["id"], it["label"] or "-", it["split"] or "-", it["status"]]) if long else it["id"])
+            meta = ",".join(f"{k}={v}" for k, v in it["meta"].items()) or "-"
+            say("\t".join([it["id"], it["label"] or "-", it["split"] or "-", it["status"], meta]) if long else it["id"])

@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
         store: Path = typer.Argument(..., help="A store built by `embed build`."),
         k: int = typer.Option(10, "-k", help="Neighbours per item."),
         out: Path = typer.Option(..., "--out", help="A .csv or .parquet file to write."),
-        where: str = typer.Option(None, "--where", help="Only these items, as queries and as neighbours (label, split, id, uri)."),
+        where: str = typer.Option(None, "--where", help="Only these items, as queries and as neighbours (label, split, id, uri or a metadata column such as brand=acme)."),
         exact: bool = typer.Option(False, "--exact", help="Brute force, even when the set has an approximate index."),
         vector_set: str = typer.Option(None, "--set", help="Vector set name or encoder id, when the store has several."),
         json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),

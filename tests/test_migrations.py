@@ -1,6 +1,6 @@
-"""Numbered schema migrations: a store written in the previous schema (1) is read as it is by
-readers and upgraded by the first writer, with nothing lost; a newer schema is refused in one line
-and never rewritten."""
+"""Numbered schema migrations: a store written in an earlier schema (1: no row tables; 2: no item
+metadata) is read as it is by readers and upgraded by the first writer, with nothing lost; a newer
+schema is refused in one line and never rewritten."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def write_schema1_store(src, store):
     it (the same file less each set's row tables, and the schema attribute 1)."""
     from embedstore.ingest import build
 
-    build(src, store, encoder="test:tiny", workers=0, precision="fp32", progress=False, batch_size=4, shard_rows=4)
+    write_schema2_store(src, store)
     with h5py.File(store, "r+") as f:
         f.attrs["embedstore_schema"] = 1
         for g in f["vectors"].values():
@@ -34,6 +34,28 @@ def write_schema1_store(src, store):
                 del g.attrs[k]
     with h5py.File(store, "r") as f:  # the fixture is what it claims to be
         assert all(set(g) == SCHEMA1_SET_KEYS and not set(SCHEMA2_ADDED_ATTRS) & set(g.attrs) for g in f["vectors"].values())
+    return store
+
+
+def write_schema2_store(src, store, **build_kw):
+    """A store in schema 2: built now, then its catalog written back as schema 2 wrote it (no item
+    `meta` column, row checksums without its column) and its shards as schema 2 wrote them (no
+    `meta` item column; their checksums did not cover it)."""
+    from embedstore.ingest import build
+
+    build(src, store, **{"encoder": "test:tiny", "workers": 0, "precision": "fp32", "progress": False, "batch_size": 4,
+                         "shard_rows": 4, **build_kw})
+    with h5py.File(store, "r+") as f:
+        f.attrs["embedstore_schema"] = 2
+        assert not any(f["items/meta"].asstr()[()])  # nothing is lost by dropping it
+        del f["items/meta"]
+        for g in f["vectors"].values():
+            d = g["row_sha256"][()]
+            del g["row_sha256"]
+            g.create_dataset("row_sha256", data=np.concatenate([d[:, :6], d[:, 7:]], axis=1))  # less meta's column
+    for shard in (store.parent / (store.name + ".d") / "shards").glob("*/*.h5"):
+        with h5py.File(shard, "r+") as f:
+            del f["items/meta"]
     return store
 
 
@@ -88,8 +110,8 @@ def test_the_first_writer_upgrades_with_nothing_lost(fixture_store, tmp_path):
         f.attrs["shard_dir"] = "w.h5.d/shards"
     with open_store(store, mode="a") as st:
         notes = list(st.notes)
-    assert _schema(store) == SCHEMA_VERSION == 2
-    assert notes == ["upgraded the catalog w.h5 from schema 1 to 2 (15 items, 15 rows; nothing lost)"]
+    assert _schema(store) == SCHEMA_VERSION == 3
+    assert notes == ["upgraded the catalog w.h5 from schema 1 to 3 (15 items, 15 rows; nothing lost)"]
     with h5py.File(store, "r") as f:
         assert all({"item_row", "row_sha256"} <= set(g) for g in f["vectors"].values())
     _same(_content(store), want)
@@ -106,9 +128,9 @@ def test_a_build_on_a_schema_1_store_upgrades_it_and_adds_rows(fixture_store, tm
     photos = src.parent / "photos"
     r = embed("build", photos, "--store", store, "--encoder", "test:tiny", "--precision", "fp32", "--workers", 0, "--json")
     assert r.exit_code == 0, r.output
-    rep = json.loads(r.output)
-    assert rep["encoded"] == 0 and any("schema 1 to 2" in n for n in rep["notes"])  # nothing re-embedded
-    assert _schema(store) == 2
+    rep = json.loads(r.stdout)
+    assert rep["encoded"] == 0 and any("schema 1 to 3" in n for n in rep["notes"])  # nothing re-embedded
+    assert _schema(store) == 3
     _same(_content(store), want)
 
 
@@ -136,3 +158,45 @@ def test_migrations_are_numbered_and_chain_to_the_current_schema():
     names = [m.__name__.rsplit(".", 1)[-1] for m in MIGRATIONS]
     assert names == [f"m{k + 1:03d}_{n.split('_', 1)[1]}" for k, n in enumerate(names)]
     assert [m.FROM for m in MIGRATIONS] == list(range(1, SCHEMA_VERSION)) and [m.TO for m in MIGRATIONS] == list(range(2, SCHEMA_VERSION + 1))
+
+
+def test_a_schema_2_store_is_read_verified_and_upgraded_and_a_rebuild_fills_in_metadata(tmp_path):
+    """Schema 2 predates item metadata: read as it is (items without metadata, shards' checksums
+    intact), upgraded by the first writer, and a build from a manifest with more columns adds them
+    to the same items without re-encoding any."""
+    import csv
+
+    photos = make_image_folder(tmp_path / "photos", classes=("cat", "dog"), per_class=4)
+    files = sorted(p.relative_to(photos) for p in photos.rglob("*.*"))
+    manifest = tmp_path / "m.csv"
+    with open(manifest, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "label"])
+        w.writerows([[f"photos/{p}", p.parts[0]] for p in files])
+    store = write_schema2_store(manifest, tmp_path / "s.h5")
+    want = _content(store)
+    before = store.read_bytes()
+    assert _schema(store) == 2
+    r = embed("verify", store, "--json")
+    assert r.exit_code == 0, r.output
+    assert any("schema 2" in n and "upgrades it" in n for n in json.loads(r.stdout)["notes"])
+    with open_store(store) as st:
+        assert set(st.rows(st.select_set().name).metas) == {""}
+    assert store.read_bytes() == before  # readers never migrate
+    with open(manifest, "w", newline="") as f:  # the same files, now with a metadata column
+        w = csv.writer(f)
+        w.writerow(["path", "label", "brand"])
+        w.writerows([[f"photos/{p}", p.parts[0], "acme" if k % 2 else "zenith"] for k, p in enumerate(files)])
+    r = embed("build", manifest, "--store", store, "--encoder", "test:tiny", "--precision", "fp32", "--workers", 0, "--json")
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.stdout)
+    assert any("schema 2 to 3" in n for n in rep["notes"]) and rep["encoded"] == 0 and rep["metadata_updated"] == len(files)
+    assert _schema(store) == 3
+    got = _content(store)
+    for k in want:
+        if k != "items":
+            assert (np.array_equal(got[k], want[k]) if k == "X" else got[k] == want[k]), k
+    r = embed("ls", store, "--where", "brand=acme", "--json")
+    assert r.exit_code == 0, r.output
+    assert len(json.loads(r.stdout)) == len(files) // 2
+    assert embed("verify", store).exit_code == 0

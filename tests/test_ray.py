@@ -99,6 +99,26 @@ def test_ray_build_gives_the_same_store_as_the_local_build(ray_cluster, photos, 
     assert r.exit_code == 0, r.output  # a head fitted on the Ray store scores the local store: same provenance
 
 
+def test_ray_build_keeps_manifest_metadata_as_the_local_build_does(ray_cluster, photos, tmp_path):
+    """A manifest's other columns travel through Ray's stages into the items, as in a local build."""
+    import csv
+
+    from embedstore.ingest import build
+
+    files = sorted(p for p in photos[0].rglob("*.*") if p.relative_to(photos[0]).as_posix() not in photos[1])
+    manifest = tmp_path / "m.csv"
+    with open(manifest, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "label", "brand"])
+        w.writerows([[str(p), p.parent.name, f"b{k % 3}"] for k, p in enumerate(files)])
+    build(manifest, tmp_path / "r.h5", engine="ray", **tiny())
+    build(manifest, tmp_path / "l.h5", workers=0, **tiny())
+    ray_items, loc_items = snapshot(tmp_path / "r.h5")["items"], snapshot(tmp_path / "l.h5")["items"]
+    assert ray_items == loc_items
+    r = embed("ls", tmp_path / "r.h5", "--where", "brand=b1", "--json")
+    assert r.exit_code == 0 and len(json.loads(r.stdout)) == len(files[1::3])
+
+
 def test_ray_door_gives_the_parity_vectors_and_answers(ray_cluster, photos, local_store, tmp_path):
     """The Ray door of the parity test (tests/test_parity.py): each file's vector from a Ray build
     equals the local build's (cosine >= 0.9999 at fp32), and a head answers both alike."""

@@ -38,7 +38,8 @@ class ExportReport:
 
 
 def _meta_table(meta: dict):
-    """The metadata parquet columns of one part (a text column only when some item has text)."""
+    """The metadata parquet columns of one part (a text column only when some item has text, a
+    meta column, each item's metadata columns as JSON, only when some item has metadata)."""
     import pyarrow as pa
 
     def strings(v):
@@ -54,15 +55,16 @@ def _meta_table(meta: dict):
         return pa.Array.from_buffers(pa.binary(), len(raw), [None, pa.py_buffer(offsets), pa.py_buffer(data)]).cast(pa.string())
 
     cols = {k: strings(meta[k]) for k in ("id", "label", "split", "uri")}
-    if any(meta["text"]):  # some item has text ('' and b'' are false)
-        cols["text"] = strings(meta["text"])
+    for k in ("text", "meta"):
+        if any(meta[k]):  # some item has one ('' and b'' are false)
+            cols[k] = strings(meta[k])
     return pa.table(cols)
 
 
 def _pieces(rows, part_rows: int):
     """(part number, vectors, metadata) in row order, cut at every `part_rows` rows; the store's
     chunks are checked as they are read (see `SetRows.stream`)."""
-    keys = ("id", "label", "split", "uri", "text")
+    keys = ("id", "label", "split", "uri", "text", "meta")
     for start, X, meta in rows.stream(chunk_rows=16384, columns=keys):
         at = 0
         while at < len(X):

@@ -126,13 +126,31 @@ def import_folder(src: str | Path, store: str | Path, name: str | None = None, p
                 seen_ids.update(ids)
                 uris, labels, splits = _pick(cols, URI_COLUMNS, m), _pick(cols, ("label",), m), _pick(cols, ("split",), m)
                 texts = _pick(cols, ("text", "caption"), m)
+                metas = [_meta_json(v, emb.name) for v in _pick(cols, ("meta",), m)]  # as `embed export` writes it
                 V = np.asarray(X, dtype=dtype)
                 shas = [hashlib.sha256(v.tobytes()).hexdigest() for v in V]
                 items = ItemRows()
                 for i in range(m):
-                    items.append(id=ids[i], uri=uris[i], label=labels[i], split=splits[i], sha256=shas[i], status="ok", text=texts[i])
+                    items.append(id=ids[i], uri=uris[i], label=labels[i], split=splits[i], sha256=shas[i], status="ok", text=texts[i],
+                                 meta=metas[i])
                 st.commit(set_name, attrs, items, ids, shas, V, {})
                 n += m
                 bar.update(m)
         st.refresh(index=True)
     return ImportReport(str(src), str(store), set_name, layout, n, dim, dtype, normalize, time.perf_counter() - t0, notes)
+
+
+def _meta_json(v, part: str) -> str:
+    """An exported `meta` cell (item metadata as a JSON object) in the store's canonical form."""
+    if not v:
+        return ""
+    try:
+        d = json.loads(v)
+    except ValueError:
+        d = None
+    if not isinstance(d, dict):
+        raise SourceError(f"{part}: a 'meta' cell is not a JSON object ({str(v)[:60]!r}); it holds item metadata as "
+                          "`embed export` writes it: fix or drop that column")
+    from ..sources.items import metadata_string
+
+    return metadata_string(d) or ""

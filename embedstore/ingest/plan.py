@@ -21,7 +21,7 @@ class Task:
 @dataclass
 class Plan:
     todo: list[Task] = field(default_factory=list)
-    metadata_only: list[tuple[Item, dict]] = field(default_factory=list)  # same file, new label/split
+    metadata_only: list[tuple[Item, dict]] = field(default_factory=list)  # same file, new label/split/metadata
     unchanged: int = 0
     previously_quarantined: int = 0
 
@@ -50,7 +50,7 @@ def make_plan(source_items: list[Item], stored: dict[str, dict], live_ids: set[s
         if same_file and ex["status"] != STATUS_OK:
             plan.previously_quarantined += 1
         elif same_file and it.id in live_ids:
-            if (ex["label"] or None) == it.label and (ex["split"] or None) == it.split:
+            if (ex["label"] or None) == it.label and (ex["split"] or None) == it.split and (ex.get("meta") or None) == it.meta:
                 plan.unchanged += 1
             else:
                 plan.metadata_only.append((it, ex))

@@ -250,7 +250,7 @@ def _plan_dataset(todo, block_rows: int):
         "id": [t.item.id for t in todo], "uri": [t.item.uri for t in todo],
         "label": [t.item.label or "" for t in todo], "split": [t.item.split or "" for t in todo],
         "text": [t.item.text or "" for t in todo], "has_text": [t.item.text is not None for t in todo],
-        "problem": [t.item.problem or "" for t in todo],
+        "problem": [t.item.problem or "" for t in todo], "meta": [t.item.meta or "" for t in todo],
         "size": [t.size for t in todo], "mtime_ns": [t.mtime_ns for t in todo], "known": [t.known_sha or "" for t in todo],
     }
     table = pa.table(cols)

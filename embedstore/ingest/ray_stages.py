@@ -17,7 +17,7 @@ from ..store.shards import ItemRows, commit_attrs, write_shard
 from .runner import outcome
 
 FAULT_ENV = "EMBEDSTORE_RAY_FAULT"  # "<stage>:<marker file>": SIGKILL one worker once (tests)
-PASS_COLUMNS = ("k", "id", "uri", "label", "split", "text", "size", "mtime_ns", "sha", "reason", "unchanged")
+PASS_COLUMNS = ("k", "id", "uri", "label", "split", "text", "meta", "size", "mtime_ns", "sha", "reason", "unchanged")
 
 _TRANSFORMS: dict = {}
 
@@ -31,7 +31,7 @@ def decode_batch(batch: dict, preprocess) -> dict:
     t0 = time.perf_counter()
     n = len(batch["k"])
     sha, reason, unchanged, ok = [""] * n, [""] * n, np.zeros(n, bool), np.zeros(n, bool)
-    out = {c: batch[c] for c in ("k", "id", "uri", "label", "split", "text", "size", "mtime_ns")}
+    out = {c: batch[c] for c in ("k", "id", "uri", "label", "split", "text", "meta", "size", "mtime_ns")}
     if preprocess is None:
         for i in range(n):
             s, r, u = load_text(batch["text"][i] if batch["has_text"][i] else None, batch["problem"][i] or None,
@@ -102,7 +102,7 @@ def write_batch(batch: dict, shard_dir: str, set_name: str, set_attrs: dict, dty
     items, vec_ids, vec_sha, keep, quarantined = ItemRows(), [], [], [], []
     encoded = unchanged = 0
     for i in order:
-        row = {c: batch[c][i] for c in ("id", "uri", "label", "split", "text", "size", "mtime_ns")}
+        row = {c: batch[c][i] for c in ("id", "uri", "label", "split", "text", "meta", "size", "mtime_ns")}
         what, reason = outcome(batch["reason"][i] or None, bool(batch["unchanged"][i]), batch["vector"][i], dtype)
         items.append(**row, sha256=batch["sha"][i], status=STATUS_QUARANTINED if reason else STATUS_OK, reason=reason or "")
         if what == "quarantined":

@@ -115,7 +115,8 @@ def outcome(reason: str | None, unchanged: bool, vector, dtype: str) -> tuple[st
 def _row(task, sha: str, status: str = STATUS_OK, reason: str = "") -> dict:
     it = task.item
     return {"id": it.id, "uri": it.uri, "label": it.label, "split": it.split, "sha256": sha,
-            "size": task.size, "mtime_ns": task.mtime_ns, "status": status, "reason": reason, "text": it.text or ""}
+            "size": task.size, "mtime_ns": task.mtime_ns, "status": status, "reason": reason, "text": it.text or "",
+            "meta": it.meta or ""}
 
 
 def build(
@@ -278,7 +279,7 @@ def build(
             writer = ShardWriter(st, set_name, set_attrs, {"device": str(dev), "precision": prec}, svc.dim, dtype,
                                  shard_rows=shard_rows, commit_seconds=commit_seconds)
             if plan.metadata_only:
-                writer.put([{**ex, "label": it.label, "split": it.split} for it, ex in plan.metadata_only])
+                writer.put([{**ex, "label": it.label, "split": it.split, "meta": it.meta or ""} for it, ex in plan.metadata_only])
                 report.metadata_updated += len(plan.metadata_only)
             t_loop = time.perf_counter()
             report.startup_s, report.model_load_s = t_loop - t_start, model_load_s

@@ -3,6 +3,8 @@ items of a store, from its FAISS index or an exact scan, optionally filtered by 
 
 from __future__ import annotations
 
+import json
+
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -235,10 +237,11 @@ class SearchContext:
         for D, R in zip(res.D, res.R):
             hits = [{"rank": r + 1, "id": str(rows.ids[j]), "uri": str(rows.uris[j]), "label": str(rows.labels[j]),
                      "split": str(rows.splits[j]), "score": float(d)} for r, (d, j) in enumerate(zip(D, R)) if j >= 0]
-            if rows.texts is not None:
-                for h, j in zip(hits, [j for j in R if j >= 0]):
-                    if rows.texts[j]:
-                        h["text"] = str(rows.texts[j])
+            for h, j in zip(hits, [j for j in R if j >= 0]):
+                if rows.texts is not None and rows.texts[j]:
+                    h["text"] = str(rows.texts[j])
+                if rows.metas[j]:  # a manifest's other columns, as --where sees them
+                    h["meta"] = json.loads(rows.metas[j])
             out.append(hits)
         return out, plan, ms
 

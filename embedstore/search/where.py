@@ -1,7 +1,8 @@
 """`--where` for search: which rows a query may return, selected before the index is searched.
 
 'label=cat|dog,split=test' (AND across keys, OR within one), plus `id` and `uri` with shell globs
-('id=cat/*', 'uri=/data/2024/*.jpg'). Keys label and split match exactly, as everywhere else."""
+('id=cat/*', 'uri=/data/2024/*.jpg'), and any metadata column a manifest brought ('brand=acme',
+globs too). Keys label and split match exactly, as everywhere else."""
 
 from __future__ import annotations
 

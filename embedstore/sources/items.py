@@ -62,6 +62,7 @@ class Item:
     split: str | None = None
     text: str | None = None  # text items: the text itself (uri says where it came from)
     problem: str | None = None  # why the item cannot be used (quarantined by the build, with this reason)
+    meta: str | None = None  # a manifest's other columns, as canonical JSON (`metadata_json`); --where filters on them
 
 
 @dataclass
@@ -82,16 +83,45 @@ class Source:
 
     def describe_layout(self) -> dict:
         """The layout and what it found: items per split and per label (in the build summary)."""
+        import json
+
         splits: dict[str, int] = {}
         labels: dict[str, int] = {}
+        metas: set[str] = set()
         for it in self.items:
+            if it.meta:
+                metas.add(it.meta)
             if it.split:
                 splits[it.split] = splits.get(it.split, 0) + 1
             if it.label:
                 labels[it.label] = labels.get(it.label, 0) + 1
         splits = dict(sorted(splits.items(), key=lambda kv: (SPLIT_NAMES.get(kv[0].lower(), 3), kv[0])))
         return {"layout": self.layout, "from": self.layout_from, "split_counts": splits,
-                "label_counts": dict(sorted(labels.items()))}
+                "label_counts": dict(sorted(labels.items())),
+                "metadata_columns": sorted({k for m in metas for k in json.loads(m)})}
+
+
+def metadata_json(row: dict, own: tuple[str, ...]) -> str | None:
+    """A manifest row's other columns (those not in `own`: path/text, label, split, id) as canonical
+    JSON of strings, empty cells left out; None when there are none. Stored with the item, so
+    `--where brand=acme` selects on them and exports carry them."""
+    meta = {}
+    for k, v in row.items():
+        if k is None or k in own or k.startswith("__"):
+            continue
+        s = "" if v is None else str(v).strip()
+        if s:
+            meta[str(k).strip()] = s
+    return metadata_string(meta)
+
+
+def metadata_string(meta: dict) -> str | None:
+    """Item metadata in the one form the store keeps and compares: canonical JSON of strings (keys
+    sorted, no spaces), None when empty."""
+    import json
+
+    clean = {str(k): str(v) for k, v in meta.items() if v is not None and str(v) != ""}
+    return json.dumps(clean, sort_keys=True, ensure_ascii=False, separators=(",", ":")) if clean else None
 
 
 def modified_time(uri: str) -> float | None:

@@ -6,9 +6,10 @@ import csv
 from pathlib import Path
 
 from ..errors import SourceError
-from .items import Item, Source, shown, stored_uri
+from .items import Item, Source, metadata_json, shown, stored_uri
 
 OPTIONAL = ("label", "split", "id")
+OWN = ("path",) + OPTIONAL  # every other column is item metadata (`--where brand=acme`)
 
 
 def _read_rows(path: Path) -> tuple[list[str], list[dict]]:
@@ -93,7 +94,7 @@ def read_manifest(path: Path) -> Source:
         seen[item_id] = n
         split = _clean(row.get("split"))
         items.append(Item(id=shown(item_id), uri=stored_uri(str(f)), label=_clean(row.get("label")),
-                          split=split.lower() if split else None))
+                          split=split.lower() if split else None, meta=metadata_json(row, OWN)))
     if missing and len(missing) == len(rows):  # nothing found at all: the paths are wrong, not one row
         raise SourceError(
             f"manifest {path} lists {len(missing)} file(s) that do not exist, e.g. {', '.join(missing[:3])} "
@@ -105,4 +106,6 @@ def read_manifest(path: Path) -> Source:
         items=items,
         has_labels="label" in columns,
         has_splits="split" in columns,
+        layout="manifest",
+        layout_from=f"the columns of {path.name}",
     )

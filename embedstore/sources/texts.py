@@ -8,12 +8,13 @@ import json
 from pathlib import Path
 
 from ..errors import SourceError
-from .items import Item, Source
+from .items import Item, Source, metadata_json
 
 TEXT_SUFFIXES = (".txt", ".jsonl")
 
 
-def _text_item(path: Path, n: int, raw, label=None, split=None, item_id=None, where: str = "L") -> Item | None:
+def _text_item(path: Path, n: int, raw, label=None, split=None, item_id=None, where: str = "L",
+               meta: str | None = None) -> Item | None:
     """An item for row/line `n`, None for an empty one."""
     problem = None
     if isinstance(raw, bytes):
@@ -27,7 +28,7 @@ def _text_item(path: Path, n: int, raw, label=None, split=None, item_id=None, wh
     clean = lambda v: (str(v).strip() or None) if v is not None else None  # noqa: E731
     sp = clean(split)
     return Item(id=clean(item_id) or f"{where}{n}", uri=f"{path}#{where}{n}", label=clean(label),
-                split=sp.lower() if sp else None, text=text, problem=problem)
+                split=sp.lower() if sp else None, text=text, problem=problem, meta=meta)
 
 
 def _finish(path: Path, items: list[Item], empty: list[str], has_labels: bool, has_splits: bool) -> Source:
@@ -39,7 +40,8 @@ def _finish(path: Path, items: list[Item], empty: list[str], has_labels: bool, h
     if not items:
         raise SourceError(f"text source {path} has no non-empty texts")
     skipped = {"empty line": empty} if empty else {}
-    return Source(path=str(path), kind="text", items=items, skipped=skipped, has_labels=has_labels, has_splits=has_splits)
+    return Source(path=str(path), kind="text", items=items, skipped=skipped, has_labels=has_labels, has_splits=has_splits,
+                  layout="text", layout_from=f"the lines of {path.name}" if path.suffix.lower() == ".txt" else f"the columns of {path.name}")
 
 
 def read_text_lines(path: Path) -> Source:
@@ -64,7 +66,8 @@ def read_text_table(path: Path, rows: list[dict], columns: list[str], where: str
     items, empty = [], []
     for n, row in enumerate(rows, start=1):
         n = row.pop("__line__", n)  # JSONL keeps its line numbers
-        it = _text_item(path, n, row.get("text"), row.get("label"), row.get("split"), row.get("id"), where)
+        it = _text_item(path, n, row.get("text"), row.get("label"), row.get("split"), row.get("id"), where,
+                        meta=metadata_json(row, ("text", "label", "split", "id")))
         if it is None:
             empty.append(f"{path.name}#{where}{n}")
         else:

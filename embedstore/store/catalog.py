@@ -205,12 +205,14 @@ def write_catalog(path: Path, shard_root_rel: str, layout: Layout, index_meta: d
             sg.create_virtual_dataset("vectors", vl, fillvalue=np.nan)
 
 
-def row_tables(sl: SetLayout, str_cols: dict[str, np.ndarray], shard_root_rel: str):
+def row_tables(sl: SetLayout, str_cols: dict[str, np.ndarray], shard_root_rel: str, columns=None):
     """A set's row tables as the catalog records them: (ids, item_row, row_sha256, row-to-shard
-    pieces). `str_cols` are the item table's string columns as object arrays. `embed verify`
-    recomputes them from the shards with this same function."""
+    pieces). `str_cols` are the item table's string columns as object arrays; `columns` the row
+    columns checksummed (default: this schema's). `embed verify` recomputes them from the shards
+    with this same function."""
     from .integrity import ROW_BLOCK, ROW_COLUMNS, column_digest
 
+    ROW_COLUMNS = columns or ROW_COLUMNS  # noqa: N806
     n = len(sl.ids)
     ids = np.array(sl.ids, dtype=object).reshape(n)
     at = np.asarray(sl.item_rows, dtype=np.int64).reshape(n)

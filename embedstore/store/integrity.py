@@ -14,8 +14,15 @@ from ..atomic import TMP_PREFIX, fsync_dir
 
 # The row-aligned metadata of a vector set (its ids, and the item columns at each row's item), hashed
 # block by block: a streaming reader checks each block it reads without reading the rest.
-ROW_COLUMNS = ("id", "label", "split", "uri", "text", "sha256")
+ROW_COLUMNS = ("id", "label", "split", "uri", "text", "sha256", "meta")
 ROW_BLOCK = 65536
+
+
+def row_columns_of(digests_shape) -> tuple[str, ...] | None:
+    """The row columns a catalog's `row_sha256` (blocks x (columns + 1)) covers: schema 3 all of
+    ROW_COLUMNS, schema 2 all but `meta`; None when the width fits neither."""
+    k = int(digests_shape[1]) - 1 if len(digests_shape) == 2 else -1
+    return ROW_COLUMNS[:k] if k in (len(ROW_COLUMNS) - 1, len(ROW_COLUMNS)) else None
 
 
 def column_digest(vals) -> str:
@@ -106,7 +113,7 @@ def verify_store(path: str | Path) -> dict:
 
     from .catalog import compute_layout
     from .index import ids_digest, index_paths, read_index_meta
-    from .schema import ITEM_COLUMNS, ITEM_STR_COLUMNS, KEY_FIELDS, SCHEMA_VERSION, provenance_key, sidecar_dir
+    from .schema import ITEM_COLUMNS, ITEM_STR_COLUMNS, KEY_FIELDS, LATE_STR_COLUMNS, SCHEMA_VERSION, provenance_key, sidecar_dir
     from .shards import check_shard, has_checksums, list_shards, read_shard_meta, stray_files
     from .store import _decode_attrs, _set_attrs_from_shard, check_store_file
 
@@ -198,6 +205,8 @@ def verify_store(path: str | Path) -> dict:
                     g = f["items"]
                     for c in ITEM_COLUMNS:
                         have = (g[c].asstr()[()] if c in ITEM_STR_COLUMNS else g[c][()]) if c in g else None
+                        if have is None and c in LATE_STR_COLUMNS:  # an older catalog: read as empty
+                            have = [""] * len(g["id"])
                         if have is None or list(have) != list(layout.items[c]):
                             bad("catalog", path, f"its item column '{c}' differs from what the shards hold",
                                 f"`embed verify {name} --repair` rebuilds it")
@@ -243,7 +252,8 @@ def _row_tables_problem(f, sname: str, sl, layout, shard_root_rel: str) -> str |
         return None
     n = len(layout.items["id"])
     str_cols = {c: np.array(layout.items[c], dtype=object).reshape(n) for c in ITEM_STR_COLUMNS}
-    _ids, at, digests, pieces = row_tables(sl, str_cols, shard_root_rel)
+    columns = row_columns_of(g["row_sha256"].shape) or ROW_COLUMNS  # a schema 2 catalog's, without meta
+    _ids, at, digests, pieces = row_tables(sl, str_cols, shard_root_rel, columns)
     if not np.array_equal(g["item_row"][()], at):
         return "its row-to-item map (item_row) differs from what the shards hold"
     if g["row_sha256"].shape != digests.shape or not np.array_equal(g["row_sha256"][()], digests):

@@ -15,7 +15,8 @@ import numpy as np
 from ..errors import DamagedStoreError, StoreError
 
 # SetRows attribute -> the catalog column it holds (row-aligned)
-_ATTR_COLUMN = {"ids": "id", "labels": "label", "splits": "split", "uris": "uri", "texts": "text", "shas": "sha256"}
+_ATTR_COLUMN = {"ids": "id", "labels": "label", "splits": "split", "uris": "uri", "texts": "text", "shas": "sha256",
+                "metas": "meta"}
 _COLUMN_ATTR = {c: a for a, c in _ATTR_COLUMN.items()}
 _WINDOW = 1 << 16  # item rows read at once when a block's items are scattered over the table
 
@@ -27,12 +28,13 @@ class SetRows:
     one pinned to the catalog it opened (a consistent snapshot while a build commits)."""
 
     def __init__(self, store_path: str, catalog, set_name: str, provenance: dict, ids=None, labels=None, splits=None,
-                 uris=None, texts=None, shas=None, count: int | None = None):
+                 uris=None, texts=None, shas=None, metas=None, count: int | None = None):
         self.store_path = store_path
         self.catalog = catalog  # Path of the catalog file
         self.set_name = set_name
         self.provenance = provenance
-        given = {"ids": ids, "labels": labels, "splits": splits, "uris": uris, "texts": texts, "shas": shas}
+        given = {"ids": ids, "labels": labels, "splits": splits, "uris": uris, "texts": texts, "shas": shas,
+                 "metas": metas if metas is not None or ids is None else np.full(len(ids), "", dtype=object)}
         self._cols: dict | None = given if ids is not None else None
         self._count = len(ids) if ids is not None else int(count or 0)
         self._reader = None  # open dataset for `fetch`
@@ -78,6 +80,7 @@ class SetRows:
     uris = _col("uris")
     texts = _col("texts")
     shas = _col("shas")
+    metas = _col("metas")  # item metadata as canonical JSON ("" for none): see `metadata`
     del _col
 
     # ---- vectors ----------------------------------------------------------------------------
@@ -184,7 +187,7 @@ class SetRows:
         chunk's values (UTF-8 bytes; str for a schema 1 catalog). Metadata is read and checked
         against the catalog's checksums a block (integrity.ROW_BLOCK rows) at a time: memory holds
         one block of it and one chunk of vectors."""
-        from .integrity import ROW_COLUMNS, column_digest
+        from .integrity import ROW_COLUMNS, column_digest, row_columns_of
 
         columns = list(ROW_COLUMNS if columns is None else columns)
         with self._open() as f:
@@ -198,7 +201,8 @@ class SetRows:
             else:
                 size = int(g.attrs["row_block"])
                 digests, ids_ds, at_ds, items = g["row_sha256"], g["ids"], g["item_row"], f["items"]
-                if digests.shape != (-(-n // size), len(ROW_COLUMNS) + 1) or len(ids_ds) != n or len(at_ds) != n:
+                have = row_columns_of(digests.shape)  # schema 2 catalogs lack `meta`: read as empty
+                if have is None or digests.shape[0] != -(-n // size) or len(ids_ds) != n or len(at_ds) != n:
                     raise self._damaged_rows("its row tables do not have one entry per row")
             for k, s in enumerate(range(0, n, size)):
                 e = min(n, s + size)
@@ -209,11 +213,13 @@ class SetRows:
                     at = at_ds[s:e]
                     meta = {"id": ids_ds[s:e]} if "id" in columns else {}
                     empty = column_digest(np.full(e - s, b"", dtype=object))
-                    blank = [c for c in columns if c != "id" and want[ROW_COLUMNS.index(c)] == empty]
+                    blank = [c for c in columns if c != "id" and (c not in have or want[have.index(c)] == empty)]
                     meta.update({c: np.full(e - s, b"", dtype=object) for c in blank})  # e.g. no texts: nothing to read
                     meta.update(_items_at(items, at, [c for c in columns if c != "id" and c not in blank]))
                     for c, v in [("item_row", at), *meta.items()]:
-                        if column_digest(v) != want[-1 if c == "item_row" else ROW_COLUMNS.index(c)]:
+                        if c != "item_row" and c not in have:
+                            continue  # a column this catalog predates (read as blank above)
+                        if column_digest(v) != want[-1 if c == "item_row" else have.index(c)]:
                             raise self._damaged_rows(f"its {c} column in rows {s}-{e - 1} does not match its checksum")
                 for a in range(s, e, chunk_rows):
                     b = min(e, a + chunk_rows)
@@ -365,7 +371,7 @@ def _legacy_join(store, set_name: str) -> dict:
         raise StoreError(f"vector set {set_name} has a row for id {e.args[0]!r} that the items table lacks; "
                          "re-run `embed build` to repair the catalog") from None
     return {"ids": ids, "labels": items["label"][at], "splits": items["split"][at], "uris": items["uri"][at],
-            "texts": items["text"][at], "shas": items["sha256"][at]}
+            "texts": items["text"][at], "shas": items["sha256"][at], "metas": items["meta"][at]}
 
 
 def runs_between(sl, start: int, stop: int) -> list[tuple[str, int, int, int]]:

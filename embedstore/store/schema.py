@@ -9,8 +9,11 @@ from pathlib import Path
 from ..encoders.config import canonical_json
 
 FORMAT = "embedstore"
-SCHEMA_VERSION = 2  # 2: each set's item_row, row_sha256 and row_map_sha256 (migrations/m001_row_map.py)
-ITEM_STR_COLUMNS = ("id", "uri", "label", "split", "sha256", "status", "reason", "text")  # text: text items only
+SCHEMA_VERSION = 3  # 2: each set's item_row, row_sha256 and row_map_sha256 (migrations/m001_row_map.py); 3: item metadata (m002)
+# text: text items only; meta: a manifest's other columns as canonical JSON (sources.items.metadata_json)
+ITEM_STR_COLUMNS = ("id", "uri", "label", "split", "sha256", "status", "reason", "text", "meta")
+# Columns added after checksums existed: all empty, they hash as if absent, so shards written before them keep their checksums.
+LATE_STR_COLUMNS = ("meta",)
 ITEM_INT_COLUMNS = ("size", "mtime_ns")
 ITEM_COLUMNS = ITEM_STR_COLUMNS + ITEM_INT_COLUMNS
 STATUS_OK = "ok"

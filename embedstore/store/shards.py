@@ -15,7 +15,7 @@ import numpy as np
 
 from ..atomic import TMP_PREFIX, atomic_path, check_free_space
 from ..atomic import remove_stale_temps as remove_stale_tmp  # noqa: F401  re-exported: the store sweeps shard folders with it
-from .schema import ITEM_COLUMNS, ITEM_INT_COLUMNS, ITEM_STR_COLUMNS
+from .schema import ITEM_COLUMNS, ITEM_INT_COLUMNS, ITEM_STR_COLUMNS, LATE_STR_COLUMNS
 
 _counter = itertools.count()
 # Shard file names: "<20-digit ns>-<pid>-<counter>.h5" (local writer) or "<20-digit ns>-ray-<pos>.h5" (Ray).
@@ -49,6 +49,8 @@ def items_digest(cols: dict) -> str:
     """sha256 of a shard's item columns as stored (strings NUL-separated, integers little-endian int64)."""
     h = hashlib.sha256()
     for c in ITEM_STR_COLUMNS:  # one join per column (fast at millions of rows); the same bytes as value by value
+        if c in LATE_STR_COLUMNS and not any(map(len, map(str, cols[c]))):
+            continue
         if len(cols[c]):
             h.update(("\0".join(map(str, cols[c])) + "\0").encode("utf-8"))
     for c in ITEM_INT_COLUMNS:

@@ -1,0 +1,224 @@
+"""Item metadata: a manifest's other columns (brand, year, ...) are kept with each item, and every
+door that takes `--where` selects on them: search (exact, flat and IVF alike), ls, anomalies'
+--fit-on, recommend, the server; hits and exports carry them, import reads them back (issue 16)."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from conftest import embed, make_image_folder
+
+BRANDS = ("acme", "zenith", "acme-pro")
+
+
+def write_manifest(root, photos, extra=True):
+    """A CSV manifest over every image in `photos`: path, label, and (with `extra`) brand and year;
+    every fourth row has no year (an empty cell is no metadata, not an empty value)."""
+    files = sorted(p.relative_to(root) for p in photos.rglob("*.*"))
+    path = root / "items.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "label"] + (["brand", "year"] if extra else []))
+        for k, p in enumerate(files):
+            w.writerow([str(p), p.parts[1]] + ([BRANDS[k % 3], "" if k % 4 == 3 else str(2020 + k % 2)] if extra else []))
+    return path, files
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("meta")
+    photos = make_image_folder(root / "photos", classes=("cat", "dog", "owl"), per_class=8)
+    manifest, files = write_manifest(root, photos)
+    store = root / "s.h5"
+    r = embed("build", manifest, "--store", store, "--encoder", "test:tiny", "--precision", "fp32", "--workers", 0)
+    assert r.exit_code == 0, r.output
+    assert "metadata columns brand, year" in r.output  # the build says what it kept, and how to use it
+    return store, files
+
+
+def _meta_of(store):
+    from embedstore.store import open_store
+
+    with open_store(store) as st:
+        rows = st.rows(st.select_set().name)
+        return list(rows.ids), [json.loads(m) if m else {} for m in rows.metas], rows.load()
+
+
+def test_the_manifest_columns_are_kept_with_each_item(built):
+    store, files = built
+    ids, metas, _ = _meta_of(store)
+    want = {f"photos/{p.relative_to('photos')}": k for k, p in enumerate(files)}
+    for i, m in zip(ids, metas):
+        k = want[i]
+        assert m.get("brand") == BRANDS[k % 3]
+        assert m.get("year") == (None if k % 4 == 3 else str(2020 + k % 2))  # empty cells are left out
+
+
+# each filter and what it means, written out by hand (label: the class folder in the id)
+WHERE = {
+    "brand=acme": lambda i, m: m["brand"] == "acme",
+    "brand=acme*": lambda i, m: m["brand"] in ("acme", "acme-pro"),
+    "brand=zenith,label=dog": lambda i, m: m["brand"] == "zenith" and i.split("/")[1] == "dog",
+    "year=2021|2020,brand=acme-pro": lambda i, m: m.get("year") in ("2020", "2021") and m["brand"] == "acme-pro",
+}
+
+
+@pytest.mark.parametrize("where", sorted(WHERE))
+def test_search_where_on_metadata_equals_brute_force_on_the_selected_rows(built, where):
+    from embedstore.search.query import search
+
+    store, _ = built
+    ids, metas, X = _meta_of(store)
+    mask = np.array([WHERE[where](i, m) for i, m in zip(ids, metas)])
+    assert 0 < mask.sum() < len(ids)
+    r = embed("ls", store, "--where", where, "--json")
+    assert r.exit_code == 0, r.output
+    assert sorted(it["id"] for it in json.loads(r.output)) == sorted(np.array(ids)[mask])
+    q = ids[0]
+    sub = np.flatnonzero(mask & (np.array(ids) != q))
+    k = min(3, len(sub))
+    res = search(store, item_id=q, k=k, where=where)
+    truth = [ids[j] for j in sub[np.argsort(-(X[sub] @ X[0]), kind="stable")[:k]]]
+    assert [h["id"] for h in res.hits] == truth
+    assert all(h["meta"] == metas[ids.index(h["id"])] for h in res.hits)  # hits carry their metadata
+
+
+def test_search_where_on_metadata_is_exact_on_an_ivf_index(tmp_path, monkeypatch):
+    """IVF forced: a rare metadata value still gets its k hits, equal to brute force on those rows."""
+    from embedstore.search.query import SearchContext
+    from embedstore.store import ItemRows, open_store
+
+    monkeypatch.setenv("EMBEDSTORE_EXACT_MAX", "500")
+    n, dim = 6000, 16
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(n, dim))
+    X = (X / np.linalg.norm(X, axis=1, keepdims=True)).astype(np.float16)
+    shop = np.where(rng.random(n) < 0.005, "rare", "common")
+    path = tmp_path / "ivf.h5"
+    with open_store(path, mode="a", create=True) as st:
+        items, ids = ItemRows(), [f"v{i:05d}" for i in range(n)]
+        for i, s in zip(ids, shop):
+            items.append(id=i, uri=f"/d/{i}.jpg", sha256=i, status="ok", meta=json.dumps({"shop": s}, separators=(",", ":")))
+        st.commit("synthetic-0000", {"encoder": "synthetic", "dim": dim, "dtype": "float16", "normalize": "l2",
+                                     "modality": "image"}, items, ids, ids, X, {})
+        st.refresh(index=True)
+    ctx = SearchContext(path)
+    assert ctx.index.kind == "ivfflat"
+    Xf = X.astype(np.float32)
+    Q = Xf[rng.integers(0, n, 20)]
+    hits, plan, _ = ctx.run_batch(Q, 10, "shop=rare")
+    sub = np.flatnonzero(shop == "rare")
+    truth = sub[np.argsort(-(Xf[sub] @ Q.T), axis=0)[:10].T]
+    assert plan["complete"] and plan["selected"] == len(sub)
+    for hs, t in zip(hits, truth):
+        assert [h["id"] for h in hs] == [f"v{j:05d}" for j in t]
+
+
+def test_every_door_selects_on_metadata(built):
+    """CLI --json, the Python API and the server give the same filtered hits; ls, anomalies'
+    --fit-on and recommend take the same keys."""
+    from embedstore.search.query import search
+    from embedstore.serve.server import open_api
+
+    store, _ = built
+    ids, metas, _ = _meta_of(store)
+    where = "brand=zenith"
+    want = [h["id"] for h in search(store, item_id=ids[1], k=4, where=where).hits]
+    r = embed("search", store, "--id", ids[1], "-k", 4, "--where", where, "--json")
+    assert r.exit_code == 0, r.output
+    assert [h["id"] for h in json.loads(r.output)["hits"]] == want
+    got = open_api(store).handle("GET", "/api/search", {"id": ids[1], "k": "4", "where": where}).json()["hits"]
+    assert [h["id"] for h in got] == want and all(h["meta"]["brand"] == "zenith" for h in got)
+    r = embed("ls", store, "--where", where, "--json")
+    assert r.exit_code == 0, r.output
+    listed = json.loads(r.output)
+    assert sorted(it["id"] for it in listed) == sorted(i for i, m in zip(ids, metas) if m["brand"] == "zenith")
+    assert all(it["meta"]["brand"] == "zenith" for it in listed)
+    r = embed("ls", store, "--where", "year=2020", "--long")
+    assert r.exit_code == 0 and "brand=" in r.output and "year=2020" in r.output
+    r = embed("anomalies", "--store", store, "--fit-on", "brand=acme", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["fit_count"] == sum(m["brand"] == "acme" for m in metas)
+    r = embed("recommend", store, "--like", ids[0], "-k", 3, "--where", "brand=acme-pro", "--json")
+    assert r.exit_code == 0, r.output
+    recs = json.loads(r.output)["hits"]
+    assert len(recs) == 3 and all(metas[ids.index(h["id"])]["brand"] == "acme-pro" for h in recs)
+
+
+def test_an_unknown_key_is_refused_in_one_line_naming_the_columns_there_are(built, tmp_path):
+    store, _ = built
+    ids, _, _ = _meta_of(store)
+    for cmd in (("search", store, "--id", ids[0], "--where", "colour=red"), ("ls", store, "--where", "colour=red")):
+        r = embed(*cmd)
+        assert r.exit_code != 0
+        line = r.output.strip()
+        assert "\n" not in line and "unknown filter key 'colour'" in line and "brand, year" in line, line
+    plain = tmp_path / "plain"
+    photos = make_image_folder(plain / "photos", classes=("cat", "dog"), per_class=3)
+    manifest, _ = write_manifest(plain, photos, extra=False)
+    r = embed("build", manifest, "--store", plain / "p.h5", "--encoder", "test:tiny", "--precision", "fp32", "--workers", 0)
+    assert r.exit_code == 0, r.output
+    r = embed("ls", plain / "p.h5", "--where", "brand=acme")
+    assert r.exit_code != 0 and "has no metadata columns" in r.output
+    r = embed("ls", plain / "p.h5", "--where", "=acme")
+    assert r.exit_code != 0 and "must look like key=value" in r.output
+
+
+def test_changed_metadata_is_updated_without_re_encoding(built, tmp_path):
+    from conftest import copy_store
+
+    store, files = built
+    root = store.parent
+    work = copy_store(store, tmp_path / "c.h5")
+    manifest = root / "items2.csv"
+    with open(manifest, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "label", "brand"])
+        for p in files:
+            w.writerow([str(p), p.parts[1], "newco"])
+    r = embed("build", manifest, "--store", work, "--encoder", "test:tiny", "--precision", "fp32", "--workers", 0, "--json")
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.stdout)
+    assert rep["encoded"] == 0 and rep["metadata_updated"] == len(files)
+    _, metas, _ = _meta_of(work)
+    assert all(m == {"brand": "newco"} for m in metas)  # year is gone: the manifest no longer has it
+    assert embed("verify", work).exit_code == 0
+
+
+def test_export_carries_metadata_and_import_reads_it_back(built, tmp_path):
+    import pyarrow.parquet as pq
+
+    from embedstore.search.query import search
+
+    store, _ = built
+    ids, metas, _ = _meta_of(store)
+    out = tmp_path / "exp"
+    r = embed("export", store, "--out", out)
+    assert r.exit_code == 0, r.output
+    t = pq.read_table(sorted((out / "metadata").glob("*.parquet"))[0])
+    got = dict(zip(t.column("id").to_pylist(), t.column("meta").to_pylist()))
+    assert all(json.loads(got[i]) == m for i, m in zip(ids, metas))
+    r = embed("import", out, "--store", tmp_path / "imp.h5")
+    assert r.exit_code == 0, r.output
+    a = search(store, item_id=ids[2], k=4, where="brand=acme").hits
+    b = search(tmp_path / "imp.h5", item_id=ids[2], k=4, where="brand=acme").hits
+    assert [h["id"] for h in a] == [h["id"] for h in b] and [h["meta"] for h in a] == [h["meta"] for h in b]
+
+
+def test_text_tables_keep_their_other_columns(tmp_path):
+    from embedstore.search.query import search
+
+    path = tmp_path / "t.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "label", "source"])
+        for k in range(12):
+            w.writerow([f"review number {k} about {'cats' if k % 2 else 'dogs'}", "pos" if k % 3 else "neg", f"site{k % 2}"])
+    r = embed("build", path, "--store", tmp_path / "t.h5", "--encoder", "test:hash-text")
+    assert r.exit_code == 0, r.output
+    hits = search(tmp_path / "t.h5", text="review about cats", k=3, where="source=site1").hits
+    assert len(hits) == 3 and all(h["meta"] == {"source": "site1"} for h in hits)
