@@ -58,6 +58,19 @@ def items_digest(cols: dict) -> str:
     return h.hexdigest()
 
 
+ATTRS_DIGEST = "attrs_sha256"
+
+
+def attrs_digest(attrs) -> str:
+    """sha256 of a shard's attributes as read back from the file (every one but this checksum), as
+    canonical JSON: the provenance the catalog takes from the shard is covered like its bytes."""
+    import json
+
+    vals = {str(k): (v.tolist() if hasattr(v, "tolist") else v) for k, v in attrs.items() if k != ATTRS_DIGEST}
+    vals = {k: (v.decode("utf-8", "surrogateescape") if isinstance(v, bytes) else v) for k, v in vals.items()}
+    return hashlib.sha256(json.dumps(vals, sort_keys=True, default=str).encode("utf-8", "surrogateescape")).hexdigest()
+
+
 def vector_ids_digest(vector_ids, vector_sha256) -> str:
     """sha256 of which item each vector row belongs to: the ids, then their content hashes (NUL-terminated)."""
     h = hashlib.sha256()
@@ -144,6 +157,7 @@ def write_shard(
     with atomic_path(directory / name) as tmp, h5py.File(tmp, "w") as f:
         for k, v in attrs.items():
             f.attrs[k] = v
+        f.attrs[ATTRS_DIGEST] = attrs_digest(f.attrs)  # of the values as a reader gets them back
         g = f.create_group("items")
         for c in ITEM_STR_COLUMNS:
             _str_dataset(g, c, items.cols[c])
@@ -202,7 +216,10 @@ def check_shard(path: Path) -> str | None:
         if size == 0:
             return "empty file (0 bytes)"
         with h5py.File(path, "r") as f:
-            dict(f.attrs.items())  # every attribute must read (their values carry no checksum)
+            attrs = dict(f.attrs.items())  # every attribute must read, and match its checksum where one was recorded
+            want_attrs = attrs.get(ATTRS_DIGEST)  # shards written before it lack it
+            if want_attrs is not None and attrs_digest(attrs) != _s(want_attrs):
+                return "attributes (the set's provenance) do not match their checksum"
             for key in ("items", "vectors", "vector_ids", "vector_sha256"):
                 if key not in f:
                     return f"not a complete shard (no '{key}')"

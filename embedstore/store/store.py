@@ -424,7 +424,9 @@ def list_shards_any(shard_root: Path) -> bool:
 
 
 def _set_attrs_from_shard(attrs: dict) -> dict:
-    skip = {"device", "precision", "committed", "set_name", "rows"}
+    # how and when one shard was made, and its own checksums: not the set's
+    skip = {"device", "precision", "committed", "set_name", "rows", "items_sha256", "vectors_sha256", "vector_ids_sha256",
+            "attrs_sha256"}
     return {k: v for k, v in attrs.items() if k not in skip}
 
 
