@@ -71,15 +71,19 @@ def load() -> float:
     return os.getloadavg()[0]
 
 
-def forward_only(encoder_id: str, weights: str | None, n: int, batch_size: int, threads: int, precision: str) -> float:
+def forward_only(encoder_id: str, weights: str | None, n: int, batch_size: int, threads: int, precision: str,
+                 accel: str = "none") -> float:
     """The encoder's own speed through the embedding service (forward, normalisation), no files, in a
-    fresh process with the build's threads, batch size and precision."""
+    fresh process with the build's threads, batch size, precision and accelerated forward (the
+    build's `accel`: the ceiling is the forward the build ran, not eager when it ran openvino)."""
     code = f"""
 import time, torch
 from embedstore.embedding import EmbeddingService
 if {threads}:
     torch.set_num_threads({threads})
-svc = EmbeddingService.create({encoder_id!r}, weights={weights!r}, precision={precision!r}).place()
+svc = EmbeddingService.create({encoder_id!r}, weights={weights!r}, precision={precision!r}, accel={accel!r}).place()
+svc.prepare_accel()
+assert svc.accel == {accel!r}, svc.accel_note
 s = svc.cfg.preprocess.input_size
 x = torch.randn({batch_size}, 3, s, s)
 svc.forward(x); svc.forward(x)  # warm-up
@@ -169,11 +173,12 @@ def main() -> None:
 
     runs = [(f"idle, {args.n} images", whole_command(srcs[args.n], work / "bench.h5", args.encoder, w, extra))]
     r0 = runs[0][1]
-    fwd_args = (args.encoder, w, max(256, 8 * r0["batch_size"]), r0["batch_size"], r0.get("encoder_threads", 0), r0["precision"])
+    fwd_args = (args.encoder, w, max(256, 8 * r0["batch_size"]), r0["batch_size"], r0.get("encoder_threads", 0), r0["precision"],
+                r0.get("accel", "none"))
     fwd = forward_only(*fwd_args)
     with Spinner():
         fwd_loaded = forward_only(*fwd_args)
-    print(f"\n{args.encoder}, precision {r0['precision']}, batch {r0['batch_size']}, {r0['workers']} decode worker(s), "
+    print(f"\n{args.encoder}, precision {r0['precision']}, forward {r0.get('accel', 'none')}, batch {r0['batch_size']}, {r0['workers']} decode worker(s), "
           f"{r0.get('encoder_threads') or torch.get_num_threads()} encoder thread(s)")
     print(f"forward-only: {fwd:.1f} items/s idle, {fwd_loaded:.1f} with one core spinning\n")
     print(f"{'run':22} {'items':>6} {'command':>8} {'cmd/s':>7} {'loop/s':>7} {'fwd/s':>7} {'cmd/fwd':>6} {'loop/fwd':>6}")

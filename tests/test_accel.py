@@ -196,15 +196,32 @@ def test_cli_refuses_a_bad_accel_in_one_line(tmp_path):
 
 
 def test_build_json_reports_the_accelerator(tmp_path, monkeypatch):
-    """--json carries which forward ran and why; a bf16 build is never switched to openvino."""
+    """--json carries which forward ran and why. On a CPU with native bf16, `--precision auto`
+    takes exact fp32 through openvino (faster than bf16 autocast, and the fp32 vectors); an explicit
+    bf16 build is never switched to openvino, nor is a set built at bf16 when it is extended."""
     from embedstore.datasets import write_digits
     from embedstore.embedding import device
 
     monkeypatch.delenv("EMBEDSTORE_CPU_BF16", raising=False)
     monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: True)
     photos = write_digits(tmp_path / "digits", per_class=1)
-    r = embed("build", photos, "--store", tmp_path / "s.h5", "--encoder", "test:tiny", "--workers", "0", "--json", "-q")
+    args = ("--encoder", "test:tiny", "--workers", "0", "--json", "-q")
+    r = embed("build", photos, "--store", tmp_path / "a.h5", *args)
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.output)
+    assert rep["precision"] == "fp32" and rep["accel"] == "openvino"
+    assert "exact fp32 through openvino" in rep["precision_reason"]
+    r = embed("build", photos, "--store", tmp_path / "s.h5", "--precision", "bf16", *args)
     assert r.exit_code == 0, r.output
     rep = json.loads(r.output)
     assert rep["precision"] == "bf16" and rep["accel"] == "none"
     assert "openvino computes at fp32 and this set is computed at bf16" in rep["accel_reason"]
+    write_digits(tmp_path / "digits", per_class=2)  # one more image per class, into the bf16 set
+    r = embed("build", photos, "--store", tmp_path / "s.h5", *args)
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.output)
+    assert rep["encoded"] == 10 and rep["precision"] == "bf16" and rep["accel"] == "none"
+    assert "built at bf16" in rep["precision_reason"]
+    r = embed("build", photos, "--store", tmp_path / "n.h5", "--accel", "none", *args)  # auto without openvino: bf16
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["precision"] == "bf16"

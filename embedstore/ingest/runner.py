@@ -239,6 +239,8 @@ def build(
                 chosen, why = build_precision_here(recorded, "auto", svc.device)
                 if chosen != svc.precision:
                     svc.set_precision(chosen, f"auto: {why}")
+                else:
+                    svc.precision_reason = f"auto: {why}"
             elif precision != recorded:
                 raise BuildError(f"{Path(store).name} holds {svc.cfg.id} vectors computed at {recorded}; adding {precision} vectors "
                                  f"would mix precisions in one set; pass --precision {recorded} (or auto), or build a new store")
@@ -317,8 +319,22 @@ def build(
 
 
 def _recorded_precision(store, svc: EmbeddingService) -> str | None:
-    """The precision the store's vector set for `svc` was built at, if it exists and records one."""
+    """The precision the store's vector set for `svc` was built at, if it exists and records one
+    (from its shards when the catalog file is gone: the next writer rebuilds the catalog from them)."""
     if not Path(store).exists():
+        from ..store.schema import sidecar_dir
+        from ..store.shards import list_shards
+
+        folder = sidecar_dir(store) / "shards" / svc.set_name
+        for name in list_shards(folder)[:1]:
+            try:
+                import h5py
+
+                with h5py.File(folder / name, "r") as f:
+                    v = f.attrs.get(BUILD_PRECISION)
+                return (v.decode() if isinstance(v, bytes) else str(v)) if v is not None else None
+            except (OSError, KeyError):  # a damaged shard: the build's own open moves it aside
+                return None
         return None
     try:
         with open_store(store) as st:
