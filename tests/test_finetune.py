@@ -37,10 +37,10 @@ def test_finetune_trains_only_the_last_blocks_and_makes_a_loadable_encoder(store
     build(make_image_folder(tmp_path / "grey", classes=("a", "b", "c"), per_class=10), s, encoder="test:tiny", workers=0,
           progress=False)
     before = {k: v.clone() for k, v in create_encoder("test:tiny").model.state_dict().items()}
-    r = finetune(s, tmp_path / "ft", recipe=Recipe(unfreeze=1, epochs=4, batch_size=8, patience=10, augment=False, lr=0.005),
+    r = finetune(s, tmp_path / "ft", recipe=Recipe(unfreeze=1, epochs=4, batch_size=8, patience=10, augment=False, lr=0.001),
                  workers=0, progress=False)
     losses = [h["train_loss"] for h in r.history]
-    assert len(losses) == 4 and losses[-1] < losses[0]
+    assert len(losses) == 4 and losses[-1] < 0.9 * losses[0], losses  # lr 0.005 overshot once the store was fp32
     after = load_file(str(tmp_path / "ft" / "weights.safetensors"))
     for k in ("0.weight", "0.bias", "2.weight", "2.bias"):  # frozen: bit-for-bit unchanged
         assert torch.equal(after[k], before[k]), k
