@@ -38,6 +38,21 @@ def built(tmp_path_factory):
     return store, _read_all(store)
 
 
+def _rebuild_repairs(store: Path, tmp_path: Path, truth) -> dict:
+    """The same build over the same seeded images repairs the store: verify passes and every item is
+    back; returns the vectors read."""
+    from conftest import make_image_folder
+
+    photos = make_image_folder(tmp_path / "photos")  # the same seeded images as the source
+    r = embed("build", photos, "--store", store, "--encoder", "test:tiny", "--workers", 0, "--precision", "fp32",
+              "--batch-size", 4, "--shard-size", 4, "--quiet")
+    assert r.exit_code == 0, r.stderr
+    assert embed("verify", store).exit_code == 0
+    vecs, _, ntotal = _read_all(store)
+    assert vecs.keys() == truth[0].keys() and ntotal == truth[2]
+    return vecs
+
+
 def _target(store: Path, which: str) -> Path:
     side = Path(str(store) + ".d")
     if which == "shard":
@@ -78,8 +93,6 @@ def test_flipped_bytes_are_found_or_harmless(built, tmp_path, which, seed):
 @pytest.mark.parametrize("which", ["shard", "index", "catalog"])
 @pytest.mark.parametrize("keep", [0.0, 0.1, 0.5, 0.9, 0.99])
 def test_truncated_files_are_found_and_the_build_repairs_them(built, tmp_path, which, keep):
-    from conftest import make_image_folder
-
     src, truth = built
     store = copy_store(src, tmp_path / "c.h5")
     f = _target(store, which)
@@ -90,13 +103,7 @@ def test_truncated_files_are_found_and_the_build_repairs_them(built, tmp_path, w
     r = embed("info", store)
     if r.exit_code != 0:
         assert len(r.stderr.strip().splitlines()) == 1 and "unexpected" not in r.stderr
-    photos = make_image_folder(tmp_path / "photos")  # the same seeded images as the source
-    r = embed("build", photos, "--store", store, "--encoder", "test:tiny", "--workers", 0, "--precision", "fp32",
-              "--batch-size", 4, "--shard-size", 4, "--quiet")
-    assert r.exit_code == 0, r.stderr
-    assert embed("verify", store).exit_code == 0
-    vecs, items, ntotal = _read_all(store)
-    assert vecs.keys() == truth[0].keys() and ntotal == truth[2]
+    _rebuild_repairs(store, tmp_path, truth)
 
 
 @pytest.mark.parametrize("attr,value", [("encoder", "torchvision:resnet50"), ("build_precision", "bf16"),
@@ -105,8 +112,6 @@ def test_a_changed_shard_attribute_is_found_and_the_build_repairs_it(built, tmp_
     """A shard's attributes (the provenance the catalog takes from it) carry a checksum: an edited
     value is damage, found by verify and by a writer, never read as the set's provenance."""
     import h5py
-
-    from conftest import make_image_folder
 
     src, truth = built
     store = copy_store(src, tmp_path / "c.h5")
@@ -118,11 +123,5 @@ def test_a_changed_shard_attribute_is_found_and_the_build_repairs_it(built, tmp_
     assert r.exit_code == 1
     problems = json.loads(r.stdout)["problems"]
     assert any(p["what"] == "shard" and "attributes" in p["problem"] for p in problems), problems
-    photos = make_image_folder(tmp_path / "photos")
-    r = embed("build", photos, "--store", store, "--encoder", "test:tiny", "--workers", 0, "--precision", "fp32",
-              "--batch-size", 4, "--shard-size", 4, "--quiet")
-    assert r.exit_code == 0, r.stderr
-    assert embed("verify", store).exit_code == 0
-    vecs, _, ntotal = _read_all(store)
-    assert vecs.keys() == truth[0].keys() and ntotal == truth[2]
+    vecs = _rebuild_repairs(store, tmp_path, truth)
     assert max(float(np.abs(vecs[k] - truth[0][k]).max()) for k in vecs) == 0  # re-embedded exactly as before

@@ -10,7 +10,7 @@ from ..sources.items import local_path
 from ..store.schema import STATUS_OK
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per item to encode
 class Task:
     item: Item
     size: int

@@ -296,6 +296,8 @@ def build(
                 report.decode_wait_share = report.read_s / report.loop_s if report.loop_s > 0 else 0.0
                 report.load_average = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
                 report.advice = [] if texts else decode_advice(report, os.cpu_count() or 1)
+            # the per-item lists are done with: free them before the final refresh, where a build peaks
+            src.items, plan = [], None
             layout = st.refresh(index=not report.interrupted, parallel=cluster.index_adder() if cluster else None)
             report.finish_s = time.perf_counter() - t_finish
             report.notes.extend(st.notes)  # repairs on open (damaged shards moved aside, index rebuilt), ignored files

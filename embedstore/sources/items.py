@@ -52,7 +52,7 @@ def _needs_escape(s: str) -> bool:
         return True
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: one per source row, held through the build (~100 B a row less)
 class Item:
     """One input: a stable id, the file it lives in, and optional label and split."""
 
