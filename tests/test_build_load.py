@@ -14,7 +14,7 @@ from embedstore.ingest import loader, runner
 from embedstore.ingest.loader import cpu_split
 from embedstore.ingest.runner import BuildReport, decode_advice
 
-from conftest import embed
+from conftest import embed, write_image
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "sched_getscheduler"), reason="Linux scheduling calls")
 
@@ -54,6 +54,11 @@ def test_cpu_cores_are_split_between_decode_workers_and_encoder_threads():
     assert cpu_split(8, None) == (2, 6)
     assert cpu_split(2, 4) == (4, 1)  # asked-for workers are kept; the encoder keeps one thread
     assert cpu_split(4, 0) == (0, 4)
+    # an accelerated forward takes one thread more, sharing a core with the (mostly idle) decode workers
+    assert cpu_split(2, None, accelerated=True) == (1, 2)
+    assert cpu_split(8, None, accelerated=True) == (2, 7)
+    assert cpu_split(1, None, accelerated=True) == (1, 1)
+    assert cpu_split(4, 0, accelerated=True) == (0, 4)
 
 
 def test_the_encoder_runs_with_the_threads_the_workers_leave_and_they_are_restored(image_folder, tmp_path, build_tiny,
@@ -71,12 +76,25 @@ def test_the_encoder_runs_with_the_threads_the_workers_leave_and_they_are_restor
 
     monkeypatch.setattr(EmbeddingService, "forward", forward)
     before = torch.get_num_threads()
-    r = build_tiny(image_folder, tmp_path / "s.h5", workers=None, batch_size=None, device="cpu")
-    workers, threads = cpu_split(os.cpu_count() or 1, None)
-    assert (r.workers, r.encoder_threads) == (workers, threads)
-    assert set(seen) == {threads}
-    assert torch.get_num_threads() == before
-    assert r.batch_size == loader.CPU_BATCH_SIZE  # the measured CPU default, not the GPU's 64
+    for accel, precision in (("none", "fp32"), ("auto", "fp32"), ("auto", "bf16")):
+        seen.clear()
+        r = build_tiny(image_folder, tmp_path / f"s-{accel}-{precision}.h5", workers=None, batch_size=None, device="cpu",
+                       accel=accel, precision=precision)
+        workers, threads = cpu_split(os.cpu_count() or 1, None, accelerated=r.accel == "openvino")
+        assert (r.workers, r.encoder_threads) == (workers, threads), (accel, precision, r.accel)
+        assert set(seen) == {threads}
+        assert torch.get_num_threads() == before
+        assert r.batch_size == loader.CPU_BATCH_SIZE  # the measured CPU default, not the GPU's 64
+
+
+def test_extending_a_bf16_set_runs_eager_with_the_eager_threads(image_folder, tmp_path, build_tiny):
+    """`auto` expects the accelerated forward (and its extra thread) until the set turns out to be
+    built at bf16: then the build runs eager, with eager's threads, set before anything compiled."""
+    build_tiny(image_folder, tmp_path / "s.h5", precision="bf16", workers=None, batch_size=None, device="cpu")
+    write_image(image_folder / "cat" / "cat_new.png", seed=77)
+    r = build_tiny(image_folder, tmp_path / "s.h5", precision="auto", workers=None, batch_size=None, device="cpu")
+    assert r.encoded == 1 and r.precision == "bf16" and r.accel == "none"
+    assert (r.workers, r.encoder_threads) == cpu_split(os.cpu_count() or 1, None)
 
 
 def test_slow_decode_is_said_with_the_workers_to_add(image_folder, tmp_path, build_tiny, monkeypatch):
@@ -161,4 +179,4 @@ def test_a_process_that_built_with_an_accelerated_forward_can_still_fork(image_f
             "text=True).stdout.strip())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.split()[-3:] == ["openvino", str(cpu_split(os.cpu_count() or 1, 1)[1]), "7"]
+    assert out.stdout.split()[-3:] == ["openvino", str(cpu_split(os.cpu_count() or 1, 1, accelerated=True)[1]), "7"]

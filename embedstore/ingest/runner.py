@@ -215,7 +215,14 @@ def build(
             # decode workers and encoder threads share the cores (loader.cpu_split). Set before the
             # encoder is built: an accelerated forward compiles for the threads it finds, and one
             # recompiled after a change crashed a later fork (OpenVINO); restored when the build ends.
-            workers, threads = cpu_split(os.cpu_count() or 1, workers)
+            from ..embedding.accel import openvino_installed
+
+            asked_workers = workers
+            # the accelerated forward compiles for the threads set here: guess it before the encoder
+            # exists (corrected below, before anything compiles, when the build runs eager after all)
+            accelerated = (accel in ("auto", "openvino") and prec in ("auto", "fp32") and openvino_installed()
+                           and (like is None or like.get(BUILD_PRECISION) in (None, "fp32")))
+            workers, threads = cpu_split(os.cpu_count() or 1, workers, accelerated)
             threads_before = torch.get_num_threads()
             torch.set_num_threads(threads)
         notes: list[str] = []
@@ -244,6 +251,11 @@ def build(
             elif precision != recorded:
                 raise BuildError(f"{Path(store).name} holds {svc.cfg.id} vectors computed at {recorded}; adding {precision} vectors "
                                  f"would mix precisions in one set; pass --precision {recorded} (or auto), or build a new store")
+        if threads and accelerated and svc.accel == "none":  # eager after all (e.g. a set built at bf16)
+            import torch
+
+            workers, threads = cpu_split(os.cpu_count() or 1, asked_workers)
+            torch.set_num_threads(threads)
         dev, prec_reason = svc.device, prec_reason or svc.precision_reason
         prec = prec if cluster is not None else svc.precision
         if texts != (svc.modality == "text"):
