@@ -99,12 +99,14 @@ _DISK_TEXT = {"no space left": errno.ENOSPC, "errno = 28": errno.ENOSPC, "quota 
 
 def disk_error(e: BaseException, path: str | os.PathLike):
     """A one-line StoreError for a full, read-only or forbidden disk (OSError with that errno, or
-    HDF5's wording of one); None for any other error. It names the path and the fix."""
+    HDF5's wording of one: h5py raises a RuntimeError when a flush fails half way, "errno = 28");
+    None for any other error. It names the path and the fix."""
     from .errors import StoreError
 
-    if isinstance(e, StoreError) or not isinstance(e, OSError):
+    if isinstance(e, StoreError) or not isinstance(e, (OSError, RuntimeError)):
         return None
-    code = e.errno if e.errno in _DISK_ERRNOS else next((c for t, c in _DISK_TEXT.items() if t in str(e).lower()), None)
+    own = getattr(e, "errno", None)
+    code = own if own in _DISK_ERRNOS else next((c for t, c in _DISK_TEXT.items() if t in str(e).lower()), None)
     if code is None:
         return None
     fix = {errno.ENOSPC: "free some space there (or put the store on another disk)",

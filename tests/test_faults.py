@@ -248,3 +248,32 @@ def test_the_catalog_is_rebuilt_beside_the_commits_not_inside_them(tmp_path, mon
         st.refresh(index=False)
     with open_store(tmp_path / "s.h5") as st:
         assert st.select_set().count == 20
+
+
+def test_a_disk_that_fills_after_the_free_space_check_is_one_line_too(tmp_path, small_disk):
+    """Another process can take the space between the check and the write: HDF5 then fails its flush
+    with a RuntimeError ("errno = 28"), which is the same one-line "no space left" error, with no
+    temporaries left and the same command resuming once space is free."""
+    import subprocess
+    import sys
+
+    from conftest import make_image_folder
+
+    src = make_image_folder(tmp_path / "photos", per_class=30)
+    store = small_disk / "s.h5"
+    filler = _fill(small_disk, 300_000)
+    code = ("import sys\nimport embedstore.atomic as A, embedstore.store.shards as S, embedstore.store.catalog as C\n"
+            "A.check_free_space = S.check_free_space = C.check_free_space = lambda d, n: None  # the check passed\n"
+            "from embedstore.cli.main import main\n"
+            f"sys.argv = ['embed', 'build', {str(src)!r}, '--store', {str(store)!r}, '--encoder', 'test:tiny', '--workers', '0', "
+            "'--precision', 'fp32', '--batch-size', '4', '--shard-size', '4', '--quiet']\nsys.exit(main())")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    errors = [x for x in r.stderr.splitlines() if x.startswith("error:")]
+    assert r.returncode not in (0, -11, 139) and len(errors) == 1, r.stderr[-2000:]
+    assert "no space left" in errors[0] and "unexpected" not in errors[0] and "re-run the same command" in errors[0], errors
+    assert not [n for _, _, fs in os.walk(small_disk) for n in fs if n.startswith(".tmp-")]
+    filler.unlink()
+    r = embed("build", src, "--store", store, "--encoder", "test:tiny", "--workers", 0, "--precision", "fp32",
+              "--batch-size", 4, "--shard-size", 4, "--json", "--quiet")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["vectors_in_set"] == 60 and embed("verify", store).exit_code == 0

@@ -239,7 +239,7 @@ class Store:
         attrs = {**commit_attrs(set_name, set_attrs, "", "", len(items)), **shard_attrs}
         try:
             return write_shard(self.shard_root / set_name, items, list(vector_ids), list(vector_sha256), vectors, attrs)
-        except OSError as e:
+        except (OSError, RuntimeError) as e:  # RuntimeError: HDF5's failed flush (a disk filled after the free-space check)
             raise (disk_error(e, self.shard_root / set_name) or e) from e
 
     def refresh(self, index: bool = True, parallel=None, repair: bool | None = None) -> Layout:
