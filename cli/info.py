@@ -76,6 +76,8 @@ def print_info(d: dict, show: int = 10) -> None:
     if d["splits"]:
         for line in split_label_table(d.get("split_label_counts") or {}):
             say("    " + line)
+    if d.get("metadata_columns"):
+        say(f"  metadata columns: {', '.join(d['metadata_columns'])} (select with --where {d['metadata_columns'][0]}=...)")
     for vs in d["vector_sets"]:
         p = vs["provenance"]
         say(f"  vector set {vs['name']}: {vs['count']} x {p.get('dim')} {p.get('dtype')}, normalize {p.get('normalize')}")

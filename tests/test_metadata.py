@@ -138,6 +138,10 @@ def test_every_door_selects_on_metadata(built):
     listed = json.loads(r.output)
     assert sorted(it["id"] for it in listed) == sorted(i for i, m in zip(ids, metas) if m["brand"] == "zenith")
     assert all(it["meta"]["brand"] == "zenith" for it in listed)
+    r = embed("info", store)
+    assert r.exit_code == 0 and "metadata columns: brand, year" in r.output
+    r = embed("info", store, "--json")
+    assert json.loads(r.stdout)["metadata_columns"] == ["brand", "year"]
     r = embed("ls", store, "--where", "year=2020", "--long")
     assert r.exit_code == 0 and "brand=" in r.output and "year=2020" in r.output
     r = embed("anomalies", "--store", store, "--fit-on", "brand=acme", "--json")

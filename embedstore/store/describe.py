@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .provenance import _decode_attrs
+from .select import metadata_keys
 from .schema import STATUS_OK
 
 
@@ -48,6 +49,7 @@ def store_info(self) -> dict:
         "labels": dict(sorted(label_counts.items())),
         "splits": dict(sorted(split_counts.items())),
         "split_label_counts": {sp: dict(sorted(row.items())) for sp, row in sorted(split_label.items())},
+        "metadata_columns": metadata_keys(items["meta"]) if any(items["meta"]) else [],  # --where keys beyond the built-in ones
         "vector_sets": sets,
         "quarantined_items": quarantined,
     }
