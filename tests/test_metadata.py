@@ -226,3 +226,40 @@ def test_text_tables_keep_their_other_columns(tmp_path):
     assert r.exit_code == 0, r.output
     hits = search(tmp_path / "t.h5", text="review about cats", k=3, where="source=site1").hits
     assert len(hits) == 3 and all(h["meta"] == {"source": "site1"} for h in hits)
+
+
+def test_the_served_page_filters_on_metadata_and_shows_it(built, tmp_path):
+    """In a browser: the page offers a where box when the store has metadata columns; typing
+    brand=zenith narrows an id search to zenith items, and each card shows its metadata."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from embedstore.search.query import search
+    from embedstore.serve.server import make_server, open_api
+    from test_serve import headless_chromium
+
+    store, _ = built
+    ids, metas, _ = _meta_of(store)
+    api = open_api(store)
+    assert api.info()["metadata_columns"] == ["brand", "year"]
+    srv = make_server(api, "127.0.0.1", 0).start()
+    driver = headless_chromium()
+    try:
+        wait = WebDriverWait(driver, 60)
+        driver.get(f"http://127.0.0.1:{srv.port}/")
+        wait.until(lambda d: d.find_element(By.ID, "f-where").is_displayed())
+        assert "brand" in driver.find_element(By.ID, "f-where").get_attribute("title")
+        driver.find_element(By.ID, "k").clear()
+        driver.find_element(By.ID, "k").send_keys("5")
+        driver.find_element(By.ID, "f-where").send_keys("brand=zenith")
+        driver.find_element(By.ID, "itemid").send_keys(ids[0], Keys.ENTER)
+        wait.until(lambda d: "filter brand=zenith" in d.find_element(By.ID, "status").text)
+        cards = driver.find_elements(By.CSS_SELECTOR, "#results .card.result")
+        want = [h["id"] for h in search(store, item_id=ids[0], k=5, where="brand=zenith").hits]
+        assert [c.get_attribute("data-id") for c in cards] == want
+        assert all("brand=zenith" in c.find_element(By.CSS_SELECTOR, ".meta").text for c in cards)
+        driver.save_screenshot(str(tmp_path / "metadata-filter.png"))
+    finally:
+        driver.quit()
+        srv.stop()

@@ -13,6 +13,7 @@ import threading
 import numpy as np
 
 from ..errors import EmbedstoreError
+from ..store.select import metadata_keys
 
 MAX_UPLOAD = 10 * 1024 * 1024
 MAX_K = 1000
@@ -84,6 +85,7 @@ class Api:
                 "head_classes": [str(c) for c in self.head.classes_] if self.head is not None else [],
                 "anomalies": self.anomalies["method"] if self.anomalies else None,
                 "index": {k: v for k, v in self.ctx.meta.items() if k not in ("ids_sha256", "path", "file")},
+                "metadata_columns": metadata_keys(r.metas) if any(r.metas) else [],  # more --where keys (brand=acme)
                 "max_upload": self.max_upload}
 
     def _hits(self, Q, query, exclude_id: str | None = None) -> dict:

@@ -28,6 +28,7 @@ button:disabled{background:#9aa7b8;cursor:default}
 .card:hover{border-color:var(--acc)} .card.flagged{border-color:#dc2626}
 .card img{width:96px;height:96px;object-fit:contain;background:var(--bg);border-radius:4px}
 .card .txt{width:96px;height:96px;overflow:hidden;text-align:left;background:var(--bg);padding:3px;margin:auto}
+.card .meta{font-size:11px;color:var(--mut);white-space:nowrap;overflow:hidden;text-overflow:ellipsis;max-width:128px;margin:auto}
 .bar{display:flex;align-items:center;gap:.4rem;font-size:.8rem;margin:.15rem 0}
 .bar span:first-child{width:7rem;text-align:right;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
 .bar .b{height:.7rem;background:var(--acc);border-radius:3px} #prediction h3{font-size:.85rem;margin:.3rem 0}
@@ -57,7 +58,8 @@ button:disabled{background:#9aa7b8;cursor:default}
  <button type="submit" id="go-id">Search</button></form>
 <div class="row"><label for="f-label">Label</label><select id="f-label"><option value="">any</option></select>
  <label for="f-split">Split</label><select id="f-split"><option value="">any</option></select>
- <label for="k">k</label><input type="number" id="k" value="12" min="1" max="200" style="width:4.5rem"></div>
+ <label for="k">k</label><input type="number" id="k" value="12" min="1" max="200" style="width:4.5rem">
+ <span id="f-more" style="display:none;align-items:center;gap:.4rem"><label for="f-where">where</label><input type="text" id="f-where" placeholder="brand=acme"></span></div>
 <div class="row"><button type="button" id="more-like" disabled>More like these</button>
  <label for="diversity">diversity</label><input type="number" id="diversity" value="0" min="0" max="1" step="0.1" style="width:4.5rem">
  <span id="liked-note">tick "like" on results to build a taste profile</span>
@@ -93,6 +95,7 @@ function where() {
   const parts = [];
   if ($("f-label").value) parts.push("label=" + $("f-label").value);
   if ($("f-split").value) parts.push("split=" + $("f-split").value);
+  if ($("f-where").value.trim()) parts.push($("f-where").value.trim());  // metadata columns, as --where takes them
   return parts.join(",");
 }
 function params(extra) {
@@ -115,7 +118,10 @@ function cards(target, hits) {
     else { const img = document.createElement("img"); img.alt = h.id; img.loading = "lazy"; img.src = thumb(h.id, 128); card.appendChild(img); }
     const cap = document.createElement("div");
     cap.textContent = "#" + h.rank + " " + (h.label || "-") + " \u00b7 " + h.score.toFixed(3); cap.title = h.id;
-    card.appendChild(cap); card.appendChild(likeBox(h.id, card)); card.onclick = () => openItem(h.id); target.appendChild(card);
+    card.appendChild(cap);
+    if (h.meta) { const m = document.createElement("div"); m.className = "meta";  // a manifest's other columns
+      m.textContent = Object.entries(h.meta).map(([k, v]) => k + "=" + v).join(" \u00b7 "); m.title = m.textContent; card.appendChild(m); }
+    card.appendChild(likeBox(h.id, card)); card.onclick = () => openItem(h.id); target.appendChild(card);
   }
 }
 // ---- more like these: liked items -> /api/recommend ----
@@ -176,7 +182,7 @@ async function searchUpload() {
   if (INFO && INFO.head) { const p = await fetch("/api/predict", {method: "POST", body: f, headers}); showPrediction(p, await p.json()); }
 }
 $("upload").onsubmit = (e) => { e.preventDefault(); searchUpload(); };
-for (const s of ["f-label", "f-split"]) $(s).onchange = () => { applyFilterToMap(); rerun(); };
+for (const s of ["f-label", "f-split", "f-where"]) $(s).onchange = () => { applyFilterToMap(); rerun(); };
 let LAST = null;
 function rerun() { if (LAST) LAST(); }
 for (const [form, fn] of [["upload", searchUpload], ["idform", () => searchId($("itemid").value.trim())],
@@ -258,6 +264,8 @@ fetch("/api/info").then(r => r.json()).then(d => {
     const o = document.createElement("option"); o.value = o.textContent = l; $("f-label").appendChild(o);
     const g = document.createElement("span"); const dot = document.createElement("i"); dot.style.background = COLOUR[l]; g.append(dot, l + " (" + d.labels[l] + ")"); $("legend").appendChild(g); });
   for (const s of Object.keys(d.splits)) { const o = document.createElement("option"); o.value = o.textContent = s; $("f-split").appendChild(o); }
+  if (d.metadata_columns && d.metadata_columns.length) { $("f-more").style.display = "inline-flex";
+    $("f-where").placeholder = d.metadata_columns.slice(0, 3).map(c => c + "=...").join(","); $("f-where").title = "metadata columns: " + d.metadata_columns.join(", "); }
   if (!d.text_search) { $("text").disabled = true; $("go-text").disabled = true; $("text").placeholder = "text search needs a CLIP or text store"; }
   if (!d.image_search) { $("file").disabled = true; $("go-image").disabled = true; }
   if (d.anomalies) { $("anomalies").style.display = "block"; moreAnomalies(); }
