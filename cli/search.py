@@ -30,7 +30,7 @@ def register(app: typer.Typer) -> None:
         queries: Path = typer.Option(None, "--queries", help="Many queries: a folder of images, a .txt (one text a line) or a CSV/Parquet with an id column; needs --out."),
         out: Path = typer.Option(None, "--out", help="With --queries: write (query, rank, id, score, label) rows to this .csv or .parquet."),
         k: int = typer.Option(10, "-k", help="How many neighbours."),
-        where: str = typer.Option(None, "--where", help="Only items matching key=value[,key=value] (label, split, id, uri, or a metadata column a manifest brought, e.g. brand=acme; globs for id/uri/metadata: id=cat/*); '|' for OR. Exact: rows are selected first."),
+        where: str = typer.Option(None, "--where", help="Only items matching key=value[,key=value] (label, split, id, uri, or a metadata column a manifest brought, e.g. brand=acme; globs for id/uri/metadata: id=cat/*; also !=, and >=, >, <=, < for ranges: year>=2020); '|' for OR. Exact: rows are selected first."),
         exact: bool = typer.Option(False, "--exact", help="Brute force, even when the set has an approximate index."),
         include_self: bool = typer.Option(False, "--include-self", help="With --id: let the item itself come back (left out by default)."),
         vector_set: str = typer.Option(None, "--set", help="Vector set name or encoder id, when the store has several."),

@@ -64,6 +64,10 @@ WHERE = {
     "brand=acme*": lambda i, m: m["brand"] in ("acme", "acme-pro"),
     "brand=zenith,label=dog": lambda i, m: m["brand"] == "zenith" and i.split("/")[1] == "dog",
     "year=2021|2020,brand=acme-pro": lambda i, m: m.get("year") in ("2020", "2021") and m["brand"] == "acme-pro",
+    "year>=2021": lambda i, m: m.get("year") is not None and int(m["year"]) >= 2021,
+    "year<2021,label!=cat": lambda i, m: m.get("year") is not None and int(m["year"]) < 2021 and i.split("/")[1] != "cat",
+    "brand!=acme|zenith": lambda i, m: m["brand"] not in ("acme", "zenith"),
+    "brand!=acme*": lambda i, m: not m["brand"].startswith("acme"),
 }
 
 
@@ -263,3 +267,31 @@ def test_the_served_page_filters_on_metadata_and_shows_it(built, tmp_path):
     finally:
         driver.quit()
         srv.stop()
+
+
+def test_ranges_compare_numbers_as_numbers_and_other_values_as_text():
+    """`price<10.5` is a numeric comparison (9.5 < 10.5 although "9.5" > "10.5" as text); ISO dates
+    compare as text, in time order; rows without the value are never in a range but are kept by !=."""
+    from embedstore.store.select import column_mask, parse_filter
+
+    metas = ['{"date":"2024-03-01","price":"9.5"}', '{"date":"2023-12-31","price":"10.5"}', '{"price":"100"}',
+             '{"date":"2024-01-01","price":"n/a"}', ""]
+    cols = {"label": np.array(["a", "b", "a", "", "b"], dtype=object), "split": np.full(5, "", dtype=object),
+            "id": np.array(list("vwxyz"), dtype=object), "uri": np.array(list("vwxyz"), dtype=object),
+            "meta": np.array(metas, dtype=object)}
+
+    def sel(where):
+        return "".join(np.array(list("vwxyz"))[column_mask(cols, parse_filter(where))])
+
+    assert sel("price<10.5") == "v" and sel("price<=10.5") == "vw" and sel("price>10") == "wx"
+    assert sel("date>=2024-01-01") == "vy" and sel("date<2024-01-01") == "w"  # ISO dates: as text, in time order
+    assert sel("date<2024") == ""  # a number as the bound compares numbers, and dates are not numbers
+    assert sel("date>=2024-01-01,price<50") == "v"
+    assert sel("price!=100") == "vwyz" and sel("label!=a") == "wyz"  # no value: not equal to anything
+    assert sel("label=a|b,label!=b") == "vx"
+    from embedstore.errors import OptionError
+
+    for bad, msg in (("price<1|2", "takes one value"), ("price>", "takes one value"), ("price<1,price<2", "given twice"),
+                     ("<3", "must look like key=value"), ("price", "must look like key=value")):
+        with pytest.raises(OptionError, match=msg):
+            column_mask(cols, parse_filter(bad))

@@ -24,23 +24,45 @@ FILTER_KEYS = ("label", "split", "id", "uri")  # any other key names an item met
 _GLOB_CHARS = "*?["
 
 
+_OPS = (">=", "<=", "!=", ">", "<")  # besides "=": a filter key "year>=" holds the bound of `year >= bound`
+_PART = re.compile(r"\s*([^=<>!]*?)\s*(>=|<=|!=|=|>|<)\s*(.*?)\s*$", re.S)
+
+
 def parse_filter(text: str | None) -> dict[str, list[str]]:
     """'split=train,label=good|ok' -> {'split': ['train'], 'label': ['good', 'ok']}: AND across keys,
     OR within one. Keys label and split match exactly; id, uri and metadata columns also take
     shell globs ('id=cat/*', 'brand=acme*'). Any key other than label, split, id and uri is a
     metadata column, checked against the store's when the filter is applied (`column_mask`).
+    `key!=a|b` keeps rows whose value is neither (or who have none); `key>=v`, `>`, `<=`, `<` keep
+    rows whose value is in range: compared as numbers when the bound is a number (values that are
+    not numbers are left out), else as text (so ISO dates compare in time order); rows without a
+    value are left out. They are returned under
+    the key with its operator ('year>=': ['2020']).
     The one parser behind --where (search, ls, recommend, the server) and --fit-on (anomalies)."""
     out: dict[str, list[str]] = {}
     for part in (text or "").split(","):
-        part = part.strip()
-        if not part:
+        if not part.strip():
             continue
-        if "=" not in part or not part.split("=", 1)[0].strip():
-            raise OptionError(f"filter '{part}' must look like key=value (keys: {', '.join(FILTER_KEYS)} or a metadata "
-                              "column of the manifest), e.g. label=cat|dog,split=test")
-        k, v = (x.strip() for x in part.split("=", 1))
-        out.setdefault(k, []).extend(x for x in v.split("|") if x not in out.get(k, []))
+        m = _PART.fullmatch(part)
+        if m is None or not m.group(1):
+            raise OptionError(f"filter '{part.strip()}' must look like key=value (keys: {', '.join(FILTER_KEYS)} or a metadata "
+                              "column of the manifest; also !=, >=, >, <=, <), e.g. label=cat|dog,split=test,year>=2020")
+        k, op, v = m.groups()
+        if op in (">=", "<=", ">", "<") and ("|" in v or not v):
+            raise OptionError(f"filter '{part.strip()}': {op} takes one value, e.g. {k}{op}2020")
+        key = k if op == "=" else k + op
+        if op in (">=", "<=", ">", "<") and key in out:
+            raise OptionError(f"filter '{part.strip()}': {k}{op} is given twice")
+        out.setdefault(key, []).extend(x for x in v.split("|") if x not in out.get(key, []))
     return out
+
+
+def filter_key(key: str) -> tuple[str, str]:
+    """(column, operator) of a key of `parse_filter`'s result: 'year>=' -> ('year', '>=')."""
+    for op in _OPS:
+        if key.endswith(op):
+            return key[: -len(op)], op
+    return key, "="
 
 
 def metadata_values(metas, key: str) -> np.ndarray:
@@ -77,27 +99,59 @@ def column_mask(columns: dict, flt: dict[str, list[str]]) -> np.ndarray:
     these rows is refused in one line that lists the columns there are."""
     n = len(next(iter(columns.values())))
     m = np.ones(n, dtype=bool)
-    for k, values in flt.items():
-        globbing = any(ch in v for v in values for ch in _GLOB_CHARS)
+    for key, values in flt.items():
+        k, op = filter_key(key)
+        globbing = op in ("=", "!=") and any(ch in v for v in values for ch in _GLOB_CHARS)
         if k in FILTER_KEYS:
-            col = columns[k]
-            m &= _glob_mask(col, values) if k in ("id", "uri") and globbing else np.isin(col, values)
-            continue
-        metas = columns.get("meta")
-        col = metadata_values(metas, k) if metas is not None else np.full(n, None, dtype=object)
-        if n and all(v is None for v in col):
-            have = metadata_keys(metas) if metas is not None else []
-            raise OptionError(f"unknown filter key '{k}': use {', '.join(FILTER_KEYS)}" + (
-                f" or a metadata column of this store ({', '.join(have)})" if have else
-                " (this store has no metadata columns: a manifest's other columns become them, e.g. brand=acme)"))
-        m &= _glob_mask(col, values) if globbing else np.isin(col.astype(str), values) & (col != None)  # noqa: E711
+            col = np.asarray(columns[k], dtype=object)
+            col = np.where(col == "", None, col) if k in ("label", "split") else col  # "" is no label / split
+        else:
+            metas = columns.get("meta")
+            col = metadata_values(metas, k) if metas is not None else np.full(n, None, dtype=object)
+            if n and all(v is None for v in col):
+                have = metadata_keys(metas) if metas is not None else []
+                raise OptionError(f"unknown filter key '{k}': use {', '.join(FILTER_KEYS)}" + (
+                    f" or a metadata column of this store ({', '.join(have)})" if have else
+                    " (this store has no metadata columns: a manifest's other columns become them, e.g. brand=acme)"))
+        if op in ("=", "!="):
+            hit = _glob_mask(col, values) if globbing else np.isin(col.astype(str), values) & (col != None)  # noqa: E711
+            m &= hit if op == "=" else ~hit
+        else:
+            m &= _range_mask(col, op, values[0])
     return m
+
+
+def _range_mask(col, op: str, bound: str) -> np.ndarray:
+    """Rows whose value `op` bound: as numbers when the bound is a number (values that are not are out
+    of range), else as text; rows without the value are never in range."""
+    import operator
+
+    cmp = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}[op]
+    b = _number(bound)
+
+    def ok(x) -> bool:
+        if x is None:
+            return False
+        if b is None:
+            return cmp(str(x), bound)
+        v = _number(x)
+        return v is not None and cmp(v, b)  # a value that is not a number is not in a numeric range
+
+    return np.fromiter((ok(x) for x in col), dtype=bool, count=len(col))
+
+
+def _number(x) -> float | None:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if v == v else None  # NaN compares as text
 
 
 def filter_mask(rows, flt: dict[str, list[str]]) -> np.ndarray:
     """`column_mask` over a vector set's rows (`SetRows`)."""
     cols = {"label": rows.labels, "split": rows.splits, "id": rows.ids, "uri": rows.uris}
-    if any(k not in FILTER_KEYS for k in flt):
+    if any(filter_key(k)[0] not in FILTER_KEYS for k in flt):
         cols["meta"] = rows.metas
     return column_mask(cols, flt)
 
