@@ -209,6 +209,7 @@ def build(
             dev, prec, prec_reason = device, precision, None
         texts = src.kind == "text"
         threads = 0  # the encoder's torch threads when this build sets them (a local image build on CPU)
+        accelerated, asked_workers = False, workers  # whether those threads were chosen for an accelerated forward
         if cluster is None and not texts and resolve_device(dev).type == "cpu":
             import torch
 
@@ -217,7 +218,6 @@ def build(
             # recompiled after a change crashed a later fork (OpenVINO); restored when the build ends.
             from ..embedding.accel import openvino_installed
 
-            asked_workers = workers
             # the accelerated forward compiles for the threads set here: guess it before the encoder
             # exists (corrected below, before anything compiles, when the build runs eager after all)
             accelerated = (accel in ("auto", "openvino") and prec in ("auto", "fp32") and openvino_installed()
