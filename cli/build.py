@@ -42,14 +42,18 @@ def describe_layout(d: dict) -> str:
     else:
         found.append("no labels")
     if d.get("metadata_columns"):
-        found.append(f"metadata columns {', '.join(d['metadata_columns'])} (e.g. --where {d['metadata_columns'][0]}=...)")
+        from embedstore.store.select import unfilterable
+
+        usable = [c for c in d["metadata_columns"] if not unfilterable(c)]
+        found.append(f"metadata columns {', '.join(map(repr, d['metadata_columns'])) if len(usable) < len(d['metadata_columns']) else ', '.join(usable)}"
+                     + (f" (e.g. --where {usable[0]}=...)" if usable else ""))
     return f"{d['layout']} ({'; '.join(found)}) from {d['from']}"
 
 
 def print_report(r) -> None:
     say(f"built {r.store}: {r.encoded} new vectors in set {r.vector_set} ({r.vectors_in_set} in total, {r.dtype})")
     say(f"  source {r.source}: {r.items_in_source} items; unchanged {r.unchanged}; "
-        f"labels/splits updated {r.metadata_updated}; quarantined {r.quarantined} now, {r.previously_quarantined} before")
+        f"labels/splits/metadata updated {r.metadata_updated}; quarantined {r.quarantined} now, {r.previously_quarantined} before")
     if r.exclusions:
         x = r.exclusions
         parts = [f"the list has {x['ids']} ids" + "".join(f", {k} {n}" for k, n in sorted(x["kinds"].items()))]

@@ -193,8 +193,8 @@ def register(app: typer.Typer) -> None:
         say(f"predicted {r.predicted} item(s) with {r.head}; quarantined {r.quarantined}")
         say("  labels: " + ", ".join(f"{k} {v}" for k, v in sorted(r.label_counts.items())))
         if r.seen_in_training:
-            say(f"  note: {r.seen_in_training} item(s) were used to fit or select this head (by content); "
-                "the accuracy below leaves them out")
+            say(f"  note: {r.seen_in_training} item(s) were used to fit or select this head (by content)"
+                + ("; the accuracy below leaves them out" if r.accuracy is not None else ""))
         if r.accuracy is not None:
             ci = r.accuracy_ci
             say(f"  accuracy against the source's labels: {r.accuracy:.4f} (95% CI {ci[0]:.4f}-{ci[1]:.4f}, {r.judged} items "

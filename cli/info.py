@@ -84,6 +84,9 @@ def print_info(d: dict, show: int = 10) -> None:
         say(f"    encoder {p.get('encoder')}, layer {p.get('layer')}, weights sha256 {str(p.get('weights_sha256'))[:16]}...")
         pp = p.get("preprocess") or {}
         say(f"    preprocess: {_describe_preprocess(pp)}")
+        if p.get("build_precision") or p.get("build_accel"):  # how the vectors were computed (queries reproduce it)
+            say(f"    computed at {p.get('build_precision') or 'an unrecorded precision'}"
+                + (f" through {p['build_accel']} {p.get('build_accel_version', '')}".rstrip() if p.get("build_accel") not in (None, "", "none") else ", eager"))
         say(f"    created {p.get('created')}; library {p.get('library_versions')}")
         idx = vs["index"]
         if idx:

@@ -155,6 +155,9 @@ def test_every_door_selects_on_metadata(built):
     assert r.exit_code == 0, r.output
     recs = json.loads(r.output)["hits"]
     assert len(recs) == 3 and all(metas[ids.index(h["id"])]["brand"] == "acme-pro" for h in recs)
+    assert all(h["meta"]["brand"] == "acme-pro" for h in recs)  # recommendations carry metadata as search hits do
+    item = open_api(store).handle("GET", f"/api/items/{ids[0]}", {}).json()
+    assert item["meta"] == metas[0] and "uri" not in item
 
 
 def test_an_unknown_key_is_refused_in_one_line_naming_the_columns_there_are(built, tmp_path):
@@ -295,3 +298,88 @@ def test_ranges_compare_numbers_as_numbers_and_other_values_as_text():
                      ("<3", "must look like key=value"), ("price", "must look like key=value")):
         with pytest.raises(OptionError, match=msg):
             column_mask(cols, parse_filter(bad))
+
+
+def test_the_filter_syntax_escapes_refuses_typos_and_repeats_and_normalises_unicode():
+    from embedstore.errors import OptionError
+    from embedstore.store.select import column_mask, parse_filter
+
+    assert parse_filter(r"tag=a\,b|x\|y,year>=2020") == {"tag": ["a,b", "x|y"], "year>=": ["2020"]}
+    assert parse_filter(r"v=\>2017") == {"v": [">2017"]}
+    assert parse_filter("marke\u0301=cafe\u0301") == {"marq\u00e9"[:-2] + "k\u00e9": ["caf\u00e9"]}  # NFD in, NFC out
+    for bad, msg in (("brand=", "use brand!=\\*"), ("year=>2017", "did you mean year>=2017"),
+                     ("brand=acme,brand=globex", "write brand=acme\\|globex")):
+        with pytest.raises(OptionError, match=msg) as e:
+            parse_filter(bad)
+        assert "\n" not in str(e.value)
+    metas = np.array(['{"tag":"a,b"}', '{"tag":"x|y"}', '{"tag":"a"}'], dtype=object)
+    cols = {"label": np.full(3, "", dtype=object), "split": np.full(3, "", dtype=object), "id": np.array(list("abc"), dtype=object),
+            "uri": np.array(list("abc"), dtype=object), "meta": metas}
+    assert column_mask(cols, parse_filter(r"tag=a\,b")).tolist() == [True, False, False]
+    assert column_mask(cols, parse_filter(r"tag=x\|y|a")).tolist() == [False, True, True]
+
+
+def test_typed_parquet_values_are_kept_as_a_person_writes_them(tmp_path):
+    """Parquet columns of other types: a float32 0.1 is "0.1", booleans "true"/"false", lists JSON,
+    null and NaN no value; a CSV cell over the csv module's 128 KB default is data, not an error;
+    a header naming a column twice is refused in one line."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from embedstore.sources import open_source
+
+    photos = make_image_folder(tmp_path / "photos", classes=("cat",), per_class=3)
+    files = sorted(str(p) for p in photos.rglob("*.*"))
+    pq.write_table(pa.table({"path": files, "small": pa.array([0.1, 2.5, None], pa.float32()),
+                             "ok": [True, False, True], "tags": [["a", "b"], [], ["c"]], "x": [float("nan"), 1.0, 2.0],
+                             "n": [1, 2, 3]}), tmp_path / "m.parquet")
+    items = open_source(tmp_path / "m.parquet").items
+    got = [json.loads(it.meta) for it in items]
+    assert got[0] == {"small": "0.1", "ok": "true", "tags": '["a", "b"]', "n": "1"}
+    assert got[1] == {"small": "2.5", "ok": "false", "tags": "[]", "x": "1.0", "n": "2"}
+    long = tmp_path / "long.csv"
+    with open(long, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "note"])
+        w.writerows([[p, "y" * 300_000] for p in files])
+    assert all(len(json.loads(it.meta)["note"]) == 300_000 for it in open_source(long).items)
+    dup = tmp_path / "dup.csv"
+    dup.write_text("path,brand,brand\n" + "".join(f"{p},a,b\n" for p in files))
+    r = embed("build", dup, "--store", tmp_path / "d.h5", "--encoder", "test:tiny")
+    assert r.exit_code != 0 and "has the column 'brand' twice" in r.output and not (tmp_path / "d.h5").exists()
+
+
+def test_import_keeps_another_tools_columns_as_metadata(tmp_path):
+    """clip-retrieval-style output (emb/*.npy + metadata/*.parquet with its own columns): the columns
+    import does not use for ids, uris, labels or texts become item metadata."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "ext" / "emb").mkdir(parents=True)
+    (tmp_path / "ext" / "metadata").mkdir()
+    X = np.random.default_rng(0).normal(size=(6, 8)).astype(np.float32)
+    np.save(tmp_path / "ext" / "emb" / "img_emb_0.npy", X / np.linalg.norm(X, axis=1, keepdims=True))
+    pq.write_table(pa.table({"image_path": [f"/d/{i}.jpg" for i in range(6)], "caption": [f"c{i}" for i in range(6)],
+                             "brand": ["acme", "zenith"] * 3, "year": [2020, 2021, 2022, 2020, 2021, 2022]}),
+                   tmp_path / "ext" / "metadata" / "metadata_0.parquet")
+    r = embed("import", tmp_path / "ext", "--store", tmp_path / "i.h5")
+    assert r.exit_code == 0, r.output
+    r = embed("ls", tmp_path / "i.h5", "--where", "brand=acme,year>=2021", "--json")
+    assert r.exit_code == 0, r.output
+    listed = json.loads(r.stdout)
+    assert [it["id"] for it in listed] == ["/d/2.jpg", "/d/4.jpg"] and listed[1]["meta"] == {"brand": "acme", "year": "2021"}
+
+
+def test_columns_that_where_cannot_name_are_kept_and_said(tmp_path):
+    photos = make_image_folder(tmp_path / "photos", classes=("cat",), per_class=2)
+    m = tmp_path / "m.csv"
+    with open(m, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "uri", "a=b", "brand"])
+        w.writerows([[str(p), "http://x/1", "v", "acme"] for p in sorted(photos.rglob("*.*"))])
+    r = embed("build", m, "--store", tmp_path / "s.h5", "--encoder", "test:tiny", "--precision", "fp32", "--workers", 0)
+    assert r.exit_code == 0, r.output
+    assert "metadata column(s) 'a=b', 'uri' are kept but --where cannot select on them" in r.output
+    assert "(e.g. --where brand=...)" in r.output
+    listed = json.loads(embed("ls", tmp_path / "s.h5", "--json").stdout)
+    assert listed[0]["meta"] == {"a=b": "v", "brand": "acme", "uri": "http://x/1"}

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SourceError
+from ..sources.items import metadata_string
 
 EMB_DIRS = ("emb", "img_emb", "text_emb")
 ID_COLUMNS = ("id", "image_path", "url", "path", "key")
@@ -75,6 +76,11 @@ def _read_part(emb: Path, meta: Path | None, chunk: int = 65536):
         yield cols, X
 
 
+def _first(cols: dict, names) -> str | None:
+    """The first of `names` that is a column (the one `_pick` takes)."""
+    return next((c for c in names if c in cols), None)
+
+
 def _pick(cols: dict, names, n: int, default=None):
     for c in names:
         if c in cols:
@@ -126,7 +132,12 @@ def import_folder(src: str | Path, store: str | Path, name: str | None = None, p
                 seen_ids.update(ids)
                 uris, labels, splits = _pick(cols, URI_COLUMNS, m), _pick(cols, ("label",), m), _pick(cols, ("split",), m)
                 texts = _pick(cols, ("text", "caption"), m)
-                metas = [_meta_json(v, emb.name) for v in _pick(cols, ("meta",), m)]  # as `embed export` writes it
+                if "meta" in cols:  # as `embed export` writes it
+                    metas = [_meta_json(v, emb.name) for v in _pick(cols, ("meta",), m)]
+                else:  # another tool's columns (clip-retrieval's caption, url, ...): each one not used above is metadata
+                    used = {_first(cols, ID_COLUMNS), _first(cols, URI_COLUMNS), "label", "split", _first(cols, ("text", "caption"))}
+                    extra = [c for c in cols if c not in used]
+                    metas = [metadata_string({c: cols[c][i] for c in extra}) or "" for i in range(m)]
                 V = np.asarray(X, dtype=dtype)
                 shas = [hashlib.sha256(v.tobytes()).hexdigest() for v in V]
                 items = ItemRows()
@@ -151,6 +162,4 @@ def _meta_json(v, part: str) -> str:
     if not isinstance(d, dict):
         raise SourceError(f"{part}: a 'meta' cell is not a JSON object ({str(v)[:60]!r}); it holds item metadata as "
                           "`embed export` writes it: fix or drop that column")
-    from ..sources.items import metadata_string
-
     return metadata_string(d) or ""

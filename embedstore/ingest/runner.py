@@ -226,6 +226,12 @@ def build(
             threads_before = torch.get_num_threads()
             torch.set_num_threads(threads)
         notes: list[str] = []
+        from ..store.select import unfilterable
+
+        odd = [c for c in (layout_found or {}).get("metadata_columns", []) if unfilterable(c)]
+        if odd:
+            notes.append(f"metadata column(s) {', '.join(repr(c) for c in odd)} are kept but --where cannot select on them "
+                         "(named like a built-in key, or holding one of = , | < > ! \\); rename them in the source to filter on them")
         t_model = time.perf_counter()
         if like is not None:
             svc = EmbeddingService.from_provenance(like, weights, dev, prec, error=BuildError, accel="none" if cluster else accel)

@@ -92,14 +92,9 @@ def resolve(ctx, ids: list[str], what: str) -> np.ndarray:
 
 
 def hit_dicts(rows, positions: np.ndarray, scores: np.ndarray) -> list[dict]:
-    out = []
-    for r, (j, s) in enumerate(zip(positions, scores)):
-        h = {"rank": r + 1, "id": str(rows.ids[j]), "uri": str(rows.uris[j]), "label": str(rows.labels[j]),
-             "split": str(rows.splits[j]), "score": float(s)}
-        if rows.texts is not None and rows.texts[j]:
-            h["text"] = str(rows.texts[j])
-        out.append(h)
-    return out
+    from ..search.query import row_hit
+
+    return [row_hit(rows, j, r + 1, s) for r, (j, s) in enumerate(zip(positions, scores))]
 
 
 def recommend_in(ctx, like, dislike=None, k: int = 10, where: str | None = None, diversity: float = 0.0,

@@ -235,15 +235,22 @@ class SearchContext:
         plan["exact"] = bool(exact or snap.search.index is None or "exact" in plan.get("method", ""))
         out = []
         for D, R in zip(res.D, res.R):
-            hits = [{"rank": r + 1, "id": str(rows.ids[j]), "uri": str(rows.uris[j]), "label": str(rows.labels[j]),
-                     "split": str(rows.splits[j]), "score": float(d)} for r, (d, j) in enumerate(zip(D, R)) if j >= 0]
-            for h, j in zip(hits, [j for j in R if j >= 0]):
-                if rows.texts is not None and rows.texts[j]:
-                    h["text"] = str(rows.texts[j])
-                if rows.metas[j]:  # a manifest's other columns, as --where sees them
-                    h["meta"] = json.loads(rows.metas[j])
-            out.append(hits)
+            out.append([row_hit(rows, j, r + 1, d) for r, (d, j) in enumerate((d, j) for d, j in zip(D, R) if j >= 0)])
         return out, plan, ms
+
+
+def row_hit(rows, j: int, rank: int | None = None, score: float | None = None) -> dict:
+    """One row as every door shows it: rank, id, uri, label, split, score, and its text and
+    metadata (a manifest's other columns, as --where sees them) when it has them."""
+    h = {"rank": rank, "id": str(rows.ids[j]), "uri": str(rows.uris[j]), "label": str(rows.labels[j]),
+         "split": str(rows.splits[j]), "score": None if score is None else float(score)}
+    if rank is None:
+        del h["rank"], h["score"]
+    if rows.texts is not None and rows.texts[j]:
+        h["text"] = str(rows.texts[j])
+    if rows.metas[j]:
+        h["meta"] = json.loads(rows.metas[j])
+    return h
 
 
 def _query_by_file(path: Path, dim: int) -> np.ndarray:

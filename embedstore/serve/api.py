@@ -187,10 +187,10 @@ class Api:
 
     def item(self, item_id: str) -> dict:
         r, rows = self._row(item_id), self.ctx.rows
-        out = {"id": item_id, "label": str(rows.labels[r]), "split": str(rows.splits[r]),
-               "file": str(rows.uris[r]).replace("\\", "/").rsplit("/", 1)[-1], "thumb": f"/api/thumb/{item_id}"}
-        if rows.texts is not None and rows.texts[r]:
-            out["text"] = str(rows.texts[r])
+        from ..search.query import row_hit
+
+        out = {k: v for k, v in row_hit(rows, r).items() if k != "uri"}  # the server never shows file paths
+        out.update(id=item_id, file=str(rows.uris[r]).replace("\\", "/").rsplit("/", 1)[-1], thumb=f"/api/thumb/{item_id}")
         return out
 
     def thumb(self, item_id: str, query) -> bytes:

@@ -105,23 +105,49 @@ def metadata_json(row: dict, own: tuple[str, ...]) -> str | None:
     """A manifest row's other columns (those not in `own`: path/text, label, split, id) as canonical
     JSON of strings, empty cells left out; None when there are none. Stored with the item, so
     `--where brand=acme` selects on them and exports carry them."""
-    meta = {}
-    for k, v in row.items():
-        if k is None or k in own or k.startswith("__"):
-            continue
-        s = "" if v is None else str(v).strip()
-        if s:
-            meta[str(k).strip()] = s
+    meta = {str(k).strip(): v for k, v in row.items() if k is not None and k not in own and not k.startswith("__")}
     return metadata_string(meta)
 
 
 def metadata_string(meta: dict) -> str | None:
     """Item metadata in the one form the store keeps and compares: canonical JSON of strings (keys
-    sorted, no spaces), None when empty."""
+    sorted, no spaces, keys and values in Unicode NFC form as `--where` reads them), None when
+    empty. Typed values (Parquet) become the text a person would write: true / false, a float32's
+    shortest digits (0.1, not 0.10000000149011612), lists and maps as JSON; null and NaN are no value."""
     import json
+    import unicodedata
 
-    clean = {str(k): str(v) for k, v in meta.items() if v is not None and str(v) != ""}
+    clean = {}
+    for k, v in meta.items():
+        v = _metadata_text(v)
+        if v is not None and v != "":
+            clean[unicodedata.normalize("NFC", str(k).strip())] = unicodedata.normalize("NFC", v)
     return json.dumps(clean, sort_keys=True, ensure_ascii=False, separators=(",", ":")) if clean else None
+
+
+def _metadata_text(v) -> str | None:
+    import json
+    import math
+
+    if v is None:
+        return None
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        if math.isnan(v):
+            return None
+        import numpy as np
+
+        f32 = np.float32(v)  # a float32 column arrives as the float64 nearest it: keep its own shortest digits
+        return str(f32) if math.isfinite(v) and float(f32) == v and len(str(f32)) < len(repr(v)) else repr(v)
+    if isinstance(v, bytes):
+        try:
+            return v.decode("utf-8")
+        except UnicodeDecodeError:
+            return v.hex()
+    if isinstance(v, (list, tuple, dict)):
+        return json.dumps(v, ensure_ascii=False, sort_keys=True, default=str)
+    return str(v).strip()
 
 
 def modified_time(uri: str) -> float | None:

@@ -14,10 +14,12 @@ OWN = ("path",) + OPTIONAL  # every other column is item metadata (`--where bran
 
 def _read_rows(path: Path) -> tuple[list[str], list[dict]]:
     if path.suffix.lower() == ".csv":
+        csv.field_size_limit(1 << 30)  # long cells (a review, a JSON blob) are data, not damage; the default is 128 KB
         try:
             # undecodable bytes survive as surrogates: in 'path' they name a file, elsewhere the row is quarantined
             with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
                 reader = csv.DictReader(f)
+                _unique_columns(path, reader.fieldnames or [])
                 rows = list(reader)
                 return list(reader.fieldnames or []), rows
         except (UnicodeDecodeError, csv.Error) as e:
@@ -28,7 +30,18 @@ def _read_rows(path: Path) -> tuple[list[str], list[dict]]:
         table = pq.read_table(path)
     except Exception as e:  # noqa: BLE001 - pyarrow raises several types for bad files
         raise SourceError(f"manifest {path} is not a readable Parquet file: {str(e).splitlines()[0][:200]}") from e
+    _unique_columns(path, table.column_names)
     return table.column_names, table.to_pylist()
+
+
+def _unique_columns(path: Path, names) -> None:
+    """Refuse a header that names a column twice: a row would keep only one of the two values."""
+    seen = set()
+    for n in names:
+        key = (n or "").strip()
+        if key in seen:
+            raise SourceError(f"{path} has the column '{key}' twice; rename one (each row would keep only one of its values)")
+        seen.add(key)
 
 
 def _clean(v) -> str | None:

@@ -28,6 +28,15 @@ _OPS = (">=", "<=", "!=", ">", "<")  # besides "=": a filter key "year>=" holds 
 _PART = re.compile(r"\s*([^=<>!]*?)\s*(>=|<=|!=|=|>|<)\s*(.*?)\s*$", re.S)
 
 
+def _split_unescaped(text: str, sep: str) -> list[str]:
+    """`text` cut at each `sep` not preceded by a backslash (the pieces keep their escapes)."""
+    return re.split(r"(?<!\\)" + re.escape(sep), text)
+
+
+def _unescape(v: str) -> str:
+    return re.sub(r"\\(.)", r"\1", v)
+
+
 def parse_filter(text: str | None) -> dict[str, list[str]]:
     """'split=train,label=good|ok' -> {'split': ['train'], 'label': ['good', 'ok']}: AND across keys,
     OR within one. Keys label and split match exactly; id, uri and metadata columns also take
@@ -36,11 +45,14 @@ def parse_filter(text: str | None) -> dict[str, list[str]]:
     `key!=a|b` keeps rows whose value is neither (or who have none); `key>=v`, `>`, `<=`, `<` keep
     rows whose value is in range: compared as numbers when the bound is a number (values that are
     not numbers are left out), else as text (so ISO dates compare in time order); rows without a
-    value are left out. They are returned under
-    the key with its operator ('year>=': ['2020']).
+    value are left out. They are returned under the key with its operator ('year>=': ['2020']).
+    A backslash makes the next character plain: 'tag=a\\,b' matches the value "a,b".
+    Metadata keys and values are compared in Unicode NFC form, as the store keeps them.
     The one parser behind --where (search, ls, recommend, the server) and --fit-on (anomalies)."""
+    import unicodedata
+
     out: dict[str, list[str]] = {}
-    for part in (text or "").split(","):
+    for part in _split_unescaped(text or "", ","):
         if not part.strip():
             continue
         m = _PART.fullmatch(part)
@@ -48,13 +60,30 @@ def parse_filter(text: str | None) -> dict[str, list[str]]:
             raise OptionError(f"filter '{part.strip()}' must look like key=value (keys: {', '.join(FILTER_KEYS)} or a metadata "
                               "column of the manifest; also !=, >=, >, <=, <), e.g. label=cat|dog,split=test,year>=2020")
         k, op, v = m.groups()
-        if op in (">=", "<=", ">", "<") and ("|" in v or not v):
-            raise OptionError(f"filter '{part.strip()}': {op} takes one value, e.g. {k}{op}2020")
+        k = unicodedata.normalize("NFC", _unescape(k))
+        shown = part.strip()
+        if op in ("=", "!=") and v[:1] in ("<", ">", "=", "!"):
+            raise OptionError(f"filter '{shown}': did you mean {k}{v[0]}{'=' if v[1:2] != '=' else ''}{v.lstrip('<>=!')}? "
+                              f"(to match a value that starts with '{v[0]}', write {k}{op}\\{v})")
+        if not v and op in (">=", "<=", ">", "<"):
+            raise OptionError(f"filter '{shown}': {op} takes one value, e.g. {k}{op}2020")
+        if not v:
+            raise OptionError(f"filter '{shown}' has no value; to select items that have no {k}, use {k}!=*")
+        values = [unicodedata.normalize("NFC", _unescape(x)) for x in _split_unescaped(v, "|")]
+        if op in (">=", "<=", ">", "<") and len(values) > 1:
+            raise OptionError(f"filter '{shown}': {op} takes one value, e.g. {k}{op}2020")
         key = k if op == "=" else k + op
-        if op in (">=", "<=", ">", "<") and key in out:
-            raise OptionError(f"filter '{part.strip()}': {k}{op} is given twice")
-        out.setdefault(key, []).extend(x for x in v.split("|") if x not in out.get(key, []))
+        if key in out:
+            either = f"; for either value write {k}={'|'.join(out[key] + values)}" if op == "=" else ""
+            raise OptionError(f"filter '{shown}': {k}{op} is given twice (filters are ANDed){either}")
+        out[key] = list(dict.fromkeys(values))
     return out
+
+
+def unfilterable(column: str) -> bool:
+    """A metadata column `--where` cannot name: one named like a built-in key (that key wins), or
+    empty, or holding a character the filter syntax uses."""
+    return column in FILTER_KEYS or not column.strip() or any(ch in column for ch in "=,|<>!\\")
 
 
 def filter_key(key: str) -> tuple[str, str]:
