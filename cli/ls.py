@@ -28,5 +28,6 @@ def register(app: typer.Typer) -> None:
             emit_json(items)
             return
         for it in items:
-            meta = ",".join(f"{k}={v}" for k, v in it["meta"].items()) or "-"
+            esc = lambda t: str(t).replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")  # noqa: E731 - one line an item
+            meta = ",".join(f"{esc(k)}={esc(v)}" for k, v in it["meta"].items()) or "-"
             say("\t".join([it["id"], it["label"] or "-", it["split"] or "-", it["status"], meta]) if long else it["id"])

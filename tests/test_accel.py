@@ -225,3 +225,28 @@ def test_build_json_reports_the_accelerator(tmp_path, monkeypatch):
     r = embed("build", photos, "--store", tmp_path / "n.h5", "--accel", "none", *args)  # auto without openvino: bf16
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["precision"] == "bf16"
+
+
+def test_a_bf16_set_stays_bf16_when_its_catalog_is_unreadable(tmp_path, monkeypatch):
+    """`auto` reads the set's precision from its shards when the catalog cannot answer (gone, or
+    damaged and about to be rebuilt): it never adds fp32 vectors to a set built at bf16."""
+    from embedstore.datasets import write_digits
+    from embedstore.embedding import device
+    from embedstore.store.shards import list_shards
+
+    monkeypatch.delenv("EMBEDSTORE_CPU_BF16", raising=False)
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: True)
+    photos = write_digits(tmp_path / "digits", per_class=1)
+    args = ("--encoder", "test:tiny", "--workers", "0", "--json", "-q")
+    assert embed("build", photos, "--store", tmp_path / "s.h5", "--precision", "bf16", *args).exit_code == 0
+    write_digits(tmp_path / "digits", per_class=2)
+    (tmp_path / "s.h5").write_bytes(b"not a catalog" * 100)  # damaged: the writer rebuilds it from the shards
+    folder = next((tmp_path / "s.h5.d" / "shards").iterdir())
+    r = embed("build", photos, "--store", tmp_path / "s.h5", *args)
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.output)
+    assert rep["precision"] == "bf16" and rep["accel"] == "none" and "built at bf16" in rep["precision_reason"]
+    import h5py
+
+    precs = {str(h5py.File(folder / n, "r").attrs["precision"]) for n in list_shards(folder)}
+    assert precs == {"bf16"}

@@ -383,3 +383,56 @@ def test_columns_that_where_cannot_name_are_kept_and_said(tmp_path):
     assert "(e.g. --where brand=...)" in r.output
     listed = json.loads(embed("ls", tmp_path / "s.h5", "--json").stdout)
     assert listed[0]["meta"] == {"a=b": "v", "brand": "acme", "uri": "http://x/1"}
+
+
+def test_a_build_from_a_source_without_metadata_keeps_the_stores(built, tmp_path):
+    """The item table is shared by every vector set: building the same files for another set from a
+    plain manifest (as a fine-tune re-embeds) or a folder must not erase what a manifest brought."""
+    from conftest import copy_store
+
+    store, files = built
+    work = copy_store(store, tmp_path / "c.h5")
+    plain = store.parent / "plain.csv"
+    with open(plain, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "label"])
+        w.writerows([[str(p), p.parts[1]] for p in files])
+    before = _meta_of(work)[1]
+    r = embed("build", plain, "--store", work, "--encoder", "test:tiny", "--precision", "fp32", "--workers", 0,
+              "--normalize", "none")  # another vector set over the same items
+    assert r.exit_code == 0, r.output
+    assert _meta_of(work)[1] == before
+    r = embed("ls", work, "--where", "brand=acme", "--json")
+    assert r.exit_code == 0 and len(json.loads(r.stdout)) == sum(m["brand"] == "acme" for m in before)
+
+
+def test_label_and_split_match_exactly_without_globs(tmp_path):
+    from embedstore.store.select import column_mask, parse_filter
+
+    cols = {"label": np.array(["[unk]", "u", "what?", "whatX"], dtype=object), "split": np.full(4, "", dtype=object),
+            "id": np.array(list("abcd"), dtype=object), "uri": np.array(list("abcd"), dtype=object)}
+    assert column_mask(cols, parse_filter("label=[unk]")).tolist() == [True, False, False, False]
+    assert column_mask(cols, parse_filter("label=what?")).tolist() == [False, False, True, False]
+    assert column_mask(cols, parse_filter("id=[ab]")).tolist() == [True, True, False, False]  # ids still glob
+
+
+def test_a_schema_3_catalog_missing_the_metadata_checksum_is_damage(built, tmp_path):
+    import h5py
+
+    from conftest import copy_store
+    from embedstore.errors import DamagedStoreError
+    from embedstore.store import open_store
+
+    store, _ = built
+    work = copy_store(store, tmp_path / "c.h5")
+    with open_store(work, mode="a") as st:  # the copy's catalog points at the old name: rebuild it
+        st.refresh(index=False)
+    with h5py.File(work, "r+") as f:
+        for g in f["vectors"].values():
+            d = g["row_sha256"][()]
+            del g["row_sha256"]
+            g.create_dataset("row_sha256", data=np.concatenate([d[:, :6], d[:, 7:]], axis=1))
+    with open_store(work) as st:
+        with pytest.raises(DamagedStoreError, match="row tables"):
+            list(st.rows(st.select_set().name).metas)
+    assert embed("verify", work).exit_code == 1

@@ -54,7 +54,8 @@ def openvino_installed() -> bool:
 def resolve_accel(asked: str, device, modality: str, precision: str) -> tuple[str, str]:
     """The accelerator to use ("openvino" or "none") and why (said in the build summary).
     OpenVINO runs image encoders on CPU at fp32 only; "auto" takes it where that holds and it is
-    installed, so a bf16 or GPU build is never changed by it."""
+    installed (and `--precision auto` resolves to fp32 then: EmbeddingService); an explicit bf16
+    build, a set built at bf16 and a GPU build run eager."""
     check_accel(asked)
     if asked == "none":
         return "none", "asked for"

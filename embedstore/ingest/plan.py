@@ -32,11 +32,19 @@ def existing_items(items: dict) -> dict[str, dict]:
     return {row[0]: dict(zip(cols, row)) for row in zip(*(items[c] for c in cols))}
 
 
-def make_plan(source_items: list[Item], stored: dict[str, dict], live_ids: set[str]) -> Plan:
+def make_plan(source_items: list[Item], stored: dict[str, dict], live_ids: set[str], has_metadata: bool = True) -> Plan:
+    """What to do with each item. A source without metadata columns (`has_metadata` False: a folder,
+    a manifest of path/label/split/id only, such as the one a fine-tune re-embeds from) keeps the
+    metadata the store holds for its items: the item table is shared by every vector set, and a
+    rebuild for another encoder must not erase what a manifest brought."""
+    import dataclasses
+
     plan = Plan()
     from .texts import text_fingerprint
 
     for it in source_items:
+        if not has_metadata and it.meta is None and (stored.get(it.id) or {}).get("meta"):
+            it = dataclasses.replace(it, meta=stored[it.id]["meta"])
         if it.text is not None or it.problem is not None:
             size, mtime = text_fingerprint(it.text, it.problem)
         else:

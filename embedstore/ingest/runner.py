@@ -294,7 +294,8 @@ def build(
         report.accel, report.accel_reason = svc.accel, svc.accel_reason
         with open_store(store, mode="a", create=True) as st:
             plan = make_plan(src.items, existing_items(st.items()),
-                             st.live_ids(set_name) if any(v.name == set_name for v in st.vector_sets()) else set())
+                             st.live_ids(set_name) if any(v.name == set_name for v in st.vector_sets()) else set(),
+                             has_metadata=src.has_metadata)
             report.unchanged, report.previously_quarantined = plan.unchanged, plan.previously_quarantined
             writer = ShardWriter(st, set_name, set_attrs, {"device": str(dev), "precision": prec}, svc.dim, dtype,
                                  shard_rows=shard_rows, commit_seconds=commit_seconds)
@@ -339,29 +340,35 @@ def build(
 
 
 def _recorded_precision(store, svc: EmbeddingService) -> str | None:
-    """The precision the store's vector set for `svc` was built at, if it exists and records one
-    (from its shards when the catalog file is gone: the next writer rebuilds the catalog from them)."""
-    if not Path(store).exists():
-        from ..store.schema import sidecar_dir
-        from ..store.shards import list_shards
+    """The precision the store's vector set for `svc` was built at, if it exists and records one:
+    from the catalog, else from its shards (a catalog that is gone or unreadable is rebuilt from them
+    by the writer, and sets built before `build_precision` existed record each shard's `precision`).
+    Every shard is tried until one answers: a damaged one is moved aside by the writer later."""
+    from ..store.schema import sidecar_dir
+    from ..store.shards import list_shards
 
-        folder = sidecar_dir(store) / "shards" / svc.set_name
-        for name in list_shards(folder)[:1]:
-            try:
-                import h5py
+    if Path(store).exists():
+        try:
+            with open_store(store) as st:
+                vs = st.find_set(svc.provenance)
+                if vs is not None and vs.attrs.get(BUILD_PRECISION):
+                    return str(vs.attrs.get(BUILD_PRECISION))
+        except StoreError:  # a store only a writer can open (e.g. to repair after a kill): ask its shards
+            pass
+    folder = sidecar_dir(store) / "shards" / svc.set_name
+    for name in list_shards(folder):
+        try:
+            import h5py
 
-                with h5py.File(folder / name, "r") as f:
-                    v = f.attrs.get(BUILD_PRECISION)
-                return (v.decode() if isinstance(v, bytes) else str(v)) if v is not None else None
-            except (OSError, KeyError):  # a damaged shard: the build's own open moves it aside
-                return None
-        return None
-    try:
-        with open_store(store) as st:
-            vs = st.find_set(svc.provenance)
-            return str(vs.attrs.get(BUILD_PRECISION)) if vs is not None and vs.attrs.get(BUILD_PRECISION) else None
-    except StoreError:  # a store only a writer can open (e.g. to repair after a kill): the build's own open says
-        return None
+            with h5py.File(folder / name, "r") as f:
+                for key in (BUILD_PRECISION, "precision"):
+                    v = f.attrs.get(key)
+                    v = v.decode() if isinstance(v, bytes) else (None if v is None else str(v))
+                    if v in ("fp32", "bf16", "fp16"):
+                        return v
+        except Exception:  # noqa: BLE001 - any unreadable shard: try the next (the writer moves it aside)
+            continue
+    return None
 
 
 def _torch_device(name: str):

@@ -2,7 +2,7 @@
 
 'label=cat|dog,split=test' (AND across keys, OR within one), plus `id` and `uri` with shell globs
 ('id=cat/*', 'uri=/data/2024/*.jpg'), and any metadata column a manifest brought ('brand=acme',
-globs too). Keys label and split match exactly, as everywhere else."""
+globs too), with != and ranges (year>=2020). Keys label and split match exactly, as everywhere else."""
 
 from __future__ import annotations
 

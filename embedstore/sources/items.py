@@ -75,6 +75,9 @@ class Source:
     skipped: dict[str, list[str]] = field(default_factory=dict)  # reason -> example paths
     has_labels: bool = False
     has_splits: bool = False
+    # whether the source speaks about item metadata (a manifest or table with other columns); when it
+    # does not (a folder, a plain manifest), a rebuild keeps what the store holds instead of erasing it
+    has_metadata: bool = False
     layout: str = ""  # how it was read: classes | splits | flat (folders), manifest, text
     layout_from: str = ""  # what decided the layout, e.g. "folder names (--layout auto)"
 

@@ -119,6 +119,5 @@ def read_manifest(path: Path) -> Source:
         items=items,
         has_labels="label" in columns,
         has_splits="split" in columns,
-        layout="manifest",
-        layout_from=f"the columns of {path.name}",
+        has_metadata=any(c not in OWN for c in columns),
     )

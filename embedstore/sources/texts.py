@@ -31,7 +31,8 @@ def _text_item(path: Path, n: int, raw, label=None, split=None, item_id=None, wh
                 split=sp.lower() if sp else None, text=text, problem=problem, meta=meta)
 
 
-def _finish(path: Path, items: list[Item], empty: list[str], has_labels: bool, has_splits: bool) -> Source:
+def _finish(path: Path, items: list[Item], empty: list[str], has_labels: bool, has_splits: bool,
+            has_metadata: bool = False) -> Source:
     seen: dict[str, str] = {}
     for it in items:
         if it.id in seen:
@@ -41,7 +42,7 @@ def _finish(path: Path, items: list[Item], empty: list[str], has_labels: bool, h
         raise SourceError(f"text source {path} has no non-empty texts")
     skipped = {"empty line": empty} if empty else {}
     return Source(path=str(path), kind="text", items=items, skipped=skipped, has_labels=has_labels, has_splits=has_splits,
-                  layout="text", layout_from=f"the lines of {path.name}" if path.suffix.lower() == ".txt" else f"the columns of {path.name}")
+                  has_metadata=has_metadata)
 
 
 def read_text_lines(path: Path) -> Source:
@@ -72,7 +73,8 @@ def read_text_table(path: Path, rows: list[dict], columns: list[str], where: str
             empty.append(f"{path.name}#{where}{n}")
         else:
             items.append(it)
-    return _finish(path, items, empty, "label" in columns, "split" in columns)
+    return _finish(path, items, empty, "label" in columns, "split" in columns,
+                   any(c not in ("text", "label", "split", "id") and not c.startswith("__") for c in columns))
 
 
 def read_jsonl(path: Path) -> Source:

@@ -25,7 +25,18 @@ _GLOB_CHARS = "*?["
 
 
 _OPS = (">=", "<=", "!=", ">", "<")  # besides "=": a filter key "year>=" holds the bound of `year >= bound`
-_PART = re.compile(r"\s*([^=<>!]*?)\s*(>=|<=|!=|=|>|<)\s*(.*?)\s*$", re.S)
+
+
+def _split_part(part: str) -> tuple[str, str, str] | None:
+    """'year >= 2020' -> ('year', '>=', '2020'): the key up to the first of = < > !, in one pass (no
+    backtracking: a server query string of any length parses in linear time). None when malformed."""
+    at = next((i for i, ch in enumerate(part) if ch in "=<>!"), -1)
+    if at < 0:
+        return None
+    op = next((o for o in (">=", "<=", "!=", "=", ">", "<") if part.startswith(o, at)), None)
+    if op is None:  # a lone "!"
+        return None
+    return part[:at].strip(), op, part[at + len(op):].strip()
 
 
 def _split_unescaped(text: str, sep: str) -> list[str]:
@@ -39,7 +50,7 @@ def _unescape(v: str) -> str:
 
 def parse_filter(text: str | None) -> dict[str, list[str]]:
     """'split=train,label=good|ok' -> {'split': ['train'], 'label': ['good', 'ok']}: AND across keys,
-    OR within one. Keys label and split match exactly; id, uri and metadata columns also take
+    OR within one. Keys label and split match exactly (no globs); id, uri and metadata columns take
     shell globs ('id=cat/*', 'brand=acme*'). Any key other than label, split, id and uri is a
     metadata column, checked against the store's when the filter is applied (`column_mask`).
     `key!=a|b` keeps rows whose value is neither (or who have none); `key>=v`, `>`, `<=`, `<` keep
@@ -55,13 +66,15 @@ def parse_filter(text: str | None) -> dict[str, list[str]]:
     for part in _split_unescaped(text or "", ","):
         if not part.strip():
             continue
-        m = _PART.fullmatch(part)
-        if m is None or not m.group(1):
-            raise OptionError(f"filter '{part.strip()}' must look like key=value (keys: {', '.join(FILTER_KEYS)} or a metadata "
+        shown = " ".join(part.split())[:200]  # one line, whatever was typed
+        got = _split_part(part)
+        if got is None or not got[0]:
+            raise OptionError(f"filter '{shown}' must look like key=value (keys: {', '.join(FILTER_KEYS)} or a metadata "
                               "column of the manifest; also !=, >=, >, <=, <), e.g. label=cat|dog,split=test,year>=2020")
-        k, op, v = m.groups()
+        k, op, v = got
         k = unicodedata.normalize("NFC", _unescape(k))
-        shown = part.strip()
+        if op in (">", "<") and v[:1] in ("<", ">"):
+            raise OptionError(f"filter '{shown}': {op}{v[0]} is not an operator; use =, !=, >=, >, <= or <")
         if op in ("=", "!=") and v[:1] in ("<", ">", "=", "!"):
             raise OptionError(f"filter '{shown}': did you mean {k}{v[0]}{'=' if v[1:2] != '=' else ''}{v.lstrip('<>=!')}? "
                               f"(to match a value that starts with '{v[0]}', write {k}{op}\\{v})")
@@ -102,16 +115,22 @@ def metadata_values(metas, key: str) -> np.ndarray:
     metas = np.asarray(metas, dtype=object)
     if len(metas) == 0:
         return np.zeros(0, dtype=object)
-    uniq, inv = np.unique(metas.astype(str), return_inverse=True)
-    vals = np.array([json.loads(m).get(key) if m else None for m in uniq], dtype=object)
-    return vals[inv]
+    parsed: dict = {}  # each distinct string parsed once; no fixed-width copy of the column
+    out = np.empty(len(metas), dtype=object)
+    for i, m in enumerate(metas):
+        m = m.decode("utf-8") if isinstance(m, bytes) else m
+        if m not in parsed:
+            parsed[m] = json.loads(m).get(key) if m else None
+        out[i] = parsed[m]
+    return out
 
 
 def metadata_keys(metas) -> list[str]:
     """The metadata columns any of the rows has."""
     import json
 
-    return sorted({k for m in np.unique(np.asarray(metas, dtype=object).astype(str)) if m for k in json.loads(m)})
+    distinct = {m.decode("utf-8") if isinstance(m, bytes) else m for m in metas}
+    return sorted({k for m in distinct if m for k in json.loads(m)})
 
 
 def _glob_mask(col, values) -> np.ndarray:
@@ -130,7 +149,8 @@ def column_mask(columns: dict, flt: dict[str, list[str]]) -> np.ndarray:
     m = np.ones(n, dtype=bool)
     for key, values in flt.items():
         k, op = filter_key(key)
-        globbing = op in ("=", "!=") and any(ch in v for v in values for ch in _GLOB_CHARS)
+        # label and split match exactly (a label may be "[unk]"); id, uri and metadata take globs
+        globbing = op in ("=", "!=") and k not in ("label", "split") and any(ch in v for v in values for ch in _GLOB_CHARS)
         if k in FILTER_KEYS:
             col = np.asarray(columns[k], dtype=object)
             col = np.where(col == "", None, col) if k in ("label", "split") else col  # "" is no label / split
@@ -143,7 +163,9 @@ def column_mask(columns: dict, flt: dict[str, list[str]]) -> np.ndarray:
                     f" or a metadata column of this store ({', '.join(have)})" if have else
                     " (this store has no metadata columns: a manifest's other columns become them, e.g. brand=acme)"))
         if op in ("=", "!="):
-            hit = _glob_mask(col, values) if globbing else np.isin(col.astype(str), values) & (col != None)  # noqa: E711
+            wanted = set(values)  # set membership: no fixed-width copy of the column (one long value would size every row)
+            hit = _glob_mask(col, values) if globbing else np.fromiter((x is not None and str(x) in wanted for x in col),
+                                                                       dtype=bool, count=len(col))
             m &= hit if op == "=" else ~hit
         else:
             m &= _range_mask(col, op, values[0])
@@ -170,6 +192,8 @@ def _range_mask(col, op: str, bound: str) -> np.ndarray:
 
 
 def _number(x) -> float | None:
+    if isinstance(x, str) and "_" in x:  # float() reads "1_000" as 1000; a value of text is text
+        return None
     try:
         v = float(x)
     except (TypeError, ValueError):
