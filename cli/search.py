@@ -12,6 +12,7 @@ EPILOG = (
     "Examples:\n\n"
     "  embed search photos.h5 --image query.jpg -k 10\n\n"
     "  embed search photos.h5 --id cat/img_00042.jpg -k 10 --where label=cat\n\n"
+    "  embed search products.h5 --id shoe_17 --where 'brand=acme*,price<100'   # a manifest's other columns\n\n"
     "  embed search photos.h5 --text \"a red car\" -k 10          # stores built with a CLIP encoder\n\n"
     "  embed search photos.h5 --vector-file q.npy --exact --json\n\n"
     "  embed search photos.h5 --queries queries/ --out hits.parquet      # a folder of images, .txt of texts or CSV of ids\n\n"
