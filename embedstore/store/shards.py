@@ -45,6 +45,9 @@ def _escapable(s: str) -> bool:
         return False
 
 
+REPEATING_COLUMNS = ("label", "split", "status", "reason", "meta")  # few distinct values over many rows
+
+
 def items_digest(cols: dict) -> str:
     """sha256 of a shard's item columns as stored (strings NUL-separated, integers little-endian int64)."""
     h = hashlib.sha256()
@@ -178,6 +181,9 @@ def read_shard_meta(path: Path) -> ShardMeta:
         g = f["items"]
         n = len(g["id"])
         items = {c: g[c].asstr()[()] if c in g else np.full(n, "", dtype=object) for c in ITEM_STR_COLUMNS}
+        for c in REPEATING_COLUMNS:  # one object per distinct value: the catalog refresh holds every shard's columns
+            seen: dict = {}
+            items[c] = np.array([seen.setdefault(v, v) for v in items[c]], dtype=object).reshape(n)
         items.update({c: g[c][()] for c in ITEM_INT_COLUMNS})
         n, d = f["vectors"].shape
         return ShardMeta(
