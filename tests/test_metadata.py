@@ -436,3 +436,18 @@ def test_a_schema_3_catalog_missing_the_metadata_checksum_is_damage(built, tmp_p
         with pytest.raises(DamagedStoreError, match="row tables"):
             list(st.rows(st.select_set().name).metas)
     assert embed("verify", work).exit_code == 1
+
+
+def test_import_refuses_a_meta_cell_that_is_not_a_json_object(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "x" / "emb").mkdir(parents=True)
+    (tmp_path / "x" / "metadata").mkdir()
+    np.save(tmp_path / "x" / "emb" / "0.npy", np.eye(3, 4, dtype=np.float32))
+    pq.write_table(pa.table({"id": ["a", "b", "c"], "meta": ['{"brand":"acme"}', "[1, 2]", ""]}),
+                   tmp_path / "x" / "metadata" / "0.parquet")
+    r = embed("import", tmp_path / "x", "--store", tmp_path / "i.h5")
+    errors = [x for x in r.output.splitlines() if x.startswith("error:")]  # (the rest is the progress bar)
+    assert r.exit_code != 0 and len(errors) == 1 and "'meta' cell is not a JSON object" in errors[0]
+    assert not (tmp_path / "i.h5").exists() or embed("verify", tmp_path / "i.h5").exit_code == 0
