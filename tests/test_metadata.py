@@ -158,6 +158,10 @@ def test_every_door_selects_on_metadata(built):
     assert all(h["meta"]["brand"] == "acme-pro" for h in recs)  # recommendations carry metadata as search hits do
     item = open_api(store).handle("GET", f"/api/items/{ids[0]}", {}).json()
     assert item["meta"] == metas[0] and "uri" not in item
+    # the server's errors name its own parameters, not the CLI's flags
+    r = open_api(store).handle("GET", "/api/search", {"id": ids[1], "k": "20", "where": "brand=zenith"})
+    assert r.status == 400 and "k=20 is larger" in r.json()["error"] and "where=brand=zenith" in r.json()["error"]
+    assert "--" not in r.json()["error"] and "-k" not in r.json()["error"]
 
 
 def test_an_unknown_key_is_refused_in_one_line_naming_the_columns_there_are(built, tmp_path):

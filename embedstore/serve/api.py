@@ -8,6 +8,7 @@ a server file path."""
 
 from __future__ import annotations
 
+import re
 import threading
 
 import numpy as np
@@ -18,6 +19,22 @@ from ..store.select import metadata_keys
 MAX_UPLOAD = 10 * 1024 * 1024
 MAX_K = 1000
 MAX_UPLOAD_PIXELS = 40_000_000
+
+
+# the CLI's flags in messages of the shared search / recommend code, and what follows when it is their value
+_CLI_FLAG = re.compile(r"(?<![\w-])(?:-(k) (?=\d)|--(where) (?=['\"]|[^\s;)]*=)|--(where|id|text|diversity|like|dislike|clusters|exact"
+                       r"|include-self)\b|-(k)\b)")
+
+
+def api_words(message: str) -> str:
+    """A message from the shared search / recommend code in the server's words: its query
+    parameters (k=5, where='...', 'like') rather than the CLI's flags (-k 5, --where '...', --like)."""
+    def name(m) -> str:
+        if m.group(1) or m.group(2):  # a flag and its value
+            return f"{m.group(1) or m.group(2)}="
+        return "'" + (m.group(3) or m.group(4)).replace("-", "_") + "'"
+
+    return _CLI_FLAG.sub(name, message)
 
 
 class ApiError(Exception):
@@ -96,7 +113,7 @@ class Api:
             else:
                 hits, exact, ms = self.ctx.run(Q, k, query.get("where") or None, exclude_id=exclude_id)
         except EmbedstoreError as e:
-            raise ApiError(400, str(e)) from None
+            raise ApiError(400, api_words(str(e))) from None
         for h in hits:
             h.pop("uri", None)  # file paths stay on the server; thumbnails go by id
         return {"hits": hits, "exact": exact, "ms": ms}
@@ -121,7 +138,7 @@ class Api:
                 with self._embed_lock:
                     Q = self.ctx.vector_for_text(text)
             except EmbedstoreError as e:
-                raise ApiError(400, str(e)) from None
+                raise ApiError(400, api_words(str(e))) from None
         return self._hits(Q, query)
 
     def search_post(self, query, content_type: str, data: bytes) -> dict:
@@ -165,7 +182,7 @@ class Api:
         try:
             r = recommend_in(self.ctx, like, dislike, k, query.get("where") or None, diversity, clusters)
         except EmbedstoreError as e:
-            raise ApiError(400, str(e)) from None
+            raise ApiError(400, api_words(str(e))) from None
         hits = [{k_: v for k_, v in h.items() if k_ != "uri"} for h in r.hits]  # file paths stay on the server
         return {"hits": hits, "exact": r.plan.get("exact", False), "ms": r.ms, "profiles": r.profiles, "liked": r.liked,
                 "disliked": r.disliked, "ignored": r.dropped, "diversity": r.diversity}
@@ -235,7 +252,7 @@ class Api:
                 try:
                     self._audit = (stamp, run_audit(self.ctx.store, vector_set=self.ctx.vs.name, progress=False))
                 except EmbedstoreError as e:
-                    raise ApiError(400, str(e)) from None
+                    raise ApiError(400, api_words(str(e))) from None
             return self._audit[1]
 
     def audit(self) -> dict:
