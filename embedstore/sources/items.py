@@ -86,14 +86,9 @@ class Source:
 
     def describe_layout(self) -> dict:
         """The layout and what it found: items per split and per label (in the build summary)."""
-        import json
-
         splits: dict[str, int] = {}
         labels: dict[str, int] = {}
-        metas: set[str] = set()
         for it in self.items:
-            if it.meta:
-                metas.add(it.meta)
             if it.split:
                 splits[it.split] = splits.get(it.split, 0) + 1
             if it.label:
@@ -101,7 +96,7 @@ class Source:
         splits = dict(sorted(splits.items(), key=lambda kv: (SPLIT_NAMES.get(kv[0].lower(), 3), kv[0])))
         return {"layout": self.layout, "from": self.layout_from, "split_counts": splits,
                 "label_counts": dict(sorted(labels.items())),
-                "metadata_columns": sorted({k for m in metas for k in json.loads(m)})}
+                "metadata_columns": metadata_keys(it.meta for it in self.items)}
 
 
 def metadata_json(row: dict, own: tuple[str, ...]) -> str | None:
@@ -126,6 +121,15 @@ def metadata_string(meta: dict) -> str | None:
         if v is not None and v != "":
             clean[unicodedata.normalize("NFC", str(k).strip())] = unicodedata.normalize("NFC", v)
     return json.dumps(clean, sort_keys=True, ensure_ascii=False, separators=(",", ":")) if clean else None
+
+
+def metadata_keys(metas) -> list[str]:
+    """The metadata columns any of `metas` (canonical-JSON strings or UTF-8 bytes; empty or None for
+    none) has: one parse per distinct string."""
+    import json
+
+    distinct = {m.decode("utf-8") if isinstance(m, bytes) else m for m in metas}
+    return sorted({k for m in distinct if m for k in json.loads(m)})
 
 
 def _metadata_text(v) -> str | None:

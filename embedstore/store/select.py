@@ -8,6 +8,7 @@ import re
 import numpy as np
 
 from ..errors import OptionError
+from ..sources.items import metadata_keys  # noqa: F401 - the one reader of the metadata form, used here and by callers
 
 
 def parse_bytes(text: str | int) -> int:
@@ -123,14 +124,6 @@ def metadata_values(metas, key: str) -> np.ndarray:
             parsed[m] = json.loads(m).get(key) if m else None
         out[i] = parsed[m]
     return out
-
-
-def metadata_keys(metas) -> list[str]:
-    """The metadata columns any of the rows has."""
-    import json
-
-    distinct = {m.decode("utf-8") if isinstance(m, bytes) else m for m in metas}
-    return sorted({k for m in distinct if m for k in json.loads(m)})
 
 
 def _glob_mask(col, values) -> np.ndarray:
