@@ -1,5 +1,5 @@
 """Numbered schema migrations: a store written in an earlier schema (1: no row tables; 2: no item
-metadata) is read as it is by readers and upgraded by the first writer, with nothing lost; a newer
+metadata; 3: no row text) is read as it is by readers and upgraded by the first writer, with nothing lost; a newer
 schema is refused in one line and never rewritten."""
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ def write_schema2_store(src, store, **build_kw):
         assert not any(f["items/meta"].asstr()[()])  # nothing is lost by dropping it
         del f["items/meta"]
         for g in f["vectors"].values():
+            del g["row_text"]
             d = g["row_sha256"][()]
             del g["row_sha256"]
             g.create_dataset("row_sha256", data=np.concatenate([d[:, :6], d[:, 7:]], axis=1))  # less meta's column
@@ -110,10 +111,10 @@ def test_the_first_writer_upgrades_with_nothing_lost(fixture_store, tmp_path):
         f.attrs["shard_dir"] = "w.h5.d/shards"
     with open_store(store, mode="a") as st:
         notes = list(st.notes)
-    assert _schema(store) == SCHEMA_VERSION == 3
-    assert notes == ["upgraded the catalog w.h5 from schema 1 to 3 (15 items, 15 rows; nothing lost)"]
+    assert _schema(store) == SCHEMA_VERSION == 4
+    assert notes == ["upgraded the catalog w.h5 from schema 1 to 4 (15 items, 15 rows; nothing lost)"]
     with h5py.File(store, "r") as f:
-        assert all({"item_row", "row_sha256"} <= set(g) for g in f["vectors"].values())
+        assert all({"item_row", "row_sha256", "row_text"} <= set(g) for g in f["vectors"].values())
     _same(_content(store), want)
     assert embed("verify", store).exit_code == 0
     with open_store(store, mode="a") as st:  # once upgraded, a writer has nothing to do
@@ -129,8 +130,8 @@ def test_a_build_on_a_schema_1_store_upgrades_it_and_adds_rows(fixture_store, tm
     r = embed("build", photos, "--store", store, "--encoder", "test:tiny", "--precision", "fp32", "--workers", 0, "--json")
     assert r.exit_code == 0, r.output
     rep = json.loads(r.stdout)
-    assert rep["encoded"] == 0 and any("schema 1 to 3" in n for n in rep["notes"])  # nothing re-embedded
-    assert _schema(store) == 3
+    assert rep["encoded"] == 0 and any("schema 1 to 4" in n for n in rep["notes"])  # nothing re-embedded
+    assert _schema(store) == 4
     _same(_content(store), want)
 
 
@@ -190,8 +191,8 @@ def test_a_schema_2_store_is_read_verified_and_upgraded_and_a_rebuild_fills_in_m
     r = embed("build", manifest, "--store", store, "--encoder", "test:tiny", "--precision", "fp32", "--workers", 0, "--json")
     assert r.exit_code == 0, r.output
     rep = json.loads(r.stdout)
-    assert any("schema 2 to 3" in n for n in rep["notes"]) and rep["encoded"] == 0 and rep["metadata_updated"] == len(files)
-    assert _schema(store) == 3
+    assert any("schema 2 to 4" in n for n in rep["notes"]) and rep["encoded"] == 0 and rep["metadata_updated"] == len(files)
+    assert _schema(store) == 4
     got = _content(store)
     for k in want:
         if k != "items":
@@ -200,3 +201,58 @@ def test_a_schema_2_store_is_read_verified_and_upgraded_and_a_rebuild_fills_in_m
     assert r.exit_code == 0, r.output
     assert len(json.loads(r.stdout)) == len(files) // 2
     assert embed("verify", store).exit_code == 0
+
+
+def test_a_schema_3_store_is_read_through_its_item_table_and_upgraded_with_row_text(tmp_path):
+    """Schema 3 predates the row text: readers stream its rows through the item table (the same
+    values, checked by the same checksums), `verify` passes with a note, and the first writer adds
+    the row text with nothing re-encoded."""
+    from embedstore.exchange.export import export
+
+    photos = make_image_folder(tmp_path / "photos", classes=("cat", "dog", "owl"), per_class=5)
+    now = tmp_path / "now.h5"
+    from embedstore.ingest import build
+
+    store = tmp_path / "s3.h5"
+    for path in (now, store):
+        build(photos, path, encoder="test:tiny", workers=0, precision="fp32", progress=False, batch_size=4, shard_rows=4)
+    with h5py.File(store, "r+") as f:
+        f.attrs["embedstore_schema"] = 3
+        for g in f["vectors"].values():
+            del g["row_text"]
+    before = store.read_bytes()
+    _same(_content(store), _content(now))
+    ex3, ex4 = export(store, tmp_path / "x3", progress=False), export(now, tmp_path / "x4", progress=False)
+    assert ex3.rows == ex4.rows == 15
+    import pyarrow.parquet as pq
+
+    assert pq.read_table(tmp_path / "x3" / "metadata").equals(pq.read_table(tmp_path / "x4" / "metadata"))
+    r = embed("verify", store, "--json")
+    assert r.exit_code == 0 and any("schema 3" in n and "upgrades it" in n for n in json.loads(r.stdout)["notes"])
+    assert store.read_bytes() == before  # readers never migrate
+    r = embed("build", photos, "--store", store, "--encoder", "test:tiny", "--precision", "fp32", "--workers", 0, "--json")
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.stdout)
+    assert rep["encoded"] == 0 and any("schema 3 to 4" in n and "nothing lost" in n for n in rep["notes"])
+    assert _schema(store) == 4
+    with h5py.File(store, "r") as f:
+        assert all("row_text" in g for g in f["vectors"].values())
+    _same(_content(store), _content(now))
+    assert embed("verify", store).exit_code == 0
+
+
+def test_a_schema_4_catalog_without_its_row_text_is_damage_not_an_older_schema(tmp_path):
+    photos = make_image_folder(tmp_path / "photos", classes=("cat", "dog"), per_class=3)
+    from embedstore.ingest import build
+
+    store = tmp_path / "s.h5"
+    build(photos, store, encoder="test:tiny", workers=0, precision="fp32", progress=False, batch_size=4)
+    with h5py.File(store, "r+") as f:
+        for g in f["vectors"].values():
+            del g["row_text"]
+    r = embed("export", store, "--out", tmp_path / "x")
+    assert r.exit_code != 0 and "has no row text" in r.output and "embed verify s.h5 --repair" in r.output
+    assert not (tmp_path / "x").exists()
+    assert embed("verify", store).exit_code == 1
+    assert embed("verify", store, "--repair").exit_code == 0
+    assert embed("export", store, "--out", tmp_path / "x").exit_code == 0

@@ -1,6 +1,7 @@
 """Each vector set's row tables in the catalog (schema 2): `item_row` (row -> item), `row_sha256`
 (per-block checksums of the row-aligned columns) and `row_map_sha256` (the virtual dataset's
-row-to-shard map). Readers check what they read (the map on open, each block as it streams);
+row-to-shard map); and its row text (schema 4), the row columns as bytes read without a Python
+object per value. Readers check what they read (the map on open, each block as it streams);
 `embed verify` recomputes all of them from the shards. And export streams through them without
 loading the item table."""
 
@@ -124,26 +125,46 @@ def _name(store):
         return list(f["vectors"])[0]
 
 
-@pytest.mark.parametrize("what", ["label", "item_row"])
+@pytest.mark.parametrize("what", ["row text", "row text bounds", "item table", "item_row"])
 def test_tampered_row_metadata_is_refused_as_it_streams(built, tmp_path, what):
+    """Readers stream each set's labels from its row text (schema 4), checked block by block; the
+    item table has its own checksum; `verify` compares every one of them with the shards."""
     store = copy_store(built, tmp_path / "c.h5")
     with open_store(store, mode="a") as st:
         st.refresh(index=False)
     with h5py.File(store, "r+") as f:
-        if what == "label":  # one label changed in the item table (its own checksums left as they were)
+        g = _set(f)
+        if what == "row text":  # one byte of one label changed (its checksum left as it was)
+            data = g["row_text/label"]
+            k = int(np.flatnonzero(data[()] == ord("a"))[0])
+            data[k] = ord("o")
+        elif what == "row text bounds":  # the block table points past the stored bytes
+            g["row_text/block_start"][-1, ROW_COLUMNS.index("label")] += 3
+        elif what == "item table":  # one label changed in the item table (its own checksums left as they were)
             f["items/label"][5] = "forged"  # not its old value: the labels are cat and dog
         else:  # two rows pointed at each other's items
-            at = _set(f)["item_row"]
+            at = g["item_row"]
             at[3], at[4] = at[4], at[3]
+    streamed = what.startswith("row text")
     with open_store(store) as st:
         rows = st.rows(st.select_set().name)
-        with pytest.raises(DamagedStoreError, match=f"its {what} column in rows 0-11 does not match its checksum"):
-            rows.labels
+        if streamed:
+            why = "does not match its checksum" if what == "row text" else "lies outside the stored bytes"
+            with pytest.raises(DamagedStoreError, match=f"its label (column|text) in block 0 {why}") as e:
+                rows.labels
+            assert "\n" not in str(e.value) and "embed verify c.h5 --repair" in str(e.value)
+        elif what == "item table":
+            with pytest.raises(StoreError, match="item table does not match its checksum"):
+                st.items()
     code, d = _verify(store)
     assert code == 1
-    r = embed("export", store, "--out", tmp_path / "x")
-    assert r.exit_code != 0 and _last_line(r).startswith("error:") and "does not match its checksum" in _last_line(r)
-    assert not (tmp_path / "x").exists()
+    if streamed:
+        r = embed("export", store, "--out", tmp_path / "x")
+        assert r.exit_code != 0 and _last_line(r).startswith("error:") and "block 0" in _last_line(r)
+        assert not (tmp_path / "x").exists()
+    assert embed("verify", store, "--repair").exit_code == 0
+    with open_store(store) as st:
+        assert set(st.rows(st.select_set().name).labels) == {"cat", "dog"}
 
 
 def test_export_streams_without_loading_the_item_table(built, tmp_path, monkeypatch):

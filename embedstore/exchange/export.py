@@ -39,25 +39,16 @@ class ExportReport:
 
 def _meta_table(meta: dict):
     """The metadata parquet columns of one part (a text column only when some item has text, a
-    meta column, each item's metadata columns as JSON, only when some item has metadata)."""
+    meta column, each item's metadata columns as JSON, only when some item has metadata). Each
+    column comes as the catalog's row text (`store.rowtext.Texts`) and goes to Arrow without a
+    Python object per value; pyarrow never imports pandas (its converter of Python objects does,
+    a quarter of a second per export)."""
     import pyarrow as pa
 
-    def strings(v):
-        """UTF-8 values as an Arrow string array, built from one joined buffer and its offsets and
-        cast (UTF-8 checked) to string: no object-by-object conversion, and pyarrow does not import
-        pandas as its converter of Python objects does (a quarter of a second per export)."""
-        raw = [x if isinstance(x, bytes) else x.encode("utf-8") for x in v] if len(v) and not isinstance(v[0], bytes) else v
-        data = b"".join(raw)
-        if len(data) >= 2**31:  # beyond 32-bit offsets: let pyarrow chunk it
-            return pa.array(list(raw), pa.binary()).cast(pa.string())
-        offsets = np.zeros(len(raw) + 1, dtype=np.int32)
-        np.cumsum(np.fromiter(map(len, raw), dtype=np.int32, count=len(raw)), out=offsets[1:])
-        return pa.Array.from_buffers(pa.binary(), len(raw), [None, pa.py_buffer(offsets), pa.py_buffer(data)]).cast(pa.string())
-
-    cols = {k: strings(meta[k]) for k in ("id", "label", "split", "uri")}
+    cols = {k: meta[k].arrow() for k in ("id", "label", "split", "uri")}
     for k in ("text", "meta"):
-        if any(meta[k]):  # some item has one ('' and b'' are false)
-            cols[k] = strings(meta[k])
+        if meta[k].any():
+            cols[k] = meta[k].arrow()
     return pa.table(cols)
 
 
@@ -65,7 +56,7 @@ def _pieces(rows, part_rows: int):
     """(part number, vectors, metadata) in row order, cut at every `part_rows` rows; the store's
     chunks are checked as they are read (see `SetRows.stream`)."""
     keys = ("id", "label", "split", "uri", "text", "meta")
-    for start, X, meta in rows.stream(chunk_rows=16384, columns=keys):
+    for start, X, meta in rows.stream(chunk_rows=16384, columns=keys, raw=True):
         at = 0
         while at < len(X):
             part, off = divmod(start + at, part_rows)
@@ -132,7 +123,9 @@ def _write_npy_part(writer: _Writer, path: Path, rows: int, dim: int, dt: np.dty
 
 
 def _joined(metas: list[dict]) -> dict:
-    return metas[0] if len(metas) == 1 else {k: np.concatenate([m[k] for m in metas]) for k in metas[0]}
+    from ..store.rowtext import Texts
+
+    return {k: Texts.concat([m[k] for m in metas]) for k in metas[0]}
 
 
 def export(store: str | Path, out: str | Path, fmt: str = "npy", vector_set: str | None = None, part_rows: int = 65536,

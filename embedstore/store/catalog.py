@@ -148,7 +148,8 @@ def write_catalog(path: Path, shard_root_rel: str, layout: Layout, index_meta: d
     its row-aligned columns) and `row_map_sha256` (its virtual dataset's row-to-shard map)."""
     import h5py
 
-    from .integrity import ROW_BLOCK, row_map_digest
+    from . import rowtext
+    from .integrity import ROW_BLOCK, ROW_COLUMNS, row_map_digest
 
     str_dt = h5py.string_dtype("utf-8")
     check_free_space(path.parent, 2 * (512 * len(layout.items["id"]) + 96 * len(layout.shards)) + (64 << 10))
@@ -190,7 +191,9 @@ def write_catalog(path: Path, shard_root_rel: str, layout: Layout, index_meta: d
             sg.attrs["stale_rows"] = sl.stale
             for k, v in (index_meta.get(name) or {}).items():
                 sg.attrs[f"index_{k}"] = v if not isinstance(v, (dict, list)) else json.dumps(v)
-            ids, at, digests, pieces = row_tables(sl, str_cols, shard_root_rel)
+            text = rowtext.Writer(sg, ROW_COLUMNS, len(sl.ids))
+            ids, at, digests, pieces = row_tables(sl, str_cols, shard_root_rel, sink=text.add)
+            text.close()
             sg.create_dataset("ids", data=ids, dtype=str_dt)
             sg.create_dataset("item_row", data=at)
             sg.attrs["row_block"] = ROW_BLOCK
@@ -205,22 +208,30 @@ def write_catalog(path: Path, shard_root_rel: str, layout: Layout, index_meta: d
             sg.create_virtual_dataset("vectors", vl, fillvalue=np.nan)
 
 
-def row_tables(sl: SetLayout, str_cols: dict[str, np.ndarray], shard_root_rel: str, columns=None):
+def row_tables(sl: SetLayout, str_cols: dict[str, np.ndarray], shard_root_rel: str, columns=None, sink=None):
     """A set's row tables as the catalog records them: (ids, item_row, row_sha256, row-to-shard
     pieces). `str_cols` are the item table's string columns as object arrays; `columns` the row
-    columns checksummed (default: this schema's). `embed verify` recomputes them from the shards
-    with this same function."""
-    from .integrity import ROW_BLOCK, ROW_COLUMNS, column_digest
+    columns checksummed (default: this schema's). `sink(block, column, bytes)`, when given, gets
+    each block's text as it was hashed (the catalog's row text, store/rowtext.py). `embed verify`
+    recomputes them from the shards with this same function."""
+    import hashlib
+
+    from .integrity import ROW_BLOCK, ROW_COLUMNS, column_digest, joined_text
 
     ROW_COLUMNS = columns or ROW_COLUMNS  # noqa: N806
     n = len(sl.ids)
     ids = np.array(sl.ids, dtype=object).reshape(n)
     at = np.asarray(sl.item_rows, dtype=np.int64).reshape(n)
     digests = []
-    for b0 in range(0, n, ROW_BLOCK):
+    for k, b0 in enumerate(range(0, n, ROW_BLOCK)):
         pos = at[b0 : b0 + ROW_BLOCK]
-        digests.append([column_digest(ids[b0 : b0 + ROW_BLOCK] if c == "id" else str_cols[c][pos]) for c in ROW_COLUMNS]
-                       + [column_digest(pos)])
+        row = []
+        for c in ROW_COLUMNS:
+            data = joined_text(ids[b0 : b0 + ROW_BLOCK] if c == "id" else str_cols[c][pos])
+            row.append(hashlib.sha256(data).hexdigest())
+            if sink is not None:
+                sink(k, c, data)
+        digests.append(row + [column_digest(pos)])
     digests = np.array(digests, dtype="S64").reshape(len(digests), len(ROW_COLUMNS) + 1)
     pieces, dest = [], 0
     for shard, _shard_rows, start, stop in sl.runs:

@@ -29,22 +29,36 @@ def column_digest(vals) -> str:
     """sha256 of one block of one row column: its values (UTF-8 bytes or str) NUL-terminated, or an
     integer column's little-endian int64 bytes. `row_sha256[block, k]` in the catalog is the digest
     of ROW_COLUMNS[k] for k < len(ROW_COLUMNS), then of the block's `item_row`."""
-    h = hashlib.sha256()
     if isinstance(vals, np.ndarray) and vals.dtype.kind in "iu":
-        h.update(np.asarray(vals, dtype="<i8").tobytes())
-    elif len(vals):
-        if isinstance(vals[0], bytes):
-            h.update(b"\0".join(vals) + b"\0")
-        else:
-            h.update(("\0".join(map(str, vals)) + "\0").encode("utf-8"))
-    return h.hexdigest()
+        return hashlib.sha256(np.asarray(vals, dtype="<i8").tobytes()).hexdigest()
+    return hashlib.sha256(joined_text(vals)).hexdigest()
 
 
-def all_finite(block: np.ndarray) -> bool:
-    """No NaN or inf in `block` (float16 by its exponent bits: numpy's float16 isfinite is slow)."""
-    if block.dtype == np.float16:
-        return block.size == 0 or int(np.max(block.view(np.uint16) & 0x7C00)) != 0x7C00
-    return bool(np.isfinite(block).all())
+def joined_text(vals) -> bytes:
+    """String values as one run of bytes: each UTF-8 and NUL-terminated (what `column_digest` hashes
+    and what a catalog's row text stores, store/rowtext.py)."""
+    if not len(vals):
+        return b""
+    if isinstance(vals[0], bytes):
+        return b"\0".join(vals) + b"\0"
+    return ("\0".join(map(str, vals)) + "\0").encode("utf-8")
+
+
+def all_finite(block: np.ndarray, step: int = 1 << 17) -> bool:
+    """No NaN or inf in `block` (float16 by its exponent bits: numpy's float16 isfinite is slow).
+    Checked `step` values at a time through one small buffer: a temporary the size of the block
+    costs page faults and memory traffic that take longer than the check."""
+    if block.dtype != np.float16:
+        return bool(np.isfinite(block).all())
+    u = block.reshape(-1).view(np.uint16)
+    buf = np.empty(min(len(u), step), dtype=np.uint16)
+    for i in range(0, len(u), step):
+        seg = u[i : i + step]
+        out = buf[: len(seg)]
+        np.bitwise_and(seg, 0x7C00, out=out)
+        if int(out.max()) == 0x7C00:
+            return False
+    return True
 
 
 def row_map_digest(runs) -> str:
@@ -264,6 +278,28 @@ def _row_tables_problem(f, sname: str, sl, layout, shard_root_rel: str) -> str |
         return "its row-to-shard map differs from what the shards hold"
     if _s(g.attrs.get("row_map_sha256", "")) != row_map_digest(pieces):
         return "its row-to-shard map checksum (row_map_sha256) is not the map's"
+    if int(f.attrs.get("embedstore_schema", 0)) >= 4:
+        return _row_text_problem(g, digests, len(sl.ids))
+    return None
+
+
+def _row_text_problem(g, digests: np.ndarray, n: int) -> str | None:
+    """How a set's row text (schema 4, store/rowtext.py) differs from the row checksums the shards give."""
+    from . import rowtext
+
+    text = g.get(rowtext.GROUP)
+    why = rowtext.problem(text, ROW_COLUMNS, n, digests.shape[0])
+    if why or text is None:
+        return why
+    starts = text["block_start"][()]
+    for k in range(digests.shape[0]):
+        rows = min(ROW_BLOCK, n - k * ROW_BLOCK)
+        for ci, c in enumerate(ROW_COLUMNS):
+            got = rowtext.read_block(text, c, k, starts, ci, rows, _s(digests[k, ci]))
+            if isinstance(got, str):
+                return got
+    if any(int(starts[-1, ci]) != len(text[c]) for ci, c in enumerate(ROW_COLUMNS)):
+        return "its row text holds bytes past its last block"
     return None
 
 

@@ -55,14 +55,11 @@ class SetRows:
     def _columns(self) -> dict:
         if self._cols is None:
             parts = {c: [] for c in _ATTR_COLUMN.values()}
-            for _start, _X, meta in self.stream(vectors=False):
+            for _start, _X, meta in self.stream(vectors=False, chunk_rows=1 << 30, raw=True):
                 for c in parts:
-                    parts[c].append(meta[c])
-            cols = {}
-            for attr, c in _ATTR_COLUMN.items():
-                vals = np.concatenate(parts[c]) if parts[c] else np.zeros(0, dtype=object)
-                cols[attr] = _decoded(vals)
-            self._cols = cols
+                    parts[c].append(meta[c].strings())
+            self._cols = {attr: np.concatenate(parts[c]) if parts[c] else np.zeros(0, dtype=object)
+                          for attr, c in _ATTR_COLUMN.items()}
         return self._cols
 
     def _col(name):  # noqa: N805 - a property factory, used in the class body only
@@ -179,14 +176,16 @@ class SetRows:
                 _check_finite(self, f, s, block)
                 yield s, block
 
-    def stream(self, vectors: bool = True, chunk_rows: int = 16384, columns=None
-               ) -> Iterator[tuple[int, np.ndarray | None, dict[str, np.ndarray]]]:
+    def stream(self, vectors: bool = True, chunk_rows: int = 16384, columns=None, raw: bool = False
+               ) -> Iterator[tuple[int, np.ndarray | None, dict]]:
         """Yield (first row, vectors in the stored dtype or None, metadata) for consecutive chunks of
         at most `chunk_rows` rows, every row in order. Metadata maps each of `columns` (default:
-        all of integrity.ROW_COLUMNS: id, label, split, uri, text, sha256) to an object array of the
-        chunk's values (UTF-8 bytes; str for a schema 1 catalog). Metadata is read and checked
-        against the catalog's checksums a block (integrity.ROW_BLOCK rows) at a time: memory holds
-        one block of it and one chunk of vectors."""
+        all of integrity.ROW_COLUMNS: id, label, split, uri, text, sha256, meta) to the chunk's
+        values: an object array of UTF-8 bytes (str for a schema 1 catalog), or with `raw` a
+        `rowtext.Texts` (no Python object per value). Metadata is read and checked against the
+        catalog's checksums a block (integrity.ROW_BLOCK rows) at a time, from the catalog's row
+        text (schema 4) or else its item table: memory holds one block of it and one chunk of vectors."""
+        from . import rowtext
         from .integrity import ROW_COLUMNS, column_digest, row_columns_of
 
         columns = list(ROW_COLUMNS if columns is None else columns)
@@ -195,6 +194,7 @@ class SetRows:
             ds = self._vectors(f) if vectors else None
             n = len(self)
             legacy = "item_row" not in g  # a schema 1 catalog: join in memory, as that schema's readers did
+            text = starts = None
             if legacy:
                 cols = self._legacy_columns()
                 size = max(n, 1)
@@ -202,27 +202,39 @@ class SetRows:
                 size = int(g.attrs["row_block"])
                 digests, ids_ds, at_ds, items = g["row_sha256"], g["ids"], g["item_row"], f["items"]
                 have = row_columns_of(digests.shape)  # schema 2 catalogs lack `meta`: read as empty
-                if have is not None and len(have) < len(ROW_COLUMNS) and int(f.attrs.get("embedstore_schema", 0)) >= 3:
+                schema = int(f.attrs.get("embedstore_schema", 0))
+                if have is not None and len(have) < len(ROW_COLUMNS) and schema >= 3:
                     have = None  # a schema 3 catalog checksums every row column: a narrower table is damage
                 if have is None or digests.shape[0] != -(-n // size) or len(ids_ds) != n or len(at_ds) != n:
                     raise self._damaged_rows("its row tables do not have one entry per row")
+                if schema >= 4:
+                    text = g.get(rowtext.GROUP)
+                    why = rowtext.problem(text, ROW_COLUMNS, n, digests.shape[0])
+                    if why:
+                        raise self._damaged_rows(why)
+                    starts = text["block_start"][()] if text is not None else None
             for k, s in enumerate(range(0, n, size)):
                 e = min(n, s + size)
                 if legacy:
                     meta = {c: cols[_COLUMN_ATTR[c]] for c in columns}
                 else:
                     want = [_s(d) for d in digests[k]]
-                    at = at_ds[s:e]
-                    meta = {"id": ids_ds[s:e]} if "id" in columns else {}
                     empty = column_digest(np.full(e - s, b"", dtype=object))
-                    blank = [c for c in columns if c != "id" and (c not in have or want[have.index(c)] == empty)]
-                    meta.update({c: np.full(e - s, b"", dtype=object) for c in blank})  # e.g. no texts: nothing to read
-                    meta.update(_items_at(items, at, [c for c in columns if c != "id" and c not in blank]))
-                    for c, v in [("item_row", at), *meta.items()]:
-                        if c != "item_row" and c not in have:
-                            continue  # a column this catalog predates (read as blank above)
-                        if column_digest(v) != want[-1 if c == "item_row" else have.index(c)]:
-                            raise self._damaged_rows(f"its {c} column in rows {s}-{e - 1} does not match its checksum")
+                    blank = [c for c in columns if c not in have or want[have.index(c)] == empty]
+                    if text is not None:  # schema 4: each column's block is one read and one sha256
+                        meta = {}
+                        for c in columns:
+                            got = rowtext.Texts.blank(e - s) if c in blank else rowtext.read_block(
+                                text, c, k, starts, ROW_COLUMNS.index(c), e - s, want[ROW_COLUMNS.index(c)])
+                            if isinstance(got, str):
+                                raise self._damaged_rows(got)
+                            meta[c] = got if raw else got.values()
+                    else:
+                        meta = self._item_block(ids_ds, at_ds, items, s, e, columns, blank, have, want)
+                        if raw:
+                            meta = {c: rowtext.Texts.of(v) for c, v in meta.items()}
+                if legacy and raw:
+                    meta = {c: rowtext.Texts.of(v) for c, v in meta.items()}
                 for a in range(s, e, chunk_rows):
                     b = min(e, a + chunk_rows)
                     block = None
@@ -230,6 +242,22 @@ class SetRows:
                         block = self._read(f, ds, a, b)
                         _check_finite(self, f, a, block)
                     yield a, block, {c: v[a - s : b - s] for c, v in meta.items()}
+
+    def _item_block(self, ids_ds, at_ds, items, s: int, e: int, columns, blank, have, want) -> dict:
+        """Rows [s, e) of `columns` read through the item table (catalogs before schema 4), checked
+        against the block's digests `want`."""
+        from .integrity import column_digest
+
+        at = at_ds[s:e]
+        meta = {"id": ids_ds[s:e]} if "id" in columns and "id" not in blank else {}
+        meta.update({c: np.full(e - s, b"", dtype=object) for c in blank})  # e.g. no texts: nothing to read
+        meta.update(_items_at(items, at, [c for c in columns if c not in meta]))
+        for c, v in [("item_row", at), *meta.items()]:
+            if c != "item_row" and c not in have:
+                continue  # a column this catalog predates (read as blank above)
+            if column_digest(v) != want[-1 if c == "item_row" else have.index(c)]:
+                raise self._damaged_rows(f"its {c} column in rows {s}-{e - 1} does not match its checksum")
+        return meta
 
     def _damaged_rows(self, why: str) -> DamagedStoreError:
         return DamagedStoreError(f"the catalog {self.catalog} is damaged (vector set {self.set_name}: {why}); "

@@ -9,7 +9,9 @@ from pathlib import Path
 from ..encoders.config import canonical_json
 
 FORMAT = "embedstore"
-SCHEMA_VERSION = 3  # 2: each set's item_row, row_sha256 and row_map_sha256 (migrations/m001_row_map.py); 3: item metadata (m002)
+# 2: each set's item_row, row_sha256 and row_map_sha256 (migrations/m001_row_map.py); 3: item metadata (m002);
+# 4: each set's row text, its string columns as NUL-terminated bytes read without an object per value (m003)
+SCHEMA_VERSION = 4
 # text: text items only; meta: a manifest's other columns as canonical JSON (sources.items.metadata_json)
 ITEM_STR_COLUMNS = ("id", "uri", "label", "split", "sha256", "status", "reason", "text", "meta")
 # Columns added after checksums existed: all empty, they hash as if absent, so shards written before them keep their checksums.

@@ -402,11 +402,9 @@ class Store:
         vs = self.get_set(set_name)
         if expect:
             self.check_provenance(vs, expect)
-        from .rows import _decoded
-
         rows = self.rows(set_name)  # streamed with only the ids: the other columns are never loaded
-        for _start, block, meta in rows.stream(chunk_rows=chunk_rows, columns=("id",)):
-            yield _decoded(meta["id"]), block.astype(np.float32)
+        for _start, block, meta in rows.stream(chunk_rows=chunk_rows, columns=("id",), raw=True):
+            yield meta["id"].strings(), block.astype(np.float32)
 
     def live_ids(self, set_name: str) -> set[str]:
         with self._file() as f:

@@ -11,9 +11,9 @@ alone migrates by rewriting the catalog; a change to the shards would rewrite th
 from __future__ import annotations
 
 from ...errors import StoreError
-from . import m001_row_map, m002_item_metadata
+from . import m001_row_map, m002_item_metadata, m003_row_text
 
-MIGRATIONS = (m001_row_map, m002_item_metadata)  # in order; MIGRATIONS[k] upgrades schema k + 1 to k + 2
+MIGRATIONS = (m001_row_map, m002_item_metadata, m003_row_text)  # in order; MIGRATIONS[k] upgrades schema k + 1 to k + 2
 
 
 def migrate(store, from_schema: int) -> list[str]:
