@@ -126,6 +126,41 @@ def test_large_sets_get_a_tuned_ivf_index(tmp_path, monkeypatch):
         load_index(tmp_path, "set", ids[:-1])
 
 
+def test_a_new_ivf_index_is_filled_list_by_list_as_faiss_add_would_fill_it():
+    """`_fill_lists_exactly` (each inverted list allocated once at its final size) gives the index
+    `index.add` gives chunk by chunk: the same rows in the same lists in the same order, the same
+    vectors, the same search results."""
+    import faiss
+
+    from embedstore.search.searcher import normalise
+    from embedstore.store.index import _fill_lists_exactly
+
+    rng = np.random.default_rng(3)
+    X = normalise(rng.normal(size=(5000, 16))).astype(np.float32)
+
+    def read_rows(a, b):
+        for s in range(a, b, 700):  # chunks that do not divide the rows or the lists evenly
+            yield X[s : min(b, s + 700)]
+
+    ref = faiss.index_factory(16, "IVF50,Flat", faiss.METRIC_INNER_PRODUCT)
+    ref.train(X[:2500])
+    ours = faiss.clone_index(ref)
+    for chunk in read_rows(0, len(X)):
+        ref.add(chunk)
+    _fill_lists_exactly(ours, len(X), read_rows)
+    assert ours.ntotal == ref.ntotal == len(X)
+    a, b = (faiss.downcast_InvertedLists(faiss.extract_index_ivf(i).invlists) for i in (ref, ours))
+    for lst in range(50):
+        n = a.list_size(lst)
+        assert b.list_size(lst) == n
+        assert np.array_equal(faiss.rev_swig_ptr(a.get_ids(lst), n), faiss.rev_swig_ptr(b.get_ids(lst), n))
+        assert np.array_equal(faiss.rev_swig_ptr(a.get_codes(lst), n * 64), faiss.rev_swig_ptr(b.get_codes(lst), n * 64))
+    ref.nprobe = ours.nprobe = 8
+    D1, I1 = ref.search(X[:100], 10)
+    D2, I2 = ours.search(X[:100], 10)
+    assert np.array_equal(I1, I2) and np.array_equal(D1, D2)
+
+
 def test_ivfpq_search_reranks_candidates_by_the_stored_vectors(tmp_path, monkeypatch):
     """Above EMBEDSTORE_PQ_MIN rows the index holds PQ codes; search re-ranks k x 10 candidates by
     the stored vectors, so results agree with exact search and scores are exact cosines."""

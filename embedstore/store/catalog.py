@@ -50,15 +50,17 @@ def _layout_unique(order: list[tuple[str, ShardMeta]], set_attrs: dict[str, dict
     merge below costs seconds and hundreds of MB a refresh). None when some id repeats."""
     if not order:
         return None
-    ids = np.concatenate([np.asarray(m.items["id"], dtype=object) for _, m in order])
-    if len(set(ids)) != len(ids):
-        return None
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    items = {c: np.concatenate([np.asarray(m.items[c], dtype=object if c in ITEM_STR_COLUMNS else np.int64) for _, m in order])
-             for c in ITEM_COLUMNS}
-    id_set = pa.array(ids, pa.string())
+    # Arrow's default pool (jemalloc) keeps what these transients free: at 1M rows ~115 MB more peak RSS
+    pool = pa.system_memory_pool()
+    ids = np.concatenate([np.asarray(m.items["id"], dtype=object) for _, m in order])
+    id_set = pa.array(ids, pa.string(), memory_pool=pool)
+    if pc.count_distinct(id_set, memory_pool=pool).as_py() != len(ids):  # (a Python set of millions costs ~60 B an id)
+        return None
+    items = {c: ids if c == "id" else np.concatenate(
+        [np.asarray(m.items[c], dtype=object if c in ITEM_STR_COLUMNS else np.int64) for _, m in order]) for c in ITEM_COLUMNS}
     sets: dict[str, SetLayout] = {}
     members: dict[str, list[int]] = {}
     for i, (set_name, _meta) in enumerate(order):
@@ -68,12 +70,14 @@ def _layout_unique(order: list[tuple[str, ShardMeta]], set_attrs: dict[str, dict
     for set_name, shard_idx in members.items():
         sl = sets[set_name]
         vids = np.concatenate([np.asarray(order[i][1].vector_ids, dtype=object) for i in shard_idx])
-        if len(set(vids)) != len(vids):
+        vid_arr = pa.array(vids, pa.string(), memory_pool=pool)
+        if pc.count_distinct(vid_arr, memory_pool=pool).as_py() != len(vids):
             return None
         vsha = np.concatenate([np.asarray(order[i][1].vector_sha256, dtype=object) for i in shard_idx])
         si = np.concatenate([np.full(len(order[i][1].vector_ids), i, dtype=np.int64) for i in shard_idx])
         jj = np.concatenate([np.arange(len(order[i][1].vector_ids), dtype=np.int64) for i in shard_idx])
-        pos = pc.index_in(pa.array(vids, pa.string()), value_set=id_set).fill_null(-1).to_numpy().astype(np.int64)
+        pos = pc.index_in(vid_arr, value_set=id_set, memory_pool=pool).fill_null(-1).to_numpy().astype(np.int64)
+        del vid_arr
         safe = np.where(pos >= 0, pos, 0)
         live = (pos >= 0) & (items["status"][safe] == STATUS_OK) & (items["sha256"][safe] == vsha) if len(pos) else pos >= 0
         sl.stale = int((~live).sum())
@@ -167,8 +171,8 @@ def write_catalog(path: Path, shard_root_rel: str, layout: Layout, index_meta: d
         n_items = len(layout.items["id"])
         str_cols = {}
         for c in ITEM_STR_COLUMNS:
-            str_cols[c] = np.array(layout.items[c], dtype=object).reshape(n_items)
-            g.create_dataset(c, data=str_cols[c], dtype=str_dt)
+            str_cols[c] = np.asarray(layout.items[c], dtype=object).reshape(n_items)
+            _strings(g, c, str_cols[c])
         for c in ITEM_INT_COLUMNS:
             g.create_dataset(c, data=np.asarray(layout.items[c], dtype=np.int64).reshape(n_items))
         statuses = str_cols["status"]
@@ -194,7 +198,7 @@ def write_catalog(path: Path, shard_root_rel: str, layout: Layout, index_meta: d
             text = rowtext.Writer(sg, ROW_COLUMNS, len(sl.ids))
             ids, at, digests, pieces = row_tables(sl, str_cols, shard_root_rel, sink=text.add)
             text.close()
-            sg.create_dataset("ids", data=ids, dtype=str_dt)
+            _strings(sg, "ids", ids)
             sg.create_dataset("item_row", data=at)
             sg.attrs["row_block"] = ROW_BLOCK
             sg.create_dataset("row_sha256", data=digests)
@@ -206,6 +210,16 @@ def write_catalog(path: Path, shard_root_rel: str, layout: Layout, index_meta: d
             for (dest, end, shard_file, dset, start, stop), (_shard, shard_rows, _a, _b) in zip(pieces, sl.runs):
                 vl[dest:end] = h5py.VirtualSource(shard_file, dset, shape=(shard_rows, sl.dim))[start:stop]
             sg.create_virtual_dataset("vectors", vl, fillvalue=np.nan)
+
+
+def _strings(group, name: str, values: np.ndarray, step: int = 1 << 16) -> None:
+    """A UTF-8 string dataset written `step` values at a time: h5py encodes what it writes in one
+    go, so one call for a column of millions would hold all of it encoded again at once."""
+    import h5py
+
+    ds = group.create_dataset(name, shape=(len(values),), dtype=h5py.string_dtype("utf-8"))
+    for a in range(0, len(values), step):
+        ds[a : a + step] = values[a : a + step]
 
 
 def row_tables(sl: SetLayout, str_cols: dict[str, np.ndarray], shard_root_rel: str, columns=None, sink=None):
@@ -220,7 +234,7 @@ def row_tables(sl: SetLayout, str_cols: dict[str, np.ndarray], shard_root_rel: s
 
     ROW_COLUMNS = columns or ROW_COLUMNS  # noqa: N806
     n = len(sl.ids)
-    ids = np.array(sl.ids, dtype=object).reshape(n)
+    ids = np.asarray(sl.ids, dtype=object).reshape(n)
     at = np.asarray(sl.item_rows, dtype=np.int64).reshape(n)
     digests = []
     for k, b0 in enumerate(range(0, n, ROW_BLOCK)):

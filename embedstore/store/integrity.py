@@ -265,7 +265,7 @@ def _row_tables_problem(f, sname: str, sl, layout, shard_root_rel: str) -> str |
     if "item_row" not in g:
         return None
     n = len(layout.items["id"])
-    str_cols = {c: np.array(layout.items[c], dtype=object).reshape(n) for c in ITEM_STR_COLUMNS}
+    str_cols = {c: np.asarray(layout.items[c], dtype=object).reshape(n) for c in ITEM_STR_COLUMNS}
     columns = row_columns_of(g["row_sha256"].shape) or ROW_COLUMNS  # a schema 2 catalog's, without meta
     if int(f.attrs.get("embedstore_schema", 0)) >= 3:
         columns = ROW_COLUMNS  # schema 3 checksums every row column: a narrower table differs below
