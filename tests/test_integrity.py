@@ -175,6 +175,7 @@ def test_stores_written_before_checksums_still_read_verify_and_build(image_folde
         with h5py.File(shard, "r+") as f:
             for k in ("vectors_sha256", "items_sha256", "vector_ids_sha256", "attrs_sha256"):  # none existed then
                 del f.attrs[k]
+            f.attrs["schema_version"] = 1  # nor did later schemas
     with h5py.File(store, "r+") as f:
         del f["shard_size"], f["shard_mtime_ns"], f["items"].attrs["items_sha256"]
     with open_store(store) as st:

@@ -125,3 +125,23 @@ def test_a_changed_shard_attribute_is_found_and_the_build_repairs_it(built, tmp_
     assert any(p["what"] == "shard" and "attributes" in p["problem"] for p in problems), problems
     vecs = _rebuild_repairs(store, tmp_path, truth)
     assert max(float(np.abs(vecs[k] - truth[0][k]).max()) for k in vecs) == 0  # re-embedded exactly as before
+
+
+@pytest.mark.parametrize("deleted", [("attrs_sha256",), ("vectors_sha256", "attrs_sha256")])
+def test_a_deleted_checksum_does_not_pass_a_shard_off_as_one_from_before_checksums(built, tmp_path, deleted):
+    """Shards written before checksums are read without them; a shard of this schema always has
+    them, so deleting one (with an edit it would have caught) is damage, not an older shard."""
+    import h5py
+
+    src, truth = built
+    store = copy_store(src, tmp_path / "c.h5")
+    f = _target(store, "shard")
+    with h5py.File(f, "r+") as h:
+        for k in deleted:  # (attrs_sha256 covers the others: deleting one alone is already an attribute edit)
+            del h.attrs[k]
+        h.attrs["encoder"] = "torchvision:resnet50"
+    r = embed("verify", store, "--json")
+    assert r.exit_code == 1
+    problems = json.loads(r.stdout)["problems"]
+    assert any(p["what"] == "shard" and f"no {deleted[0]}, which every shard" in p["problem"] for p in problems), problems
+    _rebuild_repairs(store, tmp_path, truth)

@@ -232,6 +232,10 @@ def check_shard(path: Path) -> str | None:
             want_attrs = attrs.get(ATTRS_DIGEST)  # shards written before it lack it
             if want_attrs is not None and attrs_digest(attrs) != _s(want_attrs):
                 return "attributes (the set's provenance) do not match their checksum"
+            lacking = [k for k in CHECKSUM_ATTRS if k not in attrs]
+            if lacking and _int(attrs.get("schema_version")) >= CHECKSUMS_ALWAYS_FROM:
+                # else deleting a checksum would pass off an edit made with it as a shard from before checksums
+                return f"no {lacking[0]}, which every shard of store schema {CHECKSUMS_ALWAYS_FROM} or later carries"
             for key in ("items", "vectors", "vector_ids", "vector_sha256"):
                 if key not in f:
                     return f"not a complete shard (no '{key}')"
@@ -263,6 +267,19 @@ def check_shard(path: Path) -> str | None:
     except (OSError, KeyError, ValueError, TypeError, RuntimeError, UnicodeDecodeError) as e:  # RuntimeError: h5py's word for some HDF5 failures
         return f"unreadable ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else 'no detail'})"
     return None
+
+
+# The checksums a shard records at commit; shards of store schema CHECKSUMS_ALWAYS_FROM or later
+# (the set attribute schema_version) always carry all of them.
+CHECKSUM_ATTRS = ("vectors_sha256", "items_sha256", "vector_ids_sha256", ATTRS_DIGEST)
+CHECKSUMS_ALWAYS_FROM = 4
+
+
+def _int(v) -> int:
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return 0
 
 
 def has_checksums(path: Path) -> bool:
