@@ -1,4 +1,4 @@
-"""Filtered search and export, as ratios measured in one run on one synthetic store.
+"""Filtered search, as ratios measured in one run on one synthetic store.
 
 A store of N clustered unit vectors (float16, d=512 by default) with a label column whose rare value
 covers 1% of the rows (independent of the clusters), indexed as `embed build` indexes it (exact up
@@ -7,8 +7,7 @@ to 100,000 rows, then IVF-Flat tuned to recall@10 >= 0.95). Then, through `Searc
   - unfiltered: QPS and recall@10 against brute force;
   - filtered (--where label=rare): QPS (first query, which selects and loads the rows, timed apart)
     and recall@10 against brute force on the selected rows.
-Export: `embed export --format npy` throughput against a plain h5py read of the same dataset
-written with np.save, and the export's peak RSS (run in a child process) at N/4 and N rows.
+Export throughput and memory are measured by `bench_export.py`.
 
     .venv/bin/python benchmarks/bench_search_filtered.py --n 200000
     .venv/bin/python benchmarks/bench_search_filtered.py --n 1000000 --queries 300
@@ -17,10 +16,7 @@ written with np.save, and the export's peak RSS (run in a child process) at N/4 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -57,27 +53,6 @@ def make_store(path: Path, n: int, dim: int, rare: float, seed: int = 0, part: i
 
 def recall(found: list[list[str]], truth: np.ndarray) -> float:
     return float(np.mean([len(set(f) & set(f"r{i:08d}" for i in t)) / 10 for f, t in zip(found, truth)]))
-
-
-# peak RSS of the child itself (ru_maxrss would include the parent's, inherited at fork)
-HWM = "hwm = lambda: int([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]) / 1024\n"
-
-
-def export_child(store: str, out: str) -> dict:
-    """Run an export in a child process; its wall time and peak RSS."""
-    code = (HWM + "import json, sys, time; from embedstore.exchange.export import export; t=time.perf_counter(); "
-            "r=export(sys.argv[1], sys.argv[2], progress=False); "
-            "print(json.dumps({'s': time.perf_counter()-t, 'rss_mb': hwm(), 'rows': r.rows}))")
-    out_s = subprocess.run([sys.executable, "-c", code, store, out], capture_output=True, text=True, check=True).stdout
-    return json.loads(out_s.strip().splitlines()[-1])
-
-
-def h5py_copy_child(store: str, out: str) -> dict:
-    code = (HWM + "import json, sys, time, h5py, numpy as np; t=time.perf_counter(); f=h5py.File(sys.argv[1]); "
-            "ds=f['vectors'][list(f['vectors'])[0]]['vectors']; np.save(sys.argv[2], ds[()]); "
-            "print(json.dumps({'s': time.perf_counter()-t, 'rss_mb': hwm()}))")
-    out_s = subprocess.run([sys.executable, "-c", code, store, out], capture_output=True, text=True, check=True).stdout
-    return json.loads(out_s.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -132,16 +107,6 @@ def main() -> None:
         print(f"{name:>10}: {qps:7.0f} q/s  recall@10 {res[name]['recall']:.4f}  first query {first_ms:.0f} ms  [{plan.get('method')}]")
     print(f"filtered/unfiltered QPS ratio: {res['filtered']['qps'] / res['unfiltered']['qps']:.2f}  (target >= 0.5; "
           f"filtered recall@10 target >= 0.99)")
-
-    ex = export_child(str(work / "s.h5"), str(work / "export"))
-    cp = h5py_copy_child(str(work / "s.h5"), str(work / "copy.npy"))
-    print(f"export npy: {ex['rows'] / ex['s']:.0f} rows/s, peak RSS {ex['rss_mb']:.0f} MB; plain h5py->np.save: "
-          f"{args.n / cp['s']:.0f} rows/s, peak RSS {cp['rss_mb']:.0f} MB; throughput ratio {cp['s'] / ex['s']:.2f} (target >= 0.8)")
-    # peak RSS against size: export a quarter of the rows
-    small = work / "small.h5"
-    make_store(small, args.n // 4, args.dim, args.rare)
-    ex4 = export_child(str(small), str(work / "export4"))
-    print(f"export peak RSS at {args.n // 4} rows: {ex4['rss_mb']:.0f} MB; at {args.n} rows: {ex['rss_mb']:.0f} MB")
 
 
 if __name__ == "__main__":
