@@ -68,7 +68,7 @@ def main() -> None:
                 yield X[s : min(b, s + 65536)]
 
         t0 = time.perf_counter()
-        meta = update_index(work, "bench", ids, args.dim, "inner_product", read_rows)
+        meta = update_index(work, "bench", ids, args.dim, "inner_product", read_rows, fp16=True)  # float16 like the store
         build_s = time.perf_counter() - t0
         index, meta = load_index(work, "bench", ids)
         _, truth = knn_ground_truth(Q, read_rows(0, n), 10, metric_type=faiss.METRIC_INNER_PRODUCT)

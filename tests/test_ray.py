@@ -216,7 +216,7 @@ def test_a_ray_build_fills_its_ivf_index_on_the_cluster(ray_cluster, photos, tmp
     r = embed("build", photos[0], "--store", tmp_path / "ivf.h5", "--engine", "ray", "--encoder", "test:tiny", "--json", "-q")
     assert r.exit_code == 0, r.output
     index = json.loads(r.output)["index"]
-    assert index["type"] == "IVFFlat" and index["ntotal"] == 42 and index["added_rows"] == 42
+    assert index["type"] == "IVFSQfp16" and index["ntotal"] == 42 and index["added_rows"] == 42
     assert 0 < index["recall_at_10"] <= 1 and index["params"]["nprobe"] >= 1
     r = embed("search", tmp_path / "ivf.h5", "--id", "owl/owl_004.jpg", "-k", 3, "--include-self", "--json")
     assert r.exit_code == 0, r.output

@@ -73,9 +73,12 @@ def _faiss_metric(metric: str):
     return faiss.METRIC_INNER_PRODUCT if metric == "inner_product" else faiss.METRIC_L2
 
 
-def _new_index(dim: int, metric: str, n: int, read_rows, seed: int = 0):
+def _new_index(dim: int, metric: str, n: int, read_rows, seed: int = 0, fp16: bool = False):
     """Exact (flat) up to `exact_max_rows()`, else IVF (Flat, or PQ above `pq_min_rows()`) with
-    about sqrt(n) lists, trained on a sample streamed from the rows."""
+    about sqrt(n) lists, trained on a sample streamed from the rows. `fp16` (the set stores float16
+    vectors): the IVF lists hold the vectors as float16 (`SQfp16`, not relative to their list's
+    centroid), half the memory and file of float32 and the very values the store holds, so every
+    distance equals IVF-Flat's on them."""
     import faiss
 
     kind = index_kind(n)
@@ -90,21 +93,40 @@ def _new_index(dim: int, metric: str, n: int, read_rows, seed: int = 0):
         m = pick[(pick >= pos) & (pick < pos + len(chunk))] - pos
         sample.append(chunk[m])
         pos += len(chunk)
-    codes = f"PQ{pq_subquantizers(dim)}" if kind == "ivfpq" else "Flat"
+    codes = f"PQ{pq_subquantizers(dim)}" if kind == "ivfpq" else ("SQfp16" if fp16 else "Flat")
     index = faiss.index_factory(dim, f"IVF{nlist},{codes}", _faiss_metric(metric))
+    if codes == "SQfp16":
+        faiss.extract_index_ivf(index).by_residual = False  # the vector itself, not its offset from the centroid
     index.train(np.ascontiguousarray(np.concatenate(sample), dtype=np.float32))
     return index
 
 
+def _list_codes(index) -> str | None:
+    """What an IVF index's lists hold: "Flat" (float32 vectors), "SQfp16" (float16 vectors), "PQ"; None if not IVF."""
+    import faiss
+
+    try:
+        ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
+    except RuntimeError:  # not an IVF index
+        return None
+    if isinstance(ivf, faiss.IndexIVFPQ):
+        return "PQ"
+    if isinstance(ivf, faiss.IndexIVFScalarQuantizer):
+        return "SQfp16" if ivf.sq.qtype == faiss.ScalarQuantizer.QT_fp16 and not ivf.by_residual else "SQ"
+    return "Flat" if isinstance(ivf, faiss.IndexIVFFlat) else None
+
+
 def _fill_lists_exactly(index, n: int, read_rows) -> None:
-    """Add rows 0..n-1 to an empty IVF-Flat index, as `index.add` would (the same list for each
-    row, rows in order within a list), with every inverted list allocated once at its final size.
+    """Add rows 0..n-1 to an empty IVF-Flat (or IVF-SQfp16 without residuals) index, as `index.add`
+    would (the same list for each row, rows in order within a list, the same codes: the float32 or
+    float16 bytes), with every inverted list allocated once at its final size.
     Why not `index.add` chunk by chunk: each list then grows by doubling and holds up to twice
     its rows while the index is built (at 1M x 64-d, ~260 MB over the index's own 256 MB). Two
     passes over the rows: assign each to its list (8 bytes a row kept), then copy it in place."""
     import faiss
 
     ivf = faiss.extract_index_ivf(index)
+    code = {4 * ivf.d: np.float32, 2 * ivf.d: np.float16}[ivf.code_size]
     lists = faiss.downcast_InvertedLists(ivf.invlists)
     labels, pos = np.empty(n, dtype=np.int64), 0
     for chunk in read_rows(0, n):
@@ -118,7 +140,7 @@ def _fill_lists_exactly(index, n: int, read_rows) -> None:
     for chunk in read_rows(0, n):
         lab = labels[pos : pos + len(chunk)]
         order = np.argsort(lab, kind="stable")
-        xs = np.ascontiguousarray(chunk[order], dtype=np.float32)
+        xs = np.ascontiguousarray(chunk[order], dtype=code)
         ids = (order + pos).astype(np.int64)
         present, first = np.unique(lab[order], return_index=True)
         for lst, a, b in zip(present.tolist(), first.tolist(), [*first[1:].tolist(), len(order)]):
@@ -195,8 +217,10 @@ def update_index(
     metric: str,
     read_rows: Callable[[int, int], Iterator[np.ndarray]],
     add_rows: Callable | None = None,
+    fp16: bool = False,
 ) -> dict:
     """Bring the index in line with `ids` (the set's live rows, in order); return its metadata.
+    `fp16`: the set stores float16 vectors, which a new IVF-Flat index keeps as float16 too.
 
     Appended rows are added to the existing index; any other change rebuilds it. Sets above
     `exact_max_rows()` get an IVF index whose nprobe is tuned to recall@10 >= 0.95 (re-measured
@@ -223,10 +247,10 @@ def update_index(
             index = faiss.read_index(str(index_path))
             start = index.ntotal
     if index is None:
-        index = _new_index(dim, metric, n, read_rows)
+        index = _new_index(dim, metric, n, read_rows, fp16=fp16)
     if add_rows is not None and not want_exact and n > start:
         index = add_rows(index, start, n)
-    elif start == 0 and kind == "ivfflat":
+    elif start == 0 and kind == "ivfflat" and _list_codes(index) in ("Flat", "SQfp16"):
         _fill_lists_exactly(index, n, read_rows)
     else:
         for chunk in read_rows(start, n):
@@ -251,7 +275,8 @@ def update_index(
         faiss.write_index(index, str(tmp))
     meta = {
         "file": f"index/{index_path.name}",
-        "type": {"ivfflat": "IVFFlat", "ivfpq": "IVFPQ"}.get(kind, "IndexFlatIP" if metric == "inner_product" else "IndexFlatL2"),
+        "type": {"Flat": "IVFFlat", "SQfp16": "IVFSQfp16", "PQ": "IVFPQ"}.get(
+            _list_codes(index), "IndexFlatIP" if metric == "inner_product" else "IndexFlatL2"),
         "kind": kind,
         "metric": metric,
         "exact": want_exact,

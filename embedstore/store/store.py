@@ -281,6 +281,7 @@ class Store:
                 index_meta[name] = update_index(
                     self.sidecar, name, sl.ids, sl.dim, metric,
                     lambda a, b, sl=sl: read_runs(self.shard_root, runs_between(sl, a, b)), add,
+                    fp16=sl.dtype == "float16",
                 )
                 if index_meta[name].get("rebuilt_because"):
                     self.notes.append(f"the FAISS index of {name} was {index_meta[name]['rebuilt_because']}; rebuilt it")
