@@ -125,7 +125,7 @@ def _name(store):
         return list(f["vectors"])[0]
 
 
-@pytest.mark.parametrize("what", ["row text", "row text bounds", "item table", "item_row"])
+@pytest.mark.parametrize("what", ["row text", "row text bounds", "row text start", "row text scalar", "item table", "item_row"])
 def test_tampered_row_metadata_is_refused_as_it_streams(built, tmp_path, what):
     """Readers stream each set's labels from its row text (schema 4), checked block by block; the
     item table has its own checksum; `verify` compares every one of them with the shards."""
@@ -140,6 +140,14 @@ def test_tampered_row_metadata_is_refused_as_it_streams(built, tmp_path, what):
             data[k] = ord("o")
         elif what == "row text bounds":  # the block table points past the stored bytes
             g["row_text/block_start"][-1, ROW_COLUMNS.index("label")] += 3
+        elif what == "row text start":  # junk before the first block, the table shifted past it
+            data = g["row_text/label"][()]
+            del g["row_text/label"]
+            g.create_dataset("row_text/label", data=np.concatenate([np.frombuffer(b"xyz", np.uint8), data]))
+            g["row_text/block_start"][:, ROW_COLUMNS.index("label")] += 3
+        elif what == "row text scalar":  # a column replaced by something that is not bytes
+            del g["row_text/label"]
+            g.create_dataset("row_text/label", data=7)
         elif what == "item table":  # one label changed in the item table (its own checksums left as they were)
             f["items/label"][5] = "forged"  # not its old value: the labels are cat and dog
         else:  # two rows pointed at each other's items
@@ -149,8 +157,11 @@ def test_tampered_row_metadata_is_refused_as_it_streams(built, tmp_path, what):
     with open_store(store) as st:
         rows = st.rows(st.select_set().name)
         if streamed:
-            why = "does not match its checksum" if what == "row text" else "lies outside the stored bytes"
-            with pytest.raises(DamagedStoreError, match=f"its label (column|text) in block 0 {why}") as e:
+            why = {"row text": "its label column in block 0 does not match its checksum",
+                   "row text bounds": "its label text in block 0 lies outside the stored bytes",
+                   "row text start": "its row text block table does not start at 0 and rise",
+                   "row text scalar": "its row text has a column that is not bytes"}[what]
+            with pytest.raises(DamagedStoreError, match=why) as e:
                 rows.labels
             assert "\n" not in str(e.value) and "embed verify c.h5 --repair" in str(e.value)
         elif what == "item table":
@@ -160,7 +171,7 @@ def test_tampered_row_metadata_is_refused_as_it_streams(built, tmp_path, what):
     assert code == 1
     if streamed:
         r = embed("export", store, "--out", tmp_path / "x")
-        assert r.exit_code != 0 and _last_line(r).startswith("error:") and "block 0" in _last_line(r)
+        assert r.exit_code != 0 and _last_line(r).startswith("error:") and why in _last_line(r)
         assert not (tmp_path / "x").exists()
     assert embed("verify", store, "--repair").exit_code == 0
     with open_store(store) as st:

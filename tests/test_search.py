@@ -186,6 +186,24 @@ def test_float16_sets_keep_float16_vectors_in_their_ivf_lists(tmp_path, monkeypa
     assert np.array_equal(I0, I1) and np.array_equal(D0, D1)
 
 
+def test_a_vector_too_large_for_faiss_is_refused_in_one_line_not_left_out_of_the_index():
+    """A finite vector whose distances overflow gets no list from FAISS's quantizer (`index.add`
+    would leave it out silently): the index builder says which row and what to do."""
+    import faiss
+
+    from embedstore.errors import StoreError
+    from embedstore.store.index import _fill_lists_exactly
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(500, 8)).astype(np.float32)
+    index = faiss.index_factory(8, "IVF16,Flat", faiss.METRIC_L2)
+    index.train(X)
+    X[7] = 3e19
+    with pytest.raises(StoreError, match=r"1 row\(s\) of this vector set, e.g. row 7, have vectors too large") as e:
+        _fill_lists_exactly(index, len(X), lambda a, b: iter([X[a:b]]))
+    assert "\n" not in str(e.value) and "--normalize l2" in str(e.value)
+
+
 def test_ivfpq_search_reranks_candidates_by_the_stored_vectors(tmp_path, monkeypatch):
     """Above EMBEDSTORE_PQ_MIN rows the index holds PQ codes; search re-ranks k x 10 candidates by
     the stored vectors, so results agree with exact search and scores are exact cosines."""

@@ -156,7 +156,7 @@ def write_catalog(path: Path, shard_root_rel: str, layout: Layout, index_meta: d
     from .integrity import ROW_BLOCK, ROW_COLUMNS, row_map_digest
 
     str_dt = h5py.string_dtype("utf-8")
-    check_free_space(path.parent, 2 * (512 * len(layout.items["id"]) + 96 * len(layout.shards)) + (64 << 10))
+    check_free_space(path.parent, 2 * _catalog_bytes(layout) + (64 << 10))
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         f.attrs["format"] = FORMAT
@@ -210,6 +210,21 @@ def write_catalog(path: Path, shard_root_rel: str, layout: Layout, index_meta: d
             for (dest, end, shard_file, dset, start, stop), (_shard, shard_rows, _a, _b) in zip(pieces, sl.runs):
                 vl[dest:end] = h5py.VirtualSource(shard_file, dset, shape=(shard_rows, sl.dim))[start:stop]
             sg.create_virtual_dataset("vectors", vl, fillvalue=np.nan)
+
+
+def _catalog_bytes(layout: Layout) -> int:
+    """About what the catalog will take on disk: each string column at the mean UTF-8 length of a
+    sample of it (+24 bytes a variable-length string), once in the item table and again in each
+    set's row text, plus the integer columns and each set's ids and row tables."""
+    n = len(layout.items["id"])
+    if n == 0:
+        return 96 * len(layout.shards)
+    at = np.linspace(0, n - 1, min(n, 1024)).astype(np.int64)
+    mean = {c: float(np.mean([len(str(layout.items[c][int(i)]).encode("utf-8", "surrogateescape")) for i in at]))
+            for c in ITEM_STR_COLUMNS}
+    items = n * (sum(mean.values()) + 24 * len(ITEM_STR_COLUMNS) + 8 * len(ITEM_INT_COLUMNS))
+    per_row = sum(mean[c] + 1 for c in ("id", "label", "split", "uri", "text", "sha256", "meta")) + mean["id"] + 24 + 8
+    return int(items + sum(len(sl.ids) for sl in layout.sets.values()) * per_row + 96 * len(layout.shards))
 
 
 def _strings(group, name: str, values: np.ndarray, step: int = 1 << 16) -> None:

@@ -13,6 +13,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from ..atomic import atomic_path, file_sha256, write_json_atomic
+from ..errors import StoreError
 
 
 def ids_digest(ids: list[str]) -> str:
@@ -133,6 +134,10 @@ def _fill_lists_exactly(index, n: int, read_rows) -> None:
         _, assigned = ivf.quantizer.search(np.ascontiguousarray(chunk, dtype=np.float32), 1)
         labels[pos : pos + len(chunk)] = assigned[:, 0]
         pos += len(chunk)
+    if (labels < 0).any():  # FAISS's add would leave these rows out of every list, and the index short
+        raise StoreError(f"{int((labels < 0).sum())} row(s) of this vector set, e.g. row {int(np.flatnonzero(labels < 0)[0])}, "
+                         "have vectors too large for a FAISS index (distances overflow); rebuild or re-import the set "
+                         "normalised (--normalize l2)")
     counts = np.bincount(labels, minlength=ivf.nlist)
     for lst in np.flatnonzero(counts):
         lists.resize(int(lst), int(counts[lst]))

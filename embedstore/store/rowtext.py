@@ -134,11 +134,18 @@ def read_block(group, column: str, k: int, starts: np.ndarray, ci: int, rows: in
 
 def problem(group, columns, n_rows: int, n_blocks: int) -> str | None:
     """Why a set's row text group does not fit its rows (None: its shape fits; digests are checked as read)."""
+    import h5py
+
     if group is None:
         return "it has no row text" if n_rows else None
-    if any(c not in group for c in (*columns, "block_start")):
+    if any(not isinstance(group.get(c), h5py.Dataset) for c in (*columns, "block_start")):
         return "its row text lacks a column"
+    if any(group[c].ndim != 1 or group[c].dtype != np.uint8 for c in columns):
+        return "its row text has a column that is not bytes"
     starts = group["block_start"]
     if starts.shape != (n_blocks + 1, len(columns)):
         return "its row text block table does not have one entry per block"
+    starts = starts[()]
+    if (starts[0] != 0).any() or (np.diff(starts, axis=0) < 0).any():
+        return "its row text block table does not start at 0 and rise"
     return None

@@ -408,8 +408,11 @@ class Store:
             yield meta["id"].strings(), block.astype(np.float32)
 
     def live_ids(self, set_name: str) -> set[str]:
-        with self._file() as f:
-            return set(f["vectors"][set_name]["ids"].asstr()[()])
+        """The ids of the set's rows, read and checked as `SetRows.stream` reads them."""
+        out: set[str] = set()
+        for _start, _block, meta in self.rows(set_name).stream(vectors=False, chunk_rows=1 << 30, columns=("id",), raw=True):
+            out.update(meta["id"].strings())
+        return out
 
     def info(self) -> dict:
         """Items, labels, splits (and their table), vector sets with provenance and index, quarantine."""
