@@ -39,9 +39,22 @@ def random_shards(seed: int, repeat_id: bool = False):
 
 
 def _plain(layout):
-    return ({c: [v.item() if hasattr(v, "item") else v for v in layout.items[c]] for c in ITEM_COLUMNS},
-            {k: (sl.runs, list(sl.ids), [int(x) for x in sl.item_rows], sl.stale, sl.dim, sl.dtype) for k, sl in layout.sets.items()},
+    """A layout as plain Python values (its columns may be object arrays, lists or Arrow arrays)."""
+    from embedstore.store.columns import values
+
+    return ({c: [v.item() if hasattr(v, "item") else v for v in values(layout.items[c])] for c in ITEM_COLUMNS},
+            {k: (sl.runs, list(values(sl.ids)), [int(x) for x in sl.item_rows], sl.stale, sl.dim, sl.dtype) for k, sl in layout.sets.items()},
             layout.shards, list(layout.sets))
+
+
+def compact(shards):
+    """The same shards as the catalog refresh keeps them (`read_shard_meta(compact=True)`): string columns in Arrow."""
+    from dataclasses import replace
+
+    from embedstore.store.columns import arrow
+
+    return [(s, replace(m, items={c: v if c in ITEM_INT_COLUMNS else arrow(v) for c, v in m.items.items()},
+                        vector_ids=arrow(m.vector_ids), vector_sha256=arrow(m.vector_sha256))) for s, m in shards]
 
 
 @pytest.mark.parametrize("seed", range(40))
@@ -49,7 +62,10 @@ def test_the_array_path_gives_the_general_layout(seed):
     order = sorted(random_shards(seed), key=lambda s: s[1].name)
     fast = _layout_unique(order, SETS)
     assert fast is not None
-    assert _plain(fast) == _plain(_layout_general(order, SETS))
+    want = _plain(_layout_general(order, SETS))
+    assert _plain(fast) == want
+    # and from the compact (Arrow) columns the refresh keeps, by either path
+    assert _plain(_layout_unique(compact(order), SETS)) == want == _plain(_layout_general(compact(order), SETS))
 
 
 def test_the_random_shards_cover_every_case():
@@ -66,5 +82,5 @@ def test_a_repeated_id_takes_the_general_path():
     order = sorted(shards, key=lambda s: s[1].name)
     ids = [i for _, m in order for i in m.items["id"]]
     assert len(set(ids)) < len(ids)
-    assert _layout_unique(order, SETS) is None
-    assert _plain(compute_layout(shards, SETS)) == _plain(_layout_general(order, SETS))
+    assert _layout_unique(order, SETS) is None and _layout_unique(compact(order), SETS) is None
+    assert _plain(compute_layout(shards, SETS)) == _plain(_layout_general(order, SETS)) == _plain(compute_layout(compact(shards), SETS))

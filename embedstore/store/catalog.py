@@ -53,14 +53,19 @@ def _layout_unique(order: list[tuple[str, ShardMeta]], set_attrs: dict[str, dict
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    from .columns import arrow
+
     # Arrow's default pool (jemalloc) keeps what these transients free: at 1M rows ~115 MB more peak RSS
     pool = pa.system_memory_pool()
-    ids = np.concatenate([np.asarray(m.items["id"], dtype=object) for _, m in order])
-    id_set = pa.array(ids, pa.string(), memory_pool=pool)
-    if pc.count_distinct(id_set, memory_pool=pool).as_py() != len(ids):  # (a Python set of millions costs ~60 B an id)
+
+    def joined(cols):  # one column over every shard: string columns as one Arrow chunked array (no copy)
+        return pa.chunked_array([arrow(c) for c in cols], pa.string())
+
+    items = {c: joined([m.items[c] for _, m in order]) if c in ITEM_STR_COLUMNS
+             else np.concatenate([np.asarray(m.items[c], dtype=np.int64) for _, m in order]) for c in ITEM_COLUMNS}
+    id_set = items["id"].combine_chunks(memory_pool=pool)
+    if pc.count_distinct(id_set, memory_pool=pool).as_py() != len(id_set):  # (a Python set of millions costs ~60 B an id)
         return None
-    items = {c: ids if c == "id" else np.concatenate(
-        [np.asarray(m.items[c], dtype=object if c in ITEM_STR_COLUMNS else np.int64) for _, m in order]) for c in ITEM_COLUMNS}
     sets: dict[str, SetLayout] = {}
     members: dict[str, list[int]] = {}
     for i, (set_name, _meta) in enumerate(order):
@@ -69,19 +74,19 @@ def _layout_unique(order: list[tuple[str, ShardMeta]], set_attrs: dict[str, dict
         members.setdefault(set_name, []).append(i)
     for set_name, shard_idx in members.items():
         sl = sets[set_name]
-        vids = np.concatenate([np.asarray(order[i][1].vector_ids, dtype=object) for i in shard_idx])
-        vid_arr = pa.array(vids, pa.string(), memory_pool=pool)
-        if pc.count_distinct(vid_arr, memory_pool=pool).as_py() != len(vids):
+        vids = joined([order[i][1].vector_ids for i in shard_idx])
+        if pc.count_distinct(vids, memory_pool=pool).as_py() != len(vids):
             return None
-        vsha = np.concatenate([np.asarray(order[i][1].vector_sha256, dtype=object) for i in shard_idx])
+        vsha = joined([order[i][1].vector_sha256 for i in shard_idx])
         si = np.concatenate([np.full(len(order[i][1].vector_ids), i, dtype=np.int64) for i in shard_idx])
         jj = np.concatenate([np.arange(len(order[i][1].vector_ids), dtype=np.int64) for i in shard_idx])
-        pos = pc.index_in(vid_arr, value_set=id_set, memory_pool=pool).fill_null(-1).to_numpy().astype(np.int64)
-        del vid_arr
-        safe = np.where(pos >= 0, pos, 0)
-        live = (pos >= 0) & (items["status"][safe] == STATUS_OK) & (items["sha256"][safe] == vsha) if len(pos) else pos >= 0
+        pos = pc.index_in(vids, value_set=id_set, memory_pool=pool).fill_null(-1).to_numpy().astype(np.int64)
+        safe = pa.array(np.where(pos >= 0, pos, 0))
+        ok = pc.equal(items["status"].take(safe), STATUS_OK, memory_pool=pool).to_numpy()
+        same = pc.equal(items["sha256"].take(safe), vsha, memory_pool=pool).to_numpy()
+        live = (pos >= 0) & ok & same if len(pos) else pos >= 0
         sl.stale = int((~live).sum())
-        sl.ids = vids[live].tolist()
+        sl.ids = pc.filter(vids, pa.array(live), memory_pool=pool).combine_chunks(memory_pool=pool) if len(pos) else []
         sl.item_rows = pos[live]
         si, jj = si[live], jj[live]
         if len(si):
@@ -95,9 +100,11 @@ def _layout_unique(order: list[tuple[str, ShardMeta]], set_attrs: dict[str, dict
 def _layout_general(order: list[tuple[str, ShardMeta]], set_attrs: dict[str, dict]) -> Layout:
     """`compute_layout` for any shards: an id committed again (a changed file re-embedded, a
     relabelled item) takes its newest row, keeping the position of its first."""
+    from .columns import objects
+
     latest: dict[str, tuple] = {}
     for _set, meta in order:
-        cols = [meta.items[c] for c in ITEM_COLUMNS]
+        cols = [objects(meta.items[c]) if c in ITEM_STR_COLUMNS else meta.items[c] for c in ITEM_COLUMNS]
         for row in zip(*cols):
             latest[row[0]] = row  # dict keeps first-insertion position, value is the newest
     items = {c: [] for c in ITEM_COLUMNS}
@@ -115,16 +122,17 @@ def _layout_general(order: list[tuple[str, ShardMeta]], set_attrs: dict[str, dic
         a = set_attrs[set_name]
         sl = sets.setdefault(set_name, SetLayout(set_name, a, int(a["dim"]), str(a["dtype"])))
         rows = newest_row.setdefault(set_name, {})
-        for j, vid in enumerate(meta.vector_ids):
+        for j, vid in enumerate(objects(meta.vector_ids)):
             if vid in rows:
                 sl.stale += 1
             rows[vid] = (i, j)
+    vshas = [objects(meta.vector_sha256) for _set, meta in order]
     for set_name, rows in newest_row.items():
         sl = sets[set_name]
         live = []
         for vid, (i, j) in rows.items():
             item = latest.get(vid)
-            if item is None or item[status_col] != STATUS_OK or item[sha_col] != order[i][1].vector_sha256[j]:
+            if item is None or item[status_col] != STATUS_OK or item[sha_col] != vshas[i][j]:
                 sl.stale += 1
                 continue
             live.append((i, j, vid))
@@ -153,6 +161,7 @@ def write_catalog(path: Path, shard_root_rel: str, layout: Layout, index_meta: d
     import h5py
 
     from . import rowtext
+    from .columns import objects
     from .integrity import ROW_BLOCK, ROW_COLUMNS, row_map_digest
 
     str_dt = h5py.string_dtype("utf-8")
@@ -169,18 +178,16 @@ def write_catalog(path: Path, shard_root_rel: str, layout: Layout, index_meta: d
         f.attrs["embedstore_version"] = __version__
         g = f.create_group("items")
         n_items = len(layout.items["id"])
-        str_cols = {}
+        str_cols = {c: layout.items[c] for c in ITEM_STR_COLUMNS}  # object arrays, lists or Arrow (store/columns.py)
         for c in ITEM_STR_COLUMNS:
-            str_cols[c] = np.asarray(layout.items[c], dtype=object).reshape(n_items)
             _strings(g, c, str_cols[c])
         for c in ITEM_INT_COLUMNS:
             g.create_dataset(c, data=np.asarray(layout.items[c], dtype=np.int64).reshape(n_items))
-        statuses = str_cols["status"]
         g.attrs["count"] = n_items
         from .shards import items_digest
 
         g.attrs["items_sha256"] = items_digest(layout.items)  # Store.items() refuses a table that differs
-        g.attrs["ok"] = int((statuses == STATUS_OK).sum()) if n_items else 0
+        g.attrs["ok"] = sum(int((objects(str_cols["status"], a, a + 65536) == STATUS_OK).sum()) for a in range(0, n_items, 65536))
         f.create_dataset("shards", data=np.array(layout.shards, dtype=object), dtype=str_dt)
         stats = [(shard_stats or {}).get(k, (-1, -1)) for k in layout.shards]
         f.create_dataset("shard_size", data=np.asarray([a for a, _ in stats], dtype=np.int64).reshape(len(stats)))
@@ -219,8 +226,10 @@ def _catalog_bytes(layout: Layout) -> int:
     n = len(layout.items["id"])
     if n == 0:
         return 96 * len(layout.shards)
+    from .columns import take
+
     at = np.linspace(0, n - 1, min(n, 1024)).astype(np.int64)
-    mean = {c: float(np.mean([len(str(layout.items[c][int(i)]).encode("utf-8", "surrogateescape")) for i in at]))
+    mean = {c: float(np.mean([len(str(v).encode("utf-8", "surrogateescape")) for v in take(layout.items[c], at)]))
             for c in ITEM_STR_COLUMNS}
     items = n * (sum(mean.values()) + 24 * len(ITEM_STR_COLUMNS) + 8 * len(ITEM_INT_COLUMNS))
     per_row = sum(mean[c] + 1 for c in ("id", "label", "split", "uri", "text", "sha256", "meta")) + mean["id"] + 24 + 8
@@ -232,9 +241,11 @@ def _strings(group, name: str, values: np.ndarray, step: int = 1 << 16) -> None:
     go, so one call for a column of millions would hold all of it encoded again at once."""
     import h5py
 
+    from .columns import objects
+
     ds = group.create_dataset(name, shape=(len(values),), dtype=h5py.string_dtype("utf-8"))
     for a in range(0, len(values), step):
-        ds[a : a + step] = values[a : a + step]
+        ds[a : a + step] = objects(values, a, a + step)
 
 
 def row_tables(sl: SetLayout, str_cols: dict[str, np.ndarray], shard_root_rel: str, columns=None, sink=None):
@@ -245,18 +256,18 @@ def row_tables(sl: SetLayout, str_cols: dict[str, np.ndarray], shard_root_rel: s
     recomputes them from the shards with this same function."""
     import hashlib
 
+    from .columns import objects, take
     from .integrity import ROW_BLOCK, ROW_COLUMNS, column_digest, joined_text
 
     ROW_COLUMNS = columns or ROW_COLUMNS  # noqa: N806
     n = len(sl.ids)
-    ids = np.asarray(sl.ids, dtype=object).reshape(n)
     at = np.asarray(sl.item_rows, dtype=np.int64).reshape(n)
     digests = []
     for k, b0 in enumerate(range(0, n, ROW_BLOCK)):
         pos = at[b0 : b0 + ROW_BLOCK]
         row = []
         for c in ROW_COLUMNS:
-            data = joined_text(ids[b0 : b0 + ROW_BLOCK] if c == "id" else str_cols[c][pos])
+            data = joined_text(objects(sl.ids, b0, b0 + ROW_BLOCK) if c == "id" else take(str_cols[c], pos))
             row.append(hashlib.sha256(data).hexdigest())
             if sink is not None:
                 sink(k, c, data)
@@ -266,7 +277,7 @@ def row_tables(sl: SetLayout, str_cols: dict[str, np.ndarray], shard_root_rel: s
     for shard, _shard_rows, start, stop in sl.runs:
         pieces.append((dest, dest + stop - start, f"{shard_root_rel}/{shard}", "vectors", start, stop))
         dest += stop - start
-    return ids, at, digests, pieces
+    return sl.ids, at, digests, pieces
 
 
 def read_shard_stats(path: Path) -> dict[str, tuple[int, int]]:

@@ -16,11 +16,15 @@ from ..atomic import atomic_path, file_sha256, write_json_atomic
 from ..errors import StoreError
 
 
-def ids_digest(ids: list[str]) -> str:
+def ids_digest(ids) -> str:
+    """sha256 of the ids in order, each followed by a newline (a list, object array or Arrow array of str)."""
+    from .columns import objects
+
     h = hashlib.sha256()
-    for i in ids:
-        h.update(i.encode())
-        h.update(b"\n")
+    for a in range(0, len(ids), 1 << 16):
+        part = objects(ids, a, a + (1 << 16))
+        if len(part):
+            h.update(("\n".join(part) + "\n").encode())
     return h.hexdigest()
 
 

@@ -126,6 +126,7 @@ def verify_store(path: str | Path) -> dict:
     import h5py
 
     from .catalog import compute_layout
+    from .columns import values
     from .index import ids_digest, index_paths, read_index_meta
     from .schema import ITEM_COLUMNS, ITEM_STR_COLUMNS, KEY_FIELDS, LATE_STR_COLUMNS, SCHEMA_VERSION, provenance_key, sidecar_dir
     from .shards import check_shard, has_checksums, list_shards, read_shard_meta, stray_files
@@ -212,7 +213,7 @@ def verify_store(path: str | Path) -> dict:
                     f"`embed verify {name} --repair` rebuilds it")
             elif layout is not None and not damaged:
                 for sname, sl in layout.sets.items():
-                    if catalog_ids.get(sname) != sl.ids:
+                    if catalog_ids.get(sname) != list(values(sl.ids)):
                         bad("catalog", path, f"vector set {sname}: its rows differ from what the shards hold",
                             f"`embed verify {name} --repair` rebuilds it")
                 with h5py.File(path, "r") as f:  # the item table, cell by cell, against the shards'
@@ -221,7 +222,7 @@ def verify_store(path: str | Path) -> dict:
                         have = (g[c].asstr()[()] if c in ITEM_STR_COLUMNS else g[c][()]) if c in g else None
                         if have is None and c in LATE_STR_COLUMNS:  # an older catalog: read as empty
                             have = [""] * len(g["id"])
-                        if have is None or list(have) != list(layout.items[c]):
+                        if have is None or list(have) != list(values(layout.items[c])):
                             bad("catalog", path, f"its item column '{c}' differs from what the shards hold",
                                 f"`embed verify {name} --repair` rebuilds it")
                             break
@@ -264,8 +265,7 @@ def _row_tables_problem(f, sname: str, sl, layout, shard_root_rel: str) -> str |
     g = f["vectors"][sname]
     if "item_row" not in g:
         return None
-    n = len(layout.items["id"])
-    str_cols = {c: np.asarray(layout.items[c], dtype=object).reshape(n) for c in ITEM_STR_COLUMNS}
+    str_cols = {c: layout.items[c] for c in ITEM_STR_COLUMNS}
     columns = row_columns_of(g["row_sha256"].shape) or ROW_COLUMNS  # a schema 2 catalog's, without meta
     if int(f.attrs.get("embedstore_schema", 0)) >= 3:
         columns = ROW_COLUMNS  # schema 3 checksums every row column: a narrower table differs below

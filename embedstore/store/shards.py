@@ -50,12 +50,14 @@ REPEATING_COLUMNS = ("label", "split", "status", "reason", "meta")  # few distin
 
 def items_digest(cols: dict) -> str:
     """sha256 of a shard's item columns as stored (strings NUL-separated, integers little-endian int64)."""
+    from .columns import objects, values
+
     h = hashlib.sha256()
     for c in ITEM_STR_COLUMNS:  # one join per 64k values (fast at millions of rows; memory: one slice of one column)
-        if c in LATE_STR_COLUMNS and not any(map(len, map(str, cols[c]))):
+        if c in LATE_STR_COLUMNS and not any(map(len, map(str, values(cols[c])))):
             continue
         for a in range(0, len(cols[c]), 1 << 16):  # every value NUL-terminated: the same bytes as one join of all
-            h.update(("\0".join(map(str, cols[c][a : a + (1 << 16)])) + "\0").encode("utf-8"))
+            h.update(("\0".join(map(str, objects(cols[c], a, a + (1 << 16)))) + "\0").encode("utf-8"))
     for c in ITEM_INT_COLUMNS:
         h.update(np.asarray(cols[c], dtype="<i8").tobytes())
     return h.hexdigest()
@@ -174,23 +176,33 @@ def write_shard(
     return name
 
 
-def read_shard_meta(path: Path) -> ShardMeta:
+def read_shard_meta(path: Path, compact: bool = False) -> ShardMeta:
+    """A shard's item rows and vector ids; with `compact` its string columns as Arrow arrays (what
+    the catalog refresh keeps for every shard: see store/columns.py), else as object arrays."""
     import h5py
+
+    from .columns import arrow
 
     with h5py.File(path, "r") as f:
         g = f["items"]
         n = len(g["id"])
         items = {c: g[c].asstr()[()] if c in g else np.full(n, "", dtype=object) for c in ITEM_STR_COLUMNS}
-        for c in REPEATING_COLUMNS:  # one object per distinct value: the catalog refresh holds every shard's columns
-            seen: dict = {}
-            items[c] = np.array([seen.setdefault(v, v) for v in items[c]], dtype=object).reshape(n)
+        if compact:
+            items = {c: arrow(v) for c, v in items.items()}
+        else:
+            for c in REPEATING_COLUMNS:  # one object per distinct value
+                seen: dict = {}
+                items[c] = np.array([seen.setdefault(v, v) for v in items[c]], dtype=object).reshape(n)
         items.update({c: g[c][()] for c in ITEM_INT_COLUMNS})
         n, d = f["vectors"].shape
+        vids, vshas = f["vector_ids"].asstr()[()], f["vector_sha256"].asstr()[()]
+        if compact:
+            vids, vshas = arrow(vids), arrow(vshas)
         return ShardMeta(
             name=path.name,
             items=items,
-            vector_ids=_shared(f["vector_ids"].asstr()[()], items["id"]),
-            vector_sha256=_shared(f["vector_sha256"].asstr()[()], items["sha256"]),
+            vector_ids=_shared(vids, items["id"]),
+            vector_sha256=_shared(vshas, items["sha256"]),
             n_vectors=int(n),
             dim=int(d),
             attrs={k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()},
@@ -200,7 +212,11 @@ def read_shard_meta(path: Path) -> ShardMeta:
 def _shared(vals: np.ndarray, same: np.ndarray) -> np.ndarray:
     """`same` when it holds the same values as `vals` (a shard whose items all have vectors, the
     usual case): the catalog refresh keeps every shard's columns, and this stores those strings once."""
-    return same if len(vals) == len(same) and np.array_equal(vals, same) else vals
+    from .columns import is_arrow
+
+    if len(vals) != len(same):
+        return vals
+    return same if (vals.equals(same) if is_arrow(vals) else np.array_equal(vals, same)) else vals
 
 
 def list_shards(directory: Path) -> list[str]:

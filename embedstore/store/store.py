@@ -264,7 +264,7 @@ class Store:
                         dest = move_aside(self.sidecar, self.shard_root, key)
                         self.notes.append(f"shard {key} was damaged ({problem}); moved it to {dest} and its items will be re-embedded")
                         continue
-                self._meta_cache[key] = read_shard_meta(path)
+                self._meta_cache[key] = read_shard_meta(path, compact=True)
                 self._trusted[key] = shard_stat(path)
             stats[key] = self._trusted[key]
             set_name = key.split("/", 1)[0]
