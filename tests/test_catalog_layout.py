@@ -53,8 +53,14 @@ def compact(shards):
 
     from embedstore.store.columns import arrow
 
-    return [(s, replace(m, items={c: v if c in ITEM_INT_COLUMNS else arrow(v) for c, v in m.items.items()},
-                        vector_ids=arrow(m.vector_ids), vector_sha256=arrow(m.vector_sha256))) for s, m in shards]
+    from embedstore.store.shards import _shared
+
+    out = []
+    for s, m in shards:
+        items = {c: v if c in ITEM_INT_COLUMNS else arrow(v) for c, v in m.items.items()}
+        out.append((s, replace(m, items=items, vector_ids=_shared(arrow(m.vector_ids), items["id"]),
+                               vector_sha256=_shared(arrow(m.vector_sha256), items["sha256"]))))
+    return out
 
 
 @pytest.mark.parametrize("seed", range(40))
@@ -66,6 +72,12 @@ def test_the_array_path_gives_the_general_layout(seed):
     assert _plain(fast) == want
     # and from the compact (Arrow) columns the refresh keeps, by either path
     assert _plain(_layout_unique(compact(order), SETS)) == want == _plain(_layout_general(compact(order), SETS))
+
+
+def test_the_compact_shards_share_their_columns_where_the_refresh_would():
+    """Some random shards have a vector for each item in order (the shared fast path), others not."""
+    shared = [m.vector_ids is m.items["id"] for seed in range(40) for _, m in compact(random_shards(seed))]
+    assert 0 < sum(shared) < len(shared)
 
 
 def test_the_random_shards_cover_every_case():

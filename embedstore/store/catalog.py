@@ -64,6 +64,7 @@ def _layout_unique(order: list[tuple[str, ShardMeta]], set_attrs: dict[str, dict
     items = {c: joined([m.items[c] for _, m in order]) if c in ITEM_STR_COLUMNS
              else np.concatenate([np.asarray(m.items[c], dtype=np.int64) for _, m in order]) for c in ITEM_COLUMNS}
     id_set = items["id"].combine_chunks(memory_pool=pool)
+    starts = np.cumsum([0] + [len(m.items["id"]) for _, m in order])  # each shard's first item-table row
     if pc.count_distinct(id_set, memory_pool=pool).as_py() != len(id_set):  # (a Python set of millions costs ~60 B an id)
         return None
     sets: dict[str, SetLayout] = {}
@@ -77,14 +78,25 @@ def _layout_unique(order: list[tuple[str, ShardMeta]], set_attrs: dict[str, dict
         vids = joined([order[i][1].vector_ids for i in shard_idx])
         if pc.count_distinct(vids, memory_pool=pool).as_py() != len(vids):
             return None
-        vsha = joined([order[i][1].vector_sha256 for i in shard_idx])
         si = np.concatenate([np.full(len(order[i][1].vector_ids), i, dtype=np.int64) for i in shard_idx])
         jj = np.concatenate([np.arange(len(order[i][1].vector_ids), dtype=np.int64) for i in shard_idx])
-        pos = pc.index_in(vids, value_set=id_set, memory_pool=pool).fill_null(-1).to_numpy().astype(np.int64)
-        safe = pa.array(np.where(pos >= 0, pos, 0))
-        ok = pc.equal(items["status"].take(safe), STATUS_OK, memory_pool=pool).to_numpy()
-        same = pc.equal(items["sha256"].take(safe), vsha, memory_pool=pool).to_numpy()
-        live = (pos >= 0) & ok & same if len(pos) else pos >= 0
+        pos_parts, live_parts = [], []
+        for i in shard_idx:  # shard by shard: memory holds one shard's comparisons, not the set's
+            m = order[i][1]
+            if m.vector_ids is m.items["id"]:  # shards._shared: vector j is this shard's item j
+                pos_i = starts[i] + np.arange(len(m.vector_ids), dtype=np.int64)
+                ok = _equal(m.items["status"], STATUS_OK)
+                same = True if m.vector_sha256 is m.items["sha256"] else _equal(m.vector_sha256, m.items["sha256"])
+            else:
+                pos_i = pc.index_in(arrow(m.vector_ids), value_set=id_set, memory_pool=pool).fill_null(-1).to_numpy()
+                pos_i = pos_i.astype(np.int64)
+                safe = pa.array(np.where(pos_i >= 0, pos_i, 0))
+                ok = _equal(items["status"].take(safe), STATUS_OK)
+                same = _equal(items["sha256"].take(safe), arrow(m.vector_sha256))
+            pos_parts.append(pos_i)
+            live_parts.append((pos_i >= 0) & ok & same)
+        pos = np.concatenate(pos_parts) if pos_parts else np.zeros(0, dtype=np.int64)
+        live = np.concatenate(live_parts) if live_parts else np.zeros(0, dtype=bool)
         sl.stale = int((~live).sum())
         sl.ids = pc.filter(vids, pa.array(live), memory_pool=pool).combine_chunks(memory_pool=pool) if len(pos) else []
         sl.item_rows = pos[live]
@@ -95,6 +107,19 @@ def _layout_unique(order: list[tuple[str, ShardMeta]], set_attrs: dict[str, dict
                 meta = order[int(si[a0])][1]
                 sl.runs.append((f"{set_name}/{meta.name}", meta.n_vectors, int(jj[a0]), int(jj[b0 - 1]) + 1))
     return Layout(items=items, sets=sets, shards=[f"{set_name}/{meta.name}" for set_name, meta in order])
+
+
+def _equal(col, other) -> np.ndarray:
+    """Element-wise `col == other` (a value, or a column of the same length) as a numpy bool array."""
+    from .columns import is_arrow
+
+    if is_arrow(col) or is_arrow(other):
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        out = pc.equal(col, other, memory_pool=pa.system_memory_pool())
+        return out.to_numpy() if hasattr(out, "chunks") else out.to_numpy(zero_copy_only=False)
+    return np.asarray(np.asarray(col, dtype=object) == other, dtype=bool)
 
 
 def _layout_general(order: list[tuple[str, ShardMeta]], set_attrs: dict[str, dict]) -> Layout:
