@@ -18,9 +18,42 @@ class Task:
     known_sha: str | None  # the stored hash, when this set already has a vector for the id
 
 
+class Todo:
+    """A plan's tasks, kept column-wise (the items, their sizes and mtimes as int64, the stored hashes)
+    and read back as `Task`s: a Task object with its two Python ints costs ~130 bytes more per item
+    than these columns, which at millions of items is much of a build's peak memory. Indexing,
+    `len` and iteration work as on a list of Tasks."""
+
+    __slots__ = ("items", "_size", "_mtime", "_known")
+
+    def __init__(self):
+        from array import array
+
+        self.items: list[Item] = []
+        self._size, self._mtime = array("q"), array("q")
+        self._known: list[str | None] = []
+
+    def append(self, task: Task) -> None:
+        self.items.append(task.item)
+        self._size.append(task.size)
+        self._mtime.append(task.mtime_ns)
+        self._known.append(task.known_sha)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        return Task(self.items[i], self._size[i], self._mtime[i], self._known[i])
+
+    def __iter__(self):
+        return (self[k] for k in range(len(self)))
+
+
 @dataclass
 class Plan:
-    todo: list[Task] = field(default_factory=list)
+    todo: Todo = field(default_factory=Todo)
     metadata_only: list[tuple[Item, dict]] = field(default_factory=list)  # same file, new label/split/metadata
     unchanged: int = 0
     previously_quarantined: int = 0
