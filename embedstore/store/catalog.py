@@ -75,37 +75,36 @@ def _layout_unique(order: list[tuple[str, ShardMeta]], set_attrs: dict[str, dict
         members.setdefault(set_name, []).append(i)
     for set_name, shard_idx in members.items():
         sl = sets[set_name]
-        vids = joined([order[i][1].vector_ids for i in shard_idx])
-        if pc.count_distinct(vids, memory_pool=pool).as_py() != len(vids):
-            return None
-        si = np.concatenate([np.full(len(order[i][1].vector_ids), i, dtype=np.int64) for i in shard_idx])
-        jj = np.concatenate([np.arange(len(order[i][1].vector_ids), dtype=np.int64) for i in shard_idx])
-        pos_parts, live_parts = [], []
+        if not all(order[i][1].vector_ids is order[i][1].items["id"] for i in shard_idx):
+            # some shard's vectors are not its items in order: a vector id committed twice takes the general path
+            # (when every shard's are, they are ids of the item table, which has no repeats)
+            if pc.count_distinct(joined([order[i][1].vector_ids for i in shard_idx]), memory_pool=pool).as_py() != sum(
+                    len(order[i][1].vector_ids) for i in shard_idx):
+                return None
+        ids_parts, rows_parts = [], []
         for i in shard_idx:  # shard by shard: memory holds one shard's comparisons, not the set's
             m = order[i][1]
             if m.vector_ids is m.items["id"]:  # shards._shared: vector j is this shard's item j
-                pos_i = starts[i] + np.arange(len(m.vector_ids), dtype=np.int64)
+                pos = starts[i] + np.arange(len(m.vector_ids), dtype=np.int64)
                 ok = _equal(m.items["status"], STATUS_OK)
                 same = True if m.vector_sha256 is m.items["sha256"] else _equal(m.vector_sha256, m.items["sha256"])
             else:
-                pos_i = pc.index_in(arrow(m.vector_ids), value_set=id_set, memory_pool=pool).fill_null(-1).to_numpy()
-                pos_i = pos_i.astype(np.int64)
-                safe = pa.array(np.where(pos_i >= 0, pos_i, 0))
+                pos = pc.index_in(arrow(m.vector_ids), value_set=id_set, memory_pool=pool).fill_null(-1).to_numpy()
+                pos = pos.astype(np.int64)
+                safe = pa.array(np.where(pos >= 0, pos, 0))
                 ok = _equal(items["status"].take(safe), STATUS_OK)
                 same = _equal(items["sha256"].take(safe), arrow(m.vector_sha256))
-            pos_parts.append(pos_i)
-            live_parts.append((pos_i >= 0) & ok & same)
-        pos = np.concatenate(pos_parts) if pos_parts else np.zeros(0, dtype=np.int64)
-        live = np.concatenate(live_parts) if live_parts else np.zeros(0, dtype=bool)
-        sl.stale = int((~live).sum())
-        sl.ids = pc.filter(vids, pa.array(live), memory_pool=pool).combine_chunks(memory_pool=pool) if len(pos) else []
-        sl.item_rows = pos[live]
-        si, jj = si[live], jj[live]
-        if len(si):
-            cut = np.flatnonzero((np.diff(si) != 0) | (np.diff(jj) != 1)) + 1
-            for a0, b0 in zip(np.r_[0, cut], np.r_[cut, len(si)]):
-                meta = order[int(si[a0])][1]
-                sl.runs.append((f"{set_name}/{meta.name}", meta.n_vectors, int(jj[a0]), int(jj[b0 - 1]) + 1))
+            live = (pos >= 0) & ok & same
+            sl.stale += int((~live).sum())
+            jj = np.flatnonzero(live)
+            if len(jj):
+                cut = np.flatnonzero(np.diff(jj) != 1) + 1
+                for a0, b0 in zip(np.r_[0, cut], np.r_[cut, len(jj)]):
+                    sl.runs.append((f"{set_name}/{m.name}", m.n_vectors, int(jj[a0]), int(jj[b0 - 1]) + 1))
+                ids_parts.append(pc.filter(arrow(m.vector_ids), pa.array(live), memory_pool=pool))
+                rows_parts.append(pos[live])
+        sl.ids = pa.concat_arrays(ids_parts, memory_pool=pool) if ids_parts else []
+        sl.item_rows = np.concatenate(rows_parts) if rows_parts else np.zeros(0, dtype=np.int64)
     return Layout(items=items, sets=sets, shards=[f"{set_name}/{meta.name}" for set_name, meta in order])
 
 
