@@ -96,3 +96,15 @@ def test_a_repeated_id_takes_the_general_path():
     assert len(set(ids)) < len(ids)
     assert _layout_unique(order, SETS) is None and _layout_unique(compact(order), SETS) is None
     assert _plain(compute_layout(shards, SETS)) == _plain(_layout_general(order, SETS)) == _plain(compute_layout(compact(shards), SETS))
+
+
+def test_vectors_without_any_item_take_the_general_path():
+    """An item table with no rows but a shard holding vectors (not written by embedstore, but a
+    layout must not crash on it): the general merge, which counts them stale."""
+    items = {c: np.zeros(0, dtype=np.int64) if c in ITEM_INT_COLUMNS else np.zeros(0, dtype=object) for c in ITEM_COLUMNS}
+    meta = ShardMeta(name=f"{0:020d}-1-{0:06d}.h5", items=items, vector_ids=np.array(["x"], dtype=object),
+                     vector_sha256=np.array(["h"], dtype=object), n_vectors=1, dim=4)
+    for shards in ([("a-1", meta)], compact([("a-1", meta)])):
+        assert _layout_unique(shards, SETS) is None
+        lay = compute_layout(shards, SETS)
+        assert lay.sets["a-1"].stale == 1 and len(lay.sets["a-1"].ids) == 0

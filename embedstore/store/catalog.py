@@ -64,6 +64,8 @@ def _layout_unique(order: list[tuple[str, ShardMeta]], set_attrs: dict[str, dict
     items = {c: joined([m.items[c] for _, m in order]) if c in ITEM_STR_COLUMNS
              else np.concatenate([np.asarray(m.items[c], dtype=np.int64) for _, m in order]) for c in ITEM_COLUMNS}
     id_set = items["id"].combine_chunks(memory_pool=pool)
+    if len(id_set) == 0:  # vectors but no items at all: the general merge says what that means
+        return None
     starts = np.cumsum([0] + [len(m.items["id"]) for _, m in order])  # each shard's first item-table row
     if pc.count_distinct(id_set, memory_pool=pool).as_py() != len(id_set):  # (a Python set of millions costs ~60 B an id)
         return None
@@ -106,6 +108,12 @@ def _layout_unique(order: list[tuple[str, ShardMeta]], set_attrs: dict[str, dict
         sl.ids = pa.concat_arrays(ids_parts, memory_pool=pool) if ids_parts else []
         sl.item_rows = np.concatenate(rows_parts) if rows_parts else np.zeros(0, dtype=np.int64)
     return Layout(items=items, sets=sets, shards=[f"{set_name}/{meta.name}" for set_name, meta in order])
+
+
+def _indexable(col):
+    """A column that row tables gather from block by block: a list becomes an object array once
+    (gathering from a list would convert all of it for every block)."""
+    return np.asarray(col, dtype=object) if isinstance(col, list) else col
 
 
 def _equal(col, other) -> np.ndarray:
@@ -202,7 +210,7 @@ def write_catalog(path: Path, shard_root_rel: str, layout: Layout, index_meta: d
         f.attrs["embedstore_version"] = __version__
         g = f.create_group("items")
         n_items = len(layout.items["id"])
-        str_cols = {c: layout.items[c] for c in ITEM_STR_COLUMNS}  # object arrays, lists or Arrow (store/columns.py)
+        str_cols = {c: _indexable(layout.items[c]) for c in ITEM_STR_COLUMNS}  # object arrays or Arrow (store/columns.py)
         for c in ITEM_STR_COLUMNS:
             _strings(g, c, str_cols[c])
         for c in ITEM_INT_COLUMNS:

@@ -82,8 +82,9 @@ def _new_index(dim: int, metric: str, n: int, read_rows, seed: int = 0, fp16: bo
     """Exact (flat) up to `exact_max_rows()`, else IVF (Flat, or PQ above `pq_min_rows()`) with
     about sqrt(n) lists, trained on a sample streamed from the rows. `fp16` (the set stores float16
     vectors): the IVF lists hold the vectors as float16 (`SQfp16`, not relative to their list's
-    centroid), half the memory and file of float32 and the very values the store holds, so every
-    distance equals IVF-Flat's on them."""
+    centroid), half the memory and file of float32 and the very values the store holds: the same
+    hits as IVF-Flat, scores equal up to float32 rounding (FAISS sums in another order when the
+    dimension is not a multiple of its SIMD width)."""
     import faiss
 
     kind = index_kind(n)

@@ -265,7 +265,9 @@ def _row_tables_problem(f, sname: str, sl, layout, shard_root_rel: str) -> str |
     g = f["vectors"][sname]
     if "item_row" not in g:
         return None
-    str_cols = {c: layout.items[c] for c in ITEM_STR_COLUMNS}
+    from .catalog import _indexable
+
+    str_cols = {c: _indexable(layout.items[c]) for c in ITEM_STR_COLUMNS}
     columns = row_columns_of(g["row_sha256"].shape) or ROW_COLUMNS  # a schema 2 catalog's, without meta
     if int(f.attrs.get("embedstore_schema", 0)) >= 3:
         columns = ROW_COLUMNS  # schema 3 checksums every row column: a narrower table differs below
