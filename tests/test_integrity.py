@@ -144,7 +144,8 @@ def test_a_truncated_index_is_refused_by_search_and_rebuilt_by_build(image_folde
         st.index(st.select_set().name)
     report = build_tiny(image_folder, store)
     assert report.encoded == 0 and any("index" in n and "rebuilt" in n for n in report.notes)
-    assert _verify(store)[0] == 0
+    code, d = _verify(store)
+    assert code == 0, d
 
 
 def test_a_damaged_catalog_is_rebuilt_from_the_shards(image_folder, tmp_path, build_tiny):
@@ -200,3 +201,36 @@ def test_embed_search_never_uses_a_damaged_index(image_folder, tmp_path, build_t
     got = json.loads(r.stdout)
     assert [h["id"] for h in got["hits"]] == [h["id"] for h in want]
     assert "damaged" in json.dumps(got)
+
+
+def test_a_shard_changed_after_the_writer_checked_it_is_not_copied_into_the_catalog(image_folder, tmp_path, build_tiny):
+    """The refresh keeps only short columns of checked shards in memory and reads uri, text, meta and
+    sha256 again as it writes the catalog (store/columns.ShardColumn): bytes changed in between are
+    refused, and the next refresh checks the shard in full and moves it aside."""
+    from embedstore.errors import DamagedStoreError
+    from embedstore.store.columns import LAZY_COLUMNS, ShardColumn
+
+    store = tmp_path / "s.h5"
+    build_tiny(image_folder, store)
+    shard = _shards(store)[0]
+    with open_store(store, mode="a") as st:
+        st.refresh(index=False)
+        cached = st._meta_cache[f"{shard.parent.name}/{shard.name}"]
+        assert all(isinstance(cached.items[c], ShardColumn) for c in LAZY_COLUMNS)
+        with h5py.File(shard, "r") as f:
+            uri = f["items/uri"].asstr()[0].encode()
+        data = shard.read_bytes()
+        at = data.find(uri)
+        assert at > 0
+        with open(shard, "r+b") as fh:  # one character of a stored path changed
+            fh.seek(at + len(uri) - 5)
+            fh.write(b"X")
+        with pytest.raises(DamagedStoreError, match="changed after it was checked"):
+            st.refresh(index=False)
+        st.refresh()
+        assert any(shard.name in n and "damaged" in n for n in st.notes), st.notes
+    with h5py.File(store, "r") as f:
+        uris = set(f["items/uri"].asstr()[()])
+    assert uri.decode() not in uris and not any("X" in u[-6:] for u in uris)
+    code, d = _verify(store)
+    assert code == 0, d

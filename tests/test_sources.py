@@ -82,3 +82,27 @@ def test_manifest_errors(tmp_path, content, match):
     path.write_text(content)
     with pytest.raises(SourceError, match=match):
         open_source(path)
+
+
+def test_item_table_reads_back_what_was_appended_across_chunks(monkeypatch):
+    """Sources keep their items column-wise (sources/table.py); every way of reading them gives the
+    Items that went in, including across chunk boundaries and the unfrozen tail."""
+    import embedstore.sources.table as table
+    from embedstore.sources import Item
+
+    monkeypatch.setattr(table, "CHUNK", 7)
+    items = [Item(id=f"i{k}", uri=(f"/data/x{k % 3}/f{k}.jpg" if k % 4 else f"/t/texts.txt#L{k}"),
+                  label=None if k % 5 == 0 else f"c{k % 2}", split="train" if k % 2 else None,
+                  text=f"text {k}" if k % 4 == 0 else None, problem="bad" if k == 11 else None,
+                  meta='{"a":"1"}' if k == 3 else None) for k in range(31)]
+    t = table.ItemTable(items)
+    assert len(t) == 31 and list(t) == items and t[-1] == items[-1] and t[5:19:3] == items[5:19:3]
+    assert [t[k] for k in (30, 0, 14, 13, 29, 6)] == [items[k] for k in (30, 0, 14, 13, 29, 6)]
+    for name in ("id", "uri", "label", "split", "text", "problem", "meta"):
+        assert list(t.column(name)) == [getattr(it, name) for it in items]
+    assert list(t.where(lambda it: it.label == "c1")) == [it for it in items if it.label == "c1"]
+    assert t.repeated_id() is None
+    t.append(Item(id="i9", uri="/elsewhere/i9.jpg"))
+    assert t.repeated_id() == ("i9", items[9].uri, "/elsewhere/i9.jpg")
+    with pytest.raises(IndexError):
+        t[32]

@@ -47,7 +47,8 @@ def _rebuild_repairs(store: Path, tmp_path: Path, truth) -> dict:
     r = embed("build", photos, "--store", store, "--encoder", "test:tiny", "--workers", 0, "--precision", "fp32",
               "--batch-size", 4, "--shard-size", 4, "--quiet")
     assert r.exit_code == 0, r.stderr
-    assert embed("verify", store).exit_code == 0
+    v = embed("verify", store)
+    assert v.exit_code == 0, v.stdout[-2000:]
     vecs, _, ntotal = _read_all(store)
     assert vecs.keys() == truth[0].keys() and ntotal == truth[2]
     return vecs

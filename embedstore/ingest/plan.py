@@ -19,33 +19,42 @@ class Task:
 
 
 class Todo:
-    """A plan's tasks, kept column-wise (the items, their sizes and mtimes as int64, the stored hashes)
-    and read back as `Task`s: a Task object with its two Python ints costs ~130 bytes more per item
-    than these columns, which at millions of items is much of a build's peak memory. Indexing,
-    `len` and iteration work as on a list of Tasks."""
+    """A plan's tasks, kept column-wise: positions in the source's item table, sizes and mtimes as
+    int64, the stored hashes; read back as `Task`s. Holding a Task (or an Item) per row costs
+    hundreds of bytes more per item than these columns, which at millions of items is most of a
+    build's peak memory. Indexing, `len` and iteration work as on a list of Tasks."""
 
-    __slots__ = ("items", "_size", "_mtime", "_known")
+    __slots__ = ("table", "_pos", "_size", "_mtime", "_known", "_replaced")
 
-    def __init__(self):
+    def __init__(self, table=()):
         from array import array
 
-        self.items: list[Item] = []
-        self._size, self._mtime = array("q"), array("q")
+        self.table = table  # the source's items (sources/table.ItemTable, or any list of Items)
+        self._pos, self._size, self._mtime = array("q"), array("q"), array("q")
         self._known: list[str | None] = []
+        self._replaced: dict[int, Item] = {}  # task -> the item the plan changed (kept the stored metadata)
 
-    def append(self, task: Task) -> None:
-        self.items.append(task.item)
-        self._size.append(task.size)
-        self._mtime.append(task.mtime_ns)
-        self._known.append(task.known_sha)
+    def add(self, pos: int, size: int, mtime_ns: int, known_sha: str | None, item: Item | None = None) -> None:
+        """Task for the table's item `pos`; `item` when the plan changed it."""
+        if item is not None:
+            self._replaced[len(self._pos)] = item
+        self._pos.append(pos)
+        self._size.append(size)
+        self._mtime.append(mtime_ns)
+        self._known.append(known_sha)
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self._pos)
 
     def __getitem__(self, i):
         if isinstance(i, slice):
             return [self[k] for k in range(*i.indices(len(self)))]
-        return Task(self.items[i], self._size[i], self._mtime[i], self._known[i])
+        if i < 0:
+            i += len(self)
+        item = self._replaced.get(i)
+        if item is None:
+            item = self.table[self._pos[i]]
+        return Task(item, self._size[i], self._mtime[i], self._known[i])
 
     def __iter__(self):
         return (self[k] for k in range(len(self)))
@@ -65,19 +74,20 @@ def existing_items(items: dict) -> dict[str, dict]:
     return {row[0]: dict(zip(cols, row)) for row in zip(*(items[c] for c in cols))}
 
 
-def make_plan(source_items: list[Item], stored: dict[str, dict], live_ids: set[str], has_metadata: bool = True) -> Plan:
+def make_plan(source_items, stored: dict[str, dict], live_ids: set[str], has_metadata: bool = True) -> Plan:
     """What to do with each item. A source without metadata columns (`has_metadata` False: a folder,
     a manifest of path/label/split/id only, such as the one a fine-tune re-embeds from) keeps the
     metadata the store holds for its items: the item table is shared by every vector set, and a
     rebuild for another encoder must not erase what a manifest brought."""
     import dataclasses
 
-    plan = Plan()
+    plan = Plan(Todo(source_items))
     from .texts import text_fingerprint
 
-    for it in source_items:
+    for pos, it in enumerate(source_items):
+        replaced = None
         if not has_metadata and it.meta is None and (stored.get(it.id) or {}).get("meta"):
-            it = dataclasses.replace(it, meta=stored[it.id]["meta"])
+            it = replaced = dataclasses.replace(it, meta=stored[it.id]["meta"])
         if it.text is not None or it.problem is not None:
             size, mtime = text_fingerprint(it.text, it.problem)
         else:
@@ -97,5 +107,5 @@ def make_plan(source_items: list[Item], stored: dict[str, dict], live_ids: set[s
                 plan.metadata_only.append((it, ex))
         else:
             known = ex["sha256"] if ex is not None and it.id in live_ids else None
-            plan.todo.append(Task(it, size, mtime, known))
+            plan.todo.add(pos, size, mtime, known, replaced)
     return plan

@@ -20,6 +20,7 @@ from ..store.schema import SCHEMA_VERSION, STATUS_OK, STATUS_QUARANTINED
 from ..embedding.accel import ACCELS
 from ..embedding.device import default_workers, resolve_device
 from ..embedding.service import BUILD_PRECISION, DTYPES, NORMALIZE, EmbeddingService, build_precision_here, vector_problem
+from ..memory import release_freed_memory
 from .loader import CPU_BATCH_SIZE, GPU_BATCH_SIZE, cpu_split, make_loader
 from .plan import existing_items, make_plan
 from .writer import ShardWriter
@@ -190,8 +191,8 @@ def build(
     items_in_source, layout_found = len(src), src.describe_layout()  # as found, before any exclusion
     excluded_info = {}
     if exclusions is not None:
-        kept = [it for it in src.items if it.id not in exclusions.ids]
-        matched = {it.id for it in src.items} & exclusions.ids
+        kept = src.items.where(lambda it: it.id not in exclusions.ids)
+        matched = {i for i in src.items.column("id") if i in exclusions.ids}
         excluded_info = {"path": exclusions.path, "ids": len(exclusions), "kinds": dict(exclusions.kinds),
                          "left_out": len(src.items) - len(kept), "ids_not_in_source": len(exclusions.ids - matched),
                          "description": exclusions.describe()}
@@ -317,6 +318,7 @@ def build(
                 report.advice = [] if texts else decode_advice(report, os.cpu_count() or 1)
             # the per-item lists are done with: free them before the final refresh, where a build peaks
             src.items, plan = [], None
+            release_freed_memory()  # their pages, before the refresh and index build add theirs (memory.py)
             layout = st.refresh(index=not report.interrupted, parallel=cluster.index_adder() if cluster else None)
             report.finish_s = time.perf_counter() - t_finish
             report.notes.extend(st.notes)  # repairs on open (damaged shards moved aside, index rebuilt), ignored files

@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 
+from ..memory import release_freed_memory
 from ..store import ItemRows, Store
 
 
@@ -111,6 +112,7 @@ class ShardWriter:
             self.store.refresh(index=False)
         except Exception:  # noqa: BLE001 - progress for readers only: the build's final refresh redoes it and reports
             pass
+        release_freed_memory()  # the refresh's transients (memory.py), while the build goes on
         took = time.monotonic() - t0
         self.catalog_refreshes += 1
         self.catalog_seconds_spent += took

@@ -105,8 +105,11 @@ class SearchIndex:
         self._tail: tuple[int, np.ndarray, np.ndarray] | None = None  # (n rows, positions, vectors)
         self._counted: tuple[object, int] | None = None  # (mask, its count): servers repeat their filters
         self._fast = index is not None and int(self.params.get("rerank", 1)) == 1  # unfiltered: FAISS as is
+        # float16 sets keep IVF lists as SQfp16 (store/index.py): the same hits as IVF-Flat, half the memory
+        self.ivf_name = {"IVFSQfp16": "IVF-SQfp16", "IVFPQ": "IVF-PQ"}.get(self.meta.get("type"),
+                                                                          "IVF-PQ" if self.kind == "ivfpq" else "IVF-Flat")
         self._fast_plan = {"selectivity": 1.0, "complete": True, "method": "exact (flat index)" if self.kind == "flat" else
-                           f"IVF-Flat nprobe {self.params.get('nprobe')}/{self.params.get('nlist')}"}
+                           f"{self.ivf_name} nprobe {self.params.get('nprobe')}/{self.params.get('nlist')}"}
 
     def count(self, allowed: np.ndarray | None) -> int:
         """Rows a mask selects (remembered for the last mask object: summing 1M booleans is not free)."""
@@ -205,7 +208,7 @@ class SearchIndex:
                 break
             nprobe = min(nlist, 2 * nprobe)  # fewer than k hits in the probed lists: widen
         exact_ivf = self.kind == "ivfflat" and nprobe >= nlist
-        plan["method"] = (f"{'IVF-PQ' if self.kind == 'ivfpq' else 'IVF-Flat'} nprobe {nprobe}/{nlist}"
+        plan["method"] = (f"{self.ivf_name} nprobe {nprobe}/{nlist}"
                           + (" (every list: exact)" if exact_ivf else "")
                           + (f", re-ranked top {depth} by stored vectors" if rerank > 1 else "")
                           + (f", widened from {base} for selectivity {s:.3g}" if allowed is not None and nprobe > base else ""))

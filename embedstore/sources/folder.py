@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ..errors import SourceError
 from .items import Item, Source, is_split_name, shown, stored_uri
+from .table import ItemTable
 
 LAYOUTS = ("auto", "classes", "splits", "flat")
 
@@ -87,7 +88,7 @@ def list_folder(root: Path, labels: bool = True, layout: str = "auto") -> Source
     read = choose_layout(root, _subfolders(root), layout)
     split_has_classes: dict[str, bool] = {}
     skipped: dict[str, list[str]] = {}
-    items: list[Item] = []
+    items = ItemTable()
     for f in _walk_files(root, skipped, keep_top=is_split_name if read == "splits" else None):
         rel = shown(f.relative_to(root).as_posix())  # ids and labels: undecodable name bytes shown as \xNN
         parts = rel.split("/")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..errors import SourceError
 from .items import Item, Source, metadata_json, shown, stored_uri
+from .table import ItemTable
 
 OPTIONAL = ("label", "split", "id")
 OWN = ("path",) + OPTIONAL  # every other column is item metadata (`--where brand=acme`)
@@ -79,7 +80,7 @@ def read_manifest(path: Path) -> Source:
     if not rows:
         raise SourceError(f"manifest {path} has no rows")
     base = path.parent
-    items: list[Item] = []
+    items = ItemTable()
     missing: list[str] = []
     seen: dict[str, int] = {}
     for n, row in enumerate(rows, start=2):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..errors import SourceError
 from .items import Item, Source, metadata_json
+from .table import ItemTable
 
 TEXT_SUFFIXES = (".txt", ".jsonl")
 
@@ -31,13 +32,11 @@ def _text_item(path: Path, n: int, raw, label=None, split=None, item_id=None, wh
                 split=sp.lower() if sp else None, text=text, problem=problem, meta=meta)
 
 
-def _finish(path: Path, items: list[Item], empty: list[str], has_labels: bool, has_splits: bool,
+def _finish(path: Path, items: ItemTable, empty: list[str], has_labels: bool, has_splits: bool,
             has_metadata: bool = False) -> Source:
-    seen: dict[str, str] = {}
-    for it in items:
-        if it.id in seen:
-            raise SourceError(f"text source {path} has the id '{it.id}' twice ({seen[it.id]} and {it.uri}); ids must be unique")
-        seen[it.id] = it.uri
+    repeat = items.repeated_id()
+    if repeat is not None:
+        raise SourceError(f"text source {path} has the id '{repeat[0]}' twice ({repeat[1]} and {repeat[2]}); ids must be unique")
     if not items:
         raise SourceError(f"text source {path} has no non-empty texts")
     skipped = {"empty line": empty} if empty else {}
@@ -47,14 +46,21 @@ def _finish(path: Path, items: list[Item], empty: list[str], has_labels: bool, h
 
 def read_text_lines(path: Path) -> Source:
     """One item per line of a .txt file; ids L1, L2, ... (line numbers)."""
-    items, empty = [], []
-    for n, line in enumerate(path.read_bytes().split(b"\n"), start=1):
-        it = _text_item(path, n, line.rstrip(b"\r"))
-        if it is None:
-            empty.append(f"{path.name}#L{n}")
-        else:
-            items.append(it)
-    if empty and empty[-1] == f"{path.name}#L{n}" and not path.read_bytes().endswith(b"\n\n"):
+    items, empty = ItemTable(), []
+    n, last = 0, b""
+    with open(path, "rb") as f:  # line by line: the file's lines are never all held at once
+        for n, line in enumerate(f, start=1):
+            last = line
+            it = _text_item(path, n, line.rstrip(b"\n").rstrip(b"\r"))
+            if it is None:
+                empty.append(f"{path.name}#L{n}")
+            else:
+                items.append(it)
+    ends_twice = last == b"\n" and n >= 2  # the file ends with an empty line
+    if last.endswith(b"\n"):  # numbered as split on newlines: one more, empty line after the last newline
+        n += 1
+        empty.append(f"{path.name}#L{n}")
+    if empty and empty[-1] == f"{path.name}#L{n}" and not ends_twice:
         empty.pop()  # the newline that ends the file is not an empty item
     return _finish(path, items, empty, False, False)
 
@@ -64,7 +70,7 @@ def read_text_table(path: Path, rows: list[dict], columns: list[str], where: str
     if "text" not in columns:
         raise SourceError(f"{path} has no 'text' column (found: {', '.join(columns) or 'none'}); a text source needs 'text' "
                           "and may have label, split, id (an image manifest needs 'path')")
-    items, empty = [], []
+    items, empty = ItemTable(), []
     for n, row in enumerate(rows, start=1):
         n = row.pop("__line__", n)  # JSONL keeps its line numbers
         it = _text_item(path, n, row.get("text"), row.get("label"), row.get("split"), row.get("id"), where,

@@ -53,12 +53,14 @@ def _layout_unique(order: list[tuple[str, ShardMeta]], set_attrs: dict[str, dict
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from .columns import arrow
+    from .columns import LazyChunks, ShardColumn, arrow, has_repeats, take
 
     # Arrow's default pool (jemalloc) keeps what these transients free: at 1M rows ~115 MB more peak RSS
     pool = pa.system_memory_pool()
 
     def joined(cols):  # one column over every shard: string columns as one Arrow chunked array (no copy)
+        if any(isinstance(c, ShardColumn) for c in cols):
+            return LazyChunks(cols)  # read shard by shard as the catalog is written
         return pa.chunked_array([arrow(c) for c in cols], pa.string())
 
     items = {c: joined([m.items[c] for _, m in order]) if c in ITEM_STR_COLUMNS
@@ -67,7 +69,7 @@ def _layout_unique(order: list[tuple[str, ShardMeta]], set_attrs: dict[str, dict
     if len(id_set) == 0:  # vectors but no items at all: the general merge says what that means
         return None
     starts = np.cumsum([0] + [len(m.items["id"]) for _, m in order])  # each shard's first item-table row
-    if pc.count_distinct(id_set, memory_pool=pool).as_py() != len(id_set):  # (a Python set of millions costs ~60 B an id)
+    if has_repeats(id_set):  # (a Python set of millions costs ~60 B an id)
         return None
     sets: dict[str, SetLayout] = {}
     members: dict[str, list[int]] = {}
@@ -80,8 +82,7 @@ def _layout_unique(order: list[tuple[str, ShardMeta]], set_attrs: dict[str, dict
         if not all(order[i][1].vector_ids is order[i][1].items["id"] for i in shard_idx):
             # some shard's vectors are not its items in order: a vector id committed twice takes the general path
             # (when every shard's are, they are ids of the item table, which has no repeats)
-            if pc.count_distinct(joined([order[i][1].vector_ids for i in shard_idx]), memory_pool=pool).as_py() != sum(
-                    len(order[i][1].vector_ids) for i in shard_idx):
+            if has_repeats(joined([order[i][1].vector_ids for i in shard_idx])):
                 return None
         ids_parts, rows_parts = [], []
         for i in shard_idx:  # shard by shard: memory holds one shard's comparisons, not the set's
@@ -95,7 +96,7 @@ def _layout_unique(order: list[tuple[str, ShardMeta]], set_attrs: dict[str, dict
                 pos = pos.astype(np.int64)
                 safe = pa.array(np.where(pos >= 0, pos, 0))
                 ok = _equal(items["status"].take(safe), STATUS_OK)
-                same = _equal(items["sha256"].take(safe), arrow(m.vector_sha256))
+                same = _equal(take(items["sha256"], np.where(pos >= 0, pos, 0)), arrow(m.vector_sha256))
             live = (pos >= 0) & ok & same
             sl.stale += int((~live).sum())
             jj = np.flatnonzero(live)
@@ -118,8 +119,9 @@ def _indexable(col):
 
 def _equal(col, other) -> np.ndarray:
     """Element-wise `col == other` (a value, or a column of the same length) as a numpy bool array."""
-    from .columns import is_arrow
+    from .columns import is_arrow, materialize
 
+    col, other = materialize(col), materialize(other)
     if is_arrow(col) or is_arrow(other):
         import pyarrow as pa
         import pyarrow.compute as pc
@@ -258,9 +260,13 @@ def _catalog_bytes(layout: Layout) -> int:
     n = len(layout.items["id"])
     if n == 0:
         return 96 * len(layout.shards)
-    from .columns import take
+    from .columns import LazyChunks, take
 
     at = np.linspace(0, n - 1, min(n, 1024)).astype(np.int64)
+    lazy = next((c for c in layout.items.values() if isinstance(c, LazyChunks)), None)
+    if lazy is not None:  # columns read from the shards: sample within at most 16 of them
+        which = np.searchsorted(lazy.bounds, at, side="right") - 1
+        at = at[np.isin(which, np.unique(which)[:: max(1, len(np.unique(which)) // 16)])]
     mean = {c: float(np.mean([len(str(v).encode("utf-8", "surrogateescape")) for v in take(layout.items[c], at)]))
             for c in ITEM_STR_COLUMNS}
     items = n * (sum(mean.values()) + 24 * len(ITEM_STR_COLUMNS) + 8 * len(ITEM_INT_COLUMNS))

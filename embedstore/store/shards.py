@@ -177,16 +177,20 @@ def write_shard(
 
 
 def read_shard_meta(path: Path, compact: bool = False) -> ShardMeta:
-    """A shard's item rows and vector ids; with `compact` its string columns as Arrow arrays (what
-    the catalog refresh keeps for every shard: see store/columns.py), else as object arrays."""
+    """A shard's item rows and vector ids; with `compact` its string columns as Arrow arrays, and
+    the long ones (columns.LAZY_COLUMNS) as `ShardColumn`s read again when used (what the catalog
+    refresh keeps for every shard: see store/columns.py), else as object arrays."""
     import h5py
 
-    from .columns import arrow
+    from .columns import LAZY_COLUMNS, ShardColumn, arrow
+    from .integrity import shard_stat
 
+    stat = shard_stat(path) if compact else None
     with h5py.File(path, "r") as f:
         g = f["items"]
         n = len(g["id"])
-        items = {c: g[c].asstr()[()] if c in g else np.full(n, "", dtype=object) for c in ITEM_STR_COLUMNS}
+        skip = [c for c in LAZY_COLUMNS if c != "sha256"] if compact else []  # sha256: compared with the vectors' below
+        items = {c: g[c].asstr()[()] if c in g else np.full(n, "", dtype=object) for c in ITEM_STR_COLUMNS if c not in skip}
         if compact:
             items = {c: arrow(v) for c, v in items.items()}
         else:
@@ -198,11 +202,18 @@ def read_shard_meta(path: Path, compact: bool = False) -> ShardMeta:
         vids, vshas = f["vector_ids"].asstr()[()], f["vector_sha256"].asstr()[()]
         if compact:
             vids, vshas = arrow(vids), arrow(vshas)
+        vids, vshas = _shared(vids, items["id"]), _shared(vshas, items["sha256"])
+        if compact:
+            lazy = {c: ShardColumn(path, c, len(items["id"]), stat) for c in LAZY_COLUMNS}
+            if vshas is items["sha256"]:
+                vshas = lazy["sha256"]
+            items.update(lazy)
+            items = {c: items[c] for c in ITEM_COLUMNS}
         return ShardMeta(
             name=path.name,
             items=items,
-            vector_ids=_shared(vids, items["id"]),
-            vector_sha256=_shared(vshas, items["sha256"]),
+            vector_ids=vids,
+            vector_sha256=vshas,
             n_vectors=int(n),
             dim=int(d),
             attrs={k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()},

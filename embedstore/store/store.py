@@ -271,6 +271,15 @@ class Store:
             metas.append((set_name, self._meta_cache[key]))
             if set_name not in self._set_attrs:
                 self._set_attrs[set_name] = _set_attrs_from_shard(self._meta_cache[key].attrs)
+        try:
+            return self._write(metas, stats, index, parallel)
+        except DamagedStoreError:  # a shard changed after it was checked (store/columns.ShardColumn)
+            self._meta_cache.clear()  # the next refresh checks every shard again in full
+            self._trusted.clear()
+            raise
+
+    def _write(self, metas, stats, index: bool, parallel) -> Layout:
+        """The catalog (and indexes) from checked shard metadata."""
         layout = compute_layout(metas, self._set_attrs)
         index_meta = {}
         for name, sl in layout.sets.items():
