@@ -277,7 +277,7 @@ def test_an_actor_whose_encoder_differs_from_the_drivers_stops_the_build(ray_clu
     cluster.plan("cpu", "fp32", None)
     svc = EmbeddingService.create("test:tiny", device="cpu", precision="fp32")
     svc.encoder.weights_sha256 = "0" * 64  # the driver's weights differ from the ones each node finds
-    todo = make_plan(open_source(photos[0]).items, {}, set()).todo
+    todo = make_plan(open_source(photos[0]).items).todo
     report = BuildReport(*[""] * 8, batch_size=8, workers=1)
     with open_store(tmp_path / "s.h5", mode="a", create=True) as st, pytest.raises(BuildError, match="differs from the driver's"):
         cluster.run(st, todo, svc, None, {}, 8, 16, report, False)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from ..sources import Item
 from ..sources.items import local_path
 from ..store.schema import STATUS_OK
@@ -68,44 +70,57 @@ class Plan:
     previously_quarantined: int = 0
 
 
-def existing_items(items: dict) -> dict[str, dict]:
-    """id -> stored item record, from the store's item columns."""
-    cols = list(items)
-    return {row[0]: dict(zip(cols, row)) for row in zip(*(items[c] for c in cols))}
+CHUNK = 16384  # source items compared with the store at a time
 
 
-def make_plan(source_items, stored: dict[str, dict], live_ids: set[str], has_metadata: bool = True) -> Plan:
-    """What to do with each item. A source without metadata columns (`has_metadata` False: a folder,
-    a manifest of path/label/split/id only, such as the one a fine-tune re-embeds from) keeps the
-    metadata the store holds for its items: the item table is shared by every vector set, and a
-    rebuild for another encoder must not erase what a manifest brought."""
+def make_plan(source_items, stored=None, live: np.ndarray | None = None, has_metadata: bool = True) -> Plan:
+    """What to do with each item. `stored`: the store's item table (store/stored.StoredItems; None
+    for an empty store), `live`: a mask over its rows, True where the vector set has the item's
+    vector. A source without metadata columns (`has_metadata` False: a folder, a manifest of
+    path/label/split/id only, such as the one a fine-tune re-embeds from) keeps the metadata the
+    store holds for its items: the item table is shared by every vector set, and a rebuild for
+    another encoder must not erase what a manifest brought.
+
+    Items are compared a chunk at a time, with the stored columns of that chunk's rows only."""
     import dataclasses
+    from itertools import islice
 
-    plan = Plan(Todo(source_items))
     from .texts import text_fingerprint
 
-    for pos, it in enumerate(source_items):
-        replaced = None
-        if not has_metadata and it.meta is None and (stored.get(it.id) or {}).get("meta"):
-            it = replaced = dataclasses.replace(it, meta=stored[it.id]["meta"])
-        if it.text is not None or it.problem is not None:
-            size, mtime = text_fingerprint(it.text, it.problem)
-        else:
-            try:
-                st = os.stat(local_path(it.uri))
-                size, mtime = st.st_size, st.st_mtime_ns
-            except OSError:
-                size, mtime = -1, -1
-        ex = stored.get(it.id)
-        same_file = ex is not None and ex["uri"] == it.uri and int(ex["size"]) == size and int(ex["mtime_ns"]) == mtime
-        if same_file and ex["status"] != STATUS_OK:
-            plan.previously_quarantined += 1
-        elif same_file and it.id in live_ids:
-            if (ex["label"] or None) == it.label and (ex["split"] or None) == it.split and (ex.get("meta") or None) == it.meta:
-                plan.unchanged += 1
+    plan = Plan(Todo(source_items))
+    metadata_rows: list[int] = []
+    items = iter(source_items)
+    pos0 = 0
+    while chunk := list(islice(items, CHUNK)):
+        at = stored.positions([it.id for it in chunk]) if stored is not None else np.full(len(chunk), -1)
+        ex = stored.gather(at) if stored is not None else None
+        for j, it in enumerate(chunk):
+            p = int(at[j])
+            replaced = None
+            if p >= 0 and not has_metadata and it.meta is None and ex["meta"][j]:
+                it = replaced = dataclasses.replace(it, meta=ex["meta"][j])
+            if it.text is not None or it.problem is not None:
+                size, mtime = text_fingerprint(it.text, it.problem)
             else:
-                plan.metadata_only.append((it, ex))
-        else:
-            known = ex["sha256"] if ex is not None and it.id in live_ids else None
-            plan.todo.add(pos, size, mtime, known, replaced)
+                try:
+                    st = os.stat(local_path(it.uri))
+                    size, mtime = st.st_size, st.st_mtime_ns
+                except OSError:
+                    size, mtime = -1, -1
+            is_live = p >= 0 and live is not None and bool(live[p])
+            same_file = p >= 0 and ex["uri"][j] == it.uri and int(ex["size"][j]) == size and int(ex["mtime_ns"][j]) == mtime
+            if same_file and ex["status"][j] != STATUS_OK:
+                plan.previously_quarantined += 1
+            elif same_file and is_live:
+                if (ex["label"][j] or None) == it.label and (ex["split"][j] or None) == it.split and (ex["meta"][j] or None) == it.meta:
+                    plan.unchanged += 1
+                else:
+                    plan.metadata_only.append((it, None))
+                    metadata_rows.append(p)
+            else:
+                plan.todo.add(pos0 + j, size, mtime, ex["sha256"][j] if is_live else None, replaced)
+        pos0 += len(chunk)
+    if metadata_rows:  # whole stored rows (text included) for the items whose labels or metadata changed
+        records = stored.records(metadata_rows)
+        plan.metadata_only = [(it, rec) for (it, _), rec in zip(plan.metadata_only, records)]
     return plan

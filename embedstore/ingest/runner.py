@@ -22,7 +22,7 @@ from ..embedding.device import default_workers, resolve_device
 from ..embedding.service import BUILD_PRECISION, DTYPES, NORMALIZE, EmbeddingService, build_precision_here, vector_problem
 from ..memory import release_freed_memory
 from .loader import CPU_BATCH_SIZE, GPU_BATCH_SIZE, cpu_split, make_loader
-from .plan import existing_items, make_plan
+from .plan import make_plan
 from .writer import ShardWriter
 
 log = logging.getLogger(__name__)
@@ -294,9 +294,9 @@ def build(
                              notes=notes, excluded=excluded_info.get("left_out", 0), exclusions=excluded_info)
         report.accel, report.accel_reason = svc.accel, svc.accel_reason
         with open_store(store, mode="a", create=True) as st:
-            plan = make_plan(src.items, existing_items(st.items()),
-                             st.live_ids(set_name) if any(v.name == set_name for v in st.vector_sets()) else set(),
-                             has_metadata=src.has_metadata)
+            stored = st.stored_items()
+            plan = make_plan(src.items, stored, st.live_rows(set_name, stored), has_metadata=src.has_metadata)
+            del stored
             report.unchanged, report.previously_quarantined = plan.unchanged, plan.previously_quarantined
             writer = ShardWriter(st, set_name, set_attrs, {"device": str(dev), "precision": prec}, svc.dim, dtype,
                                  shard_rows=shard_rows, commit_seconds=commit_seconds)

@@ -48,19 +48,54 @@ def _escapable(s: str) -> bool:
 REPEATING_COLUMNS = ("label", "split", "status", "reason", "meta")  # few distinct values over many rows
 
 
+class ItemsDigest:
+    """`items_digest` taken as the columns arrive, block by block, in ITEM_COLUMNS order (`strings`
+    for each block of a string column, then `ints` for each integer column): readers that stream
+    the item table check it without holding it (store/stored.py)."""
+
+    def __init__(self):
+        self.h = hashlib.sha256()
+        self._late: tuple[str, object, bool] | None = None  # (column, its own hash, any value so far)
+
+    def strings(self, column: str, block) -> None:
+        """One block of a string column (every value NUL-terminated: the same bytes as one join of all)."""
+        data = ("\0".join(map(str, block)) + "\0").encode("utf-8") if len(block) else b""
+        if column not in LATE_STR_COLUMNS:
+            self._close_late()
+            self.h.update(data)
+            return
+        if self._late is None or self._late[0] != column:  # a late column counts only when some value is not empty
+            self._close_late()
+            self._late = (column, self.h.copy(), False)
+        name, h, seen = self._late
+        h.update(data)
+        self._late = (name, h, seen or any(map(len, map(str, block))))
+
+    def _close_late(self) -> None:
+        if self._late is not None and self._late[2]:
+            self.h = self._late[1]
+        self._late = None
+
+    def ints(self, col) -> None:
+        self._close_late()
+        self.h.update(np.asarray(col, dtype="<i8").tobytes())
+
+    def hexdigest(self) -> str:
+        self._close_late()
+        return self.h.hexdigest()
+
+
 def items_digest(cols: dict) -> str:
     """sha256 of a shard's item columns as stored (strings NUL-separated, integers little-endian int64)."""
-    from .columns import objects, values
+    from .columns import objects
 
-    h = hashlib.sha256()
+    d = ItemsDigest()
     for c in ITEM_STR_COLUMNS:  # one join per 64k values (fast at millions of rows; memory: one slice of one column)
-        if c in LATE_STR_COLUMNS and not any(map(len, map(str, values(cols[c])))):
-            continue
-        for a in range(0, len(cols[c]), 1 << 16):  # every value NUL-terminated: the same bytes as one join of all
-            h.update(("\0".join(map(str, objects(cols[c], a, a + (1 << 16)))) + "\0").encode("utf-8"))
+        for a in range(0, len(cols[c]), 1 << 16):
+            d.strings(c, objects(cols[c], a, a + (1 << 16)))
     for c in ITEM_INT_COLUMNS:
-        h.update(np.asarray(cols[c], dtype="<i8").tobytes())
-    return h.hexdigest()
+        d.ints(cols[c])
+    return d.hexdigest()
 
 
 ATTRS_DIGEST = "attrs_sha256"

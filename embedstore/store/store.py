@@ -416,12 +416,27 @@ class Store:
         for _start, block, meta in rows.stream(chunk_rows=chunk_rows, columns=("id",), raw=True):
             yield meta["id"].strings(), block.astype(np.float32)
 
+    def _id_blocks(self, set_name: str, chunk_rows: int = 1 << 16):
+        """The ids of the set's rows, block by block, read and checked as `SetRows.stream` reads them."""
+        for _start, _block, meta in self.rows(set_name).stream(vectors=False, chunk_rows=chunk_rows, columns=("id",), raw=True):
+            yield meta["id"].strings()
+
     def live_ids(self, set_name: str) -> set[str]:
-        """The ids of the set's rows, read and checked as `SetRows.stream` reads them."""
-        out: set[str] = set()
-        for _start, _block, meta in self.rows(set_name).stream(vectors=False, chunk_rows=1 << 30, columns=("id",), raw=True):
-            out.update(meta["id"].strings())
-        return out
+        """The ids of the set's rows."""
+        return {i for block in self._id_blocks(set_name) for i in block}
+
+    def stored_items(self):
+        """The item table column-wise and checked, with the rows of each set (store/stored.py): what a
+        build's plan compares its source with, at a fraction of `items()`'s memory."""
+        from .stored import StoredItems
+
+        return StoredItems.read(self.path, self._damaged)
+
+    def live_rows(self, set_name: str, stored) -> np.ndarray:
+        """A mask over `stored`'s rows: the items that have a vector in `set_name`."""
+        if not any(v.name == set_name for v in self.vector_sets()):
+            return np.zeros(stored.n, dtype=bool)
+        return stored.live(self._id_blocks(set_name))
 
     def info(self) -> dict:
         """Items, labels, splits (and their table), vector sets with provenance and index, quarantine."""
