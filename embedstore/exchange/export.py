@@ -68,34 +68,52 @@ def _pieces(rows, part_rows: int):
 class _Writer:
     """File writes on one background thread, in the order given, at most `depth` jobs queued: the
     store is read (h5py, which holds its own lock) while the last chunk goes to disk (writes
-    release the GIL). The first failed job's error is raised in the caller's thread."""
+    release the GIL). A finished file is flushed to disk (fsync) on a second thread while the next
+    one is written: one after the other, the syncs took about a third of an export. The first
+    failed job's error is raised in the caller's thread."""
 
     def __init__(self, depth: int = 4):
         from concurrent.futures import ThreadPoolExecutor
 
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="export-write")
+        self.sync_pool = ThreadPoolExecutor(1, thread_name_prefix="export-sync")
         self.pending: list = []
+        self.syncs: list = []
         self.depth = depth
 
     def submit(self, fn, *args) -> None:
         self.pending.append(self.pool.submit(fn, *args))
         while len(self.pending) > self.depth or (self.pending and self.pending[0].done()):
             self.pending.pop(0).result()
+        while self.syncs and self.syncs[0].done():
+            self.syncs.pop(0).result()
+
+    def synced_close(self, fh) -> None:
+        """Close `fh` once its writes are done and its bytes are on disk."""
+        self.submit(self._flush_then_sync, fh)
+
+    def _flush_then_sync(self, fh) -> None:  # on the write thread, after the file's writes
+        fh.flush()
+        self.syncs.append(self.sync_pool.submit(_fsync_close, fh))
 
     def drain(self) -> None:
         while self.pending:
             self.pending.pop(0).result()
+        while self.syncs:
+            self.syncs.pop(0).result()
 
     def close(self) -> None:
         for f in self.pending:
             f.cancel()
         self.pool.shutdown(wait=True)
+        self.sync_pool.shutdown(wait=True)
 
 
-def _synced_close(fh) -> None:
-    fh.flush()
-    os.fsync(fh.fileno())
-    fh.close()
+def _fsync_close(fh) -> None:
+    try:
+        os.fsync(fh.fileno())
+    finally:
+        fh.close()
 
 
 def _write_npy_part(writer: _Writer, path: Path, rows: int, dim: int, dt: np.dtype, pieces) -> list[dict]:
@@ -112,7 +130,7 @@ def _write_npy_part(writer: _Writer, path: Path, rows: int, dim: int, dt: np.dty
             writer.submit(fh.write, np.ascontiguousarray(X, dtype=dt).data)
             written += len(X)
             metas.append(meta)
-        writer.submit(_synced_close, fh)
+        writer.synced_close(fh)
     except BaseException:
         writer.close()
         fh.close()
