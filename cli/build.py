@@ -78,7 +78,8 @@ def print_report(r) -> None:
     for a in r.advice:  # only when the encoder waited on decode long enough to matter
         say(f"  slow decode: {a}")
     say(f"  fixed cost: start-up {fmt_s(r.startup_s)} (the encoder {fmt_s(r.model_load_s)}: its imports, weights load and hash; "
-        f"then listing and planning), index and catalog {fmt_s(r.finish_s)}; paid once per command, not per item")
+        f"then listing and planning), index and catalog {fmt_s(r.finish_s)}"
+        f"{'' if r.catalog_rewritten else ' (checked: already up to date, not rewritten)'}; paid once per command, not per item")
     if r.index:
         say(f"  index: {r.index.get('type')} with {r.index.get('ntotal')} vectors, recall@10 {r.index.get('recall_at_10')} "
             f"({r.index.get('recall_note')})")

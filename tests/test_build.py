@@ -8,7 +8,7 @@ import pytest
 from embedstore.errors import ProvenanceMismatchError, StoreError
 from embedstore.store import open_store, sidecar_dir
 
-from conftest import add_bad_files, make_image_folder, write_image
+from conftest import add_bad_files, embed, make_image_folder, write_image
 
 
 def read_set(store_path):
@@ -204,3 +204,31 @@ def test_summary_separates_fixed_cost_from_per_item_throughput(image_folder, tmp
     assert r.exit_code == 0, r.output
     assert "1 new vectors" in r.output and "fixed cost: start-up" in r.output and "index and catalog" in r.output
     assert "loop " in r.output and "items/s overall" in r.output
+
+
+def test_a_build_that_adds_nothing_leaves_an_up_to_date_catalog_as_it_is(image_folder, tmp_path):
+    """A second build over the same source commits nothing; the catalog is checked (shards listed,
+    index intact and holding the catalog's ids) and not rewritten. Any damage still gets the full
+    refresh: a deleted index is rebuilt, a truncated catalog is rebuilt from the shards."""
+    import json
+
+    store = tmp_path / "s.h5"
+    args = ["build", image_folder, "--store", store, "--encoder", "test:tiny", "--workers", 0, "--batch-size", 4]
+    assert embed(*args, "--quiet").exit_code == 0
+    before = store.stat().st_mtime_ns
+    r = embed(*args, "--json")
+    assert r.exit_code == 0, r.stderr
+    rep = json.loads(r.stdout)
+    assert rep["encoded"] == 0 and rep["catalog_rewritten"] is False and rep["vectors_in_set"] == 12
+    assert rep["index"]["ntotal"] == 12 and store.stat().st_mtime_ns == before
+    r = embed(*args)
+    assert "already up to date, not rewritten" in r.stdout
+    index = next((tmp_path / "s.h5.d" / "index").glob("*.faiss"))
+    index.unlink()
+    rep = json.loads(embed(*args, "--json").stdout)
+    assert rep["catalog_rewritten"] is True and index.exists() and rep["index"]["ntotal"] == 12
+    assert embed("verify", store).exit_code == 0
+    store.write_bytes(store.read_bytes()[:4096])  # truncated: rebuilt from the shards as the store opens
+    rep = json.loads(embed(*args, "--json").stdout)
+    assert rep["encoded"] == 0 and rep["vectors_in_set"] == 12 and any("catalog" in n and "rebuilt" in n for n in rep["notes"])
+    assert embed("verify", store).exit_code == 0

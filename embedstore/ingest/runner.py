@@ -54,6 +54,7 @@ class BuildReport:
     previously_quarantined: int = 0
     skipped: dict = field(default_factory=dict)
     quarantined_items: list = field(default_factory=list)
+    catalog_rewritten: bool = True  # False: the build committed nothing and the catalog was already up to date
     startup_s: float = 0.0  # fixed cost before the first item is read: imports, source listing, model load, weights hash, plan
     model_load_s: float = 0.0  # part of startup_s: building the encoder (its library imports, weights load and hash)
     loop_s: float = 0.0  # the read -> encode -> write loop (per-item cost)
@@ -319,12 +320,14 @@ def build(
             # the per-item lists are done with: free them before the final refresh, where a build peaks
             src.items, plan = [], None
             release_freed_memory()  # their pages, before the refresh and index build add theirs (memory.py)
-            layout = st.refresh(index=not report.interrupted, parallel=cluster.index_adder() if cluster else None)
+            if cluster is None and writer.shards == 0 and not report.interrupted and st.up_to_date():
+                report.catalog_rewritten = False  # nothing committed and nothing to repair: the catalog stands
+            else:
+                st.refresh(index=not report.interrupted, parallel=cluster.index_adder() if cluster else None)
             report.finish_s = time.perf_counter() - t_finish
             report.notes.extend(st.notes)  # repairs on open (damaged shards moved aside, index rebuilt), ignored files
-            sl = layout.sets.get(set_name)
-            report.vectors_in_set = len(sl.ids) if sl else 0
             vs = next((v for v in st.vector_sets() if v.name == set_name), None)
+            report.vectors_in_set = vs.count if vs else 0
             report.index = {k: v for k, v in (vs.index if vs else {}).items() if k != "ids_sha256"}
         report.wall_s = time.perf_counter() - t_start
         report.items_per_s = report.encoded / report.wall_s if report.wall_s > 0 else 0.0

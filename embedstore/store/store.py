@@ -300,6 +300,32 @@ class Store:
         self.schema = SCHEMA_VERSION
         return layout
 
+    def up_to_date(self) -> bool:
+        """Whether a refresh would only rewrite what the catalog holds: it is of this schema, lists
+        exactly the shards on disk (their fingerprints checked on open), and each set's index file
+        is intact (fast path), of the kind its size calls for, and holds exactly the catalog's ids
+        in order. A build that committed nothing skips its final refresh then: at 2M rows that
+        rewrite took ~25 s for no change."""
+        from .index import ids_digest, index_kind, index_paths, read_index_meta
+        from .integrity import index_problem
+
+        if self.schema != SCHEMA_VERSION or not self.path.exists() or self._catalog_stale():
+            return False
+        try:
+            sets = self.vector_sets()
+            for vs in sets:
+                meta = read_index_meta(self.sidecar, vs.name)
+                if (not meta or int(meta.get("ntotal", -1)) != vs.count or meta.get("kind") != index_kind(vs.count)
+                        or vs.index.get("sha256") != meta.get("sha256")
+                        or index_problem(index_paths(self.sidecar, vs.name)[0], meta) is not None):
+                    return False
+                with self._file() as f:
+                    if ids_digest(f["vectors"][vs.name]["ids"].asstr()) != meta.get("ids_sha256"):
+                        return False
+        except (StoreError, OSError, KeyError, ValueError):
+            return False
+        return True
+
     # ---- reading -------------------------------------------------------------------------
     def _file(self):
         import h5py
