@@ -127,3 +127,39 @@ def test_export_import_errors(store, tmp_path):
     for cmd in ("export", "import"):
         r = embed(cmd, "--help")
         assert r.exit_code == 0 and f"embed {cmd} " in r.output
+
+
+def test_export_keeps_few_files_open_when_syncing_is_slower_than_writing(tmp_path, monkeypatch):
+    """Finished parts are synced on a second thread while the next is written; that queue is bounded
+    too, so a slow disk never piles up open files (one part per row here: 60 parts)."""
+    import os
+    import threading
+    import time
+    import types
+
+    import embedstore.exchange.export as export_mod
+    from conftest import synthetic_store
+
+    store = tmp_path / "s.h5"
+    synthetic_store(store, 60, 8, 2)
+    real_fsync = os.fsync
+    slow = types.SimpleNamespace(**{k: getattr(os, k) for k in dir(os) if not k.startswith("__")})
+    slow.fsync = lambda fd: (time.sleep(0.01), real_fsync(fd))[1]
+    monkeypatch.setattr(export_mod, "os", slow)
+    base = len(os.listdir("/proc/self/fd"))
+    most, done = [base], threading.Event()
+
+    def watch():
+        while not done.is_set():
+            most[0] = max(most[0], len(os.listdir("/proc/self/fd")))
+            time.sleep(0.001)
+
+    t = threading.Thread(target=watch, daemon=True)
+    t.start()
+    try:
+        rep = export_mod.export(store, tmp_path / "out", part_rows=1, progress=False)
+    finally:
+        done.set()
+        t.join()
+    assert rep.parts == 60 and len(list((tmp_path / "out" / "emb").glob("*.npy"))) == 60
+    assert most[0] - base <= 16, f"{most[0] - base} files open at once"

@@ -63,3 +63,31 @@ def test_bundled_drug_reviews_are_a_labelled_text_source(tmp_path):
     assert {it.label for it in src.items} == {"positive", "neutral", "negative"}
     assert {it.split for it in src.items} == {"train", "test"}
     assert all(it.text and "&#039;" not in it.text for it in src.items)
+
+
+def test_a_bad_cell_quarantines_its_row_and_the_build_goes_on(tmp_path):
+    """Undecodable bytes in a CSV cell, a lone surrogate in a JSONL value (text, label or id) and a
+    NUL byte in a line are quarantined with their reason; the other rows build (issue 17)."""
+    from conftest import embed
+
+    csv_path = tmp_path / "t.csv"
+    csv_path.write_bytes(b"text,label\nhello,a\n\xff\xfebad,b\nfine,c\n")
+    jsonl = tmp_path / "t.jsonl"
+    jsonl.write_text('{"text": "ok"}\n{"text": "bad \\ud800 x"}\n{"text": "fine", "label": "\\udc80"}\n'
+                     '{"text": "fine2", "id": "\\ud801"}\n{"text": "nul\\u0000here"}\n')
+    txt = tmp_path / "t.txt"
+    txt.write_bytes(b"one\ntw\x00o\nthree\n")
+    for path, bad, good in [(csv_path, {"row2": "column 'text' is not valid UTF-8"}, {"row1", "row3"}),
+                            (jsonl, {"L2": "column 'text'", "L3": "column 'label'", "\\ud801": "column 'id'", "L5": "NUL byte"},
+                             {"L1"}),
+                            (txt, {"L2": "NUL byte in the text"}, {"L1", "L3"})]:
+        store = tmp_path / f"{path.suffix[1:]}.h5"
+        r = embed("build", path, "--store", store, "--encoder", "test:hash-text", "--json")
+        assert r.exit_code == 0, r.stderr
+        rep = json.loads(r.stdout)
+        assert rep["quarantined"] == len(bad) and rep["encoded"] == len(good), rep
+        rows = {d["id"]: d for d in json.loads(embed("ls", store, "--json").stdout)}
+        assert {i for i, d in rows.items() if d["status"] == "ok"} == good
+        for item_id, why in bad.items():
+            assert rows[item_id]["status"] == "quarantined" and why in rows[item_id]["reason"], rows[item_id]
+        assert embed("verify", store).exit_code == 0

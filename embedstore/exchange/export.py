@@ -85,7 +85,7 @@ class _Writer:
         self.pending.append(self.pool.submit(fn, *args))
         while len(self.pending) > self.depth or (self.pending and self.pending[0].done()):
             self.pending.pop(0).result()
-        while self.syncs and self.syncs[0].done():
+        while self.syncs and (self.syncs[0].done() or len(self.syncs) > self.depth):  # each holds an open file
             self.syncs.pop(0).result()
 
     def synced_close(self, fh) -> None:

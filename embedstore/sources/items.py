@@ -41,7 +41,12 @@ def shown(name: str) -> str:
     """A name with undecodable bytes shown as \\xNN (valid UTF-8, for ids, labels and messages)."""
     if not _needs_escape(name):
         return name
-    return os.fsencode(name).decode("utf-8", "backslashreplace")
+    try:
+        return os.fsencode(name).decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that stands for no byte (e.g. "\ud800" from JSON): \uXXXX
+        return "".join(c if not 0xD800 <= ord(c) <= 0xDFFF else (
+            os.fsencode(c).decode("utf-8", "backslashreplace") if 0xDC80 <= ord(c) <= 0xDCFF else f"\\u{ord(c):04x}")
+            for c in name)
 
 
 def _needs_escape(s: str) -> bool:
@@ -100,6 +105,24 @@ class Source:
         return {"layout": self.layout, "from": self.layout_from, "split_counts": splits,
                 "label_counts": dict(sorted(labels.items())),
                 "metadata_columns": metadata_keys(self.items.column("meta"))}
+
+
+def row_problem(row: dict, keep_bytes: tuple[str, ...] = ()) -> str | None:
+    """Why a table row (a manifest's, a text table's) cannot be used as it is: a NUL byte (HDF5
+    strings end at one), or undecodable bytes (read as lone surrogates) outside `keep_bytes`
+    (an image manifest's 'path' names a file by its bytes). Such rows are quarantined with it."""
+    for k, v in row.items():
+        if v is None:
+            continue
+        v = str(v)
+        if "\0" in v:
+            return f"NUL byte in column '{k}'"
+        if k not in keep_bytes:
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:
+                return f"column '{k}' is not valid UTF-8 ({shown(v)})"
+    return None
 
 
 def metadata_json(row: dict, own: tuple[str, ...]) -> str | None:

@@ -6,7 +6,7 @@ import csv
 from pathlib import Path
 
 from ..errors import SourceError
-from .items import Item, Source, metadata_json, shown, stored_uri
+from .items import Item, Source, metadata_json, row_problem, shown, stored_uri
 from .table import ItemTable
 
 OPTIONAL = ("label", "split", "id")
@@ -52,22 +52,6 @@ def _clean(v) -> str | None:
     return s or None
 
 
-def _row_problem(row: dict) -> str | None:
-    """Why a manifest row cannot be used as it is (a NUL byte, undecodable bytes outside 'path')."""
-    for k, v in row.items():
-        if v is None:
-            continue
-        v = str(v)
-        if "\0" in v:
-            return f"NUL byte in column '{k}'"
-        if k != "path":
-            try:
-                v.encode("utf-8")
-            except UnicodeEncodeError:
-                return f"column '{k}' is not valid UTF-8 ({shown(v)})"
-    return None
-
-
 def read_manifest(path: Path) -> Source:
     path = path.resolve()
     columns, rows = _read_rows(path)
@@ -87,7 +71,7 @@ def read_manifest(path: Path) -> Source:
         row = {k.strip(): v for k, v in row.items() if k is not None}
         rel = _clean(row.get("path"))
         item_id = _clean(row.get("id")) or rel
-        problem = _row_problem(row)
+        problem = row_problem(row, keep_bytes=("path",))
         if rel is None:
             problem = problem or "empty 'path'"
         elif problem is None and "\0" not in rel:

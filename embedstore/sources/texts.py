@@ -8,21 +8,26 @@ import json
 from pathlib import Path
 
 from ..errors import SourceError
-from .items import Item, Source, metadata_json
+from .items import Item, Source, metadata_json, row_problem, shown
 from .table import ItemTable
 
 TEXT_SUFFIXES = (".txt", ".jsonl")
 
 
 def _text_item(path: Path, n: int, raw, label=None, split=None, item_id=None, where: str = "L",
-               meta: str | None = None) -> Item | None:
-    """An item for row/line `n`, None for an empty one."""
-    problem = None
+               meta: str | None = None, problem: str | None = None) -> Item | None:
+    """An item for row/line `n`, None for an empty one; `problem`: why the row cannot be used (it
+    is quarantined with that reason, its cells left out)."""
+    if problem is not None:
+        clean_id = (shown(str(item_id)).replace("\0", "\\0").strip() or None) if item_id is not None else None
+        return Item(id=clean_id or f"{where}{n}", uri=f"{path}#{where}{n}", problem=f"row {n}: {problem}")
     if isinstance(raw, bytes):
         try:
             raw = raw.decode("utf-8")
         except UnicodeDecodeError as e:
             problem, raw = f"not valid UTF-8 ({e.reason} at byte {e.start})", None
+        if raw is not None and "\0" in raw:
+            problem, raw = "NUL byte in the text", None
     text = None if raw is None else str(raw).strip()
     if problem is None and not text:
         return None
@@ -73,8 +78,9 @@ def read_text_table(path: Path, rows: list[dict], columns: list[str], where: str
     items, empty = ItemTable(), []
     for n, row in enumerate(rows, start=1):
         n = row.pop("__line__", n)  # JSONL keeps its line numbers
+        problem = row_problem({k: v for k, v in row.items() if not k.startswith("__")})
         it = _text_item(path, n, row.get("text"), row.get("label"), row.get("split"), row.get("id"), where,
-                        meta=metadata_json(row, ("text", "label", "split", "id")))
+                        meta=None if problem else metadata_json(row, ("text", "label", "split", "id")), problem=problem)
         if it is None:
             empty.append(f"{path.name}#{where}{n}")
         else:

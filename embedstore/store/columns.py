@@ -39,12 +39,15 @@ class ShardColumn:
         from ..errors import DamagedStoreError
         from .integrity import shard_stat
 
-        if shard_stat(self.path) != self.stat:
-            raise DamagedStoreError(f"shard {self.path.name} changed after it was checked; run the command again "
+        changed = DamagedStoreError(f"shard {self.path.name} changed after it was checked; run the command again "
                                     "(it is checked again in full)")
+        if shard_stat(self.path) != self.stat:
+            raise changed
         with h5py.File(self.path, "r") as f:
             g = f["items"]
             vals = g[self.name].asstr()[()] if self.name in g else np.full(self.n, "", dtype=object)
+        if shard_stat(self.path) != self.stat:  # and not while it was read
+            raise changed
         if len(vals) != self.n:
             raise DamagedStoreError(f"shard {self.path.name} holds {len(vals)} {self.name} values for {self.n} rows")
         return pa.array(np.asarray(vals, dtype=object), pa.string(), memory_pool=pa.system_memory_pool())

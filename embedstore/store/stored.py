@@ -9,6 +9,8 @@ longest) is checked but not kept.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from .columns import objects, take
@@ -22,8 +24,9 @@ class StoredItems:
     """The store's item table: `positions(ids)` finds rows, `gather(pos)` reads the kept columns of
     those rows, `records(pos)` whole rows (from the catalog file)."""
 
-    def __init__(self, catalog, cols: dict, n: int):
+    def __init__(self, catalog, cols: dict, n: int, stat=None, damaged=None):
         self.catalog, self.cols, self.n = catalog, cols, n
+        self.stat, self.damaged = stat, damaged  # the catalog's (size, mtime) when read; how to refuse it
         self._order: np.ndarray | None = None
         self._sorted: np.ndarray | None = None
 
@@ -36,7 +39,10 @@ class StoredItems:
 
         from .shards import ItemsDigest
 
+        from .integrity import shard_stat
+
         pool = pa.system_memory_pool()
+        stat = shard_stat(Path(catalog))
         try:
             with h5py.File(catalog, "r") as f:
                 g = f["items"]
@@ -60,7 +66,9 @@ class StoredItems:
             raise damaged(e) from None
         if want is not None and digest.hexdigest() != (want.decode() if isinstance(want, bytes) else str(want)):
             raise damaged("its item table does not match its checksum")
-        return cls(catalog, cols, n)
+        if shard_stat(Path(catalog)) != stat:
+            raise damaged("it changed while its item table was read")
+        return cls(catalog, cols, n, stat, damaged)
 
     def _index(self) -> None:
         if self._sorted is None:
@@ -110,11 +118,15 @@ class StoredItems:
         pos = np.asarray(pos, dtype=np.int64)
         if not len(pos):
             return []
+        from .integrity import shard_stat
+
         uniq, back = np.unique(pos, return_inverse=True)
         with h5py.File(self.catalog, "r") as f:
             g = f["items"]
             cols = {c: (g[c].asstr()[uniq] if c in ITEM_STR_COLUMNS else g[c][uniq]) if c in g
                     else np.full(len(uniq), "", dtype=object) for c in ITEM_COLUMNS}
+        if self.stat is not None and shard_stat(Path(self.catalog)) != self.stat:  # the table checked in `read`, still
+            raise self.damaged("it changed since its item table was checked")
         return [{c: cols[c][b] for c in ITEM_COLUMNS} for b in back]
 
     def live(self, id_blocks) -> np.ndarray:
