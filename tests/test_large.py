@@ -36,8 +36,8 @@ BATCH = 4096  # texts per encoder call; the hash encoder is fast, small batches 
 # a text row: sources/table.py) and the short columns and ids the catalog refresh keeps; 1.5x leaves
 # room for that above the ~0.9 GB the interpreter, torch, pyarrow, h5py and faiss take, and fails a
 # build that holds per-row Python objects for every item (about 2 KB a row, which would put 20M
-# rows past this machine's 24 GB). Measured 2026-12-01 on 2 cores: 982 MB at 0.5M rows, 1,361 MB
-# at 2M (x1.39, 265 bytes per extra row), 1,356 MB for a rebuild of the 2M rows that encodes nothing;
+# rows past this machine's 24 GB). Measured 2026-12-01 on 2 cores: 878 MB at 0.5M rows, 1,242 MB
+# at 2M (x1.42, 255 bytes per extra row), 1,020 MB for a rebuild of the 2M rows that encodes nothing;
 # it was x1.67 (418 B) for the build and ~1 KB a row for a rebuild before the listing went column-wise,
 # the refresh stopped keeping uri/text/meta/sha256 (store/columns.ShardColumn) and the build began
 # handing freed heap pages back (memory.py), and the plan compared items with the store column-wise.

@@ -41,8 +41,10 @@ def test_positions_gather_and_records_match_the_item_table(tmp_path, monkeypatch
     ids = list(items["id"])
     assert pos.tolist() == [ids.index(i) if i in ids else -1 for i in want]
     got = stored.gather(pos)
-    for c in ("uri", "label", "sha256", "status", "meta", "size", "mtime_ns"):
+    for c in ("uri", "label", "status", "meta", "size", "mtime_ns"):
         assert [got[c][k] for k in (0, 2, 3)] == [items[c][p] for p in pos[[0, 2, 3]]], c
+    assert stored.sha256(pos[[3, 0, 2]]) == [items["sha256"][p] for p in pos[[3, 0, 2]]]
+    assert stored.sha256(np.array([49, 0, 25])) == [items["sha256"][p] for p in (49, 0, 25)]  # far apart
     recs = stored.records(pos[[3, 0, 3]])
     assert [r["id"] for r in recs] == ["id017", "id049", "id017"] and recs[1]["uri"] == "/data/49.jpg"
     assert live.all() and len(live) == 50

@@ -45,6 +45,9 @@ class Todo:
         self._mtime.append(mtime_ns)
         self._known.append(known_sha)
 
+    def set_known(self, task: int, known_sha: str | None) -> None:
+        self._known[task] = known_sha
+
     def __len__(self) -> int:
         return len(self._pos)
 
@@ -89,6 +92,7 @@ def make_plan(source_items, stored=None, live: np.ndarray | None = None, has_met
 
     plan = Plan(Todo(source_items))
     metadata_rows: list[int] = []
+    known: list[tuple[int, int]] = []  # (task, stored row) of this chunk's live items to encode again
     items = iter(source_items)
     pos0 = 0
     while chunk := list(islice(items, CHUNK)):
@@ -118,7 +122,13 @@ def make_plan(source_items, stored=None, live: np.ndarray | None = None, has_met
                     plan.metadata_only.append((it, None))
                     metadata_rows.append(p)
             else:
-                plan.todo.add(pos0 + j, size, mtime, ex["sha256"][j] if is_live else None, replaced)
+                if is_live:  # its stored hash, read below: an unchanged file is then not encoded again
+                    known.append((len(plan.todo), p))
+                plan.todo.add(pos0 + j, size, mtime, None, replaced)
+        if known:
+            for (task, _), sha in zip(known, stored.sha256([p for _, p in known])):
+                plan.todo.set_known(task, sha)
+            known.clear()
         pos0 += len(chunk)
     if metadata_rows:  # whole stored rows (text included) for the items whose labels or metadata changed
         records = stored.records(metadata_rows)
