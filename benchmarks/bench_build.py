@@ -139,12 +139,15 @@ def describe(tag: str, r: dict, fwd: float) -> str:
 
 
 def peak_rss_mb(src: Path, store: Path, encoder_id: str, weights: str | None) -> float:
-    cmd = [sys.executable, "-c",
-           "import resource, sys; from embedstore.ingest import build; "
+    # the build process's own peak (benchmarks/peak.py); its decode workers are forked from it and
+    # mostly share its pages, so adding their peaks (as this once did) counted those pages twice
+    from peak import HWM
+
+    cmd = [sys.executable, "-c", HWM +
+           "from embedstore.ingest import build; "
            f"build({str(src)!r}, {str(store)!r}, encoder={encoder_id!r}, weights={weights!r}, progress=False); "
-           "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss + resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.split()[-1]
-    return int(out) / 1024
+           "print(hwm())"]
+    return float(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.split()[-1])
 
 
 def main() -> None:

@@ -25,8 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-# peak RSS of the child itself (ru_maxrss would include the parent's, inherited at fork)
-HWM = "hwm = lambda: int([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]) / 1024\n"
+from peak import HWM  # the child's own peak RSS (benchmarks/peak.py)
 
 
 def make_store(path: Path, n: int, dim: int, part: int, seed: int = 0) -> None:

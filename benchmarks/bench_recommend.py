@@ -258,10 +258,12 @@ def store_path(args) -> dict:
         for u, items in enumerate(users_of(lab, args.users, args.per_user, args.seed)):
             w.writerows((f"user{u:05d}", f"r{j:08d}") for j in items)
     del X
-    code = ("import json, resource, sys; from embedstore.recommend import recommend_users; "
+    from peak import HWM  # the child's own peak RSS (benchmarks/peak.py)
+
+    code = (HWM + "import json, sys; from embedstore.recommend import recommend_users; "
             f"r, _ = recommend_users({str(store)!r}, {str(inter)!r}, {str(work / 'recs.parquet')!r}, k={args.k}, "
             f"diversity={float(str(args.diversity).split(',')[0])}, progress=False); d = r.to_dict(); "
-            "d['peak_rss_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024; print(json.dumps(d))")
+            "d['peak_rss_mb'] = hwm(); print(json.dumps(d))")
     t0 = time.perf_counter()
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     wall = time.perf_counter() - t0
