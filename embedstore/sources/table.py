@@ -15,15 +15,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..store.columns import prefix_codes
 from .items import Item
 
 CHUNK = 16384  # rows per frozen chunk; one materialised chunk of Items is ~5 MB
 _FIELDS = ("id", "label", "split", "text", "problem", "meta")  # Item's fields besides uri
-
-
-def _split_uri(uri: str) -> tuple[str, str]:
-    k = max(uri.rfind("#"), uri.rfind("/")) + 1
-    return uri[:k], uri[k:]
 
 
 class ItemTable:
@@ -57,16 +53,7 @@ class ItemTable:
         for name in _FIELDS:
             values = [getattr(it, name) for it in buf]
             chunk[name] = None if all(v is None for v in values) else pa.array(values, type=pa.string(), memory_pool=pool)
-        codes = np.empty(len(buf), dtype=np.int32)
-        rests = []
-        for k, it in enumerate(buf):
-            prefix, rest = _split_uri(it.uri)
-            code = self._prefix_code.get(prefix)
-            if code is None:
-                code = self._prefix_code[prefix] = len(self._prefixes)
-                self._prefixes.append(prefix)
-            codes[k] = code
-            rests.append(rest)
+        codes, rests = prefix_codes([it.uri for it in buf], self._prefixes, self._prefix_code)
         chunk["uri"] = (codes, pa.array(rests, type=pa.string(), memory_pool=pool))
         self._chunks.append(chunk)
 

@@ -179,3 +179,19 @@ def has_repeats(col) -> bool:
         return False
     srt = pc.take(col, pc.array_sort_indices(col, memory_pool=pool), memory_pool=pool)
     return bool(pc.any(pc.equal(srt.slice(1), srt.slice(0, len(srt) - 1), memory_pool=pool)).as_py())
+
+
+def prefix_codes(uris, prefixes: list[str], code_of: dict[str, int]) -> tuple[np.ndarray, list[str]]:
+    """Each uri as (the code of its prefix, the rest), the prefix being its folder (up to the last
+    '/') or its file and '#' (a text row's uri): paths repeat their folder on every row, and kept
+    this way it is stored once. `prefixes` / `code_of` are the running table, extended here."""
+    codes, rests = np.empty(len(uris), dtype=np.int32), []
+    for k, u in enumerate(uris):
+        cut = max(u.rfind("#"), u.rfind("/")) + 1
+        code = code_of.get(u[:cut])
+        if code is None:
+            code = code_of[u[:cut]] = len(prefixes)
+            prefixes.append(u[:cut])
+        codes[k] = code
+        rests.append(u[cut:])
+    return codes, rests

@@ -13,26 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .columns import objects, take
+from .columns import objects, prefix_codes, take
 from .schema import ITEM_COLUMNS, ITEM_INT_COLUMNS, ITEM_STR_COLUMNS
 
 KEPT = ("id", "uri", "label", "split", "status", "meta")  # what make_plan compares; sha256 is read when needed
 BLOCK = 1 << 16
-
-
-def _split_uris(vals, prefixes: list[str], code_of: dict[str, int]) -> tuple[np.ndarray, list[str]]:
-    """Each uri as (the code of its folder or file-and-'#' prefix, the rest): paths repeat their
-    folder on every row, and this keeps it once (~60 bytes a row less at 2M text rows)."""
-    codes, rests = np.empty(len(vals), dtype=np.int32), []
-    for k, u in enumerate(vals):
-        cut = max(u.rfind("#"), u.rfind("/")) + 1
-        code = code_of.get(u[:cut])
-        if code is None:
-            code = code_of[u[:cut]] = len(prefixes)
-            prefixes.append(u[:cut])
-        codes[k] = code
-        rests.append(u[cut:])
-    return codes, rests
 
 
 class StoredItems:
@@ -71,7 +56,7 @@ class StoredItems:
                         vals = g[c].asstr()[a : a + BLOCK] if c in g else np.full(min(BLOCK, n - a), "", dtype=object)
                         digest.strings(c, vals)
                         if c == "uri":
-                            part_codes, vals = _split_uris(vals, prefixes, code_of)
+                            part_codes, vals = prefix_codes(vals, prefixes, code_of)
                             codes.append(part_codes)
                         if c in KEPT:
                             parts.append(pa.array(np.asarray(vals, dtype=object), pa.string(), memory_pool=pool))
