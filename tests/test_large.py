@@ -2,7 +2,7 @@
 catalog -> FAISS index) at 2,000,000 rows, from `test:hash-text` (a registered text encoder whose
 vectors come from a seeded hash of each text, so the run costs reading and writing, not a model).
 
-Run by hand (about 4 minutes on 2 cores; not in CI):
+Run by hand (three to three and a half minutes on 2 cores; not in CI):
 
     .venv/bin/python -m pytest -m large -q -s tests/test_large.py
 
