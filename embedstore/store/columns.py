@@ -38,6 +38,7 @@ class ShardColumn:
 
         from ..errors import DamagedStoreError
         from .integrity import shard_stat
+        from .shards import str_column
 
         changed = DamagedStoreError(f"shard {self.path.name} changed after it was checked; run the command again "
                                     "(it is checked again in full)")
@@ -45,7 +46,7 @@ class ShardColumn:
             raise changed
         with h5py.File(self.path, "r") as f:
             g = f["items"]
-            vals = g[self.name].asstr()[()] if self.name in g else np.full(self.n, "", dtype=object)
+            vals = str_column(g, self.name, self.n)
         if shard_stat(self.path) != self.stat:  # and not while it was read
             raise changed
         if len(vals) != self.n:

@@ -48,6 +48,15 @@ def _escapable(s: str) -> bool:
 REPEATING_COLUMNS = ("label", "split", "status", "reason", "meta")  # few distinct values over many rows
 
 
+def str_column(group, name: str, n: int, at=slice(None)) -> np.ndarray:
+    """String column `name` of an `items` group (`n` rows), rows `at` (a slice, or increasing
+    positions), as an object array. A column added after the file was written (text, meta) reads
+    as empty strings: every reader of shards and catalogs takes them this way."""
+    if name in group:
+        return np.asarray(group[name].asstr()[at], dtype=object)
+    return np.full(len(range(n)[at]) if isinstance(at, slice) else len(at), "", dtype=object)
+
+
 class ItemsDigest:
     """`items_digest` taken as the columns arrive, block by block, in ITEM_COLUMNS order (`strings`
     for each block of a string column, then `ints` for each integer column): readers that stream
@@ -225,7 +234,7 @@ def read_shard_meta(path: Path, compact: bool = False) -> ShardMeta:
         g = f["items"]
         n = len(g["id"])
         skip = [c for c in LAZY_COLUMNS if c != "sha256"] if compact else []  # sha256: compared with the vectors' below
-        items = {c: g[c].asstr()[()] if c in g else np.full(n, "", dtype=object) for c in ITEM_STR_COLUMNS if c not in skip}
+        items = {c: str_column(g, c, n) for c in ITEM_STR_COLUMNS if c not in skip}
         if compact:
             items = {c: arrow(v) for c, v in items.items()}
         else:
@@ -303,7 +312,7 @@ def check_shard(path: Path) -> str | None:
                     return f"not a complete shard (no '{key}')"
             g = f["items"]
             n = len(g["id"])
-            cols = {c: (g[c].asstr()[()] if c in g else [""] * n) for c in ITEM_STR_COLUMNS}
+            cols = {c: str_column(g, c, n) for c in ITEM_STR_COLUMNS}
             cols.update({c: g[c][()] for c in ITEM_INT_COLUMNS})
             if any(len(v) != n for v in cols.values()):
                 return "item columns of different lengths"

@@ -17,7 +17,7 @@ from .migrations import migrate
 from .provenance import _decode_attrs, _same, _short, provenance_diffs  # noqa: F401 - provenance_diffs is public
 from .schema import FORMAT, ITEM_INT_COLUMNS, ITEM_STR_COLUMNS, KEY_FIELDS, SCHEMA_VERSION, sidecar_dir
 from .rows import read_runs, runs_between
-from .shards import (ItemRows, ShardMeta, check_shard, commit_attrs, list_shards, read_shard_meta, remove_stale_tmp,
+from .shards import (ItemRows, ShardMeta, check_shard, commit_attrs, list_shards, read_shard_meta, remove_stale_tmp, str_column,
                      stray_files, write_shard)
 
 
@@ -341,8 +341,7 @@ class Store:
             with self._file() as f:
                 g = f["items"]
                 n = len(g["id"])
-                # columns added after a store was written (e.g. text) read as empty strings
-                out = {c: g[c].asstr()[()] if c in g else np.full(n, "", dtype=object) for c in ITEM_STR_COLUMNS}
+                out = {c: str_column(g, c, n) for c in ITEM_STR_COLUMNS}
                 out.update({c: g[c][()] for c in ITEM_INT_COLUMNS})
                 want = g.attrs.get("items_sha256")
         except (OSError, KeyError, ValueError, UnicodeDecodeError) as e:

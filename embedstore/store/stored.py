@@ -37,7 +37,7 @@ class StoredItems:
         import h5py
         import pyarrow as pa
 
-        from .shards import ItemsDigest
+        from .shards import ItemsDigest, str_column
 
         from .integrity import shard_stat
 
@@ -52,8 +52,7 @@ class StoredItems:
                 for c in ITEM_STR_COLUMNS:
                     parts = []
                     for a in range(0, n, BLOCK):
-                        # columns added after a store was written (e.g. text) read as empty strings
-                        vals = g[c].asstr()[a : a + BLOCK] if c in g else np.full(min(BLOCK, n - a), "", dtype=object)
+                        vals = str_column(g, c, n, slice(a, a + BLOCK))
                         digest.strings(c, vals)
                         if c == "uri":
                             part_codes, vals = prefix_codes(vals, prefixes, code_of)
@@ -148,12 +147,12 @@ class StoredItems:
         if not len(pos):
             return []
         from .integrity import shard_stat
+        from .shards import str_column
 
         uniq, back = np.unique(pos, return_inverse=True)
         with h5py.File(self.catalog, "r") as f:
             g = f["items"]
-            cols = {c: (g[c].asstr()[uniq] if c in ITEM_STR_COLUMNS else g[c][uniq]) if c in g
-                    else np.full(len(uniq), "", dtype=object) for c in ITEM_COLUMNS}
+            cols = {c: str_column(g, c, self.n, uniq) if c in ITEM_STR_COLUMNS else g[c][uniq] for c in ITEM_COLUMNS}
         if self.stat is not None and shard_stat(Path(self.catalog)) != self.stat:  # the table checked in `read`, still
             raise self.damaged("it changed since its item table was checked")
         return [{c: cols[c][b] for c in ITEM_COLUMNS} for b in back]
