@@ -80,6 +80,15 @@ def print_report(r) -> None:
     say(f"  fixed cost: start-up {fmt_s(r.startup_s)} (the encoder {fmt_s(r.model_load_s)}: its imports, weights load and hash; "
         f"then listing and planning), index and catalog {fmt_s(r.finish_s)}"
         f"{'' if r.catalog_rewritten else ' (checked: already up to date, not rewritten)'}; paid once per command, not per item")
+    if r.catalog_updates:
+        if r.catalog_appends == r.catalog_updates:
+            how = "each appending the rows since the last"
+        elif not r.catalog_appends:
+            how = "each rewriting it whole: the build changes items already in the store"
+        else:
+            how = f"{r.catalog_appends} appending, {r.catalog_updates - r.catalog_appends} rewriting it whole"
+        say(f"  catalog: brought up to date {r.catalog_updates} time(s) during the build for readers ({how}), "
+            f"{fmt_s(r.catalog_update_s)} on a background thread")
     if r.index:
         say(f"  index: {r.index.get('type')} with {r.index.get('ntotal')} vectors, recall@10 {r.index.get('recall_at_10')} "
             f"({r.index.get('recall_note')})")

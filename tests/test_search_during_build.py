@@ -20,7 +20,8 @@ def test_searches_during_a_build_never_fail_and_only_return_committed_items(tmp_
     store = tmp_path / "s.h5"
     build_tiny(photos, store)
     make_image_folder(tmp_path / "photos", classes=("owl", "emu", "yak"), per_class=80, seed=3)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "EMBEDSTORE_EXACT_MAX": "150"}  # the grown set gets an IVF index
+    # the grown set gets an IVF index; the catalog is appended to (store/segments.py) every 0.2 s meanwhile
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "EMBEDSTORE_EXACT_MAX": "150", "EMBEDSTORE_CATALOG_SECONDS": "0.2"}
     proc = subprocess.Popen([sys.executable, "-m", "embedstore.cli.main", "build", str(photos), "--store", str(store),
                              "--encoder", "test:tiny", "--precision", "fp32", "--shard-size", "3", "--workers", "0"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -52,6 +53,8 @@ def test_searches_during_a_build_never_fail_and_only_return_committed_items(tmp_
     assert len(final) == 260 and meta["ntotal"] == 260
     assert seen <= final  # every hit a committed item
     assert max(sizes) == 260, sorted(sizes)  # readers picked up the committed state
+    assert any(20 < n < 260 for n in sizes), sorted(sizes)  # and the appended catalogs during the build
+    assert "during the build for readers (each appending the rows since the last)" in out, out
     assert searches >= 1000, searches  # issue 16: 1,000 searches during a build (about 3,400 here on 2 quiet cores)
     # after the build: the long-lived reader answers from the final state and its new index
     live.refresh(force=True)

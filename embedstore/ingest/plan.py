@@ -71,6 +71,7 @@ class Plan:
     metadata_only: list[tuple[Item, dict]] = field(default_factory=list)  # same file, new label/split/metadata
     unchanged: int = 0
     previously_quarantined: int = 0
+    new_only: bool = True  # every item to encode is new to the store (its catalog can be appended to)
 
 
 CHUNK = 16384  # source items compared with the store at a time
@@ -124,6 +125,8 @@ def make_plan(source_items, stored=None, live: np.ndarray | None = None, has_met
             else:
                 if is_live:  # its stored hash, read below: an unchanged file is then not encoded again
                     known.append((len(plan.todo), p))
+                if p >= 0:
+                    plan.new_only = False
                 plan.todo.add(pos0 + j, size, mtime, None, replaced)
         if known:
             for (task, _), sha in zip(known, stored.sha256([p for _, p in known])):

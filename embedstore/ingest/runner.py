@@ -55,6 +55,9 @@ class BuildReport:
     skipped: dict = field(default_factory=dict)
     quarantined_items: list = field(default_factory=list)
     catalog_rewritten: bool = True  # False: the build committed nothing and the catalog was already up to date
+    catalog_updates: int = 0  # catalog updates during the loop (readers see progress), each on a background thread
+    catalog_appends: int = 0  # of those, the ones that appended the new rows (store/segments.py) rather than rewrote all
+    catalog_update_s: float = 0.0  # their time, off the encoder's path
     startup_s: float = 0.0  # fixed cost before the first item is read: imports, source listing, model load, weights hash, plan
     model_load_s: float = 0.0  # part of startup_s: building the encoder (its library imports, weights load and hash)
     loop_s: float = 0.0  # the read -> encode -> write loop (per-item cost)
@@ -138,6 +141,7 @@ def build(
     progress: bool = True,
     shard_rows: int = 4096,
     commit_seconds: float = 60.0,
+    catalog_seconds: float | None = None,
     engine: str = "local",
     address: str | None = None,
     actors: int | None = None,
@@ -163,7 +167,9 @@ def build(
     `exclude` (an exclusion list, see `sources.exclusions`; `exclude_kinds` keeps only rows of those
     kinds) leaves source items with those ids out: they are neither embedded nor added, and items
     already in the store are left as they are. `started` (a `time.perf_counter()` reading) is when
-    the caller began, so the report's start-up includes its imports (the CLI passes it)."""
+    the caller began, so the report's start-up includes its imports (the CLI passes it).
+    `catalog_seconds`: how often at least the catalog is brought up to date for readers during the
+    build (ingest/writer.ShardWriter; default 30, or EMBEDSTORE_CATALOG_SECONDS)."""
     t_start = time.perf_counter() if started is None else started
     if dtype not in DTYPES:
         raise BuildError(f"--dtype must be float16 or float32, not '{dtype}'")
@@ -300,7 +306,10 @@ def build(
             del stored
             report.unchanged, report.previously_quarantined = plan.unchanged, plan.previously_quarantined
             writer = ShardWriter(st, set_name, set_attrs, {"device": str(dev), "precision": prec}, svc.dim, dtype,
-                                 shard_rows=shard_rows, commit_seconds=commit_seconds)
+                                 shard_rows=shard_rows, commit_seconds=commit_seconds,
+                                 catalog_seconds=float(os.environ.get("EMBEDSTORE_CATALOG_SECONDS", 30.0))
+                                 if catalog_seconds is None else catalog_seconds,
+                                 append=plan.new_only and not plan.metadata_only)
             if plan.metadata_only:
                 writer.put([{**ex, "label": it.label, "split": it.split, "meta": it.meta or ""} for it, ex in plan.metadata_only])
                 report.metadata_updated += len(plan.metadata_only)
@@ -469,6 +478,11 @@ def _run_local(todo, svc: EmbeddingService, writer, batch_size, workers, report,
         writer.close()  # commits whatever was encoded, even when interrupted
         report.write_s += writer.busy_seconds
         report.shards_written = writer.shards
+        report.catalog_updates, report.catalog_appends = writer.catalog_refreshes, writer.catalog_appends
+        report.catalog_update_s = writer.catalog_seconds_spent
+        if writer.catalog_errors:
+            report.notes.append(f"{len(writer.catalog_errors)} catalog update(s) during the build failed (readers saw "
+                                f"less progress meanwhile; the final refresh below is what counts): {writer.catalog_errors[0]}")
 
 
 def _sort_batch(tasks, batch, vecs, dtype: str, report: BuildReport):

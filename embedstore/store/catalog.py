@@ -195,21 +195,11 @@ def write_catalog(path: Path, shard_root_rel: str, layout: Layout, index_meta: d
     import h5py
 
     from . import rowtext
-    from .columns import objects
     from .integrity import ROW_BLOCK, ROW_COLUMNS, row_map_digest
 
-    str_dt = h5py.string_dtype("utf-8")
     check_free_space(path.parent, 2 * _catalog_bytes(layout) + (64 << 10))
-    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        f.attrs["format"] = FORMAT
-        f.attrs["embedstore_schema"] = SCHEMA_VERSION
-        f.attrs["created"] = created or now
-        f.attrs["updated"] = now
-        f.attrs["shard_dir"] = shard_root_rel
-        from .. import __version__
-
-        f.attrs["embedstore_version"] = __version__
+        write_file_attrs(f, created, shard_root_rel)
         g = f.create_group("items")
         n_items = len(layout.items["id"])
         str_cols = {c: _indexable(layout.items[c]) for c in ITEM_STR_COLUMNS}  # object arrays or Arrow (store/columns.py)
@@ -221,11 +211,8 @@ def write_catalog(path: Path, shard_root_rel: str, layout: Layout, index_meta: d
         from .shards import items_digest
 
         g.attrs["items_sha256"] = items_digest(layout.items)  # Store.items() refuses a table that differs
-        g.attrs["ok"] = sum(int((objects(str_cols["status"], a, a + 65536) == STATUS_OK).sum()) for a in range(0, n_items, 65536))
-        f.create_dataset("shards", data=np.array(layout.shards, dtype=object), dtype=str_dt)
-        stats = [(shard_stats or {}).get(k, (-1, -1)) for k in layout.shards]
-        f.create_dataset("shard_size", data=np.asarray([a for a, _ in stats], dtype=np.int64).reshape(len(stats)))
-        f.create_dataset("shard_mtime_ns", data=np.asarray([b for _, b in stats], dtype=np.int64).reshape(len(stats)))
+        g.attrs["ok"] = ok_count(str_cols["status"])
+        write_shard_list(f, layout.shards, [(shard_stats or {}).get(k, (-1, -1)) for k in layout.shards])
         vg = f.create_group("vectors")
         for name, sl in layout.sets.items():
             sg = vg.create_group(name)
@@ -244,13 +231,50 @@ def write_catalog(path: Path, shard_root_rel: str, layout: Layout, index_meta: d
             sg.attrs["row_block"] = ROW_BLOCK
             sg.create_dataset("row_sha256", data=digests)
             sg.attrs["row_map_sha256"] = row_map_digest(pieces)
-            if n == 0:
-                sg.create_dataset("vectors", shape=(0, sl.dim), dtype=sl.dtype)
-                continue
-            vl = h5py.VirtualLayout(shape=(n, sl.dim), dtype=sl.dtype)
-            for (dest, end, shard_file, dset, start, stop), (_shard, shard_rows, _a, _b) in zip(pieces, sl.runs):
-                vl[dest:end] = h5py.VirtualSource(shard_file, dset, shape=(shard_rows, sl.dim))[start:stop]
-            sg.create_virtual_dataset("vectors", vl, fillvalue=np.nan)
+            write_vectors(sg, n, sl.dim, sl.dtype, [(*p, run[1]) for p, run in zip(pieces, sl.runs)])
+
+
+def write_file_attrs(f, created: str | None, shard_root_rel: str) -> None:
+    """A catalog's own attributes (format, schema, created, updated, shard_dir, version)."""
+    from .. import __version__
+
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    f.attrs["format"] = FORMAT
+    f.attrs["embedstore_schema"] = SCHEMA_VERSION
+    f.attrs["created"] = created or now
+    f.attrs["updated"] = now
+    f.attrs["shard_dir"] = shard_root_rel
+    f.attrs["embedstore_version"] = __version__
+
+
+def write_shard_list(f, shards: list[str], stats: list[tuple[int, int]]) -> None:
+    """The shards a catalog was made from, with the (size, mtime_ns) each was checked at ((-1, -1): none)."""
+    import h5py
+
+    f.create_dataset("shards", data=np.array(shards, dtype=object), dtype=h5py.string_dtype("utf-8"))
+    f.create_dataset("shard_size", data=np.asarray([a for a, _ in stats], dtype=np.int64).reshape(len(stats)))
+    f.create_dataset("shard_mtime_ns", data=np.asarray([b for _, b in stats], dtype=np.int64).reshape(len(stats)))
+
+
+def write_vectors(sg, n: int, dim: int, dtype: str, pieces) -> None:
+    """A set's `vectors`: a virtual dataset of `n` rows over its shards, from (first row, end row,
+    shard file, dataset, shard first row, shard end row, shard rows) pieces; a missing shard reads as NaN."""
+    import h5py
+
+    if n == 0:
+        sg.create_dataset("vectors", shape=(0, dim), dtype=dtype)
+        return
+    vl = h5py.VirtualLayout(shape=(n, dim), dtype=dtype)
+    for dest, end, shard_file, dset, start, stop, shard_rows in pieces:
+        vl[dest:end] = h5py.VirtualSource(shard_file, dset, shape=(shard_rows, dim))[start:stop]
+    sg.create_virtual_dataset("vectors", vl, fillvalue=np.nan)
+
+
+def ok_count(status) -> int:
+    """How many items of a status column are ok (counted 64k values at a time)."""
+    from .columns import objects
+
+    return sum(int((objects(status, a, a + 65536) == STATUS_OK).sum()) for a in range(0, len(status), 65536))
 
 
 def _catalog_bytes(layout: Layout) -> int:

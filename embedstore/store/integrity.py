@@ -200,6 +200,11 @@ def verify_store(path: str | Path) -> dict:
                         bad("provenance", path, f"vector set {sname} lacks provenance fields: {', '.join(missing)}",
                             "re-embed into a new store with `embed build`")
                 shard_dir = f.attrs.get("shard_dir")
+                from .segments import is_head, parts_of
+
+                if is_head(f):
+                    notes.append(f"the catalog was appended to during a build: its rows are read through {len(parts_of(f))} "
+                                 f"file(s) in {sidecar.name}/catalog; the next writer writes it whole")
             present = {f"{d}/{m.name}" for d, m in metas}
             gone = sorted(listed - present - damaged)  # a damaged shard is reported once, as itself
             if gone:

@@ -94,6 +94,50 @@ class ItemsDigest:
         return self.h.hexdigest()
 
 
+class ItemsDigests:
+    """The checks an item table's catalog recorded, taken as its columns arrive (column by column,
+    each in blocks with its first row): one ItemsDigest per row range. A catalog written whole has
+    one range (`items_sha256`); a head appended during a build one per part (`items_segments`,
+    store/segments.py). `problem()` says why the table does not match (None: it does, or the
+    catalog recorded no check, as before checksums)."""
+
+    def __init__(self, attrs, n: int):
+        import json
+
+        seg = attrs.get("items_segments")
+        want = attrs.get("items_sha256")
+        if seg is not None:
+            ends = json.loads(seg.decode() if isinstance(seg, bytes) else seg)
+            self.ranges = [(int(a), int(e), str(d)) for a, (e, d) in zip([0] + [int(e) for e, _ in ends[:-1]], ends)]
+        elif want is not None:
+            self.ranges = [(0, n, want.decode() if isinstance(want, bytes) else str(want))]
+        else:
+            self.ranges = []
+        self.n = n
+        self.parts = [ItemsDigest() for _ in self.ranges]
+
+    def strings(self, column: str, block, start: int) -> None:
+        """Values of rows [start, start + len(block)) of a string column."""
+        end = start + len(block)
+        for (a, b, _), d in zip(self.ranges, self.parts):
+            lo, hi = max(a, start), min(b, end)
+            if lo < hi:
+                d.strings(column, block[lo - start : hi - start])
+
+    def ints(self, col) -> None:
+        """A whole integer column."""
+        for (a, b, _), d in zip(self.ranges, self.parts):
+            d.ints(col[a:b])
+
+    def problem(self) -> str | None:
+        if self.ranges and (self.ranges[0][0] != 0 or self.ranges[-1][1] != self.n):
+            return f"its item table holds {self.n} rows where its checksums cover {self.ranges[-1][1]}"
+        for (a, b, want), d in zip(self.ranges, self.parts):
+            if d.hexdigest() != want:
+                return "its item table does not match its checksum" + (f" (rows {a}-{b - 1})" if len(self.ranges) > 1 else "")
+        return None
+
+
 def items_digest(cols: dict) -> str:
     """sha256 of a shard's item columns as stored (strings NUL-separated, integers little-endian int64)."""
     from .columns import objects

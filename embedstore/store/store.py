@@ -87,6 +87,7 @@ class Store:
         self._trusted: dict[str, tuple[int, int]] = {}  # shard -> (size, mtime_ns) whose checksums were checked
         self.notes: list[str] = []  # what opening or writing did that a user should know of (repairs, ignored files)
         self.schema = SCHEMA_VERSION  # the catalog's schema as opened (older ones are read as they are; writers upgrade)
+        self._appender = None  # a build's appended catalog (store/segments.py), while it lasts
 
     # ---- opening -------------------------------------------------------------------------
     def _open(self, create: bool) -> "Store":
@@ -113,7 +114,7 @@ class Store:
         if self.writable:
             self._lock.acquire_or_raise(self.path)
             for d, only in [(self.path.parent, self.path.name), (self.sidecar, None), (self.sidecar / "index", None),
-                            (self.shard_root, None), *((d, None) for d in self._set_dirs())]:
+                            (self.sidecar / "catalog", None), (self.shard_root, None), *((d, None) for d in self._set_dirs())]:
                 n = remove_stale_tmp(d, only)
                 if n:
                     self.notes.append(f"removed {n} temporary file(s) left in {d} by a writer that died")
@@ -123,8 +124,13 @@ class Store:
                 self.notes += migrate(self, self.schema)  # under the lock: numbered steps up to this schema
                 self.schema = SCHEMA_VERSION
             self._note_strays()
-            if not catalog_ok or self._check_shards(repair=True) or self._catalog_stale():
+            # a head (appended by a build, store/segments.py) is written whole by the next writer
+            if not catalog_ok or self._check_shards(repair=True) or self._catalog_stale() or self._is_head():
                 self.refresh(index=False)
+            else:
+                from .segments import FOLDER, sweep
+
+                sweep(self.path, self.sidecar / FOLDER)  # parts retired by the last build, or left by a killed one
         else:
             if self._catalog_stale():
                 lost = self._missing_shards()
@@ -146,7 +152,28 @@ class Store:
                     finally:
                         self._lock.release()
             self._check_shards(repair=False)
+            self._sweep_segments()
         return self
+
+    def _sweep_segments(self) -> None:
+        """A reader removes the catalog parts a build retired once their grace is over, when no
+        writer holds the store (store/segments.py): a store only read after its build is cleaned too."""
+        from .segments import FOLDER, due, sweep
+
+        folder = self.sidecar / FOLDER
+        if not folder.is_dir() or not due(self.path, folder):
+            return
+        try:
+            locked = self._lock.acquire()
+        except StoreError:  # a read-only disk
+            return
+        if locked:
+            try:
+                sweep(self.path, folder)
+            except OSError:
+                pass
+            finally:
+                self._lock.release()
 
     def _read_catalog_head(self) -> None:
         """What opening needs from the catalog: its created time and the shard fingerprints."""
@@ -216,6 +243,18 @@ class Store:
     def _all_shards(self) -> list[str]:
         return [f"{d.name}/{n}" for d in self._set_dirs() for n in list_shards(d)]
 
+    def _is_head(self) -> bool:
+        """Whether the catalog is a head appended during a build (store/segments.py)."""
+        import h5py
+
+        from .segments import is_head
+
+        try:
+            with h5py.File(self.path, "r") as f:
+                return is_head(f)
+        except OSError:
+            return False
+
     def _catalog_stale(self) -> bool:
         if not self.path.exists():
             return True
@@ -248,9 +287,19 @@ class Store:
 
         `parallel`, when given, adds rows to large (IVF) indexes shard by shard on many workers:
         `parallel.add(index, shard_root, runs)` returns the index with those rows added."""
+        metas, stats = self._checked(self.writable if repair is None else repair)
+        try:
+            return self._write(metas, stats, index, parallel)
+        except DamagedStoreError:  # a shard changed after it was checked (store/columns.ShardColumn)
+            self._meta_cache.clear()  # the next refresh checks every shard again in full
+            self._trusted.clear()
+            raise
+
+    def _checked(self, repair: bool) -> tuple[list[tuple[str, ShardMeta]], dict[str, tuple[int, int]]]:
+        """Every shard's metadata, each new or changed shard checked in full first (a damaged one is
+        moved aside when `repair`, else refused), and the (size, mtime) each was checked at."""
         from .integrity import move_aside, shard_stat
 
-        repair = self.writable if repair is None else repair
         metas, stats = [], {}
         for key in self._all_shards():
             path = self.shard_root / key
@@ -271,11 +320,41 @@ class Store:
             metas.append((set_name, self._meta_cache[key]))
             if set_name not in self._set_attrs:
                 self._set_attrs[set_name] = _set_attrs_from_shard(self._meta_cache[key].attrs)
+        return metas, stats
+
+    def append_catalog(self) -> bool:
+        """Bring the catalog up to date with the shards committed since by appending their rows
+        (store/segments.py: the work is the new rows, not the store). For a build whose every
+        committed id is new to the store. False when only a whole refresh can (the caller runs one):
+        the catalog is of an older schema or not checksummed, a listed shard went, or ids repeat."""
+        from .catalog import _layout_unique
+        from .segments import FOLDER, Appender
+
+        if not self._lock.held or self.schema != SCHEMA_VERSION or not self.path.exists():
+            return False
         try:
-            return self._write(metas, stats, index, parallel)
-        except DamagedStoreError:  # a shard changed after it was checked (store/columns.ShardColumn)
-            self._meta_cache.clear()  # the next refresh checks every shard again in full
-            self._trusted.clear()
+            if self._appender is None:
+                self._appender = Appender.start(self.path, self.sidecar / FOLDER, f"{self.sidecar.name}/shards")
+                if self._appender is None:
+                    return False
+            ap = self._appender
+            metas, stats = self._checked(repair=True)
+            known = set(ap.shards)
+            new = sorted(((s, m) for s, m in metas if f"{s}/{m.name}" not in known), key=lambda sm: sm[1].name)
+            if len(metas) - len(new) != len(known):
+                return False  # a shard the catalog lists is gone (moved aside as damaged)
+            if not new:
+                return True
+            if ap.shards and new[0][1].name < max(k.split("/", 1)[1] for k in ap.shards):
+                return False  # not after every shard so far: the whole merge orders them
+            layout = _layout_unique(new, self._set_attrs)
+            if layout is None:
+                return False
+            keys = [f"{s}/{m.name}" for s, m in new]
+            ap.append(layout, keys, [stats[k] for k in keys])
+            return True
+        except BaseException:
+            self._appender = None  # the next update starts again from the catalog on disk
             raise
 
     def _write(self, metas, stats, index: bool, parallel) -> Layout:
@@ -296,8 +375,14 @@ class Store:
                     self.notes.append(f"the FAISS index of {name} was {index_meta[name]['rebuilt_because']}; rebuilt it")
             else:
                 index_meta[name] = read_index_meta(self.sidecar, name) or {}
+        from .segments import FOLDER, retire, sweep, used
+
+        before = used(self.path) if self.path.exists() else None
         write_catalog(self.path, f"{self.sidecar.name}/shards", layout, index_meta, self._created, stats)
         self.schema = SCHEMA_VERSION
+        self._appender = None
+        retire(self.sidecar / FOLDER, before or [])  # a catalog written whole uses no segments
+        sweep(self.path, self.sidecar / FOLDER)
         return layout
 
     def up_to_date(self) -> bool:
@@ -309,7 +394,7 @@ class Store:
         from .index import ids_digest, index_kind, index_paths, read_index_meta
         from .integrity import index_problem
 
-        if self.schema != SCHEMA_VERSION or not self.path.exists() or self._catalog_stale():
+        if self.schema != SCHEMA_VERSION or not self.path.exists() or self._catalog_stale() or self._is_head():
             return False
         try:
             sets = self.vector_sets()
@@ -335,7 +420,7 @@ class Store:
     def items(self) -> dict[str, np.ndarray]:
         """The item table as columns (id, uri, label, split, sha256, status, reason, size, mtime_ns),
         checked against the checksum the catalog recorded for it."""
-        from .shards import items_digest
+        from .shards import ItemsDigests
 
         try:
             with self._file() as f:
@@ -343,11 +428,17 @@ class Store:
                 n = len(g["id"])
                 out = {c: str_column(g, c, n) for c in ITEM_STR_COLUMNS}
                 out.update({c: g[c][()] for c in ITEM_INT_COLUMNS})
-                want = g.attrs.get("items_sha256")
+                check = ItemsDigests(g.attrs, n)
         except (OSError, KeyError, ValueError, UnicodeDecodeError) as e:
             raise self._damaged(e) from None
-        if want is not None and items_digest(out) != (want.decode() if isinstance(want, bytes) else str(want)):
-            raise self._damaged("its item table does not match its checksum")
+        for c in ITEM_STR_COLUMNS:  # one join per 64k values (see shards.items_digest)
+            for a in range(0, n, 1 << 16):
+                check.strings(c, out[c][a : a + (1 << 16)], a)
+        for c in ITEM_INT_COLUMNS:
+            check.ints(out[c])
+        problem = check.problem()
+        if problem:
+            raise self._damaged(problem)
         return out
 
     def _damaged(self, why) -> StoreError:
