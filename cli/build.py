@@ -79,7 +79,8 @@ def print_report(r) -> None:
         say(f"  slow decode: {a}")
     say(f"  fixed cost: start-up {fmt_s(r.startup_s)} (the encoder {fmt_s(r.model_load_s)}: its imports, weights load and hash; "
         f"then listing and planning), index and catalog {fmt_s(r.finish_s)}"
-        f"{'' if r.catalog_rewritten else ' (checked: already up to date, not rewritten)'}; paid once per command, not per item")
+        f"{' (its rows appended to the catalog, not rewritten)' if r.catalog_appended else '' if r.catalog_rewritten else ' (checked: already up to date, not rewritten)'}"
+        "; paid once per command, not per item")
     if r.catalog_updates:
         if r.catalog_appends == r.catalog_updates:
             how = "each appending the rows since the last"

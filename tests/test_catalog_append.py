@@ -131,7 +131,7 @@ def test_search_and_filters_on_a_head_match_the_catalog_written_whole(tmp_path, 
         assert [(h["id"], h["label"], h["score"]) for h in a] == [(h["id"], h["label"], h["score"]) for h in b] and len(a) == 10
 
 
-def test_a_changed_value_in_a_segment_is_refused_and_the_next_writer_rewrites_it(tmp_path, small_blocks):
+def test_a_changed_value_in_a_segment_is_refused_and_repair_rewrites_it(tmp_path, small_blocks):
     store = _appended_store(tmp_path / "s.h5", commits=3)
     with h5py.File(store) as f:
         seg = store.parent / segments.parts_of(f)[2]
@@ -143,9 +143,8 @@ def test_a_changed_value_in_a_segment_is_refused_and_the_next_writer_rewrites_it
         with pytest.raises(StoreError, match="does not match its checksum"):
             st.stored_items()
     assert any("item column 'label' differs" in p["problem"] for p in verify_store(store)["problems"])
-    with open_store(store, mode="a"):  # the next writer writes the catalog whole from the shards
-        pass
-    assert [p for p in verify_store(store)["problems"] if p["what"] == "catalog"] == []
+    after = integrity.repair_store(store)  # `embed verify --repair`: the catalog written whole from the shards
+    assert [p for p in after["problems"] if p["what"] == "catalog"] == []
     with open_store(store) as st:
         assert "evil" not in set(st.items()["label"])
 
@@ -187,14 +186,15 @@ def test_merging_checks_each_segment_as_it_copies(tmp_path, small_blocks, monkey
         with pytest.raises(DamagedStoreError, match="does not match its checksum"):
             st.append_catalog()  # the third segment makes three of level 0: their merge reads the damaged one
         assert st._appender is None
-        assert st.append_catalog() is False  # the catalog is a head: the build's writer then rewrites it whole
+        assert st.finish_append(index=False) is False  # a build's last step: it rewrites the catalog whole instead
+        assert "rewrote it whole from the shards" in st.notes[-1]
         st.refresh(index=False)
     with open_store(store) as st:
         items = st.items()
         assert len(items["id"]) == 50 and "train!" not in set(items["split"])
 
 
-def test_a_build_of_new_items_appends_and_ends_with_a_catalog_written_whole(tmp_path, monkeypatch):
+def test_a_build_of_new_items_appends_and_one_that_changes_items_rewrites(tmp_path, monkeypatch):
     from embedstore.ingest.runner import build
 
     monkeypatch.setattr(segments, "GRACE_S", 0.0)
@@ -204,22 +204,29 @@ def test_a_build_of_new_items_appends_and_ends_with_a_catalog_written_whole(tmp_
     rep = build(src, store, encoder="test:hash-text", progress=False, shard_rows=20, catalog_seconds=0.0)
     assert rep.encoded == 300 and rep.catalog_updates >= 1
     assert rep.catalog_appends == rep.catalog_updates  # no whole rewrite during the build
+    assert rep.catalog_appended and not rep.catalog_rewritten  # nor at its end
     with h5py.File(store) as f:
-        assert not segments.is_head(f)
-    assert list((tmp_path / "s.h5.d" / "catalog").iterdir()) == []  # retired parts swept (no grace here)
+        assert segments.is_head(f)
+        assert sorted(Path(p).name for p in segments.parts_of(f)) == sorted(p.name for p in (tmp_path / "s.h5.d" / "catalog").iterdir())
     assert verify_store(store)["ok"]
     # a second build that adds items appends too; one that changes an item rewrites the catalog whole
     with src.open("a") as fh:
         fh.writelines(f"more text {i}\n" for i in range(100))
     rep = build(src, store, encoder="test:hash-text", progress=False, shard_rows=20, catalog_seconds=0.0)
-    assert rep.encoded == 100 and rep.catalog_appends == rep.catalog_updates >= 1
+    assert rep.encoded == 100 and rep.catalog_appends == rep.catalog_updates >= 1 and rep.catalog_appended
+    with open_store(store) as st:
+        assert st.select_set().count == 400 and st.select_set().index["ntotal"] == 400
+    assert verify_store(store)["ok"]
     lines = src.read_text().splitlines()
     lines[5] = "a changed line"
     src.write_text("\n".join(lines) + "\n")
     rep = build(src, store, encoder="test:hash-text", progress=False, shard_rows=20, catalog_seconds=0.0)
-    assert rep.encoded == 1 and rep.catalog_appends == 0
+    assert rep.encoded == 1 and rep.catalog_appends == 0 and rep.catalog_rewritten and not rep.catalog_appended
     with open_store(store) as st:
         assert st.select_set().count == 400 and "a changed line" in set(st.rows(st.select_set().name).texts)
+    with h5py.File(store) as f:
+        assert not segments.is_head(f)
+    assert list((tmp_path / "s.h5.d" / "catalog").iterdir()) == []  # the parts it no longer uses, swept (no grace here)
     assert verify_store(store)["ok"]
 
 
@@ -228,8 +235,8 @@ def test_retired_parts_wait_out_their_grace_then_any_opener_sweeps_them(tmp_path
     folder = tmp_path / "s.h5.d" / "catalog"
     with open_store(store) as st:  # a reader holds the head open while a writer replaces it
         rows = st.rows(SET).pin()
-        with open_store(store, mode="a"):
-            pass
+        with open_store(store, mode="a") as w:
+            w.refresh(index=False)  # written whole (as `embed verify --repair` or a build that changes items does)
         assert len(rows.labels) == len(rows) > 80  # read through the head's segments, which are still there
     assert len(list(folder.iterdir())) == 3
     old = time.time() - segments.GRACE_S - 5
@@ -264,10 +271,8 @@ def test_a_kill_while_appending_loses_no_committed_row(tmp_path, point):
     with open_store(store) as st:  # a reader: what the kill left opens, with every committed shard's rows
         committed = len(st.items()["id"])
         assert committed > 30 and committed % 10 == 0
-    with open_store(store, mode="a"):  # the next writer writes the catalog whole, from the shards
+    with open_store(store, mode="a"):  # the next writer brings the catalog up to date (whole, when shards are unlisted)
         pass
-    with h5py.File(store) as f:
-        assert not segments.is_head(f)
     with open_store(store) as st:
         assert len(st.items()["id"]) == committed
         assert st.select_set().count == sum(1 for i in range(committed) if i % 17)
@@ -292,6 +297,4 @@ def test_a_build_killed_after_an_append_resumes(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     with open_store(store) as st:
         assert st.select_set().count == 400 and len(set(st.rows(st.select_set().name).ids)) == 400
-    with h5py.File(store) as f:
-        assert not segments.is_head(f)
     assert verify_store(store)["ok"]

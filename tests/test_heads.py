@@ -195,7 +195,7 @@ def test_non_finite_or_missing_vectors(labelled, tmp_path, damage):
     moves the shard aside or drops its rows; `embed verify --repair` and `embed build` do)."""
     message = "is damaged (vector bytes do not match their checksum)"
     st = copy_store(labelled / "photos.h5", tmp_path / "s.h5")
-    shard = sorted((tmp_path / "s.h5.d").rglob("*.h5"))[0]  # one of three shards
+    shard = sorted((tmp_path / "s.h5.d" / "shards").rglob("*.h5"))[0]  # one of three shards
     with h5py.File(shard, "r+") as f:
         f["vectors"][0] = np.inf if damage == "inf" else np.nan
     r = embed("fit-head", "logistic", "--store", st)

@@ -45,6 +45,8 @@ def write_schema2_store(src, store, **build_kw):
 
     build(src, store, **{"encoder": "test:tiny", "workers": 0, "precision": "fp32", "progress": False, "batch_size": 4,
                          "shard_rows": 4, **build_kw})
+    with open_store(store, mode="a") as st:  # written whole, as every catalog was before appending (store/segments.py)
+        st.refresh(index=False)
     with h5py.File(store, "r+") as f:
         f.attrs["embedstore_schema"] = 2
         assert not any(f["items/meta"].asstr()[()])  # nothing is lost by dropping it

@@ -54,7 +54,8 @@ class BuildReport:
     previously_quarantined: int = 0
     skipped: dict = field(default_factory=dict)
     quarantined_items: list = field(default_factory=list)
-    catalog_rewritten: bool = True  # False: the build committed nothing and the catalog was already up to date
+    catalog_rewritten: bool = True  # False: the catalog was already up to date, or the build's rows were appended to it
+    catalog_appended: bool = False  # the build ended by appending its rows to the catalog (store/segments.py)
     catalog_updates: int = 0  # catalog updates during the loop (readers see progress), each on a background thread
     catalog_appends: int = 0  # of those, the ones that appended the new rows (store/segments.py) rather than rewrote all
     catalog_update_s: float = 0.0  # their time, off the encoder's path
@@ -331,6 +332,8 @@ def build(
             release_freed_memory()  # their pages, before the refresh and index build add theirs (memory.py)
             if cluster is None and writer.shards == 0 and not report.interrupted and st.up_to_date():
                 report.catalog_rewritten = False  # nothing committed and nothing to repair: the catalog stands
+            elif cluster is None and writer.append and st.finish_append(index=not report.interrupted):
+                report.catalog_rewritten, report.catalog_appended = False, True  # the build's rows only (store/segments.py)
             else:
                 st.refresh(index=not report.interrupted, parallel=cluster.index_adder() if cluster else None)
             report.finish_s = time.perf_counter() - t_finish

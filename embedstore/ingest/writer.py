@@ -114,14 +114,17 @@ class ShardWriter:
     def _refresh_catalog(self) -> None:
         t0 = time.monotonic()
         appended = False
-        try:
-            if self.append and self.store.append_catalog():
+        try:  # progress for readers only: a failure is noted, and the build's final refresh redoes it
+            try:
+                appended = self.append and self.store.append_catalog()
+            except Exception as e:  # noqa: BLE001 - e.g. a damaged segment met by a merge: the whole catalog, below
+                self._note_error(e)
+            if appended:
                 self.catalog_appends += 1
-                appended = True
             else:
                 self.store.refresh(index=False)
-        except Exception as e:  # noqa: BLE001 - progress for readers only: the build's final refresh redoes it
-            self.catalog_errors.append(f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}")
+        except Exception as e:  # noqa: BLE001
+            self._note_error(e)
         release_freed_memory()  # the refresh's transients (memory.py), while the build goes on
         took = time.monotonic() - t0
         self.catalog_refreshes += 1
@@ -130,6 +133,9 @@ class ShardWriter:
         # rewrite costs the rows so far: space them so that rewriting stays ~10% of the build
         self._catalog_interval = self.catalog_seconds if appended else max(self.catalog_seconds, 10 * took)
         self._last_catalog = time.monotonic()
+
+    def _note_error(self, e: BaseException) -> None:
+        self.catalog_errors.append(f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}")
 
     def close(self) -> None:
         if self._thread.is_alive():

@@ -203,14 +203,8 @@ def write_catalog(path: Path, shard_root_rel: str, layout: Layout, index_meta: d
         g = f.create_group("items")
         n_items = len(layout.items["id"])
         str_cols = {c: _indexable(layout.items[c]) for c in ITEM_STR_COLUMNS}  # object arrays or Arrow (store/columns.py)
-        for c in ITEM_STR_COLUMNS:
-            _strings(g, c, str_cols[c])
-        for c in ITEM_INT_COLUMNS:
-            g.create_dataset(c, data=np.asarray(layout.items[c], dtype=np.int64).reshape(n_items))
+        g.attrs["items_sha256"] = write_items(g, layout.items, str_cols)  # Store.items() refuses a table that differs
         g.attrs["count"] = n_items
-        from .shards import items_digest
-
-        g.attrs["items_sha256"] = items_digest(layout.items)  # Store.items() refuses a table that differs
         g.attrs["ok"] = ok_count(str_cols["status"])
         write_shard_list(f, layout.shards, [(shard_stats or {}).get(k, (-1, -1)) for k in layout.shards])
         vg = f.create_group("vectors")
@@ -221,8 +215,8 @@ def write_catalog(path: Path, shard_root_rel: str, layout: Layout, index_meta: d
             n = len(sl.ids)
             sg.attrs["count"] = n
             sg.attrs["stale_rows"] = sl.stale
-            for k, v in (index_meta.get(name) or {}).items():
-                sg.attrs[f"index_{k}"] = v if not isinstance(v, (dict, list)) else json.dumps(v)
+            for k, v in index_attrs(index_meta.get(name)).items():
+                sg.attrs[k] = v
             text = rowtext.Writer(sg, ROW_COLUMNS, len(sl.ids))
             ids, at, digests, pieces = row_tables(sl, str_cols, shard_root_rel, sink=text.add)
             text.close()
@@ -232,6 +226,11 @@ def write_catalog(path: Path, shard_root_rel: str, layout: Layout, index_meta: d
             sg.create_dataset("row_sha256", data=digests)
             sg.attrs["row_map_sha256"] = row_map_digest(pieces)
             write_vectors(sg, n, sl.dim, sl.dtype, [(*p, run[1]) for p, run in zip(pieces, sl.runs)])
+
+
+def index_attrs(meta: dict | None) -> dict:
+    """A set's index metadata (store/index.py) as the catalog records it: `index_<key>` attributes."""
+    return {f"index_{k}": v if not isinstance(v, (dict, list)) else json.dumps(v) for k, v in (meta or {}).items()}
 
 
 def write_file_attrs(f, created: str | None, shard_root_rel: str) -> None:
@@ -298,16 +297,37 @@ def _catalog_bytes(layout: Layout) -> int:
     return int(items + sum(len(sl.ids) for sl in layout.sets.values()) * per_row + 96 * len(layout.shards))
 
 
-def _strings(group, name: str, values: np.ndarray, step: int = 1 << 16) -> None:
+def _strings(group, name: str, values: np.ndarray, step: int = 1 << 16, feed=None) -> None:
     """A UTF-8 string dataset written `step` values at a time: h5py encodes what it writes in one
-    go, so one call for a column of millions would hold all of it encoded again at once."""
+    go, so one call for a column of millions would hold all of it encoded again at once.
+    `feed(name, values)`, when given, sees each slice as written."""
     import h5py
 
     from .columns import objects
 
     ds = group.create_dataset(name, shape=(len(values),), dtype=h5py.string_dtype("utf-8"))
     for a in range(0, len(values), step):
-        ds[a : a + step] = objects(values, a, a + step)
+        vals = objects(values, a, a + step)
+        ds[a : a + step] = vals
+        if feed is not None:
+            feed(name, vals)
+
+
+def write_items(g, items: dict, str_cols: dict) -> str:
+    """The item table into group `g` (string columns from `str_cols`, see `_indexable`), hashed as
+    it is written (one read of each column: a column read from the shards costs ~1 ms a shard);
+    returns its digest (shards.items_digest of the same table)."""
+    from .shards import ItemsDigest
+
+    digest = ItemsDigest()
+    n = len(items["id"])
+    for c in ITEM_STR_COLUMNS:  # the order items_digest hashes them in
+        _strings(g, c, str_cols[c], feed=digest.strings)
+    for c in ITEM_INT_COLUMNS:
+        col = np.asarray(items[c], dtype=np.int64).reshape(n)
+        g.create_dataset(c, data=col)
+        digest.ints(col)
+    return digest.hexdigest()
 
 
 def row_tables(sl: SetLayout, str_cols: dict[str, np.ndarray], shard_root_rel: str, columns=None, sink=None):

@@ -1,33 +1,38 @@
-"""Appending to the catalog while a build commits: no rewrite of the rows so far.
+"""Appending to the catalog: a build of new items never rewrites the rows already there.
 
 Each update writes the rows committed since the last one into a new segment file under
 `<store>.d/catalog/`, then replaces the catalog with a *head*: the datasets of a catalog written
 whole (store/catalog.py), where each row-aligned one (the item table, each set's ids, item_row and
-row text) is an HDF5 virtual dataset over the catalog the build started from (kept by a hard link,
-`base-*.h5`) and the segments. Readers, plain h5py among them, read a head as any catalog. The
-small tables (shard list, each set's row checksums and row-text block table, the vectors' map) are
-written whole. An update so costs its new rows plus one mapping per part and shard, not the rows so
-far (at 2M rows a whole rewrite took ~25 s, and grew with the store).
+row text) is an HDF5 virtual dataset over the catalog written whole that appending started from
+(kept by a hard link, `base-*.h5`) and the segments. Readers, plain h5py among them, read a head
+as any catalog. The small tables (shard list, each set's row checksums and row-text block table,
+the vectors' map) are written whole. An update so costs its new rows plus one mapping per part and
+shard, not the rows so far (at 2M rows a whole rewrite took ~25 s, and grew with the store). A
+build's background updates append (ingest/writer.py), and so does its last step, which then
+extends each set's index (Store.finish_append): the head stays, and the next build of new items
+goes on from it.
 
 Why not append to the catalog file in place: readers during a build hold it open as a consistent
 snapshot, and an HDF5 file changed under an open reader is not safe to read. HDF5's SWMR mode
 allows appends to open datasets, but not the new datasets and attributes an update makes.
 
-Checks: the item table carries one digest per part (`items/items_segments`, JSON [[end row,
+Checks: the item table carries one digest per part (`items_segments` on /items, JSON [[end row,
 sha256], ...], what `items_sha256` is for a whole table; shards.ItemsDigests checks it); each set's
-`row_sha256` covers its row blocks across parts as in a whole catalog; segments are written
-atomically and never changed.
+`row_sha256` covers its row blocks across parts as in a whole catalog; the open block's bytes are
+checked against it before an appender takes them up; segments are written atomically and never
+changed; a merge checks each part it copies.
 
 Only a build whose every committed id is new to the store appends (the runner says so): an id
-committed again must replace its older row, which takes the whole merge (catalog.compute_layout).
-Segments merge eight at a time, like a counter in base 8, so a head has at most 7 per level and a
-row is copied about log8(updates) times. The build's final refresh writes the catalog whole. Parts a
+committed again must replace its older row, which takes the whole merge (catalog.compute_layout),
+and that rewrite (Store.refresh) ends the head. Segments merge eight at a time, like a counter in
+base 8, so a head has at most 7 per level and a row is copied about log8(updates) times. Parts a
 new catalog no longer uses are removed by a later sweep once GRACE_S has passed, so that a reader
 holding the older catalog open reads on meanwhile.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -39,10 +44,10 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import atomic_path, fault, fsync_dir
-from .schema import FORMAT, ITEM_COLUMNS, ITEM_INT_COLUMNS, ITEM_STR_COLUMNS, SCHEMA_VERSION
+from .schema import FORMAT, ITEM_COLUMNS, ITEM_STR_COLUMNS, SCHEMA_VERSION
 
 FOLDER = "catalog"  # under <store>.d/
-SEGMENTS_ATTR = "segments"  # a head's parts, as paths relative to the catalog's folder (JSON)
+PARTS = "segments"  # a head's parts: JSON of [{file (relative to the catalog's folder), items, digest, level, sets}]
 ITEMS_SEGMENTS_ATTR = "items_segments"
 FANOUT = 8
 _COPY_ROWS = 1 << 16
@@ -51,12 +56,12 @@ _COPY_BYTES = 16 << 20
 
 def is_head(f) -> bool:
     """Whether an open catalog is a head (its rows in segments) rather than written whole."""
-    return SEGMENTS_ATTR in f.attrs
+    return PARTS in f
 
 
 def parts_of(f) -> list[str]:
-    v = f.attrs.get(SEGMENTS_ATTR)
-    return json.loads(v.decode() if isinstance(v, bytes) else v) if v is not None else []
+    """The files (relative to the catalog's folder) an open catalog reads its rows through."""
+    return [p["file"] for p in json.loads(f[PARTS].asstr()[()])] if PARTS in f else []
 
 
 # A segment a new catalog no longer uses is kept this long before a sweep removes it: a reader that
@@ -186,30 +191,39 @@ class Appender:
     # ---- the catalog the build started from ---------------------------------------------------
     @classmethod
     def start(cls, catalog: Path, folder: Path, shard_root_rel: str) -> "Appender | None":
-        """From the whole catalog at `catalog` (None when it cannot be appended to: another schema,
-        a head, no checksums; the caller rewrites the catalog whole then)."""
+        """From the catalog at `catalog`: a head goes on with its parts; a catalog written whole
+        becomes the base (a hard link keeps it). None when it cannot be appended to (another schema
+        or shard folder, no checksums, no hard links); the caller rewrites the catalog whole then.
+        The open block's bytes are checked against the catalog's row checksums as they are read, so
+        a part that went missing (read as fill values) is never taken into new checksums."""
         import h5py
 
+        from ..errors import DamagedStoreError
         from .integrity import ROW_BLOCK, ROW_COLUMNS, vds_row_map
         from .rowtext import GROUP
 
         self = cls(catalog, folder, shard_root_rel)
         with h5py.File(catalog, "r") as f:
-            if int(f.attrs.get("embedstore_schema", 0)) != SCHEMA_VERSION or is_head(f) or "shards" not in f:
+            if int(f.attrs.get("embedstore_schema", 0)) != SCHEMA_VERSION or "shards" not in f:
                 return None
             if _s(f.attrs.get("shard_dir", "")) != shard_root_rel:
                 return None
             self.created = _s(f.attrs.get("created", "")) or None
             g = f["items"]
             n = len(g["id"])
+            head = is_head(f)
             want = g.attrs.get("items_sha256")
-            if want is None:
+            if not head and want is None:
                 return None
             self.shards = list(f["shards"].asstr()[()])
             self.stats = list(zip(f["shard_size"][()].tolist(), f["shard_mtime_ns"][()].tolist())) if "shard_size" in f else \
                 [(-1, -1)] * len(self.shards)
             self.items, self.ok = n, int(g.attrs.get("ok", 0))
-            base = _Part("", n, _s(want), level=1 << 30)
+            if head:
+                self.parts = [_Part(**p) for p in json.loads(f[PARTS].asstr()[()])]
+                if sum(p.items for p in self.parts) != n or any(not (catalog.parent / p.file).is_file() for p in self.parts):
+                    return None  # a part went missing: only a whole rewrite from the shards can tell what it held
+            base = _Part("", n, _s(want or ""), level=1 << 30)
             for name, sg in f["vectors"].items():
                 rows = len(sg["ids"])
                 attrs = {k: v for k, v in sg.attrs.items() if k not in ("count", "stale_rows", "row_block", "row_map_sha256")}
@@ -230,12 +244,15 @@ class Appender:
                             st.hashes[ci].update(text[c][int(starts[full, ci]) : int(starts[full + 1, ci])].tobytes())
                         st.hashes[-1].update(np.asarray(sg["item_row"][full * ROW_BLOCK : rows], dtype="<i8").tobytes())
                         st.open_rows = rows - full * ROW_BLOCK
+                        if [h.copy().hexdigest() for h in st.hashes] != [_s(v) for v in digests[full]]:
+                            raise DamagedStoreError(f"the catalog {catalog.name} is damaged (vector set {name}: its last row "
+                                                    "block does not match its checksum); it is rewritten from the shards")
                     ds = sg["vectors"]
                     srcs = {m.file_name: m.src_space.shape[0] for m in ds.virtual_sources()} if ds.is_virtual else {}
                     st.pieces = [(*p, srcs[p[2]]) for p in vds_row_map(ds)]
                     base.sets[name] = {"rows": rows, "bytes": {c: len(text[c]) for c in ROW_COLUMNS}}
                 self.sets[name] = st
-        if n or any(p["rows"] for p in base.sets.values()):
+        if not head and (n or any(p["rows"] for p in base.sets.values())):
             folder.mkdir(exist_ok=True)
             link = folder / f"base-{time.time_ns():020d}-{secrets.token_hex(4)}.h5"
             try:
@@ -247,13 +264,17 @@ class Appender:
             self.parts.append(base)
         return self
 
+    def set_index(self, set_name: str, attrs: dict) -> None:
+        """The index attributes (catalog.index_attrs) a set's next head records."""
+        st = self.sets[set_name]
+        st.attrs = {**{k: v for k, v in st.attrs.items() if not k.startswith("index_")}, **attrs}
+
     # ---- an update --------------------------------------------------------------------------
     def append(self, layout, keys: list[str], stats: list[tuple[int, int]]) -> None:
         """Add the rows of `layout` (catalog._layout_unique over the shards `keys`, committed after
         every shard so far, with ids new to the store), then replace the catalog with a new head."""
         from ..atomic import check_free_space
-        from .catalog import _catalog_bytes, _indexable, _strings, ok_count
-        from .shards import items_digest
+        from .catalog import _catalog_bytes, _indexable, _strings, ok_count, write_items
         from .columns import objects, take
         from .integrity import ROW_BLOCK, ROW_COLUMNS, joined_text
 
@@ -267,12 +288,7 @@ class Appender:
 
         with atomic_path(self.folder / name) as tmp, h5py.File(tmp, "w") as f:
             f.attrs["format"] = f"{FORMAT}-catalog-segment"
-            g = f.create_group("items")
-            for c in ITEM_STR_COLUMNS:
-                _strings(g, c, str_cols[c])
-            for c in ITEM_INT_COLUMNS:
-                g.create_dataset(c, data=np.asarray(layout.items[c], dtype=np.int64).reshape(n_new))
-            part.digest = items_digest(layout.items)
+            part.digest = write_items(f.create_group("items"), layout.items, str_cols)
             ok = ok_count(str_cols["status"])
             for set_name, sl in layout.sets.items():
                 st = self.sets.get(set_name)
@@ -356,8 +372,8 @@ class Appender:
                     _concat(f, f"items/{c}", [(s, f"items/{c}") for s in srcs], feed, c in ITEM_STR_COLUMNS)
                 for p, d in zip(group, checks):
                     if d.hexdigest() != p.digest:
-                        raise DamagedStoreError(f"catalog segment {p.file} does not match its checksum; the build's final "
-                                                "refresh rewrites the catalog from the shards")
+                        raise DamagedStoreError(f"catalog segment {p.file} does not match its checksum; the catalog is "
+                                                "rewritten whole from the shards")
                 out.digest = merged.hexdigest()
                 for set_name in dict.fromkeys(s for p in group for s in p.sets):
                     have = [(s, p) for s, p in zip(srcs, group) if set_name in p.sets]
@@ -385,7 +401,7 @@ class Appender:
         str_dt = h5py.string_dtype("utf-8")
         with atomic_path(self.catalog) as tmp, h5py.File(tmp, "w") as f:
             write_file_attrs(f, self.created, self.shard_root_rel)
-            f.attrs[SEGMENTS_ATTR] = json.dumps([p.file for p in self.parts])
+            f.create_dataset(PARTS, data=json.dumps([dataclasses.asdict(p) for p in self.parts]), dtype=str_dt)
             g = f.create_group("items")
             for c in ITEM_COLUMNS:
                 _virtual(g, c, str_dt if c in ITEM_STR_COLUMNS else np.int64, [(p.file, f"items/{c}", p.items) for p in self.parts])

@@ -124,8 +124,8 @@ class Store:
                 self.notes += migrate(self, self.schema)  # under the lock: numbered steps up to this schema
                 self.schema = SCHEMA_VERSION
             self._note_strays()
-            # a head (appended by a build, store/segments.py) is written whole by the next writer
-            if not catalog_ok or self._check_shards(repair=True) or self._catalog_stale() or self._is_head():
+            # a head (store/segments.py) is appended to by the next build; one whose parts went is written whole
+            if not catalog_ok or self._check_shards(repair=True) or self._catalog_stale() or self._head_broken():
                 self.refresh(index=False)
             else:
                 from .segments import FOLDER, sweep
@@ -243,17 +243,13 @@ class Store:
     def _all_shards(self) -> list[str]:
         return [f"{d.name}/{n}" for d in self._set_dirs() for n in list_shards(d)]
 
-    def _is_head(self) -> bool:
-        """Whether the catalog is a head appended during a build (store/segments.py)."""
-        import h5py
+    def _head_broken(self) -> bool:
+        """Whether the catalog is a head (store/segments.py) some of whose part files are missing."""
+        from .segments import used
 
-        from .segments import is_head
-
-        try:
-            with h5py.File(self.path, "r") as f:
-                return is_head(f)
-        except OSError:
-            return False
+        parts = used(self.path)
+        folder = self.sidecar / "catalog"
+        return parts is None or any(not (folder / p).is_file() for p in parts)
 
     def _catalog_stale(self) -> bool:
         if not self.path.exists():
@@ -295,13 +291,16 @@ class Store:
             self._trusted.clear()
             raise
 
-    def _checked(self, repair: bool) -> tuple[list[tuple[str, ShardMeta]], dict[str, tuple[int, int]]]:
-        """Every shard's metadata, each new or changed shard checked in full first (a damaged one is
-        moved aside when `repair`, else refused), and the (size, mtime) each was checked at."""
+    def _checked(self, repair: bool, skip=frozenset()) -> tuple[list[tuple[str, ShardMeta]], dict[str, tuple[int, int]]]:
+        """Every shard's metadata (but those in `skip`), each new or changed shard checked in full
+        first (a damaged one is moved aside when `repair`, else refused), and the (size, mtime) each
+        was checked at."""
         from .integrity import move_aside, shard_stat
 
         metas, stats = [], {}
         for key in self._all_shards():
+            if key in skip:
+                continue
             path = self.shard_root / key
             if key not in self._meta_cache:
                 if self._trusted.get(key) != shard_stat(path):  # new or changed since the catalog: check it in full
@@ -338,11 +337,13 @@ class Store:
                 if self._appender is None:
                     return False
             ap = self._appender
-            metas, stats = self._checked(repair=True)
             known = set(ap.shards)
-            new = sorted(((s, m) for s, m in metas if f"{s}/{m.name}" not in known), key=lambda sm: sm[1].name)
-            if len(metas) - len(new) != len(known):
+            # only the new shards are read: those the catalog lists were checked on open (their
+            # size and mtime), and their rows are in the catalog already
+            if not known <= set(self._all_shards()):
                 return False  # a shard the catalog lists is gone (moved aside as damaged)
+            new, stats = self._checked(repair=True, skip=known)
+            new.sort(key=lambda sm: sm[1].name)
             if not new:
                 return True
             if ap.shards and new[0][1].name < max(k.split("/", 1)[1] for k in ap.shards):
@@ -352,29 +353,65 @@ class Store:
                 return False
             keys = [f"{s}/{m.name}" for s, m in new]
             ap.append(layout, keys, [stats[k] for k in keys])
+            for k in keys:  # in the catalog now: a whole refresh, if one comes, reads them again
+                self._meta_cache.pop(k, None)
             return True
         except BaseException:
             self._appender = None  # the next update starts again from the catalog on disk
             raise
+
+    def finish_append(self, index: bool = True) -> bool:
+        """A build's last step when every id it committed is new: append the last shards, bring
+        each set's index up to date from the appended catalog (rows added to it, as after a whole
+        refresh), and record the indexes in a last head. The catalog is never rewritten whole, so
+        the step costs the build's rows, not the store's. False when only a whole refresh can."""
+        from .catalog import SetLayout, index_attrs
+
+        try:
+            if not self.append_catalog():
+                return False
+        except DamagedStoreError as e:  # e.g. a segment damaged on disk, met by a merge: rewrite from the shards
+            self.notes.append(f"the catalog could not be appended to ({e}); rewrote it whole from the shards")
+            return False
+        ap = self._appender
+        if index:
+            prefix = f"{self.sidecar.name}/shards/"
+            for name, st in ap.sets.items():
+                runs = [(file[len(prefix):], shard_rows, a, b) for _d, _e, file, _ds, a, b, shard_rows in st.pieces]
+                sl = SetLayout(name, st.attrs, st.dim, st.dtype, runs=runs, ids=self._set_ids(name, st.rows))
+                ap.set_index(name, index_attrs(self._index_for(sl, None)))
+            ap.write_head()
+        return True
+
+    def _set_ids(self, set_name: str, n: int):
+        """A set's ids from the catalog as one Arrow array (~the ids' bytes; read block by block, checked)."""
+        import pyarrow as pa
+
+        pool = pa.system_memory_pool()
+        parts = [pa.array(block, pa.string(), memory_pool=pool) for block in self._id_blocks(set_name)]
+        ids = pa.concat_arrays(parts, memory_pool=pool) if parts else pa.array([], pa.string())
+        if len(ids) != n:
+            raise self._damaged(f"vector set {set_name} lists {len(ids)} ids for {n} rows")
+        return ids
+
+    def _index_for(self, sl, parallel) -> dict:
+        """Bring a set's FAISS index in line with its rows (`sl`: a catalog.SetLayout); its metadata."""
+        metric = "inner_product" if _str(sl.attrs.get("normalize")) == "l2" else "l2"
+        add = None if parallel is None else (
+            lambda ix, a, b, sl=sl: parallel.add(ix, self.shard_root, runs_between(sl, a, b)))
+        meta = update_index(self.sidecar, sl.name, sl.ids, sl.dim, metric,
+                            lambda a, b, sl=sl: read_runs(self.shard_root, runs_between(sl, a, b)), add,
+                            fp16=sl.dtype == "float16")
+        if meta.get("rebuilt_because"):
+            self.notes.append(f"the FAISS index of {sl.name} was {meta['rebuilt_because']}; rebuilt it")
+        return meta
 
     def _write(self, metas, stats, index: bool, parallel) -> Layout:
         """The catalog (and indexes) from checked shard metadata."""
         layout = compute_layout(metas, self._set_attrs)
         index_meta = {}
         for name, sl in layout.sets.items():
-            if index:
-                metric = "inner_product" if sl.attrs.get("normalize") == "l2" else "l2"
-                add = None if parallel is None else (
-                    lambda ix, a, b, sl=sl: parallel.add(ix, self.shard_root, runs_between(sl, a, b)))
-                index_meta[name] = update_index(
-                    self.sidecar, name, sl.ids, sl.dim, metric,
-                    lambda a, b, sl=sl: read_runs(self.shard_root, runs_between(sl, a, b)), add,
-                    fp16=sl.dtype == "float16",
-                )
-                if index_meta[name].get("rebuilt_because"):
-                    self.notes.append(f"the FAISS index of {name} was {index_meta[name]['rebuilt_because']}; rebuilt it")
-            else:
-                index_meta[name] = read_index_meta(self.sidecar, name) or {}
+            index_meta[name] = self._index_for(sl, parallel) if index else (read_index_meta(self.sidecar, name) or {})
         from .segments import FOLDER, retire, sweep, used
 
         before = used(self.path) if self.path.exists() else None
@@ -394,7 +431,7 @@ class Store:
         from .index import ids_digest, index_kind, index_paths, read_index_meta
         from .integrity import index_problem
 
-        if self.schema != SCHEMA_VERSION or not self.path.exists() or self._catalog_stale() or self._is_head():
+        if self.schema != SCHEMA_VERSION or not self.path.exists() or self._catalog_stale() or self._head_broken():
             return False
         try:
             sets = self.vector_sets()
@@ -559,6 +596,10 @@ class Store:
         from .describe import store_info
 
         return store_info(self)
+
+
+def _str(v) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
 
 
 def list_shards_any(shard_root: Path) -> bool:
