@@ -169,7 +169,8 @@ def test_a_flipped_byte_in_a_segments_row_text_is_detected(tmp_path, small_block
         assert all(u.startswith("/data/é/") for u in st.rows(SET).uris)
 
 
-def test_merging_checks_each_segment_as_it_copies(tmp_path, small_blocks, monkeypatch):
+@pytest.mark.parametrize("damage", ["changed", "gone"])
+def test_a_merge_refuses_a_damaged_or_missing_part_and_the_catalog_is_rewritten(tmp_path, small_blocks, monkeypatch, damage):
     monkeypatch.setattr(segments, "FANOUT", 3)
     store = tmp_path / "s.h5"
     with open_store(store, mode="a", create=True) as st:
@@ -180,18 +181,24 @@ def test_merging_checks_each_segment_as_it_copies(tmp_path, small_blocks, monkey
             assert st.append_catalog()
         with h5py.File(store) as f:
             seg = store.parent / segments.parts_of(f)[1]
-        with h5py.File(seg, "r+") as f:
-            f["items"]["split"][1] = "train!"
+        if damage == "changed":
+            with h5py.File(seg, "r+") as f:
+                f["items"]["split"][1] = "train!"
+        else:
+            seg.unlink()
         _commit(st, SET, 40, 50, 5)
-        with pytest.raises(DamagedStoreError, match="does not match its checksum"):
-            st.append_catalog()  # the third segment makes three of level 0: their merge reads the damaged one
-        assert st._appender is None
-        assert st.finish_append(index=False) is False  # a build's last step: it rewrites the catalog whole instead
+        if damage == "changed":
+            with pytest.raises(DamagedStoreError, match="does not match its checksum"):
+                st.append_catalog()  # the third segment makes three of level 0: their merge reads the damaged one
+            assert st._appender is None
+        assert st.finish_append() is False  # a build's last step: the build then rewrites the catalog whole
         assert "rewrote it whole from the shards" in st.notes[-1]
-        st.refresh(index=False)
+        st.refresh(index=True)
     with open_store(store) as st:
         items = st.items()
         assert len(items["id"]) == 50 and "train!" not in set(items["split"])
+        assert st.select_set().count == sum(1 for i in range(50) if i % 17)
+    assert [p for p in verify_store(store)["problems"] if p["what"] == "catalog"] == []
 
 
 def test_a_build_of_new_items_appends_and_one_that_changes_items_rewrites(tmp_path, monkeypatch):
@@ -298,3 +305,20 @@ def test_a_build_killed_after_an_append_resumes(tmp_path):
     with open_store(store) as st:
         assert st.select_set().count == 400 and len(set(st.rows(st.select_set().name).ids)) == 400
     assert verify_store(store)["ok"]
+
+
+def test_finishing_extends_only_the_indexes_of_sets_it_added_to(tmp_path, small_blocks):
+    store = _appended_store(tmp_path / "s.h5", commits=5)  # rows in both sets
+    with open_store(store, mode="a") as st:
+        assert st.finish_append()
+    idx = tmp_path / "s.h5.d" / "index"
+    before = {p.name: p.stat().st_mtime_ns for p in idx.iterdir()}
+    with open_store(store, mode="a") as st:
+        _commit(st, SET, 5000, 5030, 9)  # only the first set grows
+        assert st.finish_append()
+        counts = {vs.name: (vs.count, vs.index.get("ntotal")) for vs in st.vector_sets()}
+    after = {p.name: p.stat().st_mtime_ns for p in idx.iterdir()}
+    changed = {n for n in after if after[n] != before.get(n)}
+    assert changed == {f"{SET}.faiss", f"{SET}.json"}
+    assert all(n == ntotal for n, ntotal in counts.values())
+    assert [p for p in verify_store(store)["problems"] if p["what"] in ("catalog", "index")] == []

@@ -20,7 +20,8 @@ Checks: the item table carries one digest per part (`items_segments` on /items, 
 sha256], ...], what `items_sha256` is for a whole table; shards.ItemsDigests checks it); each set's
 `row_sha256` covers its row blocks across parts as in a whole catalog; the open block's bytes are
 checked against it before an appender takes them up; segments are written atomically and never
-changed; a merge checks each part it copies.
+changed; a merge checks each part's item table as it copies it (the ids, item_row and row text it
+copies are checked by readers against `row_sha256`, as in a catalog written whole).
 
 Only a build whose every committed id is new to the store appends (the runner says so): an id
 committed again must replace its older row, which takes the whole merge (catalog.compute_layout),
@@ -187,6 +188,7 @@ class Appender:
         self.stats: list[tuple[int, int]] = []
         self.created: str | None = None
         self.retired: list[str] = []  # merged-away segment files, retired once a head no longer names them
+        self.grown: set[str] = set()  # sets this appender added rows to
 
     # ---- the catalog the build started from ---------------------------------------------------
     @classmethod
@@ -325,6 +327,7 @@ class Appender:
                     dest += b - a
                 st.rows += m
                 st.stale += sl.stale
+                self.grown.add(set_name)
                 part.sets[set_name] = {"rows": m, "bytes": {c: len(text[c]) for c in ROW_COLUMNS}}
         fault("segment:written")
         self.parts.append(part)
@@ -399,6 +402,9 @@ class Appender:
         from .integrity import ROW_BLOCK, ROW_COLUMNS, row_map_digest
 
         str_dt = h5py.string_dtype("utf-8")
+        # merged-away parts start their grace now, before the head that drops them is in place: a kill
+        # after the rename must not leave them looking old (a sweep keeps what the current catalog uses)
+        retire(self.folder, [Path(p).name for p in self.retired])
         with atomic_path(self.catalog) as tmp, h5py.File(tmp, "w") as f:
             write_file_attrs(f, self.created, self.shard_root_rel)
             f.create_dataset(PARTS, data=json.dumps([dataclasses.asdict(p) for p in self.parts]), dtype=str_dt)
@@ -431,7 +437,6 @@ class Appender:
                 sg.attrs["row_map_sha256"] = row_map_digest([p[:6] for p in st.pieces])
                 write_vectors(sg, st.rows, st.dim, st.dtype, st.pieces)
         fault("head:written")
-        retire(self.folder, [Path(p).name for p in self.retired])
         self.retired.clear()
         sweep(self.catalog, self.folder)
 

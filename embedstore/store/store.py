@@ -370,18 +370,31 @@ class Store:
         try:
             if not self.append_catalog():
                 return False
-        except DamagedStoreError as e:  # e.g. a segment damaged on disk, met by a merge: rewrite from the shards
-            self.notes.append(f"the catalog could not be appended to ({e}); rewrote it whole from the shards")
+            ap = self._appender
+            if index:
+                prefix = f"{self.sidecar.name}/shards/"
+                for name, st in ap.sets.items():
+                    if name not in ap.grown and self._index_current(name, st.rows):
+                        continue  # a set the build did not add to, with its index intact: its ids are not read
+                    runs = [(file[len(prefix):], shard_rows, a, b) for _d, _e, file, _ds, a, b, shard_rows in st.pieces]
+                    sl = SetLayout(name, st.attrs, st.dim, st.dtype, runs=runs, ids=self._set_ids(name, st.rows))
+                    ap.set_index(name, index_attrs(self._index_for(sl, None)))
+                ap.write_head()
+        except (StoreError, OSError, KeyError, ValueError, IndexError) as e:
+            # e.g. a segment damaged or gone, met by a merge: the caller rewrites the catalog from the shards
+            self._appender = None
+            self.notes.append(f"the catalog could not be appended to ({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}); "
+                              "rewrote it whole from the shards")
             return False
-        ap = self._appender
-        if index:
-            prefix = f"{self.sidecar.name}/shards/"
-            for name, st in ap.sets.items():
-                runs = [(file[len(prefix):], shard_rows, a, b) for _d, _e, file, _ds, a, b, shard_rows in st.pieces]
-                sl = SetLayout(name, st.attrs, st.dim, st.dtype, runs=runs, ids=self._set_ids(name, st.rows))
-                ap.set_index(name, index_attrs(self._index_for(sl, None)))
-            ap.write_head()
         return True
+
+    def _index_current(self, set_name: str, rows: int) -> bool:
+        """Whether a set's index file is intact (fast path) and holds as many rows as the set."""
+        from .index import index_paths
+        from .integrity import index_problem
+
+        meta = read_index_meta(self.sidecar, set_name)
+        return bool(meta) and int(meta.get("ntotal", -1)) == rows and index_problem(index_paths(self.sidecar, set_name)[0], meta) is None
 
     def _set_ids(self, set_name: str, n: int):
         """A set's ids from the catalog as one Arrow array (~the ids' bytes; read block by block, checked)."""
@@ -414,12 +427,13 @@ class Store:
             index_meta[name] = self._index_for(sl, parallel) if index else (read_index_meta(self.sidecar, name) or {})
         from .segments import FOLDER, retire, sweep, used
 
-        before = used(self.path) if self.path.exists() else None
+        # the head's parts start their grace before the catalog that drops them is in place (a kill
+        # after the rename must not leave them looking old; a sweep keeps what the catalog uses)
+        retire(self.sidecar / FOLDER, (used(self.path) if self.path.exists() else None) or [])
         write_catalog(self.path, f"{self.sidecar.name}/shards", layout, index_meta, self._created, stats)
         self.schema = SCHEMA_VERSION
         self._appender = None
-        retire(self.sidecar / FOLDER, before or [])  # a catalog written whole uses no segments
-        sweep(self.path, self.sidecar / FOLDER)
+        sweep(self.path, self.sidecar / FOLDER)  # a catalog written whole uses no segments
         return layout
 
     def up_to_date(self) -> bool:
