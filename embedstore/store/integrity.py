@@ -203,8 +203,8 @@ def verify_store(path: str | Path) -> dict:
                 from .segments import is_head, parts_of
 
                 if is_head(f):
-                    notes.append(f"the catalog is a head (builds appended to it): its rows are read through "
-                                 f"{len(parts_of(f))} file(s) in {sidecar.name}/catalog")
+                    notes.append(f"builds appended to the catalog: its rows are read through {len(parts_of(f))} "
+                                 f"file(s) in {sidecar.name}/catalog (checked with it)")
             present = {f"{d}/{m.name}" for d, m in metas}
             gone = sorted(listed - present - damaged)  # a damaged shard is reported once, as itself
             if gone:
