@@ -296,6 +296,10 @@ def test_ranges_compare_numbers_as_numbers_and_other_values_as_text():
     assert sel("date>=2024-01-01,price<50") == "v"
     assert sel("price!=100") == "vwyz" and sel("label!=a") == "wyz"  # no value: not equal to anything
     assert sel("label=a|b,label!=b") == "vx"
+    # = and != compare numbers as numbers too (a value typed 100 in one file and 100.0 in another is one price)
+    assert sel("price=100.0") == "x" and sel("price=1e2|9.50") == "vx" and sel("price!=100.00") == "vwyz"
+    assert sel("price=n/a") == "y" and sel("date=2024-03-01") == "v"  # other values: as text
+    assert sel("id=1") == ""  # built-in keys are text
     from embedstore.errors import OptionError
 
     for bad, msg in (("price<1|2", "takes one value"), ("price>", "takes one value"), ("price<1,price<2", "given twice"),

@@ -156,9 +156,15 @@ def column_mask(columns: dict, flt: dict[str, list[str]]) -> np.ndarray:
                     f" or a metadata column of this store ({', '.join(have)})" if have else
                     " (this store has no metadata columns: a manifest's other columns become them, e.g. brand=acme)"))
         if op in ("=", "!="):
-            wanted = set(values)  # set membership: no fixed-width copy of the column (one long value would size every row)
-            hit = _glob_mask(col, values) if globbing else np.fromiter((x is not None and str(x) in wanted for x in col),
-                                                                       dtype=bool, count=len(col))
+            if globbing:
+                hit = _glob_mask(col, values)
+            else:
+                wanted = set(values)  # set membership: no fixed-width copy of the column (one long value would size every row)
+                # a metadata value and a wanted one that are both numbers match as numbers (price=3 matches "3.0"),
+                # as ranges compare them; built-in keys (ids, paths, labels) are text
+                nums = {v for v in map(_number, values) if v is not None} if k not in FILTER_KEYS else set()
+                hit = np.fromiter((x is not None and (str(x) in wanted or (bool(nums) and _number(x) in nums)) for x in col),
+                                  dtype=bool, count=len(col))
             m &= hit if op == "=" else ~hit
         else:
             m &= _range_mask(col, op, values[0])
