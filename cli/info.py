@@ -64,6 +64,8 @@ def _describe_preprocess(pp: dict) -> str:
 
 def print_info(d: dict, show: int = 10) -> None:
     say(f"store {d['store']} (schema {d['schema']}, created {d['created']}, updated {d['updated']})")
+    if d.get("catalog_parts"):
+        say(f"  catalog: appended to by builds, its rows in {d['catalog_parts']} file(s) in {Path(d['store']).name}.d/catalog")
     say(f"  items: {d['items']} ({d['ok']} ok, {d['quarantined']} quarantined)")
     if d["labels"]:
         labels = ", ".join(f"{k} {v}" for k, v in list(d["labels"].items())[:20])

@@ -212,6 +212,10 @@ def test_a_build_of_new_items_appends_and_one_that_changes_items_rewrites(tmp_pa
     assert rep.encoded == 300 and rep.catalog_updates >= 1
     assert rep.catalog_appends == rep.catalog_updates  # no whole rewrite during the build
     assert rep.catalog_appended and not rep.catalog_rewritten  # nor at its end
+    from conftest import embed
+
+    r = embed("info", store)
+    assert r.exit_code == 0 and "catalog: appended to by builds, its rows in" in r.stdout
     with h5py.File(store) as f:
         assert segments.is_head(f)
         assert sorted(Path(p).name for p in segments.parts_of(f)) == sorted(p.name for p in (tmp_path / "s.h5.d" / "catalog").iterdir())
@@ -233,6 +237,7 @@ def test_a_build_of_new_items_appends_and_one_that_changes_items_rewrites(tmp_pa
         assert st.select_set().count == 400 and "a changed line" in set(st.rows(st.select_set().name).texts)
     with h5py.File(store) as f:
         assert not segments.is_head(f)
+    assert json.loads(embed("info", store, "--json").stdout)["catalog_parts"] == 0
     assert list((tmp_path / "s.h5.d" / "catalog").iterdir()) == []  # the parts it no longer uses, swept (no grace here)
     assert verify_store(store)["ok"]
 

@@ -36,13 +36,17 @@ def store_info(self) -> dict:
             idx["up_to_date"] = idx.get("ntotal") == vs.count
         prov = {k: v for k, v in vs.attrs.items() if not k.startswith("index_") and k not in ("count", "stale_rows")}
         sets.append({"name": vs.name, "count": vs.count, "stale_rows": vs.stale_rows, "provenance": prov, "index": idx})
+    from .segments import parts_of
+
     with self._file() as f:
         a = _decode_attrs(f.attrs)
+        parts = parts_of(f)  # a catalog head's files (store/segments.py); none for a catalog written whole
     return {
         "store": str(self.path),
         "schema": a.get("embedstore_schema"),
         "created": a.get("created"),
         "updated": a.get("updated"),
+        "catalog_parts": len(parts),
         "items": int(len(status)),
         "ok": int((status == STATUS_OK).sum()),
         "quarantined": len(quarantined),
