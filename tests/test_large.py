@@ -36,9 +36,10 @@ BATCH = 4096  # texts per encoder call; the hash encoder is fast, small batches 
 # a text row: sources/table.py) and the short columns and ids the catalog refresh keeps; 1.5x leaves
 # room for that above the ~0.9 GB the interpreter, torch, pyarrow, h5py and faiss take, and fails a
 # build that holds per-row Python objects for every item (about 2 KB a row, which would put 20M
-# rows past this machine's 24 GB). Measured 2026-12-01 on 2 cores: 878 MB at 0.5M rows, 1,242 MB
-# at 2M (x1.42, 255 bytes per extra row), 1,020 MB for a rebuild of the 2M rows that encodes nothing;
-# it was x1.67 (418 B) for the build and ~1 KB a row for a rebuild before the listing went column-wise,
+# rows past this machine's 24 GB). Measured 2026-12-01 on 2 cores: 786 MB at 0.5M rows, 1,095 MB
+# at 2M (x1.39, 216 bytes per extra row), 938 MB for a rebuild of the 2M rows that encodes nothing,
+# since the build appends its rows to the catalog (store/segments.py) and drops each appended shard's
+# cached columns; x1.42 (255 B) before that, and x1.67 (418 B) and ~1 KB a row for a rebuild before the listing went column-wise,
 # the refresh stopped keeping uri/text/meta/sha256 (store/columns.ShardColumn) and the build began
 # handing freed heap pages back (memory.py), and the plan compared items with the store column-wise.
 RSS_GROWTH_MAX = 1.5
