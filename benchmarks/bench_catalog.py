@@ -23,30 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
-ATTRS = {"encoder": "synthetic", "dim": 64, "dtype": "float16", "normalize": "l2", "modality": "image"}
-CLASSES = [f"class_{c:03d}" for c in range(100)]
-
-
-def commit_rows(st, lo: int, hi: int, part: int, rng) -> None:
-    from embedstore.store import ItemRows
-
-    for s in range(lo, hi, part):
-        e = min(hi, s + part)
-        X = rng.normal(size=(e - s, 64)).astype(np.float32)
-        X /= np.linalg.norm(X, axis=1, keepdims=True)
-        items = ItemRows()
-        ids = [f"{CLASSES[i % 100]}/img_{i:08d}.jpg" for i in range(s, e)]
-        for i, vid in zip(range(s, e), ids):
-            items.append(id=vid, uri=f"/data/photos/{vid}", sha256=f"{i:064x}", status="ok", label=CLASSES[i % 100],
-                         split=("train", "val", "test")[i % 3], size=1000 + i, mtime_ns=i)
-        st.commit("synthetic-0000", ATTRS, items, ids, [f"{i:064x}" for i in range(s, e)], X.astype(np.float16), {})
-
+from synthetic import commit_rows  # rows like a real image folder's (benchmarks/synthetic.py)
 
 def make_store(path: Path, n: int, part: int) -> None:
     from embedstore.store import open_store
 
     with open_store(path, mode="a", create=True) as st:
-        commit_rows(st, 0, n, part, np.random.default_rng(0))
+        commit_rows(st, 0, n, part, 64, np.random.default_rng(0))
         st.refresh(index=False)
 
 
@@ -61,7 +44,7 @@ def timed_update(store: Path, n: int, add: int, part: int, how: str) -> float:
     from embedstore.store import open_store
 
     with open_store(store, mode="a") as st:  # a renamed copy: its catalog is rewritten on open, outside the clock
-        commit_rows(st, n, n + add, part, np.random.default_rng(1))
+        commit_rows(st, n, n + add, part, 64, np.random.default_rng(1))
         t = time.perf_counter()
         if how == "append":
             assert st.append_catalog(), "the catalog could not be appended to"

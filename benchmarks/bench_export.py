@@ -26,26 +26,15 @@ from pathlib import Path
 import numpy as np
 
 from peak import HWM  # the child's own peak RSS (benchmarks/peak.py)
+from synthetic import commit_rows  # rows like a real image folder's (benchmarks/synthetic.py)
 
 
 def make_store(path: Path, n: int, dim: int, part: int, seed: int = 0) -> None:
     """A store of `n` rows written shard by shard (never all vectors in memory)."""
-    from embedstore.store import ItemRows, open_store
+    from embedstore.store import open_store
 
-    rng = np.random.default_rng(seed)
-    attrs = {"encoder": "synthetic", "dim": dim, "dtype": "float16", "normalize": "l2", "modality": "image"}
-    classes = [f"class_{c:03d}" for c in range(100)]
     with open_store(path, mode="a", create=True) as st:
-        for s in range(0, n, part):
-            e = min(n, s + part)
-            X = rng.normal(size=(e - s, dim)).astype(np.float32)
-            X /= np.linalg.norm(X, axis=1, keepdims=True)
-            items = ItemRows()
-            ids = [f"{classes[i % 100]}/img_{i:08d}.jpg" for i in range(s, e)]
-            for i, vid in zip(range(s, e), ids):
-                items.append(id=vid, uri=f"/data/photos/{vid}", sha256=f"{i:064x}", status="ok", label=classes[i % 100],
-                             split=("train", "val", "test")[i % 3], size=1000 + i, mtime_ns=i)
-            st.commit("synthetic-0000", attrs, items, ids, [f"{i:064x}" for i in range(s, e)], X.astype(np.float16), {})
+        commit_rows(st, 0, n, part, dim, np.random.default_rng(seed))
         st.refresh(index=False)  # export needs the catalog, not a FAISS index
 
 
