@@ -327,3 +327,18 @@ def test_finishing_extends_only_the_indexes_of_sets_it_added_to(tmp_path, small_
     assert changed == {f"{SET}.faiss", f"{SET}.json"}
     assert all(n == ntotal for n, ntotal in counts.values())
     assert [p for p in verify_store(store)["problems"] if p["what"] in ("catalog", "index")] == []
+
+
+@pytest.mark.parametrize("var,value", [("EMBEDSTORE_CATALOG_SECONDS", "often"), ("EMBEDSTORE_CATALOG_SECONDS", "-1"),
+                                       ("EMBEDSTORE_EXACT_MAX", "1.5")])
+def test_a_malformed_setting_is_one_line_before_anything_runs(tmp_path, monkeypatch, var, value):
+    from conftest import embed
+
+    src = tmp_path / "t.txt"
+    src.write_text("one\ntwo\n")
+    monkeypatch.setenv(var, value)
+    r = embed("build", src, "--store", tmp_path / "s.h5", "--encoder", "test:hash-text")
+    assert r.exit_code == 2 and f"{var}='{value}' is not a" in r.output and "Traceback" not in r.output, r.output
+    assert len(r.output.strip().splitlines()) == 1
+    if var == "EMBEDSTORE_CATALOG_SECONDS":
+        assert not (tmp_path / "s.h5").exists()  # nothing was started

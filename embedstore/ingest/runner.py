@@ -22,6 +22,7 @@ from ..embedding.device import default_workers, resolve_device
 from ..embedding.service import BUILD_PRECISION, DTYPES, NORMALIZE, EmbeddingService, build_precision_here, vector_problem
 from ..memory import release_freed_memory
 from .loader import CPU_BATCH_SIZE, GPU_BATCH_SIZE, cpu_split, make_loader
+from ..settings import env_number
 from .plan import make_plan
 from .writer import ShardWriter
 
@@ -172,6 +173,13 @@ def build(
     `catalog_seconds`: how often at least the catalog is brought up to date for readers during the
     build (ingest/writer.ShardWriter; default 30, or EMBEDSTORE_CATALOG_SECONDS)."""
     t_start = time.perf_counter() if started is None else started
+    # settings read before anything runs: a malformed value is one line now, not a failure after the encoding
+    if catalog_seconds is None:
+        catalog_seconds = env_number("EMBEDSTORE_CATALOG_SECONDS", 30.0)
+    from ..store.index import exact_max_rows, pq_min_rows
+    from ..store.segments import grace
+
+    exact_max_rows(), pq_min_rows(), grace()
     if dtype not in DTYPES:
         raise BuildError(f"--dtype must be float16 or float32, not '{dtype}'")
     if normalize not in NORMALIZE:
@@ -308,8 +316,7 @@ def build(
             report.unchanged, report.previously_quarantined = plan.unchanged, plan.previously_quarantined
             writer = ShardWriter(st, set_name, set_attrs, {"device": str(dev), "precision": prec}, svc.dim, dtype,
                                  shard_rows=shard_rows, commit_seconds=commit_seconds,
-                                 catalog_seconds=float(os.environ.get("EMBEDSTORE_CATALOG_SECONDS", 30.0))
-                                 if catalog_seconds is None else catalog_seconds,
+                                 catalog_seconds=catalog_seconds,
                                  append=plan.new_only and not plan.metadata_only)
             if plan.metadata_only:
                 writer.put([{**ex, "label": it.label, "split": it.split, "meta": it.meta or ""} for it, ex in plan.metadata_only])

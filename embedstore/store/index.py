@@ -49,11 +49,15 @@ RERANK = 10  # IVF-PQ: fetch k * RERANK candidates by PQ score, re-rank them by 
 
 
 def exact_max_rows() -> int:
-    return int(os.environ.get("EMBEDSTORE_EXACT_MAX", EXACT_MAX_ROWS))
+    from ..settings import env_number
+
+    return env_number("EMBEDSTORE_EXACT_MAX", EXACT_MAX_ROWS, int)
 
 
 def pq_min_rows() -> int:
-    return int(os.environ.get("EMBEDSTORE_PQ_MIN", PQ_MIN_ROWS))
+    from ..settings import env_number
+
+    return env_number("EMBEDSTORE_PQ_MIN", PQ_MIN_ROWS, int)
 
 
 def index_kind(n: int) -> str:

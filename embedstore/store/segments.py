@@ -67,7 +67,13 @@ def parts_of(f) -> list[str]:
 
 # A segment a new catalog no longer uses is kept this long before a sweep removes it: a reader that
 # holds the older catalog open (a search snapshot, an export) reads its rows through it meanwhile.
-GRACE_S = float(os.environ.get("EMBEDSTORE_SEGMENT_GRACE_S", 900))
+GRACE_S = 900.0  # EMBEDSTORE_SEGMENT_GRACE_S overrides (see `grace`)
+
+
+def grace() -> float:
+    from ..settings import env_number
+
+    return env_number("EMBEDSTORE_SEGMENT_GRACE_S", GRACE_S)
 
 
 def used(catalog: Path) -> list[str] | None:
@@ -110,14 +116,14 @@ def _leftovers(catalog: Path, folder: Path, grace: float) -> list[str]:
 
 def due(catalog: Path, folder: Path) -> bool:
     """Whether a sweep would remove something (readers take the writer lock only then)."""
-    return bool(_leftovers(catalog, folder, GRACE_S))
+    return bool(_leftovers(catalog, folder, grace()))
 
 
 def sweep(catalog: Path, folder: Path) -> int:
     """Remove part files the catalog does not use once their grace is over (what merges and the
     final rewrite retired, or what a killed build left). The caller holds the writer lock."""
     gone = 0
-    for name in _leftovers(catalog, folder, GRACE_S):
+    for name in _leftovers(catalog, folder, grace()):
         try:
             (folder / name).unlink()
             gone += 1
