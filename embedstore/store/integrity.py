@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import TMP_PREFIX, fsync_dir
+from .shards import as_str
 
 # The row-aligned metadata of a vector set (its ids, and the item columns at each row's item), hashed
 # block by block: a streaming reader checks each block it reads without reading the rest.
@@ -283,7 +284,7 @@ def _row_tables_problem(f, sname: str, sl, layout, shard_root_rel: str) -> str |
         return "its row checksums (row_sha256) differ from what the shards hold"
     if vds_row_map(g["vectors"]) != pieces:
         return "its row-to-shard map differs from what the shards hold"
-    if _s(g.attrs.get("row_map_sha256", "")) != row_map_digest(pieces):
+    if as_str(g.attrs.get("row_map_sha256", "")) != row_map_digest(pieces):
         return "its row-to-shard map checksum (row_map_sha256) is not the map's"
     if int(f.attrs.get("embedstore_schema", 0)) >= 4:
         return _row_text_problem(g, digests, len(sl.ids))
@@ -302,16 +303,13 @@ def _row_text_problem(g, digests: np.ndarray, n: int) -> str | None:
     for k in range(digests.shape[0]):
         rows = min(ROW_BLOCK, n - k * ROW_BLOCK)
         for ci, c in enumerate(ROW_COLUMNS):
-            got = rowtext.read_block(text, c, k, starts, ci, rows, _s(digests[k, ci]))
+            got = rowtext.read_block(text, c, k, starts, ci, rows, as_str(digests[k, ci]))
             if isinstance(got, str):
                 return got
     if any(int(starts[-1, ci]) != len(text[c]) for ci, c in enumerate(ROW_COLUMNS)):
         return "its row text holds bytes past its last block"
     return None
 
-
-def _s(v) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
 
 
 def repair_store(path: str | Path) -> dict:

@@ -13,6 +13,7 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import DamagedStoreError, StoreError
+from .shards import as_str
 
 # SetRows attribute -> the catalog column it holds (row-aligned)
 _ATTR_COLUMN = {"ids": "id", "labels": "label", "splits": "split", "uris": "uri", "texts": "text", "shas": "sha256",
@@ -96,7 +97,7 @@ class SetRows:
         if f is not self._map_file:
             pieces = vds_row_map(ds)
             want = g.attrs.get("row_map_sha256")
-            if want is not None and row_map_digest(pieces) != _s(want):
+            if want is not None and row_map_digest(pieces) != as_str(want):
                 raise DamagedStoreError(f"the catalog {self.catalog} is damaged (vector set {self.set_name}: its row-to-shard "
                                         f"map does not match its checksum); run `embed verify {Path(self.catalog).name} --repair`")
             # the map of the file in use (a pinned catalog, or the one just opened); holding the file
@@ -218,7 +219,7 @@ class SetRows:
                 if legacy:
                     meta = {c: cols[_COLUMN_ATTR[c]] for c in columns}
                 else:
-                    want = [_s(d) for d in digests[k]]
+                    want = [as_str(d) for d in digests[k]]
                     empty = column_digest(np.full(e - s, b"", dtype=object))
                     blank = [c for c in columns if c not in have or want[have.index(c)] == empty]
                     if text is not None:  # schema 4: each column's block is one read and one sha256
@@ -348,9 +349,6 @@ def _decoded(vals) -> np.ndarray:
     """Values as str (UTF-8 bytes decoded), in an object array."""
     return np.array([v.decode("utf-8") if isinstance(v, bytes) else v for v in vals], dtype=object)
 
-
-def _s(v) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
 
 
 class _Borrowed:

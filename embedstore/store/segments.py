@@ -46,6 +46,7 @@ import numpy as np
 
 from ..atomic import atomic_path, fault, fsync_dir
 from .schema import FORMAT, ITEM_COLUMNS, ITEM_STR_COLUMNS, SCHEMA_VERSION
+from .shards import as_str
 
 FOLDER = "catalog"  # under <store>.d/
 PARTS = "segments"  # a head's parts: JSON of [{file (relative to the catalog's folder), items, digest, level, sets}]
@@ -214,9 +215,9 @@ class Appender:
         with h5py.File(catalog, "r") as f:
             if int(f.attrs.get("embedstore_schema", 0)) != SCHEMA_VERSION or "shards" not in f:
                 return None
-            if _s(f.attrs.get("shard_dir", "")) != shard_root_rel:
+            if as_str(f.attrs.get("shard_dir", "")) != shard_root_rel:
                 return None
-            self.created = _s(f.attrs.get("created", "")) or None
+            self.created = as_str(f.attrs.get("created", "")) or None
             g = f["items"]
             n = len(g["id"])
             head = is_head(f)
@@ -231,11 +232,11 @@ class Appender:
                 self.parts = [_Part(**p) for p in json.loads(f[PARTS].asstr()[()])]
                 if sum(p.items for p in self.parts) != n or any(not (catalog.parent / p.file).is_file() for p in self.parts):
                     return None  # a part went missing: only a whole rewrite from the shards can tell what it held
-            base = _Part("", n, _s(want or ""), level=1 << 30)
+            base = _Part("", n, as_str(want or ""), level=1 << 30)
             for name, sg in f["vectors"].items():
                 rows = len(sg["ids"])
                 attrs = {k: v for k, v in sg.attrs.items() if k not in ("count", "stale_rows", "row_block", "row_map_sha256")}
-                st = _SetTail(attrs, int(sg.attrs["dim"]), str(_s(sg.attrs["dtype"])), rows=rows, stale=int(sg.attrs.get("stale_rows", 0)))
+                st = _SetTail(attrs, int(sg.attrs["dim"]), str(as_str(sg.attrs["dtype"])), rows=rows, stale=int(sg.attrs.get("stale_rows", 0)))
                 st.start(len(ROW_COLUMNS))
                 if rows:
                     text = sg.get(GROUP)
@@ -244,7 +245,7 @@ class Appender:
                         return None
                     starts = text["block_start"][()]
                     full = rows // ROW_BLOCK
-                    st.digests = [[_s(v) for v in r] for r in digests[:full]]
+                    st.digests = [[as_str(v) for v in r] for r in digests[:full]]
                     st.starts = [list(map(int, r)) for r in starts[: full + 1]]
                     st.totals = [int(v) for v in starts[-1]]
                     if rows % ROW_BLOCK:  # the open block: its bytes so far go into the running checksums
@@ -252,7 +253,7 @@ class Appender:
                             st.hashes[ci].update(text[c][int(starts[full, ci]) : int(starts[full + 1, ci])].tobytes())
                         st.hashes[-1].update(np.asarray(sg["item_row"][full * ROW_BLOCK : rows], dtype="<i8").tobytes())
                         st.open_rows = rows - full * ROW_BLOCK
-                        if [h.copy().hexdigest() for h in st.hashes] != [_s(v) for v in digests[full]]:
+                        if [h.copy().hexdigest() for h in st.hashes] != [as_str(v) for v in digests[full]]:
                             raise DamagedStoreError(f"the catalog {catalog.name} is damaged (vector set {name}: its last row "
                                                     "block does not match its checksum); it is rewritten from the shards")
                     ds = sg["vectors"]
@@ -483,6 +484,3 @@ def _concat(f, name: str, sources, feed, strings: bool, step: int = _COPY_ROWS) 
             out[at + a : at + a + len(vals)] = vals
         at += n
 
-
-def _s(v) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)

@@ -107,10 +107,10 @@ class ItemsDigests:
         seg = attrs.get("items_segments")
         want = attrs.get("items_sha256")
         if seg is not None:
-            ends = json.loads(seg.decode() if isinstance(seg, bytes) else seg)
+            ends = json.loads(as_str(seg))
             self.ranges = [(int(a), int(e), str(d)) for a, (e, d) in zip([0] + [int(e) for e, _ in ends[:-1]], ends)]
         elif want is not None:
-            self.ranges = [(0, n, want.decode() if isinstance(want, bytes) else str(want))]
+            self.ranges = [(0, n, as_str(want))]
         else:
             self.ranges = []
         self.n = n
@@ -345,7 +345,7 @@ def check_shard(path: Path) -> str | None:
         with h5py.File(path, "r") as f:
             attrs = dict(f.attrs.items())  # every attribute must read, and match its checksum where one was recorded
             want_attrs = attrs.get(ATTRS_DIGEST)  # shards written before it lack it
-            if want_attrs is not None and attrs_digest(attrs) != _s(want_attrs):
+            if want_attrs is not None and attrs_digest(attrs) != as_str(want_attrs):
                 return "attributes (the set's provenance) do not match their checksum"
             lacking = [k for k in CHECKSUM_ATTRS if k not in attrs]
             if lacking and _int(attrs.get("schema_version")) >= CHECKSUMS_ALWAYS_FROM:
@@ -364,16 +364,16 @@ def check_shard(path: Path) -> str | None:
             if ds.shape[0] != len(f["vector_ids"]):
                 return f"{ds.shape[0]} vectors but {len(f['vector_ids'])} vector ids"
             want_items, want_vecs = f.attrs.get("items_sha256"), f.attrs.get("vectors_sha256")
-            if want_items is not None and items_digest(cols) != _s(want_items):
+            if want_items is not None and items_digest(cols) != as_str(want_items):
                 return "item rows do not match their checksum"
             vids, vshas = f["vector_ids"].asstr()[()], f["vector_sha256"].asstr()[()]
             if len(vshas) != len(vids):
                 return f"{len(vids)} vector ids but {len(vshas)} vector hashes"
             want_ids = f.attrs.get("vector_ids_sha256")  # shards written before it existed lack it
-            if want_ids is not None and vector_ids_digest(vids, vshas) != _s(want_ids):
+            if want_ids is not None and vector_ids_digest(vids, vshas) != as_str(want_ids):
                 return "vector ids do not match their checksum"
             if want_vecs is not None:
-                if vectors_digest(ds) != _s(want_vecs):
+                if vectors_digest(ds) != as_str(want_vecs):
                     return "vector bytes do not match their checksum"
             else:
                 for s in range(0, ds.shape[0], DIGEST_ROWS):
@@ -404,5 +404,6 @@ def has_checksums(path: Path) -> bool:
         return "vectors_sha256" in f.attrs
 
 
-def _s(v) -> str:
+def as_str(v) -> str:
+    """An HDF5 string attribute or value as str (h5py gives bytes or str by how it was written)."""
     return v.decode() if isinstance(v, bytes) else str(v)

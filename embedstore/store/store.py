@@ -17,8 +17,8 @@ from .migrations import migrate
 from .provenance import _decode_attrs, _same, _short, provenance_diffs  # noqa: F401 - provenance_diffs is public
 from .schema import FORMAT, ITEM_INT_COLUMNS, ITEM_STR_COLUMNS, KEY_FIELDS, SCHEMA_VERSION, sidecar_dir
 from .rows import read_runs, runs_between
-from .shards import (ItemRows, ShardMeta, check_shard, commit_attrs, list_shards, read_shard_meta, remove_stale_tmp, str_column,
-                     stray_files, write_shard)
+from .shards import (ItemRows, ShardMeta, as_str, check_shard, commit_attrs, list_shards, read_shard_meta, remove_stale_tmp,
+                     str_column, stray_files, write_shard)
 
 
 
@@ -409,7 +409,7 @@ class Store:
 
     def _index_for(self, sl, parallel) -> dict:
         """Bring a set's FAISS index in line with its rows (`sl`: a catalog.SetLayout); its metadata."""
-        metric = "inner_product" if _str(sl.attrs.get("normalize")) == "l2" else "l2"
+        metric = "inner_product" if as_str(sl.attrs.get("normalize")) == "l2" else "l2"
         add = None if parallel is None else (
             lambda ix, a, b, sl=sl: parallel.add(ix, self.shard_root, runs_between(sl, a, b)))
         meta = update_index(self.sidecar, sl.name, sl.ids, sl.dim, metric,
@@ -611,9 +611,6 @@ class Store:
 
         return store_info(self)
 
-
-def _str(v) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
 
 
 def list_shards_any(shard_root: Path) -> bool:
