@@ -14,6 +14,7 @@ Peak RSS for M and 4M items (fresh processes) is printed with --rss.
     .venv/bin/python benchmarks/bench_build.py                      # 400 and 4,000 images, ~4 minutes on 2 cores
     .venv/bin/python benchmarks/bench_build.py --n 100 --encoder test:tiny
     .venv/bin/python benchmarks/bench_build.py --build-args="--batch-size 64"   # any other build setting
+    .venv/bin/python benchmarks/bench_build.py --size 2048x1536 --n 200 # photo-sized files: decoding dominates
 """
 
 from __future__ import annotations
@@ -157,6 +158,7 @@ def main() -> None:
     ap.add_argument("--build-args", default="", help="extra `embed build` options for every build, e.g. '--batch-size 64'")
     ap.add_argument("--no-large", action="store_true", help="skip the 10N build")
     ap.add_argument("--rss", type=int, default=0, help="also measure peak RSS at this N and 4N")
+    ap.add_argument("--size", default="320x240", help="the generated JPEGs' size, WxH (e.g. 2048x1536 for phone-photo-sized files)")
     ap.add_argument("--workdir", default=None)
     args = ap.parse_args()
 
@@ -172,7 +174,8 @@ def main() -> None:
     extra = shlex.split(args.build_args)
     w = random_weights(args.encoder, work)
     sizes = [args.n] + ([] if args.no_large else [10 * args.n])
-    srcs = {n: make_jpegs(work / f"jpegs{n}", n, seed=n) for n in sizes}
+    size = tuple(int(v) for v in args.size.lower().split("x"))
+    srcs = {n: make_jpegs(work / f"jpegs{n}-{args.size}", n, size=size, seed=n) for n in sizes}
 
     runs = [(f"idle, {args.n} images", whole_command(srcs[args.n], work / "bench.h5", args.encoder, w, extra))]
     r0 = runs[0][1]
@@ -181,7 +184,7 @@ def main() -> None:
     fwd = forward_only(*fwd_args)
     with Spinner():
         fwd_loaded = forward_only(*fwd_args)
-    print(f"\n{args.encoder}, precision {r0['precision']}, forward {r0.get('accel', 'none')}, batch {r0['batch_size']}, {r0['workers']} decode worker(s), "
+    print(f"\n{args.encoder} on {args.size} JPEGs, precision {r0['precision']}, forward {r0.get('accel', 'none')}, batch {r0['batch_size']}, {r0['workers']} decode worker(s), "
           f"{r0.get('encoder_threads') or torch.get_num_threads()} encoder thread(s)")
     print(f"forward-only: {fwd:.1f} items/s idle, {fwd_loaded:.1f} with one core spinning\n")
     print(f"{'run':22} {'items':>6} {'command':>8} {'cmd/s':>7} {'loop/s':>7} {'fwd/s':>7} {'cmd/fwd':>6} {'loop/fwd':>6}")

@@ -117,6 +117,7 @@ def register(app: typer.Typer) -> None:
         no_labels: bool = typer.Option(False, "--no-labels", help="The folder is flat: no class subfolders (same as --layout flat)."),
         device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
         precision: str = typer.Option("auto", "--precision", help="auto | fp32 | bf16 | fp16 (autocast)."),
+        decode: str = typer.Option("workers", "--decode", help="Where images are decoded: workers (CPU decode workers) | device. device leaves JPEGs to the encoder's device: on a GPU they are decoded in batches by nvJPEG and resized there, the workers only read and hash them; on a CPU this process decodes them, taking time from the encoder. Other formats, and JPEGs the device refuses, are decoded on the CPU."),
         accel: str = typer.Option("auto", "--accel", help="Accelerated CPU forward: auto | none | openvino. openvino runs image encoders at exact fp32, ~2-10x eager (needs the openvino package: pip install openvino); auto uses it on CPU when it is installed and the precision is fp32."),
         batch_size: int = typer.Option(None, "--batch-size", "-b", min=1, help="Images per forward pass [default: 8 on CPU (measured fastest there), 64 on a GPU]."),
         workers: int = typer.Option(None, "--workers", "-w", min=0, help="Decode worker processes [default: a quarter of the cores on CPU, at least one, the rest run the encoder; cores - 1 with a GPU]."),
@@ -147,7 +148,7 @@ def register(app: typer.Typer) -> None:
             normalize=normalize, labels=not no_labels, layout=layout, progress=not quiet,
             shard_rows=shard_size, engine=engine, address=address, actors=actors,
             crop_pct=crop_pct, interpolation=interpolation, resize_mode=resize_mode,
-            exclude=exclude, exclude_kinds=kinds_list(exclude_kinds), started=started, accel=accel,
+            exclude=exclude, exclude_kinds=kinds_list(exclude_kinds), started=started, accel=accel, decode=decode,
         )
         page = None
         if report_dir is not None:

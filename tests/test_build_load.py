@@ -180,3 +180,43 @@ def test_a_process_that_built_with_an_accelerated_forward_can_still_fork(image_f
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split()[-3:] == ["openvino", str(cpu_split(os.cpu_count() or 1, 1, accelerated=True)[1]), "7"]
+
+
+@pytest.mark.parametrize("workers, cores, waited, loop, batches, expected", [
+    (1, 2, 6.4, 10.0, 20, 2),  # waited 64% of the loop: decoding must go 2.8x as fast, one worker a core
+    (2, 16, 7.5, 10.0, 20, 8),  # the encoder busy a quarter of the loop: four times the workers
+    (1, 2, 2.0, 10.0, 20, None),  # a fifth: the encoder is what limits the build
+    (2, 2, 9.0, 10.0, 20, None),  # one worker a core already
+    (1, 2, 0.9, 0.95, 20, None),  # under a second: not yet a steady state
+    (1, 2, 5.0, 10.0, 3, None),  # three batches: not yet a steady state
+])
+def test_the_workers_are_raised_when_the_encoder_waits_on_them(workers, cores, waited, loop, batches, expected):
+    assert loader.more_workers(workers, cores, waited, loop, batches) == expected
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one worker is all a single core gets")
+def test_a_build_that_waits_on_decode_raises_its_workers_and_loses_nothing(tmp_path, build_tiny, monkeypatch):
+    """Workers not asked for: the build starts with the measured split (one worker on two cores),
+    sees the encoder waiting, reopens the loader with a worker a core at the first item not yet
+    read, and says so; every item is embedded once, as a build with no workers embeds it."""
+    from conftest import make_image_folder
+    from embedstore.store import open_store
+
+    src = make_image_folder(tmp_path / "photos", per_class=14)
+    load_image, log = _record_then(tmp_path, sleep=0.1)
+    monkeypatch.setattr(loader, "load_image", load_image)
+    r = build_tiny(src, tmp_path / "s.h5", workers=None, batch_size=2, device="cpu", accel="none")
+    assert r.encoded == 28 and r.workers == 2
+    (note,) = [n for n in r.notes if "decode workers raised" in n]
+    assert "from 1 to 2 after" in note and "--workers N" in note
+    assert not any("add decode workers" in a for a in r.advice)  # advice reads the loop since the raise
+    monkeypatch.undo()
+    ref = build_tiny(src, tmp_path / "ref.h5", workers=0, batch_size=2, device="cpu", accel="none")
+    assert ref.workers == 0 and not any("raised" in n for n in ref.notes)  # workers asked for are kept
+    got = {}
+    for name in ("s", "ref"):
+        with open_store(tmp_path / f"{name}.h5") as st:
+            ids, X = zip(*[(i, v) for ids, V in st.iter_vectors(st.select_set().name) for i, v in zip(ids, V)])
+            assert len(set(ids)) == len(ids) == 28
+            got[name] = dict(zip(ids, X))
+    assert all((got["s"][k] == got["ref"][k]).all() for k in got["ref"])

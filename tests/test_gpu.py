@@ -131,3 +131,45 @@ def test_doors_agree_on_a_store_built_on_cuda(photos, tmp_path):
         assert _cos(ctx.vector_for_image(f), X[k : k + 1])[0] >= COS_MIN
         got = json.loads(api.handle("POST", "/api/predict", {}, {"content-type": "image/png"}, f.read_bytes()).body)
         assert got["label"] == str(head.classes_[P[k].argmax()]) and abs(got["prob"] - P[k].max()) < 5e-3
+
+
+def test_jpegs_decoded_on_cuda_match_the_cpu_decode(photos):
+    """`--decode device` on a GPU: nvJPEG, then the resize and scaling on the GPU, against the same
+    files decoded on the CPU (embedding/pixels.py; the CPU form of this test is in test_pixels.py)."""
+    import torch
+
+    from embedstore.embedding import EmbeddingService
+    from embedstore.embedding.pixels import Pixels, as_tensor
+
+    svc = EmbeddingService.create("effnet-lite:lite0", device="cpu", precision="fp32")
+    pp = svc.cfg.preprocess
+    files = [f.read_bytes() for f in sorted(photos.rglob("*.jpg"))]
+    x, failed = Pixels(pp).batch_on_device([as_tensor(d) for d in files], "cuda")
+    assert not failed and x.is_cuda and x.shape == (len(files), 3, pp.input_size, pp.input_size)
+    want = torch.stack([Pixels(pp)(d) for d in files])
+    # nvJPEG's IDCT and the GPU's resize round differently from libjpeg-turbo's and the CPU's
+    assert (x.cpu() - want).abs().mean() < 0.02
+    assert (_cos(svc.forward(x.cpu()), svc.forward(want)) >= COS_MIN).all()
+
+
+def test_build_with_decode_device_on_cuda_matches_the_cpu_build(photos, tmp_path):
+    from embedstore.ingest import build
+
+    g = build(photos, tmp_path / "g.h5", device="cuda", decode="device", progress=False)
+    c = build(photos, tmp_path / "c.h5", device="cpu", precision="fp32", workers=0, progress=False)
+    assert g.decode == "device" and g.decoded_on_device == 18 and g.encoded == c.encoded == 36  # 18 JPEGs, 18 PNGs
+    ids_g, Xg = _all_vectors(tmp_path / "g.h5")
+    ids_c, Xc = _all_vectors(tmp_path / "c.h5")
+    assert list(ids_g) == list(ids_c)
+    assert (_cos(Xg, Xc) >= COS_MIN).all()
+
+
+def test_batches_for_the_gpu_are_pinned():
+    """The DataLoader pins what a batch's `pin_memory` pins: without the method a Batch went unpinned."""
+    import torch
+
+    from embedstore.ingest.loader import Loaded, collate
+
+    mixed = collate([(Loaded(0, "a"), torch.zeros(3, 4, 4, dtype=torch.uint8)), (Loaded(1, "b"), torch.zeros(9, dtype=torch.uint8))])
+    assert all(x.is_pinned() for x in mixed.pin_memory().pixels)
+    assert collate([(Loaded(0, "a"), torch.zeros(3, 4, 4))]).pin_memory().pixels.is_pinned()

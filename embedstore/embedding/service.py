@@ -118,6 +118,7 @@ class EmbeddingService:
         self.channels_last = use_channels_last(encoder.cfg, self.device, self.precision)
         self._placed = False
         self._scale = None
+        self._pixels: dict = {}
         self._resolve_accel()
 
     # ---- construction ----------------------------------------------------------------------
@@ -241,11 +242,16 @@ class EmbeddingService:
         """PIL RGB image -> float tensor (3, H, W): the image preprocessing of this set."""
         return self.encoder.transform
 
-    def uint8_transform(self):
-        """PIL -> uint8 tensor (3, H, W), stopping before scaling (`scale` finishes on the device)."""
-        from ..encoders.config import build_transform
+    def pixels(self, uint8: bool = False):
+        """Image file bytes -> input tensor (3, H, W), the decode and preprocessing of this set
+        (embedding/pixels.py); `uint8=True` stops before scaling (`scale` finishes on the device)."""
+        from .pixels import Pixels
 
-        return build_transform(self.cfg.preprocess, uint8=True)
+        pp = self.cfg.preprocess
+        got = self._pixels.get(uint8)
+        if got is None or got.pp != pp:  # the preprocessing may be set after the service is made
+            got = self._pixels[uint8] = Pixels(pp, uint8)
+        return got
 
     def scale(self, pixels):
         """uint8 batches (n, 3, H, W) -> scaled and normalised float32, on this service's device."""
@@ -319,11 +325,8 @@ class EmbeddingService:
     def embed_image_bytes(self, data: bytes, name: str = "the image") -> np.ndarray:
         """One encoded image file's bytes -> (1, dim), as the store would hold it.
         Raises `DecodeError` (its message is the reason) for a file that is not a usable image."""
-        from ..sources.images import decode_image
-
         self._need("image")
-        img = decode_image(data, self.cfg.preprocess.exif_transpose)
-        return self.embed(self.transform(img).unsqueeze(0), name)
+        return self.embed(self.pixels()(data).unsqueeze(0), name)
 
     def embed_image_file(self, path: str) -> np.ndarray:
         from ..sources.images import read_bytes

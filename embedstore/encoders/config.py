@@ -162,23 +162,28 @@ def build_transform(pp: Preprocess, uint8: bool = False):
 
     `uint8=True` stops before scaling: PIL -> uint8 tensor (3, H, W), 4x fewer bytes to move;
     `batch_normalizer(pp)` then finishes whole batches, on the encoder's device."""
+    from torchvision.transforms import v2 as T
+
+    # Resize and crop the PIL image first, then convert: the order torchvision's weight
+    # transforms and open_clip's preprocess use, so vectors match their reference pipelines.
+    steps = resize_steps(pp) + [T.PILToTensor()]
+    return T.Compose(steps if uint8 else steps + list(batch_normalizer(pp).transforms))
+
+
+def resize_steps(pp: Preprocess) -> list:
+    """The resize and crop (or pad) of a preprocessing, as transforms that take a PIL image or a
+    uint8 tensor (3, H, W) alike (`embedding.pixels` runs them on tensors decoded by torchvision)."""
     from torchvision.transforms import InterpolationMode
     from torchvision.transforms import v2 as T
 
     interp = InterpolationMode(_check_choice("interpolation", pp.interpolation, INTERPOLATIONS, EncoderError))
     mode = _check_choice("resize_mode", pp.resize_mode, RESIZE_MODES, EncoderError)
-    # Resize and crop the PIL image first, then convert: the order torchvision's weight
-    # transforms and open_clip's preprocess use, so vectors match their reference pipelines.
     if mode == "shortest":
-        steps = [T.Resize(pp.resize_size, interpolation=interp, antialias=pp.antialias), T.CenterCrop(pp.input_size)]
-    elif mode == "squash":
+        return [T.Resize(pp.resize_size, interpolation=interp, antialias=pp.antialias), T.CenterCrop(pp.input_size)]
+    if mode == "squash":
         steps = [T.Resize((pp.resize_size, pp.resize_size), interpolation=interp, antialias=pp.antialias)]
-        if pp.resize_size != pp.input_size:
-            steps.append(T.CenterCrop(pp.input_size))
-    else:
-        steps = [ResizeLongest(pp.resize_size, interp, pp.antialias), CenterCropOrPad(pp.input_size, pp.fill)]
-    steps.append(T.PILToTensor())
-    return T.Compose(steps if uint8 else steps + list(batch_normalizer(pp).transforms))
+        return steps + [T.CenterCrop(pp.input_size)] if pp.resize_size != pp.input_size else steps
+    return [ResizeLongest(pp.resize_size, interp, pp.antialias), CenterCropOrPad(pp.input_size, pp.fill)]
 
 
 class ResizeLongest:

@@ -38,13 +38,13 @@ def decode_batch(batch: dict, preprocess) -> dict:
                                 batch["known"][i] or None)
             sha[i], reason[i], unchanged[i], ok[i] = s, r or "", u, r is None and not u
     else:
-        from ..encoders.config import build_transform
+        from ..embedding.pixels import Pixels
 
-        transform = _TRANSFORMS.get(preprocess) or _TRANSFORMS.setdefault(preprocess, build_transform(preprocess, uint8=True))
+        decode = _TRANSFORMS.get(preprocess) or _TRANSFORMS.setdefault(preprocess, Pixels(preprocess, uint8=True))
         size = preprocess.input_size
         pixels = np.zeros((n, 3, size, size), np.uint8)  # the actor scales and normalises whole batches
         for i in range(n):
-            s, r, u, x = load_image(batch["uri"][i], batch["known"][i] or None, transform, preprocess.exif_transpose)
+            s, r, u, x = load_image(batch["uri"][i], batch["known"][i] or None, decode)
             sha[i], reason[i], unchanged[i] = s, r or "", u
             if x is not None:
                 pixels[i], ok[i] = x.numpy(), True

@@ -7,7 +7,7 @@ import logging
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,10 +18,11 @@ from ..sources import open_source
 from ..store import open_store
 from ..store.schema import SCHEMA_VERSION, STATUS_OK, STATUS_QUARANTINED
 from ..embedding.accel import ACCELS
+from ..embedding.pixels import DECODES
 from ..embedding.device import default_workers, resolve_device
 from ..embedding.service import BUILD_PRECISION, DTYPES, NORMALIZE, EmbeddingService, build_precision_here, vector_problem
 from ..memory import release_freed_memory
-from .loader import CPU_BATCH_SIZE, GPU_BATCH_SIZE, cpu_split, make_loader
+from .loader import CPU_BATCH_SIZE, GPU_BATCH_SIZE, Feed, cpu_split
 from ..settings import env_number
 from .plan import make_plan
 from .writer import ShardWriter
@@ -85,6 +86,8 @@ class BuildReport:
     notes: list = field(default_factory=list)  # decisions the user should know of (e.g. preprocessing for small images)
     excluded: int = 0  # source items left out because their id is on the --exclude list
     exclusions: dict = field(default_factory=dict)  # the --exclude list: path, ids, kinds, ids not in the source
+    decode: str = "workers"  # where images were decoded: workers | device (JPEGs on the encoder's device)
+    decoded_on_device: int = 0  # --decode device: JPEGs decoded on the encoder's device (the rest by CPU workers)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -155,6 +158,7 @@ def build(
     exclude_kinds: list[str] | None = None,
     started: float | None = None,
     accel: str = "auto",
+    decode: str = "workers",
 ) -> BuildReport:
     """Embed every new or changed item of `source` into `store`; resumable and incremental.
 
@@ -171,7 +175,10 @@ def build(
     already in the store are left as they are. `started` (a `time.perf_counter()` reading) is when
     the caller began, so the report's start-up includes its imports (the CLI passes it).
     `catalog_seconds`: how often at least the catalog is brought up to date for readers during the
-    build (ingest/writer.ShardWriter; default 30, or EMBEDSTORE_CATALOG_SECONDS)."""
+    build (ingest/writer.ShardWriter; default 30, or EMBEDSTORE_CATALOG_SECONDS).
+    `decode`: "workers" decode every image in the decode workers; "device" leaves JPEGs to the
+    encoder's device (nvJPEG on a GPU, batched; on a CPU this process decodes them) and the workers
+    only read and hash them (embedding/pixels.py)."""
     t_start = time.perf_counter() if started is None else started
     # settings read before anything runs: a malformed value is one line now, not a failure after the encoding
     if catalog_seconds is None:
@@ -196,6 +203,10 @@ def build(
         raise BuildError("--workers applies to the local engine; with --engine ray decode tasks are sized to the cluster, leave it out")
     if accel not in ACCELS:
         raise BuildError(f"--accel must be one of {', '.join(ACCELS)}, not '{accel}'")
+    if decode not in DECODES:
+        raise BuildError(f"--decode must be one of {', '.join(DECODES)}, not '{decode}'")
+    if decode == "device" and engine == "ray":
+        raise BuildError("--decode device applies to the local engine (Ray decode tasks run on the CPU); leave it out with --engine ray")
     if exclude_kinds and exclude is None:
         raise BuildError("--exclude-kinds chooses rows of an exclusion list; add --exclude FILE or leave it out")
     exclusions = None
@@ -327,13 +338,19 @@ def build(
                 writer.close()
                 cluster.run(st, plan.todo, svc, weights, set_attrs, batch_size, shard_rows, report, progress)
             else:
-                _run_local(plan.todo, svc, writer, batch_size, workers, report, progress)
+                feed = _run_local(plan.todo, svc, writer, batch_size, workers, report, progress, decode,
+                                  cores=(os.cpu_count() or 1) if threads and asked_workers is None else None)
+                if decode == "device" and not texts:
+                    report.decode = decode
+                    report.notes.append(f"--decode device: {report.decoded_on_device} JPEG file(s) decoded on {dev} in the "
+                                        f"encoder's process, the other {max(0, report.encoded - report.decoded_on_device)} "
+                                        "image(s) by the CPU workers")
             t_finish = time.perf_counter()
             report.loop_s = t_finish - t_loop
             if cluster is None:
                 report.decode_wait_share = report.read_s / report.loop_s if report.loop_s > 0 else 0.0
                 report.load_average = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-                report.advice = [] if texts else decode_advice(report, os.cpu_count() or 1)
+                report.advice = [] if texts else decode_advice(_since_raised(report, feed), os.cpu_count() or 1)
             # the per-item lists are done with: free them before the final refresh, where a build peaks
             src.items, plan = [], None
             release_freed_memory()  # their pages, before the refresh and index build add theirs (memory.py)
@@ -422,6 +439,19 @@ def _fit_preprocess_to_images(svc: EmbeddingService, src, store) -> list[str]:
     return [note]
 
 
+def _since_raised(r: BuildReport, feed) -> BuildReport:
+    """The report as decode advice should read it: when the build raised its decode workers, the
+    loop since then (the workers it ended with), and a note of what it did."""
+    if feed is None or not feed.raised:
+        return r
+    r.workers = feed.workers
+    for x in feed.raised:
+        r.notes.append(f"decode workers raised from {x['from']} to {x['to']} after {x['at']} items: the encoder had waited on "
+                       f"decode for {x['waited']:.0%} of the loop (large images decode slowly); --workers N fixes the number")
+    waited, loop = feed.window()
+    return replace(r, read_s=waited, loop_s=loop, first_batch_wait_s=0.0, decode_wait_share=waited / loop if loop > 0 else 0.0)
+
+
 # The encoder waited on decode for at least this share of the loop, and this long, before the
 # summary says what to change: below either, decoding is not what limits the build.
 WAIT_SHARE_ADVICE = 0.25
@@ -448,16 +478,21 @@ def decode_advice(r: BuildReport, cores: int) -> list[str]:
             "images may be large for the model, or other work is taking the CPU"]
 
 
-def _run_local(todo, svc: EmbeddingService, writer, batch_size, workers, report, progress) -> None:
-    """The single-machine loop: DataLoader workers read, this process encodes, a thread writes."""
+def _run_local(todo, svc: EmbeddingService, writer, batch_size, workers, report, progress, decode: str = "workers",
+               cores: int | None = None):
+    """The single-machine loop: DataLoader workers read, this process encodes, a thread writes.
+    With decode="device" the workers pass JPEG files on undecoded, and each batch is decoded and
+    finished on the encoder's device before its forward. `cores`: the workers may grow to that
+    many when the encoder waits on them (loader.Feed). Returns the Feed (None for texts)."""
     svc.place()
+    on_device = decode == "device" and svc.modality == "image"
     if svc.modality == "text":
         from .texts import text_batches
 
-        loader = text_batches(todo, batch_size)
+        loader, feed = text_batches(todo, batch_size), None
     else:
-        loader = make_loader(todo, svc.transform, batch_size, workers, pin_memory=svc.device.type == "cuda",
-                             exif_transpose=svc.cfg.preprocess.exif_transpose)
+        loader = feed = Feed(todo, svc.pixels(uint8=on_device), batch_size, workers, svc.device.type == "cuda", on_device,
+                             cores=None if on_device else cores)
     bar = progress_bar(len(todo), desc=f"embed {svc.cfg.id}", enabled=progress and bool(todo))
     try:
         it = iter(loader)
@@ -467,6 +502,9 @@ def _run_local(todo, svc: EmbeddingService, writer, batch_size, workers, report,
             t1 = time.perf_counter()
             if batch is None:
                 break
+            if on_device:
+                files, failed = batch.on_device(svc.pixels(), svc.device)
+                report.decoded_on_device += files - failed
             vecs = svc.forward(batch.pixels) if batch.ok else None
             if batch.ok and isinstance(batch.pixels, list):
                 report.truncated += svc.count_truncated(batch.pixels)
@@ -493,6 +531,7 @@ def _run_local(todo, svc: EmbeddingService, writer, batch_size, workers, report,
         if writer.catalog_errors:
             report.notes.append(f"{len(writer.catalog_errors)} catalog update(s) during the build failed (readers saw "
                                 f"less progress meanwhile; the final refresh below is what counts): {writer.catalog_errors[0]}")
+    return feed
 
 
 def _sort_batch(tasks, batch, vecs, dtype: str, report: BuildReport):

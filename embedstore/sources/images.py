@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import warnings
@@ -33,19 +34,37 @@ def content_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def open_image(data: bytes) -> Image.Image:
+    """Read an image's header (format, mode, size) without decoding its pixels; refuses what
+    `decode_image` would refuse before decoding (not an image, too many pixels)."""
+    with _reasons():
+        img = Image.open(io.BytesIO(data))
+        if img.width * img.height > MAX_PIXELS:
+            raise DecodeError(f"image too large ({img.width}x{img.height} pixels)")
+        if img.width < 1 or img.height < 1:
+            raise DecodeError("image has no pixels")
+    return img
+
+
 def decode_image(data: bytes, exif_transpose: bool = True) -> Image.Image:
     """Decode fully (so truncation is caught here) and convert to RGB."""
+    img = open_image(data)
+    with _reasons():
+        img.load()
+        if exif_transpose:
+            img = ImageOps.exif_transpose(img)
+        if img.mode != "RGB":
+            img = img.convert("RGBA").convert("RGB") if "transparency" in img.info or img.mode in ("P", "LA") else img.convert("RGB")
+    return img
+
+
+@contextlib.contextmanager
+def _reasons():
+    """PIL's exceptions -> DecodeError with the quarantine reason."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            if img.width * img.height > MAX_PIXELS:
-                raise DecodeError(f"image too large ({img.width}x{img.height} pixels)")
-            img.load()
-            if exif_transpose:
-                img = ImageOps.exif_transpose(img)
-            if img.mode != "RGB":
-                img = img.convert("RGBA").convert("RGB") if "transparency" in img.info or img.mode in ("P", "LA") else img.convert("RGB")
+            yield
     except DecodeError:
         raise
     except Image.UnidentifiedImageError:
@@ -57,9 +76,6 @@ def decode_image(data: bytes, exif_transpose: bool = True) -> Image.Image:
         if "truncated" in msg:
             msg = "truncated image: " + msg
         raise DecodeError(f"corrupt image: {msg}"[:300]) from None
-    if img.width < 1 or img.height < 1:
-        raise DecodeError("image has no pixels")
-    return img
 
 
 def sample_image_sizes(uris: list[str], n: int = 32) -> list[tuple[int, int]]:

@@ -1,0 +1,181 @@
+"""The one decode and preprocessing of image files (embedding/pixels.py): torchvision's JPEG decoder
+and tensor resize against PIL's, EXIF orientation, the files left to PIL, the same reasons for bad
+files, and `--decode device` (JPEG files decoded in batches on the encoder's device) against the
+workers' decode, with the device as a parameter (CUDA in tests/test_gpu.py)."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import add_bad_files, embed, make_image_folder
+
+
+def _photo(scale: int = 1, seed: int = 0, which: int = 0) -> Image.Image:
+    """A real photo (scikit-learn's samples, offline), resized by `scale`/2, with a little noise."""
+    from sklearn.datasets import load_sample_images
+
+    base = load_sample_images().images[which]
+    img = Image.fromarray(base).resize((base.shape[1] * scale // 2, base.shape[0] * scale // 2), Image.LANCZOS)
+    a = np.asarray(img).astype(np.float32) + np.random.default_rng(seed).normal(0, 5, (img.height, img.width, 3))
+    return Image.fromarray(a.clip(0, 255).astype(np.uint8))
+
+
+def _jpeg(img: Image.Image, **kw) -> bytes:
+    b = io.BytesIO()
+    img.save(b, "JPEG", quality=90, **kw)
+    return b.getvalue()
+
+
+def _pil_way(pp, data: bytes, uint8: bool = True):
+    """The decode before embedding/pixels.py: PIL decodes, PIL resizes."""
+    from embedstore.encoders.config import build_transform
+    from embedstore.sources.images import decode_image
+
+    return build_transform(pp, uint8=uint8)(decode_image(data, pp.exif_transpose))
+
+
+@pytest.fixture(scope="module")
+def lite0():
+    from embedstore.embedding import EmbeddingService
+
+    return EmbeddingService.create("effnet-lite:lite0", device="cpu", precision="fp32", dtype="float32")
+
+
+@pytest.mark.parametrize("mode", ["shortest", "squash", "longest"])
+def test_jpegs_decode_to_pils_pixels_but_for_rounding_and_give_the_same_vectors(lite0, mode):
+    from embedstore.embedding.pixels import Pixels
+
+    pp = lite0.cfg.preprocess.override(resize_mode=mode)
+    files = [_jpeg(_photo(s, s, w)) for s in (1, 2, 5) for w in (0, 1)] + [_jpeg(_photo(2).convert("L"))]
+    ours = Pixels(pp, uint8=True)
+    cos = []
+    for data in files:
+        a, b = ours(data), _pil_way(pp, data)
+        assert a.dtype == torch.uint8 and a.shape == b.shape == (3, pp.input_size, pp.input_size)
+        off = (a.int() - b.int()).abs()  # the antialiased resize rounds differently, now and then
+        assert off.max() <= 2 and (off > 0).float().mean() < 0.01
+        x, y = Pixels(pp)(data), _pil_way(pp, data, uint8=False)
+        va, vb = lite0.forward(torch.stack([x, y]))
+        cos.append(float(va @ vb))
+    assert min(cos) >= 0.9999, cos
+
+
+def test_exif_orientation_is_applied_as_pil_applies_it(lite0):
+    import dataclasses
+
+    from embedstore.embedding.pixels import Pixels
+
+    img = _photo(1).crop((0, 0, 300, 200))  # not square: orientations 5-8 swap the sides
+    for turn in (True, False):
+        pp = dataclasses.replace(lite0.cfg.preprocess, exif_transpose=turn, resize_mode="longest")
+        ours = Pixels(pp, uint8=True)
+        seen = set()
+        for o in range(1, 9):
+            ex = img.getexif()
+            ex[0x0112] = o
+            data = _jpeg(img, exif=ex.tobytes())
+            a, b = ours(data), _pil_way(pp, data)
+            off = (a.int() - b.int()).abs()
+            assert off.max() <= 2 and (off > 0).float().mean() < 0.01, (turn, o)
+            seen.add(a.numpy().tobytes())
+        assert len(seen) == (8 if turn else 1)  # each orientation differs when applied, none when not
+
+
+def test_other_formats_and_cmyk_jpegs_keep_pils_decode_exactly(lite0, tmp_path):
+    from embedstore.embedding.pixels import Pixels
+
+    pp = lite0.cfg.preprocess
+    img = _photo(1)
+    files = {}
+    for fmt, mode in (("PNG", "RGB"), ("WEBP", "RGB"), ("GIF", "P"), ("JPEG", "CMYK")):
+        b = io.BytesIO()
+        img.convert(mode).save(b, fmt)
+        files[fmt + mode] = b.getvalue()
+    for name, data in files.items():
+        assert torch.equal(Pixels(pp, uint8=True)(data), _pil_way(pp, data)), name
+        assert torch.equal(Pixels(pp)(data), _pil_way(pp, data, uint8=False)), name
+
+
+def test_bad_files_get_the_reasons_pil_gives(lite0):
+    from embedstore.embedding.pixels import Pixels
+    from embedstore.sources.images import DecodeError, decode_image
+
+    good = _jpeg(_photo(1))
+    bad = {"truncated": good[: len(good) // 2], "junk": b"not an image", "cut header": good[:40],
+           "garbled": good[:600] + bytes(len(good) - 602) + good[-2:]}  # ends like a JPEG, scans are zeros
+    for name, data in bad.items():
+        with pytest.raises(DecodeError) as theirs:
+            decode_image(data)
+        with pytest.raises(DecodeError) as ours:
+            Pixels(lite0.cfg.preprocess)(data)
+        assert str(ours.value) == str(theirs.value), name
+
+
+@pytest.mark.parametrize("device", ["cpu"])  # "cuda": tests/test_gpu.py
+def test_a_batch_finished_on_the_device_equals_item_by_item(lite0, device):
+    """Mixed parts as the workers send them with --decode device: JPEG files (1-D bytes) and uint8
+    pixels of other formats; a file neither decoder can use comes back as a reason, left out."""
+    from embedstore.embedding.pixels import Pixels, as_tensor
+
+    pp = lite0.cfg.preprocess
+    good = [_jpeg(_photo(s, s)) for s in (1, 2, 3)]
+    b = io.BytesIO()
+    _photo(1, 7).save(b, "PNG")
+    png = b.getvalue()
+    garbled = good[0][:600] + bytes(len(good[0]) - 602) + good[0][-2:]
+    worker = Pixels(pp, uint8=True)
+    assert worker.for_device(good[0]) and not worker.for_device(png) and not worker.for_device(good[0][:-5])
+    parts = [as_tensor(good[0]), worker(png), as_tensor(garbled), as_tensor(good[1]), as_tensor(good[2])]
+    x, failed = Pixels(pp).batch_on_device(parts, device)
+    assert list(failed) == [2] and "corrupt" in failed[2]
+    want = torch.stack([Pixels(pp)(d) for d in (good[0], png, good[1], good[2])])
+    assert x.device.type == device and x.dtype == torch.float32
+    assert torch.allclose(x.cpu(), want, atol=1e-6)
+
+
+def test_decode_device_build_gives_the_workers_vectors_and_reasons(tmp_path):
+    """A CPU build with --decode device (the encoder's process decodes the JPEGs in batches) against
+    the default: the same vectors bit for bit, the same quarantine reasons, and a summary note."""
+    from embedstore.ingest import build
+
+    src = make_image_folder(tmp_path / "photos", per_class=6, size=(96, 80))
+    bad = add_bad_files(src)
+    reps = {d: build(src, tmp_path / f"{d}.h5", encoder="effnet-lite:lite0", decode=d, workers=1, batch_size=4,
+                     progress=False) for d in ("workers", "device")}
+    w, d = reps["workers"], reps["device"]
+    assert w.encoded == d.encoded == 12 and d.decoded_on_device == 6 and d.decode == "device"
+    assert any("--decode device: 6 JPEG" in n for n in d.notes) and not any("--decode" in n for n in w.notes)
+    reasons = lambda r: sorted((q["id"], q["reason"]) for q in r.quarantined_items)  # noqa: E731
+    assert reasons(w) == reasons(d) and {i for i, _ in reasons(d)} == set(bad)
+    from embedstore.store import open_store
+
+    got = {}
+    for name in ("workers", "device"):
+        with open_store(tmp_path / f"{name}.h5") as st:
+            got[name] = {i: v for ids, X in st.iter_vectors(st.select_set().name) for i, v in zip(ids, X)}
+    assert got["workers"].keys() == got["device"].keys()
+    assert all(np.array_equal(got["workers"][k], got["device"][k]) for k in got["workers"])
+
+
+def test_decode_option_errors(image_folder, tmp_path):
+    r = embed("build", image_folder, "-s", tmp_path / "s.h5", "--encoder", "test:tiny", "--decode", "gpu")
+    assert r.exit_code != 0 and r.stderr.count("\n") == 1
+    assert "--decode must be one of workers, device, not 'gpu'" in r.stderr, r.stderr
+    r = embed("build", image_folder, "-s", tmp_path / "s.h5", "--encoder", "test:tiny", "--decode", "device", "--engine", "ray")
+    assert r.exit_code != 0 and r.stderr.count("\n") == 1
+    assert "--decode device applies to the local engine" in r.stderr, r.stderr
+    assert not (tmp_path / "s.h5").exists()
+
+
+def test_build_json_says_where_images_were_decoded(image_folder, tmp_path):
+    r = embed("build", image_folder, "-s", tmp_path / "s.h5", "--encoder", "test:tiny", "--decode", "device", "--json",
+              "--quiet")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    assert out["decode"] == "device" and out["decoded_on_device"] == 6  # the folder's 6 JPEGs; its PNGs by the workers
