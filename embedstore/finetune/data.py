@@ -29,21 +29,32 @@ def train_transform(pp, augment: bool):
     ])
 
 
-class LabelledImages:
-    """(uri, class index) pairs -> (tensor, index); a file that no longer decodes yields None."""
+class Augmented:
+    """Image file bytes -> a training tensor: PIL decodes, then the recipe's random transforms."""
 
-    def __init__(self, uris: list[str], targets: list[int], transform, exif_transpose: bool = True):
-        self.uris, self.targets, self.transform, self.exif = uris, targets, transform, exif_transpose
+    def __init__(self, transform, exif_transpose: bool = True):
+        self.transform, self.exif = transform, exif_transpose
+
+    def __call__(self, data: bytes):
+        return self.transform(decode_image(data, self.exif))
+
+
+class LabelledImages:
+    """(uri, class index) pairs -> (tensor, index); a file that no longer decodes yields None.
+    `load` turns a file's bytes into the tensor: `Augmented` for training, the embedding service's
+    `pixels()` for validation and test (the decode and preprocessing its vectors are made with)."""
+
+    def __init__(self, uris: list[str], targets: list[int], load):
+        self.uris, self.targets, self.load = uris, targets, load
 
     def __len__(self) -> int:
         return len(self.uris)
 
     def __getitem__(self, i: int):
         try:
-            img = decode_image(read_bytes(self.uris[i]), self.exif)
+            return self.load(read_bytes(self.uris[i])), self.targets[i]
         except DecodeError:
             return None
-        return self.transform(img), self.targets[i]
 
 
 def collate(samples):

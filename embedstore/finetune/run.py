@@ -127,7 +127,7 @@ def finetune(store: str | Path, out: str | Path, head: str | Path | None = None,
     from ..embedding.device import resolve_device
     from ..embedding import EmbeddingService
     from ..encoders.blocks import trainable_names
-    from .data import LabelledImages, LabelledTexts, collate_texts, make_loader, source_texts, train_transform
+    from .data import Augmented, LabelledImages, LabelledTexts, collate_texts, make_loader, source_texts, train_transform
     from .loop import build_net, evaluate, fit, set_trainable
     from ..store import open_store
     from ..modelfile import load_head
@@ -201,9 +201,10 @@ def finetune(store: str | Path, out: str | Path, head: str | Path | None = None,
         tokenize = getattr(enc.model, "preprocess", None) or enc.model.tokenize  # sentence-transformers >= 5: preprocess
         collate_fn, workers = collate_texts(tokenize), 0  # tokenising is cheap; no worker processes
     else:
-        train_ds = LabelledImages(tr_u, tr_y, train_transform(pp, recipe.augment), pp.exif_transpose)
-        val_ds = LabelledImages(va_u, va_y, enc.transform, pp.exif_transpose)
-        test_ds = LabelledImages(te_u, te_y, enc.transform, pp.exif_transpose)
+        from ..embedding.pixels import Pixels
+
+        train_ds = LabelledImages(tr_u, tr_y, Augmented(train_transform(pp, recipe.augment), pp.exif_transpose))
+        val_ds, test_ds = LabelledImages(va_u, va_y, Pixels(pp)), LabelledImages(te_u, te_y, Pixels(pp))
     val_loader = make_loader(val_ds, recipe.batch_size, False, workers, 0, collate_fn)
     test_loader = make_loader(test_ds, recipe.batch_size, False, workers, 0, collate_fn)
     class_weights = None
