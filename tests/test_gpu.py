@@ -4,6 +4,7 @@ built on the GPU. Run on a GPU machine: `bash scripts/test.sh -m gpu`."""
 
 from __future__ import annotations
 
+import io
 import json
 
 import numpy as np
@@ -138,23 +139,33 @@ def test_jpegs_decoded_on_cuda_match_the_cpu_decode(photos):
     files decoded on the CPU (embedding/pixels.py; the CPU form of this test is in test_pixels.py)."""
     import torch
 
+    from PIL import Image
+
     from embedstore.embedding import EmbeddingService
-    from embedstore.embedding.pixels import Pixels, as_tensor
+    from embedstore.embedding.pixels import Pixels
 
     svc = EmbeddingService.create("effnet-lite:lite0", device="cpu", precision="fp32")
     pp = svc.cfg.preprocess
     files = [f.read_bytes() for f in sorted(photos.rglob("*.jpg"))]
-    x, failed = Pixels(pp).batch_on_device([as_tensor(d) for d in files], "cuda")
-    assert not failed and x.is_cuda and x.shape == (len(files), 3, pp.input_size, pp.input_size)
+    ex = Image.new("RGB", (1, 1)).getexif()
+    ex[0x0112] = 6  # a portrait phone photo: nvJPEG ignores EXIF, the orientation is applied after
+    b = io.BytesIO()
+    Image.open(io.BytesIO(files[0])).save(b, "JPEG", quality=90, exif=ex.tobytes())
+    files.append(b.getvalue())
+    parts = [Pixels(pp, uint8=True).for_device(d) for d in files]
+    assert parts[-1].orientation == 6
+    x, failed, on_cpu = Pixels(pp).batch_on_device(parts, "cuda")
+    assert not failed and not on_cpu and x.is_cuda and x.shape == (len(files), 3, pp.input_size, pp.input_size)
     want = torch.stack([Pixels(pp)(d) for d in files])
     # nvJPEG's IDCT and the GPU's resize round differently from libjpeg-turbo's and the CPU's
     assert (x.cpu() - want).abs().mean() < 0.02
     assert (_cos(svc.forward(x.cpu()), svc.forward(want)) >= COS_MIN).all()
 
 
-def test_build_with_decode_device_on_cuda_matches_the_cpu_build(photos, tmp_path):
+def test_build_with_decode_device_on_cuda_matches_the_cpu_build(tmp_path):
     from embedstore.ingest import build
 
+    photos = make_image_folder(tmp_path / "photos", classes=("cat", "dog", "owl"), per_class=12, size=(320, 240))
     g = build(photos, tmp_path / "g.h5", device="cuda", decode="device", progress=False)
     c = build(photos, tmp_path / "c.h5", device="cpu", precision="fp32", workers=0, progress=False)
     assert g.decode == "device" and g.decoded_on_device == 18 and g.encoded == c.encoded == 36  # 18 JPEGs, 18 PNGs
@@ -170,6 +181,9 @@ def test_batches_for_the_gpu_are_pinned():
 
     from embedstore.ingest.loader import Loaded, collate
 
-    mixed = collate([(Loaded(0, "a"), torch.zeros(3, 4, 4, dtype=torch.uint8)), (Loaded(1, "b"), torch.zeros(9, dtype=torch.uint8))])
-    assert all(x.is_pinned() for x in mixed.pin_memory().pixels)
+    from embedstore.embedding.pixels import JpegFile
+
+    mixed = collate([(Loaded(0, "a"), torch.zeros(3, 4, 4, dtype=torch.uint8)), (Loaded(1, "b"), JpegFile(torch.zeros(9, dtype=torch.uint8)))])
+    pixels = mixed.pin_memory().pixels
+    assert pixels[0].is_pinned() and isinstance(pixels[1], JpegFile)  # the file stays for nvJPEG to read
     assert collate([(Loaded(0, "a"), torch.zeros(3, 4, 4))]).pin_memory().pixels.is_pinned()

@@ -1,6 +1,6 @@
 """Image file bytes -> the encoder's input tensor (3, H, W): the one decode and preprocessing of
-every door (build workers, Ray decode tasks, queries, the server's uploads), and its batched form
-on the encoder's device (`embed build --decode device`: JPEGs decoded on the GPU by nvJPEG).
+every door (build workers, Ray decode tasks, queries, the server's uploads, fine-tune's evaluation),
+and its batched form on the encoder's device (`embed build --decode device`: nvJPEG on a GPU).
 
 JPEGs of RGB or grey pixels are decoded by torchvision (libjpeg-turbo on the CPU) and resized as
 uint8 tensors; everything else (PNG, WebP, GIF, CMYK JPEGs ...) by PIL, as before. Measured on 2
@@ -8,11 +8,23 @@ cores (scikit-learn's sample photos upscaled and re-saved as JPEG; EfficientNet-
 + crop 224, bicubic): 1.9-5.1 ms an image at 640x427 and 1280x854 and 31-32 ms at 3840x2562,
 against 3.9-11 and 74-81 ms through PIL. The decoded pixels are PIL's exactly; after the antialiased
 resize 0.06-0.6% of the values differ from PIL's by one level (one in 150,000 by two), and the
-vectors' cosine is >= 0.999998 (tests/test_pixels.py). A JPEG torchvision refuses goes to PIL, whose reason is the one a
-quarantined file gets (or whose pixels are used where PIL is the more lenient).
+vectors' cosine is >= 0.99999 (tests/test_pixels.py). Where the tensor resize strays further from
+PIL's, PIL keeps the file: "squash" resizing (unequal scales on the two axes: up to 7 levels off,
+cosine 0.9997), nearest-neighbour resizing (torch picks a neighbouring row or column of PIL's
+for 0.3-0.4% of the values at some sizes, whatever the mode) and preprocessing without
+antialiasing (PIL antialiases regardless).
+
+EXIF orientation is read from PIL's header (EXIF, or XMP where EXIF has none: what
+`ImageOps.exif_transpose` applies) and applied to the tensor here: torchvision reads only the first
+APP1 segment, and its CUDA decoder ignores orientation altogether.
+
+A JPEG torchvision refuses goes to PIL, whose reason is the one a quarantined file gets (or whose
+pixels are used where PIL is the more lenient).
 """
 
 from __future__ import annotations
+
+from typing import Any, NamedTuple
 
 from ..encoders.config import Preprocess, batch_normalizer, build_transform, resize_steps
 from ..sources.images import DecodeError, decode_image, open_image
@@ -20,6 +32,15 @@ from ..sources.images import DecodeError, decode_image, open_image
 DECODES = ("workers", "device")
 JPEG_MODES = ("RGB", "L")  # CMYK and YCCK JPEGs keep PIL's colour conversion
 EOI = b"\xff\xd9"  # the marker a whole JPEG ends with
+ORIENTATION = 0x0112  # the EXIF tag
+
+
+class JpegFile(NamedTuple):
+    """A JPEG file left to the encoder's device (`--decode device`): its bytes and the EXIF
+    orientation to apply once decoded."""
+
+    data: Any  # 1-D uint8 tensor
+    orientation: int = 1
 
 
 def as_tensor(data: bytes):
@@ -27,6 +48,27 @@ def as_tensor(data: bytes):
     import torch
 
     return torch.frombuffer(bytearray(data), dtype=torch.uint8)
+
+
+def orient(x, orientation: int):
+    """Apply an EXIF orientation (2-8) to an image tensor (..., H, W) as PIL's exif_transpose does."""
+    import torch
+
+    if orientation == 2:
+        return x.flip(-1)
+    if orientation == 3:
+        return x.flip(-1, -2)
+    if orientation == 4:
+        return x.flip(-2)
+    if orientation == 5:
+        return x.transpose(-1, -2)
+    if orientation == 6:
+        return torch.rot90(x, -1, (-2, -1))
+    if orientation == 7:
+        return x.flip(-1, -2).transpose(-1, -2)
+    if orientation == 8:
+        return torch.rot90(x, 1, (-2, -1))
+    return x
 
 
 class Pixels:
@@ -41,17 +83,34 @@ class Pixels:
         self._pil = build_transform(pp, uint8=uint8)
         self._steps = T.Compose(resize_steps(pp))
         self._finish = None if uint8 else batch_normalizer(pp)
+        # else PIL decodes every file (see above)
+        self._tensors = pp.antialias and pp.resize_mode != "squash" and pp.interpolation != "nearest"
         self._cpu = None
 
     def __call__(self, data: bytes):
         """One file's bytes -> tensor (3, input_size, input_size); raises DecodeError (its message
         is the quarantine reason) for a file that is not a usable image."""
-        if self._jpeg(open_image(data)):
+        orientation = self.jpeg_orientation(data)
+        if orientation is not None:
             x = self.decode_jpegs([data], "cpu")[0]
             if x is not None:
-                x = self._steps(x)
+                x = self._steps(orient(x, orientation))
                 return x if self._finish is None else self._finish(x)
         return self._pil(decode_image(data, self.pp.exif_transpose))
+
+    def jpeg_orientation(self, data: bytes) -> int | None:
+        """For a file torchvision decodes here (a JPEG of RGB or grey pixels), the EXIF orientation
+        to apply (1: none); None for a file PIL decodes. Raises DecodeError as a call would."""
+        img = open_image(data)
+        if not (self._tensors and img.format == "JPEG" and img.mode in JPEG_MODES):
+            return None
+        if not self.pp.exif_transpose:
+            return 1
+        try:
+            o = img.getexif().get(ORIENTATION, 1)
+        except Exception:  # noqa: BLE001 - EXIF PIL cannot read: PIL's own decode decides (its reason, or no turn)
+            return None
+        return o if o in range(2, 9) else 1
 
     def on_cpu(self, data: bytes):
         """One file decoded and resized on this process's CPU, as uint8 (what a worker sends)."""
@@ -59,20 +118,19 @@ class Pixels:
             self._cpu = self if self.uint8 else Pixels(self.pp, uint8=True)
         return self._cpu(data)
 
-    @staticmethod
-    def _jpeg(img) -> bool:
-        return img.format == "JPEG" and img.mode in JPEG_MODES
-
-    def for_device(self, data: bytes) -> bool:
-        """Whether the encoder's device may decode this file (`--decode device`): a JPEG of RGB or
-        grey pixels that ends with the end-of-image marker. A truncated file stays with the CPU,
-        whose decoder refuses it; nvJPEG may decode what is there. Raises DecodeError like a call."""
-        return self._jpeg(open_image(data)) and data.endswith(EOI)
+    def for_device(self, data: bytes) -> JpegFile | None:
+        """`--decode device`: the file to leave to the encoder's device, or None when a worker should
+        decode it. The device may decode it when torchvision would decode it here and it ends with
+        the end-of-image marker: a truncated file stays with the CPU, whose decoder refuses it, where
+        nvJPEG may decode what is there. Raises DecodeError as a call would."""
+        orientation = self.jpeg_orientation(data)
+        return JpegFile(as_tensor(data), orientation) if orientation is not None and data.endswith(EOI) else None
 
     def decode_jpegs(self, files: list, device) -> list:
-        """JPEG files (bytes or 1-D uint8 tensors) -> uint8 tensors (3, H, W) on `device`; None for a
-        file the decoder refuses. On a GPU the files go in one batched nvJPEG call (each is tried
-        alone when the batch fails); on a CPU one call each is as fast."""
+        """JPEG files (bytes or 1-D uint8 tensors) -> uint8 tensors (3, H, W) on `device`, as stored
+        (no EXIF orientation applied); None for a file the decoder refuses. On a GPU the files go in
+        one batched nvJPEG call (each is tried alone when the batch fails); on a CPU one call each is
+        as fast."""
         import torch
 
         device = torch.device(device)
@@ -86,13 +144,14 @@ class Pixels:
         out = self._decode_jpeg(data, device) if len(data) > 1 else None
         return list(out) if out is not None else [self._decode_jpeg(d, device) for d in data]
 
-    def _decode_jpeg(self, data, device):
+    @staticmethod
+    def _decode_jpeg(data, device):
         """torchvision's JPEG decoder (libjpeg-turbo, or nvJPEG on CUDA); None when it refuses.
 
         torchvision 0.29 marks its image decoders deprecated in favour of TorchCodec's (0.16+). They
         are in every torchvision the project supports (scripts/constraints.txt pins 0.29), so the
-        warning is silenced here. TorchCodec 0.17 was tried as the replacement: the same pixels,
-        EXIF orientation applied, the same speed; the move is due when the pinned pair passes 0.29."""
+        warning is silenced here. TorchCodec 0.17 was tried as the replacement: the same pixels and
+        the same speed; the move is due when the pinned pair passes 0.29."""
         import warnings
 
         from torchvision.io import ImageReadMode, decode_jpeg
@@ -100,30 +159,32 @@ class Pixels:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)
-                return decode_jpeg(data, mode=ImageReadMode.RGB, device=device, apply_exif_orientation=self.pp.exif_transpose)
+                return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
         except RuntimeError:
             return None
 
     def batch_on_device(self, parts: list, device):
-        """A batch whose items are uint8 tensors (3, S, S) made by workers or JPEG files (1-D uint8
-        tensors, left to the device) -> (float tensor (n_ok, 3, S, S) on `device`, scaled and
-        normalised; {position: quarantine reason} for the files neither decoder could use, which
-        are left out of the tensor). A JPEG nvJPEG refuses is decoded on this process's CPU."""
+        """A batch whose items are uint8 tensors (3, S, S) made by workers or `JpegFile`s left to the
+        device -> (float tensor (n_ok, 3, S, S) on `device`, scaled and normalised; {position:
+        quarantine reason} for the files neither decoder could use, left out of the tensor; how many
+        files the device refused and this process's CPU decoded)."""
         import torch
 
         if self.uint8:
             raise ValueError("batch_on_device finishes the batch: make it with Pixels(pp), not uint8=True")
         device = torch.device(device)
-        files = [i for i, x in enumerate(parts) if x.dim() == 1]
-        out = {i: x.to(device, non_blocking=True) for i, x in enumerate(parts) if x.dim() != 1}
+        files = [i for i, x in enumerate(parts) if isinstance(x, JpegFile)]
+        out = {i: x.to(device, non_blocking=True) for i, x in enumerate(parts) if not isinstance(x, JpegFile)}
         failed: dict[int, str] = {}
-        for i, x in zip(files, self.decode_jpegs([parts[i] for i in files], device) if files else []):
+        on_cpu = 0
+        for i, x in zip(files, self.decode_jpegs([parts[i].data for i in files], device) if files else []):
             if x is not None:
-                out[i] = self._steps(x)
+                out[i] = self._steps(orient(x, parts[i].orientation))
                 continue
             try:  # the device's decoder refused it: this process's CPU decides
-                out[i] = self.on_cpu(parts[i].numpy().tobytes()).to(device)
+                out[i] = self.on_cpu(parts[i].data.numpy().tobytes()).to(device)
+                on_cpu += 1
             except DecodeError as e:
                 failed[i] = str(e)
         kept = [out[i] for i in range(len(parts)) if i in out]
-        return (self._finish(torch.stack(kept)) if kept else None), failed
+        return (self._finish(torch.stack(kept)) if kept else None), failed, on_cpu

@@ -43,8 +43,8 @@ class ItemDataset:
 def load_image(uri: str, known_sha: str | None, pixels, jpegs_to_device: bool = False):
     """(sha256, quarantine reason, unchanged, pixels) for one file; never raises for a bad file.
     `unchanged` means the bytes hash to `known_sha` (the stored vector's), so nothing is decoded.
-    With `jpegs_to_device`, a JPEG the encoder's device can decode comes back as its bytes (a 1-D
-    uint8 tensor) for `Pixels.batch_on_device`."""
+    With `jpegs_to_device`, a JPEG the encoder's device can decode comes back undecoded, as an
+    `embedding.pixels.JpegFile` for `Pixels.batch_on_device`."""
     try:
         data = read_bytes(uri)
     except DecodeError as e:
@@ -53,11 +53,8 @@ def load_image(uri: str, known_sha: str | None, pixels, jpegs_to_device: bool = 
     if known_sha == sha:
         return sha, None, True, None
     try:
-        if jpegs_to_device and pixels.for_device(data):
-            from ..embedding.pixels import as_tensor
-
-            return sha, None, False, as_tensor(data)
-        return sha, None, False, pixels(data)
+        left = pixels.for_device(data) if jpegs_to_device else None
+        return sha, None, False, left if left is not None else pixels(data)
     except DecodeError as e:
         return sha, str(e), False, None
     except Exception as e:  # noqa: BLE001 - a file that breaks preprocessing is quarantined, not fatal
@@ -67,14 +64,15 @@ def load_image(uri: str, known_sha: str | None, pixels, jpegs_to_device: bool = 
 @dataclass
 class Batch:
     loaded: list[Loaded]
-    pixels: object  # tensor (n_ok, 3, H, W); a list of tensors when some are JPEG files left to the device
+    pixels: object  # tensor (n_ok, 3, H, W); a list when some are JPEG files left to the device (JpegFile)
     ok: list[int]  # positions in `loaded` that have pixels, in pixel order
 
     def pin_memory(self) -> "Batch":
         """Page-locked pixels, so the copy to the GPU overlaps work (the DataLoader calls this with
-        pin_memory=True; without the method it would pass the batch through unpinned)."""
+        pin_memory=True; without the method it would pass the batch through unpinned). JPEG files
+        stay as they are: nvJPEG reads them from host memory."""
         if isinstance(self.pixels, list):
-            self.pixels = [x.pin_memory() for x in self.pixels]
+            self.pixels = [x if _is_file(x) else x.pin_memory() for x in self.pixels]
         elif self.pixels is not None:
             self.pixels = self.pixels.pin_memory()
         return self
@@ -82,14 +80,20 @@ class Batch:
     def on_device(self, pixels, device) -> tuple[int, int]:
         """Finish the batch on `device` (`Pixels.batch_on_device`): worker pixels are scaled there and
         JPEG files decoded there; a file neither decoder could use becomes quarantined with its
-        reason. Returns (JPEG files in the batch, files quarantined here)."""
+        reason. Returns (JPEG files decoded on the device, files quarantined here)."""
         parts = list(self.pixels) if self.ok else []
-        files = sum(1 for x in parts if x.dim() == 1)
-        self.pixels, failed = pixels.batch_on_device(parts, device) if parts else (None, {})
+        files = sum(1 for x in parts if _is_file(x))
+        self.pixels, failed, on_cpu = pixels.batch_on_device(parts, device) if parts else (None, {}, 0)
         for pos, reason in failed.items():
             self.loaded[self.ok[pos]].reason = reason
         self.ok = [k for pos, k in enumerate(self.ok) if pos not in failed]
-        return files, len(failed)
+        return files - on_cpu - len(failed), len(failed)
+
+
+def _is_file(x) -> bool:
+    from ..embedding.pixels import JpegFile
+
+    return isinstance(x, JpegFile)
 
 
 def collate(samples):
@@ -98,7 +102,7 @@ def collate(samples):
     loaded = [s[0] for s in samples]
     ok = [k for k, s in enumerate(samples) if s[1] is not None]
     parts = [samples[k][1] for k in ok]
-    if any(x.dim() == 1 for x in parts):  # JPEG files for the device: stacked once decoded there
+    if any(_is_file(x) for x in parts):  # JPEG files for the device: stacked once decoded there
         return Batch(loaded, parts, ok)
     return Batch(loaded, torch.stack(parts) if ok else None, ok)
 
@@ -216,7 +220,8 @@ class Feed:
         return self
 
     def __next__(self):
-        if self.cores and self._since is not None:
+        # not worth new workers for the last few batches (nor for none: this call may be the last)
+        if self.cores and self._since is not None and len(self.tasks) - self.done > ADAPT_BATCHES * self.batch_size:
             waited, loop = self.window()
             more = more_workers(self.workers, self.cores, waited, loop, self._batches)
             if more:

@@ -22,7 +22,7 @@ from ..embedding.pixels import DECODES
 from ..embedding.device import default_workers, resolve_device
 from ..embedding.service import BUILD_PRECISION, DTYPES, NORMALIZE, EmbeddingService, build_precision_here, vector_problem
 from ..memory import release_freed_memory
-from .loader import CPU_BATCH_SIZE, GPU_BATCH_SIZE, Feed, cpu_split
+from .loader import ADAPT_SECONDS, CPU_BATCH_SIZE, GPU_BATCH_SIZE, Feed, cpu_split
 from ..settings import env_number
 from .plan import make_plan
 from .writer import ShardWriter
@@ -344,7 +344,7 @@ def build(
                     report.decode = decode
                     report.notes.append(f"--decode device: {report.decoded_on_device} JPEG file(s) decoded on {dev} in the "
                                         f"encoder's process, the other {max(0, report.encoded - report.decoded_on_device)} "
-                                        "image(s) by the CPU workers")
+                                        "image(s) on the CPU")
             t_finish = time.perf_counter()
             report.loop_s = t_finish - t_loop
             if cluster is None:
@@ -449,7 +449,9 @@ def _since_raised(r: BuildReport, feed) -> BuildReport:
         r.notes.append(f"decode workers raised from {x['from']} to {x['to']} after {x['at']} items: the encoder had waited on "
                        f"decode for {x['waited']:.0%} of the loop (large images decode slowly); --workers N fixes the number")
     waited, loop = feed.window()
-    return replace(r, read_s=waited, loop_s=loop, first_batch_wait_s=0.0, decode_wait_share=waited / loop if loop > 0 else 0.0)
+    if loop < ADAPT_SECONDS:  # too short a stretch since the raise to say anything: the whole loop speaks
+        return r
+    return replace(r, read_s=waited, loop_s=loop, first_batch_wait_s=0.0, decode_wait_share=waited / loop)
 
 
 # The encoder waited on decode for at least this share of the loop, and this long, before the
@@ -503,8 +505,7 @@ def _run_local(todo, svc: EmbeddingService, writer, batch_size, workers, report,
             if batch is None:
                 break
             if on_device:
-                files, failed = batch.on_device(svc.pixels(), svc.device)
-                report.decoded_on_device += files - failed
+                report.decoded_on_device += batch.on_device(svc.pixels(), svc.device)[0]
             vecs = svc.forward(batch.pixels) if batch.ok else None
             if batch.ok and isinstance(batch.pixels, list):
                 report.truncated += svc.count_truncated(batch.pixels)
