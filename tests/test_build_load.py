@@ -220,3 +220,17 @@ def test_a_build_that_waits_on_decode_raises_its_workers_and_loses_nothing(tmp_p
             assert len(set(ids)) == len(ids) == 28
             got[name] = dict(zip(ids, X))
     assert all((got["s"][k] == got["ref"][k]).all() for k in got["ref"])
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one worker is all a single core gets")
+def test_no_workers_are_raised_for_the_last_batches(image_folder, tmp_path, build_tiny, monkeypatch):
+    """A window that fills only as the source ends raises nothing (it once forked a new pool for no
+    items and reported two workers for a build that ran on one), and the advice still speaks."""
+    load_image, _ = _record_then(tmp_path, sleep=0.1)
+    monkeypatch.setattr(loader, "load_image", load_image)
+    monkeypatch.setattr(loader, "ADAPT_BATCHES", 5)  # 12 items in batches of 2: the window fills at the last
+    monkeypatch.setattr(loader, "ADAPT_SECONDS", 0.0)
+    r = build_tiny(image_folder, tmp_path / "s.h5", workers=None, batch_size=2, device="cpu", accel="none")
+    assert r.encoded == 12 and r.workers == 1 and not any("raised" in n for n in r.notes)
+    (advice,) = r.advice
+    assert "add decode workers: --workers 2" in advice
