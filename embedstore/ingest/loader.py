@@ -157,6 +157,11 @@ def decode_worker_init(_worker_id: int = 0) -> None:
         pass
 
 
+# A steady-state window of the loop (batches and seconds after the first batch) before the workers
+# may be raised, and the share of it the encoder must have waited on decode (`more_workers`).
+ADAPT_BATCHES, ADAPT_SECONDS, WAIT_SHARE_RAISE = 6, 1.0, 0.25
+
+
 def more_workers(workers: int, cores: int, waited_s: float, loop_s: float, batches: int) -> int | None:
     """How many decode workers a CPU build should run from now on, or None to keep them: when the
     encoder waited on decode for at least a quarter of a steady-state window of the loop (6
@@ -167,9 +172,6 @@ def more_workers(workers: int, cores: int, waited_s: float, loop_s: float, batch
     if workers >= cores or batches < ADAPT_BATCHES or loop_s < ADAPT_SECONDS or waited_s < WAIT_SHARE_RAISE * loop_s:
         return None
     return min(cores, max(workers + 1, math.ceil(workers * loop_s / max(loop_s - waited_s, 1e-9))))
-
-
-ADAPT_BATCHES, ADAPT_SECONDS, WAIT_SHARE_RAISE = 6, 1.0, 0.25
 
 
 def make_loader(tasks: list[Task], pixels, batch_size: int, workers: int, pin_memory: bool,
