@@ -140,3 +140,25 @@ def test_encoders_listing_imports_no_torch():
             "print(r.exit_code, 'effnet-lite:lite0' in r.output, 'torch' in sys.modules, 'open_clip' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["0", "True", "False", "False"]
+
+
+@pytest.mark.parametrize("slow", ["0", "1"])
+def test_the_quick_exit_joins_threads_runs_atexit_flushes_and_keeps_the_status(tmp_path, slow):
+    """`embed` ends without the interpreter's module teardown (cli/main.quick_exit), having done what
+    that shutdown does that matters: a worker thread still running is joined, atexit handlers run,
+    all output reaches a pipe, and the status is the command's. EMBEDSTORE_SLOW_EXIT=1: the ordinary exit."""
+    import os
+
+    code = ("import atexit, sys, threading, time\n"
+            f"marks = {str(tmp_path)!r}\n"
+            "atexit.register(lambda: open(marks + '/atexit', 'w').write('ran'))\n"
+            "threading.Thread(target=lambda: (time.sleep(0.5), open(marks + '/thread', 'w').write('ran'))).start()\n"
+            "print('x' * 1_000_000)\n"
+            "from embedstore.cli.main import main\n"
+            "sys.argv = ['embed', 'ls', marks + '/missing.h5']\n"
+            "main()\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "EMBEDSTORE_SLOW_EXIT": slow})
+    assert out.returncode == 2 and "does not exist" in out.stderr and out.stderr.count("\n") == 1
+    assert out.stdout == "x" * 1_000_000 + "\n"
+    assert (tmp_path / "atexit").read_text() == "ran" and (tmp_path / "thread").read_text() == "ran"
