@@ -19,9 +19,10 @@ def test_searches_during_a_build_never_fail_and_only_return_committed_items(tmp_
     photos = make_image_folder(tmp_path / "photos", classes=("cat", "dog"), per_class=10)
     store = tmp_path / "s.h5"
     build_tiny(photos, store)
-    make_image_folder(tmp_path / "photos", classes=("owl", "emu", "yak"), per_class=80, seed=3)
-    # the grown set gets an IVF index; the catalog is appended to (store/segments.py) every 0.2 s meanwhile
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "EMBEDSTORE_EXACT_MAX": "150", "EMBEDSTORE_CATALOG_SECONDS": "0.2"}
+    make_image_folder(tmp_path / "photos", classes=("owl", "emu", "yak"), per_class=120, seed=3)
+    # the grown set gets an IVF index; the catalog is appended to (store/segments.py) every 0.05 s
+    # meanwhile: the loop over 360 tiny images takes 0.2-0.4 s (0.2 s left a fresh-clone run no update)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "EMBEDSTORE_EXACT_MAX": "150", "EMBEDSTORE_CATALOG_SECONDS": "0.05"}
     proc = subprocess.Popen([sys.executable, "-m", "embedstore.cli.main", "build", str(photos), "--store", str(store),
                              "--encoder", "test:tiny", "--precision", "fp32", "--shard-size", "3", "--workers", "0"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -50,9 +51,9 @@ def test_searches_during_a_build_never_fail_and_only_return_committed_items(tmp_
         rows = st.rows(st.select_set().name)
         final = set(rows.ids)
         meta = st.select_set().index
-    assert len(final) == 260 and meta["ntotal"] == 260
+    assert len(final) == 380 and meta["ntotal"] == 380
     assert seen <= final  # every hit a committed item
-    assert max(sizes) == 260, sorted(sizes)  # readers picked up the committed state
+    assert max(sizes) == 380, sorted(sizes)  # readers picked up the committed state
     # the build appended to the catalog as readers searched (whether a reader caught a state between
     # the first and the last depends on timing: it did in most runs here, not in every one)
     assert "during the build for readers (each appending the rows since the last)" in out, out
@@ -60,7 +61,7 @@ def test_searches_during_a_build_never_fail_and_only_return_committed_items(tmp_
     # after the build: the long-lived reader answers from the final state and its new index
     live.refresh(force=True)
     hits, exact, _ = live.run(q, 10, "label=owl")
-    assert len(live.rows) == 260 and all(h["label"] == "owl" for h in hits) and live.index.n_indexed == 260
+    assert len(live.rows) == 380 and all(h["label"] == "owl" for h in hits) and live.index.n_indexed == 380
     assert np.all([h["id"] in final for h in hits])
 
 
