@@ -19,7 +19,7 @@ from .runner import outcome
 FAULT_ENV = "EMBEDSTORE_RAY_FAULT"  # "<stage>:<marker file>": SIGKILL one worker once (tests)
 PASS_COLUMNS = ("k", "id", "uri", "label", "split", "text", "meta", "size", "mtime_ns", "sha", "reason", "unchanged")
 
-_TRANSFORMS: dict = {}
+_PIXELS: dict = {}
 
 
 def decode_batch(batch: dict, preprocess) -> dict:
@@ -40,7 +40,7 @@ def decode_batch(batch: dict, preprocess) -> dict:
     else:
         from ..embedding.pixels import Pixels
 
-        decode = _TRANSFORMS.get(preprocess) or _TRANSFORMS.setdefault(preprocess, Pixels(preprocess, uint8=True))
+        decode = _PIXELS.get(preprocess) or _PIXELS.setdefault(preprocess, Pixels(preprocess, uint8=True))
         size = preprocess.input_size
         pixels = np.zeros((n, 3, size, size), np.uint8)  # the actor scales and normalises whole batches
         for i in range(n):
