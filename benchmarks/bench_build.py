@@ -15,6 +15,7 @@ Peak RSS for M and 4M items (fresh processes) is printed with --rss.
     .venv/bin/python benchmarks/bench_build.py --n 100 --encoder test:tiny
     .venv/bin/python benchmarks/bench_build.py --build-args="--batch-size 64"   # any other build setting
     .venv/bin/python benchmarks/bench_build.py --size 2048x1536 --n 200 # photo-sized files: decoding dominates
+    .venv/bin/python benchmarks/bench_build.py --encoder timm:vit_base_patch32_224   # timm and torchvision models: random weights
 """
 
 from __future__ import annotations
@@ -56,15 +57,24 @@ def make_jpegs(root: Path, n: int, size=(320, 240), seed: int = 0) -> Path:
 
 
 def random_weights(encoder_id: str, out: Path) -> str | None:
-    """Offline, torchvision models run with random weights: speed does not depend on values."""
-    if not encoder_id.startswith("torchvision:"):
+    """Offline, torchvision and timm models run with random weights (saved here, passed as
+    --weights): speed does not depend on the values."""
+    family, _, name = encoder_id.partition(":")
+    if family not in ("torchvision", "timm"):
         return None
-    import torch
-    import torchvision
-
-    path = out / f"{encoder_id.split(':')[1]}.pth"
+    path = out / f"{family}-{name}.safetensors"
     if not path.exists():
-        torch.save(torchvision.models.get_model(encoder_id.split(":")[1], weights=None).state_dict(), path)
+        from safetensors.torch import save_file
+
+        if family == "torchvision":
+            import torchvision
+
+            model = torchvision.models.get_model(name, weights=None)
+        else:
+            import timm
+
+            model = timm.create_model(name, pretrained=False)
+        save_file(model.state_dict(), str(path))
     return str(path)
 
 
@@ -167,6 +177,7 @@ def main() -> None:
     from embedstore.embedding.device import cpu_has_native_bf16
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-build-"))
+    work.mkdir(parents=True, exist_ok=True)
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
     print(f"machine: {os.cpu_count()} cores ({cpu}), native bf16 {cpu_has_native_bf16()}, GPU {gpu}; "
