@@ -15,7 +15,7 @@ EPILOG = (
     "  embed search products.h5 --id shoe_17 --where 'brand=acme*,price<100'   # a manifest's other columns\n\n"
     "  embed search photos.h5 --text \"a red car\" -k 10          # stores built with a CLIP encoder\n\n"
     "  embed search photos.h5 --vector-file q.npy --exact --json\n\n"
-    "  embed search photos.h5 --queries queries/ --out hits.parquet      # a folder of images, .txt of texts or CSV of ids\n\n"
+    "  embed search photos.h5 --queries queries/ --out hits.parquet      # a folder of images, .txt of texts, CSV of ids or .npy of vectors\n\n"
     "Scores: cosine similarity for L2-normalised sets (the default), else squared L2 distance."
 )
 
@@ -27,8 +27,8 @@ def register(app: typer.Typer) -> None:
         item_id: str = typer.Option(None, "--id", help="Query by a stored item's id."),
         image: Path = typer.Option(None, "--image", help="Query by an image file (embedded with the store's encoder)."),
         text: str = typer.Option(None, "--text", help="Query by text (stores built with an open_clip encoder)."),
-        vector_file: Path = typer.Option(None, "--vector-file", help="Query by a raw vector (.npy, or comma-separated numbers)."),
-        queries: Path = typer.Option(None, "--queries", help="Many queries: a folder of images, a .txt (one text a line) or a CSV/Parquet with an id column; needs --out."),
+        vector_file: Path = typer.Option(None, "--vector-file", help="Query by one raw vector (.npy, or comma-separated numbers); many: --queries FILE.npy."),
+        queries: Path = typer.Option(None, "--queries", help="Many queries: a folder of images, a .txt (one text a line), a CSV/Parquet with an id column or a .npy of vectors (one a row); needs --out."),
         out: Path = typer.Option(None, "--out", help="With --queries: write (query, rank, id, score, label) rows to this .csv or .parquet."),
         k: int = typer.Option(10, "-k", help="How many neighbours."),
         where: str = typer.Option(None, "--where", help="Only items matching key=value[,key=value] (label, split, id, uri, or a metadata column a manifest brought, e.g. brand=acme; globs for id/uri/metadata: id=cat/*; also !=, and >=, >, <=, < for ranges: year>=2020); '|' for OR. Exact: rows are selected first."),

@@ -60,6 +60,12 @@ def test_search_by_vector_file(store, tmp_path):
     np.save(tmp_path / "bad.npy", X[7][:5])
     r = embed("search", store, "--vector-file", tmp_path / "bad.npy")
     assert r.exit_code == 2 and "values per vector" in r.output
+    # several rows: refused, never answered for the first row alone
+    np.save(tmp_path / "two.npy", X[[7, 20]])
+    (tmp_path / "two.txt").write_text("\n".join(",".join(map(str, x)) for x in X[[7, 20]]))
+    for f in ("two.npy", "two.txt"):
+        r = embed("search", store, "--vector-file", tmp_path / f, "-k", 1)
+        assert r.exit_code == 2 and "holds 2 vectors; it takes one" in r.output and "--queries" in r.output, r.output
 
 
 def test_search_errors(store, tmp_path):

@@ -54,6 +54,27 @@ def test_queries_by_id_give_what_one_query_at_a_time_gives(store, tmp_path, fmt)
     assert [x["id"] for x in read_table(tmp_path / "s.csv")][::2] == ids
 
 
+def test_queries_from_a_npy_of_vectors_answer_every_row(store, tmp_path):
+    from embedstore.store import open_store
+
+    with open_store(store) as st:
+        rows = st.rows(st.select_set().name)
+        X = rows.load()
+    np.save(tmp_path / "q.npy", X[[3, 17, 22]])
+    r = embed("search", store, "--queries", tmp_path / "q.npy", "--out", tmp_path / "h.csv", "-k", 2, "--json")
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.output)
+    assert rep["kind"] == "vector" and rep["queries"] == 3 and rep["rows_written"] == 6
+    got = {x["query"]: x["id"] for x in read_table(tmp_path / "h.csv") if x["rank"] == "1"}
+    assert got == {"0": rows.ids[3], "1": rows.ids[17], "2": rows.ids[22]}
+    np.save(tmp_path / "short.npy", X[:2, :5])
+    r = embed("search", store, "--queries", tmp_path / "short.npy", "--out", tmp_path / "o.csv")
+    assert r.exit_code == 2 and "--queries" in r.output and "values per vector" in r.output, r.output
+    (tmp_path / "junk.npy").write_bytes(b"not numpy")
+    r = embed("search", store, "--queries", tmp_path / "junk.npy", "--out", tmp_path / "o.csv")
+    assert r.exit_code == 2 and "cannot be read as a numpy array" in r.output, r.output
+
+
 def test_queries_from_a_folder_of_images_skip_what_is_not_an_image(store, tmp_path):
     q = tmp_path / "qs"
     photos = store.parent / "photos"

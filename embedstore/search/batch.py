@@ -21,7 +21,7 @@ COLUMNS = ["query", "rank", "id", "score", "label"]
 class BatchReport:
     store: str
     vector_set: str
-    kind: str  # image | text | id | neighbors
+    kind: str  # image | text | id | vector | neighbors
     queries: int
     k: int
     where: str | None
@@ -63,7 +63,8 @@ def _rows(names, hits_per_query) -> dict:
 def search_batch(store: str | Path, queries: str | Path, out: str | Path, k: int = 10, where: str | None = None,
                  exact: bool = False, include_self: bool = False, vector_set: str | None = None, weights: str | None = None,
                  device: str = "auto", batch: int = 256, progress: bool = True) -> BatchReport:
-    """Search every query in `queries` (images folder, .txt of texts, .csv/.parquet with an id column)."""
+    """Search every query in `queries` (images folder, .txt of texts, .csv/.parquet with an id column,
+    .npy of vectors: each row's query is named by its row number)."""
     from ..progress import progress_bar
     from ..reports.table import TableWriter
     from ..sources.queries import read_queries
@@ -79,16 +80,18 @@ def search_batch(store: str | Path, queries: str | Path, out: str | Path, k: int
                               "ids are as `embed ls` shows them")
     elif kind == "text":
         ctx.vector_for_text(items[0][1])  # a store without a text tower fails before the loop
+    elif kind == "vector":
+        V = ctx.vectors_from_file(Path(queries))
     t0 = time.perf_counter()
     skipped, plan, n_done = [], {}, 0
     with TableWriter(out, COLUMNS) as w, progress_bar(len(items), "search", "query", progress) as bar:
         for s in range(0, len(items), batch):
             part = items[s : s + batch]
             names, vecs = [], []
-            if kind == "text":
-                vecs = [ctx.service().embed_texts([p for _, p in part])]
+            if kind in ("text", "vector"):
+                vecs = [ctx.service().embed_texts([p for _, p in part]) if kind == "text" else V[s : s + batch]]
                 names = [n for n, _ in part]
-            for name, payload in part if kind != "text" else []:
+            for name, payload in part if kind not in ("text", "vector") else []:
                 try:
                     v = ctx.vector_for_id(name) if kind == "id" else ctx.vector_for_image(payload)
                 except SearchError as e:

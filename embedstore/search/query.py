@@ -193,7 +193,15 @@ class SearchContext:
         return self.service().embed_texts([text])
 
     def vector_from_file(self, path: Path) -> np.ndarray:
-        return _query_by_file(path, self.rows.dim)
+        """The one query vector of `path`; a file of several is refused (batch search answers each)."""
+        v = vectors_from_file(path, self.rows.dim)
+        if len(v) != 1:
+            raise SearchError(f"--vector-file {path} holds {len(v)} vectors; it takes one. To search with each, "
+                              f"save them as .npy and run: embed search STORE --queries FILE.npy --out hits.csv")
+        return v
+
+    def vectors_from_file(self, path: Path, flag: str = "--queries") -> np.ndarray:
+        return vectors_from_file(path, self.rows.dim, flag)
 
     # ---- the search ------------------------------------------------------------------------
     def run(self, Q: np.ndarray, k: int = 10, where: str | None = None, exact: bool = False,
@@ -253,16 +261,18 @@ def row_hit(rows, j: int, rank: int | None = None, score: float | None = None) -
     return h
 
 
-def _query_by_file(path: Path, dim: int) -> np.ndarray:
+def vectors_from_file(path: Path, dim: int, flag: str = "--vector-file") -> np.ndarray:
+    """Query vectors (n, dim) from a .npy (one vector a row) or comma-separated text (one a line);
+    `flag` names the option in errors."""
     try:
         v = np.load(path, allow_pickle=False) if str(path).endswith(".npy") else np.loadtxt(path, delimiter=",", ndmin=1)
     except (OSError, ValueError) as e:
-        raise SearchError(f"--vector-file {path} cannot be read as a vector ({str(e).splitlines()[0][:100]}); use .npy or comma-separated numbers") from None
+        raise SearchError(f"{flag} {path} cannot be read as a vector ({str(e).splitlines()[0][:100]}); use .npy or comma-separated numbers") from None
     v = np.asarray(v, dtype=np.float32).reshape(-1, v.shape[-1]) if np.ndim(v) else np.zeros((1, 0), np.float32)
     if v.shape[-1] != dim:
-        raise SearchError(f"--vector-file {path} has {v.shape[-1]} values per vector; this set's vectors have {dim}")
+        raise SearchError(f"{flag} {path} has {v.shape[-1]} values per vector; this set's vectors have {dim}")
     if not np.isfinite(v).all():
-        raise SearchError(f"--vector-file {path} has NaN or inf values")
+        raise SearchError(f"{flag} {path} has NaN or inf values")
     return v
 
 

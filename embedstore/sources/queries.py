@@ -1,5 +1,6 @@
-"""Query files for batch search: a folder of images, a .txt of text queries (one a line), or a
-CSV / Parquet table with an `id` column of stored items. Yields (name, payload) in a stable order."""
+"""Query files for batch search: a folder of images, a .txt of text queries (one a line), a
+CSV / Parquet table with an `id` column of stored items, or a .npy of query vectors (one a row).
+Yields (name, payload) in a stable order."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from ..errors import SourceError
 
 
 def read_queries(path: str | Path) -> tuple[str, list[tuple[str, object]]]:
-    """(kind, [(name, payload)]): kind "image" (payload: file path), "text" (the text) or "id"."""
+    """(kind, [(name, payload)]): kind "image" (payload: file path), "text" (the text), "id", or
+    "vector" (name: the row number, payload: the .npy file; read with `search.query.vectors_from_file`)."""
     p = Path(path)
     if not p.exists():
         raise SourceError(f"--queries {p} does not exist; give a folder of images, a .txt of texts or a CSV with an id column")
@@ -24,8 +26,18 @@ def read_queries(path: str | Path) -> tuple[str, list[tuple[str, object]]]:
     elif p.suffix.lower() in (".csv", ".parquet", ".pq"):
         out = [(i, i) for i in _ids(p)]
         kind = "id"
+    elif p.suffix.lower() == ".npy":
+        import numpy as np
+
+        try:
+            shape = np.load(p, mmap_mode="r", allow_pickle=False).shape
+        except (OSError, ValueError) as e:
+            raise SourceError(f"--queries {p} cannot be read as a numpy array ({str(e).splitlines()[0][:100]})") from None
+        out = [(str(i), p) for i in range(shape[0] if len(shape) == 2 else 1 if len(shape) == 1 else 0)]
+        kind = "vector"
     else:
-        raise SourceError(f"--queries {p}: expected a folder of images, a .txt (one text a line) or a .csv/.parquet with an id column")
+        raise SourceError(f"--queries {p}: expected a folder of images, a .txt (one text a line), a .csv/.parquet with an id column "
+                          "or a .npy of vectors (one a row)")
     if not out:
         raise SourceError(f"--queries {p} holds no queries (an empty {'folder' if p.is_dir() else 'file'})")
     return kind, out
