@@ -126,7 +126,7 @@ def register(app: typer.Typer) -> None:
         say(f"{p['users_scored']} of {p['users_in_file']} users scored ({p['split']}); catalogue {p['catalogue']} items; "
             f"{p['cold_start_users']} held-out items had no training interactions (cold start)")
         for view, title in (("all", "all users"), ("cold_start", "cold-start items")):
-            say(f"  {title}:  {'method':<9} {'hit-rate@' + str(e.k) + ' (95% CI)':<24} {'nDCG@' + str(e.k) + ' (95% CI)':<24} coverage (95% CI)")
+            say(f"  {title}:  {'method':<9} {'hit-rate@' + str(e.k) + ' (95% CI)':<24} {'nDCG@' + str(e.k) + ' (95% CI)':<24} coverage")
             for m in METHODS:
                 x = e.methods[m][view]
                 say(f"  {'':<{len(title) + 1}} {m:<9} {fmt_metric(x, 'hit_rate'):<24} {fmt_metric(x, 'ndcg'):<24} {fmt_metric(x, 'coverage')}")

@@ -12,6 +12,19 @@ def test_wilson_matches_the_textbook_values():
     assert wilson(8, 10) == pytest.approx((0.4902, 0.9433), abs=1e-4)
     assert wilson(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
     assert wilson(153, 153)[1] == 1.0 and wilson(153, 153)[0] == pytest.approx(0.9755, abs=1e-4)
+    assert [wilson(0, n)[0] for n in (1, 7, 40, 1000)] == [0.0] * 4  # exactly, not a rounding residue
+    assert [wilson(n, n)[1] for n in (1, 7, 40, 1000)] == [1.0] * 4
+
+
+def test_a_perfect_or_zero_score_lies_inside_its_interval():
+    from embedstore.evaluation.intervals import balanced_accuracy_from, confusion_bootstrap, macro_f1_from
+
+    perfect = np.diag([6, 5, 7])
+    for stat in (balanced_accuracy_from, macro_f1_from):
+        lo, hi = confusion_bootstrap(perfect, stat)
+        assert lo < 0.95 and hi == 1.0  # uncertain on 18 items, yet holds the 1.0 it measured
+    lo, hi = confusion_bootstrap(np.array([[0, 9], [8, 0]]), balanced_accuracy_from)
+    assert lo == 0.0 and 0 < hi < 0.3
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

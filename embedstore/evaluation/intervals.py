@@ -23,7 +23,8 @@ def wilson(k: int | float, n: int, z: float = Z95) -> tuple[float, float]:
     d = 1 + z * z / n
     c = (p + z * z / (2 * n)) / d
     h = z * math.sqrt(max(0.0, p * (1 - p) / n + z * z / (4 * n * n))) / d
-    return max(0.0, c - h), min(1.0, c + h)
+    # at k = 0 (k = n) the bound is exactly 0 (1); the formula leaves a rounding residue such as 1e-17
+    return (0.0 if k <= 0 else max(0.0, c - h)), (1.0 if k >= n else min(1.0, c + h))
 
 
 def balanced_accuracy_from(cm: np.ndarray) -> np.ndarray:
@@ -46,7 +47,9 @@ def confusion_bootstrap(cm: np.ndarray, stat, n_boot: int = N_BOOT, seed: int = 
     """95% interval of stat(confusion matrix) by a Bayesian bootstrap of the cell frequencies:
     Dirichlet(counts + 1/K^2 per cell). Resampling the observed cells alone would say [1, 1] for a
     perfect score on 4 items; the prior (one pseudo-item in all, spread over every cell) keeps
-    small perfect results honestly uncertain and vanishes as items grow."""
+    small perfect results honestly uncertain and vanishes as items grow. The prior also pulls a
+    perfect (or zero) score's draws inwards, so the interval is widened to hold the observed value:
+    an interval that excludes its own estimate would be read as a contradiction."""
     cm = np.asarray(cm, dtype=np.float64)
     n = float(cm.sum())
     if n == 0:
@@ -55,7 +58,8 @@ def confusion_bootstrap(cm: np.ndarray, stat, n_boot: int = N_BOOT, seed: int = 
     draws = rng.dirichlet(cm.ravel() + 1.0 / cm.size, size=n_boot).reshape(n_boot, *cm.shape) * n
     vals = stat(draws)
     lo, hi = np.quantile(vals, [0.025, 0.975])
-    return float(lo), float(hi)
+    seen = float(stat(cm[None])[0])
+    return float(min(lo, seen)), float(max(hi, seen))
 
 
 def auroc(pos: np.ndarray, neg: np.ndarray) -> float:

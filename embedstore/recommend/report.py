@@ -42,7 +42,7 @@ def evaluation_sections(e, examples: list[dict]) -> list[Section]:
             x = e.methods[m][view]
             rows.append([f"{m} ({'all users' if view == 'all' else 'cold-start items'})", x.get("users", 0),
                          fmt_metric(x, "hit_rate"), fmt_metric(x, "ndcg"), fmt_metric(x, "coverage")])
-    body = table(["method", "users", f"hit-rate@{e.k} (95% CI)", f"nDCG@{e.k} (95% CI)", "coverage (95% CI)"], rows)
+    body = table(["method", "users", f"hit-rate@{e.k} (95% CI)", f"nDCG@{e.k} (95% CI)", "coverage (items)"], rows)
     body += "<ul>" + "".join(
         f"<li>{esc(c['view'])}: content {c['hit_rate_a']:.3f} vs {esc(c['b'])} {c['hit_rate_b']:.3f} on {c['users']} users, "
         f"McNemar p = {c['p_value']:.3g}: {esc(c['winner'] + ' wins' if c['winner'] else 'no significant difference')}</li>"
