@@ -101,12 +101,16 @@ def register(app: typer.Typer) -> None:
         if json_out:
             emit_json(d)
             return
-        say(f"{d['from']} -> {d['to']} on {d['items']} common items")
+        say(f"{d['from']} -> {d['to']} on {d['items']} common items" + (f" (a seeded sample of {d['shared_items']})" if d["shared_items"] > d["items"] else ""))
         if d.get("mean_cosine") is not None:
             say(f"  mean cosine {d['mean_cosine']:.4f} (shift {d['mean_cosine_shift']:.4f}; 5% of items below {d['cosine_p05']:.4f})")
         else:
             say(f"  {d['note']}")
-        say(f"  kNN overlap@{d['k']}: {d['knn_overlap']:.4f} (5% of items below {d['knn_overlap_p05']:.2f})")
+        say(f"  kNN overlap@{d['k']}: {d['knn_overlap']:.4f} (5% of items below {d['knn_overlap_p05']:.2f}; "
+            f"unrelated neighbourhoods would share {d['knn_overlap_chance']:.2f} by chance)")
+        if d["knn_overlap_chance"] >= 0.5:
+            say(f"  note: k = {d['k']} is {d['knn_overlap_chance']:.0%} of the other items, so the overlap says little; "
+                "compare more items (--sample) or lower -k")
 
     @app.command("compare-encoders", epilog="Example:\n\n  embed compare-encoders photos/ --encoders "
                  "effnet-lite:lite0,torchvision:resnet50,open_clip:ViT-B-32/openai --report cmp/")

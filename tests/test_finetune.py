@@ -62,6 +62,13 @@ def test_finetune_trains_only_the_last_blocks_and_makes_a_loadable_encoder(store
     assert d.exit_code == 0, d.output
     dj = json.loads(d.output)
     assert dj["items"] == 30 and 0 < dj["mean_cosine"] < 1.0 and 0 <= dj["knn_overlap"] <= 1
+    assert dj["knn_overlap_chance"] == pytest.approx(10 / 29)
+    # a sample too small for k: every item's neighbours would be all the others (overlap 1 by construction)
+    for k, sample in ((10, 10), (9, 10), (29, 5000)):
+        d = embed("drift", s, "--from", "test:tiny", "--to", f"local-dir:{tmp_path / 'ft'}", "-k", k, "--sample", sample)
+        assert d.exit_code == 2 and f"needs at least k + 2 = {k + 2}" in d.output, d.output
+    d = embed("drift", s, "--from", "test:tiny", "--to", f"local-dir:{tmp_path / 'ft'}", "-k", 6, "--sample", 10)
+    assert d.exit_code == 0 and "seeded sample of 30" in d.output and "the overlap says little" in d.output, d.output
     r2 = embed("fit-head", "logistic", "--store", s, "--set", f"local-dir:{tmp_path / 'ft'}", "-q", "--json")
     assert r2.exit_code == 0, r2.output
 
