@@ -114,12 +114,26 @@ def test_every_head_trains_saves_and_reloads_identically(labelled, tmp_path, hea
     assert doc["sweep"]["param"] == fitted.sweep_param
 
 
-def test_shots_train_on_k_items_per_class(labelled):
-    r = embed("fit-head", "knn", "--store", labelled / "photos.h5", "--shots", 2, "--json", "-q")
+def test_shots_train_on_k_items_per_class(labelled, tmp_path):
+    from embedstore.modelfile import load_head
+
+    r = embed("fit-head", "knn", "--store", labelled / "photos.h5", "--shots", 2, "--out", tmp_path / "knn", "--json", "-q")
     assert r.exit_code == 0, r.output
     rep = json.loads(r.output)
-    assert rep["counts"]["train"] == 2 * len(CLASSES)
-    assert "2 shots" in rep["split_how"]
+    shots = 2 * len(CLASSES)
+    assert rep["counts"]["train"] == shots and rep["counts"]["val"] > 0
+    assert "2 shots" in rep["split_how"] and rep["fitted_on"] == ["train"]
+    # the saved head holds the shots alone (validation items only chose k), and no k above them
+    head, doc = load_head(tmp_path / "knn")
+    assert head.fit_vectors_.shape[0] == shots and head.k <= shots
+    assert all(c["value"] <= shots for c in rep["curve"]) and any(f"k capped at {shots}" in n for n in rep["notes"])
+    assert doc["seen"]["fitted_on"] == ["train"] and doc["seen"]["items"] == rep["counts"]["train"] + rep["counts"]["val"]
+    r = embed("fit-head", "logistic", "--store", labelled / "photos.h5", "--shots", 2, "--json", "-q")
+    rep = json.loads(r.output)
+    assert rep["fitted_on"] == ["train"] and "on the validation split" in rep["selection"]
+    assert any("fitted on the %d shots alone" % shots in n for n in rep["notes"])
+    rep = json.loads(embed("fit-head", "logistic", "--store", labelled / "photos.h5", "--json", "-q").output)
+    assert rep["fitted_on"] == ["train", "val"]
 
 
 def test_store_split_column_is_used(tmp_path):

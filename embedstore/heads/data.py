@@ -55,6 +55,10 @@ class SplitData:
             sub[order] = sub_sorted
         had_train = set(rows.labels[labelled][sub == TRAIN])
         self.excluded = self._exclude(exclude, rows, labelled, sub)
+        self.shots = shots
+        # the splits the final head is fitted on: with --shots the shots alone (validation only
+        # chooses the settings), else train + val
+        self.fit_splits = (TRAIN,) if shots else (TRAIN, VAL)
         if shots:
             order = np.argsort(rows.ids[labelled], kind="stable")
             sub[order] = take_shots(rows.labels[labelled][order], sub[order], shots, seed)

@@ -20,6 +20,7 @@ from ..evaluation.seen import content_keys
 from ..progress import progress_bar
 from ..store.select import parse_bytes
 from .data import TEST, TRAIN, VAL, SplitData
+from .splits import SPLIT_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ class FitReport:
     selection: str = ""  # how the regularisation was chosen: on val, or by cross-validation on train + val
     test: dict = field(default_factory=dict)  # the test split's metrics with intervals; empty with --test-fraction 0
     seen_items: int = 0  # items the saved head was fitted or selected on (train + val)
+    fitted_on: list = field(default_factory=list)  # the splits its final fit used: train + val, or train (--shots)
     excluded: dict = field(default_factory=dict)  # an exclusion list: its source, and what it removed per split
     init: dict = field(default_factory=dict)  # --init zero-shot: the prior the probe was pulled toward
     sweep_s: float = 0.0
@@ -128,7 +130,9 @@ def selection_plan(data: SplitData, seed: int) -> tuple[list | None, str]:
     per_class = np.array([int((val & (data.rows.labels == c)).sum()) for c in data.classes])
     if val.any() and (per_class.min() >= MIN_VAL_PER_CLASS or not data.in_memory):
         return None, f"on the validation split ({int(val.sum())} items)"
-    pool = np.flatnonzero(data.mask(TRAIN, VAL))
+    if val.any() and data.shots:  # folds over train + val would train on more than the shots
+        return None, f"on the validation split ({int(val.sum())} items; with --shots the head trains on the shots alone)"
+    pool = np.flatnonzero(data.mask(*data.fit_splits))
     labels = data.rows.labels[pool]
     smallest = int(np.unique(labels, return_counts=True)[1].min())
     if smallest < 2:
@@ -262,6 +266,7 @@ def fit_head(store: str | Path, head: str = "logistic", out: str | Path | None =
     cls = head_class(head)  # scikit-learn and torch load here, after the cheap checks
     data = SplitData(rows, val_fraction, test_fraction, seed, shots, budget, exclude=exclude)
     counts = data.counts()
+    fitted_on = " + ".join(SPLIT_NAMES[c] for c in data.fit_splits)
     if counts["test"] == 0 and test_fraction > 0:
         raise HeadError(f"the splits leave no test items ({counts}); raise --test-fraction, or pass --test-fraction 0 to "
                         "train on everything and score the head on a separate store with `embed evaluate`")
@@ -291,6 +296,12 @@ def fit_head(store: str | Path, head: str = "logistic", out: str | Path | None =
     if cls.sweep_param and cls.sweep_param in params:
         grid = [params.pop(cls.sweep_param)]
         report.notes.append(f"{cls.sweep_param} fixed at {grid[0]}: no sweep")
+    if cls.sweep_param == "k":  # a k above the items the head holds is that many; one value, one name
+        fit_n = int(data.mask(*data.fit_splits).sum())
+        capped = sorted({min(int(v), fit_n) for v in grid})
+        if capped != sorted(int(v) for v in grid):
+            report.notes.append(f"k capped at {fit_n}, the items the head holds ({fitted_on})")
+        grid = capped
     folds, report.selection = selection_plan(data, seed)
     if folds:
         report.curve, (report.val_accuracy, report.chosen, snapshot) = cv_sweep(cls, data, grid, params, dev, progress,
@@ -302,6 +313,9 @@ def fit_head(store: str | Path, head: str = "logistic", out: str | Path | None =
     t0 = time.perf_counter()
     final = refit(cls, data, report.chosen, snapshot, params, dev, prior)
     report.refit_s = time.perf_counter() - t0
+    if data.shots:
+        report.notes.append(f"--shots {data.shots}: the head is fitted on the {counts['train']} shots alone; the "
+                            f"{counts['val']} validation items only chose {cls.sweep_param or 'its settings'}")
     report.notes.extend(_path_notes(final))
     if counts["test"]:
         y, p = data.predict(final, TEST)  # the test split, scored once, by a head that never saw it
@@ -317,8 +331,10 @@ def fit_head(store: str | Path, head: str = "logistic", out: str | Path | None =
                             "separate labelled store with `embed evaluate HEAD --store OTHER.h5`")
     n_sel = counts["val"] if not folds else counts["train"] + counts["val"]
     report.val_accuracy_ci = list(wilson(report.val_accuracy * n_sel, n_sel))
+    # seen: what the head was fitted on or chose its settings on (under --shots, validation only chose)
     seen = content_keys(rows.shas[data.mask(TRAIN, VAL)]) if rows.shas is not None else None
     report.seen_items = int(data.mask(TRAIN, VAL).sum())
+    report.fitted_on = [SPLIT_NAMES[c] for c in data.fit_splits]
     if out is not None:
         save_head(out, final, _head_meta(report, vs, rows), overwrite=force, seen_keys=seen)
     report.wall_s = time.perf_counter() - t_start
@@ -366,7 +382,8 @@ def record_exclusions(report: FitReport, data: SplitData) -> None:
 
 
 def refit(cls, data: SplitData, value, snapshot, params: dict, device: str, prior=None):
-    """The chosen value, trained on train + val (warm-started from the sweep where that helps).
+    """The chosen value, trained on `data.fit_splits`: train + val, or the shots alone under --shots
+    (warm-started from the sweep where that helps).
     A linear head keeps the temperature the sweep fitted on val: no rows are left to calibrate on
     that the refit did not train on, and the scale of its margins barely moves with 15% more data."""
     name = cls.sweep_param
@@ -374,15 +391,15 @@ def refit(cls, data: SplitData, value, snapshot, params: dict, device: str, prio
         final = cls(**{**params, name: value, "device": device, "warm_start": True})
         final.coef_, final.intercept_ = snapshot
         final.n_features_in_ = data.rows.dim
-        return final.fit_chunks(data.chunks(TRAIN, VAL), data.classes, data.rows.dim, in_memory=data.in_memory,
+        return final.fit_chunks(data.chunks(*data.fit_splits), data.classes, data.rows.dim, in_memory=data.in_memory,
                                 prior=prior)
     calibrated = hasattr(cls, "calibrate_chunks")
     extra = {"calibration": "given"} if calibrated else {}
     if cls.kind == "ridge":
-        final = cls(**{**params, **extra, name: value}).fit_chunks(data.chunks(TRAIN, VAL), data.classes, data.rows.dim,
+        final = cls(**{**params, **extra, name: value}).fit_chunks(data.chunks(*data.fit_splits), data.classes, data.rows.dim,
                                                                   in_memory=data.in_memory)
     else:
-        X, y = data.arrays(TRAIN, VAL)
+        X, y = data.arrays(*data.fit_splits)
         final = cls(**{**params, **extra, name: value}).fit(X, y)
     if calibrated and snapshot is not None:
         final.temperature_, final.calibrated_on_ = snapshot
@@ -426,9 +443,9 @@ def _head_meta(report: FitReport, vs, rows) -> dict:
         "trained_on": {"store": report.store, "counts": report.counts, "split_how": report.split_how},
         "sweep": {"param": report.param, "chosen": report.chosen, "curve": report.curve},
         "test_metrics": {k: v for k, v in report.test.items() if k != "confusion"},
-        "seen": {"items": report.seen_items, "splits": ["train", "val"],
-                 "how": "fitted on train + val, regularisation chosen on val; their content sha256 prefixes are "
-                        "kept in the arrays file as seen_keys"},
+        "seen": {"items": report.seen_items, "splits": ["train", "val"], "fitted_on": report.fitted_on,
+                 "how": f"fitted on {' + '.join(report.fitted_on)}, regularisation chosen on val; the content sha256 "
+                        "prefixes of train and val are kept in the arrays file as seen_keys"},
         **({"init": report.init} if report.init else {}),
         **({"excluded": {**report.excluded, "removed_ids": getattr(report, "removed_ids", [])}} if report.excluded else {}),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
