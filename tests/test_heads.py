@@ -151,6 +151,28 @@ def test_store_split_column_is_used(tmp_path):
     assert rep["split_how"].startswith("the store's split column")
 
 
+def test_a_test_item_with_a_training_items_content_is_not_scored_as_unseen(tmp_path):
+    """fit-head's test score and `embed evaluate` on the test split agree on what the head saw."""
+    import shutil
+
+    rows = ["path,label,split"]
+    for c_i, c in enumerate(CLASSES):
+        for i in range(8):
+            write_image(tmp_path / "img" / f"{c}{i}.png", (60 + 70 * c_i, 200 - 60 * c_i, 90), seed=c_i * 10 + i)
+            rows.append(f"img/{c}{i}.png,{c},{'train' if i < 5 else 'val' if i < 6 else 'test'}")
+    shutil.copy(tmp_path / "img" / f"{CLASSES[0]}0.png", tmp_path / "img" / "copy.png")  # a train item's bytes, in test
+    rows.append(f"img/copy.png,{CLASSES[0]},test")
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    build_store(tmp_path / "m.csv", tmp_path / "m.h5")
+    r = embed("fit-head", "logistic", "--store", tmp_path / "m.h5", "--out", tmp_path / "head", "--json")
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.output)
+    assert rep["counts"]["test"] == 6 and rep["test"]["n"] == 6
+    assert any("1 test item(s) have the content of a train or val item" in n for n in rep["notes"])
+    ev = json.loads(embed("evaluate", tmp_path / "head", "--store", tmp_path / "m.h5", "--split", "test", "--json").output)
+    assert ev["seen_in_training"] == 1 and ev["n"] == rep["test"]["n"] and ev["accuracy"] == rep["test"]["accuracy"]
+
+
 def test_logistic_out_of_core_matches_in_memory(labelled):
     from embedstore.heads.fit import fit_head
 

@@ -16,10 +16,10 @@ from . import HEAD_NAMES, head_class
 from ..evaluation.folds import CV_FOLDS, stratified_folds
 from ..evaluation.intervals import wilson
 from ..evaluation.metrics import classification_metrics
-from ..evaluation.seen import content_keys
+from ..evaluation.seen import content_keys, seen_mask
 from ..progress import progress_bar
 from ..store.select import parse_bytes
-from .data import TEST, TRAIN, VAL, SplitData
+from .data import TEST, TRAIN, UNUSED, VAL, SplitData
 from .splits import SPLIT_NAMES
 
 log = logging.getLogger(__name__)
@@ -317,6 +317,17 @@ def fit_head(store: str | Path, head: str = "logistic", out: str | Path | None =
         report.notes.append(f"--shots {data.shots}: the head is fitted on the {counts['train']} shots alone; the "
                             f"{counts['val']} validation items only chose {cls.sweep_param or 'its settings'}")
     report.notes.extend(_path_notes(final))
+    # seen: what the head was fitted on or chose its settings on (under --shots, validation only chose)
+    seen = content_keys(rows.shas[data.mask(TRAIN, VAL)]) if rows.shas is not None else None
+    if counts["test"] and seen is not None:
+        # a test item with the content of a train or val item (a duplicate across splits) was seen:
+        # the test score leaves it out, as `embed evaluate` does, by the same content keys
+        dup = seen_mask(rows.shas, seen) & data.mask(TEST)
+        if dup.any():
+            data.codes[dup] = UNUSED
+            report.counts["test"] = counts["test"] = int(data.mask(TEST).sum())
+            report.notes.append(f"{int(dup.sum())} test item(s) have the content of a train or val item (duplicates across "
+                                "splits): the head saw them, so the test score leaves them out (`embed audit` lists such leaks)")
     if counts["test"]:
         y, p = data.predict(final, TEST)  # the test split, scored once, by a head that never saw it
         report.test = classification_metrics(y, p, report.classes, split="test")
@@ -326,13 +337,14 @@ def fit_head(store: str | Path, head: str = "logistic", out: str | Path | None =
             zy, zp = data.predict(zs, TEST)
             report.init["zero_shot_test"] = {k: v for k, v in classification_metrics(zy, zp, report.classes, split="test").items()
                                              if k in ("n", "accuracy", "accuracy_ci", "balanced_accuracy", "balanced_accuracy_ci")}
+    elif test_fraction > 0 or rows.splits is not None and (rows.splits == "test").any():
+        report.notes.append("no test score: every test item has the content of an item the head was fitted or selected "
+                            "on; score it on a separate labelled store with `embed evaluate HEAD --store OTHER.h5`")
     else:
         report.notes.append("no test split (--test-fraction 0): the head is trained on every item given; score it on a "
                             "separate labelled store with `embed evaluate HEAD --store OTHER.h5`")
     n_sel = counts["val"] if not folds else counts["train"] + counts["val"]
     report.val_accuracy_ci = list(wilson(report.val_accuracy * n_sel, n_sel))
-    # seen: what the head was fitted on or chose its settings on (under --shots, validation only chose)
-    seen = content_keys(rows.shas[data.mask(TRAIN, VAL)]) if rows.shas is not None else None
     report.seen_items = int(data.mask(TRAIN, VAL).sum())
     report.fitted_on = [SPLIT_NAMES[c] for c in data.fit_splits]
     if out is not None:
