@@ -86,6 +86,26 @@ def test_changed_file_is_reembedded_and_old_row_dropped(image_folder, tmp_path, 
     assert open_store(store).vector_sets()[0].stale_rows == 1
 
 
+def test_a_second_folder_with_the_same_ids_is_refused_and_a_moved_folder_is_the_same_items(image_folder, tmp_path, build_tiny):
+    import shutil
+
+    store = tmp_path / "s.h5"
+    build_tiny(image_folder, store)
+    ids0, vecs0, _ = read_set(store)
+    other = make_image_folder(tmp_path / "other", classes=("cat", "dog"), per_class=6, seed=99)  # the same relative paths
+    before = sorted(p.name for p in sidecar_dir(store).rglob("*"))
+    r = embed("build", other, "--store", store, "--encoder", "test:tiny")
+    assert r.exit_code == 2 and "already in the store from another file that still exists" in r.output, r.output
+    assert "11 more id(s)" in r.output and "its own --store" in r.output
+    assert sorted(p.name for p in sidecar_dir(store).rglob("*")) == before  # nothing written
+    ids1, vecs1, _ = read_set(store)
+    assert ids1 == ids0 and np.array_equal(vecs1, vecs0)
+    # a folder that moved (its old files are gone) holds the same items: nothing is encoded again
+    moved = shutil.move(str(image_folder), str(tmp_path / "moved"))
+    again = build_tiny(moved, store)
+    assert (again.encoded, again.unchanged) == (0, 12)
+
+
 def test_bad_files_are_quarantined_and_build_goes_on(image_folder, tmp_path, build_tiny):
     expected = add_bad_files(image_folder)
     store = tmp_path / "s.h5"

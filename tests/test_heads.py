@@ -354,12 +354,16 @@ def test_predict_with_a_kept_store_labels_only_the_source_items(labelled, tmp_pa
     assert embed("fit-head", "ridge", "--store", labelled / "photos.h5", "--out", h, "-q").exit_code == 0
     keep = tmp_path / "keep.h5"
     first = make_image_folder(tmp_path / "first", classes=CLASSES, per_class=2, seed=3)
-    second = make_image_folder(tmp_path / "second", classes=("cat",), per_class=1, seed=4)
+    second = make_image_folder(tmp_path / "second", classes=("new",), per_class=1, seed=4)
     assert embed("predict", h, first, "--store", keep, "--out", tmp_path / "a.json", "-q").exit_code == 0
     r = embed("predict", h, second, "--store", keep, "--out", tmp_path / "b.json", "-q")
     assert r.exit_code == 0, r.output
     assert len(json.loads((tmp_path / "a.json").read_text())) == 6
-    assert [x["id"] for x in json.loads((tmp_path / "b.json").read_text())] == ["cat/cat_000.jpg"]
+    assert [x["id"] for x in json.loads((tmp_path / "b.json").read_text())] == ["new/new_000.jpg"]
+    # a folder whose ids the kept store holds from other, still existing files: refused, nothing replaced
+    third = make_image_folder(tmp_path / "third", classes=("cat",), per_class=1, seed=5)
+    r = embed("predict", h, third, "--store", keep, "--out", tmp_path / "c.json", "-q")
+    assert r.exit_code == 2 and "already in the store from another file" in r.output and not (tmp_path / "c.json").exists()
 
 
 def test_small_validation_chooses_by_cross_validation_and_says_so(labelled, tmp_path):

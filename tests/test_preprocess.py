@@ -223,6 +223,14 @@ def test_build_resizes_small_images_straight_to_the_input_and_says_so(tmp_path):
     again = build(more, tmp_path / "old.h5", encoder="test:tiny", workers=0, precision="fp32", progress=False)
     assert again.vector_set == old.vector_set and any("kept the model's preprocessing" in n for n in again.notes)
 
+    # and the other way: a store made from small images keeps its set when larger images join the source
+    make_image_folder(tmp_path / "small", classes=("emu",), per_class=20, size=(64, 48), seed=4)  # now most are large
+    grown = build(src, tmp_path / "s.h5", encoder="test:tiny", workers=0, precision="fp32", progress=False)
+    assert grown.vector_set == r.vector_set and grown.encoded == 23 and grown.unchanged == 10
+    assert any("kept the small-image preprocessing" in n for n in grown.notes), grown.notes
+    with open_store(tmp_path / "s.h5") as st:
+        assert len(st.vector_sets()) == 1
+
 
 @pytest.mark.parametrize("args, message", [
     (["--resize-mode", "crop"], "error: --resize-mode must be one of shortest, squash, longest"),
@@ -243,3 +251,19 @@ def test_bad_preprocessing_and_layout_options_fail_in_one_line_and_leave_the_sto
     assert not any(name in r.output for name in ("resize_mode", "crop_pct")), r.output  # the flags, not Python names
     after = {p: p.read_bytes() for p in sorted(tmp_path.glob("s.h5*")) + sorted((tmp_path / "s.h5.d").rglob("*")) if p.is_file()}
     assert after == before
+
+
+def test_a_build_that_chooses_the_preprocessing_repairs_a_damaged_shard_instead_of_refusing(tmp_path):
+    """Choosing the small-image preprocessing reads the store's sets first; a damaged shard there is
+    moved aside and its items re-embedded, as the build's own open does, not a refusal."""
+    from conftest import embed, make_image_folder
+    from test_integrity import _flip_vector_byte, _shards
+
+    src = make_image_folder(tmp_path / "small", classes=("cat", "dog"), per_class=5, size=(20, 16))
+    args = ["build", src, "--store", tmp_path / "s.h5", "--encoder", "test:tiny", "--precision", "fp32"]
+    assert embed(*args).exit_code == 0
+    _flip_vector_byte(_shards(tmp_path / "s.h5")[0])
+    r = embed(*args)
+    assert r.exit_code == 0 and "was damaged" in r.output and "10 new vectors" in r.output, r.output
+    assert list((tmp_path / "s.h5.d" / "damaged").rglob("*.h5"))
+    assert embed("verify", tmp_path / "s.h5").exit_code == 0

@@ -276,10 +276,14 @@ def test_cross_domain_uses_the_other_store_and_refuses_another_encoder(tastes, t
     assert r.liked_from.startswith("t.h5:") and all(h["id"].startswith("p") for h in r.hits)
     assert {h["label"] for h in r.hits} == {"B"}
     foreign = vector_store(tmp_path / "foreign.h5", X, labels, encoder="other-encoder")
-    with pytest.raises(ProvenanceMismatchError, match="encoder synthetic vs other-encoder"):
+    with pytest.raises(ProvenanceMismatchError, match="encoder=synthetic vs encoder=other-encoder"):
         recommend(foreign, ["i0012"], like_store=store)
     res = embed("recommend", foreign, "--like-store", store, "--like", "i0012")
     assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1 and "same encoder" in res.output
+    # when the target store also holds a set made like the liked vectors, the error names it
+    vector_store(foreign, X, labels, encoder="synthetic")
+    with pytest.raises(ProvenanceMismatchError, match="with --set synthetic"):
+        recommend(foreign, ["i0012"], like_store=store, vector_set="other-encoder")
     # per-user lists across stores: the items a user saw are left out by id when the target has them too
     inter = write_csv(tmp_path / "x.csv", ["user", "item"], [("u", "i0012"), ("u", "i0013")])
     res = embed("recommend", other, "--like-store", store, "--interactions", inter, "--out", tmp_path / "x-out.csv", "-k", "3", "--json")

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import SourceError
 from ..sources import Item
 from ..sources.items import local_path
 from ..store.schema import STATUS_OK
@@ -77,6 +78,25 @@ class Plan:
 CHUNK = 16384  # source items compared with the store at a time
 
 
+def _collision(it: Item, stored_uri: str) -> list[tuple[str, str, str]]:
+    """[(id, stored file, new file)] when the store's file for this id still exists beside the new one."""
+    old, new = local_path(stored_uri), local_path(it.uri)
+    if "://" in old or "://" in new or not os.path.exists(old) or os.path.realpath(old) == os.path.realpath(new):
+        return []
+    return [(it.id, old, new)]
+
+
+def check_collisions(collisions: list) -> None:
+    if collisions:
+        i, old, new = collisions[0]
+        more = f" ({len(collisions) - 1} more id(s) like it)" if len(collisions) > 1 else ""
+        raise SourceError(f"item id {i!r} is already in the store from another file that still exists ({old}; this "
+                          f"source has {new}){more}: "
+                          "building would replace the stored item. Ids are paths relative to the source folder: build "
+                          "this folder into its own --store, or list both in one manifest (CSV with path and id columns) "
+                          "whose ids keep them apart")
+
+
 def make_plan(source_items, stored=None, live: np.ndarray | None = None, has_metadata: bool = True) -> Plan:
     """What to do with each item. `stored`: the store's item table (store/stored.StoredItems; None
     for an empty store), `live`: a mask over its rows, True where the vector set has the item's
@@ -85,7 +105,12 @@ def make_plan(source_items, stored=None, live: np.ndarray | None = None, has_met
     store holds for its items: the item table is shared by every vector set, and a rebuild for
     another encoder must not erase what a manifest brought.
 
-    Items are compared a chunk at a time, with the stored columns of that chunk's rows only."""
+    Items are compared a chunk at a time, with the stored columns of that chunk's rows only.
+
+    An item whose id the store holds from another file that still exists (a second folder with the
+    same relative paths, built into the same store) would replace that item: the build is refused
+    before anything is written (`check_collisions`). A file that moved (its old path is gone) is
+    the same item: its hash decides whether it is encoded again."""
     import dataclasses
     from itertools import islice
 
@@ -94,6 +119,7 @@ def make_plan(source_items, stored=None, live: np.ndarray | None = None, has_met
     plan = Plan(Todo(source_items))
     metadata_rows: list[int] = []
     known: list[tuple[int, int]] = []  # (task, stored row) of this chunk's live items to encode again
+    collisions: list[tuple[str, str, str]] = []  # (id, stored file, new file): two existing files, one id
     items = iter(source_items)
     pos0 = 0
     while chunk := list(islice(items, CHUNK)):
@@ -114,6 +140,8 @@ def make_plan(source_items, stored=None, live: np.ndarray | None = None, has_met
                     size, mtime = -1, -1
             is_live = p >= 0 and live is not None and bool(live[p])
             same_file = p >= 0 and ex["uri"][j] == it.uri and int(ex["size"][j]) == size and int(ex["mtime_ns"][j]) == mtime
+            if p >= 0 and ex["uri"][j] != it.uri and it.text is None:
+                collisions.extend(_collision(it, str(ex["uri"][j])))
             if same_file and ex["status"][j] != STATUS_OK:
                 plan.previously_quarantined += 1
             elif same_file and is_live:
@@ -133,6 +161,7 @@ def make_plan(source_items, stored=None, live: np.ndarray | None = None, has_met
                 plan.todo.set_known(task, sha)
             known.clear()
         pos0 += len(chunk)
+    check_collisions(collisions)
     if metadata_rows:  # whole stored rows (text included) for the items whose labels or metadata changed
         records = stored.records(metadata_rows)
         plan.metadata_only = [(it, rec) for (it, _), rec in zip(plan.metadata_only, records)]

@@ -421,22 +421,47 @@ def _torch_device(name: str):
 def _fit_preprocess_to_images(svc: EmbeddingService, src, store) -> list[str]:
     """When most of the source's images are smaller than the model's input, resize them straight
     to it instead of cropping a border away (encoders.config.small_image_preprocess says why) --
-    unless the store already holds this encoder's vectors made the model's own way: then those
-    are extended, so one source does not split over two vector sets."""
+    unless the store already holds this encoder's vectors made the other way (the model's own, or
+    the small-image one from when most images were small): then those are extended, either way, so
+    one source does not split over two vector sets as it grows."""
     from ..encoders.config import small_image_preprocess
     from ..sources.images import sample_image_sizes
 
     pp = svc.cfg.preprocess
+    small = pp.override(crop_pct=1.0, resize_mode="squash")
+    if small == pp:
+        return []
     chosen, note = small_image_preprocess(pp, sample_image_sizes([it.uri for it in src.items if it.text is None]))
-    if note is None or chosen == pp:
-        return [note] if note else []
-    if Path(store).exists():
-        with open_store(store) as st:
-            if st.find_set(svc.provenance) is not None:
-                return [note.split(";")[0] + f"; kept the model's preprocessing ({pp.describe()}) because this store already "
-                        "holds vectors made with it (pass --resize-mode squash --crop-pct 1 for a new vector set)"]
+    repaired: list[str] = []
+    held = _held_preprocess(svc, store, (chosen, small if chosen == pp else pp), repaired)
+    if held is not None and held != chosen:
+        svc.encoder.set_preprocess(held)
+        what = "the small-image preprocessing" if held == small else "the model's preprocessing"
+        return repaired + [f"{note.split(';')[0] + '; ' if note else ''}kept {what} ({held.describe()}) because this store already "
+                f"holds this encoder's vectors made with it (pass --resize-mode and --crop-pct for a new vector set)"]
     svc.encoder.set_preprocess(chosen)
-    return [note]
+    return repaired + ([note] if note else [])
+
+
+def _held_preprocess(svc: EmbeddingService, store, candidates, notes: list):
+    """The first of `candidates` the store holds a vector set of this encoder made with, or None.
+    A damaged shard is moved aside here, as the build's own open would, and `notes` says so."""
+    if not Path(store).exists():
+        return None
+    def find(st):
+        for pp in candidates:
+            svc.encoder.set_preprocess(pp)
+            if st.find_set(svc.provenance) is not None:
+                return pp
+        return None
+
+    try:
+        with open_store(store) as st:
+            return find(st)
+    except StoreError:  # e.g. a damaged shard or catalog: a writer repairs it (as the build's own open would)
+        with open_store(store, mode="a") as st:
+            notes.extend(st.notes)
+            return find(st)
 
 
 def _since_raised(r: BuildReport, feed) -> BuildReport:

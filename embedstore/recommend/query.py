@@ -66,15 +66,21 @@ def split_ids(ids) -> list[str]:
 
 def check_comparable(source, target) -> None:
     """Refuse to compare vectors of two sets (SearchContexts) made by different encoders."""
-    from ..store.provenance import provenance_diffs
+    from ..store import open_store
+    from ..store.provenance import describe_diffs, provenance_diffs
 
     a, b = source.prov, target.prov
-    diffs = provenance_diffs(b, {k: a[k] for k in COMPARABLE if k in a})
+    want = {k: a[k] for k in COMPARABLE if k in a}
+    diffs = provenance_diffs(b, want)
     if diffs:
-        what = "; ".join(f"{k} {str(a.get(k))[:40]} vs {str(b.get(k))[:40]}" for k in diffs)
+        got, wanted = describe_diffs(b, want, diffs)
+        with open_store(target.store) as st:  # a set of the target store made like the liked vectors?
+            same = st.find_set(a)
+        fix = (f"pick that set of {Path(target.store).name} with --set {same.name}" if same is not None
+               else "embed both with the same encoder")
         raise ProvenanceMismatchError(
             f"cannot recommend from {Path(source.store).name}:{source.vs.name} into {Path(target.store).name}:{target.vs.name}: "
-            f"their vectors were made differently ({what}); embed both with the same encoder")
+            f"their vectors were made differently ({wanted} vs {got}); {fix}")
 
 
 def resolve(ctx, ids: list[str], what: str) -> np.ndarray:

@@ -42,6 +42,34 @@ def provenance_diffs(found: dict, expected: dict) -> list[str]:
     return [k for k in KEY_FIELDS if k in expected and not _same(found.get(k), expected[k])]
 
 
+def describe_diffs(found: dict, expected: dict, diffs: list[str]) -> tuple[str, str]:
+    """('key=value, ...' as found, as expected) for the differing fields; a dict field (preprocess)
+    is shown by its differing entries alone (preprocess.resize_mode=squash), since a cut-off JSON
+    prefix hides the difference."""
+    got, want = [], []
+    for k in diffs:
+        a, b = found.get(k), expected.get(k)
+        a, b = _as_dict(a), _as_dict(b)
+        if isinstance(a, dict) and isinstance(b, dict):
+            for sub in sorted(set(a) | set(b)):
+                if not _same(a.get(sub), b.get(sub)):
+                    got.append(f"{k}.{sub}={_short(a.get(sub, '(default)'))}")
+                    want.append(f"{k}.{sub}={_short(b.get(sub, '(default)'))}")
+        else:
+            got.append(f"{k}={_short(a)}")
+            want.append(f"{k}={_short(b)}")
+    return ", ".join(got), ", ".join(want)
+
+
+def _as_dict(v):
+    if isinstance(v, str) and v.startswith("{"):
+        try:
+            return json.loads(v)
+        except ValueError:
+            return v
+    return v
+
+
 def _short(v) -> str:
     s = v if isinstance(v, str) else json.dumps(v, sort_keys=True)
     return s if len(s) <= 40 else s[:16] + "..."

@@ -14,7 +14,7 @@ from .catalog import Layout, compute_layout, read_shard_stats, write_catalog
 from .index import read_index_meta, update_index
 from .lock import StoreLock
 from .migrations import migrate
-from .provenance import _decode_attrs, _same, _short, provenance_diffs  # noqa: F401 - provenance_diffs is public
+from .provenance import _decode_attrs, _same, describe_diffs, provenance_diffs  # noqa: F401 - provenance_diffs is public
 from .schema import FORMAT, ITEM_INT_COLUMNS, ITEM_STR_COLUMNS, KEY_FIELDS, SCHEMA_VERSION, sidecar_dir
 from .rows import read_runs, runs_between
 from .shards import (ItemRows, ShardMeta, as_str, check_shard, commit_attrs, list_shards, read_shard_meta, remove_stale_tmp,
@@ -567,11 +567,11 @@ class Store:
         """Refuse vectors whose provenance differs from what the caller expects."""
         diffs = provenance_diffs(vs.provenance, expected)
         if diffs:
-            found = ", ".join(f"{k}={_short(vs.provenance.get(k))}" for k in diffs)
-            want = ", ".join(f"{k}={_short(expected[k])}" for k in diffs)
-            raise ProvenanceMismatchError(
-                f"vector set {vs.name} was made with {found}; expected {want}. Re-embed with the expected encoder or pick another set"
-            )
+            found, want = describe_diffs(vs.provenance, expected, diffs)
+            fix = ("re-embed with that preprocessing (embed build --resize-mode, --crop-pct, --interpolation)" if diffs == ["preprocess"]
+                   else "re-embed with the expected encoder")
+            raise ProvenanceMismatchError(f"vector set {vs.name} was made with {found}; expected {want}. {fix[0].upper() + fix[1:]} "
+                                          "or pick another set")
 
     def iter_vectors(self, set_name: str, chunk_rows: int = 16384, expect: dict | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Stream (ids, float32 vectors) in chunks; memory stays flat however large the set.
