@@ -96,6 +96,15 @@ def test_seen_items_are_found_by_content_under_any_id(labelled, tmp_path):
     head, doc = load_head(out)
     seen_here = sum(row["seen_in_training"] for row in rep["rows"])
     assert rep["seen_in_training"] == seen_here and 1 <= seen_here <= 4  # the copies of train/val files
+    # the CSV carries the same per-row flag and the true label
+    r = embed("predict", out, new, "--out", tmp_path / "p.csv", "-q")
+    import csv
+
+    with open(tmp_path / "p.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert {row["id"]: row["seen_in_training"] for row in table} == {
+        row["id"]: str(row["seen_in_training"]).lower() for row in rep["rows"]}
+    assert {row["true_label"] for row in table} == {"cat", "dog"}
     assert rep["judged"] == 7 - seen_here
 
 

@@ -174,15 +174,19 @@ def _check_out(out: Path) -> None:
 
 
 def write_predictions(out: Path, report: PredictReport, classes: list[str]) -> None:
-    """CSV (id, uri, label, prob, p_<class>..., status, reason) or JSON; written atomically."""
+    """CSV (id, uri, label, prob, p_<class>..., status, reason, true_label, seen_in_training) or
+    JSON / JSON lines with the same fields; written atomically. `seen_in_training` is true for an item
+    the head was fitted or selected on (by content), empty for a quarantined file."""
     with atomic_path(out) as tmp, open(tmp, "w", newline="") as f:
         if out.suffix.lower() == ".csv":
             w = csv.writer(f)
-            w.writerow(["id", "uri", "label", "prob", *[f"p_{c}" for c in classes], "status", "reason"])
+            w.writerow(["id", "uri", "label", "prob", *[f"p_{c}" for c in classes], "status", "reason", "true_label",
+                        "seen_in_training"])
             for r in report.rows:
                 probs = [f"{r['probs'][c]:.6g}" if r["probs"] else "" for c in classes]
+                seen = r.get("seen_in_training")
                 w.writerow([r["id"], r["uri"], r["label"], "" if r["prob"] is None else f"{r['prob']:.6g}", *probs,
-                            r["status"], r["reason"]])
+                            r["status"], r["reason"], r.get("true_label") or "", "" if seen is None else str(seen).lower()])
         elif out.suffix.lower() == ".jsonl":
             for r in report.rows:
                 f.write(json.dumps(r) + "\n")
