@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import embed, make_image_folder
+from conftest import add_bad_files, embed, make_image_folder
 
 
 
@@ -63,6 +63,14 @@ def test_score_new_items_with_the_store_encoder(store, tmp_path):
     rep = json.loads(r.output)
     assert rep["scored_count"] == 6 and not any(x["in_fit_set"] for x in rep["ranked"])
     assert {x["label"] for x in rep["ranked"][:3]} == {"owl"}
+    # files that cannot be read are listed and said, never dropped silently
+    bad = add_bad_files(new)
+    r = embed("anomalies", "--store", store, "--fit-on", "label=cat", "--score", new, "--json", "-q")
+    rep = json.loads(r.output)
+    assert rep["scored_count"] == 6 and {q["id"] for q in rep["quarantined"]} == set(bad)
+    assert any("4 file(s)" in n and "not ranked" in n for n in rep["notes"])
+    r = embed("anomalies", "--store", store, "--fit-on", "label=cat", "--score", new, "-q")
+    assert "4 file(s) of" in r.output and "could not be read" in r.output
 
 
 @pytest.fixture(scope="module")

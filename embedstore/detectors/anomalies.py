@@ -39,6 +39,7 @@ class AnomalyReport:
     warnings: list = field(default_factory=list)  # what makes these numbers less trustworthy (e.g. a small fit set)
     excluded_from_fit: int = 0  # items --fit-on selected that the --exclude list kept out of the fit set
     exclusions: dict = field(default_factory=dict)  # the --exclude list: path, ids, kinds, how many ranked items it names
+    quarantined: list = field(default_factory=list)  # --score FOLDER: files that could not be scored, {id, uri, reason}
 
     def to_dict(self, top: int | None = None) -> dict:
         d = asdict(self)
@@ -183,8 +184,14 @@ def find_anomalies(store: str | Path, method: str = "knn", fit_on: str | None = 
                 embed_like(vs.provenance, Path(score), target_store, weights, device, 64, None, progress)
             with open_store(target_store, mode="r") as st2:
                 target = st2.rows(matching_set(st2, vs.provenance, f"store {store}", DetectorError).name)
+                items = st2.items()
             in_fit = np.zeros(len(target), dtype=bool)
             report.scored = str(score)
+            report.quarantined = [{"id": str(i), "uri": str(u), "reason": str(why)}
+                                  for i, u, st_, why in zip(items["id"], items["uri"], items["status"], items["reason"]) if st_ != "ok"]
+            if report.quarantined:  # never ranked: they have no vector
+                report.notes.append(f"{len(report.quarantined)} file(s) of {score} could not be read and are not ranked "
+                                    f"(quarantined), e.g. {report.quarantined[0]['id']}: {report.quarantined[0]['reason']}")
         scores = _score_all(det, target, in_fit, fitted_idx, progress)
         # the ranking's columns, read while a scored temporary store still exists (row metadata may load lazily)
         t_ids, t_uris, t_labels = (np.asarray(target.ids, dtype=str), np.asarray(target.uris, dtype=str),
