@@ -219,3 +219,139 @@ def test_build_json_says_where_images_were_decoded(image_folder, tmp_path):
     assert r.exit_code == 0, r.output
     out = json.loads(r.output)
     assert out["decode"] == "device" and out["decoded_on_device"] == 6  # the folder's 6 JPEGs; its PNGs by the workers
+
+
+def _grey16(seed: int = 0) -> np.ndarray:
+    """16-bit greyscale with detail below the 8-bit step: a photo's grey levels x 257, a horizontal
+    ramp over the whole range, and noise, as a scanner or a microscope writes them."""
+    grey = np.asarray(_photo(1, seed).convert("L").crop((0, 0, 320, 240)), dtype=np.float64) * 257
+    ramp = np.linspace(0, 65535, 320)[None, :]
+    noise = np.random.default_rng(seed).normal(0, 300, grey.shape)
+    return np.clip(0.5 * grey + 0.5 * ramp + noise, 0, 65535).round().astype(np.uint16)
+
+
+def _file(img: Image.Image, fmt: str) -> bytes:
+    b = io.BytesIO()
+    img.save(b, fmt)
+    return b.getvalue()
+
+
+GREY16 = {  # how 16-bit greyscale files arrive: the file's bytes and the mode PIL opens it in
+    "png I;16": lambda a: (_file(Image.fromarray(a), "PNG"), "I;16"),
+    "tiff I;16": lambda a: (_file(Image.fromarray(a), "TIFF"), "I;16"),
+    "tiff I;16B": lambda a: (_file(Image.frombytes("I;16B", a.shape[::-1], a.astype(">u2").tobytes()), "TIFF"), "I;16B"),
+    "tiff I": lambda a: (_file(Image.fromarray(a.astype(np.int32)), "TIFF"), "I"),  # 32-bit integer samples in 0..65535
+}
+
+
+@pytest.mark.parametrize("kind", list(GREY16))
+def test_16_bit_greyscale_embeds_like_its_8_bit_version(lite0, kind):
+    """PIL's conversion to RGB clips every value above 255: 16-bit greyscale was embedded as a white
+    image. It is scaled to 8 bits first (the high byte), so it gives the pixels and the vector of
+    the same picture saved at 8 bits (value / 257, rounded: within one level of the high byte)."""
+    from embedstore.embedding.pixels import Pixels
+    from embedstore.sources.images import decode_image, open_image
+
+    a = _grey16()
+    data, mode = GREY16[kind](a)
+    assert open_image(data).mode == mode
+    eight = _file(Image.fromarray((a / 257).round().astype(np.uint8)), "PNG")
+    white = _file(Image.new("L", a.shape[::-1], 255), "PNG")
+    x, y = (np.asarray(decode_image(d), dtype=np.int16) for d in (data, eight))
+    assert x.shape == y.shape == (*a.shape, 3) and np.abs(x - y).max() <= 1 and x.std() > 30
+    pp = lite0.cfg.preprocess
+    v, v8, vw = lite0.forward(torch.stack([Pixels(pp)(d) for d in (data, eight, white)]))
+    assert float(v @ v8) >= 0.999 and float(v @ vw) < 0.9, (float(v @ v8), float(v @ vw))
+
+
+def test_16_bit_modes_keep_their_high_byte():
+    """Every 16-bit mode PIL has, in either byte order, and mode I within 0..65535: the high byte
+    (0 and 65535 go to 0 and 255; v * 257 and v << 8 both give v back), as PIL reads 16-bit RGB PNGs."""
+    from embedstore.sources.images import eight_bit
+
+    v = np.arange(256, dtype=np.uint16)
+    a = np.stack([v * 257, v << 8, (v << 8) | 0xFF])
+    for mode, raw in (("I;16", a.astype("<u2")), ("I;16L", a.astype("<u2")), ("I;16B", a.astype(">u2")), ("I", a.astype("<i4"))):
+        img = Image.frombytes(mode, a.shape[::-1], raw.tobytes())
+        out = eight_bit(img)
+        assert out.mode == "L" and np.array_equal(np.asarray(out), np.stack([v, v, v]).astype(np.uint8)), mode
+    rgb = Image.new("RGB", (4, 3), (1, 2, 3))
+    assert eight_bit(rgb) is rgb  # 8-bit modes are passed through untouched
+
+
+def _twelve_bit_jpeg() -> bytes:
+    """An 8-bit JPEG whose frame header says extended sequential, 12-bit samples: what a 12-bit
+    JPEG's header is (neither decoder gets past it)."""
+    data = _jpeg(_photo(1).convert("L"))
+    i = data.index(b"\xff\xc0")
+    return data[:i] + b"\xff\xc1" + data[i + 2:i + 4] + bytes([12]) + data[i + 5:]
+
+
+@pytest.mark.parametrize("kind, reason", [
+    ("F", "floating-point image (PIL mode F): no fixed range to scale to 8 bits; convert it to 8- or 16-bit"),
+    ("I negative", "32-bit integer image (PIL mode I) with values -1000..64535, outside 0..65535: no fixed range to "
+                   "scale to 8 bits; convert it to 8- or 16-bit"),
+    ("I wide", "32-bit integer image (PIL mode I) with values 0..100000, outside 0..65535: no fixed range to scale "
+               "to 8 bits; convert it to 8- or 16-bit"),
+    ("12-bit JPEG", "12-bit JPEG: only 8-bit JPEGs can be read; convert it to 8-bit (or to a 16-bit PNG)"),
+])
+def test_images_without_an_8_bit_scale_are_quarantined_with_the_fix(lite0, kind, reason):
+    from embedstore.embedding.pixels import Pixels, as_tensor
+    from embedstore.sources.images import DecodeError, decode_image
+
+    ramp = np.linspace(0, 1, 320 * 240).reshape(240, 320)
+    data = {"F": lambda: _file(Image.fromarray(ramp.astype(np.float32)), "TIFF"),
+            "I negative": lambda: _file(Image.fromarray((ramp * 65535 - 1000).astype(np.int32)), "TIFF"),
+            "I wide": lambda: _file(Image.fromarray((ramp * 100000).astype(np.int32)), "TIFF"),
+            "12-bit JPEG": _twelve_bit_jpeg}[kind]()
+    for decode in (decode_image, Pixels(lite0.cfg.preprocess), Pixels(lite0.cfg.preprocess, uint8=True).on_cpu):
+        with pytest.raises(DecodeError) as e:
+            decode(data)
+        assert str(e.value) == reason, decode
+    if kind == "12-bit JPEG":  # refused from its header, before any decoder; torchvision refuses it too
+        with pytest.raises(DecodeError, match="12-bit JPEG"):
+            Pixels(lite0.cfg.preprocess, uint8=True).for_device(data)
+        assert Pixels._decode_jpeg(as_tensor(data), "cpu") is None
+    else:  # --decode device leaves it to a worker, whose decode refuses it as above
+        assert Pixels(lite0.cfg.preprocess, uint8=True).for_device(data) is None
+
+
+def test_a_build_embeds_16_bit_greyscale_and_quarantines_float_images(tmp_path, build_tiny):
+    """Through the build (test:tiny): the 16-bit PNG's vector is its 8-bit version's, not a white
+    image's; the float TIFF is quarantined with its reason."""
+    from embedstore.store import open_store
+
+    a = _grey16(3)
+    root = tmp_path / "scans"
+    root.mkdir()
+    (root / "grey16.png").write_bytes(GREY16["png I;16"](a)[0])
+    Image.fromarray((a / 257).round().astype(np.uint8)).save(root / "grey8.png")
+    Image.new("L", a.shape[::-1], 255).save(root / "white.png")
+    Image.fromarray(a.astype(np.float32)).save(root / "float.tif")
+    rep = build_tiny(root, tmp_path / "s.h5", layout="flat")
+    assert rep.encoded == 3
+    assert [(q["id"], q["reason"]) for q in rep.quarantined_items] == [
+        ("float.tif", "floating-point image (PIL mode F): no fixed range to scale to 8 bits; convert it to 8- or 16-bit")]
+    with open_store(tmp_path / "s.h5") as st:
+        v = {i: x.astype(np.float64) for ids, X in st.iter_vectors(st.select_set().name) for i, x in zip(ids, X)}
+    cos = lambda p, q: float(v[p] @ v[q] / np.linalg.norm(v[p]) / np.linalg.norm(v[q]))  # noqa: E731
+    assert cos("grey16.png", "grey8.png") >= 0.999 and cos("grey16.png", "white.png") < cos("grey16.png", "grey8.png")
+
+
+def test_thumbnails_of_16_bit_greyscale_show_the_picture(tmp_path):
+    """The server's thumbnails and the reports' decode the file themselves (no encoder preprocessing),
+    through the same scaling: the 8-bit version's thumbnail, not a white square."""
+    from embedstore.reports.plots import thumbnail_png
+    from embedstore.serve.images import DecodeBudget, ImageRefused, Thumbnailer
+
+    a = _grey16(1)
+    (tmp_path / "grey16.png").write_bytes(GREY16["png I;16"](a)[0])
+    Image.fromarray((a >> 8).astype(np.uint8)).save(tmp_path / "grey8.png")
+    Image.fromarray(a.astype(np.float32)).save(tmp_path / "float.tif")
+    thumbs = Thumbnailer(DecodeBudget())
+    for make in (lambda p, k: thumbs.png(str(tmp_path / p), k, 64), lambda p, k: thumbnail_png(str(tmp_path / p), 64)):
+        got, want = (np.asarray(Image.open(io.BytesIO(make(p, k))).convert("L")) for k, p in enumerate(("grey16.png", "grey8.png")))
+        assert np.array_equal(got, want) and got.std() > 30
+    with pytest.raises(ImageRefused, match="cannot be read as an image any more .*mode F"):
+        thumbs.png(str(tmp_path / "float.tif"), 9, 64)
+    assert thumbnail_png(str(tmp_path / "float.tif"), 64) is None

@@ -19,7 +19,10 @@ EXIF orientation is read from PIL's header (EXIF, or XMP where EXIF has none: wh
 APP1 segment, and its CUDA decoder ignores orientation altogether.
 
 A JPEG torchvision refuses goes to PIL, whose reason is the one a quarantined file gets (or whose
-pixels are used where PIL is the more lenient).
+pixels are used where PIL is the more lenient). JPEGs are 8-bit here: neither decoder reads 12-bit
+ones, and the header check quarantines them before either tries. 16-bit greyscale files (PNG,
+TIFF) reach the encoder at 8 bits, scaled by `sources.images.eight_bit` (PIL's conversion to RGB
+alone clips them to white); floating-point images are quarantined.
 """
 
 from __future__ import annotations

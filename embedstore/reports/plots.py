@@ -129,14 +129,17 @@ def thumbnail_png(uri: str, size: int = 96) -> bytes | None:
 
     from PIL import Image
 
+    from ..sources.images import DecodeError, eight_bit
+
     try:
         with Image.open(uri) as im:
-            im = im.convert("RGB")
+            im.load()
+            im = eight_bit(im).convert("RGB")
             im.thumbnail((size, size))
             buf = io.BytesIO()
             im.save(buf, format="PNG")
             return buf.getvalue()
-    except (OSError, ValueError):
+    except (OSError, ValueError, DecodeError):
         return None
 
 

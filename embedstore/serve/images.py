@@ -15,6 +15,8 @@ from collections import OrderedDict
 
 from PIL import Image
 
+from ..sources.images import DecodeError, eight_bit
+
 BYTES_PER_PIXEL = 4  # PIL holds RGB, RGBA and P images in 4-byte pixels
 DEFAULT_BUDGET = 384 * 2**20  # one 9000 x 9000 photo (324 MB in PIL) at a time
 CACHE_BYTES = 32 * 2**20
@@ -123,6 +125,7 @@ class Thumbnailer:
                     if is_jpeg:
                         im.draft("RGB", (size, size))
                     im.load()
+                    im = eight_bit(im)  # 16-bit greyscale as the encoder saw it, not clipped to white
                     if im.mode not in ("RGB", "L", "RGBA"):
                         im = im.convert("RGBA" if "transparency" in im.info else "RGB")
                     im.thumbnail((size, size), reducing_gap=2.0)
@@ -131,6 +134,8 @@ class Thumbnailer:
                     return buf.getvalue()
         except ImageRefused:
             raise
+        except DecodeError as e:
+            raise ImageRefused(f"the item's file cannot be read as an image any more ({e})") from None
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
             raise ImageRefused(f"the item's file cannot be read as an image any more ({type(e).__name__})") from None
 

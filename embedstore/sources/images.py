@@ -36,9 +36,16 @@ def content_hash(data: bytes) -> str:
 
 def open_image(data: bytes) -> Image.Image:
     """Read an image's header (format, mode, size) without decoding its pixels; refuses what
-    `decode_image` would refuse before decoding (not an image, too many pixels)."""
+    `decode_image` would refuse before decoding (not an image, a 12-bit JPEG, too many pixels)."""
     with _reasons():
-        img = Image.open(io.BytesIO(data))
+        try:
+            img = Image.open(io.BytesIO(data))
+        except Image.UnidentifiedImageError:
+            bits = _jpeg_precision(data)
+            if bits not in (None, 8):
+                raise DecodeError(f"{bits}-bit JPEG: only 8-bit JPEGs can be read; "
+                                  "convert it to 8-bit (or to a 16-bit PNG)") from None
+            raise
         if img.width * img.height > MAX_PIXELS:
             raise DecodeError(f"image too large ({img.width}x{img.height} pixels)")
         if img.width < 1 or img.height < 1:
@@ -47,15 +54,54 @@ def open_image(data: bytes) -> Image.Image:
 
 
 def decode_image(data: bytes, exif_transpose: bool = True) -> Image.Image:
-    """Decode fully (so truncation is caught here) and convert to RGB."""
+    """Decode fully (so truncation is caught here), bring to 8 bits (`eight_bit`) and convert to RGB."""
     img = open_image(data)
     with _reasons():
         img.load()
         if exif_transpose:
             img = ImageOps.exif_transpose(img)
+        img = eight_bit(img)
         if img.mode != "RGB":
             img = img.convert("RGBA").convert("RGB") if "transparency" in img.info or img.mode in ("P", "LA") else img.convert("RGB")
     return img
+
+
+def eight_bit(img: Image.Image) -> Image.Image:
+    """A decoded image with 8-bit channels, for every decode of image files (the encoders' input,
+    the server's and the reports' thumbnails). 16-bit greyscale (modes I;16, I;16B, I;16L, and I
+    whose values lie within 0..65535, as 16-bit TIFFs open) keeps the high byte of each value (an
+    8-bit L image): how PIL itself reads 16-bit RGB and RGBA PNGs and torchvision's `to_dtype`
+    scales uint16, and exact for the two usual widenings of 8-bit data (v * 257 and v << 8).
+    PIL's own conversion clips every value above 255 to white. Other modes are returned as they
+    are. Raises DecodeError for F, and for I with values outside 0..65535: they have no fixed
+    range to scale from."""
+    import numpy as np
+
+    if img.mode.startswith("I;16"):
+        return Image.fromarray((np.asarray(img) >> 8).astype(np.uint8))
+    if img.mode == "I":
+        lo, hi = img.getextrema()
+        if lo < 0 or hi > 65535:
+            raise DecodeError(f"32-bit integer image (PIL mode I) with values {lo}..{hi}, outside 0..65535: "
+                              "no fixed range to scale to 8 bits; convert it to 8- or 16-bit")
+        return Image.fromarray((np.asarray(img) >> 8).astype(np.uint8))
+    if img.mode == "F":
+        raise DecodeError("floating-point image (PIL mode F): no fixed range to scale to 8 bits; convert it to 8- or 16-bit")
+    return img
+
+
+def _jpeg_precision(data: bytes) -> int | None:
+    """The sample precision (bits) in a JPEG's frame header; None for a file that is not a JPEG or
+    whose header cannot be found."""
+    if not data.startswith(b"\xff\xd8"):
+        return None
+    i = 2
+    while i + 4 < len(data) and data[i] == 0xFF:
+        marker, length = data[i + 1], int.from_bytes(data[i + 2:i + 4], "big")
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # a start of frame
+            return data[i + 4] if i + 4 < len(data) else None
+        i += 2 + length
+    return None
 
 
 @contextlib.contextmanager
