@@ -81,6 +81,9 @@ def test_planted_copies_and_leaks_are_found(planted, planted_audit):
     wrong = (by_kind.get("near_duplicate", set()) | by_kind.get("leak", set())) - planted_items
     assert len(wrong) <= 0.15 * len(flagged), sorted(wrong)
     assert report["verdict"].startswith("worth a look")
+    # the summary counts the rows it wrote: exact copies are counted once, as exact duplicates
+    assert report["near_duplicates"]["removable"] == len(by_kind.get("near_duplicate", set()))
+    assert report["exact_duplicates"]["removable"] == len(by_kind.get("exact_duplicate", set()))
 
 
 def test_flipped_labels_are_suspected_with_the_suggested_true_label(planted, planted_audit):
@@ -291,6 +294,16 @@ def test_a_kind_the_findings_table_lacks_is_refused_not_ignored(planted, planted
         assert len(line) == 1 and "no rows of kind duplicate" in line[0] and "near_duplicate" in line[0], res.output
 
 
+def test_an_audit_kind_with_no_rows_is_nothing_to_exclude_not_an_error(planted, tmp_path):
+    """A clean dataset's audit has no leak or label_issue rows: the README's pipeline goes on and says so."""
+    store, _ = planted
+    (tmp_path / "clean.csv").write_text("id,kind,score,detail\nnothing/here.png,outlier,0.9,far from the rest\n")
+    for cmd in (["fit-head", "logistic", "--store", store, "--json", "-q"], ["anomalies", "--store", store, "--json", "-q"]):
+        res = embed(*cmd, "--exclude", tmp_path / "clean.csv", "--exclude-kinds", "leak,label_issue")
+        assert res.exit_code == 0, res.output
+        assert "no rows of kind label_issue, leak: nothing of that kind to leave out" in res.output
+
+
 def test_text_store_flags_copies_not_same_topic_reviews(tmp_path):
     """Sentence encoders put reviews of one drug close together; the audit must not call them copies.
     An exact copy across train/test is a leak (by hash), and the page shows the texts."""
@@ -317,6 +330,7 @@ def test_text_store_flags_copies_not_same_topic_reviews(tmp_path):
     assert {x["id"] for x in found if x["kind"] == "leak"} == {"copy"}
     assert {x["id"] for x in found if x["kind"] in ("near_duplicate", "exact_duplicate")} <= {"copy"}
     assert r["exact_duplicates"]["clusters"] == 1 and "texts: no ratio test" in r["calibration"]["how"]
+    assert r["near_duplicates"]["removable"] == len([x for x in found if x["kind"] == "near_duplicate"])
     page = (tmp_path / "rep" / "index.html").read_text()
     assert 'class="card text"' in page and "trouble sleeping" in page and "(unreadable)" not in page
 

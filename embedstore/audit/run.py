@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import OptionError
 from . import graph as G
 
-KINDS = ("exact_duplicate", "near_duplicate", "leak", "label_issue", "outlier")
+from ..sources.exclusions import AUDIT_KINDS as KINDS  # noqa: E402 - the one vocabulary, shared with --exclude-kinds
 COLUMNS = ["id", "kind", "score", "detail"]
 SPLIT_RANK = {"train": 0, "": 1, "val": 2, "valid": 2, "validation": 2, "dev": 2, "test": 3}  # keep train copies first
 MAX_CLUSTERED_ROWS = 200_000  # rows in near-duplicate clusters read back to report each one's cosine to the kept item
@@ -78,13 +78,16 @@ def _exact_groups(rows) -> list[np.ndarray]:
     return [g for g in np.split(order, cut) if len(g) > 1 and shas[g[0]]]
 
 
-def _near_findings(near_clusters: list, rows, group: np.ndarray, pair_cos: dict, clusters_out: list, findings: list) -> None:
+def _near_findings(near_clusters: list, rows, group: np.ndarray, pair_cos: dict, clusters_out: list, findings: list) -> dict:
     """One cluster record and one finding per copy that is not already an exact duplicate of the kept
     item; each copy's cosine to the kept item comes from one streamed read of the clustered rows
-    (capped at MAX_CLUSTERED_ROWS, else from the graph's pairs)."""
+    (capped at MAX_CLUSTERED_ROWS, else from the graph's pairs). Returns the counts the summary gives:
+    clusters with a near (not exact) copy, their items, and those copies (removable): exact copies are
+    counted once, as exact duplicates."""
     ordered = [_keep_first(members, rows) for members in near_clusters]
     need = np.unique(np.concatenate(ordered)) if ordered else np.zeros(0, dtype=np.int64)
     V = dict(zip(need.tolist(), rows.load_at(need))) if 0 < len(need) <= MAX_CLUSTERED_ROWS else {}
+    counts = {"clusters": 0, "items": 0, "removable": 0}
 
     def cos(x: int, y: int) -> float:
         if V:
@@ -96,10 +99,17 @@ def _near_findings(near_clusters: list, rows, group: np.ndarray, pair_cos: dict,
         to_keep = {int(r): cos(int(r), keep) for r in order[1:]}
         clusters_out.append({"kind": "near", "keep": str(rows.ids[keep]), "members": [str(rows.ids[r]) for r in order],
                              "cosine_to_keep": {str(rows.ids[r]): v for r, v in to_keep.items()}})
+        copies = 0
         for r, c in to_keep.items():
             if group[r] >= 0 and group[r] == group[keep]:
                 continue  # reported as an exact duplicate
             findings.append((str(rows.ids[r]), "near_duplicate", c, f"near-duplicate of {rows.ids[keep]} (kept; cosine {c:.4f})"))
+            copies += 1
+        if copies:
+            counts["clusters"] += 1
+            counts["items"] += len(order)
+            counts["removable"] += copies
+    return counts
 
 
 def _leak_findings(candidates: dict, rows, splits: np.ndarray, group: np.ndarray, findings: list) -> tuple[list, dict]:
@@ -188,7 +198,7 @@ def run_audit(store: str | Path, vector_set: str | None = None, k: int = 10, thr
             findings.append((str(rows.ids[r]), "exact_duplicate", 1.0, f"same content sha256 as {rows.ids[order[0]]} (kept)"))
     pair_cos = {(int(x), int(y)): float(c) for x, y, c in zip(a, b, s)}
     near_clusters = G.clusters(n, a, b)
-    _near_findings(near_clusters, rows, group, pair_cos, clusters_out, findings)
+    near_counts = _near_findings(near_clusters, rows, group, pair_cos, clusters_out, findings)
     leak_cut = G.leak_cut(g) if threshold is None and not texts else None
     lo_, hi_, c_ = G.leak_pairs(g, cal, rank, leak_cut)
     candidates = {(int(min(x, y)), int(max(x, y))): float(c) for x, y, c in zip(lo_, hi_, c_)}
@@ -243,8 +253,7 @@ def run_audit(store: str | Path, vector_set: str | None = None, k: int = 10, thr
     report = AuditReport(
         store=str(store), vector_set=snap.vs.name, items=n, counts=counts, balance=balance, calibration=cal.to_dict(),
         exact_duplicates={"clusters": len(exact_groups), "items": exact_items, "removable": exact_items - len(exact_groups)},
-        near_duplicates={"clusters": len(near_clusters), "items": near_items, "pairs": int(len(a)),
-                         "removable": near_items - len(near_clusters)},
+        near_duplicates={**near_counts, "pairs": int(len(a)), "with_exact_copies": {"clusters": len(near_clusters), "items": near_items}},
         leaks={"pairs": len(leak_pairs), "by_split_pair": by_pair, "exact": sum(1 for p in leak_pairs if p["exact"]),
                "later_items": int((rank > 0).sum()) if (rank == 0).any() else 0,
                "cut": None if leak_cut is None else round(leak_cut, 4),

@@ -13,6 +13,9 @@ from pathlib import Path
 
 from ..errors import SourceError
 
+# the kinds `embed audit --out` writes (its one vocabulary, imported by audit/run.py)
+AUDIT_KINDS = ("exact_duplicate", "near_duplicate", "leak", "label_issue", "outlier")
+
 
 @dataclass
 class Exclusions:
@@ -21,13 +24,15 @@ class Exclusions:
     path: str
     ids: frozenset[str]
     kinds: dict[str, int] = field(default_factory=dict)
+    absent: tuple[str, ...] = ()  # kinds asked for that the list has no rows of (the audit found none)
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def describe(self) -> str:
         by = ", ".join(f"{k} {n}" for k, n in sorted(self.kinds.items())) if self.kinds else ""
-        return f"{len(self.ids)} ids from {self.path}" + (f" ({by})" if by else "")
+        none = f"; no rows of kind {', '.join(self.absent)}: nothing of that kind to leave out" if self.absent else ""
+        return f"{len(self.ids)} ids from {self.path}" + (f" ({by})" if by else "") + none
 
 
 def _table(p: Path) -> tuple[list[str], list[dict]]:
@@ -65,9 +70,14 @@ def read_exclusions(path: str | Path, kinds: list[str] | None = None) -> Exclusi
         if wanted is not None and "kind" not in columns:
             raise SourceError(f"exclusion list {p} has no 'kind' column, so kinds {', '.join(sorted(wanted))} "
                               "cannot be chosen; drop --exclude-kinds or use the CSV from `embed audit --out`")
-        if wanted is not None and wanted - present:
-            raise SourceError(f"exclusion list {p} has no rows of kind {', '.join(sorted(wanted - present))} (kinds there: "
-                              f"{', '.join(sorted(k for k in present if k)) or 'none'}); fix --exclude-kinds")
+        # a kind the audit writes but found none of is nothing to leave out (a clean dataset);
+        # a kind neither the list nor the audit knows is a typo
+        unknown = sorted(wanted - present - set(AUDIT_KINDS)) if wanted is not None else []
+        if unknown:
+            raise SourceError(f"exclusion list {p} has no rows of kind {', '.join(unknown)} (kinds there: "
+                              f"{', '.join(sorted(k for k in present if k)) or 'none'}; audit kinds: {', '.join(AUDIT_KINDS)}); "
+                              "fix --exclude-kinds")
+        absent = tuple(sorted(wanted - present)) if wanted is not None else ()
     else:
         if kinds:
             raise SourceError(f"exclusion list {p} is a plain id list, so kinds cannot be chosen; "
@@ -77,4 +87,5 @@ def read_exclusions(path: str | Path, kinds: list[str] | None = None) -> Exclusi
         except UnicodeDecodeError as e:
             raise SourceError(f"exclusion list {p} is not UTF-8 text: {e}") from e
         ids = {ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")}
-    return Exclusions(path=str(p), ids=frozenset(ids), kinds=counts)
+        absent = ()
+    return Exclusions(path=str(p), ids=frozenset(ids), kinds=counts, absent=absent)
