@@ -73,6 +73,27 @@ def test_finetune_trains_only_the_last_blocks_and_makes_a_loadable_encoder(store
     assert r2.exit_code == 0, r2.output
 
 
+def test_a_finetune_into_a_relative_folder_is_usable_from_any_working_directory(store, tmp_path, monkeypatch):
+    """The re-embedded set records the encoder's folder as an absolute path: heads and image search
+    on it work from anywhere, and --set accepts the folder as typed where it was made."""
+    from embedstore.finetune.loop import Recipe
+    from embedstore.finetune.run import finetune
+
+    s = copy_store(store, tmp_path / "s.h5")
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    r = finetune(s, "runs/ft", recipe=Recipe(unfreeze=1, epochs=1, batch_size=8, augment=False), workers=0, progress=False)
+    absolute = f"local-dir:{tmp_path / 'work' / 'runs' / 'ft'}"
+    assert r.encoder == absolute
+    assert embed("fit-head", "logistic", "--store", s, "--set", "local-dir:runs/ft", "--out", tmp_path / "h", "-q").exit_code == 0
+    monkeypatch.chdir(tmp_path)
+    img = next((store.parent / "photos").rglob("*.png"))
+    for args in (["predict", tmp_path / "h", img.parent, "--json", "-q"],
+                 ["search", s, "--set", absolute, "--image", img, "-k", 1, "--json"]):
+        out = embed(*args)
+        assert out.exit_code == 0, (args, out.output)
+
+
 def test_resume_continues_from_the_checkpoint(store, tmp_path):
     from embedstore.finetune.loop import Recipe
     from embedstore.finetune.run import finetune

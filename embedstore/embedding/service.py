@@ -10,6 +10,9 @@ trip, so a query vector is the vector the store would have held for the same fil
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 import logging
 from typing import Any
 
@@ -147,11 +150,19 @@ class EmbeddingService:
             raise error("the vectors record no encoder provenance; rebuild them with `embed build`")
         texts = prov.get("modality") == "text"
         pp = prov.get("preprocess") if not texts else None
+        name = str(prov["encoder"])
+        relative_dir = name.startswith("local-dir:") and not Path(name[len("local-dir:"):]).expanduser().is_absolute()
         try:
-            enc = make_encoder(prov["encoder"], weights, layer_for(prov), texts, pp if isinstance(pp, dict) else None)
+            enc = make_encoder(name, weights, layer_for(prov), texts, pp if isinstance(pp, dict) else None)
         except EmbedstoreError as e:
-            hint = "" if weights or "--weights" in str(e) else " (if the store was built with --weights FILE, pass the same --weights FILE)"
-            raise error(f"cannot rebuild the encoder {prov['encoder']} of these vectors: {e}{hint}") from None
+            if relative_dir:  # sets made before local-dir paths were recorded absolute
+                hint = (f" (the set records the fine-tuned encoder's folder relative to where it was built: run from that "
+                        f"folder, or re-embed with --encoder local-dir:/absolute/path)")
+            else:
+                hint = "" if weights or "--weights" in str(e) else " (if the store was built with --weights FILE, pass the same --weights FILE)"
+            raise error(f"cannot rebuild the encoder {name} of these vectors: {e}{hint}") from None
+        if relative_dir:  # found from the folder it was built in: the id it was recorded under
+            enc.cfg = dataclasses.replace(enc.cfg, id=name)
         dev = resolve_device(device) if isinstance(device, str) else device
         precision, reason = build_precision_here(prov.get(BUILD_PRECISION), precision, dev)
         svc = cls(enc, prov.get("normalize", "l2"), prov.get("dtype", "float16"), dev, precision, accel)

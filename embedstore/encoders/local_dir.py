@@ -28,7 +28,7 @@ def read_config(path: Path) -> dict:
 
 @register_family("local-dir", [], open_ended=True, available=lambda cfg: "local")
 def create_local_dir(name: str, weights: str | None) -> Encoder:
-    path = Path(name)
+    path = Path(name).expanduser()
     doc = read_config(path)
     if str(doc["parent"]).startswith("local-dir:"):
         raise EncoderError(f"{path / CONFIG}: a local-dir encoder's parent must be a registry encoder, not {doc['parent']}")
@@ -39,7 +39,9 @@ def create_local_dir(name: str, weights: str | None) -> Encoder:
     state_dict = load_state_dict_file(wfile, f"local-dir:{path}")
     adapt = getattr(enc, "adapt_state_dict", None)  # a family whose parameter names changed maps old files
     load_into(enc.model, adapt(state_dict) if adapt else state_dict, f"local-dir:{path}", str(wfile))
-    enc.cfg = dataclasses.replace(enc.cfg, id=f"local-dir:{name}", source="local-dir",
+    # recorded as an absolute path: the set's provenance must name the same folder from any
+    # working directory (a relative one only resolved where the build ran)
+    enc.cfg = dataclasses.replace(enc.cfg, id=f"local-dir:{path.expanduser().resolve()}", source="local-dir",
                                   weights_desc=f"fine-tuned from {doc['parent']}")
     enc.weights_sha256 = weights_sha256(wfile)
     enc.weights_file = str(wfile)

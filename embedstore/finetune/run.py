@@ -224,7 +224,7 @@ def finetune(store: str | Path, out: str | Path, head: str | Path | None = None,
     test_acc, _, test_pred, test_bal = evaluate(net, test_loader, dev, amp)
     te_ids = [str(i) for i in rows.ids[(data.codes == TEST) & np.isin(rows.labels, classes)]]
     ft_pred = dict(zip(te_ids, (classes[k] for k in test_pred))) if len(test_pred) == len(te_ids) else {}
-    report = FinetuneReport(out=str(out), encoder=f"local-dir:{out}", parent=parent_id, store=str(rows.store_path),
+    report = FinetuneReport(out=str(out), encoder=f"local-dir:{Path(out).resolve()}", parent=parent_id, store=str(rows.store_path),
                             vector_set=vs.name, classes=classes, counts=data.counts(), recipe=recipe.to_dict(),
                             trainable_params=int(n_train), frozen_params=int(n_frozen), history=state["history"],
                             best_epoch=state["best_epoch"], stopped=state.get("stopped", ""), before=before,

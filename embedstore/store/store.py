@@ -536,6 +536,9 @@ class Store:
                 return newest
             return sets[0]
         match = [v for v in sets if which in (v.name, v.encoder)]
+        if not match and which.startswith("local-dir:"):  # a fine-tuned encoder's folder, given relative to here
+            here = f"local-dir:{Path(which[len('local-dir:'):]).expanduser().resolve()}"
+            match = [v for v in sets if v.encoder == here]
         if len(match) == 1:
             return match[0]
         if len(match) > 1:
