@@ -106,6 +106,20 @@ def test_a_second_folder_with_the_same_ids_is_refused_and_a_moved_folder_is_the_
     assert (again.encoded, again.unchanged) == (0, 12)
 
 
+def test_files_gone_from_the_folder_are_said_and_stay(image_folder, tmp_path, build_tiny):
+    store = tmp_path / "s.h5"
+    build_tiny(image_folder, store)
+    (image_folder / "cat" / "cat_001.png").unlink()
+    (image_folder / "dog" / "dog_002.jpg").rename(image_folder / "cat" / "was_dog.jpg")  # relabelled by moving
+    r = build_tiny(image_folder, store)
+    assert (r.encoded, r.unchanged) == (1, 10)
+    note = [n for n in r.notes if "no longer exist" in n]
+    assert len(note) == 1 and note[0].startswith("2 item(s) of the store came from files under") and "--exclude" in note[0]
+    assert len(open_store(store).rows(open_store(store).select_set().name)) == 13  # they stay: said, not dropped
+    again = build_tiny(image_folder, store)
+    assert any(n.startswith("2 item(s)") for n in again.notes)
+
+
 def test_bad_files_are_quarantined_and_build_goes_on(image_folder, tmp_path, build_tiny):
     expected = add_bad_files(image_folder)
     store = tmp_path / "s.h5"

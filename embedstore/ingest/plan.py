@@ -73,6 +73,8 @@ class Plan:
     unchanged: int = 0
     previously_quarantined: int = 0
     new_only: bool = True  # every item to encode is new to the store (its catalog can be appended to)
+    gone: int = 0  # stored items from files under a source folder that no longer exist there
+    gone_example: str = ""
 
 
 CHUNK = 16384  # source items compared with the store at a time
@@ -86,6 +88,21 @@ def _collision(it: Item, stored_uri: str) -> list[tuple[str, str, str]]:
     return [(it.id, old, new)]
 
 
+def _gone(stored, rows: np.ndarray, folder: str) -> tuple[int, str]:
+    """(how many of the stored `rows` came from files under `folder` that no longer exist, an id)."""
+    root = os.path.join(os.path.realpath(folder), "")
+    n, example = 0, ""
+    for a in range(0, len(rows), CHUNK):
+        part = rows[a : a + CHUNK]
+        got = stored.gather(part)
+        for i, uri, status in zip(got["id"], got["uri"], got["status"]):
+            path = local_path(str(uri))
+            if status == STATUS_OK and path.startswith(root) and not os.path.exists(path):
+                n += 1
+                example = example or str(i)
+    return n, example
+
+
 def check_collisions(collisions: list) -> None:
     if collisions:
         i, old, new = collisions[0]
@@ -97,7 +114,8 @@ def check_collisions(collisions: list) -> None:
                           "whose ids keep them apart")
 
 
-def make_plan(source_items, stored=None, live: np.ndarray | None = None, has_metadata: bool = True) -> Plan:
+def make_plan(source_items, stored=None, live: np.ndarray | None = None, has_metadata: bool = True,
+              folder: str | None = None) -> Plan:
     """What to do with each item. `stored`: the store's item table (store/stored.StoredItems; None
     for an empty store), `live`: a mask over its rows, True where the vector set has the item's
     vector. A source without metadata columns (`has_metadata` False: a folder, a manifest of
@@ -110,7 +128,10 @@ def make_plan(source_items, stored=None, live: np.ndarray | None = None, has_met
     An item whose id the store holds from another file that still exists (a second folder with the
     same relative paths, built into the same store) would replace that item: the build is refused
     before anything is written (`check_collisions`). A file that moved (its old path is gone) is
-    the same item: its hash decides whether it is encoded again."""
+    the same item: its hash decides whether it is encoded again.
+
+    `folder` (a folder source): stored items from files under it that are gone (deleted, or moved
+    to another label's folder) are counted in `plan.gone`; they stay in the store."""
     import dataclasses
     from itertools import islice
 
@@ -120,10 +141,13 @@ def make_plan(source_items, stored=None, live: np.ndarray | None = None, has_met
     metadata_rows: list[int] = []
     known: list[tuple[int, int]] = []  # (task, stored row) of this chunk's live items to encode again
     collisions: list[tuple[str, str, str]] = []  # (id, stored file, new file): two existing files, one id
+    seen = np.zeros(stored.n, dtype=bool) if stored is not None and folder else None  # stored rows the source lists
     items = iter(source_items)
     pos0 = 0
     while chunk := list(islice(items, CHUNK)):
         at = stored.positions([it.id for it in chunk]) if stored is not None else np.full(len(chunk), -1)
+        if seen is not None:
+            seen[at[at >= 0]] = True
         ex = stored.gather(at) if stored is not None else None
         for j, it in enumerate(chunk):
             p = int(at[j])
@@ -162,6 +186,8 @@ def make_plan(source_items, stored=None, live: np.ndarray | None = None, has_met
             known.clear()
         pos0 += len(chunk)
     check_collisions(collisions)
+    if seen is not None and not seen.all():
+        plan.gone, plan.gone_example = _gone(stored, np.flatnonzero(~seen), folder)
     if metadata_rows:  # whole stored rows (text included) for the items whose labels or metadata changed
         records = stored.records(metadata_rows)
         plan.metadata_only = [(it, rec) for (it, _), rec in zip(plan.metadata_only, records)]

@@ -322,9 +322,14 @@ def build(
         report.accel, report.accel_reason = svc.accel, svc.accel_reason
         with open_store(store, mode="a", create=True) as st:
             stored = st.stored_items()
-            plan = make_plan(src.items, stored, st.live_rows(set_name, stored), has_metadata=src.has_metadata)
+            plan = make_plan(src.items, stored, st.live_rows(set_name, stored), has_metadata=src.has_metadata,
+                             folder=src.path if src.kind == "folder" else None)
             del stored
             report.unchanged, report.previously_quarantined = plan.unchanged, plan.previously_quarantined
+            if plan.gone:
+                report.notes.append(f"{plan.gone} item(s) of the store came from files under {src.path} that no longer exist "
+                                    f"(deleted, or moved to another folder), e.g. {plan.gone_example}; they stay in the store "
+                                    "with their old labels: leave them out of heads with --exclude, or rebuild into a new store")
             writer = ShardWriter(st, set_name, set_attrs, {"device": str(dev), "precision": prec}, svc.dim, dtype,
                                  shard_rows=shard_rows, commit_seconds=commit_seconds,
                                  catalog_seconds=catalog_seconds,
