@@ -291,6 +291,11 @@ def test_fit_head_argument_errors(labelled, tmp_path):
         (["fit-head", "logistc", "--store", s], "did you mean logistic"),
         (["fit-head", "logistic", "--store", tmp_path / "nope.h5"], "does not exist"),
         (["fit-head", "logistic", "--store", s, "--param", "C"], "NAME=VALUE"),
+        (["fit-head", "logistic", "--store", s, "--param", "foo=1"], "--param foo: the logistic head has no such parameter; it takes"),
+        (["fit-head", "logistic", "--store", s, "--param", "C=abc"], "--param C=abc: C takes a number"),
+        (["fit-head", "mlp", "--store", s, "--param", "hidden=0"], "--param hidden=0: hidden must be positive"),
+        (["fit-head", "knn", "--store", s, "--param", "k=2.5"], "k takes a whole number"),
+        (["fit-head", "logistic", "--store", s, "--param", "C=10", "--grid", "0.1,1"], "fixes the value --grid would sweep"),
         (["fit-head", "logistic", "--store", s, "--val-fraction", "1.5"], "--val-fraction must be at least 0 and below 1"),
         (["fit-head", "logistic", "--store", s, "--test-fraction", "-0.1"], "--test-fraction must be at least 0"),
         (["fit-head", "logistic", "--store", s, "--max-memory", "lots"], "--max-memory"),
@@ -302,6 +307,7 @@ def test_fit_head_argument_errors(labelled, tmp_path):
         r = embed(*args)
         assert r.exit_code != 0, (args, r.output)
         assert message in r.output, (args, r.output)
+        assert "unexpected" not in r.output and "%|" not in r.output, (args, r.output)  # before any sweep, not mid-way
 
 
 def test_out_exists_needs_force_and_old_head_survives(labelled, tmp_path):

@@ -264,6 +264,7 @@ def fit_head(store: str | Path, head: str = "logistic", out: str | Path | None =
 
         check_clip_image_set(vs)  # the one-line error before any model loads
     cls = head_class(head)  # scikit-learn and torch load here, after the cheap checks
+    check_params(cls, head, params, grid)
     data = SplitData(rows, val_fraction, test_fraction, seed, shots, budget, exclude=exclude)
     counts = data.counts()
     fitted_on = " + ".join(SPLIT_NAMES[c] for c in data.fit_splits)
@@ -354,6 +355,33 @@ def fit_head(store: str | Path, head: str = "logistic", out: str | Path | None =
 
 
 INITS = ("zero", "zero-shot")
+
+
+POSITIVE = ("C", "hidden", "max_iter", "k", "temperature", "tol")
+
+
+def check_params(cls, head: str, params: dict, grid) -> None:
+    """--param names and value kinds against the head's constructor, before any fit: an unknown name,
+    a word where a number goes, or a swept parameter fixed while --grid is given is one line naming
+    the fix (a bad value otherwise surfaced mid-sweep as an internal TypeError or ValueError)."""
+    import inspect
+
+    sig = {k: v.default for k, v in inspect.signature(cls.__init__).parameters.items()
+           if k not in ("self", "device", "warm_start", "calibration") and v.kind is v.POSITIONAL_OR_KEYWORD}
+    for k, v in params.items():
+        if k == "class_weight":
+            continue
+        if k not in sig:
+            raise HeadError(f"--param {k}: the {head} head has no such parameter; it takes {', '.join(sorted(sig))}")
+        d = sig[k]
+        if isinstance(d, (int, float)) and not isinstance(d, bool) and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            raise HeadError(f"--param {k}={v}: {k} takes a number (default {d})")
+        if k in POSITIVE and v <= 0 or k == "alpha" and v < 0:
+            raise HeadError(f"--param {k}={v}: {k} must be {'at least 0' if k == 'alpha' else 'positive'}")
+        if k in ("hidden", "max_iter", "k") and not float(v).is_integer():
+            raise HeadError(f"--param {k}={v}: {k} takes a whole number")
+    if grid and cls.sweep_param in params:
+        raise HeadError(f"--param {cls.sweep_param}={params[cls.sweep_param]} fixes the value --grid would sweep; give one of them")
 
 
 def zero_shot_prior(vs, rows, data: SplitData, options: dict, device: str, report: FitReport):
