@@ -191,7 +191,7 @@ def _write_prompt_store(path, vs, E, labels, per_class: int, noise: float, shift
     X /= np.linalg.norm(X, axis=1, keepdims=True)
     attrs = {k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in vs.provenance.items()}
     ids = [f"{labels[c]}/{i:04d}.jpg" for i, c in enumerate(y)]
-    shas = [f"{i + 1:064x}" for i in range(len(ids))]
+    shas = [f"{i + 1:016x}" + "0" * 48 for i in range(len(ids))]  # distinct content keys (the first 16 hex digits)
     items = ItemRows()
     for i, c, sha in zip(ids, y, shas):
         items.append(id=i, uri=f"/data/{i}", label=labels[c], sha256=sha, status="ok")
@@ -222,7 +222,7 @@ def test_init_zero_shot_beats_init_zero_with_few_labels(clip_store, tmp_path):
     assert zero.counts == init.counts and zero.counts["train"] == 8 and set(zero.test_predictions) == set(init.test_predictions)
     assert init.test["accuracy"] >= zero.test["accuracy"] + 0.15, (init.test["accuracy"], zero.test["accuracy"])
     assert init.test["balanced_accuracy"] >= zero.test["balanced_accuracy"] + 0.15
-    assert init.chosen < zero.chosen  # validation chose to stay near the prompts
+    assert init.chosen <= 0.1  # validation chose to stay near the prompts (a large C is the plain probe)
 
 
 def test_init_zero_shot_option_errors(clip_store, tmp_path):

@@ -317,7 +317,7 @@ def fit_head(store: str | Path, head: str = "logistic", out: str | Path | None =
     if data.shots:
         report.notes.append(f"--shots {data.shots}: the head is fitted on the {counts['train']} shots alone; the "
                             f"{counts['val']} validation items only chose {cls.sweep_param or 'its settings'}")
-    report.notes.extend(_path_notes(final))
+    report.notes.extend(_path_notes(final, fitted_on))
     # seen: what the head was fitted on or chose its settings on (under --shots, validation only chose)
     seen = content_keys(rows.shas[data.mask(TRAIN, VAL)]) if rows.shas is not None else None
     if counts["test"] and seen is not None:
@@ -462,13 +462,13 @@ def _convergence_notes(cls, curve: list) -> list[str]:
     return notes
 
 
-def _path_notes(final) -> list[str]:
+def _path_notes(final, fitted_on: str) -> list[str]:
     """The solver path the final head took, and where its probabilities were calibrated."""
     notes = []
     if getattr(final, "fit_path_", None):
         notes.append(f"solver: {final.fit_path_}")
     if getattr(final, "n_iter_", None) == 0:
-        notes.append("the refit on train + val did zero iterations: its warm start already met the tolerance")
+        notes.append(f"the refit on {fitted_on} did zero iterations: its warm start already met the tolerance")
     if getattr(final, "calibrated_on_", None):
         notes.append(f"probabilities: temperature {float(final.temperature_):.3g} fitted on {final.calibrated_on_}")
     return notes
