@@ -83,6 +83,95 @@ def test_import_of_an_export_searches_the_same(store, tmp_path, fmt):
     assert r.exit_code == 2 and "imported" in r.output and "--vector-file" in r.output
 
 
+def _state(store):
+    """Each vector set's (ids, vectors, superseded rows) and the item table: what an import into the
+    store must leave as it was."""
+    from embedstore.store import open_store
+
+    with open_store(store) as st:
+        sets = {}
+        for vs in st.vector_sets():
+            rows = st.rows(vs.name)
+            sets[vs.name] = (list(rows.ids), rows.load(), vs.stale_rows)
+        return sets, {c: list(v) for c, v in st.items().items()}
+
+
+@pytest.mark.parametrize("fmt", ["npy", "parquet"])
+def test_import_into_a_built_store_adds_a_set_beside_its_own(store, tmp_path, fmt):
+    """An export's ids are the store's items: the imported set joins them, as a second encoder's set
+    of the same items does, and nothing stored changes (the import used to commit the items again
+    under a hash of their vectors, which superseded every row of the built set). A rebuild then
+    re-embeds nothing and keeps both sets whole."""
+    from conftest import copy_store
+    from embedstore.ingest import build
+
+    work = copy_store(store, tmp_path / "w.h5")
+    before, items = _state(work)
+    ((built, (ids, X, _)),) = before.items()
+    assert embed("export", work, "--format", fmt, "--out", tmp_path / "x").exit_code == 0
+    r = embed("import", tmp_path / "x", "--store", work, "--json")
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.output)
+    assert rep["rows"] == 21 and any("21 imported id(s) are items the store already held" in n for n in rep["notes"])
+    after, items_after = _state(work)
+    assert items_after == items and set(after) == {built, rep["vector_set"]}
+    for name in after:
+        got_ids, got_X, stale = after[name]
+        assert got_ids == ids and np.array_equal(got_X, X) and stale == 0, name
+        hits = json.loads(embed("search", work, "--set", name, "--id", "cat/cat_001.png", "-k", 3, "--json").output)["hits"]
+        assert len(hits) == 3
+    assert embed("verify", work).exit_code == 0
+    report = build(store.parent / "photos", work, encoder="test:tiny", workers=0, precision="fp32", progress=False)
+    assert report.encoded == 0
+    assert {k: (v[0], v[2]) for k, v in _state(work)[0].items()} == {built: (ids, 0), rep["vector_set"]: (ids, 0)}
+
+
+def test_import_never_changes_an_item_the_store_holds(store, tmp_path):
+    """A vector the export says is of other content than the stored item is left out (said in a
+    note); a row labelled otherwise keeps the store's label; an export without content hashes (as
+    exports were before they carried them) joins by id; when no vector can join, nothing is written."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from conftest import copy_store
+
+    work = copy_store(store, tmp_path / "w.h5")
+    before, items = _state(work)
+    ((built, (ids, X, _)),) = before.items()
+    assert embed("export", work, "--out", tmp_path / "x").exit_code == 0
+    meta = tmp_path / "x" / "metadata" / "part-00000.parquet"
+    t = pq.read_table(meta).to_pydict()
+    assert t["id"] == ids and all(len(h) == 64 for h in t["sha256"])
+    t["sha256"][0] = "0" * 64  # the vector of another version of item 0's file
+    t["label"][1] = "emu"
+    pq.write_table(pa.table(t), meta)
+    r = embed("import", tmp_path / "x", "--store", work, "--json")
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.output)
+    notes = " ".join(rep["notes"])
+    assert rep["rows"] == 20 and "1 vector(s) left out" in notes and repr(ids[0]) in notes and "1 differ" in notes and "'emu'" in notes
+    after, items_after = _state(work)
+    assert items_after == items and after[built][0] == ids and np.array_equal(after[built][1], X) and after[built][2] == 0
+    assert after[rep["vector_set"]][0] == ids[1:] and np.array_equal(after[rep["vector_set"]][1], X[1:])
+
+    del t["sha256"]  # an export made before exports carried content hashes
+    t["label"][1] = "cat"
+    pq.write_table(pa.table(t), meta)
+    r = embed("import", tmp_path / "x", "--store", work, "--name", "older", "--json")
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.output)
+    assert rep["rows"] == 21 and "for 21 of them the import gives no content hash" in " ".join(rep["notes"])
+    after, items_after = _state(work)
+    assert items_after == items and after[rep["vector_set"]][0] == ids and after[built][0] == ids
+
+    t["sha256"] = ["0" * 64] * len(ids)  # nothing can join: refused before anything is written
+    pq.write_table(pa.table(t), meta)
+    shards = sorted(p.relative_to(work.parent) for p in (tmp_path / "w.h5.d" / "shards").rglob("*.h5"))
+    r = embed("import", tmp_path / "x", "--store", work, "--name", "other")
+    assert r.exit_code == 2 and "none of the 21 vectors" in r.output and "other content" in r.output, r.output
+    assert sorted(p.relative_to(work.parent) for p in (tmp_path / "w.h5.d" / "shards").rglob("*.h5")) == shards
+
+
 def test_import_of_clip_retrieval_style_output(tmp_path):
     """img_emb/*.npy + metadata/*.parquet with image_path and caption, no manifest: norms decide the metric."""
     import pyarrow as pa

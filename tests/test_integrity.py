@@ -60,6 +60,75 @@ def test_a_fresh_store_verifies_intact(image_folder, tmp_path, build_tiny):
     assert r.exit_code == 0 and "intact" in r.stdout
 
 
+def _import_named_as_before(monkeypatch):
+    """`embed import` as it named its sets before it named them by `set_name_for` as builds do: its
+    key hashed the set's preprocessing as the text "{}" (what it stores), not as the object {}."""
+    import hashlib
+    import re
+
+    import embedstore.store.schema as schema
+    from embedstore.encoders.config import canonical_json
+
+    def named_before(prov):
+        fields = {**{k: prov[k] for k in schema.KEY_FIELDS}, "preprocess": "{}"}
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "_", prov["encoder"]).strip("_")
+        return f"{slug}-{hashlib.sha256(canonical_json(fields).encode()).hexdigest()[:12]}"
+
+    monkeypatch.setattr(schema, "set_name_for", named_before)
+
+
+@pytest.mark.parametrize("fmt", ["npy", "parquet"])
+def test_imported_sets_verify_intact(image_folder, tmp_path, build_tiny, monkeypatch, fmt):
+    """An imported set is named from its provenance by the function verify checks names with (import
+    named it otherwise and verify called every imported store damaged); a set imported before that
+    is still verified intact, its name reproduced, with a note."""
+    from embedstore.store.schema import set_name_for
+
+    store = tmp_path / "s.h5"
+    build_tiny(image_folder, store)
+    assert embed("export", store, "--format", fmt, "--out", tmp_path / "x").exit_code == 0
+    for target in (tmp_path / "new.h5", store):  # into a store of its own, and beside the built set
+        r = embed("import", tmp_path / "x", "--store", target, "--json")
+        assert r.exit_code == 0, r.output
+        code, d = _verify(target)
+        assert code == 0 and d["ok"] and not d["notes"], d
+        r = embed("verify", target)
+        assert r.exit_code == 0 and "intact" in r.stdout
+    with monkeypatch.context() as m:
+        _import_named_as_before(m)
+        r = embed("import", tmp_path / "x", "--store", tmp_path / "old.h5", "--json")
+    assert r.exit_code == 0, r.output
+    name = json.loads(r.output)["vector_set"]
+    with open_store(tmp_path / "old.h5") as st:
+        now = set_name_for(st.get_set(name).attrs)
+    assert name != now
+    code, d = _verify(tmp_path / "old.h5")
+    assert code == 0 and d["ok"], d["problems"]
+    assert any(name in n and "earlier `embed import`" in n and now in n for n in d["notes"]), d["notes"]
+
+
+@pytest.mark.parametrize("named", ["now", "before"])
+def test_an_imported_shard_whose_provenance_was_rewritten_with_its_checksum_is_found(image_folder, tmp_path, build_tiny,
+                                                                                   monkeypatch, named):
+    """The name check stays strict for imported sets, those named before included: a key field
+    changed along with the shard's attribute checksum no longer gives the set's name."""
+    from embedstore.store.shards import attrs_digest
+
+    build_tiny(image_folder, tmp_path / "s.h5")
+    assert embed("export", tmp_path / "s.h5", "--out", tmp_path / "x").exit_code == 0
+    with monkeypatch.context() as m:
+        if named == "before":
+            _import_named_as_before(m)
+        assert embed("import", tmp_path / "x", "--store", tmp_path / "i.h5").exit_code == 0
+    shard = _shards(tmp_path / "i.h5")[0]
+    with h5py.File(shard, "r+") as h:
+        h.attrs["normalize"] = "none"
+        h.attrs["attrs_sha256"] = attrs_digest(h.attrs)
+    code, d = _verify(tmp_path / "i.h5")
+    assert code == 1
+    assert any(p["what"] == "provenance" and p["path"] == str(shard) and "names the set" in p["problem"] for p in d["problems"]), d
+
+
 def test_flipped_bytes_in_a_shard_and_the_index_are_found_then_repaired_by_build(image_folder, tmp_path, build_tiny):
     store = tmp_path / "s.h5"
     build_tiny(image_folder, store)

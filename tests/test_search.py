@@ -88,6 +88,28 @@ def test_search_errors(store, tmp_path):
         assert message in r.output, (extra, r.output)
 
 
+def test_a_set_with_no_rows_left_says_so(tmp_path):
+    """Every file changed and was embedded again into a second set: the first set has no live rows.
+    Searching it says so, and why, in one line (it said `--where None matches no items`)."""
+    from embedstore.ingest import build
+
+    opts = dict(encoder="test:tiny", workers=0, precision="fp32", progress=False)
+    photos = make_image_folder(tmp_path / "photos", per_class=3)
+    store = tmp_path / "s.h5"
+    first = build(photos, store, **opts).vector_set
+    make_image_folder(photos, per_class=3, seed=1)  # new content under the same ids
+    build(photos, store, normalize="none", **opts)
+    sets = {v["name"]: v for v in json.loads(embed("info", store, "--json").output)["vector_sets"]}
+    assert sets[first]["count"] == 0 and sets[first]["stale_rows"] == 6
+    np.save(tmp_path / "q.npy", np.ones((1, int(sets[first]["provenance"]["dim"])), np.float32))
+    for query in (["--vector-file", tmp_path / "q.npy"], ["--queries", tmp_path / "q.npy", "--out", tmp_path / "h.csv"]):
+        r = embed("search", store, "--set", first, *query)
+        assert r.exit_code == 2, r.output
+        line = [x for x in r.output.splitlines() if x.startswith("error:")]
+        assert len(line) == 1 and f"vector set {first} has no items to search (6 superseded row(s)" in line[0], r.output
+        assert "--where" not in line[0]
+
+
 def test_image_query_when_the_encoders_weights_are_unavailable(store, tmp_path):
     """A store made by a hub encoder whose weights are not here: one line, fast, with the fix."""
     import h5py

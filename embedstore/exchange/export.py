@@ -1,5 +1,5 @@
 """`export`: a vector set -> `DIR/emb/part-NNNNN.npy` + `DIR/metadata/part-NNNNN.parquet` (row i of
-one is row i of the other; ids, labels, splits, uris), or `DIR/emb/part-NNNNN.parquet` with an
+one is row i of the other; ids, labels, splits, uris, content hashes), or `DIR/emb/part-NNNNN.parquet` with an
 `embedding` column. Streamed chunk by chunk: memory stays at one chunk of vectors (one part of them for
 `--format parquet`) however large the set."""
 
@@ -38,14 +38,15 @@ class ExportReport:
 
 
 def _meta_table(meta: dict):
-    """The metadata parquet columns of one part (a text column only when some item has text, a
+    """The metadata parquet columns of one part (sha256: each item's content hash, by which `embed
+    import` joins a vector to the item a store holds; a text column only when some item has text, a
     meta column, each item's metadata columns as JSON, only when some item has metadata). Each
     column comes as the catalog's row text (`store.rowtext.Texts`) and goes to Arrow without a
     Python object per value; pyarrow never imports pandas (its converter of Python objects does,
     a quarter of a second per export)."""
     import pyarrow as pa
 
-    cols = {k: meta[k].arrow() for k in ("id", "label", "split", "uri")}
+    cols = {k: meta[k].arrow() for k in ("id", "label", "split", "uri", "sha256")}
     for k in ("text", "meta"):
         if meta[k].any():
             cols[k] = meta[k].arrow()
@@ -55,7 +56,7 @@ def _meta_table(meta: dict):
 def _pieces(rows, part_rows: int):
     """(part number, vectors, metadata) in row order, cut at every `part_rows` rows; the store's
     chunks are checked as they are read (see `SetRows.stream`)."""
-    keys = ("id", "label", "split", "uri", "text", "meta")
+    keys = ("id", "label", "split", "uri", "sha256", "text", "meta")
     for start, X, meta in rows.stream(chunk_rows=16384, columns=keys, raw=True):
         at = 0
         while at < len(X):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,6 +19,8 @@ from ..sources.items import metadata_string
 EMB_DIRS = ("emb", "img_emb", "text_emb")
 ID_COLUMNS = ("id", "image_path", "url", "path", "key")
 URI_COLUMNS = ("uri", "image_path", "url", "path")
+CONTENT_COLUMN = "sha256"  # each item's content hash, as `embed export` (and img2dataset) write it
+HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass
@@ -88,8 +91,25 @@ def _pick(cols: dict, names, n: int, default=None):
     return default if default is not None else [""] * n
 
 
+def _content_hashes(cols: dict, m: int, part: str) -> list[str]:
+    """Each row's content hash from the `sha256` column ("" for a row without one, or no column)."""
+    if CONTENT_COLUMN not in cols:
+        return [""] * m
+    vals = [v.lower() for v in _pick(cols, (CONTENT_COLUMN,), m)]
+    odd = next((v for v in vals if v and not HEX_DIGEST.fullmatch(v)), None)
+    if odd is not None:
+        raise SourceError(f"{part}: a '{CONTENT_COLUMN}' cell is not a sha256 hex digest ({odd[:70]!r}); that column holds "
+                          "each item's content hash, as `embed export` writes it: fix or rename it")
+    return vals
+
+
 def import_folder(src: str | Path, store: str | Path, name: str | None = None, progress: bool = True) -> ImportReport:
-    """Commit every vector under `src` into `store` (created if missing) as one external vector set."""
+    """Commit every vector under `src` into `store` (created if missing) as one external vector set.
+
+    The set is added beside the store's others and changes no item the store holds: the vector of
+    an id the store already has joins that item (as a second encoder's vectors of the same items
+    do), when the export's content hash for it is the item's or the export has none; a vector of
+    other content than the stored item's is left out, and the report's notes say so."""
     from ..progress import progress_bar
     from ..store import ItemRows, open_store
     from ..store.schema import SCHEMA_VERSION, set_name_for
@@ -108,16 +128,19 @@ def import_folder(src: str | Path, store: str | Path, name: str | None = None, p
     norms = np.linalg.norm(first, axis=1)
     normalize = orig.get("normalize") or ("l2" if np.allclose(norms, 1.0, atol=1e-2) else "none")
     encoder = f"external:{name or orig.get('encoder') or src.name}"
-    prov = {"encoder": encoder, "weights_sha256": "", "preprocess": "{}", "layer": "", "pooling": "", "normalize": normalize,
+    prov = {"encoder": encoder, "weights_sha256": "", "preprocess": {}, "layer": "", "pooling": "", "normalize": normalize,
             "dtype": dtype, "dim": dim, "modality": orig.get("modality", "image")}
-    set_name = set_name_for(prov)
-    attrs = {**prov, "key": set_name.rsplit("-", 1)[1], "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-             "schema_version": SCHEMA_VERSION, "library_versions": "{}", "external": True, "external_source": str(src.resolve()),
+    set_name = set_name_for(prov)  # as a build names its sets: `embed verify` checks the name by the same function
+    attrs = {**prov, "preprocess": json.dumps(prov["preprocess"], sort_keys=True), "key": set_name.rsplit("-", 1)[1],
+             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "schema_version": SCHEMA_VERSION,
+             "library_versions": "{}", "external": True, "external_source": str(src.resolve()),
              "external_provenance": json.dumps(orig, sort_keys=True, default=str)}
     notes = [] if orig.get("normalize") else [f"normalisation inferred from vector norms: {normalize}"]
     t0 = time.perf_counter()
-    n, seen_ids = 0, set()
+    n, total, seen_ids = 0, 0, set()
+    joins = _Joins()
     with open_store(store, mode="a", create=True) as st, progress_bar(None, "import", "row", progress) as bar:
+        held = st.stored_items() if st.path.exists() else None  # the items the store holds before this import
         for emb, meta in parts:
             for cols, X in _read_part(emb, meta):
                 m = len(X)
@@ -125,7 +148,7 @@ def import_folder(src: str | Path, store: str | Path, name: str | None = None, p
                     raise SourceError(f"{emb.name} holds vectors of dimension {X.shape[1:]} ; the first part's are {dim}")
                 if not np.isfinite(X).all():
                     raise SourceError(f"{emb.name} holds NaN or inf values; fix the file before importing")
-                ids = _pick(cols, ID_COLUMNS, m, [f"{emb.stem}/{n + i}" for i in range(m)])
+                ids = _pick(cols, ID_COLUMNS, m, [f"{emb.stem}/{total + i}" for i in range(m)])
                 dup = seen_ids.intersection(ids)
                 if dup or len(set(ids)) != m:
                     raise SourceError(f"{src}: id {sorted(dup)[0] if dup else ids[0]!r} appears more than once; ids must be unique")
@@ -135,20 +158,97 @@ def import_folder(src: str | Path, store: str | Path, name: str | None = None, p
                 if "meta" in cols:  # as `embed export` writes it
                     metas = [_meta_json(v, emb.name) for v in _pick(cols, ("meta",), m)]
                 else:  # another tool's columns (clip-retrieval's caption, url, ...): each one not used above is metadata
-                    used = {_first(cols, ID_COLUMNS), _first(cols, URI_COLUMNS), "label", "split", _first(cols, ("text", "caption"))}
+                    used = {_first(cols, ID_COLUMNS), _first(cols, URI_COLUMNS), "label", "split", _first(cols, ("text", "caption")),
+                            CONTENT_COLUMN}
                     extra = [c for c in cols if c not in used]
                     metas = [metadata_string({c: cols[c][i] for c in extra}) or "" for i in range(m)]
+                content = _content_hashes(cols, m, emb.name)
                 V = np.asarray(X, dtype=dtype)
-                shas = [hashlib.sha256(v.tobytes()).hexdigest() for v in V]
+                # an id the store holds keeps its item row; the vector carries that item's content hash
+                shas, new = joins.match(held, ids, content, labels, splits)
                 items = ItemRows()
-                for i in range(m):
+                for i in np.flatnonzero(new):
+                    shas[i] = content[i] or hashlib.sha256(V[i].tobytes()).hexdigest()  # none given: the vector stands for it
                     items.append(id=ids[i], uri=uris[i], label=labels[i], split=splits[i], sha256=shas[i], status="ok", text=texts[i],
                                  meta=metas[i])
-                st.commit(set_name, attrs, items, ids, shas, V, {})
-                n += m
+                keep = np.flatnonzero([s is not None for s in shas])
+                if len(keep):
+                    st.commit(set_name, attrs, items, [ids[i] for i in keep], [shas[i] for i in keep], V[keep], {})
+                n += len(keep)
+                total += m
                 bar.update(m)
+        if not n:  # nothing was committed
+            raise SourceError(f"none of the {total} vectors in {src} can be imported into {store}: {joins.left_out_reason()}; "
+                              "import into a new store (--store NEW.h5) instead")
         st.refresh(index=True)
+    notes += joins.notes()
     return ImportReport(str(src), str(store), set_name, layout, n, dim, dtype, normalize, time.perf_counter() - t0, notes)
+
+
+class _Joins:
+    """Imported ids the store already holds as items: each joins its item (vector hash = the item's
+    content hash) unless the import says the vector is of other content, or the item is
+    quarantined; counted for the report's notes."""
+
+    def __init__(self):
+        self.joined = self.unvouched = self.relabelled = 0
+        self.left: list[tuple[str, str]] = []  # (id, why), the first few
+        self.n_left = 0
+        self.example = ""
+
+    def match(self, held, ids: list, content: list, labels: list, splits: list) -> tuple[list, np.ndarray]:
+        """(each row's vector hash, which rows are new to the store): the stored item's hash for an
+        id that joins it, None for one left out, "" (the caller's to fill) for a new id."""
+        from ..store.schema import STATUS_OK
+
+        m = len(ids)
+        pos = held.positions(ids) if held is not None else np.full(m, -1, dtype=np.int64)
+        new = pos < 0
+        shas: list = [""] * m
+        at = np.flatnonzero(~new)
+        if not len(at):
+            return shas, new
+        have = held.gather(pos[at])
+        have_sha = held.sha256(pos[at])
+        for k, i in enumerate(at):
+            if have["status"][k] != STATUS_OK:
+                self._leave(ids[i], f"the store's item is {have['status'][k]}")
+                shas[i] = None
+            elif content[i] and content[i] != have_sha[k]:
+                self._leave(ids[i], f"its content hash is {content[i][:12]}..., the store's item's {have_sha[k][:12]}...")
+                shas[i] = None
+            else:
+                shas[i] = have_sha[k]
+                self.joined += 1
+                self.unvouched += not content[i]
+                if (labels[i], splits[i]) != (have["label"][k], have["split"][k]):
+                    self.relabelled += 1
+                    self.example = self.example or (f"{ids[i]!r}: label {labels[i]!r} split {splits[i]!r} here, "
+                                                    f"label {have['label'][k]!r} split {have['split'][k]!r} in the store")
+        return shas, new
+
+    def _leave(self, item_id: str, why: str) -> None:
+        self.n_left += 1
+        if len(self.left) < 3:
+            self.left.append((item_id, why))
+
+    def left_out_reason(self) -> str:
+        if not self.left:
+            return "it holds none"
+        i, why = self.left[0]
+        return f"the store holds other content under their ids, or quarantined items (e.g. {i!r}: {why})"
+
+    def notes(self) -> list[str]:
+        out = []
+        if self.joined:
+            out.append(f"{self.joined} imported id(s) are items the store already held: their vectors join those items, "
+                       "whose labels, splits and uris stay as stored"
+                       + (f" ({self.relabelled} differ from the import's, e.g. {self.example})" if self.relabelled else "")
+                       + (f"; for {self.unvouched} of them the import gives no content hash (sha256 column) to check that the "
+                          "vector is of the stored content" if self.unvouched else ""))
+        if self.n_left:
+            out.append(f"{self.n_left} vector(s) left out: {self.left_out_reason()}")
+        return out
 
 
 def _meta_json(v, part: str) -> str:

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..errors import SearchError
 from .index import normalise
-from .query import SearchContext
+from .query import SearchContext, nothing_to_search
 from .where import parse_where, row_mask
 
 COLUMNS = ["query", "rank", "id", "score", "label"]
@@ -138,7 +138,7 @@ def neighbors(store: str | Path, out: str | Path, k: int = 10, where: str | None
     allowed = row_mask(rows, where)
     pool = len(rows) if allowed is None else int(allowed.sum())
     if pool == 0:
-        raise SearchError(f"--where {where!r} matches no items of {snap.vs.name}; check labels and splits with `embed info`")
+        raise nothing_to_search(snap.vs, rows, where)
     if k > pool - 1:
         raise SearchError(f"-k {k} is larger than the {pool - 1} other item(s) each item has" + (f" (after --where {where})" if where else "")
                           + f"; use -k {max(pool - 1, 1)} or less")

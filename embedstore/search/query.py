@@ -55,6 +55,18 @@ class _Snapshot:
         return self.masks[where]
 
 
+def nothing_to_search(vs, rows, where: str | None) -> SearchError:
+    """The error when no row is left to search: the set `vs` holds none (`rows` is empty), or the
+    filter `where` matches none of its rows."""
+    if len(rows) == 0:
+        why = (f" ({vs.stale_rows} superseded row(s), of items whose content changed since, are left out)"
+               if vs.stale_rows else "")
+        return SearchError(f"vector set {vs.name} has no items to search{why}; see it with `embed info`")
+    if not where:  # a caller's own row mask selected none
+        return SearchError(f"none of the {len(rows)} items of {vs.name} is selected to search")
+    return SearchError(f"--where {where!r} matches no items of {vs.name}; check labels and splits with `embed info`")
+
+
 def _stamp(path: Path) -> tuple:
     try:
         st = os.stat(path)
@@ -222,7 +234,7 @@ class SearchContext:
         allowed = snap.mask(where) if mask is None else mask
         pool = snap.search.count(allowed)
         if pool == 0:
-            raise SearchError(f"--where {where!r} matches no items of {snap.vs.name}; check labels and splits with `embed info`")
+            raise nothing_to_search(snap.vs, rows, where)
         excl = None
         if exclude_ids is not None:
             excl = np.array([-1 if i is None else (self.row_of(str(i), snap) if self.row_of(str(i), snap) is not None else -1)

@@ -129,9 +129,9 @@ def verify_store(path: str | Path) -> dict:
     from .catalog import compute_layout
     from .columns import values
     from .index import ids_digest, index_paths, read_index_meta
-    from .schema import ITEM_COLUMNS, ITEM_STR_COLUMNS, KEY_FIELDS, LATE_STR_COLUMNS, SCHEMA_VERSION, provenance_key, sidecar_dir
+    from .schema import ITEM_COLUMNS, ITEM_STR_COLUMNS, KEY_FIELDS, LATE_STR_COLUMNS, SCHEMA_VERSION, sidecar_dir
     from .shards import check_shard, has_checksums, list_shards, read_shard_meta, stray_files
-    from .store import _decode_attrs, _set_attrs_from_shard, check_store_file
+    from .store import _set_attrs_from_shard, check_store_file
 
     path = Path(path).resolve()
     sidecar = sidecar_dir(path)
@@ -172,10 +172,11 @@ def verify_store(path: str | Path) -> dict:
             a = _set_attrs_from_shard(meta.attrs)
             if d.name not in set_attrs:
                 set_attrs[d.name] = a
-                prov = _decode_attrs(a)
-                if all(k in prov for k in KEY_FIELDS) and not d.name.endswith("-" + provenance_key(prov)):
-                    bad("provenance", d / n, f"the provenance recorded in the shard hashes to {provenance_key(prov)}, not to "
-                        f"the set's name {d.name}", "the shard was made by another encoder setup: move it out and rebuild")
+                misnamed, note = _name_check(d.name, a)
+                if misnamed:
+                    bad("provenance", d / n, misnamed, "the shard was made by another encoder setup: move it out and "
+                        + ("import the vectors again" if a.get("external") else "rebuild"))
+                notes += [note] if note else []
             elif str(meta.attrs.get("set_name", d.name)) != d.name:
                 bad("provenance", d / n, f"shard belongs to set {meta.attrs.get('set_name')}, not {d.name}",
                     "move it to its own set's folder or delete it, then `embed build`")
@@ -260,6 +261,24 @@ def verify_store(path: str | Path) -> dict:
         if problem:
             bad("index", ipath, problem, f"`embed verify {name} --repair` or the next `embed build` rebuilds it")
     return {"store": str(path), "ok": not problems, "problems": problems, "checked": checked, "notes": notes}
+
+
+def _name_check(name: str, attrs: dict) -> tuple[str | None, str | None]:
+    """(problem, note): why a set's folder `name` is not the name its shard's provenance `attrs`
+    give, and a note for an imported set named as `embed import` named its sets before it used
+    `set_name_for` (not damage: its provenance gives that name too). Shards from before every key
+    field was recorded are not checked."""
+    from .schema import KEY_FIELDS, early_import_set_name, set_name_for
+
+    if not all(k in attrs for k in KEY_FIELDS):
+        return None, None
+    want = set_name_for(attrs)
+    if name == want:
+        return None, None
+    if bool(attrs.get("external")) and name == early_import_set_name(attrs):
+        return None, (f"vector set {name} was named by an earlier `embed import`, which hashed its provenance differently "
+                      f"(now it would be {want}); its provenance gives that earlier name, so it is intact")
+    return f"the provenance recorded in the shard names the set {want}, not {name}", None
 
 
 def _row_tables_problem(f, sname: str, sl, layout, shard_root_rel: str) -> str | None:

@@ -31,11 +31,37 @@ def sidecar_dir(store_path: str | Path) -> Path:
     return p.with_name(p.name + ".d")
 
 
+def key_fields(provenance: dict) -> dict:
+    """The key fields of a provenance in one form, whether given as made (nested values as objects:
+    an encoder's `provenance()`) or as stored (nested values as JSON text, numbers as numpy scalars:
+    a set's or shard's attributes), so a set is named the same from either."""
+    from .provenance import _decode_attrs
+
+    return _decode_attrs({k: provenance[k] for k in KEY_FIELDS})
+
+
 def provenance_key(provenance: dict) -> str:
-    return hashlib.sha256(canonical_json({k: provenance[k] for k in KEY_FIELDS}).encode()).hexdigest()[:12]
+    """12 hex of the sha256 of the key fields' canonical JSON (`key_fields`)."""
+    return hashlib.sha256(canonical_json(key_fields(provenance)).encode()).hexdigest()[:12]
 
 
 def set_name_for(provenance: dict) -> str:
-    """A readable, filesystem-safe vector-set name: encoder slug + provenance key."""
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", provenance["encoder"]).strip("_")
-    return f"{slug}-{provenance_key(provenance)}"
+    """A readable, filesystem-safe vector-set name: encoder slug + provenance key. Every writer
+    names sets here and `embed verify` checks each set's name here, from its shards' attributes."""
+    return f"{_slug(provenance)}-{provenance_key(provenance)}"
+
+
+def _slug(provenance: dict) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(key_fields(provenance)["encoder"])).strip("_")
+
+
+def early_import_set_name(provenance: dict) -> str | None:
+    """The name `embed import` gave its sets until it named them by `set_name_for`, as builds do:
+    its key hashed the stored `preprocess` text ("{}") as a string, not as the object it encodes.
+    None when `preprocess` is not stored as text. Only `embed verify` asks, to tell such a set,
+    on users' disks since, from a shard whose provenance was changed."""
+    fields, raw = key_fields(provenance), provenance["preprocess"]
+    if not isinstance(raw, (str, bytes)):
+        return None
+    fields["preprocess"] = raw.decode() if isinstance(raw, bytes) else str(raw)
+    return f"{_slug(provenance)}-{hashlib.sha256(canonical_json(fields).encode()).hexdigest()[:12]}"
