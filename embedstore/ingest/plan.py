@@ -80,12 +80,25 @@ class Plan:
 CHUNK = 16384  # source items compared with the store at a time
 
 
-def _collision(it: Item, stored_uri: str) -> list[tuple[str, str, str]]:
-    """[(id, stored file, new file)] when the store's file for this id still exists beside the new one."""
+def _collision(it: Item, stored_uri: str, row: int) -> list[tuple[str, str, str, int]]:
+    """[(id, stored file, new file, stored row)] when the store's file for this id still exists beside the new one."""
     old, new = local_path(stored_uri), local_path(it.uri)
     if "://" in old or "://" in new or not os.path.exists(old) or os.path.realpath(old) == os.path.realpath(new):
         return []
-    return [(it.id, old, new)]
+    return [(it.id, old, new, row)]
+
+
+def _file_sha256(path: str) -> str | None:
+    import hashlib
+
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except OSError:
+        return None  # unreadable: the build quarantines it
+    return h.hexdigest()
 
 
 def _gone(stored, rows: np.ndarray, folder: str) -> tuple[int, str]:
@@ -103,9 +116,14 @@ def _gone(stored, rows: np.ndarray, folder: str) -> tuple[int, str]:
     return n, example
 
 
-def check_collisions(collisions: list) -> None:
+def check_collisions(collisions: list, stored) -> None:
+    """Refuse the build when a new file would replace a stored item of other content whose file still
+    exists. A file with the stored bytes (a second copy of the same folder) is the same item."""
     if collisions:
-        i, old, new = collisions[0]
+        known = stored.sha256([c[3] for c in collisions])
+        collisions = [c for c, sha in zip(collisions, known) if _file_sha256(c[2]) != sha]
+    if collisions:
+        i, old, new, _ = collisions[0]
         more = f" ({len(collisions) - 1} more id(s) like it)" if len(collisions) > 1 else ""
         raise SourceError(f"item id {i!r} is already in the store from another file that still exists ({old}; this "
                           f"source has {new}){more}: "
@@ -125,9 +143,9 @@ def make_plan(source_items, stored=None, live: np.ndarray | None = None, has_met
 
     Items are compared a chunk at a time, with the stored columns of that chunk's rows only.
 
-    An item whose id the store holds from another file that still exists (a second folder with the
-    same relative paths, built into the same store) would replace that item: the build is refused
-    before anything is written (`check_collisions`). A file that moved (its old path is gone) is
+    An item whose id the store holds from another file that still exists, with other content (a
+    second folder with the same relative paths, built into the same store), would replace that
+    item: the build is refused before anything is written (`check_collisions`). A file that moved (its old path is gone) is
     the same item: its hash decides whether it is encoded again.
 
     `folder` (a folder source): stored items from files under it that are gone (deleted, or moved
@@ -165,7 +183,7 @@ def make_plan(source_items, stored=None, live: np.ndarray | None = None, has_met
             is_live = p >= 0 and live is not None and bool(live[p])
             same_file = p >= 0 and ex["uri"][j] == it.uri and int(ex["size"][j]) == size and int(ex["mtime_ns"][j]) == mtime
             if p >= 0 and ex["uri"][j] != it.uri and it.text is None:
-                collisions.extend(_collision(it, str(ex["uri"][j])))
+                collisions.extend(_collision(it, str(ex["uri"][j]), p))
             if same_file and ex["status"][j] != STATUS_OK:
                 plan.previously_quarantined += 1
             elif same_file and is_live:
@@ -185,7 +203,7 @@ def make_plan(source_items, stored=None, live: np.ndarray | None = None, has_met
                 plan.todo.set_known(task, sha)
             known.clear()
         pos0 += len(chunk)
-    check_collisions(collisions)
+    check_collisions(collisions, stored)
     if seen is not None and not seen.all():
         plan.gone, plan.gone_example = _gone(stored, np.flatnonzero(~seen), folder)
     if metadata_rows:  # whole stored rows (text included) for the items whose labels or metadata changed
