@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SearchError
+from ..search.query import nothing_to_search
 from .engine import Ask, Recommender
 from .query import check_options, open_contexts
 
@@ -123,7 +124,7 @@ def recommend_users(store: str | Path, interactions: str | Path, out: str | Path
     snap = ctx._snap
     rows, allowed = snap.rows, snap.mask(where)
     if snap.search.count(allowed) == 0:
-        raise SearchError(f"--where {where!r} matches no items of {snap.vs.name}; check labels and splits with `embed info`")
+        raise nothing_to_search(snap.vs, snap.rows, where)
     g = group(inter, src.row_of, min_rating)
     n_items = len(np.unique(inter.items[inter.items != ""]))
     inter = None  # from here on the interactions are integer arrays (g); the strings are dropped

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SearchError
+from ..search.query import nothing_to_search
 from .batch import group
 from .engine import Ask, Recommender
 from .query import check_options
@@ -174,7 +175,7 @@ def evaluate_recommenders(store: str | Path, interactions: str | Path, k: int = 
     rows, allowed = snap.rows, snap.mask(where)
     catalogue = snap.search.count(allowed)
     if catalogue == 0:
-        raise SearchError(f"--where {where!r} matches no items of {snap.vs.name}; check labels and splits with `embed info`")
+        raise nothing_to_search(snap.vs, snap.rows, where)
     t0 = time.perf_counter()
     g = group(inter, ctx.row_of, min_rating)
     users, held, train = holdout(g, inter.timestamps, seed)

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import OptionError, ProvenanceMismatchError, SearchError
+from ..search.query import nothing_to_search
 from .engine import Ask, Recommender
 
 # what must agree for vectors of two sets to be compared (the stored dtype may differ)
@@ -129,7 +130,7 @@ def recommend_in(ctx, like, dislike=None, k: int = 10, where: str | None = None,
     allowed = snap.mask(where)
     pool = snap.search.count(allowed)
     if pool == 0:
-        raise SearchError(f"--where {where!r} matches no items of {snap.vs.name}; check labels and splits with `embed info`")
+        raise nothing_to_search(snap.vs, snap.rows, where)
     # the inputs never come back: in the same set by row, across sets by id
     if source is None:
         exclude = np.concatenate([liked_rows, disliked_rows])
