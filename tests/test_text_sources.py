@@ -39,9 +39,11 @@ def test_csv_jsonl_and_parquet_with_a_text_column(tmp_path):
 
 @pytest.mark.parametrize("name, content, message", [
     ("empty.txt", b"\n\n", "no non-empty texts"),
-    ("bad.jsonl", b'{"text": "ok"}\n{not json\n', "line 2 is not valid JSON"),
+    # a file in which no line is usable is the wrong file (or field), not a bad row: refused in one line
+    ("bad.jsonl", b'{not json\nid,text\n', "no line that is a JSON object \\(line 1: not valid JSON"),
     ("list.jsonl", b'["a"]\n', "not a JSON object"),
-    ("notext.jsonl", b'{"body": "x"}\n', "no 'text' column"),
+    ("notext.jsonl", b'{"body": "x"}\n{"body": "y", "id": 2}\n', "no line with a 'text' field \\(fields found: body, id\\)"),
+    ("nulls.jsonl", b'{"text": null}\n', "'text' is null on every line"),
     ("dup.csv", b"id,text\na,x\na,y\n", "the id 'a' twice"),
     ("odd.md", b"# hi\n", "unknown kind"),
 ])
@@ -91,3 +93,89 @@ def test_a_bad_cell_quarantines_its_row_and_the_build_goes_on(tmp_path):
         for item_id, why in bad.items():
             assert rows[item_id]["status"] == "quarantined" and why in rows[item_id]["reason"], rows[item_id]
         assert embed("verify", store).exit_code == 0
+
+
+def test_unusable_jsonl_lines_are_quarantined_and_the_rest_build(tmp_path):
+    """A line that is not JSON, not an object, has no `text` (or a null one) or a `text` that is
+    not a string is quarantined with its reason under its line's id; it neither aborts the build
+    nor is counted as an empty line, nor embedded as str() of the value. Fixing the line and
+    building again embeds it under the same id."""
+    from conftest import embed
+
+    lines = [b'{"text": "first review", "label": "pos"}',
+             b'{"text": "second review", "label": "neg"}',
+             b'{"text": "third review", "label": "pos"',  # cut short: not valid JSON
+             b'{"body": "text under another name"}',
+             b'{"text": 12345}',
+             b'{"text": ["a", "b"]}',
+             b'{"text": {"a": 1}}',
+             b'{"text": null}',
+             b'{"text": true}',
+             b'["a list", "not an object"]',
+             b'{"text": "caf\xe9"}',  # Latin-1, not UTF-8
+             b'{"text": "fine", "label": ["x"]}',
+             b'',
+             b'{"text": "   "}',
+             b'{"text": "last review", "id": "r-last"}']
+    f = tmp_path / "reviews.jsonl"
+    f.write_bytes(b"\n".join(lines) + b"\n")
+    want = {"L3": "line 3: not valid JSON", "L4": "line 4: no 'text' field", "L5": "'text' is a number (12345), not a string",
+            "L6": "'text' is a list, not a string", "L7": "'text' is an object, not a string",
+            "L8": "no 'text' field (it is null)", "L9": "'text' is a boolean (true), not a string",
+            "L10": "line 10: a list, not a JSON object", "L11": "line 11: not valid UTF-8",
+            "L12": "'label' is a list, not a string"}
+    src = open_source(f)
+    problems = {it.id: it.problem for it in src.items if it.problem}
+    assert set(problems) == set(want) and all(want[i] in problems[i] for i in want), problems
+    assert all(it.text is None for it in src.items if it.problem)  # nothing of a bad line is embedded
+    assert src.skipped == {"empty line": ["reviews.jsonl#L14"]}  # a blank line is no row; an empty text is counted
+
+    store = tmp_path / "r.h5"
+    r = embed("build", f, "--store", store, "--encoder", "test:hash-text", "--json", "-q")
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.stdout)
+    assert rep["encoded"] == 3 and rep["quarantined"] == len(want) and rep["skipped"] == {"empty line": 1}, rep
+    assert {q["id"] for q in rep["quarantined_items"]} == set(want)
+    info = json.loads(embed("info", store, "--json").stdout)
+    assert {q["id"]: q["reason"] for q in info["quarantined_items"]}["L3"].startswith("line 3: not valid JSON")
+
+    lines[2] = b'{"text": "third review", "label": "pos"}'  # the line fixed: the next build embeds it
+    f.write_bytes(b"\n".join(lines) + b"\n")
+    r = embed("build", f, "--store", store, "--encoder", "test:hash-text", "--json", "-q")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["encoded"] == 1
+    rows = {d["id"]: d for d in json.loads(embed("ls", store, "--json").stdout)}
+    assert rows["L3"]["status"] == "ok" and rows["L3"]["label"] == "pos"
+    assert {i for i, d in rows.items() if d["status"] == "ok"} == {"L1", "L2", "L3", "r-last"}
+
+
+def test_jsonl_metadata_values_are_text_as_in_a_csv(tmp_path):
+    """Metadata values are kept as text, whatever the file: a JSON number or boolean is stored as
+    the text a CSV cell would hold, so --where compares the same way (numbers as numbers) and
+    ls, search hits and exports show the same values for a JSONL and a CSV of the same rows."""
+    from conftest import embed
+
+    rows = [{"text": "a short review", "drug_len": 747, "ok": True, "score": 0.5},
+            {"text": "another review", "drug_len": 12, "ok": False, "score": 2.25},
+            {"text": "no numbers here"}]
+    (tmp_path / "t.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "t.csv").write_text("text,drug_len,ok,score\na short review,747,true,0.5\nanother review,12,false,2.25\n"
+                                    "no numbers here,,,\n")
+    seen = {}
+    for name in ("t.jsonl", "t.csv"):
+        store = tmp_path / f"{name}.h5"
+        assert embed("build", tmp_path / name, "--store", store, "--encoder", "test:hash-text", "-q").exit_code == 0
+        metas = {d["meta"].get("drug_len"): d["meta"] for d in json.loads(embed("ls", store, "--json").stdout)}
+        assert metas["747"] == {"drug_len": "747", "ok": "true", "score": "0.5"}
+        for where, n in [("drug_len>100", 1), ("drug_len=747.0", 1), ("drug_len<=12", 1), ("ok=true", 1), ("score>=0.5", 2),
+                         ("ok!=true", 2)]:
+            got = json.loads(embed("ls", store, "--where", where, "--json").stdout)
+            assert len(got) == n, (name, where, got)
+        hits = json.loads(embed("search", store, "--text", "a short review", "-k", 1, "--json").stdout)["hits"]
+        out = tmp_path / f"{name}-export"
+        assert embed("export", store, "--format", "npy", "--out", out).exit_code == 0
+        import pyarrow.parquet as pq
+
+        exported = pq.read_table(next((out / "metadata").glob("*.parquet"))).to_pylist()
+        seen[name] = (metas, hits[0]["meta"], sorted(r["meta"] for r in exported))
+    assert seen["t.jsonl"] == seen["t.csv"]

@@ -1,6 +1,7 @@
 """Text sources: a .txt file (one item a line), or CSV / Parquet / JSONL with a `text` column and
-optional label, split and id columns. Empty lines are skipped and counted; lines that are not
-valid UTF-8 become items with a problem, which the build quarantines with that reason."""
+optional label, split and id columns. Empty lines are skipped and counted; lines that cannot be
+used (not valid UTF-8; in JSONL also not JSON, not an object, no `text` field or one that is not a
+string) become items with a problem, which the build quarantines with that reason."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ def _text_item(path: Path, n: int, raw, label=None, split=None, item_id=None, wh
     is quarantined with that reason, its cells left out)."""
     if problem is not None:
         clean_id = (shown(str(item_id)).replace("\0", "\\0").strip() or None) if item_id is not None else None
-        return Item(id=clean_id or f"{where}{n}", uri=f"{path}#{where}{n}", problem=f"row {n}: {problem}")
+        return Item(id=clean_id or f"{where}{n}", uri=f"{path}#{where}{n}",
+                    problem=f"{'line' if where == 'L' else 'row'} {n}: {problem}")
     if isinstance(raw, bytes):
         try:
             raw = raw.decode("utf-8")
@@ -78,7 +80,7 @@ def read_text_table(path: Path, rows: list[dict], columns: list[str], where: str
     items, empty = ItemTable(), []
     for n, row in enumerate(rows, start=1):
         n = row.pop("__line__", n)  # JSONL keeps its line numbers
-        problem = row_problem({k: v for k, v in row.items() if not k.startswith("__")})
+        problem = row.pop("__problem__", None) or row_problem({k: v for k, v in row.items() if not k.startswith("__")})
         it = _text_item(path, n, row.get("text"), row.get("label"), row.get("split"), row.get("id"), where,
                         meta=None if problem else metadata_json(row, ("text", "label", "split", "id")), problem=problem)
         if it is None:
@@ -89,17 +91,64 @@ def read_text_table(path: Path, rows: list[dict], columns: list[str], where: str
                    any(c not in ("text", "label", "split", "id") and not c.startswith("__") for c in columns))
 
 
+def _json_kind(v) -> str:
+    """What a JSON value is, as a reason says it: 'a number (12345)', 'a list', ..."""
+    if isinstance(v, bool):
+        return f"a boolean ({json.dumps(v)})"
+    if isinstance(v, (int, float)):
+        return f"a number ({json.dumps(v)[:40]})"
+    return {list: "a list", dict: "an object", str: "a string"}.get(type(v), "null")
+
+
+def _jsonl_row_problem(row: dict) -> str | None:
+    """Why a JSONL object cannot be a text item as it is: no `text` field (null counts as none), a
+    `text` that is not a string, or a label / split / id that is a list or an object (a number
+    there reads as its digits). Such rows are quarantined, never embedded as Python's str() of them."""
+    text = row.get("text")
+    if text is None:
+        return "no 'text' field" + (" (it is null)" if "text" in row else "")
+    if not isinstance(text, str):
+        return f"'text' is {_json_kind(text)}, not a string"
+    for k in ("label", "split", "id"):
+        if isinstance(row.get(k), (list, dict)):
+            return f"'{k}' is {_json_kind(row[k])}, not a string"
+    return None
+
+
 def read_jsonl(path: Path) -> Source:
-    rows, columns = [], []
+    """One item per line of a .jsonl file: a JSON object with a `text` field (ids L<line> unless an
+    `id` field names one). A line that cannot be used (not valid UTF-8, not JSON, not an object, no
+    string `text`) is quarantined with the reason under the id L<line> (or its `id`), so fixing the
+    line and building again embeds it. A file in which no line is a JSON object, or no object has a
+    `text` field, is refused: that is the wrong file or field, not a bad row."""
+    rows, columns, first_bad, objects, texts = [], [], None, 0, 0
     for n, line in enumerate(path.read_bytes().split(b"\n"), start=1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise SourceError(f"{path} line {n} is not valid JSON ({e}); fix or remove that line") from None
-        if not isinstance(row, dict):
-            raise SourceError(f"{path} line {n} is not a JSON object with a 'text' field")
+        except UnicodeDecodeError as e:
+            row, problem = None, f"not valid UTF-8 ({e.reason} at byte {e.start})"
+        except json.JSONDecodeError as e:
+            row, problem = None, f"not valid JSON ({e})"
+        else:
+            problem = None if isinstance(row, dict) else f"{_json_kind(row)}, not a JSON object with a 'text' field"
+        if problem is not None:
+            first_bad = first_bad or (n, problem)
+            rows.append({"__line__": n, "__problem__": problem})
+            continue
+        objects += 1
+        texts += row.get("text") is not None
         columns.extend(k for k in row if k not in columns)
-        rows.append({**row, "__line__": n})
+        problem = _jsonl_row_problem(row)
+        if isinstance(row.get("id"), (list, dict)):  # no id to keep: the line's own (L<n>)
+            row = {**row, "id": None}
+        rows.append({**row, "__line__": n, "__problem__": problem})
+    if first_bad is not None and not objects:
+        raise SourceError(f"{path} has no line that is a JSON object (line {first_bad[0]}: {first_bad[1]}); a .jsonl text "
+                          "source holds one object a line, with a 'text' field")
+    if objects and not texts:
+        found = "'text' is null on every line" if "text" in columns else f"fields found: {', '.join(columns) or 'none'}"
+        raise SourceError(f"{path} has no line with a 'text' field ({found}); a text source needs 'text' and may have "
+                          "label, split, id (an image manifest is a CSV or Parquet file with 'path')")
     return read_text_table(path, rows, columns, where="L")
