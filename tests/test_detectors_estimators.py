@@ -114,3 +114,32 @@ def test_saved_calibration_round_trips(tmp_path):
     assert back.threshold_description() == "5% of out-of-fold scores of 200 normal items (20-fold cross-fitting)"
     Q = normal_items(50, seed=3, d=8)
     np.testing.assert_allclose(back.decision_function(Q), det.decision_function(Q))
+
+
+@pytest.mark.parametrize("m,d", [(30, 64), (200, 16), (64, 64)])
+def test_mahalanobis_equals_sklearn_ledoit_wolf_without_a_d_by_d_inverse(m, d):
+    """Fewer items than dimensions (Woodbury path), more (Cholesky path) and equal: the same distances
+    and precision as scikit-learn's LedoitWolf, and the cross-fit scores equal a LedoitWolf refit per fold."""
+    from sklearn.covariance import LedoitWolf
+
+    rng = np.random.default_rng(m + d)
+    X = rng.normal(size=(m, d)) @ rng.normal(size=(d, d)) * 0.3 + 1.0
+    Q = rng.normal(size=(15, d)) * 2
+    ref = LedoitWolf().fit(X)
+    det = MahalanobisDetector().fit(X)
+    np.testing.assert_allclose(-det._score(Q), ref.mahalanobis(Q), rtol=1e-7)
+    np.testing.assert_allclose(det.precision_, ref.precision_, rtol=1e-6, atol=1e-7 * np.abs(ref.precision_).max())
+    held, how = det._held_out_scores(X)
+    folds = cross_fit_folds(m)
+    for f in range(how["folds"]):
+        hold = folds == f
+        np.testing.assert_allclose(-held[hold], LedoitWolf().fit(X[~hold]).mahalanobis(X[hold]), rtol=1e-7)
+
+
+def test_mahalanobis_on_constant_data_falls_back_to_sklearn_pseudo_inverse():
+    from sklearn.covariance import LedoitWolf
+
+    X = np.ones((20, 5))
+    det = MahalanobisDetector().fit(X)
+    Q = np.arange(10.0).reshape(2, 5)
+    np.testing.assert_allclose(-det._score(Q), LedoitWolf().fit(X).mahalanobis(Q))
