@@ -86,7 +86,7 @@ def test_fit_head_path_and_streaming_path_are_stated():
         data = SplitData(ArrayRows(X, y), 0.2, 0.2, 0, None, budget)
         curve, (_, c, snap) = sweep(LogisticHead, data, [0.1, 1.0], {}, "cpu", progress=False)
         final = refit(LogisticHead, data, c, snap, {}, "cpu")
-        notes = _path_notes(final)
+        notes = _path_notes(final, "train + val")
         assert any(n.startswith("solver: " + expect) for n in notes), notes
 
 
