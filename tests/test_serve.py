@@ -384,3 +384,32 @@ def test_with_ci_true_a_missing_browser_fails_instead_of_skipping(monkeypatch):
     monkeypatch.setenv("CI", "")
     with pytest.raises(pytest.skip.Exception):
         _need_browser()
+
+
+def test_predict_on_a_text_store_takes_the_text_and_answers_as_embed_predict_does(tmp_path):
+    """The same question through the server and the CLI: a text head's label and probabilities for a text."""
+    from conftest import embed
+    from embedstore.heads.fit import fit_head
+    from embedstore.serve.server import open_api
+
+    lines = ["id,text,label"]
+    for i in range(30):
+        good = i % 2 == 0
+        lines.append(f"r{i},\"{'wonderful calm sleep' if good else 'terrible headache nausea'} day {i}\",{'pos' if good else 'neg'}")
+    (tmp_path / "reviews.csv").write_text("\n".join(lines) + "\n")
+    assert embed("build", tmp_path / "reviews.csv", "--store", tmp_path / "t.h5", "--encoder", "test:hash-text", "-q").exit_code == 0
+    fit_head(tmp_path / "t.h5", "logistic", out=tmp_path / "head", progress=False)
+    text = "a wonderful calm night of sleep"
+    (tmp_path / "new.txt").write_text(text + "\n")
+    cli = embed("predict", tmp_path / "head", tmp_path / "new.txt", "--json", "-q")
+    assert cli.exit_code == 0, cli.output
+    row = json.loads(cli.output)["rows"][0]
+    api = open_api(tmp_path / "t.h5", head=str(tmp_path / "head"))
+    r = api.handle("POST", "/api/predict", {}, {"content-type": "text/plain; charset=utf-8"}, text.encode())
+    assert r.status == 200, r.json()
+    got = r.json()
+    assert got["label"] == row["label"] and got["probs"] == pytest.approx(row["probs"], abs=1e-6)
+    bad = api.handle("POST", "/api/predict", {}, {"content-type": "image/png"}, b"\x89PNG")
+    assert bad.status == 415 and "text/plain" in bad.json()["error"]
+    assert api.handle("POST", "/api/predict", {}, {"content-type": "text/plain"}, b"\xff\xfe").status == 400
+    assert api.handle("POST", "/api/predict", {}, {"content-type": "text/plain"}, b"   ").status == 400

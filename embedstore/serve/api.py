@@ -144,6 +144,24 @@ class Api:
     def search_post(self, query, content_type: str, data: bytes) -> dict:
         return self._hits(self._embed_upload(content_type, data), query)
 
+    def _embed_text_upload(self, content_type: str, data: bytes) -> np.ndarray:
+        """A text store's upload: the body is the text (UTF-8), embedded by the set's service as
+        `embed predict` embeds a line of a .txt source."""
+        ctype = (content_type or "text/plain").split(";")[0].strip().lower()
+        if ctype not in ("text/plain", "application/octet-stream"):
+            raise ApiError(415, f"this store holds text vectors: send the text itself (Content-Type text/plain; charset=utf-8), not {ctype}")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ApiError(400, "the body is not UTF-8 text") from None
+        if not text.strip():
+            raise ApiError(400, "the request body is empty; send the text")
+        try:
+            with self._embed_lock:
+                return self.ctx.vector_for_text(text)
+        except EmbedstoreError as e:
+            raise ApiError(400, api_words(str(e))) from None
+
     def _embed_upload(self, content_type: str, data: bytes) -> np.ndarray:
         from .images import ImageRefused, check_upload
 
@@ -190,8 +208,9 @@ class Api:
     def predict(self, content_type: str, data: bytes) -> dict:
         if self.head is None:
             raise ApiError(404, "this server was started without --head; restart with `embed serve STORE --head HEAD`")
-        Q = self._embed_upload(content_type, data)
-        P = self.head.predict_proba(Q)[0]  # Q is what the store would hold for this file (the embedding service)
+        texts = self.ctx.prov.get("modality") == "text"
+        Q = self._embed_text_upload(content_type, data) if texts else self._embed_upload(content_type, data)
+        P = self.head.predict_proba(Q)[0]  # Q is what the store would hold for this file or text (the embedding service)
         classes = [str(c) for c in self.head.classes_]
         order = np.argsort(-P)
         return {"label": classes[order[0]], "prob": float(P[order[0]]), "probs": {classes[i]: float(P[i]) for i in order}}

@@ -8,6 +8,8 @@ ERROR = {"description": "a JSON error with a one-line reason",
 IMAGE_BODY = {"required": True, "description": "the image file itself (not a form)",
               "content": {"image/*": {"schema": {"type": "string", "format": "binary"}},
                           "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}
+PREDICT_BODY = {"required": True, "description": "the image file itself (not a form); for a text store, the text",
+                "content": {**IMAGE_BODY["content"], "text/plain": {"schema": {"type": "string"}}}}
 K = {"name": "k", "in": "query", "schema": {"type": "integer", "minimum": 1, "default": 10}, "description": "number of neighbours"}
 WHERE = {"name": "where", "in": "query", "schema": {"type": "string"}, "example": "label=cat|dog,split=test",
          "description": "filter on label and split, as `embed search --where`"}
@@ -82,8 +84,9 @@ def schema(api=None) -> dict:
                                        {"name": "clusters", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 20, "default": 0},
                                         "description": "taste profiles: 0 automatic, 1 one mean, n clusters of the liked items"}],
                         "responses": {"200": _json("Recommendations", "the k items to recommend"), **_errors(400, 404)}}},
-            "/api/predict": {"post": {"summary": "the loaded head's label and class probabilities for an uploaded image",
-                                      "requestBody": IMAGE_BODY,
+            "/api/predict": {"post": {"summary": "the loaded head's label and class probabilities for an uploaded image "
+                                                 "(a text store: the text itself, text/plain UTF-8)",
+                                      "requestBody": PREDICT_BODY,
                                       "responses": {"200": _json("Prediction", "label and probabilities"),
                                                     **_errors(404), **upload_errors}}},
             "/api/items/{item_id}": {"get": {"summary": "one item's label, split and file name", "parameters": [ITEM_ID],
