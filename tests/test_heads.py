@@ -168,7 +168,7 @@ def test_a_test_item_with_a_training_items_content_is_not_scored_as_unseen(tmp_p
     for c_i, c in enumerate(CLASSES):
         for i in range(8):
             write_image(tmp_path / "img" / f"{c}{i}.png", (60 + 70 * c_i, 200 - 60 * c_i, 90), seed=c_i * 10 + i)
-            rows.append(f"img/{c}{i}.png,{c},{'train' if i < 5 else 'val' if i < 6 else 'test'}")
+            rows.append(f"img/{c}{i}.png,{c},{'train' if i < 5 else 'valid' if i < 6 else 'test'}")
     shutil.copy(tmp_path / "img" / f"{CLASSES[0]}0.png", tmp_path / "img" / "copy.png")  # a train item's bytes, in test
     rows.append(f"img/copy.png,{CLASSES[0]},test")
     (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
@@ -180,6 +180,11 @@ def test_a_test_item_with_a_training_items_content_is_not_scored_as_unseen(tmp_p
     assert any("1 test item(s) have the content of a train or val item" in n for n in rep["notes"])
     ev = json.loads(embed("evaluate", tmp_path / "head", "--store", tmp_path / "m.h5", "--split", "test", "--json").output)
     assert ev["seen_in_training"] == 1 and ev["n"] == rep["test"]["n"] and ev["accuracy"] == rep["test"]["accuracy"]
+    # the manifest says "valid": --split val finds it (another name of the same split); an unknown split lists them
+    ev = json.loads(embed("evaluate", tmp_path / "head", "--store", tmp_path / "m.h5", "--split", "val", "--json").output)
+    assert ev["seen_in_training"] == len(CLASSES) and ev["n"] == len(CLASSES)
+    r = embed("evaluate", tmp_path / "head", "--store", tmp_path / "m.h5", "--split", "holdout2")
+    assert r.exit_code != 0 and "splits are: test, train, valid" in r.output
 
 
 def test_logistic_out_of_core_matches_in_memory(labelled):

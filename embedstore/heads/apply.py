@@ -206,10 +206,15 @@ def evaluate(head_path: str | Path, store: str | Path, split: str | None = None)
         rows = st.rows(vs.name)
     mask = rows.labels != ""
     if split:
-        mask &= rows.splits == split
+        from ..sources.items import in_split
+
+        mask &= in_split(rows.splits, split)
     if not mask.any():
-        where = f" in split '{split}'" if split else ""
-        raise HeadError(f"store {store} has no labelled items{where} to evaluate on; "
+        if split:
+            held = sorted({str(s) for s in np.unique(rows.splits[rows.labels != ""])} - {""})
+            raise HeadError(f"store {store} has no labelled items in split '{split}'; its labelled items' splits are: "
+                            f"{', '.join(held) or 'none (built without split folders or a split column)'}")
+        raise HeadError(f"store {store} has no labelled items to evaluate on; "
                         "build it from class subfolders or a manifest with a label column")
     seen = seen_mask(rows.shas, getattr(head, "seen_keys_", None)) & mask
     n_seen = int(seen.sum())

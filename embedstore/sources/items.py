@@ -16,6 +16,18 @@ def is_split_name(name: str) -> bool:
     return name.lower() in SPLIT_NAMES
 
 
+def in_split(splits, name: str):
+    """Mask of `splits` (an array of stored split names) that are the split `name`: the same name, or
+    another name for the same split (`--split val` finds a store's valid/ folder, `test` its testing/)."""
+    import numpy as np
+
+    splits = np.asarray(splits)
+    rank = SPLIT_NAMES.get(name.lower())
+    if rank is None:
+        return splits == name
+    return np.isin(splits, [s for s in np.unique(splits) if SPLIT_NAMES.get(str(s).lower()) == rank])
+
+
 # File names are bytes on POSIX. Python reads undecodable bytes as lone surrogates, which UTF-8 (and
 # so HDF5) cannot hold. Such a path is kept as an RFC 8089 file URI, "file://" + percent-escaped
 # bytes: lossless, and never confused with a plain path (those start with "/" or a name). Ids and
