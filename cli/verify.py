@@ -39,7 +39,9 @@ def register(app: typer.Typer) -> None:
             for line in d.get("repaired", []):
                 say(f"repaired: {line}")
             c = d["checked"]
-            say(f"checked {c['shards']} shard(s) ({c['rows']} rows) and {c['indexes']} index(es) of {d['store']}")
+            bad = sum(p["what"] == "shard" for p in d["problems"])
+            rows = f"{c['rows']} rows in the {c['shards'] - bad} readable" if bad else f"{c['rows']} rows"
+            say(f"checked {c['shards']} shard(s) ({rows}) and {c['indexes']} index(es) of {d['store']}")
             for p in d["problems"]:
                 say(f"DAMAGED {p['what']} {p['path']}: {p['problem']}; fix: {p['fix']}")
             for n in d["notes"]:

@@ -181,6 +181,8 @@ def test_verify_repair_without_the_source(image_folder, tmp_path, build_tiny):
     assert any(shard.name in x and "moved" in x for x in d["repaired"]) and any("index" in x for x in d["repaired"])
     assert d["needs_source"]
     assert (Path(str(store) + ".d") / "damaged" / shard.parent.name / shard.name).exists()
+    code, d = _verify(store)  # intact, and still says the moved shard's items wait for a build
+    assert code == 0 and any("1 shard(s) moved aside" in n and f"--store {store}" in n for n in d["notes"])
     with open_store(store) as st:  # the rest reads, and search works again
         vs = st.select_set()
         st.index(vs.name)

@@ -133,12 +133,17 @@ def verify_store(path: str | Path) -> dict:
     from .shards import check_shard, has_checksums, list_shards, read_shard_meta, stray_files
     from .store import _set_attrs_from_shard, check_store_file
 
+    name = str(path)  # as given: the fixes it prints work from where it was run
     path = Path(path).resolve()
     sidecar = sidecar_dir(path)
     shard_root = sidecar / "shards"
     problems, notes = [], []
     checked = {"shards": 0, "shards_without_checksums": 0, "rows": 0, "indexes": 0}
-    name = path.name
+    aside = sorted((sidecar / "damaged").rglob("*.h5")) if (sidecar / "damaged").is_dir() else []
+    if aside:
+        notes.append(f"{len(aside)} shard(s) moved aside by `embed verify --repair` lie in {sidecar.name}/damaged, never "
+                     f"read: their items are in the store again only once `embed build SOURCE --store {name}` has "
+                     "re-embedded them; after that the folder can be deleted")
 
     def bad(what, p, problem, fix):
         problems.append({"what": what, "path": str(p), "problem": problem, "fix": fix})
@@ -338,9 +343,9 @@ def repair_store(path: str | Path) -> dict:
     from .schema import sidecar_dir
     from .store import open_store
 
-    path = Path(path).resolve()
+    given, path = path, Path(path).resolve()
     sidecar = sidecar_dir(path)
-    before = verify_store(path)
+    before = verify_store(given)
     done, needs_source = [], []
     with open_store(path, mode="a") as st:  # takes the writer lock before anything moves
         for p in before["problems"]:
@@ -358,7 +363,7 @@ def repair_store(path: str | Path) -> dict:
         st.refresh(index=True)
         done.extend(st.notes)
         needs_source += [n for n in st.notes if "re-embedded" in n]
-    after = verify_store(path)
+    after = verify_store(given)
     after["repaired"] = done
     after["needs_source"] = needs_source
     return after
