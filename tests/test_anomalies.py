@@ -110,6 +110,15 @@ def test_fit_set_items_are_not_their_own_neighbours(store):
     assert len(fit_rows) == 12 and min(x["score"] for x in fit_rows) > 0  # self-distance 0 never counts
 
 
+def test_a_k_above_the_fit_set_is_said(store):
+    from embedstore.detectors.anomalies import find_anomalies
+
+    rep, _ = find_anomalies(store, "knn", fit_on="label=cat", params={"k": 30}, progress=False)
+    assert any(n.startswith("k=30 is more neighbours than the 11 other fit items") for n in rep.notes), rep.notes
+    rep, _ = find_anomalies(store, "knn", fit_on="label=cat", progress=False)  # k=5 of 11: nothing to say
+    assert not any("neighbours than" in n for n in rep.notes), rep.notes
+
+
 def test_anomaly_errors(store, tmp_path):
     cases = [
         (["--fit-on", "label=unicorn"], "selects no items"),

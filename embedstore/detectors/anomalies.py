@@ -173,6 +173,10 @@ def find_anomalies(store: str | Path, method: str = "knn", fit_on: str | None = 
         report.notes.append(vs.note)
     if len(fitted_idx) < SMALL_FIT_SET:
         report.warnings.append(small_fit_warning(len(fitted_idx), contamination))
+    k = getattr(det, "k", None)
+    if isinstance(k, (int, np.integer)) and k > len(fitted_idx) - 1:  # kNN, LOF: neighbours() takes what there is
+        report.notes.append(f"k={k} is more neighbours than the {len(fitted_idx) - 1} other fit items: each score uses all "
+                            f"of them, as k={len(fitted_idx) - 1} would (lower --param k, or fit on more items)")
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="embed-anomalies-") as tmp:
         if score is None:
