@@ -226,6 +226,22 @@ def test_in_process_handle_runs_the_same_app(served):
     assert api.handle("GET", "/", headers={"host": "evil.example"}).status == 400
 
 
+
+def test_a_parameter_an_endpoint_does_not_take_is_refused(served):
+    """A misspelt parameter is a 400 naming what the endpoint takes, not the default answered silently."""
+    from embedstore.serve.server import open_api
+
+    root, _ = served
+    api = open_api(root / "s.h5")
+    r = api.handle("GET", "/api/search", {"id": ["cat/cat_000.jpg"], "kk": ["2"]})
+    assert r.status == 400 and r.json()["error"] == "/api/search has no parameter 'kk'; it takes id, text, k, where, include_self"
+    r = api.handle("GET", "/api/info", {"verbose": ["1"]})
+    assert r.status == 400 and "it takes none" in r.json()["error"]
+    r = api.handle("GET", "/api/thumb/cat/cat_000.jpg", {"sise": ["64"]})
+    assert r.status == 400 and "it takes size" in r.json()["error"]
+    assert api.handle("GET", "/api/search", {"id": ["cat/cat_000.jpg"], "k": ["2"], "token": ["x"]}).status == 200
+
+
 def test_missing_content_length_is_411(served):
     import socket
 

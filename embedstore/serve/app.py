@@ -116,8 +116,15 @@ async def read_body(request: Request, limit: int, guard: Guard) -> bytes:
 def make_app(api: Api, guard: Guard | None = None) -> Starlette:
     guard = guard or Guard()
 
-    def q(request: Request) -> dict:
-        return {k: v for k, v in request.query_params.items() if k != "token"}
+    def q(request: Request, known: tuple = ()) -> dict:
+        """The query parameters, less the access token; one the endpoint does not take is refused (a
+        misspelt `kk=5` would otherwise be answered with the default silently)."""
+        got = {k: v for k, v in request.query_params.items() if k != "token"}
+        unknown = sorted(set(got) - set(known))
+        if unknown:
+            takes = f"it takes {', '.join(known)}" if known else "it takes none"
+            raise ApiError(400, f"{request.url.path} has no parameter {unknown[0]!r}; {takes}")
+        return got
 
     async def page(request: Request) -> Response:
         from .page import PAGE
@@ -131,13 +138,14 @@ def make_app(api: Api, guard: Guard | None = None) -> Starlette:
         return ok(schema(api))
 
     async def info(request: Request) -> Response:
+        q(request)
         return ok(api.info())
 
     async def search_get(request: Request) -> Response:
-        return ok(await run_in_threadpool(api.search_get, q(request)))
+        return ok(await run_in_threadpool(api.search_get, q(request, ("id", "text", "k", "where", "include_self"))))
 
     async def recommend(request: Request) -> Response:
-        return ok(await run_in_threadpool(api.recommend, q(request)))
+        return ok(await run_in_threadpool(api.recommend, q(request, ("like", "dislike", "k", "where", "diversity", "clusters"))))
 
     async def upload(request: Request, fn, *args) -> Response:
         """Read the body and answer with `fn(*args, content_type, body)`, holding one of the upload
@@ -147,33 +155,38 @@ def make_app(api: Api, guard: Guard | None = None) -> Starlette:
             return ok(await run_in_threadpool(fn, *args, request.headers.get("content-type", ""), data))
 
     async def search_post(request: Request) -> Response:
-        return await upload(request, api.search_post, q(request))
+        return await upload(request, api.search_post, q(request, ("k", "where")))
 
     async def search(request: Request) -> Response:
         return await (search_post if request.method == "POST" else search_get)(request)
 
     async def predict(request: Request) -> Response:
+        q(request)
         return await upload(request, api.predict)
 
     async def item(request: Request) -> Response:
+        q(request)
         return ok(api.item(request.path_params["item_id"]))
 
     async def thumb(request: Request) -> Response:
-        png = await run_in_threadpool(api.thumb, request.path_params["item_id"], q(request))
+        png = await run_in_threadpool(api.thumb, request.path_params["item_id"], q(request, ("size",)))
         return Response(png, 200, headers={**SECURITY_HEADERS, "cache-control": "private, max-age=3600"}, media_type="image/png")
 
     async def anomalies(request: Request) -> Response:
-        return ok(api.anomaly_page(q(request)))
+        return ok(api.anomaly_page(q(request, ("offset", "limit"))))
 
     async def audit_json(request: Request) -> Response:
+        q(request)
         return ok(await run_in_threadpool(api.audit))
 
     async def audit_page(request: Request) -> Response:
+        q(request)
         html = await run_in_threadpool(api.audit_html)
         return Response(html, 200, headers={**SECURITY_HEADERS, "content-security-policy": AUDIT_CSP},
                         media_type="text/html; charset=utf-8")
 
     async def map_(request: Request) -> Response:
+        q(request)
         return ok(await run_in_threadpool(api.map))
 
     routes = [
