@@ -167,3 +167,16 @@ def test_split_label_table_orders_splits_and_counts_unlabelled():
         "(no split)    1    0           0      1",
         "total         3    1           3      7",
     ]
+
+
+def test_symlinked_class_folders_are_read_and_loops_are_skipped_and_said(tmp_path):
+    import os
+
+    photos = make_image_folder(tmp_path / "photos", classes=("cat",), per_class=3)
+    make_image_folder(tmp_path / "elsewhere", classes=("dog",), per_class=2)
+    os.symlink(tmp_path / "elsewhere" / "dog", photos / "dog")  # photos/dog -> a folder outside
+    os.symlink(photos, photos / "cat" / "up")  # a loop back to the top
+    src = open_source(photos)
+    assert sorted(i.label for i in src.items) == ["cat"] * 3 + ["dog"] * 2
+    (loop,) = src.skipped["folder already read by another path (a symlink loop, or a second link to it)"]
+    assert loop.endswith("cat/up")

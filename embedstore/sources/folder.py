@@ -24,12 +24,23 @@ LAYOUTS = ("auto", "classes", "splits", "flat")
 
 
 def _walk_files(root: Path, skipped: dict[str, list[str]], keep_top=None):
-    """Every non-hidden regular file under `root`, sorted; `keep_top(name)` prunes top-level folders."""
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+    """Every non-hidden regular file under `root`, sorted; `keep_top(name)` prunes top-level folders.
+    A symlinked folder is read like any other (`photos/cat -> /data/cats`), each real folder once: a
+    link back up the tree, or a second link to a folder already read, is skipped and said."""
+    seen = {os.path.realpath(root)}
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         hidden_dirs = [d for d in dirnames if d.startswith(".")]
         for d in hidden_dirs:
             skipped.setdefault("hidden folder", []).append(os.path.join(dirpath, d))
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for d in list(dirnames):
+            real = os.path.realpath(os.path.join(dirpath, d))
+            if real in seen:
+                skipped.setdefault("folder already read by another path (a symlink loop, or a second link to it)", []).append(
+                    os.path.join(dirpath, d))
+                dirnames.remove(d)
+            else:
+                seen.add(real)
         if keep_top is not None and dirpath == str(root):
             for d in [d for d in dirnames if not keep_top(d)]:
                 skipped.setdefault("top-level folder that is not a split name", []).append(os.path.join(dirpath, d))
