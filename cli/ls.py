@@ -20,14 +20,16 @@ def register(app: typer.Typer) -> None:
         long: bool = typer.Option(False, "--long", "-l", help="Also print label, split, status and metadata."),
         json_out: bool = typer.Option(False, "--json", help="Print the items as JSON."),
     ) -> None:
-        """List a store's item ids (one a line), e.g. to feed another tool or an exclusion list."""
+        """List a store's item ids (one a line), e.g. to feed another tool or an exclusion list. A backslash, tab,
+        newline or carriage return in a name is printed escaped (\\\\, \\t, \\n, \\r) so each item stays one line;
+        --json gives every name exactly."""
         from embedstore.store.select import list_items
 
         items = run_guarded(list_items, store, where=where, status=status)
         if json_out:
             emit_json(items)
             return
+        esc = lambda t: str(t).replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")  # noqa: E731 - one line an item
         for it in items:
-            esc = lambda t: str(t).replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")  # noqa: E731 - one line an item
             meta = ",".join(f"{esc(k)}={esc(v)}" for k, v in it["meta"].items()) or "-"
-            say("\t".join([it["id"], it["label"] or "-", it["split"] or "-", it["status"], meta]) if long else it["id"])
+            say("\t".join([esc(it["id"]), esc(it["label"] or "-"), esc(it["split"] or "-"), it["status"], meta]) if long else esc(it["id"]))

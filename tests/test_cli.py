@@ -108,10 +108,12 @@ def test_ls_lists_item_ids_filtered(tmp_path):
 
     src = make_image_folder(tmp_path / "photos", per_class=3)
     add_bad_files(src)
+    (src / "dog" / "dog_002.jpg").rename(src / "dog" / "two\nlines.jpg")  # a legal POSIX name
     r = run("build", src, "--store", tmp_path / "s.h5", "--encoder", "test:tiny", "--precision", "fp32", "-q")
     assert r.exit_code == 0, r.output
-    r = run("ls", tmp_path / "s.h5", "--where", "label=dog")
-    assert r.exit_code == 0 and r.output.split() == ["dog/dog_000.jpg", "dog/dog_001.png", "dog/dog_002.jpg"]
+    r = run("ls", tmp_path / "s.h5", "--where", "label=dog")  # one line an item: the newline is escaped
+    assert r.exit_code == 0 and r.output.splitlines() == ["dog/dog_000.jpg", "dog/dog_001.png", "dog/two\\nlines.jpg"]
+    assert "dog/two\nlines.jpg" in {i["id"] for i in json.loads(run("ls", tmp_path / "s.h5", "--json").stdout)}
     q = json.loads(run("ls", tmp_path / "s.h5", "--status", "quarantined", "--json").stdout)
     assert {i["id"] for i in q} == {"cat/truncated.jpg", "cat/empty.jpg", "cat/notes.txt", "cat/corrupt.png"}
     for args, msg in ((["--status", "bad"], "--status must be ok or quarantined"), (["--where", "colour=red"], "unknown filter key")):
