@@ -26,8 +26,23 @@ def test_balanced_logistic_torch_solver_matches_scikit_learn(classes):
     X, y = _imbalanced(classes=classes)
     a = LogisticHead(C=0.5, solver="sklearn", class_weight="balanced", tol=1e-8).fit(X, y)
     b = LogisticHead(C=0.5, solver="torch", class_weight="balanced", tol=1e-8).fit(X, y)
-    np.testing.assert_allclose(a.coef_, b.coef_, atol=2e-3)
-    np.testing.assert_allclose(a.intercept_, b.intercept_, atol=2e-3)
+    # the same optimum: the weighted objective to 1e-5 and the probabilities to 2e-3. Not the parameters to 2e-3:
+    # the objective is flat enough that the float32 torch solver's stop moves a 3-class intercept of 7.5 by 0.014
+    # (on an AVX-512 CPU) at a relative objective gap of 2e-6
+    from sklearn.utils.class_weight import compute_sample_weight
+
+    w = compute_sample_weight("balanced", y)
+
+    def objective(m):
+        Z = X.astype(np.float64) @ m.coef_.T.astype(np.float64) + m.intercept_
+        if Z.shape[1] == 1:  # binary: logits (0, z)
+            Z = np.hstack([np.zeros_like(Z), Z])
+        Z -= Z.max(axis=1, keepdims=True)
+        logp = Z - np.log(np.exp(Z).sum(axis=1, keepdims=True))
+        return -(w * logp[np.arange(len(y)), np.searchsorted(m.classes_, y)]).sum() + (m.coef_.astype(np.float64) ** 2).sum()
+
+    assert objective(b) == pytest.approx(objective(a), rel=1e-5)
+    np.testing.assert_allclose(a.predict_proba(X), b.predict_proba(X), atol=2e-3)
     plain = LogisticHead(C=0.5, solver="sklearn").fit(X, y)
     minority = y != "c0"
     assert (a.predict(X)[minority] == y[minority]).mean() > (plain.predict(X)[minority] == y[minority]).mean()

@@ -32,15 +32,18 @@ def test_finetune_trains_only_the_last_blocks_and_makes_a_loadable_encoder(store
 
     from embedstore.ingest import build
 
-    # three classes of the same grey noise: the frozen features cannot tell them apart, so there is a loss to lower
+    # Three classes of coloured noise: the probe starts the classifier near 0.5 loss and the last block lowers it
+    # (to 0.35 at lr 0.003). Not grey noise for all three: there the probe finds no signal, chooses its strongest
+    # regularisation (weights ~1e-4, so no gradient reaches the encoder) and whether the loss moves depended on
+    # the CPU's rounding in the probe's tie-break.
     s = tmp_path / "s.h5"
-    build(make_image_folder(tmp_path / "grey", classes=("a", "b", "c"), per_class=10), s, encoder="test:tiny", workers=0,
-          progress=False)
+    build(make_image_folder(tmp_path / "colours", classes=("cat", "dog", "owl"), per_class=10), s, encoder="test:tiny",
+          workers=0, progress=False)
     before = {k: v.clone() for k, v in create_encoder("test:tiny").model.state_dict().items()}
-    r = finetune(s, tmp_path / "ft", recipe=Recipe(unfreeze=1, epochs=4, batch_size=8, patience=10, augment=False, lr=0.001),
+    r = finetune(s, tmp_path / "ft", recipe=Recipe(unfreeze=1, epochs=4, batch_size=8, patience=10, augment=False, lr=0.003),
                  workers=0, progress=False)
     losses = [h["train_loss"] for h in r.history]
-    assert len(losses) == 4 and losses[-1] < 0.9 * losses[0], losses  # lr 0.005 overshot once the store was fp32
+    assert len(losses) == 4 and losses[-1] < 0.85 * losses[0], losses
     after = load_file(str(tmp_path / "ft" / "weights.safetensors"))
     for k in ("0.weight", "0.bias", "2.weight", "2.bias"):  # frozen: bit-for-bit unchanged
         assert torch.equal(after[k], before[k]), k

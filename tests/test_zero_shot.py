@@ -222,7 +222,9 @@ def test_init_zero_shot_beats_init_zero_with_few_labels(clip_store, tmp_path):
     assert zero.counts == init.counts and zero.counts["train"] == 8 and set(zero.test_predictions) == set(init.test_predictions)
     assert init.test["accuracy"] >= zero.test["accuracy"] + 0.15, (init.test["accuracy"], zero.test["accuracy"])
     assert init.test["balanced_accuracy"] >= zero.test["balanced_accuracy"] + 0.15
-    assert init.chosen <= 0.1  # validation chose to stay near the prompts (a large C is the plain probe)
+    # validation chose to stay near the prompts: C up to 1 keeps their val accuracy (0.96 here) and log loss breaks
+    # the tie (0.1 or 1 depending on the CPU's rounding); from C = 10 the head drifts toward the plain probe (0.79)
+    assert init.chosen <= 1.0
 
 
 def test_init_zero_shot_option_errors(clip_store, tmp_path):
