@@ -177,7 +177,8 @@ def test_a_killed_ray_driver_resumes_with_every_item_once(ray_cluster, tmp_path)
     shards = store.with_name("s.h5.d") / "shards"
     deadline = time.monotonic() + 120
     while proc.poll() is None and time.monotonic() < deadline:
-        if shards.is_dir() and len(list(shards.rglob("*-ray-*.h5"))) >= 2:
+        # landed shards only: pathlib's glob also matches the hidden .tmp- files still being written
+        if shards.is_dir() and sum(not p.name.startswith(".") for p in shards.rglob("*-ray-*.h5")) >= 2:
             os.kill(proc.pid, signal.SIGKILL)
             break
         time.sleep(0.01)
