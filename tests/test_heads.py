@@ -145,13 +145,18 @@ def test_shots_train_on_k_items_per_class(labelled, tmp_path):
     assert rep["fitted_on"] == ["train", "val"]
 
 
-def test_store_split_column_is_used(tmp_path):
+def _split_manifest_rows(tmp_path, val_name: str = "val") -> list[str]:
+    """8 images a class as a manifest's rows: 5 train, 1 `val_name`, 2 test."""
     rows = ["path,label,split"]
     for c_i, c in enumerate(CLASSES):
         for i in range(8):
             write_image(tmp_path / "img" / f"{c}{i}.png", (60 + 70 * c_i, 200 - 60 * c_i, 90), seed=c_i * 10 + i)
-            rows.append(f"img/{c}{i}.png,{c},{'train' if i < 5 else 'val' if i < 6 else 'test'}")
-    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+            rows.append(f"img/{c}{i}.png,{c},{'train' if i < 5 else val_name if i < 6 else 'test'}")
+    return rows
+
+
+def test_store_split_column_is_used(tmp_path):
+    (tmp_path / "m.csv").write_text("\n".join(_split_manifest_rows(tmp_path)) + "\n")
     build_store(tmp_path / "m.csv", tmp_path / "m.h5")
     r = embed("fit-head", "ridge", "--store", tmp_path / "m.h5", "--json")
     assert r.exit_code == 0, r.output
@@ -164,11 +169,7 @@ def test_a_test_item_with_a_training_items_content_is_not_scored_as_unseen(tmp_p
     """fit-head's test score and `embed evaluate` on the test split agree on what the head saw."""
     import shutil
 
-    rows = ["path,label,split"]
-    for c_i, c in enumerate(CLASSES):
-        for i in range(8):
-            write_image(tmp_path / "img" / f"{c}{i}.png", (60 + 70 * c_i, 200 - 60 * c_i, 90), seed=c_i * 10 + i)
-            rows.append(f"img/{c}{i}.png,{c},{'train' if i < 5 else 'valid' if i < 6 else 'test'}")
+    rows = _split_manifest_rows(tmp_path, "valid")
     shutil.copy(tmp_path / "img" / f"{CLASSES[0]}0.png", tmp_path / "img" / "copy.png")  # a train item's bytes, in test
     rows.append(f"img/copy.png,{CLASSES[0]},test")
     (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
