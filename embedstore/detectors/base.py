@@ -109,11 +109,14 @@ class Detector(OutlierMixin, BaseEstimator):
         scores = np.empty(len(X))
         for f in range(k):
             hold = folds == f
-            model = clone(self)
-            model._fit(X[~hold])
-            scores[hold] = model._score(X[hold])
-            del model
+            scores[hold] = self._fold_scores(X[~hold], X[hold])
         return scores, {"method": "cross-fit", "folds": k}
+
+    def _fold_scores(self, fit: np.ndarray, held: np.ndarray) -> np.ndarray:
+        """One fold of the cross-fitting: `held`'s scores from a model fitted on `fit` alone."""
+        model = clone(self)
+        model._fit(fit)
+        return model._score(held)
 
     def score_samples(self, X) -> np.ndarray:
         check_is_fitted(self)

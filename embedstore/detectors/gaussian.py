@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import linalg
 
-from .base import Detector, cross_fit_folds
+from .base import Detector
 
 
 class MahalanobisDetector(Detector):
@@ -27,16 +27,10 @@ class MahalanobisDetector(Detector):
         Z = np.asarray(X, dtype=np.float64) - self.location_
         return -((Z @ self.precision_) * Z).sum(axis=1)
 
-    def _held_out_scores(self, X: np.ndarray) -> tuple[np.ndarray, dict]:
-        """The base class's cross-fitting (same folds), each fold scoring its held-out items straight from
-        its shrunk covariance, without forming a d x d precision matrix that only those few items use."""
-        folds = cross_fit_folds(len(X))
-        k = int(folds.max()) + 1
-        scores = np.empty(len(X))
-        for f in range(k):
-            hold = folds == f
-            scores[hold] = -_ShrunkGaussian(X[~hold]).sq_distances(X[hold])
-        return scores, {"method": "cross-fit", "folds": k}
+    def _fold_scores(self, fit: np.ndarray, held: np.ndarray) -> np.ndarray:
+        """A cross-fitting fold scores its held-out items straight from the fold's shrunk covariance,
+        without forming a d x d precision matrix that only those few items use."""
+        return -_ShrunkGaussian(fit).sq_distances(held)
 
 
 class _ShrunkGaussian:

@@ -134,11 +134,7 @@ class Api:
         else:
             if not text.strip():
                 raise ApiError(400, "'text' is empty")
-            try:
-                with self._embed_lock:
-                    Q = self.ctx.vector_for_text(text)
-            except EmbedstoreError as e:
-                raise ApiError(400, api_words(str(e))) from None
+            Q = self._embed_text(text)
         return self._hits(Q, query)
 
     def search_post(self, query, content_type: str, data: bytes) -> dict:
@@ -156,6 +152,10 @@ class Api:
             raise ApiError(400, "the body is not UTF-8 text") from None
         if not text.strip():
             raise ApiError(400, "the request body is empty; send the text")
+        return self._embed_text(text)
+
+    def _embed_text(self, text: str) -> np.ndarray:
+        """A text's vector from the set's service (a text store's own encoder, or a CLIP text tower)."""
         try:
             with self._embed_lock:
                 return self.ctx.vector_for_text(text)
