@@ -3,11 +3,52 @@
 from __future__ import annotations
 
 import typer
+import typer.core
+from typer.core import TyperGroup
 
 from . import anomalies, audit, build, demo, encoders, exchange, finetune, heads, info, ls, neighbors, recommend, search, serve, verify
 from .common import STATE
 
+# the click that typer's commands are built on: recent typer carries its own copy (typer._click), so
+# its usage errors are not the installed click's classes
+_click = getattr(typer.core, "_click", None) or typer.core.click
+UsageError, NoArgsIsHelpError = _click.exceptions.UsageError, _click.exceptions.NoArgsIsHelpError
+
+
+class _UsageError(UsageError):
+    """Click's usage error in the one-line form of every other `embed` error: "error: ...", with
+    where the fix is, instead of four lines (Usage:, Try ..., a blank line, Error: ...)."""
+
+    def show(self, file=None) -> None:
+        msg = self.message.rstrip(".")
+        where = self.ctx.command_path if self.ctx is not None else "embed"
+        _click.echo(f"error: {msg[:1].lower()}{msg[1:]} (`{where} --help` lists its options and arguments)", file=file, err=True)
+
+
+def _one_line(e: UsageError) -> UsageError:
+    if isinstance(e, NoArgsIsHelpError):  # `embed` alone: the help itself, as asked for
+        return e
+    return _UsageError(e.format_message(), e.ctx)  # formatted here: a missing or bad parameter's message names it
+
+
+class _Group(TyperGroup):
+    """The `embed` group: usage errors of the group and of its commands are printed in one line."""
+
+    def make_context(self, *args, **kwargs):
+        try:
+            return super().make_context(*args, **kwargs)
+        except UsageError as e:
+            raise _one_line(e) from None
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except UsageError as e:
+            raise _one_line(e) from None
+
+
 app = typer.Typer(
+    cls=_Group,
     name="embed",
     help="Embed your images once with a frozen pretrained encoder into an HDF5 + FAISS store; "
     "then classify, find anomalies and search on the cached vectors.\n\n"

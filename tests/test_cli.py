@@ -72,10 +72,30 @@ def test_errors_are_one_line_and_non_zero(image_folder, tmp_path, monkeypatch, a
     assert (tmp_path / "notes.txt").read_text() == "keep me"
 
 
-def test_usage_errors_exit_non_zero(image_folder):
-    r = run("build", image_folder)  # no --store
-    assert r.exit_code == 2 and "--store" in r.output
-    assert run("build", image_folder, "--store", "x.h5", "--batch-size", "0").exit_code == 2
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["build", "{src}"], "missing option '--store' / '-s' (`embed build --help` lists"),
+        (["build", "{src}", "--store", "x.h5", "--batch-size", "0"], "invalid value for '--batch-size'"),
+        (["fit-head"], "missing argument 'head' (`embed fit-head --help` lists"),
+        (["search", "x.h5", "-k", "abc"], "invalid value for '-k'"),
+        (["fit-head", "logistic", "--stor", "x.h5"], "no such option: --stor"),
+        (["nosuch"], "no such command 'nosuch' (`embed --help` lists"),
+        (["--bogus"], "no such option: --bogus"),
+    ],
+)
+def test_usage_errors_are_one_line_and_name_the_help(image_folder, args, message):
+    """Click's four-line usage errors (Usage:, Try ..., Error: ...) come out as one `error:` line like
+    every other error, naming the parameter and where its options are listed."""
+    r = run(*[a.format(src=image_folder) for a in args])
+    assert r.exit_code == 2
+    err = r.stderr.strip()
+    assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1, err
+
+
+def test_no_arguments_still_print_the_help():
+    r = run()
+    assert "Usage: embed" in r.output and "build" in r.output and "error:" not in r.output
 
 
 def test_help_has_examples_and_loads_no_heavy_library():
