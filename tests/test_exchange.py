@@ -71,6 +71,7 @@ def test_import_of_an_export_searches_the_same(store, tmp_path, fmt):
     assert r.exit_code == 0, r.output
     rep = json.loads(r.output)
     assert rep["rows"] == 21 and rep["normalize"] == "l2" and rep["vector_set"].startswith("external_")
+    assert rep["dtype"] == "float16"  # exported as stored (float16), imported at that size, from npy and Parquet alike
     info = json.loads(embed("info", tmp_path / "copy.h5", "--json").output)
     prov = info["vector_sets"][0]["provenance"]
     assert prov["encoder"] == "external:test:tiny" and prov["external"] and info["labels"] == {"cat": 7, "dog": 7, "owl": 7}

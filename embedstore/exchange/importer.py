@@ -79,6 +79,18 @@ def _read_part(emb: Path, meta: Path | None, chunk: int = 65536):
         yield cols, X
 
 
+def _stored_dtype(layout: str, emb: Path) -> str:
+    """float16 when the export holds float16 vectors (an .npy of float16, or an embedding column of
+    half floats), else float32: an import keeps the size the vectors were exported at."""
+    if layout == "npy+parquet":
+        return "float16" if np.load(emb, mmap_mode="r").dtype == np.float16 else "float32"
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    kind = pq.ParquetFile(emb).schema_arrow.field("embedding").type
+    return "float16" if getattr(kind, "value_type", None) == pa.float16() else "float32"
+
+
 def _first(cols: dict, names) -> str | None:
     """The first of `names` that is a column (the one `_pick` takes)."""
     return next((c for c in names if c in cols), None)
@@ -124,7 +136,7 @@ def import_folder(src: str | Path, store: str | Path, name: str | None = None, p
     if first.ndim != 2 or not len(first):
         raise SourceError(f"{parts[0][0]} holds no 2-D array of vectors")
     dim = first.shape[1]
-    dtype = "float16" if layout == "npy+parquet" and np.load(parts[0][0], mmap_mode="r").dtype == np.float16 else "float32"
+    dtype = _stored_dtype(layout, parts[0][0])
     norms = np.linalg.norm(first, axis=1)
     normalize = orig.get("normalize") or ("l2" if np.allclose(norms, 1.0, atol=1e-2) else "none")
     encoder = f"external:{name or orig.get('encoder') or src.name}"
