@@ -198,3 +198,31 @@ def test_server_search_by_id_answers_as_embed_search(world):
                 q = {"id": f, "k": "3", **({"where": where} if where else {}), **({"include_self": "1"} if include_self else {})}
                 got = api.handle("GET", "/api/search", q).json()["hits"]
                 assert [h["id"] for h in got] == [h["id"] for h in want], (f, where, include_self)
+
+
+def test_python_api_search_and_recommend_stay_functions_after_their_packages_load(world):
+    """`embedstore.search(...)` and `embedstore.recommend(...)` are callable whatever was imported
+    before (Python binds a loaded subpackage to its parent's attribute: the functions once turned into
+    the packages `embedstore.search` / `embedstore.recommend` as soon as anything loaded them), and
+    give the CLI's hits; `import embedstore.search.index` still works. A fresh interpreter: this is
+    about import order."""
+    import json
+    import subprocess
+    import sys
+
+    root, _, _ = world
+    code = f"""
+import inspect, json, embedstore
+import embedstore.search.index as si, embedstore.recommend.engine
+from embedstore import search, recommend
+assert si.SearchIndex and 'item_id' in inspect.signature(embedstore.search).parameters
+s = embedstore.search({str(root / 's.h5')!r}, item_id={QUERY_FILES[0]!r}, k=3)
+r = recommend({str(root / 's.h5')!r}, like={QUERY_FILES[0]!r}, k=3)
+print(json.dumps([[h["id"] for h in s.hits], [h["id"] for h in r.hits], search is embedstore.search, 'search' in dir(embedstore)]))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    api_search, api_rec, same, listed = json.loads(out.stdout.splitlines()[-1])
+    cli = json.loads(embed("search", root / "s.h5", "--id", QUERY_FILES[0], "-k", 3, "--json").output)["hits"]
+    rec = json.loads(embed("recommend", root / "s.h5", "--like", QUERY_FILES[0], "-k", 3, "--json").output)["hits"]
+    assert api_search == [h["id"] for h in cli] and api_rec == [h["id"] for h in rec] and same and listed

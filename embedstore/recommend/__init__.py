@@ -2,6 +2,19 @@
 index ("more like these"), per-user lists from an interactions file, an honest evaluation against
 popularity and item-kNN baselines, and cross-domain recommendations between sets of one encoder."""
 
+import sys
+
+from .. import CallablePackage
+
+sys.modules[__name__].__class__ = CallablePackage  # `embedstore.recommend(...)` calls recommend.query.recommend
+
+
+def _call_target():
+    from .query import recommend
+
+    return recommend
+
+
 from .batch import UsersReport, recommend_users
 from .engine import Answer, Ask, Recommender
 from .evaluate import EvalReport, evaluate_recommenders
