@@ -132,6 +132,10 @@ def test_server_predict_and_search_answer_as_the_cli_does(world, kind):
     api = open_api(root / "s.h5", head=str(heads[kind]))
     ref = stored(root / "s.h5", QUERY_FILES)
     want_label, want_p = head_answers(heads[kind], ref)
+    import embedstore
+
+    cli_seen = {r["id"]: r["seen_in_training"] for r in embedstore.predict(heads[kind], queries, progress=False).rows}
+    assert any(cli_seen.values())
     for i, f in enumerate(QUERY_FILES):
         body = (queries / f).read_bytes()
         r = api.handle("POST", "/api/predict", {}, {"content-type": "image/png"}, body)
@@ -140,6 +144,7 @@ def test_server_predict_and_search_answer_as_the_cli_does(world, kind):
 
         got = json.loads(r.body)
         assert got["label"] == want_label[i] and got["prob"] == pytest.approx(want_p[i], abs=1e-4), (kind, f, got)
+        assert got["seen_in_training"] is cli_seen[f], (kind, f)  # the queries are byte copies of stored items
         r = api.handle("POST", "/api/search", {"k": ["2"]}, {"content-type": "image/png"}, body)
         hits = json.loads(r.body)["hits"]
         assert hits[0]["id"] == f and hits[0]["score"] >= COS_MIN

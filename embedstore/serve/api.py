@@ -208,12 +208,21 @@ class Api:
     def predict(self, content_type: str, data: bytes) -> dict:
         if self.head is None:
             raise ApiError(404, "this server was started without --head; restart with `embed serve STORE --head HEAD`")
+        import hashlib
+
+        from ..evaluation.seen import seen_mask
+
         texts = self.ctx.prov.get("modality") == "text"
         Q = self._embed_text_upload(content_type, data) if texts else self._embed_upload(content_type, data)
         P = self.head.predict_proba(Q)[0]  # Q is what the store would hold for this file or text (the embedding service)
         classes = [str(c) for c in self.head.classes_]
         order = np.argsort(-P)
-        return {"label": classes[order[0]], "prob": float(P[order[0]]), "probs": {classes[i]: float(P[i]) for i in order}}
+        # the content hash a build gives the file (its bytes) or the text (its UTF-8), against the
+        # head's fitted and selection items, as `embed predict` flags them
+        sha = hashlib.sha256(data).hexdigest()
+        seen = bool(seen_mask([sha], getattr(self.head, "seen_keys_", None))[0])
+        return {"label": classes[order[0]], "prob": float(P[order[0]]), "probs": {classes[i]: float(P[i]) for i in order},
+                "seen_in_training": seen}
 
     def _row(self, item_id: str) -> int:
         r = self.ctx.row_of(item_id)

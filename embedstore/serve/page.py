@@ -160,7 +160,7 @@ async function show(resp, what) {
 function showPrediction(resp, d) {
   const box = $("prediction"); box.innerHTML = "";
   if (!resp.ok) { box.textContent = d.error; return; }
-  const h = document.createElement("h3"); h.textContent = "head predicts: " + d.label + " (" + d.prob.toFixed(3) + ")"; box.appendChild(h);
+  const h = document.createElement("h3"); h.textContent = "head predicts: " + d.label + " (" + d.prob.toFixed(3) + ")" + (d.seen_in_training ? ": the head was fitted on this very file" : ""); box.appendChild(h);
   for (const [c, p] of Object.entries(d.probs).slice(0, 8)) {
     const row = document.createElement("div"); row.className = "bar prob";
     const a = document.createElement("span"); a.textContent = c; const b = document.createElement("span"); b.className = "b";
