@@ -180,7 +180,8 @@ def find_anomalies(store: str | Path, method: str = "knn", fit_on: str | None = 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="embed-anomalies-") as tmp:
         if score is None:
-            target, in_fit = rows, _mask(len(rows), fitted_idx)
+            target, fit_pos = rows, np.full(len(rows), -1, dtype=np.int64)
+            fit_pos[fitted_idx] = np.arange(len(fitted_idx))
             report.scored = "the store"
         else:
             target_store = Path(score) if is_store(Path(score)) else Path(tmp) / "score.h5"
@@ -189,14 +190,19 @@ def find_anomalies(store: str | Path, method: str = "knn", fit_on: str | None = 
             with open_store(target_store, mode="r") as st2:
                 target = st2.rows(matching_set(st2, vs.provenance, f"store {store}", DetectorError).name)
                 items = st2.items()
-            in_fit = np.zeros(len(target), dtype=bool)
+            fit_pos = _fit_copies(rows, fitted_idx, target)
+            if (fit_pos >= 0).any():
+                report.notes.append(f"{int((fit_pos >= 0).sum())} scored file(s) are byte copies of fit items (e.g. "
+                                    f"{target.ids[int(np.flatnonzero(fit_pos >= 0)[0])]}): each gets its fit item's held-out "
+                                    "score, as ranking the store would give it, and is marked in_fit_set")
             report.scored = str(score)
             report.quarantined = [{"id": str(i), "uri": str(u), "reason": str(why)}
                                   for i, u, st_, why in zip(items["id"], items["uri"], items["status"], items["reason"]) if st_ != "ok"]
             if report.quarantined:  # never ranked: they have no vector
                 report.notes.append(f"{len(report.quarantined)} file(s) of {score} could not be read and are not ranked "
                                     f"(quarantined), e.g. {report.quarantined[0]['id']}: {report.quarantined[0]['reason']}")
-        scores = _score_all(det, target, in_fit, fitted_idx, progress)
+        in_fit = fit_pos >= 0
+        scores = _score_all(det, target, fit_pos, progress)
         # the ranking's columns, read while a scored temporary store still exists (row metadata may load lazily)
         t_ids, t_uris, t_labels = (np.asarray(target.ids, dtype=str), np.asarray(target.uris, dtype=str),
                                    np.asarray(target.labels, dtype=str))
@@ -234,15 +240,29 @@ def find_anomalies(store: str | Path, method: str = "knn", fit_on: str | None = 
     return report, det
 
 
-def _score_all(det, rows, in_fit: np.ndarray, fitted_idx: np.ndarray, progress: bool) -> np.ndarray:
-    """score_samples for every row; fit-set rows get their held-out fit scores (`fit_scores_`: each from
-    a model not fitted on that row), the same kind of score the threshold was set on."""
+def _fit_copies(rows, fitted_idx: np.ndarray, target) -> np.ndarray:
+    """For each row of `target` (new files scored against a detector fitted on `rows`), the position
+    in the fit set of a fit item with the same content hash, or -1: a byte copy of a fit item is
+    that item, and its score from a model that saw it would be an in-sample score."""
+    pos = np.full(len(target), -1, dtype=np.int64)
+    if rows.shas is None or target.shas is None:
+        return pos
+    where = {str(h): p for p, h in enumerate(np.asarray(rows.shas, dtype=str)[fitted_idx]) if h}
+    for r, h in enumerate(np.asarray(target.shas, dtype=str)):
+        pos[r] = where.get(h, -1) if h else -1
+    return pos
+
+
+def _score_all(det, rows, fit_pos: np.ndarray, progress: bool) -> np.ndarray:
+    """score_samples for every row; a row that is a fit item (`fit_pos`: its position in the fit set,
+    else -1) gets that item's held-out fit score (`fit_scores_`: from a model not fitted on it), the
+    same kind of score the threshold was set on."""
+    in_fit = fit_pos >= 0
     scores = np.empty(len(rows))
     bar = progress_bar(len(rows), desc=f"score {det.kind}", enabled=progress and len(rows) > 50000)
     for sel, X in rows.chunks(~in_fit):
         scores[sel] = det.score_samples(X)
         bar.update(len(sel))
     bar.close()
-    if in_fit.any():  # scoring the store the detector was fitted on
-        scores[fitted_idx] = det.fit_scores_
+    scores[in_fit] = det.fit_scores_[fit_pos[in_fit]]
     return scores
