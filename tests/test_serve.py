@@ -429,3 +429,32 @@ def test_predict_on_a_text_store_takes_the_text_and_answers_as_embed_predict_doe
     assert bad.status == 415 and "text/plain" in bad.json()["error"]
     assert api.handle("POST", "/api/predict", {}, {"content-type": "text/plain"}, b"\xff\xfe").status == 400
     assert api.handle("POST", "/api/predict", {}, {"content-type": "text/plain"}, b"   ").status == 400
+
+
+def test_a_running_server_answers_from_a_build_that_finished_after_it_started(tmp_path):
+    """Every /api endpoint takes up the store's newest committed state (checked at most once a
+    second): a build that adds an item is seen by /api/info, /api/items, search by the new id and the
+    map, without a search having to run first (only search refreshed once, and the map never)."""
+    import time
+
+    from embedstore.ingest import build
+    from embedstore.serve.server import make_server, open_api
+
+    photos = make_image_folder(tmp_path / "photos", classes=("cat", "dog"), per_class=5)
+    build(photos, tmp_path / "s.h5", encoder="test:tiny", workers=0, precision="fp32", progress=False)
+    srv = make_server(open_api(tmp_path / "s.h5"), "127.0.0.1", 0).start()
+    try:
+        assert request(srv.port, "GET", "/api/info")[1]["items"] == 10
+        assert len(request(srv.port, "GET", "/api/map")[1]["points"]) == 10
+        new = photos / "cat" / "new_cat.jpg"
+        shutil.copy(photos / "dog" / "dog_000.jpg", new)
+        build(photos, tmp_path / "s.h5", encoder="test:tiny", workers=0, precision="fp32", progress=False)
+        time.sleep(1.1)  # the server looks at the store at most once a second
+        assert request(srv.port, "GET", "/api/info")[1]["items"] == 11
+        status, item, _ = request(srv.port, "GET", "/api/items/cat/new_cat.jpg")
+        assert status == 200 and item["label"] == "cat"
+        status, hits, _ = request(srv.port, "GET", "/api/search?id=cat/new_cat.jpg&k=1")
+        assert status == 200 and hits["hits"][0]["id"] == "dog/dog_000.jpg"  # its byte copy
+        assert len(request(srv.port, "GET", "/api/map")[1]["points"]) == 11
+    finally:
+        srv.stop()

@@ -133,6 +133,10 @@ class SearchContext:
     def index(self) -> SearchIndex:
         return self._snap.search
 
+    def refresh_due(self) -> bool:
+        """Whether `refresh` would look at the store now (at most once a RELOAD_S)."""
+        return time.monotonic() - self._checked >= self.RELOAD_S
+
     def refresh(self, force: bool = False) -> bool:
         """Load the store's newest committed state if it changed; True when it did."""
         now = time.monotonic()

@@ -73,7 +73,8 @@ class Api:
         self.thumbs = Thumbnailer(self.budget)
         self._embed_lock = threading.Lock()  # one forward pass at a time
         self._map_lock = threading.Lock()
-        self._map = None
+        self._map = None  # (snapshot stamp, map): computed on first request, again after a build changes the store
+        self._refresh_lock = threading.Lock()
         self._audit_lock = threading.Lock()
         self._audit = None  # (snapshot stamp, AuditReport): `embed audit` of the served set, run on first request
         self._app = None
@@ -88,6 +89,18 @@ class Api:
         if self._app is None:
             self._app = make_app(self)
         return call_app(self._app, method, path, query or {}, headers or {}, body)
+
+    def refresh(self) -> None:
+        """Take up the store's newest committed state (a build that finished or committed since), at
+        most once a second: every /api request asks before it is answered, so ids, counts, the map
+        and search all come from the new state. One request reloads; the others answer meanwhile
+        from the state they have."""
+        if not self._refresh_lock.acquire(blocking=False):
+            return
+        try:
+            self.ctx.refresh()
+        finally:
+            self._refresh_lock.release()
 
     # ---- answers ------------------------------------------------------------------------------
     def info(self) -> dict:
@@ -260,13 +273,14 @@ class Api:
         return {**{k: v for k, v in a.items() if k != "ranked"}, "offset": offset, "items": a["ranked"][offset:offset + limit]}
 
     def map(self) -> dict:
-        """The store's 2-D map (PCA, streamed; computed once)."""
+        """The store's 2-D map (PCA, streamed; computed once per committed state of the store)."""
         from .projection import pca_map
 
         with self._map_lock:
-            if self._map is None:
-                self._map = pca_map(self.ctx.rows)
-        return self._map
+            snap = self.ctx._snap
+            if self._map is None or self._map[0] != snap.stamp:
+                self._map = (snap.stamp, pca_map(snap.rows))
+        return self._map[1]
 
 
     def audit_report(self):

@@ -217,7 +217,15 @@ def make_app(api: Api, guard: Guard | None = None) -> Starlette:
         return error(500, f"internal error ({type(e).__name__}); the server log has the details")
 
     app = Starlette(routes=routes, exception_handlers={ApiError: on_api_error, HTTPException: on_http, Exception: on_crash})
-    return GuardMiddleware(app, guard, routes)
+
+    async def fresh(scope, receive, send):
+        """Every /api request is answered from the store's newest committed state (looked for at most
+        once a second, off the event loop: loading a new state reads the catalog and the index)."""
+        if scope["type"] == "http" and scope["path"].startswith("/api/") and api.ctx.refresh_due():
+            await run_in_threadpool(api.refresh)
+        await app(scope, receive, send)
+
+    return GuardMiddleware(fresh, guard, routes)
 
 
 # ---- the guard ---------------------------------------------------------------------------------
