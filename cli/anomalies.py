@@ -10,7 +10,7 @@ import typer
 from embedstore.atomic import atomic_path, write_json_atomic
 
 from .build import kinds_list
-from .common import emit_json, fail, fmt_s, parse_params, run_guarded, say
+from .common import emit_json, fail, fmt_s, one_line, parse_params, run_guarded, say
 
 EPILOG = (
     "Examples:\n\n"
@@ -109,7 +109,7 @@ def register(app: typer.Typer) -> None:
         for row in r.ranked[:top]:
             mark = ("  * " if row["flagged"] else "    ")[:3] + ("x" if row.get("excluded") else " ")
             say(f"  {row['rank']:4d}  {row['score']:9.4g}  {row['percentile']:6.2f}  {mark}  "
-                f"{row['label'] or '-'}  {row['id']}")
+                f"{one_line(row['label'] or '-')}  {one_line(row['id'])}")
         say(f"  time: fit {fmt_s(r.fit_s)}, score {fmt_s(r.score_s)}")
         for p in [str(out)] if out else []:
             say(f"wrote {p}")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .common import emit_json, fmt_s, run_guarded, say
+from .common import emit_json, fmt_s, one_line, run_guarded, say
 
 EPILOG = (
     "Examples:\n\n"
@@ -100,7 +100,7 @@ def print_report(r) -> None:
     if r.truncated:
         say(f"  {r.truncated} text(s) were longer than the encoder's maximum length and were cut off")
     for q in r.quarantined_items[:10]:
-        say(f"  quarantined {q['id']}: {q['reason']}")
+        say(f"  quarantined {one_line(q['id'])}: {q['reason']}")
     if len(r.quarantined_items) > 10:
         say(f"  ... and {len(r.quarantined_items) - 10} more (see `embed info {r.store}`)")
 

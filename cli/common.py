@@ -7,6 +7,8 @@ import sys
 
 import typer
 
+from embedstore.naming import one_line  # noqa: F401 - names in tables: one line each (a newline in an id escaped)
+
 STATE = {"debug": False}
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .common import emit_json, fail, fmt_s, parse_params, run_guarded, say
+from .common import emit_json, fail, fmt_s, one_line, parse_params, run_guarded, say
 
 FIT_EPILOG = (
     "Examples:\n\n"
@@ -203,7 +203,7 @@ def register(app: typer.Typer) -> None:
             say(f"wrote {r.out}")
         else:
             for row in r.rows[:show]:
-                say(f"  {row['id']}: {row['label'] or '-'}" + (f" ({row['prob']:.3f})" if row["prob"] is not None else f" [{row['reason']}]"))
+                say(f"  {one_line(row['id'])}: {one_line(row['label'] or '-')}" + (f" ({row['prob']:.3f})" if row["prob"] is not None else f" [{row['reason']}]"))
             if len(r.rows) > show:
                 say(f"  ... {len(r.rows) - show} more (use --out FILE)")
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .common import emit_json, run_guarded, say
+from .common import emit_json, one_line, run_guarded, say
 
 
 def _info(store: Path) -> dict:
@@ -102,7 +102,7 @@ def print_info(d: dict, show: int = 10) -> None:
         if vs["stale_rows"]:
             say(f"    {vs['stale_rows']} superseded rows (files changed since embedded) are excluded")
     for q in d["quarantined_items"][:show]:
-        say(f"  quarantined {q['id']}: {q['reason']}")
+        say(f"  quarantined {one_line(q['id'])}: {q['reason']}")
     if len(d["quarantined_items"]) > show:
         say(f"  ... and {len(d['quarantined_items']) - show} more (use --json for all)")
 

@@ -23,13 +23,13 @@ def register(app: typer.Typer) -> None:
         """List a store's item ids (one a line), e.g. to feed another tool or an exclusion list. A backslash, tab,
         newline or carriage return in a name is printed escaped (\\\\, \\t, \\n, \\r) so each item stays one line;
         --json gives every name exactly."""
+        from embedstore.naming import one_line as esc
         from embedstore.store.select import list_items
 
         items = run_guarded(list_items, store, where=where, status=status)
         if json_out:
             emit_json(items)
             return
-        esc = lambda t: str(t).replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")  # noqa: E731 - one line an item
         for it in items:
             meta = ",".join(f"{esc(k)}={esc(v)}" for k, v in it["meta"].items()) or "-"
             say("\t".join([esc(it["id"]), esc(it["label"] or "-"), esc(it["split"] or "-"), it["status"], meta]) if long else esc(it["id"]))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from .common import emit_json, fail, run_guarded, say
+from .common import emit_json, fail, one_line, run_guarded, say
 
 EPILOG = (
     "Examples:\n\n"
@@ -25,7 +25,7 @@ EPILOG = (
 def _say_hits(hits: list) -> None:
     say(f"  {'rank':>4}  {'score':>8}  label  id")
     for h in hits:
-        say(f"  {h['rank']:4d}  {h['score']:8.4f}  {h['label'] or '-'}  {h['id']}")
+        say(f"  {h['rank']:4d}  {h['score']:8.4f}  {one_line(h['label'] or '-')}  {one_line(h['id'])}")
 
 
 def register(app: typer.Typer) -> None:

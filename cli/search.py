@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .common import emit_json, run_guarded, say
+from .common import emit_json, one_line, run_guarded, say
 
 EPILOG = (
     "Examples:\n\n"
@@ -80,4 +80,4 @@ def register(app: typer.Typer) -> None:
             say(f"  note: {r.note}")
         say(f"  {'rank':>4}  {'score':>8}  label  id")
         for h in r.hits:
-            say(f"  {h['rank']:4d}  {h['score']:8.4f}  {h['label'] or '-'}  {h['id']}" + (f"  {h['text'][:80]!r}" if h.get("text") else ""))
+            say(f"  {h['rank']:4d}  {h['score']:8.4f}  {one_line(h['label'] or '-')}  {one_line(h['id'])}" + (f"  {h['text'][:80]!r}" if h.get("text") else ""))

@@ -30,3 +30,30 @@ def read_tagged_json(path: Path, fmt: str, error, what: str, fix: str) -> dict:
     if not isinstance(doc, dict) or doc.get("format") != fmt:
         raise error(f"{path} is not {what} (format {doc.get('format') if isinstance(doc, dict) else None!r}); {fix}")
     return doc
+
+
+_ESCAPES = (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"))
+
+
+def one_line(name) -> str:
+    """A name (item id, label, metadata value) printed on one line: a backslash, tab, newline or
+    carriage return escaped as \\\\, \\t, \\n, \\r (`embed ls`, the CLI's tables); `from_line`
+    reverses it, so an id list `embed ls` wrote reads back as the ids (`--exclude`)."""
+    s = str(name)
+    for raw, esc in _ESCAPES:
+        s = s.replace(raw, esc)
+    return s
+
+
+def from_line(line: str) -> str:
+    """The name `one_line` printed as `line`."""
+    out, i = [], 0
+    while i < len(line):
+        c = line[i]
+        if c == "\\" and i + 1 < len(line) and line[i + 1] in "\\tnr":
+            out.append({"\\": "\\", "t": "\t", "n": "\n", "r": "\r"}[line[i + 1]])
+            i += 2
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)

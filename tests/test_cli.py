@@ -134,6 +134,17 @@ def test_ls_lists_item_ids_filtered(tmp_path):
     r = run("ls", tmp_path / "s.h5", "--where", "label=dog")  # one line an item: the newline is escaped
     assert r.exit_code == 0 and r.output.splitlines() == ["dog/dog_000.jpg", "dog/dog_001.png", "dog/two\\nlines.jpg"]
     assert "dog/two\nlines.jpg" in {i["id"] for i in json.loads(run("ls", tmp_path / "s.h5", "--json").stdout)}
+    # what ls prints reads back as the ids: an exclusion list, and search by the id as printed
+    (tmp_path / "dogs.txt").write_text(r.output)
+    from embedstore.sources.exclusions import read_exclusions
+
+    assert read_exclusions(tmp_path / "dogs.txt").ids == {"dog/dog_000.jpg", "dog/dog_001.png", "dog/two\nlines.jpg"}
+    too_many = run("search", tmp_path / "s.h5", "--id", "dog/two\\nlines.jpg", "-k", 6)  # 6 items, the query left out
+    assert too_many.exit_code == 2 and "use -k 5 or less" in too_many.output, too_many.output
+    hits = run("search", tmp_path / "s.h5", "--id", "dog/two\\nlines.jpg", "-k", 5, "--json")
+    assert hits.exit_code == 0 and len(json.loads(hits.stdout)["hits"]) == 5, hits.output
+    mine = run("search", tmp_path / "s.h5", "--id", "dog/dog_000.jpg", "-k", 5).output  # the table: one line an item
+    assert "dog/two\\nlines.jpg" in mine and "dog/two\nlines.jpg" not in mine
     q = json.loads(run("ls", tmp_path / "s.h5", "--status", "quarantined", "--json").stdout)
     assert {i["id"] for i in q} == {"cat/truncated.jpg", "cat/empty.jpg", "cat/notes.txt", "cat/corrupt.png"}
     for args, msg in ((["--status", "bad"], "--status must be ok or quarantined"), (["--where", "colour=red"], "unknown filter key")):

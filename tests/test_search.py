@@ -73,7 +73,7 @@ def test_search_errors(store, tmp_path):
         ([], "exactly one query"),
         (["--id", "cat/cat_000.jpg", "--text", "a cat"], "exactly one query"),
         (["--id", "cat/cat_999.jpg"], "no item with id"),
-        (["--id", "cat/cat_000.jpg", "-k", 31], "larger than the 30"),
+        (["--id", "cat/cat_000.jpg", "-k", 31], "larger than the 29 item(s) there are to search (the query item itself left out); use -k 29 or less"),
         (["--id", "cat/cat_000.jpg", "-k", 30], "larger than the 29"),
         (["--id", "cat/cat_000.jpg", "-k", 10, "--where", "label=cat"], "larger than the 9"),
         (["--id", "cat/cat_000.jpg", "-k", 3, "--where", "colour=red"], "unknown filter key 'colour'"),

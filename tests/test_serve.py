@@ -455,6 +455,9 @@ def test_a_running_server_answers_from_a_build_that_finished_after_it_started(tm
         assert status == 200 and item["label"] == "cat"
         status, hits, _ = request(srv.port, "GET", "/api/search?id=cat/new_cat.jpg&k=1")
         assert status == 200 and hits["hits"][0]["id"] == "dog/dog_000.jpg"  # its byte copy
+        status, err, _ = request(srv.port, "GET", "/api/search?id=cat/new_cat.jpg&k=11")  # 11 items, the query left out
+        assert status == 400 and "between 1 and 10" in err["error"], err
+        assert len(request(srv.port, "GET", "/api/search?id=cat/new_cat.jpg")[1]["hits"]) == 10  # the default k
         assert len(request(srv.port, "GET", "/api/map")[1]["points"]) == 11
     finally:
         srv.stop()

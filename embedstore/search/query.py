@@ -307,9 +307,14 @@ def search(store: str | Path, item_id: str | None = None, image: str | Path | No
         raise SearchError(f"-k must be at least 1, not {k}")
     ctx = SearchContext(store, vector_set, weights, device)
     parse_where(where)  # a malformed filter fails before any encoder loads
-    if k > len(ctx.rows):
-        ctx.run(np.zeros((1, ctx.rows.dim), np.float32), k, where)  # raises the size error
+    if item_id is not None and ctx.row_of(item_id) is None:
+        from ..naming import from_line
+
+        if ctx.row_of(from_line(item_id)) is not None:  # an id as `embed ls` prints it, a newline written \n
+            item_id = from_line(item_id)
     exclude = item_id if item_id is not None and not include_self else None
+    if k > len(ctx.rows) - (exclude is not None):  # the size error (which counts the item left out) before any encoder loads
+        ctx.run(np.zeros((1, ctx.rows.dim), np.float32), k, where, exclude_id=exclude)
     if item_id is not None:
         Q = ctx.vector_for_id(item_id)
     elif image is not None:

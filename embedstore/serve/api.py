@@ -119,7 +119,8 @@ class Api:
                 "max_upload": self.max_upload}
 
     def _hits(self, Q, query, exclude_id: str | None = None) -> dict:
-        k = int_arg(query, "k", 10, 1, min(MAX_K, len(self.ctx.rows)))
+        most = min(MAX_K, len(self.ctx.rows) - (exclude_id is not None))  # the item itself never comes back
+        k = int_arg(query, "k", min(10, max(most, 1)), 1, most)
         try:
             if exclude_id is None:
                 hits, exact, ms = self.ctx.run(Q, k, query.get("where") or None)

@@ -86,6 +86,9 @@ def read_exclusions(path: str | Path, kinds: list[str] | None = None) -> Exclusi
             text = p.read_text(encoding="utf-8")
         except UnicodeDecodeError as e:
             raise SourceError(f"exclusion list {p} is not UTF-8 text: {e}") from e
-        ids = {ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")}
+        from ..naming import from_line
+
+        # one id a line, as `embed ls` prints them (a newline or tab in a name escaped: \n, \t)
+        ids = {from_line(ln.strip()) for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")}
         absent = ()
     return Exclusions(path=str(p), ids=frozenset(ids), kinds=counts, absent=absent)
