@@ -355,3 +355,16 @@ def test_thumbnails_of_16_bit_greyscale_show_the_picture(tmp_path):
     with pytest.raises(ImageRefused, match="cannot be read as an image any more .*mode F"):
         thumbs.png(str(tmp_path / "float.tif"), 9, 64)
     assert thumbnail_png(str(tmp_path / "float.tif"), 64) is None
+
+
+def test_thumbnails_are_upright_as_the_encoder_saw_the_image(tmp_path):
+    """A phone photo stored sideways with an EXIF orientation: the encoder's input is turned by it,
+    and so are the server's and the reports' thumbnails (they once showed the stored pixels)."""
+    from embedstore.reports.plots import thumbnail_png
+    from embedstore.serve.images import DecodeBudget, Thumbnailer
+
+    ex = Image.new("RGB", (1, 1)).getexif()
+    ex[0x0112] = 6  # the stored pixels are turned 90 degrees: shown 80 wide, 120 tall
+    Image.new("RGB", (120, 80), (200, 30, 30)).save(tmp_path / "turned.jpg", exif=ex.tobytes())
+    for png in (Thumbnailer(DecodeBudget()).png(str(tmp_path / "turned.jpg"), 0, 60), thumbnail_png(str(tmp_path / "turned.jpg"), 60)):
+        assert Image.open(io.BytesIO(png)).size == (40, 60)

@@ -129,12 +129,12 @@ def thumbnail_png(uri: str, size: int = 96) -> bytes | None:
 
     from PIL import Image
 
-    from ..sources.images import DecodeError, eight_bit
+    from ..sources.images import DecodeError, for_display
 
     try:
         with Image.open(uri) as im:
             im.load()
-            im = eight_bit(im).convert("RGB")
+            im = for_display(im).convert("RGB")
             im.thumbnail((size, size))
             buf = io.BytesIO()
             im.save(buf, format="PNG")

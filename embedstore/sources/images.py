@@ -66,6 +66,13 @@ def decode_image(data: bytes, exif_transpose: bool = True) -> Image.Image:
     return img
 
 
+def for_display(img: Image.Image) -> Image.Image:
+    """A decoded image as a viewer shows it (the server's and the reports' thumbnails): turned by its
+    EXIF orientation, as the encoder's input is, with 8-bit channels (`eight_bit`)."""
+    with _reasons():
+        return eight_bit(ImageOps.exif_transpose(img))
+
+
 def eight_bit(img: Image.Image) -> Image.Image:
     """A decoded image with 8-bit channels, for every decode of image files (the encoders' input,
     the server's and the reports' thumbnails). 16-bit greyscale (modes I;16, I;16B, I;16L, and I
