@@ -129,13 +129,12 @@ def thumbnail_png(uri: str, size: int = 96) -> bytes | None:
 
     from PIL import Image
 
-    from ..sources.images import DecodeError, for_display
+    from ..sources.images import DecodeError, thumbnail
 
     try:
         with Image.open(uri) as im:
             im.load()
-            im = for_display(im).convert("RGB")
-            im.thumbnail((size, size))
+            im = thumbnail(im, size).convert("RGB")
             buf = io.BytesIO()
             im.save(buf, format="PNG")
             return buf.getvalue()

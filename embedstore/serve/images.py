@@ -15,7 +15,7 @@ from collections import OrderedDict
 
 from PIL import Image
 
-from ..sources.images import DecodeError, for_display
+from ..sources.images import DecodeError, thumbnail
 
 BYTES_PER_PIXEL = 4  # PIL holds RGB, RGBA and P images in 4-byte pixels
 DEFAULT_BUDGET = 384 * 2**20  # one 9000 x 9000 photo (324 MB in PIL) at a time
@@ -125,10 +125,7 @@ class Thumbnailer:
                     if is_jpeg:
                         im.draft("RGB", (size, size))
                     im.load()
-                    im = for_display(im)  # upright by its EXIF orientation; 16-bit greyscale as the encoder saw it
-                    if im.mode not in ("RGB", "L", "RGBA"):
-                        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
-                    im.thumbnail((size, size), reducing_gap=2.0)
+                    im = thumbnail(im, size, reducing_gap=2.0)  # upright by its EXIF orientation; 16-bit greyscale as the encoder saw it
                     buf = io.BytesIO()
                     im.save(buf, format="PNG")
                     return buf.getvalue()

@@ -66,11 +66,19 @@ def decode_image(data: bytes, exif_transpose: bool = True) -> Image.Image:
     return img
 
 
-def for_display(img: Image.Image) -> Image.Image:
-    """A decoded image as a viewer shows it (the server's and the reports' thumbnails): turned by its
-    EXIF orientation, as the encoder's input is, with 8-bit channels (`eight_bit`)."""
-    with _reasons():
-        return eight_bit(ImageOps.exif_transpose(img))
+def thumbnail(img: Image.Image, size: int, **kw) -> Image.Image:
+    """A decoded image's thumbnail as a viewer shows it (the server's and the reports'): 8-bit
+    channels (`eight_bit`), at most `size` pixels a side, then turned by its EXIF orientation as the
+    encoder's input is (turned after shrinking: a copy of the small image, not of the full one)."""
+    turn = img.getexif().get(0x0112, 1)
+    img = eight_bit(img)
+    if img.mode not in ("RGB", "L", "RGBA"):
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    img.thumbnail((size, size), **kw)
+    T = Image.Transpose  # the orientation -> transposition table of PIL's ImageOps.exif_transpose
+    method = {2: T.FLIP_LEFT_RIGHT, 3: T.ROTATE_180, 4: T.FLIP_TOP_BOTTOM, 5: T.TRANSPOSE, 6: T.ROTATE_270,
+              7: T.TRANSVERSE, 8: T.ROTATE_90}.get(turn)
+    return img if method is None else img.transpose(method)
 
 
 def eight_bit(img: Image.Image) -> Image.Image:
