@@ -64,8 +64,8 @@ def register(app: typer.Typer) -> None:
         plots: Path = typer.Option(None, "--plots", help="Write a score histogram per label here."),
         report_dir: Path = typer.Option(None, "--report", help="Write an HTML report (histogram, top anomalies as thumbnails, map) here."),
         exclude: Path = typer.Option(None, "--exclude", help="Keep items whose id is in this list out of the fit set (the CSV from `embed audit --out`, any CSV/Parquet with an 'id' column, or one id per line); they are still scored, ranked and marked excluded."),
-        exclude_kinds: str = typer.Option(None, "--exclude-kinds", help="With --exclude: only rows of these kinds (comma-separated, e.g. duplicate,near-duplicate); needs a 'kind' column."),
-        seed: int = typer.Option(0, "--seed"),
+        exclude_kinds: str = typer.Option(None, "--exclude-kinds", help="With --exclude: only rows of these kinds, comma-separated: exact_duplicate, near_duplicate, leak, label_issue, outlier (e.g. exact_duplicate,near_duplicate); needs a 'kind' column."),
+        seed: int = typer.Option(0, "--seed", min=0, help="Seed of the detectors that draw at random (iforest, ocsvm) unless a --param sets random_state."),
         json_out: bool = typer.Option(False, "--json", help="Print the report (top rows) as JSON."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     ) -> None:

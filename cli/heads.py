@@ -85,7 +85,7 @@ def register(app: typer.Typer) -> None:
         vector_set: str = typer.Option(None, "--set", help="Vector set name or encoder id, when the store has several."),
         val_fraction: float = typer.Option(0.15, "--val-fraction", help="Validation share when the store has no val split; 0: choose by cross-validation on train (also used when val has under 30 items per class)."),
         test_fraction: float = typer.Option(0.15, "--test-fraction", help="Test share when the store has no test split; 0: no test split, train on everything (score on a separate store with `embed evaluate`)."),
-        seed: int = typer.Option(0, "--seed", help="Seed for the split and --shots."),
+        seed: int = typer.Option(0, "--seed", min=0, help="Seed for the split and --shots."),
         shots: int = typer.Option(None, "--shots", min=1, help="Train on K seeded items per class (few-shot transfer)."),
         max_memory: str = typer.Option("4GB", "--max-memory", help="Above this, logistic and ridge stream vectors from the store."),
         grid: str = typer.Option(None, "--grid", help="Comma-separated values to sweep instead of the head's default grid."),
@@ -100,7 +100,7 @@ def register(app: typer.Typer) -> None:
         template: list[str] = typer.Option(None, "--template", help="zero-shot, --init zero-shot: a prompt with {} for the class name (repeatable; averaged). Default: \"a photo of a {}.\""),
         weights: Path = typer.Option(None, "--weights", help="zero-shot, --init zero-shot: the local CLIP weights file the store was built with."),
         exclude: Path = typer.Option(None, "--exclude", help="Leave these items out of train, val and test: the CSV from `embed audit --out` (or any CSV/Parquet with an id column), or a text file with one id per line."),
-        exclude_kinds: str = typer.Option(None, "--exclude-kinds", help="With --exclude and an audit CSV: only rows of these kinds, comma-separated (e.g. duplicate,mislabel)."),
+        exclude_kinds: str = typer.Option(None, "--exclude-kinds", help="With --exclude and an audit CSV: only rows of these kinds, comma-separated: exact_duplicate, near_duplicate, leak, label_issue, outlier (e.g. exact_duplicate,label_issue)."),
         json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     ) -> None:
@@ -115,7 +115,7 @@ def register(app: typer.Typer) -> None:
 
             kinds = [k.strip() for k in (exclude_kinds or "").split(",") if k.strip()] or None
             if exclude_kinds is not None and not kinds:
-                fail(f"--exclude-kinds '{exclude_kinds}' names no kind; give comma-separated kinds, e.g. duplicate,mislabel")
+                fail(f"--exclude-kinds '{exclude_kinds}' names no kind; give comma-separated kinds, e.g. exact_duplicate,label_issue")
             exclusions = run_guarded(read_exclusions, exclude, kinds)
         if head == "zero-shot":
             from embedstore.heads.zero_shot import fit_zero_shot
@@ -177,8 +177,8 @@ def register(app: typer.Typer) -> None:
         weights: Path = typer.Option(None, "--weights", help="The local weights file the head's encoder was built with."),
         device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
         batch_size: int = typer.Option(None, "--batch-size", "-b", min=1, help="Images per forward pass [default: as embed build: 8 on CPU, 64 on a GPU]."),
-        workers: int = typer.Option(None, "--workers", "-w", min=0),
-        show: int = typer.Option(10, "--show", help="Rows to print when there is no --out."),
+        workers: int = typer.Option(None, "--workers", "-w", min=0, help="Decode worker processes [default: as embed build]."),
+        show: int = typer.Option(10, "--show", min=0, help="Rows to print when there is no --out."),
         json_out: bool = typer.Option(False, "--json", help="Print the report (with every row) as JSON."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     ) -> None:
