@@ -191,6 +191,40 @@ def test_verify_repair_without_the_source(image_folder, tmp_path, build_tiny):
     assert report.encoded == 4 and _verify(store)[0] == 0
 
 
+@pytest.mark.parametrize("lose", ["folder", "one shard"])
+def test_repair_refuses_to_drop_the_items_of_missing_shards(image_folder, tmp_path, build_tiny, lose):
+    """A store copied without its data folder (the usual mistake: copying only photos.h5), or with a
+    shard file gone: --repair would rebuild the catalog from what is there and empty the store of
+    those items and their labels. It refuses in one line, names what is missing and the fix, and
+    leaves the catalog as it was; restoring the files makes the store whole."""
+    import shutil
+
+    store = tmp_path / "s.h5"
+    build_tiny(image_folder, store)
+    side = Path(str(store) + ".d")
+    kept = tmp_path / "kept"
+    if lose == "folder":
+        shutil.move(side, kept)
+    else:
+        kept.mkdir()
+        shard = _shards(store)[0]
+        shutil.move(shard, kept / shard.name)
+    before = store.read_bytes()
+    r = embed("verify", store, "--repair")
+    assert r.exit_code == 2 and r.stderr.startswith("error: not repaired:") and len(r.stderr.strip().splitlines()) == 1
+    assert ("data folder" in r.stderr and "copy both" in r.stderr) if lose == "folder" else "1 shard file(s) it lists are missing" in r.stderr
+    assert store.read_bytes() == before
+    if lose == "folder":
+        shutil.rmtree(side, ignore_errors=True)
+        shutil.move(kept, side)
+    else:
+        shutil.move(kept / shard.name, shard)
+    code, d = _verify(store)
+    assert code == 0 and d["ok"]
+    with open_store(store) as st:
+        assert st.select_set().count == 12
+
+
 @pytest.mark.parametrize("damage", ["truncate", "zero", "garbage"])
 def test_truncated_empty_or_overwritten_shards_are_damaged_not_unexpected(image_folder, tmp_path, build_tiny, damage):
     store = tmp_path / "s.h5"

@@ -138,6 +138,7 @@ def verify_store(path: str | Path) -> dict:
     sidecar = sidecar_dir(path)
     shard_root = sidecar / "shards"
     problems, notes = [], []
+    missing_shards: list[str] = []  # listed by the catalog, not on disk: their rows exist nowhere else
     checked = {"shards": 0, "shards_without_checksums": 0, "rows": 0, "indexes": 0}
     aside = sorted((sidecar / "damaged").rglob("*.h5")) if (sidecar / "damaged").is_dir() else []
     if aside:
@@ -214,6 +215,7 @@ def verify_store(path: str | Path) -> dict:
                                  f"file(s) in {sidecar.name}/catalog (checked with it)")
             present = {f"{d}/{m.name}" for d, m in metas}
             gone = sorted(listed - present - damaged)  # a damaged shard is reported once, as itself
+            missing_shards.extend(gone)
             if gone:
                 bad("catalog", path, f"lists {len(gone)} shard(s) that are missing or damaged (e.g. {gone[0]})",
                     f"`embed build SOURCE --store {name}` rebuilds the catalog and re-embeds their items")
@@ -265,7 +267,8 @@ def verify_store(path: str | Path) -> dict:
             notes.append(f"index of {sname} was written before checksums: size and rows checked only")
         if problem:
             bad("index", ipath, problem, f"`embed verify {name} --repair` or the next `embed build` rebuilds it")
-    return {"store": str(path), "ok": not problems, "problems": problems, "checked": checked, "notes": notes}
+    return {"store": str(path), "ok": not problems, "problems": problems, "checked": checked, "notes": notes,
+            "missing_shards": missing_shards}
 
 
 def _name_check(name: str, attrs: dict) -> tuple[str | None, str | None]:
@@ -343,9 +346,17 @@ def repair_store(path: str | Path) -> dict:
     from .schema import sidecar_dir
     from .store import open_store
 
+    from ..errors import StoreError
+
     given, path = path, Path(path).resolve()
     sidecar = sidecar_dir(path)
     before = verify_store(given)
+    gone = before.get("missing_shards") or []
+    if gone:  # rebuilding the catalog from the shards there are would drop these shards' items and their labels
+        where = (f"the store's data folder {sidecar} is missing (a store is {path.name} and {sidecar.name}: copy both)"
+                 if not sidecar.exists() else f"{len(gone)} shard file(s) it lists are missing from {sidecar / 'shards'} (e.g. {gone[0]})")
+        raise StoreError(f"not repaired: {where}; a repair would drop their items. Restore the missing files, or re-embed "
+                         f"them with `embed build SOURCE --store {given}`")
     done, needs_source = [], []
     with open_store(path, mode="a") as st:  # takes the writer lock before anything moves
         for p in before["problems"]:
