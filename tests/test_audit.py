@@ -343,3 +343,22 @@ def test_a_set_built_without_normalisation_is_refused_in_one_line(tmp_path, imag
     lines = res.output.strip().splitlines()
     assert len(lines) == 1 and "--normalize none" in lines[0] and "--normalize l2" in lines[0], res.output
     assert not (tmp_path / "f.csv").exists() and (tmp_path / "raw.h5").read_bytes() == before
+
+
+def test_label_check_forks_no_process(monkeypatch):
+    """cleanlab's pruning runs in this process (n_jobs=1): a pool forked from the server's threaded
+    process can inherit a held lock, and /api/audit once hung for good in such a child."""
+    import multiprocessing.pool
+
+    from embedstore.audit.labels import find_label_issues
+
+    def no_pool(*a, **kw):
+        raise AssertionError("the label check started a process pool")
+
+    monkeypatch.setattr(multiprocessing.pool.Pool, "__init__", no_pool)
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(c, 0.3, size=(30, 8)) for c in range(4)]).astype(np.float32)
+    y = np.repeat(np.array(["a", "b", "c", "d"]), 30)
+    y[[0, 31]] = ["b", "a"]  # two flipped labels
+    li = find_label_issues(X, y, np.arange(len(y)))
+    assert {0, 31} <= set(li.rows.tolist())

@@ -75,7 +75,10 @@ def find_label_issues(X: np.ndarray, y: np.ndarray, row_pos: np.ndarray, seed: i
     P, classes, C, k, losses = out_of_fold_proba(X, y, seed, progress=progress)
     y_idx = np.searchsorted(classes, y)
     P = P / np.clip(P.sum(axis=1, keepdims=True), 1e-12, None)
-    ranked = cl_find(y_idx, P, filter_by=FILTER_BY, return_indices_ranked_by="self_confidence")
+    # n_jobs=1: with more, cleanlab forks a multiprocessing pool, and a fork of a threaded process (the
+    # server's worker threads, torch's) can inherit a held lock: `embed serve`'s /api/audit once hung
+    # for good in such a child. The pruning it spreads is cheap next to the cross-validation above.
+    ranked = cl_find(y_idx, P, filter_by=FILTER_BY, return_indices_ranked_by="self_confidence", n_jobs=1)
     quality = get_label_quality_scores(y_idx, P)
     oof_acc = float((P.argmax(axis=1) == y_idx).mean())
     summary = {"items": int(len(y)), "classes": int(len(classes)), "folds": k, "C": C, "log_loss_by_C": losses,
