@@ -111,6 +111,11 @@ def _protocol_class(header_timeout: float):
     return HeadTimedH11
 
 
+# SIGTERM or Ctrl-C: requests in flight get this long to finish, then the server stops anyway (a request
+# stuck in a library call once kept a SIGTERMed server up for good)
+GRACEFUL_S = 5
+
+
 def make_server(api: Api, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
                 allow_hosts=(), limits: Limits | None = None):
     """A uvicorn server for `api`, its socket already bound (port 0 picks a free one: `.port`).
@@ -134,7 +139,7 @@ def make_server(api: Api, host: str = "127.0.0.1", port: int = 8000, token: str 
                             timeout_keep_alive=limits.keep_alive, limit_concurrency=limits.max_connections,
                             backlog=limits.backlog, h11_max_incomplete_event_size=limits.max_head_bytes,
                             log_level="warning", access_log=False, server_header=False, proxy_headers=False,
-                            ws="none")
+                            ws="none", timeout_graceful_shutdown=GRACEFUL_S)
     return ServerHandle(uvicorn.Server(config), sock, token, guard)
 
 
