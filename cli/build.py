@@ -96,7 +96,7 @@ def print_report(r) -> None:
     for n in r.notes:
         say(f"  note: {n}")
     for k, n in r.skipped.items():
-        say(f"  skipped {n} {k}(s)")
+        say(f"  skipped {n} ({k})")
     if r.truncated:
         say(f"  {r.truncated} text(s) were longer than the encoder's maximum length and were cut off")
     for q in r.quarantined_items[:10]:

@@ -10,6 +10,7 @@ import pytest
 from embedstore.errors import SourceError
 from embedstore.heads.splits import _ALIASES
 from embedstore.sources import open_source
+from embedstore.sources.folder import STORE_INSIDE
 from embedstore.sources.items import SPLIT_NAMES
 
 from conftest import embed, make_image_folder, write_image
@@ -180,3 +181,20 @@ def test_symlinked_class_folders_are_read_and_loops_are_skipped_and_said(tmp_pat
     assert sorted(i.label for i in src.items) == ["cat"] * 3 + ["dog"] * 2
     (loop,) = src.skipped["folder already read by another path (a symlink loop, or a second link to it)"]
     assert loop.endswith("cat/up")
+
+
+def test_a_store_kept_inside_its_source_folder_is_not_read_as_items(tmp_path):
+    """`embed build photos --store photos/store.h5`: the store's catalog and data folder (shards,
+    index, lock) are skipped and said, not quarantined as items of a class 'store.h5.d'."""
+    photos = make_image_folder(tmp_path / "photos", classes=("cat", "dog"), per_class=3)
+    for _ in range(2):
+        r = embed("build", photos, "--store", photos / "store.h5", "--encoder", "test:tiny", "--precision", "fp32", "-q")
+        assert r.exit_code == 0, r.output
+    src = open_source(photos)
+    assert sorted({i.label for i in src.items}) == ["cat", "dog"] and len(src.items) == 6
+    assert sorted(Path(p).name for p in src.skipped[STORE_INSIDE]) == ["store.h5", "store.h5.d"]
+    assert "quarantined 0 now" in r.output and "store.h5.d" not in r.output.split("skipped")[0]
+    info = json.loads(embed("info", photos / "store.h5", "--json").stdout)
+    assert info["items"] == info["ok"] == 6 and info["quarantined"] == 0
+    r = embed("build", photos, "--store", photos, "--encoder", "test:tiny")  # the folder itself as the store
+    assert r.exit_code == 2 and f"such as {photos}.h5" in r.stderr

@@ -23,6 +23,16 @@ from .table import ItemTable
 LAYOUTS = ("auto", "classes", "splits", "flat")
 
 
+STORE_INSIDE = "file or folder of a store kept inside the source (its catalog and data folder, not items)"
+
+
+def _is_store_folder(dirpath: str, name: str) -> bool:
+    """Whether `name` in `dirpath` is a store's data folder: `photos.h5.d` beside `photos.h5`, holding
+    the shards (a store built into its own source folder must not be read back as items)."""
+    return (name.endswith(".d") and os.path.isfile(os.path.join(dirpath, name[:-2]))
+            and os.path.isdir(os.path.join(dirpath, name, "shards")))
+
+
 def _walk_files(root: Path, skipped: dict[str, list[str]], keep_top=None):
     """Every non-hidden regular file under `root`, sorted; `keep_top(name)` prunes top-level folders.
     A symlinked folder is read like any other (`photos/cat -> /data/cats`), each real folder once: a
@@ -41,6 +51,9 @@ def _walk_files(root: Path, skipped: dict[str, list[str]], keep_top=None):
                 dirnames.remove(d)
             else:
                 seen.add(real)
+        for d in [d for d in dirnames if _is_store_folder(dirpath, d)]:
+            skipped.setdefault(STORE_INSIDE, []).append(os.path.join(dirpath, d))
+            dirnames.remove(d)
         if keep_top is not None and dirpath == str(root):
             for d in [d for d in dirnames if not keep_top(d)]:
                 skipped.setdefault("top-level folder that is not a split name", []).append(os.path.join(dirpath, d))
@@ -49,6 +62,8 @@ def _walk_files(root: Path, skipped: dict[str, list[str]], keep_top=None):
             full = os.path.join(dirpath, name)
             if name.startswith("."):
                 skipped.setdefault("hidden file", []).append(full)
+            elif _is_store_folder(dirpath, name + ".d"):
+                skipped.setdefault(STORE_INSIDE, []).append(full)
             elif not os.path.isfile(full):
                 skipped.setdefault("not a regular file", []).append(full)
             else:

@@ -52,7 +52,7 @@ def check_store_file(path: Path) -> int:
     import h5py
 
     if path.is_dir():
-        raise StoreError(f"--store {path} is a folder; pass a file path such as {path / 'store.h5'}")
+        raise StoreError(f"--store {path} is a folder; pass a file path such as {path.with_name(path.name + '.h5')}")
     if not h5py.is_hdf5(path):
         raise StoreError(f"{path} is not an HDF5 file (it holds other data); choose another --store path")
     try:
