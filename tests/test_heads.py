@@ -165,6 +165,24 @@ def test_store_split_column_is_used(tmp_path):
     assert rep["split_how"].startswith("the store's split column")
 
 
+def test_a_class_with_no_training_items_in_the_split_column(tmp_path):
+    """The store's split column puts every item of a class outside train: with one class left to
+    learn, a one-line refusal naming the class (it was an unexpected ValueError from scikit-learn);
+    with two or more, the head trains and the summary names the class it cannot predict."""
+    rows = _split_manifest_rows(tmp_path)
+    only_cat = [r if not r.endswith(",train") or ",cat," in r else r.rsplit(",", 1)[0] + ",test" for r in rows]
+    (tmp_path / "one.csv").write_text("\n".join(only_cat) + "\n")
+    build_store(tmp_path / "one.csv", tmp_path / "one.h5")
+    r = embed("fit-head", "logistic", "--store", tmp_path / "one.h5")
+    assert r.exit_code == 2 and r.stderr.startswith("error: the store's split column gives training items of one class only ('cat')")
+    no_owl = [r if not r.endswith(",train") or f",{CLASSES[2]}," not in r else r.rsplit(",", 1)[0] + ",test" for r in rows]
+    (tmp_path / "two.csv").write_text("\n".join(no_owl) + "\n")
+    build_store(tmp_path / "two.csv", tmp_path / "two.h5")
+    r = embed("fit-head", "logistic", "--store", tmp_path / "two.h5", "--json")
+    assert r.exit_code == 0, r.output
+    assert f"class '{CLASSES[2]}' has no training items: the head cannot predict it" in json.loads(r.stdout)["split_how"]
+
+
 def test_a_test_item_with_a_training_items_content_is_not_scored_as_unseen(tmp_path):
     """fit-head's test score and `embed evaluate` on the test split agree on what the head saw."""
     import shutil

@@ -42,6 +42,18 @@ def assign_splits(labels: np.ndarray, store_splits: np.ndarray, val_fraction: fl
         if not (codes == TRAIN).any():
             raise HeadError("the store's split column names no training items (expected 'train'); fix the manifest's split column")
         how = "the store's split column"
+        taught = set(np.unique(labels[codes == TRAIN]).tolist())
+        untaught = sorted(set(np.unique(labels[codes != UNUSED]).tolist()) - taught)
+        if len(taught) < 2:
+            raise HeadError(f"the store's split column gives training items of one class only ('{next(iter(taught))}'); "
+                            f"class {', '.join(repr(c) for c in untaught[:5]) or '(none)'} has none in train and a classifier "
+                            "needs two: put some of its items in the train split, or rebuild without the split column "
+                            "and let fit-head split per class")
+        if untaught:
+            off_val = (codes == VAL) & np.isin(labels, untaught)
+            codes[off_val] = UNUSED  # the regularisation is chosen among the classes the head can learn
+            how += (f" (class {', '.join(repr(c) for c in untaught[:5])} has no training items: the head cannot predict it, "
+                    "its test items count as errors" + (f", and its {int(off_val.sum())} validation item(s) are not used" if off_val.any() else "") + ")")
         unknown = sorted({str(s) for s, g in zip(store_splits, given) if g == UNUSED and s})
         if unknown:
             how += f" (items with split {', '.join(unknown[:5])} are not used)"
