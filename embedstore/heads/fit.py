@@ -376,12 +376,26 @@ def check_params(cls, head: str, params: dict, grid) -> None:
         d = sig[k]
         if isinstance(d, (int, float)) and not isinstance(d, bool) and (isinstance(v, bool) or not isinstance(v, (int, float))):
             raise HeadError(f"--param {k}={v}: {k} takes a number (default {d})")
-        if k in POSITIVE and v <= 0 or k == "alpha" and v < 0:
-            raise HeadError(f"--param {k}={v}: {k} must be {'at least 0' if k == 'alpha' else 'positive'}")
-        if k in ("hidden", "max_iter", "k") and not float(v).is_integer():
-            raise HeadError(f"--param {k}={v}: {k} takes a whole number")
+        _check_number(k, v, f"--param {k}={v}")
+    for v in grid or ():  # each value the sweep would fit, checked as --param would check it
+        _check_number(cls.sweep_param, v, f"--grid value {v} ({cls.sweep_param})")
     if grid and cls.sweep_param in params:
         raise HeadError(f"--param {cls.sweep_param}={params[cls.sweep_param]} fixes the value --grid would sweep; give one of them")
+
+
+def _check_number(k: str, v, said: str) -> None:
+    """A number a head parameter takes: finite, positive (C, ...) or at least 0 (alpha), whole where it
+    counts something; else a one-line HeadError starting with `said`."""
+    import math
+
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return
+    if not math.isfinite(v):
+        raise HeadError(f"{said}: {k} must be a finite number")
+    if k in POSITIVE and v <= 0 or k == "alpha" and v < 0:
+        raise HeadError(f"{said}: {k} must be {'at least 0' if k == 'alpha' else 'positive'}")
+    if k in ("hidden", "max_iter", "k") and not float(v).is_integer():
+        raise HeadError(f"{said}: {k} takes a whole number")
 
 
 def zero_shot_prior(vs, rows, data: SplitData, options: dict, device: str, report: FitReport):
