@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .common import emit_json, fmt_s, run_guarded, say
+from .common import emit_json, fail, fmt_s, run_guarded, say
 
 FT_EPILOG = (
     "Examples:\n\n"
@@ -138,6 +138,8 @@ def register(app: typer.Typer) -> None:
             c["report"] = str(run_guarded(lambda: write_report(report_dir, "embed compare-encoders", [compare_section(c)])))
         if json_out:
             emit_json(c)
+            if c["recommended"] is None:  # nothing compared: a failure, whichever way it is printed
+                raise typer.Exit(2)
             return
         say(f"{c['sample']} items of {c['source']} (seed {c['seed']})")
         say(f"  {'encoder':34} {'dim':>5} {'probe':>6} {'95% CI':>13} {'kNN':>6} {'items/s':>8} {'store MB':>8}")
@@ -148,6 +150,8 @@ def register(app: typer.Typer) -> None:
             lo, hi = r["linear_probe_ci"]
             say(f"  {r['encoder']:34} {r['dim']:5d} {r['linear_probe']:6.3f} {f'{lo:.3f}-{hi:.3f}':>13} {r['knn']:6.3f} "
                 f"{(r['encode_items_per_s'] or 0):8.1f} {r['store_mb']:8.2f}")
+        if c["recommended"] is None:
+            fail(f"no encoder could be run on {c['source']}: {c['results'][0]['error'] if len(c['results']) == 1 else 'see each one above'}")
         say(f"recommended: {c['recommended']}: {c['why']}")
         if c["finetune"]:
             say(f"fine-tuning: {c['finetune']}")

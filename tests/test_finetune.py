@@ -189,3 +189,25 @@ def test_compare_encoders_needs_labelled_classes(tmp_path):
     assert r.exit_code == 2 and "fewer than two labelled classes" in r.output
     r = embed("compare-encoders", tmp_path / "missing", "--encoders", "test:tiny")
     assert r.exit_code == 2 and "does not exist" in r.output
+
+
+def test_compare_encoders_on_texts_and_when_nothing_runs(tmp_path):
+    """A text CSV is sampled as texts (it was written as a manifest of file paths that do not exist,
+    so every encoder was skipped), and a comparison where no encoder could run exits non-zero."""
+    import csv
+
+    with open(tmp_path / "reviews.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "label"])
+        for i in range(30):
+            w.writerow([f"great value, works well, item {i}", "good"])
+            w.writerow([f"broke after a week, waste of money, item {i}", "bad"])
+    r = embed("compare-encoders", tmp_path / "reviews.csv", "--encoders", "test:hash-text", "--sample", 40, "--json", "-q")
+    assert r.exit_code == 0, r.output
+    c = json.loads(r.stdout)
+    (row,) = c["results"]
+    assert "error" not in row and row["items"] == 40 and c["recommended"] == "test:hash-text"
+    assert row["dim"] == 64 and row["n_test"] >= 6 and len(row["linear_probe_ci"]) == 2
+    r = embed("compare-encoders", tmp_path / "reviews.csv", "--encoders", "nosuch:x", "--sample", 40)
+    assert r.exit_code == 2 and r.stderr.startswith("error: no encoder could be run") and "unknown encoder source" in r.stderr
+

@@ -36,11 +36,12 @@ def compare_encoders(source: str | Path, encoders: list[str], sample: int = 500,
     root = Path(work) if work else Path(tmp.name)
     root.mkdir(parents=True, exist_ok=True)
     manifest = root / "sample.csv"
-    with open(manifest, "w", newline="") as f:
+    texts = src.kind == "text"  # a text sample is a table of the texts themselves; an image sample lists the files
+    with open(manifest, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
-        w.writerow(["id", "path", "label", "split"])
+        w.writerow(["id", "text" if texts else "path", "label", "split"])
         for it in items:
-            w.writerow([it.id, it.uri, it.label, it.split or ""])
+            w.writerow([it.id, it.text if texts else it.uri, it.label, it.split or ""])
     rows, answers = [], {}
     try:
         for eid in encoders:
