@@ -70,7 +70,11 @@ def test_manifest(tmp_path, fmt):
 @pytest.mark.parametrize(
     "content, match",
     [
-        ("file,label\nimgs/0.jpg,a\n", "no 'path' column \\(found: file, label\\)"),
+        ("file,label\nimgs/0.jpg,a\n", "no 'path' column \\(images\\) or 'text' column \\(texts\\) \\(found: file, label\\)"),
+        ("Text,label\nhello,a\n", "column names are case-sensitive: rename 'Text' to 'text'"),
+        ("text;label\nhello;a\n", "reads as one column 'text;label': a CSV here is comma-separated"),
+        ("", "is empty; a CSV here has a header row"),
+        ('text,label\nok,a\n"open,a\nfoo,b\n', "not a readable CSV \\(the row starting at line 3\\): unexpected end of data"),
         ("path,label\nimgs/missing.jpg,b\n", "1 file\\(s\\) that do not exist, e.g. imgs/missing.jpg"),  # one missing of many: quarantined
         ("path,id\nimgs/0.jpg,x\nimgs/1.jpg,x\n", "id 'x' twice"),
         ("path,label\n", "no rows"),
@@ -82,6 +86,12 @@ def test_manifest_errors(tmp_path, content, match):
     path.write_text(content)
     with pytest.raises(SourceError, match=match):
         open_source(path)
+
+
+def test_a_utf16_csv_is_named_as_such(tmp_path):
+    (tmp_path / "u16.csv").write_bytes("text,label\nhello,a\n".encode("utf-16"))
+    with pytest.raises(SourceError, match="is UTF-16 text; save it as UTF-8"):
+        open_source(tmp_path / "u16.csv")
 
 
 def test_item_table_reads_back_what_was_appended_across_chunks(monkeypatch):

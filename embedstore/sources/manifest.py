@@ -16,15 +16,28 @@ OWN = ("path",) + OPTIONAL  # every other column is item metadata (`--where bran
 def _read_rows(path: Path) -> tuple[list[str], list[dict]]:
     if path.suffix.lower() == ".csv":
         csv.field_size_limit(1 << 30)  # long cells (a review, a JSON blob) are data, not damage; the default is 128 KB
+        with open(path, "rb") as f:
+            head = f.read(4)
+        if head[:2] in (b"\xff\xfe", b"\xfe\xff"):
+            raise SourceError(f"{path} is UTF-16 text; save it as UTF-8 (e.g. \"CSV UTF-8\" in a spreadsheet)")
+        if not head.strip():
+            raise SourceError(f"{path} is empty; a CSV here has a header row ('path' for images, 'text' for texts) and one row an item")
+        reader, done = None, 1
         try:
-            # undecodable bytes survive as surrogates: in 'path' they name a file, elsewhere the row is quarantined
+            # undecodable bytes survive as surrogates: in 'path' they name a file, elsewhere the row is quarantined;
+            # strict: a quote left open is an error at its line, not the rest of the file read into one cell
             with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
-                reader = csv.DictReader(f)
+                reader = csv.DictReader(f, strict=True)
                 _unique_columns(path, reader.fieldnames or [])
-                rows = list(reader)
+                rows = []
+                for row in reader:
+                    rows.append(row)
+                    done = reader.line_num  # the last line of the last good row
                 return list(reader.fieldnames or []), rows
         except (UnicodeDecodeError, csv.Error) as e:
-            raise SourceError(f"manifest {path} is not a readable UTF-8 CSV: {e}") from e
+            where = f" (the row starting at line {done + 1})" if reader is not None else ""
+            raise SourceError(f"manifest {path} is not a readable CSV{where}: {e}; a quote opened in a cell must be closed, "
+                              "and a quote inside a quoted cell is written twice (\"\")") from e
     try:
         import pyarrow.parquet as pq
 
@@ -33,6 +46,16 @@ def _read_rows(path: Path) -> tuple[list[str], list[dict]]:
         raise SourceError(f"manifest {path} is not a readable Parquet file: {str(e).splitlines()[0][:200]}") from e
     _unique_columns(path, table.column_names)
     return table.column_names, table.to_pylist()
+
+
+def column_hint(columns: list[str]) -> str:
+    """What to change in a header that names neither 'path' nor 'text'."""
+    near = [c for c in columns if c.lower() in ("path", "text") and c not in ("path", "text")]
+    if near:
+        return f"column names are case-sensitive: rename '{near[0]}' to '{near[0].lower()}'"
+    if len(columns) == 1 and any(sep in columns[0] for sep in ";\t|"):
+        return f"it reads as one column '{columns[0][:60]}': a CSV here is comma-separated; save it with commas (or as .parquet)"
+    return f"an image manifest needs 'path' (and may have {', '.join(OPTIONAL)}); a text table needs 'text'"
 
 
 def _unique_columns(path: Path, names) -> None:
@@ -57,10 +80,8 @@ def read_manifest(path: Path) -> Source:
     columns, rows = _read_rows(path)
     columns = [c.strip() for c in columns if c is not None]
     if "path" not in columns:
-        raise SourceError(
-            f"manifest {path} has no 'path' column (found: {', '.join(columns) or 'none'}); "
-            f"it needs 'path' and may have {', '.join(OPTIONAL)}"
-        )
+        raise SourceError(f"{path} has no 'path' column (images) or 'text' column (texts) (found: {', '.join(columns) or 'none'}); "
+                          f"{column_hint(columns)}")
     if not rows:
         raise SourceError(f"manifest {path} has no rows")
     base = path.parent
