@@ -81,7 +81,15 @@ def test_search_errors(store, tmp_path):
         (["--id", "cat/cat_000.jpg", "--where", "label=emu"], "matches no items"),
         (["--text", "a photo of a cat"], "CLIP encoder"),
         (["--image", tmp_path / "missing.jpg"], "does not exist"),
+        (["--text", "   "], "the text query is empty"),
+        (["--vector-file", tmp_path / "words.npy"], "holds <U1 values, not real numbers"),
+        (["--vector-file", tmp_path / "zero.npy"], "vector 0 is all zeros"),
     ]
+    from embedstore.store import open_store
+
+    np.save(tmp_path / "words.npy", np.array(["a", "b"]))
+    with open_store(store) as st:
+        np.save(tmp_path / "zero.npy", np.zeros((1, st.select_set().dim), np.float32))
     for extra, message in cases:
         r = embed("search", store, *extra)
         assert r.exit_code == 2, (extra, r.output)

@@ -203,6 +203,8 @@ class SearchContext:
         return self.vector_for_image_bytes(data, f"query image {image}")
 
     def vector_for_text(self, text: str) -> np.ndarray:
+        if not str(text).strip():  # as the build, which quarantines an empty text, and the server
+            raise SearchError("the text query is empty; give the words to search for, e.g. --text \"a red bicycle\"")
         if self.prov.get("modality") != "text" and not str(self.prov.get("encoder", "")).startswith("open_clip:"):
             raise SearchError(f"text queries need a text store or one built with a CLIP encoder (open_clip:...); this set was made with "
                               f"{self.prov.get('encoder')}. Rebuild with e.g. --encoder open_clip:ViT-B-32/openai")
@@ -210,14 +212,14 @@ class SearchContext:
 
     def vector_from_file(self, path: Path) -> np.ndarray:
         """The one query vector of `path`; a file of several is refused (batch search answers each)."""
-        v = vectors_from_file(path, self.rows.dim)
+        v = vectors_from_file(path, self.rows.dim, cosine=self.prov.get("normalize", "l2") == "l2")
         if len(v) != 1:
             raise SearchError(f"--vector-file {path} holds {len(v)} vectors; it takes one. To search with each, "
                               f"save them as .npy and run: embed search STORE --queries FILE.npy --out hits.csv")
         return v
 
     def vectors_from_file(self, path: Path, flag: str = "--queries") -> np.ndarray:
-        return vectors_from_file(path, self.rows.dim, flag)
+        return vectors_from_file(path, self.rows.dim, flag, cosine=self.prov.get("normalize", "l2") == "l2")
 
     # ---- the search ------------------------------------------------------------------------
     def run(self, Q: np.ndarray, k: int = 10, where: str | None = None, exact: bool = False,
@@ -277,18 +279,24 @@ def row_hit(rows, j: int, rank: int | None = None, score: float | None = None) -
     return h
 
 
-def vectors_from_file(path: Path, dim: int, flag: str = "--vector-file") -> np.ndarray:
+def vectors_from_file(path: Path, dim: int, flag: str = "--vector-file", cosine: bool = True) -> np.ndarray:
     """Query vectors (n, dim) from a .npy (one vector a row) or comma-separated text (one a line);
-    `flag` names the option in errors."""
+    `flag` names the option in errors. `cosine` (an L2-normalised set, searched by inner product):
+    an all-zero vector is refused."""
     try:
         v = np.load(path, allow_pickle=False) if str(path).endswith(".npy") else np.loadtxt(path, delimiter=",", ndmin=1)
     except (OSError, ValueError) as e:
         raise SearchError(f"{flag} {path} cannot be read as a vector ({str(e).splitlines()[0][:100]}); use .npy or comma-separated numbers") from None
+    if not np.issubdtype(np.asarray(v).dtype, np.number) or np.asarray(v).dtype.kind == "c":
+        raise SearchError(f"{flag} {path} holds {np.asarray(v).dtype} values, not real numbers; save the vectors as float32")
     v = np.asarray(v, dtype=np.float32).reshape(-1, v.shape[-1]) if np.ndim(v) else np.zeros((1, 0), np.float32)
     if v.shape[-1] != dim:
         raise SearchError(f"{flag} {path} has {v.shape[-1]} values per vector; this set's vectors have {dim}")
     if not np.isfinite(v).all():
         raise SearchError(f"{flag} {path} has NaN or inf values")
+    zero = np.flatnonzero(~v.any(axis=1))
+    if cosine and len(zero):  # every item scores 0 against it: the hits would be an arbitrary order
+        raise SearchError(f"{flag} {path}: vector {zero[0]} is all zeros, which has no direction to search along")
     return v
 
 
