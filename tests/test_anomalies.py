@@ -130,6 +130,8 @@ def test_anomaly_errors(store, tmp_path):
         (["--holdout-quantile", "1.5"], "--holdout-quantile"),
         (["--holdout-quantile", "0.9", "--contamination", "0.05"], "pass only one"),
         (["--out", tmp_path / "r.txt"], ".csv or .json"),
+        (["--normal-labels", "cat,dgo"], "--normal-labels names 'dgo', which no item of"),
+        (["--normal-labels", "dgo"], "did you mean 'dog'?"),
     ]
     for extra, message in cases:
         r = embed("anomalies", "--store", store, *extra)

@@ -135,6 +135,16 @@ def find_anomalies(store: str | Path, method: str = "knn", fit_on: str | None = 
     with open_store(store, mode="r") as st:
         vs = st.select_set(vector_set)
         rows = st.rows(vs.name)
+    if normal_labels:
+        import difflib
+
+        have = sorted(set(np.asarray(rows.labels, dtype=str).tolist()) - {""})
+        unknown = [lab for lab in normal_labels if lab not in have]
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], have, n=1)
+            raise DetectorError(f"--normal-labels names '{unknown[0]}', which no item of {vs.name} has"
+                                + (f"; did you mean '{close[0]}'?" if close else "")
+                                + f" (labels: {', '.join(have[:20]) or 'none'}" + (" ...)" if len(have) > 20 else ")"))
     cls = detector_class(method)  # scikit-learn loads here, after the cheap checks
     selected = filter_mask(rows, flt)
     fit_idx = np.flatnonzero(selected)
