@@ -93,6 +93,10 @@ def print_info(d: dict, show: int = 10) -> None:
         idx = vs["index"]
         if idx:
             state = "up to date" if idx.get("up_to_date") else f"STALE ({idx.get('ntotal')} of {vs['count']} rows; re-run `embed build`)"
+            if idx.get("problem"):  # searches scan exactly until it is rebuilt
+                word, _, why = idx["problem"].partition(" ")
+                state = (f"{word.upper()} {why}".rstrip() + ": not used (searches scan exactly); "
+                         f"`embed verify {Path(d['store']).name} --repair` rebuilds it")
             params = idx.get("params")
             params = "" if not params else " " + ", ".join(f"{k}={v}" for k, v in params.items()) + ","
             say(f"    index: {idx.get('type')},{params} {idx.get('ntotal')} vectors, recall@10 {idx.get('recall_at_10')} "

@@ -308,6 +308,11 @@ def test_embed_search_never_uses_a_damaged_index(image_folder, tmp_path, build_t
     got = json.loads(r.stdout)
     assert [h["id"] for h in got["hits"]] == [h["id"] for h in want]
     assert "damaged" in json.dumps(got)
+    text = embed("search", store, "--id", "cat/cat_000.jpg", "-k", 5).stdout.splitlines()[0]
+    assert "exact scan (the index is damaged" in text and "does not cover" not in text  # the reason, not a build's
+    info = embed("info", store).stdout  # said by info too, not only by verify
+    assert "DAMAGED (its bytes do not match" in info and "--repair` rebuilds it" in info and "up to date" not in info
+    assert json.loads(embed("info", store, "--json").stdout)["vector_sets"][0]["index"]["problem"].startswith("damaged")
 
 
 def test_a_shard_changed_after_the_writer_checked_it_is_not_copied_into_the_catalog(image_folder, tmp_path, build_tiny):

@@ -151,7 +151,7 @@ class SearchIndex:
         plan = {"rows": n, "selected": pool, "selectivity": pool / max(n, 1), "indexed_rows": ni}
         parts = []
         if exact or self.index is None:
-            plan["method"] = "exact scan" + ("" if self.index is not None else " (the index does not cover these rows yet)")
+            plan["method"] = "exact scan" + ("" if self.index is not None else f" ({self.meta.get('note') or 'no index covers these rows yet'})")
             parts.append(self._scan(Q, kk, allowed, 0, n))
         else:
             head = None if allowed is None else allowed if ni == len(allowed) else allowed[:ni]

@@ -94,7 +94,10 @@ def load_snapshot(store: str | Path, vector_set: str | None = None, wait_s: floa
             break  # else a writer replaced the catalog meanwhile, or is about to: read again
         time.sleep(0.05)
     if state != "ok":
-        meta = {**meta, "exact": True, "note": f"index {state}: exact scan until the next `embed build` completes"}
+        why = {"damaged": "the index is damaged (its bytes do not match its checksum) and not used until `embed verify "
+                          "--repair` or the next `embed build` rebuilds it",
+               "missing": "no index yet; the next `embed build` makes one"}
+        meta = {**meta, "exact": True, "note": why.get(state, f"the index is {state}; the next `embed build` brings it up to date")}
     return _Snapshot(vs, rows, index, meta, state, after)
 
 
