@@ -13,8 +13,20 @@ STATE = {"debug": False}
 
 
 def fail(message: str, code: int = 2) -> None:
+    """The one-line error on stderr and a non-zero exit; a command run with --json also prints it
+    as JSON on stdout ({"error", "exit_code"}), so a script reading stdout gets an object, not nothing."""
     typer.echo(f"error: {message}", err=True)
+    if _json_asked():
+        typer.echo(json.dumps({"error": message, "exit_code": code}))
     raise typer.Exit(code)
+
+
+def _json_asked() -> bool:
+    import typer.core
+
+    click = getattr(typer.core, "_click", None) or typer.core.click  # recent typer carries its own click
+    ctx = click.globals.get_current_context(silent=True)
+    return bool(ctx is not None and ctx.params.get("json_out"))
 
 
 def emit_json(obj) -> None:

@@ -93,6 +93,19 @@ def test_usage_errors_are_one_line_and_name_the_help(image_folder, args, message
     assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1, err
 
 
+def test_errors_with_json_are_json_on_stdout_too(tmp_path):
+    """A script that asked for --json reads an object on stdout when the command fails, beside the
+    one-line error on stderr and the non-zero exit."""
+    for args in (["info", tmp_path / "nope.h5", "--json"], ["search", tmp_path / "nope.h5", "--id", "x", "--json"],
+                 ["fit-head", "logistic", "--store", tmp_path / "nope.h5", "--json"]):
+        r = run(*args)
+        assert r.exit_code == 2 and r.stderr.startswith("error: ")
+        doc = json.loads(r.stdout)
+        assert doc["exit_code"] == 2 and "does not exist" in doc["error"] and doc["error"] in r.stderr
+    r = run("info", tmp_path / "nope.h5")  # without --json: stderr only
+    assert r.exit_code == 2 and r.stdout == ""
+
+
 def test_no_arguments_still_print_the_help():
     r = run()
     assert "Usage: embed" in r.output and "build" in r.output and "error:" not in r.output
