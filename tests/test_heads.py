@@ -423,3 +423,11 @@ def test_small_validation_chooses_by_cross_validation_and_says_so(labelled, tmp_
     assert rep0.counts["val"] == 0 and "no validation split" in rep0.selection and rep0.test["accuracy"] >= 0.8
     r = embed("fit-head", "knn", "--store", labelled / "photos.h5", "--val-fraction", 0)
     assert r.exit_code == 0 and "chosen by 5-fold stratified cross-validation" in r.output
+    # a linear head's temperature: fitted on every held-out fold (all of train + val), not on the last fold alone
+    for kind, kw in (("ridge", dict(val_fraction=0)), ("linear-svm", {})):
+        r, head = fit_head(labelled / "photos.h5", kind, progress=False, **kw)
+        assert head.calibrated_on_ == (f"the 5 held-out folds of the cross-validation, each scored by a fit on the other "
+                                       f"folds (n={r.counts['train'] + r.counts['val']})"), head.calibrated_on_
+    # the vectors over --max-memory: validation, and the summary says why not cross-validation
+    rep1, _ = fit_head(labelled / "photos.h5", "ridge", max_memory="1KB", progress=False)
+    assert rep1.selection.startswith("on the validation split") and "over --max-memory, so not by cross-validation" in rep1.selection

@@ -128,8 +128,11 @@ def selection_plan(data: SplitData, seed: int) -> tuple[list | None, str]:
     class) and the vectors are in memory. Returns (folds as (train rows, val rows) pairs, or None; how)."""
     val = data.mask(VAL)
     per_class = np.array([int((val & (data.rows.labels == c)).sum()) for c in data.classes])
-    if val.any() and (per_class.min() >= MIN_VAL_PER_CLASS or not data.in_memory):
+    if val.any() and per_class.min() >= MIN_VAL_PER_CLASS:
         return None, f"on the validation split ({int(val.sum())} items)"
+    if val.any() and not data.in_memory:  # cross-validation refits every fold from the store: in memory only
+        return None, (f"on the validation split ({int(val.sum())} items; {per_class.min()} in its smallest class, fewer than "
+                      f"{MIN_VAL_PER_CLASS}, but the vectors are over --max-memory, so not by cross-validation)")
     if val.any() and data.shots:  # folds over train + val would train on more than the shots
         return None, f"on the validation split ({int(val.sum())} items; with --shots the head trains on the shots alone)"
     pool = np.flatnonzero(data.mask(*data.fit_splits))
@@ -181,8 +184,41 @@ def cv_sweep(cls, data: SplitData, grid, params: dict, device: str, progress: bo
     near = [p for p in curve if p["val_accuracy"] >= top["val_accuracy"] - top["val_accuracy_se"] - 1e-12]
     simpler_first = SIMPLER.get(cls.sweep_param, 1)
     best = min(near, key=lambda p: (simpler_first * p["value"], -p["val_accuracy"]))
-    _, (_, _, snapshot) = sweep(cls, fold, [best["value"]], params, device, False, prior)
+    if hasattr(cls, "calibrate_chunks"):
+        snapshot = _pooled_temperature(cls, data, folds, best["value"], params)
+    else:
+        _, (_, _, snapshot) = sweep(cls, fold, [best["value"]], params, device, False, prior)
     return curve, (best["val_accuracy"], best["value"], snapshot)
+
+
+def _pooled_temperature(cls, data: SplitData, folds: list, value, params: dict):
+    """A linear head's temperature under cross-validation: fitted on every held-out fold's scores
+    at the chosen value, each scored by a fit on the other folds (all of train + val, none scored
+    by a fit that saw it), rather than on the last fold alone; (temperature, what it was fitted on)."""
+    import copy
+
+    from .base import fit_temperature
+    from .linear import gram_stats
+
+    name, extra = cls.sweep_param, {"calibration": "given"}
+    scores, ys = [], []
+    for tr, va in folds:
+        fold = copy.copy(data)
+        fold.codes = data.codes.copy()
+        fold.codes[tr], fold.codes[va] = TRAIN, VAL
+        if cls.kind == "ridge":
+            head = cls(**{**params, **extra, name: value}).fit_chunks(fold.chunks(TRAIN), data.classes, data.rows.dim,
+                                                                     in_memory=data.in_memory,
+                                                                     stats=gram_stats(fold.chunks(TRAIN), len(data.classes)))
+        else:
+            head = cls(**{**params, **extra, name: value}).fit(*fold.arrays(TRAIN))
+        for X, y in fold.chunks(VAL)():
+            keep = np.asarray(y) >= 0
+            scores.append(head._scores(np.asarray(X)[keep]))
+            ys.append(np.asarray(y)[keep])
+    y = np.concatenate(ys)
+    return (np.float64(fit_temperature(np.concatenate(scores), y)),
+            f"the {len(folds)} held-out folds of the cross-validation, each scored by a fit on the other folds (n={len(y)})")
 
 
 SIMPLER = {"C": 1, "alpha": -1, "k": -1}  # +1: smaller values regularise more; -1: larger ones do
