@@ -88,6 +88,12 @@ def test_queries_from_a_folder_of_images_skip_what_is_not_an_image(store, tmp_pa
     assert rep["queries"] == 2 and rep["kind"] == "image" and [s["query"] for s in rep["skipped"]] == ["notes.txt"]
     rows = read_table(tmp_path / "h.parquet")
     assert {x["query"]: x["id"] for x in rows if x["rank"] == 1} == {"cat/cat_000.jpg": "cat/cat_000.jpg", "owl/owl_002.jpg": "owl/owl_002.jpg"}
+    # the queries are encoded in one batch: the same hits and scores as one `search --image` each
+    for f in ("cat/cat_000.jpg", "owl/owl_002.jpg"):
+        one = json.loads(embed("search", store, "--image", q / f, "-k", 3, "--json").stdout)["hits"]
+        mine = sorted((x for x in rows if x["query"] == f), key=lambda x: int(x["rank"]))
+        assert [x["id"] for x in mine] == [h["id"] for h in one]
+        assert np.allclose([float(x["score"]) for x in mine], [h["score"] for h in one], atol=1e-4)
 
 
 def test_batch_search_errors(store, tmp_path):

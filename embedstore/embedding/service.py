@@ -339,6 +339,36 @@ class EmbeddingService:
         self._need("image")
         return self.embed(self.pixels()(data).unsqueeze(0), name)
 
+    def embed_image_batch(self, named: list[tuple[str, bytes]]) -> tuple[list[str], np.ndarray, list[tuple[str, str]]]:
+        """Several encoded image files (name, bytes) -> (names embedded, their vectors (n, dim) as the
+        store would hold them, [(name, reason)] for the files that are not usable images). Each is
+        decoded as `embed_image_bytes` decodes it, and all are encoded in one forward pass (a batch
+        of queries, as the build encodes batches)."""
+        import torch
+
+        from ..sources.images import DecodeError
+
+        self._need("image")
+        px = self.pixels()
+        names, xs, bad = [], [], []
+        for name, data in named:
+            try:
+                xs.append(px(data))
+                names.append(name)
+            except DecodeError as e:
+                bad.append((name, str(e)))
+        if not xs:
+            return [], np.zeros((0, self.dim), np.float32), bad
+        v = self.forward(torch.stack(xs))
+        keep = []
+        for i, name in enumerate(names):
+            problem = vector_problem(v[i], self.dtype)
+            if problem:
+                bad.append((name, f"cannot be embedded: {problem}"))
+            else:
+                keep.append(i)
+        return [names[i] for i in keep], self.as_stored(v[keep]), bad
+
     def embed_image_file(self, path: str) -> np.ndarray:
         from ..sources.images import read_bytes
 

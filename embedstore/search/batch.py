@@ -62,7 +62,7 @@ def _rows(names, hits_per_query) -> dict:
 
 def search_batch(store: str | Path, queries: str | Path, out: str | Path, k: int = 10, where: str | None = None,
                  exact: bool = False, include_self: bool = False, vector_set: str | None = None, weights: str | None = None,
-                 device: str = "auto", batch: int = 256, progress: bool = True) -> BatchReport:
+                 device: str = "auto", batch: int = 256, progress: bool = True, image_batch: int = 16) -> BatchReport:
     """Search every query in `queries` (images folder, .txt of texts, .csv/.parquet with an id column,
     .npy of vectors: each row's query is named by its row number)."""
     from ..progress import progress_bar
@@ -91,16 +91,15 @@ def search_batch(store: str | Path, queries: str | Path, out: str | Path, k: int
             if kind in ("text", "vector"):
                 vecs = [ctx.service().embed_texts([p for _, p in part]) if kind == "text" else V[s : s + batch]]
                 names = [n for n, _ in part]
-            for name, payload in part if kind not in ("text", "vector") else []:
-                try:
-                    v = ctx.vector_for_id(name) if kind == "id" else ctx.vector_for_image(payload)
-                except SearchError as e:
-                    if kind == "id":
-                        raise
-                    skipped.append({"query": name, "reason": str(e)})
-                    continue
-                names.append(name)
-                vecs.append(v)
+            elif kind == "id":
+                names = [n for n, _ in part]
+                vecs = [ctx.vector_for_id(n) for n in names]
+            else:  # image files: decoded one by one, encoded in batches of `image_batch`
+                for b in range(0, len(part), image_batch):
+                    got, V_img, bad = ctx.vectors_for_image_files(part[b : b + image_batch])
+                    names += got
+                    vecs.append(V_img)
+                    skipped += bad
             if names:
                 Q = np.concatenate(vecs)
                 excl = names if kind == "id" and not include_self else None

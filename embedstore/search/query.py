@@ -205,6 +205,27 @@ class SearchContext:
             raise SearchError(f"query image {image} cannot be used: {e}") from None
         return self.vector_for_image_bytes(data, f"query image {image}")
 
+    def vectors_for_image_files(self, named: list[tuple[str, Path]]) -> tuple[list[str], np.ndarray, list[dict]]:
+        """Query images (name, path) -> (names, vectors, skipped [{query, reason}]): read one by one,
+        encoded in one batch by the set's service."""
+        from ..sources.images import DecodeError, read_bytes
+
+        svc = self.service()
+        if svc.modality != "image":
+            raise SearchError(f"{self.vs.name} holds text vectors; search it with --text, --id or --vector-file")
+        datas, skipped = [], []
+        for name, path in named:
+            try:
+                if not Path(path).is_file():
+                    raise DecodeError("it does not exist")
+                datas.append((name, read_bytes(str(path))))
+            except DecodeError as e:
+                skipped.append({"query": name, "reason": f"query image {path} cannot be used: {e}"})
+        names, V, bad = svc.embed_image_batch(datas)
+        where = dict(named)
+        skipped += [{"query": n, "reason": f"query image {where[n]} cannot be used: {why}"} for n, why in bad]
+        return names, V, skipped
+
     def vector_for_text(self, text: str) -> np.ndarray:
         if not str(text).strip():  # as the build, which quarantines an empty text, and the server
             raise SearchError("the text query is empty; give the words to search for, e.g. --text \"a red bicycle\"")
