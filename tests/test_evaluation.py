@@ -83,6 +83,29 @@ def test_metrics_carry_intervals_split_and_the_majority_baseline():
     assert "test split, 100 items" in line and "95% CI" in line and "answers one class" in line
 
 
+def test_macro_averages_cover_the_classes_measured_and_an_unseen_label_warns_nothing():
+    """Items of classes red and purple (one the head never learnt) scored by a head of four classes:
+    macro averages are over red, purple and blue (predicted once), as scikit-learn's default; green
+    and noise, with no item and no prediction, are not averaged in as zeros. No scikit-learn warning
+    leaks: the unseen label is reported as such."""
+    import warnings
+
+    from sklearn.metrics import f1_score
+
+    from embedstore.evaluation.metrics import classification_metrics
+
+    y_true = np.array(["red"] * 5 + ["purple"] * 3)
+    y_pred = np.array(["red"] * 4 + ["blue"] + ["red"] * 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m = classification_metrics(y_true, y_pred, ["red", "blue", "green", "noise"], split="test")
+    assert m["macro_f1"] == pytest.approx(f1_score(y_true, y_pred, average="macro", zero_division=0))
+    assert m["macro_f1"] == pytest.approx((2 * 4 / (2 * 4 + 1 + 3)) / 3)
+    assert m["unseen_labels"] == ["purple"] and set(m["per_class"]) == {"red", "blue", "green", "noise", "purple"}
+    lo, hi = m["macro_f1_ci"]
+    assert lo <= m["macro_f1"] <= hi
+
+
 def test_seen_items_are_matched_by_content():
     from embedstore.evaluation.seen import content_keys, seen_mask
 

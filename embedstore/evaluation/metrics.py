@@ -16,11 +16,21 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list
     from .intervals import balanced_accuracy_from, confusion_bootstrap, macro_f1_from, wilson
 
     y_true, y_pred = np.asarray(y_true).astype(str), np.asarray(y_pred).astype(str)
+    import warnings
+
     labels = list(classes) + sorted(set(map(str, y_true)) - set(classes))
-    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
-    macro = precision_recall_fscore_support(y_true, y_pred, labels=labels, average="macro", zero_division=0)
+    # macro averages over the classes these items have or were given (scikit-learn's default): a
+    # head class with neither would add an F1 of 0 and pull the mean down for a class not measured
+    present = [lab for lab in labels if lab in set(y_true) | set(y_pred)] or labels
+    with warnings.catch_warnings():  # "y_pred contains classes not in y_true": the per-class table says which
+        warnings.simplefilter("ignore", UserWarning)
+        p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+        macro = precision_recall_fscore_support(y_true, y_pred, labels=present, average="macro", zero_division=0)
+        balanced = float(balanced_accuracy_score(y_true, y_pred)) if len(y_true) else 0.0
     n = int(len(y_true))
     cm = confusion_matrix(y_true, y_pred, labels=labels) if n else np.zeros((len(labels), len(labels)), np.int64)
+    keep = [labels.index(lab) for lab in present]
+    cm_present = cm[np.ix_(keep, keep)]  # the rows and columns dropped are all zero
     acc = float(accuracy_score(y_true, y_pred)) if n else 0.0
     values, counts = np.unique(y_true, return_counts=True)
     predicted = np.unique(y_pred)
@@ -29,12 +39,12 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list
         "n": n,
         "accuracy": acc,
         "accuracy_ci": list(wilson(int(np.trace(cm)), n)),
-        "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)) if n else 0.0,
-        "balanced_accuracy_ci": list(confusion_bootstrap(cm, balanced_accuracy_from)),
+        "balanced_accuracy": balanced,
+        "balanced_accuracy_ci": list(confusion_bootstrap(cm_present, balanced_accuracy_from)),
         "macro_precision": float(macro[0]),
         "macro_recall": float(macro[1]),
         "macro_f1": float(macro[2]),
-        "macro_f1_ci": list(confusion_bootstrap(cm, macro_f1_from, seed=1)),
+        "macro_f1_ci": list(confusion_bootstrap(cm_present, macro_f1_from, seed=1)),
         "majority_baseline": float(counts.max() / n) if n else 0.0,
         "majority_class": str(values[counts.argmax()]) if n else None,
         "predicts_one_class": bool(n and len(predicted) == 1),
