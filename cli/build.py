@@ -34,11 +34,11 @@ def describe_layout(d: dict) -> str:
     counts = lambda c, most=8: ", ".join(f"{k} {v}" for k, v in list(c.items())[:most]) + (", ..." if len(c) > most else "")  # noqa: E731
     found = []
     if d["split_counts"]:
-        found.append(f"{counts(d['split_counts'])} items")
+        found.append(f"{counts(d['split_counts'])} listed")
     if d["label_counts"]:
         labels = d["label_counts"]
         found.append(f"{len(labels)} classes: {', '.join(list(labels)[:8])}{', ...' if len(labels) > 8 else ''}"
-                     if d["split_counts"] else f"{len(labels)} classes: {counts(labels)} items")
+                     if d["split_counts"] else f"{len(labels)} classes: {counts(labels)} listed")
     else:
         found.append("no labels")
     if d.get("metadata_columns"):
@@ -53,7 +53,9 @@ def describe_layout(d: dict) -> str:
 def print_report(r) -> None:
     say(f"built {r.store}: {r.encoded} new vectors in set {r.vector_set} ({r.vectors_in_set} in total, {r.dtype})")
     say(f"  source {r.source}: {r.items_in_source} items; unchanged {r.unchanged}; "
-        f"labels/splits/metadata updated {r.metadata_updated}; quarantined {r.quarantined} now, {r.previously_quarantined} before")
+        f"labels/splits/metadata updated {r.metadata_updated}; quarantined {r.quarantined}"
+        + (f" new, {r.previously_quarantined} still (files unchanged since an earlier build quarantined them)"
+           if r.previously_quarantined else ""))
     if r.exclusions:
         x = r.exclusions
         parts = [f"the list has {x['ids']} ids" + "".join(f", {k} {n}" for k, n in sorted(x["kinds"].items()))]

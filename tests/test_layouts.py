@@ -104,7 +104,7 @@ def test_build_info_and_fit_head_on_a_split_folder(tmp_path):
     store = tmp_path / "s.h5"
     r = embed("build", root, "--store", store, *TINY[:-1])
     assert r.exit_code == 0, r.output
-    assert "layout: splits (train 8, val 4, test 4 items; 2 classes: cat, dog) from folder names (--layout auto)" in r.output
+    assert "layout: splits (train 8, val 4, test 4 listed; 2 classes: cat, dog) from folder names (--layout auto)" in r.output
     r = embed("info", store, "--json")
     d = json.loads(r.output)
     assert d["split_label_counts"] == {"test": {"cat": 2, "dog": 2}, "train": {"cat": 4, "dog": 4}, "val": {"cat": 2, "dog": 2}}
@@ -131,7 +131,7 @@ def test_build_layout_classes_reads_split_folders_as_labels(tmp_path):
     root = make_split_folder(tmp_path / "ds", splits=(("train", 2), ("val", 1)))
     r = embed("build", root, "--store", tmp_path / "s.h5", "--layout", "classes", *TINY[:-1])
     assert r.exit_code == 0, r.output
-    assert "layout: classes (2 classes: train 4, val 2 items) from folder names (--layout classes)" in r.output
+    assert "layout: classes (2 classes: train 4, val 2 listed) from folder names (--layout classes)" in r.output
     d = json.loads(embed("info", tmp_path / "s.h5", "--json").output)
     assert d["labels"] == {"train": 4, "val": 2} and d["splits"] == {}
     assert d["split_label_counts"] == {"": {"train": 4, "val": 2}}
@@ -193,7 +193,7 @@ def test_a_store_kept_inside_its_source_folder_is_not_read_as_items(tmp_path):
     src = open_source(photos)
     assert sorted({i.label for i in src.items}) == ["cat", "dog"] and len(src.items) == 6
     assert sorted(Path(p).name for p in src.skipped[STORE_INSIDE]) == ["store.h5", "store.h5.d"]
-    assert "quarantined 0 now" in r.output and "store.h5.d" not in r.output.split("skipped")[0]
+    assert "; quarantined 0\n" in r.output and "store.h5.d" not in r.output.split("skipped")[0]
     info = json.loads(embed("info", photos / "store.h5", "--json").stdout)
     assert info["items"] == info["ok"] == 6 and info["quarantined"] == 0
     r = embed("build", photos, "--store", photos, "--encoder", "test:tiny")  # the folder itself as the store
