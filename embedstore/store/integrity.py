@@ -137,6 +137,10 @@ def verify_store(path: str | Path) -> dict:
     path = Path(path).resolve()
     sidecar = sidecar_dir(path)
     shard_root = sidecar / "shards"
+    if path.exists() and not sidecar.exists():  # no data folder and a file that is not a catalog: not a store at all
+        from .store import check_store_file
+
+        check_store_file(path)
     problems, notes = [], []
     missing_shards: list[str] = []  # listed by the catalog, not on disk: their rows exist nowhere else
     checked = {"shards": 0, "shards_without_checksums": 0, "rows": 0, "indexes": 0}

@@ -47,6 +47,9 @@ class NewerSchemaError(StoreError):
     """The store was written by a newer embedstore: neither read nor rewritten (never downgraded)."""
 
 
+NEW_PATH = "give the store `embed build` made, or another path for a new one (the file is left as it is)"
+
+
 def check_store_file(path: Path) -> int:
     """Refuse anything that is not an embedstore catalog; return its schema version."""
     import h5py
@@ -54,15 +57,15 @@ def check_store_file(path: Path) -> int:
     if path.is_dir():
         raise StoreError(f"--store {path} is a folder; pass a file path such as {path.with_name(path.name + '.h5')}")
     if not h5py.is_hdf5(path):
-        raise StoreError(f"{path} is not an HDF5 file (it holds other data); choose another --store path")
+        raise StoreError(f"{path} is not an HDF5 file (it holds other data), so not a store; {NEW_PATH}")
     try:
         with h5py.File(path, "r") as f:
             fmt = f.attrs.get("format")
             schema = f.attrs.get("embedstore_schema")
     except OSError as e:
-        raise StoreError(f"{path} cannot be opened as HDF5 ({e}); choose another --store path") from e
+        raise StoreError(f"{path} cannot be opened as HDF5 ({e}); {NEW_PATH}") from e
     if fmt != FORMAT or schema is None:
-        raise StoreError(f"{path} is an HDF5 file but not an embedstore store (no 'embedstore_schema' attribute); choose another --store path")
+        raise StoreError(f"{path} is an HDF5 file but not an embedstore store (no 'embedstore_schema' attribute); {NEW_PATH}")
     if int(schema) > SCHEMA_VERSION:
         raise NewerSchemaError(f"{path} has store schema {int(schema)}, newer than this embedstore reads ({SCHEMA_VERSION}); "
                                "upgrade embedstore")
