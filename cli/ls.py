@@ -27,6 +27,9 @@ def register(app: typer.Typer) -> None:
         from embedstore.store.select import list_items
 
         items = run_guarded(list_items, store, where=where, status=status)
+        if not items and (where or status):  # stdout stays a clean (empty) list; the reason goes to stderr
+            typer.echo(f"note: no item matches{f' --where {where}' if where else ''}{f' --status {status}' if status else ''}; "
+                       "`embed info` lists the labels, splits and metadata columns", err=True)
         if json_out:
             emit_json(items)
             return

@@ -244,6 +244,17 @@ def test_single_class(tmp_path):
     assert r.exit_code == 2 and "only one class" in r.output
 
 
+def test_many_classes_too_small_to_split_make_one_short_line():
+    from embedstore.errors import HeadError
+    from embedstore.heads.splits import assign_splits
+
+    labels = np.array([f"class{i:02d}" for i in range(60)])
+    with pytest.raises(HeadError) as e:
+        assign_splits(labels, np.array([""] * 60), 0.15, 0.15, 0)
+    assert "'class00' (1), 'class01' (1)" in str(e.value) and "and 55 more of the 60 classes" in str(e.value)
+    assert len(str(e.value)) < 300
+
+
 def test_class_too_small_to_split(tmp_path):
     make_image_folder(tmp_path / "p", classes=("cat", "dog"), per_class=6)
     for f in sorted((tmp_path / "p" / "dog").iterdir())[2:]:

@@ -176,8 +176,10 @@ class SearchContext:
         embedded exactly as the stored vectors were."""
         if self._service is None:
             if str(self.prov.get("encoder", "")).startswith("external:"):
+                other = f" ({self.vs.note})" if getattr(self.vs, "note", None) else ""  # the store's other sets, when it has several
                 raise SearchError(f"{self.vs.name} holds vectors imported from elsewhere ({self.prov['encoder']}); embedstore cannot "
-                                  "embed new images or texts for it: query it with --id or --vector-file")
+                                  f"embed new images or texts for it: query it with --id or --vector-file, or search a set "
+                                  f"embedstore built with --set NAME{other}")
             from ..embedding import EmbeddingService
 
             self._service = EmbeddingService.from_provenance(self.prov, self.weights, self.device, error=SearchError)
