@@ -442,3 +442,19 @@ def test_small_validation_chooses_by_cross_validation_and_says_so(labelled, tmp_
     # the vectors over --max-memory: validation, and the summary says why not cross-validation
     rep1, _ = fit_head(labelled / "photos.h5", "ridge", max_memory="1KB", progress=False)
     assert rep1.selection.startswith("on the validation split") and "over --max-memory, so not by cross-validation" in rep1.selection
+
+
+def test_flat_probabilities_at_the_chosen_value_are_said_with_the_value_that_fixes_them():
+    """Separable data under cross-validation: every C from 0.01 up is right on every held-out item and
+    the one-standard-error rule keeps the simplest, whose probabilities are near uniform; the summary
+    names the equally accurate value whose held-out log loss is far lower. No note when they agree."""
+    from embedstore.heads.fit import _flat_probability_note
+    from embedstore.heads.logistic import LogisticHead
+
+    curve = [{"value": c, "val_accuracy": a, "val_accuracy_se": 0.0, "val_log_loss": ll}
+             for c, a, ll in ((0.001, 0.37, 1.38), (0.01, 1.0, 1.28), (1.0, 1.0, 0.21), (100.0, 1.0, 0.004))]
+    (note,) = _flat_probability_note(LogisticHead, curve, 0.01)
+    assert note.startswith("probabilities: at C = 0.01 they are flatter than the data supports (held-out log loss 1.280)")
+    assert "pass --param C=100 for probabilities" in note
+    curve[1]["val_log_loss"] = 0.01
+    assert _flat_probability_note(LogisticHead, curve, 0.01) == []

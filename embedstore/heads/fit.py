@@ -221,6 +221,24 @@ def _pooled_temperature(cls, data: SplitData, folds: list, value, params: dict):
             f"the {len(folds)} held-out folds of the cross-validation, each scored by a fit on the other folds (n={len(y)})")
 
 
+def _flat_probability_note(cls, curve: list, chosen) -> list[str]:
+    """A note when the one-standard-error rule chose a value whose held-out probabilities are much
+    flatter than an equally accurate value's (separable data: every C from 0.01 up is right on every
+    item, the simplest prints 0.28 for a right answer). The choice stands (it keeps accuracy robust
+    to fold noise); the note says which value gives probabilities that match how often it is right."""
+    top = max(curve, key=lambda p: (p["val_accuracy"], -p["val_log_loss"]))
+    near = [p for p in curve if p["val_accuracy"] >= top["val_accuracy"] - top.get("val_accuracy_se", 0.0) - 1e-12]
+    sharp = min(near, key=lambda p: p["val_log_loss"])
+    mine = next((p for p in curve if p["value"] == chosen), None)
+    if mine is None or sharp["value"] == chosen or mine["val_log_loss"] <= 1.5 * sharp["val_log_loss"] + 0.05:
+        return []
+    name = cls.sweep_param
+    return [f"probabilities: at {name} = {chosen:g} they are flatter than the data supports (held-out log loss "
+            f"{mine['val_log_loss']:.3f}); {name} = {sharp['value']:g} is as accurate within one standard error with log loss "
+            f"{sharp['val_log_loss']:.3f}: pass --param {name}={sharp['value']:g} for probabilities that match how often "
+            "the head is right"]
+
+
 SIMPLER = {"C": 1, "alpha": -1, "k": -1}  # +1: smaller values regularise more; -1: larger ones do
 
 
@@ -346,6 +364,8 @@ def fit_head(store: str | Path, head: str = "logistic", out: str | Path | None =
     else:
         report.curve, (report.val_accuracy, report.chosen, snapshot) = sweep(cls, data, grid, params, dev, progress, prior)
     report.notes.extend(_convergence_notes(cls, report.curve))
+    if folds and not hasattr(cls, "calibrate_chunks"):
+        report.notes.extend(_flat_probability_note(cls, report.curve, report.chosen))
     report.sweep_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     final = refit(cls, data, report.chosen, snapshot, params, dev, prior)
