@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .common import emit_json, fmt_s, run_guarded, say
+from .common import emit_json, fmt_s, quiet_option, run_guarded, say
 
 EPILOG = (
     "Examples:\n\n"
@@ -73,12 +73,13 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed", help="Seed of the cross-validation folds."),
         exact: bool = typer.Option(False, "--exact", help="Brute-force neighbours even when the set has an approximate index."),
         json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+        quiet: bool = quiet_option(),
     ) -> None:
         """Find what is wrong with a dataset before training on it: duplicates, leaks, label errors, outliers."""
         from embedstore.audit import run_audit, write_audit_report
 
         r = run_guarded(run_audit, store, vector_set=vector_set, k=k, threshold=threshold, outlier_share=outliers,
-                        labels=labels, max_memory=max_memory, seed=seed, exact=exact, out=out, progress=not json_out)
+                        labels=labels, max_memory=max_memory, seed=seed, exact=exact, out=out, progress=not (json_out or quiet))
         if report is not None:
             r.report = str(run_guarded(write_audit_report, r, report))
         if json_out:

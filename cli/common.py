@@ -29,6 +29,11 @@ def _json_asked() -> bool:
     return bool(ctx is not None and ctx.params.get("json_out"))
 
 
+def quiet_option():
+    """--quiet / -q: no progress bar (the summary still prints)."""
+    return typer.Option(False, "--quiet", "-q", help="No progress bar.")
+
+
 def emit_json(obj) -> None:
     typer.echo(json.dumps(obj, indent=2, default=str))
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .common import emit_json, run_guarded, say
+from .common import emit_json, quiet_option, run_guarded, say
 
 EXPORT_EPILOG = (
     "Examples:\n\n"
@@ -34,11 +34,12 @@ def register(app: typer.Typer) -> None:
         dtype: str = typer.Option(None, "--dtype", help="float16 | float32 (default: as stored)."),
         part_rows: int = typer.Option(65536, "--part-rows", help="Rows per file."),
         json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+        quiet: bool = quiet_option(),
     ) -> None:
         """Write a vector set's vectors and metadata for numpy, Parquet, embedding-reader and autofaiss."""
         from embedstore.exchange.export import export as run
 
-        r = run_guarded(run, store, out, fmt=fmt, vector_set=vector_set, part_rows=part_rows, dtype=dtype, progress=not json_out)
+        r = run_guarded(run, store, out, fmt=fmt, vector_set=vector_set, part_rows=part_rows, dtype=dtype, progress=not (json_out or quiet))
         if json_out:
             emit_json(r.to_dict())
             return
@@ -51,11 +52,12 @@ def register(app: typer.Typer) -> None:
         store: Path = typer.Option(..., "--store", "-s", help="The store to create or add to."),
         name: str = typer.Option(None, "--name", help="What made the vectors (the set is named external:NAME)."),
         json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+        quiet: bool = quiet_option(),
     ) -> None:
         """Turn exported vectors into a store (provenance: external), for heads, detectors and search."""
         from embedstore.exchange.importer import import_folder
 
-        r = run_guarded(import_folder, source, store, name=name, progress=not json_out)
+        r = run_guarded(import_folder, source, store, name=name, progress=not (json_out or quiet))
         if json_out:
             emit_json(r.to_dict())
             return

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .common import emit_json, run_guarded, say
+from .common import emit_json, quiet_option, run_guarded, say
 
 EPILOG = (
     "Examples:\n\n"
@@ -26,11 +26,12 @@ def register(app: typer.Typer) -> None:
         exact: bool = typer.Option(False, "--exact", help="Brute force, even when the set has an approximate index."),
         vector_set: str = typer.Option(None, "--set", help="Vector set name or encoder id, when the store has several."),
         json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+        quiet: bool = quiet_option(),
     ) -> None:
         """The k-NN graph: each item's k nearest neighbours from the store's index, with flat memory."""
         from embedstore.search.batch import neighbors as run
 
-        b = run_guarded(run, store, out, k=k, where=where, exact=exact, vector_set=vector_set, progress=not json_out)
+        b = run_guarded(run, store, out, k=k, where=where, exact=exact, vector_set=vector_set, progress=not (json_out or quiet))
         if json_out:
             emit_json(b.to_dict())
             return

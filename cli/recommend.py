@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from .common import emit_json, fail, one_line, run_guarded, say
+from .common import emit_json, fail, one_line, quiet_option, run_guarded, say
 
 EPILOG = (
     "Examples:\n\n"
@@ -50,6 +50,7 @@ def register(app: typer.Typer) -> None:
         report: Path = typer.Option(None, "--report", help="Write an HTML report (liked thumbnails next to the recommended ones) into this folder."),
         seed: int = typer.Option(0, "--seed", help="Seed of the random holdout (--evaluate without timestamps) and of the clustering."),
         json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+        quiet: bool = quiet_option(),
     ) -> None:
         """Recommendations from embeddings: a profile of liked items searched through the store's index."""
         modes = [m for m, v in (("--like", like), ("--interactions", interactions), ("--evaluate", evaluate)) if v]
@@ -92,7 +93,7 @@ def register(app: typer.Typer) -> None:
             from embedstore.recommend import recommend_users
 
             b, kept = run_guarded(recommend_users, store, interactions, out, min_rating=min_rating, like_store=like_store,
-                                  like_set=like_set, progress=not json_out, keep=20 if report else 0, **opts)
+                                  like_set=like_set, progress=not (json_out or quiet), keep=20 if report else 0, **opts)
             if report is not None:
                 from embedstore.recommend.report import users_section
                 from embedstore.reports.html import write_report
@@ -112,7 +113,7 @@ def register(app: typer.Typer) -> None:
         from embedstore.recommend import evaluate_recommenders
         from embedstore.recommend.evaluate import METHODS, fmt_metric
 
-        e, examples = run_guarded(evaluate_recommenders, store, evaluate, min_rating=min_rating, progress=not json_out,
+        e, examples = run_guarded(evaluate_recommenders, store, evaluate, min_rating=min_rating, progress=not (json_out or quiet),
                                   keep=12 if report else 0, **opts)
         if report is not None:
             from embedstore.recommend.report import evaluation_sections

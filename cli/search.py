@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .common import emit_json, one_line, run_guarded, say
+from .common import emit_json, one_line, quiet_option, run_guarded, say
 
 EPILOG = (
     "Examples:\n\n"
@@ -38,6 +38,7 @@ def register(app: typer.Typer) -> None:
         weights: Path = typer.Option(None, "--weights", help="The local weights file the store was built with (image/text queries)."),
         device: str = typer.Option("auto", "--device", help="auto | cpu | cuda (for embedding the query)."),
         json_out: bool = typer.Option(False, "--json", help="Print the hits as JSON."),
+        quiet: bool = quiet_option(),
     ) -> None:
         """Nearest neighbours from the store's FAISS index: "more like this", text-to-image with CLIP."""
         from .common import fail
@@ -50,7 +51,7 @@ def register(app: typer.Typer) -> None:
             from embedstore.search.batch import search_batch
 
             b = run_guarded(search_batch, store, queries, out, k=k, where=where, exact=exact, include_self=include_self,
-                            vector_set=vector_set, weights=str(weights) if weights else None, device=device, progress=not json_out)
+                            vector_set=vector_set, weights=str(weights) if weights else None, device=device, progress=not (json_out or quiet))
             if json_out:
                 emit_json(b.to_dict())
                 return

@@ -173,6 +173,13 @@ def test_import_never_changes_an_item_the_store_holds(store, tmp_path):
     assert sorted(p.relative_to(work.parent) for p in (tmp_path / "w.h5.d" / "shards").rglob("*.h5")) == shards
 
 
+def test_quiet_export_and_import_draw_no_progress_bar(store, tmp_path):
+    r = embed("export", store, "--out", tmp_path / "x", "-q")
+    assert r.exit_code == 0 and r.stderr == "" and "21" in r.stdout, (r.stdout, r.stderr)
+    r = embed("import", tmp_path / "x", "--store", tmp_path / "c.h5", "--quiet")
+    assert r.exit_code == 0 and r.stderr == "" and "imported 21" in r.stdout, (r.stdout, r.stderr)
+
+
 def test_import_of_clip_retrieval_style_output(tmp_path):
     """img_emb/*.npy + metadata/*.parquet with image_path and caption, no manifest: norms decide the metric."""
     import pyarrow as pa
