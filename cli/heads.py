@@ -172,7 +172,7 @@ def register(app: typer.Typer) -> None:
     def predict(
         head: Path = typer.Argument(..., help="A head folder saved by `embed fit-head --out`."),
         source: Path = typer.Argument(..., help="A folder, a CSV/Parquet manifest, or a store (.h5)."),
-        out: Path = typer.Option(None, "--out", "-o", help="Write predictions to .csv, .json or .jsonl."),
+        out: Path = typer.Option(None, "--out", "-o", help="Write predictions to .csv, .json, .jsonl or .parquet."),
         store: Path = typer.Option(None, "--store", "-s", help="Keep the new embeddings in this store (else a temporary one)."),
         weights: Path = typer.Option(None, "--weights", help="The local weights file the head's encoder was built with."),
         device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),

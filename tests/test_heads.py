@@ -378,6 +378,15 @@ def test_predict_bad_out_and_quarantined_items(labelled, tmp_path):
     broken = [x for x in rows if x["id"] == "cat/broken.jpg"]
     assert broken and broken[0]["status"] == "quarantined" and "empty" in broken[0]["reason"]
     assert sum(x["status"] == "ok" for x in rows) == 3
+    r = embed("predict", h, new, "--out", tmp_path / "p.parquet", "-q")  # the same rows, typed
+    assert r.exit_code == 0, r.output
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(tmp_path / "p.parquet").to_pylist()
+    assert [(x["id"], x["label"], x["status"]) for x in t] == [(x["id"], x["label"] or "", x["status"]) for x in rows]
+    ok = [x for x in t if x["status"] == "ok"]
+    assert all(abs(x["prob"] - max(x[f"p_{c}"] for c in CLASSES)) < 1e-9 for x in ok) and broken[0]["id"] in {x["id"] for x in t}
+    assert {x["seen_in_training"] for x in ok} <= {True, False} and next(x for x in t if x["id"] == "cat/broken.jpg")["prob"] is None
 
 
 def test_renamed_store_still_reads_its_vectors(labelled, tmp_path):

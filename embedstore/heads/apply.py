@@ -165,8 +165,8 @@ def _quarantined_rows(items: dict, report: PredictReport, wanted: set | None = N
 
 
 def _check_out(out: Path) -> None:
-    if out.suffix.lower() not in (".csv", ".json", ".jsonl"):
-        raise HeadError(f"--out {out}: use a .csv, .json or .jsonl file name")
+    if out.suffix.lower() not in (".csv", ".json", ".jsonl", ".parquet"):
+        raise HeadError(f"--out {out}: use a .csv, .json, .jsonl or .parquet file name")
     if out.is_dir():
         raise HeadError(f"--out {out} is a folder; give a file name ending in .csv or .json")
     if not out.parent.exists():
@@ -176,7 +176,22 @@ def _check_out(out: Path) -> None:
 def write_predictions(out: Path, report: PredictReport, classes: list[str]) -> None:
     """CSV (id, uri, label, prob, p_<class>..., status, reason, true_label, seen_in_training) or
     JSON / JSON lines with the same fields; written atomically. `seen_in_training` is true for an item
-    the head was fitted or selected on (by content), empty for a quarantined file."""
+    the head was fitted or selected on (by content), empty for a quarantined file. A .parquet file has
+    the CSV's columns, typed (probabilities as floats, seen_in_training as a boolean)."""
+    if out.suffix.lower() == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        rows = report.rows
+        cols = {k: [r.get(k) or "" for r in rows] for k in ("id", "uri", "label")}
+        cols["prob"] = pa.array([r["prob"] for r in rows], pa.float64())
+        for c in classes:
+            cols[f"p_{c}"] = pa.array([r["probs"][c] if r["probs"] else None for r in rows], pa.float64())
+        cols.update({k: [r.get(k) or "" for r in rows] for k in ("status", "reason", "true_label")})
+        cols["seen_in_training"] = pa.array([r.get("seen_in_training") for r in rows], pa.bool_())
+        with atomic_path(out) as tmp:
+            pq.write_table(pa.table(cols), tmp)
+        return
     with atomic_path(out) as tmp, open(tmp, "w", newline="") as f:
         if out.suffix.lower() == ".csv":
             w = csv.writer(f)
