@@ -17,7 +17,7 @@ def register(app: typer.Typer) -> None:
         store: Path = typer.Argument(..., help="A store file made by `embed build`."),
         where: str = typer.Option(None, "--where", help="Only items matching key=value[,key=value]: label, split, id, uri or a metadata column (a manifest's other columns, e.g. brand=acme); '|' for OR, globs for id, uri and metadata; != and ranges (year>=2020, price<10)."),
         status: str = typer.Option(None, "--status", help="ok | quarantined (default: both)."),
-        long: bool = typer.Option(False, "--long", "-l", help="Also print label, split, status and metadata."),
+        long: bool = typer.Option(False, "--long", "-l", help="Also print label, split, status (with a quarantined file's reason) and metadata."),
         json_out: bool = typer.Option(False, "--json", help="Print the items as JSON."),
     ) -> None:
         """List a store's item ids (one a line), e.g. to feed another tool or an exclusion list. A backslash, tab,
@@ -35,4 +35,5 @@ def register(app: typer.Typer) -> None:
             return
         for it in items:
             meta = ",".join(f"{esc(k)}={esc(v)}" for k, v in it["meta"].items()) or "-"
-            say("\t".join([esc(it["id"]), esc(it["label"] or "-"), esc(it["split"] or "-"), it["status"], meta]) if long else esc(it["id"]))
+            status = it["status"] + (f" ({esc(it['reason'])})" if it.get("reason") else "")  # why it was quarantined
+            say("\t".join([esc(it["id"]), esc(it["label"] or "-"), esc(it["split"] or "-"), status, meta]) if long else esc(it["id"]))

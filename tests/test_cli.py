@@ -158,6 +158,8 @@ def test_ls_lists_item_ids_filtered(tmp_path):
     assert hits.exit_code == 0 and len(json.loads(hits.stdout)["hits"]) == 5, hits.output
     mine = run("search", tmp_path / "s.h5", "--id", "dog/dog_000.jpg", "-k", 5).output  # the table: one line an item
     assert "dog/two\\nlines.jpg" in mine and "dog/two\nlines.jpg" not in mine
+    longq = run("ls", tmp_path / "s.h5", "-l", "--status", "quarantined").stdout.splitlines()
+    assert any(ln.startswith("cat/empty.jpg\t") and "\tquarantined (empty file" in ln for ln in longq), longq
     none = run("ls", tmp_path / "s.h5", "--where", "label=emu")  # an empty list, and why on stderr
     assert none.exit_code == 0 and none.stdout == "" and none.stderr.startswith("note: no item matches --where label=emu")
     q = json.loads(run("ls", tmp_path / "s.h5", "--status", "quarantined", "--json").stdout)
