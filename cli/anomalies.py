@@ -100,7 +100,8 @@ def register(app: typer.Typer) -> None:
             fitted = (f"; {e['in_fit_set']} of them fitted on, scored out-of-fold" if e.get("in_fit_set") else
                       "; none of them fitted on")
             say(f"  against labels (normal: {', '.join(e['normal_labels'])}): AUROC {fmt_ci(e['auroc'], e.get('auroc_ci'))}, "
-                f"AUPRC {e['auprc']:.4f} ({e['anomalies']} anomalies of {e['n']} items{fitted})")
+                f"AUPRC {fmt_ci(e['auprc'], e.get('auprc_ci'))} against {e['anomaly_rate']:.4f} for a random ranking "
+                f"({e['anomalies']} anomalies of {e['n']} items{fitted})")
         for w in r.warnings:
             say(f"  warning: {w}")
         for n in r.notes:

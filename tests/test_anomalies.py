@@ -31,6 +31,9 @@ def test_every_method_ranks_other_classes_above_the_normal_one(store, method):
     (warning,) = rep["warnings"]  # 12 fit items: the threshold is noisy, and the report says so
     assert "only 12 items (under 100)" in warning and "--fit-on" in warning
     assert rep["evaluation"]["normal_labels"] == ["cat"] and rep["evaluation"]["auroc"] >= 0.9
+    e = rep["evaluation"]  # AUPRC with its interval, beside the rate a random ranking would score
+    assert e["auprc_ci"][0] <= e["auprc"] <= e["auprc_ci"][1] and e["auprc_ci"][1] - e["auprc_ci"][0] > 0
+    assert e["auprc"] > e["anomaly_rate"] == pytest.approx(24 / 36)
     ranked = rep["ranked"]
     assert [x["rank"] for x in ranked] == list(range(1, 37))
     assert all(a["score"] >= b["score"] for a, b in zip(ranked, ranked[1:]))

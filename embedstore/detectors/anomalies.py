@@ -85,12 +85,12 @@ def _mask(n: int, idx: np.ndarray) -> np.ndarray:
 
 
 def _evaluate(labels: np.ndarray, scores: np.ndarray, normal: set[str], in_fit: np.ndarray | None = None) -> dict | None:
-    """AUROC (with its 95% bootstrap interval) and AUPRC with non-normal labels as the positive
+    """AUROC and AUPRC (each with its 95% bootstrap interval) with non-normal labels as the positive
     (anomalous) class; says how many scored items the detector was fitted on (their scores are
     out-of-fold)."""
     from sklearn.metrics import average_precision_score, roc_auc_score
 
-    from ..evaluation.intervals import auroc_interval
+    from ..evaluation.intervals import auprc, auroc_interval
 
     has = labels != ""
     y = ~np.isin(labels[has], list(normal))
@@ -99,6 +99,7 @@ def _evaluate(labels: np.ndarray, scores: np.ndarray, normal: set[str], in_fit: 
     s = -scores[has]  # higher = more anomalous
     return {"normal_labels": sorted(normal), "n": int(has.sum()), "anomalies": int(y.sum()),
             "auroc": float(roc_auc_score(y, s)), "auroc_ci": list(auroc_interval(y, s)), "auprc": float(average_precision_score(y, s)),
+            "auprc_ci": list(auroc_interval(y, s, stat=auprc)),
             "anomaly_rate": float(y.mean()), "in_fit_set": int(in_fit[has].sum()) if in_fit is not None else 0}
 
 

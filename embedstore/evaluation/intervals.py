@@ -70,24 +70,33 @@ def auroc(pos: np.ndarray, neg: np.ndarray) -> float:
     return float((r.sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
+def auprc(pos: np.ndarray, neg: np.ndarray) -> float:
+    """Average precision (area under the precision-recall curve) of positive vs negative scores."""
+    from sklearn.metrics import average_precision_score
+
+    return float(average_precision_score(np.r_[np.ones(len(pos)), np.zeros(len(neg))], np.concatenate([pos, neg])))
+
+
 def auroc_interval(y: np.ndarray, scores: np.ndarray, n_boot: int = 500, seed: int = 0,
-                   max_items: int = 20000) -> tuple[float, float]:
-    """Percentile 95% interval of the AUROC (positives where y is true), resampling positives and
-    negatives separately so every resample has both. Above `max_items` the interval comes from a
-    stratified subsample of that size: wider than it need be, never narrower."""
+                   max_items: int = 20000, stat=auroc) -> tuple[float, float]:
+    """Percentile 95% interval of the AUROC (or of `stat(pos, neg)`, e.g. `auprc`; positives where y
+    is true), resampling positives and negatives separately so every resample has both. Above
+    `max_items` the interval comes from a stratified subsample of that size: wider than it need be,
+    never narrower."""
     y = np.asarray(y).astype(bool)
     scores = np.asarray(scores, dtype=float)
     pos, neg = scores[y], scores[~y]
     if not len(pos) or not len(neg):
         return 0.0, 1.0
+    seen = stat(pos, neg)
     rng = np.random.default_rng(seed)
     if len(scores) > max_items:
         f = max_items / len(scores)
         pos = rng.choice(pos, max(1, int(len(pos) * f)), replace=False)
         neg = rng.choice(neg, max(1, int(len(neg) * f)), replace=False)
-    vals = [auroc(pos[rng.integers(0, len(pos), len(pos))], neg[rng.integers(0, len(neg), len(neg))]) for _ in range(n_boot)]
+    vals = [stat(pos[rng.integers(0, len(pos), len(pos))], neg[rng.integers(0, len(neg), len(neg))]) for _ in range(n_boot)]
     lo, hi = np.quantile(vals, [0.025, 0.975])
-    return float(lo), float(hi)
+    return float(min(lo, seen)), float(max(hi, seen))  # it holds its own estimate (1.0 and 0.99999999 are one value)
 
 
 def fmt_ci(value: float, ci) -> str:

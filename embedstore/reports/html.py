@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import write_text_atomic
+from ..evaluation.intervals import fmt_ci
 from . import plots
 
 CSS = """
@@ -114,7 +115,7 @@ def anomaly_section(r, out_dir: Path, top: int = 24) -> Section:
         ci = e.get("auroc_ci") or [float("nan")] * 2
         body += (f"<p>Against labels (normal: {esc(', '.join(e['normal_labels']))}): AUROC <b>{e['auroc']:.4f}</b> "
                  f"(95% CI {ci[0]:.4f}-{ci[1]:.4f}, {e['n']} items, {e.get('in_fit_set', 0)} of them fitted on and scored "
-                 f"out-of-fold), AUPRC {e['auprc']:.4f}.</p>")
+                 f"out-of-fold), AUPRC {fmt_ci(e['auprc'], e.get('auprc_ci'))} (a random ranking: {e['anomaly_rate']:.4f}).</p>")
     body += image_tag(hist, "anomaly scores by label")
     body += f"<h3>Top {min(top, len(r.ranked))} anomalies</h3>"
     body += thumbnails(r.ranked[:top], lambda it: f"#{it['rank']} {it['label'] or '-'} {it['score']:.3g}")
