@@ -28,7 +28,9 @@ def _summary(r) -> None:
     c = r.calibration
     say(f"  near-duplicate rule: {c['how']}")
     e, nd = r.exact_duplicates, r.near_duplicates
-    say(f"  exact duplicates: {e['clusters']} cluster(s), {e['removable']} removable")
+    say(f"  exact duplicates: {e['clusters']} cluster(s), {e['removable']} removable"
+        + (f"; {e['label_conflicts']} of them under different labels (the same file answers two ways: fix its label)"
+           if e.get("label_conflicts") else ""))
     say(f"  near-duplicates:  {nd['clusters']} cluster(s) of {nd['items']} items, {nd['removable']} removable (one kept each)")
     lk = r.leaks
     if lk["later_items"]:

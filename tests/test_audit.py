@@ -121,17 +121,21 @@ def test_exact_copies_cluster_with_the_training_copy_kept(tmp_path, build_tiny):
     for j in range(1, 5):
         shutil.copy(placeholder, src / f"missing_{j}.png")
     rows = [("src/img_%02d.png" % i, "a" if i % 2 else "b", "train") for i in range(12)]
-    rows += [(f"src/missing_{j}.png", "a", "test" if j == 3 else "train") for j in range(5)]
+    rows += [(f"src/missing_{j}.png", "b" if j == 4 else "a", "test" if j == 3 else "train") for j in range(5)]
     man = tmp_path / "m.csv"
     man.write_text("path,label,split\n" + "".join(f"{p},{lab},{s}\n" for p, lab, s in rows))
     build_tiny(man, tmp_path / "s.h5")
     res = embed("audit", tmp_path / "s.h5", "--out", tmp_path / "f.csv", "--no-labels", "--json")
     assert res.exit_code == 0, res.output
     r = json.loads(res.output)
-    assert r["exact_duplicates"] == {"clusters": 1, "items": 5, "removable": 4}
+    assert r["exact_duplicates"] == {"clusters": 1, "items": 5, "removable": 4, "label_conflicts": 1}
     found = _rows(tmp_path / "f.csv")
     dups = {x["id"] for x in found if x["kind"] == "exact_duplicate"}
     assert dups == {f"src/missing_{j}.png" for j in range(1, 5)}  # missing_0 (train, lowest id) kept
+    # one copy filed under b, the rest under a: the same file answers two ways, and the audit says which
+    (odd,) = [x for x in found if x["kind"] == "exact_duplicate" and "two labels" in x["detail"]]
+    assert odd["id"] == "src/missing_4.png" and "labelled b, the kept copy a" in odd["detail"]
+    assert "1 of them under different labels" in embed("audit", tmp_path / "s.h5", "--no-labels", "-q").stdout
     leak = [x for x in found if x["kind"] == "leak"]
     assert [x["id"] for x in leak] == ["src/missing_3.png"] and "train item src/missing_0.png" in leak[0]["detail"]
     assert r["leaks"]["by_split_pair"] == {"train-test": 1}

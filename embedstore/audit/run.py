@@ -190,12 +190,18 @@ def run_audit(store: str | Path, vector_set: str | None = None, k: int = 10, thr
     findings: list[tuple[str, str, float, str]] = []
     clusters_out: list[dict] = []
     exact_links = []  # (kept row, copy): each copy tied to its group's kept item, for the leak check
+    label_conflicts = 0  # exact copies filed under different labels: one file, two answers
     for grp in exact_groups:
         order = _keep_first(grp, rows)
-        clusters_out.append({"kind": "exact", "keep": str(rows.ids[order[0]]), "members": [str(rows.ids[r]) for r in order]})
+        labs = sorted({str(rows.labels[r]) for r in order} - {""})
+        clusters_out.append({"kind": "exact", "keep": str(rows.ids[order[0]]), "members": [str(rows.ids[r]) for r in order],
+                             **({"labels_differ": labs} if len(labs) > 1 else {})})
+        label_conflicts += len(labs) > 1
         for r in order[1:]:
             exact_links.append((int(order[0]), int(r)))
-            findings.append((str(rows.ids[r]), "exact_duplicate", 1.0, f"same content sha256 as {rows.ids[order[0]]} (kept)"))
+            differ = (f"; labelled {rows.labels[r]!s}, the kept copy {rows.labels[order[0]]!s}: the same file under two labels"
+                      if len(labs) > 1 and str(rows.labels[r]) != str(rows.labels[order[0]]) else "")
+            findings.append((str(rows.ids[r]), "exact_duplicate", 1.0, f"same content sha256 as {rows.ids[order[0]]} (kept){differ}"))
     pair_cos = {(int(x), int(y)): float(c) for x, y, c in zip(a, b, s)}
     near_clusters = G.clusters(n, a, b)
     near_counts = _near_findings(near_clusters, rows, group, pair_cos, clusters_out, findings)
@@ -252,7 +258,8 @@ def run_audit(store: str | Path, vector_set: str | None = None, k: int = 10, thr
     near_items = sum(len(c) for c in near_clusters)
     report = AuditReport(
         store=str(store), vector_set=snap.vs.name, items=n, counts=counts, balance=balance, calibration=cal.to_dict(),
-        exact_duplicates={"clusters": len(exact_groups), "items": exact_items, "removable": exact_items - len(exact_groups)},
+        exact_duplicates={"clusters": len(exact_groups), "items": exact_items, "removable": exact_items - len(exact_groups),
+                          "label_conflicts": label_conflicts},
         near_duplicates={**near_counts, "pairs": int(len(a)), "with_exact_copies": {"clusters": len(near_clusters), "items": near_items}},
         leaks={"pairs": len(leak_pairs), "by_split_pair": by_pair, "exact": sum(1 for p in leak_pairs if p["exact"]),
                "later_items": int((rank > 0).sum()) if (rank == 0).any() else 0,
@@ -309,7 +316,8 @@ def _verdict(r: AuditReport, balance: dict) -> None:
     chance = chance_pairs(r.items, r.calibration.get("ratio_threshold") is not None)
     r.near_duplicates["expected_by_chance"] = round(chance, 1)
     if r.exact_duplicates["clusters"]:
-        alarms.append(f"{r.exact_duplicates['removable']} exact duplicate(s)")
+        alarms.append(f"{r.exact_duplicates['removable']} exact duplicate(s)"
+                      + (f" ({r.exact_duplicates['label_conflicts']} under different labels)" if r.exact_duplicates.get("label_conflicts") else ""))
     nd = r.near_duplicates
     if nd["removable"] > 2 * chance + 5:
         alarms.append(f"{nd['removable']} near-duplicate(s) in {nd['clusters']} cluster(s) (about {chance:.0f} expected by chance)")
