@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
     def ls(
         store: Path = typer.Argument(..., help="A store file made by `embed build`."),
         where: str = typer.Option(None, "--where", help="Only items matching key=value[,key=value]: label, split, id, uri or a metadata column (a manifest's other columns, e.g. brand=acme); '|' for OR, globs for id, uri and metadata; != and ranges (year>=2020, price<10)."),
-        status: str = typer.Option(None, "--status", help="ok | quarantined (default: both)."),
+        status: str = typer.Option(None, "--status", help="ok | quarantined | missing (embedded items whose file no longer exists; default: all)."),
         long: bool = typer.Option(False, "--long", "-l", help="Also print label, split, status (with a quarantined file's reason) and metadata."),
         json_out: bool = typer.Option(False, "--json", help="Print the items as JSON."),
     ) -> None:

@@ -1,3 +1,4 @@
+import json
 import os
 import time
 
@@ -118,6 +119,13 @@ def test_files_gone_from_the_folder_are_said_and_stay(image_folder, tmp_path, bu
     assert len(open_store(store).rows(open_store(store).select_set().name)) == 13  # they stay: said, not dropped
     again = build_tiny(image_folder, store)
     assert any(n.startswith("2 item(s)") for n in again.notes)
+    # the note's list: `embed ls --status missing`, one id a line, which --exclude reads
+    assert "embed ls s.h5 --status missing > gone.txt" in note[0]
+    gone = embed("ls", store, "--status", "missing")
+    assert gone.exit_code == 0 and gone.stdout.splitlines() == ["cat/cat_001.png", "dog/dog_002.jpg"]
+    (tmp_path / "gone.txt").write_text(gone.stdout)
+    r = embed("fit-head", "logistic", "--store", store, "--exclude", tmp_path / "gone.txt", "--json", "-q")
+    assert r.exit_code == 0 and json.loads(r.stdout)["excluded"]["ids"] == 2, r.output
 
 
 def test_bad_files_are_quarantined_and_build_goes_on(image_folder, tmp_path, build_tiny):

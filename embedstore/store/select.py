@@ -210,18 +210,27 @@ def filter_mask(rows, flt: dict[str, list[str]]) -> np.ndarray:
 
 def list_items(store, where: str | None = None, status: str | None = None) -> list[dict]:
     """The store's items (id, uri, label, split, status, reason, meta: the metadata columns as a
-    dict), optionally filtered by `where` (as --where) and by status ("ok" or "quarantined")."""
+    dict), optionally filtered by `where` (as --where) and by status: "ok", "quarantined", or
+    "missing" (embedded items whose local file no longer exists: the list a build's note about
+    deleted files points to, to leave them out of heads with --exclude)."""
     import json
+    import os
 
+    from ..sources.items import local_path
     from . import open_store
 
     flt = parse_filter(where)
-    if status not in (None, "ok", "quarantined"):
-        raise OptionError(f"--status must be ok or quarantined, not '{status}'")
+    if status not in (None, "ok", "quarantined", "missing"):
+        raise OptionError(f"--status must be ok, quarantined or missing, not '{status}'")
     with open_store(store) as st:
         items = st.items()
     m = column_mask(items, flt) if flt else np.ones(len(items["id"]), dtype=bool)
-    if status:
+    if status == "missing":
+        m &= items["status"] == "ok"
+        texts = items["text"] if "text" in items else np.full(len(m), "")
+        for i in np.flatnonzero(m):  # image files only: a text item's uri names a row of its source file
+            m[i] = not str(texts[i]) and not os.path.exists(local_path(str(items["uri"][i])))
+    elif status:
         m &= items["status"] == status
     cols = ("id", "uri", "label", "split", "status", "reason")
     return [{**dict(zip(cols, (str(items[c][i]) for c in cols))), "meta": json.loads(items["meta"][i] or "{}")}
