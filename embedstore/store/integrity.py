@@ -227,7 +227,7 @@ def verify_store(path: str | Path) -> dict:
                 bad("catalog", path, f"does not list {len(present - listed)} committed shard(s)",
                     f"`embed verify {name} --repair` (or any writer) rebuilds it")
             elif shard_dir != f"{sidecar.name}/shards":
-                bad("catalog", path, f"points at {shard_dir}, not {sidecar.name}/shards (the store was renamed)",
+                bad("catalog", path, f"points at {shard_dir}, not {sidecar.name}/shards (the store was renamed or copied)",
                     f"`embed verify {name} --repair` rebuilds it")
             elif layout is not None and not damaged:
                 for sname, sl in layout.sets.items():
