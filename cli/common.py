@@ -6,10 +6,14 @@ import json
 import sys
 
 import typer
+import typer.core
 
 from embedstore.naming import one_line  # noqa: F401 - names in tables: one line each (a newline in an id escaped)
 
 STATE = {"debug": False}
+# the click typer's commands are built on: recent typer carries its own copy (typer._click), whose
+# exceptions and context are not the installed click's
+click = getattr(typer.core, "_click", None) or typer.core.click
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -22,9 +26,6 @@ def fail(message: str, code: int = 2) -> None:
 
 
 def _json_asked() -> bool:
-    import typer.core
-
-    click = getattr(typer.core, "_click", None) or typer.core.click  # recent typer carries its own click
     ctx = click.globals.get_current_context(silent=True)
     return bool(ctx is not None and ctx.params.get("json_out"))
 

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import typer
-import typer.core
 from typer.core import TyperGroup
 
 from . import anomalies, audit, build, demo, encoders, exchange, finetune, heads, info, ls, neighbors, recommend, search, serve, verify
-from .common import STATE
+from .common import STATE, click as _click
 
-# the click that typer's commands are built on: recent typer carries its own copy (typer._click), so
-# its usage errors are not the installed click's classes
-_click = getattr(typer.core, "_click", None) or typer.core.click
 UsageError, NoArgsIsHelpError = _click.exceptions.UsageError, _click.exceptions.NoArgsIsHelpError
 
 

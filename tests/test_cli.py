@@ -164,7 +164,7 @@ def test_ls_lists_item_ids_filtered(tmp_path):
     assert none.exit_code == 0 and none.stdout == "" and none.stderr.startswith("note: no item matches --where label=emu")
     q = json.loads(run("ls", tmp_path / "s.h5", "--status", "quarantined", "--json").stdout)
     assert {i["id"] for i in q} == {"cat/truncated.jpg", "cat/empty.jpg", "cat/notes.txt", "cat/corrupt.png"}
-    for args, msg in ((["--status", "bad"], "--status must be ok or quarantined"), (["--where", "colour=red"], "unknown filter key")):
+    for args, msg in ((["--status", "bad"], "--status must be ok, quarantined or missing"), (["--where", "colour=red"], "unknown filter key")):
         r = run("ls", tmp_path / "s.h5", *args)
         assert r.exit_code == 2 and msg in r.output
     r = run("ls", tmp_path / "missing.h5")

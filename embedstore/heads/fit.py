@@ -200,18 +200,13 @@ def _pooled_temperature(cls, data: SplitData, folds: list, value, params: dict):
     from .base import fit_temperature
     from .linear import gram_stats
 
-    name, extra = cls.sweep_param, {"calibration": "given"}
     scores, ys = [], []
     for tr, va in folds:
         fold = copy.copy(data)
         fold.codes = data.codes.copy()
         fold.codes[tr], fold.codes[va] = TRAIN, VAL
-        if cls.kind == "ridge":
-            head = cls(**{**params, **extra, name: value}).fit_chunks(fold.chunks(TRAIN), data.classes, data.rows.dim,
-                                                                     in_memory=data.in_memory,
-                                                                     stats=gram_stats(fold.chunks(TRAIN), len(data.classes)))
-        else:
-            head = cls(**{**params, **extra, name: value}).fit(*fold.arrays(TRAIN))
+        gram = gram_stats(fold.chunks(TRAIN), len(data.classes)) if cls.kind == "ridge" else None
+        head, _ = _fit_one(cls, fold, cls.sweep_param, value, dict(params), None, gram)  # as the sweep fitted it
         for X, y in fold.chunks(VAL)():
             keep = np.asarray(y) >= 0
             scores.append(head._scores(np.asarray(X)[keep]))

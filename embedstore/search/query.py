@@ -197,15 +197,10 @@ class SearchContext:
             raise SearchError(f"{name} cannot be used: {e}") from None
 
     def vector_for_image(self, image: Path) -> np.ndarray:
-        from ..sources.images import DecodeError, read_bytes
-
-        if not Path(image).is_file():
-            raise SearchError(f"query image {image} does not exist")
-        try:
-            data = read_bytes(str(image))
-        except DecodeError as e:
-            raise SearchError(f"query image {image} cannot be used: {e}") from None
-        return self.vector_for_image_bytes(data, f"query image {image}")
+        _, V, skipped = self.vectors_for_image_files([(str(image), Path(image))])
+        if skipped:
+            raise SearchError(skipped[0]["reason"])
+        return V
 
     def vectors_for_image_files(self, named: list[tuple[str, Path]]) -> tuple[list[str], np.ndarray, list[dict]]:
         """Query images (name, path) -> (names, vectors, skipped [{query, reason}]): read one by one,
@@ -217,9 +212,10 @@ class SearchContext:
             raise SearchError(f"{self.vs.name} holds text vectors; search it with --text, --id or --vector-file")
         datas, skipped = [], []
         for name, path in named:
+            if not Path(path).is_file():
+                skipped.append({"query": name, "reason": f"query image {path} does not exist"})
+                continue
             try:
-                if not Path(path).is_file():
-                    raise DecodeError("it does not exist")
                 datas.append((name, read_bytes(str(path))))
             except DecodeError as e:
                 skipped.append({"query": name, "reason": f"query image {path} cannot be used: {e}"})
