@@ -467,3 +467,28 @@ def test_flat_probabilities_at_the_chosen_value_are_said_with_the_value_that_fix
     assert "pass --param C=100 for probabilities" in note
     curve[1]["val_log_loss"] = 0.01
     assert _flat_probability_note(LogisticHead, curve, 0.01) == []
+
+
+def test_a_logistic_head_with_flat_probabilities_at_its_chosen_c_gets_a_held_out_temperature(labelled, tmp_path):
+    """Separable colour classes under cross-validation: the chosen C is right on every item but its
+    probabilities were near uniform. The head keeps that C (and its labels) and gets a temperature
+    fitted on the held-out folds, saved with it, used by every door, and refused when edited to
+    nonsense."""
+    from embedstore.heads.fit import fit_head
+    from embedstore.modelfile import load_head
+
+    out = tmp_path / "h"
+    rep, head = fit_head(labelled / "photos.h5", "logistic", out=out, progress=False)
+    assert rep.test["accuracy"] == 1.0 and head.temperature_ < 0.5
+    assert any("sharpened by the temperature below (labels unchanged)" in n for n in rep.notes)
+    assert any(n.startswith("probabilities: temperature") and "held-out folds" in n for n in rep.notes)
+    loaded, _ = load_head(out)
+    assert loaded.temperature_ == pytest.approx(head.temperature_)
+    r = embed("predict", out, labelled / "photos", "--json", "-q")
+    probs = [x["prob"] for x in json.loads(r.stdout)["rows"] if x["status"] == "ok"]
+    assert min(probs) > 0.9, min(probs)  # right answers said with a fitting probability, not ~0.4
+    doc = json.loads((out / "head.json").read_text())
+    doc["temperature"] = 0
+    (out / "head.json").write_text(json.dumps(doc))
+    r = embed("predict", out, labelled / "photos")
+    assert r.exit_code == 2 and "temperature 0 is not a positive number" in r.stderr

@@ -192,7 +192,8 @@ def cv_sweep(cls, data: SplitData, grid, params: dict, device: str, progress: bo
 
 
 def _pooled_temperature(cls, data: SplitData, folds: list, value, params: dict):
-    """A linear head's temperature under cross-validation: fitted on every held-out fold's scores
+    """A head's temperature under cross-validation (linear heads; a logistic head whose chosen C gives
+    flat probabilities): fitted on every held-out fold's scores
     at the chosen value, each scored by a fit on the other folds (all of train + val, none scored
     by a fit that saw it), rather than on the last fold alone; (temperature, what it was fitted on)."""
     import copy
@@ -359,11 +360,18 @@ def fit_head(store: str | Path, head: str = "logistic", out: str | Path | None =
     else:
         report.curve, (report.val_accuracy, report.chosen, snapshot) = sweep(cls, data, grid, params, dev, progress, prior)
     report.notes.extend(_convergence_notes(cls, report.curve))
-    if folds and not hasattr(cls, "calibrate_chunks"):
-        report.notes.extend(_flat_probability_note(cls, report.curve, report.chosen))
+    flat = _flat_probability_note(cls, report.curve, report.chosen) if folds and not hasattr(cls, "calibrate_chunks") else []
     report.sweep_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     final = refit(cls, data, report.chosen, snapshot, params, dev, prior)
+    if flat and cls.kind == "logistic" and prior is None:
+        # the chosen C stands (accuracy); its flat probabilities get a temperature fitted on every
+        # held-out fold's scores at that C, as the linear heads' are: labels unchanged
+        final.temperature_, final.calibrated_on_ = _pooled_temperature(cls, data, folds, report.chosen, params)
+        report.notes.append(f"probabilities: at {cls.sweep_param} = {report.chosen:g} the held-out folds' probabilities were "
+                            "flatter than the data supports, so they are sharpened by the temperature below (labels unchanged)")
+    else:
+        report.notes.extend(flat)
     report.refit_s = time.perf_counter() - t0
     if data.shots:
         report.notes.append(f"--shots {data.shots}: the head is fitted on the {counts['train']} shots alone; the "

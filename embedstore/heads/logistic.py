@@ -12,7 +12,7 @@ import warnings
 
 import numpy as np
 
-from .base import Head
+from .base import Head, scores_to_proba
 from .lbfgs import Chunks, TensorChunks, feature_stats, solve_logistic
 
 PRECISIONS = ("fp32", "bf16")
@@ -197,6 +197,26 @@ class LogisticHead(Head):
     def _scores(self, X: np.ndarray) -> np.ndarray:
         s = np.asarray(X, dtype=np.float64) @ self.coef_.T.astype(np.float64) + self.intercept_
         return s[:, 0] if s.shape[1] == 1 else s
+
+    def _proba(self, scores: np.ndarray) -> np.ndarray:
+        # a temperature `fit_head` fits on held-out folds when cross-validation keeps a strongly
+        # regularised C (separable classes: right on every item, probabilities near uniform); 1 otherwise
+        return scores_to_proba(scores / float(getattr(self, "temperature_", 1.0)))
+
+    def state_fields(self) -> dict:
+        t = float(getattr(self, "temperature_", 1.0))
+        return {**super().state_fields(), **({"temperature": t, "calibrated_on": str(self.calibrated_on_)} if t != 1.0 else {})}
+
+    @classmethod
+    def from_state(cls, doc: dict, arrays: dict) -> "Head":
+        est = super().from_state(doc, arrays)
+        t = doc.get("temperature", 1.0)  # heads saved before it, or without one: 1
+        if not isinstance(t, (int, float)) or isinstance(t, bool) or not 0.001 <= float(t) <= 1000:
+            raise ValueError(f"temperature {t!r} is not a positive number in 0.001-1000")
+        est.temperature_ = float(t)
+        if "calibrated_on" in doc:
+            est.calibrated_on_ = str(doc["calibrated_on"])
+        return est
 
     def __getstate__(self):
         state = super().__getstate__()
