@@ -193,9 +193,9 @@ def cv_sweep(cls, data: SplitData, grid, params: dict, device: str, progress: bo
 
 def _pooled_temperature(cls, data: SplitData, folds: list, value, params: dict):
     """A head's temperature under cross-validation (linear heads; a logistic head whose chosen C gives
-    flat probabilities): fitted on every held-out fold's scores
-    at the chosen value, each scored by a fit on the other folds (all of train + val, none scored
-    by a fit that saw it), rather than on the last fold alone; (temperature, what it was fitted on)."""
+    flat probabilities): fitted on every held-out fold's scores at the chosen value, each scored by a
+    fit on the other folds (all of train + val, none scored by a fit that saw it), rather than on the
+    last fold alone. Returns (temperature, what it was fitted on)."""
     import copy
 
     from .base import fit_temperature
