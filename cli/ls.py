@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .common import emit_json, run_guarded, say
+from .common import emit_json, one_line as esc, run_guarded, say
 
 
 def register(app: typer.Typer) -> None:
@@ -23,7 +23,6 @@ def register(app: typer.Typer) -> None:
         """List a store's item ids (one a line), e.g. to feed another tool or an exclusion list. A backslash, tab,
         newline or carriage return in a name is printed escaped (\\\\, \\t, \\n, \\r) so each item stays one line;
         --json gives every name exactly."""
-        from embedstore.naming import one_line as esc
         from embedstore.store.select import list_items
 
         items = run_guarded(list_items, store, where=where, status=status)
