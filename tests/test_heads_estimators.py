@@ -88,3 +88,18 @@ def test_zero_shot_binary_scores_are_one_column_and_match_the_two_class_softmax(
     with pytest.raises(ValueError, match="Unknown label type"):
         _zero_shot(4).fit(X, np.linspace(0, 1, 20))
     assert np.array_equal(head.class_embeddings, E)
+
+
+def test_mlp_fits_small_data_with_lbfgs_to_convergence_and_large_data_with_adam():
+    """Small data: full-batch L-BFGS converges where 300 one-step Adam epochs did not (alpha 0.1 on
+    80 x 64 gave a ConvergenceWarning); from 1,000 items Adam with early stopping takes over."""
+    rng = np.random.default_rng(0)
+    y = np.arange(80) % 4
+    X = (rng.standard_normal((80, 64)) + 2.0 * np.eye(64)[y]).astype(np.float32)
+    head = MLPHead(hidden=32, alpha=0.1).fit(X, y)
+    assert "L-BFGS" in head.fit_path_ and head.converged_ and head.n_iter_ < 300
+    assert (head.predict(X) == y).mean() > 0.9
+    y_big = np.arange(1200) % 4
+    X_big = (rng.standard_normal((1200, 16)) + 2.0 * np.eye(16)[y_big]).astype(np.float32)
+    big = MLPHead(hidden=16, alpha=0.1, max_iter=50).fit(X_big, y_big)
+    assert "Adam, early stopping" in big.fit_path_

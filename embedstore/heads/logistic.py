@@ -12,7 +12,7 @@ import warnings
 
 import numpy as np
 
-from .base import Head, scores_to_proba
+from .base import Head, blas_threads, scores_to_proba
 from .lbfgs import Chunks, TensorChunks, feature_stats, solve_logistic
 
 PRECISIONS = ("fp32", "bf16")
@@ -21,7 +21,6 @@ SOLVERS = ("auto", "sklearn", "torch")
 # beats scikit-learn's lbfgs on CPU (measured in benchmarks/bench_heads.py: 10k x 256 favours
 # scikit-learn, 50k x 512 favours torch).
 SKLEARN_MAX_VALUES = 8_000_000
-ONE_THREAD_MAX_VALUES = 4_000_000  # below this, scikit-learn's lbfgs runs with one BLAS thread
 
 
 def choose_solver(solver: str, n: int, d: int, device: str, in_memory: bool) -> tuple[str, str]:
@@ -159,12 +158,7 @@ class LogisticHead(Head):
         if init is not None:
             lr.coef_ = np.asarray(init[0], dtype=X.dtype)
             lr.intercept_ = np.asarray(init[1], dtype=X.dtype)
-        from threadpoolctl import threadpool_limits
-
-        # Small products gain nothing from BLAS threads and lose up to 40x when another process holds
-        # a core (measured here: 255 x 1280 fit 0.41 s with 2 busy threads, 0.01 s with one).
-        threads = 1 if X.size <= ONE_THREAD_MAX_VALUES else None
-        with warnings.catch_warnings(), threadpool_limits(threads, user_api="blas"):
+        with warnings.catch_warnings(), blas_threads(X.size):
             warnings.simplefilter("ignore", ConvergenceWarning)  # said once, by _fit_chunks, with the C
             lr.fit(X, y_idx)  # float32 stays float32: scikit-learn's lbfgs runs in it, twice as fast
         self.coef_ = lr.coef_.astype(np.float32)
