@@ -211,3 +211,39 @@ def test_compare_encoders_on_texts_and_when_nothing_runs(tmp_path):
     r = embed("compare-encoders", tmp_path / "reviews.csv", "--encoders", "nosuch:x", "--sample", 40)
     assert r.exit_code == 2 and r.stderr.startswith("error: no encoder could be run") and "unknown encoder source" in r.stderr
 
+
+
+def test_finetune_leaves_items_whose_files_are_gone_out_and_their_old_vectors_alone(tmp_path):
+    """Deleted files: left out of training, both probes and the re-embed (a manifest row for them
+    quarantined them in every set, so the original set lost their vectors and labels); before and
+    after are scored on the same test items. All files gone (the folder moved): one line, before training."""
+    import shutil
+
+    from embedstore.finetune.loop import Recipe
+    from embedstore.finetune.run import finetune
+    from embedstore.ingest import build
+    from embedstore.store import open_store
+
+    photos = make_image_folder(tmp_path / "photos", classes=("cat", "dog", "owl"), per_class=10)
+    s = tmp_path / "s.h5"
+    build(photos, s, encoder="test:tiny", workers=0, precision="fp32", progress=False)
+    gone = sorted((photos / "cat").iterdir())[:2]
+    for f in gone:
+        f.unlink()
+    with open_store(s) as st:
+        old_set = st.select_set(None).name
+        before_counts = st.vector_sets()[0].count
+    r = finetune(s, tmp_path / "ft", recipe=Recipe(unfreeze=1, epochs=1, batch_size=8, augment=False), workers=0, progress=False)
+    with open_store(s) as st:
+        items = st.items()
+        assert (items["status"] == "ok").all(), "no item was quarantined by the re-embed"
+        counts = {v.name: v.count for v in st.vector_sets()}
+    assert counts[old_set] == before_counts == 30 and counts[r.new_vector_set] == 28
+    assert any("2 item(s)" in n and "left out" in n for n in r.notes), r.notes
+    probe = r.after["probe_on_new_vectors"]
+    assert r.before["test_n"] == r.after["finetuned_classifier"]["test_n"] == probe["test_n"]
+    assert sum(r.counts.values()) == 28
+    shutil.move(photos, tmp_path / "moved")
+    out = embed("finetune", "--store", s, "--out", tmp_path / "ft2", "-q", "-w", 0)
+    assert out.exit_code == 2 and "none of the 30 image files" in out.output and "embed build NEW_FOLDER" in out.output, out.output
+    assert not (tmp_path / "ft2").exists()

@@ -296,3 +296,30 @@ def test_text_search_uses_the_same_clip_models_text_tower(tmp_path):
         assert x["score"] == pytest.approx(by_id[x["id"]], abs=2e-3)
     r = embed("search", tmp_path / "c.h5", "--text", "a cat", "-k", 3)  # without the weights file: refused, with the fix
     assert r.exit_code == 2 and "--weights" in r.output
+
+
+def test_the_default_set_is_the_one_holding_the_most_vectors_and_an_id_in_another_set_is_named(tmp_path):
+    """After a second set (e.g. a fine-tune's re-embed), photos added later go into the default
+    encoder's set: reads without --set use that set (the most vectors), not the newest that lacks
+    them; an id only another set holds says which set, not 'no item with id'."""
+    from PIL import Image
+
+    from embedstore.ingest import build
+    from embedstore.store import open_store
+
+    photos = make_image_folder(tmp_path / "photos", classes=("cat", "dog"), per_class=4)
+    s = tmp_path / "s.h5"
+    build(photos, s, encoder="test:tiny", workers=0, progress=False)
+    build(photos, s, encoder="test:tiny", normalize="none", workers=0, progress=False)  # newer, same items
+    with open_store(s) as st:
+        sets = {v.provenance.get("normalize"): v.name for v in st.vector_sets()}
+        assert st.select_set(None).name == sets["none"]  # equal counts: the newest
+    Image.open(next((photos / "cat").iterdir())).rotate(30).save(photos / "cat" / "new.jpg")
+    build(photos, s, encoder="test:tiny", workers=0, progress=False)
+    with open_store(s) as st:
+        chosen = st.select_set(None)
+        assert chosen.name == sets["l2"] and "the most vectors" in chosen.note
+    r = embed("search", s, "--id", "cat/new.jpg", "-k", 2, "--json")
+    assert r.exit_code == 0, r.output
+    r = embed("search", s, "--set", sets["none"], "--id", "cat/new.jpg")
+    assert r.exit_code == 2 and f"has no vector in {sets['none']}" in r.output and sets["l2"] in r.output, r.output

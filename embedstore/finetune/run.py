@@ -154,7 +154,9 @@ def finetune(store: str | Path, out: str | Path, head: str | Path | None = None,
     if text and parent_id.startswith("open_clip:"):
         raise FinetuneError(f"{vs.name} holds a CLIP text tower's vectors; fine-tune text stores built with a text "
                             "encoder (st:...), or the CLIP image store")
-    data = SplitData(rows, val_fraction, test_fraction, recipe.seed, None, max_memory=1 << 40)
+    gone = [] if text else _files_gone(rows, store)
+    # items whose files are gone are left out of every split, so before and after score the same items
+    data = SplitData(rows, val_fraction, test_fraction, recipe.seed, None, max_memory=1 << 40, exclude=gone or None)
     h = None
     if head is not None:
         h, doc = load_head(head)
@@ -232,10 +234,14 @@ def finetune(store: str | Path, out: str | Path, head: str | Path | None = None,
                                                             "test_balanced_accuracy": test_bal,
                                                             "test_n": len(te_ids), "test_predictions": ft_pred}})
     report.notes.append(f"classifier started from the linear probe divided by its calibration temperature {temperature:.3g}")
+    if gone:
+        report.notes.append(f"{len(gone)} item(s) of {vs.name} whose files no longer exist (e.g. {gone[0]}) were left out of "
+                            "the fine-tune, both probes and the re-embed; their vectors in the store stay as they are "
+                            f"(list them with `embed ls {store} --status missing`)")
     _export(out, net, enc, parent_id, prov, recipe, report)
     if reembed:
         report.new_vector_set, report.after["probe_on_new_vectors"] = _reembed_and_probe(store, out, rows, data, progress,
-                                                                                         recipe.class_weight)
+                                                                                         recipe.class_weight, set(gone))
     report.comparisons = _compare_on_test(report, rows)
     from ..reports.html import finetune_section, write_report
 
@@ -287,9 +293,24 @@ def _compare_on_test(report: FinetuneReport, rows) -> list[dict]:
     return out
 
 
-def _reembed_and_probe(store, out: Path, rows, data: SplitData, progress: bool, class_weight: str = "none"):
+def _files_gone(rows, store) -> list[str]:
+    """Ids of the set's image items whose files no longer exist. All of them gone is an error (the
+    folder moved, or the store was copied without its images): nothing could be trained on."""
+    from ..sources.items import local_path
+
+    gone = [str(i) for i, u in zip(rows.ids, rows.uris) if not os.path.exists(local_path(str(u)))]
+    if gone and len(gone) == len(rows):
+        raise FinetuneError(f"none of the {len(rows)} image files of {rows.set_name} is where the store recorded it "
+                            f"(e.g. {local_path(str(rows.uris[0]))}); if the folder moved, run `embed build NEW_FOLDER "
+                            f"--store {store}` first so the store records the new paths")
+    return gone
+
+
+def _reembed_and_probe(store, out: Path, rows, data: SplitData, progress: bool, class_weight: str = "none",
+                       gone: set | frozenset = frozenset()):
     """Embed the set's items with the new encoder (a new vector set beside the old), then a linear
-    probe on the new vectors with the same split."""
+    probe on the new vectors with the same split. Items in `gone` (files that no longer exist) are
+    not re-embedded: a manifest row for them would mark them quarantined in every set."""
     from ..ingest import build
     from ..store import open_store
 
@@ -300,7 +321,7 @@ def _reembed_and_probe(store, out: Path, rows, data: SplitData, progress: bool, 
         raise FinetuneError(f"the store's texts come from {len(files)} files; re-embed each with `embed build FILE --store "
                             f"{store} --encoder local-dir:{out}`")
     else:
-        b = _reembed_images(store, out, rows, progress)
+        b = _reembed_images(store, out, rows, progress, gone)
     with open_store(store) as st:
         new_rows = st.rows(b.vector_set)
     codes = {str(i): int(c) for i, c in zip(rows.ids, data.codes) if c >= 0}
@@ -309,7 +330,7 @@ def _reembed_and_probe(store, out: Path, rows, data: SplitData, progress: bool, 
     return b.vector_set, probe
 
 
-def _reembed_images(store, out: Path, rows, progress: bool):
+def _reembed_images(store, out: Path, rows, progress: bool, gone: set | frozenset = frozenset()):
     from ..ingest import build
 
     with tempfile.TemporaryDirectory(prefix="embed-ft-") as tmp:
@@ -318,7 +339,8 @@ def _reembed_images(store, out: Path, rows, progress: bool):
             w = csv.writer(f)
             w.writerow(["id", "path", "label", "split"])
             for i, u, lab, sp in zip(rows.ids, rows.uris, rows.labels, rows.splits):
-                w.writerow([i, u, lab, sp])
+                if str(i) not in gone:
+                    w.writerow([i, u, lab, sp])
         pp = rows.provenance["preprocess"]  # the parent set's preprocessing, so only the weights differ
         return build(manifest, store, encoder=f"local-dir:{out}", progress=progress, crop_pct=pp["input_size"] / pp["resize_size"],
                      interpolation=pp["interpolation"], resize_mode=pp.get("resize_mode"))

@@ -166,10 +166,26 @@ class SearchContext:
         if r is None:
             import difflib
 
+            holders = self._sets_holding(item_id)
+            if holders:
+                raise SearchError(f"item '{item_id}' has no vector in {self.rows.set_name} (added after that set was made); "
+                                  f"it is in {', '.join(holders)}: pick that with --set, or embed it into this set with "
+                                  f"`embed build SOURCE --store {self.store} --encoder {self.rows.provenance.get('encoder')}`")
             close = difflib.get_close_matches(item_id, list(self.rows.ids[:100000]), n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else " (ids are paths relative to the source folder; see `embed info`)"
             raise SearchError(f"no item with id '{item_id}' in {self.rows.set_name}{hint}")
         return self.rows.fetch(np.array([r]))
+
+    def _sets_holding(self, item_id: str) -> list[str]:
+        """The store's other vector sets that hold `item_id` (for the error when this one does not)."""
+        from ..store import open_store
+
+        try:
+            with open_store(self.store) as st:
+                return [vs.name for vs in st.vector_sets()
+                        if vs.name != self.rows.set_name and item_id in set(map(str, st.rows(vs.name).ids))]
+        except Exception:  # noqa: BLE001 - only a better error message is lost
+            return []
 
     def service(self):
         """The embedding service that made this set (loaded on first use): query files and texts are
@@ -343,10 +359,11 @@ def search(store: str | Path, item_id: str | None = None, image: str | Path | No
         if ctx.row_of(from_line(item_id)) is not None:  # an id as `embed ls` prints it, a newline written \n
             item_id = from_line(item_id)
     exclude = item_id if item_id is not None and not include_self else None
+    Q = ctx.vector_for_id(item_id) if item_id is not None else None  # an unknown id is the first thing to say
     if k > len(ctx.rows) - (exclude is not None):  # the size error (which counts the item left out) before any encoder loads
         ctx.run(np.zeros((1, ctx.rows.dim), np.float32), k, where, exclude_id=exclude)
     if item_id is not None:
-        Q = ctx.vector_for_id(item_id)
+        pass
     elif image is not None:
         Q = ctx.vector_for_image(Path(image))
     elif text is not None:

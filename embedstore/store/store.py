@@ -533,10 +533,15 @@ class Store:
             raise StoreError(f"store {self.path} has no vector sets yet; run `embed build SOURCE --store {self.path.name}` first")
         if which is None:
             if len(sets) > 1:  # e.g. after `embed finetune` re-embedded the store: the newest set, said
+                # the newest of those holding the most vectors: photos added after a fine-tune (built
+                # into the default encoder's set) are then found, not missing from every default read
                 newest = max(sets, key=lambda v: (str(v.attrs.get("created", "")), v.name))
-                newest.note = (f"using vector set {newest.name} ({newest.encoder}), the newest of {len(sets)}; "
+                chosen = max(sets, key=lambda v: (v.count, str(v.attrs.get("created", "")), v.name))
+                why = (f"the newest of {len(sets)}" if chosen is newest else
+                       f"the one with the most vectors of {len(sets)} (the newest, {newest.name}, holds {newest.count})")
+                chosen.note = (f"using vector set {chosen.name} ({chosen.encoder}, {chosen.count} vectors), {why}; "
                                f"pick another with --set NAME or --set ENCODER_ID: {listing}")
-                return newest
+                return chosen
             return sets[0]
         match = [v for v in sets if which in (v.name, v.encoder)]
         if not match and which.startswith("local-dir:"):  # a fine-tuned encoder's folder, given relative to here
