@@ -238,3 +238,33 @@ print(json.dumps([[h["id"] for h in s.hits], [h["id"] for h in r.hits], search i
     cli = json.loads(embed("search", root / "s.h5", "--id", QUERY_FILES[0], "-k", 3, "--json").output)["hits"]
     rec = json.loads(embed("recommend", root / "s.h5", "--like", QUERY_FILES[0], "-k", 3, "--json").output)["hits"]
     assert api_search == [h["id"] for h in cli] and api_rec == [h["id"] for h in rec] and same and listed
+
+
+def test_server_predict_on_a_text_answers_as_the_cli_whatever_spaces_surround_it(tmp_path):
+    """A text store: POST /api/predict with a training text (a trailing newline, as `curl
+    --data-binary @file` sends it, or spaces around it) is the text the build stored: the same
+    vector, label and probability as `embedstore.predict`, and seen_in_training true. The server
+    hashed the raw body, so a trailing newline made a training text 'unseen'."""
+    import json
+
+    import embedstore
+    from embedstore.heads.fit import fit_head
+    from embedstore.ingest import build
+    from embedstore.serve.server import open_api
+
+    words = {"books": "novel chapter author plot", "food": "recipe oven flavour salt", "toys": "puzzle doll blocks game"}
+    lines = ["text,label"] + [f"{w.split()[i % 4]} {w.split()[(i + 1) % 4]} item {i},{c}" for c, w in words.items() for i in range(12)]
+    (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
+    build(tmp_path / "t.csv", tmp_path / "t.h5", encoder="test:hash-text", progress=False)
+    fit_head(tmp_path / "t.h5", "logistic", tmp_path / "head", progress=False)
+    train_text = lines[1].rsplit(",", 1)[0]
+    (tmp_path / "q.txt").write_text(train_text + "\n")
+    cli = embedstore.predict(tmp_path / "head", tmp_path / "q.txt", progress=False).rows[0]
+    assert cli["seen_in_training"] is True
+    api = open_api(tmp_path / "t.h5", head=str(tmp_path / "head"))
+    for body in (train_text, train_text + "\n", f"  {train_text} \r\n"):
+        r = api.handle("POST", "/api/predict", {}, {"content-type": "text/plain; charset=utf-8"}, body.encode())
+        assert r.status == 200, r.body
+        got = json.loads(r.body)
+        assert got["seen_in_training"] is True, repr(body)
+        assert got["label"] == cli["label"] and got["prob"] == pytest.approx(cli["prob"], abs=1e-5), repr(body)

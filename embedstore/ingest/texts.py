@@ -33,5 +33,11 @@ def load_text(text: str | None, problem: str | None, known_sha: str | None) -> t
     """(sha256, quarantine reason, unchanged) for one text item."""
     if problem or text is None:
         return "", problem or "empty text", False
-    sha = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    sha = text_sha256(text)
     return sha, None, known_sha == sha
+
+
+def text_sha256(text: str) -> str:
+    """A text item's content hash: its UTF-8 as the source reader keeps it (stripped of the spaces and
+    line ends around it). Every door that asks "was this text seen in training?" hashes it here."""
+    return hashlib.sha256(str(text).strip().encode("utf-8")).hexdigest()

@@ -246,7 +246,7 @@ class SearchContext:
         if self.prov.get("modality") != "text" and not str(self.prov.get("encoder", "")).startswith("open_clip:"):
             raise SearchError(f"text queries need a text store or one built with a CLIP encoder (open_clip:...); this set was made with "
                               f"{self.prov.get('encoder')}. Rebuild with e.g. --encoder open_clip:ViT-B-32/openai")
-        return self.service().embed_texts([text])
+        return self.service().embed_texts([str(text).strip()])  # as a build reads a text: the spaces around it dropped
 
     def vector_from_file(self, path: Path) -> np.ndarray:
         """The one query vector of `path`; a file of several is refused (batch search answers each)."""

@@ -233,7 +233,12 @@ class Api:
         order = np.argsort(-P)
         # the content hash a build gives the file (its bytes) or the text (its UTF-8), against the
         # head's fitted and selection items, as `embed predict` flags them
-        sha = hashlib.sha256(data).hexdigest()
+        if texts:  # the body decoded above; hashed as a build hashes the text, without the spaces around it
+            from ..ingest.texts import text_sha256
+
+            sha = text_sha256(data.decode("utf-8"))
+        else:
+            sha = hashlib.sha256(data).hexdigest()
         seen = bool(seen_mask([sha], getattr(self.head, "seen_keys_", None))[0])
         return {"label": classes[order[0]], "prob": float(P[order[0]]), "probs": {classes[i]: float(P[i]) for i in order},
                 "seen_in_training": seen}
