@@ -197,8 +197,11 @@ def register(app: typer.Typer) -> None:
                 + ("; the accuracy below leaves them out" if r.accuracy is not None else ""))
         if r.accuracy is not None:
             ci = r.accuracy_ci
-            say(f"  accuracy against the source's labels: {r.accuracy:.4f} (95% CI {ci[0]:.4f}-{ci[1]:.4f}, {r.judged} items "
-                "the head has not seen)")
+            say(f"  accuracy against the source's labels: {r.accuracy:.4f} (95% CI {ci[0]:.4f}-{ci[1]:.4f}, on {r.judged} labelled "
+                "item(s), none of them used to fit or select the head)")
+            if r.unseen_labels:
+                say("  note: labels the head has no class for (counted, always wrong): "
+                    + ", ".join(f"{k} ({v})" for k, v in sorted(r.unseen_labels.items())))
         if r.out:
             say(f"wrote {r.out}")
         else:

@@ -268,3 +268,32 @@ def test_server_predict_on_a_text_answers_as_the_cli_whatever_spaces_surround_it
         got = json.loads(r.body)
         assert got["seen_in_training"] is True, repr(body)
         assert got["label"] == cli["label"] and got["prob"] == pytest.approx(cli["prob"], abs=1e-5), repr(body)
+
+
+def test_predict_and_evaluate_score_a_labelled_file_alike_unknown_labels_included(tmp_path):
+    """Labels the head has no class for are always wrong on both doors (predict dropped them and
+    printed 1.0 where evaluate printed 0.71); blank labels are left out of both."""
+    import json
+
+    from embedstore.heads.fit import fit_head
+    from embedstore.ingest import build
+
+    words = {"books": "novel chapter author plot", "food": "recipe oven flavour salt"}
+    rows = [f"{w.split()[i % 4]} {w.split()[(i + 1) % 4]} item {i},{c}" for c, w in words.items() for i in range(12)]
+    (tmp_path / "t.csv").write_text("text,label\n" + "\n".join(rows) + "\n")
+    build(tmp_path / "t.csv", tmp_path / "t.h5", encoder="test:hash-text", progress=False)
+    fit_head(tmp_path / "t.h5", "logistic", tmp_path / "head", progress=False)
+    hold = ["novel plot new one,books", "oven salt new two,food", "author chapter three,books", "doll puzzle,toys",
+            "blocks game,toys", "unlabelled words,"]
+    (tmp_path / "hold.csv").write_text("text,label\n" + "\n".join(hold) + "\n")
+    p = embed("predict", tmp_path / "head", tmp_path / "hold.csv", "--json")
+    assert p.exit_code == 0, p.output
+    p = json.loads(p.output)
+    build(tmp_path / "hold.csv", tmp_path / "hold.h5", encoder="test:hash-text", progress=False)
+    e = embed("evaluate", tmp_path / "head", "--store", tmp_path / "hold.h5", "--json")
+    assert e.exit_code == 0, e.output
+    e = json.loads(e.output)
+    assert p["judged"] == e["n"] == 5 and p["unseen_labels"] == {"toys": 2}
+    assert p["accuracy"] == pytest.approx(e["accuracy"]) and p["accuracy"] <= 0.6
+    r = embed("predict", tmp_path / "head", tmp_path / "hold.csv")
+    assert "labels the head has no class for (counted, always wrong): toys (2)" in r.output, r.output

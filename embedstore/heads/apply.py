@@ -29,10 +29,11 @@ class PredictReport:
     predicted: int = 0
     quarantined: int = 0
     label_counts: dict = field(default_factory=dict)
-    accuracy: float | None = None  # when the source has labels the head knows; items it saw left out
+    accuracy: float | None = None  # when the source has labels; items the head saw and unlabelled items left out
     accuracy_ci: list | None = None  # 95% Wilson interval of `accuracy`
     judged: int = 0  # items `accuracy` is measured on
     seen_in_training: int = 0  # items the head was fitted or selected on (by content)
+    unseen_labels: dict = field(default_factory=dict)  # labels the head has no class for -> items (judged, always wrong)
     rows: list = field(default_factory=list)  # [{id, uri, label, prob, probs{class: p}, status, reason, true_label}]
     wall_s: float = 0.0
 
@@ -128,7 +129,8 @@ def predict(head_path: str | Path, source: str | Path, out: str | Path | None = 
 
 def _label_rows(head, rows, report: PredictReport, wanted: set | None = None) -> None:
     """Predict every wanted row; accuracy (against the source's labels) leaves out items the head
-    was fitted or selected on, which are flagged `seen_in_training` and counted."""
+    was fitted or selected on, which are flagged `seen_in_training` and counted, and unlabelled
+    items; labels the head has no class for count, always wrong, as `embed evaluate` counts them."""
     from ..evaluation.intervals import wilson
 
     classes = [str(c) for c in head.classes_]
@@ -147,9 +149,11 @@ def _label_rows(head, rows, report: PredictReport, wanted: set | None = None) ->
                                 "status": "ok", "reason": "", "true_label": true, "seen_in_training": bool(seen[r])})
             report.label_counts[label] = report.label_counts.get(label, 0) + 1
             report.seen_in_training += bool(seen[r])
-            if true in known and not seen[r]:
+            if true and not seen[r]:  # as `embed evaluate`: a label the head has no class for is always wrong
                 judged += 1
                 hits += label == true
+                if true not in known:
+                    report.unseen_labels[true] = report.unseen_labels.get(true, 0) + 1
     report.predicted = len(report.rows)
     report.accuracy = hits / judged if judged else None
     report.accuracy_ci = list(wilson(hits, judged)) if judged else None
