@@ -491,4 +491,35 @@ def test_a_logistic_head_with_flat_probabilities_at_its_chosen_c_gets_a_held_out
     doc["temperature"] = 0
     (out / "head.json").write_text(json.dumps(doc))
     r = embed("predict", out, labelled / "photos")
-    assert r.exit_code == 2 and "temperature 0 is not a positive number" in r.stderr
+    assert r.exit_code == 2 and "temperature 0 is not a positive finite number" in r.stderr
+
+
+def test_a_temperature_follows_the_scores_scale_and_stays_finite_on_separable_scores():
+    """Scores of a strongly regularised head (about 1e-3) need T far below the old fixed bound of
+    0.01, which left every probability at 1/K; held-out scores that are all right must not drive T to
+    zero (every probability 1.0): Platt's smoothed targets keep the true class near (n+1)/(n+2)."""
+    from embedstore.heads.base import fit_temperature, scores_to_proba
+
+    rng = np.random.default_rng(0)
+    y = np.arange(200) % 4
+    scores = 1e-3 * (np.eye(4)[y] * 2.0 + 0.3 * rng.standard_normal((200, 4)))  # right on about 99%
+    t = fit_temperature(scores, y)
+    p = scores_to_proba(scores / t).max(axis=1).mean()
+    assert 1e-5 < t < 1e-2 and 0.8 < p < 1.0, (t, p)
+    separable = 1e-3 * np.eye(4)[y]  # every item right by a clear margin
+    t = fit_temperature(separable, y)
+    p = scores_to_proba(separable / t)[np.arange(200), y]
+    assert np.all(p < 0.999) and np.all(p > 0.95), (t, p.min(), p.max())
+
+
+def test_probabilities_far_from_the_test_accuracy_are_said_with_the_fix(labelled):
+    """C fixed by --param at a strong regularisation: the head is right on every test item but says
+    about 1/K for each answer; the summary says so and how to get calibrated probabilities."""
+    from embedstore.heads.fit import fit_head
+
+    rep, _ = fit_head(labelled / "photos.h5", "logistic", params={"C": 1e-4}, progress=False)
+    assert rep.test["accuracy"] >= 0.9 and rep.test["mean_confidence"] < 0.5
+    (note,) = [n for n in rep.notes if "than it is accurate" in n]
+    assert "flatter" in note and "C = 0.0001 was fixed by --param" in note
+    rep, _ = fit_head(labelled / "photos.h5", "logistic", progress=False)
+    assert not any("than it is accurate" in n for n in rep.notes), rep.notes

@@ -48,14 +48,27 @@ def scores_to_proba(scores: np.ndarray) -> np.ndarray:
 
 
 def fit_temperature(scores: np.ndarray, y_idx: np.ndarray) -> float:
-    """The temperature T that makes softmax(scores / T) best calibrated (lowest log loss) on (scores, y)."""
+    """The temperature T that makes softmax(scores / T) best calibrated on (scores, y): the lowest
+    cross-entropy against Platt's smoothed targets, (n + 1) / (n + 2) for the true class and the rest
+    shared by the others. With one-hot targets, held-out scores that are all right (separable data)
+    drive T to zero and every probability to 1.0, wrong answers on new items included."""
     from scipy.optimize import minimize_scalar
 
-    def nll(log_t: float) -> float:
-        p = scores_to_proba(scores / np.exp(log_t))
-        return -np.log(np.clip(p[np.arange(len(y_idx)), y_idx], 1e-12, None)).mean()
+    n = len(y_idx)
+    rows = np.arange(n)
+    k = 2 if np.ndim(scores) == 1 else np.shape(scores)[1]
+    hit = (n + 1) / (n + 2)
+    miss = (1 - hit) / (k - 1)
 
-    res = minimize_scalar(nll, bounds=(np.log(1e-2), np.log(1e2)), method="bounded")
+    def nll(log_t: float) -> float:
+        logp = np.log(np.clip(scores_to_proba(scores / np.exp(log_t)), 1e-12, None))
+        return -(hit * logp[rows, y_idx] + miss * (logp.sum(axis=1) - logp[rows, y_idx])).mean()
+
+    # bounds relative to the scores' own scale: a strongly regularised head (C = 1e-4) has scores of
+    # about 1e-3, which need T about 1e-4 (a fixed lower bound of 0.01 left its probabilities at 1/K)
+    spread = float(np.std(scores)) if np.size(scores) else 1.0
+    spread = spread if np.isfinite(spread) and spread > 0 else 1.0
+    res = minimize_scalar(nll, bounds=(np.log(1e-3 * spread), np.log(1e3 * spread)), method="bounded")
     return float(np.exp(res.x))
 
 

@@ -148,5 +148,17 @@ class SplitData:
             ps.append(head.predict(X))
         return (np.concatenate(ys), np.concatenate(ps)) if ys else (np.zeros(0, str), np.zeros(0, str))
 
+    def mean_confidence(self, head, *codes: int) -> float:
+        """The mean probability the head gives its own answer on `codes` (compared with its accuracy
+        there, it says whether the probabilities are as sure as the head is right)."""
+        total, n = 0.0, 0
+        m = self.mask(*codes)
+        chunks = [self.arrays(*codes)[0]] if self.in_memory else (X for _, X in self.rows.chunks(m))
+        for X in chunks:
+            if len(X):
+                total += float(head.predict_proba(X).max(axis=1).sum())
+                n += len(X)
+        return total / n if n else float("nan")
+
 
 __all__ = ["SplitData", "TRAIN", "VAL", "TEST"]

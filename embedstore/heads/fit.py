@@ -235,6 +235,22 @@ def _flat_probability_note(cls, curve: list, chosen) -> list[str]:
             "the head is right"]
 
 
+def _confidence_note(cls, data: SplitData, head, report, fixed: bool) -> list[str]:
+    """A note when the mean probability the head gives its answers on the test split lies outside
+    the 95% interval of its test accuracy: its probabilities say it is less (or more) sure than it
+    is right (e.g. --param C=0.0001 fixed: 0.25 for every answer of a head right on 98%)."""
+    conf = data.mean_confidence(head, TEST)
+    report.test["mean_confidence"] = conf
+    lo, hi = report.test.get("accuracy_ci") or (0.0, 1.0)
+    if not np.isfinite(conf) or lo <= conf <= hi:
+        return []
+    way = "flatter" if conf < lo else "surer"
+    fix = (f"; {cls.sweep_param} = {report.chosen:g} was fixed by --param: leave it out to have it chosen, with the "
+           "probabilities calibrated on held-out folds" if fixed else "; rank by them, but do not read them as how often it is right")
+    return [f"probabilities: on the test split the head is right on {report.test['accuracy']:.1%} (95% CI {lo:.3f}-{hi:.3f}) but "
+            f"gives its answers a mean probability of {conf:.3f}: they are {way} than it is accurate{fix}"]
+
+
 SIMPLER = {"C": 1, "alpha": -1, "k": -1}  # +1: smaller values regularise more; -1: larger ones do
 
 
@@ -344,7 +360,8 @@ def fit_head(store: str | Path, head: str = "logistic", out: str | Path | None =
                             "regularisation is still chosen on validation accuracy, so judge it by balanced accuracy on test")
     t0 = time.perf_counter()
     grid = list(grid) if grid else list(cls.sweep_grid)
-    if cls.sweep_param and cls.sweep_param in params:
+    fixed = bool(cls.sweep_param and cls.sweep_param in params)  # by --param: no sweep, no calibration on held-out folds
+    if fixed:
         grid = [params.pop(cls.sweep_param)]
         report.notes.append(f"{cls.sweep_param} fixed at {grid[0]}: no sweep")
     if cls.sweep_param == "k":  # a k above the items the head holds is that many; one value, one name
@@ -391,6 +408,7 @@ def fit_head(store: str | Path, head: str = "logistic", out: str | Path | None =
     if counts["test"]:
         y, p = data.predict(final, TEST)  # the test split, scored once, by a head that never saw it
         report.test = classification_metrics(y, p, report.classes, split="test")
+        report.notes.extend(_confidence_note(cls, data, final, report, fixed))
         # per-item answers for paired comparisons on the same items (not part of the JSON report)
         report.test_predictions = dict(zip(map(str, rows.ids[data.mask(TEST)]), map(str, p)))
         if prior is not None:  # the prior alone on the same items: what the labels added

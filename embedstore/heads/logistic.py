@@ -205,8 +205,8 @@ class LogisticHead(Head):
     def from_state(cls, doc: dict, arrays: dict) -> "Head":
         est = super().from_state(doc, arrays)
         t = doc.get("temperature", 1.0)  # heads saved before it, or without one: 1
-        if not isinstance(t, (int, float)) or isinstance(t, bool) or not 0.001 <= float(t) <= 1000:
-            raise ValueError(f"temperature {t!r} is not a positive number in 0.001-1000")
+        if not isinstance(t, (int, float)) or isinstance(t, bool) or not (0 < float(t) < float("inf")):
+            raise ValueError(f"temperature {t!r} is not a positive finite number")
         est.temperature_ = float(t)
         if "calibrated_on" in doc:
             est.calibrated_on_ = str(doc["calibrated_on"])
