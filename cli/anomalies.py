@@ -80,8 +80,8 @@ def register(app: typer.Typer) -> None:
                            params=parse_params(param), seed=seed, save=save, force=force,
                            progress=not quiet and not json_out, exclude=exclude, exclude_kinds=kinds_list(exclude_kinds))
         if out is not None:
-            _write_ranked(out, r.ranked)
-        written = _histograms(r, plots) if plots is not None else []
+            run_guarded(_write_ranked, out, r.ranked)
+        written = run_guarded(_histograms, r, plots) if plots is not None else []
         if report_dir is not None:
             from embedstore.reports import html
 

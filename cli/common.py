@@ -84,6 +84,11 @@ def run_guarded(fn, *args, **kwargs):
     except Exception as e:  # noqa: BLE001 - last resort: never a bare traceback without --debug
         if STATE["debug"]:
             raise
+        from embedstore.atomic import disk_error
+
+        disk = disk_error(e, getattr(e, "filename", None) or "the output", store=False)
+        if disk is not None:  # a read-only, full or forbidden folder met outside the atomic writer (a mkdir, say)
+            fail(str(disk), disk.exit_code)
         msg = str(e).splitlines()[0] if str(e) else ""
         fail(f"unexpected {type(e).__name__}: {msg} (re-run with --debug for the traceback)", 1)
 

@@ -226,7 +226,7 @@ def register(app: typer.Typer) -> None:
         if plots is not None:
             from embedstore.reports.plots import plot_confusion
 
-            Path(plots).mkdir(parents=True, exist_ok=True)
+            run_guarded(Path(plots).mkdir, parents=True, exist_ok=True)
             m["plots"] = [str(run_guarded(plot_confusion, m["confusion"], Path(plots) / "confusion.png", f"{head.name} on {store.name}"))]
         if json_out:
             emit_json(m)

@@ -59,10 +59,15 @@ def _fsync_tree(path: Path) -> None:
 
 
 def _remove(path: Path) -> None:
+    """Best effort: on a read-only disk even unlinking a name that was never made fails (EROFS), and
+    that must not hide the error that brought us here."""
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
     else:
-        path.unlink(missing_ok=True)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError:
+            pass
 
 
 @contextmanager
@@ -82,7 +87,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.replace(tmp, path)
     except BaseException as e:
         _remove(tmp)
-        disk = disk_error(e, path)
+        disk = disk_error(e, path, store=False)
         if disk is not None:
             raise disk from e
         raise
@@ -97,10 +102,11 @@ _DISK_TEXT = {"no space left": errno.ENOSPC, "errno = 28": errno.ENOSPC, "quota 
               "read-only file system": errno.EROFS, "errno = 30": errno.EROFS, "permission denied": errno.EACCES}
 
 
-def disk_error(e: BaseException, path: str | os.PathLike):
+def disk_error(e: BaseException, path: str | os.PathLike, store: bool = True):
     """A one-line StoreError for a full, read-only or forbidden disk (OSError with that errno, or
     HDF5's wording of one: h5py raises a RuntimeError when a flush fails half way, "errno = 28");
-    None for any other error. It names the path and the fix."""
+    None for any other error. It names the path and the fix (`store`: for a store's own files, else
+    for an output such as --out)."""
     from .errors import StoreError
 
     if isinstance(e, StoreError) or not isinstance(e, (OSError, RuntimeError)):
@@ -109,11 +115,12 @@ def disk_error(e: BaseException, path: str | os.PathLike):
     code = own if own in _DISK_ERRNOS else next((c for t, c in _DISK_TEXT.items() if t in str(e).lower()), None)
     if code is None:
         return None
-    fix = {errno.ENOSPC: "free some space there (or put the store on another disk)",
-           errno.EDQUOT: "free some space within your quota", errno.EROFS: "remount it read-write or use a store on a writable disk",
-           }.get(code, "fix the folder's permissions or use a store in a folder you can write")
-    return StoreError(f"cannot write {path}: {_DISK_ERRNOS[code]}; {fix}, then re-run the same command "
-                      "(rows committed so far are kept)")
+    where = "a store" if store else "the output"
+    fix = {errno.ENOSPC: f"free some space there (or put {where} on another disk)",
+           errno.EDQUOT: "free some space within your quota", errno.EROFS: f"remount it read-write or put {where} on a writable disk",
+           }.get(code, f"fix the folder's permissions or put {where} in a folder you can write")
+    return StoreError(f"cannot write {path}: {_DISK_ERRNOS[code]}; {fix}, then re-run the same command"
+                      + (" (rows committed so far are kept)" if store else ""))
 
 
 def check_free_space(directory: str | os.PathLike, need: int) -> None:

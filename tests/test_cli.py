@@ -212,3 +212,21 @@ def test_the_quick_exit_joins_threads_runs_atexit_flushes_and_keeps_the_status(t
     assert out.returncode == 2 and "does not exist" in out.stderr and out.stderr.count("\n") == 1
     assert out.stdout == "x" * 1_000_000 + "\n"
     assert (tmp_path / "atexit").read_text() == "ran" and (tmp_path / "thread").read_text() == "ran"
+
+
+def test_an_output_in_a_folder_that_cannot_be_written_is_one_line_for_every_command(image_folder, tmp_path):
+    """/sys refuses new files even to root (EACCES, or EROFS where it is mounted read-only): every
+    command that writes an output says so in one line with exit 2. They said 'unexpected OSError'
+    (exit 1), and neighbors also printed a traceback from the atomic writer's cleanup, whose unlink
+    of a name never made fails on a read-only disk."""
+    s = tmp_path / "s.h5"
+    assert run("build", image_folder, "--store", s, *TINY).exit_code == 0
+    assert run("fit-head", "logistic", "--store", s, "--out", tmp_path / "h", "-q").exit_code == 0
+    for args in (["neighbors", s, "--out", "/sys/n.csv"], ["export", s, "--out", "/sys/x"],
+                 ["anomalies", "--store", s, "--out", "/sys/a.csv"], ["fit-head", "logistic", "--store", s, "--out", "/sys/h"],
+                 ["audit", s, "--report", "/sys/rep"], ["predict", tmp_path / "h", image_folder, "--out", "/sys/p.csv"],
+                 ["search", s, "--queries", image_folder / "cat", "--out", "/sys/q.csv"]):
+        r = subprocess.run([sys.executable, "-m", "embedstore.cli.main", *map(str, args), "-q"], capture_output=True, text=True)
+        assert r.returncode == 2, (args, r.stderr)
+        assert r.stderr.startswith("error: cannot write /sys/") and "Traceback" not in r.stderr, (args, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)

@@ -36,7 +36,11 @@ class TableWriter:
         if self.path.suffix.lower() == ".csv":
             import csv
 
-            self._f = open(self._tmp, "w", newline="", encoding="utf-8")
+            try:
+                self._f = open(self._tmp, "w", newline="", encoding="utf-8")
+            except BaseException as e:  # e.g. a read-only folder: the writer's own error, said in one line
+                self._ctx.__exit__(type(e), e, e.__traceback__)
+                raise
             self._csv = csv.writer(self._f)
             self._csv.writerow(self.columns)
         else:
