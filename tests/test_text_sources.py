@@ -179,3 +179,21 @@ def test_jsonl_metadata_values_are_text_as_in_a_csv(tmp_path):
         exported = pq.read_table(next((out / "metadata").glob("*.parquet"))).to_pylist()
         seen[name] = (metas, hits[0]["meta"], sorted(r["meta"] for r in exported))
     assert seen["t.jsonl"] == seen["t.csv"]
+
+
+def test_a_row_with_more_fields_than_the_header_is_quarantined_not_cut(tmp_path):
+    """'hello,a,extra' under 'text,label' was read as text 'hello', label 'a', and 'extra' dropped
+    without a word; the row is now quarantined with the field counts and the fix, in a text table
+    and in an image manifest alike."""
+    from PIL import Image
+
+    (tmp_path / "t.csv").write_text("text,label\nhello,a,extra\nworld,b\n")
+    src = open_source(tmp_path / "t.csv")
+    bad, good = list(src.items)
+    assert bad.problem == "row 1: 3 fields where the header has 2 (a comma inside a cell? put the cell in double quotes)"
+    assert good.problem is None and good.text == "world"
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    (tmp_path / "m.csv").write_text("path,label,id\na.png,cat,one,extra\na.png,cat,two\n")
+    items = list(open_source(tmp_path / "m.csv").items)
+    assert items[0].problem == "manifest row 2: 4 fields where the header has 3 (a comma inside a cell? put the cell in double quotes)"
+    assert items[1].problem is None and items[1].id == "two"

@@ -31,6 +31,11 @@ def _read_rows(path: Path) -> tuple[list[str], list[dict]]:
                 _unique_columns(path, reader.fieldnames or [])
                 rows = []
                 for row in reader:
+                    extra = row.pop(None, None)  # fields beyond the header's: csv keeps them under None
+                    if extra is not None:  # quarantined, not dropped: an unquoted comma split a cell
+                        n_fields = len(reader.fieldnames or []) + len(extra)
+                        row["__problem__"] = (f"{n_fields} fields where the header has {len(reader.fieldnames or [])} "
+                                              "(a comma inside a cell? put the cell in double quotes)")
                     rows.append(row)
                     done = reader.line_num  # the last line of the last good row
                 return list(reader.fieldnames or []), rows
@@ -92,7 +97,7 @@ def read_manifest(path: Path) -> Source:
         row = {k.strip(): v for k, v in row.items() if k is not None}
         rel = _clean(row.get("path"))
         item_id = _clean(row.get("id")) or rel
-        problem = row_problem(row, keep_bytes=("path",))
+        problem = row.pop("__problem__", None) or row_problem(row, keep_bytes=("path",))
         if rel is None:
             problem = problem or "empty 'path'"
         elif problem is None and "\0" not in rel:

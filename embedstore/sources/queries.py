@@ -21,7 +21,15 @@ def read_queries(path: str | Path) -> tuple[str, list[tuple[str, object]]]:
         out = [(str(f.relative_to(p)), f) for f in files]
         kind = "image"
     elif p.suffix.lower() == ".txt":
-        out = [(line.strip(), line.strip()) for line in p.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+        from .texts import read_text_lines
+
+        # read as a build reads a .txt: a line that is not valid UTF-8 is refused here, never searched
+        # as replacement characters
+        items = list(read_text_lines(p).items) if p.read_bytes().strip() else []  # an empty file: "holds no queries" below
+        bad = next((it for it in items if it.problem), None)
+        if bad is not None:
+            raise SourceError(f"--queries {p} line {bad.uri.rsplit('#L', 1)[-1]}: {bad.problem}; fix or remove that line")
+        out = [(it.text, it.text) for it in items]
         kind = "text"
     elif p.suffix.lower() in (".csv", ".parquet", ".pq"):
         out = [(i, i) for i in _ids(p)]
