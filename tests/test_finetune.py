@@ -247,3 +247,23 @@ def test_finetune_leaves_items_whose_files_are_gone_out_and_their_old_vectors_al
     out = embed("finetune", "--store", s, "--out", tmp_path / "ft2", "-q", "-w", 0)
     assert out.exit_code == 2 and "none of the 30 image files" in out.output and "embed build NEW_FOLDER" in out.output, out.output
     assert not (tmp_path / "ft2").exists()
+
+
+def test_a_recommendation_on_too_few_test_items_says_so_instead_of_calling_them_tied():
+    """On 2 paired test items no outcome could be significant, so 'no significant difference' and
+    the faster encoder was a recommendation from nothing (a seeded-hash encoder won that way)."""
+    from embedstore.heads.compare import MIN_PAIRED, recommend
+
+    def rows():
+        return [{"encoder": "big", "linear_probe": 1.0, "encode_items_per_s": 10.0, "dim": 384, "store_mb": 1.0, "train_per_class": 4},
+                {"encoder": "fast", "linear_probe": 0.5, "encode_items_per_s": 9000.0, "dim": 64, "store_mb": 0.1, "train_per_class": 4}]
+
+    def answers(n):
+        truth = {f"i{k}": "a" for k in range(n)}
+        return {"big": (dict(truth), truth), "fast": ({i: ("b" if k % 2 else "a") for k, i in enumerate(truth)}, truth)}
+
+    r = recommend(rows(), answers(2))
+    assert r["recommended"] == "big" and "only 2 test items, too few for a paired test" in r["why"]
+    assert MIN_PAIRED == 6
+    r = recommend(rows(), answers(8))  # 4 discordant of 8: p = 0.125, a real 'no significant difference'
+    assert r["recommended"] == "fast" and "no significant difference on 8 items" in r["why"]

@@ -91,6 +91,11 @@ def _dim(store: Path) -> int:
         return st.select_set().dim
 
 
+# the fewest paired items on which the exact two-sided McNemar test can reach p < 0.05 at all
+# (every item discordant one way: p = 2 x 0.5^n, 0.031 at n = 6)
+MIN_PAIRED = 6
+
+
 def recommend(rows: list[dict], answers: dict | None = None) -> dict:
     """The most accurate encoder, unless a faster one is not significantly worse on the same test
     items (McNemar, paired); and whether fine-tuning is likely to pay. Every encoder's comparison
@@ -99,19 +104,26 @@ def recommend(rows: list[dict], answers: dict | None = None) -> dict:
     if not ok:
         return {"recommended": None, "why": "no encoder could be run; see the errors", "finetune": None}
     best = max(ok, key=lambda r: r["linear_probe"])
-    tied = [best]
+    tied, too_few = [best], None
     for r in ok:
         if r is best or not answers or r["encoder"] not in answers or best["encoder"] not in answers:
             continue
         (pa, truth), (pb, _) = answers[r["encoder"]], answers[best["encoder"]]
         ids = [i for i in pa if i in pb]
+        if 0 < len(ids) < MIN_PAIRED:  # no outcome on so few items could be significant: "no difference" says nothing
+            too_few = len(ids)
+            continue
         if ids:
             r["vs_best"] = compare(r["encoder"], best["encoder"], [truth[i] for i in ids], [pa[i] for i in ids],
                                    [pb[i] for i in ids])
             if r["vs_best"]["winner"] is None:
                 tied.append(r)
     pick = max(tied, key=lambda r: (r["encode_items_per_s"] or 0))
-    if pick is best:
+    if too_few is not None and pick is best:
+        why = (f"highest linear-probe accuracy ({best['linear_probe']:.3f}), but on only {too_few} test items, too few for a "
+               f"paired test to tell the encoders apart (it needs at least {MIN_PAIRED}); a weak recommendation: compare on more "
+               "labelled items (--sample, or a larger source)")
+    elif pick is best:
         why = f"highest linear-probe accuracy ({best['linear_probe']:.3f})"
         others = [r["vs_best"]["verdict"] for r in ok if "vs_best" in r]
         if others:
