@@ -212,7 +212,7 @@ def test_repair_refuses_to_drop_the_items_of_missing_shards(image_folder, tmp_pa
     before = store.read_bytes()
     r = embed("verify", store, "--repair")
     assert r.exit_code == 2 and r.stderr.startswith("error: not repaired:") and len(r.stderr.strip().splitlines()) == 1
-    assert ("data folder" in r.stderr and "copy both" in r.stderr) if lose == "folder" else "1 shard file(s) it lists are missing" in r.stderr
+    assert ("data folder" in r.stderr and "copy both" in r.stderr) if lose == "folder" else "1 shard file(s) listed in" in r.stderr and "are missing from" in r.stderr
     assert store.read_bytes() == before
     if lose == "folder":
         shutil.rmtree(side, ignore_errors=True)
@@ -346,3 +346,25 @@ def test_a_shard_changed_after_the_writer_checked_it_is_not_copied_into_the_cata
     assert uri.decode() not in uris and not any("X" in u[-6:] for u in uris)
     code, d = _verify(store)
     assert code == 0, d
+
+
+def test_a_store_file_renamed_without_its_folder_says_to_rename_the_folder(image_folder, tmp_path, build_tiny, monkeypatch):
+    """Only s.h5 renamed: every door (a reader, verify --repair, a build) names the folder beside it
+    and the rename, with the path as the user typed it. A build used to start a new catalog there,
+    dropping every set, label and quarantine record the store held."""
+    store = tmp_path / "sub" / "s.h5"
+    store.parent.mkdir()
+    build_tiny(image_folder, store)
+    store.rename(tmp_path / "sub" / "renamed.h5")
+    monkeypatch.chdir(tmp_path)
+    want = ("sub/renamed.h5's data folder is s.h5.d beside it, not renamed.h5.d (the file was renamed without its folder; "
+            "a store is NAME.h5 and NAME.h5.d): rename s.h5.d to renamed.h5.d, or the file back to s.h5")
+    for args in (["info", "sub/renamed.h5"], ["verify", "sub/renamed.h5", "--repair"],
+                 ["build", image_folder, "--store", "sub/renamed.h5", "--encoder", "test:tiny", "-q"]):
+        r = embed(*args)
+        assert r.exit_code == 2 and want in r.stderr and len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
+    assert not (tmp_path / "sub" / "renamed.h5.d").exists()
+    (tmp_path / "sub" / "s.h5.d").rename(tmp_path / "sub" / "renamed.h5.d")
+    with open_store(tmp_path / "sub" / "renamed.h5") as st:  # a reader brings the renamed pair's catalog up to date
+        assert st.select_set().count == 12
+    assert _verify(tmp_path / "sub" / "renamed.h5")[0] == 0

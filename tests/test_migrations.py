@@ -253,7 +253,7 @@ def test_a_schema_4_catalog_without_its_row_text_is_damage_not_an_older_schema(t
         for g in f["vectors"].values():
             del g["row_text"]
     r = embed("export", store, "--out", tmp_path / "x")
-    assert r.exit_code != 0 and "has no row text" in r.output and "embed verify s.h5 --repair" in r.output
+    assert r.exit_code != 0 and "has no row text" in r.output and f"embed verify {store} --repair" in r.output
     assert not (tmp_path / "x").exists()
     assert embed("verify", store).exit_code == 1
     assert embed("verify", store, "--repair").exit_code == 0

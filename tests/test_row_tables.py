@@ -163,7 +163,7 @@ def test_tampered_row_metadata_is_refused_as_it_streams(built, tmp_path, what):
                    "row text scalar": "its row text has a column that is not bytes"}[what]
             with pytest.raises(DamagedStoreError, match=why) as e:
                 rows.labels
-            assert "\n" not in str(e.value) and "embed verify c.h5 --repair" in str(e.value)
+            assert "\n" not in str(e.value) and f"embed verify {store} --repair" in str(e.value)
         elif what == "item table":
             with pytest.raises(StoreError, match="item table does not match its checksum"):
                 st.items()

@@ -73,7 +73,7 @@ def test_a_missing_shard_is_reported_not_silently_dropped(tmp_path, image_folder
     build_tiny(image_folder, tmp_path / "s.h5")  # 4-row shards: several of them
     shard = sorted((tmp_path / "s.h5.d" / "shards").rglob("*.h5"))[0]
     shard.unlink()
-    with pytest.raises(StoreError, match="shard file\\(s\\) listed in s.h5 are missing"):
+    with pytest.raises(StoreError, match="shard file\\(s\\) listed in .*s.h5 are missing"):
         open_store(tmp_path / "s.h5")
     r = build_tiny(image_folder, tmp_path / "s.h5")
     assert r.encoded >= 1

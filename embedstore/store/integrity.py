@@ -357,8 +357,11 @@ def repair_store(path: str | Path) -> dict:
     before = verify_store(given)
     gone = before.get("missing_shards") or []
     if gone:  # rebuilding the catalog from the shards there are would drop these shards' items and their labels
-        where = (f"the store's data folder {sidecar} is missing (a store is {path.name} and {sidecar.name}: copy both)"
-                 if not sidecar.exists() else f"{len(gone)} shard file(s) it lists are missing from {sidecar / 'shards'} (e.g. {gone[0]})")
+        from .schema import missing_shards_reason, recorded_sidecar
+
+        where = missing_shards_reason(path, gone, str(given))
+        if not sidecar.exists() and recorded_sidecar(path) is not None:  # renamed without its folder: rename it back
+            raise StoreError(f"not repaired: {where}")
         raise StoreError(f"not repaired: {where}; a repair would drop their items. Restore the missing files, or re-embed "
                          f"them with `embed build SOURCE --store {given}`")
     done, needs_source = [], []

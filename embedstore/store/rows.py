@@ -32,6 +32,7 @@ class SetRows:
                  uris=None, texts=None, shas=None, metas=None, count: int | None = None):
         self.store_path = store_path
         self.catalog = catalog  # Path of the catalog file
+        self.shown = str(catalog)  # the store as the user named it, in the commands messages suggest (set_rows sets it)
         self.set_name = set_name
         self.provenance = provenance
         given = {"ids": ids, "labels": labels, "splits": splits, "uris": uris, "texts": texts, "shas": shas,
@@ -99,7 +100,7 @@ class SetRows:
             want = g.attrs.get("row_map_sha256")
             if want is not None and row_map_digest(pieces) != as_str(want):
                 raise DamagedStoreError(f"the catalog {self.catalog} is damaged (vector set {self.set_name}: its row-to-shard "
-                                        f"map does not match its checksum); run `embed verify {Path(self.catalog).name} --repair`")
+                                        f"map does not match its checksum); run `embed verify {self.shown} --repair`")
             # the map of the file in use (a pinned catalog, or the one just opened); holding the file
             # object itself means a later file is never mistaken for it (a writer may have replaced the catalog)
             self._map_file, self._map = f, pieces
@@ -262,7 +263,7 @@ class SetRows:
 
     def _damaged_rows(self, why: str) -> DamagedStoreError:
         return DamagedStoreError(f"the catalog {self.catalog} is damaged (vector set {self.set_name}: {why}); "
-                                 f"run `embed verify {Path(self.catalog).name} --repair`")
+                                 f"run `embed verify {self.shown} --repair`")
 
     def _legacy_columns(self) -> dict:
         if self._cols is None:
@@ -378,6 +379,7 @@ def set_rows(store, set_name: str) -> SetRows:
         legacy = "item_row" not in g
         if not legacy:
             rows = SetRows(str(store.path), store.path, set_name, vs.provenance, count=n)
+            rows.shown = store.shown
             rows._pinned = f
             rows._reader = rows._vectors(f)
             return rows
@@ -385,7 +387,9 @@ def set_rows(store, set_name: str) -> SetRows:
         f.close()
         raise
     f.close()  # a schema 1 catalog (read-only; the next writer upgrades it): the old in-memory join
-    return SetRows(str(store.path), store.path, set_name, vs.provenance, **_legacy_join(store, set_name))
+    rows = SetRows(str(store.path), store.path, set_name, vs.provenance, **_legacy_join(store, set_name))
+    rows.shown = store.shown
+    return rows
 
 
 def _legacy_join(store, set_name: str) -> dict:

@@ -31,6 +31,40 @@ def sidecar_dir(store_path: str | Path) -> Path:
     return p.with_name(p.name + ".d")
 
 
+def recorded_sidecar(store_path: str | Path) -> Path | None:
+    """The data folder the catalog file names (its `shard_dir`, e.g. `photos.h5.d/shards`), beside
+    it, when that differs from `sidecar_dir` and exists: the file was renamed without its folder."""
+    p = Path(store_path)
+    try:
+        import h5py
+
+        with h5py.File(p, "r") as f:
+            shard_dir = f.attrs.get("shard_dir")
+    except Exception:  # noqa: BLE001 - no readable catalog: nothing recorded
+        return None
+    if isinstance(shard_dir, bytes):
+        shard_dir = shard_dir.decode()
+    if not shard_dir:
+        return None
+    old = p.with_name(str(shard_dir).split("/", 1)[0])
+    return old if old != sidecar_dir(p) and old.is_dir() else None
+
+
+def missing_shards_reason(store_path: str | Path, lost: list[str], shown: str | None = None) -> str:
+    """Why shards the catalog lists are not there, in the user's words: the folder went with another
+    name (rename it back), the data folder is missing (copy both), or some shard files are gone."""
+    p = Path(store_path)
+    shown = shown or p.name
+    sidecar = sidecar_dir(p)
+    old = None if sidecar.exists() else recorded_sidecar(p)
+    if old is not None:
+        return (f"{shown}'s data folder is {old.name} beside it, not {sidecar.name} (the file was renamed without its folder; "
+                f"a store is NAME.h5 and NAME.h5.d): rename {old.name} to {sidecar.name}, or the file back to {old.name[:-2]}")
+    if not sidecar.exists():
+        return f"the store's data folder {sidecar} is missing (a store is {p.name} and {sidecar.name}: copy both)"
+    return f"{len(lost)} shard file(s) listed in {shown} are missing from {sidecar / 'shards'} (e.g. {lost[0]})"
+
+
 def key_fields(provenance: dict) -> dict:
     """The key fields of a provenance in one form, whether given as made (nested values as objects:
     an encoder's `provenance()`) or as stored (nested values as JSON text, numbers as numpy scalars:

@@ -80,6 +80,7 @@ class Store:
 
     def __init__(self, path: str | Path, writable: bool = False):
         self.path = Path(path).resolve()
+        self.shown = str(path)  # as the user gave it: a command a message suggests then runs from where they ran
         self.sidecar = sidecar_dir(self.path)
         self.shard_root = self.sidecar / "shards"
         self.writable = writable
@@ -108,13 +109,18 @@ class Store:
                 # the catalog is derived from the shards beside it, so a damaged one is rebuilt, not refused
                 if not self.writable:
                     raise StoreError(f"the catalog {self.path} is damaged ({e}); its shards are intact in {self.shard_root}: "
-                                     f"run `embed verify {self.path.name} --repair` or `embed build` to rebuild it") from None
+                                     f"run `embed verify {self.shown} --repair` or `embed build` to rebuild it") from None
                 catalog_ok = False
                 schema = SCHEMA_VERSION
             self.schema = schema
         elif not (create or list_shards_any(self.shard_root)):
             raise StoreError(f"store {self.path} does not exist; create it with `embed build SOURCE --store {self.path}`")
         if self.writable:
+            if exists and not self.sidecar.exists():
+                from .schema import missing_shards_reason, recorded_sidecar
+
+                if recorded_sidecar(self.path) is not None:  # renamed without its folder: a build here would start over
+                    raise StoreError(missing_shards_reason(self.path, [], self.shown))
             self._lock.acquire_or_raise(self.path)
             for d, only in [(self.path.parent, self.path.name), (self.sidecar, None), (self.sidecar / "index", None),
                             (self.sidecar / "catalog", None), (self.shard_root, None), *((d, None) for d in self._set_dirs())]:
@@ -138,9 +144,13 @@ class Store:
             if self._catalog_stale():
                 lost = self._missing_shards()
                 if lost:  # never quietly drop committed rows: say what is gone and how to get it back
-                    raise StoreError(f"{len(lost)} shard file(s) listed in {self.path.name} are missing from {self.shard_root} "
-                                     f"(e.g. {lost[0]}); their rows are lost. Restore them, or re-run `embed build SOURCE "
-                                     f"--store {self.path.name}` to rebuild the catalog and re-embed those items")
+                    from .schema import missing_shards_reason, recorded_sidecar
+
+                    why = missing_shards_reason(self.path, lost, self.shown)
+                    if recorded_sidecar(self.path) is not None and not self.sidecar.exists():
+                        raise StoreError(why)
+                    raise StoreError(f"{why}; their rows are not readable. Restore them, or re-run `embed build SOURCE "
+                                     f"--store {self.shown}` to rebuild the catalog and re-embed those items")
                 try:
                     locked = self._lock.acquire()
                 except StoreError:  # a read-only disk: read the catalog as it is
@@ -211,8 +221,8 @@ class Store:
                 self._trusted[key] = shard_stat(path)
                 continue
             if not repair:
-                raise DamagedStoreError(f"shard {key} of {self.path.name} is damaged ({problem}); run `embed verify {self.path.name} --repair`, "
-                                 f"then `embed build SOURCE --store {self.path.name}` to re-embed its items")
+                raise DamagedStoreError(f"shard {key} of {self.path.name} is damaged ({problem}); run `embed verify {self.shown} --repair`, "
+                                 f"then `embed build SOURCE --store {self.shown}` to re-embed its items")
             dest = move_aside(self.sidecar, self.shard_root, key)
             self._trusted.pop(key)
             self._meta_cache.pop(key, None)
@@ -311,7 +321,7 @@ class Store:
                     if problem is not None:
                         if not (self._lock.held and repair):
                             raise DamagedStoreError(f"shard {key} of {self.path.name} is damaged ({problem}); run `embed verify "
-                                             f"{self.path.name} --repair`")
+                                             f"{self.shown} --repair`")
                         dest = move_aside(self.sidecar, self.shard_root, key)
                         self.notes.append(f"shard {key} was damaged ({problem}); moved it to {dest} and its items will be re-embedded")
                         continue
@@ -497,7 +507,7 @@ class Store:
 
     def _damaged(self, why) -> StoreError:
         why = why if isinstance(why, str) else f"{type(why).__name__}: {str(why).splitlines()[0][:120] if str(why) else ''}"
-        return StoreError(f"the catalog {self.path} is damaged ({why}); run `embed verify {self.path.name} --repair` "
+        return StoreError(f"the catalog {self.path} is damaged ({why}); run `embed verify {self.shown} --repair` "
                           "to rebuild it from the shards")
 
     def vector_sets(self) -> list[VectorSet]:
@@ -530,7 +540,7 @@ class Store:
         sets = self.vector_sets()
         listing = "; ".join(f"{v.name} ({v.encoder}, {v.count} vectors)" for v in sets) or "none"
         if not sets:
-            raise StoreError(f"store {self.path} has no vector sets yet; run `embed build SOURCE --store {self.path.name}` first")
+            raise StoreError(f"store {self.path} has no vector sets yet; run `embed build SOURCE --store {self.shown}` first")
         if which is None:
             if len(sets) > 1:  # e.g. after `embed finetune` re-embedded the store: the newest set, said
                 # the newest of those holding the most vectors: photos added after a fine-tune (built
