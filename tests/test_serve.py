@@ -461,3 +461,33 @@ def test_a_running_server_answers_from_a_build_that_finished_after_it_started(tm
         assert len(request(srv.port, "GET", "/api/map")[1]["points"]) == 11
     finally:
         srv.stop()
+
+
+def test_serve_with_a_head_uses_the_set_the_head_was_fitted_on_and_a_mismatch_is_short(tmp_path):
+    """A store with two sets (e.g. after an import or a fine-tune): `serve --head` took the default
+    set and refused the head with a 1,000-character provenance dump, where evaluate and predict pick
+    the head's own set. A head from another encoder is refused naming the encoder alone."""
+    from embedstore.errors import HeadError
+    from embedstore.heads.fit import fit_head
+    from embedstore.ingest import build
+    from embedstore.serve.server import open_api
+    from embedstore.store import open_store
+
+    photos = make_image_folder(tmp_path / "photos", classes=("cat", "dog"), per_class=6)
+    s = tmp_path / "s.h5"
+    build(photos, s, encoder="test:tiny", workers=0, progress=False)
+    build(photos, s, encoder="test:tiny", normalize="none", workers=0, progress=False)  # newer: the default set
+    with open_store(s) as st:
+        first = next(v.name for v in st.vector_sets() if v.provenance.get("normalize") == "l2")
+        assert st.select_set(None).name != first
+    fit_head(s, "logistic", tmp_path / "h", vector_set=first, progress=False)
+    api = open_api(s, head=str(tmp_path / "h"))
+    assert api.ctx.vs.name == first
+    r = api.handle("POST", "/api/predict", {}, {"content-type": "image/png"}, next((photos / "cat").iterdir()).read_bytes())
+    assert r.status == 200 and json.loads(r.body)["label"] in ("cat", "dog")
+    (tmp_path / "t.txt").write_text("one text\nanother text\n")
+    build(tmp_path / "t.txt", tmp_path / "t.h5", encoder="test:hash-text", progress=False)
+    with pytest.raises(HeadError) as e:
+        open_api(tmp_path / "t.h5", head=str(tmp_path / "h"))
+    assert "encoder=test:hash-text" in str(e.value) and "expected encoder=test:tiny" in str(e.value)
+    assert len(str(e.value)) < 400, str(e.value)

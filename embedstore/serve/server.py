@@ -184,14 +184,19 @@ def open_api(store, head: str | None = None, vector_set: str | None = None, weig
     from ..modelfile import load_head
     from ..search.query import SearchContext
 
-    ctx = SearchContext(store, vector_set, weights, device)
-    h = doc = None
+    h = doc = prov = None
     if head:
         h, doc = load_head(head)
         from ..heads.apply import head_provenance
         from ..store import open_store
 
         prov = head_provenance(doc, head)
+        if vector_set is None:  # the set the head was fitted on, as `embed evaluate` and `embed predict` pick it
+            with open_store(store) as st:
+                found = st.find_set(prov)
+            vector_set = found.name if found is not None else None
+    ctx = SearchContext(store, vector_set, weights, device)
+    if head:
         with open_store(store) as st:
             try:
                 st.check_provenance(ctx.vs, prov)
