@@ -83,7 +83,11 @@ def print_info(d: dict, show: int = 10) -> None:
     for vs in d["vector_sets"]:
         p = vs["provenance"]
         say(f"  vector set {vs['name']}: {vs['count']} x {p.get('dim')} {p.get('dtype')}, normalize {p.get('normalize')}")
-        say(f"    encoder {p.get('encoder')}, layer {p.get('layer')}, weights sha256 {str(p.get('weights_sha256'))[:16]}...")
+        parts = [f"encoder {p.get('encoder')}"] + ([f"layer {p.get('layer')}"] if p.get("layer") else []) + (
+            [f"weights sha256 {str(p.get('weights_sha256'))[:16]}..."] if p.get("weights_sha256") else [])
+        if str(p.get("encoder", "")).startswith("external:"):  # imported: what made them is whatever the export says
+            parts.append("imported vectors (no layer or weights recorded here)")
+        say("    " + ", ".join(parts))
         pp = p.get("preprocess") or {}
         say(f"    preprocess: {_describe_preprocess(pp)}")
         if p.get("build_precision") or p.get("build_accel"):  # how the vectors were computed (queries reproduce it)

@@ -122,6 +122,12 @@ def test_import_into_a_built_store_adds_a_set_beside_its_own(store, tmp_path, fm
         hits = json.loads(embed("search", work, "--set", name, "--id", "cat/cat_001.png", "-k", 3, "--json").output)["hits"]
         assert len(hits) == 3
     assert embed("verify", work).exit_code == 0
+    # the same import again adds nothing: it used to commit every row a second time (21 stale rows)
+    r = embed("import", tmp_path / "x", "--store", work, "--json")
+    again = json.loads(r.output)
+    assert r.exit_code == 0 and again["rows"] == 0, r.output
+    assert any("21 id(s) already have a vector in this set" in n for n in again["notes"])
+    assert {k: (v[0], v[2]) for k, v in _state(work)[0].items()} == {built: (ids, 0), rep["vector_set"]: (ids, 0)}
     report = build(store.parent / "photos", work, encoder="test:tiny", workers=0, precision="fp32", progress=False)
     assert report.encoded == 0
     assert {k: (v[0], v[2]) for k, v in _state(work)[0].items()} == {built: (ids, 0), rep["vector_set"]: (ids, 0)}

@@ -153,6 +153,9 @@ def import_folder(src: str | Path, store: str | Path, name: str | None = None, p
     joins = _Joins()
     with open_store(store, mode="a", create=True) as st, progress_bar(None, "import", "row", progress) as bar:
         held = st.stored_items() if st.path.exists() else None  # the items the store holds before this import
+        # items with a vector in this set already (the same export imported before): left as they are, so a
+        # second run of the same import adds nothing instead of a second row of every item
+        in_set = st.live_rows(set_name, held) if held is not None else None
         for emb, meta in parts:
             for cols, X in _read_part(emb, meta):
                 m = len(X)
@@ -177,7 +180,7 @@ def import_folder(src: str | Path, store: str | Path, name: str | None = None, p
                 content = _content_hashes(cols, m, emb.name)
                 V = np.asarray(X, dtype=dtype)
                 # an id the store holds keeps its item row; the vector carries that item's content hash
-                shas, new = joins.match(held, ids, content, labels, splits)
+                shas, new = joins.match(held, ids, content, labels, splits, in_set)
                 items = ItemRows()
                 for i in np.flatnonzero(new):
                     shas[i] = content[i] or hashlib.sha256(V[i].tobytes()).hexdigest()  # none given: the vector stands for it
@@ -189,6 +192,9 @@ def import_folder(src: str | Path, store: str | Path, name: str | None = None, p
                 n += len(keep)
                 total += m
                 bar.update(m)
+        if not n and joins.already == total:  # the same import again: nothing to do, nothing changed
+            return ImportReport(str(src), str(store), set_name, layout, 0, dim, dtype, normalize, time.perf_counter() - t0,
+                                notes + joins.notes())
         if not n:  # nothing was committed
             raise SourceError(f"none of the {total} vectors in {src} can be imported into {store}: {joins.left_out_reason()}; "
                               "import into a new store (--store NEW.h5) instead")
@@ -203,14 +209,15 @@ class _Joins:
     quarantined; counted for the report's notes."""
 
     def __init__(self):
-        self.joined = self.unvouched = self.relabelled = 0
+        self.joined = self.unvouched = self.relabelled = self.already = 0
         self.left: list[tuple[str, str]] = []  # (id, why), the first few
         self.n_left = 0
         self.example = ""
 
-    def match(self, held, ids: list, content: list, labels: list, splits: list) -> tuple[list, np.ndarray]:
+    def match(self, held, ids: list, content: list, labels: list, splits: list, in_set=None) -> tuple[list, np.ndarray]:
         """(each row's vector hash, which rows are new to the store): the stored item's hash for an
-        id that joins it, None for one left out, "" (the caller's to fill) for a new id."""
+        id that joins it, None for one left out or already in the set (`in_set`, a mask over the
+        held items), "" (the caller's to fill) for a new id."""
         from ..store.schema import STATUS_OK
 
         m = len(ids)
@@ -223,7 +230,10 @@ class _Joins:
         have = held.gather(pos[at])
         have_sha = held.sha256(pos[at])
         for k, i in enumerate(at):
-            if have["status"][k] != STATUS_OK:
+            if in_set is not None and in_set[pos[i]]:
+                shas[i] = None
+                self.already += 1
+            elif have["status"][k] != STATUS_OK:
                 self._leave(ids[i], f"the store's item is {have['status'][k]}")
                 shas[i] = None
             elif content[i] and content[i] != have_sha[k]:
@@ -260,6 +270,9 @@ class _Joins:
                           "vector is of the stored content" if self.unvouched else ""))
         if self.n_left:
             out.append(f"{self.n_left} vector(s) left out: {self.left_out_reason()}")
+        if self.already:
+            out.append(f"{self.already} id(s) already have a vector in this set (imported before) and were left as they are; "
+                       "to replace them, import into a new store, or under another --name")
         return out
 
 
