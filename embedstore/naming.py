@@ -14,7 +14,7 @@ def lazy_class(table: dict[str, tuple[str, str]], package: str, name: str, error
     if name not in table:
         close = difflib.get_close_matches(name, list(table), n=2)
         hint = f"; did you mean {' or '.join(close)}?" if close else ""
-        raise error(f"unknown {noun} '{name}'{hint} Known: {', '.join(table)}")
+        raise error(f"unknown {noun} '{name}'{hint or '.'} Known: {', '.join(table)}")
     mod, cls = table[name]
     return getattr(import_module(f".{mod}", package), cls)
 

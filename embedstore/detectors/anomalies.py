@@ -52,6 +52,9 @@ def _contamination(contamination: float | None, holdout_quantile: float | None) 
     """`holdout_quantile` q is the older spelling of contamination 1 - q: both now mean "flag this
     share of normal items the detector did not see" (see base.Detector's cross-fitting)."""
     if holdout_quantile is None:
+        if contamination is not None and not (isinstance(contamination, (int, float)) and 0 < contamination <= 0.5):
+            raise DetectorError(f"--contamination must be in (0, 0.5] (the share of normal items to flag, e.g. 0.05), "
+                                f"not {contamination}")
         return 0.05 if contamination is None else contamination
     if not 0.5 <= holdout_quantile < 1:
         raise DetectorError(f"--holdout-quantile must be in [0.5, 1), not {holdout_quantile}")
@@ -164,6 +167,11 @@ def find_anomalies(store: str | Path, method: str = "knn", fit_on: str | None = 
         raise DetectorError(f"the fit set needs {len(fit_idx) * rows.dim * 4 / 2**20:.0f} MB, over --max-memory {max_memory}; "
                             "fit on a subset with --fit-on, or raise --max-memory")
     params = dict(params or {})
+    takes = sorted(set(cls().get_params()) - {"contamination"})
+    unknown = [k for k in params if k not in takes]
+    if unknown:  # before any fit: the detector's constructor would say it as a Python TypeError
+        raise DetectorError(f"--param {unknown[0]}: the {method} detector has no such parameter; it takes {', '.join(takes)} "
+                            "(and --contamination)")
     if "random_state" in cls().get_params():  # iforest, ocsvm: --seed unless a --param sets it
         params.setdefault("random_state", seed)
     try:
