@@ -85,6 +85,6 @@ def register(app: typer.Typer) -> None:
         if report is not None:
             r.report = str(run_guarded(write_audit_report, r, report))
         if json_out:
-            emit_json(r.to_dict())
+            emit_json(r.to_dict(findings=True))
             return
         _summary(r)

@@ -237,6 +237,12 @@ def test_server_audit_answers_as_the_cli_does(planted, planted_audit):
         assert js[key] == cli[key], key
     assert js["label_issues"]["suspects"] == cli["label_issues"]["suspects"]
     assert len(js["leak_pairs"]) == cli["leaks"]["pairs"] and js["store"] == store.name
+    # the findings themselves, the same on both doors (the CLI's JSON had only their counts)
+    for key in ("clusters", "leak_pairs", "suspects", "outliers"):
+        assert len(cli[key]) == len(js[key]), key
+    assert [x["id"] for x in cli["suspects"]] == [x["id"] for x in js["suspects"]] and cli["suspects"]
+    assert cli["leak_pairs"] == js["leak_pairs"] and cli["clusters"] == js["clusters"]
+    assert "uri" in cli["suspects"][0] and "uri" not in js["suspects"][0]  # file paths stay on the server
     assert str(store.parent) not in rep.body.decode()
     page = api.handle("GET", "/audit")
     assert page.status == 200 and "text/html" in page.headers["content-type"]

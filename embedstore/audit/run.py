@@ -50,9 +50,18 @@ class AuditReport:
     # for the HTML report and the server view (not in --json): clusters, pairs, suspects, outliers
     detail: dict = field(default_factory=dict, repr=False)
 
-    def to_dict(self) -> dict:
+    def to_dict(self, findings: bool = False, keep: int | None = None, paths: bool = True) -> dict:
+        """The summary; with `findings`, the items behind it too (the same keys on every door: the
+        CLI's --json and the server's /api/audit): clusters, leak_pairs, suspects and outliers, the
+        first `keep` of each, without file paths when not `paths`."""
         d = asdict(self)
-        d.pop("detail")
+        det = d.pop("detail")
+        if findings:
+            strip = (lambda x: x) if paths else (lambda x: {k: v for k, v in x.items() if k != "uri"})
+            d["clusters"] = det["clusters"][:keep]
+            d["leak_pairs"] = det["leaks"][:keep]
+            d["suspects"] = [strip(x) for x in det["suspects"][:keep]]
+            d["outliers"] = [strip(x) for x in det["outliers"][:keep]]
         return d
 
 

@@ -306,13 +306,7 @@ class Api:
     def audit(self) -> dict:
         """The audit as JSON: the CLI's `--json` plus the findings by item id (no file paths)."""
         r = self.audit_report()
-        d = {**r.to_dict(), "store": self.store_name, "out": None, "report": None}
-        det = r.detail
-        d["clusters"] = det["clusters"][:AUDIT_KEEP]
-        d["leak_pairs"] = det["leaks"][:AUDIT_KEEP]
-        d["suspects"] = [{k: v for k, v in s.items() if k != "uri"} for s in det["suspects"][:AUDIT_KEEP]]
-        d["outliers"] = [{k: v for k, v in o.items() if k != "uri"} for o in det["outliers"][:AUDIT_KEEP]]
-        return d
+        return {**r.to_dict(findings=True, keep=AUDIT_KEEP, paths=False), "store": self.store_name, "out": None, "report": None}
 
     def audit_html(self) -> str:
         """The audit page (as `embed audit --report` draws it), thumbnails from /api/thumb."""
