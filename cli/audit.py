@@ -46,9 +46,11 @@ def _summary(r) -> None:
     o = r.outliers
     say(f"  outliers: the {o['listed']} most isolated items ({o['share']:.0%}) listed; {o['score']}")
     for split, counts in r.balance.items():
-        vals = sorted(counts.values())
+        vals = sorted(v for lab, v in counts.items() if lab != "(unlabelled)")  # as the imbalance alarm counts them
+        blank = counts.get("(unlabelled)", 0)
         if len(vals) > 1:
-            say(f"  balance in {split}: {len(vals)} classes, {vals[0]} to {vals[-1]} items")
+            say(f"  balance in {split}: {len(vals)} classes, {vals[0]} to {vals[-1]} items"
+                + (f"; {blank} item(s) without a label" if blank else ""))
     for n in r.notes:
         say(f"  note: {n}")
     s = r.seconds

@@ -70,7 +70,8 @@ def print_info(d: dict, show: int = 10) -> None:
     if d["labels"]:
         labels = ", ".join(f"{k} {v}" for k, v in list(d["labels"].items())[:20])
         more = f", ... ({len(d['labels'])} labels)" if len(d["labels"]) > 20 else ""
-        say(f"  labels: {labels}{more}")
+        blank = f"; {d['unlabelled']} item(s) without a label (left out of heads)" if d.get("unlabelled") else ""
+        say(f"  labels: {labels}{more}{blank}")
     else:
         say("  labels: none")
     splits = sorted(d["splits"].items(), key=lambda kv: _split_order(kv[0]))

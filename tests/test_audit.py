@@ -372,3 +372,21 @@ def test_label_check_forks_no_process(monkeypatch):
     y[[0, 31]] = ["b", "a"]  # two flipped labels
     li = find_label_issues(X, y, np.arange(len(y)))
     assert {0, 31} <= set(li.rows.tolist())
+
+
+def test_items_without_a_label_are_counted_not_taken_for_a_class(tmp_path):
+    """Blank labels: audit's balance line counted '(unlabelled)' as a fifth class, and info and
+    fit-head dropped those items without saying how many."""
+    from embedstore.heads.fit import fit_head
+    from embedstore.ingest import build
+
+    rows = [f"word{i % 7} thing{i} a{i % 3},{('red', 'blue')[i % 2] if i % 5 else ''}" for i in range(40)]
+    (tmp_path / "t.csv").write_text("text,label\n" + "\n".join(rows) + "\n")
+    build(tmp_path / "t.csv", tmp_path / "t.h5", encoder="test:hash-text", progress=False)
+    info = json.loads(embed("info", tmp_path / "t.h5", "--json").output)
+    assert info["unlabelled"] == 8 and sum(info["labels"].values()) == 32
+    assert "; 8 item(s) without a label (left out of heads)" in embed("info", tmp_path / "t.h5").output
+    rep, _ = fit_head(tmp_path / "t.h5", "logistic", progress=False)
+    assert sum(rep.counts.values()) == 32 and any(n.startswith("8 item(s) of") and "no label" in n for n in rep.notes)
+    out = embed("audit", tmp_path / "t.h5", "-q").output
+    assert "balance in (none): 2 classes" in out and "8 item(s) without a label" in out, out

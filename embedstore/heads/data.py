@@ -35,6 +35,7 @@ class SplitData:
         exclusion list are scored on the same remaining items. `excluded` says what was removed."""
         self.rows = rows
         labelled = rows.labels != ""
+        self.unlabelled = int((~labelled).sum())  # items without a label: in no split (said in the fit's notes)
         if fixed_codes is not None:
             labelled &= np.array([i in fixed_codes for i in rows.ids], dtype=bool)
         if not labelled.any():

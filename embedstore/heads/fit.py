@@ -376,6 +376,8 @@ def fit_head(store: str | Path, head: str = "logistic", out: str | Path | None =
                                                                                 folds, prior)
     else:
         report.curve, (report.val_accuracy, report.chosen, snapshot) = sweep(cls, data, grid, params, dev, progress, prior)
+    if data.unlabelled:
+        report.notes.append(f"{data.unlabelled} item(s) of {vs.name} have no label and are in no split (not trained or scored on)")
     report.notes.extend(_convergence_notes(cls, report.curve))
     flat = _flat_probability_note(cls, report.curve, report.chosen) if folds and not hasattr(cls, "calibrate_chunks") else []
     report.sweep_s = time.perf_counter() - t0

@@ -57,6 +57,7 @@ def store_info(self) -> dict:
         "ok": int((status == STATUS_OK).sum()),
         "quarantined": len(quarantined),
         "labels": dict(sorted(label_counts.items())),
+        "unlabelled": int((status == STATUS_OK).sum()) - sum(label_counts.values()),  # ok items without a label
         "splits": dict(sorted(split_counts.items())),
         "split_label_counts": {sp: dict(sorted(row.items())) for sp, row in sorted(split_label.items())},
         "metadata_columns": metadata_keys(items["meta"]) if any(items["meta"]) else [],  # --where keys beyond the built-in ones
