@@ -429,6 +429,8 @@ def test_predict_on_a_text_store_takes_the_text_and_answers_as_embed_predict_doe
     assert bad.status == 415 and "text/plain" in bad.json()["error"]
     assert api.handle("POST", "/api/predict", {}, {"content-type": "text/plain"}, b"\xff\xfe").status == 400
     assert api.handle("POST", "/api/predict", {}, {"content-type": "text/plain"}, b"   ").status == 400
+    item = api.handle("GET", "/api/items/r0").json()  # a text has no thumbnail: none advertised, and none served
+    assert item["thumb"] is None and api.handle("GET", "/api/thumb/r0").status == 404
 
 
 def test_a_running_server_answers_from_a_build_that_finished_after_it_started(tmp_path):

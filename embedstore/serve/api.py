@@ -254,7 +254,9 @@ class Api:
         from ..search.query import row_hit
 
         out = {k: v for k, v in row_hit(rows, r).items() if k != "uri"}  # the server never shows file paths
-        out.update(id=item_id, file=str(rows.uris[r]).replace("\\", "/").rsplit("/", 1)[-1], thumb=f"/api/thumb/{item_id}")
+        text = self.ctx.prov.get("modality") == "text"  # a text has no thumbnail: none is advertised (null)
+        out.update(id=item_id, file=str(rows.uris[r]).replace("\\", "/").rsplit("/", 1)[-1],
+                   thumb=None if text else f"/api/thumb/{item_id}")
         return out
 
     def thumb(self, item_id: str, query) -> bytes:

@@ -52,7 +52,7 @@ def schema(api=None) -> dict:
                                                                 "seen_in_training": {"type": "boolean", "description": "the upload's content is an item the head was fitted or selected on: its probability is not a test figure"}}},
                 "Item": {"type": "object", "properties": {"id": {"type": "string"}, "label": {"type": "string"},
                                                           "split": {"type": "string"}, "file": {"type": "string"},
-                                                          "thumb": {"type": "string"}}},
+                                                          "thumb": {"type": ["string", "null"]}}},
                 "Info": {"type": "object"},
                 "Map": {"type": "object", "properties": {
                     "points": {"type": "array", "items": {"type": "object"}}, "explained": {"type": "array", "items": {"type": "number"}},
