@@ -18,7 +18,12 @@ class _UsageError(UsageError):
     def show(self, file=None) -> None:
         msg = self.message.rstrip(".")
         where = self.ctx.command_path if self.ctx is not None else "embed"
-        _click.echo(f"error: {msg[:1].lower()}{msg[1:]} (`{where} --help` lists its options and arguments)", file=file, err=True)
+        line = f"{msg[:1].lower()}{msg[1:]} (`{where} --help` lists its options and arguments)"
+        _click.echo(f"error: {line}", file=file, err=True)
+        if STATE.get("json_in_args"):  # as `fail` does for a command run with --json: an object on stdout, not nothing
+            import json
+
+            _click.echo(json.dumps({"error": line, "exit_code": self.exit_code}))
 
 
 def _one_line(e: UsageError) -> UsageError:
@@ -30,9 +35,10 @@ def _one_line(e: UsageError) -> UsageError:
 class _Group(TyperGroup):
     """The `embed` group: usage errors of the group and of its commands are printed in one line."""
 
-    def make_context(self, *args, **kwargs):
+    def make_context(self, info_name, args, *rest, **kwargs):
+        STATE["json_in_args"] = "--json" in args  # read before parsing: a usage error comes before any parameter is set
         try:
-            return super().make_context(*args, **kwargs)
+            return super().make_context(info_name, args, *rest, **kwargs)
         except UsageError as e:
             raise _one_line(e) from None
 

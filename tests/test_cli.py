@@ -104,6 +104,12 @@ def test_errors_with_json_are_json_on_stdout_too(tmp_path):
         assert doc["exit_code"] == 2 and "does not exist" in doc["error"] and doc["error"] in r.stderr
     r = run("info", tmp_path / "nope.h5")  # without --json: stderr only
     assert r.exit_code == 2 and r.stdout == ""
+    # a usage error (an unknown option) comes before any parameter is parsed: JSON all the same
+    r = run("fit-head", "logistic", "--store", tmp_path / "nope.h5", "--bogus", "--json")
+    doc = json.loads(r.stdout)
+    assert r.exit_code == 2 and doc["exit_code"] == 2 and doc["error"].startswith("no such option: --bogus")
+    r = run("fit-head", "logistic", "--store", tmp_path / "nope.h5", "--bogus")
+    assert r.exit_code == 2 and r.stdout == ""
 
 
 def test_no_arguments_still_print_the_help():
