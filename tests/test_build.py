@@ -120,9 +120,11 @@ def test_files_gone_from_the_folder_are_said_and_stay(image_folder, tmp_path, bu
     again = build_tiny(image_folder, store)
     assert any(n.startswith("2 item(s)") for n in again.notes)
     # the note's list: `embed ls --status missing`, one id a line, which --exclude reads
-    assert "embed ls s.h5 --status missing > gone.txt" in note[0]
+    assert f"embed ls {store} --status missing > gone.txt" in note[0]  # the store as given, not its basename
     gone = embed("ls", store, "--status", "missing")
     assert gone.exit_code == 0 and gone.stdout.splitlines() == ["cat/cat_001.png", "dog/dog_002.jpg"]
+    long = embed("ls", store, "--status", "missing", "-l").stdout.splitlines()
+    assert len(long) == 2 and all("missing (its file no longer exists" in line for line in long), long
     (tmp_path / "gone.txt").write_text(gone.stdout)
     r = embed("fit-head", "logistic", "--store", store, "--exclude", tmp_path / "gone.txt", "--json", "-q")
     assert r.exit_code == 0 and json.loads(r.stdout)["excluded"]["ids"] == 2, r.output

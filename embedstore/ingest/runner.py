@@ -329,7 +329,7 @@ def build(
             if plan.gone:
                 report.notes.append(f"{plan.gone} item(s) of the store came from files under {src.path} that no longer exist "
                                     f"(deleted, or moved to another folder), e.g. {plan.gone_example}; they stay in the store "
-                                    f"with their old labels: list them with `embed ls {Path(str(store)).name} --status missing > gone.txt` "
+                                    f"with their old labels: list them with `embed ls {store} --status missing > gone.txt` "
                                     "and leave them out of heads with --exclude gone.txt, or rebuild into a new store")
             writer = ShardWriter(st, set_name, set_attrs, {"device": str(dev), "precision": prec}, svc.dim, dtype,
                                  shard_rows=shard_rows, commit_seconds=commit_seconds,

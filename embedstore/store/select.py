@@ -233,5 +233,9 @@ def list_items(store, where: str | None = None, status: str | None = None) -> li
     elif status:
         m &= items["status"] == status
     cols = ("id", "uri", "label", "split", "status", "reason")
-    return [{**dict(zip(cols, (str(items[c][i]) for c in cols))), "meta": json.loads(items["meta"][i] or "{}")}
-            for i in np.flatnonzero(m)]
+    out = [{**dict(zip(cols, (str(items[c][i]) for c in cols))), "meta": json.loads(items["meta"][i] or "{}")}
+           for i in np.flatnonzero(m)]
+    if status == "missing":  # embedded and ok in the store, but what `ls -l` and --json should say is why they are listed
+        for row in out:
+            row.update(status="missing", reason="its file no longer exists (the stored vector and label are kept)")
+    return out
