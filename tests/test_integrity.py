@@ -263,6 +263,11 @@ def test_a_damaged_catalog_is_rebuilt_from_the_shards(image_folder, tmp_path, bu
     assert code == 1 and d["problems"][0]["what"] == "catalog"
     report = build_tiny(image_folder, store)
     assert report.encoded == 0 and report.vectors_in_set == 12 and _verify(store)[0] == 0
+    # a catalog that disagrees with its shards: --repair rewrites it and says so (it printed only "intact")
+    with h5py.File(store, "r+") as f:
+        f.attrs["shard_dir"] = "elsewhere.h5.d/shards"
+    code, d = _verify(store, "--repair")
+    assert code == 0 and any(x.startswith("rebuilt the catalog s.h5 from the shards (verify found:") for x in d["repaired"]), d
 
 
 def test_verify_errors_are_one_line(tmp_path):

@@ -380,6 +380,9 @@ def repair_store(path: str | Path) -> dict:
                 done.append(f"removed damaged index {f.name}")
         st.refresh(index=True)
         done.extend(st.notes)
+        catalog = [p for p in before["problems"] if p["what"] == "catalog"]
+        if catalog and not any("catalog" in d for d in done):  # rewritten whole by the refresh above: say so
+            done.append(f"rebuilt the catalog {path.name} from the shards (verify found: {catalog[0]['problem']})")
         needs_source += [n for n in st.notes if "re-embedded" in n]
     after = verify_store(given)
     after["repaired"] = done
