@@ -94,3 +94,10 @@ def test_stores_written_before_the_text_column_still_read(tmp_path, image_folder
         items = st.items()
         assert len(items["id"]) == 12 and set(items["text"]) == {""}
     assert build_tiny(image_folder, tmp_path / "s.h5").encoded == 0  # and a build carries on as before
+
+
+def test_a_stores_data_folder_given_for_the_store_names_the_store_file(tmp_path, image_folder, build_tiny):
+    """`embed info s.h5.d` suggested 's.h5.d.h5', a file to create; it names s.h5, the store's file."""
+    build_tiny(image_folder, tmp_path / "s.h5")
+    with pytest.raises(StoreError, match=r"s\.h5\.d is the data folder of the store .*s\.h5; give that file instead"):
+        open_store(tmp_path / "s.h5.d")

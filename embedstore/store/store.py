@@ -55,7 +55,10 @@ def check_store_file(path: Path) -> int:
     import h5py
 
     if path.is_dir():
-        raise StoreError(f"--store {path} is a folder; pass a file path such as {path.with_name(path.name + '.h5')}")
+        if path.name.endswith(".d") and path.with_name(path.name[:-2]).is_file():  # a store's data folder, not the store
+            raise StoreError(f"{path} is the data folder of the store {path.with_name(path.name[:-2])}; give that file instead")
+        raise StoreError(f"{path} is a folder, not a store; give the store's file (NAME.h5, made by `embed build`), "
+                         f"e.g. {path.with_name(path.name + '.h5')} for a new one")
     if not h5py.is_hdf5(path):
         raise StoreError(f"{path} is not an HDF5 file (it holds other data), so not a store; {NEW_PATH}")
     try:
