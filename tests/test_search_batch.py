@@ -103,12 +103,14 @@ def test_batch_search_errors(store, tmp_path):
     (tmp_path / "t.txt").write_text("a cat\n")
     (tmp_path / "bad.txt").write_bytes(b"a cat\n\xff\xfe a dog\n")
     (tmp_path / "q.csv").write_text("id\ncat/cat_000.jpg\n")
+    (tmp_path / "texts.csv").write_text("text\na cat\n")
     cases = [
         ([tmp_path / "missing.h5", "--queries", tmp_path / "q.csv", "--out", tmp_path / "o.csv"], "does not exist"),
         ([store, "--queries", tmp_path / "empty.txt", "--out", tmp_path / "o.csv"], "holds no queries"),
         ([store, "--queries", tmp_path / "nothing", "--out", tmp_path / "o.csv"], "does not exist"),
         ([store, "--queries", tmp_path / "bad.csv", "--out", tmp_path / "o.csv"], "cat/nope.jpg"),
         ([store, "--queries", tmp_path / "noid.csv", "--out", tmp_path / "o.csv"], "no 'id' column"),
+        ([store, "--queries", tmp_path / "texts.csv", "--out", tmp_path / "o.csv"], "text queries go in a .txt file, one a line"),
         ([store, "--queries", tmp_path / "t.txt", "--out", tmp_path / "o.csv"], "CLIP encoder"),
         ([store, "--queries", tmp_path / "bad.txt", "--out", tmp_path / "o.csv"], "bad.txt line 2: not valid UTF-8"),
         ([store, "--queries", tmp_path / "q.csv", "--out", tmp_path / "o.csv", "--where", "colour=red"], "unknown filter key"),

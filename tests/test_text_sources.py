@@ -46,6 +46,8 @@ def test_csv_jsonl_and_parquet_with_a_text_column(tmp_path):
     ("nulls.jsonl", b'{"text": null}\n', "'text' is null on every line"),
     ("dup.csv", b"id,text\na,x\na,y\n", "the id 'a' twice"),
     ("odd.md", b"# hi\n", "unknown kind"),
+    ("empty.jsonl", b"\n\n", "is empty; a .jsonl text source holds one JSON object a line"),
+    ("latin1.csv", "t\u00e9xt,label\nhello,a\n".encode("latin-1"), r"found: t\\xe9xt, label\); its header row is not UTF-8"),
 ])
 def test_text_source_errors(tmp_path, name, content, message):
     (tmp_path / name).write_bytes(content)

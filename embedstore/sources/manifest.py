@@ -55,6 +55,8 @@ def _read_rows(path: Path) -> tuple[list[str], list[dict]]:
 
 def column_hint(columns: list[str]) -> str:
     """What to change in a header that names neither 'path' nor 'text'."""
+    if any(any(0xDC80 <= ord(ch) <= 0xDCFF for ch in c) for c in columns):  # undecodable bytes kept as surrogates
+        return "its header row is not UTF-8 (e.g. Latin-1 from a spreadsheet): save the file as UTF-8 (\"CSV UTF-8\")"
     near = [c for c in columns if c.lower() in ("path", "text") and c not in ("path", "text")]
     if near:
         return f"column names are case-sensitive: rename '{near[0]}' to '{near[0].lower()}'"
@@ -85,7 +87,7 @@ def read_manifest(path: Path) -> Source:
     columns, rows = _read_rows(path)
     columns = [c.strip() for c in columns if c is not None]
     if "path" not in columns:
-        raise SourceError(f"{path} has no 'path' column (images) or 'text' column (texts) (found: {', '.join(columns) or 'none'}); "
+        raise SourceError(f"{path} has no 'path' column (images) or 'text' column (texts) (found: {', '.join(shown(c) for c in columns) or 'none'}); "
                           f"{column_hint(columns)}")
     if not rows:
         raise SourceError(f"manifest {path} has no rows")

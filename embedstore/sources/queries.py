@@ -58,7 +58,9 @@ def _ids(p: Path) -> Iterator[str]:
         with open(p, newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
             if not reader.fieldnames or "id" not in reader.fieldnames:
-                raise SourceError(f"--queries {p} has no 'id' column (columns: {', '.join(reader.fieldnames or []) or 'none'})")
+                texts = " (text queries go in a .txt file, one a line)" if "text" in (reader.fieldnames or []) else ""
+                raise SourceError(f"--queries {p} has no 'id' column (columns: {', '.join(reader.fieldnames or []) or 'none'})"
+                                  f"; a CSV of queries names stored items by id{texts}")
             return [r["id"] for r in reader if r["id"]]
     import pyarrow.parquet as pq
 

@@ -144,6 +144,8 @@ def read_jsonl(path: Path) -> Source:
         if isinstance(row.get("id"), (list, dict)):  # no id to keep: the line's own (L<n>)
             row = {**row, "id": None}
         rows.append({**row, "__line__": n, "__problem__": problem})
+    if not rows:
+        raise SourceError(f"{path} is empty; a .jsonl text source holds one JSON object a line, with a 'text' field")
     if first_bad is not None and not objects:
         raise SourceError(f"{path} has no line that is a JSON object (line {first_bad[0]}: {first_bad[1]}); a .jsonl text "
                           "source holds one object a line, with a 'text' field")
