@@ -267,3 +267,13 @@ def test_a_recommendation_on_too_few_test_items_says_so_instead_of_calling_them_
     assert MIN_PAIRED == 6
     r = recommend(rows(), answers(8))  # 4 discordant of 8: p = 0.125, a real 'no significant difference'
     assert r["recommended"] == "fast" and "no significant difference on 8 items" in r["why"]
+
+
+def test_compare_encoders_refuses_a_class_too_small_to_split_before_embedding(tmp_path):
+    """A class of one item: refused once, before any encoder runs (it embedded with every encoder,
+    marked each 'skipped' with the same data error, then exited 2)."""
+    rows = [f"good thing {i},good" for i in range(12)] + [f"bad thing {i},bad" for i in range(12)] + ["odd one,rare"]
+    (tmp_path / "t.csv").write_text("text,label\n" + "\n".join(rows) + "\n")
+    r = embed("compare-encoders", tmp_path / "t.csv", "--encoders", "test:hash-text,nosuch:x", "--work", tmp_path / "w")
+    assert r.exit_code == 2 and "class 'rare' (1) has too few labelled items" in r.stderr, r.output
+    assert "remove its rows from the source" in r.stderr and not list((tmp_path / "w").glob("*.h5"))

@@ -32,6 +32,16 @@ def compare_encoders(source: str | Path, encoders: list[str], sample: int = 500,
     rng = np.random.default_rng(seed)
     if len(items) > sample:
         items = [items[i] for i in sorted(rng.choice(len(items), sample, replace=False))]
+    # the sample's split, checked as fit_head will make it, before any encoder runs: a class too small
+    # to split is one error now, not the same error once per encoder after embedding with each
+    from .splits import assign_splits
+
+    order = sorted(range(len(items)), key=lambda k: items[k].id)
+    try:
+        assign_splits(np.array([items[k].label for k in order]), np.array([items[k].split or "" for k in order]), 0.15, 0.15, seed)
+    except EmbedstoreError as e:  # the problem as fit-head words it; the fix in terms of the source compared here
+        raise SourceError(f"{source} (a sample of {len(items)} labelled items): {str(e).split('; ')[0]}; add items to that "
+                          "class or remove its rows from the source, then compare again") from None
     tmp = tempfile.TemporaryDirectory(prefix="embed-compare-")
     root = Path(work) if work else Path(tmp.name)
     root.mkdir(parents=True, exist_ok=True)
