@@ -53,7 +53,9 @@ def describe_layout(d: dict) -> str:
 def print_report(r) -> None:
     say(f"built {r.store}: {r.encoded} new vectors in set {r.vector_set} ({r.vectors_in_set} in total, {r.dtype})")
     say(f"  source {r.source}: {r.items_in_source} items; unchanged {r.unchanged}; "
-        f"labels/splits/metadata updated {r.metadata_updated}; quarantined {r.quarantined}"
+        f"labels/splits/metadata updated {r.metadata_updated}; "
+        + (f"moved {r.moved} (same id and content at a new path: the path is updated, nothing re-embedded); " if r.moved else "")
+        + f"quarantined {r.quarantined}"
         + (f" new, {r.previously_quarantined} still (files unchanged since an earlier build quarantined them)"
            if r.previously_quarantined else ""))
     if r.exclusions:

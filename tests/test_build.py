@@ -277,3 +277,21 @@ def test_a_build_that_adds_nothing_leaves_an_up_to_date_catalog_as_it_is(image_f
     rep = json.loads(embed(*args, "--json").stdout)
     assert rep["encoded"] == 0 and rep["vectors_in_set"] == 12 and any("catalog" in n and "rebuilt" in n for n in rep["notes"])
     assert embed("verify", store).exit_code == 0
+
+
+def test_a_moved_folder_is_counted_and_its_deleted_files_are_still_said(image_folder, tmp_path, build_tiny):
+    """After the photo folder moved, a rebuild said '0 new vectors ... labels/splits/metadata updated 0'
+    and nothing about the items deleted before the move: the note looked only under the new folder.
+    The summary counts the moved items and the note still counts the deleted ones."""
+    import shutil
+
+    store = tmp_path / "s.h5"
+    build_tiny(image_folder, store)
+    (image_folder / "cat" / "cat_001.png").unlink()
+    shutil.move(image_folder, tmp_path / "moved")
+    r = build_tiny(tmp_path / "moved", store)
+    assert r.encoded == 0 and r.moved == 11 == r.unchanged
+    (note,) = [n for n in r.notes if "no longer exist" in n]
+    assert note.startswith(f"1 item(s) of the store came from files under {tmp_path / 'moved'} (or where its files were before")
+    out = embed("build", tmp_path / "moved", "--store", store, "--encoder", "test:tiny", "-q").output
+    assert "; moved " not in out  # a second run: nothing moved any more

@@ -197,4 +197,4 @@ def test_a_store_kept_inside_its_source_folder_is_not_read_as_items(tmp_path):
     info = json.loads(embed("info", photos / "store.h5", "--json").stdout)
     assert info["items"] == info["ok"] == 6 and info["quarantined"] == 0
     r = embed("build", photos, "--store", photos, "--encoder", "test:tiny")  # the folder itself as the store
-    assert r.exit_code == 2 and f"such as {photos}.h5" in r.stderr
+    assert r.exit_code == 2 and f"e.g. {photos}.h5 for a new one" in r.stderr

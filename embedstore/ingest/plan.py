@@ -75,6 +75,7 @@ class Plan:
     new_only: bool = True  # every item to encode is new to the store (its catalog can be appended to)
     gone: int = 0  # stored items from files under a source folder that no longer exist there
     gone_example: str = ""
+    moved: int = 0  # items whose file is now at another path (same id): their paths are updated
 
 
 CHUNK = 16384  # source items compared with the store at a time
@@ -101,9 +102,10 @@ def _file_sha256(path: str) -> str | None:
     return h.hexdigest()
 
 
-def _gone(stored, rows: np.ndarray, folder: str) -> tuple[int, str]:
-    """(how many of the stored `rows` came from files under `folder` that no longer exist, an id)."""
-    root = os.path.join(os.path.realpath(folder), "")
+def _gone(stored, rows: np.ndarray, folder: str, old_roots=()) -> tuple[int, str]:
+    """(how many of the stored `rows` came from files under `folder`, or under `old_roots` (where a
+    moved folder's items were), that no longer exist, an id)."""
+    root = tuple({os.path.join(os.path.realpath(folder), "")} | {os.path.join(r, "") for r in old_roots})
     n, example = 0, ""
     for a in range(0, len(rows), CHUNK):
         part = rows[a : a + CHUNK]
@@ -160,6 +162,7 @@ def make_plan(source_items, stored=None, live: np.ndarray | None = None, has_met
     known: list[tuple[int, int]] = []  # (task, stored row) of this chunk's live items to encode again
     collisions: list[tuple[str, str, str]] = []  # (id, stored file, new file): two existing files, one id
     seen = np.zeros(stored.n, dtype=bool) if stored is not None and folder else None  # stored rows the source lists
+    old_roots: set[str] = set()
     items = iter(source_items)
     pos0 = 0
     while chunk := list(islice(items, CHUNK)):
@@ -184,6 +187,11 @@ def make_plan(source_items, stored=None, live: np.ndarray | None = None, has_met
             same_file = p >= 0 and ex["uri"][j] == it.uri and int(ex["size"][j]) == size and int(ex["mtime_ns"][j]) == mtime
             if p >= 0 and ex["uri"][j] != it.uri and it.text is None:
                 collisions.extend(_collision(it, str(ex["uri"][j]), p))
+                plan.moved += 1
+                old = local_path(str(ex["uri"][j]))
+                rel = it.id.replace("/", os.sep)
+                if folder and old.endswith(os.sep + rel):  # where the folder was: its deleted files still count as gone
+                    old_roots.add(old[: -len(rel) - 1])
             if same_file and ex["status"][j] != STATUS_OK:
                 plan.previously_quarantined += 1
             elif same_file and is_live:
@@ -205,7 +213,7 @@ def make_plan(source_items, stored=None, live: np.ndarray | None = None, has_met
         pos0 += len(chunk)
     check_collisions(collisions, stored)
     if seen is not None and not seen.all():
-        plan.gone, plan.gone_example = _gone(stored, np.flatnonzero(~seen), folder)
+        plan.gone, plan.gone_example = _gone(stored, np.flatnonzero(~seen), folder, sorted(old_roots)[:16])
     if metadata_rows:  # whole stored rows (text included) for the items whose labels or metadata changed
         records = stored.records(metadata_rows)
         plan.metadata_only = [(it, rec) for (it, _), rec in zip(plan.metadata_only, records)]

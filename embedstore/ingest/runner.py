@@ -52,6 +52,7 @@ class BuildReport:
     encoded: int = 0
     unchanged: int = 0
     metadata_updated: int = 0
+    moved: int = 0  # items found at a new path (same id): their paths updated; counted in unchanged or encoded too
     quarantined: int = 0
     previously_quarantined: int = 0
     skipped: dict = field(default_factory=dict)
@@ -326,8 +327,10 @@ def build(
                              folder=src.path if src.kind == "folder" else None)
             del stored
             report.unchanged, report.previously_quarantined = plan.unchanged, plan.previously_quarantined
+            report.moved = plan.moved
             if plan.gone:
-                report.notes.append(f"{plan.gone} item(s) of the store came from files under {src.path} that no longer exist "
+                where = f"under {src.path}" + (" (or where its files were before they moved)" if plan.moved else "")
+                report.notes.append(f"{plan.gone} item(s) of the store came from files {where} that no longer exist "
                                     f"(deleted, or moved to another folder), e.g. {plan.gone_example}; they stay in the store "
                                     f"with their old labels: list them with `embed ls {store} --status missing > gone.txt` "
                                     "and leave them out of heads with --exclude gone.txt, or rebuild into a new store")
