@@ -261,7 +261,7 @@ def test_class_too_small_to_split(tmp_path):
         f.unlink()
     build_store(tmp_path / "p", tmp_path / "s.h5")
     r = embed("fit-head", "logistic", "--store", tmp_path / "s.h5")
-    assert r.exit_code == 2 and "class 'dog' (2) has too few" in r.output and "then --exclude few.txt" in r.output
+    assert r.exit_code == 2 and "class 'dog' (2) has too few" in r.output and "or --exclude its ids (`embed ls STORE --where label=NAME`)" in r.output
 
 
 def test_shots_more_than_a_class_has(labelled):

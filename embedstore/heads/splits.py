@@ -69,8 +69,7 @@ def assign_splits(labels: np.ndarray, store_splits: np.ndarray, val_fraction: fl
         few = [f"'{n}' ({c})" for n, c in zip(names, counts) if c < 3]
         small = ", ".join(few[:5]) + (f" and {len(few) - 5} more of the {len(names)} classes" if len(few) > 5 else "")
         raise HeadError(f"class {small} has too few labelled items: a train/val/test split needs at least 3 per class; "
-                        "add items, give the store a split column, or leave the class out: "
-                        "`embed ls STORE --where label=NAME > few.txt`, then --exclude few.txt")
+                        "add items, a split column, or --exclude its ids (`embed ls STORE --where label=NAME`)")
     codes[:] = TRAIN
     all_rows = np.arange(len(labels))
     if test_fraction > 0:
