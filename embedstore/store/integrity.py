@@ -357,10 +357,10 @@ def repair_store(path: str | Path) -> dict:
     before = verify_store(given)
     gone = before.get("missing_shards") or []
     if gone:  # rebuilding the catalog from the shards there are would drop these shards' items and their labels
-        from .schema import missing_shards_reason, recorded_sidecar
+        from .schema import missing_shards_reason, renamed_from
 
         where = missing_shards_reason(path, gone, str(given))
-        if not sidecar.exists() and recorded_sidecar(path) is not None:  # renamed without its folder: rename it back
+        if renamed_from(path) is not None:  # renamed without its folder: the fix is the rename alone
             raise StoreError(f"not repaired: {where}")
         raise StoreError(f"not repaired: {where}; a repair would drop their items. Restore the missing files, or re-embed "
                          f"them with `embed build SOURCE --store {given}`")

@@ -31,10 +31,13 @@ def sidecar_dir(store_path: str | Path) -> Path:
     return p.with_name(p.name + ".d")
 
 
-def recorded_sidecar(store_path: str | Path) -> Path | None:
-    """The data folder the catalog file names (its `shard_dir`, e.g. `photos.h5.d/shards`), beside
-    it, when that differs from `sidecar_dir` and exists: the file was renamed without its folder."""
+def renamed_from(store_path: str | Path) -> Path | None:
+    """The data folder the catalog file names (its `shard_dir`, e.g. `photos.h5.d/shards`) when the
+    store's own `sidecar_dir` is missing and that one exists beside it: the file was renamed without
+    its folder. None otherwise."""
     p = Path(store_path)
+    if sidecar_dir(p).exists():
+        return None
     try:
         import h5py
 
@@ -56,7 +59,7 @@ def missing_shards_reason(store_path: str | Path, lost: list[str], shown: str | 
     p = Path(store_path)
     shown = shown or p.name
     sidecar = sidecar_dir(p)
-    old = None if sidecar.exists() else recorded_sidecar(p)
+    old = renamed_from(p)
     if old is not None:
         return (f"{shown}'s data folder is {old.name} beside it, not {sidecar.name} (the file was renamed without its folder; "
                 f"a store is NAME.h5 and NAME.h5.d): rename {old.name} to {sidecar.name}, or the file back to {old.name[:-2]}")

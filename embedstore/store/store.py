@@ -15,7 +15,7 @@ from .index import read_index_meta, update_index
 from .lock import StoreLock
 from .migrations import migrate
 from .provenance import _decode_attrs, _same, describe_diffs, provenance_diffs  # noqa: F401 - provenance_diffs is public
-from .schema import FORMAT, ITEM_INT_COLUMNS, ITEM_STR_COLUMNS, KEY_FIELDS, SCHEMA_VERSION, sidecar_dir
+from .schema import FORMAT, ITEM_INT_COLUMNS, ITEM_STR_COLUMNS, KEY_FIELDS, SCHEMA_VERSION, missing_shards_reason, renamed_from, sidecar_dir
 from .rows import read_runs, runs_between
 from .shards import (ItemRows, ShardMeta, as_str, check_shard, commit_attrs, list_shards, read_shard_meta, remove_stale_tmp,
                      str_column, stray_files, write_shard)
@@ -119,11 +119,8 @@ class Store:
         elif not (create or list_shards_any(self.shard_root)):
             raise StoreError(f"store {self.path} does not exist; create it with `embed build SOURCE --store {self.path}`")
         if self.writable:
-            if exists and not self.sidecar.exists():
-                from .schema import missing_shards_reason, recorded_sidecar
-
-                if recorded_sidecar(self.path) is not None:  # renamed without its folder: a build here would start over
-                    raise StoreError(missing_shards_reason(self.path, [], self.shown))
+            if exists and renamed_from(self.path) is not None:  # renamed without its folder: a build here would start over
+                raise StoreError(missing_shards_reason(self.path, [], self.shown))
             self._lock.acquire_or_raise(self.path)
             for d, only in [(self.path.parent, self.path.name), (self.sidecar, None), (self.sidecar / "index", None),
                             (self.sidecar / "catalog", None), (self.shard_root, None), *((d, None) for d in self._set_dirs())]:
@@ -147,10 +144,8 @@ class Store:
             if self._catalog_stale():
                 lost = self._missing_shards()
                 if lost:  # never quietly drop committed rows: say what is gone and how to get it back
-                    from .schema import missing_shards_reason, recorded_sidecar
-
                     why = missing_shards_reason(self.path, lost, self.shown)
-                    if recorded_sidecar(self.path) is not None and not self.sidecar.exists():
+                    if renamed_from(self.path) is not None:  # the fix is the rename alone
                         raise StoreError(why)
                     raise StoreError(f"{why}; their rows are not readable. Restore them, or re-run `embed build SOURCE "
                                      f"--store {self.shown}` to rebuild the catalog and re-embed those items")
