@@ -232,7 +232,7 @@ def test_an_output_in_a_folder_that_cannot_be_written_is_one_line_for_every_comm
                  ["anomalies", "--store", s, "--out", "/sys/a.csv"], ["fit-head", "logistic", "--store", s, "--out", "/sys/h"],
                  ["audit", s, "--report", "/sys/rep"], ["predict", tmp_path / "h", image_folder, "--out", "/sys/p.csv"],
                  ["search", s, "--queries", image_folder / "cat", "--out", "/sys/q.csv"]):
-        r = subprocess.run([sys.executable, "-m", "embedstore.cli.main", *map(str, args), "-q"], capture_output=True, text=True)
-        assert r.returncode == 2, (args, r.stderr)
+        r = run(*args, "-q")  # in-process: an exception escaping the command would be r.exception, exit 1
+        assert r.exit_code == 2, (args, r.stderr, r.exception)
         assert r.stderr.startswith("error: cannot write /sys/") and "Traceback" not in r.stderr, (args, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)

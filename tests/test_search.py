@@ -323,3 +323,19 @@ def test_the_default_set_is_the_one_holding_the_most_vectors_and_an_id_in_anothe
     assert r.exit_code == 0, r.output
     r = embed("search", s, "--set", sets["none"], "--id", "cat/new.jpg")
     assert r.exit_code == 2 and f"has no vector in {sets['none']}" in r.output and sets["l2"] in r.output, r.output
+
+
+def test_ivfpq_training_leaves_out_polysemous_codes(monkeypatch):
+    """Polysemous training (FAISS's default for IVF-PQ) costs seconds per sub-quantizer and serves
+    only Hamming-filtered search, which the index never runs; the trained index is an IVF-PQ."""
+    import faiss
+
+    from embedstore.store.index import _new_index
+
+    monkeypatch.setenv("EMBEDSTORE_EXACT_MAX", "500")
+    monkeypatch.setenv("EMBEDSTORE_PQ_MIN", "1000")
+    X = np.random.default_rng(0).normal(size=(1500, 16)).astype(np.float32)
+    index = _new_index(16, "inner_product", len(X), lambda a, b: iter([X[a:b]]))
+    ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
+    assert isinstance(ivf, faiss.IndexIVFPQ) and ivf.is_trained and ivf.pq.M == 4
+    assert not ivf.do_polysemous_training

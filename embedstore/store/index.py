@@ -107,6 +107,13 @@ def _new_index(dim: int, metric: str, n: int, read_rows, seed: int = 0, fp16: bo
     index = faiss.index_factory(dim, f"IVF{nlist},{codes}", _faiss_metric(metric))
     if codes == "SQfp16":
         faiss.extract_index_ivf(index).by_residual = False  # the vector itself, not its offset from the centroid
+    if kind == "ivfpq":
+        # The factory's IVF-PQ trains polysemous codes (simulated annealing over each sub-quantizer's
+        # 256 centroids), used only by Hamming-filtered search (polysemous_ht), which this index never
+        # runs: measured 4.4 s per sub-quantizer on 2 AMD EPYC cores whatever the rows, so 34 of a
+        # 38 s training at dim 32 and about 9 minutes at dim 512 (128 sub-quantizers). The codes it
+        # trains are a permutation of the same centroids, so distances, hits and recall are unchanged.
+        faiss.downcast_index(faiss.extract_index_ivf(index)).do_polysemous_training = False
     index.train(np.ascontiguousarray(np.concatenate(sample), dtype=np.float32))
     return index
 
