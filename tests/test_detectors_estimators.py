@@ -12,7 +12,9 @@ from embedstore.detectors.gaussian import MahalanobisDetector, PCADetector
 from embedstore.detectors.neighbours import KNNDetector, LOFDetector
 from embedstore.detectors.ocsvm import OneClassSVMDetector
 
-DETECTORS = [KNNDetector(), LOFDetector(), MahalanobisDetector(), PCADetector(), IsolationForestDetector(n_estimators=20),
+# five trees: the checks test the estimator's contract, not its ranking (tests below do), and every
+# fit cross-fits up to 20 folds (base.Detector._held_out_scores), 0.75 s a fit at 20 trees, 0.19 s at 5
+DETECTORS = [KNNDetector(), LOFDetector(), MahalanobisDetector(), PCADetector(), IsolationForestDetector(n_estimators=5),
              OneClassSVMDetector()]
 
 

@@ -89,6 +89,15 @@ def test_ray_build_gives_the_same_store_as_the_local_build(ray_cluster, photos, 
     ours, ref = snapshot(tmp_path / "r.h5"), snapshot(local_store)
     assert_same_store(ours, ref)
     assert ours["stale"] == 0 and ours["index"]["ntotal"] == 42
+    # the Ray door of the parity test (tests/test_parity.py): each file's vector equals the local
+    # build's (cosine >= 0.9999 at fp32), and a head answers both alike
+    ids = sorted(ref["vectors"])
+    A, B = np.stack([ours["vectors"][i] for i in ids]), np.stack([ref["vectors"][i] for i in ids])
+    assert ((A * B).sum(1) / (np.linalg.norm(A, axis=1) * np.linalg.norm(B, axis=1)) >= 0.9999).all()
+    from embedstore.heads.fit import fit_head
+
+    _, head = fit_head(local_store, "logistic", progress=False)
+    np.testing.assert_allclose(head.predict_proba(A), head.predict_proba(B), atol=1e-4)
     # one store to every other command, with the same provenance checks
     r = embed("search", tmp_path / "r.h5", "--id", "cat/cat_003.png", "-k", 3, "--include-self", "--json")
     assert r.exit_code == 0, r.output
@@ -117,21 +126,6 @@ def test_ray_build_keeps_manifest_metadata_as_the_local_build_does(ray_cluster, 
     assert ray_items == loc_items
     r = embed("ls", tmp_path / "r.h5", "--where", "brand=b1", "--json")
     assert r.exit_code == 0 and len(json.loads(r.stdout)) == len(files[1::3])
-
-
-def test_ray_door_gives_the_parity_vectors_and_answers(ray_cluster, photos, local_store, tmp_path):
-    """The Ray door of the parity test (tests/test_parity.py): each file's vector from a Ray build
-    equals the local build's (cosine >= 0.9999 at fp32), and a head answers both alike."""
-    from embedstore.heads.fit import fit_head
-    from embedstore.ingest import build
-
-    build(photos[0], tmp_path / "r.h5", engine="ray", **tiny())
-    ray_v, loc_v = snapshot(tmp_path / "r.h5")["vectors"], snapshot(local_store)["vectors"]
-    ids = sorted(loc_v)
-    A, B = np.stack([ray_v[i] for i in ids]), np.stack([loc_v[i] for i in ids])
-    assert ((A * B).sum(1) / (np.linalg.norm(A, axis=1) * np.linalg.norm(B, axis=1)) >= 0.9999).all()
-    _, head = fit_head(local_store, "logistic", progress=False)
-    np.testing.assert_allclose(head.predict_proba(A), head.predict_proba(B), atol=1e-4)
 
 
 def test_ray_build_resumes_a_local_build_and_adds_incrementally(ray_cluster, photos, tmp_path):
