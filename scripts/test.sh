@@ -33,7 +33,11 @@ if [ "$#" -eq 0 ]; then
     workers="${EMBEDSTORE_TEST_WORKERS:-$([ "$(nproc)" -ge 2 ] && echo 2 || echo 0)}"
 fi
 rc=0
-.venv/bin/python -m pytest -n "$workers" "$@" || rc=$?
+# --dist loadgroup: the files marked xdist_group (Ray's cluster, stores built by a real encoder) run
+# on one worker each, so their module fixtures are built once, not once per worker; the rest as load.
+dist=()
+[ "$workers" != 0 ] && dist=(--dist loadgroup)
+.venv/bin/python -m pytest -n "$workers" ${dist[@]+"${dist[@]}"} "$@" || rc=$?
 if [ "$rc" -eq 5 ]; then
     args=""
     for a in "$@"; do case "$a" in *[[:space:]]*) args+=" '$a'" ;; *) args+=" $a" ;; esac; done

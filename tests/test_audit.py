@@ -13,7 +13,8 @@ import pytest
 
 from conftest import embed, write_image
 
-pytestmark = pytest.mark.slow
+# its digits stores are built once (scripts/test.sh: --dist loadgroup keeps the file on one worker)
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("audit")]
 
 
 @pytest.fixture(scope="module")

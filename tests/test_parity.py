@@ -20,6 +20,9 @@ import pytest
 
 from conftest import embed, make_image_folder
 
+# its module-scoped stores are built once (scripts/test.sh: --dist loadgroup keeps the file on one worker)
+pytestmark = pytest.mark.xdist_group("parity")
+
 HEADS = ("logistic", "linear-svm", "ridge", "knn", "mlp")
 QUERY_FILES = ("cat/cat_001.png", "dog/dog_002.jpg", "owl/owl_005.png", "owl/owl_000.jpg")
 COS_MIN = 0.9999

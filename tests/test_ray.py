@@ -16,7 +16,8 @@ import pytest
 
 from conftest import add_bad_files, copy_store, embed, make_image_folder, synthetic_store, write_image
 
-pytestmark = pytest.mark.slow
+# one worker runs every test here (scripts/test.sh: --dist loadgroup): one Ray cluster, not one per worker
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
 
 
 @pytest.fixture(scope="module")
@@ -150,6 +151,7 @@ def test_ray_build_resumes_a_local_build_and_adds_incrementally(ray_cluster, pho
     assert snap["count"] == 43 - 1 and len(snap["vectors"]) == 42
 
 
+@pytest.mark.large  # 40-80 s on 2 cores; CI keeps the Ray worker kills below and the local kill -9 test
 def test_a_killed_ray_driver_resumes_with_every_item_once(ray_cluster, tmp_path):
     """kill -9 of `embed build --engine ray` (joined to the running cluster by its address) once
     shards have landed; the store opens, the same command finishes the rest, nothing twice."""
@@ -228,6 +230,28 @@ def test_ray_build_of_texts_matches_the_local_build(ray_cluster, tmp_path):
     b = build(src, tmp_path / "b.h5", encoder="st:all-MiniLM-L6-v2", progress=False, batch_size=8, engine="ray")
     assert a.encoded == b.encoded == 20
     assert_same_store(snapshot(tmp_path / "b.h5"), snapshot(tmp_path / "a.h5"))
+
+
+def test_ray_extends_a_set_at_its_recorded_precision(ray_cluster, tmp_path, monkeypatch):
+    """Like the local build (tests/test_query_precision.py): extending an fp32 set with `--precision
+    auto` on a bf16 CPU stays fp32."""
+    from embedstore.embedding import device
+    from embedstore.ingest import build
+    from embedstore.store import open_store
+
+    monkeypatch.delenv("EMBEDSTORE_CPU_BF16", raising=False)
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: True)  # "auto" would pick bf16 here
+    src = make_image_folder(tmp_path / "photos", per_class=3)
+    kw = dict(encoder="test:tiny", progress=False, batch_size=4, shard_rows=4)
+    build(src, tmp_path / "s.h5", precision="fp32", workers=0, **kw)
+    make_image_folder(tmp_path / "photos", classes=("owl",), per_class=2, seed=2)
+    r = build(src, tmp_path / "s.h5", engine="ray", **kw)
+    assert r.encoded == 2 and r.precision == "fp32" and "built at fp32" in r.precision_reason
+    with open_store(tmp_path / "s.h5") as st:
+        assert st.select_set().attrs["build_precision"] == "fp32"
+    build(src, tmp_path / "fresh.h5", engine="ray", **kw)  # auto is resolved on each actor: the driver cannot record it
+    with open_store(tmp_path / "fresh.h5") as st:
+        assert "build_precision" not in st.select_set().attrs
 
 
 # ---- error paths: one line, exit 2, nothing stored is touched ----------------------------------

@@ -8,6 +8,9 @@ import pytest
 
 from conftest import embed
 
+# its module-scoped stores are built once (scripts/test.sh: --dist loadgroup keeps the file on one worker)
+pytestmark = pytest.mark.xdist_group("search_filtered")
+
 N, DIM = 20000, 32
 # label shares: a 0.1%, b 0.9%, c 9%, d 40%, e 50% -> filters at 0.1%, 1%, 10%, 50%
 SHARES = {"a": 0.001, "b": 0.009, "c": 0.09, "d": 0.40, "e": 0.50}
