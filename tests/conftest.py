@@ -69,6 +69,29 @@ def build_tiny():
     return run
 
 
+def built_once(tmp_path_factory, key: str, make) -> Path:
+    """A folder that `make(folder)` fills once per test run, whichever pytest-xdist worker asks
+    first (a file lock makes the others wait, then reuse it). For stores built by a real encoder:
+    a module-scoped fixture alone is built again on each worker that runs some of its tests, and
+    again whenever pytest tears it down between them. Whoever uses the folder must not change it."""
+    import shutil
+
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # the run's temp folder, shared by its workers (fresh each run)
+    root = base / "built-once" / key
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root) + ".lock"):
+        if not (root.parent / f"{key}.done").exists():
+            shutil.rmtree(root, ignore_errors=True)  # a make that failed part way
+            root.mkdir()
+            make(root)
+            (root.parent / f"{key}.done").touch()
+    return root
+
+
 def embed(*args):
     """Run the `embed` CLI in-process (typer's CliRunner); arguments may be paths or numbers."""
     from typer.testing import CliRunner

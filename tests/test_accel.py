@@ -9,12 +9,13 @@ failed import, conversion or check falls back to eager with a one-line note."""
 from __future__ import annotations
 
 import json
+import pickle
 import sys
 
 import numpy as np
 import pytest
 
-from conftest import embed
+from conftest import built_once, embed
 
 COS_MIN = 0.999
 LITE = "effnet-lite:lite0"
@@ -24,7 +25,7 @@ LITE = "effnet-lite:lite0"
 def digits(tmp_path_factory):
     from embedstore.datasets import write_digits
 
-    return write_digits(tmp_path_factory.mktemp("accel") / "digits", per_class=3)
+    return built_once(tmp_path_factory, "accel-digits", lambda root: write_digits(root, per_class=3))
 
 
 @pytest.fixture(scope="module")
@@ -79,10 +80,14 @@ def built(digits, tmp_path_factory):
     pytest.importorskip("openvino")
     from embedstore.ingest import build
 
-    root = tmp_path_factory.mktemp("accel-build")
-    fast = build(digits, root / "fast.h5", encoder=LITE, accel="openvino", workers=0, progress=False, batch_size=8)
-    eager = build(digits, root / "eager.h5", encoder=LITE, precision="fp32", accel="none", workers=0, progress=False,
-                  batch_size=8)
+    def make(root):
+        fast = build(digits, root / "fast.h5", encoder=LITE, accel="openvino", workers=0, progress=False, batch_size=8)
+        eager = build(digits, root / "eager.h5", encoder=LITE, precision="fp32", accel="none", workers=0, progress=False,
+                      batch_size=8)
+        (root / "reports.pkl").write_bytes(pickle.dumps((fast, eager)))
+
+    root = built_once(tmp_path_factory, "accel-built", make)
+    fast, eager = pickle.loads((root / "reports.pkl").read_bytes())
     return root, fast, eager
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import embed, write_image
+from conftest import built_once, embed, write_image
 
 # its digits stores are built once (scripts/test.sh: --dist loadgroup keeps the file on one worker)
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("audit")]
@@ -22,11 +22,12 @@ def planted(tmp_path_factory):
     from embedstore.datasets import write_digits_with_faults
     from embedstore.ingest import build
 
-    root = tmp_path_factory.mktemp("planted")
-    truth = write_digits_with_faults(root, seed=0, per_class=60, near_copies=30, leaks=20, flip_fraction=0.05)
-    store = root / "digits.h5"
-    build(truth["manifest"], store, encoder="effnet-lite:lite0", progress=False)
-    return store, truth
+    def make(root):
+        truth = write_digits_with_faults(root, seed=0, per_class=60, near_copies=30, leaks=20, flip_fraction=0.05)
+        build(truth["manifest"], root / "digits.h5", encoder="effnet-lite:lite0", progress=False)
+
+    root = built_once(tmp_path_factory, "audit-planted", make)
+    return root / "digits.h5", json.loads((root / "planted.json").read_text(encoding="utf-8"))
 
 
 @pytest.fixture(scope="module")
@@ -34,26 +35,30 @@ def clean(tmp_path_factory):
     from embedstore.datasets import write_digits
     from embedstore.ingest import build
 
-    root = tmp_path_factory.mktemp("clean")
-    store = root / "digits.h5"
-    folder = write_digits(root / "digits", per_class=40)  # 400 digits
-    rng = np.random.default_rng(1)  # a seeded train/val/test split, so leaks across splits are looked for too
-    files = sorted(folder.glob("*/*.png"))
-    split = rng.choice(["train", "val", "test"], size=len(files), p=[0.7, 0.15, 0.15])
-    man = root / "manifest.csv"
-    man.write_text("path,label,split\n" + "".join(f"digits/{f.parent.name}/{f.name},{f.parent.name},{sp}\n"
-                                                   for f, sp in zip(files, split)))
-    build(man, store, encoder="effnet-lite:lite0", progress=False)
-    return store
+    def make(root):
+        folder = write_digits(root / "digits", per_class=40)  # 400 digits
+        rng = np.random.default_rng(1)  # a seeded train/val/test split, so leaks across splits are looked for too
+        files = sorted(folder.glob("*/*.png"))
+        split = rng.choice(["train", "val", "test"], size=len(files), p=[0.7, 0.15, 0.15])
+        man = root / "manifest.csv"
+        man.write_text("path,label,split\n" + "".join(f"digits/{f.parent.name}/{f.name},{f.parent.name},{sp}\n"
+                                                       for f, sp in zip(files, split)))
+        build(man, root / "digits.h5", encoder="effnet-lite:lite0", progress=False)
+
+    return built_once(tmp_path_factory, "audit-clean", make) / "digits.h5"
 
 
 @pytest.fixture(scope="module")
 def planted_audit(planted, tmp_path_factory):
     store, _ = planted
-    out = tmp_path_factory.mktemp("audit") / "issues.csv"
-    res = embed("audit", store, "--out", out, "--json")
-    assert res.exit_code == 0, res.output
-    return json.loads(res.output), out
+
+    def make(root):
+        res = embed("audit", store, "--out", root / "issues.csv", "--json")
+        assert res.exit_code == 0, res.output
+        (root / "audit.json").write_text(res.output, encoding="utf-8")
+
+    root = built_once(tmp_path_factory, "audit-planted-findings", make)
+    return json.loads((root / "audit.json").read_text(encoding="utf-8")), root / "issues.csv"
 
 
 def _rows(path: Path) -> list[dict]:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import embed, make_image_folder
+from conftest import built_once, embed, make_image_folder
 
 # its module-scoped stores are built once (scripts/test.sh: --dist loadgroup keeps the file on one worker)
 pytestmark = pytest.mark.xdist_group("parity")
@@ -42,18 +42,19 @@ def world(request, tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("EMBEDSTORE_CPU_BF16", "0")
     encoder, pp = request.param
-    root = tmp_path_factory.mktemp("parity")
-    photos = make_image_folder(root / "photos", classes=("cat", "dog", "owl"), per_class=10, size=(56, 44))
-    build(photos, root / "s.h5", encoder=encoder, workers=0, progress=False, **pp)
-    heads = {}
-    for kind in HEADS:
-        heads[kind] = root / f"head-{kind}"
-        fit_head(root / "s.h5", kind, out=heads[kind], progress=False)
-    queries = root / "queries"
-    for rel in QUERY_FILES:
-        (queries / Path(rel).parent.name).mkdir(parents=True, exist_ok=True)
-        shutil.copy(photos / rel, queries / rel)
-    yield root, heads, queries
+
+    def make(root):
+        photos = make_image_folder(root / "photos", classes=("cat", "dog", "owl"), per_class=10, size=(56, 44))
+        build(photos, root / "s.h5", encoder=encoder, workers=0, progress=False, **pp)
+        for kind in HEADS:
+            fit_head(root / "s.h5", kind, out=root / f"head-{kind}", progress=False)
+        for rel in QUERY_FILES:
+            (root / "queries" / Path(rel).parent.name).mkdir(parents=True, exist_ok=True)
+            shutil.copy(photos / rel, root / "queries" / rel)
+
+    key = "parity-" + "-".join([encoder.replace(":", "-")] + [f"{k}-{v}" for k, v in sorted(pp.items())])
+    root = built_once(tmp_path_factory, key, make)
+    yield root, {kind: root / f"head-{kind}" for kind in HEADS}, root / "queries"
     mp.undo()
 
 
