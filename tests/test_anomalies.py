@@ -12,7 +12,7 @@ from conftest import add_bad_files, embed, make_image_folder
 
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def store(tmp_path_factory):
     from embedstore.ingest import build
 
@@ -76,7 +76,7 @@ def test_score_new_items_with_the_store_encoder(store, tmp_path):
     assert "4 file(s) of" in r.output and "could not be read" in r.output
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def cats(tmp_path_factory):
     """A store of 300 cats and 60 dogs, and a store of 1,000 new cats from the same image generator."""
     from embedstore.ingest import build

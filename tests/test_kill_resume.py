@@ -68,7 +68,7 @@ def test_kill_9_at_several_points_then_resume(tmp_path):
 
     store = tmp_path / "s.h5"
     killed, committed = 0, 0
-    for min_shards in (0, 1, 4, 9, 14, 19):
+    for min_shards in (0, 1, 9, 19):  # before any shard, after the first, mid-way, late (of 23)
         proc = subprocess.Popen(build_cmd(src, store), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         killed += kill_when(proc, store, min_shards)
         if not store.exists():

@@ -42,7 +42,7 @@ def labelled_store(path, n=N, dim=DIM, seed=0):
     return X.astype(np.float32), labels
 
 
-@pytest.fixture(scope="module", params=["flat", "ivfflat", "ivfpq"])
+@pytest.fixture(scope="session", params=["flat", "ivfflat", "ivfpq"])
 def store(request, tmp_path_factory):
     mp = pytest.MonkeyPatch()
     if request.param != "flat":
