@@ -20,8 +20,8 @@ from conftest import add_bad_files, copy_store, embed, make_image_folder, synthe
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
 
 
-# module scope: a session-scoped cluster kept Ray's daemons running through the rest of the worker's
-# tests (the fresh-clone suite took 14.6 minutes with it against 13.1 without, on 2 cores)
+# module scope: a session-scoped cluster keeps Ray's daemons running through the rest of the worker's
+# tests (tried: that fresh-clone run took 14.6 minutes, the one before 13.1; noisy, but not a gain)
 @pytest.fixture(scope="module")
 def ray_cluster():
     import os
