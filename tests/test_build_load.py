@@ -234,3 +234,26 @@ def test_no_workers_are_raised_for_the_last_batches(image_folder, tmp_path, buil
     assert r.encoded == 12 and r.workers == 1 and not any("raised" in n for n in r.notes)
     (advice,) = r.advice
     assert "add decode workers: --workers 2" in advice
+
+
+def test_a_rebuild_with_nothing_to_do_does_not_load_the_accelerated_forward(image_folder, tmp_path, build_tiny,
+                                                                            monkeypatch):
+    """Loading (or converting) the accelerated forward is part of a build's fixed cost: a rebuild of
+    an unchanged source skips it; one with a new file loads it and records it on the set as before."""
+    from embedstore.embedding.service import EmbeddingService
+    from embedstore.store import open_store
+
+    first = build_tiny(image_folder, tmp_path / "s.h5", precision="fp32", accel="auto", device="cpu")
+    assert first.encoded == 12 and first.accel == "openvino"
+    calls = []
+    real = EmbeddingService.prepare_accel
+    monkeypatch.setattr(EmbeddingService, "prepare_accel", lambda self: calls.append(1) or real(self))
+    again = build_tiny(image_folder, tmp_path / "s.h5", precision="fp32", accel="auto", device="cpu")
+    assert (again.encoded, again.unchanged, calls) == (0, 12, [])
+    assert not any("encoder forward" in n for n in again.notes)  # no forward ran: nothing said of one
+    write_image(image_folder / "cat" / "cat_new.png", seed=78)
+    more = build_tiny(image_folder, tmp_path / "s.h5", precision="fp32", accel="auto", device="cpu")
+    assert more.encoded == 1 and calls and more.accel == "openvino"
+    assert any("encoder forward: openvino" in n for n in more.notes)
+    with open_store(tmp_path / "s.h5") as st:
+        assert st.select_set().attrs["build_accel"] == "openvino"
