@@ -132,10 +132,12 @@ def test_shots_train_on_k_items_per_class(labelled, tmp_path):
     shots = 2 * len(CLASSES)
     assert rep["counts"]["train"] == shots and rep["counts"]["val"] > 0
     assert "2 shots" in rep["split_how"] and rep["fitted_on"] == ["train"]
-    # the saved head holds the shots alone (validation items only chose k), and no k above them
+    # the saved head holds the shots alone (validation items only chose k), and no k above a class's
+    # shots: a larger k lets the other classes outvote one wherever it lies
     head, doc = load_head(tmp_path / "knn")
-    assert head.fit_vectors_.shape[0] == shots and head.k <= shots
-    assert all(c["value"] <= shots for c in rep["curve"]) and any(f"k capped at {shots}" in n for n in rep["notes"])
+    assert head.fit_vectors_.shape[0] == shots and head.k <= 2
+    assert sorted(c["value"] for c in rep["curve"]) == [1, 2]
+    assert any("k swept up to 2, the items of the smallest class" in n for n in rep["notes"])
     assert doc["seen"]["fitted_on"] == ["train"] and doc["seen"]["items"] == rep["counts"]["train"] + rep["counts"]["val"]
     r = embed("fit-head", "logistic", "--store", labelled / "photos.h5", "--shots", 2, "--json", "-q")
     rep = json.loads(r.output)
@@ -523,3 +525,41 @@ def test_probabilities_far_from_the_test_accuracy_are_said_with_the_fix(labelled
     assert "flatter" in note and "C = 0.0001 was fixed by --param" in note
     rep, _ = fit_head(labelled / "photos.h5", "logistic", progress=False)
     assert not any("than it is accurate" in n for n in rep.notes), rep.notes
+
+
+def test_a_renamed_class_folder_is_said_not_scored_as_perfect(tmp_path):
+    """A class folder renamed after a build leaves its old items in the store (their files are gone)
+    beside the same files under the new label: one image taught as two classes, and every test item
+    of those two classes dropped as a duplicate of a training item. fit-head says both: the label
+    conflict, and that its test figures cover only the classes the test split has."""
+    import shutil
+
+    src = make_image_folder(tmp_path / "photos", classes=("cat", "dog", "owl"), per_class=14)
+    build_store(src, tmp_path / "s.h5")
+    shutil.move(src / "owl", src / "bird")
+    build_store(src, tmp_path / "s.h5")
+    r = embed("fit-head", "logistic", "--store", tmp_path / "s.h5", "--json", "-q")
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.output)
+    assert rep["classes"] == ["bird", "cat", "dog", "owl"]
+    conflict = [n for n in rep["notes"] if "under another label" in n]
+    assert len(conflict) == 1 and "'bird'" in conflict[0] and "'owl'" in conflict[0], rep["notes"]
+    assert rep["test"]["classes_without_items"] == ["bird", "owl"]
+    r = embed("fit-head", "logistic", "--store", tmp_path / "s.h5", "-q")
+    assert "WARNING: 2 of the head's 4 classes have no items here ('bird', 'owl')" in r.output, r.output
+    # a store without such items says neither
+    r = embed("fit-head", "logistic", "--store", tmp_path / "s.h5", "--exclude", _missing_list(tmp_path), "--json", "-q")
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.output)
+    assert not [n for n in rep["notes"] if "under another label" in n] and rep["test"]["classes_without_items"] == []
+    assert rep["classes"] == ["bird", "cat", "dog"] and rep["excluded"]["classes_removed"] == ["owl"]
+    assert any("class(es) 'owl': every item left out" in n for n in rep["notes"])
+
+
+def _missing_list(tmp_path: Path) -> Path:
+    r = embed("ls", tmp_path / "s.h5", "--status", "missing")
+    assert r.exit_code == 0, r.output
+    out = tmp_path / "gone.txt"
+    out.write_text(r.output)
+    assert len(r.output.split()) == 14
+    return out

@@ -110,8 +110,11 @@ def test_exclusion_errors_are_one_line_and_save_nothing(store, splits, tmp_path)
     split, _ = splits
     (tmp_path / "noid.csv").write_text("item,kind\na,duplicate\n")
     (tmp_path / "plain.txt").write_text("cat/cat_000.jpg\n")
-    every_owl = [i for i in split if i.startswith("owl/")]
-    (tmp_path / "owls.txt").write_text("\n".join(every_owl) + "\n")
+    # every owl the head would train on, with owls left in val and test: they would be scored by a
+    # head never taught the class (a class excluded whole is left out of the head: test below)
+    train_owls = [i for i, s in split.items() if i.startswith("owl/") and s == "train"]
+    assert any(i.startswith("owl/") and s != "train" for i, s in split.items())
+    (tmp_path / "owls.txt").write_text("\n".join(train_owls) + "\n")
     cases = [
         (["--exclude", tmp_path / "missing.csv"], "does not exist"),
         (["--exclude", tmp_path / "noid.csv"], "has no 'id' column (found: item, kind)"),

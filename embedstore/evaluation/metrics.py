@@ -52,6 +52,8 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list
                       for k, lab in enumerate(labels)},
         "confusion": {"labels": labels, "matrix": cm.tolist()},
         "unseen_labels": labels[len(classes):],
+        # head classes none of these items has: the numbers say nothing about them (headline says so)
+        "classes_without_items": [lab for lab in map(str, classes) if n and lab not in set(y_true)],
     }
 
 
@@ -66,6 +68,11 @@ def headline(m: dict) -> str:
             f"[{where}; always answering the majority class '{m.get('majority_class')}' scores {m.get('majority_baseline', 0):.4f}]")
     if m.get("predicts_one_class"):
         line += " WARNING: the head answers one class for every item"
+    missing = m.get("classes_without_items") or []
+    if missing:
+        names = ", ".join(repr(c) for c in missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        line += (f" WARNING: {len(missing)} of the head's {len(m.get('per_class') or {}) - len(m.get('unseen_labels') or [])} "
+                 f"classes have no items here ({names}): these figures say nothing of them")
     return line
 
 

@@ -69,10 +69,16 @@ class SplitData:
         self.classes = np.unique(rows.labels[codes == TRAIN]) if classes is None else np.asarray(classes)
         if self.excluded and classes is None:
             lost = sorted(had_train - set(self.classes))
-            if lost or len(self.classes) < 2:
-                raise HeadError(f"after leaving out {self.excluded['source']}, class(es) {', '.join(map(repr, lost))} have no "
-                                f"training items left ({len(self.classes)} class(es) remain); exclude fewer items, e.g. "
+            # a class the list removes whole (every item, in every split: e.g. the old items of a
+            # renamed class folder) is gone from the head, and said; one that keeps val or test
+            # items but no training items would be scored without having been taught: refused
+            left = set(rows.labels[codes != UNUSED])
+            kept = [c for c in lost if c in left]
+            if kept or len(self.classes) < 2:
+                raise HeadError(f"after leaving out {self.excluded['source']}, class(es) {', '.join(map(repr, kept or lost))} have "
+                                f"no training items left ({len(self.classes)} class(es) remain); exclude fewer items, e.g. "
                                 "with --exclude-kinds")
+            self.excluded["classes_removed"] = lost
         cls_pos = {c: k for k, c in enumerate(self.classes)}
         self.y_idx = np.array([cls_pos.get(lab, -1) for lab in rows.labels], dtype=np.int64)
         used = codes != UNUSED

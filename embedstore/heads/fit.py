@@ -122,6 +122,36 @@ def sweep(cls, data: SplitData, grid, params: dict, device: str, progress: bool,
 MIN_VAL_PER_CLASS = 30  # below this many validation items per class, choose by cross-validation
 
 
+def _label_conflicts(rows, data) -> list[str]:
+    """A note when items the head is fitted or chosen on share their content (sha256) with another
+    such item under another label: one image taught as two classes (a class folder renamed or copied
+    beside the old one whose files are gone, a file filed twice). Vectorised over keys: no per-item
+    Python loop at millions of rows."""
+    if rows.shas is None:
+        return []
+    used = np.flatnonzero(data.mask(TRAIN, VAL))
+    shas = rows.shas[used]
+    ok = np.array([len(str(h)) >= 16 for h in shas], dtype=bool)
+    used, shas = used[ok], shas[ok]
+    if len(used) < 2:
+        return []
+    keys = np.array([int(str(h)[:16], 16) for h in shas], dtype=np.uint64)
+    labels = rows.labels[used].astype(str)
+    order = np.lexsort((labels, keys))
+    k, lab = keys[order], labels[order]
+    clash = (k[1:] == k[:-1]) & (lab[1:] != lab[:-1])
+    if not clash.any():
+        return []
+    bad = np.isin(keys, np.unique(k[1:][clash]))
+    first = np.flatnonzero(clash)[0]
+    a, b = used[order[first]], used[order[first + 1]]
+    return [f"{int(bad.sum())} item(s) the head is fitted or chosen on have the content of another such item under another "
+            f"label (e.g. '{rows.ids[a]}' as '{rows.labels[a]}' and '{rows.ids[b]}' as '{rows.labels[b]}'): the head is "
+            "taught two classes for one image, and its scores say nothing of those classes' difference. A renamed or "
+            "moved class folder leaves its old items in the store: `embed audit` lists the conflicts, and "
+            "`embed ls STORE --status missing > gone.txt` then --exclude gone.txt leaves out items whose files are gone"]
+
+
 def selection_plan(data: SplitData, seed: int) -> tuple[list | None, str]:
     """How the regularisation is chosen, in words: on the validation split, or by stratified k-fold
     cross-validation on train + val when validation is missing or small (fewer than 30 items per
@@ -364,12 +394,22 @@ def fit_head(store: str | Path, head: str = "logistic", out: str | Path | None =
     if fixed:
         grid = [params.pop(cls.sweep_param)]
         report.notes.append(f"{cls.sweep_param} fixed at {grid[0]}: no sweep")
-    if cls.sweep_param == "k":  # a k above the items the head holds is that many; one value, one name
-        fit_n = int(data.mask(*data.fit_splits).sum())
-        capped = sorted({min(int(v), fit_n) for v in grid})
+    if cls.sweep_param == "k" and not fixed:
+        # a k above the smallest class's items lets the larger classes outvote it wherever it lies (and
+        # the one-standard-error rule, preferring the largest k, then picks it): the sweep stops there
+        held = data.rows.labels[data.mask(*data.fit_splits)]
+        names, sizes = np.unique(held, return_counts=True)
+        top = max(1, int(sizes.min())) if len(sizes) else 1
+        capped = sorted({min(int(v), top) for v in grid})
         if capped != sorted(int(v) for v in grid):
-            report.notes.append(f"k capped at {fit_n}, the items the head holds ({fitted_on})")
+            report.notes.append(f"k swept up to {top}, the items of the smallest class ('{names[sizes.argmin()]}') in "
+                                f"{fitted_on}: a larger k outvotes that class wherever it lies")
         grid = capped
+    elif cls.sweep_param == "k":  # a k above the items the head holds is that many
+        fit_n = int(data.mask(*data.fit_splits).sum())
+        if int(grid[0]) > fit_n:
+            report.notes.append(f"k capped at {fit_n}, the items the head holds ({fitted_on})")
+            grid = [fit_n]
     folds, report.selection = selection_plan(data, seed)
     if folds:
         report.curve, (report.val_accuracy, report.chosen, snapshot) = cv_sweep(cls, data, grid, params, dev, progress,
@@ -407,6 +447,7 @@ def fit_head(store: str | Path, head: str = "logistic", out: str | Path | None =
             report.counts["test"] = counts["test"] = int(data.mask(TEST).sum())
             report.notes.append(f"{int(dup.sum())} test item(s) have the content of a train or val item (duplicates across "
                                 "splits): the head saw them, so the test score leaves them out (`embed audit` lists such leaks)")
+    report.notes.extend(_label_conflicts(rows, data))
     if counts["test"]:
         y, p = data.predict(final, TEST)  # the test split, scored once, by a head that never saw it
         report.test = classification_metrics(y, p, report.classes, split="test")
@@ -509,6 +550,9 @@ def record_exclusions(report: FitReport, data: SplitData) -> None:
     report.excluded = {k: v for k, v in data.excluded.items() if k != "removed_ids"}
     report.removed_ids = list(data.excluded.get("removed_ids", []))
     ex = report.excluded
+    if ex.get("classes_removed"):
+        report.notes.append(f"class(es) {', '.join(map(repr, ex['classes_removed']))}: every item left out by "
+                            f"{ex['source']}, so the head does not have them")
     if ex.get("not_in_store"):
         report.notes.append(f"{ex['not_in_store']} of the {ex['ids']} excluded ids are not in this vector set "
                             "(a list made for another store?)")
