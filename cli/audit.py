@@ -44,7 +44,7 @@ def _summary(r) -> None:
         say(f"  label issues: {li['suspects']} suspect(s) of {li['items']} labelled items; out-of-fold accuracy "
             f"{li['out_of_fold_accuracy']:.4f} ({li['folds']}-fold, C={li['C']:g}, cleanlab)")
     o = r.outliers
-    say(f"  outliers: the {o['listed']} most isolated items ({o['share']:.0%}) listed; {o['score']}")
+    say(f"  outliers: the {o['listed']} most isolated item(s) of {r.items} listed (--outliers {o['share']:g}, at least one); {o['score']}")
     for split, counts in r.balance.items():
         vals = sorted(v for lab, v in counts.items() if lab != "(unlabelled)")  # as the imbalance alarm counts them
         blank = counts.get("(unlabelled)", 0)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .common import emit_json, fmt_s, one_line, run_guarded, say
+from .common import RESUMABLE, emit_json, fmt_s, one_line, run_guarded, say
 
 EPILOG = (
     "Examples:\n\n"
@@ -153,6 +153,7 @@ def register(app: typer.Typer) -> None:
             shard_rows=shard_size, engine=engine, address=address, actors=actors,
             crop_pct=crop_pct, interpolation=interpolation, resize_mode=resize_mode,
             exclude=exclude, exclude_kinds=kinds_list(exclude_kinds), started=started, accel=accel, decode=decode,
+            interrupted=RESUMABLE,
         )
         page = None
         if report_dir is not None:

@@ -66,8 +66,13 @@ def parse_params(items: list[str]) -> dict:
     return out
 
 
-def run_guarded(fn, *args, **kwargs):
-    """Call the library; library errors become one line on stderr and a non-zero exit."""
+INTERRUPTED = "interrupted: stopped before finishing (files are written whole or not at all: none is left half-written)"
+RESUMABLE = "interrupted: work committed so far is kept; re-run the same command to resume"
+
+
+def run_guarded(fn, *args, interrupted: str = INTERRUPTED, **kwargs):
+    """Call the library; library errors become one line on stderr and a non-zero exit. `interrupted`:
+    what Ctrl-C is answered with (RESUMABLE for the commands that pick up where they stopped)."""
     from embedstore.errors import EmbedstoreError
 
     try:
@@ -77,7 +82,7 @@ def run_guarded(fn, *args, **kwargs):
             raise
         fail(str(e), e.exit_code)
     except KeyboardInterrupt:
-        typer.echo("interrupted: work committed so far is kept; re-run the same command to resume", err=True)
+        typer.echo(interrupted, err=True)
         raise typer.Exit(130)
     except (typer.Exit, typer.Abort):
         raise

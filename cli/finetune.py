@@ -54,7 +54,8 @@ def register(app: typer.Typer) -> None:
                         class_weight=class_weight)
         r = run_guarded(run_ft, store, out, head=head, vector_set=vector_set, recipe=recipe,
                         weights=str(weights) if weights else None, device=device, workers=workers, resume=resume,
-                        overwrite=overwrite, reembed=not no_reembed, progress=not quiet and not json_out)
+                        overwrite=overwrite, reembed=not no_reembed, progress=not quiet and not json_out,
+                        interrupted="interrupted: the checkpoint saved at the last finished epoch is kept; re-run with --resume to continue")
         if json_out:
             emit_json(r.to_dict())
             return

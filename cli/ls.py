@@ -10,7 +10,8 @@ from .common import emit_json, one_line as esc, run_guarded, say
 
 
 def register(app: typer.Typer) -> None:
-    @app.command(epilog="Examples:\n\n  embed ls photos.h5 --where split=test,label=cat\n\n"
+    @app.command(short_help="List a store's item ids, one a line (for other tools and exclusion lists).",
+                 epilog="Examples:\n\n  embed ls photos.h5 --where split=test,label=cat\n\n"
                         "  embed ls photos.h5 --status quarantined --json\n\n"
                         "  embed ls products.h5 --where brand=acme,year=2024 --long")
     def ls(

@@ -120,7 +120,7 @@ def disk_error(e: BaseException, path: str | os.PathLike, store: bool = True):
            errno.EDQUOT: "free some space within your quota", errno.EROFS: f"remount it read-write or put {where} on a writable disk",
            }.get(code, f"fix the folder's permissions or put {where} in a folder you can write")
     return StoreError(f"cannot write {path}: {_DISK_ERRNOS[code]}; {fix}, then re-run the same command"
-                      + (" (rows committed so far are kept)" if store else ""))
+                      + (" (what the store already holds is kept)" if store else ""))
 
 
 def check_free_space(directory: str | os.PathLike, need: int) -> None:

@@ -396,3 +396,17 @@ def test_items_without_a_label_are_counted_not_taken_for_a_class(tmp_path):
     assert sum(rep.counts.values()) == 32 and any(n.startswith("8 item(s) of") and "no label" in n for n in rep.notes)
     out = embed("audit", tmp_path / "t.h5", "-q").output
     assert "balance in (none): 2 classes" in out and "8 item(s) without a label" in out, out
+
+
+def test_an_unlabelled_set_is_not_called_balanced_and_lists_its_most_isolated_item(tmp_path, build_tiny):
+    """A flat folder: nothing to call balanced, and no splits to leak between; 1% of 20 items rounds
+    to none, so the single most isolated item is listed rather than "the 0 most isolated items"."""
+    for i in range(20):
+        write_image(tmp_path / "flat" / f"img_{i:02d}.png", (40 + 9 * i, 90, 200 - 8 * i), seed=i)
+    build_tiny(tmp_path / "flat", tmp_path / "f.h5", labels=False)
+    res = embed("audit", tmp_path / "f.h5")
+    assert res.exit_code == 0, res.output
+    last = res.output.strip().splitlines()[-1]
+    assert last.startswith("nothing alarming") and "balanced" not in last and "leaks" not in last, res.output
+    assert "no labels, so no label checks" in last
+    assert "outliers: the 1 most isolated item(s) of 20 listed" in res.output, res.output

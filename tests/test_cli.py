@@ -236,3 +236,22 @@ def test_an_output_in_a_folder_that_cannot_be_written_is_one_line_for_every_comm
         assert r.exit_code == 2, (args, r.stderr, r.exception)
         assert r.stderr.startswith("error: cannot write /sys/") and "Traceback" not in r.stderr, (args, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
+
+
+def test_ctrl_c_is_answered_by_what_each_command_keeps(tmp_path, monkeypatch):
+    """Only the commands that resume say "re-run to resume": build (committed shards), finetune
+    (--resume from its last epoch); the others say nothing is left half-written."""
+    import embedstore.ingest
+    import embedstore.search.query
+
+    def interrupted(*a, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(embedstore.ingest, "build", interrupted)
+    monkeypatch.setattr(embedstore.search.query, "search", interrupted)
+    runner = CliRunner()
+    (tmp_path / "photos" / "cat").mkdir(parents=True)
+    r = runner.invoke(app, ["build", str(tmp_path / "photos"), "--store", str(tmp_path / "s.h5")])
+    assert r.exit_code == 130 and "re-run the same command to resume" in r.output, r.output
+    r = runner.invoke(app, ["search", str(tmp_path / "s.h5"), "--id", "x"])
+    assert r.exit_code == 130 and "resume" not in r.output and "none is left half-written" in r.output, r.output

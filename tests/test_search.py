@@ -96,6 +96,19 @@ def test_search_errors(store, tmp_path):
         assert message in r.output, (extra, r.output)
 
 
+def test_a_missing_query_image_is_said_before_the_encoder_loads(store, tmp_path, monkeypatch):
+    from embedstore.search import query
+
+    def no_encoder(self):
+        raise AssertionError("the encoder was loaded for a query image that does not exist")
+
+    monkeypatch.setattr(query.SearchContext, "service", no_encoder)
+    r = embed("search", store, "--image", tmp_path / "missing.jpg")
+    assert r.exit_code == 2 and "does not exist" in r.output, r.output
+    r = embed("search", store, "--image", tmp_path)
+    assert r.exit_code == 2 and "is a folder: give one image file, or a folder with --queries" in r.output, r.output
+
+
 def test_a_set_with_no_rows_left_says_so(tmp_path):
     """Every file changed and was embedded again into a second set: the first set has no live rows.
     Searching it says so, and why, in one line (it said `--where None matches no items`)."""

@@ -222,7 +222,7 @@ def run_audit(store: str | Path, vector_set: str | None = None, k: int = 10, thr
         candidates[(min(x, y), max(x, y))] = 1.0
     leak_pairs, by_pair = _leak_findings(candidates, rows, splits, group, findings)
     outlier_score = G.knn_outlier_scores(g, k=min(5, k_eff))
-    n_out = int(round(outlier_share * n))
+    n_out = min(n, max(1, int(round(outlier_share * n)))) if outlier_share > 0 else 0  # a small set lists its most isolated item
     top = np.argsort(-np.nan_to_num(outlier_score, nan=-1.0), kind="stable")[:n_out]
     med_d = float(np.nanmedian(outlier_score))
     for r in top:
@@ -356,5 +356,10 @@ def _verdict(r: AuditReport, balance: dict) -> None:
     if alarms:
         r.verdict = "worth a look: " + "; ".join(alarms)
     else:
-        r.verdict = ("nothing alarming: no exact duplicates, no leaks beyond chance, classes balanced"
+        checked = ["no exact duplicates"]
+        if len(splits) > 1:
+            checked.append("no leaks beyond chance")
+        labelled = [[v for lab, v in c.items() if lab != "(unlabelled)"] for c in balance.values()]
+        checked.append("classes balanced" if any(len(v) > 1 for v in labelled) else "no labels, so no label checks")
+        r.verdict = ("nothing alarming: " + ", ".join(checked)
                      + (f" ({'; '.join(review)}; listed for review)" if review else ""))

@@ -77,7 +77,7 @@ def small_fit_warning(n: int, contamination: float) -> str:
     """Why a threshold set on n < SMALL_FIT_SET fit items should not be trusted, and what to do."""
     return (f"the fit set has only {n} items (under {SMALL_FIT_SET}): the threshold is a quantile of {n} cross-fitted "
             f"scores, so the share of new normal items flagged can be far from --contamination {contamination:g} "
-            "(fitted on 24 items, 0.05 flagged 7-13%); "
+            "(as measured once: fitted on 24 normal items, --contamination 0.05 flagged 7-13% of new normal items); "
             "fit on more items (--fit-on) or read the ranking rather than the flags")
 
 
@@ -207,7 +207,7 @@ def find_anomalies(store: str | Path, method: str = "knn", fit_on: str | None = 
             if target_store != Path(score):
                 embed_like(vs.provenance, Path(score), target_store, weights, device, 64, None, progress)
             with open_store(target_store, mode="r") as st2:
-                target = st2.rows(matching_set(st2, vs.provenance, f"store {store}", DetectorError).name)
+                target = st2.rows(matching_set(st2, vs.provenance, f"store {store}", DetectorError, made="holds").name)
                 items = st2.items()
             fit_pos = _fit_copies(rows, fitted_idx, target)
             if (fit_pos >= 0).any():

@@ -64,8 +64,9 @@ def head_provenance(doc: dict, head_path) -> dict:
     return prov
 
 
-def matching_set(st, prov: dict, head_path: str, error=HeadError):
-    """The set made with exactly the head's provenance, or an error naming the difference."""
+def matching_set(st, prov: dict, head_path: str, error=HeadError, made: str = "was trained on"):
+    """The set made with exactly the head's provenance, or an error naming the difference. `made`:
+    how `head_path` relates to its vectors (a store's own vectors are not "trained on")."""
     vs = st.find_set(prov)
     if vs is not None:
         return vs
@@ -76,7 +77,7 @@ def matching_set(st, prov: dict, head_path: str, error=HeadError):
     try:
         st.check_provenance(same_encoder[0], prov)
     except ProvenanceMismatchError as e:
-        raise error(f"{head_path} was trained on other vectors than store {st.path} holds: {e}") from None
+        raise error(f"{head_path} {made} other vectors than store {st.path} holds: {e}") from None
     raise error(f"store {st.path} has no vector set matching {head_path}")  # pragma: no cover
 
 

@@ -362,6 +362,9 @@ def search(store: str | Path, item_id: str | None = None, image: str | Path | No
     Q = ctx.vector_for_id(item_id) if item_id is not None else None  # an unknown id is the first thing to say
     if k > len(ctx.rows) - (exclude is not None):  # the size error (which counts the item left out) before any encoder loads
         ctx.run(np.zeros((1, ctx.rows.dim), np.float32), k, where, exclude_id=exclude)
+    if image is not None and not Path(image).is_file():  # before the encoder loads (seconds)
+        raise SearchError(f"query image {image} " + ("is a folder: give one image file, or a folder with --queries DIR --out FILE"
+                                                     if Path(image).is_dir() else "does not exist"))
     if item_id is not None:
         pass
     elif image is not None:
