@@ -279,6 +279,32 @@ def test_a_build_that_adds_nothing_leaves_an_up_to_date_catalog_as_it_is(image_f
     assert embed("verify", store).exit_code == 0
 
 
+def test_a_copied_manifest_with_new_labels_counts_them_as_updated(image_folder, tmp_path, build_tiny):
+    """A manifest copied to another folder with its images, one label and one metadata value changed:
+    the files are the stored bytes (nothing encoded), their rows are rewritten with the new values,
+    and the summary counts those two as updated (it said "updated 0" and counted them unchanged)."""
+    import shutil
+
+    from embedstore.store import open_store
+
+    rows = [(p.relative_to(image_folder).as_posix(), p.parent.name) for p in sorted(image_folder.rglob("*.*"))]
+    (image_folder / "m.csv").write_text("path,label,brand\n" + "".join(f"{p},{lab},acme\n" for p, lab in rows))
+    store = tmp_path / "s.h5"
+    build_tiny(image_folder / "m.csv", store)
+    shutil.copytree(image_folder, tmp_path / "copy")
+    text = (tmp_path / "copy" / "m.csv").read_text().splitlines()
+    first, second = text[1].split(","), text[2].split(",")
+    text[1] = ",".join([first[0], "emu", first[2]])
+    text[2] = ",".join([second[0], second[1], "zenith"])
+    (tmp_path / "copy" / "m.csv").write_text("\n".join(text) + "\n")
+    r = build_tiny(tmp_path / "copy" / "m.csv", store)
+    assert (r.encoded, r.metadata_updated, r.unchanged, r.moved) == (0, 2, len(rows) - 2, len(rows))
+    with open_store(store) as st:
+        items = st.items()
+        got = dict(zip(items["id"], zip(items["label"], items["meta"])))
+    assert got[first[0]][0] == "emu" and "zenith" in got[second[0]][1]
+
+
 def test_a_moved_folder_is_counted_and_its_deleted_files_are_still_said(image_folder, tmp_path, build_tiny):
     """After the photo folder moved, a rebuild said '0 new vectors ... labels/splits/metadata updated 0'
     and nothing about the items deleted before the move: the note looked only under the new folder.

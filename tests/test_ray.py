@@ -129,6 +129,14 @@ def test_ray_build_keeps_manifest_metadata_as_the_local_build_does(ray_cluster, 
     assert ray_items == loc_items
     r = embed("ls", tmp_path / "r.h5", "--where", "brand=b1", "--json")
     assert r.exit_code == 0 and len(json.loads(r.stdout)) == len(files[1::3])
+    # a file touched (same bytes) and given a new brand: read again, not encoded, counted as updated
+    import os
+
+    os.utime(files[0], ns=(files[0].stat().st_atime_ns, files[0].stat().st_mtime_ns + 10**9))
+    manifest.write_text(manifest.read_text().replace(f"{files[0]},{files[0].parent.name},b0", f"{files[0]},{files[0].parent.name},b9"))
+    rr, rl = build(manifest, tmp_path / "r.h5", engine="ray", **tiny()), build(manifest, tmp_path / "l.h5", workers=0, **tiny())
+    assert (rr.encoded, rr.metadata_updated, rr.unchanged) == (rl.encoded, rl.metadata_updated, rl.unchanged) == (0, 1, len(files) - 1)
+    assert snapshot(tmp_path / "r.h5")["items"] == snapshot(tmp_path / "l.h5")["items"]
 
 
 def test_ray_build_resumes_a_local_build_and_adds_incrementally(ray_cluster, photos, tmp_path):

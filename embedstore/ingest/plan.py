@@ -19,6 +19,7 @@ class Task:
     size: int
     mtime_ns: int
     known_sha: str | None  # the stored hash, when this set already has a vector for the id
+    relabelled: bool = False  # the store holds the id with another label, split or metadata (e.g. a moved manifest)
 
 
 class Todo:
@@ -27,7 +28,7 @@ class Todo:
     hundreds of bytes more per item than these columns, which at millions of items is most of a
     build's peak memory. Indexing, `len` and iteration work as on a list of Tasks."""
 
-    __slots__ = ("table", "_pos", "_size", "_mtime", "_known", "_replaced")
+    __slots__ = ("table", "_pos", "_size", "_mtime", "_known", "_replaced", "_relabelled")
 
     def __init__(self, table=()):
         from array import array
@@ -36,11 +37,15 @@ class Todo:
         self._pos, self._size, self._mtime = array("q"), array("q"), array("q")
         self._known: list[str | None] = []
         self._replaced: dict[int, Item] = {}  # task -> the item the plan changed (kept the stored metadata)
+        self._relabelled: set[int] = set()  # tasks whose stored label, split or metadata differ (few: a set)
 
-    def add(self, pos: int, size: int, mtime_ns: int, known_sha: str | None, item: Item | None = None) -> None:
+    def add(self, pos: int, size: int, mtime_ns: int, known_sha: str | None, item: Item | None = None,
+            relabelled: bool = False) -> None:
         """Task for the table's item `pos`; `item` when the plan changed it."""
         if item is not None:
             self._replaced[len(self._pos)] = item
+        if relabelled:
+            self._relabelled.add(len(self._pos))
         self._pos.append(pos)
         self._size.append(size)
         self._mtime.append(mtime_ns)
@@ -60,7 +65,7 @@ class Todo:
         item = self._replaced.get(i)
         if item is None:
             item = self.table[self._pos[i]]
-        return Task(item, self._size[i], self._mtime[i], self._known[i])
+        return Task(item, self._size[i], self._mtime[i], self._known[i], i in self._relabelled)
 
     def __iter__(self):
         return (self[k] for k in range(len(self)))
@@ -192,10 +197,12 @@ def make_plan(source_items, stored=None, live: np.ndarray | None = None, has_met
                 rel = it.id.replace("/", os.sep)
                 if folder and old.endswith(os.sep + rel):  # where the folder was: its deleted files still count as gone
                     old_roots.add(old[: -len(rel) - 1])
+            same_rows = p >= 0 and ((ex["label"][j] or None) == it.label and (ex["split"][j] or None) == it.split
+                                    and (ex["meta"][j] or None) == it.meta)
             if same_file and ex["status"][j] != STATUS_OK:
                 plan.previously_quarantined += 1
             elif same_file and is_live:
-                if (ex["label"][j] or None) == it.label and (ex["split"][j] or None) == it.split and (ex["meta"][j] or None) == it.meta:
+                if same_rows:
                     plan.unchanged += 1
                 else:
                     plan.metadata_only.append((it, None))
@@ -205,7 +212,8 @@ def make_plan(source_items, stored=None, live: np.ndarray | None = None, has_met
                     known.append((len(plan.todo), p))
                 if p >= 0:
                     plan.new_only = False
-                plan.todo.add(pos0 + j, size, mtime, None, replaced)
+                # an unchanged file (its hash) with other labels or metadata is counted as updated, not unchanged
+                plan.todo.add(pos0 + j, size, mtime, None, replaced, relabelled=p >= 0 and not same_rows)
         if known:
             for (task, _), sha in zip(known, stored.sha256([p for _, p in known])):
                 plan.todo.set_known(task, sha)

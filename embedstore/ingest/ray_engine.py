@@ -181,6 +181,7 @@ class Cluster:
             for out in ds.iter_rows():
                 report.encoded += int(out["encoded"])
                 report.unchanged += int(out["unchanged"])
+                report.metadata_updated += int(out["metadata_updated"])
                 q = json.loads(out["quarantined"])
                 report.quarantined += len(q)
                 report.quarantined_items.extend(q)
@@ -252,6 +253,7 @@ def _plan_dataset(todo, block_rows: int):
         "text": [t.item.text or "" for t in todo], "has_text": [t.item.text is not None for t in todo],
         "problem": [t.item.problem or "" for t in todo], "meta": [t.item.meta or "" for t in todo],
         "size": [t.size for t in todo], "mtime_ns": [t.mtime_ns for t in todo], "known": [t.known_sha or "" for t in todo],
+        "relabelled": [t.relabelled for t in todo],
     }
     table = pa.table(cols)
     return ray.data.from_arrow([table.slice(s, block_rows) for s in range(0, len(todo), block_rows)])

@@ -17,7 +17,8 @@ from ..store.shards import ItemRows, commit_attrs, write_shard
 from .runner import outcome
 
 FAULT_ENV = "EMBEDSTORE_RAY_FAULT"  # "<stage>:<marker file>": SIGKILL one worker once (tests)
-PASS_COLUMNS = ("k", "id", "uri", "label", "split", "text", "meta", "size", "mtime_ns", "sha", "reason", "unchanged")
+PASS_COLUMNS = ("k", "id", "uri", "label", "split", "text", "meta", "size", "mtime_ns", "relabelled", "sha", "reason",
+                "unchanged")
 
 _PIXELS: dict = {}
 
@@ -31,7 +32,7 @@ def decode_batch(batch: dict, preprocess) -> dict:
     t0 = time.perf_counter()
     n = len(batch["k"])
     sha, reason, unchanged, ok = [""] * n, [""] * n, np.zeros(n, bool), np.zeros(n, bool)
-    out = {c: batch[c] for c in ("k", "id", "uri", "label", "split", "text", "meta", "size", "mtime_ns")}
+    out = {c: batch[c] for c in ("k", "id", "uri", "label", "split", "text", "meta", "size", "mtime_ns", "relabelled")}
     if preprocess is None:
         for i in range(n):
             s, r, u = load_text(batch["text"][i] if batch["has_text"][i] else None, batch["problem"][i] or None,
@@ -100,13 +101,15 @@ def write_batch(batch: dict, shard_dir: str, set_name: str, set_attrs: dict, dty
     t0 = time.perf_counter()
     order = np.argsort(batch["k"], kind="stable")
     items, vec_ids, vec_sha, keep, quarantined = ItemRows(), [], [], [], []
-    encoded = unchanged = 0
+    encoded = unchanged = relabelled = 0
     for i in order:
         row = {c: batch[c][i] for c in ("id", "uri", "label", "split", "text", "meta", "size", "mtime_ns")}
         what, reason = outcome(batch["reason"][i] or None, bool(batch["unchanged"][i]), batch["vector"][i], dtype)
         items.append(**row, sha256=batch["sha"][i], status=STATUS_QUARANTINED if reason else STATUS_OK, reason=reason or "")
         if what == "quarantined":
             quarantined.append({"id": str(row["id"]), "uri": str(row["uri"]), "reason": reason})
+        elif what == "unchanged" and batch["relabelled"][i]:  # same bytes, new label/split/metadata (runner._sort_batch)
+            relabelled += 1
         elif what == "unchanged":
             unchanged += 1
         else:
@@ -120,7 +123,7 @@ def write_batch(batch: dict, shard_dir: str, set_name: str, set_attrs: dict, dty
     name = f"{stamp:020d}-ray-{int(batch['k'][order[0]]):012d}.h5"
     write_shard(Path(shard_dir), items, vec_ids, vec_sha, vecs, attrs, name=name)
     _maybe_die(fault, "write", 1)
-    return {"shard": [name], "rows": [n], "encoded": [encoded], "unchanged": [unchanged],
+    return {"shard": [name], "rows": [n], "encoded": [encoded], "unchanged": [unchanged], "metadata_updated": [relabelled],
             "quarantined": [json.dumps(quarantined)], "truncated": [int(batch["truncated"].sum())],
             "read_s": [float(batch["read_s"].sum())], "encode_s": [float(batch["encode_s"].sum())],
             "write_s": [time.perf_counter() - t0], "precision": [str(batch["precision"][0])]}

@@ -581,7 +581,9 @@ def _sort_batch(tasks, batch, vecs, dtype: str, report: BuildReport):
         what, reason = outcome(ld.reason, ld.unchanged, vecs[pos_of[k]] if k in pos_of else None, dtype)
         row = _row(task, ld.sha256, STATUS_QUARANTINED if reason else STATUS_OK, reason or "")
         rows.append(row)
-        if what == "unchanged":
+        if what == "unchanged" and task.relabelled:  # same bytes, new label/split/metadata: the row is rewritten
+            report.metadata_updated += 1
+        elif what == "unchanged":
             report.unchanged += 1
         elif what == "encoded":
             vec_rows.append(row)
