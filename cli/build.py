@@ -100,7 +100,8 @@ def print_report(r) -> None:
     for n in r.notes:
         say(f"  note: {n}")
     for k, n in r.skipped.items():
-        say(f"  skipped {n} ({k})")
+        paths = r.skipped_paths.get(k, [])
+        say(f"  skipped {n} ({k})" + (f": {', '.join(one_line(p) for p in paths)}{', ...' if n > len(paths) else ''}" if paths else ""))
     if r.truncated:
         say(f"  {r.truncated} text(s) were longer than the encoder's maximum length and were cut off")
     for q in r.quarantined_items[:10]:

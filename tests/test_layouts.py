@@ -181,6 +181,10 @@ def test_symlinked_class_folders_are_read_and_loops_are_skipped_and_said(tmp_pat
     assert sorted(i.label for i in src.items) == ["cat"] * 3 + ["dog"] * 2
     (loop,) = src.skipped["folder already read by another path (a symlink loop, or a second link to it)"]
     assert loop.endswith("cat/up")
+    # the build summary names it, as the README says
+    r = embed("build", photos, "--store", tmp_path / "s.h5", "--encoder", "test:tiny", "--precision", "fp32", "-q")
+    assert r.exit_code == 0, r.output
+    assert f"skipped 1 (folder already read by another path (a symlink loop, or a second link to it)): {loop}" in r.output, r.output
 
 
 def test_a_store_kept_inside_its_source_folder_is_not_read_as_items(tmp_path):

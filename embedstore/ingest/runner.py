@@ -56,6 +56,7 @@ class BuildReport:
     quarantined: int = 0
     previously_quarantined: int = 0
     skipped: dict = field(default_factory=dict)
+    skipped_paths: dict = field(default_factory=dict)  # reason -> the first paths skipped for it (up to 5)
     quarantined_items: list = field(default_factory=list)
     catalog_rewritten: bool = True  # False: the catalog was already up to date, or the build's rows were appended to it
     catalog_appended: bool = False  # the build ended by appending its rows to the catalog (store/segments.py)
@@ -315,7 +316,8 @@ def build(
         report = BuildReport(store=str(Path(store).resolve()), source=src.path, encoder=svc.cfg.id, vector_set=set_name,
                              device=str(dev), precision=prec, precision_reason=prec_reason, dtype=dtype,
                              batch_size=batch_size, workers=workers, encoder_threads=threads, items_in_source=items_in_source,
-                             skipped={k: len(v) for k, v in src.skipped.items()}, engine=engine,
+                             skipped={k: len(v) for k, v in src.skipped.items()},
+                             skipped_paths={k: [str(p) for p in v[:5]] for k, v in src.skipped.items()}, engine=engine,
                              cluster=cluster.describe() if cluster else {}, layout=layout_found,
                              notes=notes, excluded=excluded_info.get("left_out", 0), exclusions=excluded_info)
         with open_store(store, mode="a", create=True) as st:
