@@ -3,8 +3,10 @@
 The JSON (head.json or detector.json) holds the kind, its parameters, what the estimator needs
 besides arrays (classes, threshold), the provenance of the vectors it was fitted on, metrics, and
 the name and sha256 of its arrays file (`arrays-<token>.npz`; `arrays.npz` before format 2), read
-with allow_pickle=False. Loading checks every one of these, so a tampered, truncated or foreign file
-fails with a reason and never runs code.
+with allow_pickle=False, and (since format 3) `content_sha256`: the sha256 of the JSON's own content
+(see `content_sha256`), so an edited label, temperature or flipped byte in the JSON is refused too.
+Loading checks every one of these, so a tampered, truncated or foreign file fails with a reason and
+never runs code. A JSON of format 1 or 2 records no checksum of its own and is read as before.
 
 The JSON is the single commit point: replacing a saved model writes the new arrays under a new name
 beside the old ones, then replaces the JSON atomically, then deletes arrays files it no longer names.
@@ -13,6 +15,7 @@ A kill at any instant leaves the old model or the new one loadable.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import secrets
@@ -25,9 +28,20 @@ from .atomic import atomic_path, check_replace, fault, file_sha256, remove_stale
 from .errors import DetectorError, HeadError
 from .naming import read_tagged_json
 
-VERSION = 2  # 2: the arrays file is named in the JSON ("arrays_file")
+VERSION = 3  # 2: the arrays file is named in the JSON ("arrays_file"); 3: the JSON records CHECKSUM
+CHECKSUM = "content_sha256"  # the field of format 3 that holds content_sha256(doc)
+CHECKSUM_SINCE = 3  # JSONs of older formats have none and are read as before
 ARRAYS = "arrays.npz"  # the arrays file of format 1, which named none
 _ARRAYS_FILE = re.compile(r"arrays(-[0-9a-f]+)?\.npz")
+
+
+def content_sha256(doc: dict) -> str:
+    """The sha256 of a saved model's JSON content: every field but CHECKSUM, as canonical JSON
+    (sorted keys, no whitespace, ASCII), so the same content gives the same checksum however the
+    file is laid out."""
+    rest = {key: v for key, v in doc.items() if key != CHECKSUM}
+    text = json.dumps(rest, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
 class Kind:
@@ -98,7 +112,10 @@ def _write_model(folder: Path, k: Kind, model, meta: dict, seen_keys: np.ndarray
         "arrays_sha256": file_sha256(folder / name),
         **meta,
     }
-    write_text_atomic(folder / k.meta, json.dumps(doc, indent=2, default=str))  # the commit point
+    doc = json.loads(json.dumps(doc, default=str))  # exactly what loading will read back
+    doc.pop(CHECKSUM, None)
+    doc[CHECKSUM] = content_sha256(doc)
+    write_text_atomic(folder / k.meta, json.dumps(doc, indent=2))  # the commit point
     fault("saved:before-cleanup")
     for p in folder.iterdir():
         if p.name != name and _ARRAYS_FILE.fullmatch(p.name):
@@ -116,6 +133,7 @@ def load_model(path: str | Path, noun: str = "head"):
                            f"pass the folder that `{k.retrain}` wrote, or re-run it")
     if not isinstance(doc.get("version"), int) or doc["version"] > VERSION:
         raise E(f"{noun} {path} has format version {doc.get('version')}; this embedstore reads up to {VERSION}: upgrade embedstore")
+    _check_content(doc, k, path)
     kind = doc.get("kind")
     if kind not in k.names:
         raise E(f"{noun} {path} is of unknown kind {kind!r}; known: {', '.join(k.names)}")
@@ -148,6 +166,20 @@ def load_model(path: str | Path, noun: str = "head"):
     model.seen_keys_ = None if seen is None else seen.astype(np.uint64)
     _check_consistent(model, doc, arrays, k, path)
     return model, doc
+
+
+def _check_content(doc: dict, k: Kind, path: Path) -> None:
+    """The JSON is what was saved: its CHECKSUM matches its content. Checked before anything in it
+    is used. A JSON without one is accepted only from the formats before CHECKSUM_SINCE."""
+    meta = path / k.meta
+    fix = f"re-run `{k.retrain}` to make a new {k.noun}"
+    if CHECKSUM not in doc:
+        if doc["version"] < CHECKSUM_SINCE:
+            return  # saved before the JSON recorded a checksum of its own: read as before
+        raise k.error(f"{meta} was changed after it was saved (it lacks the content checksum that format "
+                      f"{doc['version']} always records); {fix}")
+    if doc[CHECKSUM] != content_sha256(doc):
+        raise k.error(f"{meta} was changed after it was saved (its content checksum does not match); {fix}")
 
 
 def _check_consistent(model, doc: dict, arrays: dict, k: Kind, path: Path) -> None:

@@ -313,9 +313,12 @@ def test_damaged_head_files_fail_safely(labelled, tmp_path, damage):
     else:  # an object array would need pickle to load: refused even with a matching sha256
         import hashlib
 
+        from embedstore.modelfile import content_sha256
+
         np.savez(arrays, coef_=np.array([object()], dtype=object), intercept_=np.zeros(3), temperature_=np.ones(()))
         doc = json.loads((h / "head.json").read_text())
         doc["arrays_sha256"] = hashlib.sha256(arrays.read_bytes()).hexdigest()
+        doc["content_sha256"] = content_sha256(doc)
         (h / "head.json").write_text(json.dumps(doc))
     r = embed("evaluate", h, "--store", labelled / "photos.h5")
     assert r.exit_code == 2, r.output
@@ -477,7 +480,7 @@ def test_a_logistic_head_with_flat_probabilities_at_its_chosen_c_gets_a_held_out
     fitted on the held-out folds, saved with it, used by every door, and refused when edited to
     nonsense."""
     from embedstore.heads.fit import fit_head
-    from embedstore.modelfile import load_head
+    from embedstore.modelfile import content_sha256, load_head
 
     out = tmp_path / "h"
     rep, head = fit_head(labelled / "photos.h5", "logistic", out=out, progress=False)
@@ -491,6 +494,7 @@ def test_a_logistic_head_with_flat_probabilities_at_its_chosen_c_gets_a_held_out
     assert min(probs) > 0.9, min(probs)  # right answers said with a fitting probability, not ~0.4
     doc = json.loads((out / "head.json").read_text())
     doc["temperature"] = 0
+    doc["content_sha256"] = content_sha256(doc)  # past the content checksum, to the check of the value
     (out / "head.json").write_text(json.dumps(doc))
     r = embed("predict", out, labelled / "photos")
     assert r.exit_code == 2 and "temperature 0 is not a positive finite number" in r.stderr

@@ -23,8 +23,14 @@ def saved(tmp_path_factory):
 
 
 def _edit_json(folder, name, change):
+    """Change the JSON and record the checksum of the changed content (as a writer with a bug
+    would), so that the change reaches the checks behind the content checksum; an edit that leaves
+    the checksum as it was is refused before them (test_head_file_integrity)."""
+    from embedstore.modelfile import content_sha256
+
     doc = json.loads((folder / name).read_text())
     change(doc)
+    doc["content_sha256"] = content_sha256(doc)
     (folder / name).write_text(json.dumps(doc))
 
 
