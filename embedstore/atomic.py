@@ -189,6 +189,7 @@ def check_replace(path: str | Path, force: bool, what: str, error: type[Exceptio
     not write. Raises `error` with a one-line reason; returns whether `path` exists. Call it before any
     heavy work, so a refusal costs nothing."""
     path = Path(path)
+    _check_writable(path, error, otherwise)
     if not (path.exists() or path.is_symlink()):
         return False
     if not force:
@@ -196,6 +197,26 @@ def check_replace(path: str | Path, force: bool, what: str, error: type[Exceptio
     if not path.is_dir() or not any((path / m).exists() for m in markers):
         raise error(f"{path} exists and is not a {what}; refusing to replace it")
     return True
+
+
+def _check_writable(path: Path, error: type[Exception], otherwise: str) -> None:
+    """Refuse, before any work, an output whose folder (or the nearest one of its parents that
+    exists) cannot be written: a read-only mount or a folder without write permission. Without this a
+    head is fitted, or a fine-tune trained, before the write fails."""
+    where = path if path.is_dir() else path.parent
+    where = where.absolute()
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    if where.exists() and not os.access(where, os.W_OK | os.X_OK):
+        why = "the file system is read-only" if _read_only_fs(where) else "permission denied"
+        raise error(f"cannot write {path}: {why} ({where}); {otherwise}")
+
+
+def _read_only_fs(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # no statvfs (Windows)
+        return False
 
 
 def file_sha256(path: str | os.PathLike) -> str:

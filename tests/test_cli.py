@@ -1,6 +1,8 @@
 """The `embed` CLI through typer's CliRunner, including its error paths."""
 
 import json
+import os
+from pathlib import Path
 import subprocess
 import sys
 
@@ -255,3 +257,28 @@ def test_ctrl_c_is_answered_by_what_each_command_keeps(tmp_path, monkeypatch):
     assert r.exit_code == 130 and "re-run the same command to resume" in r.output, r.output
     r = runner.invoke(app, ["search", str(tmp_path / "s.h5"), "--id", "x"])
     assert r.exit_code == 130 and "resume" not in r.output and "none is left half-written" in r.output, r.output
+
+
+def test_an_output_folder_that_cannot_be_written_is_refused_before_any_work(image_folder, tmp_path, monkeypatch):
+    """fit-head --out in a folder it cannot write (a read-only mount, no permission) fitted the whole
+    head before the write failed. The --force rule's check (atomic.check_replace) now also asks
+    whether the folder can be written, before any work. Root may write anywhere but a read-only
+    mount, so the folder's refusal is simulated here."""
+    import embedstore.atomic as atomic
+    import embedstore.heads.fit as fit
+
+    s = tmp_path / "s.h5"
+    assert run("build", image_folder, "--store", s, *TINY).exit_code == 0
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real = os.access
+    monkeypatch.setattr(atomic.os, "access", lambda p, mode, **kw: False if Path(p) == locked else real(p, mode, **kw))
+
+    def no_fit(*a, **kw):
+        raise AssertionError("the head was fitted before the output was checked")
+
+    monkeypatch.setattr(fit, "selection_plan", no_fit)
+    for out in (locked / "h", locked / "new" / "h"):  # a folder to be made inside it too
+        r = run("fit-head", "logistic", "--store", s, "--out", out, "-q")
+        assert r.exit_code == 2, (r.stderr, r.exception)
+        assert r.stderr.strip() == f"error: cannot write {out}: permission denied ({locked}); choose another --out", r.stderr
