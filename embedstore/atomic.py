@@ -207,6 +207,8 @@ def _check_writable(path: Path, error: type[Exception], otherwise: str) -> None:
     where = where.absolute()
     while not where.exists() and where != where.parent:
         where = where.parent
+    if where.exists() and not where.is_dir():
+        raise error(f"cannot write {path}: {where} is a file, not a folder; {otherwise}")
     if where.exists() and not os.access(where, os.W_OK | os.X_OK):
         why = "the file system is read-only" if _read_only_fs(where) else "permission denied"
         raise error(f"cannot write {path}: {why} ({where}); {otherwise}")

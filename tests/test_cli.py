@@ -282,3 +282,6 @@ def test_an_output_folder_that_cannot_be_written_is_refused_before_any_work(imag
         r = run("fit-head", "logistic", "--store", s, "--out", out, "-q")
         assert r.exit_code == 2, (r.stderr, r.exception)
         assert r.stderr.strip() == f"error: cannot write {out}: permission denied ({locked}); choose another --out", r.stderr
+    (tmp_path / "afile").write_text("x")
+    r = run("fit-head", "logistic", "--store", s, "--out", tmp_path / "afile" / "h", "-q")
+    assert r.exit_code == 2 and f"{tmp_path / 'afile'} is a file, not a folder; choose another --out" in r.stderr, r.stderr
