@@ -16,6 +16,7 @@ EPILOG = (
     "  embed build list.csv --store s.h5 --encoder open_clip:ViT-B-32/openai --json\n\n"
     "  embed build icons/ --store icons.h5 --resize-mode squash --interpolation bilinear   # small images: nothing cropped\n\n"
     "  embed build /shared/photos --store /shared/photos.h5 --engine ray --address auto   # a Ray cluster\n\n"
+    "  embed build holdout/ --store holdout.h5 --like photos.h5   # embedded as photos.h5 was: its heads score it\n\n"
     "  embed build photos/ --store photos.h5 --exclude audit.csv --exclude-kinds near_duplicate,exact_duplicate   # leave audited items out\n\n"
     "Re-running resumes an interrupted build and embeds only new or changed files."
 )
@@ -135,6 +136,7 @@ def register(app: typer.Typer) -> None:
         engine: str = typer.Option("local", "--engine", help="local (this machine) | ray (a Ray cluster; pip install 'embedstore[ray]')."),
         address: str = typer.Option(None, "--address", help="With --engine ray: auto (the running cluster) or ray://host:port [default: a local Ray instance]."),
         actors: int = typer.Option(None, "--actors", help="With --engine ray: encoder actors [default: one per GPU; CPU: one per 8 cores]."),
+        like: Path = typer.Option(None, "--like", help="Embed exactly as this store's vectors (its default vector set) or this saved head's were made: the same encoder, weights, layer, preprocessing, dtype and normalisation, so heads fitted on one score the other. Replaces --encoder, --layer, --dtype, --normalize, --crop-pct, --interpolation and --resize-mode."),
         exclude: Path = typer.Option(None, "--exclude", help="Leave out items whose id is in this list: the CSV from `embed audit --out` (or any CSV/Parquet with an 'id' column) or a text file with one id per line. They are not embedded or added; items already in the store stay as they are."),
         exclude_kinds: str = typer.Option(None, "--exclude-kinds", help="With --exclude: only rows of these kinds (comma-separated, e.g. near_duplicate,leak; `embed audit` writes exact_duplicate, near_duplicate, leak, label_issue, outlier); needs a 'kind' column."),
         report_dir: Path = typer.Option(None, "--report", help="Write an HTML report (summary, embedding map) to this folder."),
@@ -147,8 +149,22 @@ def register(app: typer.Typer) -> None:
         started = time.perf_counter()  # the summary's start-up includes the library's imports
         from embedstore.ingest import build as run_build
 
+        like_prov = None
+        if like is not None:
+            from embedstore.errors import BuildError
+
+            from .common import fail
+            from embedstore.heads.apply import provenance_like
+
+            chosen = [flag for flag, v, default in (("--encoder", encoder, "effnet-lite:lite0"), ("--layer", layer, None),
+                                                    ("--dtype", dtype, "float16"), ("--normalize", normalize, "l2"),
+                                                    ("--crop-pct", crop_pct, None), ("--interpolation", interpolation, None),
+                                                    ("--resize-mode", resize_mode, None)) if v != default]
+            if chosen:
+                fail(f"--like {like} embeds exactly as its vectors were made; leave out {', '.join(chosen)}")
+            like_prov, _ = run_guarded(provenance_like, like, BuildError)
         report = run_guarded(
-            run_build, source, store, encoder=encoder, weights=str(weights) if weights else None, layer=layer,
+            run_build, source, store, like=like_prov, encoder=encoder, weights=str(weights) if weights else None, layer=layer,
             device=device, precision=precision, batch_size=batch_size, workers=workers, dtype=dtype,
             normalize=normalize, labels=not no_labels, layout=layout, progress=not quiet,
             shard_rows=shard_size, engine=engine, address=address, actors=actors,

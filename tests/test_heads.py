@@ -567,3 +567,33 @@ def _missing_list(tmp_path: Path) -> Path:
     out.write_text(r.output)
     assert len(r.output.split()) == 14
     return out
+
+
+def test_build_like_a_store_or_head_embeds_as_its_vectors_were_made(tmp_path):
+    """Two stores of one encoder can get different automatic preprocessing (images smaller than the
+    input are squashed, larger ones cropped), and a head fitted on one refused the other. --like
+    embeds a source exactly as a store's (or a head's) vectors were made."""
+    small = make_image_folder(tmp_path / "small", classes=CLASSES, per_class=8, size=(20, 18))
+    big = make_image_folder(tmp_path / "big", classes=CLASSES, per_class=4, size=(64, 60), seed=5)
+    tiny = ["--encoder", "test:tiny", "--precision", "fp32", "-q"]
+    assert embed("build", small, "--store", tmp_path / "a.h5", *tiny).exit_code == 0
+    assert embed("fit-head", "logistic", "--store", tmp_path / "a.h5", "--out", tmp_path / "h", "-q").exit_code == 0
+    assert embed("build", big, "--store", tmp_path / "plain.h5", *tiny).exit_code == 0
+    r = embed("evaluate", tmp_path / "h", "--store", tmp_path / "plain.h5")
+    assert r.exit_code == 2 and "resize_mode" in r.output and "embed build --like" in r.output, r.output
+    for like, out in ((tmp_path / "a.h5", "b.h5"), (tmp_path / "h", "c.h5")):
+        r = embed("build", big, "--store", tmp_path / out, "--like", like, "--precision", "fp32", "--json", "-q")
+        assert r.exit_code == 0, r.output
+        rep = json.loads(r.output)
+        a = json.loads(embed("info", tmp_path / "a.h5", "--json").output)
+        assert rep["vector_set"] == a["vector_sets"][0]["name"], (rep["vector_set"], a["vector_sets"])
+        r = embed("evaluate", tmp_path / "h", "--store", tmp_path / out, "--json")
+        assert r.exit_code == 0, r.output
+    # bad input: one line, exit 2, no store written
+    cases = [(["--like", tmp_path / "nothing.h5"], "does not exist"),
+             (["--like", tmp_path / "small"], "is neither a store made by `embed build` nor a saved head folder"),
+             (["--like", tmp_path / "a.h5", "--resize-mode", "squash", "--layer", "x"], "leave out --layer, --resize-mode")]
+    for extra, message in cases:
+        r = embed("build", big, "--store", tmp_path / "bad.h5", *extra, "-q")
+        assert r.exit_code == 2 and message in r.output and len(r.output.strip().splitlines()) == 1, (extra, r.output)
+        assert not (tmp_path / "bad.h5").exists()

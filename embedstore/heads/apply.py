@@ -81,6 +81,23 @@ def matching_set(st, prov: dict, head_path: str, error=HeadError, made: str = "w
     raise error(f"store {st.path} has no vector set matching {head_path}")  # pragma: no cover
 
 
+def provenance_like(path: str | Path, error=HeadError) -> tuple[dict, str]:
+    """(provenance, what it is) of the vectors `embed build --like PATH` reproduces: a store's vector
+    set (the one commands use by default) or the vectors a saved head was fitted on."""
+    path = Path(path)
+    if is_store(path):
+        from ..store import open_store
+
+        with open_store(path) as st:
+            vs = st.select_set()
+            return dict(vs.provenance), f"vector set {vs.name} of {path}"
+    if path.is_dir() and (path / "head.json").is_file():
+        _, doc = load_head(path)
+        return head_provenance(doc, path), f"the vectors head {path} was fitted on"
+    what = "does not exist" if not path.exists() else "is neither a store made by `embed build` nor a saved head folder"
+    raise error(f"--like {path} {what}; give a store (.h5) or a head folder (fit-head --out) whose vectors to reproduce")
+
+
 def embed_like(prov: dict, source: Path, store: Path, weights: str | None, device: str, batch_size: int | None,
                workers: int | None, progress: bool) -> None:
     """Embed `source` into `store` exactly as the vectors of `prov` were made (the embedding service

@@ -587,7 +587,8 @@ class Store:
         diffs = provenance_diffs(vs.provenance, expected)
         if diffs:
             found, want = describe_diffs(vs.provenance, expected, diffs)
-            fix = ("re-embed with that preprocessing (embed build --resize-mode, --crop-pct, --interpolation)" if diffs == ["preprocess"]
+            fix = ("re-embed with that preprocessing (embed build --like a store or head made with it, or --resize-mode, "
+                   "--crop-pct, --interpolation)" if diffs == ["preprocess"]
                    else "re-embed with the expected encoder")
             raise ProvenanceMismatchError(f"vector set {vs.name} was made with {found}; expected {want}. {fix[0].upper() + fix[1:]} "
                                           "or pick another set")
