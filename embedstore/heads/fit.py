@@ -16,7 +16,7 @@ from . import HEAD_NAMES, head_class
 from ..evaluation.folds import CV_FOLDS, stratified_folds
 from ..evaluation.intervals import wilson
 from ..evaluation.metrics import classification_metrics
-from ..evaluation.seen import content_keys, seen_mask
+from ..evaluation.seen import content_keys, item_keys, seen_mask
 from ..progress import progress_bar
 from ..store.select import parse_bytes
 from .data import TEST, TRAIN, UNUSED, VAL, SplitData
@@ -130,12 +130,10 @@ def _label_conflicts(rows, data) -> list[str]:
     if rows.shas is None:
         return []
     used = np.flatnonzero(data.mask(TRAIN, VAL))
-    shas = rows.shas[used]
-    ok = np.array([len(str(h)) >= 16 for h in shas], dtype=bool)
-    used, shas = used[ok], shas[ok]
+    keys, ok = item_keys(rows.shas[used])
+    used, keys = used[ok], keys[ok]
     if len(used) < 2:
         return []
-    keys = np.array([int(str(h)[:16], 16) for h in shas], dtype=np.uint64)
     labels = rows.labels[used].astype(str)
     order = np.lexsort((labels, keys))
     k, lab = keys[order], labels[order]

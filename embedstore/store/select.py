@@ -226,10 +226,7 @@ def list_items(store, where: str | None = None, status: str | None = None) -> li
         items = st.items()
     m = column_mask(items, flt) if flt else np.ones(len(items["id"]), dtype=bool)
     if status == "missing":
-        m &= items["status"] == "ok"
-        texts = items["text"] if "text" in items else np.full(len(m), "")
-        for i in np.flatnonzero(m):
-            m[i] = file_gone(str(items["uri"][i]), str(texts[i]))
+        m = missing_in(items, m)[0]
     elif status:
         m &= items["status"] == status
     cols = ("id", "uri", "label", "split", "status", "reason")
@@ -257,32 +254,37 @@ def file_gone(uri: str, text: str = "") -> bool:
     return path is not None and not os.path.exists(path)
 
 
-def count_missing(st, every: int = 1, chunk_rows: int = 1 << 14) -> tuple[int, int]:
-    """(missing, looked for): how many of the open store `st`'s ok items have a file that no longer
-    exists (`file_gone`), and how many files were looked for (ok items that have a local file).
-    `every` > 1 looks at every `every`-th ok item only (a sample spread over the whole store). The
-    item table's status, uri and text columns are read `chunk_rows` rows at a time: memory stays
-    flat however large the store. One os.stat per file looked for (~2 us with the file system's
-    cache warm). The table's checksum is not checked here: call it after `st.items()` (or
-    `st.info()`, which reads it) has checked it."""
+def missing_in(cols: dict, among: np.ndarray | None = None, every: int = 1, start: int = 0) -> tuple[np.ndarray, int]:
+    """(mask, looked for) over item-table columns (status, uri, text): True where an ok item's file
+    no longer exists (`file_gone`); `among` limits the rows looked at. `every` > 1 looks at every
+    `every`-th ok row only, counted from `start` ok rows before these (a sample spread over a table
+    read in chunks). The one rule `embed ls --status missing` lists and `embed info` counts by."""
     from .schema import STATUS_OK
-    from .shards import str_column
+
+    ok = cols["status"] == STATUS_OK
+    if among is not None:
+        ok &= among
+    pick = np.flatnonzero(ok)
+    if every > 1:
+        pick = pick[(start + np.arange(len(pick))) % every == 0]
+    texts = cols["text"] if "text" in cols else None
+    gone, looked = np.zeros(len(ok), dtype=bool), 0
+    for i in pick:
+        path = _file_of(str(cols["uri"][i]), str(texts[i]) if texts is not None else "")
+        if path is not None:
+            looked += 1
+            gone[i] = not os.path.exists(path)
+    return gone, looked
+
+
+def count_missing(st, every: int = 1, chunk_rows: int = 1 << 14) -> tuple[int, int]:
+    """(missing, looked for): `missing_in` over the open store `st`'s item table, read
+    `chunk_rows` rows at a time (`Store.item_chunks`): memory stays flat however large the store.
+    One os.stat per file looked for (~2 us with the file system's cache warm)."""
+    from .schema import STATUS_OK
 
     missing = looked = seen = 0
-    with st._file() as f:
-        g = f["items"]
-        n = len(g["id"])
-        for a in range(0, n, chunk_rows):
-            at = slice(a, min(n, a + chunk_rows))
-            ok = np.flatnonzero(str_column(g, "status", n, at) == STATUS_OK)
-            pick = ok[(seen + np.arange(len(ok))) % every == 0] if every > 1 else ok
-            seen += len(ok)
-            if not len(pick):
-                continue
-            uris, texts = str_column(g, "uri", n, at), str_column(g, "text", n, at)
-            for i in pick:
-                path = _file_of(str(uris[i]), str(texts[i]))
-                if path is not None:
-                    looked += 1
-                    missing += not os.path.exists(path)
+    for cols in st.item_chunks(("status", "uri", "text"), chunk_rows):
+        gone, n = missing_in(cols, every=every, start=seen)
+        missing, looked, seen = missing + int(gone.sum()), looked + n, seen + int((cols["status"] == STATUS_OK).sum())
     return missing, looked

@@ -503,6 +503,20 @@ class Store:
             raise self._damaged(problem)
         return out
 
+    def item_chunks(self, columns, chunk_rows: int = 1 << 14):
+        """The item table's string `columns`, `chunk_rows` rows at a time (dicts of arrays): for a pass
+        over a large table in flat memory. Not checked against the table's checksum: `items()` (or
+        `info()`) checks the whole table; call this after it, or for figures that tolerate damage."""
+        try:
+            with self._file() as f:
+                g = f["items"]
+                n = len(g["id"])
+                for a in range(0, n, chunk_rows):
+                    at = slice(a, min(n, a + chunk_rows))
+                    yield {c: str_column(g, c, n, at) for c in columns}
+        except (OSError, KeyError, ValueError, UnicodeDecodeError) as e:
+            raise self._damaged(e) from None
+
     def _damaged(self, why) -> StoreError:
         why = why if isinstance(why, str) else f"{type(why).__name__}: {str(why).splitlines()[0][:120] if str(why) else ''}"
         return StoreError(f"the catalog {self.path} is damaged ({why}); run `embed verify {self.shown} --repair` "
