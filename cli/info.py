@@ -9,7 +9,7 @@ import typer
 from .common import emit_json, one_line, run_guarded, say
 
 
-# `embed info` looks for the file of every ok item (one os.stat each: ~3.3 s per million items on
+# `embed info` looks for the file of every ok item (one os.stat each: ~3.1 s per million items on
 # 2 cores with the file system's cache warm, on top of the ~5 s reading such a store takes; far more
 # on a cold or network file system). Past this many ok items it looks at an evenly spread sample of
 # about this many and says so; `embed ls STORE --status missing` always looks at every one.
