@@ -56,6 +56,8 @@ def print_report(r) -> None:
     say(f"  source {r.source}: {r.items_in_source} items; unchanged {r.unchanged}; "
         f"labels/splits/metadata updated {r.metadata_updated}; "
         + (f"moved {r.moved} (same id and content at a new path: the path is updated, nothing re-embedded); " if r.moved else "")
+        + (f"reused {r.reused} (new ids with the bytes of items whose files are gone, e.g. moved to another folder: "
+           "their vectors copied, nothing re-embedded); " if r.reused else "")
         + f"quarantined {r.quarantined}"
         + (f" new, {r.previously_quarantined} still (files unchanged since an earlier build quarantined them)"
            if r.previously_quarantined else ""))

@@ -113,7 +113,7 @@ def test_files_gone_from_the_folder_are_said_and_stay(image_folder, tmp_path, bu
     (image_folder / "cat" / "cat_001.png").unlink()
     (image_folder / "dog" / "dog_002.jpg").rename(image_folder / "cat" / "was_dog.jpg")  # relabelled by moving
     r = build_tiny(image_folder, store)
-    assert (r.encoded, r.unchanged) == (1, 10)
+    assert (r.encoded, r.reused, r.unchanged) == (0, 1, 10)  # the moved file's vector is copied, not encoded
     note = [n for n in r.notes if "no longer exist" in n]
     assert len(note) == 1 and note[0].startswith("2 item(s) of the store came from files under") and "--exclude" in note[0]
     assert len(open_store(store).rows(open_store(store).select_set().name)) == 13  # they stay: said, not dropped
@@ -321,3 +321,40 @@ def test_a_moved_folder_is_counted_and_its_deleted_files_are_still_said(image_fo
     assert note.startswith(f"1 item(s) of the store came from files under {tmp_path / 'moved'} (or where its files were before")
     out = embed("build", tmp_path / "moved", "--store", store, "--encoder", "test:tiny", "-q").output
     assert "; moved " not in out  # a second run: nothing moved any more
+
+
+def test_a_file_moved_to_another_folder_gets_its_stored_vector_without_encoding(image_folder, tmp_path, build_tiny):
+    """Moving a mislabelled photo to its right class folder (or renaming it) gives it a new id: a
+    rebuild decoded and encoded it again. Its bytes are those of an item whose file is gone, so its
+    vector is copied: nothing is encoded, the vector is the stored one, and the CLI says so. With
+    workers (the DataLoader path) as without."""
+    import shutil
+
+    store = tmp_path / "s.h5"
+    build_tiny(image_folder, store)
+    ids0, vecs0, _ = read_set(store)
+    before = dict(zip(ids0, vecs0))
+    shutil.move(image_folder / "cat" / "cat_002.jpg", image_folder / "dog" / "cat_002.jpg")
+    shutil.move(image_folder / "dog" / "dog_003.png", image_folder / "dog" / "renamed.png")
+    write_image(image_folder / "dog" / "fresh.png", (10, 200, 30))  # new bytes: encoded
+    r = build_tiny(image_folder, store, workers=1)
+    assert (r.encoded, r.reused, r.unchanged, r.quarantined) == (1, 2, 10, 0)
+    (note,) = [n for n in r.notes if "no longer exist" in n]
+    assert note.startswith("2 item(s)")  # the old ids stay in the store, as any gone item does
+    ids, vecs, _ = read_set(store)
+    after = dict(zip(ids, vecs))
+    assert len(ids) == 15 and len(set(ids)) == 15
+    np.testing.assert_array_equal(after["dog/cat_002.jpg"], before["cat/cat_002.jpg"])
+    np.testing.assert_array_equal(after["dog/renamed.png"], before["dog/dog_003.png"])
+    with open_store(store) as st:
+        items = st.items()
+        label = dict(zip(items["id"], items["label"]))
+        assert label["dog/cat_002.jpg"] == "dog" and label["cat/cat_002.jpg"] == "cat"
+        (vs,) = st.info()["vector_sets"]
+        assert vs["index"]["ntotal"] == 15 and vs["index"]["up_to_date"]
+    # the same through the CLI, on a fresh move: the summary counts it, and a rerun has nothing to do
+    shutil.move(image_folder / "cat" / "cat_004.jpg", image_folder / "dog" / "cat_004.jpg")
+    out = embed("build", image_folder, "--store", store, "--encoder", "test:tiny", "--precision", "fp32", "-q").output
+    assert "0 new vectors" in out and "reused 1 (new ids with the bytes of items whose files are gone" in out
+    out = embed("build", image_folder, "--store", store, "--encoder", "test:tiny", "--precision", "fp32", "-q").output
+    assert "reused" not in out and "0 new vectors" in out

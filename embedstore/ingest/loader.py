@@ -17,16 +17,18 @@ class Loaded:
     sha256: str
     reason: str | None = None  # set when the item is quarantined
     unchanged: bool = False  # same bytes as the vector already stored
+    copy_of: str = ""  # the id of a stored item whose file is gone and whose bytes these are: its vector is copied
 
 
 class ItemDataset:
     """Map-style dataset over build tasks; never raises for a bad file, it reports a reason."""
 
-    def __init__(self, tasks: list[Task], pixels, jpegs_to_device: bool = False, start: int = 0):
+    def __init__(self, tasks: list[Task], pixels, jpegs_to_device: bool = False, start: int = 0, reuse=None):
         self.tasks = tasks
         self.pixels = pixels  # embedding.pixels.Pixels: bytes -> input tensor
         self.jpegs_to_device = jpegs_to_device
         self.start = start  # the tasks before it are done (a loader reopened with more workers)
+        self.reuse = reuse  # plan.Plan.reuse: sha256 -> id of a gone item whose vector a file with those bytes gets
 
     def __len__(self) -> int:
         return len(self.tasks) - self.start
@@ -36,15 +38,18 @@ class ItemDataset:
         task = self.tasks[i]
         if task.item.problem:  # a bad manifest row: quarantined with its reason, never read
             return Loaded(i, "", task.item.problem), None
-        sha, reason, unchanged, x = load_image(task.item.uri, task.known_sha, self.pixels, self.jpegs_to_device)
+        sha, reason, unchanged, x = load_image(task.item.uri, task.known_sha, self.pixels, self.jpegs_to_device, self.reuse)
+        if x is None and not reason and not unchanged:  # bytes a gone item had (load_image)
+            return Loaded(i, sha, copy_of=self.reuse[sha]), None
         return Loaded(i, sha, reason, unchanged), x
 
 
-def load_image(uri: str, known_sha: str | None, pixels, jpegs_to_device: bool = False):
+def load_image(uri: str, known_sha: str | None, pixels, jpegs_to_device: bool = False, reuse=None):
     """(sha256, quarantine reason, unchanged, pixels) for one file; never raises for a bad file.
     `unchanged` means the bytes hash to `known_sha` (the stored vector's), so nothing is decoded.
-    With `jpegs_to_device`, a JPEG the encoder's device can decode comes back undecoded, as an
-    `embedding.pixels.JpegFile` for `Pixels.batch_on_device`."""
+    Bytes that `reuse` (sha256 -> id) holds are not decoded either: no reason, not unchanged, no
+    pixels (the caller copies that id's vector). With `jpegs_to_device`, a JPEG the encoder's device
+    can decode comes back undecoded, as an `embedding.pixels.JpegFile` for `Pixels.batch_on_device`."""
     try:
         data = read_bytes(uri)
     except DecodeError as e:
@@ -52,6 +57,8 @@ def load_image(uri: str, known_sha: str | None, pixels, jpegs_to_device: bool = 
     sha = content_hash(data)
     if known_sha == sha:
         return sha, None, True, None
+    if reuse and sha in reuse:
+        return sha, None, False, None
     try:
         left = pixels.for_device(data) if jpegs_to_device else None
         return sha, None, False, left if left is not None else pixels(data)
@@ -175,12 +182,12 @@ def more_workers(workers: int, cores: int, waited_s: float, loop_s: float, batch
 
 
 def make_loader(tasks: list[Task], pixels, batch_size: int, workers: int, pin_memory: bool,
-                jpegs_to_device: bool = False, start: int = 0):
+                jpegs_to_device: bool = False, start: int = 0, reuse=None):
     """Batches of loaded items in task order from `tasks[start]` on, read by `workers` processes at
     normal priority."""
     from torch.utils.data import DataLoader
 
-    ds = ItemDataset(tasks, pixels, jpegs_to_device, start)
+    ds = ItemDataset(tasks, pixels, jpegs_to_device, start, reuse)
     return DataLoader(
         ds,
         batch_size=batch_size,
@@ -201,16 +208,16 @@ class Feed:
     old workers had decoded ahead are dropped and read again. `raised` records each change."""
 
     def __init__(self, tasks: list[Task], pixels, batch_size: int, workers: int, pin_memory: bool = False,
-                 jpegs_to_device: bool = False, cores: int | None = None):
+                 jpegs_to_device: bool = False, cores: int | None = None, reuse=None):
         self.tasks, self.pixels, self.batch_size, self.workers = tasks, pixels, batch_size, workers
-        self.pin_memory, self.jpegs_to_device, self.cores = pin_memory, jpegs_to_device, cores
+        self.pin_memory, self.jpegs_to_device, self.cores, self.reuse = pin_memory, jpegs_to_device, cores, reuse
         self.done = 0  # tasks handed out
         self.raised: list[dict] = []  # {"at": tasks done, "from": workers, "to": workers, "waited": share of the window}
         self._open()
 
     def _open(self) -> None:
         self._it = iter(make_loader(self.tasks, self.pixels, self.batch_size, self.workers, self.pin_memory,
-                                    self.jpegs_to_device, start=self.done))
+                                    self.jpegs_to_device, start=self.done, reuse=self.reuse))
         self._since, self._waited, self._batches = None, 0.0, 0  # the window opens after the first batch
 
     def window(self) -> tuple[float, float]:

@@ -81,6 +81,14 @@ class Plan:
     gone: int = 0  # stored items from files under a source folder that no longer exist there
     gone_example: str = ""
     moved: int = 0  # items whose file is now at another path (same id): their paths are updated
+    # sha256 -> id of a stored item with a vector whose file is gone: a new id with those bytes (a file
+    # moved to another label's folder, or renamed) has that vector copied instead of encoded (loader.load_image)
+    reuse: dict = field(default_factory=dict)
+
+
+# Gone items whose hashes are kept for reuse, at most (~200 bytes each: 50 MB at the cap); a folder
+# reorganised beyond that encodes the rest again.
+REUSE_MAX = 1 << 18
 
 
 CHUNK = 16384  # source items compared with the store at a time
@@ -107,19 +115,27 @@ def _file_sha256(path: str) -> str | None:
     return h.hexdigest()
 
 
-def _gone(stored, rows: np.ndarray, folder: str, old_roots=()) -> tuple[int, str]:
+def _gone(stored, rows: np.ndarray, folder: str, old_roots=(), live: np.ndarray | None = None,
+          reuse: dict | None = None) -> tuple[int, str]:
     """(how many of the stored `rows` came from files under `folder`, or under `old_roots` (where a
-    moved folder's items were), that no longer exist, an id)."""
+    moved folder's items were), that no longer exist, an id). With `reuse`, the gone items that have
+    a vector (`live`) are added to it as sha256 -> id, up to REUSE_MAX."""
     root = tuple({os.path.join(os.path.realpath(folder), "")} | {os.path.join(r, "") for r in old_roots})
     n, example = 0, ""
     for a in range(0, len(rows), CHUNK):
         part = rows[a : a + CHUNK]
         got = stored.gather(part)
-        for i, uri, status in zip(got["id"], got["uri"], got["status"]):
+        vectored: list[tuple[int, str]] = []
+        for p, i, uri, status in zip(part.tolist(), got["id"], got["uri"], got["status"]):
             path = local_path(str(uri))
             if status == STATUS_OK and path.startswith(root) and not os.path.exists(path):
                 n += 1
                 example = example or str(i)
+                if reuse is not None and live is not None and live[p]:
+                    vectored.append((p, str(i)))
+        if vectored and len(reuse) < REUSE_MAX:
+            vectored = vectored[: REUSE_MAX - len(reuse)]
+            reuse.update(zip(stored.sha256([p for p, _ in vectored]), (i for _, i in vectored)))
     return n, example
 
 
@@ -156,7 +172,9 @@ def make_plan(source_items, stored=None, live: np.ndarray | None = None, has_met
     the same item: its hash decides whether it is encoded again.
 
     `folder` (a folder source): stored items from files under it that are gone (deleted, or moved
-    to another label's folder) are counted in `plan.gone`; they stay in the store."""
+    to another label's folder) are counted in `plan.gone`; they stay in the store. When the source
+    also has new ids, the hashes of the gone items with vectors go to `plan.reuse`: a new file with
+    the same bytes is the moved file, and gets its vector without being decoded or encoded."""
     import dataclasses
     from itertools import islice
 
@@ -168,6 +186,7 @@ def make_plan(source_items, stored=None, live: np.ndarray | None = None, has_met
     collisions: list[tuple[str, str, str]] = []  # (id, stored file, new file): two existing files, one id
     seen = np.zeros(stored.n, dtype=bool) if stored is not None and folder else None  # stored rows the source lists
     old_roots: set[str] = set()
+    new_ids = 0  # tasks for ids the store does not hold
     items = iter(source_items)
     pos0 = 0
     while chunk := list(islice(items, CHUNK)):
@@ -212,6 +231,8 @@ def make_plan(source_items, stored=None, live: np.ndarray | None = None, has_met
                     known.append((len(plan.todo), p))
                 if p >= 0:
                     plan.new_only = False
+                else:
+                    new_ids += 1
                 # an unchanged file (its hash) with other labels or metadata is counted as updated, not unchanged
                 plan.todo.add(pos0 + j, size, mtime, None, replaced, relabelled=p >= 0 and not same_rows)
         if known:
@@ -221,7 +242,8 @@ def make_plan(source_items, stored=None, live: np.ndarray | None = None, has_met
         pos0 += len(chunk)
     check_collisions(collisions, stored)
     if seen is not None and not seen.all():
-        plan.gone, plan.gone_example = _gone(stored, np.flatnonzero(~seen), folder, sorted(old_roots)[:16])
+        plan.gone, plan.gone_example = _gone(stored, np.flatnonzero(~seen), folder, sorted(old_roots)[:16], live,
+                                             plan.reuse if new_ids and live is not None else None)
     if metadata_rows:  # whole stored rows (text included) for the items whose labels or metadata changed
         records = stored.records(metadata_rows)
         plan.metadata_only = [(it, rec) for (it, _), rec in zip(plan.metadata_only, records)]

@@ -142,7 +142,9 @@ class Cluster:
     def run(self, st, todo, svc, weights: str | None, set_attrs: dict, batch_size: int, shard_rows: int, report,
             progress: bool) -> None:
         """Embed `todo` into shards of the vector set `svc` makes; fills in `report`. The driver
-        writes no rows; each actor rebuilds the same embedding service from its provenance."""
+        writes no rows; each actor rebuilds the same embedding service from its provenance. Files
+        with a gone item's bytes (plan.Plan.reuse) are encoded again here, not copied as the local
+        engine copies them: the vectors agree, but a write task would have to read the set's shards."""
         import ray
         import ray.data
 

@@ -53,6 +53,7 @@ class BuildReport:
     unchanged: int = 0
     metadata_updated: int = 0
     moved: int = 0  # items found at a new path (same id): their paths updated; counted in unchanged or encoded too
+    reused: int = 0  # new ids whose bytes a gone item had (a file moved to another folder, or renamed): vector copied
     quarantined: int = 0
     previously_quarantined: int = 0
     skipped: dict = field(default_factory=dict)
@@ -353,7 +354,8 @@ def build(
                 cluster.run(st, plan.todo, svc, weights, set_attrs, batch_size, shard_rows, report, progress)
             else:
                 feed = _run_local(plan.todo, svc, writer, batch_size, workers, report, progress, decode,
-                                  cores=(os.cpu_count() or 1) if threads and asked_workers is None else None)
+                                  cores=(os.cpu_count() or 1) if threads and asked_workers is None else None,
+                                  reuse=plan.reuse)
                 if decode == "device" and not texts:
                     report.decode = decode
                     report.notes.append(f"--decode device: {report.decoded_on_device} JPEG file(s) decoded on {dev} in the "
@@ -520,11 +522,13 @@ def decode_advice(r: BuildReport, cores: int) -> list[str]:
 
 
 def _run_local(todo, svc: EmbeddingService, writer, batch_size, workers, report, progress, decode: str = "workers",
-               cores: int | None = None):
+               cores: int | None = None, reuse=None):
     """The single-machine loop: DataLoader workers read, this process encodes, a thread writes.
     With decode="device" the workers pass JPEG files on undecoded, and each batch is decoded and
     finished on the encoder's device before its forward. `cores`: the workers may grow to that
-    many when the encoder waits on them (loader.Feed). Returns the Feed (None for texts)."""
+    many when the encoder waits on them (loader.Feed). `reuse` (plan.Plan.reuse): files with the
+    bytes of a gone item get its vector, copied from the set once the loop ends (`_copy_vectors`).
+    Returns the Feed (None for texts)."""
     svc.place()
     on_device = decode == "device" and svc.modality == "image"
     if svc.modality == "text":
@@ -533,7 +537,8 @@ def _run_local(todo, svc: EmbeddingService, writer, batch_size, workers, report,
         loader, feed = text_batches(todo, batch_size), None
     else:
         loader = feed = Feed(todo, svc.pixels(uint8=on_device), batch_size, workers, svc.device.type == "cuda", on_device,
-                             cores=None if on_device else cores)
+                             cores=None if on_device else cores, reuse=reuse)
+    copies: list[tuple[dict, str]] = []  # (item row, id whose vector it gets)
     bar = progress_bar(len(todo), desc=f"embed {svc.cfg.id}", enabled=progress and bool(todo))
     try:
         it = iter(loader)
@@ -549,7 +554,7 @@ def _run_local(todo, svc: EmbeddingService, writer, batch_size, workers, report,
             if batch.ok and isinstance(batch.pixels, list):
                 report.truncated += svc.count_truncated(batch.pixels)
             t2 = time.perf_counter()
-            rows, vec_rows, keep = _sort_batch(todo, batch, vecs, svc.dtype, report)
+            rows, vec_rows, keep = _sort_batch(todo, batch, vecs, svc.dtype, report, copies)
             writer.put(rows, vecs[keep] if vecs is not None else None, vec_rows)
             t3 = time.perf_counter()
             if not report.read_s:
@@ -559,6 +564,11 @@ def _run_local(todo, svc: EmbeddingService, writer, batch_size, workers, report,
             report.write_s += t3 - t2
             bar.update(len(batch.loaded))
             bar.set_postfix(quarantined=report.quarantined, refresh=False)
+        if copies:
+            t0 = time.perf_counter()
+            _copy_vectors(writer, copies)
+            report.reused += len(copies)
+            report.write_s += time.perf_counter() - t0
     except KeyboardInterrupt:
         report.interrupted = True
     finally:
@@ -574,12 +584,16 @@ def _run_local(todo, svc: EmbeddingService, writer, batch_size, workers, report,
     return feed
 
 
-def _sort_batch(tasks, batch, vecs, dtype: str, report: BuildReport):
-    """Turn a loaded batch into item rows; quarantine bad files and non-finite vectors."""
+def _sort_batch(tasks, batch, vecs, dtype: str, report: BuildReport, copies: list | None = None):
+    """Turn a loaded batch into item rows; quarantine bad files and non-finite vectors. Items whose
+    vector is to be copied from a gone item (`Loaded.copy_of`) go to `copies` as (row, that id)."""
     rows, vec_rows, keep = [], [], []
     pos_of = {k: n for n, k in enumerate(batch.ok)}
     for k, ld in enumerate(batch.loaded):
         task = tasks[ld.index]
+        if ld.copy_of and copies is not None:
+            copies.append((_row(task, ld.sha256), ld.copy_of))
+            continue
         what, reason = outcome(ld.reason, ld.unchanged, vecs[pos_of[k]] if k in pos_of else None, dtype)
         row = _row(task, ld.sha256, STATUS_QUARANTINED if reason else STATUS_OK, reason or "")
         rows.append(row)
@@ -595,3 +609,25 @@ def _sort_batch(tasks, batch, vecs, dtype: str, report: BuildReport):
             report.quarantined += 1
             report.quarantined_items.append({"id": task.item.id, "uri": task.item.uri, "reason": reason})
     return rows, vec_rows, np.asarray(keep, dtype=np.int64)
+
+
+def _copy_vectors(writer, copies: list[tuple[dict, str]]) -> None:
+    """Write each (row, id) of `copies` with the vector the set holds for that id: one pass over the
+    set's ids (a block in memory at a time) finds their rows, which are then read one by one. The
+    vectors were written by this encoder from these same bytes, so encoding them again would give
+    them back (up to the nondeterminism of a forward pass), at the cost of decoding and a forward."""
+    want: dict[str, list[int]] = {}
+    for n, (_, i) in enumerate(copies):
+        want.setdefault(i, []).append(n)
+    rows = writer.store.rows(writer.set_name)
+    at = np.full(len(copies), -1, dtype=np.int64)
+    for start, _, meta in rows.stream(vectors=False, chunk_rows=1 << 16, columns=("id",), raw=True):
+        for r, i in enumerate(meta["id"].strings()):
+            for n in want.get(i, ()):
+                at[n] = start + r
+    if (at < 0).any():  # the plan saw these ids in the set, and the build holds the store's lock
+        raise BuildError(f"{int((at < 0).sum())} stored vector(s) to copy are no longer in the set "
+                         f"(e.g. {copies[int(np.flatnonzero(at < 0)[0])][1]}); run the build again")
+    for a in range(0, len(copies), 4096):
+        part = [row for row, _ in copies[a : a + 4096]]
+        writer.put(part, rows.fetch(at[a : a + 4096]), part)
