@@ -51,6 +51,7 @@ def register(app: typer.Typer) -> None:
         method: str = typer.Option("knn", "--method", "-m", help="knn | lof | mahalanobis | pca | iforest | ocsvm"),
         fit_on: str = typer.Option(None, "--fit-on", help="Fit on items matching key=value[,key=value] (label, split, id, uri or a metadata column such as brand=acme); '|' for OR."),
         score: Path = typer.Option(None, "--score", help="Score these new items (folder, manifest or store) instead of the store."),
+        layout: str = typer.Option("auto", "--layout", help="How a folder given to --score is read, as in `embed build`: auto | classes | splits | flat (every file, no labels)."),
         vector_set: str = typer.Option(None, "--set", help="Vector set name or encoder id, when the store has several."),
         contamination: float = typer.Option(None, "--contamination", help="Share of new normal items to flag (default 0.05); "
                                             "the threshold is set on fit items scored by models that did not see them."),
@@ -78,7 +79,8 @@ def register(app: typer.Typer) -> None:
         r, _ = run_guarded(find_anomalies, store, method, fit_on=fit_on, score=score, vector_set=vector_set,
                            contamination=contamination, holdout_quantile=holdout_quantile, normal_labels=normal,
                            params=parse_params(param), seed=seed, save=save, force=force,
-                           progress=not quiet and not json_out, exclude=exclude, exclude_kinds=kinds_list(exclude_kinds))
+                           progress=not quiet and not json_out, exclude=exclude, exclude_kinds=kinds_list(exclude_kinds),
+                           layout=layout)
         if out is not None:
             run_guarded(_write_ranked, out, r.ranked)
         written = run_guarded(_histograms, r, plots) if plots is not None else []

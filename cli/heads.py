@@ -173,6 +173,7 @@ def register(app: typer.Typer) -> None:
         head: Path = typer.Argument(..., help="A head folder saved by `embed fit-head --out`."),
         source: Path = typer.Argument(..., help="A folder, a CSV/Parquet manifest, or a store (.h5)."),
         out: Path = typer.Option(None, "--out", "-o", help="Write predictions to .csv, .json, .jsonl or .parquet."),
+        layout: str = typer.Option("auto", "--layout", help="How a folder is read, as in `embed build`: auto | classes | splits | flat (every file, no labels)."),
         store: Path = typer.Option(None, "--store", "-s", help="Keep the new embeddings in this store (else a temporary one)."),
         weights: Path = typer.Option(None, "--weights", help="The local weights file the head's encoder was built with."),
         device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
@@ -186,12 +187,15 @@ def register(app: typer.Typer) -> None:
         from embedstore.heads.apply import predict as run_predict
 
         r = run_guarded(run_predict, head, source, out=out, store=store, weights=str(weights) if weights else None,
-                        device=device, batch_size=batch_size, workers=workers, progress=not quiet and not json_out)
+                        device=device, batch_size=batch_size, workers=workers, progress=not quiet and not json_out,
+                        layout=layout)
         if json_out:
             emit_json(r.to_dict())
             return
         say(f"predicted {r.predicted} item(s) with {r.head}; quarantined {r.quarantined}")
         say("  labels: " + ", ".join(f"{k} {v}" for k, v in sorted(r.label_counts.items())))
+        for n in r.notes:
+            say(f"  note: {n}")
         if r.seen_in_training:
             say(f"  note: {r.seen_in_training} item(s) were used to fit or select this head (by content)"
                 + ("; the accuracy below leaves them out" if r.accuracy is not None else ""))

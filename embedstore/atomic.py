@@ -81,6 +81,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     tmp = temp_path(path)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)  # as every output path is taken: its folder is made
+    except OSError as e:
+        raise (disk_error(e, path, store=False) or _cannot_write(e, path)) from None
+    try:
         yield tmp
         _fsync_tree(tmp)
         fault(f"written:{path.name}")
@@ -90,9 +94,17 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         disk = disk_error(e, path, store=False)
         if disk is not None:
             raise disk from e
+        if isinstance(e, OSError) and str(getattr(e, "filename", "") or "").startswith(str(tmp)):
+            raise _cannot_write(e, path) from e  # the temporary itself could not be made (e.g. under /proc)
         raise
     fault(f"renamed:{path.name}")
     fsync_dir(path.parent)
+
+
+def _cannot_write(e: OSError, path: Path):
+    from .errors import StoreError
+
+    return StoreError(f"cannot write {path}: {e.strerror or type(e).__name__}; choose another path for the output")
 
 
 _DISK_ERRNOS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
@@ -189,7 +201,7 @@ def check_replace(path: str | Path, force: bool, what: str, error: type[Exceptio
     not write. Raises `error` with a one-line reason; returns whether `path` exists. Call it before any
     heavy work, so a refusal costs nothing."""
     path = Path(path)
-    _check_writable(path, error, otherwise)
+    check_writable(path, error, otherwise)
     if not (path.exists() or path.is_symlink()):
         return False
     if not force:
@@ -199,7 +211,7 @@ def check_replace(path: str | Path, force: bool, what: str, error: type[Exceptio
     return True
 
 
-def _check_writable(path: Path, error: type[Exception], otherwise: str) -> None:
+def check_writable(path: Path, error: type[Exception], otherwise: str) -> None:
     """Refuse, before any work, an output whose folder (or the nearest one of its parents that
     exists) cannot be written: a read-only mount or a folder without write permission. Without this a
     head is fitted, or a fine-tune trained, before the write fails."""

@@ -358,3 +358,23 @@ def test_a_file_moved_to_another_folder_gets_its_stored_vector_without_encoding(
     assert "0 new vectors" in out and "reused 1 (new ids with the bytes of items whose files are gone" in out
     out = embed("build", image_folder, "--store", store, "--encoder", "test:tiny", "--precision", "fp32", "-q").output
     assert "reused" not in out and "0 new vectors" in out
+
+
+def test_a_set_without_vectors_does_not_fix_the_preprocessing_of_later_builds(tmp_path, build_tiny):
+    """A first build of a folder holding only non-images made an empty vector set with the model's
+    preprocessing; the next build, of small images, kept that preprocessing "because this store
+    already holds this encoder's vectors made with it" although it held none, so the set differed
+    from a fresh store's and heads did not carry over. An empty set binds nothing, and the empty
+    build says that nothing was embedded."""
+    src = tmp_path / "tx"
+    src.mkdir()
+    (src / "readme.txt").write_text("x")
+    (src / "data.csv").write_text("a,b\n")
+    r = build_tiny(src, tmp_path / "x.h5", encoder="effnet-lite:lite0")
+    assert r.vectors_in_set == 0 and any(n.startswith("none of the source's files could be embedded (all 2") for n in r.notes)
+    for i in range(4):
+        write_image(src / f"img{i}.png", (20 * i, 90, 200))
+    r = build_tiny(src, tmp_path / "x.h5", encoder="effnet-lite:lite0")
+    fresh = build_tiny(src, tmp_path / "fresh.h5", encoder="effnet-lite:lite0")
+    assert r.vectors_in_set == 4 and r.vector_set == fresh.vector_set  # the small-image preprocessing, as a fresh store
+    assert not any("kept the model's preprocessing" in n for n in r.notes)

@@ -266,3 +266,29 @@ def test_export_keeps_few_files_open_when_syncing_is_slower_than_writing(tmp_pat
         t.join()
     assert rep.parts == 60 and len(list((tmp_path / "out" / "emb").glob("*.npy"))) == 60
     assert most[0] - base <= 16, f"{most[0] - base} files open at once"
+
+
+def test_an_imported_set_beside_a_built_one_of_as_many_vectors_is_not_the_default(store, tmp_path):
+    """After exporting a store and importing the export into it, both sets held as many vectors and
+    the newest, the imported one, became the default: `search --image` and `anomalies --score` then
+    failed (its encoder cannot be rebuilt), the latter advising --weights. Among equals the set built
+    here is the default, and a command that must embed into an imported set says to pick another."""
+    from conftest import copy_store
+
+    work = copy_store(store, tmp_path / "w.h5")
+    photos = store.parent / "photos"
+    assert embed("export", work, "--out", tmp_path / "x").exit_code == 0
+    r = embed("import", tmp_path / "x", "--store", work, "--json")
+    assert r.exit_code == 0, r.output
+    imported = json.loads(r.output)["vector_set"]
+    r = embed("search", work, "--image", photos / "cat" / "cat_001.png", "-k", 2, "--json")
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    assert d["hits"][0]["id"] == "cat/cat_001.png" and d["vector_set"] != imported
+    r = embed("anomalies", "--store", work, "--score", photos / "dog", "--json", "-q")
+    assert r.exit_code == 0, r.output
+    note = next(n for n in json.loads(r.output)["notes"] if n.startswith("using vector set"))
+    assert f"built here, so new items can be embedded for it (the newest, {imported}, was imported)" in note
+    r = embed("anomalies", "--store", work, "--set", imported, "--score", photos / "dog", "-q")
+    assert r.exit_code == 2 and "imported from elsewhere" in r.output and "--set NAME" in r.output
+    assert "--weights" not in r.output and r.output.count("\n") == 1, r.output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import h5py
@@ -597,3 +598,63 @@ def test_build_like_a_store_or_head_embeds_as_its_vectors_were_made(tmp_path):
         r = embed("build", big, "--store", tmp_path / "bad.h5", *extra, "-q")
         assert r.exit_code == 2 and message in r.output and len(r.output.strip().splitlines()) == 1, (extra, r.output)
         assert not (tmp_path / "bad.h5").exists()
+
+
+def test_predict_says_which_files_of_a_folder_it_did_not_read_and_reads_them_with_layout_flat(labelled, tmp_path):
+    """A folder of new images with one subfolder was read as class folders: the loose images were
+    dropped without a word, "predicted 3 item(s)", exit 0. An empty subfolder made it refuse with
+    advice (--layout flat) predict did not take. Now the dropped files are said, --layout flat reads
+    them, an empty folder lays nothing out, and anomalies --score says the same."""
+    import shutil
+
+    h = tmp_path / "h"
+    assert embed("fit-head", "ridge", "--store", labelled / "photos.h5", "--out", h, "-q").exit_code == 0
+    new = make_image_folder(tmp_path / "new", classes=CLASSES, per_class=2)
+    mix = tmp_path / "mix"
+    (mix / "sub").mkdir(parents=True)
+    loose = sorted((new / CLASSES[0]).iterdir()) + sorted((new / CLASSES[1]).iterdir())
+    for f in loose:
+        shutil.copy(f, mix / f.name)
+    shutil.copy(next((new / CLASSES[2]).iterdir()), mix / "sub" / "one.png")
+    r = embed("predict", h, mix, "--json", "-q")
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert d["predicted"] == 1 and d["skipped"] == {"top-level file outside any class folder": len(loose)}
+    (note,) = d["notes"]
+    assert note.startswith(f"{len(loose)} file(s) or folder(s) of the source were not read") and "--layout flat" in note
+    out = embed("predict", h, mix, "-q").output
+    assert "not read: 4 top-level file outside any class folder" in out and "pass --layout flat" in out
+    r = embed("predict", h, mix, "--layout", "flat", "--json", "-q")
+    assert r.exit_code == 0 and json.loads(r.stdout)["predicted"] == len(loose) + 1 and not json.loads(r.stdout)["skipped"]
+    # an empty subfolder beside loose images: read flat (auto), nothing to say
+    fe = tmp_path / "fe"
+    (fe / "empty_sub").mkdir(parents=True)
+    for f in loose:
+        shutil.copy(f, fe / f.name)
+    r = embed("predict", h, fe, "--json", "-q")
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert d["predicted"] == len(loose) and d["notes"] == [] and d["skipped"] == {"empty folder (no files under it)": 1}
+    r = embed("predict", h, labelled / "photos.h5", "--layout", "flat")
+    assert r.exit_code == 2 and "--layout applies to a folder" in r.output
+    r = embed("anomalies", "--store", labelled / "photos.h5", "--score", mix, "--json", "-q")
+    assert r.exit_code == 0 and any("not read: 4 top-level file" in n and "(not scored)" in n for n in json.loads(r.stdout)["notes"])
+    r = embed("anomalies", "--store", labelled / "photos.h5", "--score", mix, "--layout", "flat", "--json", "-q")
+    assert r.exit_code == 0 and json.loads(r.stdout)["scored_count"] == len(loose) + 1
+
+
+def test_outputs_into_missing_folders_are_made_and_unwritable_ones_are_one_line(labelled, tmp_path):
+    """`anomalies --out nd9/r.csv` failed as 'unexpected FileNotFoundError' when nd9 did not exist
+    (other outputs made their folder); `fit-head --out /proc/x` the same. predict refused the missing folder."""
+    r = embed("anomalies", "--store", labelled / "photos.h5", "--out", tmp_path / "nd9" / "r.csv", "-q")
+    assert r.exit_code == 0 and (tmp_path / "nd9" / "r.csv").read_text().startswith("rank,id"), r.output
+    h = tmp_path / "h"
+    assert embed("fit-head", "ridge", "--store", labelled / "photos.h5", "--out", h, "-q").exit_code == 0
+    r = embed("predict", h, labelled / "photos.h5", "--out", tmp_path / "a" / "b" / "p.csv", "-q")
+    assert r.exit_code == 0 and (tmp_path / "a" / "b" / "p.csv").exists(), r.output
+    if os.path.isdir("/proc/self"):  # a folder no one can make anything in, even root
+        r = embed("anomalies", "--store", labelled / "photos.h5", "--out", "/proc/nope/r.csv", "-q")
+        assert r.exit_code == 2 and "cannot write /proc/nope/r.csv: No such file or directory; choose another path" in r.output
+        assert "unexpected" not in r.output
+        r = embed("fit-head", "ridge", "--store", labelled / "photos.h5", "--out", "/proc/nope", "-q")
+        assert r.exit_code == 2 and "cannot write /proc/nope" in r.output and "unexpected" not in r.output

@@ -111,7 +111,8 @@ def find_anomalies(store: str | Path, method: str = "knn", fit_on: str | None = 
                    normal_labels: list[str] | None = None, params: dict | None = None, seed: int = 0,
                    max_memory: str | int = "4GB", save: str | Path | None = None, force: bool = False,
                    weights: str | None = None, device: str = "auto", progress: bool = True,
-                   exclude: str | Path | None = None, exclude_kinds: list[str] | None = None) -> tuple[AnomalyReport, object]:
+                   exclude: str | Path | None = None, exclude_kinds: list[str] | None = None,
+                   layout: str = "auto") -> tuple[AnomalyReport, object]:
     """Fit `method` on the `fit_on` subset of `store` and score every item (or the items of `score`).
 
     `exclude` (an exclusion list, see `sources.exclusions`; `exclude_kinds` keeps only rows of those
@@ -119,9 +120,10 @@ def find_anomalies(store: str | Path, method: str = "knn", fit_on: str | None = 
     scored and ranked, as items the detector did not see, and marked `excluded` in the ranking.
 
     The threshold flags about `contamination` (default 0.05) of new normal items: it is calibrated on
-    fit items each scored by a model that did not see them; `holdout_quantile` q is contamination 1 - q."""
+    fit items each scored by a model that did not see them; `holdout_quantile` q is contamination 1 - q.
+    `layout` reads a folder given to `score` as `embed build` would (auto | classes | splits | flat)."""
     from ..store import open_store
-    from ..heads.apply import embed_like, is_store, matching_set
+    from ..heads.apply import embed_like, is_store, matching_set, skipped_note
     from ..modelfile import check_model_out
 
     if method not in DETECTOR_NAMES:
@@ -205,7 +207,12 @@ def find_anomalies(store: str | Path, method: str = "knn", fit_on: str | None = 
         else:
             target_store = Path(score) if is_store(Path(score)) else Path(tmp) / "score.h5"
             if target_store != Path(score):
-                embed_like(vs.provenance, Path(score), target_store, weights, device, 64, None, progress)
+                built = embed_like(vs.provenance, Path(score), target_store, weights, device, 64, None, progress, layout)
+                note = skipped_note(built.skipped, built.skipped_paths, score)
+                if note:
+                    report.notes.append(note + " (not scored)")
+            elif layout != "auto":
+                raise DetectorError(f"--layout applies to a folder given to --score; {score} is a store, read as it is")
             with open_store(target_store, mode="r") as st2:
                 target = st2.rows(matching_set(st2, vs.provenance, f"store {store}", DetectorError, made="holds").name)
                 items = st2.items()

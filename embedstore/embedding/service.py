@@ -151,6 +151,9 @@ class EmbeddingService:
         texts = prov.get("modality") == "text"
         pp = prov.get("preprocess") if not texts else None
         name = str(prov["encoder"])
+        if name.startswith("external:"):  # `embed import`: vectors made elsewhere, by an encoder this tool does not have
+            raise error(f"these vectors were imported from elsewhere ({name}): new items cannot be embedded as they were; "
+                        "use a vector set embedstore built (--set NAME; `embed info` lists them), or build one with `embed build`")
         relative_dir = name.startswith("local-dir:") and not Path(name[len("local-dir:"):]).expanduser().is_absolute()
         try:
             enc = make_encoder(name, weights, layer_for(prov), texts, pp if isinstance(pp, dict) else None)

@@ -34,6 +34,9 @@ class PredictReport:
     judged: int = 0  # items `accuracy` is measured on
     seen_in_training: int = 0  # items the head was fitted or selected on (by content)
     unseen_labels: dict = field(default_factory=dict)  # labels the head has no class for -> items (judged, always wrong)
+    skipped: dict = field(default_factory=dict)  # reason -> files of a source folder not read (e.g. beside class folders)
+    skipped_paths: dict = field(default_factory=dict)  # reason -> the first of them (up to 5)
+    notes: list = field(default_factory=list)
     rows: list = field(default_factory=list)  # [{id, uri, label, prob, probs{class: p}, status, reason, true_label}]
     wall_s: float = 0.0
 
@@ -99,19 +102,39 @@ def provenance_like(path: str | Path, error=HeadError) -> tuple[dict, str]:
 
 
 def embed_like(prov: dict, source: Path, store: Path, weights: str | None, device: str, batch_size: int | None,
-               workers: int | None, progress: bool) -> None:
+               workers: int | None, progress: bool, layout: str = "auto"):
     """Embed `source` into `store` exactly as the vectors of `prov` were made (the embedding service
-    rebuilt from that provenance: encoder, weights, layer, preprocessing, dtype, normalisation)."""
+    rebuilt from that provenance: encoder, weights, layer, preprocessing, dtype, normalisation).
+    Returns the build's report (ingest.runner.BuildReport): its `skipped` says which files of a
+    folder were not read (e.g. loose files beside class folders), which the caller must say too."""
     from ..ingest import build
 
-    build(source, store, like=prov, weights=weights, device=device, batch_size=batch_size, workers=workers,
-          labels=True, progress=progress)
+    return build(source, store, like=prov, weights=weights, device=device, batch_size=batch_size, workers=workers,
+                 labels=True, progress=progress, layout=layout)
+
+
+def skipped_note(skipped: dict, skipped_paths: dict, source) -> str | None:
+    """One line for the files of a source folder that were not read, or None; with the fix when
+    they are loose files beside class folders."""
+    skipped = {why: n for why, n in skipped.items() if not why.startswith("empty folder")}  # nothing in them to read
+    if not skipped:
+        return None
+    parts = []
+    for why, n in skipped.items():
+        paths = skipped_paths.get(why, [])
+        parts.append(f"{n} {why}" + (f" (e.g. {paths[0]})" if paths else ""))
+    fix = ""
+    if any("top-level file outside" in why for why in skipped):
+        fix = f"; to read every file of {source}, pass --layout flat"
+    return f"{sum(skipped.values())} file(s) or folder(s) of the source were not read: {'; '.join(parts)}{fix}"
 
 
 def predict(head_path: str | Path, source: str | Path, out: str | Path | None = None, store: str | Path | None = None,
             weights: str | None = None, device: str = "auto", batch_size: int | None = None, workers: int | None = None,
-            progress: bool = True) -> PredictReport:
-    """Label every item of `source` (folder, manifest or store) with a saved head."""
+            progress: bool = True, layout: str = "auto") -> PredictReport:
+    """Label every item of `source` (folder, manifest or store) with a saved head. A folder is read
+    by `layout`, as `embed build` reads it (auto | classes | splits | flat); the files it does not
+    read (loose files beside class folders, say) are counted in the report's `skipped` and noted."""
     from ..store import open_store
 
     t0 = time.perf_counter()
@@ -120,14 +143,22 @@ def predict(head_path: str | Path, source: str | Path, out: str | Path | None = 
     source = Path(source)
     if out is not None:
         _check_out(Path(out))
+    if layout != "auto" and is_store(source):
+        raise HeadError(f"--layout applies to a folder; {source} is a store, whose items are read as they are")
     with tempfile.TemporaryDirectory(prefix="embed-predict-") as tmp:
+        built = None
         if is_store(source):
             store_path = source
         else:
             store_path = Path(store) if store else Path(tmp) / "predict.h5"
-            embed_like(prov, source, store_path, weights, device, batch_size, workers, progress)
+            built = embed_like(prov, source, store_path, weights, device, batch_size, workers, progress, layout)
         report = PredictReport(head=str(head_path), source=str(source), store=str(store_path) if store or is_store(source) else "(temporary)",
                                out=str(out) if out else None)
+        if built is not None:
+            report.skipped, report.skipped_paths = dict(built.skipped), dict(built.skipped_paths)
+            note = skipped_note(built.skipped, built.skipped_paths, source)
+            if note:
+                report.notes.append(note)
         with open_store(store_path, mode="r") as st:
             vs = matching_set(st, prov, f"head {head_path}")
             rows = st.rows(vs.name)
@@ -136,7 +167,7 @@ def predict(head_path: str | Path, source: str | Path, out: str | Path | None = 
         if not is_store(source):  # label the source's items only, even in a --store that holds more
             from ..sources import open_source
 
-            wanted = {it.id for it in open_source(source).items}
+            wanted = {it.id for it in open_source(source, layout=layout).items}
         _label_rows(head, rows, report, wanted)
         _quarantined_rows(items, report, wanted)
     if out is not None:
@@ -191,8 +222,9 @@ def _check_out(out: Path) -> None:
         raise HeadError(f"--out {out}: use a .csv, .json, .jsonl or .parquet file name")
     if out.is_dir():
         raise HeadError(f"--out {out} is a folder; give a file name ending in .csv or .json")
-    if not out.parent.exists():
-        raise HeadError(f"--out {out}: folder {out.parent} does not exist")
+    from ..atomic import check_writable
+
+    check_writable(out, HeadError, "choose another --out")  # a missing folder is made when the predictions are written
 
 
 def write_predictions(out: Path, report: PredictReport, classes: list[str]) -> None:

@@ -380,6 +380,9 @@ def build(
             report.notes.extend(st.notes)  # repairs on open (damaged shards moved aside, index rebuilt), ignored files
             vs = next((v for v in st.vector_sets() if v.name == set_name), None)
             report.vectors_in_set = vs.count if vs else 0
+            if not report.vectors_in_set and report.quarantined and not report.interrupted:
+                report.notes.append(f"none of the source's files could be embedded (all {report.quarantined} quarantined, "
+                                    "reasons below): the set holds no vectors; add images and build again")
             report.index = {k: v for k, v in (vs.index if vs else {}).items() if k != "ids_sha256"}
         report.wall_s = time.perf_counter() - t_start
         report.items_per_s = report.encoded / report.wall_s if report.wall_s > 0 else 0.0
@@ -408,7 +411,7 @@ def _recorded_precision(store, svc: EmbeddingService) -> str | None:
         try:
             with open_store(store) as st:
                 vs = st.find_set(svc.provenance)
-                if vs is not None and vs.attrs.get(BUILD_PRECISION):
+                if vs is not None and vs.count and vs.attrs.get(BUILD_PRECISION):
                     return str(vs.attrs.get(BUILD_PRECISION))
         except StoreError:  # a store only a writer can open (e.g. to repair after a kill): ask its shards
             pass
@@ -464,10 +467,11 @@ def _held_preprocess(svc: EmbeddingService, store, candidates, notes: list):
     A damaged shard is moved aside here, as the build's own open would, and `notes` says so."""
     if not Path(store).exists():
         return None
-    def find(st):
+    def find(st):  # a set without vectors (every file of its builds quarantined) holds nothing to keep consistent with
         for pp in candidates:
             svc.encoder.set_preprocess(pp)
-            if st.find_set(svc.provenance) is not None:
+            vs = st.find_set(svc.provenance)
+            if vs is not None and vs.count:
                 return pp
         return None
 

@@ -75,6 +75,15 @@ def _subfolders(path: Path) -> list[str]:
         return sorted(e.name for e in entries if not e.name.startswith(".") and e.is_dir())
 
 
+def _has_files(path: Path) -> bool:
+    """Whether any non-hidden file lies under `path` (the walk stops at the first)."""
+    for _dirpath, dirnames, filenames in os.walk(path, followlinks=True):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        if any(not f.startswith(".") for f in filenames):
+            return True
+    return False
+
+
 def _names(folders: list[str], most: int = 8) -> str:
     more = f", ... ({len(folders)} folders)" if len(folders) > most else ""
     return ", ".join(folders[:most]) + more if folders else "no folders"
@@ -111,9 +120,15 @@ def list_folder(root: Path, labels: bool = True, layout: str = "auto") -> Source
             raise SourceError(f"--no-labels means --layout flat; it cannot go with --layout {layout}")
         layout = "flat"
     root = root.resolve()
-    read = choose_layout(root, _subfolders(root), layout)
-    split_has_classes: dict[str, bool] = {}
     skipped: dict[str, list[str]] = {}
+    top = []
+    for d in _subfolders(root):  # an empty folder (say a class not yet filled) neither labels nor lays out anything
+        if _has_files(root / d):
+            top.append(d)
+        elif not _is_store_folder(str(root), d):
+            skipped.setdefault("empty folder (no files under it)", []).append(str(root / d))
+    read = choose_layout(root, top, layout)
+    split_has_classes: dict[str, bool] = {}
     items = ItemTable()
     for f in _walk_files(root, skipped, keep_top=is_split_name if read == "splits" else None):
         rel = shown(f.relative_to(root).as_posix())  # ids and labels: undecodable name bytes shown as \xNN

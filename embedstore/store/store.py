@@ -557,10 +557,17 @@ class Store:
             if len(sets) > 1:  # e.g. after `embed finetune` re-embedded the store: the newest set, said
                 # the newest of those holding the most vectors: photos added after a fine-tune (built
                 # into the default encoder's set) are then found, not missing from every default read
+                # among equals, a set embedstore built before an imported one (`embed import`): new
+                # items and queries can be embedded for it
                 newest = max(sets, key=lambda v: (str(v.attrs.get("created", "")), v.name))
-                chosen = max(sets, key=lambda v: (v.count, str(v.attrs.get("created", "")), v.name))
-                why = (f"the newest of {len(sets)}" if chosen is newest else
-                       f"the one with the most vectors of {len(sets)} (the newest, {newest.name}, holds {newest.count})")
+                chosen = max(sets, key=lambda v: (v.count, not v.encoder.startswith("external:"),
+                                                  str(v.attrs.get("created", "")), v.name))
+                if chosen is newest:
+                    why = f"the newest of {len(sets)}"
+                elif chosen.count == newest.count:
+                    why = f"built here, so new items can be embedded for it (the newest, {newest.name}, was imported)"
+                else:
+                    why = f"the one with the most vectors of {len(sets)} (the newest, {newest.name}, holds {newest.count})"
                 chosen.note = (f"using vector set {chosen.name} ({chosen.encoder}, {chosen.count} vectors), {why}; "
                                f"pick another with --set NAME or --set ENCODER_ID: {listing}")
                 return chosen
