@@ -59,7 +59,8 @@ def print_report(r) -> None:
         + (f"reused {r.reused} (new ids with the bytes of items whose files are gone, e.g. moved to another folder: "
            "their vectors copied, nothing re-embedded); " if r.reused else "")
         + f"quarantined {r.quarantined}"
-        + (f" new, {r.previously_quarantined} still (files unchanged since an earlier build quarantined them)"
+        + (f" new, {r.previously_quarantined} still (files unchanged since an earlier build quarantined them; "
+           "--retry-quarantined reads them again)"
            if r.previously_quarantined else ""))
     if r.exclusions:
         x = r.exclusions
@@ -141,6 +142,7 @@ def register(app: typer.Typer) -> None:
         like: Path = typer.Option(None, "--like", help="Embed exactly as this store's vectors (its default vector set) or this saved head's were made: the same encoder, weights, layer, preprocessing, dtype and normalisation, so heads fitted on one score the other. Replaces --encoder, --layer, --dtype, --normalize, --crop-pct, --interpolation and --resize-mode."),
         exclude: Path = typer.Option(None, "--exclude", help="Leave out items whose id is in this list: the CSV from `embed audit --out` (or any CSV/Parquet with an 'id' column) or a text file with one id per line. They are not embedded or added; items already in the store stay as they are."),
         exclude_kinds: str = typer.Option(None, "--exclude-kinds", help="With --exclude: only rows of these kinds (comma-separated, e.g. near_duplicate,leak; `embed audit` writes exact_duplicate, near_duplicate, leak, label_issue, outlier); needs a 'kind' column."),
+        retry_quarantined: bool = typer.Option(False, "--retry-quarantined", help="Read again the files an earlier build quarantined although they have not changed (e.g. after raising EMBEDSTORE_MAX_IMAGE_PIXELS)."),
         report_dir: Path = typer.Option(None, "--report", help="Write an HTML report (summary, embedding map) to this folder."),
         json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -172,7 +174,7 @@ def register(app: typer.Typer) -> None:
             shard_rows=shard_size, engine=engine, address=address, actors=actors,
             crop_pct=crop_pct, interpolation=interpolation, resize_mode=resize_mode,
             exclude=exclude, exclude_kinds=kinds_list(exclude_kinds), started=started, accel=accel, decode=decode,
-            interrupted=RESUMABLE,
+            retry_quarantined=retry_quarantined, interrupted=RESUMABLE,
         )
         page = None
         if report_dir is not None:

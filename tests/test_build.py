@@ -378,3 +378,26 @@ def test_a_set_without_vectors_does_not_fix_the_preprocessing_of_later_builds(tm
     fresh = build_tiny(src, tmp_path / "fresh.h5", encoder="effnet-lite:lite0")
     assert r.vectors_in_set == 4 and r.vector_set == fresh.vector_set  # the small-image preprocessing, as a fresh store
     assert not any("kept the model's preprocessing" in n for n in r.notes)
+
+
+def test_the_pixel_limit_is_said_raised_by_a_setting_and_quarantined_files_can_be_read_again(image_folder, tmp_path,
+                                                                                             build_tiny, monkeypatch):
+    """Images over PIL's bomb limit (89.5 megapixels) were quarantined with PIL's wording, no way to
+    raise it, and PIL's raw DecompressionBombWarning on stderr; and once quarantined a file stayed so
+    until it changed. The reason names the limit and the setting; --retry-quarantined reads it again."""
+    store = tmp_path / "s.h5"
+    monkeypatch.setenv("EMBEDSTORE_MAX_IMAGE_PIXELS", "1000")  # the test images are 48 x 40 = 1,920 pixels
+    r = build_tiny(image_folder, store)
+    assert (r.encoded, r.quarantined) == (0, 12)
+    assert r.quarantined_items[0]["reason"] == ("image too large (48x40 = 1,920 pixels, over the limit of 1,000; "
+                                                "raise it with EMBEDSTORE_MAX_IMAGE_PIXELS=1920)")
+    monkeypatch.setenv("EMBEDSTORE_MAX_IMAGE_PIXELS", "1920")
+    r = build_tiny(image_folder, store)
+    assert (r.encoded, r.previously_quarantined) == (0, 12)  # unchanged files: not read again unasked
+    out = embed("build", image_folder, "--store", store, "--encoder", "test:tiny", "--precision", "fp32", "-q").output
+    assert "12 still (files unchanged since an earlier build quarantined them; --retry-quarantined reads them again)" in out
+    r = build_tiny(image_folder, store, retry_quarantined=True)
+    assert (r.encoded, r.quarantined, r.vectors_in_set) == (12, 0, 12)
+    monkeypatch.setenv("EMBEDSTORE_MAX_IMAGE_PIXELS", "many")
+    r = embed("build", image_folder, "--store", tmp_path / "t.h5", "--encoder", "test:tiny")
+    assert r.exit_code == 2 and "EMBEDSTORE_MAX_IMAGE_PIXELS='many' is not a whole number" in r.output

@@ -156,7 +156,7 @@ def check_collisions(collisions: list, stored) -> None:
 
 
 def make_plan(source_items, stored=None, live: np.ndarray | None = None, has_metadata: bool = True,
-              folder: str | None = None) -> Plan:
+              folder: str | None = None, retry_quarantined: bool = False) -> Plan:
     """What to do with each item. `stored`: the store's item table (store/stored.StoredItems; None
     for an empty store), `live`: a mask over its rows, True where the vector set has the item's
     vector. A source without metadata columns (`has_metadata` False: a folder, a manifest of
@@ -174,7 +174,10 @@ def make_plan(source_items, stored=None, live: np.ndarray | None = None, has_met
     `folder` (a folder source): stored items from files under it that are gone (deleted, or moved
     to another label's folder) are counted in `plan.gone`; they stay in the store. When the source
     also has new ids, the hashes of the gone items with vectors go to `plan.reuse`: a new file with
-    the same bytes is the moved file, and gets its vector without being decoded or encoded."""
+    the same bytes is the moved file, and gets its vector without being decoded or encoded.
+
+    A file an earlier build quarantined is left as it is until it changes, or with `retry_quarantined`
+    (say after raising EMBEDSTORE_MAX_IMAGE_PIXELS, or installing a decoder) read again."""
     import dataclasses
     from itertools import islice
 
@@ -218,7 +221,7 @@ def make_plan(source_items, stored=None, live: np.ndarray | None = None, has_met
                     old_roots.add(old[: -len(rel) - 1])
             same_rows = p >= 0 and ((ex["label"][j] or None) == it.label and (ex["split"][j] or None) == it.split
                                     and (ex["meta"][j] or None) == it.meta)
-            if same_file and ex["status"][j] != STATUS_OK:
+            if same_file and ex["status"][j] != STATUS_OK and not retry_quarantined:
                 plan.previously_quarantined += 1
             elif same_file and is_live:
                 if same_rows:

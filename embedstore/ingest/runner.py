@@ -162,6 +162,7 @@ def build(
     started: float | None = None,
     accel: str = "auto",
     decode: str = "workers",
+    retry_quarantined: bool = False,
 ) -> BuildReport:
     """Embed every new or changed item of `source` into `store`; resumable and incremental.
 
@@ -181,7 +182,8 @@ def build(
     build (ingest/writer.ShardWriter; default 30, or EMBEDSTORE_CATALOG_SECONDS).
     `decode`: "workers" decode every image in the decode workers; "device" leaves JPEGs to the
     encoder's device (nvJPEG on a GPU, batched; on a CPU this process decodes them) and the workers
-    only read and hash them (embedding/pixels.py)."""
+    only read and hash them (embedding/pixels.py). `retry_quarantined`: read again the files an
+    earlier build quarantined, though they have not changed (ingest/plan.make_plan)."""
     t_start = time.perf_counter() if started is None else started
     # settings read before anything runs: a malformed value is one line now, not a failure after the encoding
     if catalog_seconds is None:
@@ -189,7 +191,9 @@ def build(
     from ..store.index import exact_max_rows, pq_min_rows
     from ..store.segments import grace
 
-    exact_max_rows(), pq_min_rows(), grace()
+    from ..sources.images import max_pixels
+
+    exact_max_rows(), pq_min_rows(), grace(), max_pixels()
     if dtype not in DTYPES:
         raise BuildError(f"--dtype must be float16 or float32, not '{dtype}'")
     if normalize not in NORMALIZE:
@@ -324,7 +328,7 @@ def build(
         with open_store(store, mode="a", create=True) as st:
             stored = st.stored_items()
             plan = make_plan(src.items, stored, st.live_rows(set_name, stored), has_metadata=src.has_metadata,
-                             folder=src.path if src.kind == "folder" else None)
+                             folder=src.path if src.kind == "folder" else None, retry_quarantined=retry_quarantined)
             del stored
             if len(plan.todo) or plan.metadata_only:
                 # converts (or loads) and checks the accelerated forward; not in the set's key. Only when

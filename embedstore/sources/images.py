@@ -10,7 +10,17 @@ import warnings
 from PIL import Image, ImageFile, ImageOps
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is quarantined, never half-decoded
-MAX_PIXELS = 178_956_970  # PIL's default bomb limit; larger images are quarantined
+# Pixels an image may have (width x height) before it is quarantined unread: PIL's own guard against
+# decompression bombs (Image.MAX_IMAGE_PIXELS, 89,478,485: about 9,500 x 9,500), which a huge scan or
+# panorama can exceed honestly. EMBEDSTORE_MAX_IMAGE_PIXELS raises (or lowers) it; decoding such an
+# image takes width x height x 3 bytes of memory in each decode worker.
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS
+
+
+def max_pixels() -> int:
+    from ..settings import env_number
+
+    return int(env_number("EMBEDSTORE_MAX_IMAGE_PIXELS", MAX_PIXELS, int, minimum=1))
 
 
 class DecodeError(Exception):
@@ -46,8 +56,10 @@ def open_image(data: bytes) -> Image.Image:
                 raise DecodeError(f"{bits}-bit JPEG: only 8-bit JPEGs can be read; "
                                   "convert it to 8-bit (or to a 16-bit PNG)") from None
             raise
-        if img.width * img.height > MAX_PIXELS:
-            raise DecodeError(f"image too large ({img.width}x{img.height} pixels)")
+        limit = max_pixels()
+        if img.width * img.height > limit:
+            raise DecodeError(f"image too large ({img.width}x{img.height} = {img.width * img.height:,} pixels, over the "
+                              f"limit of {limit:,}; raise it with EMBEDSTORE_MAX_IMAGE_PIXELS={img.width * img.height})")
         if img.width < 1 or img.height < 1:
             raise DecodeError("image has no pixels")
     return img
@@ -122,9 +134,13 @@ def _jpeg_precision(data: bytes) -> int | None:
 @contextlib.contextmanager
 def _reasons():
     """PIL's exceptions -> DecodeError with the quarantine reason."""
+    pil_limit = Image.MAX_IMAGE_PIXELS
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # the size is checked against max_pixels() before any pixel is decoded; PIL's own guard
+            # (a warning above its limit, an error at twice it) would otherwise refuse first
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            Image.MAX_IMAGE_PIXELS = max(max_pixels(), MAX_PIXELS)
             yield
     except DecodeError:
         raise
@@ -137,6 +153,8 @@ def _reasons():
         if "truncated" in msg:
             msg = "truncated image: " + msg
         raise DecodeError(f"corrupt image: {msg}"[:300]) from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = pil_limit
 
 
 def sample_image_sizes(uris: list[str], n: int = 32) -> list[tuple[int, int]]:
@@ -148,8 +166,10 @@ def sample_image_sizes(uris: list[str], n: int = 32) -> list[tuple[int, int]]:
     out = []
     for uri in uris[::step][:n]:
         try:
-            with Image.open(local_path(uri)) as img:
-                out.append(img.size)
+            with warnings.catch_warnings():  # a huge image is only measured here; the build says why it is refused
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(local_path(uri)) as img:
+                    out.append(img.size)
         except (OSError, ValueError, Image.DecompressionBombError):
             continue
     return out
