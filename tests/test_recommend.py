@@ -498,3 +498,24 @@ def test_interaction_files_read_iso_times_parquet_and_refuse_bad_rows(tmp_path):
             read_interactions(write_csv(tmp_path / "bad.csv", ["user", "item", "timestamp"], rows))
     with pytest.raises(SourceError, match=".csv or .parquet"):
         read_interactions(tmp_path / "x.json")
+
+
+def test_an_id_with_a_comma_is_liked_through_every_door_when_written_with_a_backslash(tmp_path):
+    """`--like "c/a,b.jpg"` was split into 'c/a' and 'b.jpg', and the escape `\\,` that --where
+    takes did not help either: an item whose name has a comma could not be liked."""
+    from embedstore.recommend import recommend
+    from embedstore.serve.server import open_api
+
+    X, labels = planted(per=6)
+    ids = [f"c/{i},x.jpg" if i == 3 else f"c/{i}.jpg" for i in range(len(X))]
+    store = vector_store(tmp_path / "c.h5", X, labels, ids=ids)
+    like = "c/3\\,x.jpg,c/4.jpg"
+    py = ids_of(recommend(store, like, k=4).hits)
+    cli = embed("recommend", store, "--like", like, "-k", "4", "--json")
+    assert cli.exit_code == 0, cli.output
+    assert json.loads(cli.output)["liked"] == ["c/3,x.jpg", "c/4.jpg"]
+    rep = open_api(store).handle("GET", "/api/recommend", {"like": like, "k": "4"})
+    assert rep.status == 200 and rep.json()["liked"] == ["c/3,x.jpg", "c/4.jpg"], rep.body
+    assert py == ids_of(json.loads(cli.output)["hits"]) == ids_of(rep.json()["hits"]) and len(py) == 4
+    r = embed("recommend", store, "--like", "c/3,x.jpg")  # unescaped: two ids, neither in the store
+    assert r.exit_code == 2 and "(a comma in an id written \\,)" in r.output

@@ -51,15 +51,26 @@ def check_options(k: int, diversity: float, clusters: int | None, dislike_weight
         raise OptionError(f"--dislike-weight must be between 0 and 1, not {dislike_weight}")
 
 
+class Ids(list):
+    """Ids already split and unescaped by `split_ids`: splitting them again gives them back."""
+
+
 def split_ids(ids) -> list[str]:
-    """'a,b' or ['a', 'b,c'] -> ['a', 'b', 'c'] (order kept, repeats dropped)."""
+    """'a,b' or ['a', 'b,c'] -> ['a', 'b', 'c'] (order kept, repeats dropped). A comma that is part
+    of an id is written '\\,' (as in --where); the rest as `embed ls` prints ids (naming.from_line)."""
+    import re
+
+    from ..naming import from_line
+
     if ids is None:
-        return []
+        return Ids()
+    if isinstance(ids, Ids):  # the server splits to check the ids, then hands them on
+        return ids
     parts = [ids] if isinstance(ids, str) else list(ids)
-    out: list[str] = []
+    out = Ids()
     for p in parts:
-        for x in str(p).split(","):
-            x = x.strip()
+        for x in re.split(r"(?<!\\),", str(p)):
+            x = from_line(x.strip().replace("\\,", ","))
             if x and x not in out:
                 out.append(x)
     return out
@@ -92,7 +103,7 @@ def resolve(ctx, ids: list[str], what: str) -> np.ndarray:
         import difflib
 
         close = difflib.get_close_matches(missing[0], list(ctx.rows.ids[:100000]), n=2)
-        hint = f"; did you mean {', '.join(close)}?" if close else "; ids are as `embed ls` shows them"
+        hint = f"; did you mean {', '.join(close)}?" if close else "; ids are as `embed ls` shows them (a comma in an id written \\,)"
         raise SearchError(f"{len(missing)} {what} id(s) not in {ctx.vs.name}: {', '.join(missing[:5])}"
                           + (" ..." if len(missing) > 5 else "") + hint)
     return np.array(rows, dtype=np.int64)
