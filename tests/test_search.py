@@ -352,3 +352,42 @@ def test_ivfpq_training_leaves_out_polysemous_codes(monkeypatch):
     ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
     assert isinstance(ivf, faiss.IndexIVFPQ) and ivf.is_trained and ivf.pq.M == 4
     assert not ivf.do_polysemous_training
+
+
+def test_cosine_scores_stay_within_one_through_every_door(tmp_path):
+    """A float16 row's norm is 1 only to about 1e-3: a self-match, or a duplicate, scored 1.0001 in
+    the CLI and 1.0000109 in the server's JSON. Scores of a normalised set are cosines, clipped to
+    [-1, 1], on the plain FAISS path and the filtered one alike; unnormalised scores are left alone."""
+    import faiss
+
+    from embedstore.search.index import ArrayRows, SearchIndex
+    from embedstore.serve.server import open_api
+    from test_recommend import vector_store
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(20, 8)).astype(np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    X[1] = X[0] * 1.002  # a duplicate whose stored norm rounded up
+    index = faiss.IndexFlatIP(8)
+    index.add(X)
+    for cosine, top in ((True, 1.0), (False, np.float32(1.002))):
+        s = SearchIndex(index, {"kind": "flat", "exact": True}, ArrayRows(X), cosine=cosine)
+        plain = s.search(X[:1], 2)
+        filtered = s.search(X[:1], 2, allowed=np.arange(20) < 10)
+        assert plain.D[0, 0] == pytest.approx(top, abs=1e-6) and filtered.D[0, 0] == pytest.approx(top, abs=1e-6)
+        assert plain.R[0, 0] == 1 and s.search(X[:1], 30).R[0, -1] == -1  # an empty slot stays empty
+    # through a store (the doors read vectors as stored: written here 0.2% over unit length)
+    store = tmp_path / "c.h5"
+    from embedstore.store import ItemRows, open_store
+
+    ids = [f"i{i:02d}" for i in range(20)]
+    with open_store(store, mode="a", create=True) as st:
+        items = ItemRows()
+        for i in ids:
+            items.append(id=i, uri=f"/data/{i}.jpg", sha256=i, status="ok", label="a")
+        st.commit("synthetic-0000", {"encoder": "synthetic", "dim": 8, "dtype": "float32", "normalize": "l2",
+                                     "modality": "image"}, items, ids, ids, X, {})
+        st.refresh(index=True)
+    cli = json.loads(embed("search", store, "--id", "i00", "-k", 2, "--json").output)["hits"]
+    api = open_api(store).handle("GET", "/api/search", {"id": "i00", "k": "2"}).json()["hits"]
+    assert cli[0]["id"] == api[0]["id"] == "i01" and cli[0]["score"] == api[0]["score"] == 1.0

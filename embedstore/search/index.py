@@ -91,10 +91,13 @@ class SearchIndex:
 
     `index` is the set's FAISS index (tuned parameters applied) over the first `index.ntotal` rows,
     or None (no usable index: every search scans exactly); `meta` its metadata (kind, params);
-    `rows` reads vectors by row (`chunks(mask)`, `fetch(positions)`)."""
+    `rows` reads vectors by row (`chunks(mask)`, `fetch(positions)`). `cosine`: the rows are unit
+    vectors (a store's L2-normalised set), so scores are cosines, kept within [-1, 1]: a float16
+    row's norm is 1 only to about 1e-3, and a self-match would otherwise score 1.0001."""
 
-    def __init__(self, index, meta: dict, rows, metric: str = "inner_product"):
+    def __init__(self, index, meta: dict, rows, metric: str = "inner_product", cosine: bool = False):
         self.index = index
+        self.cosine = cosine and metric == "inner_product"
         self.meta = dict(meta or {})
         self.rows = rows
         self.inner = metric == "inner_product"
@@ -143,7 +146,7 @@ class SearchIndex:
         if allowed is None and exclude is None and not exact and self._fast and self.n_indexed == n and k <= n:
             D, R = self.index.search(Q, k)  # the common case, as FAISS answers it (tuned nprobe already set)
             if len(R) == 0 or R[:, -1].min() >= 0:
-                return SearchResult(D, R, dict(self._fast_plan, rows=n, selected=n, indexed_rows=n))
+                return SearchResult(self._bounded(D, R), R, dict(self._fast_plan, rows=n, selected=n, indexed_rows=n))
         excl = None if exclude is None else np.asarray(exclude, dtype=np.int64).reshape(len(Q))
         kk = k + (1 if excl is not None and (excl >= 0).any() else 0)
         ni = min(self.n_indexed, n)
@@ -168,7 +171,13 @@ class SearchIndex:
         elif D.shape[1] > k:
             D, R = D[:, :k], R[:, :k]
         plan["complete"] = bool((R >= 0).sum(axis=1).min() >= min(k, pool - (0 if excl is None else 1))) if len(R) else True
-        return SearchResult(D, R, plan)
+        return SearchResult(self._bounded(D, R), R, plan)
+
+    def _bounded(self, D: np.ndarray, R: np.ndarray) -> np.ndarray:
+        """Cosine scores clipped to [-1, 1] (empty slots, R -1, left as they are)."""
+        if self.cosine and D.size:
+            D = np.where(R >= 0, np.clip(D, -1.0, 1.0), D).astype(D.dtype, copy=False)
+        return D
 
     def _indexed(self, Q, k, allowed, plan, pool=None):
         """Search the FAISS index over rows [0, n_indexed), restricted to `allowed` rows."""

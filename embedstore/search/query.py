@@ -41,7 +41,7 @@ class _Snapshot:
     def __init__(self, vs, rows, index, meta, state, stamp):
         self.vs, self.rows, self.meta, self.state, self.stamp = vs, rows, meta, state, stamp
         metric = "inner_product" if vs.provenance.get("normalize", "l2") == "l2" else "l2"
-        self.search = SearchIndex(index, meta, rows, metric)
+        self.search = SearchIndex(index, meta, rows, metric, cosine=metric == "inner_product")
         self.row_of = None
         self.masks: dict = {}  # --where text -> row mask (a few kept: servers repeat their filters)
 
