@@ -65,7 +65,7 @@ def _summary(r) -> None:
 def register(app: typer.Typer) -> None:
     @app.command(epilog=EPILOG)
     def audit(
-        store: Path = typer.Argument(..., help="A store built by `embed build`."),
+        store: Path = typer.Argument(..., metavar="STORE", help="A store built by `embed build`."),
         vector_set: str = typer.Option(None, "--set", help="Vector set name or encoder id, when the store has several."),
         out: Path = typer.Option(None, "--out", help="Write the findings (id, kind, score, detail) to this .csv or .parquet."),
         report: Path = typer.Option(None, "--report", help="Write an HTML report with thumbnails into this folder."),

@@ -117,7 +117,7 @@ def print_report(r) -> None:
 def register(app: typer.Typer) -> None:
     @app.command(epilog=EPILOG)
     def build(
-        source: Path = typer.Argument(..., help="A folder (<class>/..., train|val|test/<class>/..., or flat: see --layout) or a CSV/Parquet manifest with a 'path' column."),
+        source: Path = typer.Argument(..., metavar="SOURCE", help="A folder (<class>/..., train|val|test/<class>/..., or flat: see --layout) or a CSV/Parquet manifest with a 'path' column."),
         store: Path = typer.Option(..., "--store", "-s", help="The store file to create or add to (e.g. photos.h5)."),
         encoder: str = typer.Option("effnet-lite:lite0", "--encoder", "-e", help="Encoder id; see `embed encoders`."),
         weights: Path = typer.Option(None, "--weights", help="Local weights (.safetensors/.pth) for the encoder's architecture."),

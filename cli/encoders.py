@@ -26,7 +26,7 @@ def _layers(encoder_id: str) -> list[str]:
 def register(app: typer.Typer) -> None:
     @app.command(epilog="Examples:\n\n  embed encoders\n\n  embed encoders 'timm:*' --json\n\n  embed encoders --layers timm:vit_small_patch14_dinov2.lvd142m")
     def encoders(
-        pattern: str = typer.Argument("*", help="Glob over encoder ids."),
+        pattern: str = typer.Argument("*", metavar="PATTERN", help="Glob over encoder ids."),
         layers: str = typer.Option(None, "--layers", help="List the layer names of this encoder (for `build --layer`)."),
         json_out: bool = typer.Option(False, "--json", help="Print as JSON."),
     ) -> None:

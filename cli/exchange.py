@@ -12,7 +12,7 @@ EXPORT_EPILOG = (
     "Examples:\n\n"
     "  embed export photos.h5 --format npy --out photos-export/\n\n"
     "  embed export photos.h5 --format parquet --out photos-parquet/ --json\n\n"
-    "npy: emb/part-NNNNN.npy + metadata/part-NNNNN.parquet (id, label, split, uri), row-aligned, as embedding-reader "
+    "npy: emb/part-NNNNN.npy + metadata/part-NNNNN.parquet (id, label, split, uri, sha256; text and meta when items have them), row-aligned, as embedding-reader "
     "(file_format=\"parquet_npy\") and autofaiss read; parquet: emb/part-NNNNN.parquet with an embedding column."
 )
 IMPORT_EPILOG = (
@@ -27,7 +27,7 @@ IMPORT_EPILOG = (
 def register(app: typer.Typer) -> None:
     @app.command(epilog=EXPORT_EPILOG)
     def export(
-        store: Path = typer.Argument(..., help="A store built by `embed build`."),
+        store: Path = typer.Argument(..., metavar="STORE", help="A store built by `embed build`."),
         out: Path = typer.Option(..., "--out", help="A new folder to write."),
         fmt: str = typer.Option("npy", "--format", help="npy (emb/*.npy + metadata/*.parquet) | parquet (embedding column)."),
         vector_set: str = typer.Option(None, "--set", help="Vector set name or encoder id, when the store has several."),
@@ -48,7 +48,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("import", epilog=IMPORT_EPILOG)
     def import_(
-        source: Path = typer.Argument(..., help="A folder from `embed export`, clip-retrieval or another embedder."),
+        source: Path = typer.Argument(..., metavar="SOURCE", help="A folder from `embed export`, clip-retrieval or another embedder."),
         store: Path = typer.Option(..., "--store", "-s", help="The store to create or add to."),
         name: str = typer.Option(None, "--name", help="What made the vectors (the set is named external:NAME)."),
         json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),

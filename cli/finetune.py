@@ -27,23 +27,23 @@ def register(app: typer.Typer) -> None:
         head: Path = typer.Option(None, "--head", help="A linear head to start the classifier from (else a logistic probe is fitted)."),
         vector_set: str = typer.Option(None, "--set", help="Vector set name or encoder id, when the store has several."),
         unfreeze: int = typer.Option(2, "--unfreeze", min=0, help="Train the last N blocks (0 = classifier only)."),
-        epochs: int = typer.Option(5, "--epochs", min=1),
-        batch_size: int = typer.Option(32, "--batch-size", "-b", min=1),
+        epochs: int = typer.Option(5, "--epochs", min=1, help="Passes over the training items (early stopping may end sooner)."),
+        batch_size: int = typer.Option(32, "--batch-size", "-b", min=1, help="Images (or texts) per training step."),
         lr: float = typer.Option(1e-3, "--lr", help="Learning rate of the classifier."),
         backbone_lr_mult: float = typer.Option(0.1, "--backbone-lr-mult", help="Backbone learning rate = lr x this."),
-        weight_decay: float = typer.Option(0.05, "--weight-decay"),
+        weight_decay: float = typer.Option(0.05, "--weight-decay", help="AdamW weight decay."),
         patience: int = typer.Option(3, "--patience", min=1, help="Early stop after this many epochs without a better val accuracy."),
         no_augment: bool = typer.Option(False, "--no-augment", help="No random crops, flips or colour jitter."),
         class_weight: str = typer.Option("none", "--class-weight", help="'balanced': weight the loss (and the probe it is compared with) by n / (K x class count), for imbalanced labels."),
-        seed: int = typer.Option(0, "--seed"),
+        seed: int = typer.Option(0, "--seed", help="Seed of the split, the shuffling and augmentation, and the classifier's initial weights."),
         weights: Path = typer.Option(None, "--weights", help="The local weights file the store was built with."),
         device: str = typer.Option("auto", "--device", help="auto | cpu | cuda (mixed precision on GPU)."),
-        workers: int = typer.Option(None, "--workers", "-w", min=0),
+        workers: int = typer.Option(None, "--workers", "-w", min=0, help="Decode worker processes [default: as embed build]."),
         resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out run."),
         no_reembed: bool = typer.Option(False, "--no-reembed", help="Do not re-embed the store with the new encoder."),
-        json_out: bool = typer.Option(False, "--json"),
-        quiet: bool = typer.Option(False, "--quiet", "-q"),
+        json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     ) -> None:
         """Fine-tune the last blocks of the store's encoder on its labelled items; save it as a new encoder version."""
         from embedstore.finetune.loop import Recipe
@@ -88,12 +88,12 @@ def register(app: typer.Typer) -> None:
 
     @app.command(epilog="Example:\n\n  embed drift photos.h5 --from effnet-lite:lite0 --to local-dir:runs/ft-001")
     def drift(
-        store: Path = typer.Argument(..., help="A store with two vector sets of the same items."),
+        store: Path = typer.Argument(..., metavar="STORE", help="A store with two vector sets of the same items."),
         set_from: str = typer.Option(..., "--from", help="Vector set name or encoder id."),
         set_to: str = typer.Option(..., "--to", help="Vector set name or encoder id."),
         k: int = typer.Option(10, "-k", min=1, help="Neighbourhood size for the overlap."),
         sample: int = typer.Option(5000, "--sample", min=10, help="Compare at most this many common items (seeded)."),
-        json_out: bool = typer.Option(False, "--json"),
+        json_out: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
     ) -> None:
         """How far two encoder versions moved the same items: mean cosine shift and kNN overlap@k."""
         from embedstore.detectors.drift import drift as run_drift
@@ -116,16 +116,16 @@ def register(app: typer.Typer) -> None:
     @app.command("compare-encoders", epilog="Example:\n\n  embed compare-encoders photos/ --encoders "
                  "effnet-lite:lite0,torchvision:resnet50,open_clip:ViT-B-32/openai --report cmp/")
     def compare_encoders(
-        source: Path = typer.Argument(..., help="A labelled folder or manifest."),
+        source: Path = typer.Argument(..., metavar="SOURCE", help="A labelled folder or manifest."),
         encoders: str = typer.Option("effnet-lite:lite0", "--encoders", "-e", help="Comma-separated encoder ids."),
         sample: int = typer.Option(500, "--sample", min=10, help="Seeded sample of items to embed with each encoder."),
-        seed: int = typer.Option(0, "--seed"),
+        seed: int = typer.Option(0, "--seed", help="Seed of the sample, the split and the probes."),
         work: Path = typer.Option(None, "--work", help="Keep the per-encoder stores here (default: a temporary folder)."),
         batch_size: int = typer.Option(None, "--batch-size", "-b", min=1, help="Images per forward pass [default: as embed build: 8 on CPU, 64 on a GPU]."),
-        device: str = typer.Option("auto", "--device"),
+        device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
         report_dir: Path = typer.Option(None, "--report", help="Write an HTML report here."),
-        json_out: bool = typer.Option(False, "--json"),
-        quiet: bool = typer.Option(False, "--quiet", "-q"),
+        json_out: bool = typer.Option(False, "--json", help="Print the comparison as JSON."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     ) -> None:
         """Linear-probe and kNN accuracy (95% intervals), throughput and size per encoder on your data, and a recommendation."""
         from embedstore.heads.compare import compare_encoders as run_cmp

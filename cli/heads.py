@@ -79,7 +79,7 @@ def print_fit(r, plots: list[str]) -> None:
 def register(app: typer.Typer) -> None:
     @app.command("fit-head", epilog=FIT_EPILOG)
     def fit_head(
-        head: str = typer.Argument(..., help="logistic | linear-svm | ridge | knn | mlp | zero-shot"),
+        head: str = typer.Argument(..., metavar="HEAD", help="logistic | linear-svm | ridge | knn | mlp | zero-shot"),
         store: Path = typer.Option(..., "--store", "-s", help="A store built by `embed build` with labels."),
         out: Path = typer.Option(None, "--out", "-o", help="Folder to save the head to (head.json + its arrays file)."),
         vector_set: str = typer.Option(None, "--set", help="Vector set name or encoder id, when the store has several."),
@@ -170,8 +170,8 @@ def register(app: typer.Typer) -> None:
                         "SOURCE is embedded with exactly the encoder, weights, layer and preprocessing the head was "
                         "trained on; a store as SOURCE is used as it is, if its vectors match.")
     def predict(
-        head: Path = typer.Argument(..., help="A head folder saved by `embed fit-head --out`."),
-        source: Path = typer.Argument(..., help="A folder, a CSV/Parquet manifest, or a store (.h5)."),
+        head: Path = typer.Argument(..., metavar="HEAD", help="A head folder saved by `embed fit-head --out`."),
+        source: Path = typer.Argument(..., metavar="SOURCE", help="A folder, a CSV/Parquet manifest, or a store (.h5)."),
         out: Path = typer.Option(None, "--out", "-o", help="Write predictions to .csv, .json, .jsonl or .parquet."),
         layout: str = typer.Option("auto", "--layout", help="How a folder is read, as in `embed build`: auto | classes | splits | flat (every file, no labels)."),
         store: Path = typer.Option(None, "--store", "-s", help="Keep the new embeddings in this store (else a temporary one)."),
@@ -216,7 +216,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command(epilog="Example:\n\n  embed evaluate heads/photos-logistic --store holdout.h5 --json")
     def evaluate(
-        head: Path = typer.Argument(..., help="A head folder saved by `embed fit-head --out`."),
+        head: Path = typer.Argument(..., metavar="HEAD", help="A head folder saved by `embed fit-head --out`."),
         store: Path = typer.Option(..., "--store", "-s", help="A labelled store embedded with the head's encoder."),
         split: str = typer.Option(None, "--split", help="Only items of this split (default: every labelled item)."),
         plots: Path = typer.Option(None, "--plots", help="Write confusion.png here."),

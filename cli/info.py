@@ -147,7 +147,7 @@ def print_info(d: dict, show: int = 10, shown: str | None = None) -> None:
 def register(app: typer.Typer) -> None:
     @app.command(epilog="Example:\n\n  embed info photos.h5 --json")
     def info(
-        store: Path = typer.Argument(..., help="A store file made by `embed build`."),
+        store: Path = typer.Argument(..., metavar="STORE", help="A store file made by `embed build`."),
         json_out: bool = typer.Option(False, "--json", help="Print everything as JSON."),
     ) -> None:
         """Items (and how many of their files no longer exist), labels, splits (a split x class table), vector sets with

@@ -15,7 +15,7 @@ def register(app: typer.Typer) -> None:
                         "  embed ls photos.h5 --status quarantined --json\n\n"
                         "  embed ls products.h5 --where brand=acme,year=2024 --long")
     def ls(
-        store: Path = typer.Argument(..., help="A store file made by `embed build`."),
+        store: Path = typer.Argument(..., metavar="STORE", help="A store file made by `embed build`."),
         where: str = typer.Option(None, "--where", help="Only items matching key=value[,key=value]: label, split, id, uri or a metadata column (a manifest's other columns, e.g. brand=acme); '|' for OR, globs for id, uri and metadata; != and ranges (year>=2020, price<10)."),
         status: str = typer.Option(None, "--status", help="ok | quarantined | missing (embedded items whose file no longer exists; default: all)."),
         long: bool = typer.Option(False, "--long", "-l", help="Also print label, split, status (with a quarantined file's reason) and metadata."),

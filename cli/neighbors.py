@@ -19,7 +19,7 @@ EPILOG = (
 def register(app: typer.Typer) -> None:
     @app.command(epilog=EPILOG)
     def neighbors(
-        store: Path = typer.Argument(..., help="A store built by `embed build`."),
+        store: Path = typer.Argument(..., metavar="STORE", help="A store built by `embed build`."),
         k: int = typer.Option(10, "-k", help="Neighbours per item."),
         out: Path = typer.Option(..., "--out", help="A .csv or .parquet file to write."),
         where: str = typer.Option(None, "--where", help="Only these items, as queries and as neighbours (label, split, id, uri or a metadata column such as brand=acme)."),

@@ -31,7 +31,7 @@ def _say_hits(hits: list) -> None:
 def register(app: typer.Typer) -> None:
     @app.command(epilog=EPILOG)
     def recommend(
-        store: Path = typer.Argument(..., help="The store to recommend from (built by `embed build`)."),
+        store: Path = typer.Argument(..., metavar="STORE", help="The store to recommend from (built by `embed build`)."),
         like: list[str] = typer.Option(None, "--like", metavar="ID[,ID...]", help="Liked item ids, comma-separated or repeated (a comma within an id written \\,)."),
         dislike: list[str] = typer.Option(None, "--dislike", metavar="ID[,ID...]", help="Disliked item ids: pushed away from, never returned."),
         interactions: Path = typer.Option(None, "--interactions", help="A CSV/Parquet of user,item[,rating,timestamp]: top k per user to --out."),

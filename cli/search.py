@@ -23,7 +23,7 @@ EPILOG = (
 def register(app: typer.Typer) -> None:
     @app.command(epilog=EPILOG)
     def search(
-        store: Path = typer.Argument(..., help="A store built by `embed build`."),
+        store: Path = typer.Argument(..., metavar="STORE", help="A store built by `embed build`."),
         item_id: str = typer.Option(None, "--id", help="Query by a stored item's id."),
         image: Path = typer.Option(None, "--image", help="Query by an image file (embedded with the store's encoder)."),
         text: str = typer.Option(None, "--text", help="Query by text (stores built with an open_clip encoder)."),

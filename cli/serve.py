@@ -16,14 +16,15 @@ EPILOG = (
     "  embed serve photos.h5 --host 0.0.0.0        # prints a URL with a generated access token\n\n"
     "API (described at /openapi.json): GET /api/search?id=ID&k=10[&where=label=cat] | ?text=..., "
     "POST /api/search (image body), GET /api/items/ID, GET /api/thumb/ID, GET /api/map, "
-    "POST /api/predict (image body, with --head), GET /api/anomalies (with --anomalies), GET /api/info."
+    "GET /api/recommend?like=ID[,ID...]&k=10[&dislike=...], POST /api/predict (image body, with --head), "
+    "GET /api/anomalies (with --anomalies), GET /api/audit (and the page /audit), GET /api/info."
 )
 
 
 def register(app: typer.Typer) -> None:
     @app.command(epilog=EPILOG)
     def serve(
-        store: Path = typer.Argument(..., help="A store built by `embed build`."),
+        store: Path = typer.Argument(..., metavar="STORE", help="A store built by `embed build`."),
         head: Path = typer.Option(None, "--head", help="A saved head for POST /api/predict."),
         host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind; loopback by default. Any other needs a token."),
         port: int = typer.Option(8000, "--port", min=0, max=65535, help="Port (0 picks a free one)."),

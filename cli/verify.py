@@ -24,7 +24,7 @@ def _verify(store: Path, repair: bool) -> dict:
 def register(app: typer.Typer) -> None:
     @app.command(epilog="Examples:\n\n  embed verify photos.h5\n\n  embed verify photos.h5 --repair --json")
     def verify(
-        store: Path = typer.Argument(..., help="A store file made by `embed build`."),
+        store: Path = typer.Argument(..., metavar="STORE", help="A store file made by `embed build`."),
         repair: bool = typer.Option(False, "--repair", help="Move damaged shards aside, rebuild the catalog and any damaged "
                                     "or stale index (what can be done without the source); the next `embed build` "
                                     "re-embeds the items of moved shards."),

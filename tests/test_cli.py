@@ -79,7 +79,7 @@ def test_errors_are_one_line_and_non_zero(image_folder, tmp_path, monkeypatch, a
     [
         (["build", "{src}"], "missing option '--store' / '-s' (`embed build --help` lists"),
         (["build", "{src}", "--store", "x.h5", "--batch-size", "0"], "invalid value for '--batch-size'"),
-        (["fit-head"], "missing argument 'head' (`embed fit-head --help` lists"),
+        (["fit-head"], "missing argument 'HEAD' (`embed fit-head --help` lists"),
         (["search", "x.h5", "-k", "abc"], "invalid value for '-k'"),
         (["fit-head", "logistic", "--stor", "x.h5"], "no such option: --stor"),
         (["nosuch"], "no such command 'nosuch' (`embed --help` lists"),
@@ -285,3 +285,23 @@ def test_an_output_folder_that_cannot_be_written_is_refused_before_any_work(imag
     (tmp_path / "afile").write_text("x")
     r = run("fit-head", "logistic", "--store", s, "--out", tmp_path / "afile" / "h", "-q")
     assert r.exit_code == 2 and f"{tmp_path / 'afile'} is a file, not a folder; choose another --out" in r.stderr, r.stderr
+
+
+def test_every_option_of_every_command_says_what_it_does():
+    """`finetune --epochs`, `--seed`, `--json` and others printed no description at all."""
+    import typer
+
+    from conftest import embed
+    from embedstore.cli.common import click  # the click typer runs on (its own copy)
+    from embedstore.cli.main import app
+
+    group = typer.main.get_command(app)
+    ctx = click.Context(group)
+    bare = []
+    for name in group.list_commands(ctx):
+        cmd = group.get_command(ctx, name)
+        bare += [f"{name} {p.opts[0]}" for p in cmd.params if p.param_type_name == "option" and not (p.help or "").strip()]
+        assert cmd.epilog and "embed " in cmd.epilog, f"{name} --help has no example"
+    assert not bare, bare
+    out = embed("serve", "--help").output
+    assert all(route in out for route in ("/api/recommend", "/api/audit", "/api/search", "/api/predict"))
