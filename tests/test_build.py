@@ -126,8 +126,13 @@ def test_files_gone_from_the_folder_are_said_and_stay(image_folder, tmp_path, bu
     long = embed("ls", store, "--status", "missing", "-l").stdout.splitlines()
     assert len(long) == 2 and all("missing (its file no longer exists" in line for line in long), long
     (tmp_path / "gone.txt").write_text(gone.stdout)
+    r = embed("fit-head", "logistic", "--store", store, "--json", "-q")  # fit-head says so too, with the fix
+    (said,) = [n for n in json.loads(r.stdout)["notes"] if "have files that no longer exist" in n]
+    assert said.startswith("2 of the 13 items in the head's splits have files that no longer exist, e.g. ")
+    assert f"`embed ls {store} --status missing > gone.txt`, then fit again with --exclude gone.txt" in said
     r = embed("fit-head", "logistic", "--store", store, "--exclude", tmp_path / "gone.txt", "--json", "-q")
     assert r.exit_code == 0 and json.loads(r.stdout)["excluded"]["ids"] == 2, r.output
+    assert not any("no longer exist" in n for n in json.loads(r.stdout)["notes"])
 
 
 def test_bad_files_are_quarantined_and_build_goes_on(image_folder, tmp_path, build_tiny):
@@ -401,3 +406,31 @@ def test_the_pixel_limit_is_said_raised_by_a_setting_and_quarantined_files_can_b
     monkeypatch.setenv("EMBEDSTORE_MAX_IMAGE_PIXELS", "many")
     r = embed("build", image_folder, "--store", tmp_path / "t.h5", "--encoder", "test:tiny")
     assert r.exit_code == 2 and "EMBEDSTORE_MAX_IMAGE_PIXELS='many' is not a whole number" in r.output
+
+
+def test_rows_removed_from_a_manifest_are_said_and_listed_by_ls_not_in(image_folder, tmp_path, build_tiny):
+    """Rows deleted from a manifest stayed in the store without a word: their files exist, so
+    `ls --status missing` did not list them either, and fit-head trained on them. The build now
+    counts them, and `embed ls --not-in MANIFEST` lists them for --exclude."""
+    files = sorted(f for f in image_folder.rglob("*") if f.is_file())
+    m = tmp_path / "m.csv"
+    m.write_text("path,label\n" + "".join(f"{f},{f.parent.name}\n" for f in files))
+    store = tmp_path / "m.h5"
+    r = build_tiny(m, store)
+    assert r.encoded == 12 and not any("not listed" in n for n in r.notes)
+    files = files[:1] + files[3:]  # two rows removed
+    m.write_text("path,label\n" + "".join(f"{f},{f.parent.name}\n" for f in files))
+    r = build_tiny(m, store)
+    (note,) = [n for n in r.notes if "not listed in this manifest" in n]
+    assert note.startswith("2 item(s) of the store are not listed in this manifest")
+    assert f"`embed ls {store} --not-in {m} > unlisted.txt`" in note
+    ls = embed("ls", store, "--not-in", m)
+    with open_store(store) as st:
+        ids = dict(zip(st.items()["uri"], st.items()["id"]))
+    removed = sorted(set(ids.values()) - {ids[str(f)] for f in files})
+    assert ls.exit_code == 0 and sorted(ls.stdout.splitlines()) == removed and len(removed) == 2, ls.output
+    (tmp_path / "unlisted.txt").write_text(ls.stdout)
+    r = embed("fit-head", "knn", "--store", store, "--exclude", tmp_path / "unlisted.txt", "--test-fraction", "0", "--json", "-q")
+    assert r.exit_code == 0 and json.loads(r.stdout)["excluded"]["ids"] == 2, r.output
+    r = embed("ls", store, "--not-in", tmp_path / "nope.csv")
+    assert r.exit_code == 2 and "does not exist" in r.output

@@ -150,6 +150,33 @@ def _label_conflicts(rows, data) -> list[str]:
             "`embed ls STORE --status missing > gone.txt` then --exclude gone.txt leaves out items whose files are gone"]
 
 
+MISSING_LOOK = 20_000  # items whose files fit-head looks for at most (an even sample above): ~2 us each
+
+
+def _missing_files(rows, data) -> list[str]:
+    """A note when some of the items the head is fitted, chosen or scored on have files that no
+    longer exist: deleted, or moved (a class or split folder renamed leaves the old items beside the
+    same files under their new ids). Their vectors and labels stay in the store and in the head
+    unless excluded; the note says how. The rule is `embed ls --status missing`'s (store/select.py)."""
+    from ..store.select import file_gone
+
+    used = np.flatnonzero(data.mask(TRAIN, VAL, TEST))
+    if not len(used) or rows.uris is None:
+        return []
+    step = max(1, -(-len(used) // MISSING_LOOK))
+    look = used[::step]
+    texts = rows.texts
+    gone = [r for r in look if file_gone(str(rows.uris[r]), str(texts[r]) if texts is not None else "")]
+    if not gone:
+        return []
+    n = len(gone) if step == 1 else f"about {len(gone) * step}"
+    sampled = "" if step == 1 else f" (from a sample of {len(look)})"
+    return [f"{n} of the {len(used)} items in the head's splits have files that no longer exist{sampled}, e.g. "
+            f"'{rows.ids[gone[0]]}' (deleted, or moved: a renamed class or split folder leaves the old items beside "
+            f"the new): they still count with their stored labels. `embed ls {rows.shown} --status missing > gone.txt`, "
+            "then fit again with --exclude gone.txt to leave them out"]
+
+
 def selection_plan(data: SplitData, seed: int) -> tuple[list | None, str]:
     """How the regularisation is chosen, in words: on the validation split, or by stratified k-fold
     cross-validation on train + val when validation is missing or small (fewer than 30 items per
@@ -446,6 +473,7 @@ def fit_head(store: str | Path, head: str = "logistic", out: str | Path | None =
             report.notes.append(f"{int(dup.sum())} test item(s) have the content of a train or val item (duplicates across "
                                 "splits): the head saw them, so the test score leaves them out (`embed audit` lists such leaks)")
     report.notes.extend(_label_conflicts(rows, data))
+    report.notes.extend(_missing_files(rows, data))
     if counts["test"]:
         y, p = data.predict(final, TEST)  # the test split, scored once, by a head that never saw it
         report.test = classification_metrics(y, p, report.classes, split="test")

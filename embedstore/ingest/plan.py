@@ -81,6 +81,8 @@ class Plan:
     gone: int = 0  # stored items from files under a source folder that no longer exist there
     gone_example: str = ""
     moved: int = 0  # items whose file is now at another path (same id): their paths are updated
+    unlisted: int = 0  # a manifest source: stored items it does not list (rows removed, or another source's)
+    unlisted_example: str = ""
     # sha256 -> id of a stored item with a vector whose file is gone: a new id with those bytes (a file
     # moved to another label's folder, or renamed) has that vector copied instead of encoded (loader.load_image)
     reuse: dict = field(default_factory=dict)
@@ -156,7 +158,7 @@ def check_collisions(collisions: list, stored) -> None:
 
 
 def make_plan(source_items, stored=None, live: np.ndarray | None = None, has_metadata: bool = True,
-              folder: str | None = None, retry_quarantined: bool = False) -> Plan:
+              folder: str | None = None, retry_quarantined: bool = False, manifest: bool = False) -> Plan:
     """What to do with each item. `stored`: the store's item table (store/stored.StoredItems; None
     for an empty store), `live`: a mask over its rows, True where the vector set has the item's
     vector. A source without metadata columns (`has_metadata` False: a folder, a manifest of
@@ -176,6 +178,8 @@ def make_plan(source_items, stored=None, live: np.ndarray | None = None, has_met
     also has new ids, the hashes of the gone items with vectors go to `plan.reuse`: a new file with
     the same bytes is the moved file, and gets its vector without being decoded or encoded.
 
+    `manifest` (a manifest source): stored items it does not list are counted in `plan.unlisted`.
+
     A file an earlier build quarantined is left as it is until it changes, or with `retry_quarantined`
     (say after raising EMBEDSTORE_MAX_IMAGE_PIXELS, or installing a decoder) read again."""
     import dataclasses
@@ -187,7 +191,7 @@ def make_plan(source_items, stored=None, live: np.ndarray | None = None, has_met
     metadata_rows: list[int] = []
     known: list[tuple[int, int]] = []  # (task, stored row) of this chunk's live items to encode again
     collisions: list[tuple[str, str, str]] = []  # (id, stored file, new file): two existing files, one id
-    seen = np.zeros(stored.n, dtype=bool) if stored is not None and folder else None  # stored rows the source lists
+    seen = np.zeros(stored.n, dtype=bool) if stored is not None and (folder or manifest) else None  # stored rows the source lists
     old_roots: set[str] = set()
     new_ids = 0  # tasks for ids the store does not hold
     items = iter(source_items)
@@ -244,7 +248,10 @@ def make_plan(source_items, stored=None, live: np.ndarray | None = None, has_met
             known.clear()
         pos0 += len(chunk)
     check_collisions(collisions, stored)
-    if seen is not None and not seen.all():
+    if manifest and seen is not None and not seen.all():
+        plan.unlisted = int((~seen).sum())
+        plan.unlisted_example = str(stored.gather(np.flatnonzero(~seen)[:1])["id"][0])
+    elif seen is not None and not seen.all():
         plan.gone, plan.gone_example = _gone(stored, np.flatnonzero(~seen), folder, sorted(old_roots)[:16], live,
                                              plan.reuse if new_ids and live is not None else None)
     if metadata_rows:  # whole stored rows (text included) for the items whose labels or metadata changed

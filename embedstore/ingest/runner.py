@@ -328,7 +328,8 @@ def build(
         with open_store(store, mode="a", create=True) as st:
             stored = st.stored_items()
             plan = make_plan(src.items, stored, st.live_rows(set_name, stored), has_metadata=src.has_metadata,
-                             folder=src.path if src.kind == "folder" else None, retry_quarantined=retry_quarantined)
+                             folder=src.path if src.kind == "folder" else None, retry_quarantined=retry_quarantined,
+                             manifest=src.kind == "manifest")
             del stored
             if len(plan.todo) or plan.metadata_only:
                 # converts (or loads) and checks the accelerated forward; not in the set's key. Only when
@@ -344,6 +345,11 @@ def build(
                                     f"(deleted, or moved to another folder), e.g. {plan.gone_example}; they stay in the store "
                                     f"with their old labels: list them with `embed ls {store} --status missing > gone.txt` "
                                     "and leave them out of heads with --exclude gone.txt, or rebuild into a new store")
+            if plan.unlisted:
+                report.notes.append(f"{plan.unlisted} item(s) of the store are not listed in this manifest (rows removed since "
+                                    f"an earlier build, or items another source brought), e.g. {plan.unlisted_example}; they "
+                                    f"stay in the store: list them with `embed ls {store} --not-in {source} > unlisted.txt` "
+                                    "and leave them out of heads with --exclude unlisted.txt")
             writer = ShardWriter(st, set_name, set_attrs, {"device": str(dev), "precision": prec}, svc.dim, dtype,
                                  shard_rows=shard_rows, commit_seconds=commit_seconds,
                                  catalog_seconds=catalog_seconds,

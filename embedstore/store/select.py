@@ -210,11 +210,12 @@ def filter_mask(rows, flt: dict[str, list[str]]) -> np.ndarray:
     return column_mask(cols, flt)
 
 
-def list_items(store, where: str | None = None, status: str | None = None) -> list[dict]:
+def list_items(store, where: str | None = None, status: str | None = None, not_in=None) -> list[dict]:
     """The store's items (id, uri, label, split, status, reason, meta: the metadata columns as a
     dict), optionally filtered by `where` (as --where) and by status: "ok", "quarantined", or
     "missing" (embedded items whose local file no longer exists: the list a build's note about
-    deleted files points to, to leave them out of heads with --exclude)."""
+    deleted files points to, to leave them out of heads with --exclude). `not_in` (a folder or
+    manifest, read as `embed build` reads it): only the items that source does not list."""
     import json
 
     from . import open_store
@@ -222,9 +223,16 @@ def list_items(store, where: str | None = None, status: str | None = None) -> li
     flt = parse_filter(where)
     if status not in (None, "ok", "quarantined", "missing"):
         raise OptionError(f"--status must be ok, quarantined or missing, not '{status}'")
+    listed = None
+    if not_in is not None:  # read first: a bad source is one line before the store is opened
+        from ..sources import open_source
+
+        listed = set(open_source(not_in).items.column("id"))
     with open_store(store) as st:
         items = st.items()
     m = column_mask(items, flt) if flt else np.ones(len(items["id"]), dtype=bool)
+    if listed is not None:
+        m &= np.fromiter((str(i) not in listed for i in items["id"]), dtype=bool, count=len(items["id"]))
     if status == "missing":
         m = missing_in(items, m)[0]
     elif status:
