@@ -214,6 +214,13 @@ def test_repair_refuses_to_drop_the_items_of_missing_shards(image_folder, tmp_pa
     assert r.exit_code == 2 and r.stderr.startswith("error: not repaired:") and len(r.stderr.strip().splitlines()) == 1
     assert ("data folder" in r.stderr and "copy both" in r.stderr) if lose == "folder" else "1 shard file(s) listed in" in r.stderr and "are missing from" in r.stderr
     assert store.read_bytes() == before
+    code, d = _verify(store)  # verify without --repair names the same cause: the folder, not shard by shard
+    if lose == "folder":
+        (p,) = d["problems"]
+        assert p["what"] == "store" and p["problem"] == "its data folder s.h5.d is missing (a store is s.h5 and s.h5.d: copy both)"
+        assert not any("catalog" in n and "checked with it" in n for n in d["notes"])
+    else:
+        assert any(p["what"] == "catalog" and "lists 1 shard(s) that are missing or damaged" in p["problem"] for p in d["problems"])
     if lose == "folder":
         shutil.rmtree(side, ignore_errors=True)
         shutil.move(kept, side)

@@ -116,3 +116,42 @@ def test_item_table_reads_back_what_was_appended_across_chunks(monkeypatch):
     assert t.repeated_id() == ("i9", items[9].uri, "/elsewhere/i9.jpg")
     with pytest.raises(IndexError):
         t[32]
+
+
+def test_system_files_broken_links_and_empty_folders_are_skipped_with_their_own_reasons(tmp_path):
+    """Thumbs.db was quarantined ("empty file") where .DS_Store was skipped; a broken symbolic link
+    was "not a regular file"; an empty folder was not mentioned, and beside loose images it made the
+    folder read as class folders (every image skipped)."""
+    import os
+
+    root = make_image_folder(tmp_path / "p", classes=("cat", "dog"), per_class=2)
+    (root / "cat" / "Thumbs.db").write_bytes(b"")
+    (root / "dog" / "desktop.ini").write_text("[.ShellClassInfo]")
+    os.symlink(tmp_path / "nowhere.png", root / "cat" / "gone.png")
+    (root / "owl").mkdir()
+    src = open_source(root)
+    assert len(src) == 4 and sorted({i.label for i in src.items}) == ["cat", "dog"]
+    assert src.skipped == {"system file (Windows thumbnail cache or folder settings)": [str(root / "cat" / "Thumbs.db"),
+                                                                                        str(root / "dog" / "desktop.ini")],
+                           "broken symbolic link (its target does not exist)": [str(root / "cat" / "gone.png")],
+                           "empty folder (no files under it)": [str(root / "owl")]}
+    loose = tmp_path / "loose"
+    for i in range(3):
+        write_image(loose / f"{i}.jpg", seed=i)
+    (loose / "later").mkdir()
+    src = open_source(loose)
+    assert src.layout == "flat" and len(src) == 3
+
+
+def test_manifest_rows_that_are_folders_urls_or_broken_links_say_so_and_keep_their_label(tmp_path):
+    import os
+
+    folder = make_image_folder(tmp_path / "p", classes=("cat",), per_class=1)
+    os.symlink(tmp_path / "nowhere.png", tmp_path / "broken.png")
+    (tmp_path / "m.csv").write_text("path,label\n" + f"{next((folder / 'cat').iterdir())},cat\n"
+                                    f"{folder / 'cat'},cat\nhttps://example.com/a.jpg,web\nbroken.png,b\n")
+    items = {i.uri: i for i in open_source(tmp_path / "m.csv").items}
+    assert "is a folder, not a file: list its files one a row" in items[str(folder / "cat")].problem
+    assert "is a URL: a manifest lists local files" in items["https://example.com/a.jpg"].problem
+    assert "file not found: broken.png (a broken symbolic link)" in items["broken.png"].problem
+    assert (items[str(folder / "cat")].label, items["https://example.com/a.jpg"].label) == ("cat", "web")

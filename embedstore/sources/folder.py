@@ -23,6 +23,8 @@ from .table import ItemTable
 LAYOUTS = ("auto", "classes", "splits", "flat")
 
 
+# files operating systems drop into folders of pictures; never images (as macOS's .DS_Store, a hidden file)
+SYSTEM_FILES = frozenset({"thumbs.db", "ehthumbs.db", "ehthumbs_vista.db", "desktop.ini"})
 STORE_INSIDE = "file or folder of a store kept inside the source (its catalog and data folder, not items)"
 
 
@@ -62,8 +64,12 @@ def _walk_files(root: Path, skipped: dict[str, list[str]], keep_top=None):
             full = os.path.join(dirpath, name)
             if name.startswith("."):
                 skipped.setdefault("hidden file", []).append(full)
+            elif name.lower() in SYSTEM_FILES:
+                skipped.setdefault("system file (Windows thumbnail cache or folder settings)", []).append(full)
             elif _is_store_folder(dirpath, name + ".d"):
                 skipped.setdefault(STORE_INSIDE, []).append(full)
+            elif os.path.islink(full) and not os.path.exists(full):
+                skipped.setdefault("broken symbolic link (its target does not exist)", []).append(full)
             elif not os.path.isfile(full):
                 skipped.setdefault("not a regular file", []).append(full)
             else:

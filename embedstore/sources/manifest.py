@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import os
+import re
 from pathlib import Path
 
 from ..errors import SourceError
@@ -102,18 +104,27 @@ def read_manifest(path: Path) -> Source:
         problem = row.pop("__problem__", None) or row_problem(row, keep_bytes=("path",))
         if rel is None:
             problem = problem or "empty 'path'"
+        elif problem is None and re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", rel) and not rel.startswith("file://"):
+            problem = (f"{shown(rel)} is a URL: a manifest lists local files (download them first, e.g. with "
+                       "img2dataset, and list the downloaded paths)")
         elif problem is None and "\0" not in rel:
             f = (base / rel).resolve() if not Path(rel).is_absolute() else Path(rel)
-            if not f.is_file():
+            if f.is_dir():
+                problem = (f"{shown(rel)} is a folder, not a file: list its files one a row, or build the folder "
+                           "itself (`embed build FOLDER`)")
+            elif not f.is_file():
                 missing.append(shown(rel))
-                problem = f"file not found: {shown(rel)} (paths are relative to {base})"
+                gone = " (a broken symbolic link)" if f.is_symlink() or os.path.islink(base / rel) else ""
+                problem = f"file not found: {shown(rel)}{gone} (paths are relative to {base})"
         if problem is not None:  # one bad row never aborts the build: it is quarantined with its reason
             item_id = f"{path.name}:row{n}" if item_id is None or "\0" in item_id else item_id
             items_id = shown(item_id).replace("\0", "\\0")
             if items_id in seen:
                 items_id = f"{items_id}#row{n}"
             seen[items_id] = n
-            items.append(Item(id=items_id, uri=shown(rel or "").replace("\0", "\\0"), problem=f"manifest row {n}: {problem}"))
+            label = _clean(row.get("label"))  # kept, as a quarantined file of a folder keeps its class
+            items.append(Item(id=items_id, uri=shown(rel or "").replace("\0", "\\0"), problem=f"manifest row {n}: {problem}",
+                              label=None if label is None or "\0" in label else shown(label)))
             continue
         if item_id in seen:
             raise SourceError(f"manifest {path} has the id '{shown(item_id)}' twice (rows {seen[item_id]} and {n}); ids must be unique")

@@ -129,7 +129,7 @@ def verify_store(path: str | Path) -> dict:
     from .catalog import compute_layout
     from .columns import values
     from .index import ids_digest, index_paths, read_index_meta
-    from .schema import ITEM_COLUMNS, ITEM_STR_COLUMNS, KEY_FIELDS, LATE_STR_COLUMNS, SCHEMA_VERSION, sidecar_dir
+    from .schema import ITEM_COLUMNS, ITEM_STR_COLUMNS, KEY_FIELDS, LATE_STR_COLUMNS, SCHEMA_VERSION, renamed_from, sidecar_dir
     from .shards import check_shard, has_checksums, list_shards, read_shard_meta, stray_files
     from .store import _set_attrs_from_shard, check_store_file
 
@@ -214,13 +214,22 @@ def verify_store(path: str | Path) -> dict:
                 shard_dir = f.attrs.get("shard_dir")
                 from .segments import is_head, parts_of
 
-                if is_head(f):
+                if is_head(f) and sidecar.exists():
                     notes.append(f"builds appended to the catalog: its rows are read through {len(parts_of(f))} "
                                  f"file(s) in {sidecar.name}/catalog (checked with it)")
             present = {f"{d}/{m.name}" for d, m in metas}
             gone = sorted(listed - present - damaged)  # a damaged shard is reported once, as itself
             missing_shards.extend(gone)
-            if gone:
+            moved = renamed_from(path)
+            if moved is not None:  # the whole data folder, under the file's old name
+                bad("store", sidecar, f"its data folder is {moved.name} beside it, not {sidecar.name} (the file was renamed "
+                    "without its folder; a store is NAME.h5 and NAME.h5.d)",
+                    f"rename {moved.name} to {sidecar.name}, or the file back to {moved.name[:-2]}")
+            elif gone and not sidecar.exists():  # the whole data folder: said as such, not shard by shard
+                bad("store", sidecar, f"its data folder {sidecar.name} is missing (a store is {path.name} and "
+                    f"{sidecar.name}: copy both)",
+                    f"restore {sidecar.name} beside {path.name}, or `embed build SOURCE --store {name}` to re-embed the items")
+            elif gone:
                 bad("catalog", path, f"lists {len(gone)} shard(s) that are missing or damaged (e.g. {gone[0]})",
                     f"`embed build SOURCE --store {name}` rebuilds the catalog and re-embeds their items")
             elif listed - damaged != present:
