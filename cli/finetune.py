@@ -22,6 +22,7 @@ FT_EPILOG = (
 def register(app: typer.Typer) -> None:
     @app.command(epilog=FT_EPILOG)
     def finetune(
+        ctx: typer.Context,
         store: Path = typer.Option(..., "--store", "-s", help="A labelled store; its items' files are read again."),
         out: Path = typer.Option(..., "--out", "-o", help="Folder for the new encoder, checkpoints and report."),
         head: Path = typer.Option(None, "--head", help="A linear head to start the classifier from (else a logistic probe is fitted)."),
@@ -49,9 +50,16 @@ def register(app: typer.Typer) -> None:
         from embedstore.finetune.loop import Recipe
         from embedstore.finetune.run import finetune as run_ft
 
-        recipe = Recipe(unfreeze=unfreeze, epochs=epochs, batch_size=batch_size, lr=lr, backbone_lr_mult=backbone_lr_mult,
-                        weight_decay=weight_decay, patience=patience, augment=not no_augment, seed=seed,
-                        class_weight=class_weight)
+        given = dict(unfreeze=unfreeze, epochs=epochs, batch_size=batch_size, lr=lr, backbone_lr_mult=backbone_lr_mult,
+                     weight_decay=weight_decay, patience=patience, augment=not no_augment, seed=seed, class_weight=class_weight)
+        if resume:  # the run's own recipe, but for the options typed here (which must then agree with it)
+            from embedstore.finetune.run import checkpoint_recipe
+
+            saved = checkpoint_recipe(out) or {}
+            param = {"augment": "no_augment"}
+            typed = {k for k in given if ctx.get_parameter_source(param.get(k, k)).name == "COMMANDLINE"}
+            given = {**{k: v for k, v in saved.items() if k in Recipe.__dataclass_fields__}, **{k: given[k] for k in typed}}
+        recipe = Recipe(**given)
         r = run_guarded(run_ft, store, out, head=head, vector_set=vector_set, recipe=recipe,
                         weights=str(weights) if weights else None, device=device, workers=workers, resume=resume,
                         overwrite=overwrite, reembed=not no_reembed, progress=not quiet and not json_out,
@@ -59,7 +67,8 @@ def register(app: typer.Typer) -> None:
         if json_out:
             emit_json(r.to_dict())
             return
-        say(f"fine-tuned {r.parent} -> {r.encoder}: {r.trainable_params:,} parameters trained, {r.frozen_params:,} frozen; "
+        say(f"fine-tuned {r.parent} -> {r.encoder}: {r.trainable_params:,} encoder parameters trained (and the classifier), "
+            f"{r.frozen_params:,} frozen; "
             f"{r.counts['train']} train / {r.counts['val']} val / {r.counts['test']} test items")
         for h in r.history:
             say(f"  epoch {h['epoch']}: train loss {h['train_loss']:.4f}, val loss {h['val_loss']:.4f}, "

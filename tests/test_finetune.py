@@ -277,3 +277,76 @@ def test_compare_encoders_refuses_a_class_too_small_to_split_before_embedding(tm
     r = embed("compare-encoders", tmp_path / "t.csv", "--encoders", "test:hash-text,nosuch:x", "--work", tmp_path / "w")
     assert r.exit_code == 2 and "class 'rare' (1) has too few labelled items" in r.stderr, r.output
     assert "remove its rows from the source" in r.stderr and not list((tmp_path / "w").glob("*.h5"))
+
+
+def test_the_classifier_starts_unseen_by_validation_and_test_keeps_no_copy_of_training_items(store, tmp_path, monkeypatch):
+    """The classifier started from the probe refit on train + val, so every epoch scored val on
+    items it had been fitted on (a text store showed val accuracy 1.0 at every epoch with lr 1e-9,
+    against 0.44 for a probe fitted on train): early stopping and the best epoch were chosen on
+    nothing. It now starts from the probe's C fitted on train alone. A test item that is a byte copy
+    of a training item leaves the test split, as in fit-head."""
+    import shutil
+
+    from embedstore.finetune import run as ft
+    from embedstore.finetune.loop import Recipe
+    from embedstore.heads.data import TEST, TRAIN, SplitData
+    from embedstore.ingest import build
+    from embedstore.store import open_store
+
+    photos = tmp_path / "photos"
+    shutil.copytree(store.parent / "photos", photos)
+    s = tmp_path / "s.h5"
+    build(photos, s, encoder="test:tiny", workers=0, precision="fp32", progress=False)
+    started = []
+    real = ft._init_from_head
+    monkeypatch.setattr(ft, "_init_from_head", lambda net, head, data: started.append(head) or real(net, head, data))
+    rec = Recipe(unfreeze=0, epochs=1, batch_size=8, lr=1e-9, augment=False)
+    r = ft.finetune(s, tmp_path / "run", recipe=rec, workers=0, progress=False, reembed=False)
+    with open_store(s) as st:
+        rows = st.rows(st.select_set().name)
+    data = SplitData(rows, 0.15, 0.15, 0, None, max_memory=1 << 40)
+    seen_val, _, train_only = ft._probe(data, train_only=True)
+    (head,) = started
+    np.testing.assert_allclose(head.coef_, train_only.coef_, rtol=1e-6, atol=1e-8)  # the fit on train alone
+    assert not np.allclose(head.coef_, seen_val.coef_, rtol=1e-3)  # not the refit on train + val it used to be
+    assert "fitted on train only" in r.notes[0]
+    # plant a copy of a training item among the test items: it leaves the test split
+    tr = rows.uris[data.mask(TRAIN)][0]
+    te = rows.uris[data.mask(TEST)][0]
+    shutil.copy(tr, te)
+    build(photos, s, encoder="test:tiny", workers=0, precision="fp32", progress=False)
+    r = ft.finetune(s, tmp_path / "run2", recipe=rec, workers=0, progress=False, reembed=False)
+    assert any(n.startswith("1 test item(s) have the content of a train or val item") for n in r.notes), r.notes
+    assert r.counts["test"] == int(data.mask(TEST).sum()) - 1 == r.before["test_n"]
+
+
+def test_resume_takes_the_runs_recipe_and_names_an_option_that_differs(store, tmp_path):
+    """`embed finetune --store S --out RUN --resume`, as --help shows it, failed after loading the
+    model whenever the run had non-default options, printing the whole recipe without saying which
+    option differed."""
+    s = copy_store(store, tmp_path / "s.h5")
+    run = tmp_path / "run"
+    r = embed("finetune", "--store", s, "--out", run, "--unfreeze", 1, "--epochs", 1, "-b", 8, "--no-augment", "-q", "-w", 0,
+              "--no-reembed")
+    assert r.exit_code == 0, r.output
+    r = embed("finetune", "--store", s, "--out", run, "--resume", "-q", "-w", 0, "--no-reembed", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["recipe"]["unfreeze"] == 1 and json.loads(r.stdout)["recipe"]["augment"] is False
+    r = embed("finetune", "--store", s, "--out", run, "--resume", "--epochs", 3, "--seed", 2, "-q", "-w", 0)
+    assert r.exit_code == 2 and r.output.count("\n") == 1, r.output
+    assert "--epochs: 1 in the run, 3 now; --seed: 0 in the run, 2 now" in r.output and "leave those options out" in r.output
+
+
+def test_a_head_fitted_before_a_finetune_still_starts_the_next_one_on_its_own_set(store, tmp_path):
+    """After one fine-tune added its vector set (the default from then on), `finetune --head OLD`
+    failed: 'trained on other vectors than local-dir...', without naming --set, while evaluate and
+    serve pick the head's set themselves. finetune does the same now."""
+    s = copy_store(store, tmp_path / "s.h5")
+    assert embed("fit-head", "logistic", "--store", s, "--out", tmp_path / "h0", "-q").exit_code == 0
+    args = ["--unfreeze", 1, "--epochs", 1, "-b", 8, "--no-augment", "-q", "-w", 0, "--json"]
+    r = embed("finetune", "--store", s, "--out", tmp_path / "ft1", *args)
+    assert r.exit_code == 0, r.output
+    first = json.loads(r.stdout)["vector_set"]
+    r = embed("finetune", "--store", s, "--out", tmp_path / "ft2", "--head", tmp_path / "h0", "--no-reembed", *args)
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["vector_set"] == first and "classifier started from --head" in json.loads(r.stdout)["notes"][0]

@@ -4,6 +4,7 @@ as a `local-dir:` encoder, re-embed the store with it, and compare before and af
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 import tempfile
@@ -58,6 +59,34 @@ def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
                   otherwise="pass --resume to continue its run")
 
 
+# Recipe field -> the option that sets it (for messages)
+RECIPE_FLAGS = {"unfreeze": "--unfreeze", "epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr",
+                "backbone_lr_mult": "--backbone-lr-mult", "weight_decay": "--weight-decay", "patience": "--patience",
+                "augment": "--no-augment", "seed": "--seed", "class_weight": "--class-weight", "warmup_epochs": "warm-up epochs"}
+
+
+def checkpoint_recipe(out: str | Path) -> dict | None:
+    """The recipe the run in `out` was started with (its checkpoint's state.json), or None."""
+    try:
+        got = json.loads((Path(out) / "checkpoint" / "state.json").read_text()).get("recipe")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return got if isinstance(got, dict) else None
+
+
+def _check_resume_recipe(out: Path, recipe: Recipe) -> None:
+    """A resumed run trains on with the recipe it started with: refuse, before any model loads, one
+    that differs, naming each option and both values."""
+    saved = checkpoint_recipe(out)
+    if saved is None:
+        raise FinetuneError(f"--resume: the checkpoint in {out} cannot be read (checkpoint/state.json); start over with --overwrite")
+    diff = [(k, saved.get(k), v) for k, v in recipe.to_dict().items() if saved.get(k) != v]
+    if diff:
+        said = "; ".join(f"{RECIPE_FLAGS.get(k, k)}: {a!r} in the run, {b!r} now" for k, a, b in diff)
+        raise FinetuneError(f"--resume: the run in {out} was started with another recipe ({said}); leave those options "
+                            "out (`embed finetune --resume` takes the run's own), or start over with --overwrite")
+
+
 def _prepare_out(out: Path, resume: bool, overwrite: bool) -> None:
     _check_out(out, resume, overwrite)
     if not resume:
@@ -65,9 +94,12 @@ def _prepare_out(out: Path, resume: bool, overwrite: bool) -> None:
         out.mkdir(parents=True)
 
 
-def _probe(data: SplitData, class_weight: str = "none") -> tuple[object, dict]:
+def _probe(data: SplitData, class_weight: str = "none", train_only: bool = False):
     """A logistic probe on frozen vectors: C chosen on val by a fit on train (that fit's val accuracy
-    is reported, so it compares with the fine-tune's), then refit on train + val for the test score."""
+    is reported, so it compares with the fine-tune's), then refit on train + val for the test score.
+    Returns (probe, its figures); with `train_only` also the same C fitted on train alone, which the
+    fine-tune's classifier starts from: a classifier that had seen val would score val perfectly
+    from its first epoch, and early stopping and the best epoch would be chosen on nothing."""
     from ..heads.logistic import LogisticHead
     from ..heads.fit import cv_sweep, refit, selection_plan, sweep
 
@@ -81,16 +113,55 @@ def _probe(data: SplitData, class_weight: str = "none") -> tuple[object, dict]:
     else:
         _, (val_acc, c, snap) = sweep(LogisticHead, data, grid, params, "cpu", progress=False)
     head = refit(LogisticHead, data, c, snap, params, "cpu")
+    init = None
+    if train_only:
+        import copy
+
+        on_train = copy.copy(data)
+        on_train.fit_splits = (TRAIN,)
+        init = refit(LogisticHead, on_train, c, snap, params, "cpu")
     y, p = data.predict(head, TEST)
     ids = data.rows.ids[data.mask(TEST)]
     hits = int((np.asarray(y).astype(str) == np.asarray(p).astype(str)).sum())
     from sklearn.metrics import balanced_accuracy_score
 
     bal = float(balanced_accuracy_score(np.asarray(y).astype(str), np.asarray(p).astype(str))) if len(y) else 0.0
-    return head, {"val_accuracy": val_acc, "test_accuracy": hits / len(y) if len(y) else 0.0, "test_n": int(len(y)),
-                  "test_balanced_accuracy": bal, "class_weight": class_weight,
-                  "test_accuracy_ci": list(wilson(hits, len(y))), "C": c, "C_chosen": how,
-                  "test_predictions": dict(zip(map(str, ids), map(str, p)))}
+    figures = {"val_accuracy": val_acc, "test_accuracy": hits / len(y) if len(y) else 0.0, "test_n": int(len(y)),
+               "test_balanced_accuracy": bal, "class_weight": class_weight,
+               "test_accuracy_ci": list(wilson(hits, len(y))), "C": c, "C_chosen": how,
+               "test_predictions": dict(zip(map(str, ids), map(str, p)))}
+    return (head, figures, init) if train_only else (head, figures)
+
+
+def _leave_out_seen(data: SplitData, rows, head=None) -> list[str]:
+    """Keep the test split unseen, as fit-head does: test items with the content of a train or val
+    item (byte copies across splits), and, with a --head, items that head was fitted or selected on,
+    leave the test split (both probes and the fine-tune are then scored on the same unseen items).
+    Validation items the --head saw stay (early stopping needs them) but are said. Returns notes."""
+    from ..evaluation.seen import content_keys, seen_mask
+    from ..heads.data import UNUSED
+
+    if rows.shas is None:
+        return []
+    notes = []
+    dup = seen_mask(rows.shas, content_keys(rows.shas[data.mask(TRAIN, VAL)])) & data.mask(TEST)
+    if dup.any():
+        data.codes[dup] = UNUSED
+        notes.append(f"{int(dup.sum())} test item(s) have the content of a train or val item (duplicates across splits): "
+                     "left out of the test split, which stays unseen by training (`embed audit` lists such leaks)")
+    keys = getattr(head, "seen_keys_", None) if head is not None else None
+    if keys is not None:
+        seen = seen_mask(rows.shas, keys)
+        test = seen & data.mask(TEST)
+        if test.any():
+            data.codes[test] = UNUSED
+            notes.append(f"{int(test.sum())} test item(s) were fitted or selected on by --head: left out of the test split")
+        val = seen & data.mask(VAL)
+        if val.any():
+            notes.append(f"--head was fitted or selected on {int(val.sum())} of the {int(data.mask(VAL).sum())} validation "
+                         "item(s): the per-epoch validation accuracy (and so early stopping and the best epoch) is "
+                         "optimistic; start from the probe (leave out --head) for an unseen validation split")
+    return notes
 
 
 def _init_from_head(net, head, data: SplitData) -> float:
@@ -140,8 +211,21 @@ def finetune(store: str | Path, out: str | Path, head: str | Path | None = None,
         raise FinetuneError(f"--class-weight must be none or balanced, not {recipe.class_weight!r}")
     out = Path(out)
     _check_out(out, resume, overwrite)  # before any work
+    if resume:
+        _check_resume_recipe(out, recipe)
+    h = doc = None
+    if head is not None:  # read first: without --set, its vectors are the set to fine-tune (as evaluate and serve pick)
+        h, doc = load_head(head)
+        if doc.get("kind") not in LINEAR_HEADS:
+            raise FinetuneError(f"--head must be a linear head ({', '.join(LINEAR_HEADS)}) to start the classifier from; "
+                                f"{head} is {doc.get('kind')}")
     with open_store(store, mode="r") as st:
-        vs = st.select_set(vector_set)
+        if h is not None and vector_set is None:
+            from ..heads.apply import head_provenance, matching_set
+
+            vs = matching_set(st, head_provenance(doc, head), f"head {head}", FinetuneError)
+        else:
+            vs = st.select_set(vector_set)
         rows = st.rows(vs.name)
     prov = vs.provenance
     parent_id = prov["encoder"]
@@ -157,12 +241,7 @@ def finetune(store: str | Path, out: str | Path, head: str | Path | None = None,
     gone = [] if text else _files_gone(rows, store)
     # items whose files are gone are left out of every split, so before and after score the same items
     data = SplitData(rows, val_fraction, test_fraction, recipe.seed, None, max_memory=1 << 40, exclude=gone or None)
-    h = None
     if head is not None:
-        h, doc = load_head(head)
-        if doc.get("kind") not in LINEAR_HEADS:
-            raise FinetuneError(f"--head must be a linear head ({', '.join(LINEAR_HEADS)}) to start the classifier from; "
-                                f"{head} is {doc.get('kind')}")
         from ..heads.apply import head_provenance
 
         prov_h = head_provenance(doc, head)
@@ -170,10 +249,14 @@ def finetune(store: str | Path, out: str | Path, head: str | Path | None = None,
             try:
                 st.check_provenance(vs, prov_h)
             except EmbedstoreError as e:
-                raise FinetuneError(f"head {head} was trained on other vectors than {vs.name}: {e}") from None
+                raise FinetuneError(f"head {head} was trained on other vectors than {vs.name}: {e}; leave out --set to "
+                                    "fine-tune the set the head was fitted on") from None
+    seen_notes = _leave_out_seen(data, rows, h)
     _prepare_out(out, resume, overwrite)
-    probe, before = _probe(data, recipe.class_weight)  # the comparison baseline, on exactly this split
-    h = h or probe  # the classifier starts from --head when given, else from this probe
+    # the comparison baseline on exactly this split; the classifier starts from --head when given,
+    # else from the probe's C fitted on train alone
+    probe, before, on_train = _probe(data, recipe.class_weight, train_only=True)
+    h = h or on_train
     classes = [str(c) for c in h.classes_]
     cls_pos = {c: k for k, c in enumerate(classes)}
 
@@ -233,7 +316,9 @@ def finetune(store: str | Path, out: str | Path, head: str | Path | None = None,
                             after={"finetuned_classifier": {"val_accuracy": val_acc, "test_accuracy": test_acc,
                                                             "test_balanced_accuracy": test_bal,
                                                             "test_n": len(te_ids), "test_predictions": ft_pred}})
-    report.notes.append(f"classifier started from the linear probe divided by its calibration temperature {temperature:.3g}")
+    started = "--head" if head is not None else "the linear probe (fitted on train only, at the C chosen on val)"
+    report.notes.append(f"classifier started from {started} divided by its calibration temperature {temperature:.3g}")
+    report.notes.extend(seen_notes)
     if gone:
         report.notes.append(f"{len(gone)} item(s) of {vs.name} whose files no longer exist (e.g. {gone[0]}) were left out of "
                             "the fine-tune, both probes and the re-embed; their vectors in the store stay as they are "
