@@ -42,7 +42,9 @@ def _summary(r) -> None:
         say(f"  label issues: not checked ({li['skipped']})")
     else:
         say(f"  label issues: {li['suspects']} suspect(s) of {li['items']} labelled items; out-of-fold accuracy "
-            f"{li['out_of_fold_accuracy']:.4f} ({li['folds']}-fold, C={li['C']:g}, cleanlab)")
+            f"{li['out_of_fold_accuracy']:.4f} ({li['folds']}-fold, C={li['C']:g}, cleanlab)"
+            + (f"; inconclusive: not clearly above always answering the majority class ({li['majority_share']:.4f})"
+               if li.get("inconclusive") else ""))
     o = r.outliers
     say(f"  outliers: the {o['listed']} most isolated item(s) of {r.items} listed (--outliers {o['share']:g}, at least one); {o['score']}")
     for split, counts in r.balance.items():

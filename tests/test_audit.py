@@ -145,6 +145,10 @@ def test_exact_copies_cluster_with_the_training_copy_kept(tmp_path, build_tiny):
     leak = [x for x in found if x["kind"] == "leak"]
     assert [x["id"] for x in leak] == ["src/missing_3.png"] and "train item src/missing_0.png" in leak[0]["detail"]
     assert r["leaks"]["by_split_pair"] == {"train-test": 1}
+    # the page shows that cluster once: a near-duplicate cluster of exact copies only was listed again
+    assert embed("audit", tmp_path / "s.h5", "--no-labels", "--report", tmp_path / "rep", "-q").exit_code == 0
+    page = (tmp_path / "rep" / "index.html").read_text()
+    assert "<p>1 cluster(s), largest first" in page and page.count("KEEP src/missing_0.png") == 1
 
 
 def test_outlier_scores_are_what_anomalies_knn_scores(clean, tmp_path):
@@ -410,3 +414,20 @@ def test_an_unlabelled_set_is_not_called_balanced_and_lists_its_most_isolated_it
     assert last.startswith("nothing alarming") and "balanced" not in last and "leaks" not in last, res.output
     assert "no labels, so no label checks" in last
     assert "outliers: the 1 most isolated item(s) of 20 listed" in res.output, res.output
+
+
+def test_label_suspects_from_a_classifier_no_better_than_the_majority_class_are_inconclusive(tmp_path, build_tiny):
+    """On a text store whose classifier was near chance (out-of-fold accuracy 0.48, three classes),
+    the verdict was 'worth a look: 57 suspected label error(s) (47.5%)'. Labels that the vectors do
+    not predict say nothing of errors in them: the verdict calls those suspects inconclusive."""
+    src = tmp_path / "src"
+    for i in range(36):  # one colour, labels drawn at random: nothing in the vectors predicts them
+        write_image(src / ("abc"[i % 3]) / f"img_{i:02d}.png", (128, 128, 128), seed=i)
+    build_tiny(src, tmp_path / "s.h5")
+    r = json.loads(embed("audit", tmp_path / "s.h5", "--json").output)
+    li = r["label_issues"]
+    assert li["inconclusive"] and li["majority_share"] == pytest.approx(1 / 3)
+    if li["suspects"]:
+        assert "suspected label error" not in r["verdict"] and "inconclusive" in r["verdict"], r["verdict"]
+    out = embed("audit", tmp_path / "s.h5", "-q").stdout
+    assert "inconclusive: not clearly above always answering the majority class (0.3333)" in out

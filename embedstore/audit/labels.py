@@ -81,8 +81,9 @@ def find_label_issues(X: np.ndarray, y: np.ndarray, row_pos: np.ndarray, seed: i
     ranked = cl_find(y_idx, P, filter_by=FILTER_BY, return_indices_ranked_by="self_confidence", n_jobs=1)
     quality = get_label_quality_scores(y_idx, P)
     oof_acc = float((P.argmax(axis=1) == y_idx).mean())
+    majority = float(np.bincount(y_idx).max() / len(y_idx)) if len(y_idx) else 0.0
     summary = {"items": int(len(y)), "classes": int(len(classes)), "folds": k, "C": C, "log_loss_by_C": losses,
-               "out_of_fold_accuracy": oof_acc, "suspects": int(len(ranked)),
+               "out_of_fold_accuracy": oof_acc, "majority_share": majority, "suspects": int(len(ranked)),
                "how": (f"{k}-fold stratified cross-validation (seed {seed}) of a logistic head, C = {C:g} chosen on "
                        f"out-of-fold log loss; cleanlab find_label_issues ({FILTER_BY}) on the out-of-fold probabilities")}
     return LabelIssues(row_pos[ranked], y[ranked], classes[P[ranked].argmax(axis=1)], quality[ranked], summary, P, classes)

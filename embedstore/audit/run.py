@@ -106,15 +106,15 @@ def _near_findings(near_clusters: list, rows, group: np.ndarray, pair_cos: dict,
     for order in ordered:
         keep = int(order[0])
         to_keep = {int(r): cos(int(r), keep) for r in order[1:]}
-        clusters_out.append({"kind": "near", "keep": str(rows.ids[keep]), "members": [str(rows.ids[r]) for r in order],
-                             "cosine_to_keep": {str(rows.ids[r]): v for r, v in to_keep.items()}})
         copies = 0
         for r, c in to_keep.items():
             if group[r] >= 0 and group[r] == group[keep]:
                 continue  # reported as an exact duplicate
             findings.append((str(rows.ids[r]), "near_duplicate", c, f"near-duplicate of {rows.ids[keep]} (kept; cosine {c:.4f})"))
             copies += 1
-        if copies:
+        if copies:  # a cluster of exact copies only is shown once, as the exact cluster it is
+            clusters_out.append({"kind": "near", "keep": str(rows.ids[keep]), "members": [str(rows.ids[r]) for r in order],
+                                 "cosine_to_keep": {str(rows.ids[r]): v for r, v in to_keep.items()}})
             counts["clusters"] += 1
             counts["items"] += len(order)
             counts["removable"] += copies
@@ -344,7 +344,17 @@ def _verdict(r: AuditReport, balance: dict) -> None:
     elif lk["pairs"]:
         review.append(f"{lk['pairs']} cross-split look-alike(s), {lk['pairs'] / max(lk['later_items'], 1):.1%} of val/test items")
     li = r.label_issues
-    if "suspects" in li and li["items"] and li["suspects"] / li["items"] > LABEL_ALARM:
+    weak = False
+    if li.get("items") and "majority_share" in li:  # suspects from a classifier no better than the majority class
+        from ..evaluation.intervals import wilson
+
+        weak = wilson(round(li["out_of_fold_accuracy"] * li["items"]), li["items"])[0] <= li["majority_share"]
+        li["inconclusive"] = weak
+    if weak and li.get("suspects"):
+        review.append(f"{li['suspects']} label suspect(s), inconclusive: a classifier on these vectors is not clearly better "
+                      f"than always answering the majority class (out-of-fold accuracy {li['out_of_fold_accuracy']:.2f}, "
+                      f"majority share {li['majority_share']:.2f}), so the suspects say more of the vectors than of the labels")
+    elif "suspects" in li and li["items"] and li["suspects"] / li["items"] > LABEL_ALARM:
         alarms.append(f"{li['suspects']} suspected label error(s) ({li['suspects'] / li['items']:.1%} of labelled items)")
     elif li.get("suspects"):
         review.append(f"{li['suspects']} label suspect(s) ({li['suspects'] / li['items']:.1%})")
