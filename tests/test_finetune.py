@@ -171,6 +171,7 @@ def test_compare_encoders_table_and_recommendation(store, tmp_path):
     assert ok["encode_items_per_s"] > 0 and ok["store_mb"] > 0 and c["sample"] == 24
     assert "error" in skipped and "--weights" in skipped["error"]  # offline: skipped with the reason, not fatal
     assert c["recommended"] == "test:tiny" and c["why"] and c["finetune"]
+    assert c["why"].endswith("only test encoders ran (test:..., seeded random weights for the test suite): compare real encoders")
     assert "Recommended: test:tiny" in (tmp_path / "cmp" / "index.html").read_text()
     r = embed("compare-encoders", store.parent / "photos", "--encoders", "")
     assert r.exit_code == 2 and "names no encoder" in r.output
@@ -350,3 +351,16 @@ def test_a_head_fitted_before_a_finetune_still_starts_the_next_one_on_its_own_se
     r = embed("finetune", "--store", s, "--out", tmp_path / "ft2", "--head", tmp_path / "h0", "--no-reembed", *args)
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["vector_set"] == first and "classifier started from --head" in json.loads(r.stdout)["notes"][0]
+
+
+def test_a_test_encoder_is_never_recommended_over_a_real_one():
+    """compare-encoders recommended test:tiny (seeded random weights) over effnet-lite:lite0 on its
+    higher probe accuracy on 100 items, while saying there was no significant difference."""
+    from embedstore.heads.compare import recommend
+
+    rows = [{"encoder": "test:tiny", "linear_probe": 0.9, "encode_items_per_s": 900.0, "train_per_class": 30, "dim": 32,
+             "store_mb": 0.1},
+            {"encoder": "effnet-lite:lite0", "linear_probe": 0.8, "encode_items_per_s": 50.0, "train_per_class": 30,
+             "dim": 1280, "store_mb": 1.0}]
+    c = recommend(rows)
+    assert c["recommended"] == "effnet-lite:lite0" and "test encoders (test:...," in c["why"] and "never recommended" in c["why"]
