@@ -658,3 +658,19 @@ def test_outputs_into_missing_folders_are_made_and_unwritable_ones_are_one_line(
         assert "unexpected" not in r.output
         r = embed("fit-head", "ridge", "--store", labelled / "photos.h5", "--out", "/proc/nope", "-q")
         assert r.exit_code == 2 and "cannot write /proc/nope" in r.output and "unexpected" not in r.output
+
+
+def test_predict_takes_one_image_file(labelled, tmp_path):
+    """`embed predict HEAD photo.png` was refused ('a file of an unknown kind') though search --image
+    and the server's /api/predict take one image; a file that is not an image still is."""
+    h = tmp_path / "h"
+    assert embed("fit-head", "ridge", "--store", labelled / "photos.h5", "--out", h, "-q").exit_code == 0
+    photo = next((labelled / "photos" / CLASSES[1]).iterdir())
+    r = embed("predict", h, photo, "--json", "-q")
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    ((row),) = d["rows"]
+    assert d["predicted"] == 1 and row["id"] == photo.name and row["label"] in CLASSES and row["seen_in_training"] is True
+    (tmp_path / "notes.dat").write_text("not an image")
+    r = embed("predict", h, tmp_path / "notes.dat")
+    assert r.exit_code == 2 and "a file of an unknown kind" in r.output

@@ -18,12 +18,28 @@ def _with_layout(src: Source, layout: str, how: str) -> Source:
     return src
 
 
+def _is_image(path: Path) -> bool:
+    """Whether PIL recognises the file's header as an image (its pixels are not read)."""
+    import warnings
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():  # a huge image is only recognised here; the build says why it refuses it
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path):
+                return True
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        return False
+
+
 def open_source(path: str | Path, labels: bool = True, layout: str = "auto") -> Source:
     """Images: a folder or a CSV/Parquet manifest with a `path` column. A folder is read by `layout`
     (see `folder.py`): classes (`root/<class>/...`), splits (`root/<train|val|test>/<class>/...`),
     flat (no labels; `labels=False` means flat), or auto (chosen from the top-level folders). Texts:
-    a .txt file (one a line), a .jsonl file, or a CSV/Parquet file with a `text` column.
-    `source.kind` says which ("folder", "manifest" or "text"), `source.layout` how it was read."""
+    a .txt file (one a line), a .jsonl file, or a CSV/Parquet file with a `text` column. One image
+    file is a source of that one item (its file name the id).
+    `source.kind` says which ("folder", "manifest", "text" or "file"), `source.layout` how it was read."""
     if layout not in LAYOUTS:
         raise SourceError(f"--layout must be one of {', '.join(LAYOUTS)}, not '{layout}'")
     p = Path(path).expanduser()
@@ -45,6 +61,11 @@ def open_source(path: str | Path, labels: bool = True, layout: str = "auto") -> 
             src = read_text_table(p.resolve(), [{k.strip(): v for k, v in r.items() if k is not None} for r in rows], columns)
             return _with_layout(src, "text", "its columns")
         return _with_layout(read_manifest(p), "manifest", "its columns")
+    if _is_image(p):  # one image (predict a photo, as search --image and the server take one)
+        from .items import Item, stored_uri
+
+        return _with_layout(Source(path=str(p.resolve()), kind="file", items=[Item(id=p.name, uri=stored_uri(str(p.resolve())))]),
+                            "flat", "one image file")
     raise SourceError(f"source {p} is a file of an unknown kind; pass a folder, a .csv/.parquet manifest ('path' column "
                       "for images, 'text' column for texts), a .txt or a .jsonl file")
 
