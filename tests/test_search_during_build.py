@@ -130,3 +130,4 @@ def test_readers_see_each_commit_and_the_index_catch_up(tmp_path):
         final = set(st.rows(st.select_set().name).ids)
     assert len(final) == 1400 and seen <= final
     assert any(n > ni for n, ni in states), sorted(states)  # some searches ran with committed rows not yet indexed
+

@@ -552,7 +552,9 @@ class Store:
         sets = self.vector_sets()
         listing = "; ".join(f"{v.name} ({v.encoder}, {v.count} vectors)" for v in sets) or "none"
         if not sets:
-            raise StoreError(f"store {self.path} has no vector sets yet; run `embed build SOURCE --store {self.shown}` first")
+            raise StoreError(f"store {self.path} has no vector sets yet; run `embed build SOURCE --store {self.shown}` first "
+                             "(a build running into it makes its rows readable at its first catalog update, within "
+                             "EMBEDSTORE_CATALOG_SECONDS, 30 s by default)")
         if which is None:
             if len(sets) > 1:  # e.g. after `embed finetune` re-embedded the store: the newest set, said
                 # the newest of those holding the most vectors: photos added after a fine-tune (built
