@@ -82,7 +82,7 @@ def run_guarded(fn, *args, interrupted: str = INTERRUPTED, **kwargs):
             raise
         fail(str(e), e.exit_code)
     except KeyboardInterrupt:
-        typer.echo(interrupted, err=True)
+        typer.echo("\n" + interrupted, err=True)  # on a line of its own, not after a progress bar's last state
         raise typer.Exit(130)
     except (typer.Exit, typer.Abort):
         raise

@@ -56,7 +56,7 @@ def register(app: typer.Typer) -> None:
                 emit_json(b.to_dict())
                 return
             say(f"{b.queries} {b.kind} queries searched in {b.vector_set}{f' where {b.where}' if b.where else ''}: "
-                f"{b.rows_written} rows to {b.out} ({b.seconds:.1f} s in all, loading the index and any encoder included: {b.queries / max(b.seconds, 1e-9):.0f} queries/s); "
+                f"{b.rows_written} rows to {b.out} ({b.seconds:.1f} s in all, loading the index and any encoder included: {b.queries / max(b.seconds, 1e-9):.3g} queries/s); "
                 f"{b.plan.get('method', '')}")
             for sk in b.skipped[:5]:
                 say(f"  skipped {sk['query']}: {sk['reason']}")
