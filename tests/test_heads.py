@@ -637,6 +637,13 @@ def test_predict_says_which_files_of_a_folder_it_did_not_read_and_reads_them_wit
     assert d["predicted"] == len(loose) and d["notes"] == [] and d["skipped"] == {"empty folder (no files under it)": 1}
     r = embed("predict", h, labelled / "photos.h5", "--layout", "flat")
     assert r.exit_code == 2 and "--layout applies to a folder" in r.output
+    for args in (["predict", h, mix, "--layout", "bogus"], ["anomalies", "--store", labelled / "photos.h5", "--score", mix,
+                                                            "--layout", "bogus"]):
+        r = embed(*args)
+        assert r.exit_code == 2 and "--layout must be one of auto, classes, splits, flat, not 'bogus'" in r.output, r.output
+        assert r.output.count("\n") == 1
+    r = embed("anomalies", "--store", labelled / "photos.h5", "--score", labelled / "photos.h5", "--layout", "flat")
+    assert r.exit_code == 2 and "--layout applies to a folder given to --score" in r.output
     r = embed("anomalies", "--store", labelled / "photos.h5", "--score", mix, "--json", "-q")
     assert r.exit_code == 0 and any("not read: 4 top-level file" in n and "(not scored)" in n for n in json.loads(r.stdout)["notes"])
     r = embed("anomalies", "--store", labelled / "photos.h5", "--score", mix, "--layout", "flat", "--json", "-q")
