@@ -541,7 +541,7 @@ def _run_local(todo, svc: EmbeddingService, writer, batch_size, workers, report,
     With decode="device" the workers pass JPEG files on undecoded, and each batch is decoded and
     finished on the encoder's device before its forward. `cores`: the workers may grow to that
     many when the encoder waits on them (loader.Feed). `reuse` (plan.Plan.reuse): files with the
-    bytes of a gone item get its vector, copied from the set once the loop ends (`_copy_vectors`).
+    bytes of a gone item get its vector, copied from the set once the loop ends (`ShardWriter.put_copies`).
     Returns the Feed (None for texts)."""
     svc.place()
     on_device = decode == "device" and svc.modality == "image"
@@ -580,7 +580,7 @@ def _run_local(todo, svc: EmbeddingService, writer, batch_size, workers, report,
             bar.set_postfix(quarantined=report.quarantined, refresh=False)
         if copies:
             t0 = time.perf_counter()
-            _copy_vectors(writer, copies)
+            writer.put_copies(copies)
             report.reused += len(copies)
             report.write_s += time.perf_counter() - t0
     except KeyboardInterrupt:
@@ -624,24 +624,3 @@ def _sort_batch(tasks, batch, vecs, dtype: str, report: BuildReport, copies: lis
             report.quarantined_items.append({"id": task.item.id, "uri": task.item.uri, "reason": reason})
     return rows, vec_rows, np.asarray(keep, dtype=np.int64)
 
-
-def _copy_vectors(writer, copies: list[tuple[dict, str]]) -> None:
-    """Write each (row, id) of `copies` with the vector the set holds for that id: one pass over the
-    set's ids (a block in memory at a time) finds their rows, which are then read one by one. The
-    vectors were written by this encoder from these same bytes, so encoding them again would give
-    them back (up to the nondeterminism of a forward pass), at the cost of decoding and a forward."""
-    want: dict[str, list[int]] = {}
-    for n, (_, i) in enumerate(copies):
-        want.setdefault(i, []).append(n)
-    rows = writer.store.rows(writer.set_name)
-    at = np.full(len(copies), -1, dtype=np.int64)
-    for start, _, meta in rows.stream(vectors=False, chunk_rows=1 << 16, columns=("id",), raw=True):
-        for r, i in enumerate(meta["id"].strings()):
-            for n in want.get(i, ()):
-                at[n] = start + r
-    if (at < 0).any():  # the plan saw these ids in the set, and the build holds the store's lock
-        raise BuildError(f"{int((at < 0).sum())} stored vector(s) to copy are no longer in the set "
-                         f"(e.g. {copies[int(np.flatnonzero(at < 0)[0])][1]}); run the build again")
-    for a in range(0, len(copies), 4096):
-        part = [row for row, _ in copies[a : a + 4096]]
-        writer.put(part, rows.fetch(at[a : a + 4096]), part)

@@ -62,6 +62,29 @@ class ShardWriter:
             raise self.error
         self._q.put((rows, vectors, vector_rows))
 
+    def put_copies(self, copies: list[tuple[dict, str]]) -> None:
+        """Queue each (row, id) of `copies` with the vector the set holds for that id: one pass over
+        the set's ids (a block in memory at a time) finds their rows, which are then read one by one.
+        The vectors were made by this encoder from these same bytes (a file that moved, under a new
+        id), so encoding them again would give them back, at the cost of decoding and a forward."""
+        from ..errors import BuildError
+
+        want: dict[str, list[int]] = {}
+        for n, (_, i) in enumerate(copies):
+            want.setdefault(i, []).append(n)
+        rows = self.store.rows(self.set_name)
+        at = np.full(len(copies), -1, dtype=np.int64)
+        for start, _, meta in rows.stream(vectors=False, chunk_rows=1 << 16, columns=("id",), raw=True):
+            for r, i in enumerate(meta["id"].strings()):
+                for n in want.get(i, ()):
+                    at[n] = start + r
+        if (at < 0).any():  # the plan saw these ids in the set, and the build holds the store's lock
+            raise BuildError(f"{int((at < 0).sum())} stored vector(s) to copy are no longer in the set "
+                             f"(e.g. {copies[int(np.flatnonzero(at < 0)[0])][1]}); run the build again")
+        for a in range(0, len(copies), 4096):
+            part = [row for row, _ in copies[a : a + 4096]]
+            self.put(part, rows.fetch(at[a : a + 4096]), part)
+
     def _run(self) -> None:
         try:
             while True:
