@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import json
 import os
 import secrets
@@ -76,7 +77,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     when the block ends, fsync it, rename it to `path` and fsync the folder. If the block raises, the
     temporary is removed and `path` is untouched. A folder can only take the place of a missing one.
 
-        with atomic_path(out) as tmp, h5py.File(tmp, "w") as f: ...
+        with atomic_path(out) as tmp: ...   (an HDF5 file: atomic_h5 below)
     """
     path = Path(path)
     tmp = temp_path(path)
@@ -99,6 +100,94 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise
     fault(f"renamed:{path.name}")
     fsync_dir(path.parent)
+
+
+@contextmanager
+def atomic_h5(path: str | Path):
+    """`atomic_path` for one HDF5 file: yield an h5py.File written on the temporary, closed (and
+    renamed into place) when the block ends.
+
+    HDF5 must never see a write fail: a file whose write failed cannot flush its metadata, and
+    whatever closes it then (the garbage collector, on any thread, or interpreter exit) crashes the
+    process in H5F_close (h5py#914, a bug in the HDF5 library; a disk that fills after
+    `check_free_space` did it). So HDF5 writes through `_Writes`, which keeps the first error and
+    discards what follows; the file then closes cleanly, and the error is raised after it (a disk
+    error becomes atomic_path's one-line StoreError) with the temporary removed."""
+    import h5py
+
+    with atomic_path(path) as tmp:
+        raw = _Writes(tmp)
+        try:
+            with h5py.File(raw, "w") as f:
+                yield f
+        finally:
+            raw.close()
+        if raw.error is not None:
+            raise raw.error
+
+
+class _Writes(io.RawIOBase):
+    """The file object HDF5 writes a new file through (h5py's fileobj driver; ~10-20% slower than
+    its own C driver, measured on a 150 MB file). The first OSError of a write is kept in `error`
+    and every write from then on is dropped while HDF5 is told it succeeded; reads past what was
+    written read zeros. Unbuffered: HDF5 gathers its own writes (1,611 calls for 150 MB)."""
+
+    def __init__(self, path: Path):
+        self.error: OSError | None = None
+        self._f = open(path, "w+b", buffering=0)  # noqa: SIM115 - closed by close()
+
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._f.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def readinto(self, b) -> int:
+        n = self._f.readinto(b)
+        if n < len(b) and self.error is not None:  # what was dropped: HDF5 only needs consistent bytes
+            b[n:] = bytes(len(b) - n)
+            n = len(b)
+        return n
+
+    def write(self, b) -> int:
+        view = memoryview(b).cast("B")
+        n, done = len(view), 0
+        while self.error is None and done < n:
+            try:
+                wrote = self._f.write(view[done:])
+            except OSError as e:
+                self.error = e
+                break
+            if not wrote:
+                self.error = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            done += wrote or 0
+        if done < n:
+            self._f.seek(n - done, os.SEEK_CUR)
+        return n
+
+    def truncate(self, size: int | None = None) -> int:
+        try:
+            return self._f.truncate(size)
+        except OSError as e:
+            self.error = self.error or e
+            return self.tell() if size is None else size
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        if not self._f.closed:
+            self._f.close()
+        super().close()
 
 
 def _cannot_write(e: OSError, path: Path):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_path, check_free_space
+from ..atomic import atomic_h5, check_free_space
 from .schema import FORMAT, ITEM_COLUMNS, ITEM_INT_COLUMNS, ITEM_STR_COLUMNS, SCHEMA_VERSION, STATUS_OK
 from .shards import ShardMeta
 
@@ -185,20 +185,18 @@ def _layout_general(order: list[tuple[str, ShardMeta]], set_attrs: dict[str, dic
 
 def write_catalog(path: Path, shard_root_rel: str, layout: Layout, index_meta: dict[str, dict], created: str | None,
                   shard_stats: dict[str, tuple[int, int]] | None = None) -> None:
-    """Write the catalog to a temp file and rename it over the old one (atomic.atomic_path).
+    """Write the catalog to a temp file and rename it over the old one (atomic.atomic_h5).
 
     `shard_stats` ("<set>/<file>" -> (size, mtime_ns)) of shards whose checksums were checked: an
     opener whose shards still have them trusts them (fast path); any other shard is checked in full.
     Each set also gets `item_row` (row -> item table position, so readers stream rows with their
     labels without loading the item table), `row_sha256` (checksums per ROW_BLOCK rows of each of
     its row-aligned columns) and `row_map_sha256` (its virtual dataset's row-to-shard map)."""
-    import h5py
-
     from . import rowtext
     from .integrity import ROW_BLOCK, ROW_COLUMNS, row_map_digest
 
     check_free_space(path.parent, 2 * _catalog_bytes(layout) + (64 << 10))
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+    with atomic_h5(path) as f:
         write_file_attrs(f, created, shard_root_rel)
         g = f.create_group("items")
         n_items = len(layout.items["id"])

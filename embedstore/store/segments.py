@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_path, fault, fsync_dir
+from ..atomic import atomic_h5, fault, fsync_dir
 from .schema import FORMAT, ITEM_COLUMNS, ITEM_STR_COLUMNS, SCHEMA_VERSION
 from .shards import as_str
 
@@ -293,9 +293,7 @@ class Appender:
         str_cols = {c: _indexable(layout.items[c]) for c in ITEM_STR_COLUMNS}
         name = f"seg-{time.time_ns():020d}-{secrets.token_hex(4)}.h5"
         part = _Part(f"{self.folder.parent.name}/{FOLDER}/{name}", n_new, "", level=0)
-        import h5py
-
-        with atomic_path(self.folder / name) as tmp, h5py.File(tmp, "w") as f:
+        with atomic_h5(self.folder / name) as f:
             f.attrs["format"] = f"{FORMAT}-catalog-segment"
             part.digest = write_items(f.create_group("items"), layout.items, str_cols)
             ok = ok_count(str_cols["status"])
@@ -368,7 +366,7 @@ class Appender:
         out = _Part(f"{self.folder.parent.name}/{FOLDER}/{name}", sum(p.items for p in group), "", group[0].level + 1)
         srcs = [h5py.File(root / p.file, "r") for p in group]
         try:
-            with atomic_path(self.folder / name) as tmp, h5py.File(tmp, "w") as f:
+            with atomic_h5(self.folder / name) as f:
                 f.attrs["format"] = f"{FORMAT}-catalog-segment"
                 merged, checks = ItemsDigest(), [ItemsDigest() for _ in group]
                 for c in ITEM_COLUMNS:
@@ -412,7 +410,7 @@ class Appender:
         # merged-away parts start their grace now, before the head that drops them is in place: a kill
         # after the rename must not leave them looking old (a sweep keeps what the current catalog uses)
         retire(self.folder, [Path(p).name for p in self.retired])
-        with atomic_path(self.catalog) as tmp, h5py.File(tmp, "w") as f:
+        with atomic_h5(self.catalog) as f:
             write_file_attrs(f, self.created, self.shard_root_rel)
             f.create_dataset(PARTS, data=json.dumps([dataclasses.asdict(p) for p in self.parts]), dtype=str_dt)
             g = f.create_group("items")

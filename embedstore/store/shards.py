@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import TMP_PREFIX, atomic_path, check_free_space
+from ..atomic import TMP_PREFIX, atomic_h5, check_free_space
 from ..atomic import remove_stale_temps as remove_stale_tmp  # noqa: F401  re-exported: the store sweeps shard folders with it
 from .schema import ITEM_COLUMNS, ITEM_INT_COLUMNS, ITEM_STR_COLUMNS, LATE_STR_COLUMNS
 
@@ -238,8 +238,6 @@ def write_shard(
 
     Names sort in commit order (the latest commit of an id wins). A given `name` replaces a shard
     of that name whole: a retried Ray task rewrites its shard rather than adding a second copy."""
-    import h5py
-
     directory.mkdir(parents=True, exist_ok=True)
     vectors = np.ascontiguousarray(vectors)
     # checksums of what the shard holds, recorded with it: `check_shard` and `embed verify` recompute them
@@ -247,7 +245,7 @@ def write_shard(
              "vector_ids_sha256": vector_ids_digest(vector_ids, vector_sha256)}
     name = name or f"{time.time_ns():020d}-{os.getpid()}-{next(_counter):06d}.h5"
     check_free_space(directory, 2 * vectors.nbytes + 512 * len(items) + (64 << 10))
-    with atomic_path(directory / name) as tmp, h5py.File(tmp, "w") as f:
+    with atomic_h5(directory / name) as f:
         for k, v in attrs.items():
             f.attrs[k] = v
         f.attrs[ATTRS_DIGEST] = attrs_digest(f.attrs)  # of the values as a reader gets them back
