@@ -301,3 +301,71 @@ def test_predict_and_evaluate_score_a_labelled_file_alike_unknown_labels_include
     assert p["accuracy"] == pytest.approx(e["accuracy"]) and p["accuracy"] <= 0.6
     r = embed("predict", tmp_path / "head", tmp_path / "hold.csv")
     assert "labels the head has no class for (counted, always wrong): toys (2)" in r.output, r.output
+
+
+def test_an_id_is_the_same_item_through_every_door_as_stored_or_as_ls_prints_it(tmp_path):
+    """A file name with a newline is listed by `embed ls` as `a\\nb.png`; one with a backslash and an
+    n as `x\\\\ny.png`. Either form, and the stored id itself, names the same item through search
+    (Python, CLI, the server, a batch of ids), the server's item route and recommend (Python, CLI,
+    the server). The server and batch search once took only the stored form, and recommend only
+    the printed one, so a literal backslash-n id was 'not in the store' there alone."""
+    import json
+
+    from conftest import write_image
+
+    from embedstore import recommend, search
+    from embedstore.ingest import build
+    from embedstore.search.batch import search_batch
+    from embedstore.serve.server import open_api
+
+    photos = make_image_folder(tmp_path / "photos", classes=("cat", "dog"), per_class=4)
+    write_image(photos / "cat" / "a\nb.png", (200, 60, 40), seed=7)
+    write_image(photos / "cat" / "x\\ny.png", (40, 60, 200), seed=8)
+    store = tmp_path / "s.h5"
+    build(photos, store, encoder="test:tiny", workers=0, precision="fp32", progress=False)
+    listed = embed("ls", store).output.splitlines()
+    api = open_api(store)
+    for stored, shown in (("cat/a\nb.png", "cat/a\\nb.png"), ("cat/x\\ny.png", "cat/x\\\\ny.png")):
+        assert shown in listed and stored not in listed
+        want = [h["id"] for h in search(store, item_id=stored, k=3).hits]
+        liked = [h["id"] for h in recommend(store, stored.replace(",", "\\,"), k=3).hits]
+        assert stored not in want and stored not in liked
+        assert api.handle("GET", "/api/items/" + shown).status == 200, shown  # (a URL carries no raw newline)
+        for form in (stored, shown):
+            assert [h["id"] for h in search(store, item_id=form, k=3).hits] == want, form
+            r = embed("search", store, "--id", form, "-k", 3, "--json")
+            assert r.exit_code == 0 and [h["id"] for h in json.loads(r.output)["hits"]] == want, (form, r.output)
+            r = api.handle("GET", "/api/search", {"id": form, "k": "3"})
+            assert r.status == 200 and [h["id"] for h in json.loads(r.body)["hits"]] == want, (form, r.body)
+            with open(tmp_path / "q.csv", "w", newline="") as f:
+                csv.writer(f).writerows([["id"], [form]])
+            search_batch(store, tmp_path / "q.csv", tmp_path / "o.csv", k=3, progress=False)
+            with open(tmp_path / "o.csv", newline="") as f:
+                assert [row["id"] for row in csv.DictReader(f)] == want, form
+            assert [h["id"] for h in recommend(store, form, k=3).hits] == liked, form
+            r = embed("recommend", store, "--like", form, "-k", 3, "--json")
+            assert r.exit_code == 0 and [h["id"] for h in json.loads(r.output)["hits"]] == liked, (form, r.output)
+            r = api.handle("GET", "/api/recommend", {"like": form, "k": "3"})
+            assert r.status == 200 and [h["id"] for h in json.loads(r.body)["hits"]] == liked, (form, r.body)
+    assert api.handle("GET", "/api/search", {"id": "cat/nothing.png", "k": "3"}).status == 404
+
+
+def test_the_server_counts_what_it_serves_as_embed_info_counts_that_set(tmp_path):
+    """/api/info's `vectors` and label counts are the served set's rows, which `embed info --json`
+    gives as that set's count; its `items` count the store's items, quarantined ones too (the
+    server once called its row count `items`: 6 against the CLI's 10)."""
+    import json
+
+    from conftest import add_bad_files
+
+    from embedstore.ingest import build
+    from embedstore.serve.server import open_api
+
+    photos = make_image_folder(tmp_path / "photos", classes=("cat", "dog"), per_class=3)
+    add_bad_files(photos)
+    build(photos, tmp_path / "s.h5", encoder="test:tiny", workers=0, precision="fp32", progress=False)
+    cli = json.loads(embed("info", tmp_path / "s.h5", "--json").output)
+    got = json.loads(open_api(tmp_path / "s.h5").handle("GET", "/api/info").body)
+    served = next(s for s in cli["vector_sets"] if s["name"] == got["vector_set"])
+    assert cli["items"] > cli["ok"] == served["count"] == got["vectors"] == 6 and "items" not in got
+    assert got["labels"] == cli["labels"] == {"cat": 3, "dog": 3}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_image_folder
+from conftest import embed, make_image_folder
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def test_server_binds_loopback_and_serves_the_page(served):
     assert status == 200 and ctype.startswith("text/html") and b'id="map"' in body
     assert b"http://" not in body.replace(b"http://www.w3.org/2000/svg", b"")  # no external resources
     status, info, _ = request(port, "GET", "/api/info")
-    assert status == 200 and info["items"] == 24 and info["head"] == "logistic" and info["text_search"] is False
+    assert status == 200 and info["vectors"] == 24 and info["head"] == "logistic" and info["text_search"] is False
     assert info["store"] == "s.h5" and str(root) not in json.dumps(info)  # no server paths
 
 
@@ -374,6 +374,48 @@ def test_page_in_headless_chromium(served, tmp_path):
         driver.quit()
 
 
+@pytest.mark.slow
+def test_the_page_filters_on_a_label_with_a_comma_or_a_bar_as_the_cli_does(tmp_path):
+    """The page wrote the label filter as `label=` + the label: a label "a,b" was refused (a filter
+    "b" with no =) and "x|y" was read as x OR y, so its search came back with the x items. It now
+    escapes the value as --where reads it, and the page's neighbours are `embed search`'s."""
+    import json
+
+    from embedstore.ingest import build
+    from embedstore.serve.server import make_server, open_api
+
+    driver = headless_chromium()
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    make_image_folder(tmp_path / "photos", classes=("a,b", "x|y", "x"), per_class=4)
+    store = tmp_path / "s.h5"
+    build(tmp_path / "photos", store, encoder="test:tiny", workers=0, precision="fp32", progress=False)
+    srv = make_server(open_api(store), "127.0.0.1", 0).start()
+    wait = WebDriverWait(driver, 60)
+    try:
+        driver.get(f"http://127.0.0.1:{srv.port}/")
+        wait.until(lambda d: "12 items" in d.find_element(By.ID, "info").text)
+        for label, escaped in (("x|y", "x\\|y"), ("a,b", "a\\,b")):
+            Select(driver.find_element(By.ID, "f-label")).select_by_value(label)
+            box = driver.find_element(By.ID, "itemid")
+            box.clear()
+            box.send_keys("x/x_000.jpg")
+            driver.find_element(By.ID, "go-id").click()
+            wait.until(lambda d: f"filter label={escaped}" in d.find_element(By.ID, "status").text
+                       or d.find_element(By.ID, "error").text)
+            assert driver.find_element(By.ID, "error").text == ""
+            got = [c.get_attribute("data-id") for c in driver.find_elements(By.CSS_SELECTOR, "#results .card.result")]
+            # (the page asks for no more than the label's 4 items less the query's own: 3)
+            r = embed("search", store, "--id", "x/x_000.jpg", "-k", 3, "--where", f"label={escaped}", "--json")
+            assert r.exit_code == 0, r.output
+            assert got == [h["id"] for h in json.loads(r.output)["hits"]] and len(got) == 3, (label, got)
+            assert all(i.startswith(label + "/") for i in got), got
+    finally:
+        driver.quit()
+        srv.stop()
+
+
 def test_serve_refuses_a_head_from_other_vectors_and_a_busy_port(served, tmp_path):
     from typer.testing import CliRunner
 
@@ -446,13 +488,13 @@ def test_a_running_server_answers_from_a_build_that_finished_after_it_started(tm
     build(photos, tmp_path / "s.h5", encoder="test:tiny", workers=0, precision="fp32", progress=False)
     srv = make_server(open_api(tmp_path / "s.h5"), "127.0.0.1", 0).start()
     try:
-        assert request(srv.port, "GET", "/api/info")[1]["items"] == 10
+        assert request(srv.port, "GET", "/api/info")[1]["vectors"] == 10
         assert len(request(srv.port, "GET", "/api/map")[1]["points"]) == 10
         new = photos / "cat" / "new_cat.jpg"
         shutil.copy(photos / "dog" / "dog_000.jpg", new)
         build(photos, tmp_path / "s.h5", encoder="test:tiny", workers=0, precision="fp32", progress=False)
         time.sleep(1.1)  # the server looks at the store at most once a second
-        assert request(srv.port, "GET", "/api/info")[1]["items"] == 11
+        assert request(srv.port, "GET", "/api/info")[1]["vectors"] == 11
         status, item, _ = request(srv.port, "GET", "/api/items/cat/new_cat.jpg")
         assert status == 200 and item["label"] == "cat"
         status, hits, _ = request(srv.port, "GET", "/api/search?id=cat/new_cat.jpg&k=1")

@@ -125,7 +125,7 @@ def recommend_users(store: str | Path, interactions: str | Path, out: str | Path
     rows, allowed = snap.rows, snap.mask(where)
     if snap.search.count(allowed) == 0:
         raise nothing_to_search(snap.vs, snap.rows, where)
-    g = group(inter, src.row_of, min_rating)
+    g = group(inter, lambda i: src.row_of(src.stored_id(i) or i), min_rating)
     n_items = len(np.unique(inter.items[inter.items != ""]))
     inter = None  # from here on the interactions are integer arrays (g); the strings are dropped
     if g.unknown_items and g.unknown_items == n_items:

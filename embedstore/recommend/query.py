@@ -57,10 +57,9 @@ class Ids(list):
 
 def split_ids(ids) -> list[str]:
     """'a,b' or ['a', 'b,c'] -> ['a', 'b', 'c'] (order kept, repeats dropped). A comma that is part
-    of an id is written '\\,' (as in --where); the rest as `embed ls` prints ids (naming.from_line)."""
+    of an id is written '\\,' (as in --where). Each is then looked up as stored, else as `embed ls`
+    prints ids (SearchContext.stored_id)."""
     import re
-
-    from ..naming import from_line
 
     if ids is None:
         return Ids()
@@ -70,7 +69,7 @@ def split_ids(ids) -> list[str]:
     out = Ids()
     for p in parts:
         for x in re.split(r"(?<!\\),", str(p)):
-            x = from_line(x.strip().replace("\\,", ","))
+            x = x.strip().replace("\\,", ",")
             if x and x not in out:
                 out.append(x)
     return out
@@ -124,12 +123,13 @@ def recommend_in(ctx, like, dislike=None, k: int = 10, where: str | None = None,
     like, dislike = split_ids(like), split_ids(dislike)
     if not like:
         raise SearchError("give at least one liked item: --like ID[,ID...]")
-    both = [i for i in like if i in dislike]
     ctx.refresh()  # the newest committed state first: the rows resolved below index into it
     src = source or ctx
     if source is not None:
         source.refresh()
         check_comparable(source, ctx)
+    like, dislike = ([*dict.fromkeys(src.stored_id(i) or i for i in ids)] for ids in (like, dislike))
+    both = [i for i in like if i in dislike]
     liked_rows = resolve(src, like, "liked")
     disliked_rows = resolve(src, dislike, "disliked")
     keep_l = np.array([i not in both for i in like])

@@ -74,6 +74,7 @@ def search_batch(store: str | Path, queries: str | Path, out: str | Path, k: int
     ctx = _context(store, vector_set, weights, device, where, out)
     kind, items = read_queries(queries)
     if kind == "id":
+        items = [(ctx.stored_id(name) or name, q) for name, q in items]  # also as `embed ls` prints them
         missing = [name for name, _ in items if ctx.row_of(name) is None]
         if missing:
             raise SearchError(f"{len(missing)} id(s) in {queries} are not in {ctx.vs.name}, e.g. {missing[0]!r}; "

@@ -161,6 +161,17 @@ class SearchContext:
             snap.row_of = {str(i): k for k, i in enumerate(snap.rows.ids)}
         return snap.row_of.get(item_id)
 
+    def stored_id(self, item_id: str) -> str | None:
+        """The id of the set's row that `item_id` names: itself, else the id `embed ls` prints as
+        `item_id` (a newline in a file name written \\n: naming.from_line); None when neither is
+        there. Every door that takes an id (search, the server, batch queries, recommend) goes through here."""
+        if self.row_of(item_id) is not None:
+            return item_id
+        from ..naming import from_line
+
+        plain = from_line(item_id)
+        return plain if plain != item_id and self.row_of(plain) is not None else None
+
     def vector_for_id(self, item_id: str) -> np.ndarray:
         r = self.row_of(item_id)
         if r is None:
@@ -353,11 +364,8 @@ def search(store: str | Path, item_id: str | None = None, image: str | Path | No
         raise SearchError(f"-k must be at least 1, not {k}")
     ctx = SearchContext(store, vector_set, weights, device)
     parse_where(where)  # a malformed filter fails before any encoder loads
-    if item_id is not None and ctx.row_of(item_id) is None:
-        from ..naming import from_line
-
-        if ctx.row_of(from_line(item_id)) is not None:  # an id as `embed ls` prints it, a newline written \n
-            item_id = from_line(item_id)
+    if item_id is not None:
+        item_id = ctx.stored_id(item_id) or item_id  # also as `embed ls` prints it (a newline written \n)
     exclude = item_id if item_id is not None and not include_self else None
     Q = ctx.vector_for_id(item_id) if item_id is not None else None  # an unknown id is the first thing to say
     if k > len(ctx.rows) - (exclude is not None):  # the size error (which counts the item left out) before any encoder loads

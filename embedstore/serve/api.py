@@ -104,11 +104,13 @@ class Api:
 
     # ---- answers ------------------------------------------------------------------------------
     def info(self) -> dict:
+        """What is served: `vectors` and the label and split counts are of the served set's rows (what
+        search covers), as `embed info` gives that set's count; its `items` are the store's, quarantined too."""
         r = self.ctx.rows
         labels, counts = np.unique(r.labels[r.labels != ""], return_counts=True)
         sp, sc = np.unique(r.splits[r.splits != ""], return_counts=True)
         return {"store": self.store_name, "vector_set": self.ctx.vs.name, "encoder": self.ctx.vs.encoder,
-                "items": len(r), "labels": dict(zip(labels.tolist(), counts.tolist())), "splits": dict(zip(sp.tolist(), sc.tolist())),
+                "vectors": len(r), "labels": dict(zip(labels.tolist(), counts.tolist())), "splits": dict(zip(sp.tolist(), sc.tolist())),
                 "text_search": str(self.ctx.vs.encoder).startswith("open_clip:") or self.ctx.prov.get("modality") == "text",
                 "image_search": self.ctx.prov.get("modality", "image") != "text",
                 "head": self.head_doc.get("kind") if self.head_doc else None,
@@ -137,8 +139,8 @@ class Api:
         if (item_id is None) == (text is None):
             raise ApiError(400, "give exactly one of 'id' or 'text' (or POST an image to /api/search)")
         if item_id is not None:
-            if self.ctx.row_of(item_id) is None:
-                raise ApiError(404, f"no item with id {item_id!r}")
+            self._row(item_id)  # 404 for an unknown id
+            item_id = self.ctx.stored_id(item_id)
             Q = self.ctx.vector_for_id(item_id)
             include_self = query.get("include_self", "0").lower()
             if include_self not in ("0", "1", "true", "false"):
@@ -202,7 +204,7 @@ class Api:
         like, dislike = split_ids(query.get("like")), split_ids(query.get("dislike"))
         if not like:
             raise ApiError(400, "give the liked item ids: like=ID[,ID...]")
-        unknown = [i for i in like + dislike if self.ctx.row_of(i) is None]
+        unknown = [i for i in like + dislike if self.ctx.stored_id(i) is None]
         if unknown:
             raise ApiError(404, f"no item with id {unknown[0]!r}" + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""))
         k = int_arg(query, "k", 10, 1, min(MAX_K, len(self.ctx.rows)))
@@ -244,7 +246,9 @@ class Api:
                 "seen_in_training": seen}
 
     def _row(self, item_id: str) -> int:
-        r = self.ctx.row_of(item_id)
+        """The row of an id, given as stored or as `embed ls` prints it (SearchContext.stored_id)."""
+        found = self.ctx.stored_id(item_id)
+        r = None if found is None else self.ctx.row_of(found)
         if r is None:
             raise ApiError(404, f"no item with id {item_id!r}")
         return r

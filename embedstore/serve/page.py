@@ -91,17 +91,19 @@ const $ = (id) => document.getElementById(id);
 const COLOURS = ["#2563eb","#dc2626","#16a34a","#9333ea","#ea580c","#0891b2","#ca8a04","#db2777","#4b5563","#65a30d"];
 let INFO = null, COLOUR = {};
 const thumb = (id, size) => "/api/thumb/" + id.split("/").map(encodeURIComponent).join("/") + "?size=" + (size || 128);
+// a value as --where reads it: a backslash before , | and itself (store/select.parse_filter)
+const plain = (v) => v.replace(/[\\\\,|]/g, (c) => "\\\\" + c);
 function where() {
   const parts = [];
-  if ($("f-label").value) parts.push("label=" + $("f-label").value);
-  if ($("f-split").value) parts.push("split=" + $("f-split").value);
+  if ($("f-label").value) parts.push("label=" + plain($("f-label").value));
+  if ($("f-split").value) parts.push("split=" + plain($("f-split").value));
   if ($("f-where").value.trim()) parts.push($("f-where").value.trim());  // metadata columns, as --where takes them
   return parts.join(",");
 }
 function params(extra) {
   let k = Math.max(1, parseInt($("k").value || "12"));
   if (INFO) {  // no more neighbours than the filter leaves (an id query's own item is left out)
-    let pool = INFO.items;
+    let pool = INFO.vectors;
     if ($("f-label").value) pool = Math.min(pool, INFO.labels[$("f-label").value] || 1);
     if ($("f-split").value) pool = Math.min(pool, INFO.splits[$("f-split").value] || 1);
     k = Math.max(1, Math.min(k, pool - (extra && extra.id ? 1 : 0)));
@@ -143,7 +145,7 @@ function likedChanged() {
 async function moreLikeThese() {
   if (!LIKED.size) return;
   let k = Math.max(1, parseInt($("k").value || "12"));
-  if (INFO) k = Math.max(1, Math.min(k, INFO.items - LIKED.size));
+  if (INFO) k = Math.max(1, Math.min(k, INFO.vectors - LIKED.size));
   const p = new URLSearchParams({like: [...LIKED].join(","), k: k, diversity: $("diversity").value || "0"});
   if (where()) p.set("where", where());
   say("recommending..."); show(await fetch("/api/recommend?" + p.toString()), "recommended");
@@ -259,7 +261,7 @@ async function drawMap() {
 }
 fetch("/api/info").then(r => r.json()).then(d => {
   INFO = d;
-  $("info").textContent = d.items + " items \u00b7 " + d.vector_set + " (" + d.encoder + ")" + (d.head ? " \u00b7 head: " + d.head : "");
+  $("info").textContent = d.vectors + " items \u00b7 " + d.vector_set + " (" + d.encoder + ")" + (d.head ? " \u00b7 head: " + d.head : "");
   Object.keys(d.labels).forEach((l, i) => { COLOUR[l] = COLOURS[i % COLOURS.length];
     const o = document.createElement("option"); o.value = o.textContent = l; $("f-label").appendChild(o);
     const g = document.createElement("span"); const dot = document.createElement("i"); dot.style.background = COLOUR[l]; g.append(dot, l + " (" + d.labels[l] + ")"); $("legend").appendChild(g); });
