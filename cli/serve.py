@@ -57,6 +57,8 @@ def register(app: typer.Typer) -> None:
         if srv.token:
             say(f"access token required on every request (Authorization: Bearer TOKEN, or open the URL below once): {srv.token}")
         say(f"serving {api.ctx.vs.name} ({len(api.ctx.rows)} items) on {srv.url}  (Ctrl-C to stop)")
+        if api.set_note:
+            say(f"note: {api.set_note}")
         try:
             srv.serve()
         except KeyboardInterrupt:

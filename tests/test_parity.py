@@ -369,3 +369,35 @@ def test_the_server_counts_what_it_serves_as_embed_info_counts_that_set(tmp_path
     served = next(s for s in cli["vector_sets"] if s["name"] == got["vector_set"])
     assert cli["items"] > cli["ok"] == served["count"] == got["vectors"] == 6 and "items" not in got
     assert got["labels"] == cli["labels"] == {"cat": 3, "dog": 3}
+
+
+def test_a_server_with_a_head_says_when_it_serves_another_set_than_embed_search_picks(tmp_path):
+    """With --head (and no --set) the server serves the set the head was fitted on; where that is
+    not the set `embed search` picks by default, /api/info and the start-up line say so with the
+    --set that makes the CLI answer the same, and with it both give the same hits."""
+    import json
+
+    from embedstore.heads.fit import fit_head
+    from embedstore.ingest import build
+    from embedstore.serve.server import open_api
+    from embedstore.store import open_store
+
+    photos = make_image_folder(tmp_path / "photos", classes=("cat", "dog"), per_class=4)
+    store = tmp_path / "m.h5"
+    build(photos, store, encoder="test:tiny", workers=0, precision="fp32", progress=False)
+    build(photos, store, encoder="test:tiny", normalize="none", workers=0, precision="fp32", progress=False)
+    with open_store(store) as st:
+        default = st.select_set(None).name
+        other = next(v.name for v in st.vector_sets() if v.name != default)
+    fit_head(store, "logistic", out=tmp_path / "head", vector_set=other, progress=False)
+    api = open_api(store, head=str(tmp_path / "head"))
+    info = json.loads(api.handle("GET", "/api/info").body)
+    assert info["vector_set"] == other and f"picks {default} unless given --set {other}" in info["vector_set_note"]
+    served = json.loads(api.handle("GET", "/api/search", {"id": "cat/cat_001.png", "k": "3"}).body)
+    r = embed("search", store, "--id", "cat/cat_001.png", "-k", 3, "--set", other, "--json")
+    cli = json.loads(r.output)
+    assert served["vector_set"] == cli["vector_set"] == other
+    assert [h["id"] for h in served["hits"]] == [h["id"] for h in cli["hits"]]
+    assert [h["score"] for h in served["hits"]] == pytest.approx([h["score"] for h in cli["hits"]], abs=1e-6)
+    plain = json.loads(open_api(store).handle("GET", "/api/info").body)  # no head: the default, nothing to say
+    assert plain["vector_set"] == default and plain["vector_set_note"] is None

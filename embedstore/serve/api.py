@@ -63,12 +63,13 @@ class Api:
 
     def __init__(self, ctx, head=None, head_doc: dict | None = None, max_upload: int = MAX_UPLOAD,
                  max_upload_pixels: int = MAX_UPLOAD_PIXELS, decode_budget: int | None = None, anomalies=None,
-                 store_name: str = ""):
+                 store_name: str = "", set_note: str = ""):
         from .images import DEFAULT_BUDGET, DecodeBudget, Thumbnailer
 
         self.ctx, self.head, self.head_doc, self.max_upload = ctx, head, head_doc, max_upload
         self.max_upload_pixels = max_upload_pixels
         self.store_name = _store_name(store_name)  # the file name only: server paths stay on the server
+        self.set_note = set_note  # why the served set is not the one `embed search` picks, if it is not
         self.budget = DecodeBudget(decode_budget or DEFAULT_BUDGET)
         self.thumbs = Thumbnailer(self.budget)
         self._embed_lock = threading.Lock()  # one forward pass at a time
@@ -109,7 +110,8 @@ class Api:
         r = self.ctx.rows
         labels, counts = np.unique(r.labels[r.labels != ""], return_counts=True)
         sp, sc = np.unique(r.splits[r.splits != ""], return_counts=True)
-        return {"store": self.store_name, "vector_set": self.ctx.vs.name, "encoder": self.ctx.vs.encoder,
+        return {"store": self.store_name, "vector_set": self.ctx.vs.name, "vector_set_note": self.set_note or None,
+                "encoder": self.ctx.vs.encoder,
                 "vectors": len(r), "labels": dict(zip(labels.tolist(), counts.tolist())), "splits": dict(zip(sp.tolist(), sc.tolist())),
                 "text_search": str(self.ctx.vs.encoder).startswith("open_clip:") or self.ctx.prov.get("modality") == "text",
                 "image_search": self.ctx.prov.get("modality", "image") != "text",
@@ -132,7 +134,7 @@ class Api:
             raise ApiError(400, api_words(str(e))) from None
         for h in hits:
             h.pop("uri", None)  # file paths stay on the server; thumbnails go by id
-        return {"hits": hits, "exact": exact, "ms": ms}
+        return {"hits": hits, "exact": exact, "ms": ms, "vector_set": self.ctx.vs.name}  # as `embed search --json` names it
 
     def search_get(self, query) -> dict:
         item_id, text = query.get("id"), query.get("text")

@@ -185,6 +185,7 @@ def open_api(store, head: str | None = None, vector_set: str | None = None, weig
     from ..search.query import SearchContext
 
     h = doc = prov = None
+    set_note = ""
     if head:
         h, doc = load_head(head)
         from ..heads.apply import head_provenance
@@ -193,8 +194,11 @@ def open_api(store, head: str | None = None, vector_set: str | None = None, weig
         prov = head_provenance(doc, head)
         if vector_set is None:  # the set the head was fitted on, as `embed evaluate` and `embed predict` pick it
             with open_store(store) as st:
-                found = st.find_set(prov)
+                found, default = st.find_set(prov), st.select_set(None)
             vector_set = found.name if found is not None else None
+            if found is not None and found.name != default.name:  # the one door that does not pick the default: say so
+                set_note = (f"{found.name} is the set the head was fitted on; `embed search` picks {default.name} "
+                            f"unless given --set {found.name}")
     ctx = SearchContext(store, vector_set, weights, device)
     if head:
         with open_store(store) as st:
@@ -208,4 +212,4 @@ def open_api(store, head: str | None = None, vector_set: str | None = None, weig
 
         report, _ = find_anomalies(store, anomalies, fit_on=anomalies_fit_on, vector_set=ctx.vs.name, weights=weights,
                                    device=device, progress=False)
-    return Api(ctx, h, doc, max_upload or MAX_UPLOAD, anomalies=report, store_name=str(store), **limits)
+    return Api(ctx, h, doc, max_upload or MAX_UPLOAD, anomalies=report, store_name=str(store), set_note=set_note, **limits)
