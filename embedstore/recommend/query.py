@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import OptionError, ProvenanceMismatchError, SearchError
-from ..search.query import nothing_to_search
+from ..search.query import check_k, nothing_to_search
 from .engine import Ask, Recommender
 
 # what must agree for vectors of two sets to be compared (the stored dtype may differ)
@@ -148,10 +148,7 @@ def recommend_in(ctx, like, dislike=None, k: int = 10, where: str | None = None,
     else:
         exclude = np.array([r for r in (ctx.row_of(i) for i in like + dislike) if r is not None], dtype=np.int64)
     room = pool - (int(allowed[exclude].sum()) if allowed is not None else len(np.unique(exclude)))
-    if k > room:
-        raise SearchError(f"-k {k} is larger than the {room} item(s) there are to recommend"
-                          + (f" (after --where {where})" if where else "") + " once the liked and disliked items are left out; "
-                          f"use -k {max(room, 1)} or less")
+    check_k(k, room, "item(s) there are to recommend", where, " once the liked and disliked items are left out")
     L = src.rows.fetch(liked_rows[keep_l])
     D = src.rows.fetch(disliked_rows[keep_d]) if keep_d.any() else None
     rec = Recommender(snap.search, clusters, dislike_weight, seed)

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..errors import SearchError
 from .index import normalise
-from .query import SearchContext, nothing_to_search
+from .query import SearchContext, check_k, nothing_to_search
 from .where import parse_where, row_mask
 
 COLUMNS = ["query", "rank", "id", "score", "label"]
@@ -69,8 +69,7 @@ def search_batch(store: str | Path, queries: str | Path, out: str | Path, k: int
     from ..reports.table import TableWriter
     from ..sources.queries import read_queries
 
-    if k < 1:
-        raise SearchError(f"-k must be at least 1, not {k}")
+    check_k(k)
     ctx = _context(store, vector_set, weights, device, where, out)
     kind, items = read_queries(queries)
     if kind == "id":
@@ -130,8 +129,7 @@ def neighbors(store: str | Path, out: str | Path, k: int = 10, where: str | None
     from ..progress import progress_bar
     from ..reports.table import TableWriter
 
-    if k < 1:
-        raise SearchError(f"-k must be at least 1, not {k}")
+    check_k(k)
     ctx = _context(store, vector_set, None, "cpu", where, out)
     snap = ctx._snap
     rows = snap.rows
@@ -139,9 +137,7 @@ def neighbors(store: str | Path, out: str | Path, k: int = 10, where: str | None
     pool = len(rows) if allowed is None else int(allowed.sum())
     if pool == 0:
         raise nothing_to_search(snap.vs, rows, where)
-    if k > pool - 1:
-        raise SearchError(f"-k {k} is larger than the {pool - 1} other item(s) each item has" + (f" (after --where {where})" if where else "")
-                          + f"; use -k {max(pool - 1, 1)} or less")
+    check_k(k, pool - 1, "other item(s) each item has", where)
     t0 = time.perf_counter()
     plan = {}
     with TableWriter(out, COLUMNS) as w, progress_bar(pool, "neighbors", "item", progress) as bar:

@@ -281,8 +281,7 @@ class SearchContext:
     def run_batch(self, Q: np.ndarray, k: int = 10, where: str | None = None, exact: bool = False,
                   exclude_ids: list | None = None, mask: np.ndarray | None = None) -> tuple[list[list], dict, float]:
         """Hits per query row of Q, the plan the index followed, milliseconds for the whole batch."""
-        if k < 1:
-            raise SearchError(f"-k must be at least 1, not {k}")
+        check_k(k)
         self.refresh()
         snap = self._snap
         rows = snap.rows
@@ -297,9 +296,7 @@ class SearchContext:
             if allowed is not None:
                 excl = np.where((excl >= 0) & allowed[np.clip(excl, 0, None)], excl, -1)
         room = pool - (1 if excl is not None and (excl >= 0).any() else 0)
-        if k > room:
-            raise SearchError(f"-k {k} is larger than the {room} item(s) there are to search" + (f" (after --where {where})" if where else "")
-                              + (" (the query item itself left out)" if room < pool else "") + f"; use -k {max(room, 1)} or less")
+        check_k(k, room, where=where, after=" (the query item itself left out)" if room < pool else "")
         Q = np.array(Q, dtype=np.float32, ndmin=2)
         if snap.vs.provenance.get("normalize", "l2") == "l2":
             Q = normalise(Q)
@@ -349,6 +346,17 @@ def vectors_from_file(path: Path, dim: int, flag: str = "--vector-file", cosine:
     return v
 
 
+def check_k(k: int, room: int | None = None, there: str = "item(s) there are to search", where: str | None = None,
+            after: str = "") -> None:
+    """The one -k rule of search, neighbours and recommend: at least 1, and (given `room`) no more
+    than the items a query can get back, said with the --where that left them."""
+    if k < 1:
+        raise SearchError(f"-k must be at least 1, not {k}")
+    if room is not None and k > room:
+        raise SearchError(f"-k {k} is larger than the {room} {there}" + (f" (after --where {where})" if where else "")
+                          + after + f"; use -k {max(room, 1)} or less")
+
+
 def search(store: str | Path, item_id: str | None = None, image: str | Path | None = None, text: str | None = None,
            vector_file: str | Path | None = None, k: int = 10, where: str | None = None, exact: bool = False,
            vector_set: str | None = None, weights: str | None = None, device: str = "auto",
@@ -360,8 +368,7 @@ def search(store: str | Path, item_id: str | None = None, image: str | Path | No
     if len(asked) != 1:
         raise SearchError("give exactly one query: --id ID, --image FILE, --text \"...\" or --vector-file FILE"
                           + (f" (got {', '.join(asked)})" if asked else ""))
-    if k < 1:
-        raise SearchError(f"-k must be at least 1, not {k}")
+    check_k(k)
     ctx = SearchContext(store, vector_set, weights, device)
     parse_where(where)  # a malformed filter fails before any encoder loads
     if item_id is not None:

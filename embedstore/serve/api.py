@@ -226,15 +226,13 @@ class Api:
     def predict(self, content_type: str, data: bytes) -> dict:
         if self.head is None:
             raise ApiError(404, "this server was started without --head; restart with `embed serve STORE --head HEAD`")
-        import hashlib
-
         from ..evaluation.seen import seen_mask
 
         texts = self.ctx.prov.get("modality") == "text"
         Q = self._embed_text_upload(content_type, data) if texts else self._embed_upload(content_type, data)
         P = self.head.predict_proba(Q)[0]  # Q is what the store would hold for this file or text (the embedding service)
         classes = [str(c) for c in self.head.classes_]
-        order = np.argsort(-P)
+        order = np.argsort(-P, kind="stable")  # a tie goes to the first class, as argmax gives it to `embed predict`
         # the content hash a build gives the file (its bytes) or the text (its UTF-8), against the
         # head's fitted and selection items, as `embed predict` flags them
         if texts:  # the body decoded above; hashed as a build hashes the text, without the spaces around it
@@ -242,7 +240,9 @@ class Api:
 
             sha = text_sha256(data.decode("utf-8"))
         else:
-            sha = hashlib.sha256(data).hexdigest()
+            from ..sources.images import content_hash
+
+            sha = content_hash(data)
         seen = bool(seen_mask([sha], getattr(self.head, "seen_keys_", None))[0])
         return {"label": classes[order[0]], "prob": float(P[order[0]]), "probs": {classes[i]: float(P[i]) for i in order},
                 "seen_in_training": seen}
