@@ -395,7 +395,9 @@ def test_columns_that_where_cannot_name_are_kept_and_said(tmp_path):
 
 def test_a_build_from_a_source_without_metadata_keeps_the_stores(built, tmp_path):
     """The item table is shared by every vector set: building the same files for another set from a
-    plain manifest (as a fine-tune re-embeds) or a folder must not erase what a manifest brought."""
+    plain manifest (as a fine-tune re-embeds) or a folder must not erase what a manifest brought.
+    The build says so, with how to clear it (a user who removed the columns from the manifest
+    expected them gone, and --where kept finding the old values without a word)."""
     from conftest import copy_store
 
     store, files = built
@@ -407,8 +409,10 @@ def test_a_build_from_a_source_without_metadata_keeps_the_stores(built, tmp_path
         w.writerows([[str(p), p.parts[1]] for p in files])
     before = _meta_of(work)[1]
     r = embed("build", plain, "--store", work, "--encoder", "test:tiny", "--precision", "fp32", "--workers", 0,
-              "--normalize", "none")  # another vector set over the same items
+              "--normalize", "none", "--json")  # another vector set over the same items
     assert r.exit_code == 0, r.output
+    notes = [n for n in json.loads(r.stdout)["notes"] if "keep the metadata the store holds" in n]
+    assert len(notes) == 1 and notes[0].startswith(f"{len(files)} item(s)") and "columns left empty" in notes[0], notes
     assert _meta_of(work)[1] == before
     r = embed("ls", work, "--where", "brand=acme", "--json")
     assert r.exit_code == 0 and len(json.loads(r.stdout)) == sum(m["brand"] == "acme" for m in before)

@@ -83,6 +83,7 @@ class Plan:
     moved: int = 0  # items whose file is now at another path (same id): their paths are updated
     unlisted: int = 0  # a manifest source: stored items it does not list (rows removed, or another source's)
     unlisted_example: str = ""
+    meta_kept: int = 0  # a source without metadata columns: stored items whose metadata it keeps
     # sha256 -> id of a stored item with a vector whose file is gone: a new id with those bytes (a file
     # moved to another label's folder, or renamed) has that vector copied instead of encoded (loader.load_image)
     reuse: dict = field(default_factory=dict)
@@ -206,6 +207,7 @@ def make_plan(source_items, stored=None, live: np.ndarray | None = None, has_met
             replaced = None
             if p >= 0 and not has_metadata and it.meta is None and ex["meta"][j]:
                 it = replaced = dataclasses.replace(it, meta=ex["meta"][j])
+                plan.meta_kept += 1
             if it.text is not None or it.problem is not None:
                 size, mtime = text_fingerprint(it.text, it.problem)
             else:

@@ -350,6 +350,10 @@ def build(
                                     f"an earlier build, or items another source brought), e.g. {plan.unlisted_example}; they "
                                     f"stay in the store: list them with `embed ls {store} --not-in {source} > unlisted.txt` "
                                     "and leave them out of heads with --exclude unlisted.txt")
+            if plan.meta_kept:  # kept on purpose (make_plan), but a manifest that dropped its columns expects otherwise
+                report.notes.append(f"{plan.meta_kept} item(s) keep the metadata the store holds for them (e.g. for --where): "
+                                    "this source has no metadata columns; to clear it, build from a manifest that has "
+                                    "those columns left empty")
             writer = ShardWriter(st, set_name, set_attrs, {"device": str(dev), "precision": prec}, svc.dim, dtype,
                                  shard_rows=shard_rows, commit_seconds=commit_seconds,
                                  catalog_seconds=catalog_seconds,
