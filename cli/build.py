@@ -119,7 +119,7 @@ def register(app: typer.Typer) -> None:
     def build(
         source: Path = typer.Argument(..., metavar="SOURCE", help="A folder (<class>/..., train|val|test/<class>/..., or flat: see --layout) or a CSV/Parquet manifest with a 'path' column."),
         store: Path = typer.Option(..., "--store", "-s", help="The store file to create or add to (e.g. photos.h5)."),
-        encoder: str = typer.Option("effnet-lite:lite0", "--encoder", "-e", help="Encoder id; see `embed encoders`."),
+        encoder: str = typer.Option(None, "--encoder", "-e", help="Encoder id; see `embed encoders` [default: into a store that holds vectors, as its default vector set was made; else effnet-lite:lite0]."),
         weights: Path = typer.Option(None, "--weights", help="Local weights (.safetensors/.pth) for the encoder's architecture."),
         layer: str = typer.Option(None, "--layer", help="Take pooled features from this layer instead of the penultimate one."),
         layout: str = typer.Option("auto", "--layout", help="How to read a folder: auto | classes (<class>/...) | splits (train|val|test/<class>/...) | flat (no labels). auto reads train/val/test folders as splits, never as labels, and refuses a top level that mixes split and class folders."),
@@ -130,8 +130,8 @@ def register(app: typer.Typer) -> None:
         accel: str = typer.Option("auto", "--accel", help="Accelerated CPU forward: auto | none | openvino. openvino runs image encoders at exact fp32, ~2-10x eager (needs the openvino package: pip install openvino); auto uses it on CPU when it is installed and the precision is fp32."),
         batch_size: int = typer.Option(None, "--batch-size", "-b", min=1, help="Images per forward pass [default: 8 on CPU (measured fastest there), 64 on a GPU]."),
         workers: int = typer.Option(None, "--workers", "-w", min=0, help="Decode worker processes [default: a quarter of the cores on CPU, at least one, the rest run the encoder, raised up to one a core when the encoder waits on decode (large photos); cores - 1 with a GPU]. A number given here is kept."),
-        dtype: str = typer.Option("float16", "--dtype", help="Stored vector type: float16 | float32."),
-        normalize: str = typer.Option("l2", "--normalize", help="l2 (cosine search) | none."),
+        dtype: str = typer.Option(None, "--dtype", help="Stored vector type: float16 | float32 [default: float16]."),
+        normalize: str = typer.Option(None, "--normalize", help="l2 (cosine search) | none [default: l2]."),
         crop_pct: float = typer.Option(None, "--crop-pct", help="Centre-crop fraction in (0, 1] (resize to input / crop-pct, then crop) [default: the encoder's own]."),
         interpolation: str = typer.Option(None, "--interpolation", help="bilinear | bicubic | nearest [default: the encoder's own]."),
         resize_mode: str = typer.Option(None, "--resize-mode", help="shortest (resize the shorter side, centre crop) | squash (straight to the input size, nothing cropped) | longest (fit inside, pad) [default: the encoder's own]."),
@@ -160,10 +160,9 @@ def register(app: typer.Typer) -> None:
             from .common import fail
             from embedstore.heads.apply import provenance_like
 
-            chosen = [flag for flag, v, default in (("--encoder", encoder, "effnet-lite:lite0"), ("--layer", layer, None),
-                                                    ("--dtype", dtype, "float16"), ("--normalize", normalize, "l2"),
-                                                    ("--crop-pct", crop_pct, None), ("--interpolation", interpolation, None),
-                                                    ("--resize-mode", resize_mode, None)) if v != default]
+            chosen = [flag for flag, v in (("--encoder", encoder), ("--layer", layer), ("--dtype", dtype), ("--normalize", normalize),
+                                           ("--crop-pct", crop_pct), ("--interpolation", interpolation),
+                                           ("--resize-mode", resize_mode)) if v is not None]
             if chosen:
                 fail(f"--like {like} embeds exactly as its vectors were made; leave out {', '.join(chosen)}")
             like_prov, _ = run_guarded(provenance_like, like, BuildError)

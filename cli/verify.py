@@ -47,7 +47,9 @@ def register(app: typer.Typer) -> None:
             for n in d["notes"]:
                 say(f"note: {n}")
             if d.get("needs_source"):
-                say(f"{len(d['needs_source'])} shard(s) moved aside: run `embed build SOURCE --store {store}` to re-embed their items")
+                encoders = d.get("needs_encoders") or []
+                how = " or ".join(f"`embed build SOURCE --store {store} --encoder {e}`" for e in encoders) or f"`embed build SOURCE --store {store}`"
+                say(f"{len(d['needs_source'])} shard(s) moved aside: run {how} to re-embed their items")
             say("intact" if d["ok"] else f"{len(d['problems'])} problem(s) found")
         if not d["ok"]:
             raise typer.Exit(1)

@@ -380,3 +380,32 @@ def test_a_store_file_renamed_without_its_folder_says_to_rename_the_folder(image
     with open_store(tmp_path / "sub" / "renamed.h5") as st:  # a reader brings the renamed pair's catalog up to date
         assert st.select_set().count == 12
     assert _verify(tmp_path / "sub" / "renamed.h5")[0] == 0
+
+
+def test_after_a_repair_the_advised_build_re_embeds_with_the_sets_own_encoder(image_folder, tmp_path, build_tiny):
+    """verify's advice named `embed build SOURCE --store S`, which embedded with the default encoder:
+    a second vector set (effnet), which then became the store's default, and the damaged set's items
+    were never re-embedded. The advice names the set's encoder, and a build given no --encoder
+    embeds into a store as its default set was made (and says so)."""
+    import json
+
+    store = tmp_path / "s.h5"
+    build_tiny(image_folder, store)
+    shard = _shards(store)[0]
+    _flip_vector_byte(shard)
+    r = embed("verify", store)
+    assert r.exit_code == 1 and f"`embed build SOURCE --store {store} --encoder test:tiny`" in r.output, r.output
+    r = embed("verify", store, "--repair")
+    assert r.exit_code == 0 and f"--store {store} --encoder test:tiny` to re-embed their items" in r.output, r.output
+    r = embed("build", image_folder, "--store", store, "--workers", 0, "--json")  # as advised, even without --encoder
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert d["encoder"] == "test:tiny" and d["encoded"] == 4 and d["vectors_in_set"] == 12, d
+    assert any("as the store's vector set" in n and "--encoder to embed with another" in n for n in d["notes"]), d["notes"]
+    with open_store(store) as st:
+        assert [v.encoder for v in st.vector_sets()] == ["test:tiny"]
+    r = embed("build", image_folder, "--store", store, "--workers", 0, "--normalize", "none", "--json")
+    assert r.exit_code == 0, r.output  # another option without --encoder: the store's encoder, a set of its own
+    assert json.loads(r.stdout)["encoder"] == "test:tiny" and json.loads(r.stdout)["encoded"] == 12
+    with open_store(store) as st:
+        assert [v.encoder for v in st.vector_sets()] == ["test:tiny", "test:tiny"]

@@ -135,15 +135,15 @@ def _row(task, sha: str, status: str = STATUS_OK, reason: str = "") -> dict:
 def build(
     source: str | Path,
     store: str | Path,
-    encoder: str = DEFAULT_ENCODER,
+    encoder: str | None = None,
     weights: str | None = None,
     layer: str | None = None,
     device: str = "auto",
     precision: str = "auto",
     batch_size: int | None = None,
     workers: int | None = None,
-    dtype: str = "float16",
-    normalize: str = "l2",
+    dtype: str | None = None,
+    normalize: str | None = None,
     labels: bool = True,
     layout: str = "auto",
     progress: bool = True,
@@ -183,8 +183,15 @@ def build(
     `decode`: "workers" decode every image in the decode workers; "device" leaves JPEGs to the
     encoder's device (nvJPEG on a GPU, batched; on a CPU this process decodes them) and the workers
     only read and hash them (embedding/pixels.py). `retry_quarantined`: read again the files an
-    earlier build quarantined, though they have not changed (ingest/plan.make_plan)."""
+    earlier build quarantined, though they have not changed (ingest/plan.make_plan).
+
+    `encoder` None: a store that holds vectors is embedded into as its default set was made (see
+    `store_encoder`), a new store with DEFAULT_ENCODER; `dtype` None is float16, `normalize` None l2."""
     t_start = time.perf_counter() if started is None else started
+    encoder, like, encoder_note = store_encoder(store, encoder, like, weights=weights, layer=layer, dtype=dtype,
+                                                normalize=normalize, crop_pct=crop_pct, interpolation=interpolation,
+                                                resize_mode=resize_mode)
+    dtype, normalize = dtype or "float16", normalize or "l2"
     # settings read before anything runs: a malformed value is one line now, not a failure after the encoding
     if catalog_seconds is None:
         catalog_seconds = env_number("EMBEDSTORE_CATALOG_SECONDS", 30.0)
@@ -260,7 +267,7 @@ def build(
             workers, threads = cpu_split(os.cpu_count() or 1, workers, accelerated)
             threads_before = torch.get_num_threads()
             torch.set_num_threads(threads)
-        notes: list[str] = []
+        notes: list[str] = [encoder_note] if encoder_note else []
         from ..store.select import unfilterable
 
         odd = [c for c in (layout_found or {}).get("metadata_columns", []) if unfilterable(c)]
@@ -411,6 +418,32 @@ def build(
         if cluster is not None:
             cluster.close()
     return report
+
+
+def store_encoder(store, encoder: str | None, like: dict | None, **options) -> tuple[str, dict | None, str]:
+    """(encoder, like, note) for a build not told its encoder: into a store that holds built
+    vectors, the encoder of its default set (the one `embed search` uses), and with no other
+    embedding option (`options`: weights, layer, dtype, normalize, preprocessing) exactly as that
+    set was made (its provenance, as --like STORE). Re-embedding a store's items, as `embed verify`
+    advises after a repair, once used the default encoder instead: a second set, which then became
+    the store's default. Else DEFAULT_ENCODER."""
+    if like is not None or encoder is not None:
+        return encoder or DEFAULT_ENCODER, like, ""
+    if not Path(store).is_file():
+        return DEFAULT_ENCODER, None, ""
+    try:
+        with open_store(store) as st:
+            built = [v for v in st.vector_sets() if not str(v.encoder).startswith("external:")]
+            if not built:
+                return DEFAULT_ENCODER, None, ""
+            vs = st.select_set(None) if len(built) == len(st.vector_sets()) else max(built, key=lambda v: v.count)
+            prov = dict(vs.provenance)
+    except StoreError as e:
+        raise BuildError(f"cannot tell which encoder made the vectors of {store} ({e}); pass --encoder") from None
+    if any(v is not None for v in options.values()):
+        return str(prov["encoder"]), None, f"encoder {prov['encoder']}: that of the store's vector set {vs.name} (--encoder to choose another)"
+    return str(prov["encoder"]), prov, (f"encoder {prov['encoder']}, as the store's vector set {vs.name} was made "
+                                        "(--encoder to embed with another)")
 
 
 def _recorded_precision(store, svc: EmbeddingService) -> str | None:

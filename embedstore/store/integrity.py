@@ -155,6 +155,7 @@ def verify_store(path: str | Path) -> dict:
 
     set_dirs = sorted(d for d in shard_root.iterdir() if d.is_dir()) if shard_root.is_dir() else []
     metas, set_attrs, damaged = [], {}, set()
+    encoders: dict[str, str] = {}  # set -> encoder id, for the fix of a damaged shard
     for d in set_dirs:
         for f in stray_files(d):
             notes.append(f"ignored {d / f}: not a shard")
@@ -207,6 +208,7 @@ def verify_store(path: str | Path) -> dict:
                 listed = set(f["shards"].asstr()[()]) if "shards" in f else set()
                 for sname, g in f["vectors"].items():
                     catalog_ids[sname] = list(g["ids"].asstr()[()])
+                    encoders.setdefault(sname, as_str(g.attrs.get("encoder", "")))  # a set whose every shard is damaged
                     missing = sorted(set(KEY_FIELDS) - set(g.attrs) - {"modality"})
                     if missing:
                         bad("provenance", path, f"vector set {sname} lacks provenance fields: {', '.join(missing)}",
@@ -280,8 +282,13 @@ def verify_store(path: str | Path) -> dict:
             notes.append(f"index of {sname} was written before checksums: size and rows checked only")
         if problem:
             bad("index", ipath, problem, f"`embed verify {name} --repair` or the next `embed build` rebuilds it")
+    encoders.update({s: as_str(a["encoder"]) for s, a in set_attrs.items() if a.get("encoder")})
+    for p in problems:  # a damaged shard's items are re-embedded by its set's encoder: named, from an intact shard or the catalog
+        enc = encoders.get(Path(p["path"]).parent.name)
+        if p["what"] == "shard" and enc:
+            p["fix"] = p["fix"].replace(f"--store {name}`", f"--store {name} --encoder {enc}`")
     return {"store": str(path), "ok": not problems, "problems": problems, "checked": checked, "notes": notes,
-            "missing_shards": missing_shards}
+            "missing_shards": missing_shards, "set_encoders": encoders}
 
 
 def _name_check(name: str, attrs: dict) -> tuple[str | None, str | None]:
@@ -396,4 +403,7 @@ def repair_store(path: str | Path) -> dict:
     after = verify_store(given)
     after["repaired"] = done
     after["needs_source"] = needs_source
+    # the encoders of the moved shards' sets: what re-embeds their items
+    after["needs_encoders"] = sorted({e for p in before["problems"] if p["what"] == "shard"
+                                      and (e := before["set_encoders"].get(Path(p["path"]).parent.name))})
     return after
