@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import h5py
@@ -142,6 +143,32 @@ def test_a_read_only_disk_is_one_line_and_reading_still_works(image_folder, smal
         subprocess.run(["mount", "-o", "remount,rw", str(small_disk)], check=True)
     report = build_tiny(image_folder, store)
     assert report.encoded == 1 and report.vectors_in_set == 13
+
+
+def test_a_copy_on_a_read_only_disk_never_reads_the_originals_shards(image_folder, small_disk, build_tiny, tmp_path, monkeypatch):
+    """A copied store's catalog points at the original's folder (s.h5.d), by a path HDF5 resolves
+    from the working folder: on a read-only disk, where the copy's catalog cannot be rewritten, a
+    reader read the original's shards while they were there, and called the copy damaged once they
+    were gone. It is one line naming the copy, and nothing is read."""
+    import subprocess
+
+    orig = tmp_path / "orig"
+    orig.mkdir()
+    build_tiny(image_folder, orig / "s.h5")
+    shutil.copy(orig / "s.h5", small_disk / "c.h5")
+    shutil.copytree(orig / "s.h5.d", small_disk / "c.h5.d")
+    monkeypatch.chdir(orig)  # where s.h5.d resolves from
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    try:
+        for args in (("search", small_disk / "c.h5", "--id", "cat/cat_000.jpg"), ("info", small_disk / "c.h5"), ("ls", small_disk / "c.h5")):
+            r = embed(*args)
+            errors = [x for x in r.output.splitlines() if x.startswith("error:")]
+            assert r.exit_code != 0 and len(errors) == 1 and "Traceback" not in r.output, (args, r.output)
+            assert "points at s.h5.d/shards, not c.h5.d/shards (the store was copied or renamed)" in errors[0], errors
+    finally:
+        subprocess.run(["mount", "-o", "remount,rw", str(small_disk)], check=True)
+    r = embed("search", small_disk / "c.h5", "--id", "cat/cat_000.jpg", "-k", 3)  # writable again: the copy's catalog is rewritten
+    assert r.exit_code == 0, r.output
 
 
 def test_running_out_of_space_is_caught_before_hdf5_writes(image_folder, tmp_path, build_tiny, monkeypatch):

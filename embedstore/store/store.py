@@ -151,7 +151,13 @@ class Store:
                                      f"--store {self.shown}` to rebuild the catalog and re-embed those items")
                 try:
                     locked = self._lock.acquire()
-                except StoreError:  # a read-only disk: read the catalog as it is
+                except StoreError as e:  # a read-only disk: read the catalog as it is, unless it is another store's
+                    elsewhere = self._shards_elsewhere()
+                    if elsewhere is not None:  # never read another store's shards (HDF5 resolves them from the working folder)
+                        raise StoreError(f"the catalog of {self.shown} points at {elsewhere}, not {self.sidecar.name}/shards (the "
+                                         f"store was copied or renamed), and it cannot be brought up to date here ({str(e).split(';')[0]}); "
+                                         "open it once where it can be written (any command does it), or copy it to a "
+                                         "writable folder") from None
                     locked = False
                 if locked:
                     try:  # a killed writer left shards the catalog does not list yet; a reader never moves shards
@@ -269,11 +275,18 @@ class Store:
 
         with h5py.File(self.path, "r") as f:
             listed = set(f["shards"].asstr()[()]) if "shards" in f else set()
+        return listed != set(self._all_shards()) or self._shards_elsewhere() is not None
+
+    def _shards_elsewhere(self) -> str | None:
+        """The shard folder the catalog points at when it is not this store's own: a store renamed or
+        copied (S.h5 + S.h5.d) has virtual datasets and a shard_dir naming the old one."""
+        import h5py
+
+        with h5py.File(self.path, "r") as f:
             shard_dir = f.attrs.get("shard_dir")
         if isinstance(shard_dir, bytes):
             shard_dir = shard_dir.decode()
-        # a renamed store (S.h5 + S.h5.d moved together) has virtual datasets pointing at the old name
-        return listed != set(self._all_shards()) or shard_dir != f"{self.sidecar.name}/shards"
+        return None if shard_dir == f"{self.sidecar.name}/shards" else str(shard_dir)
 
     # ---- writing -------------------------------------------------------------------------
     def commit(self, set_name: str, set_attrs: dict, items: ItemRows, vector_ids, vector_sha256, vectors: np.ndarray, shard_attrs: dict) -> str:
