@@ -374,6 +374,39 @@ def test_page_in_headless_chromium(served, tmp_path):
         driver.quit()
 
 
+def test_items_with_odd_file_names_have_their_item_and_thumbnail_over_http(tmp_path):
+    """A newline in a name (%0A) was 'no such endpoint' (Starlette's path convertor stops at one); a
+    name that is not UTF-8 had no thumbnail (its stored file:// uri was opened as a path); the
+    item's `thumb` was not URL-quoted ('#' cut it short) and its `file` was cut at a backslash.
+    Every one is fetched over HTTP by its quoted id, and its `thumb` link is followed as given."""
+    import os
+    from urllib.parse import quote
+
+    from conftest import write_image
+
+    from embedstore.ingest import build
+    from embedstore.serve.server import make_server, open_api
+
+    photos = make_image_folder(tmp_path / "photos", classes=("cat",), per_class=2)
+    names = {"new\nline.png": "new\nline.png", "c#1?.png": "c#1?.png", "back\\slash.png": "back\\slash.png",
+             "tab\there.png": "tab\there.png", "a b.png": "a b.png"}
+    for i, n in enumerate(names):
+        write_image(photos / "cat" / n, seed=20 + i)
+    raw = os.fsencode(photos / "cat") + b"/caf\xe9.png"  # Latin-1: not UTF-8
+    os.rename(os.fsencode(write_image(photos / "_x.png", seed=40)), raw)
+    names["caf\\xe9.png"] = "caf\\xe9.png"  # id and file name with the byte shown as \xNN
+    build(photos, tmp_path / "s.h5", encoder="test:tiny", workers=0, precision="fp32", progress=False)
+    srv = make_server(open_api(tmp_path / "s.h5"), "127.0.0.1", 0).start()
+    try:
+        for n, file in names.items():
+            status, item, _ = request(srv.port, "GET", "/api/items/" + quote("cat/" + n, safe="/"))
+            assert status == 200 and item["id"] == "cat/" + n and item["file"] == file, (n, status, item)
+            status, png, ctype = request(srv.port, "GET", item["thumb"] + "?size=32")
+            assert status == 200 and ctype == "image/png" and png[:4] == b"\x89PNG", (n, status, png[:200])
+    finally:
+        srv.stop()
+
+
 @pytest.mark.slow
 def test_the_page_filters_on_a_label_with_a_comma_or_a_bar_as_the_cli_does(tmp_path):
     """The page wrote the label filter as `label=` + the label: a label "a,b" was refused (a filter

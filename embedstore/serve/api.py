@@ -8,6 +8,7 @@ a server file path."""
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 
@@ -259,13 +260,20 @@ class Api:
         r, rows = self._row(item_id), self.ctx.rows
         from ..search.query import row_hit
 
+        from urllib.parse import quote
+
+        from ..sources.items import local_path, shown
+
         out = {k: v for k, v in row_hit(rows, r).items() if k != "uri"}  # the server never shows file paths
         text = self.ctx.prov.get("modality") == "text"  # a text has no thumbnail: none is advertised (null)
-        out.update(id=item_id, file=str(rows.uris[r]).replace("\\", "/").rsplit("/", 1)[-1],
-                   thumb=None if text else f"/api/thumb/{item_id}")
+        stored = str(rows.ids[r])
+        # the file's name as `embed ls` shows names (undecodable bytes as \xNN); the thumbnail's URL quoted, a link to follow
+        out.update(id=stored, file=shown(os.path.basename(local_path(str(rows.uris[r])))),
+                   thumb=None if text else "/api/thumb/" + quote(stored, safe="/", errors="surrogateescape"))
         return out
 
     def thumb(self, item_id: str, query) -> bytes:
+        from ..sources.items import local_path
         from .images import ImageRefused
 
         r = self._row(item_id)
@@ -273,7 +281,7 @@ class Api:
         if self.ctx.prov.get("modality") == "text":
             raise ApiError(404, f"item {item_id!r} is a text; text stores have no thumbnails")
         try:
-            return self.thumbs.png(str(self.ctx.rows.uris[r]), r, size)
+            return self.thumbs.png(local_path(str(self.ctx.rows.uris[r])), r, size)  # a file:// uri (an odd name) opened as a path
         except ImageRefused as e:
             raise ApiError(404 if "cannot be read" in str(e) else 413, f"no thumbnail for item {item_id!r}: {e}") from None
 

@@ -18,9 +18,20 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
+from starlette.convertors import PathConvertor, register_url_convertor
 from starlette.routing import Match, Route
 
 from .api import Api, ApiError
+
+
+class _AnyPath(PathConvertor):
+    """Starlette's `path`, newlines included: its `.*` stops at one, so an item whose file name has
+    a newline (%0A in the URL) was 'no such endpoint' for /api/items and /api/thumb."""
+
+    regex = "[\\s\\S]*"
+
+
+register_url_convertor("anypath", _AnyPath())
 
 log = logging.getLogger(__name__)
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
@@ -196,8 +207,8 @@ def make_app(api: Api, guard: Guard | None = None) -> Starlette:
         Route("/api/search", search, methods=["GET", "POST"]),
         Route("/api/recommend", recommend, methods=["GET"]),
         Route("/api/predict", predict, methods=["POST"]),
-        Route("/api/items/{item_id:path}", item, methods=["GET"]),
-        Route("/api/thumb/{item_id:path}", thumb, methods=["GET"]),
+        Route("/api/items/{item_id:anypath}", item, methods=["GET"]),
+        Route("/api/thumb/{item_id:anypath}", thumb, methods=["GET"]),
         Route("/api/map", map_, methods=["GET"]),
         Route("/api/anomalies", anomalies, methods=["GET"]),
         Route("/api/audit", audit_json, methods=["GET"]),
