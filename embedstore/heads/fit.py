@@ -64,8 +64,10 @@ def _sweep_precision(device: str) -> str:
     return "bf16" if device.startswith("cuda") or cpu_has_native_bf16() else "fp32"
 
 
-def sweep(cls, data: SplitData, grid, params: dict, device: str, progress: bool, prior=None):
+def sweep(cls, data: SplitData, grid, params: dict, device: str, progress: bool, prior=None, held_out: dict | None = None):
     """Fit one head per grid value on train, score on val; returns (curve, (val accuracy, best value, snapshot)).
+    `held_out`, when given, gets each value's raw val scores and class positions ([(scores, y)] per
+    chunk): what a temperature pooled over cross-validation folds is fitted on (`_pooled_temperature`).
     The best value has the highest validation accuracy; ties go to the lowest validation log loss.
     Each curve point records the solver's iterations and whether it converged: a point that hit
     max_iter, or did zero iterations (a warm start already within tolerance), is marked not converged.
@@ -98,6 +100,9 @@ def sweep(cls, data: SplitData, grid, params: dict, device: str, progress: bool,
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
             head, snapshot = _fit_one(cls, data, name, v, kwargs, warm, gram, prior)
+        if held_out is not None:
+            held_out[v] = [(head._scores(np.asarray(X)[keep]), np.asarray(y)[keep])
+                           for X, y in data.chunks(VAL)() for keep in [np.asarray(y) >= 0]]
         acc, loss = data.val_scores(head, VAL)
         n_iter = getattr(head, "n_iter_", None)
         why = None
@@ -206,18 +211,25 @@ def selection_plan(data: SplitData, seed: int) -> tuple[list | None, str]:
                    "within one standard error of the best)")
 
 
-def cv_sweep(cls, data: SplitData, grid, params: dict, device: str, progress: bool, folds: list, prior=None):
+def cv_sweep(cls, data: SplitData, grid, params: dict, device: str, progress: bool, folds: list, prior=None,
+             held: list | None = None):
     """`sweep` on each fold (train part -> TRAIN, held-out part -> VAL), scores averaged per value;
-    the same return shape as `sweep`, the snapshot coming from the last fold's fit at the chosen value."""
+    the same return shape as `sweep`, the snapshot coming from the last fold's fit at the chosen value.
+    `held` (a list) gets each fold's held-out scores per value (sweep's `held_out`), for a temperature
+    pooled over the folds; linear heads always keep them (their snapshot is that temperature)."""
     import copy
 
     curves = []
+    pooled = hasattr(cls, "calibrate_chunks")  # a temperature on every fold's held-out scores: kept from the sweep
+    held = [] if held is None and pooled else held
     bar = progress_bar(len(folds), desc=f"cross-validate {cls.sweep_param}", unit="fold", enabled=progress)
     for tr, va in folds:
         fold = copy.copy(data)
         fold.codes = data.codes.copy()
         fold.codes[tr], fold.codes[va] = TRAIN, VAL
-        curves.append(sweep(cls, fold, grid, params, device, False, prior)[0])
+        if held is not None:
+            held.append({})
+        curves.append(sweep(cls, fold, grid, params, device, False, prior, held[-1] if held is not None else None)[0])
         bar.update(1)
     bar.close()
     curve = []
@@ -239,37 +251,26 @@ def cv_sweep(cls, data: SplitData, grid, params: dict, device: str, progress: bo
     near = [p for p in curve if p["val_accuracy"] >= top["val_accuracy"] - top["val_accuracy_se"] - 1e-12]
     simpler_first = SIMPLER.get(cls.sweep_param, 1)
     best = min(near, key=lambda p: (simpler_first * p["value"], -p["val_accuracy"]))
-    if hasattr(cls, "calibrate_chunks"):
-        snapshot = _pooled_temperature(cls, data, folds, best["value"], params)
+    if pooled:
+        snapshot = _pooled_temperature([h[best["value"]] for h in held], len(folds))
     else:
         _, (_, _, snapshot) = sweep(cls, fold, [best["value"]], params, device, False, prior)
     return curve, (best["val_accuracy"], best["value"], snapshot)
 
 
-def _pooled_temperature(cls, data: SplitData, folds: list, value, params: dict):
-    """A head's temperature under cross-validation (linear heads; a logistic head whose chosen C gives
-    flat probabilities): fitted on every held-out fold's scores at the chosen value, each scored by a
-    fit on the other folds (all of train + val, none scored by a fit that saw it), rather than on the
-    last fold alone. Returns (temperature, what it was fitted on)."""
-    import copy
-
+def _pooled_temperature(held: list, n_folds: int):
+    """A head's temperature under cross-validation (linear heads): fitted on every held-out fold's
+    scores at the chosen value, each scored by the sweep's fit on the other folds (all of train +
+    val, none scored by a fit that saw it), rather than on the last fold alone. `held`: per fold,
+    the sweep's [(scores, y)] at that value (fitting each fold again cost as much as the sweep:
+    ridge on the demo's digits spent ~60 of 75 s on those decompositions). Returns (temperature,
+    what it was fitted on)."""
     from .base import fit_temperature
-    from .linear import gram_stats
 
-    scores, ys = [], []
-    for tr, va in folds:
-        fold = copy.copy(data)
-        fold.codes = data.codes.copy()
-        fold.codes[tr], fold.codes[va] = TRAIN, VAL
-        gram = gram_stats(fold.chunks(TRAIN), len(data.classes)) if cls.kind == "ridge" else None
-        head, _ = _fit_one(cls, fold, cls.sweep_param, value, dict(params), None, gram)  # as the sweep fitted it
-        for X, y in fold.chunks(VAL)():
-            keep = np.asarray(y) >= 0
-            scores.append(head._scores(np.asarray(X)[keep]))
-            ys.append(np.asarray(y)[keep])
-    y = np.concatenate(ys)
+    scores = [s for fold in held for s, _ in fold]
+    y = np.concatenate([y for fold in held for _, y in fold])
     return (np.float64(fit_temperature(np.concatenate(scores), y)),
-            f"the {len(folds)} held-out folds of the cross-validation, each scored by a fit on the other folds (n={len(y)})")
+            f"the {n_folds} held-out folds of the cross-validation, each scored by a fit on the other folds (n={len(y)})")
 
 
 def _flat_probability_note(cls, curve: list, chosen) -> list[str]:
@@ -436,9 +437,10 @@ def fit_head(store: str | Path, head: str = "logistic", out: str | Path | None =
             report.notes.append(f"k capped at {fit_n}, the items the head holds ({fitted_on})")
             grid = [fit_n]
     folds, report.selection = selection_plan(data, seed)
+    held: list = []  # each fold's held-out scores per value (a logistic head's flat probabilities get a temperature on them)
     if folds:
-        report.curve, (report.val_accuracy, report.chosen, snapshot) = cv_sweep(cls, data, grid, params, dev, progress,
-                                                                                folds, prior)
+        report.curve, (report.val_accuracy, report.chosen, snapshot) = cv_sweep(
+            cls, data, grid, params, dev, progress, folds, prior, held if cls.kind == "logistic" or hasattr(cls, "calibrate_chunks") else None)
     else:
         report.curve, (report.val_accuracy, report.chosen, snapshot) = sweep(cls, data, grid, params, dev, progress, prior)
     if data.unlabelled:
@@ -451,7 +453,7 @@ def fit_head(store: str | Path, head: str = "logistic", out: str | Path | None =
     if flat and cls.kind == "logistic" and prior is None:
         # the chosen C stands (accuracy); its flat probabilities get a temperature fitted on every
         # held-out fold's scores at that C, as the linear heads' are: labels unchanged
-        final.temperature_, final.calibrated_on_ = _pooled_temperature(cls, data, folds, report.chosen, params)
+        final.temperature_, final.calibrated_on_ = _pooled_temperature([h[report.chosen] for h in held], len(folds))
         report.notes.append(f"probabilities: at {cls.sweep_param} = {report.chosen:g} the held-out folds' probabilities were "
                             "flatter than the data supports, so they are sharpened by the temperature below (labels unchanged)")
     else:
