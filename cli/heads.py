@@ -189,11 +189,19 @@ def register(app: typer.Typer) -> None:
         r = run_guarded(run_predict, head, source, out=out, store=store, weights=str(weights) if weights else None,
                         device=device, batch_size=batch_size, workers=workers, progress=not quiet and not json_out,
                         layout=layout)
+        bad = next((row for row in r.rows if row["label"] is None or row.get("status") != "ok"), None)
+        # nothing could be read (one broken photo, a folder of them): the report, then an error
+        nothing = (f"none of the {r.quarantined} item(s) of {source} could be read, so nothing was predicted (e.g. "
+                   f"{one_line(bad['id'])}: {bad['reason']})") if r.predicted == 0 and r.quarantined and bad else None
         if json_out:
             emit_json(r.to_dict())
+            if nothing:
+                typer.echo(f"error: {nothing}", err=True)
+                raise typer.Exit(1)
             return
         say(f"predicted {r.predicted} item(s) with {r.head}; quarantined {r.quarantined}")
-        say("  labels: " + ", ".join(f"{k} {v}" for k, v in sorted(r.label_counts.items())))
+        if r.label_counts:
+            say("  labels: " + ", ".join(f"{k} {v}" for k, v in sorted(r.label_counts.items())))
         for n in r.notes:
             say(f"  note: {n}")
         if r.seen_in_training:
@@ -213,6 +221,8 @@ def register(app: typer.Typer) -> None:
                 say(f"  {one_line(row['id'])}: {one_line(row['label'] or '-')}" + (f" ({row['prob']:.3f})" if row["prob"] is not None else f" [{row['reason']}]"))
             if len(r.rows) > show:
                 say(f"  ... {len(r.rows) - show} more (use --out FILE)")
+        if nothing:
+            fail(nothing, 1)
 
     @app.command(epilog="Example:\n\n  embed evaluate heads/photos-logistic --store holdout.h5 --json")
     def evaluate(

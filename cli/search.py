@@ -27,7 +27,7 @@ def register(app: typer.Typer) -> None:
         item_id: str = typer.Option(None, "--id", help="Query by a stored item's id."),
         image: Path = typer.Option(None, "--image", help="Query by an image file (embedded with the store's encoder)."),
         text: str = typer.Option(None, "--text", help="Query by text (stores built with an open_clip encoder)."),
-        vector_file: Path = typer.Option(None, "--vector-file", help="Query by one raw vector (.npy, or comma-separated numbers); many: --queries FILE.npy."),
+        vector_file: Path = typer.Option(None, "--vector-file", help="Query by one raw vector in a file: .npy, or a text file of comma-separated numbers; many: --queries FILE.npy."),
         queries: Path = typer.Option(None, "--queries", help="Many queries: a folder of images, a .txt (one text a line), a CSV/Parquet with an id column or a .npy of vectors (one a row); needs --out."),
         out: Path = typer.Option(None, "--out", help="With --queries: write (query, rank, id, score, label) rows to this .csv or .parquet."),
         k: int = typer.Option(10, "-k", help="How many neighbours."),

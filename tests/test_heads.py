@@ -681,3 +681,12 @@ def test_predict_takes_one_image_file(labelled, tmp_path):
     (tmp_path / "notes.dat").write_text("not an image")
     r = embed("predict", h, tmp_path / "notes.dat")
     assert r.exit_code == 2 and "a file of an unknown kind" in r.output
+    # a photo's name but not a photo's bytes (empty, or text): its reason, as in a folder, and no prediction is an error
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "text.jpg").write_text("not an image")
+    for f, why in (("empty.png", "empty file (0 bytes)"), ("text.jpg", "not an image")):
+        r = embed("predict", h, tmp_path / f, "-q")
+        errors = [x for x in r.output.splitlines() if x.startswith("error:")]
+        assert r.exit_code == 1 and len(errors) == 1 and "nothing was predicted" in errors[0] and why in errors[0], r.output
+        r = embed("predict", h, tmp_path / f, "--json")
+        assert r.exit_code == 1 and json.loads(r.stdout)["quarantined"] == 1, r.output

@@ -506,6 +506,17 @@ def test_predict_on_a_text_store_takes_the_text_and_answers_as_embed_predict_doe
     assert api.handle("POST", "/api/predict", {}, {"content-type": "text/plain"}, b"   ").status == 400
     item = api.handle("GET", "/api/items/r0").json()  # a text has no thumbnail: none advertised, and none served
     assert item["thumb"] is None and api.handle("GET", "/api/thumb/r0").status == 404
+    # the text as another charset says, or POSTed to /api/search, as `embed search --text` takes it
+    latin = api.handle("POST", "/api/predict", {}, {"content-type": "text/plain; charset=latin-1"}, "café calm".encode("latin-1"))
+    utf8 = api.handle("POST", "/api/predict", {}, {"content-type": "text/plain"}, "café calm".encode())
+    assert latin.status == utf8.status == 200 and latin.json()["probs"] == utf8.json()["probs"]
+    odd = api.handle("POST", "/api/predict", {}, {"content-type": "text/plain; charset=klingon"}, b"x")
+    assert odd.status == 415 and "unknown charset 'klingon'" in odd.json()["error"]
+    posted = api.handle("POST", "/api/search", {"k": "3"}, {"content-type": "text/plain"}, text.encode())
+    cli = embed("search", tmp_path / "t.h5", "--text", text, "-k", 3, "--json")
+    assert posted.status == 200 and [h["id"] for h in posted.json()["hits"]] == [h["id"] for h in json.loads(cli.output)["hits"]]
+    img = api.handle("POST", "/api/search", {}, {"content-type": "image/png"}, b"\x89PNG")
+    assert img.status == 415 and "this store holds text vectors" in img.json()["error"] and "--" not in img.json()["error"]
 
 
 def test_a_running_server_answers_from_a_build_that_finished_after_it_started(tmp_path):

@@ -33,7 +33,7 @@ def text_store(tmp_path_factory):
 
 def test_text_build_records_provenance_truncation_and_skips(text_store):
     root, rep = text_store
-    assert rep["encoded"] == 25 and rep["truncated"] == 1 and rep["skipped"] == {"empty line": 1}
+    assert rep["encoded"] == 25 and rep["truncated"] == 1 and rep["skipped"] == {"row with an empty text": 1}
     info = json.loads(embed("info", root / "r.h5", "--json").output)
     prov = info["vector_sets"][0]["provenance"]
     assert prov["modality"] == "text" and prov["dim"] == 384

@@ -26,7 +26,7 @@ def test_csv_jsonl_and_parquet_with_a_text_column(tmp_path):
     src = open_source(tmp_path / "t.csv")
     assert [(it.id, it.text, it.label, it.split) for it in src.items] == [("a", "good movie", "pos", "train"),
                                                                           ("b", "bad movie", "neg", "test")]
-    assert src.has_labels and src.has_splits and src.skipped == {"empty line": ["t.csv#row3"]}
+    assert src.has_labels and src.has_splits and src.skipped == {"row with an empty text": ["t.csv#row3"]}
     (tmp_path / "t.jsonl").write_text(json.dumps({"text": "hello", "label": "x"}) + "\n\n" + json.dumps({"text": "bye"}) + "\n")
     src = open_source(tmp_path / "t.jsonl")
     assert [(it.id, it.text, it.label) for it in src.items] == [("L1", "hello", "x"), ("L3", "bye", None)]
@@ -130,13 +130,13 @@ def test_unusable_jsonl_lines_are_quarantined_and_the_rest_build(tmp_path):
     problems = {it.id: it.problem for it in src.items if it.problem}
     assert set(problems) == set(want) and all(want[i] in problems[i] for i in want), problems
     assert all(it.text is None for it in src.items if it.problem)  # nothing of a bad line is embedded
-    assert src.skipped == {"empty line": ["reviews.jsonl#L14"]}  # a blank line is no row; an empty text is counted
+    assert src.skipped == {"row with an empty text": ["reviews.jsonl#L14"]}  # a blank line is no row; an empty text is counted
 
     store = tmp_path / "r.h5"
     r = embed("build", f, "--store", store, "--encoder", "test:hash-text", "--json", "-q")
     assert r.exit_code == 0, r.output
     rep = json.loads(r.stdout)
-    assert rep["encoded"] == 3 and rep["quarantined"] == len(want) and rep["skipped"] == {"empty line": 1}, rep
+    assert rep["encoded"] == 3 and rep["quarantined"] == len(want) and rep["skipped"] == {"row with an empty text": 1}, rep
     assert {q["id"] for q in rep["quarantined_items"]} == set(want)
     info = json.loads(embed("info", store, "--json").stdout)
     assert {q["id"]: q["reason"] for q in info["quarantined_items"]}["L3"].startswith("line 3: not valid JSON")

@@ -126,7 +126,8 @@ def skipped_note(skipped: dict, skipped_paths: dict, source) -> str | None:
     fix = ""
     if any("top-level file outside" in why for why in skipped):
         fix = f"; to read every file of {source}, pass --layout flat"
-    return f"{sum(skipped.values())} file(s) or folder(s) of the source were not read: {'; '.join(parts)}{fix}"
+    what = "row(s)" if all("text" in why or "line" in why for why in skipped) else "file(s) or folder(s)"
+    return f"{sum(skipped.values())} {what} of the source were not read: {'; '.join(parts)}{fix}"
 
 
 def predict(head_path: str | Path, source: str | Path, out: str | Path | None = None, store: str | Path | None = None,

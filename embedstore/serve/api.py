@@ -157,21 +157,31 @@ class Api:
         return self._hits(Q, query)
 
     def search_post(self, query, content_type: str, data: bytes) -> dict:
-        return self._hits(self._embed_upload(content_type, data), query)
+        """Neighbours of an uploaded image, or on a text store of the uploaded text (as /api/predict takes it)."""
+        texts = self.ctx.prov.get("modality") == "text"
+        return self._hits(self._embed_text_upload(content_type, data) if texts else self._embed_upload(content_type, data), query)
 
     def _embed_text_upload(self, content_type: str, data: bytes) -> np.ndarray:
-        """A text store's upload: the body is the text (UTF-8), embedded by the set's service as
-        `embed predict` embeds a line of a .txt source."""
-        ctype = (content_type or "text/plain").split(";")[0].strip().lower()
+        """A text store's upload: the body is the text, embedded by the set's service as `embed
+        predict` embeds a line of a .txt source."""
+        return self._embed_text(self._upload_text(content_type, data))
+
+    def _upload_text(self, content_type: str, data: bytes) -> str:
+        """The text of an upload: the body in its Content-Type's charset (UTF-8 when none is said)."""
+        ctype, *params = [p.strip() for p in (content_type or "text/plain").split(";")]
+        ctype = ctype.lower()
         if ctype not in ("text/plain", "application/octet-stream"):
             raise ApiError(415, f"this store holds text vectors: send the text itself (Content-Type text/plain; charset=utf-8), not {ctype}")
+        charset = next((p.split("=", 1)[1].strip().strip('"') for p in params if p.lower().startswith("charset=")), "utf-8")
         try:
-            text = data.decode("utf-8")
+            text = data.decode(charset)
+        except LookupError:
+            raise ApiError(415, f"unknown charset {charset!r}; send the text as UTF-8 (Content-Type text/plain; charset=utf-8)") from None
         except UnicodeDecodeError:
-            raise ApiError(400, "the body is not UTF-8 text") from None
+            raise ApiError(400, f"the body is not {charset} text (its Content-Type says so); send it as UTF-8") from None
         if not text.strip():
             raise ApiError(400, "the request body is empty; send the text")
-        return self._embed_text(text)
+        return text
 
     def _embed_text(self, text: str) -> np.ndarray:
         """A text's vector from the set's service (a text store's own encoder, or a CLIP text tower)."""
@@ -230,7 +240,8 @@ class Api:
         from ..evaluation.seen import seen_mask
 
         texts = self.ctx.prov.get("modality") == "text"
-        Q = self._embed_text_upload(content_type, data) if texts else self._embed_upload(content_type, data)
+        text = self._upload_text(content_type, data) if texts else None
+        Q = self._embed_text(text) if texts else self._embed_upload(content_type, data)
         P = self.head.predict_proba(Q)[0]  # Q is what the store would hold for this file or text (the embedding service)
         classes = [str(c) for c in self.head.classes_]
         order = np.argsort(-P, kind="stable")  # a tie goes to the first class, as argmax gives it to `embed predict`
@@ -239,7 +250,7 @@ class Api:
         if texts:  # the body decoded above; hashed as a build hashes the text, without the spaces around it
             from ..ingest.texts import text_sha256
 
-            sha = text_sha256(data.decode("utf-8"))
+            sha = text_sha256(text)
         else:
             from ..sources.images import content_hash
 

@@ -8,7 +8,7 @@ ERROR = {"description": "a JSON error with a one-line reason",
 IMAGE_BODY = {"required": True, "description": "the image file itself (not a form)",
               "content": {"image/*": {"schema": {"type": "string", "format": "binary"}},
                           "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}
-PREDICT_BODY = {"required": True, "description": "the image file itself (not a form); for a text store, the text",
+UPLOAD_BODY = {"required": True, "description": "the image file itself (not a form); for a text store, the text",
                 "content": {**IMAGE_BODY["content"], "text/plain": {"schema": {"type": "string"}}}}
 K = {"name": "k", "in": "query", "schema": {"type": "integer", "minimum": 1, "default": 10}, "description": "number of neighbours"}
 WHERE = {"name": "where", "in": "query", "schema": {"type": "string"}, "example": "label=cat|dog,split=test",
@@ -70,8 +70,9 @@ def schema(api=None) -> dict:
                                        {"name": "include_self", "in": "query", "schema": {"type": "integer", "enum": [0, 1], "default": 0},
                                         "description": "1: an id query's own item may come back (as embed search --include-self)"}],
                         "responses": {"200": _json("Hits", "the k nearest items"), **_errors(400, 404)}},
-                "post": {"summary": "neighbours of an uploaded image, embedded as the store's files were",
-                         "parameters": [K, WHERE], "requestBody": IMAGE_BODY,
+                "post": {"summary": "neighbours of an uploaded image, embedded as the store's files were (a text store: "
+                                    "the text itself, text/plain)",
+                         "parameters": [K, WHERE], "requestBody": UPLOAD_BODY,
                          "responses": {"200": _json("Hits", "the k nearest items"), **upload_errors}}},
             "/api/recommend": {
                 "get": {"summary": "more like these: items to recommend from liked (and disliked) items, as `embed recommend --like`; "
@@ -86,8 +87,8 @@ def schema(api=None) -> dict:
                                         "description": "taste profiles: 0 automatic, 1 one mean, n clusters of the liked items"}],
                         "responses": {"200": _json("Recommendations", "the k items to recommend"), **_errors(400, 404)}}},
             "/api/predict": {"post": {"summary": "the loaded head's label and class probabilities for an uploaded image "
-                                                 "(a text store: the text itself, text/plain UTF-8)",
-                                      "requestBody": PREDICT_BODY,
+                                                 "(a text store: the text itself, text/plain, UTF-8 unless its charset says otherwise)",
+                                      "requestBody": UPLOAD_BODY,
                                       "responses": {"200": _json("Prediction", "label and probabilities"),
                                                     **_errors(404), **upload_errors}}},
             "/api/items/{item_id}": {"get": {"summary": "one item's label, split and file name", "parameters": [ITEM_ID],

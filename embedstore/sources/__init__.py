@@ -19,11 +19,16 @@ def _with_layout(src: Source, layout: str, how: str) -> Source:
 
 
 def _is_image(path: Path) -> bool:
-    """Whether PIL recognises the file's header as an image (its pixels are not read)."""
+    """Whether PIL recognises the file's header as an image (its pixels are not read), or its name
+    is an image's (.png, .jpg, ...): a broken or empty photo is then one image the build cannot
+    read, said with its reason as a folder's would be, not 'a file of an unknown kind'."""
     import warnings
 
     from PIL import Image, UnidentifiedImageError
 
+    Image.init()
+    if path.suffix.lower() in Image.registered_extensions():
+        return True
     try:
         with warnings.catch_warnings():  # a huge image is only recognised here; the build says why it refuses it
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)

@@ -40,13 +40,13 @@ def _text_item(path: Path, n: int, raw, label=None, split=None, item_id=None, wh
 
 
 def _finish(path: Path, items: ItemTable, empty: list[str], has_labels: bool, has_splits: bool,
-            has_metadata: bool = False) -> Source:
+            has_metadata: bool = False, empty_is: str = "empty line") -> Source:
     repeat = items.repeated_id()
     if repeat is not None:
         raise SourceError(f"text source {path} has the id '{repeat[0]}' twice ({repeat[1]} and {repeat[2]}); ids must be unique")
     if not items:
         raise SourceError(f"text source {path} has no non-empty texts")
-    skipped = {"empty line": empty} if empty else {}
+    skipped = {empty_is: empty} if empty else {}
     return Source(path=str(path), kind="text", items=items, skipped=skipped, has_labels=has_labels, has_splits=has_splits,
                   has_metadata=has_metadata)
 
@@ -88,7 +88,7 @@ def read_text_table(path: Path, rows: list[dict], columns: list[str], where: str
         else:
             items.append(it)
     return _finish(path, items, empty, "label" in columns, "split" in columns,
-                   any(c not in ("text", "label", "split", "id") and not c.startswith("__") for c in columns))
+                   any(c not in ("text", "label", "split", "id") and not c.startswith("__") for c in columns), empty_is="row with an empty text")
 
 
 def _json_kind(v) -> str:
