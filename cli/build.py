@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .common import RESUMABLE, emit_json, fmt_s, one_line, run_guarded, say
+from .common import RESUMABLE, emit_json, fmt_recall, fmt_s, one_line, run_guarded, say
 
 EPILOG = (
     "Examples:\n\n"
@@ -99,7 +99,7 @@ def print_report(r) -> None:
         say(f"  catalog: brought up to date {r.catalog_updates} time(s) during the build for readers ({how}), "
             f"{fmt_s(r.catalog_update_s)} on a background thread")
     if r.index:
-        say(f"  index: {r.index.get('type')} with {r.index.get('ntotal')} vectors, recall@10 {r.index.get('recall_at_10')} "
+        say(f"  index: {r.index.get('type')} with {r.index.get('ntotal')} vectors, recall@10 {fmt_recall(r.index.get('recall_at_10'))} "
             f"({r.index.get('recall_note')})")
     for n in r.notes:
         say(f"  note: {n}")

@@ -47,6 +47,11 @@ def fmt_s(s: float) -> str:
     return f"{s:.1f} s" if s < 120 else f"{s / 60:.1f} min"
 
 
+def fmt_recall(v) -> str:
+    """A measured recall as printed (0.9802, not 0.9802000000000001); '-' when none was measured."""
+    return "-" if v is None else str(round(float(v), 4))
+
+
 def parse_params(items: list[str]) -> dict:
     """--param NAME=VALUE (repeatable) -> {name: int | float | bool | str}."""
     out = {}

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .common import emit_json, one_line, run_guarded, say
+from .common import emit_json, fmt_recall, one_line, run_guarded, say
 
 
 # `embed info` looks for the file of every ok item (one os.stat each: ~3.1 s per million items on
@@ -132,7 +132,7 @@ def print_info(d: dict, show: int = 10, shown: str | None = None) -> None:
                          f"`embed verify {shown} --repair` rebuilds it")
             params = idx.get("params")
             params = "" if not params else " " + ", ".join(f"{k}={v}" for k, v in params.items()) + ","
-            say(f"    index: {idx.get('type')},{params} {idx.get('ntotal')} vectors, recall@10 {idx.get('recall_at_10')} "
+            say(f"    index: {idx.get('type')},{params} {idx.get('ntotal')} vectors, recall@10 {fmt_recall(idx.get('recall_at_10'))} "
                 f"({idx.get('recall_note')}), {state}")
         else:
             say("    index: none yet (re-run `embed build` to finish an interrupted build)")

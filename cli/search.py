@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .common import emit_json, one_line, quiet_option, run_guarded, say
+from .common import emit_json, fmt_recall, one_line, quiet_option, run_guarded, say
 
 EPILOG = (
     "Examples:\n\n"
@@ -74,7 +74,7 @@ def register(app: typer.Typer) -> None:
         idx = r.index
         how = r.plan.get("method", "")
         if not r.exact:
-            how += f" (stored recall@10 {idx.get('recall_at_10')})"
+            how += f" (stored recall@10 {fmt_recall(idx.get('recall_at_10'))})"
         say(f"{len(r.hits)} nearest in {r.vector_set} to {', '.join(f'{k_} {v}' for k_, v in r.query.items())}"
             f"{f' where {r.where}' if r.where else ''}; {how}, {r.search_ms:.1f} ms")
         if r.note:

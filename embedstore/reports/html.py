@@ -79,7 +79,7 @@ def build_section(r) -> Section:
             ["device / precision", f"{r.device} / {r.precision} ({r.precision_reason})"],
             ["read (waiting on decode)", f"{r.read_s:.1f} s"], ["encode", f"{r.encode_s:.1f} s"], ["write", f"{r.write_s:.1f} s"],
             ["wall", f"{r.wall_s:.1f} s"], ["throughput", f"{r.items_per_s:.1f} items/s"],
-            ["index", f"{r.index.get('type')} recall@10 {r.index.get('recall_at_10')}" if r.index else "-"]]
+            ["index", f"{r.index.get('type')} recall@10 " + (str(round(float(r.index["recall_at_10"]), 4)) if r.index.get("recall_at_10") is not None else "-") if r.index else "-"]]
     body = f'<table class="kv">{"".join(f"<tr><th class=l>{esc(k)}</th><td class=l>{esc(v)}</td></tr>" for k, v in rows)}</table>'
     if r.quarantined_items:
         body += "<h3>Quarantined files</h3>" + table(["id", "reason"], [[q["id"], q["reason"]] for q in r.quarantined_items[:200]], left=2)
