@@ -110,31 +110,77 @@ def atomic_h5(path: str | Path):
     HDF5 must never see a write fail: a file whose write failed cannot flush its metadata, and
     whatever closes it then (the garbage collector, on any thread, or interpreter exit) crashes the
     process in H5F_close (h5py#914, a bug in the HDF5 library; a disk that fills after
-    `check_free_space` did it). So HDF5 writes through `_Writes`, which keeps the first error and
-    discards what follows; the file then closes cleanly, and the error is raised after it (a disk
-    error becomes atomic_path's one-line StoreError) with the temporary removed."""
+    `check_free_space` did it, and so did a Ctrl-C landing in a write). So HDF5 writes through
+    `_Writes`, which keeps the first error (and a Ctrl-C) and drops what follows; the file then
+    closes cleanly, and the error is raised after it (a disk error becomes atomic_path's one-line
+    StoreError), also when HDF5 raised something of its own meanwhile, with the temporary removed."""
     import h5py
 
     with atomic_path(path) as tmp:
         raw = _Writes(tmp)
         try:
-            with h5py.File(raw, "w") as f:
-                yield f
-        finally:
-            raw.close()
+            try:
+                with _sigint_outside(raw), h5py.File(raw, "w") as f:
+                    yield f
+            finally:
+                raw.close()
+        except BaseException as e:
+            if raw.error is not None and raw.error is not e:  # e.g. HDF5 reading back bytes that were dropped
+                raise raw.error from e
+            raise
         if raw.error is not None:
             raise raw.error
+        if raw.interrupt is not None:  # a Ctrl-C met in a write, raised now that the file is closed
+            raise raw.interrupt
+
+
+@contextmanager
+def _sigint_outside(raw: "_Writes"):
+    """A Ctrl-C that lands in one of `raw`'s methods (HDF5 calling back into Python) is kept for
+    later, because there HDF5 would take it for a failed write; anywhere else it is raised at once.
+    Python checks for signals on entering a function, before `_Writes._calm` can catch anything, so
+    this is decided by the interrupted frame. Only in the main thread, with Python's own handler."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+
+    def on_sigint(signum, frame):
+        if frame is not None and frame.f_code in _WRITES_CODE:
+            raw.interrupt = raw.interrupt or KeyboardInterrupt()
+            return
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 class _Writes(io.RawIOBase):
     """The file object HDF5 writes a new file through (h5py's fileobj driver; ~10-20% slower than
     its own C driver, measured on a 150 MB file). The first OSError of a write is kept in `error`
     and every write from then on is dropped while HDF5 is told it succeeded; reads past what was
-    written read zeros. Unbuffered: HDF5 gathers its own writes (1,611 calls for 150 MB)."""
+    written read zeros. Unbuffered, by offset (pwrite/pread): HDF5 gathers its own writes (1,611
+    calls for 150 MB), and each call can be run again with the same effect, so a Ctrl-C (or
+    SystemExit) raised inside one is kept in `interrupt` and the call completed, rather than
+    reaching HDF5 as a failed write."""
 
     def __init__(self, path: Path):
         self.error: OSError | None = None
-        self._f = open(path, "w+b", buffering=0)  # noqa: SIM115 - closed by close()
+        self.interrupt: BaseException | None = None
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o644)
+        self._pos = 0
+
+    def _calm(self, op, *args):
+        while True:
+            try:
+                return op(*args)
+            except (KeyboardInterrupt, SystemExit) as e:
+                self.interrupt = self.interrupt or e
 
     def readable(self) -> bool:
         return True
@@ -146,48 +192,69 @@ class _Writes(io.RawIOBase):
         return True
 
     def seek(self, offset: int, whence: int = 0) -> int:
-        return self._f.seek(offset, whence)
+        return self._calm(self._seek, offset, whence)
+
+    def _seek(self, offset: int, whence: int) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._pos, os.SEEK_END: os.fstat(self._fd).st_size}[whence]
+        self._pos = base + offset
+        return self._pos
 
     def tell(self) -> int:
-        return self._f.tell()
+        return self._pos
 
     def readinto(self, b) -> int:
-        n = self._f.readinto(b)
-        if n < len(b) and self.error is not None:  # what was dropped: HDF5 only needs consistent bytes
-            b[n:] = bytes(len(b) - n)
-            n = len(b)
+        return self._calm(self._readinto, b)
+
+    def _readinto(self, b) -> int:
+        view = memoryview(b).cast("B")
+        data = os.pread(self._fd, len(view), self._pos)
+        n = len(data)
+        view[:n] = data
+        if n < len(view) and self.error is not None:  # what was dropped: HDF5 only needs consistent bytes
+            view[n:] = bytes(len(view) - n)
+            n = len(view)
+        self._pos += n
         return n
 
     def write(self, b) -> int:
+        return self._calm(self._write, b)
+
+    def _write(self, b) -> int:
         view = memoryview(b).cast("B")
         n, done = len(view), 0
         while self.error is None and done < n:
             try:
-                wrote = self._f.write(view[done:])
+                wrote = os.pwrite(self._fd, view[done:], self._pos + done)
             except OSError as e:
                 self.error = e
                 break
             if not wrote:
                 self.error = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            done += wrote or 0
-        if done < n:
-            self._f.seek(n - done, os.SEEK_CUR)
+            done += wrote
+        self._pos += n
         return n
 
     def truncate(self, size: int | None = None) -> int:
+        return self._calm(self._truncate, self._pos if size is None else size)
+
+    def _truncate(self, size: int) -> int:
         try:
-            return self._f.truncate(size)
+            os.ftruncate(self._fd, size)
         except OSError as e:
             self.error = self.error or e
-            return self.tell() if size is None else size
+        return size
 
     def flush(self) -> None:
         pass
 
     def close(self) -> None:
-        if not self._f.closed:
-            self._f.close()
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            os.close(fd)
         super().close()
+
+
+_WRITES_CODE = frozenset(f.__code__ for f in vars(_Writes).values() if callable(f) and hasattr(f, "__code__"))
 
 
 def _cannot_write(e: OSError, path: Path):
