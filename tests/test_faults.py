@@ -171,6 +171,31 @@ def test_a_copy_on_a_read_only_disk_never_reads_the_originals_shards(image_folde
     assert r.exit_code == 0, r.output
 
 
+def test_a_copy_whose_catalog_cannot_be_rewritten_for_a_full_disk_is_refused_too(image_folder, build_tiny, tmp_path, monkeypatch):
+    """Without root: the copy's catalog update fails on a (faked) full disk; reading it as it was
+    read the original's shards from the working folder."""
+    import errno
+
+    import embedstore.atomic as A
+    import embedstore.store.catalog as C
+    from embedstore.errors import StoreError
+    from embedstore.search.query import search
+
+    orig, copy = tmp_path / "orig", tmp_path / "copy"
+    orig.mkdir(), copy.mkdir()
+    build_tiny(image_folder, orig / "s.h5")
+    shutil.copy(orig / "s.h5", copy / "c.h5")
+    shutil.copytree(orig / "s.h5.d", copy / "c.h5.d")
+    monkeypatch.chdir(orig)
+
+    def full(directory, need):
+        raise A.disk_error(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), directory)
+
+    monkeypatch.setattr(C, "check_free_space", full)
+    with pytest.raises(StoreError, match="points at s.h5.d/shards, not c.h5.d/shards .*no space left"):
+        search(copy / "c.h5", item_id="cat/cat_000.jpg", k=3)
+
+
 def test_running_out_of_space_is_caught_before_hdf5_writes(image_folder, tmp_path, build_tiny, monkeypatch):
     """Without root: the free-space check, faked to say the disk is full after two shards."""
     import shutil

@@ -152,12 +152,7 @@ class Store:
                 try:
                     locked = self._lock.acquire()
                 except StoreError as e:  # a read-only disk: read the catalog as it is, unless it is another store's
-                    elsewhere = self._shards_elsewhere()
-                    if elsewhere is not None:  # never read another store's shards (HDF5 resolves them from the working folder)
-                        raise StoreError(f"the catalog of {self.shown} points at {elsewhere}, not {self.sidecar.name}/shards (the "
-                                         f"store was copied or renamed), and it cannot be brought up to date here ({str(e).split(';')[0]}); "
-                                         "open it once where it can be written (any command does it), or copy it to a "
-                                         "writable folder") from None
+                    self._refuse_elsewhere(e)
                     locked = False
                 if locked:
                     try:  # a killed writer left shards the catalog does not list yet; a reader never moves shards
@@ -165,6 +160,7 @@ class Store:
                     except DamagedStoreError:
                         raise
                     except StoreError as e:  # e.g. a full disk: read the catalog as it is, without those rows
+                        self._refuse_elsewhere(e)
                         self.notes.append(f"could not bring the catalog up to date ({e})")
                     finally:
                         self._lock.release()
@@ -276,6 +272,16 @@ class Store:
         with h5py.File(self.path, "r") as f:
             listed = set(f["shards"].asstr()[()]) if "shards" in f else set()
         return listed != set(self._all_shards()) or self._shards_elsewhere() is not None
+
+    def _refuse_elsewhere(self, why: Exception) -> None:
+        """A catalog that could not be brought up to date (`why`) is read as it is, unless it points
+        at another store's shards: HDF5 would resolve them from the working folder and read those."""
+        elsewhere = self._shards_elsewhere()
+        if elsewhere is not None:
+            raise StoreError(f"the catalog of {self.shown} points at {elsewhere}, not {self.sidecar.name}/shards (the store was "
+                             f"copied or renamed), and it cannot be brought up to date here ({str(why).split(';')[0]}); "
+                             "open it once where it can be written (any command does it), or copy it to a writable "
+                             "folder") from None
 
     def _shards_elsewhere(self) -> str | None:
         """The shard folder the catalog points at when it is not this store's own: a store renamed or
