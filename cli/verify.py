@@ -47,9 +47,9 @@ def register(app: typer.Typer) -> None:
             for n in d["notes"]:
                 say(f"note: {n}")
             if d.get("needs_source"):
-                encoders = d.get("needs_encoders") or []
-                how = " or ".join(f"`embed build SOURCE --store {store} --encoder {e}`" for e in encoders) or f"`embed build SOURCE --store {store}`"
-                say(f"{len(d['needs_source'])} shard(s) moved aside: run {how} to re-embed their items")
+                sets = d.get("needs_sets") or []
+                say(f"{len(d['needs_source'])} shard(s) moved aside: run `embed build SOURCE --store {store}` to re-embed their items"
+                    + (f" (vector set {', '.join(sets)}: a build given no --encoder embeds as the store's default set was made)" if sets else ""))
             say("intact" if d["ok"] else f"{len(d['problems'])} problem(s) found")
         if not d["ok"]:
             raise typer.Exit(1)

@@ -383,10 +383,10 @@ def test_a_store_file_renamed_without_its_folder_says_to_rename_the_folder(image
 
 
 def test_after_a_repair_the_advised_build_re_embeds_with_the_sets_own_encoder(image_folder, tmp_path, build_tiny):
-    """verify's advice named `embed build SOURCE --store S`, which embedded with the default encoder:
-    a second vector set (effnet), which then became the store's default, and the damaged set's items
-    were never re-embedded. The advice names the set's encoder, and a build given no --encoder
-    embeds into a store as its default set was made (and says so)."""
+    """verify's advice, `embed build SOURCE --store S`, embedded with the default encoder: a second
+    vector set (effnet), which then became the store's default, and the damaged set's items were
+    never re-embedded. A build given no --encoder embeds into a store as its default set was made
+    (and says so), so the advice does what it says; with several sets it names the set."""
     import json
 
     store = tmp_path / "s.h5"
@@ -394,9 +394,9 @@ def test_after_a_repair_the_advised_build_re_embeds_with_the_sets_own_encoder(im
     shard = _shards(store)[0]
     _flip_vector_byte(shard)
     r = embed("verify", store)
-    assert r.exit_code == 1 and f"`embed build SOURCE --store {store} --encoder test:tiny`" in r.output, r.output
+    assert r.exit_code == 1 and f"`embed build SOURCE --store {store}` re-embeds its items" in r.output, r.output
     r = embed("verify", store, "--repair")
-    assert r.exit_code == 0 and f"--store {store} --encoder test:tiny` to re-embed their items" in r.output, r.output
+    assert r.exit_code == 0 and f"--store {store}` to re-embed their items (vector set test_tiny-" in r.output, r.output
     r = embed("build", image_folder, "--store", store, "--workers", 0, "--json")  # as advised, even without --encoder
     assert r.exit_code == 0, r.output
     d = json.loads(r.stdout)
@@ -409,3 +409,19 @@ def test_after_a_repair_the_advised_build_re_embeds_with_the_sets_own_encoder(im
     assert json.loads(r.stdout)["encoder"] == "test:tiny" and json.loads(r.stdout)["encoded"] == 12
     with open_store(store) as st:
         assert [v.encoder for v in st.vector_sets()] == ["test:tiny", "test:tiny"]
+
+
+def test_a_build_without_encoder_picks_the_stores_set_of_the_sources_kind(image_folder, tmp_path, build_tiny):
+    """A store holding an image set and a larger text set: a folder of images built without
+    --encoder goes to the image set (the largest set overall is the text one), texts to the text set."""
+    import json
+
+    store = tmp_path / "m.h5"
+    build_tiny(image_folder, store)
+    (tmp_path / "t.txt").write_text("\n".join(f"line number {i} of words" for i in range(30)) + "\n")
+    assert embed("build", tmp_path / "t.txt", "--store", store, "--encoder", "test:hash-text", "-q").exit_code == 0
+    for source, encoder in ((image_folder, "test:tiny"), (tmp_path / "t.txt", "test:hash-text")):
+        r = embed("build", source, "--store", store, "--workers", 0, "--json")
+        assert r.exit_code == 0 and json.loads(r.stdout)["encoder"] == encoder, r.output
+    with open_store(store) as st:
+        assert sorted(v.encoder for v in st.vector_sets()) == ["test:hash-text", "test:tiny"]

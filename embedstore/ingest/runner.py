@@ -188,9 +188,8 @@ def build(
     `encoder` None: a store that holds vectors is embedded into as its default set was made (see
     `store_encoder`), a new store with DEFAULT_ENCODER; `dtype` None is float16, `normalize` None l2."""
     t_start = time.perf_counter() if started is None else started
-    encoder, like, encoder_note = store_encoder(store, encoder, like, weights=weights, layer=layer, dtype=dtype,
-                                                normalize=normalize, crop_pct=crop_pct, interpolation=interpolation,
-                                                resize_mode=resize_mode)
+    given = dict(weights=weights, layer=layer, dtype=dtype, normalize=normalize, crop_pct=crop_pct,
+                 interpolation=interpolation, resize_mode=resize_mode)  # embedding options given (store_encoder)
     dtype, normalize = dtype or "float16", normalize or "l2"
     # settings read before anything runs: a malformed value is one line now, not a failure after the encoding
     if catalog_seconds is None:
@@ -229,6 +228,7 @@ def build(
 
         exclusions = read_exclusions(exclude, exclude_kinds)
     src = open_source(source, labels=labels, layout=layout)  # bad sources fail before any model loads
+    encoder, like, encoder_note = store_encoder(store, encoder, like, src.kind == "text", **given)
     items_in_source, layout_found = len(src), src.describe_layout()  # as found, before any exclusion
     excluded_info = {}
     if exclusions is not None:
@@ -420,23 +420,26 @@ def build(
     return report
 
 
-def store_encoder(store, encoder: str | None, like: dict | None, **options) -> tuple[str, dict | None, str]:
+def store_encoder(store, encoder: str | None, like: dict | None, texts: bool = False, **options) -> tuple[str, dict | None, str]:
     """(encoder, like, note) for a build not told its encoder: into a store that holds built
-    vectors, the encoder of its default set (the one `embed search` uses), and with no other
-    embedding option (`options`: weights, layer, dtype, normalize, preprocessing) exactly as that
-    set was made (its provenance, as --like STORE). Re-embedding a store's items, as `embed verify`
-    advises after a repair, once used the default encoder instead: a second set, which then became
-    the store's default. Else DEFAULT_ENCODER."""
+    vectors of the source's kind (`texts`), the encoder of the default one of them (as
+    `Store.select_set` picks: most vectors, then newest), and with no other embedding option
+    (`options`: weights, layer, dtype, normalize, preprocessing) exactly as that set was made (its
+    provenance, as --like STORE). Re-embedding a store's items, as `embed verify` advises after a
+    repair, once used the default encoder instead: a second set, which then became the store's
+    default. Else DEFAULT_ENCODER."""
     if like is not None or encoder is not None:
         return encoder or DEFAULT_ENCODER, like, ""
     if not Path(store).is_file():
         return DEFAULT_ENCODER, None, ""
     try:
         with open_store(store) as st:
-            built = [v for v in st.vector_sets() if not str(v.encoder).startswith("external:")]
+            kind = "text" if texts else "image"
+            built = [v for v in st.vector_sets() if not str(v.encoder).startswith("external:")
+                     and v.provenance.get("modality", "image") == kind]
             if not built:
                 return DEFAULT_ENCODER, None, ""
-            vs = st.select_set(None) if len(built) == len(st.vector_sets()) else max(built, key=lambda v: v.count)
+            vs = max(built, key=lambda v: (v.count, str(v.attrs.get("created", "")), v.name))
             prov = dict(vs.provenance)
     except StoreError as e:
         raise BuildError(f"cannot tell which encoder made the vectors of {store} ({e}); pass --encoder") from None

@@ -279,7 +279,10 @@ class Api:
         text = self.ctx.prov.get("modality") == "text"  # a text has no thumbnail: none is advertised (null)
         stored = str(rows.ids[r])
         # the file's name as `embed ls` shows names (undecodable bytes as \xNN); the thumbnail's URL quoted, a link to follow
-        out.update(id=stored, file=shown(os.path.basename(local_path(str(rows.uris[r])))),
+        where = local_path(str(rows.uris[r]))
+        if re.match(r"^[A-Za-z]:[\\/]", where):  # a store built on Windows: its file name, never its path
+            where = where.replace("\\", "/")
+        out.update(id=stored, file=shown(os.path.basename(where)),
                    thumb=None if text else "/api/thumb/" + quote(stored, safe="/", errors="surrogateescape"))
         return out
 

@@ -18,22 +18,26 @@ def _with_layout(src: Source, layout: str, how: str) -> Source:
     return src
 
 
+# names of pictures (not every suffix PIL registers: .h5, .pdf, .mpg, .eps are among its stubs)
+PHOTO_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".bmp", ".dib", ".tif", ".tiff", ".webp",
+                            ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".ico", ".jp2", ".j2k", ".heic", ".heif", ".avif"})
+
+
 def _is_image(path: Path) -> bool:
     """Whether PIL recognises the file's header as an image (its pixels are not read), or its name
     is an image's (.png, .jpg, ...): a broken or empty photo is then one image the build cannot
     read, said with its reason as a folder's would be, not 'a file of an unknown kind'."""
     import warnings
 
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageFile, UnidentifiedImageError
 
-    Image.init()
-    if path.suffix.lower() in Image.registered_extensions():
+    if path.suffix.lower() in PHOTO_SUFFIXES:
         return True
     try:
         with warnings.catch_warnings():  # a huge image is only recognised here; the build says why it refuses it
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path):
-                return True
+            with Image.open(path) as im:  # PIL's stubs name formats it cannot read (an HDF5 file, a store: not a picture)
+                return not isinstance(im, ImageFile.StubImageFile)
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
         return False
 

@@ -283,10 +283,12 @@ def verify_store(path: str | Path) -> dict:
         if problem:
             bad("index", ipath, problem, f"`embed verify {name} --repair` or the next `embed build` rebuilds it")
     encoders.update({s: as_str(a["encoder"]) for s, a in set_attrs.items() if a.get("encoder")})
-    for p in problems:  # a damaged shard's items are re-embedded by its set's encoder: named, from an intact shard or the catalog
-        enc = encoders.get(Path(p["path"]).parent.name)
-        if p["what"] == "shard" and enc:
-            p["fix"] = p["fix"].replace(f"--store {name}`", f"--store {name} --encoder {enc}`")
+    if len(encoders) > 1:  # a build given no options re-embeds into the default set: say which set needs what
+        for p in problems:
+            if p["what"] == "shard":
+                s = Path(p["path"]).parent.name
+                p["fix"] += (f" (into vector set {s}, made by {encoders.get(s, 'its encoder')}, when that is the store's default "
+                             f"set; else with the options it was made with, as `embed info {name}` lists them)")
     return {"store": str(path), "ok": not problems, "problems": problems, "checked": checked, "notes": notes,
             "missing_shards": missing_shards, "set_encoders": encoders}
 
@@ -403,7 +405,5 @@ def repair_store(path: str | Path) -> dict:
     after = verify_store(given)
     after["repaired"] = done
     after["needs_source"] = needs_source
-    # the encoders of the moved shards' sets: what re-embeds their items
-    after["needs_encoders"] = sorted({e for p in before["problems"] if p["what"] == "shard"
-                                      and (e := before["set_encoders"].get(Path(p["path"]).parent.name))})
+    after["needs_sets"] = sorted({Path(p["path"]).parent.name for p in before["problems"] if p["what"] == "shard"})
     return after
