@@ -161,8 +161,9 @@ def _sigint_outside(raw: "_Writes"):
 
 
 class _Writes(io.RawIOBase):
-    """The file object HDF5 writes a new file through (h5py's fileobj driver; ~10-20% slower than
-    its own C driver, measured on a 150 MB file). The first OSError of a write is kept in `error`
+    """The file object HDF5 writes a new file through (h5py's fileobj driver: a 150 MB file of
+    strings, integers and chunked vectors took 0.79-1.03 s through atomic_h5, fsync and rename
+    included, against 0.84-0.95 s with HDF5's own driver, 2 cores). The first OSError of a write is kept in `error`
     and every write from then on is dropped while HDF5 is told it succeeded; reads past what was
     written read zeros. Unbuffered, by offset (pwrite/pread): HDF5 gathers its own writes (1,611
     calls for 150 MB), and each call can be run again with the same effect, so a Ctrl-C (or
