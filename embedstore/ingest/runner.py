@@ -430,6 +430,8 @@ def store_encoder(store, encoder: str | None, like: dict | None, texts: bool = F
     default. Else DEFAULT_ENCODER."""
     if like is not None or encoder is not None:
         return encoder or DEFAULT_ENCODER, like, ""
+    from ..store.store import default_rank
+
     if not Path(store).is_file():
         return DEFAULT_ENCODER, None, ""
     try:
@@ -439,7 +441,7 @@ def store_encoder(store, encoder: str | None, like: dict | None, texts: bool = F
                      and v.provenance.get("modality", "image") == kind]
             if not built:
                 return DEFAULT_ENCODER, None, ""
-            vs = max(built, key=lambda v: (v.count, str(v.attrs.get("created", "")), v.name))
+            vs = max(built, key=default_rank)
             prov = dict(vs.provenance)
     except StoreError as e:
         raise BuildError(f"cannot tell which encoder made the vectors of {store} ({e}); pass --encoder") from None

@@ -581,8 +581,7 @@ class Store:
                 # among equals, a set embedstore built before an imported one (`embed import`): new
                 # items and queries can be embedded for it
                 newest = max(sets, key=lambda v: (str(v.attrs.get("created", "")), v.name))
-                chosen = max(sets, key=lambda v: (v.count, not v.encoder.startswith("external:"),
-                                                  str(v.attrs.get("created", "")), v.name))
+                chosen = max(sets, key=default_rank)
                 if chosen is newest:
                     why = f"the newest of {len(sets)}"
                 elif chosen.count == newest.count:
@@ -684,6 +683,13 @@ def _set_attrs_from_shard(attrs: dict) -> dict:
     skip = {"device", "precision", "committed", "set_name", "rows", "items_sha256", "vectors_sha256", "vector_ids_sha256",
             "attrs_sha256"}
     return {k: v for k, v in attrs.items() if k not in skip}
+
+
+def default_rank(v: VectorSet) -> tuple:
+    """How the default vector set is chosen among several (`Store.select_set`; a build without
+    --encoder ranks the sets of its source's kind by it too): most vectors, then one embedstore
+    built over an imported one, then the newest."""
+    return (v.count, not v.encoder.startswith("external:"), str(v.attrs.get("created", "")), v.name)
 
 
 def open_store(path: str | Path, mode: str = "r", create: bool = False) -> Store:
