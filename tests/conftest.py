@@ -6,7 +6,15 @@ import os
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("EMBEDSTORE_CACHE_DIR", __import__("tempfile").mkdtemp(prefix="embedstore-cache-"))
+if "EMBEDSTORE_CACHE_DIR" not in os.environ:
+    # A cache per test process (weights hashes, compiled encoders), removed at exit so that runs do not
+    # pile up 100 MB folders in /tmp.
+    import atexit
+    import shutil
+    import tempfile
+
+    os.environ["EMBEDSTORE_CACHE_DIR"] = _cache = tempfile.mkdtemp(prefix="embedstore-cache-")
+    atexit.register(shutil.rmtree, _cache, ignore_errors=True)
 
 import numpy as np
 import pytest

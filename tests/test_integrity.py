@@ -271,10 +271,13 @@ def test_a_damaged_catalog_is_rebuilt_from_the_shards(image_folder, tmp_path, bu
     report = build_tiny(image_folder, store)
     assert report.encoded == 0 and report.vectors_in_set == 12 and _verify(store)[0] == 0
     # a catalog that disagrees with its shards: --repair rewrites it and says so (it printed only "intact")
-    with h5py.File(store, "r+") as f:
-        f.attrs["shard_dir"] = "elsewhere.h5.d/shards"
-    code, d = _verify(store, "--repair")
-    assert code == 0 and any(x.startswith("rebuilt the catalog s.h5 from the shards (verify found:") for x in d["repaired"]), d
+    for shard_dir, why in (("../elsewhere/shards", "(verify found: points at ../elsewhere/shards"),
+                           ("elsewhere.h5.d/shards", "(it named elsewhere.h5.d/shards, the folder of the store this one was copied")):
+        with h5py.File(store, "r+") as f:
+            f.attrs["shard_dir"] = shard_dir
+        code, d = _verify(store, "--repair")
+        assert code == 0 and any(x.startswith(f"rebuilt the catalog s.h5 from the shards {why}") for x in d["repaired"]), d
+        assert not any("still names" in n for n in d["notes"])
 
 
 def test_verify_errors_are_one_line(tmp_path):
@@ -425,3 +428,31 @@ def test_a_build_without_encoder_picks_the_stores_set_of_the_sources_kind(image_
         assert r.exit_code == 0 and json.loads(r.stdout)["encoder"] == encoder, r.output
     with open_store(store) as st:
         assert sorted(v.encoder for v in st.vector_sets()) == ["test:hash-text", "test:tiny"]
+
+
+def test_a_copied_store_verifies_intact_before_it_is_opened_and_a_foreign_shard_dir_is_damage(image_folder, tmp_path, build_tiny):
+    """A store copied whole (s.h5 + s.h5.d -> c.h5 + c.h5.d) has a catalog naming s.h5.d until a
+    command opens it and rewrites it. `embed verify` called that DAMAGED (exit 1) while every other
+    command rewrote it silently; it is intact with a note, and verify (no --repair) writes nothing.
+    A catalog naming anything else than another store's folder is still damage."""
+    import shutil
+
+    build_tiny(image_folder, tmp_path / "s.h5")
+    shutil.copy(tmp_path / "s.h5", tmp_path / "c.h5")
+    shutil.copytree(tmp_path / "s.h5.d", tmp_path / "c.h5.d")
+    before = (tmp_path / "c.h5").read_bytes()
+    r = embed("verify", tmp_path / "c.h5", "--json")
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert d["ok"] and d["problems"] == [] and d["checked"]["rows"] == 12
+    assert any("still names s.h5.d/shards" in n and "rebuilds it from this store's shards" in n for n in d["notes"]), d["notes"]
+    assert not any("checked with it" in n for n in d["notes"])  # the copy's catalog parts were not read
+    assert (tmp_path / "c.h5").read_bytes() == before
+    assert embed("info", tmp_path / "c.h5").exit_code == 0  # any command rewrites it: then no note
+    assert not any("still names" in n for n in json.loads(embed("verify", tmp_path / "c.h5", "--json").stdout)["notes"])
+
+    with h5py.File(tmp_path / "s.h5", "a") as f:
+        f.attrs["shard_dir"] = "../elsewhere/shards"
+    r = embed("verify", tmp_path / "s.h5", "--json")
+    assert r.exit_code == 1
+    assert [p["problem"] for p in json.loads(r.stdout)["problems"]] == ["points at ../elsewhere/shards, not s.h5.d/shards"]

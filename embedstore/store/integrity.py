@@ -197,7 +197,7 @@ def verify_store(path: str | Path) -> dict:
 
     # the catalog against the shards
     layout = compute_layout(metas, set_attrs) if metas or not path.exists() else None
-    catalog_ids = {}
+    catalog_ids, copied_from = {}, None
     if not path.exists():
         if metas:
             bad("catalog", path, "missing", f"`embed verify {name} --repair` rebuilds it from the shards")
@@ -216,9 +216,10 @@ def verify_store(path: str | Path) -> dict:
                 shard_dir = f.attrs.get("shard_dir")
                 from .segments import is_head, parts_of
 
+                copied = shard_dir != f"{sidecar.name}/shards" and _copied_from(shard_dir)
                 if is_head(f) and sidecar.exists():
                     notes.append(f"builds appended to the catalog: its rows are read through {len(parts_of(f))} "
-                                 f"file(s) in {sidecar.name}/catalog (checked with it)")
+                                 f"file(s) in {sidecar.name}/catalog" + ("" if copied else " (checked with it)"))
             present = {f"{d}/{m.name}" for d, m in metas}
             gone = sorted(listed - present - damaged)  # a damaged shard is reported once, as itself
             missing_shards.extend(gone)
@@ -237,9 +238,17 @@ def verify_store(path: str | Path) -> dict:
             elif listed - damaged != present:
                 bad("catalog", path, f"does not list {len(present - listed)} committed shard(s)",
                     f"`embed verify {name} --repair` (or any writer) rebuilds it")
-            elif shard_dir != f"{sidecar.name}/shards":
-                bad("catalog", path, f"points at {shard_dir}, not {sidecar.name}/shards (the store was renamed or copied)",
+            elif shard_dir != f"{sidecar.name}/shards" and not _copied_from(shard_dir):
+                bad("catalog", path, f"points at {shard_dir}, not {sidecar.name}/shards",
                     f"`embed verify {name} --repair` rebuilds it")
+            elif copied:
+                copied_from = as_str(shard_dir)
+                # A copied or renamed store (S.h5 + S.h5.d copied together, as the README says) is not damaged: its
+                # catalog is derived from its shards, checked above, and every command that opens the store rewrites
+                # it first. Its row tables are not checked here: HDF5 would read them through the original's files.
+                notes.append(f"the catalog still names {shard_dir}, the folder of the store this one was copied or renamed "
+                             f"from; the next command that opens {name} rebuilds it from this store's shards (checked "
+                             f"above), or `embed verify {name} --repair` now")
             elif layout is not None and not damaged:
                 for sname, sl in layout.sets.items():
                     if catalog_ids.get(sname) != list(values(sl.ids)):
@@ -290,7 +299,14 @@ def verify_store(path: str | Path) -> dict:
                 p["fix"] += (f" (into vector set {s}, made by {encoders.get(s, 'its encoder')}, when that is the store's default "
                              f"set; else with the options it was made with, as `embed info {name}` lists them)")
     return {"store": str(path), "ok": not problems, "problems": problems, "checked": checked, "notes": notes,
-            "missing_shards": missing_shards, "set_encoders": encoders}
+            "missing_shards": missing_shards, "set_encoders": encoders, "copied_from": copied_from}
+
+
+def _copied_from(shard_dir) -> bool:
+    """Whether a catalog's shard_dir names another store's folder beside it (NAME.h5.d/shards): a store copied or
+    renamed whole."""
+    parts = as_str(shard_dir).split("/")
+    return len(parts) == 2 and parts[0].endswith(".d") and parts[1] == "shards" and parts[0] not in ("", ".d")
 
 
 def _name_check(name: str, attrs: dict) -> tuple[str | None, str | None]:
@@ -401,6 +417,9 @@ def repair_store(path: str | Path) -> dict:
         catalog = [p for p in before["problems"] if p["what"] == "catalog"]
         if catalog and not any("catalog" in d for d in done):  # rewritten whole by the refresh above: say so
             done.append(f"rebuilt the catalog {path.name} from the shards (verify found: {catalog[0]['problem']})")
+        elif before.get("copied_from") and not any("catalog" in d for d in done):
+            done.append(f"rebuilt the catalog {path.name} from the shards (it named {before['copied_from']}, the folder of "
+                        "the store this one was copied or renamed from)")
         needs_source += [n for n in st.notes if "re-embedded" in n]
     after = verify_store(given)
     after["repaired"] = done
