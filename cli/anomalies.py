@@ -10,7 +10,7 @@ import typer
 from embedstore.atomic import atomic_path, write_json_atomic
 
 from .build import kinds_list
-from .common import emit_json, fail, fmt_s, one_line, parse_params, run_guarded, say
+from .common import check_output_folders, emit_json, fail, fmt_s, one_line, parse_params, run_guarded, say
 
 EPILOG = (
     "Examples:\n\n"
@@ -75,6 +75,9 @@ def register(app: typer.Typer) -> None:
 
         if out is not None and out.suffix.lower() not in (".csv", ".json"):
             fail(f"--out {out}: use a .csv or .json file name")
+        if out is not None and out.is_dir():
+            fail(f"--out {out} is a folder; give a file name ending in .csv or .json")
+        check_output_folders(("--plots", plots, "scores_by_label.png"), ("--report", report_dir, "the HTML report"))
         normal = [x.strip() for x in normal_labels.split(",") if x.strip()] if normal_labels else None
         r, _ = run_guarded(find_anomalies, store, method, fit_on=fit_on, score=score, vector_set=vector_set,
                            contamination=contamination, holdout_quantile=holdout_quantile, normal_labels=normal,
@@ -88,7 +91,7 @@ def register(app: typer.Typer) -> None:
             from embedstore.reports import html
 
             written.append(str(run_guarded(lambda: html.write_report(report_dir, f"embed anomalies {method}: {store.name}", [
-                html.anomaly_section(r, report_dir), html.store_map(store, r.vector_set, report_dir)]))))
+                html.anomaly_section(r, report_dir, top), html.store_map(store, r.vector_set, report_dir)]))))
         if json_out:
             emit_json({**r.to_dict(top=top), "plots": written})
             return
@@ -108,11 +111,14 @@ def register(app: typer.Typer) -> None:
             say(f"  warning: {w}")
         for n in r.notes:
             say(f"  note: {n}")
-        say(f"  {'rank':>4}  {'score':>9}  {'pctl':>6}  flag  label  id" + ("  (x: on the --exclude list, not fitted on)" if r.exclusions else ""))
-        for row in r.ranked[:top]:
-            mark = ("  * " if row["flagged"] else "    ")[:3] + ("x" if row.get("excluded") else " ")
-            say(f"  {row['rank']:4d}  {row['score']:9.4g}  {row['percentile']:6.2f}  {mark}  "
-                f"{one_line(row['label'] or '-')}  {one_line(row['id'])}")
+        shown = r.ranked[:top]
+        width = max([5] + [len(one_line(x["label"] or "-")) for x in shown])
+        say(f"  {'rank':>4}  {'score':>9}  {'pctl':>6}  flag  {'label':<{width}}  id  (*: flagged; f: fitted on, scored held out"
+            + ("; x: on the --exclude list, not fitted on)" if r.exclusions else ")"))
+        for row in shown:
+            mark = ("*" if row["flagged"] else " ") + ("f" if row.get("in_fit_set") else " ") + ("x" if row.get("excluded") else " ")
+            say(f"  {row['rank']:4d}  {row['score']:9.4g}  {row['percentile']:6.2f}  {mark:<4}  "
+                f"{one_line(row['label'] or '-'):<{width}}  {one_line(row['id'])}")
         say(f"  time: fit {fmt_s(r.fit_s)}, score {fmt_s(r.score_s)}")
         for p in [str(out)] if out else []:
             say(f"wrote {p}")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .common import emit_json, fmt_s, quiet_option, run_guarded, say
+from .common import check_output_folders, emit_json, fmt_s, quiet_option, run_guarded, say
 
 EPILOG = (
     "Examples:\n\n"
@@ -24,7 +24,9 @@ EPILOG = (
 
 
 def _summary(r) -> None:
-    say(f"audit of {r.store} ({r.vector_set}): {r.items} items; " + ", ".join(f"{k} {v}" for k, v in r.counts.items()))
+    no_splits = list(r.counts) == ["(none)"]
+    say(f"audit of {r.store} ({r.vector_set}): {r.items} items; "
+        + ("no split column" if no_splits else ", ".join(f"{k} {v}" for k, v in r.counts.items())))
     c = r.calibration
     say(f"  near-duplicate rule: {c['how']}")
     e, nd = r.exact_duplicates, r.near_duplicates
@@ -51,7 +53,7 @@ def _summary(r) -> None:
         vals = sorted(v for lab, v in counts.items() if lab != "(unlabelled)")  # as the imbalance alarm counts them
         blank = counts.get("(unlabelled)", 0)
         if len(vals) > 1:
-            say(f"  balance in {split}: {len(vals)} classes, {vals[0]} to {vals[-1]} items"
+            say(f"  balance{'' if no_splits else f' in {split}'}: {len(vals)} classes, {vals[0]} to {vals[-1]} items"
                 + (f"; {blank} item(s) without a label" if blank else ""))
     for n in r.notes:
         say(f"  note: {n}")
@@ -84,6 +86,7 @@ def register(app: typer.Typer) -> None:
         """Find what is wrong with a dataset before training on it: duplicates, leaks, label errors, outliers."""
         from embedstore.audit import run_audit, write_audit_report
 
+        check_output_folders(("--report", report, "the HTML report"))
         r = run_guarded(run_audit, store, vector_set=vector_set, k=k, threshold=threshold, outlier_share=outliers,
                         labels=labels, max_memory=max_memory, seed=seed, exact=exact, out=out, progress=not (json_out or quiet))
         if report is not None:

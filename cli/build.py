@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .common import RESUMABLE, emit_json, fmt_recall, fmt_s, one_line, run_guarded, say
+from .common import RESUMABLE, check_output_folders, emit_json, fmt_recall, fmt_s, one_line, run_guarded, say
 
 EPILOG = (
     "Examples:\n\n"
@@ -153,6 +153,7 @@ def register(app: typer.Typer) -> None:
         started = time.perf_counter()  # the summary's start-up includes the library's imports
         from embedstore.ingest import build as run_build
 
+        check_output_folders(("--report", report_dir, "the HTML report"))  # before the build, not after it
         like_prov = None
         if like is not None:
             from embedstore.errors import BuildError

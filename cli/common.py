@@ -71,6 +71,17 @@ def parse_params(items: list[str]) -> dict:
     return out
 
 
+def check_output_folders(*outputs: tuple[str, object, str]) -> None:
+    """Every option that names a folder to write into, as (option, path or None, what it gets), through
+    the one check (atomic.check_output_folder) before the command does any work: a file given as
+    --report or --plots is one line and exit 2, and nothing is written."""
+    from embedstore.atomic import check_output_folder
+
+    for option, path, holds in outputs:
+        if path is not None:
+            run_guarded(check_output_folder, path, option, holds)
+
+
 INTERRUPTED = "interrupted: stopped before finishing (files are written whole or not at all: none is left half-written)"
 RESUMABLE = "interrupted: work committed so far is kept; re-run the same command to resume"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from .build import print_report
-from .common import emit_json, run_guarded, say
+from .common import check_output_folders, emit_json, run_guarded, say
 
 
 def register(app: typer.Typer) -> None:
@@ -22,6 +22,7 @@ def register(app: typer.Typer) -> None:
         find anomalies, search, and write an HTML report (no downloads)."""
         from embedstore.reports.demo import run_demo
 
+        check_output_folders(("--out", out, "the demo's images, store, head and report"))
         r = run_guarded(run_demo, out, per_class, not quiet)
         if json_out:
             emit_json({"build": r.build.to_dict(), "head": r.head.to_dict(), "anomalies": r.anomalies.to_dict(top=20),

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .common import emit_json, fail, fmt_s, one_line, parse_params, run_guarded, say
+from .common import check_output_folders, emit_json, fail, fmt_s, one_line, parse_params, run_guarded, say
 
 FIT_EPILOG = (
     "Examples:\n\n"
@@ -107,6 +107,7 @@ def register(app: typer.Typer) -> None:
         """Train a classifier head on a store's cached vectors, choose its regularisation, report test metrics."""
         from embedstore.heads.fit import fit_head as run_fit
 
+        check_output_folders(("--plots", plots, "confusion.png, validation_curve.png"), ("--report", report_dir, "the HTML report"))
         exclusions = None
         if exclude_kinds is not None and exclude is None:
             fail("--exclude-kinds chooses rows of an --exclude file; pass --exclude audit.csv too")
@@ -236,6 +237,7 @@ def register(app: typer.Typer) -> None:
         from embedstore.evaluation.metrics import format_confusion, format_per_class, headline
         from embedstore.heads.apply import evaluate as run_eval
 
+        check_output_folders(("--plots", plots, "confusion.png"))
         m = run_guarded(run_eval, head, store, split=split)
         if plots is not None:
             from embedstore.reports.plots import plot_confusion

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from .common import emit_json, fail, one_line, quiet_option, run_guarded, say
+from .common import check_output_folders, emit_json, fail, one_line, quiet_option, run_guarded, say
 
 EPILOG = (
     "Examples:\n\n"
@@ -61,6 +61,7 @@ def register(app: typer.Typer) -> None:
             fail("--interactions and --out go together: --interactions likes.csv --out recs.parquet")
         if dislike and not like:
             fail("--dislike needs --like (interactions files carry dislikes as ratings below --min-rating)")
+        check_output_folders(("--report", report, "the HTML report"))
         opts = dict(k=k, where=where, diversity=diversity, clusters=clusters, dislike_weight=dislike_weight, exact=exact,
                     vector_set=vector_set, seed=seed)
         if like:

@@ -6,6 +6,8 @@ A reader sees the old file or the new one, never half of one; on an exception th
 
 Replacing: `check_replace` is the one --force rule for the folders we write (heads, detectors,
 fine-tune runs): an existing path needs --force, and even then only something we wrote is replaced.
+`check_output_folder` is the one check of the other folders an option names (reports, plots, exports):
+a file there, or a folder that cannot be written, is refused before any work.
 
 `EMBEDSTORE_FAULT=<point>` kills the process with SIGKILL at a named point (see `fault`): the tests use
 it to check that a kill at any instant leaves a loadable result.
@@ -356,16 +358,34 @@ def check_replace(path: str | Path, force: bool, what: str, error: type[Exceptio
     """The one --force rule. A missing `path` is fine; an existing one needs `force`, and even then must
     be a folder holding one of `markers` (what we write there), so --force never replaces a folder we did
     not write. Raises `error` with a one-line reason; returns whether `path` exists. Call it before any
-    heavy work, so a refusal costs nothing."""
+    heavy work, so a refusal costs nothing. Whether `path` is ours is asked first: the advice to pass
+    `flag` is given only where `flag` would be obeyed."""
     path = Path(path)
     check_writable(path, error, otherwise)
     if not (path.exists() or path.is_symlink()):
         return False
+    if not path.is_dir() or not any((path / m).exists() for m in markers):
+        raise error(f"{path} already exists and is not a {what}, so it is never replaced (not even with {flag}); "
+                    "choose another path")
     if not force:
         raise error(f"{path} already exists; pass {flag} to replace it, or {otherwise}")
-    if not path.is_dir() or not any((path / m).exists() for m in markers):
-        raise error(f"{path} exists and is not a {what}; refusing to replace it")
     return True
+
+
+def check_output_folder(path: str | Path, option: str, holds: str, error: type[Exception] | None = None,
+                        fix: str = "give a new or empty folder") -> Path:
+    """The one check of an option that names a folder to write into (--report, --plots, export's --out):
+    before any work, refuse a path that is a file, lies under a file, or is in a folder that cannot be
+    written. A missing folder is fine (the writer makes it). `holds`: what the folder gets, for the
+    message; `error`: the exception raised (OptionError by default)."""
+    from .errors import OptionError
+
+    error = error or OptionError
+    path = Path(path)
+    if (path.exists() or path.is_symlink()) and not path.is_dir():
+        raise error(f"{option} {path} is a file; {option} takes a folder ({holds}): {fix}")
+    check_writable(path, error, fix)
+    return path
 
 
 def check_writable(path: Path, error: type[Exception], otherwise: str) -> None:

@@ -40,6 +40,30 @@ def test_every_method_ranks_other_classes_above_the_normal_one(store, method):
     assert sum(x["label"] != "cat" for x in ranked[:12]) >= 10
 
 
+def test_the_html_report_shows_what_the_cli_prints(store, tmp_path):
+    """The page showed 24 cards whatever --top was, no threshold, no warning, and cards without id or
+    flag (the id only as alt text). It shows the CLI's top rows with the same ids, flags and fit marks."""
+    import html as H
+    import re
+
+    args = ["anomalies", "--store", store, "--fit-on", "label=cat", "--top", 5, "-q"]
+    rep = json.loads(embed(*args, "--json").stdout)
+    assert embed(*args, "--report", tmp_path / "rep").exit_code == 0
+    page = H.unescape((tmp_path / "rep" / "index.html").read_text())
+    assert "Top 5 anomalies" in page and f"Threshold: {rep['threshold']['description']}" in page
+    assert f"warning: {rep['warnings'][0]}" in page
+    captions = re.findall(r"#(\d+) (\S+) \| (\S+) \| score [^|<]+(?:\| ([^<]+))?</div>", page)
+    assert [(int(n), i) for n, i, _, _ in captions] == [(x["rank"], x["id"]) for x in rep["ranked"][:5]]
+    for (_, _, _, marks), x in zip(captions, rep["ranked"]):
+        assert ("FLAGGED" in marks) == x["flagged"] and ("fitted on" in marks) == x["in_fit_set"]
+    # the text table marks the rows the detector was fitted on (fitted on everything: every row), labels aligned
+    lines = embed("anomalies", "--store", store, "--top", 4, "-q").stdout.splitlines()
+    head = next(i for i, x in enumerate(lines) if x.lstrip().startswith("rank"))
+    rows = lines[head + 1 : head + 5]
+    assert all(x.split()[3] in ("f", "*f") for x in rows), rows
+    assert len({x.index(x.split()[-1]) for x in rows}) == 1  # the id column starts at one place
+
+
 def test_out_save_plots_and_threshold(store, tmp_path):
     r = embed("anomalies", "--store", store, "--fit-on", "label=cat|dog", "--normal-labels", "cat,dog", "--holdout-quantile", "0.9",
               "--out", tmp_path / "r.csv", "--save", tmp_path / "det", "--plots", tmp_path / "p", "-q")
@@ -185,3 +209,76 @@ def test_knn_and_mahalanobis_auroc_match_plain_faiss_and_sklearn_on_digits(tmp_p
         ours = rep.evaluation["auroc"]
         assert abs(ours - roc_auc_score(y, ref)) <= 0.01, (method, ours, roc_auc_score(y, ref))
         assert ours >= 0.9
+
+
+def test_a_save_path_that_is_not_a_saved_detector_is_never_told_to_pass_force(store, tmp_path):
+    """`--save s.h5` said "pass --force to replace it", and with --force "... is not a saved detector;
+    refusing": advice that was then refused. A path that is not a saved detector (the store itself, a
+    folder of someone else's files) is now told so, with or without --force, and to choose another path;
+    a saved detector still gets the --force advice. Nothing is written or replaced."""
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "notes.txt").write_text("not ours")
+    before = store.read_bytes()
+    for target in (store, theirs):
+        for extra in ([], ["--force"]):
+            r = embed("anomalies", "--store", store, "--save", target, *extra, "-q")
+            assert r.exit_code == 2, (target, extra, r.output)
+            assert r.output == (f"error: {target} already exists and is not a saved detector, so it is never replaced "
+                                "(not even with --force); choose another path\n"), r.output
+    assert store.read_bytes() == before and [p.name for p in theirs.iterdir()] == ["notes.txt"]
+    ours = tmp_path / "ours"
+    assert embed("anomalies", "--store", store, "--save", ours, "-q").exit_code == 0
+    r = embed("anomalies", "--store", store, "--save", ours, "-q")
+    assert r.exit_code == 2 and "already exists; pass --force to replace it" in r.output, r.output
+    assert embed("anomalies", "--store", store, "--save", ours, "--force", "-q").exit_code == 0
+
+
+def test_a_param_for_a_detector_that_takes_none_says_so(store):
+    """mahalanobis has no --param: the message listed its parameters as an empty list ("it takes  (and
+    --contamination)"). It now says it takes no --param options; knn still lists its own."""
+    r = embed("anomalies", "--store", store, "--method", "mahalanobis", "--param", "foo=1")
+    assert r.exit_code == 2, r.output
+    assert r.output == ("error: --param foo: the mahalanobis detector has no such parameter; it takes no --param "
+                        "options (only --contamination): drop --param\n"), r.output
+    r = embed("anomalies", "--store", store, "--method", "knn", "--param", "foo=1")
+    assert r.exit_code == 2 and "it takes aggregation, k (and --contamination)" in r.output, r.output
+
+
+def test_an_out_that_is_a_folder_is_refused_before_the_fit(store, tmp_path, monkeypatch):
+    """--out names a file (.csv or .json); an existing folder of that name was found only when the ranking
+    was written, after the fit ("cannot write ...: Is a directory"). It is refused first, as `embed audit
+    --out` and the other table outputs refuse it."""
+    import embedstore.detectors.anomalies as anomalies
+
+    def no_fit(*a, **kw):
+        raise AssertionError("the detector was fitted before --out was checked")
+
+    monkeypatch.setattr(anomalies, "find_anomalies", no_fit)
+    (tmp_path / "ranked.json").mkdir()
+    r = embed("anomalies", "--store", store, "--out", tmp_path / "ranked.json", "-q")
+    assert r.exit_code == 2, (r.output, r.exception)
+    assert r.output == f"error: --out {tmp_path / 'ranked.json'} is a folder; give a file name ending in .csv or .json\n"
+    assert list((tmp_path / "ranked.json").iterdir()) == []
+
+
+def test_byte_copies_in_the_fit_set_are_warned_of_and_the_audit_exclusion_clears_it(tmp_path, build_tiny):
+    """A held-out score cannot flag an item whose copy was fitted on (mahalanobis ranked a planted
+    black image 123rd of 126 with its near-twin in the fit set). Byte copies among the fit items are
+    a warning naming them and the fix; the audit's exclusion list leaves one of each and no warning."""
+    import shutil
+
+    src = make_image_folder(tmp_path / "photos", per_class=6)
+    shutil.copy(src / "cat" / "cat_000.jpg", src / "dog" / "copy_a.jpg")
+    shutil.copy(src / "cat" / "cat_000.jpg", src / "dog" / "copy_b.jpg")
+    store = tmp_path / "s.h5"
+    build_tiny(src, store)
+    rep = json.loads(embed("anomalies", "--store", store, "--method", "mahalanobis", "--json", "-q").stdout)
+    (w,) = [w for w in rep["warnings"] if "byte copies" in w]
+    assert w.startswith("3 fit items are byte copies of one another (1 distinct file(s), e.g. ") and "--exclude-kinds" in w
+    assert embed("audit", store, "--out", tmp_path / "issues.csv", "--no-labels", "-q").exit_code == 0
+    rep = json.loads(embed("anomalies", "--store", store, "--method", "mahalanobis", "--exclude", tmp_path / "issues.csv",
+                           "--exclude-kinds", "exact_duplicate,near_duplicate", "--json", "-q").stdout)
+    assert rep["excluded_from_fit"] >= 2 and not [w for w in rep["warnings"] if "byte copies" in w]
+    rep = json.loads(embed("anomalies", "--store", store, "--fit-on", "label=dog", "--json", "-q").stdout)
+    assert [w for w in rep["warnings"] if "byte copies" in w][0].startswith("2 fit items")  # only fit items count

@@ -131,12 +131,12 @@ def test_check_replace(tmp_path):
     rule = dict(what="saved head", error=HeadError, markers=["head.json"])
     assert check_replace(tmp_path / "new", False, **rule) is False
     assert check_replace(mine, True, **rule) is True
-    for path in (mine, theirs, a_file):
-        with pytest.raises(HeadError, match="already exists; pass --force"):
-            check_replace(path, False, **rule)
-    for path in (theirs, a_file):
-        with pytest.raises(HeadError, match="is not a saved head; refusing"):
-            check_replace(path, True, **rule)
+    with pytest.raises(HeadError, match="already exists; pass --force"):
+        check_replace(mine, False, **rule)
+    for path in (theirs, a_file):  # never ours: --force is not advised, since it would be refused
+        for force in (False, True):
+            with pytest.raises(HeadError, match="is not a saved head, so it is never replaced .*; choose another path$"):
+                check_replace(path, force, **rule)
 
 
 @pytest.fixture(scope="module")

@@ -162,10 +162,35 @@ def test_outlier_scores_are_what_anomalies_knn_scores(clean, tmp_path):
     knn = {x["id"]: x["score"] for x in a.ranked}
     ours = {x["id"]: x["score"] for x in r.detail["outliers"]}
     assert len(ours) == 20  # 5% of the 400
-    for i, s in ours.items():
-        assert knn[i] == pytest.approx(s, rel=1e-3, abs=1e-4)
+    for i, s in ours.items():  # the same to float32 precision (float16 rows read back as unit vectors)
+        assert knn[i] == pytest.approx(s, rel=2e-6, abs=2e-6)
     top_knn = [x["id"] for x in a.ranked[:10]]
     assert top_knn == [x["id"] for x in r.detail["outliers"][:10]]
+
+
+def test_search_scores_are_the_cosines_of_the_stored_vectors_both_ways(clean):
+    """The set stores float16 rows of lengths 1 +- ~1e-3: scores were a.b/|b|, so a->b and b->a
+    differed in the 4th decimal and neither was the cosine. Both are now the cosine of the stored rows."""
+    from embedstore.search.query import search
+    from embedstore.store import open_store
+
+    with open_store(clean) as st:
+        vs = st.select_set()
+        ids, X = zip(*st.iter_vectors(vs.name))
+        raw = np.concatenate([b for _, b in st.rows(vs.name).slabs()])  # the rows as stored
+    ids, X = [i for b in ids for i in b], np.concatenate(X)
+    assert raw.dtype == np.float16
+    raw = raw.astype(np.float64)
+    lengths = np.linalg.norm(raw, axis=1)
+    assert np.abs(lengths - 1).max() > 1e-5  # what made the scores asymmetric is there
+    assert np.allclose(np.linalg.norm(X, axis=1), 1, atol=1e-6)
+    unit = raw / lengths[:, None]
+    for a in ids[:3]:
+        hits = search(clean, item_id=a, k=3).hits
+        for h in hits:
+            back = {x["id"]: x["score"] for x in search(clean, item_id=h["id"], k=399).hits}
+            want = float(unit[ids.index(a)] @ unit[ids.index(h["id"])])
+            assert h["score"] == pytest.approx(want, abs=2e-6) and back[a] == pytest.approx(want, abs=2e-6)
 
 
 def test_excluding_leaks_scores_the_test_split_without_them(planted, planted_audit, tmp_path):
@@ -399,7 +424,8 @@ def test_items_without_a_label_are_counted_not_taken_for_a_class(tmp_path):
     rep, _ = fit_head(tmp_path / "t.h5", "logistic", progress=False)
     assert sum(rep.counts.values()) == 32 and any(n.startswith("8 item(s) of") and "no label" in n for n in rep.notes)
     out = embed("audit", tmp_path / "t.h5", "-q").output
-    assert "balance in (none): 2 classes" in out and "8 item(s) without a label" in out, out
+    assert "  balance: 2 classes" in out and "8 item(s) without a label" in out, out
+    assert "items; no split column" in out and "(none)" not in out  # it printed "(none) 40" and "balance in (none)"
 
 
 def test_an_unlabelled_set_is_not_called_balanced_and_lists_its_most_isolated_item(tmp_path, build_tiny):

@@ -305,3 +305,44 @@ def test_every_option_of_every_command_says_what_it_does():
     assert not bare, bare
     out = embed("serve", "--help").output
     assert all(route in out for route in ("/api/recommend", "/api/audit", "/api/search", "/api/predict"))
+
+
+def test_a_file_where_a_folder_is_written_is_refused_before_any_work(image_folder, tmp_path):
+    """--report, --plots, demo's and export's --out name folders to write into. A file there gave
+    'unexpected FileExistsError' (exit 1), and only after the work: a whole build, a fitted head. One
+    check (atomic.check_output_folder, through cli.common.check_output_folders) now refuses it first:
+    one line naming the option and the fix, exit 2, and nothing in the folder written or changed."""
+    s = tmp_path / "s.h5"
+    assert run("build", image_folder, "--store", s, *TINY).exit_code == 0
+    assert run("fit-head", "ridge", "--store", s, "--out", tmp_path / "h", "-q").exit_code == 0
+    f = tmp_path / "f.csv"
+    f.write_text("mine\n")
+
+    def files():
+        return {p: p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()}
+
+    before = files()
+    report = "takes a folder (the HTML report): give a new or empty folder"
+    cases = [
+        (["build", image_folder, "--store", tmp_path / "new.h5", *TINY, "--report", f], f"--report {f} is a file; --report {report}"),
+        (["audit", s, "--report", s, "-q"], f"--report {s} is a file; --report {report}"),
+        (["anomalies", "--store", s, "--report", s, "-q"], f"--report {s} is a file; --report {report}"),
+        (["anomalies", "--store", s, "--plots", s, "-q"],
+         f"--plots {s} is a file; --plots takes a folder (scores_by_label.png): give a new or empty folder"),
+        (["recommend", s, "--like", "cat/cat_000.jpg", "--report", s], f"--report {s} is a file; --report {report}"),
+        (["fit-head", "logistic", "--store", s, "--report", f, "-q"], f"--report {f} is a file; --report {report}"),
+        (["fit-head", "logistic", "--store", s, "--plots", f, "-q"],
+         f"--plots {f} is a file; --plots takes a folder (confusion.png, validation_curve.png): give a new or empty folder"),
+        (["fit-head", "logistic", "--store", s, "--plots", f / "plots", "-q"],
+         f"cannot write {f / 'plots'}: {f} is a file, not a folder; give a new or empty folder"),
+        (["evaluate", tmp_path / "h", "--store", s, "--plots", f], f"--plots {f} is a file; --plots takes a folder (confusion.png): give a new or empty folder"),
+        (["demo", "--out", f, "-q"], f"--out {f} is a file; --out takes a folder (the demo's images, store, head and report): give a new or empty folder"),
+        (["export", s, "--out", f, "-q"], f"--out {f} is a file; --out takes a folder (the exported parts): choose a new folder"),
+        (["export", s, "--out", f / "x", "-q"], f"cannot write {f / 'x'}: {f} is a file, not a folder; choose a new folder"),
+    ]
+    for args, message in cases:
+        r = run(*args)
+        assert r.exit_code == 2, (args, r.stderr, r.exception)
+        assert r.stderr == f"error: {message}\n", (args, r.stderr)
+    assert files() == before  # the store, the head and the file given: as they were, and nothing new
+    assert not (tmp_path / "new.h5").exists()

@@ -22,11 +22,15 @@ def store(tmp_path_factory):
 
 
 def stored(store):
+    """The rows and their vectors as stored (float16 made float32): what an export writes. Readers
+    read an l2 set's rows back as unit vectors (store/rows.unit_rows); an export keeps the bytes."""
     from embedstore.store import open_store
 
     with open_store(store) as st:
         rows = st.rows(st.select_set().name)
-        return rows, rows.load()
+        X = np.concatenate([b for _, b in rows.slabs()]).astype(np.float32)
+        assert np.abs(X - rows.load()).max() > 0  # the two differ: the comparison below is with the bytes
+        return rows, X
 
 
 def test_npy_export_reads_back_with_embedding_reader(store, tmp_path):
@@ -218,7 +222,8 @@ def test_export_import_errors(store, tmp_path):
         (["export", store, "--out", tmp_path / "o", "--format", "csv"], "--format must be one of npy, parquet"),
         (["export", store, "--out", tmp_path / "exists"], "already exists"),
         (["export", store, "--out", tmp_path / "o", "--dtype", "int8"], "--dtype must be"),
-        (["import", tmp_path / "nothing", "--store", tmp_path / "n.h5"], "not a folder"),
+        (["import", tmp_path / "nothing", "--store", tmp_path / "n.h5"], "nothing does not exist"),
+        (["import", tmp_path / "odd" / "emb" / "a.npy", "--store", tmp_path / "n.h5"], "a.npy is not a folder"),
         (["import", tmp_path / "empty", "--store", tmp_path / "n.h5"], "holds no vectors"),
         (["import", tmp_path / "odd", "--store", tmp_path / "n.h5"], "must pair up"),
     ]
@@ -292,3 +297,44 @@ def test_an_imported_set_beside_a_built_one_of_as_many_vectors_is_not_the_defaul
     r = embed("anomalies", "--store", work, "--set", imported, "--score", photos / "dog", "-q")
     assert r.exit_code == 2 and "imported from elsewhere" in r.output and "--set NAME" in r.output
     assert "--weights" not in r.output and r.output.count("\n") == 1, r.output
+
+
+def _cut(path, keep) -> None:
+    """Cut a file short: its first `keep` bytes (a fraction of its size when under 1)."""
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep) if keep < 1 else keep])
+
+
+@pytest.mark.parametrize("fmt,part,keep,why", [
+    ("npy", "emb/part-00002.npy", 0.9, "bytes where its header says"),  # the last part: the first two read well
+    ("npy", "emb/part-00000.npy", 40, "truncated or unreadable"),  # cut inside its header
+    ("npy", "emb/part-00001.npy", 0, "(an empty file)"),
+    ("npy", "metadata/part-00002.parquet", 0.5, "truncated or unreadable"),
+    ("parquet", "emb/part-00002.parquet", 0.5, "truncated or unreadable"),
+    ("npy", "embedstore_export.json", 0.5, "truncated or unreadable"),
+])
+def test_import_of_a_file_cut_short_names_it_and_changes_no_store(store, tmp_path, fmt, part, keep, why):
+    """An export copied in part (a vectors .npy cut short, a metadata or embedding parquet without its
+    footer) gave "unexpected ValueError: mmap length is greater than file size" or "unexpected
+    ArrowInvalid", exit 1, naming no file; and parts before the broken one were already committed.
+    Every part's header is now read before the store is opened: one line naming the file and the fix,
+    exit 2, and neither the store given nor a new one is written."""
+    from conftest import copy_store
+
+    src = tmp_path / "x"
+    assert embed("export", store, "--format", fmt, "--out", src, "--part-rows", 8, "-q").exit_code == 0  # 21 rows: 3 parts
+    _cut(src / part, keep)
+    work = copy_store(store, tmp_path / "w.h5")
+
+    def files():
+        return {p: p.read_bytes() for p in sorted(tmp_path.glob("w.h5*/**/*")) + [work] if p.is_file()}
+
+    before = files()
+    for target in (work, tmp_path / "new.h5"):
+        r = embed("import", src, "--store", target, "-q")
+        assert r.exit_code == 2, (r.output, r.exception)
+        line = f"error: {src / part} is truncated or unreadable ("
+        assert r.output.startswith(line) and why in r.output and r.output.count("\n") == 1, r.output
+        assert r.output.endswith("); export it again (`embed export STORE --out NEW_FOLDER`) and import the new folder\n"), r.output
+    assert files() == before
+    assert not (tmp_path / "new.h5").exists() and not (tmp_path / "new.h5.d").exists()

@@ -168,6 +168,22 @@ def test_store_split_column_is_used(tmp_path):
     assert rep["split_how"].startswith("the store's split column")
 
 
+def test_labelled_items_without_a_split_are_said_to_be_unused(tmp_path):
+    """A split column that some rows leave empty: those labelled items were dropped without a word
+    (an unknown split name was reported). The counts and the summary say so, in text and JSON."""
+    rows = _split_manifest_rows(tmp_path)
+    rows = rows[:1] + [r if i % 3 else r.rsplit(",", 1)[0] + "," for i, r in enumerate(rows[1:])]
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    blank = sum(1 for r in rows[1:] if r.endswith(","))
+    build_store(tmp_path / "m.csv", tmp_path / "m.h5")
+    r = embed("fit-head", "ridge", "--store", tmp_path / "m.h5", "--json")
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.output)
+    assert sum(rep["counts"].values()) == 24 - blank
+    assert f"({blank} labelled item(s) have no split and are not used" in rep["split_how"]
+    assert f"{blank} labelled item(s) have no split" in embed("fit-head", "ridge", "--store", tmp_path / "m.h5").stdout
+
+
 def test_a_class_with_no_training_items_in_the_split_column(tmp_path):
     """The store's split column puts every item of a class outside train: with one class left to
     learn, a one-line refusal naming the class (it was an unexpected ValueError from scikit-learn);
@@ -195,11 +211,14 @@ def test_a_test_item_with_a_training_items_content_is_not_scored_as_unseen(tmp_p
     rows.append(f"img/copy.png,{CLASSES[0]},test")
     (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
     build_store(tmp_path / "m.csv", tmp_path / "m.h5")
-    r = embed("fit-head", "logistic", "--store", tmp_path / "m.h5", "--out", tmp_path / "head", "--json")
+    r = embed("fit-head", "logistic", "--store", tmp_path / "m.h5", "--out", tmp_path / "head", "--json",
+              "--report", tmp_path / "rep")
     assert r.exit_code == 0, r.output
     rep = json.loads(r.output)
     assert rep["counts"]["test"] == 6 and rep["test"]["n"] == 6
     assert any("1 test item(s) have the content of a train or val item" in n for n in rep["notes"])
+    page = (tmp_path / "rep" / "index.html").read_text()  # the page says so too (its counts did not add up)
+    assert "note: 1 test item(s) have the content of a train or val item" in page
     ev = json.loads(embed("evaluate", tmp_path / "head", "--store", tmp_path / "m.h5", "--split", "test", "--json").output)
     assert ev["seen_in_training"] == 1 and ev["n"] == rep["test"]["n"] and ev["accuracy"] == rep["test"]["accuracy"]
     # the manifest says "valid": --split val finds it (another name of the same split); an unknown split lists them
@@ -417,7 +436,7 @@ def test_reports_for_build_fit_head_and_anomalies(labelled, tmp_path):
     r = embed("anomalies", "--store", labelled / "photos.h5", "--fit-on", "label=cat", "--report", tmp_path / "ra", "-q")
     assert r.exit_code == 0, r.output
     page = (tmp_path / "ra" / "index.html").read_text()
-    assert "Top 24 anomalies" in page and page.count("data:image/png;base64,") >= 26
+    assert "Top 20 anomalies" in page and page.count("data:image/png;base64,") >= 22  # the CLI's --top
 
 
 def test_predict_with_a_kept_store_labels_only_the_source_items(labelled, tmp_path):
@@ -690,3 +709,22 @@ def test_predict_takes_one_image_file(labelled, tmp_path):
         assert r.exit_code == 1 and len(errors) == 1 and "nothing was predicted" in errors[0] and why in errors[0], r.output
         r = embed("predict", h, tmp_path / f, "--json")
         assert r.exit_code == 1 and json.loads(r.stdout)["quarantined"] == 1, r.output
+
+
+def test_an_out_that_is_not_a_saved_head_is_never_told_to_pass_force(labelled, tmp_path):
+    """`fit-head --out somefile.csv` said "pass --force to replace it", and with --force "... is not a
+    saved head; refusing". A path that is not a saved head is now told so either way, and to choose
+    another path; the file is left as it was. A saved head still gets the --force advice."""
+    store = labelled / "photos.h5"
+    f = tmp_path / "somefile.csv"
+    f.write_text("id,label\n")
+    for extra in ([], ["--force"]):
+        r = embed("fit-head", "logistic", "--store", store, "--out", f, *extra, "-q")
+        assert r.exit_code == 2, (extra, r.output)
+        assert r.output == (f"error: {f} already exists and is not a saved head, so it is never replaced "
+                            "(not even with --force); choose another path\n"), r.output
+    assert f.read_text() == "id,label\n"
+    h = tmp_path / "h"
+    assert embed("fit-head", "ridge", "--store", store, "--out", h, "-q").exit_code == 0
+    r = embed("fit-head", "ridge", "--store", store, "--out", h, "-q")
+    assert r.exit_code == 2 and f"{h} already exists; pass --force to replace it" in r.output, r.output

@@ -391,3 +391,19 @@ def test_cosine_scores_stay_within_one_through_every_door(tmp_path):
     cli = json.loads(embed("search", store, "--id", "i00", "-k", 2, "--json").output)["hits"]
     api = open_api(store).handle("GET", "/api/search", {"id": "i00", "k": "2"}).json()["hits"]
     assert cli[0]["id"] == api[0]["id"] == "i01" and cli[0]["score"] == api[0]["score"] == 1.0
+
+
+def test_an_item_missing_from_an_imported_set_is_advised_an_import_not_a_build(tmp_path, build_tiny):
+    """The advice for an id the (imported) default set lacks named `embed build --encoder
+    external:...`, which fails with 'unknown encoder source'. For an imported set it is an import."""
+    from conftest import make_image_folder
+
+    a = make_image_folder(tmp_path / "a", per_class=6)
+    b = make_image_folder(tmp_path / "b", classes=("owl",), per_class=4, seed=3)
+    build_tiny(a, tmp_path / "a.h5")
+    assert embed("export", tmp_path / "a.h5", "--out", tmp_path / "exp").exit_code == 0
+    build_tiny(b, tmp_path / "b.h5")
+    assert embed("import", tmp_path / "exp", "--store", tmp_path / "b.h5", "-q").exit_code == 0
+    r = embed("search", tmp_path / "b.h5", "--id", "owl/owl_000.jpg")  # the 12 imported rows are the default set
+    assert r.exit_code == 2 and "embed import FOLDER --store" in r.output and "--encoder external" not in r.output, r.output
+    assert "pick that with --set" in r.output

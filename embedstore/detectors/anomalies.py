@@ -87,6 +87,21 @@ def _mask(n: int, idx: np.ndarray) -> np.ndarray:
     return m
 
 
+def _copies_in_fit(rows, fitted_idx: np.ndarray) -> tuple[int, int, str] | None:
+    """(fit items that share their content with another fit item, distinct contents among them, an
+    example id), by the content keys heads use (evaluation/seen.py); None when there are none."""
+    from ..evaluation.seen import item_keys
+
+    if rows.shas is None or not len(fitted_idx):
+        return None
+    keys, valid = item_keys(np.asarray(rows.shas)[fitted_idx])
+    uniq, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
+    dup = valid & (counts[inverse] > 1)
+    if not dup.any():
+        return None
+    return int(dup.sum()), len(np.unique(keys[dup])), str(rows.ids[int(fitted_idx[np.flatnonzero(dup)[0]])])
+
+
 def _evaluate(labels: np.ndarray, scores: np.ndarray, normal: set[str], in_fit: np.ndarray | None = None) -> dict | None:
     """AUROC and AUPRC (each with its 95% bootstrap interval) with non-normal labels as the positive
     (anomalous) class; says how many scored items the detector was fitted on (their scores are
@@ -172,8 +187,9 @@ def find_anomalies(store: str | Path, method: str = "knn", fit_on: str | None = 
     takes = sorted(set(cls().get_params()) - {"contamination"})
     unknown = [k for k in params if k not in takes]
     if unknown:  # before any fit: the detector's constructor would say it as a Python TypeError
-        raise DetectorError(f"--param {unknown[0]}: the {method} detector has no such parameter; it takes {', '.join(takes)} "
-                            "(and --contamination)")
+        raise DetectorError(f"--param {unknown[0]}: the {method} detector has no such parameter; "
+                            + (f"it takes {', '.join(takes)} (and --contamination)" if takes else
+                               "it takes no --param options (only --contamination): drop --param"))
     if "random_state" in cls().get_params():  # iforest, ocsvm: --seed unless a --param sets it
         params.setdefault("random_state", seed)
     try:
@@ -194,6 +210,13 @@ def find_anomalies(store: str | Path, method: str = "knn", fit_on: str | None = 
         report.notes.append(vs.note)
     if len(fitted_idx) < SMALL_FIT_SET:
         report.warnings.append(small_fit_warning(len(fitted_idx), contamination))
+    copies = _copies_in_fit(rows, fitted_idx)
+    if copies:
+        report.warnings.append(
+            f"{copies[0]} fit items are byte copies of one another ({copies[1]} distinct file(s), e.g. {copies[2]}): "
+            "a held-out score cannot flag an item whose copy was fitted on (the copy vouches for it; near-copies do the "
+            f"same); `embed audit {rows.shown} --out issues.csv` lists copies and near-copies, and `--exclude issues.csv "
+            "--exclude-kinds exact_duplicate,near_duplicate` keeps all but one of each out of the fit set")
     k = getattr(det, "k", None)
     if isinstance(k, (int, np.integer)) and k > len(fitted_idx) - 1:  # kNN, LOF: neighbours() takes what there is
         report.notes.append(f"k={k} is more neighbours than the {len(fitted_idx) - 1} other fit items: each score uses all "

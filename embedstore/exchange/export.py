@@ -153,7 +153,7 @@ def export(store: str | Path, out: str | Path, fmt: str = "npy", vector_set: str
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from ..atomic import atomic_path
+    from ..atomic import atomic_path, check_output_folder
     from ..progress import progress_bar
     from ..store import open_store
 
@@ -163,7 +163,7 @@ def export(store: str | Path, out: str | Path, fmt: str = "npy", vector_set: str
         raise OptionError(f"--dtype must be float16 or float32, not '{dtype}'")
     if part_rows < 1:
         raise OptionError(f"--part-rows must be at least 1, not {part_rows}")
-    out = Path(out)
+    out = check_output_folder(out, "--out", "the exported parts", fix="choose a new folder")
     if out.exists():
         raise OptionError(f"--out {out} already exists; choose a new folder (export never mixes its files with others)")
     with open_store(store) as st:

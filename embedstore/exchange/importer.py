@@ -41,6 +41,9 @@ class ImportReport:
 
 
 def _parts(src: Path) -> tuple[str, list[tuple[Path, Path | None]]]:
+    if not src.exists():
+        raise SourceError(f"{src} does not exist; give the folder `embed export` (or clip-retrieval) wrote: emb/*.npy with "
+                          "metadata/*.parquet")
     if not src.is_dir():
         raise SourceError(f"{src} is not a folder; import reads a folder with emb/*.npy and metadata/*.parquet (as `embed export` writes)")
     for d in EMB_DIRS:
@@ -57,23 +60,91 @@ def _parts(src: Path) -> tuple[str, list[tuple[Path, Path | None]]]:
     raise SourceError(f"{src} holds no vectors: expected emb/*.npy with metadata/*.parquet, or emb/*.parquet with an embedding column")
 
 
-def _read_part(emb: Path, meta: Path | None, chunk: int = 65536):
-    """Yield (metadata dict of columns, vectors) in chunks."""
+def _unreadable(path: Path, why) -> SourceError:
+    return SourceError(f"{path} is truncated or unreadable ({str(why).splitlines()[0] if str(why) else type(why).__name__}); "
+                       "export it again (`embed export STORE --out NEW_FOLDER`) and import the new folder")
+
+
+def _read_errors() -> tuple:
+    """What numpy and pyarrow raise on a file cut short or not of its format (pyarrow's ArrowInvalid is a
+    ValueError, its IO errors OSErrors; the rest derive from ArrowException)."""
+    import pyarrow as pa
+
+    return (ValueError, OSError, EOFError, pa.ArrowException)
+
+
+def _npy(path: Path):
+    """An .npy file's array, memory-mapped; one cut short, or not an .npy, is a SourceError naming it."""
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise _unreadable(path, _npy_shortfall(path) or e) from None
+
+
+def _npy_shortfall(path: Path) -> str | None:
+    """'N bytes where its header says M' for an .npy whose header reads but whose data is cut short
+    ('an empty file' for 0 bytes); None when that is not what is wrong."""
+    fmt = np.lib.format
+    if path.is_file() and path.stat().st_size == 0:
+        return "an empty file"
+    try:
+        with open(path, "rb") as f:
+            version = fmt.read_magic(f)
+            shape, _, dtype = (fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0)(f)
+            start = f.tell()
+    except (ValueError, OSError, EOFError):
+        return None
+    need, have = start + int(np.prod(shape)) * dtype.itemsize, path.stat().st_size
+    return f"{have} bytes where its header says {need}: {' x '.join(map(str, shape))} {dtype}" if have < need else None
+
+
+def _parquet(path: Path):
+    """A pyarrow ParquetFile; one cut short (its footer gone), or not Parquet, is a SourceError naming it."""
     import pyarrow.parquet as pq
 
+    try:
+        return pq.ParquetFile(path)
+    except _read_errors() as e:
+        raise _unreadable(path, e) from None
+
+
+def _check_parts(parts: list[tuple[Path, Path | None]]) -> None:
+    """Open every file's header before the store is opened: a part cut short, unreadable or not matching
+    its pair is refused before any vector is committed."""
+    for emb, meta in parts:
+        if meta is None:
+            names = _parquet(emb).schema_arrow.names
+            if "embedding" not in names:
+                raise SourceError(f"{emb} has no 'embedding' column (columns: {', '.join(names)})")
+            continue
+        n, rows = len(_npy(emb)), _parquet(meta).metadata.num_rows
+        if n != rows:
+            raise SourceError(f"{emb.name} has {n} vectors but {meta.name} has {rows} rows")
+
+
+def _read_part(emb: Path, meta: Path | None, chunk: int = 65536):
+    """Yield (metadata dict of columns, vectors) in chunks; a file that fails as it is read (its header
+    read well) is a SourceError naming it."""
     if meta is not None:
-        X = np.load(emb, mmap_mode="r", allow_pickle=False)
-        t = pq.read_table(meta)
+        X = _npy(emb)
+        try:
+            t = _parquet(meta).read()
+        except _read_errors() as e:
+            raise _unreadable(meta, e) from None
         if t.num_rows != len(X):
             raise SourceError(f"{emb.name} has {len(X)} vectors but {meta.name} has {t.num_rows} rows")
         cols = t.to_pydict()
         for s in range(0, len(X), chunk):
             yield {k: v[s : s + chunk] for k, v in cols.items()}, np.asarray(X[s : s + chunk])
         return
-    f = pq.ParquetFile(emb)
-    if "embedding" not in f.schema_arrow.names:
-        raise SourceError(f"{emb} has no 'embedding' column (columns: {', '.join(f.schema_arrow.names)})")
-    for b in f.iter_batches(batch_size=chunk):
+    batches = _parquet(emb).iter_batches(batch_size=chunk)  # its 'embedding' column checked by _check_parts
+    while True:
+        try:
+            b = next(batches, None)
+        except _read_errors() as e:
+            raise _unreadable(emb, e) from None
+        if b is None:
+            return
         cols = b.to_pydict()
         X = np.asarray(cols.pop("embedding"), dtype=np.float32)
         yield cols, X
@@ -83,11 +154,10 @@ def _stored_dtype(layout: str, emb: Path) -> str:
     """float16 when the export holds float16 vectors (an .npy of float16, or an embedding column of
     half floats), else float32: an import keeps the size the vectors were exported at."""
     if layout == "npy+parquet":
-        return "float16" if np.load(emb, mmap_mode="r").dtype == np.float16 else "float32"
+        return "float16" if _npy(emb).dtype == np.float16 else "float32"
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    kind = pq.ParquetFile(emb).schema_arrow.field("embedding").type
+    kind = _parquet(emb).schema_arrow.field("embedding").type
     return "float16" if getattr(kind, "value_type", None) == pa.float16() else "float32"
 
 
@@ -128,9 +198,13 @@ def import_folder(src: str | Path, store: str | Path, name: str | None = None, p
 
     src = Path(src)
     layout, parts = _parts(src)
+    _check_parts(parts)
     manifest = {}
     if (src / "embedstore_export.json").is_file():
-        manifest = json.loads((src / "embedstore_export.json").read_text())
+        try:
+            manifest = json.loads((src / "embedstore_export.json").read_text())
+        except (ValueError, OSError) as e:
+            raise _unreadable(src / "embedstore_export.json", e) from None
     orig = manifest.get("provenance", {})
     first = np.asarray(next(_read_part(*parts[0], chunk=1000))[1], dtype=np.float32)
     if first.ndim != 2 or not len(first):

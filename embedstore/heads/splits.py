@@ -54,9 +54,13 @@ def assign_splits(labels: np.ndarray, store_splits: np.ndarray, val_fraction: fl
             codes[off_val] = UNUSED  # the regularisation is chosen among the classes the head can learn
             how += (f" (class {', '.join(repr(c) for c in untaught[:5])} has no training items: the head cannot predict it, "
                     "its test items count as errors" + (f", and its {int(off_val.sum())} validation item(s) are not used" if off_val.any() else "") + ")")
-        unknown = sorted({str(s) for s, g in zip(store_splits, given) if g == UNUSED and s})
+        unknown = sorted({str(s) for s, g in zip(store_splits, given) if g == UNUSED and str(s).strip()})
         if unknown:
             how += f" (items with split {', '.join(unknown[:5])} are not used)"
+        blank = sum(1 for s in store_splits if not s or not str(s).strip())
+        if blank:  # left out as an unknown split is, and said: they were dropped without a word
+            how += (f" ({blank} labelled item(s) have no split and are not used: give them one in the manifest's split "
+                    "column, or rebuild without it and let fit-head split per class)")
         if not (codes == VAL).any() and val_fraction > 0:
             codes[_stratified(labels, np.flatnonzero(codes == TRAIN), val_fraction, rng, "validation")] = VAL
             how += f"; validation: {val_fraction:.0%} of train per class (seed {seed})"

@@ -14,7 +14,7 @@ class ParallelAdd:
     def __init__(self, tasks: int, piece_bytes: int = 256 << 20):
         self.tasks, self.piece_bytes = tasks, piece_bytes
 
-    def add(self, index, shard_root: Path, runs):
+    def add(self, index, shard_root: Path, runs, unit: bool = False):
         import faiss
         import ray
 
@@ -24,7 +24,7 @@ class ParallelAdd:
         total = sum(b - a for _s, a, b, _r in runs)
         piece_rows = max(1, min(-(-total // self.tasks), self.piece_bytes // (4 * index.d)))
         task = ray.remote(num_cpus=1)(_add_piece)
-        refs = [task.remote(blob, str(shard_root), piece) for piece in _pieces(runs, piece_rows)]
+        refs = [task.remote(blob, str(shard_root), piece, unit) for piece in _pieces(runs, piece_rows)]
         ivf = faiss.extract_index_ivf(index)
         for ref in refs:  # merged in order as each finishes its turn; ids are set rows, so order is free
             sub = faiss.deserialize_index(ray.get(ref))
@@ -47,7 +47,7 @@ def _pieces(runs, piece_rows: int) -> list[list]:
     return out
 
 
-def _add_piece(blob, shard_root: str, runs) -> np.ndarray:
+def _add_piece(blob, shard_root: str, runs, unit: bool = False) -> np.ndarray:
     import faiss
 
     from ..store.rows import read_runs
@@ -56,7 +56,7 @@ def _add_piece(blob, shard_root: str, runs) -> np.ndarray:
     index = faiss.deserialize_index(blob)
     for run in runs:
         row = run[3]
-        for chunk in read_runs(Path(shard_root), [run]):
+        for chunk in read_runs(Path(shard_root), [run], unit=unit):
             index.add_with_ids(np.ascontiguousarray(chunk), np.arange(row, row + len(chunk), dtype=np.int64))
             row += len(chunk)
     return faiss.serialize_index(index)

@@ -21,7 +21,7 @@ table{border-collapse:collapse;font-size:.85rem;margin:.5rem 0} td,th{border:1px
 th{background:#f4f4f4} td.l,th.l{text-align:left} img.plot{max-width:100%;border:1px solid #eee}
 .grid{display:flex;flex-wrap:wrap;gap:.6rem} .card{width:120px;font-size:.7rem;text-align:center;word-break:break-all}
 .card img{width:96px;height:96px;object-fit:contain;background:#f8f8f8;border:1px solid #ddd}
-.kv td{text-align:left} .muted{color:#777;font-size:.8rem}
+.kv td{text-align:left} .muted{color:#777;font-size:.8rem} .warn{color:#a40}
 .card.text{width:220px;text-align:left;word-break:normal} .snip{background:#f8f8f8;border:1px solid #ddd;padding:.3rem;min-height:3rem}
 """
 
@@ -92,6 +92,11 @@ def head_section(r, out_dir: Path) -> Section:
     t = r.test
     body = (f"<p>{esc(len(r.classes))} classes; train {r.counts['train']}, val {r.counts['val']}, test {r.counts['test']} "
             f"({esc(r.split_how)}).</p>")
+    ex = getattr(r, "excluded", None)
+    if ex:
+        body += (f"<p>Excluded ({esc(ex['source'])}): left out of train/val/test: "
+                 f"{esc(', '.join(f'{k} {v}' for k, v in ex['per_split'].items()))}.</p>")
+    body += "".join(f'<p class="muted">note: {esc(n)}</p>' for n in getattr(r, "notes", []))  # as `embed fit-head` prints them
     body += (f"<p>Test (never seen by the head): {esc(headline(t))}.</p>" if t else
              "<p>No test split (--test-fraction 0): score the head on another store with <code>embed evaluate</code>.</p>")
     if r.param and len(r.curve) > 1:
@@ -107,9 +112,16 @@ def head_section(r, out_dir: Path) -> Section:
     return Section(f"Classifier head: {esc(r.head)}", body)
 
 
-def anomaly_section(r, out_dir: Path, top: int = 24) -> Section:
+def anomaly_section(r, out_dir: Path, top: int = 20) -> Section:
+    """What `embed anomalies` prints (threshold, warnings, notes, the top `top` rows with their flag and
+    whether the detector was fitted on them), with the histogram and thumbnails."""
     hist = plots.plot_score_histogram(r.ranked, -r.threshold["offset"], r.method, out_dir / "anomaly_scores.png")
-    body = f"<p>{esc(r.method)} fitted on {esc(r.fit_on)} ({r.fit_count} items); flagged {r.flagged} of {r.scored_count}.</p>"
+    left_out = f"; {r.excluded_from_fit} left out by --exclude" if r.exclusions else ""
+    body = (f"<p>{esc(r.method)} on {esc(r.vector_set)}: fitted on {esc(r.fit_on)} ({r.fit_count} items{esc(left_out)}), "
+            f"scored {esc(r.scored)} ({r.scored_count} items).</p>"
+            f"<p>Threshold: {esc(r.threshold['description'])}; flagged <b>{r.flagged}</b> of {r.scored_count}.</p>")
+    body += "".join(f'<p class="warn">warning: {esc(w)}</p>' for w in r.warnings)
+    body += "".join(f'<p class="muted">note: {esc(n)}</p>' for n in r.notes)
     if r.evaluation:
         e = r.evaluation
         ci = e.get("auroc_ci") or [float("nan")] * 2
@@ -117,8 +129,16 @@ def anomaly_section(r, out_dir: Path, top: int = 24) -> Section:
                  f"(95% CI {ci[0]:.4f}-{ci[1]:.4f}, {e['n']} items, {e.get('in_fit_set', 0)} of them fitted on and scored "
                  f"out-of-fold), AUPRC {fmt_ci(e['auprc'], e.get('auprc_ci'))} (a random ranking: {e['anomaly_rate']:.4f}).</p>")
     body += image_tag(hist, "anomaly scores by label")
-    body += f"<h3>Top {min(top, len(r.ranked))} anomalies</h3>"
-    body += thumbnails(r.ranked[:top], lambda it: f"#{it['rank']} {it['label'] or '-'} {it['score']:.3g}")
+    body += (f"<h3>Top {min(top, len(r.ranked))} anomalies</h3><p class='muted'>FLAGGED: past the threshold; fitted on: the "
+             "detector was fitted on the item and scored it held out; excluded: on the --exclude list, not fitted on.</p>")
+
+    def caption(it) -> str:
+        marks = [m for m, on in (("FLAGGED", it["flagged"]), ("fitted on", it.get("in_fit_set")),
+                                 ("excluded", it.get("excluded"))) if on]
+        return (f"#{it['rank']} {it['id']} | {it['label'] or '-'} | score {it['score']:.4g}, pctl {it['percentile']:.2f}"
+                + (f" | {', '.join(marks)}" if marks else ""))
+
+    body += thumbnails(r.ranked[:top], caption)
     return Section(f"Anomalies: {esc(r.method)}", body)
 
 

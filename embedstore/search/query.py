@@ -179,9 +179,12 @@ class SearchContext:
 
             holders = self._sets_holding(item_id)
             if holders:
+                prov = self.rows.provenance
+                into = (f"import its vector into this set with `embed import FOLDER --store {self.store}` (the set's vectors "
+                        "were imported, not embedded here)" if str(prov.get("encoder", "")).startswith("external:") else
+                        f"embed it into this set with `embed build SOURCE --store {self.store} --encoder {prov.get('encoder')}`")
                 raise SearchError(f"item '{item_id}' has no vector in {self.rows.set_name} (added after that set was made); "
-                                  f"it is in {', '.join(holders)}: pick that with --set, or embed it into this set with "
-                                  f"`embed build SOURCE --store {self.store} --encoder {self.rows.provenance.get('encoder')}`")
+                                  f"it is in {', '.join(holders)}: pick that with --set, or {into}")
             close = difflib.get_close_matches(item_id, list(self.rows.ids[:100000]), n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else " (ids are paths relative to the source folder; see `embed info`)"
             raise SearchError(f"no item with id '{item_id}' in {self.rows.set_name}{hint}")

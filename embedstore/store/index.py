@@ -260,6 +260,8 @@ def update_index(
     from .integrity import index_problem
 
     damaged = index_problem(index_path, meta) if meta and index_path.exists() else None
+    if meta and not damaged and bool(meta.get("unit_rows")) != (metric == "inner_product"):
+        damaged = "built from its float16 rows as stored (lengths 1 +- 1e-3), not read back as unit vectors"
     if (meta and not damaged and index_path.is_file() and meta.get("metric") == metric and meta.get("ntotal", -1) <= n
             and meta.get("kind", "flat" if meta.get("exact") else "ivfflat") == kind):
         if meta["ntotal"] == n and meta.get("ids_sha256") == ids_digest(ids):
@@ -306,6 +308,7 @@ def update_index(
         "recall_at_10": recall,
         "recall_note": note,
         "ids_sha256": ids_digest(ids),
+        "unit_rows": metric == "inner_product",  # added as rows.unit_rows reads them
         "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "added_rows": n - start,
         # checksum of the file as written: load_index and `embed verify` refuse bytes that differ

@@ -42,6 +42,7 @@ class SetRows:
         self._reader = None  # open dataset for `fetch`
         self._pinned = None  # catalog held open by `pin`
         self._map_file, self._map = None, None  # the catalog file whose row-to-shard map was checked, and the map
+        self.unit = as_str(provenance.get("normalize", "")) == "l2"  # rows read back as unit vectors (`unit_rows`)
 
     def __repr__(self) -> str:
         return f"SetRows({self.set_name!r}, {self._count} rows, catalog={str(self.catalog)!r})"
@@ -157,7 +158,7 @@ class SetRows:
                 bad = ~np.isfinite(block).all(axis=1)
                 if bad.any():
                     raise self._non_finite(f, sel[bad], np.isnan(block[bad]).all())
-                yield sel, block
+                yield sel, unit_rows(block) if self.unit else block
 
     def _non_finite(self, f, rows: np.ndarray, all_nan: bool) -> StoreError:
         which = ", ".join(_decoded(f["vectors"][self.set_name]["ids"][int(r)] for r in rows[:3]))
@@ -292,7 +293,10 @@ class SetRows:
         if self._reader is None:
             self._reader = self._vectors(h5py.File(self.catalog, "r"))
         ds = self._reader
-        return np.stack([ds[int(p)] for p in positions]).astype(np.float32) if len(positions) else np.zeros((0, self.dim), np.float32)
+        if not len(positions):
+            return np.zeros((0, self.dim), np.float32)
+        X = np.stack([ds[int(p)] for p in positions]).astype(np.float32)
+        return unit_rows(X) if self.unit else X
 
     def load_at(self, positions: np.ndarray) -> np.ndarray:
         """Rows at `positions` (any order, no repeats), returned in that order."""
@@ -417,8 +421,18 @@ def runs_between(sl, start: int, stop: int) -> list[tuple[str, int, int, int]]:
     return out
 
 
-def read_runs(shard_root: Path, runs, chunk: int = 16384) -> Iterator[np.ndarray]:
-    """Stream float32 rows of shard pieces (from `runs_between`) in chunks."""
+def unit_rows(X: np.ndarray) -> np.ndarray:
+    """X (float32) with each non-zero row scaled to length 1, in place. The one place a set embedded
+    with --normalize l2 is read as what it means: its float16 rows come back from the disk with
+    lengths 1 +- ~1e-3, which made a search score a*b/|b| (not symmetric: a->b and b->a differed in
+    the 4th decimal) and kNN distances differ from sqrt(2 - 2 cos)."""
+    n = np.sqrt(np.einsum("ij,ij->i", X, X, dtype=np.float64)).astype(np.float32)[:, None]
+    np.divide(X, n, out=X, where=n > 0)
+    return X
+
+
+def read_runs(shard_root: Path, runs, chunk: int = 16384, unit: bool = False) -> Iterator[np.ndarray]:
+    """Stream float32 rows of shard pieces (from `runs_between`) in chunks (`unit`: as `unit_rows`)."""
     import h5py
 
     for shard, a, b, _row in runs:
@@ -429,4 +443,4 @@ def read_runs(shard_root: Path, runs, chunk: int = 16384) -> Iterator[np.ndarray
                 if not np.isfinite(block).all():
                     raise StoreError(f"shard {shard} holds non-finite vectors in rows {s}-{min(b, s + chunk)}: the file is "
                                      "damaged; delete it and re-run `embed build` to re-embed its items")
-                yield block
+                yield unit_rows(block) if unit else block

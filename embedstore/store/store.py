@@ -404,7 +404,7 @@ class Store:
             if index:
                 prefix = f"{self.sidecar.name}/shards/"
                 for name, st in ap.sets.items():
-                    if name not in ap.grown and self._index_current(name, st.rows):
+                    if name not in ap.grown and self._index_current(name, st.rows, as_str(st.attrs.get("normalize")) == "l2"):
                         continue  # a set the build did not add to, with its index intact: its ids are not read
                     runs = [(file[len(prefix):], shard_rows, a, b) for _d, _e, file, _ds, a, b, shard_rows in st.pieces]
                     sl = SetLayout(name, st.attrs, st.dim, st.dtype, runs=runs, ids=self._set_ids(name, st.rows))
@@ -418,13 +418,15 @@ class Store:
             return False
         return True
 
-    def _index_current(self, set_name: str, rows: int) -> bool:
-        """Whether a set's index file is intact (fast path) and holds as many rows as the set."""
+    def _index_current(self, set_name: str, rows: int, unit: bool) -> bool:
+        """Whether a set's index file is intact (fast path), holds as many rows as the set, and was
+        filled with unit rows when the set is `unit` (store/index.py's unit_rows)."""
         from .index import index_paths
         from .integrity import index_problem
 
         meta = read_index_meta(self.sidecar, set_name)
-        return bool(meta) and int(meta.get("ntotal", -1)) == rows and index_problem(index_paths(self.sidecar, set_name)[0], meta) is None
+        return (bool(meta) and int(meta.get("ntotal", -1)) == rows and bool(meta.get("unit_rows")) == unit
+                and index_problem(index_paths(self.sidecar, set_name)[0], meta) is None)
 
     def _set_ids(self, set_name: str, n: int):
         """A set's ids from the catalog as one Arrow array (~the ids' bytes; read block by block, checked)."""
@@ -440,10 +442,11 @@ class Store:
     def _index_for(self, sl, parallel) -> dict:
         """Bring a set's FAISS index in line with its rows (`sl`: a catalog.SetLayout); its metadata."""
         metric = "inner_product" if as_str(sl.attrs.get("normalize")) == "l2" else "l2"
+        unit = metric == "inner_product"  # rows read as the reader reads them (rows.unit_rows)
         add = None if parallel is None else (
-            lambda ix, a, b, sl=sl: parallel.add(ix, self.shard_root, runs_between(sl, a, b)))
+            lambda ix, a, b, sl=sl: parallel.add(ix, self.shard_root, runs_between(sl, a, b), unit))
         meta = update_index(self.sidecar, sl.name, sl.ids, sl.dim, metric,
-                            lambda a, b, sl=sl: read_runs(self.shard_root, runs_between(sl, a, b)), add,
+                            lambda a, b, sl=sl: read_runs(self.shard_root, runs_between(sl, a, b), unit=unit), add,
                             fp16=sl.dtype == "float16")
         if meta.get("rebuilt_because"):
             self.notes.append(f"the FAISS index of {sl.name} was {meta['rebuilt_because']}; rebuilt it")
@@ -482,6 +485,7 @@ class Store:
             for vs in sets:
                 meta = read_index_meta(self.sidecar, vs.name)
                 if (not meta or int(meta.get("ntotal", -1)) != vs.count or meta.get("kind") != index_kind(vs.count)
+                        or bool(meta.get("unit_rows")) != (as_str(vs.provenance.get("normalize", "")) == "l2")
                         or vs.index.get("sha256") != meta.get("sha256")
                         or index_problem(index_paths(self.sidecar, vs.name)[0], meta) is not None):
                     return False
@@ -641,8 +645,11 @@ class Store:
         if expect:
             self.check_provenance(vs, expect)
         rows = self.rows(set_name)  # streamed with only the ids: the other columns are never loaded
+        from .rows import unit_rows
+
         for _start, block, meta in rows.stream(chunk_rows=chunk_rows, columns=("id",), raw=True):
-            yield meta["id"].strings(), block.astype(np.float32)
+            X = block.astype(np.float32)
+            yield meta["id"].strings(), unit_rows(X) if rows.unit else X
 
     def _id_blocks(self, set_name: str, chunk_rows: int = 1 << 16):
         """The ids of the set's rows, block by block, read and checked as `SetRows.stream` reads them."""
