@@ -338,3 +338,20 @@ def test_import_of_a_file_cut_short_names_it_and_changes_no_store(store, tmp_pat
         assert r.output.endswith("); export it again (`embed export STORE --out NEW_FOLDER`) and import the new folder\n"), r.output
     assert files() == before
     assert not (tmp_path / "new.h5").exists() and not (tmp_path / "new.h5.d").exists()
+
+
+def test_an_import_into_a_store_says_it_added_items_and_an_imported_export_stays_external_once(store, tmp_path, build_tiny):
+    """Importing 21 vectors into a store of other items added 21 items without a word; exporting an
+    imported set and importing it again named the set external:external:test:tiny."""
+    other = make_image_folder(tmp_path / "other", classes=("fox",), per_class=4, seed=5)
+    build_tiny(other, tmp_path / "b.h5")
+    assert embed("export", store, "--out", tmp_path / "x").exit_code == 0
+    r = embed("import", tmp_path / "x", "--store", tmp_path / "b.h5", "--json")
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.stdout)
+    assert any(n.startswith("21 imported id(s) were not items of b.h5: added to its item table") for n in rep["notes"]), rep["notes"]
+    assert embed("export", tmp_path / "b.h5", "--set", rep["vector_set"], "--out", tmp_path / "y").exit_code == 0
+    again = json.loads(embed("import", tmp_path / "y", "--store", tmp_path / "c.h5", "--json").stdout)
+    info = json.loads(embed("info", tmp_path / "c.h5", "--json").stdout)
+    assert [s["provenance"]["encoder"] for s in info["vector_sets"]] == ["external:test:tiny"]
+    assert not any("were not items" in n for n in again["notes"])  # a new store: nothing to say

@@ -213,7 +213,9 @@ def import_folder(src: str | Path, store: str | Path, name: str | None = None, p
     dtype = _stored_dtype(layout, parts[0][0])
     norms = np.linalg.norm(first, axis=1)
     normalize = orig.get("normalize") or ("l2" if np.allclose(norms, 1.0, atol=1e-2) else "none")
-    encoder = f"external:{name or orig.get('encoder') or src.name}"
+    made_by = str(name or orig.get("encoder") or src.name)
+    # an export of an imported set is external already: it stays external:X, not external:external:X
+    encoder = made_by if made_by.startswith("external:") else f"external:{made_by}"
     prov = {"encoder": encoder, "weights_sha256": "", "preprocess": {}, "layer": "", "pooling": "", "normalize": normalize,
             "dtype": dtype, "dim": dim, "modality": orig.get("modality", "image")}
     set_name = set_name_for(prov)  # as a build names its sets: `embed verify` checks the name by the same function
@@ -223,7 +225,7 @@ def import_folder(src: str | Path, store: str | Path, name: str | None = None, p
              "external_provenance": json.dumps(orig, sort_keys=True, default=str)}
     notes = [] if orig.get("normalize") else [f"normalisation inferred from vector norms: {normalize}"]
     t0 = time.perf_counter()
-    n, total, seen_ids = 0, 0, set()
+    n, total, seen_ids, added = 0, 0, set(), 0
     joins = _Joins()
     with open_store(store, mode="a", create=True) as st, progress_bar(None, "import", "row", progress) as bar:
         held = st.stored_items() if st.path.exists() else None  # the items the store holds before this import
@@ -261,6 +263,7 @@ def import_folder(src: str | Path, store: str | Path, name: str | None = None, p
                     items.append(id=ids[i], uri=uris[i], label=labels[i], split=splits[i], sha256=shas[i], status="ok", text=texts[i],
                                  meta=metas[i])
                 keep = np.flatnonzero([s is not None for s in shas])
+                added += int(new.sum())
                 if len(keep):
                     st.commit(set_name, attrs, items, [ids[i] for i in keep], [shas[i] for i in keep], V[keep], {})
                 n += len(keep)
@@ -274,6 +277,9 @@ def import_folder(src: str | Path, store: str | Path, name: str | None = None, p
                               "import into a new store (--store NEW.h5) instead")
         st.refresh(index=True)
     notes += joins.notes()
+    if held is not None and added and held.n:  # into a store that held items: its item table grew
+        notes.append(f"{added} imported id(s) were not items of {Path(store).name}: added to its item table, with a vector "
+                     f"in {set_name} only (`embed info {Path(store).name}` counts each set's vectors)")
     return ImportReport(str(src), str(store), set_name, layout, n, dim, dtype, normalize, time.perf_counter() - t0, notes)
 
 
