@@ -63,33 +63,39 @@ def register(app: typer.Typer) -> None:
         r = run_guarded(run_ft, store, out, head=head, vector_set=vector_set, recipe=recipe,
                         weights=str(weights) if weights else None, device=device, workers=workers, resume=resume,
                         overwrite=overwrite, reembed=not no_reembed, progress=not quiet and not json_out,
-                        interrupted="interrupted: the checkpoint saved at the last finished epoch is kept; re-run with --resume to continue")
+                        interrupted=f"interrupted: {out} keeps the checkpoint of the last finished epoch; re-run with --resume "
+                                    "to continue (if no epoch had finished, nothing was kept: run the command again)")
         if json_out:
             emit_json(r.to_dict())
             return
-        say(f"fine-tuned {r.parent} -> {r.encoder}: {r.trainable_params:,} encoder parameters trained (and the classifier), "
-            f"{r.frozen_params:,} frozen; "
+        from embedstore.finetune.report import models, selection_text, test_text
+
+        say(f"fine-tuned {r.parent} (vector set {r.vector_set}) -> {r.encoder}: {r.trainable_params:,} encoder parameters "
+            f"trained (and the classifier), {r.frozen_params:,} frozen; "
             f"{r.counts['train']} train / {r.counts['val']} val / {r.counts['test']} test items")
+        for n in r.notes:
+            say(f"  note: {n}")
+        n_val = r.after["finetuned_classifier"]["selection"]["n"]
         for h in r.history:
             say(f"  epoch {h['epoch']}: train loss {h['train_loss']:.4f}, val loss {h['val_loss']:.4f}, "
                 f"val accuracy {h['val_accuracy']:.4f}"
                 + (f", balanced {h['val_balanced_accuracy']:.4f}" if "val_balanced_accuracy" in h else "")
-                + f" ({h['seconds']:.1f} s)")
+                + f" (val split, {n_val} items; {h['seconds']:.1f} s)")
         if r.stopped:
             say(f"  {r.stopped}")
         say(f"  best epoch {r.best_epoch}")
-        def acc(d: dict) -> str:
-            ci = d.get("test_accuracy_ci")
-            ci = f" (95% CI {ci[0]:.4f}-{ci[1]:.4f})" if ci else ""
-            bal = f", balanced {d['test_balanced_accuracy']:.4f}" if d.get("test_balanced_accuracy") is not None else ""
-            return f"test {d['test_accuracy']:.4f}{ci}{bal}; val {d['val_accuracy']:.4f} (chose the C / epoch: optimistic)"
-
-        say(f"  before: linear probe on frozen features: {acc(r.before)}")
-        say(f"  after:  fine-tuned classifier:           {acc(r.after['finetuned_classifier'])}")
-        pr = r.after.get("probe_on_new_vectors")
-        if pr:
-            say(f"          linear probe on new vectors:     {acc(pr)} (vector set {r.new_vector_set})")
-        say(f"  test split: {r.before.get('test_n', r.counts['test'])} items, untouched by the probe, the epoch choice and training")
+        ms = models(r)
+        width = max(len(name) for name, _ in ms) + 1
+        n_test = r.before.get("test_n", r.counts["test"])
+        say(f"  test split, {n_test} items untouched by the probes' C, the epoch choice and training:")
+        for name, d in ms:
+            n = f" ({d['test_n']} items)" if d.get("test_n") != n_test else ""
+            say(f"    {name + ':':{width}} {test_text(d) if 'test_accuracy' in d else 'no score'}{n}")
+        say("  selection scores (optimistic: each chose its setting on these items; compare on the test split above):")
+        for name, d in ms:
+            say(f"    {name + ':':{width}} {selection_text(d)}")
+        if r.new_vector_set:
+            say(f"  re-embedded vectors: vector set {r.new_vector_set}")
         for c in r.comparisons:
             say(f"  {c['verdict']}")
         say(f"  report: {r.report}; wall {fmt_s(r.wall_s)}")

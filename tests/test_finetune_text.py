@@ -44,11 +44,24 @@ def test_text_finetune_end_to_end(tmp_path):
         names = [vs.name for vs in st.vector_sets()] if hasattr(st, "vector_sets") else None
     if names is not None:
         assert rep["new_vector_set"] in names and rep["vector_set"] in names
-    # training reads the texts the store keeps: the source file is needed only to re-embed
+    sel = rep["after"]["finetuned_classifier"]["selection"]
+    assert sel["on"] == "the val split" and sel["n"] == rep["counts"]["val"] and sel["chose"].startswith("epoch")
+    # training reads the texts the store keeps: the source file is needed only to re-embed. The
+    # re-embedded set is now the store's default; a second fine-tune starts from MiniLM's own set
+    # (it trained on the fine-tuned set and then failed: a local-dir encoder's parent must be a
+    # registry encoder), and says so
     (tmp_path / "reviews.csv").unlink()
-    r = embed("finetune", "--store", tmp_path / "r.h5", "--set", rep["vector_set"], "--out", tmp_path / "ft2",
+    r = embed("finetune", "--store", tmp_path / "r.h5", "--out", tmp_path / "ft2",
               "--unfreeze", 1, "--epochs", 1, "--batch-size", 8, "--no-reembed", "--json", "-q")
     assert r.exit_code == 0, r.output
+    rep2 = json.loads(r.output)
+    assert rep2["vector_set"] == rep["vector_set"] and rep2["parent"] == "st:all-MiniLM-L6-v2"
+    assert any(n.startswith(f"fine-tuned vector set {rep['vector_set']} (st:all-MiniLM-L6-v2)") for n in rep2["notes"])
+    assert create_encoder(f"local-dir:{tmp_path / 'ft2'}").cfg.modality == "text"
+    # naming the fine-tuned set: refused in one line, before loading or writing anything
+    r = embed("finetune", "--store", tmp_path / "r.h5", "--set", f"local-dir:{tmp_path / 'ft'}", "--out", tmp_path / "ft3", "-q")
+    assert r.exit_code == 2 and r.output.count("\n") == 1, r.output
+    assert r.output.rstrip().endswith("instead: --set st:all-MiniLM-L6-v2") and not (tmp_path / "ft3").exists(), r.output
 
 
 def test_text_finetune_thaws_the_last_transformer_layers():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,6 +32,45 @@ class Recipe:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def check(self) -> "Recipe":
+        """Refuse, before anything is loaded or written, a value outside its range, in one line naming
+        the option (a negative --lr trained, re-embedded the store and added a vector set). The upper
+        bound of unfreeze depends on the encoder: `trainable_names` checks it once the model is known."""
+        for name, (lo, hi, lo_open, what) in RECIPE_RANGES.items():
+            v = getattr(self, name)
+            integer = what == "an integer"
+            ok = (isinstance(v, numbers.Integral if integer else numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+                  and (v > lo if lo_open else v >= lo) and (hi is None or v <= hi))
+            if not ok:
+                flag, below = RECIPE_FLAGS[name], "<" if lo_open else "<="
+                shown = f"{lo} {below} {flag} <= {hi}" if hi is not None else f"{flag} {'>' if lo_open else '>='} {lo}"
+                raise FinetuneError(f"{flag} must be {what} with {shown}, not {v!r}")
+        if self.class_weight not in ("none", "balanced"):
+            raise FinetuneError(f"--class-weight must be none or balanced, not {self.class_weight!r}")
+        return self
+
+
+# Recipe field -> the option that sets it (for messages)
+RECIPE_FLAGS = {"unfreeze": "--unfreeze", "epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr",
+                "backbone_lr_mult": "--backbone-lr-mult", "weight_decay": "--weight-decay", "patience": "--patience",
+                "augment": "--no-augment", "seed": "--seed", "class_weight": "--class-weight", "warmup_epochs": "warmup_epochs"}
+
+# Recipe field -> (lowest, highest or None, lowest excluded, kind). AdamW steps each weight by about
+# lr, so a learning rate above 1 only wrecks the pretrained features; weight decay is decoupled
+# (each step shrinks weights by lr x decay), so above 1 it could flip their sign. Seeds seed numpy
+# and torch generators (seed x 1000 + epoch for the shuffling), which take non-negative 32-bit values.
+RECIPE_RANGES = {
+    "unfreeze": (0, None, False, "an integer"),
+    "epochs": (1, None, False, "an integer"),
+    "batch_size": (1, None, False, "an integer"),
+    "lr": (0, 1, True, "a number"),
+    "backbone_lr_mult": (0, None, True, "a number"),
+    "weight_decay": (0, 1, False, "a number"),
+    "warmup_epochs": (0, None, False, "a number"),
+    "patience": (1, None, False, "an integer"),
+    "seed": (0, 2**32 - 1, False, "an integer"),
+}
 
 
 def build_net(encoder, n_classes: int, normalize: bool):

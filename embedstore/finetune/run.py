@@ -9,44 +9,17 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..atomic import atomic_path, check_replace, write_json_atomic
 from ..errors import EmbedstoreError, FinetuneError
-from .loop import Recipe
+from .loop import RECIPE_FLAGS, Recipe
+from .report import FinetuneReport, compare_on_test, selection, test_figures
 from ..heads.data import TEST, TRAIN, VAL, SplitData
 
 LINEAR_HEADS = ("logistic", "linear-svm", "ridge")
-
-
-@dataclass
-class FinetuneReport:
-    out: str
-    encoder: str
-    parent: str
-    store: str
-    vector_set: str
-    classes: list
-    counts: dict
-    recipe: dict
-    trainable_params: int
-    frozen_params: int
-    history: list = field(default_factory=list)
-    best_epoch: int = 0
-    stopped: str = ""
-    before: dict = field(default_factory=dict)  # linear probe on frozen features: val/test accuracy
-    after: dict = field(default_factory=dict)  # fine-tuned classifier; linear probe on re-embedded vectors
-    new_vector_set: str | None = None
-    report: str | None = None
-    wall_s: float = 0.0
-    notes: list = field(default_factory=list)
-    comparisons: list = field(default_factory=list)  # after vs before, paired on the same test items
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
@@ -57,12 +30,6 @@ def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
         return
     check_replace(out, overwrite, "finetune folder", FinetuneError, ["encoder.json", "checkpoint"], flag="--overwrite",
                   otherwise="pass --resume to continue its run")
-
-
-# Recipe field -> the option that sets it (for messages)
-RECIPE_FLAGS = {"unfreeze": "--unfreeze", "epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr",
-                "backbone_lr_mult": "--backbone-lr-mult", "weight_decay": "--weight-decay", "patience": "--patience",
-                "augment": "--no-augment", "seed": "--seed", "class_weight": "--class-weight", "warmup_epochs": "warm-up epochs"}
 
 
 def checkpoint_recipe(out: str | Path) -> dict | None:
@@ -95,23 +62,25 @@ def _prepare_out(out: Path, resume: bool, overwrite: bool) -> None:
 
 
 def _probe(data: SplitData, class_weight: str = "none", train_only: bool = False):
-    """A logistic probe on frozen vectors: C chosen on val by a fit on train (that fit's val accuracy
-    is reported, so it compares with the fine-tune's), then refit on train + val for the test score.
+    """A logistic probe on frozen vectors: C chosen as fit-head chooses it (on val by a fit on train,
+    or by cross-validation on train + val when val is small), then refit on train + val for the test
+    score. Its figures say which: the selection score is measured on other items than the fine-tuned
+    classifier's epoch choice, so neither is put in one column with the other.
     Returns (probe, its figures); with `train_only` also the same C fitted on train alone, which the
     fine-tune's classifier starts from: a classifier that had seen val would score val perfectly
     from its first epoch, and early stopping and the best epoch would be chosen on nothing."""
     from ..heads.logistic import LogisticHead
     from ..heads.fit import cv_sweep, refit, selection_plan, sweep
 
-    from ..evaluation.intervals import wilson
-
     grid = list(LogisticHead.sweep_grid)
     params = {"class_weight": "balanced"} if class_weight == "balanced" else {}  # the same weighting as the fine-tune
     folds, how = selection_plan(data, 0)  # as fit-head chooses: on val, or by cross-validation when val is small
     if folds:
         _, (val_acc, c, snap) = cv_sweep(LogisticHead, data, grid, params, "cpu", False, folds)
+        on, n_sel = f"{len(folds)}-fold cross-validation over train + val", sum(len(held) for _, held in folds)
     else:
         _, (val_acc, c, snap) = sweep(LogisticHead, data, grid, params, "cpu", progress=False)
+        on, n_sel = "the val split (by a fit on train)", int(data.mask(VAL).sum())
     head = refit(LogisticHead, data, c, snap, params, "cpu")
     init = None
     if train_only:
@@ -121,15 +90,8 @@ def _probe(data: SplitData, class_weight: str = "none", train_only: bool = False
         on_train.fit_splits = (TRAIN,)
         init = refit(LogisticHead, on_train, c, snap, params, "cpu")
     y, p = data.predict(head, TEST)
-    ids = data.rows.ids[data.mask(TEST)]
-    hits = int((np.asarray(y).astype(str) == np.asarray(p).astype(str)).sum())
-    from sklearn.metrics import balanced_accuracy_score
-
-    bal = float(balanced_accuracy_score(np.asarray(y).astype(str), np.asarray(p).astype(str))) if len(y) else 0.0
-    figures = {"val_accuracy": val_acc, "test_accuracy": hits / len(y) if len(y) else 0.0, "test_n": int(len(y)),
-               "test_balanced_accuracy": bal, "class_weight": class_weight,
-               "test_accuracy_ci": list(wilson(hits, len(y))), "C": c, "C_chosen": how,
-               "test_predictions": dict(zip(map(str, ids), map(str, p)))}
+    figures = {**test_figures(np.asarray(y).astype(str), np.asarray(p).astype(str), head.classes_, data.rows.ids[data.mask(TEST)]),
+               "selection": selection(val_acc, n_sel, on, "C"), "class_weight": class_weight, "C": c, "C_chosen": how}
     return (head, figures, init) if train_only else (head, figures)
 
 
@@ -193,22 +155,27 @@ def finetune(store: str | Path, out: str | Path, head: str | Path | None = None,
              recipe: Recipe | None = None, weights: str | None = None, device: str = "auto", workers: int | None = None,
              resume: bool = False, overwrite: bool = False, val_fraction: float = 0.15, test_fraction: float = 0.15,
              reembed: bool = True, progress: bool = True) -> FinetuneReport:
+    """Fine-tune the encoder of a store's vector set (without `vector_set`: the default among the sets
+    made by a registry encoder) on its labelled items; save it in `out` as `local-dir:OUT`, re-embed
+    the store with it, and compare before and after on the same untouched test items. Every option
+    is checked, and the set chosen, before anything is loaded or written; a run that fails once it
+    has begun writing `out` removes what it wrote (see `_after_failure`)."""
     import torch
 
     from ..embedding.device import resolve_device
     from ..embedding import EmbeddingService
     from ..encoders.blocks import trainable_names
-    from .data import Augmented, LabelledImages, LabelledTexts, collate_texts, make_loader, source_texts, train_transform
-    from .loop import build_net, evaluate, fit, set_trainable
+    from .data import Augmented, LabelledImages, LabelledTexts, collate_texts, source_texts, train_transform
+    from .loop import build_net
+    from .sets import choose_set, refuse
     from ..store import open_store
     from ..modelfile import load_head
 
     t_start = time.perf_counter()
-    recipe = recipe or Recipe()
-    if recipe.epochs < 1 or recipe.batch_size < 1:
-        raise FinetuneError("--epochs and --batch-size must be at least 1")
-    if recipe.class_weight not in ("none", "balanced"):
-        raise FinetuneError(f"--class-weight must be none or balanced, not {recipe.class_weight!r}")
+    recipe = (recipe or Recipe()).check()
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
+        raise FinetuneError(f"--workers must be an integer with --workers >= 0, not {workers!r}")
+    dev = resolve_device(device)
     out = Path(out)
     _check_out(out, resume, overwrite)  # before any work
     if resume:
@@ -223,9 +190,10 @@ def finetune(store: str | Path, out: str | Path, head: str | Path | None = None,
         if h is not None and vector_set is None:
             from ..heads.apply import head_provenance, matching_set
 
-            vs = matching_set(st, head_provenance(doc, head), f"head {head}", FinetuneError)
-        else:
-            vs = st.select_set(vector_set)
+            vs, set_notes = matching_set(st, head_provenance(doc, head), f"head {head}", FinetuneError), []
+            refuse(st, vs, store, head=head)
+        else:  # a fine-tuned (local-dir) set is refused here, before the model loads and trains
+            vs, set_notes = choose_set(st, vector_set, store)
         rows = st.rows(vs.name)
     prov = vs.provenance
     parent_id = prov["encoder"]
@@ -235,9 +203,6 @@ def finetune(store: str | Path, out: str | Path, head: str | Path | None = None,
         raise FinetuneError(f"finetune trains the encoder's default features; {vs.name} was made from --layer {prov.get('layer')}")
     trainable = trainable_names(enc.model, recipe.unfreeze)  # raises for a bad --unfreeze, before anything is written
     text = enc.cfg.modality == "text"
-    if text and parent_id.startswith("open_clip:"):
-        raise FinetuneError(f"{vs.name} holds a CLIP text tower's vectors; fine-tune text stores built with a text "
-                            "encoder (st:...), or the CLIP image store")
     gone = [] if text else _files_gone(rows, store)
     # items whose files are gone are left out of every split, so before and after score the same items
     data = SplitData(rows, val_fraction, test_fraction, recipe.seed, None, max_memory=1 << 40, exclude=gone or None)
@@ -249,13 +214,12 @@ def finetune(store: str | Path, out: str | Path, head: str | Path | None = None,
             try:
                 st.check_provenance(vs, prov_h)
             except EmbedstoreError as e:
-                raise FinetuneError(f"head {head} was trained on other vectors than {vs.name}: {e}; leave out --set to "
-                                    "fine-tune the set the head was fitted on") from None
+                raise FinetuneError(f"head {head} was trained on other vectors than {vs.name}: {e}; leave out --head to "
+                                    "start from a probe, or --set to fine-tune the set the head was fitted on") from None
     seen_notes = _leave_out_seen(data, rows, h)
-    _prepare_out(out, resume, overwrite)
     # the comparison baseline on exactly this split; the classifier starts from --head when given,
     # else from the probe's C fitted on train alone
-    probe, before, on_train = _probe(data, recipe.class_weight, train_only=True)
+    _, before, on_train = _probe(data, recipe.class_weight, train_only=True)
     h = h or on_train
     classes = [str(c) for c in h.classes_]
     cls_pos = {c: k for k, c in enumerate(classes)}
@@ -264,7 +228,6 @@ def finetune(store: str | Path, out: str | Path, head: str | Path | None = None,
         m = (data.codes == code) & np.isin(rows.labels, classes)
         return [str(u) for u in rows.uris[m]], [cls_pos[str(lab)] for lab in rows.labels[m]]
 
-    dev = resolve_device(device)
     amp = torch.bfloat16 if dev.type == "cuda" and torch.cuda.is_bf16_supported() else (torch.float16 if dev.type == "cuda" else None)
     workers = min(4, max(0, (os.cpu_count() or 2) - 1)) if workers is None else workers
     pp = enc.cfg.preprocess
@@ -290,8 +253,6 @@ def finetune(store: str | Path, out: str | Path, head: str | Path | None = None,
 
         train_ds = LabelledImages(tr_u, tr_y, Augmented(train_transform(pp, recipe.augment), pp.exif_transpose))
         val_ds, test_ds = LabelledImages(va_u, va_y, Pixels(pp)), LabelledImages(te_u, te_y, Pixels(pp))
-    val_loader = make_loader(val_ds, recipe.batch_size, False, workers, 0, collate_fn)
-    test_loader = make_loader(test_ds, recipe.batch_size, False, workers, 0, collate_fn)
     class_weights = None
     if recipe.class_weight == "balanced":  # scikit-learn's "balanced": n / (K x class count)
         counts = np.bincount(np.asarray(tr_y, dtype=np.int64), minlength=len(classes)).astype(np.float64)
@@ -299,41 +260,102 @@ def finetune(store: str | Path, out: str | Path, head: str | Path | None = None,
     torch.manual_seed(recipe.seed)
     net = build_net(enc, len(classes), prov.get("normalize", "l2") == "l2")
     temperature = _init_from_head(net, h, data)
-    groups = set_trainable(net, trainable)
-    net.to(dev)
-    n_train = sum(p.numel() for p in net.backbone.parameters() if p.requires_grad)
-    n_frozen = sum(p.numel() for p in net.backbone.parameters() if not p.requires_grad)
-    state = fit(net, lambda ep: make_loader(train_ds, recipe.batch_size, True, workers, recipe.seed * 1000 + ep, collate_fn),
-                val_loader, recipe, dev, amp, out / "checkpoint", resume, groups, progress, class_weights=class_weights)
-    val_acc, _, _, _ = evaluate(net, val_loader, dev, amp)
-    test_acc, _, test_pred, test_bal = evaluate(net, test_loader, dev, amp)
-    te_ids = [str(i) for i in rows.ids[(data.codes == TEST) & np.isin(rows.labels, classes)]]
-    ft_pred = dict(zip(te_ids, (classes[k] for k in test_pred))) if len(test_pred) == len(te_ids) else {}
-    report = FinetuneReport(out=str(out), encoder=f"local-dir:{Path(out).resolve()}", parent=parent_id, store=str(rows.store_path),
+    report = FinetuneReport(out=str(out), encoder=f"local-dir:{out.resolve()}", parent=parent_id, store=str(rows.store_path),
                             vector_set=vs.name, classes=classes, counts=data.counts(), recipe=recipe.to_dict(),
-                            trainable_params=int(n_train), frozen_params=int(n_frozen), history=state["history"],
-                            best_epoch=state["best_epoch"], stopped=state.get("stopped", ""), before=before,
-                            after={"finetuned_classifier": {"val_accuracy": val_acc, "test_accuracy": test_acc,
-                                                            "test_balanced_accuracy": test_bal,
-                                                            "test_n": len(te_ids), "test_predictions": ft_pred}})
-    started = "--head" if head is not None else "the linear probe (fitted on train only, at the C chosen on val)"
+                            trainable_params=0, frozen_params=0, before=before)
+    report.notes.extend(set_notes)
+    started = ("--head" if head is not None else
+               f"the linear probe (fitted on train only, at the C chosen on {before['selection']['on']})")
     report.notes.append(f"classifier started from {started} divided by its calibration temperature {temperature:.3g}")
     report.notes.extend(seen_notes)
     if gone:
         report.notes.append(f"{len(gone)} item(s) of {vs.name} whose files no longer exist (e.g. {gone[0]}) were left out of "
                             "the fine-tune, both probes and the re-embed; their vectors in the store stay as they are "
                             f"(list them with `embed ls {store} --status missing`)")
-    _export(out, net, enc, parent_id, prov, recipe, report)
+    # from here on `out` is written: a failure removes what this run wrote, so the same command runs again
+    _prepare_out(out, resume, overwrite)
+    stage = {"reembed": False}
+    try:
+        _train_and_save(report, net, trainable, dev, amp, train_ds, val_ds, test_ds, collate_fn, workers, recipe, out,
+                        resume, progress, class_weights, rows, data, enc, prov, store, reembed, gone, stage)
+    except BaseException as e:
+        hint = _after_failure(out, resume, store, report.encoder, e, stage["reembed"])
+        if hint and isinstance(e, EmbedstoreError):
+            e.args = (f"{e}; {hint}",)
+        raise
+    report.wall_s = time.perf_counter() - t_start
+    return report
+
+
+def _train_and_save(report: FinetuneReport, net, trainable, dev, amp, train_ds, val_ds, test_ds, collate_fn, workers: int,
+                    recipe: Recipe, out: Path, resume: bool, progress: bool, class_weights, rows, data: SplitData, enc,
+                    prov: dict, store, reembed: bool, gone: list, stage: dict) -> None:
+    """Train, score, export the encoder, re-embed the store and write the reports into `report` and
+    `out`. `stage["reembed"]` turns true when the store starts being written."""
+    from .data import make_loader
+    from .loop import evaluate, fit, set_trainable
+
+    groups = set_trainable(net, trainable)
+    net.to(dev)
+    report.trainable_params = int(sum(p.numel() for p in net.backbone.parameters() if p.requires_grad))
+    report.frozen_params = int(sum(p.numel() for p in net.backbone.parameters() if not p.requires_grad))
+    val_loader = make_loader(val_ds, recipe.batch_size, False, workers, 0, collate_fn)
+    test_loader = make_loader(test_ds, recipe.batch_size, False, workers, 0, collate_fn)
+    state = fit(net, lambda ep: make_loader(train_ds, recipe.batch_size, True, workers, recipe.seed * 1000 + ep, collate_fn),
+                val_loader, recipe, dev, amp, out / "checkpoint", resume, groups, progress, class_weights=class_weights)
+    report.history, report.best_epoch, report.stopped = state["history"], state["best_epoch"], state.get("stopped", "")
+    val_acc, _, _, _ = evaluate(net, val_loader, dev, amp)
+    _, _, test_pred, _ = evaluate(net, test_loader, dev, amp)
+    classes = report.classes
+    in_test = (data.codes == TEST) & np.isin(rows.labels, classes)
+    te_ids, te_truth = rows.ids[in_test], rows.labels[in_test].astype(str)
+    chose = "epoch (by val balanced accuracy)" if recipe.class_weight == "balanced" else "epoch"
+    ft = selection(val_acc, len(val_ds), "the val split", chose)
+    if len(test_pred) == len(te_ids):  # else a test file no longer decodes: no paired comparison
+        ft = {**test_figures(te_truth, np.array([classes[k] for k in test_pred]), classes, te_ids), "selection": ft}
+    else:
+        ft = {"test_on": "the test split", "test_n": int(len(test_pred)), "selection": ft}
+    report.after = {"finetuned_classifier": ft}
+    _export(out, net, enc, report.parent, prov, recipe, report)
     if reembed:
+        stage["reembed"] = True
         report.new_vector_set, report.after["probe_on_new_vectors"] = _reembed_and_probe(store, out, rows, data, progress,
                                                                                          recipe.class_weight, set(gone))
-    report.comparisons = _compare_on_test(report, rows)
-    from ..reports.html import finetune_section, write_report
+    report.comparisons = compare_on_test(report, dict(zip(map(str, rows.ids), map(str, rows.labels))))
+    from ..reports.html import write_report
+    from .report import finetune_section
 
     report.report = str(write_report(out / "report", f"embed finetune: {out.name}", [finetune_section(report, out / "report")]))
     write_json_atomic(out / "report.json", report.to_dict(), indent=1, default=str)
-    report.wall_s = time.perf_counter() - t_start
-    return report
+
+
+def _after_failure(out: Path, resume: bool, store, encoder_id: str, exc: BaseException, reembed_started: bool) -> str | None:
+    """What a run that failed after it began writing `out` leaves, so that the same command runs again:
+    - a fresh run (not --resume) removes `out`, whatever it held (a checkpoint, weights.safetensors);
+    - but Ctrl-C keeps a checkpoint it saved, to continue with --resume (as the CLI then says);
+    - and once the store holds vectors made by the new encoder, the folder stays: its vector set
+      would otherwise name an encoder that no longer exists. --resume then re-exports the same
+      weights from the checkpoint and finishes the re-embed without training again (returned as a
+      hint for the error message);
+    - a --resume run leaves the folder as it found it plus its checkpoints: `--resume` runs again.
+    """
+    if reembed_started and _store_has(store, encoder_id):
+        return (f"{out} keeps the fine-tuned encoder, since {store} already holds vectors made with it; re-run with --resume "
+                "to finish the re-embed and the report without training again")
+    if resume or isinstance(exc, KeyboardInterrupt) and (out / "checkpoint" / "state.json").is_file():
+        return None
+    shutil.rmtree(out, ignore_errors=True)
+    return None
+
+
+def _store_has(store, encoder_id: str) -> bool:
+    from ..store import open_store
+
+    try:
+        with open_store(store) as st:
+            return any(v.encoder == encoder_id for v in st.vector_sets())
+    except Exception:  # noqa: BLE001 - unreadable now: keep the encoder rather than orphan its vectors
+        return True
 
 
 def _export(out: Path, net, enc, parent_id: str, prov: dict, recipe: Recipe, report: FinetuneReport) -> None:
@@ -352,30 +374,6 @@ def _export(out: Path, net, enc, parent_id: str, prov: dict, recipe: Recipe, rep
            "counts": report.counts}, "classes": report.classes, "best_epoch": report.best_epoch, "history": report.history,
            "embedstore": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     write_json_atomic(out / "encoder.json", doc, indent=1)  # last: a folder with encoder.json is complete
-
-
-def _compare_on_test(report: FinetuneReport, rows) -> list[dict]:
-    """Each 'after' against the frozen probe, paired on the same untouched test items (McNemar);
-    a winner only when the difference is significant. The test predictions leave the report here."""
-    from ..evaluation.intervals import wilson
-    from ..evaluation.paired import compare
-
-    truth = dict(zip(map(str, rows.ids), map(str, rows.labels)))
-    base = report.before.pop("test_predictions", {})
-    out = []
-    for key, name in (("finetuned_classifier", "the fine-tuned classifier"), ("probe_on_new_vectors", "a probe on the re-embedded vectors")):
-        after = report.after.get(key)
-        if not after:
-            continue
-        pred = after.pop("test_predictions", {})
-        ids = [i for i in base if i in pred]
-        if not ids:
-            continue
-        hits = sum(pred[i] == truth[i] for i in ids)
-        after["test_accuracy_ci"] = list(wilson(hits, len(ids)))
-        c = compare(name, "the frozen probe", [truth[i] for i in ids], [pred[i] for i in ids], [base[i] for i in ids])
-        out.append({"after": key, **c})
-    return out
 
 
 def _files_gone(rows, store) -> list[str]:

@@ -157,29 +157,6 @@ def search_section(results: list) -> Section:
     return Section("Nearest-neighbour search", body)
 
 
-def finetune_section(r, out_dir: Path) -> Section:
-    def test(d: dict) -> str:
-        ci = d.get("test_accuracy_ci")
-        return f"{d['test_accuracy']:.4f}" + (f" ({ci[0]:.4f}-{ci[1]:.4f})" if ci else "")
-
-    rows = [["linear probe on frozen features (before)", f"{r.before['val_accuracy']:.4f}", test(r.before)]]
-    ft = r.after.get("finetuned_classifier")
-    if ft:
-        rows.append(["fine-tuned encoder + classifier", f"{ft['val_accuracy']:.4f}", test(ft)])
-    pr = r.after.get("probe_on_new_vectors")
-    if pr:
-        rows.append(["linear probe on re-embedded vectors (after)", f"{pr['val_accuracy']:.4f}", test(pr)])
-    body = (f"<p>{esc(r.parent)} fine-tuned on {r.counts['train']} training items ({len(r.classes)} classes); "
-            f"{r.trainable_params:,} parameters trained, {r.frozen_params:,} frozen; best epoch {r.best_epoch}. "
-            f"{esc(r.stopped)}</p>")
-    body += table(["", "val accuracy (chose C / epoch: optimistic)", "test accuracy (95% CI), untouched items"], rows)
-    body += "".join(f"<p>{esc(c['verdict'])}</p>" for c in getattr(r, "comparisons", []))
-    if r.history:
-        body += image_tag(plots.plot_training(r.history, out_dir / "training.png", "fine-tuning"), "training curves")
-    body += "<p class='muted'>recipe: " + esc(", ".join(f"{k}={v}" for k, v in r.recipe.items())) + "</p>"
-    return Section(f"Fine-tune: {esc(r.encoder)}", body)
-
-
 def compare_section(c: dict) -> Section:
     rows = []
     for r in c["results"]:
