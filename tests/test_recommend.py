@@ -519,3 +519,25 @@ def test_an_id_with_a_comma_is_liked_through_every_door_when_written_with_a_back
     assert py == ids_of(json.loads(cli.output)["hits"]) == ids_of(rep.json()["hits"]) and len(py) == 4
     r = embed("recommend", store, "--like", "c/3,x.jpg")  # unescaped: two ids, neither in the store
     assert r.exit_code == 2 and "(a comma in an id written \\,)" in r.output
+
+
+def test_a_byte_copy_of_a_liked_item_is_seen_too_through_every_door(tmp_path, build_tiny):
+    """A copy of a liked photo under another name came back first, at score 1.0: only the liked id
+    was left out. The copy is seen content too, for --like and for --interactions alike."""
+    import shutil
+
+    from embedstore.recommend.query import recommend
+
+    src = make_image_folder(tmp_path / "photos", classes=("cat", "dog"), per_class=6)
+    shutil.copy(src / "cat" / "cat_000.jpg", src / "dog" / "zz_copy.jpg")
+    store = build_tiny(src, tmp_path / "s.h5") and tmp_path / "s.h5"
+    got = ids_of(recommend(store, "cat/cat_000.jpg", k=5).hits)
+    assert "dog/zz_copy.jpg" not in got and "cat/cat_000.jpg" not in got and len(got) == 5
+    cli = json.loads(embed("recommend", store, "--like", "cat/cat_000.jpg", "-k", 5, "--json").stdout)
+    assert ids_of(cli["hits"]) == got
+    inter = write_csv(tmp_path / "i.csv", ["user", "item"], [("u", "cat/cat_000.jpg")])
+    assert embed("recommend", store, "--interactions", inter, "--out", tmp_path / "r.csv", "-k", 5, "-q").exit_code == 0
+    with open(tmp_path / "r.csv") as f:
+        assert [x["id"] for x in csv.DictReader(f)] == got
+    # the copy itself, liked: the original is left out the same way
+    assert "cat/cat_000.jpg" not in ids_of(recommend(store, "dog/zz_copy.jpg", k=5).hits)

@@ -1,5 +1,6 @@
 """The recommender over one vector set's index: profiles -> one batched search through
-`SearchIndex` (filters, exactness and plan as `embed search`) -> seen items dropped -> MMR.
+`SearchIndex` (filters, exactness and plan as `embed search`) -> seen items (and their byte
+copies under other ids) dropped -> MMR.
 Takes vectors, row positions and masks; never paths."""
 
 from __future__ import annotations
@@ -60,6 +61,9 @@ class Recommender:
         pool = self.index.count(allowed)
         n_cand = k if diversity <= 0 else max(5 * k, MIN_CANDIDATES)
         excl = [np.unique(a.exclude[(a.exclude >= 0)]) for a in asks]
+        copies = getattr(self.index.rows, "same_content", None)  # a store's rows: byte copies of a seen item are seen too
+        if copies is not None:
+            excl = [copies(e) if len(e) else e for e in excl]
         if allowed is not None:
             excl = [e[allowed[e]] for e in excl]
         depth = min(pool, n_cand + max(len(e) for e in excl))

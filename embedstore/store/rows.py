@@ -43,6 +43,7 @@ class SetRows:
         self._pinned = None  # catalog held open by `pin`
         self._map_file, self._map = None, None  # the catalog file whose row-to-shard map was checked, and the map
         self.unit = as_str(provenance.get("normalize", "")) == "l2"  # rows read back as unit vectors (`unit_rows`)
+        self._content = None  # (content key per row, argsort of the keys, sorted keys), for `same_content`
 
     def __repr__(self) -> str:
         return f"SetRows({self.set_name!r}, {self._count} rows, catalog={str(self.catalog)!r})"
@@ -297,6 +298,26 @@ class SetRows:
             return np.zeros((0, self.dim), np.float32)
         X = np.stack([ds[int(p)] for p in positions]).astype(np.float32)
         return unit_rows(X) if self.unit else X
+
+    def same_content(self, positions: np.ndarray) -> np.ndarray:
+        """`positions` and every other row with the content of one of them (the same file bytes or
+        text under another id, by the content keys of evaluation/seen.py), sorted. Rows without a
+        content hash stand for themselves alone."""
+        from ..evaluation.seen import item_keys
+
+        positions = np.unique(np.asarray(positions, dtype=np.int64))
+        if self._content is None:
+            keys, valid = item_keys(self.shas)
+            keys = np.where(valid, keys, np.uint64(0))  # 0: no hash
+            order = np.argsort(keys, kind="stable")
+            self._content = (keys, order, keys[order])
+        keys, order, ordered = self._content
+        want = np.unique(keys[positions])
+        want = want[want != 0]
+        if not len(want):
+            return positions
+        lo, hi = np.searchsorted(ordered, want, "left"), np.searchsorted(ordered, want, "right")
+        return np.union1d(positions, np.concatenate([order[a:b] for a, b in zip(lo, hi)]))
 
     def load_at(self, positions: np.ndarray) -> np.ndarray:
         """Rows at `positions` (any order, no repeats), returned in that order."""
