@@ -44,7 +44,7 @@ def audit_sections(r, src=None) -> list[Section]:
             items = [{"id": m, "uri": uri.get(m, ""), "text": text.get(m)} for m in c["members"]]
             cos = c.get("cosine_to_keep", {})
             body += _group(items, lambda it, c=c, cos=cos: ("KEEP " if it["id"] == c["keep"] else
-                                                          f"{cos[it['id']]:.3f} " if it["id"] in cos else "") + it["id"], src)
+                                                          f"{cos[it['id']]:.4f} " if it["id"] in cos else "") + it["id"], src)
         if len(clusters) > MAX_CLUSTERS:
             body += f"<p class='muted'>... and {len(clusters) - MAX_CLUSTERS} more in the findings table.</p>"
         sections.append(Section("Duplicate clusters", body))
