@@ -401,3 +401,24 @@ def test_a_server_with_a_head_says_when_it_serves_another_set_than_embed_search_
     assert [h["score"] for h in served["hits"]] == pytest.approx([h["score"] for h in cli["hits"]], abs=1e-6)
     plain = json.loads(open_api(store).handle("GET", "/api/info").body)  # no head: the default, nothing to say
     assert plain["vector_set"] == default and plain["vector_set_note"] is None
+
+
+def test_the_embedding_service_gives_what_the_store_reads_back(tmp_path, build_tiny):
+    """The service (server predict and search uploads, zero-shot, queries) returned the float16 round
+    trip of length 1.0002 while the store's reader returns unit rows: the same photo was two vectors
+    depending on the door. It is one vector, to float32 precision."""
+    from conftest import make_image_folder
+    from embedstore.embedding.service import EmbeddingService
+    from embedstore.store import open_store
+
+    src = make_image_folder(tmp_path / "photos", per_class=3)
+    build_tiny(src, tmp_path / "s.h5", accel="none")
+    with open_store(tmp_path / "s.h5") as st:
+        vs = st.select_set()
+        rows = st.rows(vs.name)
+        ids = list(rows.ids)
+        stored = rows.fetch(np.arange(len(ids)))
+    svc = EmbeddingService.from_provenance(vs.provenance, device="cpu")
+    got = np.concatenate([svc.embed_image_file(str(src / i)) for i in ids])
+    assert np.abs(np.linalg.norm(got, axis=1) - 1).max() < 1e-6
+    assert np.abs(got - stored).max() < 1e-6

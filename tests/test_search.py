@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -407,3 +408,46 @@ def test_an_item_missing_from_an_imported_set_is_advised_an_import_not_a_build(t
     r = embed("search", tmp_path / "b.h5", "--id", "owl/owl_000.jpg")  # the 12 imported rows are the default set
     assert r.exit_code == 2 and "embed import FOLDER --store" in r.output and "--encoder external" not in r.output, r.output
     assert "pick that with --set" in r.output
+
+
+def test_an_index_filled_before_rows_were_read_as_unit_vectors_is_not_used_and_is_rebuilt(tmp_path, build_tiny):
+    """A float16 l2 store built before rows were read back as unit vectors has an index of the rows
+    as stored: its hits and scores differed from an exact scan's while verify said intact and info
+    "up to date". Readers scan exactly and say why, info and verify say it, a writer rebuilds it."""
+    import glob
+
+    src = make_image_folder(tmp_path / "photos", per_class=6)
+    store = tmp_path / "s.h5"
+    build_tiny(src, store)
+    (meta_path,) = glob.glob(str(tmp_path / "s.h5.d" / "index" / "*.json"))
+
+    def age():  # what an index written before carries: no unit_rows
+        m = json.loads(Path(meta_path).read_text())
+        m.pop("unit_rows")
+        Path(meta_path).write_text(json.dumps(m))
+
+    age()
+    r = json.loads(embed("search", store, "--id", "cat/cat_000.jpg", "-k", 3, "--json").stdout)
+    ex = json.loads(embed("search", store, "--id", "cat/cat_000.jpg", "-k", 3, "--exact", "--json").stdout)
+    stale = "built before float16 rows were read back as unit vectors"
+    assert stale in r["index"]["note"], r["index"]  # the index is not used: the rows are scanned
+    assert [(h["id"], h["score"]) for h in r["hits"]] == [(h["id"], h["score"]) for h in ex["hits"]]
+    assert "STALE: built from float16 rows as stored" in embed("info", store).stdout
+    v = embed("verify", store, "--json")
+    assert v.exit_code == 0 and any("verify" in n and "unit vectors" in n for n in json.loads(v.stdout)["notes"])
+    assert embed("verify", store, "--repair").exit_code == 0
+    assert json.loads(Path(meta_path).read_text())["unit_rows"] is True
+    age()
+    rep = build_tiny(src, store)
+    assert any("before they were read back as unit vectors" in n and "rebuilt it" in n for n in rep.notes), rep.notes
+    r = json.loads(embed("search", store, "--id", "cat/cat_000.jpg", "-k", 3, "--json").stdout)
+    assert stale not in r["index"].get("note", "") and [h["id"] for h in r["hits"]] == [h["id"] for h in ex["hits"]]
+    assert [h["score"] for h in r["hits"]] == pytest.approx([h["score"] for h in ex["hits"]], abs=1e-6)
+
+    f32 = tmp_path / "f.h5"  # a float32 set's rows were unit already: its index stands
+    build_tiny(src, f32, dtype="float32")
+    (m32,) = glob.glob(str(tmp_path / "f.h5.d" / "index" / "*.json"))
+    m = json.loads(Path(m32).read_text())
+    m.pop("unit_rows")
+    Path(m32).write_text(json.dumps(m))
+    assert stale not in json.loads(embed("search", f32, "--id", "cat/cat_000.jpg", "-k", 3, "--json").stdout)["index"].get("note", "")

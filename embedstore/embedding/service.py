@@ -321,8 +321,12 @@ class EmbeddingService:
             return self.encoder(x)
 
     def as_stored(self, v: np.ndarray) -> np.ndarray:
-        """The stored dtype's round trip: what reading the vector back from the store gives."""
-        return np.asarray(v, dtype=self.dtype).astype(np.float32)
+        """What reading the vector back from the store gives: the stored dtype's round trip, and for an
+        l2 set the unit rows the store's reader returns (store/rows.unit_rows)."""
+        from ..store.rows import unit_rows
+
+        out = np.asarray(v, dtype=self.dtype).astype(np.float32)
+        return unit_rows(out) if self.normalize == "l2" else out
 
     def embed(self, batch, what: str = "the input") -> np.ndarray:
         """`forward` + the stored dtype's round trip; refuses vectors the store would quarantine."""

@@ -88,7 +88,7 @@ def load_snapshot(store: str | Path, vector_set: str | None = None, wait_s: floa
             vs = st.select_set(vector_set)
             rows = st.rows(vs.name)
             rows.pin()
-            index, meta, state = load_index_for_rows(st.sidecar, vs.name, rows.ids)
+            index, meta, state = load_index_for_rows(st.sidecar, vs.name, rows.ids, vs.provenance.get("dtype") == "float16")
             after = _stamp(st.path)
         if before == after and (state != "ahead" or time.monotonic() > deadline):
             break  # else a writer replaced the catalog meanwhile, or is about to: read again
@@ -96,7 +96,10 @@ def load_snapshot(store: str | Path, vector_set: str | None = None, wait_s: floa
     if state != "ok":
         why = {"damaged": "the index is damaged (its bytes do not match its checksum) and not used until `embed verify "
                           "--repair` or the next `embed build` rebuilds it",
-               "missing": "no index yet; the next `embed build` makes one"}
+               "missing": "no index yet; the next `embed build` makes one",
+               "before_unit_rows": "the index was built before float16 rows were read back as unit vectors and is not "
+                                   "used (searches scan exactly) until `embed verify --repair` or the next `embed build` "
+                                   "rebuilds it"}
         meta = {**meta, "exact": True, "note": why.get(state, f"the index is {state}; the next `embed build` brings it up to date")}
     return _Snapshot(vs, rows, index, meta, state, after)
 

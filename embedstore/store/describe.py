@@ -8,7 +8,7 @@ from .schema import STATUS_OK
 
 
 def store_info(self) -> dict:
-    from .index import index_paths
+    from .index import BEFORE_UNIT_ROWS, before_unit_rows, index_paths, read_index_meta
     from .integrity import index_problem
 
     items = self.items()
@@ -39,7 +39,9 @@ def store_info(self) -> dict:
             idx["up_to_date"] = idx.get("ntotal") == vs.count
             # size and mtime against what was recorded (the file re-hashed only when they differ): a
             # damaged index is said here, not only by `embed verify`; searches scan exactly meanwhile
-            idx["problem"] = index_problem(index_paths(self.sidecar, vs.name)[0], vs.index)
+            idx["problem"] = index_problem(index_paths(self.sidecar, vs.name)[0], vs.index) or (
+                BEFORE_UNIT_ROWS if before_unit_rows(read_index_meta(self.sidecar, vs.name),
+                                                     vs.provenance.get("dtype") == "float16") else None)
         prov = {k: v for k, v in vs.attrs.items() if not k.startswith("index_") and k not in ("count", "stale_rows")}
         sets.append({"name": vs.name, "count": vs.count, "stale_rows": vs.stale_rows, "provenance": prov, "index": idx})
     from .segments import parts_of

@@ -260,8 +260,8 @@ def update_index(
     from .integrity import index_problem
 
     damaged = index_problem(index_path, meta) if meta and index_path.exists() else None
-    if meta and not damaged and bool(meta.get("unit_rows")) != (metric == "inner_product"):
-        damaged = "built from its float16 rows as stored (lengths 1 +- 1e-3), not read back as unit vectors"
+    if meta and not damaged and before_unit_rows(meta, fp16):
+        damaged = BEFORE_UNIT_ROWS
     if (meta and not damaged and index_path.is_file() and meta.get("metric") == metric and meta.get("ntotal", -1) <= n
             and meta.get("kind", "flat" if meta.get("exact") else "ivfflat") == kind):
         if meta["ntotal"] == n and meta.get("ids_sha256") == ids_digest(ids):
@@ -350,9 +350,21 @@ def load_index(sidecar: Path, set_name: str, ids: list[str] | None = None):
     return index, meta
 
 
-def load_index_for_rows(sidecar: Path, set_name: str, ids) -> tuple[object | None, dict, str]:
+BEFORE_UNIT_ROWS = ("stale: built from float16 rows as stored (lengths 1 +- ~2e-4), before they were read back as unit "
+                    "vectors; its scores differ from an exact scan's in the 4th decimal")
+
+
+def before_unit_rows(meta: dict | None, fp16: bool) -> bool:
+    """Whether an inner-product index of a float16 set was filled before rows were read back as unit
+    vectors (store/rows.unit_rows): readers do not use it, writers rebuild it. A float32 set's rows
+    were unit to ~1e-7 already: its index stands."""
+    return bool(meta) and fp16 and meta.get("metric") == "inner_product" and not meta.get("unit_rows")
+
+
+def load_index_for_rows(sidecar: Path, set_name: str, ids, fp16: bool = False) -> tuple[object | None, dict, str]:
     """For searches: (index or None, metadata, state), never refusing because a build is running.
 
+    "before_unit_rows": see `before_unit_rows` (searches scan exactly).
     "ok": the index holds `ids[:meta['ntotal']]` (rows a build appended since are not in it yet;
     search scans them exactly); "ahead": it holds more rows than `ids` (a writer wrote the index and
     has not yet renamed the new catalog into place: read the catalog again); "stale", "missing" or
@@ -369,6 +381,8 @@ def load_index_for_rows(sidecar: Path, set_name: str, ids) -> tuple[object | Non
         n = int(meta.get("ntotal", -1))
         if n > len(ids):
             return None, meta, "ahead"
+        if before_unit_rows(meta, fp16):
+            return None, meta, "before_unit_rows"
         if n < 0 or meta.get("ids_sha256") != ids_digest(list(ids[:n])):
             return None, meta, "stale"
         from .integrity import index_problem

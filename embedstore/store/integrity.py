@@ -128,7 +128,7 @@ def verify_store(path: str | Path) -> dict:
 
     from .catalog import compute_layout
     from .columns import values
-    from .index import ids_digest, index_paths, read_index_meta
+    from .index import before_unit_rows, ids_digest, index_paths, read_index_meta
     from .schema import ITEM_COLUMNS, ITEM_STR_COLUMNS, KEY_FIELDS, LATE_STR_COLUMNS, SCHEMA_VERSION, renamed_from, sidecar_dir
     from .shards import check_shard, has_checksums, list_shards, read_shard_meta, stray_files
     from .store import _set_attrs_from_shard, check_store_file
@@ -289,6 +289,9 @@ def verify_store(path: str | Path) -> dict:
             problem = "stale (its rows are not the set's rows)"
         if problem is None and "sha256" not in meta:
             notes.append(f"index of {sname} was written before checksums: size and rows checked only")
+        if problem is None and before_unit_rows(meta, as_str(set_attrs.get(sname, {}).get("dtype", "")) == "float16"):
+            notes.append(f"the index of {sname} was built before float16 rows were read back as unit vectors: searches "
+                         f"scan exactly instead until `embed verify {name} --repair` (or the next `embed build`) rebuilds it")
         if problem:
             bad("index", ipath, problem, f"`embed verify {name} --repair` or the next `embed build` rebuilds it")
     encoders.update({s: as_str(a["encoder"]) for s, a in set_attrs.items() if a.get("encoder")})

@@ -445,7 +445,7 @@ def runs_between(sl, start: int, stop: int) -> list[tuple[str, int, int, int]]:
 def unit_rows(X: np.ndarray) -> np.ndarray:
     """X (float32) with each non-zero row scaled to length 1, in place. The one place a set embedded
     with --normalize l2 is read as what it means: its float16 rows come back from the disk with
-    lengths 1 +- ~1e-3, which made a search score a*b/|b| (not symmetric: a->b and b->a differed in
+    lengths 1 +- ~2e-4, which made a search score a*b/|b| (not symmetric: a->b and b->a differed in
     the 4th decimal) and kNN distances differ from sqrt(2 - 2 cos)."""
     n = np.sqrt(np.einsum("ij,ij->i", X, X, dtype=np.float64)).astype(np.float32)[:, None]
     np.divide(X, n, out=X, where=n > 0)

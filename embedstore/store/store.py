@@ -404,7 +404,7 @@ class Store:
             if index:
                 prefix = f"{self.sidecar.name}/shards/"
                 for name, st in ap.sets.items():
-                    if name not in ap.grown and self._index_current(name, st.rows, as_str(st.attrs.get("normalize")) == "l2"):
+                    if name not in ap.grown and self._index_current(name, st.rows, st.dtype == "float16"):
                         continue  # a set the build did not add to, with its index intact: its ids are not read
                     runs = [(file[len(prefix):], shard_rows, a, b) for _d, _e, file, _ds, a, b, shard_rows in st.pieces]
                     sl = SetLayout(name, st.attrs, st.dim, st.dtype, runs=runs, ids=self._set_ids(name, st.rows))
@@ -418,14 +418,14 @@ class Store:
             return False
         return True
 
-    def _index_current(self, set_name: str, rows: int, unit: bool) -> bool:
-        """Whether a set's index file is intact (fast path), holds as many rows as the set, and was
-        filled with unit rows when the set is `unit` (store/index.py's unit_rows)."""
-        from .index import index_paths
+    def _index_current(self, set_name: str, rows: int, fp16: bool) -> bool:
+        """Whether a set's index file is intact (fast path), holds as many rows as the set, and is not
+        one a float16 set filled before its rows were read back as unit vectors (index.before_unit_rows)."""
+        from .index import before_unit_rows, index_paths
         from .integrity import index_problem
 
         meta = read_index_meta(self.sidecar, set_name)
-        return (bool(meta) and int(meta.get("ntotal", -1)) == rows and bool(meta.get("unit_rows")) == unit
+        return (bool(meta) and int(meta.get("ntotal", -1)) == rows and not before_unit_rows(meta, fp16)
                 and index_problem(index_paths(self.sidecar, set_name)[0], meta) is None)
 
     def _set_ids(self, set_name: str, n: int):
@@ -475,7 +475,7 @@ class Store:
         is intact (fast path), of the kind its size calls for, and holds exactly the catalog's ids
         in order. A build that committed nothing skips its final refresh then: at 2M rows that
         rewrite took ~25 s for no change."""
-        from .index import ids_digest, index_kind, index_paths, read_index_meta
+        from .index import before_unit_rows, ids_digest, index_kind, index_paths, read_index_meta
         from .integrity import index_problem
 
         if self.schema != SCHEMA_VERSION or not self.path.exists() or self._catalog_stale() or self._head_broken():
@@ -485,7 +485,7 @@ class Store:
             for vs in sets:
                 meta = read_index_meta(self.sidecar, vs.name)
                 if (not meta or int(meta.get("ntotal", -1)) != vs.count or meta.get("kind") != index_kind(vs.count)
-                        or bool(meta.get("unit_rows")) != (as_str(vs.provenance.get("normalize", "")) == "l2")
+                        or before_unit_rows(meta, vs.provenance.get("dtype") == "float16")
                         or vs.index.get("sha256") != meta.get("sha256")
                         or index_problem(index_paths(self.sidecar, vs.name)[0], meta) is not None):
                     return False
