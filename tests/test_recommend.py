@@ -541,3 +541,21 @@ def test_a_byte_copy_of_a_liked_item_is_seen_too_through_every_door(tmp_path, bu
         assert [x["id"] for x in csv.DictReader(f)] == got
     # the copy itself, liked: the original is left out the same way
     assert "cat/cat_000.jpg" not in ids_of(recommend(store, "dog/zz_copy.jpg", k=5).hits)
+    # -k as large as the store allows counts the copy out first (it gave one fewer, "complete")
+    every = recommend(store, "cat/cat_000.jpg", k=11).hits  # 13 items: the liked one and its copy left out
+    assert len(every) == 11 and "dog/zz_copy.jpg" not in ids_of(every)
+    with pytest.raises(Exception, match="-k 12"):
+        recommend(store, "cat/cat_000.jpg", k=12)
+    # liked in another store: the same bytes here are seen too
+    other = make_image_folder(tmp_path / "other", classes=("owl",), per_class=3, seed=4)
+    shutil.copy(src / "cat" / "cat_000.jpg", other / "owl" / "mine.jpg")
+    build_tiny(other, tmp_path / "o.h5")
+    got = ids_of(recommend(tmp_path / "o.h5", "cat/cat_000.jpg", k=3, like_store=store).hits)
+    assert "owl/mine.jpg" not in got and len(got) == 3
+    # evaluate: every method sees copies alike; a user whose held-out item is a copy of a training item is not scored
+    ev = write_csv(tmp_path / "ev.csv", ["user", "item", "timestamp"],
+                   [(f"u{j}", it, t) for j in range(4) for t, it in enumerate(["cat/cat_000.jpg", "cat/cat_002.jpg",
+                                                                              "dog/zz_copy.jpg" if j < 2 else "cat/cat_004.jpg"])])
+    e = json.loads(embed("recommend", store, "--evaluate", ev, "-k", 3, "--json").stdout)
+    assert e["protocol"]["users_scored"] == 2
+    assert any(n.startswith("2 user(s) whose held-out item has the content of one of their training items") for n in e["notes"])

@@ -188,6 +188,15 @@ def evaluate_recommenders(store: str | Path, interactions: str | Path, k: int = 
         if not inside.all():
             notes.append(f"{int((~inside).sum())} user(s) whose held-out item is outside --where {where} were not scored")
         users, held, target = users[inside], held[inside], target[inside]
+    # what each user has seen: their training rows and every row of the same content (SetRows.same_content),
+    # for all three methods alike; a held-out item among them is no test of any method
+    seen = [rows.same_content(np.unique(g.pos[m][train[m]])) for m in (g.user(u) for u in users)]
+    fresh = np.array([t not in set(s.tolist()) for t, s in zip(target, seen)], dtype=bool)
+    if not fresh.all():
+        notes.append(f"{int((~fresh).sum())} user(s) whose held-out item has the content of one of their training items "
+                     "(a byte copy under another id) were not scored: no method recommends what a user has seen")
+        users, held, target = users[fresh], held[fresh], target[fresh]
+        seen = [s for s, f in zip(seen, fresh) if f]
     if len(users) < 1:
         raise SearchError(f"no user of {interactions} has two or more liked items in {snap.vs.name}: nothing to hold out and score")
     user_of = np.empty(len(inter), np.int64)
@@ -198,7 +207,6 @@ def evaluate_recommenders(store: str | Path, interactions: str | Path, k: int = 
     like_counts = np.bincount(g.pos[tr_like], minlength=len(rows))
     cand = np.flatnonzero(like_counts > 0 if allowed is None else (like_counts > 0) & allowed)
     pop_order = cand[np.lexsort((cand, -like_counts[cand]))]
-    seen = [np.unique(g.pos[m][train[m]]) for m in (g.user(u) for u in users)]
     lists = {}
     # content, batched through the recommender
     rec = Recommender(snap.search, clusters, dislike_weight, seed)

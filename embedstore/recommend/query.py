@@ -147,6 +147,9 @@ def recommend_in(ctx, like, dislike=None, k: int = 10, where: str | None = None,
         exclude = np.concatenate([liked_rows, disliked_rows])
     else:
         exclude = np.array([r for r in (ctx.row_of(i) for i in like + dislike) if r is not None], dtype=np.int64)
+    # and whatever has their content under another id, in this set (or, from another store, by its bytes)
+    exclude = np.union1d(exclude, snap.rows.same_content(exclude) if source is None else
+                         snap.rows.same_content(np.concatenate([liked_rows, disliked_rows]), of=src.rows))
     room = pool - (int(allowed[exclude].sum()) if allowed is not None else len(np.unique(exclude)))
     check_k(k, room, "item(s) there are to recommend", where, " once the liked and disliked items are left out")
     L = src.rows.fetch(liked_rows[keep_l])

@@ -299,25 +299,33 @@ class SetRows:
         X = np.stack([ds[int(p)] for p in positions]).astype(np.float32)
         return unit_rows(X) if self.unit else X
 
-    def same_content(self, positions: np.ndarray) -> np.ndarray:
-        """`positions` and every other row with the content of one of them (the same file bytes or
-        text under another id, by the content keys of evaluation/seen.py), sorted. Rows without a
-        content hash stand for themselves alone."""
+    def _content_keys(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(content key per row, 0 without a hash; argsort of the keys; the sorted keys), made once."""
         from ..evaluation.seen import item_keys
 
-        positions = np.unique(np.asarray(positions, dtype=np.int64))
         if self._content is None:
             keys, valid = item_keys(self.shas)
-            keys = np.where(valid, keys, np.uint64(0))  # 0: no hash
+            keys = np.where(valid, keys, np.uint64(0))
             order = np.argsort(keys, kind="stable")
             self._content = (keys, order, keys[order])
-        keys, order, ordered = self._content
-        want = np.unique(keys[positions])
+        return self._content
+
+    def same_content(self, positions: np.ndarray, of: "SetRows | None" = None) -> np.ndarray:
+        """`positions` and every other row with the content of one of them (the same file bytes or
+        text under another id, by the content keys of evaluation/seen.py), sorted. With `of`, the
+        positions are rows of that other set (another store's): the rows of this set with their
+        content. Rows without a content hash stand for themselves alone."""
+        positions = np.unique(np.asarray(positions, dtype=np.int64))
+        mine = positions if of is None else np.zeros(0, dtype=np.int64)
+        if not len(positions):
+            return mine
+        _, order, ordered = self._content_keys()
+        want = np.unique((of or self)._content_keys()[0][positions])
         want = want[want != 0]
         if not len(want):
-            return positions
+            return mine
         lo, hi = np.searchsorted(ordered, want, "left"), np.searchsorted(ordered, want, "right")
-        return np.union1d(positions, np.concatenate([order[a:b] for a, b in zip(lo, hi)]))
+        return np.union1d(mine, np.concatenate([order[a:b] for a, b in zip(lo, hi)]))
 
     def load_at(self, positions: np.ndarray) -> np.ndarray:
         """Rows at `positions` (any order, no repeats), returned in that order."""
