@@ -383,6 +383,15 @@ def test_a_store_file_renamed_without_its_folder_says_to_rename_the_folder(image
     with open_store(tmp_path / "sub" / "renamed.h5") as st:  # a reader brings the renamed pair's catalog up to date
         assert st.select_set().count == 12
     assert _verify(tmp_path / "sub" / "renamed.h5")[0] == 0
+    # the file copied without its folder, the original still there: copy the folder (a rename would break it)
+    import shutil
+
+    shutil.copy(tmp_path / "sub" / "renamed.h5", tmp_path / "sub" / "c.h5")
+    for args in (["info", "sub/c.h5"], ["verify", "sub/c.h5", "--json"]):
+        r = embed(*args)
+        assert r.exit_code != 0 and ("the file was copied from renamed.h5 without its folder" in r.output
+                                     and "copy renamed.h5.d to c.h5.d (renamed.h5 still uses renamed.h5.d)" in r.output), (args, r.output)
+    assert _verify(tmp_path / "sub" / "renamed.h5")[0] == 0
 
 
 def test_after_a_repair_the_advised_build_re_embeds_with_the_sets_own_encoder(image_folder, tmp_path, build_tiny):

@@ -225,9 +225,10 @@ def verify_store(path: str | Path) -> dict:
             missing_shards.extend(gone)
             moved = renamed_from(path)
             if moved is not None:  # the whole data folder, under the file's old name
-                bad("store", sidecar, f"its data folder is {moved.name} beside it, not {sidecar.name} (the file was renamed "
-                    "without its folder; a store is NAME.h5 and NAME.h5.d)",
-                    f"rename {moved.name} to {sidecar.name}, or the file back to {moved.name[:-2]}")
+                from .schema import without_folder
+
+                how, fix = without_folder(path, moved)
+                bad("store", sidecar, f"its data folder is {moved.name} beside it, not {sidecar.name} ({how})", fix)
             elif gone and not sidecar.exists():  # the whole data folder: said as such, not shard by shard
                 bad("store", sidecar, f"its data folder {sidecar.name} is missing (a store is {path.name} and "
                     f"{sidecar.name}: copy both)",

@@ -53,6 +53,19 @@ def renamed_from(store_path: str | Path) -> Path | None:
     return old if old != sidecar_dir(p) and old.is_dir() else None
 
 
+def without_folder(store_path: Path, old: Path) -> tuple[str, str]:
+    """(what happened, the fix) for a store file whose catalog names the folder `old` beside it
+    (`renamed_from`): renamed without its folder, or copied without it while the original, which
+    still uses that folder, stays (renaming the folder would break the original then)."""
+    new = sidecar_dir(store_path).name
+    original = old.with_name(old.name[:-2])
+    if original.is_file() and original != Path(store_path):
+        return ((f"the file was copied from {original.name} without its folder; a store is NAME.h5 and NAME.h5.d"),
+                f"copy {old.name} to {new} ({original.name} still uses {old.name})")
+    return ("the file was renamed without its folder; a store is NAME.h5 and NAME.h5.d",
+            f"rename {old.name} to {new}, or the file back to {original.name}")
+
+
 def missing_shards_reason(store_path: str | Path, lost: list[str], shown: str | None = None) -> str:
     """Why shards the catalog lists are not there, in the user's words: the folder went with another
     name (rename it back), the data folder is missing (copy both), or some shard files are gone."""
@@ -61,8 +74,8 @@ def missing_shards_reason(store_path: str | Path, lost: list[str], shown: str | 
     sidecar = sidecar_dir(p)
     old = renamed_from(p)
     if old is not None:
-        return (f"{shown}'s data folder is {old.name} beside it, not {sidecar.name} (the file was renamed without its folder; "
-                f"a store is NAME.h5 and NAME.h5.d): rename {old.name} to {sidecar.name}, or the file back to {old.name[:-2]}")
+        how, fix = without_folder(p, old)
+        return f"{shown}'s data folder is {old.name} beside it, not {sidecar.name} ({how}): {fix}"
     if not sidecar.exists():
         return f"the store's data folder {sidecar} is missing (a store is {p.name} and {sidecar.name}: copy both)"
     return f"{len(lost)} shard file(s) listed in {shown} are missing from {sidecar / 'shards'} (e.g. {lost[0]})"
