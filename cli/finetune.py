@@ -90,7 +90,7 @@ def register(app: typer.Typer) -> None:
         say(f"  test split, {n_test} items untouched by the probes' C, the epoch choice and training:")
         for name, d in ms:
             n = f" ({d['test_n']} items)" if d.get("test_n") != n_test else ""
-            say(f"    {name + ':':{width}} {test_text(d) if 'test_accuracy' in d else 'no score'}{n}")
+            say(f"    {name + ':':{width}} {test_text(d)}{n}")
         say("  selection scores (optimistic: each chose its setting on these items; compare on the test split above):")
         for name, d in ms:
             say(f"    {name + ':':{width}} {selection_text(d)}")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
 
 import numpy as np
 import pytest
@@ -441,8 +443,11 @@ def test_a_run_that_fails_after_training_leaves_nothing_that_blocks_the_same_com
 
     monkeypatch.setattr(ft, "_reembed_and_probe", reembed_fails)
     r = embed(*args)
-    assert r.exit_code == 2 and "the re-embed failed (injected)" in r.output and "--resume" not in r.output, r.output
-    assert not (tmp_path / "ft").exists() and len(_sets(s)) == 1
+    assert r.exit_code == 2 and "the re-embed failed (injected)" in r.output, r.output
+    # an epoch had finished: its checkpoint alone is kept (see test_a_failure_after_an_epoch_keeps_its_checkpoint...)
+    assert "re-run with --resume to continue, or --overwrite to start over" in r.output, r.output
+    assert sorted(p.name for p in (tmp_path / "ft").iterdir()) == ["checkpoint"] and len(_sets(s)) == 1
+    shutil.rmtree(tmp_path / "ft")
     monkeypatch.setattr(ft, "_reembed_and_probe", real_reembed)
     # out of memory at the first step: the retry with a smaller batch needs no --overwrite either
     monkeypatch.setattr(torch.optim.AdamW, "step", lambda *a, **k: (_ for _ in ()).throw(torch.OutOfMemoryError("CUDA oom")))
@@ -557,3 +562,93 @@ def test_the_library_checks_the_recipe_too(store, tmp_path):
     with pytest.raises(FinetuneError, match=r"--workers must be an integer with --workers >= 0, not -2"):
         finetune(store, tmp_path / "ft", workers=-2, progress=False)
     assert not (tmp_path / "ft").exists()
+
+
+def test_overwrite_never_replaces_the_encoder_of_a_vector_set_of_the_store(store, tmp_path, monkeypatch):
+    """`--overwrite` deleted ft1 before training while the store still listed the set its encoder
+    made: searching that set by image then failed ('no encoder.json'), and even a successful
+    overwrite left the set with the same encoder id and other weights. Now it is refused in one line
+    before anything loads or is deleted, naming the set; and a finished run is not advised --resume."""
+    from embedstore.embedding import EmbeddingService
+
+    s = copy_store(store, tmp_path / "s.h5")
+    r = embed("finetune", "--store", s, "--out", tmp_path / "ft1", *FT_ARGS, "--json")
+    assert r.exit_code == 0, r.output
+    made = json.loads(r.stdout)["new_vector_set"]
+    weights = (tmp_path / "ft1" / "weights.safetensors").read_bytes()
+
+    def no_load(*a, **k):
+        raise AssertionError("the encoder was loaded")
+
+    monkeypatch.setattr(EmbeddingService, "from_provenance", no_load)
+    for extra, said in (([], "replacing it would leave"), (["--overwrite"], "--overwrite would leave")):
+        r = embed("finetune", "--store", s, "--out", tmp_path / "ft1", *FT_ARGS, *extra)
+        assert r.exit_code == 2 and r.output.count("\n") == 1, (extra, r.output)
+        assert f"local-dir:{tmp_path / 'ft1'} that made vector set {made} of {s}" in r.output, r.output
+        assert f"{said} that set without its encoder: choose a new --out" in r.output and "--resume" not in r.output, r.output
+    assert (tmp_path / "ft1" / "weights.safetensors").read_bytes() == weights and (tmp_path / "ft1" / "encoder.json").is_file()
+    monkeypatch.undo()
+    img = next((store.parent / "photos").rglob("*.png"))
+    assert embed("search", s, "--set", made, "--image", img, "-k", 1, "--json").exit_code == 0
+
+
+def test_a_failure_after_an_epoch_keeps_its_checkpoint_and_a_finished_run_is_not_told_to_resume(store, tmp_path, monkeypatch):
+    """A crash after training (here writing the report; or a full disk in the export) removed the
+    checkpoints of the finished epochs with the rest of --out. Now `checkpoint/` stays and the one
+    line says --resume to continue or --overwrite to start over; once the run has finished, the
+    'already exists' advice no longer says --resume."""
+    from embedstore.finetune import report as ft_report
+
+    s = copy_store(store, tmp_path / "s.h5")
+    args = ["finetune", "--store", s, "--out", tmp_path / "ft", *FT_ARGS, "--no-reembed"]
+    monkeypatch.setattr(ft_report, "finetune_section", lambda *a, **k: (_ for _ in ()).throw(KeyError("injected")))
+    r = embed(*args)
+    assert r.exit_code == 2 and r.output.count("\n") == 1, r.output
+    assert "unexpected KeyError: 'injected'" in r.output, r.output
+    assert r.output.rstrip().endswith(f"{tmp_path / 'ft'} keeps the checkpoint of the last finished epoch: re-run with "
+                                      "--resume to continue, or --overwrite to start over"), r.output
+    assert sorted(p.name for p in (tmp_path / "ft").iterdir()) == ["checkpoint"]
+    assert (tmp_path / "ft" / "checkpoint" / "state.json").is_file() and len(_sets(s)) == 1
+    r = embed(*args)  # unfinished: --resume is the advice
+    assert r.exit_code == 2 and "pass --resume to continue its run" in r.output, r.output
+    monkeypatch.undo()
+    r = embed(*args, "--resume", "--json")
+    assert r.exit_code == 0 and [h["epoch"] for h in json.loads(r.stdout)["history"]] == [1], r.output
+    assert (tmp_path / "ft" / "report.json").is_file() and (tmp_path / "ft" / "encoder.json").is_file()
+    r = embed(*args)  # finished: no --resume
+    assert r.exit_code == 2 and "choose a new --out (its run finished)" in r.output and "--resume" not in r.output, r.output
+
+
+def test_a_test_image_that_no_longer_decodes_leaves_the_finetuned_classifier_without_a_score(store, tmp_path, monkeypatch):
+    """Then the fine-tuned classifier's figures have no test_accuracy: the CLI said 'no score' but
+    the HTML report indexed it (KeyError after all the training, and the run removed)."""
+    from embedstore.finetune import run as ft
+    from embedstore.finetune.report import FinetuneReport, finetune_section, selection, test_figures, test_text
+
+    s = copy_store(store, tmp_path / "s.h5")
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    real = ft._train_and_save
+
+    def one_test_file_broken(report, net, trainable, dev, amp, train_ds, val_ds, test_ds, *rest):
+        test_ds.uris[0] = str(tmp_path / "broken.png")
+        return real(report, net, trainable, dev, amp, train_ds, val_ds, test_ds, *rest)
+
+    monkeypatch.setattr(ft, "_train_and_save", one_test_file_broken)
+    r = embed("finetune", "--store", s, "--out", tmp_path / "ft", *FT_ARGS, "--no-reembed")
+    assert r.exit_code == 0, r.output
+    rep = json.loads((tmp_path / "ft" / "report.json").read_text())
+    fine = rep["after"]["finetuned_classifier"]
+    assert "test_accuracy" not in fine and fine["test_n"] == rep["before"]["test_n"] - 1
+    assert re.search(r"fine-tuned classifier: +no score \(\d+ items\)", r.output), r.output
+    assert any("1 of the" in n and "no longer decode" in n for n in rep["notes"]), rep["notes"]
+    page = (tmp_path / "ft" / "report" / "index.html").read_text()
+    assert page.count("<td class=\"\">no score</td>") == 2, page
+    # the report function alone, as a library caller builds it
+    before = {**test_figures(np.array(["a", "b"]), np.array(["a", "a"]), ["a", "b"], ["1", "2"]),
+              "selection": selection(0.5, 2, "the val split", "C")}
+    r2 = FinetuneReport(out="x", encoder="local-dir:/x", parent="test:tiny", store="s.h5", vector_set="v", classes=["a", "b"],
+                        counts={"train": 4, "val": 2, "test": 2}, recipe={}, trainable_params=1, frozen_params=1,
+                        before=before, after={"finetuned_classifier": {"test_on": "the test split", "test_n": 1,
+                                                                       "selection": selection(1.0, 2, "the val split", "epoch")}})
+    assert test_text(r2.after["finetuned_classifier"]) == "no score"
+    assert "no score" in finetune_section(r2, tmp_path / "page").body

@@ -70,9 +70,15 @@ def selection_text(d: dict) -> str:
     return f"{s['chose']} chosen on {s['on']}, {s['n']} items: accuracy {fmt_ci(s['accuracy'], s['accuracy_ci'])}"
 
 
+NO_SCORE = "no score"  # a model whose test predictions could not all be made (a test file no longer decodes)
+
+
 def test_text(d: dict) -> str:
+    """'accuracy 0.83 (95% CI ...), balanced accuracy ...', or "no score" for figures without a test score."""
     from ..evaluation.intervals import fmt_ci
 
+    if "test_accuracy" not in d:
+        return NO_SCORE
     return (f"accuracy {fmt_ci(d['test_accuracy'], d.get('test_accuracy_ci'))}, balanced accuracy "
             f"{fmt_ci(d['test_balanced_accuracy'], d.get('test_balanced_accuracy_ci'))}")
 
@@ -117,8 +123,14 @@ def finetune_section(r: FinetuneReport, out_dir: Path):
 
     ms = models(r)
     n_test = r.before.get("test_n", r.counts.get("test"))
-    test_rows = [[name, d["test_n"], fmt_ci(d["test_accuracy"], d.get("test_accuracy_ci")),
-                  fmt_ci(d["test_balanced_accuracy"], d.get("test_balanced_accuracy_ci"))] for name, d in ms]
+
+    def scores(d: dict) -> list[str]:
+        if "test_accuracy" not in d:
+            return [NO_SCORE, NO_SCORE]
+        return [fmt_ci(d["test_accuracy"], d.get("test_accuracy_ci")),
+                fmt_ci(d["test_balanced_accuracy"], d.get("test_balanced_accuracy_ci"))]
+
+    test_rows = [[name, d.get("test_n", ""), *scores(d)] for name, d in ms]
     sel_rows = [[name, d["selection"]["chose"], d["selection"]["on"], d["selection"]["n"],
                  fmt_ci(d["selection"]["accuracy"], d["selection"]["accuracy_ci"])] for name, d in ms if d.get("selection")]
     body = (f"<p>{esc(r.parent)} fine-tuned on {r.counts['train']} training items ({len(r.classes)} classes); "

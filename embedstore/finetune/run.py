@@ -22,14 +22,36 @@ from ..heads.data import TEST, TRAIN, VAL, SplitData
 LINEAR_HEADS = ("logistic", "linear-svm", "ridge")
 
 
-def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
-    """--resume needs a checkpoint; otherwise the --force rule, spelled --overwrite here."""
+def _check_out(out: Path, resume: bool, overwrite: bool, store=None) -> None:
+    """--resume needs a checkpoint; otherwise the --force rule, spelled --overwrite here. A folder
+    whose encoder made a vector set of `store` is never replaced (the set would keep a missing
+    encoder, or one of the same id with other weights); the advice to pass --resume is given only
+    for a run that has not finished (a checkpoint, and no report.json yet)."""
     if resume:
         if not (out / "checkpoint" / "state.json").is_file():
             raise FinetuneError(f"--resume: {out} holds no checkpoint; run without --resume")
         return
-    check_replace(out, overwrite, "finetune folder", FinetuneError, ["encoder.json", "checkpoint"], flag="--overwrite",
-                  otherwise="pass --resume to continue its run")
+    markers = ["encoder.json", "checkpoint"]
+    if not check_replace(out, True, "finetune folder", FinetuneError, markers, flag="--overwrite"):  # ours, or missing
+        return
+    unfinished = (out / "checkpoint" / "state.json").is_file() and not (out / "report.json").is_file()
+    made = _sets_made_by(store, out) if store is not None and (overwrite or not unfinished) else []
+    if made:
+        raise FinetuneError(f"{out} holds the encoder local-dir:{out.resolve()} that made vector set {', '.join(made)} of "
+                            f"{store}; {'--overwrite' if overwrite else 'replacing it'} would leave that set without its "
+                            "encoder: choose a new --out")
+    check_replace(out, overwrite, "finetune folder", FinetuneError, markers, flag="--overwrite",
+                  otherwise="pass --resume to continue its run" if unfinished else "choose a new --out (its run finished)")
+
+
+def _sets_made_by(store, out: Path) -> list[str]:
+    """Names of the vector sets of `store` made by the encoder in the folder `out`."""
+    from ..store import open_store
+
+    want = out.resolve()
+    with open_store(store, mode="r") as st:
+        return [v.name for v in st.vector_sets() if str(v.encoder).startswith("local-dir:")
+                and Path(str(v.encoder)[len("local-dir:"):]).expanduser().resolve() == want]
 
 
 def checkpoint_recipe(out: str | Path) -> dict | None:
@@ -54,8 +76,8 @@ def _check_resume_recipe(out: Path, recipe: Recipe) -> None:
                             "out (`embed finetune --resume` takes the run's own), or start over with --overwrite")
 
 
-def _prepare_out(out: Path, resume: bool, overwrite: bool) -> None:
-    _check_out(out, resume, overwrite)
+def _prepare_out(out: Path, resume: bool, overwrite: bool, store=None) -> None:
+    _check_out(out, resume, overwrite, store)
     if not resume:
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir(parents=True)
@@ -177,7 +199,7 @@ def finetune(store: str | Path, out: str | Path, head: str | Path | None = None,
         raise FinetuneError(f"--workers must be an integer with --workers >= 0, not {workers!r}")
     dev = resolve_device(device)
     out = Path(out)
-    _check_out(out, resume, overwrite)  # before any work
+    _check_out(out, resume, overwrite, store)  # before any work
     if resume:
         _check_resume_recipe(out, recipe)
     h = doc = None
@@ -273,7 +295,7 @@ def finetune(store: str | Path, out: str | Path, head: str | Path | None = None,
                             "the fine-tune, both probes and the re-embed; their vectors in the store stay as they are "
                             f"(list them with `embed ls {store} --status missing`)")
     # from here on `out` is written: a failure removes what this run wrote, so the same command runs again
-    _prepare_out(out, resume, overwrite)
+    _prepare_out(out, resume, overwrite, store)
     stage = {"reembed": False}
     try:
         _train_and_save(report, net, trainable, dev, amp, train_ds, val_ds, test_ds, collate_fn, workers, recipe, out,
@@ -282,6 +304,9 @@ def finetune(store: str | Path, out: str | Path, head: str | Path | None = None,
         hint = _after_failure(out, resume, store, report.encoder, e, stage["reembed"])
         if hint and isinstance(e, EmbedstoreError):
             e.args = (f"{e}; {hint}",)
+        elif hint and isinstance(e, Exception):  # a crash (a bug, say): its one line must still say what was kept
+            msg = str(e).splitlines()[0] if str(e) else ""
+            raise FinetuneError(f"unexpected {type(e).__name__}: {msg}; {hint}") from e
         raise
     report.wall_s = time.perf_counter() - t_start
     return report
@@ -315,6 +340,8 @@ def _train_and_save(report: FinetuneReport, net, trainable, dev, amp, train_ds, 
         ft = {**test_figures(te_truth, np.array([classes[k] for k in test_pred]), classes, te_ids), "selection": ft}
     else:
         ft = {"test_on": "the test split", "test_n": int(len(test_pred)), "selection": ft}
+        report.notes.append(f"the fine-tuned classifier has no test score: {len(te_ids) - len(test_pred)} of the "
+                            f"{len(te_ids)} test file(s) no longer decode, so it cannot be compared on the same items")
     report.after = {"finetuned_classifier": ft}
     _export(out, net, enc, report.parent, prov, recipe, report)
     if reembed:
@@ -331,8 +358,10 @@ def _train_and_save(report: FinetuneReport, net, trainable, dev, amp, train_ds, 
 
 def _after_failure(out: Path, resume: bool, store, encoder_id: str, exc: BaseException, reembed_started: bool) -> str | None:
     """What a run that failed after it began writing `out` leaves, so that the same command runs again:
-    - a fresh run (not --resume) removes `out`, whatever it held (a checkpoint, weights.safetensors);
-    - but Ctrl-C keeps a checkpoint it saved, to continue with --resume (as the CLI then says);
+    - a fresh run (not --resume) removes `out`, whatever it held (weights.safetensors, a report);
+    - but a checkpoint it saved (a finished epoch) is kept, to continue with --resume: on Ctrl-C the
+      folder as it is (the CLI says so), on any other failure `checkpoint/` alone (returned as a
+      hint: --resume to continue, or --overwrite to start over);
     - and once the store holds vectors made by the new encoder, the folder stays: its vector set
       would otherwise name an encoder that no longer exists. --resume then re-exports the same
       weights from the checkpoint and finishes the re-embed without training again (returned as a
@@ -342,8 +371,20 @@ def _after_failure(out: Path, resume: bool, store, encoder_id: str, exc: BaseExc
     if reembed_started and _store_has(store, encoder_id):
         return (f"{out} keeps the fine-tuned encoder, since {store} already holds vectors made with it; re-run with --resume "
                 "to finish the re-embed and the report without training again")
-    if resume or isinstance(exc, KeyboardInterrupt) and (out / "checkpoint" / "state.json").is_file():
+    if resume:
         return None
+    if (out / "checkpoint" / "state.json").is_file():  # finished epochs: kept, whatever failed after them
+        if isinstance(exc, KeyboardInterrupt):
+            return None  # the CLI says to --resume
+        for p in out.iterdir():
+            if p.name == "checkpoint":
+                continue
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+        return (f"{out} keeps the checkpoint of the last finished epoch: re-run with --resume to continue, or "
+                "--overwrite to start over")
     shutil.rmtree(out, ignore_errors=True)
     return None
 
