@@ -143,6 +143,7 @@ def register(app: typer.Typer) -> None:
         exclude: Path = typer.Option(None, "--exclude", help="Leave out items whose id is in this list: the CSV from `embed audit --out` (or any CSV/Parquet with an 'id' column) or a text file with one id per line. They are not embedded or added; items already in the store stay as they are."),
         exclude_kinds: str = typer.Option(None, "--exclude-kinds", help="With --exclude: only rows of these kinds (comma-separated, e.g. near_duplicate,leak; `embed audit` writes exact_duplicate, near_duplicate, leak, label_issue, outlier); needs a 'kind' column."),
         retry_quarantined: bool = typer.Option(False, "--retry-quarantined", help="Read again the files an earlier build quarantined although they have not changed (e.g. after raising EMBEDSTORE_MAX_IMAGE_PIXELS)."),
+        rehash: bool = typer.Option(False, "--rehash", help="Hash every file again instead of trusting an unchanged path, size and modification time (files replaced by others of the same size with their times kept, as tar, zip and cp -p do). Unchanged bytes are still not encoded again."),
         report_dir: Path = typer.Option(None, "--report", help="Write an HTML report (summary, embedding map) to this folder."),
         json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -174,7 +175,7 @@ def register(app: typer.Typer) -> None:
             shard_rows=shard_size, engine=engine, address=address, actors=actors,
             crop_pct=crop_pct, interpolation=interpolation, resize_mode=resize_mode,
             exclude=exclude, exclude_kinds=kinds_list(exclude_kinds), started=started, accel=accel, decode=decode,
-            retry_quarantined=retry_quarantined, interrupted=RESUMABLE,
+            retry_quarantined=retry_quarantined, rehash=rehash, interrupted=RESUMABLE,
         )
         page = None
         if report_dir is not None:

@@ -434,3 +434,32 @@ def test_rows_removed_from_a_manifest_are_said_and_listed_by_ls_not_in(image_fol
     assert r.exit_code == 0 and json.loads(r.stdout)["excluded"]["ids"] == 2, r.output
     r = embed("ls", store, "--not-in", tmp_path / "nope.csv")
     assert r.exit_code == 2 and "does not exist" in r.output
+
+
+def test_rehash_finds_a_file_swapped_for_another_of_the_same_size_and_time(tmp_path, build_tiny):
+    """Unpacking an archive (or cp -p) can replace a file with another of the same size and time: the
+    fast path (path, size, mtime) keeps the old vector, as documented; --rehash reads the bytes again,
+    re-encodes exactly the swapped files and serves their new vectors."""
+    from conftest import write_image
+    from embedstore.search.query import search
+
+    src = tmp_path / "p"
+    for c, colour in (("cat", (200, 60, 40)), ("dog", (40, 160, 60))):
+        for i in range(2):  # BMP: one size on disk for one size of image
+            write_image(src / c / f"{i}.bmp", colour, seed=i + (10 if c == "dog" else 0), size=(32, 32), fmt="BMP")
+    t = (1_700_000_000_000_000_000,) * 2
+    for f in src.rglob("*.bmp"):
+        os.utime(f, ns=t)
+    build_tiny(src, tmp_path / "s.h5")
+    a, b = src / "cat" / "0.bmp", src / "dog" / "0.bmp"
+    da, db = a.read_bytes(), b.read_bytes()
+    assert len(da) == len(db) and da != db
+    a.write_bytes(db), b.write_bytes(da)  # swapped: same sizes, times put back
+    os.utime(a, ns=t), os.utime(b, ns=t)
+    r = build_tiny(src, tmp_path / "s.h5")
+    assert r.encoded == 0 and r.unchanged == 4  # the fast path: what it trusts did not change
+    r = build_tiny(src, tmp_path / "s.h5", rehash=True)
+    assert r.encoded == 2 and r.unchanged == 2, r
+    hit = search(tmp_path / "s.h5", image=a, k=1, include_self=True).hits[0]
+    assert hit["id"] == "cat/0.bmp" and hit["score"] == pytest.approx(1.0, abs=1e-5)
+    assert "--rehash" in embed("build", "--help").stdout

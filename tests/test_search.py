@@ -451,3 +451,13 @@ def test_an_index_filled_before_rows_were_read_as_unit_vectors_is_not_used_and_i
     m.pop("unit_rows")
     Path(m32).write_text(json.dumps(m))
     assert stale not in json.loads(embed("search", f32, "--id", "cat/cat_000.jpg", "-k", 3, "--json").stdout)["index"].get("note", "")
+
+
+def test_a_quarantined_id_is_said_to_be_quarantined_not_missing(tmp_path, build_tiny):
+    """`search --id` on a quarantined item said there was no such item and offered a close match:
+    another file (case.jpg for Case.jpg). It names the quarantine and its reason."""
+    src = make_image_folder(tmp_path / "photos", per_class=3)
+    (src / "cat" / "zero.jpg").write_bytes(b"")
+    build_tiny(src, tmp_path / "s.h5")
+    r = embed("search", tmp_path / "s.h5", "--id", "cat/zero.jpg")
+    assert r.exit_code == 2 and "quarantined (empty file (0 bytes))" in r.stderr and "did you mean" not in r.stderr, r.stderr

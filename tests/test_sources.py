@@ -143,6 +143,24 @@ def test_system_files_broken_links_and_empty_folders_are_skipped_with_their_own_
     assert src.layout == "flat" and len(src) == 3
 
 
+def test_a_symbolic_link_loop_anywhere_is_skipped_with_its_reason_not_the_end_of_the_build(tmp_path):
+    """A loop at the top level or in a split folder stopped the build ("unexpected OSError: Too many
+    levels of symbolic links", exit 1, nothing stored); one in a class folder was called broken."""
+    import os
+
+    root = make_image_folder(tmp_path / "p", classes=("cat", "dog"), per_class=2)
+    os.symlink("b.jpg", root / "a.jpg"), os.symlink("a.jpg", root / "b.jpg")
+    os.symlink("y", root / "cat" / "x"), os.symlink("x", root / "cat" / "y")
+    src = open_source(root)
+    assert len(src) == 4 and src.skipped["symbolic link loop (it leads back to itself)"] == [
+        str(root / p) for p in ("a.jpg", "b.jpg", "cat/x", "cat/y")]
+    splits = tmp_path / "s"
+    make_image_folder(splits / "train", per_class=3), make_image_folder(splits / "val", per_class=1)
+    os.symlink("l2", splits / "train" / "l1"), os.symlink("l1", splits / "train" / "l2")
+    src = open_source(splits)
+    assert src.layout == "splits" and len(src) == 8 and len(src.skipped["symbolic link loop (it leads back to itself)"]) == 2
+
+
 def test_manifest_rows_that_are_folders_urls_or_broken_links_say_so_and_keep_their_label(tmp_path):
     import os
 

@@ -159,7 +159,8 @@ def check_collisions(collisions: list, stored) -> None:
 
 
 def make_plan(source_items, stored=None, live: np.ndarray | None = None, has_metadata: bool = True,
-              folder: str | None = None, retry_quarantined: bool = False, manifest: bool = False) -> Plan:
+              folder: str | None = None, retry_quarantined: bool = False, manifest: bool = False,
+              rehash: bool = False) -> Plan:
     """What to do with each item. `stored`: the store's item table (store/stored.StoredItems; None
     for an empty store), `live`: a mask over its rows, True where the vector set has the item's
     vector. A source without metadata columns (`has_metadata` False: a folder, a manifest of
@@ -217,7 +218,9 @@ def make_plan(source_items, stored=None, live: np.ndarray | None = None, has_met
                 except OSError:
                     size, mtime = -1, -1
             is_live = p >= 0 and live is not None and bool(live[p])
-            same_file = p >= 0 and ex["uri"][j] == it.uri and int(ex["size"][j]) == size and int(ex["mtime_ns"][j]) == mtime
+            # the fast path trusts path + size + mtime (as make and rsync do); `rehash` reads every file's bytes again
+            same_file = (p >= 0 and ex["uri"][j] == it.uri and int(ex["size"][j]) == size and int(ex["mtime_ns"][j]) == mtime
+                         and not (rehash and it.text is None))
             if p >= 0 and ex["uri"][j] != it.uri and it.text is None:
                 collisions.extend(_collision(it, str(ex["uri"][j]), p))
                 plan.moved += 1

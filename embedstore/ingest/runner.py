@@ -163,6 +163,7 @@ def build(
     accel: str = "auto",
     decode: str = "workers",
     retry_quarantined: bool = False,
+    rehash: bool = False,
 ) -> BuildReport:
     """Embed every new or changed item of `source` into `store`; resumable and incremental.
 
@@ -183,7 +184,9 @@ def build(
     `decode`: "workers" decode every image in the decode workers; "device" leaves JPEGs to the
     encoder's device (nvJPEG on a GPU, batched; on a CPU this process decodes them) and the workers
     only read and hash them (embedding/pixels.py). `retry_quarantined`: read again the files an
-    earlier build quarantined, though they have not changed (ingest/plan.make_plan).
+    earlier build quarantined, though they have not changed (ingest/plan.make_plan). `rehash`: hash
+    every file again instead of trusting an unchanged path, size and modification time (a file
+    swapped for another of the same size with its time kept, as archives and `cp -p` do).
 
     `encoder` None: a store that holds vectors is embedded into as its default set was made (see
     `store_encoder`), a new store with DEFAULT_ENCODER; `dtype` None is float16, `normalize` None l2."""
@@ -336,7 +339,7 @@ def build(
             stored = st.stored_items()
             plan = make_plan(src.items, stored, st.live_rows(set_name, stored), has_metadata=src.has_metadata,
                              folder=src.path if src.kind == "folder" else None, retry_quarantined=retry_quarantined,
-                             manifest=src.kind == "manifest")
+                             manifest=src.kind == "manifest", rehash=rehash)
             del stored
             if len(plan.todo) or plan.metadata_only:
                 # converts (or loads) and checks the accelerated forward; not in the set's key. Only when

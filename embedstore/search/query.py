@@ -188,10 +188,29 @@ class SearchContext:
                         f"embed it into this set with `embed build SOURCE --store {self.store} --encoder {prov.get('encoder')}`")
                 raise SearchError(f"item '{item_id}' has no vector in {self.rows.set_name} (added after that set was made); "
                                   f"it is in {', '.join(holders)}: pick that with --set, or {into}")
+            why = self._quarantined(item_id)
+            if why is not None:  # it was "no item with that id", and a close match was offered instead (another file)
+                raise SearchError(f"item '{item_id}' has no vector: it is quarantined ({why}); fix or replace the file and "
+                                  "re-run `embed build`")
             close = difflib.get_close_matches(item_id, list(self.rows.ids[:100000]), n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else " (ids are paths relative to the source folder; see `embed info`)"
             raise SearchError(f"no item with id '{item_id}' in {self.rows.set_name}{hint}")
         return self.rows.fetch(np.array([r]))
+
+    def _quarantined(self, item_id: str) -> str | None:
+        """The reason the store's item `item_id` is quarantined, or None (for the error of an id with no vector)."""
+        from ..store import open_store
+        from ..store.schema import STATUS_OK
+
+        try:
+            with open_store(self.store) as st:
+                items = st.items()
+            for i, status, reason in zip(items["id"], items["status"], items["reason"]):
+                if str(i) == item_id and status != STATUS_OK:
+                    return str(reason) or str(status)
+        except Exception:  # noqa: BLE001 - only a better error message is lost
+            return None
+        return None
 
     def _sets_holding(self, item_id: str) -> list[str]:
         """The store's other vector sets that hold `item_id` (for the error when this one does not)."""

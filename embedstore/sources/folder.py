@@ -69,16 +69,37 @@ def _walk_files(root: Path, skipped: dict[str, list[str]], keep_top=None):
             elif _is_store_folder(dirpath, name + ".d"):
                 skipped.setdefault(STORE_INSIDE, []).append(full)
             elif os.path.islink(full) and not os.path.exists(full):
-                skipped.setdefault("broken symbolic link (its target does not exist)", []).append(full)
+                skipped.setdefault(_broken_link(full), []).append(full)
             elif not os.path.isfile(full):
                 skipped.setdefault("not a regular file", []).append(full)
             else:
                 yield Path(full)
 
 
+def _broken_link(full: str) -> str:
+    """Why a symbolic link leads nowhere: a loop (a -> b -> a) or a missing target."""
+    import errno
+
+    try:
+        os.stat(full)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "symbolic link loop (it leads back to itself)"
+    return "broken symbolic link (its target does not exist)"
+
+
+def _is_dir(e: os.DirEntry) -> bool:
+    """`DirEntry.is_dir`, False for a link that leads nowhere (a loop raised ELOOP and stopped the
+    build; the walk lists such a link as skipped, with its reason)."""
+    try:
+        return e.is_dir()
+    except OSError:
+        return False
+
+
 def _subfolders(path: Path) -> list[str]:
     with os.scandir(path) as entries:
-        return sorted(e.name for e in entries if not e.name.startswith(".") and e.is_dir())
+        return sorted(e.name for e in entries if not e.name.startswith(".") and _is_dir(e))
 
 
 def _has_files(path: Path) -> bool:
