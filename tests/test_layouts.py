@@ -5,6 +5,7 @@ a split folder as a class label. Through open_source, and end to end through `em
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from embedstore.errors import SourceError
@@ -24,10 +25,20 @@ def make_split_folder(root: Path, splits=(("train", 4), ("val", 2), ("test", 2))
     return root
 
 
-def test_split_names_are_the_ones_heads_read():
-    """A folder read as a split must be a split the heads' split reader understands, as the same split."""
-    rank = {"train": 0, "val": 1, "test": 2}
-    assert {n: rank[{0: "train", 1: "val", 2: "test"}[c]] for n, c in _ALIASES.items()} == SPLIT_NAMES
+def test_kaggles_training_set_and_test_set_are_splits_that_heads_read_as_such(tmp_path):
+    """training_set/test_set/{cats,dogs} (Kaggle's cats and dogs) gave two classes, 'training_set' and
+    'test_set', without a word, and --layout splits refused it. They are the train and test splits,
+    read by the heads from the one list of split names."""
+    assert _ALIASES is SPLIT_NAMES  # one list: a folder read as a split is a split the heads understand
+    root = make_split_folder(tmp_path / "ds", splits=(("training_set", 4), ("test_set", 2)), classes=("cats", "dogs"))
+    src = open_source(root)
+    assert src.layout == "splits" and {i.split for i in src.items} == {"training_set", "test_set"}
+    assert {i.label for i in src.items} == {"cats", "dogs"}
+    from embedstore.heads.splits import TEST, TRAIN, assign_splits
+
+    codes, _ = assign_splits(np.array(["cats", "dogs"] * 2), np.array(["training_set", "training_set", "test_set", "test_set"]),
+                             0.0, 0.0, 0)
+    assert codes.tolist() == [TRAIN, TRAIN, TEST, TEST]
 
 
 def test_auto_reads_split_folders_as_splits_with_class_labels(tmp_path):

@@ -8,8 +8,7 @@ from ..errors import HeadError
 
 TRAIN, VAL, TEST, UNUSED = 0, 1, 2, -1
 SPLIT_NAMES = {TRAIN: "train", VAL: "val", TEST: "test"}
-_ALIASES = {"train": TRAIN, "training": TRAIN, "val": VAL, "valid": VAL, "validation": VAL, "dev": VAL,
-            "test": TEST, "testing": TEST, "holdout": TEST}
+from ..sources.items import SPLIT_NAMES as _ALIASES  # noqa: E402 - the one list of split names (ranks = the codes above)
 
 
 def _stratified(labels: np.ndarray, candidates: np.ndarray, fraction: float, rng, what: str) -> np.ndarray:

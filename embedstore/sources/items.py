@@ -6,10 +6,12 @@ import os
 from dataclasses import dataclass, field
 from urllib.parse import quote_from_bytes, unquote_to_bytes
 
-# Folder names read as a split, case-insensitive, by the rank they sort in (train, val, test). The
-# heads' split reader (heads/splits.py) takes the same names; tests/test_layouts.py keeps them in step.
-SPLIT_NAMES = {"train": 0, "training": 0, "val": 1, "valid": 1, "validation": 1, "dev": 1,
-               "test": 2, "testing": 2, "holdout": 2}
+# Folder names read as a split, case-insensitive, by the rank they sort in (train, val, test): the one
+# list, which the heads' split reader (heads/splits.py) takes too. *_set is Kaggle's naming
+# (training_set/test_set): read as class labels, it gave two "classes" without a word.
+SPLIT_NAMES = {"train": 0, "training": 0, "train_set": 0, "training_set": 0,
+               "val": 1, "valid": 1, "validation": 1, "dev": 1, "val_set": 1, "valid_set": 1, "validation_set": 1,
+               "test": 2, "testing": 2, "holdout": 2, "test_set": 2, "testing_set": 2}
 
 
 def is_split_name(name: str) -> bool:
