@@ -173,3 +173,16 @@ def test_manifest_rows_that_are_folders_urls_or_broken_links_say_so_and_keep_the
     assert "is a URL: a manifest lists local files" in items["https://example.com/a.jpg"].problem
     assert "file not found: broken.png (a broken symbolic link)" in items["broken.png"].problem
     assert (items[str(folder / "cat")].label, items["https://example.com/a.jpg"].label) == ("cat", "web")
+
+
+def test_a_nas_thumbnail_folder_is_not_a_class_nor_items(tmp_path):
+    """Synology keeps thumbnails in @eaDir beside the photos: they were embedded, at the top level as
+    a class "@eaDir". System folders are skipped and listed, as Thumbs.db is."""
+    root = make_image_folder(tmp_path / "p", classes=("cat", "dog"), per_class=2)
+    write_image(root / "@eaDir" / "x.jpg" / "SYNOPHOTO_THUMB_M.jpg", seed=1)
+    write_image(root / "cat" / "@eaDir" / "cat_000.jpg" / "SYNOPHOTO_THUMB_M.jpg", seed=2)
+    write_image(root / "__MACOSX" / "cat" / "x.jpg", seed=3)
+    src = open_source(root)
+    assert len(src) == 4 and sorted({i.label for i in src.items}) == ["cat", "dog"]
+    assert sorted(src.skipped["system folder (NAS thumbnails, archive metadata or a recycle bin)"]) == sorted(
+        str(p) for p in (root / "@eaDir", root / "cat" / "@eaDir", root / "__MACOSX"))

@@ -25,6 +25,9 @@ LAYOUTS = ("auto", "classes", "splits", "flat")
 
 # files operating systems drop into folders of pictures; never images (as macOS's .DS_Store, a hidden file)
 SYSTEM_FILES = frozenset({"thumbs.db", "ehthumbs.db", "ehthumbs_vista.db", "desktop.ini"})
+# folders a NAS or an OS adds beside photos (Synology's thumbnails, macOS archive metadata, Windows'
+# recycle bin): their images are not the user's items (Synology's were embedded as a class "@eaDir")
+SYSTEM_FOLDERS = frozenset({"@eadir", "__macosx", "$recycle.bin", "system volume information"})
 STORE_INSIDE = "file or folder of a store kept inside the source (its catalog and data folder, not items)"
 
 
@@ -44,7 +47,10 @@ def _walk_files(root: Path, skipped: dict[str, list[str]], keep_top=None):
         hidden_dirs = [d for d in dirnames if d.startswith(".")]
         for d in hidden_dirs:
             skipped.setdefault("hidden folder", []).append(os.path.join(dirpath, d))
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for d in [d for d in dirnames if d.lower() in SYSTEM_FOLDERS]:
+            skipped.setdefault("system folder (NAS thumbnails, archive metadata or a recycle bin)", []).append(
+                os.path.join(dirpath, d))
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d.lower() not in SYSTEM_FOLDERS)
         for d in list(dirnames):
             real = os.path.realpath(os.path.join(dirpath, d))
             if real in seen:
@@ -99,7 +105,8 @@ def _is_dir(e: os.DirEntry) -> bool:
 
 def _subfolders(path: Path) -> list[str]:
     with os.scandir(path) as entries:
-        return sorted(e.name for e in entries if not e.name.startswith(".") and _is_dir(e))
+        return sorted(e.name for e in entries if not e.name.startswith(".") and e.name.lower() not in SYSTEM_FOLDERS
+                      and _is_dir(e))
 
 
 def _has_files(path: Path) -> bool:
