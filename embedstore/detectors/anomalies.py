@@ -89,14 +89,13 @@ def _mask(n: int, idx: np.ndarray) -> np.ndarray:
 
 def _copies_in_fit(rows, fitted_idx: np.ndarray) -> tuple[int, int, str] | None:
     """(fit items that share their content with another fit item, distinct contents among them, an
-    example id), by the content keys heads use (evaluation/seen.py); None when there are none."""
-    from ..evaluation.seen import item_keys
-
-    if rows.shas is None or not len(fitted_idx):
+    example id), by the rows' content keys (SetRows.content_keys, as recommend's same_content); None
+    when there are none."""
+    if not len(fitted_idx) or rows.shas is None:
         return None
-    keys, valid = item_keys(np.asarray(rows.shas)[fitted_idx])
-    uniq, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
-    dup = valid & (counts[inverse] > 1)
+    keys = rows.content_keys()[0][fitted_idx]  # 0: no hash
+    _, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
+    dup = (keys != 0) & (counts[inverse] > 1)
     if not dup.any():
         return None
     return int(dup.sum()), len(np.unique(keys[dup])), str(rows.ids[int(fitted_idx[np.flatnonzero(dup)[0]])])

@@ -301,7 +301,7 @@ def finetune(store: str | Path, out: str | Path, head: str | Path | None = None,
         _train_and_save(report, net, trainable, dev, amp, train_ds, val_ds, test_ds, collate_fn, workers, recipe, out,
                         resume, progress, class_weights, rows, data, enc, prov, store, reembed, gone, stage)
     except BaseException as e:
-        hint = _after_failure(out, resume, store, report.encoder, e, stage["reembed"])
+        hint = _after_failure(out, resume, store, e, stage["reembed"])
         if hint and isinstance(e, EmbedstoreError):
             e.args = (f"{e}; {hint}",)
         elif hint and isinstance(e, Exception):  # a crash (a bug, say): its one line must still say what was kept
@@ -356,7 +356,7 @@ def _train_and_save(report: FinetuneReport, net, trainable, dev, amp, train_ds, 
     write_json_atomic(out / "report.json", report.to_dict(), indent=1, default=str)
 
 
-def _after_failure(out: Path, resume: bool, store, encoder_id: str, exc: BaseException, reembed_started: bool) -> str | None:
+def _after_failure(out: Path, resume: bool, store, exc: BaseException, reembed_started: bool) -> str | None:
     """What a run that failed after it began writing `out` leaves, so that the same command runs again:
     - a fresh run (not --resume) removes `out`, whatever it held (weights.safetensors, a report);
     - but a checkpoint it saved (a finished epoch) is kept, to continue with --resume: on Ctrl-C the
@@ -368,7 +368,7 @@ def _after_failure(out: Path, resume: bool, store, encoder_id: str, exc: BaseExc
       hint for the error message);
     - a --resume run leaves the folder as it found it plus its checkpoints: `--resume` runs again.
     """
-    if reembed_started and _store_has(store, encoder_id):
+    if reembed_started and _store_has(store, out):
         return (f"{out} keeps the fine-tuned encoder, since {store} already holds vectors made with it; re-run with --resume "
                 "to finish the re-embed and the report without training again")
     if resume:
@@ -389,13 +389,12 @@ def _after_failure(out: Path, resume: bool, store, encoder_id: str, exc: BaseExc
     return None
 
 
-def _store_has(store, encoder_id: str) -> bool:
-    from ..store import open_store
-
+def _store_has(store, out: Path) -> bool:
+    """Whether `store` holds vectors made by the encoder in `out` (`_sets_made_by`); True when the
+    store cannot be read now: keep the encoder rather than orphan its vectors."""
     try:
-        with open_store(store) as st:
-            return any(v.encoder == encoder_id for v in st.vector_sets())
-    except Exception:  # noqa: BLE001 - unreadable now: keep the encoder rather than orphan its vectors
+        return bool(_sets_made_by(store, out))
+    except Exception:  # noqa: BLE001
         return True
 
 

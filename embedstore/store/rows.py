@@ -299,8 +299,9 @@ class SetRows:
         X = np.stack([ds[int(p)] for p in positions]).astype(np.float32)
         return unit_rows(X) if self.unit else X
 
-    def _content_keys(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(content key per row, 0 without a hash; argsort of the keys; the sorted keys), made once."""
+    def content_keys(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(content key per row, 0 without a hash; argsort of the keys; the sorted keys), made once:
+        the content keys of evaluation/seen.py, for every row of the set."""
         from ..evaluation.seen import item_keys
 
         if self._content is None:
@@ -319,8 +320,8 @@ class SetRows:
         mine = positions if of is None else np.zeros(0, dtype=np.int64)
         if not len(positions):
             return mine
-        _, order, ordered = self._content_keys()
-        want = np.unique((of or self)._content_keys()[0][positions])
+        _, order, ordered = self.content_keys()
+        want = np.unique((of or self).content_keys()[0][positions])
         want = want[want != 0]
         if not len(want):
             return mine
