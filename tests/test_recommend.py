@@ -208,7 +208,7 @@ def test_bad_options_fail_before_work(tastes):
     for args, msg in ((["--like", "i0000", "--diversity", "1.5"], "--diversity"), (["--like", "i0000", "-k", "0"], "-k"),
                       (["--interactions", "x.csv"], "--out"), ([], "give one of"),
                       (["--like", "i0000", "--where", "colour=red"], "unknown filter key"),
-                      (["--like", "i0000", "--clusters", "0"], "--clusters")):
+                      (["--like", "i0000", "--clusters", "-1"], "--clusters")):
         r = embed("recommend", store, *args)
         assert r.exit_code == 2 and msg in r.output and len(r.output.strip().splitlines()) == 1, (args, r.output)
 
@@ -383,7 +383,7 @@ def test_report_shows_liked_thumbnails_next_to_recommended(photos, tmp_path):
 
 # ---- one answer through every door --------------------------------------------------------------
 @pytest.mark.parametrize("opts", [{}, {"diversity": 0.4}, {"where": "label=dog|owl", "diversity": 0.2},
-                                  {"dislike": "owl/owl_001.png"}])
+                                  {"dislike": "owl/owl_001.png"}, {"clusters": 0}, {"clusters": 2}])
 def test_parity_python_cli_and_server(photos, opts):
     from embedstore.recommend import recommend
     from embedstore.serve.server import open_api
@@ -391,7 +391,7 @@ def test_parity_python_cli_and_server(photos, opts):
     like = "cat/cat_000.jpg,dog/dog_001.png,dog/dog_002.jpg"
     py = ids_of(recommend(photos / "s.h5", like, k=6, **opts).hits)
     args = ["recommend", photos / "s.h5", "--like", like, "-k", "6", "--json"]
-    for key, flag in (("diversity", "--diversity"), ("where", "--where"), ("dislike", "--dislike")):
+    for key, flag in (("diversity", "--diversity"), ("where", "--where"), ("dislike", "--dislike"), ("clusters", "--clusters")):
         if key in opts:
             args += [flag, opts[key]]
     cli = embed(*args)

@@ -33,7 +33,7 @@ class Answer:
 class Recommender:
     """Recommendations from a `SearchIndex` (`index.rows` reads vectors by position).
 
-    clusters: None chooses per user (one mean profile unless the liked items split clearly);
+    clusters: None (or 0) chooses per user (one mean profile unless the liked items split clearly);
     1 forces one mean; n forces n clusters. dislike_weight: how much of the disliked mean is
     subtracted. diversity: MMR's trade-off (0: relevance only, 1: novelty only)."""
 

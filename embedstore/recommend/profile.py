@@ -67,7 +67,7 @@ def cluster_liked(L: np.ndarray, clusters: int | None = None, seed: int = 0) -> 
         lab = cluster_liked(L[pick], clusters, seed)
         C = unit(np.stack([L[pick][lab == g].mean(axis=0) for g in np.unique(lab)]))
         return np.argmax(L @ C.T, axis=1)
-    if clusters is not None:
+    if clusters:  # 0, like None, chooses (the server's and the CLI's "automatic")
         c = max(1, min(int(clusters), n))
         return np.zeros(n, int) if c == 1 else spherical_kmeans(L, c, seed)
     if n < 4:

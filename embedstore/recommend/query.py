@@ -45,8 +45,8 @@ def check_options(k: int, diversity: float, clusters: int | None, dislike_weight
         raise OptionError(f"-k must be at least 1, not {k}")
     if not 0.0 <= diversity <= 1.0:
         raise OptionError(f"--diversity must be between 0 (relevance only) and 1, not {diversity}")
-    if clusters is not None and clusters < 1:
-        raise OptionError(f"--clusters must be at least 1 (1: one mean profile), not {clusters}")
+    if clusters is not None and clusters < 0:
+        raise OptionError(f"--clusters must be 0 (chosen per user) or more (1: one mean profile), not {clusters}")
     if not 0.0 <= dislike_weight <= 1.0:
         raise OptionError(f"--dislike-weight must be between 0 and 1, not {dislike_weight}")
 
