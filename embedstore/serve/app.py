@@ -221,7 +221,10 @@ def make_app(api: Api, guard: Guard | None = None) -> Starlette:
     async def on_http(request, e: HTTPException):
         reason = {404: f"no such endpoint: {request.url.path}",
                   405: f"{request.method} is not allowed on {request.url.path}"}.get(e.status_code, str(e.detail))
-        return error(e.status_code, reason, dict(e.headers or {}))
+        headers = {k.lower(): v for k, v in (e.headers or {}).items()}
+        if e.status_code == 405 and "allow" in headers:  # the guard answers OPTIONS on every route
+            headers["allow"] = allow_header(set(headers["allow"].split(", ")) | {"OPTIONS"})
+        return error(e.status_code, reason, headers)
 
     async def on_crash(request, e: Exception):
         log.exception("internal error on %s %s", request.method, request.url.path)
@@ -310,9 +313,12 @@ class GuardMiddleware:
             if not allowed:
                 return await error(404, f"no such endpoint: {scope['path']}")(scope, receive, send)
             allowed.add("OPTIONS")
-        order = ["GET", "HEAD", "POST", "OPTIONS"]
-        allow = ", ".join(m for m in order if m in allowed)
-        await Response(b"", 204, headers={**SECURITY_HEADERS, "allow": allow})(scope, receive, send)
+        await Response(b"", 204, headers={**SECURITY_HEADERS, "allow": allow_header(allowed)})(scope, receive, send)
+
+
+def allow_header(methods: set[str]) -> str:
+    """One order for every Allow header (OPTIONS answers and 405s)."""
+    return ", ".join(m for m in ("GET", "HEAD", "POST", "OPTIONS") if m in methods)
 
 
 def _token_in(scope, headers: dict) -> str | None:
