@@ -728,3 +728,16 @@ def test_an_out_that_is_not_a_saved_head_is_never_told_to_pass_force(labelled, t
     assert embed("fit-head", "ridge", "--store", store, "--out", h, "-q").exit_code == 0
     r = embed("fit-head", "ridge", "--store", store, "--out", h, "-q")
     assert r.exit_code == 2 and f"{h} already exists; pass --force to replace it" in r.output, r.output
+
+
+def test_evaluate_on_a_store_of_other_labels_is_refused_not_scored_zero(tmp_path):
+    """Every item of a store labelled with classes the head never learnt is wrong by construction:
+    evaluate refuses in one line naming both label sets rather than printing 0.0000."""
+    tiny = ["--encoder", "test:tiny", "--precision", "fp32", "-q"]
+    assert embed("build", make_image_folder(tmp_path / "a", classes=CLASSES, per_class=6), "--store", tmp_path / "a.h5", *tiny).exit_code == 0
+    assert embed("fit-head", "logistic", "--store", tmp_path / "a.h5", "--out", tmp_path / "h", "-q").exit_code == 0
+    other = make_image_folder(tmp_path / "b", classes=("boat", "tree"), per_class=3, seed=4)
+    assert embed("build", other, "--store", tmp_path / "b.h5", "--like", tmp_path / "a.h5", "-q").exit_code == 0
+    r = embed("evaluate", tmp_path / "h", "--store", tmp_path / "b.h5")
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
+    assert "none of the 6 labelled items" in r.output and "store: boat, tree" in r.output and CLASSES[0] in r.output

@@ -286,6 +286,11 @@ def evaluate(head_path: str | Path, store: str | Path, split: str | None = None)
                             f"{', '.join(held) or 'none (built without split folders or a split column)'}")
         raise HeadError(f"store {store} has no labelled items to evaluate on; "
                         "build it from class subfolders or a manifest with a label column")
+    known = {str(c) for c in head.classes_}
+    given = sorted({str(x) for x in np.unique(rows.labels[mask])})
+    if not known.intersection(given):  # every item would be wrong by construction: 0.0000 says nothing about the head
+        raise HeadError(f"none of the {int(mask.sum())} labelled items of {store} has a label this head predicts "
+                        f"(head: {_some(sorted(known))}; store: {_some(given)}); evaluate it on a store labelled with its classes")
     seen = seen_mask(rows.shas, getattr(head, "seen_keys_", None)) & mask
     n_seen = int(seen.sum())
     only_seen = n_seen == int(mask.sum())
@@ -308,3 +313,7 @@ def evaluate(head_path: str | Path, store: str | Path, split: str | None = None)
     metrics = classification_metrics(y, p.astype(str), [str(c) for c in head.classes_], split=where)
     return {"head": str(head_path), "store": str(store), "vector_set": vs.name, **metrics, "split": split or "all",
             "seen_in_training": n_seen, "metrics_on": where, "notes": notes}
+
+
+def _some(names: list[str], n: int = 5) -> str:
+    return ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")
