@@ -28,6 +28,11 @@ def kinds_list(text: str | None) -> list[str] | None:
     return kinds or None
 
 
+def count(n: int, word: str, plural: str | None = None) -> str:
+    """'1 class', '2 classes', '0 items': a count with its noun in the right number."""
+    return f"{n} {word if n == 1 else plural or word + 's'}"
+
+
 def describe_layout(d: dict) -> str:
     """One line: which layout the source was read with, what it found, and from what."""
     if not d or not d.get("layout"):
@@ -38,8 +43,8 @@ def describe_layout(d: dict) -> str:
         found.append(f"{counts(d['split_counts'])} listed")
     if d["label_counts"]:
         labels = d["label_counts"]
-        found.append(f"{len(labels)} classes: {', '.join(list(labels)[:8])}{', ...' if len(labels) > 8 else ''}"
-                     if d["split_counts"] else f"{len(labels)} classes: {counts(labels)} listed")
+        found.append(f"{count(len(labels), 'class', 'classes')}: {', '.join(list(labels)[:8])}{', ...' if len(labels) > 8 else ''}"
+                     if d["split_counts"] else f"{count(len(labels), 'class', 'classes')}: {counts(labels)} listed")
     else:
         found.append("no labels")
     if d.get("metadata_columns"):
@@ -52,8 +57,8 @@ def describe_layout(d: dict) -> str:
 
 
 def print_report(r) -> None:
-    say(f"built {r.store}: {r.encoded} new vectors in set {r.vector_set} ({r.vectors_in_set} in total, {r.dtype})")
-    say(f"  source {r.source}: {r.items_in_source} items; unchanged {r.unchanged}; "
+    say(f"built {r.store}: {count(r.encoded, 'new vector')} in set {r.vector_set} ({r.vectors_in_set} in total, {r.dtype})")
+    say(f"  source {r.source}: {count(r.items_in_source, 'item')}; unchanged {r.unchanged}; "
         f"labels/splits/metadata updated {r.metadata_updated}; "
         + (f"moved {r.moved} (same id and content at a new path: the path is updated, nothing re-embedded); " if r.moved else "")
         + (f"reused {r.reused} (new ids with the bytes of items whose files are gone, e.g. moved to another folder: "
@@ -64,11 +69,11 @@ def print_report(r) -> None:
            if r.previously_quarantined else ""))
     if r.exclusions:
         x = r.exclusions
-        parts = [f"the list has {x['ids']} ids" + "".join(f", {k} {n}" for k, n in sorted(x["kinds"].items()))]
+        parts = [f"the list has {count(x['ids'], 'id')}" + "".join(f", {k} {n}" for k, n in sorted(x["kinds"].items()))]
         if x["ids_not_in_source"]:
             parts.append(f"{x['ids_not_in_source']} of them are not in the source")
         parts.append("items already in the store are kept as they are")
-        say(f"  {r.excluded} items left out by --exclude {x['path']} ({'; '.join(parts)})")
+        say(f"  {count(r.excluded, 'item')} left out by --exclude {x['path']} ({'; '.join(parts)})")
     layout_line = describe_layout(r.layout)
     if layout_line:
         say(f"  layout: {layout_line}")
@@ -105,7 +110,9 @@ def print_report(r) -> None:
         say(f"  note: {n}")
     for k, n in r.skipped.items():
         paths = r.skipped_paths.get(k, [])
-        say(f"  skipped {n} ({k})" + (f": {', '.join(one_line(p) for p in paths)}{', ...' if n > len(paths) else ''}" if paths else ""))
+        fix = r.skipped_fix.get(k)
+        say(f"  skipped {n} ({k})" + (f": {', '.join(one_line(p) for p in paths)}{', ...' if n > len(paths) else ''}" if paths else "")
+            + (f"; {fix}" if fix else ""))
     if r.truncated:
         say(f"  {r.truncated} text(s) were longer than the encoder's maximum length and were cut off")
     for q in r.quarantined_items[:10]:

@@ -251,7 +251,7 @@ def test_summary_separates_fixed_cost_from_per_item_throughput(image_folder, tmp
     write_image(image_folder / "cat" / "cat_new.jpg", seed=5)
     r = embed(*args)
     assert r.exit_code == 0, r.output
-    assert "1 new vectors" in r.output and "fixed cost: start-up" in r.output and "index and catalog" in r.output
+    assert "1 new vector in set" in r.output and "fixed cost: start-up" in r.output and "index and catalog" in r.output
     assert "loop " in r.output and "items/s overall" in r.output
 
 

@@ -11,7 +11,7 @@ import pytest
 from embedstore.errors import SourceError
 from embedstore.heads.splits import _ALIASES
 from embedstore.sources import open_source
-from embedstore.sources.folder import STORE_INSIDE
+from embedstore.sources.folder import LINKED_TWICE, STORE_INSIDE
 from embedstore.sources.items import SPLIT_NAMES
 
 from conftest import embed, make_image_folder, write_image
@@ -213,3 +213,84 @@ def test_a_store_kept_inside_its_source_folder_is_not_read_as_items(tmp_path):
     assert info["items"] == info["ok"] == 6 and info["quarantined"] == 0
     r = embed("build", photos, "--store", photos, "--encoder", "test:tiny")  # the folder itself as the store
     assert r.exit_code == 2 and f"e.g. {photos}.h5 for a new one" in r.stderr
+
+
+def test_loose_images_beside_one_subfolder_are_skipped_with_the_fix_and_one_class_is_said_as_such(tmp_path):
+    """A flat folder with one stray subfolder was read as a class layout: the skip line named the
+    loose images but not --layout flat, and the layout line said "1 classes"."""
+    root = tmp_path / "flat"
+    for i in range(3):
+        write_image(root / f"{i}.jpg", seed=i)
+    write_image(root / "misc" / "x.png", seed=9)
+    store = tmp_path / "s.h5"
+    r = embed("build", root, "--store", store, *TINY)
+    assert r.exit_code == 0, r.output
+    assert ("skipped 3 (top-level file outside any class folder): " + ", ".join(str(root / f"{i}.jpg") for i in range(3))
+            + "; the subfolder(s) made this a class layout; for a flat folder of images, pass --layout flat") in r.output
+    assert "layout: classes (1 class: misc 1 listed)" in r.output and "1 new vector in set" in r.output, r.output
+    d = json.loads(embed("build", root, "--store", tmp_path / "j.h5", *TINY, "--json").stdout)
+    assert "--layout flat" in d["skipped_fix"]["top-level file outside any class folder"]
+    r = embed("build", root, "--store", tmp_path / "f.h5", *TINY, "--layout", "flat")
+    assert r.exit_code == 0 and "4 new vectors" in r.output and "skipped" not in r.output, r.output
+
+
+def test_class_folders_holding_split_folders_give_both_label_and_split(tmp_path):
+    """<class>/train/... read the class and dropped the split: every item unsplit, the held-out images
+    mixed into training. Now the split comes from the folder inside the class folder."""
+    root = tmp_path / "ds"
+    for c in ("cat", "dog"):
+        make_image_folder(root / c, classes=("train",), per_class=3)
+        make_image_folder(root / c, classes=("test",), per_class=1, seed=5)
+    write_image(root / "cat" / "loose.jpg", seed=7)
+    for layout in ("auto", "classes"):
+        src = open_source(root, layout=layout)
+        assert src.layout == "classes" and src.has_splits and src.has_labels
+        assert sorted({(i.label, i.split) for i in src.items}) == [(c, s) for c in ("cat", "dog") for s in ("test", "train")]
+        assert src.describe_layout()["split_counts"] == {"train": 6, "test": 2}
+        assert src.skipped == {"file in a class folder outside any split folder": [str(root / "cat" / "loose.jpg")]}
+        assert "<class>/<split>/" in src.layout_from
+    with pytest.raises(SourceError, match=r"class folders hold split folders, e\.g\. cat/test"):
+        open_source(root, layout="splits")
+    r = embed("build", root, "--store", tmp_path / "s.h5", *TINY)
+    assert r.exit_code == 0 and "layout: classes (train 6, test 2 listed; 2 classes: cat, dog)" in r.output, r.output
+
+
+@pytest.mark.parametrize("odd", ["beside", "without"])
+def test_split_folders_in_only_some_class_folders_are_refused_in_one_line(tmp_path, odd):
+    root = tmp_path / "ds"
+    make_image_folder(root / "cat", classes=("train", "test"), per_class=2)
+    make_image_folder(root / "dog", classes=("train",) if odd == "without" else ("train", "puppies"), per_class=2)
+    if odd == "without":
+        make_image_folder(root, classes=("owl",), per_class=2)
+    with pytest.raises(SourceError) as e:
+        open_source(root)
+    msg = str(e.value)
+    assert "\n" not in msg and "expected every class folder to hold only split folders (<class>/<split>/...)" in msg
+    assert ("other folders beside them (dog/puppies)" if odd == "beside" else "class folders without them (owl)") in msg
+    r = embed("build", root, "--store", tmp_path / "s.h5", *TINY)
+    assert r.exit_code == 2 and "split and class cannot be told apart" in r.stderr
+    src = open_source(root, layout="classes")  # asked for: the labels alone, as the message offers
+    assert not src.has_splits and {i.split for i in src.items} == {None} and "dog" in {i.label for i in src.items}
+
+
+def test_a_symbolic_link_to_a_file_already_in_the_source_is_skipped_and_names_the_id_it_repeats(tmp_path):
+    """photos/dog/same.jpg -> ../cat/cat_000.jpg was embedded again under its own id: one file, two
+    items, two vectors. Each file is read once, whichever path sorts first; a link to a file outside
+    the source is read (once, however many links lead to it)."""
+    import os
+
+    photos = make_image_folder(tmp_path / "photos", classes=("cat", "dog"), per_class=2)
+    os.symlink("../cat/cat_000.jpg", photos / "dog" / "same.jpg")
+    os.symlink("cat_001.png", photos / "cat" / "a_first.png")  # sorts before its target
+    outside = write_image(tmp_path / "outside.png", seed=8)
+    os.symlink(outside, photos / "dog" / "out1.png")
+    os.symlink(outside, photos / "dog" / "out2.png")
+    src = open_source(photos)
+    ids = [i.id for i in src.items]
+    assert ids == ["cat/cat_000.jpg", "cat/cat_001.png", "dog/dog_000.jpg", "dog/dog_001.png", "dog/out1.png"]
+    assert src.skipped == {LINKED_TWICE: [f"{photos / 'cat' / 'a_first.png'} -> cat/cat_001.png",
+                                          f"{photos / 'dog' / 'out2.png'} -> dog/out1.png",
+                                          f"{photos / 'dog' / 'same.jpg'} -> cat/cat_000.jpg"]}  # in walk order
+    r = embed("build", photos, "--store", tmp_path / "s.h5", *TINY)
+    assert r.exit_code == 0 and "5 new vectors" in r.output, r.output
+    assert f"skipped 3 ({LINKED_TWICE}): {photos / 'cat' / 'a_first.png'} -> cat/cat_001.png" in r.output

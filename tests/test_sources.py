@@ -186,3 +186,24 @@ def test_a_nas_thumbnail_folder_is_not_a_class_nor_items(tmp_path):
     assert len(src) == 4 and sorted({i.label for i in src.items}) == ["cat", "dog"]
     assert sorted(src.skipped["system folder (NAS thumbnails, archive metadata or a recycle bin)"]) == sorted(
         str(p) for p in (root / "@eaDir", root / "cat" / "@eaDir", root / "__MACOSX"))
+
+
+def test_a_broken_link_in_a_queries_folder_is_listed_as_skipped_not_dropped(tmp_path, build_tiny):
+    """`embed search --queries DIR`: a symbolic link that leads nowhere was left out of the queries
+    without a word; it is now listed with the other queries that could not be used."""
+    import os
+
+    from embedstore.search.batch import search_batch
+    from embedstore.sources.queries import read_queries
+
+    photos = make_image_folder(tmp_path / "photos", classes=("cat",), per_class=4)
+    build_tiny(photos, tmp_path / "s.h5")
+    q = tmp_path / "q"
+    write_image(q / "a.png", seed=1)
+    os.symlink(tmp_path / "nowhere.png", q / "gone.png")
+    os.symlink("loop2.png", q / "loop1.png"), os.symlink("loop1.png", q / "loop2.png")
+    kind, items = read_queries(q)
+    assert kind == "image" and [n for n, _ in items] == ["a.png", "gone.png", "loop1.png", "loop2.png"]
+    r = search_batch(tmp_path / "s.h5", q, tmp_path / "hits.csv", k=2, progress=False)
+    assert r.queries == 1 and [s["query"] for s in r.skipped] == ["gone.png", "loop1.png", "loop2.png"]
+    assert str(q / "gone.png") in r.skipped[0]["reason"]

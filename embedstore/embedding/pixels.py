@@ -19,7 +19,8 @@ EXIF orientation is read from PIL's header (EXIF, or XMP where EXIF has none: wh
 APP1 segment, and its CUDA decoder ignores orientation altogether.
 
 A JPEG torchvision refuses goes to PIL, whose reason is the one a quarantined file gets (or whose
-pixels are used where PIL is the more lenient). JPEGs are 8-bit here: neither decoder reads 12-bit
+pixels are used where PIL is the more lenient). A build (`notes` given) also reads what libjpeg says
+of corrupt data it decodes anyway, which it would print on stderr, and notes the file (`_libjpeg_said`). JPEGs are 8-bit here: neither decoder reads 12-bit
 ones, and the header check quarantines them before either tries. 16-bit greyscale files (PNG,
 TIFF) reach the encoder at 8 bits, scaled by `sources.images.eight_bit` (PIL's conversion to RGB
 alone clips them to white); floating-point images are quarantined.
@@ -30,7 +31,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from ..encoders.config import Preprocess, batch_normalizer, build_transform, resize_steps
-from ..sources.images import DecodeError, decode_image, open_image
+from ..sources.images import CORRUPT_JPEG, DecodeError, decode_image, open_image
 
 DECODES = ("workers", "device")
 JPEG_MODES = ("RGB", "L")  # CMYK and YCCK JPEGs keep PIL's colour conversion
@@ -90,16 +91,28 @@ class Pixels:
         self._tensors = pp.antialias and pp.resize_mode != "squash" and pp.interpolation != "nearest"
         self._cpu = None
 
-    def __call__(self, data: bytes):
+    def __call__(self, data: bytes, notes: list | None = None):
         """One file's bytes -> tensor (3, input_size, input_size); raises DecodeError (its message
-        is the quarantine reason) for a file that is not a usable image."""
+        is the quarantine reason) for a file that is not a usable image. `notes` (a list) gets what
+        the decode hides from the encoder's input (`sources.images.IMAGE_NOTES`), as (kind, detail);
+        the tensor is the same either way."""
         orientation = self.jpeg_orientation(data)
         if orientation is not None:
-            x = self.decode_jpegs([data], "cpu")[0]
+            if notes is None:
+                x = self.decode_jpegs([data], "cpu")[0]
+            else:
+                x, said, refused = _libjpeg_said(data)
+                if said or refused:  # refused: PIL decodes it below, or quarantines it with its reason
+                    notes.append((CORRUPT_JPEG, "; ".join(filter(None, (
+                        said, refused and f"libjpeg refused it ({refused}); PIL decoded it leniently")))))
             if x is not None:
                 x = self._steps(orient(x, orientation))
                 return x if self._finish is None else self._finish(x)
-        return self._pil(decode_image(data, self.pp.exif_transpose))
+        elif notes is not None and data[:2] == b"\xff\xd8":  # a JPEG PIL decodes: libjpeg still judges its data
+            said = _libjpeg_said(data)[1]  # its warnings only: libjpeg may refuse what only PIL reads (CMYK)
+            if said:
+                notes.append((CORRUPT_JPEG, said))
+        return self._pil(decode_image(data, self.pp.exif_transpose, notes))
 
     def jpeg_orientation(self, data: bytes) -> int | None:
         """For a file torchvision decodes here (a JPEG of RGB or grey pixels), the EXIF orientation
@@ -148,7 +161,7 @@ class Pixels:
         return list(out) if out is not None else [self._decode_jpeg(d, device) for d in data]
 
     @staticmethod
-    def _decode_jpeg(data, device):
+    def _decode_jpeg(data, device, raise_: bool = False):
         """torchvision's JPEG decoder (libjpeg-turbo, or nvJPEG on CUDA); None when it refuses.
 
         torchvision 0.29 marks its image decoders deprecated in favour of TorchCodec's (0.16+). They
@@ -164,6 +177,8 @@ class Pixels:
                 warnings.simplefilter("ignore", DeprecationWarning)
                 return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
         except RuntimeError:
+            if raise_:
+                raise
             return None
 
     def batch_on_device(self, parts: list, device):
@@ -191,3 +206,52 @@ class Pixels:
                 failed[i] = str(e)
         kept = [out[i] for i in range(len(parts)) if i in out]
         return (self._finish(torch.stack(kept)) if kept else None), failed, on_cpu
+
+
+# What libjpeg says of corrupt data that it decodes anyway ("Corrupt JPEG data: 12 extraneous bytes
+# before marker 0xd9", "Premature end of JPEG file"): its default error manager, which torchvision
+# keeps, prints the first warning of a decode to the process's stderr, and neither torchvision nor
+# Pillow (whose error manager drops warnings: python-pillow/Pillow#9106) tells the caller.
+CORRUPT_SAID = ("Corrupt JPEG data", "Premature end of JPEG file")
+_STDERR_COPY = None  # (pid, a temporary file that stderr points at during a checked decode), one per process
+
+
+def _libjpeg_said(data: bytes):
+    """(pixels as torchvision's CPU decoder gives them, or None when it refuses; libjpeg's warnings
+    of corrupt data, joined; its error when it refused, or ""). The warnings are read by pointing
+    file descriptor 2 at a temporary file for the decode; anything else written there meanwhile
+    (libjpeg's other warnings, another thread's output) is passed on to stderr."""
+    import os
+    import sys
+    import tempfile
+
+    global _STDERR_COPY
+    if _STDERR_COPY is None or _STDERR_COPY[0] != os.getpid():  # not one a forked decode worker shares
+        _STDERR_COPY = (os.getpid(), tempfile.TemporaryFile())
+    tmp = _STDERR_COPY[1]
+    tmp.seek(0)
+    tmp.truncate()
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (AttributeError, OSError, ValueError):  # no stderr to point elsewhere: libjpeg's words are lost
+        saved = None
+    refused = ""
+    try:
+        if saved is not None:
+            os.dup2(tmp.fileno(), 2)
+        try:
+            x = Pixels._decode_jpeg(as_tensor(data), "cpu", raise_=True)
+        except RuntimeError as e:
+            x, refused = None, (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+    finally:
+        if saved is not None:
+            os.dup2(saved, 2)
+            os.close(saved)
+    tmp.seek(0)
+    said, other = [], []
+    for line in tmp.read().decode("utf-8", "replace").splitlines(keepends=True):
+        (said if line.startswith(CORRUPT_SAID) else other).append(line)
+    if other:
+        os.write(2, "".join(other).encode())
+    return x, "; ".join(dict.fromkeys(line.strip() for line in said))[:300], refused

@@ -18,6 +18,7 @@ class Loaded:
     reason: str | None = None  # set when the item is quarantined
     unchanged: bool = False  # same bytes as the vector already stored
     copy_of: str = ""  # the id of a stored item whose file is gone and whose bytes these are: its vector is copied
+    notes: tuple = ()  # (kind, detail) pairs the decode gave (sources.images.IMAGE_NOTES): said in the build summary
 
 
 class ItemDataset:
@@ -38,14 +39,19 @@ class ItemDataset:
         task = self.tasks[i]
         if task.item.problem:  # a bad manifest row: quarantined with its reason, never read
             return Loaded(i, "", task.item.problem), None
-        sha, reason, unchanged, x = load_image(task.item.uri, task.known_sha, self.pixels, self.jpegs_to_device, self.reuse)
+        notes: list = []
+        sha, reason, unchanged, x = load_image(task.item.uri, task.known_sha, self.pixels, self.jpegs_to_device, self.reuse,
+                                               notes)
         if x is None and not reason and not unchanged:  # bytes a gone item had (load_image)
             return Loaded(i, sha, copy_of=self.reuse[sha]), None
-        return Loaded(i, sha, reason, unchanged), x
+        return Loaded(i, sha, reason, unchanged, notes=tuple(notes)), x
 
 
-def load_image(uri: str, known_sha: str | None, pixels, jpegs_to_device: bool = False, reuse=None):
+def load_image(uri: str, known_sha: str | None, pixels, jpegs_to_device: bool = False, reuse=None,
+               notes: list | None = None):
     """(sha256, quarantine reason, unchanged, pixels) for one file; never raises for a bad file.
+    `notes` (a list) gets what the decode hides from the encoder (`Pixels.__call__`); a JPEG left
+    to the device is not checked for corrupt data (nvJPEG does not say).
     `unchanged` means the bytes hash to `known_sha` (the stored vector's), so nothing is decoded.
     Bytes that `reuse` (sha256 -> id) holds are not decoded either: no reason, not unchanged, no
     pixels (the caller copies that id's vector). With `jpegs_to_device`, a JPEG the encoder's device
@@ -61,7 +67,7 @@ def load_image(uri: str, known_sha: str | None, pixels, jpegs_to_device: bool = 
         return sha, None, False, None
     try:
         left = pixels.for_device(data) if jpegs_to_device else None
-        return sha, None, False, left if left is not None else pixels(data)
+        return sha, None, False, left if left is not None else pixels(data, notes)
     except DecodeError as e:
         return sha, str(e), False, None
     except Exception as e:  # noqa: BLE001 - a file that breaks preprocessing is quarantined, not fatal

@@ -149,6 +149,7 @@ class Cluster:
         import ray.data
 
         from ..progress import progress_bar
+        from .notes import merge_image_notes
 
         if not todo:
             return
@@ -188,6 +189,7 @@ class Cluster:
                 report.quarantined += len(q)
                 report.quarantined_items.extend(q)
                 report.truncated += int(out["truncated"])
+                merge_image_notes(report.image_notes, json.loads(out["image_notes"]))
                 report.read_s += float(out["read_s"])
                 report.encode_s += float(out["encode_s"])
                 report.write_s += float(out["write_s"])

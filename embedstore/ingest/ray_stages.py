@@ -18,7 +18,7 @@ from .runner import outcome
 
 FAULT_ENV = "EMBEDSTORE_RAY_FAULT"  # "<stage>:<marker file>": SIGKILL one worker once (tests)
 PASS_COLUMNS = ("k", "id", "uri", "label", "split", "text", "meta", "size", "mtime_ns", "relabelled", "sha", "reason",
-                "unchanged")
+                "unchanged", "notes")
 
 _PIXELS: dict = {}
 
@@ -32,6 +32,7 @@ def decode_batch(batch: dict, preprocess) -> dict:
     t0 = time.perf_counter()
     n = len(batch["k"])
     sha, reason, unchanged, ok = [""] * n, [""] * n, np.zeros(n, bool), np.zeros(n, bool)
+    notes = [""] * n  # what the decode found (loader.Loaded.notes), as JSON
     out = {c: batch[c] for c in ("k", "id", "uri", "label", "split", "text", "meta", "size", "mtime_ns", "relabelled")}
     if preprocess is None:
         for i in range(n):
@@ -45,12 +46,14 @@ def decode_batch(batch: dict, preprocess) -> dict:
         size = preprocess.input_size
         pixels = np.zeros((n, 3, size, size), np.uint8)  # the actor scales and normalises whole batches
         for i in range(n):
-            s, r, u, x = load_image(batch["uri"][i], batch["known"][i] or None, decode)
-            sha[i], reason[i], unchanged[i] = s, r or "", u
+            found: list = []
+            s, r, u, x = load_image(batch["uri"][i], batch["known"][i] or None, decode, notes=found)
+            sha[i], reason[i], unchanged[i], notes[i] = s, r or "", u, json.dumps(found) if found else ""
             if x is not None:
                 pixels[i], ok[i] = x.numpy(), True
         out["pixels"] = pixels
     out.update(sha=np.array(sha, dtype=object), reason=np.array(reason, dtype=object), unchanged=unchanged, ok=ok,
+               notes=np.array(notes, dtype=object),
                read_s=np.full(n, (time.perf_counter() - t0) / max(1, n)))
     return out
 
@@ -100,7 +103,9 @@ def write_batch(batch: dict, shard_dir: str, set_name: str, set_attrs: dict, dty
     """Ray task: commit one shard (temp file, fsync, rename) named by its first plan position."""
     t0 = time.perf_counter()
     order = np.argsort(batch["k"], kind="stable")
-    items, vec_ids, vec_sha, keep, quarantined = ItemRows(), [], [], [], []
+    from .notes import add_image_notes
+
+    items, vec_ids, vec_sha, keep, quarantined, found = ItemRows(), [], [], [], [], {}
     encoded = unchanged = relabelled = 0
     for i in order:
         row = {c: batch[c][i] for c in ("id", "uri", "label", "split", "text", "meta", "size", "mtime_ns")}
@@ -117,6 +122,8 @@ def write_batch(batch: dict, shard_dir: str, set_name: str, set_attrs: dict, dty
             keep.append(i)
             vec_ids.append(str(row["id"]))
             vec_sha.append(str(batch["sha"][i]))
+            if "notes" in batch and batch["notes"][i]:
+                add_image_notes(found, str(row["id"]), json.loads(batch["notes"][i]))
     vecs = np.asarray(batch["vector"][keep], dtype=dtype).reshape(len(keep), batch["vector"].shape[1])
     n = len(order)
     attrs = commit_attrs(set_name, set_attrs, str(batch["device"][0]), str(batch["precision"][0]), n)
@@ -124,7 +131,7 @@ def write_batch(batch: dict, shard_dir: str, set_name: str, set_attrs: dict, dty
     write_shard(Path(shard_dir), items, vec_ids, vec_sha, vecs, attrs, name=name)
     _maybe_die(fault, "write", 1)
     return {"shard": [name], "rows": [n], "encoded": [encoded], "unchanged": [unchanged], "metadata_updated": [relabelled],
-            "quarantined": [json.dumps(quarantined)], "truncated": [int(batch["truncated"].sum())],
+            "quarantined": [json.dumps(quarantined)], "image_notes": [json.dumps(found)], "truncated": [int(batch["truncated"].sum())],
             "read_s": [float(batch["read_s"].sum())], "encode_s": [float(batch["encode_s"].sum())],
             "write_s": [time.perf_counter() - t0], "precision": [str(batch["precision"][0])]}
 

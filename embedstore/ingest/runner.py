@@ -15,6 +15,7 @@ import numpy as np
 from ..errors import BuildError, StoreError
 from ..progress import progress_bar
 from ..sources import open_source
+from ..sources.folder import SKIP_FIXES
 from ..store import open_store
 from ..store.schema import SCHEMA_VERSION, STATUS_OK, STATUS_QUARANTINED
 from ..embedding.accel import ACCELS
@@ -24,6 +25,7 @@ from ..embedding.service import BUILD_PRECISION, DTYPES, NORMALIZE, EmbeddingSer
 from ..memory import release_freed_memory
 from .loader import ADAPT_SECONDS, CPU_BATCH_SIZE, GPU_BATCH_SIZE, Feed, cpu_split
 from ..settings import env_number
+from .notes import add_image_notes, image_note_lines
 from .plan import make_plan
 from .writer import ShardWriter
 
@@ -58,6 +60,7 @@ class BuildReport:
     previously_quarantined: int = 0
     skipped: dict = field(default_factory=dict)
     skipped_paths: dict = field(default_factory=dict)  # reason -> the first paths skipped for it (up to 5)
+    skipped_fix: dict = field(default_factory=dict)  # reason -> what to do about it, where there is advice (folder.SKIP_FIXES)
     quarantined_items: list = field(default_factory=list)
     catalog_rewritten: bool = True  # False: the catalog was already up to date, or the build's rows were appended to it
     catalog_appended: bool = False  # the build ended by appending its rows to the catalog (store/segments.py)
@@ -87,6 +90,9 @@ class BuildReport:
     cluster: dict = field(default_factory=dict)  # --engine ray: address, nodes, CPUs, GPUs, actors
     layout: dict = field(default_factory=dict)  # how the source was read (Source.describe_layout)
     notes: list = field(default_factory=list)  # decisions the user should know of (e.g. preprocessing for small images)
+    # what decoding found in the images embedded (ingest/notes.py): kind -> {"count", "examples": [{"id", "detail"}]};
+    # said in `notes` too, one line a kind
+    image_notes: dict = field(default_factory=dict)
     excluded: int = 0  # source items left out because their id is on the --exclude list
     exclusions: dict = field(default_factory=dict)  # the --exclude list: path, ids, kinds, ids not in the source
     decode: str = "workers"  # where images were decoded: workers | device (JPEGs on the encoder's device)
@@ -332,7 +338,8 @@ def build(
                              device=str(dev), precision=prec, precision_reason=prec_reason, dtype=dtype,
                              batch_size=batch_size, workers=workers, encoder_threads=threads, items_in_source=items_in_source,
                              skipped={k: len(v) for k, v in src.skipped.items()},
-                             skipped_paths={k: [str(p) for p in v[:5]] for k, v in src.skipped.items()}, engine=engine,
+                             skipped_paths={k: [str(p) for p in v[:5]] for k, v in src.skipped.items()},
+                             skipped_fix={k: SKIP_FIXES[k] for k in src.skipped if k in SKIP_FIXES}, engine=engine,
                              cluster=cluster.describe() if cluster else {}, layout=layout_found,
                              notes=notes, excluded=excluded_info.get("left_out", 0), exclusions=excluded_info)
         with open_store(store, mode="a", create=True) as st:
@@ -387,6 +394,7 @@ def build(
                                         "image(s) on the CPU")
             t_finish = time.perf_counter()
             report.loop_s = t_finish - t_loop
+            report.notes.extend(image_note_lines(report.image_notes))
             if cluster is None:
                 report.decode_wait_share = report.read_s / report.loop_s if report.loop_s > 0 else 0.0
                 report.load_average = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
@@ -664,6 +672,8 @@ def _sort_batch(tasks, batch, vecs, dtype: str, report: BuildReport, copies: lis
             vec_rows.append(row)
             keep.append(pos_of[k])
             report.encoded += 1
+            if ld.notes:
+                add_image_notes(report.image_notes, task.item.id, ld.notes)
         else:
             report.quarantined += 1
             report.quarantined_items.append({"id": task.item.id, "uri": task.item.uri, "reason": reason})

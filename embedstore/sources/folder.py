@@ -6,6 +6,15 @@
   unlabelled items of that split;
 - flat:    every file under `root`, no labels.
 
+A classes layout whose class folders each hold split folders (`root/<class>/<split>/...`, as some
+datasets ship) is read with both: the label from the class folder, the split from the one inside it;
+class folders that mix split folders with others, or only some of which hold split folders, are
+refused by `auto` (split and class cannot be told apart); `classes` then reads the labels only.
+
+Each file is read once: a symbolic link to a file the source already holds (the file itself, or an
+earlier link to the same file outside it) is skipped and listed as "link -> the id it duplicates",
+as a second link to a folder already read is.
+
 `auto` picks one from the top level: no subfolders -> flat; every subfolder a split name -> splits;
 no split names -> classes; split names mixed with other names -> an error, because a split folder
 read as a class label silently trains a "train vs val" classifier. Item ids are paths relative to
@@ -29,6 +38,10 @@ SYSTEM_FILES = frozenset({"thumbs.db", "ehthumbs.db", "ehthumbs_vista.db", "desk
 # recycle bin): their images are not the user's items (Synology's were embedded as a class "@eaDir")
 SYSTEM_FOLDERS = frozenset({"@eadir", "__macosx", "$recycle.bin", "system volume information"})
 STORE_INSIDE = "file or folder of a store kept inside the source (its catalog and data folder, not items)"
+OUTSIDE_CLASS = "top-level file outside any class folder"
+LINKED_TWICE = "symbolic link to a file the source already holds (each file is embedded once, under the id shown)"
+# what to do about a skip, said beside it in the build summary (sources.open_source's callers)
+SKIP_FIXES = {OUTSIDE_CLASS: "the subfolder(s) made this a class layout; for a flat folder of images, pass --layout flat"}
 
 
 def _is_store_folder(dirpath: str, name: str) -> bool:
@@ -38,12 +51,17 @@ def _is_store_folder(dirpath: str, name: str) -> bool:
             and os.path.isdir(os.path.join(dirpath, name, "shards")))
 
 
-def _walk_files(root: Path, skipped: dict[str, list[str]], keep_top=None):
+def _walk_files(root: Path, skipped: dict[str, list[str]], keep_top=None, links: list | None = None,
+                dirs: dict | None = None):
     """Every non-hidden regular file under `root`, sorted; `keep_top(name)` prunes top-level folders.
     A symlinked folder is read like any other (`photos/cat -> /data/cats`), each real folder once: a
-    link back up the tree, or a second link to a folder already read, is skipped and said."""
+    link back up the tree, or a second link to a folder already read, is skipped and said.
+    `links` gets (path, real path) of each symbolic link to a file that is yielded, `dirs` each
+    folder read, real path -> the path it was read by (`_linked_twice` looks them up)."""
     seen = {os.path.realpath(root)}
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        if dirs is not None:
+            dirs[os.path.realpath(dirpath)] = dirpath
         hidden_dirs = [d for d in dirnames if d.startswith(".")]
         for d in hidden_dirs:
             skipped.setdefault("hidden folder", []).append(os.path.join(dirpath, d))
@@ -79,7 +97,30 @@ def _walk_files(root: Path, skipped: dict[str, list[str]], keep_top=None):
             elif not os.path.isfile(full):
                 skipped.setdefault("not a regular file", []).append(full)
             else:
+                if links is not None and os.path.islink(full):
+                    links.append((full, os.path.realpath(full)))
                 yield Path(full)
+
+
+def _linked_twice(root: Path, links: list, dirs: dict, ids: set) -> dict[str, tuple[str, str]]:
+    """{link's id: (link's path, the id it duplicates)} for the symbolic links among the listed
+    files (`ids`) that lead to a file listed by another id: the file itself where the walk read its
+    folder, else the first link to it."""
+    first: dict[str, str] = {}  # real path -> id of the first link to it
+    out = {}
+    for full, real in links:
+        rel = shown(Path(full).relative_to(root).as_posix())
+        if rel not in ids:
+            continue
+        folder = dirs.get(os.path.dirname(real))
+        own = shown(Path(folder, os.path.basename(real)).relative_to(root).as_posix()) if folder is not None else None
+        if own is not None and own != rel and own in ids and not os.path.islink(os.path.join(folder, os.path.basename(real))):
+            out[rel] = (full, own)
+        elif real in first:
+            out[rel] = (full, first[real])
+        else:
+            first[real] = rel
+    return out
 
 
 def _broken_link(full: str) -> str:
@@ -137,8 +178,11 @@ def choose_layout(root: Path, top: list[str], asked: str) -> str:
                 f"folder as a class label, or --layout splits to read only {_names(splits)} (the others are skipped)")
         return "splits" if splits else "classes"
     if asked == "splits" and not splits:
+        inside = [f"{c}/{d}" for c in top[:50] for d in _subfolders(root / c) if is_split_name(d)]
+        hint = (f" (its class folders hold split folders, e.g. {inside[0]}: --layout auto reads <class>/<split>/... "
+                "with both)" if inside else "")
         raise SourceError(
-            f"--layout splits: source folder {root} has no split folder at its top level (found: {_names(top)}); "
+            f"--layout splits: source folder {root} has no split folder at its top level (found: {_names(top)}){hint}; "
             "expected train, val (or valid/validation/dev), test; use --layout classes for one folder per class, "
             "or --layout flat for no labels")
     return asked
@@ -162,17 +206,25 @@ def list_folder(root: Path, labels: bool = True, layout: str = "auto") -> Source
         elif not _is_store_folder(str(root), d):
             skipped.setdefault("empty folder (no files under it)", []).append(str(root / d))
     read = choose_layout(root, top, layout)
+    nested = read == "classes" and _class_splits(root, top, refuse=layout == "auto")  # root/<class>/<split>/...
     split_has_classes: dict[str, bool] = {}
     items = ItemTable()
-    for f in _walk_files(root, skipped, keep_top=is_split_name if read == "splits" else None):
+    links: list[tuple[str, str]] = []
+    dirs: dict[str, str] = {}
+    for f in _walk_files(root, skipped, is_split_name if read == "splits" else None, links, dirs):
         rel = shown(f.relative_to(root).as_posix())  # ids and labels: undecodable name bytes shown as \xNN
         parts = rel.split("/")
         label = split = None
         if read == "classes":
             if len(parts) < 2:
-                skipped.setdefault("top-level file outside any class folder", []).append(str(f))
+                skipped.setdefault(OUTSIDE_CLASS, []).append(str(f))
                 continue
             label = parts[0]
+            if nested:
+                if len(parts) < 3 or not is_split_name(parts[1]):
+                    skipped.setdefault("file in a class folder outside any split folder", []).append(str(f))
+                    continue
+                split = parts[1]
         elif read == "splits":
             if len(parts) < 2:
                 skipped.setdefault("top-level file outside any split folder", []).append(str(f))
@@ -186,14 +238,48 @@ def list_folder(root: Path, labels: bool = True, layout: str = "auto") -> Source
                 skipped.setdefault("file in a split folder outside any class folder", []).append(str(f))
                 continue
         items.append(Item(id=rel, uri=stored_uri(str(f)), label=label, split=split))
+    if links:  # rare: the ids are gathered only when the source has symbolic links to files
+        twice = _linked_twice(root, links, dirs, set(items.column("id")))
+        if twice:
+            items = items.where(lambda it: it.id not in twice)
+            skipped.setdefault(LINKED_TWICE, []).extend(f"{full} -> {own}" for full, own in twice.values())
     if not items:
         extra = ""
         if skipped:
             extra = "; skipped: " + ", ".join(f"{len(v)} {k}" for k, v in skipped.items())
-            if read == "classes" and "top-level file outside any class folder" in skipped:
+            if read == "classes" and OUTSIDE_CLASS in skipped:
                 extra += " (for a flat folder without class subfolders, pass --layout flat)"
         raise SourceError(f"source folder {root} has no files to embed{extra}")
     how = "--layout auto" if layout == "auto" else f"--layout {layout}" if labels else "--no-labels"
     why = f"folder names ({how})" if read != "flat" else "no subfolders (--layout auto)" if layout == "auto" else how
-    return Source(path=str(root), kind="folder", items=items, skipped=skipped,
-                  has_labels=any(it.label for it in items), has_splits=read == "splits", layout=read, layout_from=why)
+    if nested:
+        why = f"folder names: class folders holding split folders, <class>/<split>/... ({how})"
+    return Source(path=str(root), kind="folder", items=items, skipped=skipped, has_labels=any(it.label for it in items),
+                  has_splits=read == "splits" or nested, layout=read, layout_from=why)
+
+
+def _class_splits(root: Path, classes: list[str], refuse: bool = True) -> bool:
+    """Whether the class folders hold split folders (`root/<class>/<split>/...`): True when every
+    one holds only split folders, False when none holds any; else refused (`refuse`: --layout auto),
+    as a top level that mixes split and class folders is (a split folder read as part of a class
+    gives items without splits), or False (--layout classes: the class labels only, as asked)."""
+    inside = {c: _subfolders(root / c) for c in classes}
+    if not any(is_split_name(d) for c in classes for d in inside[c]):
+        return False
+    inside = {c: [d for d in ds if _has_files(root / c / d)] for c, ds in inside.items()}  # empty ones lay out nothing
+    holding = [c for c in classes if any(is_split_name(d) for d in inside[c])]
+    if not holding:
+        return False
+    mixed = [f"{c}/{d}" for c in holding for d in inside[c] if not is_split_name(d)]
+    without = [c for c in classes if c not in holding]
+    if (mixed or without) and not refuse:
+        return False
+    if mixed or without:
+        found = f"{_names([f'{c}/{d}' for c in holding for d in inside[c] if is_split_name(d)])}"
+        odd = f"other folders beside them ({_names(mixed)})" if mixed else f"class folders without them ({_names(without)})"
+        raise SourceError(
+            f"source folder {root} has split folders inside class folders ({found}) and {odd}, so split and class "
+            "cannot be told apart; expected every class folder to hold only split folders (<class>/<split>/...), or "
+            "the usual <split>/<class>/...; move the files into one of those layouts, list them in a CSV manifest "
+            "with path, label and split columns, or pass --layout classes to read the class labels only (no splits)")
+    return True

@@ -65,17 +65,87 @@ def open_image(data: bytes) -> Image.Image:
     return img
 
 
-def decode_image(data: bytes, exif_transpose: bool = True) -> Image.Image:
-    """Decode fully (so truncation is caught here), bring to 8 bits (`eight_bit`) and convert to RGB."""
+def decode_image(data: bytes, exif_transpose: bool = True, notes: list | None = None) -> Image.Image:
+    """Decode fully (so truncation is caught here), bring to 8 bits (`eight_bit`) and convert to RGB.
+    `notes` (a list) gets a (kind, detail) pair for each thing about the file that the encoder's
+    input hides (`IMAGE_NOTES`): transparency, a first frame of several, values that fill little of
+    a 16-bit range. The pixels are the same with or without it."""
     img = open_image(data)
     with _reasons():
+        if notes is not None:
+            frames = _frames(img, data)
+            if frames > 1 and img.format != "MPO":  # MPO: a camera's photo with its previews or depth map
+                notes.append((FRAMES, f"{img.format}, first of {frames} frames"))
+            # 16 bits a sample: PIL's rawmode says so before the load (I;16B, RGB;16B) and forgets it after
+            wide = img.mode.startswith("I;16") or img.mode == "I" or any(";16" in str(t[3]) for t in img.tile if len(t) > 3)
         img.load()
+        if notes is not None and wide:
+            _note_low_range(img, notes)
         if exif_transpose:
             img = ImageOps.exif_transpose(img)
         img = eight_bit(img)
         if img.mode != "RGB":
-            img = img.convert("RGBA").convert("RGB") if "transparency" in img.info or img.mode in ("P", "LA") else img.convert("RGB")
+            if "transparency" in img.info or img.mode in ("P", "LA"):
+                img = img.convert("RGBA")
+            if notes is not None and "A" in img.getbands():
+                _note_transparency(img, notes)
+            img = img.convert("RGB")  # the hidden colour under transparent pixels, as torchvision/timm/open_clip read it
     return img
+
+
+# Kinds of note a decode gives (decode_image's `notes`), with what each means for the vectors: the
+# build summary says them with their counts and ids (ingest/notes.py).
+TRANSPARENCY, LOW_RANGE, FRAMES, CORRUPT_JPEG = "transparency", "low bit range", "frames", "corrupt JPEG data"
+IMAGE_NOTES = {  # kind -> (which images, what it means for their vectors)
+    TRANSPARENCY: ("with transparent pixels",
+                   "embedded from the colour stored under the transparent pixels (PIL's convert('RGB'), as torchvision, "
+                   "timm and open_clip pipelines read them), not from what a viewer shows, so cut-outs that look alike "
+                   "can get distant vectors; flatten them onto a background before the build if the visible picture "
+                   "is what should count"),
+    LOW_RANGE: ("of 16 bits whose values fill under an eighth of that range",
+                "e.g. 12-bit sensor data in a 16-bit file: brought to 8 bits by their high byte, they reached the "
+                "encoder nearly black; rescale them to the full range (or save them as 8-bit) and build again"),
+    FRAMES: ("with several frames or pages (animated GIF/PNG/WebP, multi-page TIFF)",
+             "only the first frame was embedded; save each frame as its own file to embed it"),
+    CORRUPT_JPEG: ("with corrupt JPEG data",
+                   "libjpeg decoded them with a warning (or refused them and PIL decoded them leniently): they are "
+                   "stored, but part of the picture may be grey or garbled; look at them, and re-export or remove them"),
+}
+LOW_RANGE_BITS = 13  # a 16-bit image whose brightest value needs fewer bits than this: under 32 of 255 once 8-bit
+
+
+def _frames(img: Image.Image, data: bytes) -> int:
+    """How many frames or pages an image has; 1 when they cannot be counted. Counted on a second
+    opening of the bytes (PIL walks the frames' headers): the image decoded is left at its first
+    frame, untouched, and a damaged later frame is no reason to refuse the first."""
+    if getattr(type(img), "n_frames", None) is None:
+        return 1
+    try:
+        with Image.open(io.BytesIO(data)) as other:
+            return int(other.n_frames)
+    except Exception:  # noqa: BLE001 - see above
+        return 1
+
+
+def _note_low_range(img: Image.Image, notes: list) -> None:
+    """A 16-bit image (read as I;16 or I, or an RGB PNG PIL brought to 8 bits by its high byte)
+    whose brightest value fits in fewer than LOW_RANGE_BITS bits."""
+    ext = img.getextrema()
+    hi = max(e[1] for e in ext) if isinstance(ext[0], tuple) else ext[1]
+    about = not img.mode.startswith("I")
+    if about:  # PIL kept the high byte: the 16-bit value lies within it
+        hi = (int(hi) << 8) | 0xFF
+    if 0 <= hi < (1 << LOW_RANGE_BITS):
+        notes.append((LOW_RANGE, f"brightest value {'at most ' if about else ''}{hi} of 65535, "
+                                 f"{max(1, int(hi).bit_length())} of 16 bits used"))
+
+
+def _note_transparency(img: Image.Image, notes: list) -> None:
+    """An image with an alpha channel, some of it below opaque."""
+    hist = img.getchannel("A").histogram()
+    clear = 1 - hist[255] / max(1, sum(hist))
+    if clear > 0:
+        notes.append((TRANSPARENCY, f"{clear:.0%} of pixels transparent" if clear >= 0.005 else "under 1% of pixels transparent"))
 
 
 def thumbnail(img: Image.Image, size: int, **kw) -> Image.Image:

@@ -17,7 +17,10 @@ def read_queries(path: str | Path) -> tuple[str, list[tuple[str, object]]]:
     if not p.exists():
         raise SourceError(f"--queries {p} does not exist; give a folder of images, a .txt of texts or a CSV with an id column")
     if p.is_dir():
-        files = sorted(f for f in p.rglob("*") if f.is_file() and not any(part.startswith(".") for part in f.relative_to(p).parts))
+        # a symbolic link that leads nowhere is kept as a query: the search lists it as skipped, with
+        # its reason, as it does an image it cannot read (it was dropped without a word)
+        files = sorted(f for f in p.rglob("*") if (f.is_file() or (f.is_symlink() and not f.exists()))
+                       and not any(part.startswith(".") for part in f.relative_to(p).parts))
         out = [(str(f.relative_to(p)), f) for f in files]
         kind = "image"
     elif p.suffix.lower() == ".txt":
