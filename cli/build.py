@@ -88,8 +88,6 @@ def print_report(r) -> None:
     say(f"  time: read {fmt_s(r.read_s)} ({read_note}), encode {fmt_s(r.encode_s)}, write {fmt_s(r.write_s)}; "
         f"loop {fmt_s(r.loop_s)} at {r.loop_items_per_s:.1f} items/s; wall {fmt_s(r.wall_s)}, {r.items_per_s:.1f} items/s "
         f"overall; {r.shards_written} shard(s) committed")
-    for a in r.advice:  # only when the encoder waited on decode long enough to matter
-        say(f"  slow decode: {a}")
     say(f"  fixed cost: start-up {fmt_s(r.startup_s)} (the encoder {fmt_s(r.model_load_s)}: its imports, weights load and hash; "
         f"then listing and planning), index and catalog {fmt_s(r.finish_s)}"
         f"{' (its rows appended to the catalog, not rewritten)' if r.catalog_appended else '' if r.catalog_rewritten else ' (checked: already up to date, not rewritten)'}"
@@ -106,19 +104,27 @@ def print_report(r) -> None:
     if r.index:
         say(f"  index: {r.index.get('type')} with {r.index.get('ntotal')} vectors, recall@10 {fmt_recall(r.index.get('recall_at_10'))} "
             f"({r.index.get('recall_note')})")
-    for n in r.notes:
-        say(f"  note: {n}")
-    for k, n in r.skipped.items():
-        paths = r.skipped_paths.get(k, [])
-        fix = r.skipped_fix.get(k)
-        say(f"  skipped {n} ({k})" + (f": {', '.join(one_line(p) for p in paths)}{', ...' if n > len(paths) else ''}" if paths else "")
-            + (f"; {fix}" if fix else ""))
-    if r.truncated:
-        say(f"  {r.truncated} text(s) were longer than the encoder's maximum length and were cut off")
+    for line in attention_lines(r):
+        say(f"  {line}")
     for q in r.quarantined_items[:10]:
         say(f"  quarantined {one_line(q['id'])}: {q['reason']}")
     if len(r.quarantined_items) > 10:
         say(f"  ... and {len(r.quarantined_items) - 10} more (see `embed info {r.store}`)")
+
+
+def attention_lines(r) -> list[str]:
+    """What a build says needs a look (slow decode, notes, skipped files, cut texts), as the summary
+    prints it and the HTML report shows it."""
+    lines = [f"slow decode: {a}" for a in r.advice]  # only when the encoder waited on decode long enough to matter
+    lines += [f"note: {n}" for n in r.notes]
+    for k, n in r.skipped.items():
+        paths = r.skipped_paths.get(k, [])
+        fix = r.skipped_fix.get(k)
+        lines.append(f"skipped {n} ({k})" + (f": {', '.join(one_line(p) for p in paths)}{', ...' if n > len(paths) else ''}" if paths else "")
+                     + (f"; {fix}" if fix else ""))
+    if r.truncated:
+        lines.append(f"{r.truncated} text(s) were longer than the encoder's maximum length and were cut off")
+    return lines
 
 
 def register(app: typer.Typer) -> None:
@@ -189,7 +195,8 @@ def register(app: typer.Typer) -> None:
             from embedstore.reports import html
 
             page = run_guarded(lambda: html.write_report(report_dir, f"embed build: {store.name}", [
-                html.build_section(report), html.store_map(store, report.vector_set, report_dir)]))
+                html.build_section(report, describe_layout(report.layout), attention_lines(report), store),
+                html.store_map(store, report.vector_set, report_dir)]))
         if json_out:
             emit_json({**report.to_dict(), "report": str(page) if page else None})
         else:

@@ -6,6 +6,7 @@ stderr. The pixels (so the vectors) are the same as before: only the summary say
 
 from __future__ import annotations
 
+import html
 import io
 import json
 import struct
@@ -182,3 +183,24 @@ def test_ray_decode_tasks_carry_the_notes_to_the_write_tasks(tmp_path):
         merge_image_notes(found, json.loads(json.dumps(p)))
     assert {e["id"]: k for k, v in found.items() for e in v["examples"]} == expected
     assert len(image_note_lines(found)) == 4
+
+
+def test_the_html_report_shows_the_notes_and_both_views_of_a_transparent_image(tmp_path):
+    """`build --report` shows what the summary says (notes, skips) and, for each note, the images it
+    names: a cut-out as a viewer shows it (white around it) and as the encoder read it (the green
+    stored under the transparent pixels)."""
+    import base64
+    import re
+
+    make_odd_images(tmp_path / "odd")
+    (tmp_path / "odd" / "notes.txt").write_text("not an image")
+    r = embed("build", tmp_path / "odd", "--store", tmp_path / "s.h5", *TINY, "--report", tmp_path / "rep")
+    assert r.exit_code == 0, r.output
+    page = (tmp_path / "rep" / "index.html").read_text()
+    said = [line.strip() for line in r.output.splitlines() if line.strip().startswith(("note:", "skipped"))]
+    assert said and all(html.escape(line) in page for line in said)  # every line the summary printed for a look
+    assert "2 images with several frames or pages" in page and "layout</th>" in page
+    cards = re.findall(r'<img alt="cutout.png" src="data:image/png;base64,([^"]+)"><div>([^<]*)</div>', page)
+    assert [c[1].rsplit(", ", 1)[1] for c in cards] == ["as viewed", "as embedded"], cards
+    corner = [Image.open(io.BytesIO(base64.b64decode(c[0]))).convert("RGB").getpixel((0, 0)) for c in cards]
+    assert corner == [(255, 255, 255), (30, 200, 90)], corner

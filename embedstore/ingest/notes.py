@@ -25,12 +25,19 @@ def merge_image_notes(found: dict, other: dict) -> None:
         entry["examples"] = (entry["examples"] + list(got["examples"]))[:EXAMPLES]
 
 
+def in_order(found: dict) -> list[str]:
+    """The kinds noted, in `IMAGE_NOTES`' order (the summary's and the report's)."""
+    from ..sources.images import IMAGE_NOTES
+
+    return sorted(found, key=lambda k: list(IMAGE_NOTES).index(k) if k in IMAGE_NOTES else len(IMAGE_NOTES))
+
+
 def image_note_lines(found: dict) -> list[str]:
     """One line per kind: how many images, a few ids with what was found in each, and what it means."""
     from ..sources.images import IMAGE_NOTES
 
     lines = []
-    for kind in sorted(found, key=lambda k: list(IMAGE_NOTES).index(k) if k in IMAGE_NOTES else len(IMAGE_NOTES)):
+    for kind in in_order(found):
         n, ex = found[kind]["count"], found[kind]["examples"]
         ids = ", ".join(f"{e['id']} ({e['detail']})" for e in ex) + (f", ... ({n - len(ex)} more)" if n > len(ex) else "")
         which, meaning = IMAGE_NOTES.get(kind, (kind, ""))

@@ -54,7 +54,7 @@ def table(headers: list[str], rows: list[list], left: int = 1) -> str:
 TEXT_CHARS = 240
 
 
-def thumbnails(items: list[dict], caption, src=None) -> str:
+def thumbnails(items: list[dict], caption, src=None, png=None) -> str:
     """Cards of thumbnails with captions: inlined PNGs read from each item's uri, or, with `src`
     (item id -> URL), images the page loads (the server's thumbnail route, which guards decoding)."""
     cards = []
@@ -67,23 +67,52 @@ def thumbnails(items: list[dict], caption, src=None) -> str:
             img = f'<img alt="{esc(it["id"])}" loading="lazy" src="{esc(src(it["id"]))}">'
             cards.append(f'<div class="card">{img}<div>{esc(caption(it))}</div></div>')
             continue
-        png = plots.thumbnail_png(it["uri"])
-        img = f'<img alt="{esc(it["id"])}" src="{_data_uri(png)}">' if png else '<div class="muted">(unreadable)</div>'
+        data = png(it) if png is not None else plots.thumbnail_png(it["uri"])
+        img = f'<img alt="{esc(it["id"])}" src="{_data_uri(data)}">' if data else '<div class="muted">(unreadable)</div>'
         cards.append(f'<div class="card">{img}<div>{esc(caption(it))}</div></div>')
     return f'<div class="grid">{"".join(cards)}</div>'
 
 
-def build_section(r) -> Section:
-    rows = [["items in source", r.items_in_source], ["newly encoded", r.encoded], ["unchanged", r.unchanged],
+def build_section(r, layout: str = "", lines: list[str] = (), store_path=None) -> Section:
+    """What `embed build` printed: the figures, its layout line, the lines that need a look (`lines`:
+    notes, skips, slow decode) and, with the store, thumbnails of the images its decode notes name."""
+    rows = [["items in source", r.items_in_source], *([["layout", layout]] if layout else []), ["newly encoded", r.encoded], ["unchanged", r.unchanged],
             ["quarantined now", r.quarantined], ["vectors in set", r.vectors_in_set], ["encoder", r.encoder],
             ["device / precision", f"{r.device} / {r.precision} ({r.precision_reason})"],
             ["read (waiting on decode)", f"{r.read_s:.1f} s"], ["encode", f"{r.encode_s:.1f} s"], ["write", f"{r.write_s:.1f} s"],
             ["wall", f"{r.wall_s:.1f} s"], ["throughput", f"{r.items_per_s:.1f} items/s"],
             ["index", f"{r.index.get('type')} recall@10 " + (str(round(float(r.index["recall_at_10"]), 4)) if r.index.get("recall_at_10") is not None else "-") if r.index else "-"]]
     body = f'<table class="kv">{"".join(f"<tr><th class=l>{esc(k)}</th><td class=l>{esc(v)}</td></tr>" for k, v in rows)}</table>'
+    body += "".join(f'<p class="{"muted" if line.startswith("note:") else "warn"}">{esc(line)}</p>' for line in lines)
+    if getattr(r, "image_notes", None) and store_path is not None:
+        body += _image_note_cards(r.image_notes, store_path, r.vector_set)
     if r.quarantined_items:
         body += "<h3>Quarantined files</h3>" + table(["id", "reason"], [[q["id"], q["reason"]] for q in r.quarantined_items[:200]], left=2)
     return Section(f"Build: {esc(r.vector_set)}", body)
+
+
+def _image_note_cards(found: dict, store_path, vector_set: str) -> str:
+    """Per kind of decode note, the example images: as a viewer shows them and, for transparency,
+    as the encoder read them (the colour under the transparent pixels)."""
+    from ..ingest.notes import in_order
+    from ..sources.images import IMAGE_NOTES, TRANSPARENCY
+    from ..store import open_store
+
+    with open_store(store_path) as st:
+        rows = st.rows(st.select_set(vector_set).name)
+        uri_of = dict(zip(rows.ids, rows.uris))
+    out = ""
+    for kind in in_order(found):
+        got, which = found[kind], IMAGE_NOTES.get(kind, (kind, ""))[0]
+        ex = [{"id": e["id"], "uri": uri_of.get(e["id"]), "detail": e["detail"]} for e in got["examples"] if uri_of.get(e["id"])]
+        out += f"<h3>{got['count']} image{'s' if got['count'] != 1 else ''} {esc(which)}</h3>"
+        if kind == TRANSPARENCY:
+            cards = [c for e in ex for c in ({**e, "view": "as viewed"}, {**e, "view": "as embedded"})]
+            out += thumbnails(cards, lambda it: f"{it['id']} ({it['detail']}), {it['view']}",
+                              png=lambda it: plots.thumbnail_png(it["uri"], viewed=it["view"] == "as viewed"))
+        else:
+            out += thumbnails(ex, lambda it: f"{it['id']} ({it['detail']})")
+    return out
 
 
 def head_section(r, out_dir: Path) -> Section:

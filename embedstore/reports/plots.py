@@ -123,8 +123,9 @@ def embedding_map(X: np.ndarray, labels: np.ndarray, path: Path, title: str, see
     return path, method
 
 
-def thumbnail_png(uri: str, size: int = 96) -> bytes | None:
-    """A small PNG of an image file, or None when it cannot be read."""
+def thumbnail_png(uri: str, size: int = 96, viewed: bool = False) -> bytes | None:
+    """A small PNG of an image file, or None when it cannot be read. Transparent pixels show the
+    colour stored under them, as the encoder reads them; `viewed`: over white, as a viewer shows them."""
     import io
 
     from PIL import Image
@@ -134,6 +135,10 @@ def thumbnail_png(uri: str, size: int = 96) -> bytes | None:
     try:
         with Image.open(uri) as im:
             im.load()
+            if viewed and ("A" in im.getbands() or "transparency" in im.info):
+                rgba = im.convert("RGBA")
+                im = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+                im.alpha_composite(rgba)
             im = thumbnail(im, size).convert("RGB")
             buf = io.BytesIO()
             im.save(buf, format="PNG")
