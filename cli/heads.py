@@ -195,7 +195,7 @@ def register(app: typer.Typer) -> None:
         nothing = (f"none of the {r.quarantined} item(s) of {source} could be read, so nothing was predicted (e.g. "
                    f"{one_line(bad['id'])}: {bad['reason']})") if r.predicted == 0 and r.quarantined and bad else None
         if json_out:
-            emit_json(r.to_dict())
+            emit_json({**r.to_dict(), **({"error": nothing, "exit_code": 1} if nothing else {})})
             if nothing:
                 typer.echo(f"error: {nothing}", err=True)
                 raise typer.Exit(1)
@@ -205,21 +205,16 @@ def register(app: typer.Typer) -> None:
             say("  labels: " + ", ".join(f"{k} {v}" for k, v in sorted(r.label_counts.items())))
         for n in r.notes:
             say(f"  note: {n}")
-        if r.seen_in_training:
-            say(f"  note: {r.seen_in_training} item(s) were used to fit or select this head (by content)"
-                + ("; the accuracy below leaves them out" if r.accuracy is not None else ""))
         if r.accuracy is not None:
             ci = r.accuracy_ci
             say(f"  accuracy against the source's labels: {r.accuracy:.4f} (95% CI {ci[0]:.4f}-{ci[1]:.4f}, on {r.judged} labelled "
                 "item(s), none of them used to fit or select the head)")
-            if r.unseen_labels:
-                say("  note: labels the head has no class for (counted, always wrong): "
-                    + ", ".join(f"{k} ({v})" for k, v in sorted(r.unseen_labels.items())))
         if r.out:
             say(f"wrote {r.out}")
         else:
             for row in r.rows[:show]:
-                say(f"  {one_line(row['id'])}: {one_line(row['label'] or '-')}" + (f" ({row['prob']:.3f})" if row["prob"] is not None else f" [{row['reason']}]"))
+                say(f"  {one_line(row['id'])}: {one_line(row['label'] or '-')}" + (f" ({row['prob']:.3f})" if row["prob"] is not None else f" [{row['reason']}]")
+                    + (" [seen in training]" if row.get("seen_in_training") else ""))
             if len(r.rows) > show:
                 say(f"  ... {len(r.rows) - show} more (use --out FILE)")
         if nothing:

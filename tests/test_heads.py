@@ -639,7 +639,7 @@ def test_predict_says_which_files_of_a_folder_it_did_not_read_and_reads_them_wit
     assert r.exit_code == 0, r.output
     d = json.loads(r.stdout)
     assert d["predicted"] == 1 and d["skipped"] == {"top-level file outside any class folder": len(loose)}
-    (note,) = d["notes"]
+    (note,) = [n for n in d["notes"] if "used to fit or select" not in n]  # these photos are copies of training items
     assert note.startswith(f"{len(loose)} file(s) or folder(s) of the source were not read") and "--layout flat" in note
     out = embed("predict", h, mix, "-q").output
     assert "not read: 4 top-level file outside any class folder" in out and "pass --layout flat" in out
@@ -653,7 +653,8 @@ def test_predict_says_which_files_of_a_folder_it_did_not_read_and_reads_them_wit
     r = embed("predict", h, fe, "--json", "-q")
     assert r.exit_code == 0, r.output
     d = json.loads(r.stdout)
-    assert d["predicted"] == len(loose) and d["notes"] == [] and d["skipped"] == {"empty folder (no files under it)": 1}
+    assert d["predicted"] == len(loose) and d["skipped"] == {"empty folder (no files under it)": 1}
+    assert d["notes"] == [f"{len(loose)} item(s) were used to fit or select this head (by content)"]
     r = embed("predict", h, labelled / "photos.h5", "--layout", "flat")
     assert r.exit_code == 2 and "--layout applies to a folder" in r.output
     for args in (["predict", h, mix, "--layout", "bogus"], ["anomalies", "--store", labelled / "photos.h5", "--score", mix,
@@ -708,7 +709,17 @@ def test_predict_takes_one_image_file(labelled, tmp_path):
         errors = [x for x in r.output.splitlines() if x.startswith("error:")]
         assert r.exit_code == 1 and len(errors) == 1 and "nothing was predicted" in errors[0] and why in errors[0], r.output
         r = embed("predict", h, tmp_path / f, "--json")
-        assert r.exit_code == 1 and json.loads(r.stdout)["quarantined"] == 1, r.output
+        d = json.loads(r.stdout)  # the report, with the error in it as every --json failure has
+        assert r.exit_code == 1 and d["quarantined"] == 1 and d["exit_code"] == 1 and why in d["error"], r.output
+    # the run failed: a file already at --out stays as it was, and the summary says it was not written
+    (tmp_path / "keep.csv").write_text("precious\n")
+    r = embed("predict", h, tmp_path / "text.jpg", "--out", tmp_path / "keep.csv", "-q")
+    assert r.exit_code == 1 and "wrote" not in r.output and "--out" in r.output and "was not written" in r.output, r.output
+    assert (tmp_path / "keep.csv").read_text() == "precious\n"
+    # notes of seen items reach --json as they reach the text, and the text marks the seen row
+    r = embed("predict", h, photo, "-q")
+    assert f"{photo.name}: " in r.output and "[seen in training]" in r.output, r.output
+    assert any("used to fit or select this head" in n for n in json.loads(embed("predict", h, photo, "--json", "-q").stdout)["notes"])
 
 
 def test_an_out_that_is_not_a_saved_head_is_never_told_to_pass_force(labelled, tmp_path):

@@ -171,7 +171,16 @@ def predict(head_path: str | Path, source: str | Path, out: str | Path | None = 
             wanted = {it.id for it in open_source(source, layout=layout).items}
         _label_rows(head, rows, report, wanted)
         _quarantined_rows(items, report, wanted)
-    if out is not None:
+    if report.seen_in_training:
+        report.notes.append(f"{report.seen_in_training} item(s) were used to fit or select this head (by content)"
+                            + ("; the accuracy leaves them out" if report.accuracy is not None else ""))
+    if report.unseen_labels:
+        report.notes.append("labels the head has no class for (counted, always wrong): "
+                            + ", ".join(f"{k} ({v})" for k, v in sorted(report.unseen_labels.items())))
+    if out is not None and not report.predicted and report.quarantined:  # a failed run leaves the file that was there
+        report.out = None
+        report.notes.append(f"nothing was predicted, so --out {out} was not written")
+    elif out is not None:
         write_predictions(Path(out), report, [str(c) for c in head.classes_])
     report.wall_s = time.perf_counter() - t0
     return report
