@@ -37,3 +37,5 @@ def register(app: typer.Typer) -> None:
             return
         say(f"{b.queries} items x {b.k} neighbours in {b.vector_set}{f' where {b.where}' if b.where else ''}: "
             f"{b.rows_written} rows to {b.out} ({b.seconds:.1f} s); {b.plan.get('method', '')}")
+        for n in b.notes:
+            say(f"  note: {n}")

@@ -81,6 +81,8 @@ def register(app: typer.Typer) -> None:
                 + (f" of {r.liked_from}" if r.liked_from else "") + f"; {r.profiles} taste profile(s)"
                 + (f", diversity {r.diversity:g}" if r.diversity else "") + (f", where {r.where}" if r.where else "")
                 + f"; {r.plan.get('method', '')}, {r.ms:.1f} ms")
+            for n in r.notes:
+                say(f"  note: {n}")
             if r.dropped:
                 say(f"  ignored (both liked and disliked): {', '.join(r.dropped)}")
             _say_hits(r.hits)

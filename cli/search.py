@@ -58,6 +58,8 @@ def register(app: typer.Typer) -> None:
             say(f"{b.queries} {b.kind} queries searched in {b.vector_set}{f' where {b.where}' if b.where else ''}: "
                 f"{b.rows_written} rows to {b.out} ({b.seconds:.1f} s in all, loading the index and any encoder included: {b.queries / max(b.seconds, 1e-9):.3g} queries/s); "
                 f"{b.plan.get('method', '')}")
+            for n in b.notes:
+                say(f"  note: {n}")
             for sk in b.skipped[:5]:
                 say(f"  skipped {sk['query']}: {sk['reason']}")
             if len(b.skipped) > 5:

@@ -171,3 +171,31 @@ def test_neighbors_errors(store, tmp_path):
         assert message in r.output, (args, r.output)
     r = embed("neighbors", "--help")
     assert r.exit_code == 0 and "embed neighbors photos.h5" in r.output
+
+
+def test_every_door_that_picks_one_of_several_vector_sets_says_which(tmp_path):
+    """A store with two vector sets: search by id said which it used ("the newest of 2"); batch
+    search, neighbors and recommend (one list, a file of users, evaluate) picked the same one without
+    a word, in text and --json."""
+    src = make_image_folder(tmp_path / "src", per_class=4)
+    for norm in ("none", "l2"):  # two sets of one encoder: l2 is the newest
+        assert embed("build", src, "--store", tmp_path / "s.h5", "--encoder", "test:tiny", "--precision", "fp32",
+                     "--normalize", norm, "-q").exit_code == 0
+    (tmp_path / "ids.csv").write_text("id\ncat/cat_000.jpg\n")
+    (tmp_path / "inter.csv").write_text("user,item\n" + "".join(f"u{u},{c}/{c}_00{i}{'.jpg' if i % 2 == 0 else '.png'}\n" for u, c in enumerate(("cat", "dog"))
+                                                               for i in range(3)))
+    doors = {"search": ["search", "--id", "cat/cat_000.jpg", "-k", "2"],
+             "search --queries": ["search", "--queries", tmp_path / "ids.csv", "--out", tmp_path / "q.csv", "-k", "2"],
+             "neighbors": ["neighbors", "--out", tmp_path / "n.csv", "-k", "2"],
+             "recommend": ["recommend", "--like", "cat/cat_000.jpg", "-k", "2"],
+             "recommend --interactions": ["recommend", "--interactions", tmp_path / "inter.csv", "--out", tmp_path / "r.csv", "-k", "2"],
+             "recommend --evaluate": ["recommend", "--evaluate", tmp_path / "inter.csv", "-k", "2"]}
+    for door, args in doors.items():
+        args = [args[0], tmp_path / "s.h5", *args[1:]]
+        text = embed(*args, "-q" if door != "search" else "--exact")
+        assert text.exit_code == 0, (door, text.output)
+        said = [line.strip() for line in text.output.splitlines() if "newest of 2" in line]
+        assert len(said) == 1 and said[0].startswith("note: using vector set"), (door, text.output)
+        d = json.loads(embed(*args, "--json").stdout)
+        notes = [d["note"]] if door == "search" else d["notes"]
+        assert said[0].removeprefix("note: ") in notes, (door, d)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SearchError
-from ..search.query import nothing_to_search
+from ..search.query import nothing_to_search, set_notes
 from .engine import Ask, Recommender
 from .query import check_options, open_contexts
 
@@ -192,6 +192,7 @@ def recommend_users(store: str | Path, interactions: str | Path, out: str | Path
     if stats["popular"]:
         notes.append(f"{stats['popular']} user(s) had no usable interactions (none, or only unknown or disliked items): "
                      "they got the most liked items (source 'popular')")
+    notes[:0] = set_notes(snap.vs)
     rep = UsersReport(str(store), snap.vs.name, str(interactions), str(out), n_users, k, where, diversity, w.rows,
                       stats["profile"], stats["popular"], stats["short"], g.unknown_items, time.perf_counter() - t0,
                       None if source is None else f"{Path(source.store).name}:{source.vs.name}", dict(rec.plan), notes)

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SearchError
-from ..search.query import nothing_to_search
+from ..search.query import nothing_to_search, set_notes
 from .batch import group
 from .engine import Ask, Recommender
 from .query import check_options
@@ -258,6 +258,7 @@ def evaluate_recommenders(store: str | Path, interactions: str | Path, k: int = 
                          "held_out_uri": str(rows.uris[target[i]]), "cold": bool(cold[i]),
                          "hits": [{"rank": r + 1, "id": str(rows.ids[j]), "uri": str(rows.uris[j]), "label": str(rows.labels[j]),
                                    "score": float("nan"), "held_out": bool(j == target[i])} for r, j in enumerate(L[i]) if j >= 0]})
+    notes[:0] = set_notes(snap.vs)
     return EvalReport(str(store), snap.vs.name, str(interactions), k, where, protocol, methods, comparisons,
                       time.perf_counter() - t0, notes, dict(rec.plan)), examples
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import OptionError, ProvenanceMismatchError, SearchError
-from ..search.query import check_k, nothing_to_search
+from ..search.query import check_k, nothing_to_search, set_notes
 from .engine import Ask, Recommender
 
 # what must agree for vectors of two sets to be compared (the stored dtype may differ)
@@ -35,6 +35,7 @@ class RecommendReport:
     plan: dict = field(default_factory=dict)
     ms: float = 0.0
     liked_uris: list = field(default_factory=list)  # files of the liked items (reports; the server never sends them)
+    notes: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -166,7 +167,7 @@ def recommend_in(ctx, like, dislike=None, k: int = 10, where: str | None = None,
     return RecommendReport(ctx.store, snap.vs.name, like, dislike, k, where, diversity, ans.profiles,
                            hit_dicts(snap.rows, ans.rows, ans.scores), both,
                            None if source is None else f"{Path(source.store).name}:{source.vs.name}", plan, ms,
-                           [str(src.rows.uris[r]) for r in liked_rows])
+                           [str(src.rows.uris[r]) for r in liked_rows], set_notes(snap.vs))
 
 
 def open_contexts(store, vector_set=None, like_store=None, like_set=None):

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..errors import SearchError
 from .index import normalise
-from .query import SearchContext, check_k, nothing_to_search
+from .query import SearchContext, check_k, nothing_to_search, set_notes
 from .where import parse_where, row_mask
 
 COLUMNS = ["query", "rank", "id", "score", "label"]
@@ -31,6 +31,7 @@ class BatchReport:
     seconds: float
     plan: dict = field(default_factory=dict)
     skipped: list = field(default_factory=list)  # {query, reason}
+    notes: list = field(default_factory=list)  # e.g. which vector set of several was used
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -110,7 +111,7 @@ def search_batch(store: str | Path, queries: str | Path, out: str | Path, k: int
     if not n_done:
         raise SearchError(f"none of the {len(items)} queries in {queries} could be used, e.g. {skipped[0]['reason']}")
     return BatchReport(str(store), ctx.vs.name, kind, n_done, k, where, str(out), w.rows, include_self,
-                       time.perf_counter() - t0, plan, skipped)
+                       time.perf_counter() - t0, plan, skipped, set_notes(ctx.vs))
 
 
 def knn_blocks(search, rows, k: int, allowed: np.ndarray | None = None, exact: bool = False, chunk_rows: int = 1024):
@@ -147,4 +148,4 @@ def neighbors(store: str | Path, out: str | Path, k: int = 10, where: str | None
             w.write(_rows(rows.ids[pos], hits))
             bar.update(len(pos))
     return BatchReport(str(store), snap.vs.name, "neighbors", pool, k, where, str(out), w.rows, False,
-                       time.perf_counter() - t0, plan)
+                       time.perf_counter() - t0, plan, notes=set_notes(snap.vs))

@@ -55,6 +55,13 @@ class _Snapshot:
         return self.masks[where]
 
 
+def set_notes(vs) -> list[str]:
+    """The note of a vector set chosen among several (the newest, when none was named), for a
+    report's notes: every command that picks one says which, as `embed search` does."""
+    note = getattr(vs, "note", None)
+    return [note] if note else []
+
+
 def nothing_to_search(vs, rows, where: str | None) -> SearchError:
     """The error when no row is left to search: the set `vs` holds none (`rows` is empty), or the
     filter `where` matches none of its rows."""
