@@ -199,3 +199,19 @@ def test_every_door_that_picks_one_of_several_vector_sets_says_which(tmp_path):
         d = json.loads(embed(*args, "--json").stdout)
         notes = [d["note"]] if door == "search" else d["notes"]
         assert said[0].removeprefix("note: ") in notes, (door, d)
+
+
+def test_empty_lines_of_a_text_query_file_are_listed_as_skipped(tmp_path):
+    """A .txt of queries with blank lines reported "2 text queries" and said nothing of the others
+    (one --text "   " is refused): they are listed as skipped, by line, as unreadable images are."""
+    from embedstore.ingest import build
+
+    (tmp_path / "t.txt").write_text("a red boat\nthe green tree\nan old chair\n")
+    build(tmp_path / "t.txt", tmp_path / "t.h5", encoder="test:hash-text", progress=False)
+    (tmp_path / "q.txt").write_text("ok text\n\n   \nanother\n")
+    r = embed("search", tmp_path / "t.h5", "--queries", tmp_path / "q.txt", "--out", tmp_path / "o.csv", "-k", "1", "--json")
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert d["queries"] == 2 and [s["query"] for s in d["skipped"]] == ["q.txt#L2", "q.txt#L3"], d["skipped"]
+    text = embed("search", tmp_path / "t.h5", "--queries", tmp_path / "q.txt", "--out", tmp_path / "o2.csv", "-k", "1").output
+    assert "skipped q.txt#L2: empty line" in text, text

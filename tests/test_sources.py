@@ -202,7 +202,7 @@ def test_a_broken_link_in_a_queries_folder_is_listed_as_skipped_not_dropped(tmp_
     write_image(q / "a.png", seed=1)
     os.symlink(tmp_path / "nowhere.png", q / "gone.png")
     os.symlink("loop2.png", q / "loop1.png"), os.symlink("loop1.png", q / "loop2.png")
-    kind, items = read_queries(q)
+    kind, items, _ = read_queries(q)
     assert kind == "image" and [n for n, _ in items] == ["a.png", "gone.png", "loop1.png", "loop2.png"]
     r = search_batch(tmp_path / "s.h5", q, tmp_path / "hits.csv", k=2, progress=False)
     assert r.queries == 1 and [s["query"] for s in r.skipped] == ["gone.png", "loop1.png", "loop2.png"]

@@ -72,7 +72,7 @@ def search_batch(store: str | Path, queries: str | Path, out: str | Path, k: int
 
     check_k(k)
     ctx = _context(store, vector_set, weights, device, where, out)
-    kind, items = read_queries(queries)
+    kind, items, skipped = read_queries(queries)
     if kind == "id":
         items = [(ctx.stored_id(name) or name, q) for name, q in items]  # also as `embed ls` prints them
         missing = [name for name, _ in items if ctx.row_of(name) is None]
@@ -84,7 +84,7 @@ def search_batch(store: str | Path, queries: str | Path, out: str | Path, k: int
     elif kind == "vector":
         V = ctx.vectors_from_file(Path(queries))
     t0 = time.perf_counter()
-    skipped, plan, n_done = [], {}, 0
+    plan, n_done = {}, 0
     with TableWriter(out, COLUMNS) as w, progress_bar(len(items), "search", "query", progress) as bar:
         for s in range(0, len(items), batch):
             part = items[s : s + batch]

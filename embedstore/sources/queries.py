@@ -10,9 +10,11 @@ from typing import Iterator
 from ..errors import SourceError
 
 
-def read_queries(path: str | Path) -> tuple[str, list[tuple[str, object]]]:
-    """(kind, [(name, payload)]): kind "image" (payload: file path), "text" (the text), "id", or
-    "vector" (name: the row number, payload: the .npy file; read with `search.query.vectors_from_file`)."""
+def read_queries(path: str | Path) -> tuple[str, list[tuple[str, object]], list[dict]]:
+    """(kind, [(name, payload)], skipped): kind "image" (payload: file path), "text" (the text), "id",
+    or "vector" (name: the row number, payload: the .npy file; read with `search.query.vectors_from_file`);
+    skipped: [{query, reason}] for what the file holds that is not a query (a .txt's empty lines)."""
+    skipped: list[dict] = []
     p = Path(path)
     if not p.exists():
         raise SourceError(f"--queries {p} does not exist; give a folder of images, a .txt of texts or a CSV with an id column")
@@ -28,7 +30,9 @@ def read_queries(path: str | Path) -> tuple[str, list[tuple[str, object]]]:
 
         # read as a build reads a .txt: a line that is not valid UTF-8 is refused here, never searched
         # as replacement characters
-        items = list(read_text_lines(p).items) if p.read_bytes().strip() else []  # an empty file: "holds no queries" below
+        src = read_text_lines(p) if p.read_bytes().strip() else None  # an empty file: "holds no queries" below
+        items = list(src.items) if src is not None else []
+        skipped = [{"query": q, "reason": why} for why, qs in (src.skipped if src is not None else {}).items() for q in qs]
         bad = next((it for it in items if it.problem), None)
         if bad is not None:
             raise SourceError(f"--queries {p} line {bad.uri.rsplit('#L', 1)[-1]}: {bad.problem}; fix or remove that line")
@@ -51,7 +55,7 @@ def read_queries(path: str | Path) -> tuple[str, list[tuple[str, object]]]:
                           "or a .npy of vectors (one a row)")
     if not out:
         raise SourceError(f"--queries {p} holds no queries (an empty {'folder' if p.is_dir() else 'file'})")
-    return kind, out
+    return kind, out, skipped
 
 
 def _ids(p: Path) -> Iterator[str]:
