@@ -95,15 +95,17 @@ def print_info(d: dict, show: int = 10, shown: str | None = None) -> None:
     if d.get("catalog_parts"):
         say(f"  catalog: appended to by builds, its rows in {d['catalog_parts']} file(s) in {shown}.d/catalog")
     say(f"  items: {d['items']} ({d['ok']} ok, {d['quarantined']} quarantined{_missing_note(d, shown)})")
+    # counts of ok items (those with vectors); `embed ls --where label=X` lists quarantined ones too
+    of_ok = f" (of the {d['ok']} ok items; `embed ls --status quarantined` lists the others)" if d["quarantined"] else ""
     if d["labels"]:
         labels = ", ".join(f"{k} {v}" for k, v in list(d["labels"].items())[:20])
         more = f", ... ({len(d['labels'])} labels)" if len(d["labels"]) > 20 else ""
         blank = f"; {d['unlabelled']} item(s) without a label (left out of heads)" if d.get("unlabelled") else ""
-        say(f"  labels: {labels}{more}{blank}")
+        say(f"  labels: {labels}{more}{blank}{of_ok}")
     else:
         say("  labels: none")
     splits = sorted(d["splits"].items(), key=lambda kv: _split_order(kv[0]))
-    say("  splits: " + (", ".join(f"{k} {v}" for k, v in splits) if splits else "none (heads make a seeded split)"))
+    say("  splits: " + (", ".join(f"{k} {v}" for k, v in splits) + of_ok if splits else "none (heads make a seeded split)"))
     if d["splits"]:
         for line in split_label_table(d.get("split_label_counts") or {}):
             say("    " + line)

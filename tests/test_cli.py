@@ -172,6 +172,10 @@ def test_ls_lists_item_ids_filtered(tmp_path):
     assert none.exit_code == 0 and none.stdout == "" and none.stderr.startswith("note: no item matches --where label=emu")
     q = json.loads(run("ls", tmp_path / "s.h5", "--status", "quarantined", "--json").stdout)
     assert {i["id"] for i in q} == {"cat/truncated.jpg", "cat/empty.jpg", "cat/notes.txt", "cat/corrupt.png"}
+    # info counts ok items, ls every item: info says so (cat 3 in info, 7 lines from ls --where label=cat)
+    info = run("info", tmp_path / "s.h5").output
+    assert "labels: cat 3, dog 3 (of the 6 ok items; `embed ls --status quarantined` lists the others)" in info, info
+    assert len(run("ls", tmp_path / "s.h5", "--where", "label=cat").stdout.splitlines()) == 7
     for args, msg in ((["--status", "bad"], "--status must be ok, quarantined or missing"), (["--where", "colour=red"], "unknown filter key")):
         r = run("ls", tmp_path / "s.h5", *args)
         assert r.exit_code == 2 and msg in r.output
