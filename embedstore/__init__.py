@@ -43,7 +43,7 @@ def __getattr__(name: str):
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(__all__)  # the public names, not this module's helpers (types, CallablePackage)
 
 
 class CallablePackage(types.ModuleType):

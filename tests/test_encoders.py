@@ -127,3 +127,12 @@ def test_open_clip_image_tower_with_local_weights(tmp_path):
 def test_open_clip_offline_without_weights_fails_fast():
     with pytest.raises(WeightsUnavailableError, match="--weights FILE"):
         create_encoder("open_clip:ViT-B-32/openai")
+
+
+def test_open_clip_local_tag_without_weights_says_to_pass_them():
+    """Vectors made from --weights FILE name the tag "local": asked for without the file, the error
+    said "choose one of: " and an empty list."""
+    from embedstore.errors import EncoderError
+
+    with pytest.raises(EncoderError, match="made from a local weights file.*pass the same --weights FILE"):
+        create_encoder("open_clip:ViT-S-32/local")

@@ -104,8 +104,11 @@ def create_open_clip(name: str, weights: str | None) -> Encoder:
             raise EncoderError(f"{encoder_id} names no pretrained tag; use open_clip:{arch}/<tag> with a tag from: {', '.join(tags)}")
         url = _hub_url(arch, tag)
         if url is None:
+            if tag == "local":  # the tag vectors made from a --weights file carry
+                raise EncoderError(f"{encoder_id} was made from a local weights file, not a pretrained tag: pass the same --weights FILE")
             tags = [t for a, t in open_clip.list_pretrained() if a == arch]
-            raise EncoderError(f"open_clip has no pretrained tag '{tag}' for {arch}; choose one of: {', '.join(tags)}")
+            raise EncoderError(f"open_clip has no pretrained tag '{tag}' for {arch}; "
+                               + (f"choose one of: {', '.join(tags)}" if tags else f"it has no pretrained weights for {arch}: pass --weights FILE"))
         if "huggingface.co" in url and not os.environ.get("HF_HUB_OFFLINE") and not _reachable(url):
             os.environ["HF_HUB_OFFLINE"] = "1"  # use the local cache only, instead of retrying for a minute
         pretrained = tag
