@@ -92,13 +92,13 @@ def test_each_kind_of_hidden_input_is_noted_for_its_files_and_only_those(tmp_pat
     assert details["corrupt.jpg"].startswith("Corrupt JPEG data: ") and "extraneous bytes" in details["corrupt.jpg"]
     # libjpeg's own line went into the note, not onto the terminal
     assert "Corrupt JPEG data" not in capfd.readouterr().err
-    lines = [n for n in r.notes if "embedded image" in n]
+    lines = [n for n in r.notes if "embedded by this build" in n]
     assert len(lines) == 4
     (t,) = [n for n in lines if "transparent" in n]
-    assert t.startswith("2 embedded images with transparent pixels: cutout.png (75% of pixels transparent), palette.png")
+    assert t.startswith("2 images embedded by this build with transparent pixels: cutout.png (75% of pixels transparent), palette.png")
     assert "convert('RGB')" in t and "background" in t
     (c,) = [n for n in lines if "corrupt JPEG" in n]
-    assert c.startswith("1 embedded image with corrupt JPEG data: corrupt.jpg (Corrupt JPEG data:")
+    assert c.startswith("1 image embedded by this build with corrupt JPEG data: corrupt.jpg (Corrupt JPEG data:")
 
 
 def test_notes_come_back_from_decode_workers_and_a_rebuild_of_unchanged_files_decodes_nothing(tmp_path, build_tiny):
@@ -107,7 +107,7 @@ def test_notes_come_back_from_decode_workers_and_a_rebuild_of_unchanged_files_de
     assert {k: v["count"] for k, v in r.image_notes.items()} == {
         "transparency": 2, "low bit range": 2, "frames": 2, "corrupt JPEG data": 1}
     again = build_tiny(tmp_path / "odd", tmp_path / "s.h5")
-    assert again.unchanged == 11 and again.image_notes == {} and not any("embedded image" in n for n in again.notes)
+    assert again.unchanged == 11 and again.image_notes == {} and not any("embedded by this build" in n for n in again.notes)
 
 
 @pytest.mark.parametrize("name", ["cutout.png", "palette.png", "grey12.png", "rgb12.png", "anim.gif", "pages.tif",
@@ -152,9 +152,9 @@ def test_the_cli_summary_says_the_notes_in_text_and_json(tmp_path):
     d = json.loads(r.stdout)
     assert d["image_notes"]["frames"]["count"] == 2
     assert [e["id"] for e in d["image_notes"]["frames"]["examples"]] == ["anim.gif", "pages.tif"]
-    assert any(n.startswith("2 embedded images with several frames or pages") for n in d["notes"])
+    assert any(n.startswith("2 images embedded by this build with several frames or pages") for n in d["notes"])
     out = embed("build", tmp_path / "odd", "--store", tmp_path / "t.h5", *TINY).output
-    assert "note: 2 embedded images of 16 bits whose values fill under an eighth of that range: grey12.png" in out, out
+    assert "note: 2 images embedded by this build of 16 bits whose values fill under an eighth of that range: grey12.png" in out, out
     assert "nearly black" in out and "only the first frame was embedded" in out
 
 

@@ -245,14 +245,16 @@ def test_class_folders_holding_split_folders_give_both_label_and_split(tmp_path)
     for layout in ("auto", "classes"):
         src = open_source(root, layout=layout)
         assert src.layout == "classes" and src.has_splits and src.has_labels
-        assert sorted({(i.label, i.split) for i in src.items}) == [(c, s) for c in ("cat", "dog") for s in ("test", "train")]
-        assert src.describe_layout()["split_counts"] == {"train": 6, "test": 2}
-        assert src.skipped == {"file in a class folder outside any split folder": [str(root / "cat" / "loose.jpg")]}
+        # a file directly in a class folder keeps its label, with no split (it was embedded so before)
+        assert {(i.label, i.split) for i in src.items} == {(c, s) for c in ("cat", "dog") for s in ("test", "train")} | {("cat", None)}
+        assert [i.id for i in src.items if i.split is None] == ["cat/loose.jpg"]
+        assert src.describe_layout()["split_counts"]["train"] == 6 and src.describe_layout()["split_counts"]["test"] == 2
+        assert src.skipped == {}
         assert "<class>/<split>/" in src.layout_from
     with pytest.raises(SourceError, match=r"class folders hold split folders, e\.g\. cat/test"):
         open_source(root, layout="splits")
     r = embed("build", root, "--store", tmp_path / "s.h5", *TINY)
-    assert r.exit_code == 0 and "layout: classes (train 6, test 2 listed; 2 classes: cat, dog)" in r.output, r.output
+    assert r.exit_code == 0 and "layout: classes (train 6, test 2" in r.output and "2 classes: cat, dog" in r.output, r.output
 
 
 @pytest.mark.parametrize("odd", ["beside", "without"])
@@ -275,8 +277,9 @@ def test_split_folders_in_only_some_class_folders_are_refused_in_one_line(tmp_pa
 
 def test_a_symbolic_link_to_a_file_already_in_the_source_is_skipped_and_names_the_id_it_repeats(tmp_path):
     """photos/dog/same.jpg -> ../cat/cat_000.jpg was embedded again under its own id: one file, two
-    items, two vectors. Each file is read once, whichever path sorts first; a link to a file outside
-    the source is read (once, however many links lead to it)."""
+    items, two vectors. Each file is read once, whichever path sorts first. Links to a file outside
+    the source are all read: content-addressed storage (git-annex, DVC) links every file of the same
+    bytes to one object, and those are distinct items."""
     import os
 
     photos = make_image_folder(tmp_path / "photos", classes=("cat", "dog"), per_class=2)
@@ -287,10 +290,27 @@ def test_a_symbolic_link_to_a_file_already_in_the_source_is_skipped_and_names_th
     os.symlink(outside, photos / "dog" / "out2.png")
     src = open_source(photos)
     ids = [i.id for i in src.items]
-    assert ids == ["cat/cat_000.jpg", "cat/cat_001.png", "dog/dog_000.jpg", "dog/dog_001.png", "dog/out1.png"]
+    assert ids == ["cat/cat_000.jpg", "cat/cat_001.png", "dog/dog_000.jpg", "dog/dog_001.png", "dog/out1.png", "dog/out2.png"]
     assert src.skipped == {LINKED_TWICE: [f"{photos / 'cat' / 'a_first.png'} -> cat/cat_001.png",
-                                          f"{photos / 'dog' / 'out2.png'} -> dog/out1.png",
                                           f"{photos / 'dog' / 'same.jpg'} -> cat/cat_000.jpg"]}  # in walk order
     r = embed("build", photos, "--store", tmp_path / "s.h5", *TINY)
-    assert r.exit_code == 0 and "5 new vectors" in r.output, r.output
-    assert f"skipped 3 ({LINKED_TWICE}): {photos / 'cat' / 'a_first.png'} -> cat/cat_001.png" in r.output
+    assert r.exit_code == 0 and "6 new vectors" in r.output, r.output
+    assert f"skipped 2 ({LINKED_TWICE}): {photos / 'cat' / 'a_first.png'} -> cat/cat_001.png" in r.output
+
+
+def test_store_items_from_files_a_rebuild_no_longer_reads_are_counted(tmp_path):
+    """Items a store holds from files under the folder that the listing now skips (read flat before,
+    a class layout now; or links a build before this one embedded) stayed in the store unmentioned:
+    the summary counts them and says how to list them; --exclude'd ones are not counted."""
+    photos = make_image_folder(tmp_path / "photos", classes=("cat", "dog"), per_class=2)
+    write_image(photos / "loose.png", seed=9)
+    assert embed("build", photos, "--store", tmp_path / "s.h5", *TINY, "--layout", "flat").exit_code == 0
+    r = embed("build", photos, "--store", tmp_path / "s.h5", *TINY, "--json")
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    (note,) = [n for n in d["notes"] if "does not read" in n]
+    assert note.startswith("1 item(s) of the store are from files under it that this build does not read") and "loose.png" in note
+    assert f"embed ls {tmp_path / 's.h5'} --not-in {photos}" in note
+    (tmp_path / "x.txt").write_text("loose.png\n")
+    r = embed("build", photos, "--store", tmp_path / "s.h5", *TINY, "--layout", "flat", "--exclude", tmp_path / "x.txt", "--json")
+    assert r.exit_code == 0 and not any("does not read" in n or "not listed" in n for n in json.loads(r.stdout)["notes"]), r.output

@@ -28,6 +28,7 @@ alone clips them to white); floating-point images are quarantined.
 
 from __future__ import annotations
 
+import threading
 from typing import Any, NamedTuple
 
 from ..encoders.config import Preprocess, batch_normalizer, build_transform, resize_steps
@@ -214,6 +215,7 @@ class Pixels:
 # Pillow (whose error manager drops warnings: python-pillow/Pillow#9106) tells the caller.
 CORRUPT_SAID = ("Corrupt JPEG data", "Premature end of JPEG file")
 _STDERR_COPY = None  # (pid, a temporary file that stderr points at during a checked decode), one per process
+_STDERR_LOCK = threading.Lock()  # fd 2 is the process's: one checked decode at a time (threads of the Python API)
 
 
 def _libjpeg_said(data: bytes):
@@ -221,6 +223,11 @@ def _libjpeg_said(data: bytes):
     of corrupt data, joined; its error when it refused, or ""). The warnings are read by pointing
     file descriptor 2 at a temporary file for the decode; anything else written there meanwhile
     (libjpeg's other warnings, another thread's output) is passed on to stderr."""
+    with _STDERR_LOCK:
+        return _said_locked(data)
+
+
+def _said_locked(data: bytes):
     import os
     import sys
     import tempfile
@@ -243,7 +250,8 @@ def _libjpeg_said(data: bytes):
         try:
             x = Pixels._decode_jpeg(as_tensor(data), "cpu", raise_=True)
         except RuntimeError as e:
-            x, refused = None, (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            # torchvision's message names its C++ source: "decode_jpeg, /path/decode_jpeg.cpp:171, Image is ..."
+            x, refused = None, (str(e).strip().splitlines() or [type(e).__name__])[0].rsplit(", ", 1)[-1][:200]
     finally:
         if saved is not None:
             os.dup2(saved, 2)
@@ -253,5 +261,8 @@ def _libjpeg_said(data: bytes):
     for line in tmp.read().decode("utf-8", "replace").splitlines(keepends=True):
         (said if line.startswith(CORRUPT_SAID) else other).append(line)
     if other:
-        os.write(2, "".join(other).encode())
+        try:
+            os.write(2, "".join(other).encode())
+        except OSError:  # stderr closed or gone (a pipe whose reader left): its words are lost, the image is not
+            pass
     return x, "; ".join(dict.fromkeys(line.strip() for line in said))[:300], refused

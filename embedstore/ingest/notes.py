@@ -41,5 +41,5 @@ def image_note_lines(found: dict) -> list[str]:
         n, ex = found[kind]["count"], found[kind]["examples"]
         ids = ", ".join(f"{e['id']} ({e['detail']})" for e in ex) + (f", ... ({n - len(ex)} more)" if n > len(ex) else "")
         which, meaning = IMAGE_NOTES.get(kind, (kind, ""))
-        lines.append(f"{n} embedded image{'s' if n != 1 else ''} {which}: {ids}" + (f"; {meaning}" if meaning else ""))
+        lines.append(f"{n} image{'s' if n != 1 else ''} embedded by this build {which}: {ids}" + (f"; {meaning}" if meaning else ""))
     return lines

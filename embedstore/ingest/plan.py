@@ -81,7 +81,7 @@ class Plan:
     gone: int = 0  # stored items from files under a source folder that no longer exist there
     gone_example: str = ""
     moved: int = 0  # items whose file is now at another path (same id): their paths are updated
-    unlisted: int = 0  # a manifest source: stored items it does not list (rows removed, or another source's)
+    unlisted: int = 0  # stored items the source does not list: a manifest's rows removed (or another source's); a folder's files it skips now
     unlisted_example: str = ""
     meta_kept: int = 0  # a source without metadata columns: stored items whose metadata it keeps
     # sha256 -> id of a stored item with a vector whose file is gone: a new id with those bytes (a file
@@ -119,12 +119,15 @@ def _file_sha256(path: str) -> str | None:
 
 
 def _gone(stored, rows: np.ndarray, folder: str, old_roots=(), live: np.ndarray | None = None,
-          reuse: dict | None = None) -> tuple[int, str]:
+          reuse: dict | None = None) -> tuple[int, str, int, str]:
     """(how many of the stored `rows` came from files under `folder`, or under `old_roots` (where a
-    moved folder's items were), that no longer exist, an id). With `reuse`, the gone items that have
+    moved folder's items were), that no longer exist, an id; how many came from files under `folder`
+    that still exist but the listing no longer reads (it skips them now: a symbolic link to a file
+    it holds, a loose file beside split folders), an id). With `reuse`, the gone items that have
     a vector (`live`) are added to it as sha256 -> id, up to REUSE_MAX."""
     root = tuple({os.path.join(os.path.realpath(folder), "")} | {os.path.join(r, "") for r in old_roots})
-    n, example = 0, ""
+    here = os.path.join(os.path.realpath(folder), "")
+    n, example, unread, unread_example = 0, "", 0, ""
     for a in range(0, len(rows), CHUNK):
         part = rows[a : a + CHUNK]
         got = stored.gather(part)
@@ -136,10 +139,13 @@ def _gone(stored, rows: np.ndarray, folder: str, old_roots=(), live: np.ndarray 
                 example = example or str(i)
                 if reuse is not None and live is not None and live[p]:
                     vectored.append((p, str(i)))
+            elif status == STATUS_OK and path.startswith(here):
+                unread += 1
+                unread_example = unread_example or str(i)
         if vectored and len(reuse) < REUSE_MAX:
             vectored = vectored[: REUSE_MAX - len(reuse)]
             reuse.update(zip(stored.sha256([p for p, _ in vectored]), (i for _, i in vectored)))
-    return n, example
+    return n, example, unread, unread_example
 
 
 def check_collisions(collisions: list, stored) -> None:
@@ -160,8 +166,8 @@ def check_collisions(collisions: list, stored) -> None:
 
 def make_plan(source_items, stored=None, live: np.ndarray | None = None, has_metadata: bool = True,
               folder: str | None = None, retry_quarantined: bool = False, manifest: bool = False,
-              rehash: bool = False) -> Plan:
-    """What to do with each item. `stored`: the store's item table (store/stored.StoredItems; None
+              rehash: bool = False, excluded=None) -> Plan:
+    """What to do with each item. `excluded`: ids --exclude left out of the source (stored ones stay). `stored`: the store's item table (store/stored.StoredItems; None
     for an empty store), `live`: a mask over its rows, True where the vector set has the item's
     vector. A source without metadata columns (`has_metadata` False: a folder, a manifest of
     path/label/split/id only, such as the one a fine-tune re-embeds from) keeps the metadata the
@@ -253,12 +259,15 @@ def make_plan(source_items, stored=None, live: np.ndarray | None = None, has_met
             known.clear()
         pos0 += len(chunk)
     check_collisions(collisions, stored)
+    if excluded and seen is not None:  # left out by --exclude: kept in the store as they are, not unlisted nor gone
+        pos = stored.positions(excluded)
+        seen[pos[pos >= 0]] = True
     if manifest and seen is not None and not seen.all():
         plan.unlisted = int((~seen).sum())
         plan.unlisted_example = str(stored.gather(np.flatnonzero(~seen)[:1])["id"][0])
     elif seen is not None and not seen.all():
-        plan.gone, plan.gone_example = _gone(stored, np.flatnonzero(~seen), folder, sorted(old_roots)[:16], live,
-                                             plan.reuse if new_ids and live is not None else None)
+        plan.gone, plan.gone_example, plan.unlisted, plan.unlisted_example = _gone(
+            stored, np.flatnonzero(~seen), folder, sorted(old_roots)[:16], live, plan.reuse if new_ids and live is not None else None)
     if metadata_rows:  # whole stored rows (text included) for the items whose labels or metadata changed
         records = stored.records(metadata_rows)
         plan.metadata_only = [(it, rec) for (it, _), rec in zip(plan.metadata_only, records)]

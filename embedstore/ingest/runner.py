@@ -346,7 +346,8 @@ def build(
             stored = st.stored_items()
             plan = make_plan(src.items, stored, st.live_rows(set_name, stored), has_metadata=src.has_metadata,
                              folder=src.path if src.kind == "folder" else None, retry_quarantined=retry_quarantined,
-                             manifest=src.kind == "manifest", rehash=rehash)
+                             manifest=src.kind == "manifest", rehash=rehash,
+                             excluded=sorted(exclusions.ids) if exclusions is not None else None)
             del stored
             if len(plan.todo) or plan.metadata_only:
                 # converts (or loads) and checks the accelerated forward; not in the set's key. Only when
@@ -363,8 +364,9 @@ def build(
                                     f"with their old labels: list them with `embed ls {store} --status missing > gone.txt` "
                                     "and leave them out of heads with --exclude gone.txt, or rebuild into a new store")
             if plan.unlisted:
-                report.notes.append(f"{plan.unlisted} item(s) of the store are not listed in this manifest (rows removed since "
-                                    f"an earlier build, or items another source brought), e.g. {plan.unlisted_example}; they "
+                why = ("not listed in this manifest (rows removed since an earlier build, or items another source brought)"
+                       if src.kind != "folder" else "from files under it that this build does not read (skipped below)")
+                report.notes.append(f"{plan.unlisted} item(s) of the store are {why}, e.g. {plan.unlisted_example}; they "
                                     f"stay in the store: list them with `embed ls {store} --not-in {source} > unlisted.txt` "
                                     "and leave them out of heads with --exclude unlisted.txt")
             if plan.meta_kept:  # kept on purpose (make_plan), but a manifest that dropped its columns expects otherwise

@@ -10,10 +10,11 @@ A classes layout whose class folders each hold split folders (`root/<class>/<spl
 datasets ship) is read with both: the label from the class folder, the split from the one inside it;
 class folders that mix split folders with others, or only some of which hold split folders, are
 refused by `auto` (split and class cannot be told apart); `classes` then reads the labels only.
+Files directly in a class folder that holds split folders keep their label, with no split.
 
-Each file is read once: a symbolic link to a file the source already holds (the file itself, or an
-earlier link to the same file outside it) is skipped and listed as "link -> the id it duplicates",
-as a second link to a folder already read is.
+Each file is read once: a symbolic link to a file the source holds itself is skipped and listed as
+"link -> the id it duplicates", as a second link to a folder already read is. Links to files
+outside the source are read, several to one file included (see `_linked_twice`).
 
 `auto` picks one from the top level: no subfolders -> flat; every subfolder a split name -> splits;
 no split names -> classes; split names mixed with other names -> an error, because a split folder
@@ -23,10 +24,11 @@ read as a class label silently trains a "train vs val" classifier. Item ids are 
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 from ..errors import SourceError
-from .items import Item, Source, is_split_name, shown, stored_uri
+from .items import Item, Source, is_split_name, local_path, shown, stored_uri
 from .table import ItemTable
 
 LAYOUTS = ("auto", "classes", "splits", "flat")
@@ -51,17 +53,13 @@ def _is_store_folder(dirpath: str, name: str) -> bool:
             and os.path.isdir(os.path.join(dirpath, name, "shards")))
 
 
-def _walk_files(root: Path, skipped: dict[str, list[str]], keep_top=None, links: list | None = None,
-                dirs: dict | None = None):
+def _walk_files(root: Path, skipped: dict[str, list[str]], keep_top=None, links: list | None = None):
     """Every non-hidden regular file under `root`, sorted; `keep_top(name)` prunes top-level folders.
     A symlinked folder is read like any other (`photos/cat -> /data/cats`), each real folder once: a
     link back up the tree, or a second link to a folder already read, is skipped and said.
-    `links` gets (path, real path) of each symbolic link to a file that is yielded, `dirs` each
-    folder read, real path -> the path it was read by (`_linked_twice` looks them up)."""
+    `links` gets (path, (device, inode) of its target) of each symbolic link to a file that is yielded."""
     seen = {os.path.realpath(root)}
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        if dirs is not None:
-            dirs[os.path.realpath(dirpath)] = dirpath
         hidden_dirs = [d for d in dirnames if d.startswith(".")]
         for d in hidden_dirs:
             skipped.setdefault("hidden folder", []).append(os.path.join(dirpath, d))
@@ -92,35 +90,39 @@ def _walk_files(root: Path, skipped: dict[str, list[str]], keep_top=None, links:
                 skipped.setdefault("system file (Windows thumbnail cache or folder settings)", []).append(full)
             elif _is_store_folder(dirpath, name + ".d"):
                 skipped.setdefault(STORE_INSIDE, []).append(full)
-            elif os.path.islink(full) and not os.path.exists(full):
-                skipped.setdefault(_broken_link(full), []).append(full)
-            elif not os.path.isfile(full):
-                skipped.setdefault("not a regular file", []).append(full)
             else:
-                if links is not None and os.path.islink(full):
-                    links.append((full, os.path.realpath(full)))
-                yield Path(full)
+                link = os.path.islink(full)
+                try:
+                    st = os.stat(full)  # follows a link
+                except OSError:
+                    st = None
+                if st is None and link:
+                    skipped.setdefault(_broken_link(full), []).append(full)
+                elif st is None or not stat.S_ISREG(st.st_mode):
+                    skipped.setdefault("not a regular file", []).append(full)
+                else:
+                    if link and links is not None:
+                        links.append((full, (st.st_dev, st.st_ino)))
+                    yield Path(full)
 
 
-def _linked_twice(root: Path, links: list, dirs: dict, ids: set) -> dict[str, tuple[str, str]]:
+def _linked_twice(root: Path, links: list, items) -> dict[str, tuple[str, str]]:
     """{link's id: (link's path, the id it duplicates)} for the symbolic links among the listed
-    files (`ids`) that lead to a file listed by another id: the file itself where the walk read its
-    folder, else the first link to it."""
-    first: dict[str, str] = {}  # real path -> id of the first link to it
-    out = {}
-    for full, real in links:
-        rel = shown(Path(full).relative_to(root).as_posix())
-        if rel not in ids:
-            continue
-        folder = dirs.get(os.path.dirname(real))
-        own = shown(Path(folder, os.path.basename(real)).relative_to(root).as_posix()) if folder is not None else None
-        if own is not None and own != rel and own in ids and not os.path.islink(os.path.join(folder, os.path.basename(real))):
-            out[rel] = (full, own)
-        elif real in first:
-            out[rel] = (full, first[real])
-        else:
-            first[real] = rel
-    return out
+    `items` that lead to a file the listing holds itself (not through a link). Links to files
+    outside the source are all kept, even several to one file: content-addressed storage (git-annex,
+    DVC's symlink cache, Hugging Face snapshots) links every file of the same bytes to one object,
+    and those are distinct items (ids, labels) that happen to share their bytes."""
+    link_ids = {shown(Path(full).relative_to(root).as_posix()): key for full, key in links}
+    files = {}  # (device, inode) -> id, of the listed files that are not links: a stat each, only when there are links
+    for it in items:
+        if it.id not in link_ids:
+            try:
+                st = os.stat(local_path(it.uri))
+            except OSError:
+                continue
+            files.setdefault((st.st_dev, st.st_ino), it.id)
+    return {rel: (full, files[key]) for (full, key), rel in
+            ((lk, shown(Path(lk[0]).relative_to(root).as_posix())) for lk in links) if key in files and rel in link_ids}
 
 
 def _broken_link(full: str) -> str:
@@ -209,9 +211,8 @@ def list_folder(root: Path, labels: bool = True, layout: str = "auto") -> Source
     nested = read == "classes" and _class_splits(root, top, refuse=layout == "auto")  # root/<class>/<split>/...
     split_has_classes: dict[str, bool] = {}
     items = ItemTable()
-    links: list[tuple[str, str]] = []
-    dirs: dict[str, str] = {}
-    for f in _walk_files(root, skipped, is_split_name if read == "splits" else None, links, dirs):
+    links: list[tuple[str, tuple]] = []
+    for f in _walk_files(root, skipped, is_split_name if read == "splits" else None, links):
         rel = shown(f.relative_to(root).as_posix())  # ids and labels: undecodable name bytes shown as \xNN
         parts = rel.split("/")
         label = split = None
@@ -220,11 +221,8 @@ def list_folder(root: Path, labels: bool = True, layout: str = "auto") -> Source
                 skipped.setdefault(OUTSIDE_CLASS, []).append(str(f))
                 continue
             label = parts[0]
-            if nested:
-                if len(parts) < 3 or not is_split_name(parts[1]):
-                    skipped.setdefault("file in a class folder outside any split folder", []).append(str(f))
-                    continue
-                split = parts[1]
+            if nested and len(parts) >= 3:  # every subfolder of a class folder is a split folder (_class_splits)
+                split = parts[1]  # a file directly in the class folder keeps its label, with no split
         elif read == "splits":
             if len(parts) < 2:
                 skipped.setdefault("top-level file outside any split folder", []).append(str(f))
@@ -239,7 +237,7 @@ def list_folder(root: Path, labels: bool = True, layout: str = "auto") -> Source
                 continue
         items.append(Item(id=rel, uri=stored_uri(str(f)), label=label, split=split))
     if links:  # rare: the ids are gathered only when the source has symbolic links to files
-        twice = _linked_twice(root, links, dirs, set(items.column("id")))
+        twice = _linked_twice(root, links, items)
         if twice:
             items = items.where(lambda it: it.id not in twice)
             skipped.setdefault(LINKED_TWICE, []).extend(f"{full} -> {own}" for full, own in twice.values())

@@ -90,6 +90,8 @@ def decode_image(data: bytes, exif_transpose: bool = True, notes: list | None = 
             if notes is not None and "A" in img.getbands():
                 _note_transparency(img, notes)
             img = img.convert("RGB")  # the hidden colour under transparent pixels, as torchvision/timm/open_clip read it
+        elif notes is not None and "transparency" in img.info:  # an RGB image with a transparent colour key
+            _note_transparency(img.convert("RGBA"), notes)
     return img
 
 
@@ -131,7 +133,10 @@ def _note_low_range(img: Image.Image, notes: list) -> None:
     """A 16-bit image (read as I;16 or I, or an RGB PNG PIL brought to 8 bits by its high byte)
     whose brightest value fits in fewer than LOW_RANGE_BITS bits."""
     ext = img.getextrema()
-    hi = max(e[1] for e in ext) if isinstance(ext[0], tuple) else ext[1]
+    if isinstance(ext[0], tuple):  # one (low, high) a band: the colour bands', not an alpha band's (opaque is 65535)
+        hi = max(e[1] for e, band in zip(ext, img.getbands()) if band != "A")
+    else:
+        hi = ext[1]
     about = not img.mode.startswith("I")
     if about:  # PIL kept the high byte: the 16-bit value lies within it
         hi = (int(hi) << 8) | 0xFF
