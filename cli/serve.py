@@ -38,7 +38,7 @@ def register(app: typer.Typer) -> None:
         header_timeout: float = typer.Option(10.0, "--header-timeout", min=0.1, help="Seconds a client has to send a request head."),
         body_timeout: float = typer.Option(30.0, "--body-timeout", min=0.1, help="Seconds a client has to send a request body (408)."),
         anomalies: str = typer.Option(None, "--anomalies", help="A detector (knn, mahalanobis, iforest, ...) whose ranking the page browses."),
-        anomalies_fit_on: str = typer.Option(None, "--anomalies-fit-on", help="Fit the detector on these items, e.g. label=ok."),
+        anomalies_fit_on: str = typer.Option(None, "--anomalies-fit-on", help="Fit the --anomalies detector on these items, e.g. label=ok (needs --anomalies)."),
         device: str = typer.Option("auto", "--device", help="auto | cpu | cuda (for embedding uploads)."),
     ) -> None:
         """Serve search, thumbnails, a map of the store and predictions over HTTP, with a web page."""

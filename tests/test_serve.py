@@ -67,6 +67,13 @@ def test_openapi_describes_every_route(served):
     assert set(doc["paths"]) == {"/api/info", "/api/search", "/api/predict", "/api/items/{item_id}",
                                  "/api/thumb/{item_id}", "/api/map", "/api/anomalies", "/api/recommend", "/api/audit", "/audit"}
     assert set(doc["paths"]["/api/search"]) == {"get", "post"} and "413" in doc["paths"]["/api/search"]["post"]["responses"]
+    from embedstore.serve.api import MAX_K
+
+    for path, method in (("/api/search", "get"), ("/api/search", "post"), ("/api/recommend", "get")):  # k's bound is said
+        params = {p["name"]: p for p in doc["paths"][path][method]["parameters"]}
+        assert params["k"]["schema"]["maximum"] == MAX_K and "clip_k" in params, (path, method)
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert f"at most {MAX_K:,}" in readme and "clip_k=1" in readme
 
 
 def test_anomaly_ranking_puts_the_planted_oddities_first(served):
@@ -78,6 +85,13 @@ def test_anomaly_ranking_puts_the_planted_oddities_first(served):
     status, a, _ = request(port, "GET", "/api/anomalies?offset=8&limit=100")
     assert status == 200 and len(a["items"]) == 16 and a["items"][0]["rank"] == 9
     assert request(port, "GET", "/api/anomalies?limit=0")[0] == 400
+    # the detector's warnings, as `embed anomalies` gives them (16 fit items: too few to trust the flags),
+    # with serve's option for the fit set
+    cli = embed("anomalies", "--store", root / "s.h5", "--method", "knn", "--fit-on", "label=cat|dog", "--json")
+    assert cli.exit_code == 0, cli.output
+    want = json.loads(cli.output)["warnings"]
+    assert want and any("under 100" in w for w in want)
+    assert a["warnings"] == [w.replace("(--fit-on)", "(--anomalies-fit-on)") for w in want]
     from embedstore.serve.server import open_api
 
     r = open_api(root / "s.h5").handle("GET", "/api/anomalies")
@@ -151,6 +165,9 @@ def test_search_by_id_by_upload_item_thumb_and_predict(served):
     assert status == 200 and ctype == "image/png" and png[:8] == b"\x89PNG\r\n\x1a\n"
     status, p, _ = request(port, "POST", "/api/predict", img, {"Content-Type": "image/png"})
     assert status == 200 and p["label"] == "owl" and abs(sum(p["probs"].values()) - 1) < 1e-6
+    # the classes in order, highest first, as a list too (a JSON object's order is lost in JavaScript)
+    assert [r["label"] for r in p["ranked"]] == list(p["probs"]) and p["ranked"][0] == {"label": "owl", "prob": p["prob"]}
+    assert [r["prob"] for r in p["ranked"]] == sorted(p["probs"].values(), reverse=True)
 
 
 @pytest.mark.parametrize("method, path, body, headers, status", [
@@ -234,7 +251,7 @@ def test_a_parameter_an_endpoint_does_not_take_is_refused(served):
     root, _ = served
     api = open_api(root / "s.h5")
     r = api.handle("GET", "/api/search", {"id": ["cat/cat_000.jpg"], "kk": ["2"]})
-    assert r.status == 400 and r.json()["error"] == "/api/search has no parameter 'kk'; it takes id, text, k, where, include_self"
+    assert r.status == 400 and r.json()["error"] == "/api/search has no parameter 'kk'; it takes id, text, k, where, include_self, clip_k"
     r = api.handle("GET", "/api/info", {"verbose": ["1"]})
     assert r.status == 400 and "it takes none" in r.json()["error"]
     r = api.handle("GET", "/api/thumb/cat/cat_000.jpg", {"sise": ["64"]})
@@ -439,11 +456,12 @@ def test_the_page_filters_on_a_label_with_a_comma_or_a_bar_as_the_cli_does(tmp_p
                        or d.find_element(By.ID, "error").text)
             assert driver.find_element(By.ID, "error").text == ""
             got = [c.get_attribute("data-id") for c in driver.find_elements(By.CSS_SELECTOR, "#results .card.result")]
-            # (the page asks for no more than the label's 4 items less the query's own: 3)
-            r = embed("search", store, "--id", "x/x_000.jpg", "-k", 3, "--where", f"label={escaped}", "--json")
+            # (k=12 asked for; the label has 4 items, the query's own not among them: all 4, and the page says so)
+            r = embed("search", store, "--id", "x/x_000.jpg", "-k", 4, "--where", f"label={escaped}", "--json")
             assert r.exit_code == 0, r.output
-            assert got == [h["id"] for h in json.loads(r.output)["hits"]] and len(got) == 3, (label, got)
+            assert got == [h["id"] for h in json.loads(r.output)["hits"]] and len(got) == 4, (label, got)
             assert all(i.startswith(label + "/") for i in got), got
+            assert driver.find_element(By.ID, "note").text.startswith(f"only 4 item(s) match label={escaped}:")
     finally:
         driver.quit()
         srv.stop()
@@ -477,25 +495,32 @@ def test_with_ci_true_a_missing_browser_fails_instead_of_skipping(monkeypatch):
         _need_browser()
 
 
-def test_predict_on_a_text_store_takes_the_text_and_answers_as_embed_predict_does(tmp_path):
-    """The same question through the server and the CLI: a text head's label and probabilities for a text."""
-    from conftest import embed
+@pytest.fixture(scope="module")
+def reviews(tmp_path_factory):
+    """A text store (30 short reviews, pos and neg) and a logistic head fitted on it."""
     from embedstore.heads.fit import fit_head
-    from embedstore.serve.server import open_api
 
+    root = tmp_path_factory.mktemp("reviews")
     lines = ["id,text,label"]
     for i in range(30):
         good = i % 2 == 0
         lines.append(f"r{i},\"{'wonderful calm sleep' if good else 'terrible headache nausea'} day {i}\",{'pos' if good else 'neg'}")
-    (tmp_path / "reviews.csv").write_text("\n".join(lines) + "\n")
-    assert embed("build", tmp_path / "reviews.csv", "--store", tmp_path / "t.h5", "--encoder", "test:hash-text", "-q").exit_code == 0
-    fit_head(tmp_path / "t.h5", "logistic", out=tmp_path / "head", progress=False)
+    (root / "reviews.csv").write_text("\n".join(lines) + "\n")
+    assert embed("build", root / "reviews.csv", "--store", root / "t.h5", "--encoder", "test:hash-text", "-q").exit_code == 0
+    fit_head(root / "t.h5", "logistic", out=root / "head", progress=False)
+    return root
+
+
+def test_predict_on_a_text_store_takes_the_text_and_answers_as_embed_predict_does(reviews, tmp_path):
+    """The same question through the server and the CLI: a text head's label and probabilities for a text."""
+    from embedstore.serve.server import open_api
+
     text = "a wonderful calm night of sleep"
     (tmp_path / "new.txt").write_text(text + "\n")
-    cli = embed("predict", tmp_path / "head", tmp_path / "new.txt", "--json", "-q")
+    cli = embed("predict", reviews / "head", tmp_path / "new.txt", "--json", "-q")
     assert cli.exit_code == 0, cli.output
     row = json.loads(cli.output)["rows"][0]
-    api = open_api(tmp_path / "t.h5", head=str(tmp_path / "head"))
+    api = open_api(reviews / "t.h5", head=str(reviews / "head"))
     r = api.handle("POST", "/api/predict", {}, {"content-type": "text/plain; charset=utf-8"}, text.encode())
     assert r.status == 200, r.json()
     got = r.json()
@@ -513,7 +538,7 @@ def test_predict_on_a_text_store_takes_the_text_and_answers_as_embed_predict_doe
     odd = api.handle("POST", "/api/predict", {}, {"content-type": "text/plain; charset=klingon"}, b"x")
     assert odd.status == 415 and "unknown charset 'klingon'" in odd.json()["error"]
     posted = api.handle("POST", "/api/search", {"k": "3"}, {"content-type": "text/plain"}, text.encode())
-    cli = embed("search", tmp_path / "t.h5", "--text", text, "-k", 3, "--json")
+    cli = embed("search", reviews / "t.h5", "--text", text, "-k", 3, "--json")
     assert posted.status == 200 and [h["id"] for h in posted.json()["hits"]] == [h["id"] for h in json.loads(cli.output)["hits"]]
     img = api.handle("POST", "/api/search", {}, {"content-type": "image/png"}, b"\x89PNG")
     assert img.status == 415 and "this store holds text vectors" in img.json()["error"] and "--" not in img.json()["error"]
@@ -579,3 +604,194 @@ def test_serve_with_a_head_uses_the_set_the_head_was_fitted_on_and_a_mismatch_is
         open_api(tmp_path / "t.h5", head=str(tmp_path / "h"))
     assert "encoder=test:hash-text" in str(e.value) and "expected encoder=test:tiny" in str(e.value)
     assert len(str(e.value)) < 400, str(e.value)
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    """Ten classes named 0-9, as the demo's digits (labels that look like integers), 4 images each,
+    half train and half test (a manifest), one quarantined file, a head, and a knn ranking fitted
+    on all 40 items (under 100: the detector warns)."""
+    from conftest import write_image
+
+    from embedstore.heads.fit import fit_head
+    from embedstore.ingest import build
+    from embedstore.serve.server import make_server, open_api
+
+    root = tmp_path_factory.mktemp("digits")
+    rows = ["path,label,split"]
+    for c in range(10):
+        for i in range(4):
+            write_image(root / "img" / f"{c}_{i}.png", (25 * c, 230 - 20 * c, (90 + 60 * c) % 256), seed=10 * c + i)
+            rows.append(f"img/{c}_{i}.png,{c},{'train' if i < 2 else 'test'}")
+    (root / "img" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00garbage" * 20)
+    (root / "m.csv").write_text("\n".join(rows + ["img/broken.png,3,test"]) + "\n")
+    build(root / "m.csv", root / "s.h5", encoder="test:tiny", workers=0, precision="fp32", progress=False)
+    fit_head(root / "s.h5", "logistic", out=root / "head", progress=False)
+    api = open_api(root / "s.h5", head=str(root / "head"), anomalies="knn")
+    srv = make_server(api, "127.0.0.1", 0).start()
+    yield root, srv.port, api
+    srv.stop()
+
+
+def test_an_id_without_a_vector_gets_the_reason_embed_search_gives_at_every_door(digits):
+    """A quarantined item was 'no item with id ...' (404) on the server, where `embed search --id`
+    says why it has no vector and what to do; an unknown id lost the CLI's hint. Every endpoint
+    that takes an id now answers with the CLI's own message."""
+    root, _, api = digits
+    for item_id, says in (("img/broken.png", "quarantined (corrupt image"), ("nothing/here.png", "ids are paths relative")):
+        cli = embed("search", root / "s.h5", "--id", item_id)
+        assert cli.exit_code == 2 and says in cli.output, cli.output
+        want = cli.output.strip().removeprefix("error: ")
+        for path, query in (("/api/search", {"id": item_id}), ("/api/recommend", {"like": item_id}),
+                            ("/api/items/" + item_id, {}), ("/api/thumb/" + item_id, {})):
+            r = api.handle("GET", path, query)
+            assert r.status == 404 and r.json()["error"] == want, (path, r.json())
+        rec = embed("recommend", root / "s.h5", "--like", item_id)  # the CLI's recommend gives the same reason
+        assert rec.exit_code == 2 and rec.output.strip().startswith(f"error: liked id: {want}"), rec.output
+    r = api.handle("GET", "/api/recommend", {"like": "img/broken.png,nothing/here.png"})
+    assert r.status == 404 and "quarantined" in r.json()["error"] and r.json()["error"].endswith("(and 1 more unknown id(s))")
+    assert str(root) not in r.json()["error"]
+
+
+def test_clip_k_answers_with_the_items_there_are_and_says_so(digits):
+    """k over what a filter leaves is the CLI's 400; with clip_k=1 (the page sends it) the answer is
+    every item there is, with a note saying how many. /api/recommend's bound counts the items that can
+    come back (the liked ones left out), in the one message `embed recommend` gives."""
+    root, _, api = digits
+    q = {"id": "img/3_0.png", "k": "12", "where": "label=3,split=test"}  # 3_0 is a train item: 2 test items match
+    r = api.handle("GET", "/api/search", q)
+    assert r.status == 400 and "use k=2 or less" in r.json()["error"]
+    want = api.handle("GET", "/api/search", {**q, "k": "2"}).json()["hits"]
+    r = api.handle("GET", "/api/search", {**q, "clip_k": "1"}).json()
+    assert r["hits"] == want and r["k"] == 2
+    assert r["note"] == "only 2 item(s) match label=3,split=test: showing all 2, not the k=12 asked for"
+    r = api.handle("GET", "/api/search", {"id": "img/3_0.png", "k": "500", "clip_k": "1"}).json()
+    assert len(r["hits"]) == 39 and r["note"].startswith("only 39 item(s) there are once the query item is left out")
+    assert "note" not in api.handle("GET", "/api/search", {"id": "img/3_0.png", "k": "5", "clip_k": "1"}).json()
+    for k in ("0", "1001"):  # out of bounds is said, clipped or not
+        r = api.handle("GET", "/api/search", {"id": "img/3_0.png", "k": k, "clip_k": "1"})
+        assert r.status == 400 and r.json()["error"] == f"'k' must be between 1 and 1000, not {k}"
+    r = api.handle("GET", "/api/recommend", {"like": "img/3_2.png", "k": "12", "where": "label=3,split=test", "clip_k": "1"}).json()
+    assert [h["id"] for h in r["hits"]] == ["img/3_3.png"] and r["note"].startswith(
+        "only 1 item(s) match label=3,split=test once the liked and disliked items are left out")
+    r = api.handle("GET", "/api/recommend", {"like": "img/3_2.png", "k": "40"})  # 40 items, one liked
+    cli = embed("recommend", root / "s.h5", "--like", "img/3_2.png", "-k", 40)
+    assert r.status == 400 and "larger than the 39" in r.json()["error"] and "use k=39 or less" in r.json()["error"]
+    assert cli.exit_code == 2 and "use -k 39 or less" in cli.output
+    assert api.handle("GET", "/api/recommend", {"like": "img/3_2.png", "k": "39"}).status == 200
+
+
+def test_boolean_parameters_take_the_usual_words_and_say_which(digits):
+    _, _, api = digits
+    for word, kept in (("1", True), ("TRUE", True), ("yes", True), ("on", True), ("0", False), ("false", False),
+                       ("no", False), ("off", False)):
+        hits = api.handle("GET", "/api/search", {"id": "img/5_0.png", "k": "2", "include_self": word}).json()["hits"]
+        assert (hits[0]["id"] == "img/5_0.png") == kept, word
+    for name in ("include_self", "clip_k"):
+        r = api.handle("GET", "/api/search", {"id": "img/5_0.png", name: "maybe"})
+        assert r.status == 400 and r.json()["error"] == (
+            f"'{name}' must be one of 1, true, yes, on (yes) or 0, false, no, off (no), not 'maybe'")
+
+
+def test_serve_refuses_a_fit_set_without_a_detector_and_names_its_own_option(served):
+    root, _ = served
+    r = embed("serve", root / "s.h5", "--anomalies-fit-on", "label=cat")
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
+    assert "add --anomalies METHOD" in r.output
+    r = embed("serve", root / "s.h5", "--anomalies", "knn", "--anomalies-fit-on", "label=zz")
+    assert r.exit_code == 2 and "--anomalies-fit-on 'label=zz' selects no items" in r.output, r.output
+    import re
+
+    assert not re.search(r"(?<![\w-])--fit-on", r.output), r.output
+
+
+@pytest.mark.slow
+def test_the_page_shows_the_servers_answers_in_order_and_says_what_it_left_out(digits, reviews):
+    """What a new user met on the page: the bars of an upload's prediction dropped the predicted
+    class when labels look like integers (JavaScript puts such keys first, 0-7 of ten digits); k was
+    capped by the label's count or the split's, not the items both leave, so label AND split was an
+    error; k=500 or k=0 were changed without a word; the anomaly detector's warnings and a
+    quarantined item's reason were not shown; a text store's head never answered a text search."""
+    from embedstore.serve.server import make_server, open_api
+
+    driver = headless_chromium()
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    root, port, _ = digits
+    wait = WebDriverWait(driver, 60)
+    text_srv = None
+
+    def status(d):
+        return d.find_element(By.ID, "status").text
+
+    def note(d):
+        return d.find_element(By.ID, "note").text
+
+    def error(d):
+        return d.find_element(By.ID, "error").text
+
+    def set_k(k):
+        box = driver.find_element(By.ID, "k")
+        box.clear()
+        box.send_keys(str(k))
+
+    bars = "return [...document.querySelectorAll('#prediction .bar.prob')].map(r => r.firstChild.textContent)"
+    try:
+        driver.get(f"http://127.0.0.1:{port}/")
+        wait.until(lambda d: "40 items" in d.find_element(By.ID, "info").text)
+        # the detector's warning, as `embed anomalies` prints it
+        wait.until(lambda d: "warning: the fit set has only 40 items (under 100)" in d.find_element(By.ID, "anom-warnings").text)
+        # an upload of a 9: the bars are the server's classes, highest first, the 9 among them
+        img = root / "img" / "9_3.png"
+        driver.find_element(By.ID, "file").send_keys(str(img))
+        driver.find_element(By.ID, "go-image").click()
+        wait.until(lambda d: "head predicts: " in d.find_element(By.ID, "prediction").text and "12 neighbours" in status(d))
+        want = request(port, "POST", "/api/predict", img.read_bytes(), {"Content-Type": "image/png"})[1]
+        assert want["label"] == "9" and f"head predicts: 9 ({want['prob']:.3f})" in driver.find_element(By.ID, "prediction").text
+        assert driver.execute_script(bars) == [r["label"] for r in want["ranked"][:8]]
+        assert "and 2 more classes" in driver.find_element(By.ID, "prediction").text
+        # k past what there is: all there is, and said; k=0: the server's error
+        set_k(500)
+        driver.find_element(By.ID, "go-image").click()
+        wait.until(lambda d: "40 neighbours" in status(d))
+        assert note(driver) == "only 40 item(s) there are: showing all 40, not the k=500 asked for" and error(driver) == ""
+        set_k(0)
+        driver.find_element(By.ID, "go-image").click()
+        wait.until(lambda d: error(d))
+        assert error(driver) == "'k' must be between 1 and 1000, not 0" and note(driver) == ""
+        # label AND split: the 2 items both leave, not an error
+        set_k(12)
+        Select(driver.find_element(By.ID, "f-split")).select_by_value("test")
+        wait.until(lambda d: "12 neighbours" in status(d) and "filter split=test" in status(d))
+        Select(driver.find_element(By.ID, "f-label")).select_by_value("3")
+        wait.until(lambda d: "filter label=3,split=test" in status(d))
+        assert "2 neighbours" in status(driver) and error(driver) == ""
+        assert note(driver) == "only 2 item(s) match label=3,split=test: showing all 2, not the k=12 asked for"
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#results .card.result")) == 2
+        # more like these under the same filter: the one item left once the liked one is out
+        driver.find_elements(By.CSS_SELECTOR, "#results .card.result input.like")[0].click()
+        driver.find_element(By.ID, "more-like").click()
+        wait.until(lambda d: "1 recommended" in status(d))
+        assert note(driver).startswith("only 1 item(s) match label=3,split=test once the liked and disliked items are left out")
+        # a quarantined item: why it has no vector, as `embed search --id` says
+        box = driver.find_element(By.ID, "itemid")
+        box.clear()
+        box.send_keys("img/broken.png")
+        driver.find_element(By.ID, "go-id").click()
+        wait.until(lambda d: error(d))
+        assert "has no vector: it is quarantined (corrupt image" in error(driver)
+        # a text store with a head: a text search shows the head's answer too
+        text_srv = make_server(open_api(reviews / "t.h5", head=str(reviews / "head")), "127.0.0.1", 0).start()
+        driver.get(f"http://127.0.0.1:{text_srv.port}/")
+        wait.until(lambda d: "30 items" in d.find_element(By.ID, "info").text and "head: logistic" in d.find_element(By.ID, "info").text)
+        driver.find_element(By.ID, "text").send_keys("terrible headache all night")
+        driver.find_element(By.ID, "go-text").click()
+        wait.until(lambda d: "head predicts: " in d.find_element(By.ID, "prediction").text and "neighbours" in status(d))
+        want = request(text_srv.port, "POST", "/api/predict", b"terrible headache all night", {"Content-Type": "text/plain"})[1]
+        assert f"head predicts: {want['label']} ({want['prob']:.3f})" in driver.find_element(By.ID, "prediction").text
+        assert want["label"] == "neg" and driver.execute_script(bars) == [r["label"] for r in want["ranked"]]
+    finally:
+        driver.quit()
+        if text_srv is not None:
+            text_srv.stop()

@@ -99,13 +99,10 @@ def resolve(ctx, ids: list[str], what: str) -> np.ndarray:
     """Row positions of ids in ctx's set; unknown ids are one error naming them."""
     rows = [ctx.row_of(i) for i in ids]
     missing = [i for i, r in zip(ids, rows) if r is None]
-    if missing:
-        import difflib
-
-        close = difflib.get_close_matches(missing[0], list(ctx.rows.ids[:100000]), n=2)
-        hint = f"; did you mean {', '.join(close)}?" if close else "; ids are as `embed ls` shows them (a comma in an id written \\,)"
-        raise SearchError(f"{len(missing)} {what} id(s) not in {ctx.vs.name}: {', '.join(missing[:5])}"
-                          + (" ..." if len(missing) > 5 else "") + hint)
+    if missing:  # the first one's reason, as `embed search --id` gives it (quarantined, in another set, close matches)
+        more = f" ({len(missing) - 1} more {what} id(s) not in {ctx.vs.name}: {', '.join(missing[1:5])}{' ...' if len(missing) > 5 else ''})"
+        raise SearchError(f"{what} id: {ctx.missing_id_error(missing[0])}" + (more if len(missing) > 1 else "")
+                          + "; a comma inside an id is written \\,")
     return np.array(rows, dtype=np.int64)
 
 

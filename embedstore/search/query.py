@@ -185,24 +185,29 @@ class SearchContext:
     def vector_for_id(self, item_id: str) -> np.ndarray:
         r = self.row_of(item_id)
         if r is None:
-            import difflib
-
-            holders = self._sets_holding(item_id)
-            if holders:
-                prov = self.rows.provenance
-                into = (f"import its vector into this set with `embed import FOLDER --store {self.store}` (the set's vectors "
-                        "were imported, not embedded here)" if str(prov.get("encoder", "")).startswith("external:") else
-                        f"embed it into this set with `embed build SOURCE --store {self.store} --encoder {prov.get('encoder')}`")
-                raise SearchError(f"item '{item_id}' has no vector in {self.rows.set_name} (added after that set was made); "
-                                  f"it is in {', '.join(holders)}: pick that with --set, or {into}")
-            why = self._quarantined(item_id)
-            if why is not None:  # it was "no item with that id", and a close match was offered instead (another file)
-                raise SearchError(f"item '{item_id}' has no vector: it is quarantined ({why}); fix or replace the file and "
-                                  "re-run `embed build`")
-            close = difflib.get_close_matches(item_id, list(self.rows.ids[:100000]), n=3)
-            hint = f"; did you mean {', '.join(close)}?" if close else " (ids are paths relative to the source folder; see `embed info`)"
-            raise SearchError(f"no item with id '{item_id}' in {self.rows.set_name}{hint}")
+            raise self.missing_id_error(item_id)
         return self.rows.fetch(np.array([r]))
+
+    def missing_id_error(self, item_id: str) -> SearchError:
+        """Why `item_id` has no row in this set, with what to do: in another set, quarantined, a close
+        match, or where ids come from. Every door (search, recommend, the server) says this."""
+        import difflib
+
+        holders = self._sets_holding(item_id)
+        if holders:
+            prov = self.rows.provenance
+            into = (f"import its vector into this set with `embed import FOLDER --store {self.store}` (the set's vectors "
+                    "were imported, not embedded here)" if str(prov.get("encoder", "")).startswith("external:") else
+                    f"embed it into this set with `embed build SOURCE --store {self.store} --encoder {prov.get('encoder')}`")
+            return SearchError(f"item '{item_id}' has no vector in {self.rows.set_name} (added after that set was made); "
+                               f"it is in {', '.join(holders)}: pick that with --set, or {into}")
+        why = self._quarantined(item_id)
+        if why is not None:  # it was "no item with that id", and a close match was offered instead (another file)
+            return SearchError(f"item '{item_id}' has no vector: it is quarantined ({why}); fix or replace the file and "
+                               "re-run `embed build`")
+        close = difflib.get_close_matches(item_id, list(self.rows.ids[:100000]), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else " (ids are paths relative to the source folder; see `embed info`)"
+        return SearchError(f"no item with id '{item_id}' in {self.rows.set_name}{hint}")
 
     def _quarantined(self, item_id: str) -> str | None:
         """The reason the store's item `item_id` is quarantined, or None (for the error of an id with no vector)."""
@@ -385,8 +390,17 @@ def check_k(k: int, room: int | None = None, there: str = "item(s) there are to 
     if k < 1:
         raise SearchError(f"-k must be at least 1, not {k}")
     if room is not None and k > room:
-        raise SearchError(f"-k {k} is larger than the {room} {there}" + (f" (after --where {where})" if where else "")
-                          + after + f"; use -k {max(room, 1)} or less")
+        raise KTooLarge(f"-k {k} is larger than the {room} {there}" + (f" (after --where {where})" if where else "")
+                        + after + f"; use -k {max(room, 1)} or less", room, after)
+
+
+class KTooLarge(SearchError):
+    """k above what a query can get back; `room` is how many can (the server's clip_k answers with
+    those), `after` what was left out to count them."""
+
+    def __init__(self, message: str, room: int, after: str = ""):
+        super().__init__(message)
+        self.room, self.after = room, after
 
 
 def search(store: str | Path, item_id: str | None = None, image: str | Path | None = None, text: str | None = None,

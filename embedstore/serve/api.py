@@ -44,6 +44,45 @@ class ApiError(Exception):
         self.status, self.headers = status, headers or {}
 
 
+# the words a boolean query parameter takes (include_self=1, clip_k=yes), one parser for all of them
+TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def bool_arg(query, name: str, default: bool = False) -> bool:
+    raw = query.get(name)
+    if raw is None:
+        return default
+    v = raw.strip().lower()
+    if v in TRUE_WORDS or v in FALSE_WORDS:
+        return v in TRUE_WORDS
+    raise ApiError(400, f"'{name}' must be one of {', '.join(TRUE_WORDS)} (yes) or {', '.join(FALSE_WORDS)} (no), not {raw!r}")
+
+
+def serve_words(message: str) -> str:
+    """A message of the anomaly detector's code in `embed serve`'s words: its `--fit-on` is serve's
+    `--anomalies-fit-on`."""
+    return re.sub(r"(?<![\w-])--fit-on\b", "--anomalies-fit-on", message)
+
+
+def clipped(clip: bool, k: int, where: str | None, call):
+    """(call(k), k, None), or with `clip` (clip_k=1, as the page asks) when fewer than k items can
+    come back: (call(room), room, a note saying so). The count is the library's own (check_k's
+    KTooLarge), so the server and the CLI agree on it; every library error is a 400."""
+    from ..search.query import KTooLarge
+
+    try:
+        try:
+            return call(k), k, None
+        except KTooLarge as e:
+            if not clip or e.room < 1:
+                raise
+            what = f"match {where}" if where else "there are"
+            after = e.after.replace(" (the query item itself left out)", " once the query item is left out")
+            return call(e.room), e.room, f"only {e.room} item(s) {what}{after}: showing all {e.room}, not the k={k} asked for"
+    except EmbedstoreError as e:
+        raise ApiError(400, api_words(str(e))) from None
+
+
 def int_arg(query, name: str, default: int, lo: int, hi: int) -> int:
     raw = query.get(name)
     if raw is None:
@@ -116,6 +155,8 @@ class Api:
                 "vectors": len(r), "labels": dict(zip(labels.tolist(), counts.tolist())), "splits": dict(zip(sp.tolist(), sc.tolist())),
                 "text_search": str(self.ctx.vs.encoder).startswith("open_clip:") or self.ctx.prov.get("modality") == "text",
                 "image_search": self.ctx.prov.get("modality", "image") != "text",
+                "modality": self.ctx.prov.get("modality", "image"),  # what /api/predict and POST /api/search take: an image or a text
+                "max_k": MAX_K,
                 "head": self.head_doc.get("kind") if self.head_doc else None,
                 "head_classes": [str(c) for c in self.head.classes_] if self.head is not None else [],
                 "anomalies": self.anomalies["method"] if self.anomalies else None,
@@ -124,32 +165,26 @@ class Api:
                 "max_upload": self.max_upload}
 
     def _hits(self, Q, query, exclude_id: str | None = None) -> dict:
-        most = min(MAX_K, len(self.ctx.rows) - (exclude_id is not None))  # the item itself never comes back
+        clip = bool_arg(query, "clip_k")
+        most = MAX_K if clip else min(MAX_K, len(self.ctx.rows) - (exclude_id is not None))  # the item itself never comes back
         k = int_arg(query, "k", min(10, max(most, 1)), 1, most)
-        try:
-            if exclude_id is None:
-                hits, exact, ms = self.ctx.run(Q, k, query.get("where") or None)
-            else:
-                hits, exact, ms = self.ctx.run(Q, k, query.get("where") or None, exclude_id=exclude_id)
-        except EmbedstoreError as e:
-            raise ApiError(400, api_words(str(e))) from None
+        where = query.get("where") or None
+        (hits, exact, ms), k, note = clipped(clip, k, where, lambda k_: self.ctx.run(Q, k_, where, exclude_id=exclude_id))
         for h in hits:
             h.pop("uri", None)  # file paths stay on the server; thumbnails go by id
-        return {"hits": hits, "exact": exact, "ms": ms, "vector_set": self.ctx.vs.name}  # as `embed search --json` names it
+        out = {"hits": hits, "exact": exact, "ms": ms, "vector_set": self.ctx.vs.name, "k": k}  # as `embed search --json` names it
+        return {**out, "note": note} if note else out
 
     def search_get(self, query) -> dict:
         item_id, text = query.get("id"), query.get("text")
         if (item_id is None) == (text is None):
             raise ApiError(400, "give exactly one of 'id' or 'text' (or POST an image to /api/search)")
         if item_id is not None:
-            self._row(item_id)  # 404 for an unknown id
+            self._row(item_id)  # 404 for an unknown id, with `embed search --id`'s reason
             item_id = self.ctx.stored_id(item_id)
             Q = self.ctx.vector_for_id(item_id)
-            include_self = query.get("include_self", "0").lower()
-            if include_self not in ("0", "1", "true", "false"):
-                raise ApiError(400, f"'include_self' must be 0 or 1, not {include_self!r}")
             # as `embed search --id`: the item itself is left out unless include_self=1
-            return self._hits(Q, query, None if include_self in ("1", "true") else item_id)
+            return self._hits(Q, query, None if bool_arg(query, "include_self") else item_id)
         else:
             if not text.strip():
                 raise ApiError(400, "'text' is empty")
@@ -219,20 +254,22 @@ class Api:
             raise ApiError(400, "give the liked item ids: like=ID[,ID...]")
         unknown = [i for i in like + dislike if self.ctx.stored_id(i) is None]
         if unknown:
-            raise ApiError(404, f"no item with id {unknown[0]!r}" + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""))
-        k = int_arg(query, "k", 10, 1, min(MAX_K, len(self.ctx.rows)))
+            raise self._no_item(unknown[0], len(unknown) - 1)
+        clip = bool_arg(query, "clip_k")
+        # k's upper bound here is MAX_K alone: how many items can come back (the liked and disliked
+        # ones, and their copies, left out) is recommend_in's check, one message for every door
+        k = int_arg(query, "k", 10, 1, MAX_K)
         clusters = int_arg(query, "clusters", 0, 0, 20) or None
         try:
             diversity = float(query.get("diversity", 0) or 0)
         except ValueError:
             raise ApiError(400, f"'diversity' must be a number between 0 and 1, not {query.get('diversity')!r}") from None
-        try:
-            r = recommend_in(self.ctx, like, dislike, k, query.get("where") or None, diversity, clusters)
-        except EmbedstoreError as e:
-            raise ApiError(400, api_words(str(e))) from None
+        where = query.get("where") or None
+        r, k, note = clipped(clip, k, where, lambda k_: recommend_in(self.ctx, like, dislike, k_, where, diversity, clusters))
         hits = [{k_: v for k_, v in h.items() if k_ != "uri"} for h in r.hits]  # file paths stay on the server
-        return {"hits": hits, "exact": r.plan.get("exact", False), "ms": r.ms, "profiles": r.profiles, "liked": r.liked,
-                "disliked": r.disliked, "ignored": r.dropped, "diversity": r.diversity}
+        out = {"hits": hits, "exact": r.plan.get("exact", False), "ms": r.ms, "profiles": r.profiles, "liked": r.liked,
+               "disliked": r.disliked, "ignored": r.dropped, "diversity": r.diversity, "k": k}
+        return {**out, "note": note} if note else out
 
     def predict(self, content_type: str, data: bytes) -> dict:
         if self.head is None:
@@ -256,16 +293,25 @@ class Api:
 
             sha = content_hash(data)
         seen = bool(seen_mask([sha], getattr(self.head, "seen_keys_", None))[0])
+        # `probs` as `embed predict --json` gives it; `ranked` the same in order, highest first (a JSON
+        # object's order does not survive everywhere: JavaScript puts integer-like keys, digits, first)
         return {"label": classes[order[0]], "prob": float(P[order[0]]), "probs": {classes[i]: float(P[i]) for i in order},
-                "seen_in_training": seen}
+                "ranked": [{"label": classes[i], "prob": float(P[i])} for i in order], "seen_in_training": seen}
 
     def _row(self, item_id: str) -> int:
         """The row of an id, given as stored or as `embed ls` prints it (SearchContext.stored_id)."""
         found = self.ctx.stored_id(item_id)
         r = None if found is None else self.ctx.row_of(found)
         if r is None:
-            raise ApiError(404, f"no item with id {item_id!r}")
+            raise self._no_item(item_id)
         return r
+
+    def _no_item(self, item_id: str, more: int = 0) -> ApiError:
+        """The 404 for an id with no row in the served set, with `embed search --id`'s reason (the
+        one source, SearchContext.vector_for_id: quarantined and why, in another set, close matches,
+        or where ids come from), in the server's words and without the store's path."""
+        message = api_words(str(self.ctx.missing_id_error(item_id))).replace(str(self.ctx.store), self.store_name)
+        return ApiError(404, message + (f" (and {more} more unknown id(s))" if more else ""))
 
     def item(self, item_id: str) -> dict:
         r, rows = self._row(item_id), self.ctx.rows
@@ -358,7 +404,8 @@ def _ranking(report) -> dict:
     keep = ("rank", "id", "label", "split", "score", "percentile", "flagged", "in_fit_set")
     return {"method": report.method, "fit_on": report.fit_on, "fit_count": report.fit_count,
             "scored_count": report.scored_count, "flagged": report.flagged, "threshold": report.threshold,
-            "evaluation": report.evaluation, "notes": list(report.notes),
+            "evaluation": report.evaluation, "notes": [serve_words(n) for n in report.notes],
+            "warnings": [serve_words(w) for w in report.warnings],  # as `embed anomalies` prints them
             "ranked": [{k: r[k] for k in keep if k in r} for r in report.ranked[:RANKING_KEEP]]}
 
 

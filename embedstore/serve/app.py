@@ -153,10 +153,10 @@ def make_app(api: Api, guard: Guard | None = None) -> Starlette:
         return ok(api.info())
 
     async def search_get(request: Request) -> Response:
-        return ok(await run_in_threadpool(api.search_get, q(request, ("id", "text", "k", "where", "include_self"))))
+        return ok(await run_in_threadpool(api.search_get, q(request, ("id", "text", "k", "where", "include_self", "clip_k"))))
 
     async def recommend(request: Request) -> Response:
-        return ok(await run_in_threadpool(api.recommend, q(request, ("like", "dislike", "k", "where", "diversity", "clusters"))))
+        return ok(await run_in_threadpool(api.recommend, q(request, ("like", "dislike", "k", "where", "diversity", "clusters", "clip_k"))))
 
     async def upload(request: Request, fn, *args) -> Response:
         """Read the body and answer with `fn(*args, content_type, body)`, holding one of the upload
@@ -166,7 +166,7 @@ def make_app(api: Api, guard: Guard | None = None) -> Starlette:
             return ok(await run_in_threadpool(fn, *args, request.headers.get("content-type", ""), data))
 
     async def search_post(request: Request) -> Response:
-        return await upload(request, api.search_post, q(request, ("k", "where")))
+        return await upload(request, api.search_post, q(request, ("k", "where", "clip_k")))
 
     async def search(request: Request) -> Response:
         return await (search_post if request.method == "POST" else search_get)(request)
@@ -176,8 +176,8 @@ def make_app(api: Api, guard: Guard | None = None) -> Starlette:
         return await upload(request, api.predict)
 
     async def item(request: Request) -> Response:
-        q(request)
-        return ok(api.item(request.path_params["item_id"]))
+        q(request)  # off the event loop: an unknown id's answer looks for its reason in the store
+        return ok(await run_in_threadpool(api.item, request.path_params["item_id"]))
 
     async def thumb(request: Request) -> Response:
         png = await run_in_threadpool(api.thumb, request.path_params["item_id"], q(request, ("size",)))

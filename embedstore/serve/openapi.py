@@ -3,6 +3,8 @@ and Starlette does not derive one)."""
 
 from __future__ import annotations
 
+from .api import FALSE_WORDS, MAX_K, TRUE_WORDS
+
 ERROR = {"description": "a JSON error with a one-line reason",
          "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
 IMAGE_BODY = {"required": True, "description": "the image file itself (not a form)",
@@ -10,9 +12,15 @@ IMAGE_BODY = {"required": True, "description": "the image file itself (not a for
                           "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}
 UPLOAD_BODY = {"required": True, "description": "the image file itself (not a form); for a text store, the text",
                 "content": {**IMAGE_BODY["content"], "text/plain": {"schema": {"type": "string"}}}}
-K = {"name": "k", "in": "query", "schema": {"type": "integer", "minimum": 1, "default": 10}, "description": "number of neighbours"}
+K = {"name": "k", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_K, "default": 10},
+     "description": f"number of items to answer with (at most {MAX_K}, and no more than there are to give back unless clip_k=1)"}
+BOOL = {"type": "string", "enum": [*TRUE_WORDS, *FALSE_WORDS], "default": "0"}
+CLIP_K = {"name": "clip_k", "in": "query", "schema": BOOL,
+          "description": "1: when fewer items than k can come back (the filter leaves fewer, or the query's own items are "
+                         "left out), answer with all there are and say so in `note`, instead of a 400 (the page asks so)"}
 WHERE = {"name": "where", "in": "query", "schema": {"type": "string"}, "example": "label=cat|dog,split=test",
          "description": "filter on label and split, as `embed search --where`"}
+NOTE = "with clip_k=1, when fewer items than k could come back: how many there were"
 ITEM_ID = {"name": "item_id", "in": "path", "required": True, "schema": {"type": "string"},
            "description": "an item id (its path relative to the source folder; may contain '/')"}
 
@@ -41,14 +49,20 @@ def schema(api=None) -> dict:
                                                          "label": {"type": "string"}, "split": {"type": "string"},
                                                          "score": {"type": "number"}, "text": {"type": "string"}}},
                 "Hits": {"type": "object", "properties": {"hits": {"type": "array", "items": {"$ref": "#/components/schemas/Hit"}},
-                                                          "exact": {"type": "boolean"}, "ms": {"type": "number"}}},
+                                                          "exact": {"type": "boolean"}, "ms": {"type": "number"},
+                                                          "vector_set": {"type": "string"}, "k": {"type": "integer"},
+                                                          "note": {"type": "string", "description": NOTE}}},
                 "Recommendations": {"type": "object", "properties": {
                     "hits": {"type": "array", "items": {"$ref": "#/components/schemas/Hit"}}, "exact": {"type": "boolean"},
                     "ms": {"type": "number"}, "profiles": {"type": "integer"}, "liked": {"type": "array", "items": {"type": "string"}},
                     "disliked": {"type": "array", "items": {"type": "string"}}, "ignored": {"type": "array", "items": {"type": "string"}},
-                    "diversity": {"type": "number"}}},
+                    "diversity": {"type": "number"}, "k": {"type": "integer"}, "note": {"type": "string", "description": NOTE}}},
                 "Prediction": {"type": "object", "properties": {"label": {"type": "string"}, "prob": {"type": "number"},
-                                                                "probs": {"type": "object", "additionalProperties": {"type": "number"}},
+                                                                "probs": {"type": "object", "additionalProperties": {"type": "number"},
+                                                                          "description": "class -> probability, as `embed predict --json`"},
+                                                                "ranked": {"type": "array", "description": "the same, highest first",
+                                                                           "items": {"type": "object", "properties": {
+                                                                               "label": {"type": "string"}, "prob": {"type": "number"}}}},
                                                                 "seen_in_training": {"type": "boolean", "description": "the upload's content is an item the head was fitted or selected on: its probability is not a test figure"}}},
                 "Item": {"type": "object", "properties": {"id": {"type": "string"}, "label": {"type": "string"},
                                                           "split": {"type": "string"}, "file": {"type": "string"},
@@ -66,13 +80,13 @@ def schema(api=None) -> dict:
             "/api/search": {
                 "get": {"summary": "neighbours of a stored item (id) or of a text (CLIP and text stores)",
                         "parameters": [{"name": "id", "in": "query", "schema": {"type": "string"}},
-                                       {"name": "text", "in": "query", "schema": {"type": "string"}}, K, WHERE,
-                                       {"name": "include_self", "in": "query", "schema": {"type": "integer", "enum": [0, 1], "default": 0},
-                                        "description": "1: an id query's own item may come back (as embed search --include-self)"}],
+                                       {"name": "text", "in": "query", "schema": {"type": "string"}}, K, WHERE, CLIP_K,
+                                       {"name": "include_self", "in": "query", "schema": BOOL,
+                                        "description": "1 (or true, yes, on): an id query's own item may come back (as embed search --include-self)"}],
                         "responses": {"200": _json("Hits", "the k nearest items"), **_errors(400, 404)}},
                 "post": {"summary": "neighbours of an uploaded image, embedded as the store's files were (a text store: "
                                     "the text itself, text/plain)",
-                         "parameters": [K, WHERE], "requestBody": UPLOAD_BODY,
+                         "parameters": [K, WHERE, CLIP_K], "requestBody": UPLOAD_BODY,
                          "responses": {"200": _json("Hits", "the k nearest items"), **upload_errors}}},
             "/api/recommend": {
                 "get": {"summary": "more like these: items to recommend from liked (and disliked) items, as `embed recommend --like`; "
@@ -80,7 +94,7 @@ def schema(api=None) -> dict:
                         "parameters": [{"name": "like", "in": "query", "required": True, "schema": {"type": "string"},
                                         "description": "liked item ids, comma-separated"},
                                        {"name": "dislike", "in": "query", "schema": {"type": "string"},
-                                        "description": "disliked item ids, comma-separated (pushed away from)"}, K, WHERE,
+                                        "description": "disliked item ids, comma-separated (pushed away from)"}, K, WHERE, CLIP_K,
                                        {"name": "diversity", "in": "query", "schema": {"type": "number", "minimum": 0, "maximum": 1, "default": 0},
                                         "description": "MMR re-ranking: 0 relevance only, 1 novelty only"},
                                        {"name": "clusters", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 20, "default": 0},
@@ -100,7 +114,9 @@ def schema(api=None) -> dict:
             "/api/anomalies": {"get": {"summary": "the --anomalies detector's ranking, most unusual first (top 5000)",
                                        "parameters": [{"name": "offset", "in": "query", "schema": {"type": "integer", "default": 0}},
                                                       {"name": "limit", "in": "query", "schema": {"type": "integer", "default": 50, "maximum": 500}}],
-                                       "responses": {"200": {"description": "method, threshold, flagged, items",
+                                       "responses": {"200": {"description": "method, fit_on, threshold, flagged, evaluation, "
+                                                                            "warnings (as `embed anomalies` prints them: what makes "
+                                                                            "the flags less trustworthy), notes, items",
                                                              "content": {"application/json": {}}}, **_errors(400, 404)}}},
             "/api/audit": {"get": {"summary": "embed audit of the served set (run on first request): duplicates, leaks across "
                                           "splits, label issues, outliers, balance; the page is at /audit",

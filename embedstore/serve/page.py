@@ -1,9 +1,11 @@
 """The one web page (self-contained: no external scripts, styles or fonts).
 
-Search by uploaded image (with the head's prediction and its class probabilities), by text (CLIP
-and text stores) or by id; filter by label and split; a 2-D map of the store (PCA) where hovering a
-point shows its thumbnail and clicking it opens the item and its neighbours; "more like these":
-tick "like" on any cards and get recommendations from their taste profile (/api/recommend)."""
+Search by uploaded image (with the head's prediction and its class probabilities, in the server's
+order), by text (CLIP and text stores; on a text store the head answers for the text too) or by id;
+filter by label and split; a 2-D map of the store (PCA) where hovering a point shows its thumbnail
+and clicking it opens the item and its neighbours; "more like these": tick "like" on any cards and
+get recommendations from their taste profile (/api/recommend). Searches ask with clip_k=1: when
+fewer items than k can come back, the page shows those there are and the server's note saying so."""
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>embedstore</title>
@@ -23,6 +25,7 @@ select,input[type=number]{padding:.3rem;border:1px solid var(--bd);border-radius
 button{padding:.35rem .8rem;border:0;border-radius:5px;background:var(--acc);color:#fff;cursor:pointer}
 button:disabled{background:#9aa7b8;cursor:default}
 #status{color:var(--mut);font-size:.85rem;min-height:1.2em} #error{color:#b42318;font-size:.9rem;min-height:1.2em}
+.note{color:#92400e;font-size:.85rem} .note:empty{display:none} #anom-warnings div{color:#92400e;font-size:.82rem;margin:.2rem 0}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(104px,1fr));gap:.5rem;margin-top:.5rem}
 .card{font-size:.72rem;text-align:center;word-break:break-all;cursor:pointer;border:1px solid transparent;border-radius:6px;padding:2px}
 .card:hover{border-color:var(--acc)} .card.flagged{border-color:#dc2626}
@@ -58,18 +61,19 @@ button:disabled{background:#9aa7b8;cursor:default}
  <button type="submit" id="go-id">Search</button></form>
 <div class="row"><label for="f-label">Label</label><select id="f-label"><option value="">any</option></select>
  <label for="f-split">Split</label><select id="f-split"><option value="">any</option></select>
- <label for="k">k</label><input type="number" id="k" value="12" min="1" max="200" style="width:4.5rem">
+ <label for="k">k</label><input type="number" id="k" value="12" min="1" max="1000" style="width:4.5rem">
  <span id="f-more" style="display:none;align-items:center;gap:.4rem"><label for="f-where">where</label><input type="text" id="f-where" placeholder="brand=acme"></span></div>
 <div class="row"><button type="button" id="more-like" disabled>More like these</button>
  <label for="diversity">diversity</label><input type="number" id="diversity" value="0" min="0" max="1" step="0.1" style="width:4.5rem">
  <span id="liked-note">tick "like" on results to build a taste profile</span>
  <button type="button" id="clear-liked" style="display:none">clear</button></div>
-<div id="status"></div><div id="error"></div>
+<div id="status"></div><div id="note" class="note"></div><div id="error"></div>
 <div id="prediction"></div>
 <div class="grid" id="results"></div>
 </section>
 <section id="anomalies" style="display:none;margin-top:1rem">
 <h2>Most unusual <span id="anomnote" style="font-weight:normal;color:var(--mut)"></span></h2>
+<div id="anom-warnings"></div>
 <div class="grid" id="anomaly-list"></div>
 <div class="row"><button type="button" id="anom-more">more</button></div>
 </section>
@@ -80,7 +84,7 @@ button:disabled{background:#9aa7b8;cursor:default}
 <svg id="map" viewBox="0 0 600 420" preserveAspectRatio="xMidYMid meet" role="img" aria-label="2-D map of the store"></svg>
 <div id="legend"></div>
 <div id="item"><div class="head"><img id="item-img" alt=""><div id="item-meta"></div></div>
-<h3 style="font-size:.85rem;margin:.6rem 0 .2rem">Neighbours</h3><div class="grid" id="neighbours"></div></div>
+<h3 style="font-size:.85rem;margin:.6rem 0 .2rem">Neighbours</h3><div id="neighbours-note" class="note"></div><div class="grid" id="neighbours"></div></div>
 </section>
 </div>
 </main>
@@ -100,18 +104,13 @@ function where() {
   if ($("f-where").value.trim()) parts.push($("f-where").value.trim());  // metadata columns, as --where takes them
   return parts.join(",");
 }
+// k as typed (the server says what is wrong with 0 or 1.5); clip_k=1: when the filter (or leaving the
+// query's own items out) leaves fewer than k, the server answers with those there are and a note saying so
 function params(extra) {
-  let k = Math.max(1, parseInt($("k").value || "12"));
-  if (INFO) {  // no more neighbours than the filter leaves (an id query's own item is left out)
-    let pool = INFO.vectors;
-    if ($("f-label").value) pool = Math.min(pool, INFO.labels[$("f-label").value] || 1);
-    if ($("f-split").value) pool = Math.min(pool, INFO.splits[$("f-split").value] || 1);
-    k = Math.max(1, Math.min(k, pool - (extra && extra.id ? 1 : 0)));
-  }
-  const p = new URLSearchParams(extra || {}); p.set("k", k);
+  const p = new URLSearchParams(extra || {}); p.set("k", $("k").value.trim() || "12"); p.set("clip_k", "1");
   if (where()) p.set("where", where()); return p.toString();
 }
-function say(status, err) { $("status").textContent = status || ""; $("error").textContent = err || ""; }
+function say(status, err, note) { $("status").textContent = status || ""; $("error").textContent = err || ""; $("note").textContent = note || ""; }
 function cards(target, hits) {
   target.innerHTML = "";
   for (const h of hits) {
@@ -144,11 +143,8 @@ function likedChanged() {
 }
 async function moreLikeThese() {
   if (!LIKED.size) return;
-  let k = Math.max(1, parseInt($("k").value || "12"));
-  if (INFO) k = Math.max(1, Math.min(k, INFO.vectors - LIKED.size));
-  const p = new URLSearchParams({like: [...LIKED].join(","), k: k, diversity: $("diversity").value || "0"});
-  if (where()) p.set("where", where());
-  say("recommending..."); show(await fetch("/api/recommend?" + p.toString()), "recommended");
+  $("prediction").innerHTML = "";
+  say("recommending..."); show(await fetch("/api/recommend?" + params({like: [...LIKED].join(","), diversity: $("diversity").value || "0"})), "recommended");
 }
 $("more-like").onclick = () => { LAST = moreLikeThese; moreLikeThese(); };
 $("clear-liked").onclick = () => { LIKED.clear(); for (const b of document.querySelectorAll("input.like")) { b.checked = false; b.closest(".card").classList.remove("liked"); } likedChanged(); };
@@ -156,24 +152,34 @@ async function show(resp, what) {
   let data; try { data = await resp.json(); } catch (e) { data = {error: "HTTP " + resp.status}; }
   if (!resp.ok) { $("results").innerHTML = ""; say("", data.error || ("error " + resp.status)); return; }
   say(data.hits.length + " " + (what || "neighbours") + " in " + data.ms.toFixed(1) + " ms" + (where() ? " (filter " + where() + ")" : "") +
-      (data.exact ? ", exact" : ", approximate index"), "");
+      (data.exact ? ", exact" : ", approximate index"), "", data.note);
   cards($("results"), data.hits); highlight(data.hits.map(h => h.id));
 }
 function showPrediction(resp, d) {
   const box = $("prediction"); box.innerHTML = "";
   if (!resp.ok) { box.textContent = d.error; return; }
   const h = document.createElement("h3"); h.textContent = "head predicts: " + d.label + " (" + d.prob.toFixed(3) + ")" + (d.seen_in_training ? ": the head was fitted on this very file" : ""); box.appendChild(h);
-  for (const [c, p] of Object.entries(d.probs).slice(0, 8)) {
+  // the server's order, highest first (Object.entries would put integer-like labels, digits, first)
+  const ranked = d.ranked ? d.ranked.map(r => [r.label, r.prob]) : Object.entries(d.probs).sort((a, b) => b[1] - a[1]);
+  for (const [c, p] of ranked.slice(0, 8)) {
     const row = document.createElement("div"); row.className = "bar prob";
     const a = document.createElement("span"); a.textContent = c; const b = document.createElement("span"); b.className = "b";
     b.style.width = Math.max(2, Math.round(p * 160)) + "px"; const v = document.createElement("span"); v.textContent = p.toFixed(3);
     row.append(a, b, v); box.appendChild(row);
   }
+  if (ranked.length > 8) { const m = document.createElement("div"); m.className = "bar more";
+    m.textContent = "and " + (ranked.length - 8) + " more classes, each at most " + ranked[8][1].toFixed(3); box.appendChild(m); }
 }
-async function searchId(id) { say("searching..."); show(await fetch("/api/search?" + params({id: id}))); }
+async function predictText(text) {  // a text store's head answers for the searched text, as for an upload
+  if (!(INFO && INFO.head && INFO.modality === "text")) return;
+  const p = await fetch("/api/predict", {method: "POST", body: text, headers: {"Content-Type": "text/plain; charset=utf-8"}});
+  showPrediction(p, await p.json());
+}
+async function searchId(id) { $("prediction").innerHTML = ""; say("searching..."); show(await fetch("/api/search?" + params({id: id}))); }
 $("idform").onsubmit = (e) => { e.preventDefault(); searchId($("itemid").value.trim()); };
-$("textform").onsubmit = async (e) => { e.preventDefault(); say("searching...");
-  show(await fetch("/api/search?" + params({text: $("text").value}))); };
+$("textform").onsubmit = async (e) => { e.preventDefault(); $("prediction").innerHTML = ""; say("searching...");
+  const text = $("text").value;
+  show(await fetch("/api/search?" + params({text: text}))); predictText(text); };
 async function searchUpload() {
   const f = $("file").files[0];
   if (!f) { say("", "choose an image first"); return; }
@@ -200,6 +206,7 @@ async function openItem(id) {
   }
   $("itemid").value = id;
   const n = await fetch("/api/search?" + params({id: id})); const d = await n.json();
+  $("neighbours-note").textContent = n.ok ? (d.note || "") : "";
   if (n.ok) { cards($("neighbours"), d.hits); highlight(d.hits.map(h => h.id)); } else $("neighbours").textContent = d.error;
   markSelected(id);
 }
@@ -209,6 +216,8 @@ async function moreAnomalies() {
   const r = await fetch("/api/anomalies?limit=24&offset=" + ANOM_OFFSET); const d = await r.json();
   if (!r.ok) { $("anomnote").textContent = d.error; return; }
   $("anomnote").textContent = "(" + d.method + ", " + d.flagged + " of " + d.scored_count + " flagged above the threshold)";
+  if (ANOM_OFFSET === 0) for (const w of d.warnings || []) {  // as `embed anomalies` prints them
+    const div = document.createElement("div"); div.className = "warning"; div.textContent = "warning: " + w; $("anom-warnings").appendChild(div); }
   for (const a of d.items) {
     const card = document.createElement("div"); card.className = "card anomaly" + (a.flagged ? " flagged" : ""); card.dataset.id = a.id;
     const img = document.createElement("img"); img.alt = a.id; img.loading = "lazy"; img.src = thumb(a.id, 128); card.appendChild(img);
@@ -261,6 +270,7 @@ async function drawMap() {
 }
 fetch("/api/info").then(r => r.json()).then(d => {
   INFO = d;
+  if (d.max_k) $("k").max = d.max_k;
   $("info").textContent = d.vectors + " items \u00b7 " + d.vector_set + " (" + d.encoder + ")" + (d.head ? " \u00b7 head: " + d.head : "");
   Object.keys(d.labels).forEach((l, i) => { COLOUR[l] = COLOURS[i % COLOURS.length];
     const o = document.createElement("option"); o.value = o.textContent = l; $("f-label").appendChild(o);

@@ -180,9 +180,13 @@ def open_api(store, head: str | None = None, vector_set: str | None = None, weig
              anomalies_fit_on: str | None = None, **limits) -> Api:
     """The store opened for serving, with an optional head whose provenance must match the store's set,
     and optionally the anomaly ranking of detector `anomalies` (fitted once, here, on `anomalies_fit_on`)."""
-    from ..errors import HeadError
+    from ..errors import HeadError, OptionError
     from ..modelfile import load_head
     from ..search.query import SearchContext
+
+    if anomalies_fit_on and not anomalies:  # a fit set for no detector: refused, not ignored
+        raise OptionError(f"--anomalies-fit-on {anomalies_fit_on} picks the anomaly detector's fit set, but no detector was "
+                          "asked for: add --anomalies METHOD (e.g. --anomalies knn)")
 
     h = doc = prov = None
     set_note = ""
@@ -209,7 +213,13 @@ def open_api(store, head: str | None = None, vector_set: str | None = None, weig
     report = None
     if anomalies:
         from ..detectors.anomalies import find_anomalies
+        from ..errors import EmbedstoreError
+        from .api import serve_words
 
-        report, _ = find_anomalies(store, anomalies, fit_on=anomalies_fit_on, vector_set=ctx.vs.name, weights=weights,
-                                   device=device, progress=False)
+        try:
+            report, _ = find_anomalies(store, anomalies, fit_on=anomalies_fit_on, vector_set=ctx.vs.name, weights=weights,
+                                       device=device, progress=False)
+        except EmbedstoreError as e:  # the same error, naming serve's option (--anomalies-fit-on), not the anomalies command's
+            e.args = (serve_words(str(e)),)
+            raise
     return Api(ctx, h, doc, max_upload or MAX_UPLOAD, anomalies=report, store_name=str(store), set_note=set_note, **limits)
