@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from embedstore.naming import count
+
 from .common import RESUMABLE, check_output_folders, emit_json, fmt_recall, fmt_s, one_line, run_guarded, say
 
 EPILOG = (
@@ -26,11 +28,6 @@ def kinds_list(text: str | None) -> list[str] | None:
     """--exclude-kinds "duplicate, corrupt" -> ["duplicate", "corrupt"] (None when not given)."""
     kinds = [k.strip() for k in (text or "").split(",") if k.strip()]
     return kinds or None
-
-
-def count(n: int, word: str, plural: str | None = None) -> str:
-    """'1 class', '2 classes', '0 items': a count with its noun in the right number."""
-    return f"{n} {word if n == 1 else plural or word + 's'}"
 
 
 def describe_layout(d: dict) -> str:

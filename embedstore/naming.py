@@ -1,4 +1,5 @@
-"""Small shared helpers for named things: lazy class tables and JSON documents with a format tag."""
+"""Small shared helpers for named things: lazy class tables, JSON documents with a format tag, names
+and counts as one line of a summary."""
 
 from __future__ import annotations
 
@@ -57,3 +58,8 @@ def from_line(line: str) -> str:
             out.append(c)
             i += 1
     return "".join(out)
+
+
+def count(n: int, word: str, plural: str | None = None) -> str:
+    """'1 class', '2 classes', '0 items': a count with its noun in the right number."""
+    return f"{n} {word if n == 1 else plural or word + 's'}"

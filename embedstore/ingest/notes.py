@@ -34,6 +34,7 @@ def in_order(found: dict) -> list[str]:
 
 def image_note_lines(found: dict) -> list[str]:
     """One line per kind: how many images, a few ids with what was found in each, and what it means."""
+    from ..naming import count
     from ..sources.images import IMAGE_NOTES
 
     lines = []
@@ -41,5 +42,5 @@ def image_note_lines(found: dict) -> list[str]:
         n, ex = found[kind]["count"], found[kind]["examples"]
         ids = ", ".join(f"{e['id']} ({e['detail']})" for e in ex) + (f", ... ({n - len(ex)} more)" if n > len(ex) else "")
         which, meaning = IMAGE_NOTES.get(kind, (kind, ""))
-        lines.append(f"{n} image{'s' if n != 1 else ''} embedded by this build {which}: {ids}" + (f"; {meaning}" if meaning else ""))
+        lines.append(f"{count(n, 'image')} embedded by this build {which}: {ids}" + (f"; {meaning}" if meaning else ""))
     return lines

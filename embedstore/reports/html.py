@@ -95,6 +95,7 @@ def _image_note_cards(found: dict, store_path, vector_set: str) -> str:
     """Per kind of decode note, the example images: as a viewer shows them and, for transparency,
     as the encoder read them (the colour under the transparent pixels)."""
     from ..ingest.notes import in_order
+    from ..naming import count
     from ..sources.images import IMAGE_NOTES, TRANSPARENCY
     from ..store import open_store
 
@@ -105,7 +106,7 @@ def _image_note_cards(found: dict, store_path, vector_set: str) -> str:
     for kind in in_order(found):
         got, which = found[kind], IMAGE_NOTES.get(kind, (kind, ""))[0]
         ex = [{"id": e["id"], "uri": uri_of.get(e["id"]), "detail": e["detail"]} for e in got["examples"] if uri_of.get(e["id"])]
-        out += f"<h3>{got['count']} image{'s' if got['count'] != 1 else ''} {esc(which)}</h3>"
+        out += f"<h3>{count(got['count'], 'image')} {esc(which)}</h3>"
         if kind == TRANSPARENCY:
             cards = [c for e in ex for c in ({**e, "view": "as viewed"}, {**e, "view": "as embedded"})]
             out += thumbnails(cards, lambda it: f"{it['id']} ({it['detail']}), {it['view']}",
