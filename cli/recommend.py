@@ -40,7 +40,7 @@ def register(app: typer.Typer) -> None:
         k: int = typer.Option(10, "-k", help="How many items to recommend (per user)."),
         where: str = typer.Option(None, "--where", help="Only recommend items matching key=value[,key=value] (label, split, id, uri or a metadata column such as brand=acme); '|' for OR."),
         diversity: float = typer.Option(0.0, "--diversity", help="MMR re-ranking: 0 relevance only ... 1 novelty only; 0.3 is a mild mix."),
-        clusters: int = typer.Option(None, "--clusters", help="Taste profiles: 1 = one mean; N = N clusters of the liked items; 0 (the default) splits only when the likes form clear groups."),
+        clusters: int = typer.Option(None, "--clusters", help="Taste profiles: 1 = one mean; N = N clusters of the liked items; 0 or left out: split only when the likes form clear groups."),
         dislike_weight: float = typer.Option(0.5, "--dislike-weight", help="How much of the disliked items' mean is subtracted from the profile."),
         min_rating: float = typer.Option(None, "--min-rating", help="Interactions rated below this are dislikes (needs a rating column)."),
         like_store: Path = typer.Option(None, "--like-store", help="Cross-domain: the liked ids are items of this store (same encoder, checked)."),

@@ -752,3 +752,18 @@ def test_evaluate_on_a_store_of_other_labels_is_refused_not_scored_zero(tmp_path
     r = embed("evaluate", tmp_path / "h", "--store", tmp_path / "b.h5")
     assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
     assert "none of the 6 labelled items" in r.output and "store: boat, tree" in r.output and CLASSES[0] in r.output
+
+
+def test_predict_on_files_of_other_labels_gives_no_accuracy_as_evaluate_refuses(tmp_path):
+    """evaluate refuses a store none of whose labels the head predicts; predict on such a folder
+    printed accuracy 0.0000: it gives none, with a note naming both label sets."""
+    tiny = ["--encoder", "test:tiny", "--precision", "fp32", "-q"]
+    assert embed("build", make_image_folder(tmp_path / "a", classes=CLASSES, per_class=6), "--store", tmp_path / "a.h5", *tiny).exit_code == 0
+    assert embed("fit-head", "logistic", "--store", tmp_path / "a.h5", "--out", tmp_path / "h", "-q").exit_code == 0
+    other = make_image_folder(tmp_path / "b", classes=("boat", "tree"), per_class=2, seed=4)
+    r = embed("predict", tmp_path / "h", other, "--json", "-q")
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert d["accuracy"] is None and d["predicted"] == 4
+    assert any(n.startswith("no accuracy: none of the 4 labelled item(s)") and "source: boat, tree" in n for n in d["notes"]), d["notes"]
+    assert "accuracy against" not in embed("predict", tmp_path / "h", other, "-q").output

@@ -314,3 +314,20 @@ def test_store_items_from_files_a_rebuild_no_longer_reads_are_counted(tmp_path):
     (tmp_path / "x.txt").write_text("loose.png\n")
     r = embed("build", photos, "--store", tmp_path / "s.h5", *TINY, "--layout", "flat", "--exclude", tmp_path / "x.txt", "--json")
     assert r.exit_code == 0 and not any("does not read" in n or "not listed" in n for n in json.loads(r.stdout)["notes"]), r.output
+
+
+def test_files_read_under_new_ids_are_not_counted_as_unread_and_a_skipped_link_is_listed_once(tmp_path):
+    """Building photos/cat, then photos/: the three cat files are read again (as cat/...), so no
+    'does not read' note; a link the layout skips already (a loose top-level file) is not also
+    listed as a duplicate link."""
+    import os
+
+    photos = make_image_folder(tmp_path / "photos", classes=("cat", "dog"), per_class=2)
+    assert embed("build", photos / "cat", "--store", tmp_path / "s.h5", *TINY).exit_code == 0
+    r = embed("build", photos, "--store", tmp_path / "s.h5", *TINY, "--json")
+    assert r.exit_code == 0 and not any("does not read" in n for n in json.loads(r.stdout)["notes"]), r.output
+    os.symlink("cat/cat_000.jpg", photos / "top.jpg")
+    os.symlink("../cat/cat_000.jpg", photos / "dog" / "alias.jpg")
+    src = open_source(photos)
+    assert src.skipped["top-level file outside any class folder"] == [str(photos / "top.jpg")]
+    assert src.skipped[LINKED_TWICE] == [f"{photos / 'dog' / 'alias.jpg'} -> cat/cat_000.jpg"]

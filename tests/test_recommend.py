@@ -203,6 +203,18 @@ def test_empty_profiles_are_refused_with_a_reason(tastes, tmp_path):
         recommend(store, ["x1", "x2"])
 
 
+def test_nothing_left_to_recommend_says_so_instead_of_a_k_that_fails(photos):
+    """Every item of the --where pool liked: '-k 1 is larger than the 0 items; use -k 1 or less'
+    contradicted itself, through the CLI and the page alike."""
+    from embedstore.serve.server import open_api
+
+    cats = ",".join(f"cat/cat_{i:03d}.{'jpg' if i % 2 == 0 else 'png'}" for i in range(8))
+    r = embed("recommend", photos / "s.h5", "--like", cats, "--where", "label=cat", "-k", "1")
+    assert r.exit_code == 2 and "nothing can come back: 0 item(s) there are to recommend" in r.output and "use -k" not in r.output, r.output
+    rep = open_api(photos / "s.h5").handle("GET", "/api/recommend", {"like": cats, "where": "label=cat", "k": "1", "clip_k": "1"})
+    assert rep.status == 400 and rep.json()["error"].startswith("nothing can come back"), rep.json()
+
+
 def test_bad_options_fail_before_work(tastes):
     store, _, _ = tastes
     for args, msg in ((["--like", "i0000", "--diversity", "1.5"], "--diversity"), (["--like", "i0000", "-k", "0"], "-k"),

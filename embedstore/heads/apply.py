@@ -214,6 +214,10 @@ def _label_rows(head, rows, report: PredictReport, wanted: set | None = None) ->
                 if true not in known:
                     report.unseen_labels[true] = report.unseen_labels.get(true, 0) + 1
     report.predicted = len(report.rows)
+    if judged and sum(report.unseen_labels.values()) == judged:  # as `embed evaluate` refuses: 0.0000 by construction
+        report.notes.append(f"no accuracy: none of the {judged} labelled item(s) has a label this head predicts "
+                            f"(head: {_some(classes)}; source: {_some(sorted(report.unseen_labels))})")
+        judged = 0
     report.accuracy = hits / judged if judged else None
     report.accuracy_ci = list(wilson(hits, judged)) if judged else None
     report.judged = judged

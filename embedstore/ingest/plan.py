@@ -119,15 +119,16 @@ def _file_sha256(path: str) -> str | None:
 
 
 def _gone(stored, rows: np.ndarray, folder: str, old_roots=(), live: np.ndarray | None = None,
-          reuse: dict | None = None) -> tuple[int, str, int, str]:
+          reuse: dict | None = None, source_uris=()) -> tuple[int, str, int, str]:
     """(how many of the stored `rows` came from files under `folder`, or under `old_roots` (where a
     moved folder's items were), that no longer exist, an id; how many came from files under `folder`
     that still exist but the listing no longer reads (it skips them now: a symbolic link to a file
-    it holds, a loose file beside split folders), an id). With `reuse`, the gone items that have
+    it holds, a loose file beside split folders; not files it reads under another id, `source_uris`), an id). With `reuse`, the gone items that have
     a vector (`live`) are added to it as sha256 -> id, up to REUSE_MAX."""
     root = tuple({os.path.join(os.path.realpath(folder), "")} | {os.path.join(r, "") for r in old_roots})
     here = os.path.join(os.path.realpath(folder), "")
-    n, example, unread, unread_example = 0, "", 0, ""
+    n, example = 0, ""
+    unread: dict[str, str] = {}  # path -> id of stored items whose file exists but whose id the source does not list
     for a in range(0, len(rows), CHUNK):
         part = rows[a : a + CHUNK]
         got = stored.gather(part)
@@ -140,12 +141,14 @@ def _gone(stored, rows: np.ndarray, folder: str, old_roots=(), live: np.ndarray 
                 if reuse is not None and live is not None and live[p]:
                     vectored.append((p, str(i)))
             elif status == STATUS_OK and path.startswith(here):
-                unread += 1
-                unread_example = unread_example or str(i)
+                unread.setdefault(path, str(i))
         if vectored and len(reuse) < REUSE_MAX:
             vectored = vectored[: REUSE_MAX - len(reuse)]
             reuse.update(zip(stored.sha256([p for p, _ in vectored]), (i for _, i in vectored)))
-    return n, example, unread, unread_example
+    if unread:  # the same files read under new ids (the store was built from another root) are read, not skipped
+        for uri in source_uris:
+            unread.pop(local_path(str(uri)), None)
+    return n, example, len(unread), next(iter(unread.values()), "")
 
 
 def check_collisions(collisions: list, stored) -> None:
@@ -267,7 +270,8 @@ def make_plan(source_items, stored=None, live: np.ndarray | None = None, has_met
         plan.unlisted_example = str(stored.gather(np.flatnonzero(~seen)[:1])["id"][0])
     elif seen is not None and not seen.all():
         plan.gone, plan.gone_example, plan.unlisted, plan.unlisted_example = _gone(
-            stored, np.flatnonzero(~seen), folder, sorted(old_roots)[:16], live, plan.reuse if new_ids and live is not None else None)
+            stored, np.flatnonzero(~seen), folder, sorted(old_roots)[:16], live, plan.reuse if new_ids and live is not None else None,
+            source_items.column("uri") if hasattr(source_items, "column") else (it.uri for it in source_items))
     if metadata_rows:  # whole stored rows (text included) for the items whose labels or metadata changed
         records = stored.records(metadata_rows)
         plan.metadata_only = [(it, rec) for (it, _), rec in zip(plan.metadata_only, records)]

@@ -55,6 +55,9 @@ class _Snapshot:
         return self.masks[where]
 
 
+CLOSE_IDS = 10_000  # ids a missing id is compared with for "did you mean"
+
+
 def set_notes(vs) -> list[str]:
     """The note of a vector set chosen among several (the newest, when none was named), for a
     report's notes: every command that picks one says which, as `embed search` does."""
@@ -205,7 +208,8 @@ class SearchContext:
         if why is not None:  # it was "no item with that id", and a close match was offered instead (another file)
             return SearchError(f"item '{item_id}' has no vector: it is quarantined ({why}); fix or replace the file and "
                                "re-run `embed build`")
-        close = difflib.get_close_matches(item_id, list(self.rows.ids[:100000]), n=3)
+        # close matches among the first CLOSE_IDS ids: any door, the server's included, pays at most ~0.1 s
+        close = difflib.get_close_matches(item_id, list(self.rows.ids[:CLOSE_IDS]), n=3) if len(item_id) <= 512 else []
         hint = f"; did you mean {', '.join(close)}?" if close else " (ids are paths relative to the source folder; see `embed info`)"
         return SearchError(f"no item with id '{item_id}' in {self.rows.set_name}{hint}")
 
@@ -214,15 +218,18 @@ class SearchContext:
         from ..store import open_store
         from ..store.schema import STATUS_OK
 
-        try:
-            with open_store(self.store) as st:
-                items = st.items()
-            for i, status, reason in zip(items["id"], items["status"], items["reason"]):
-                if str(i) == item_id and status != STATUS_OK:
-                    return str(reason) or str(status)
-        except Exception:  # noqa: BLE001 - only a better error message is lost
-            return None
-        return None
+        snap = self._snap
+        cached = getattr(self, "_quarantine", None)
+        if cached is None or cached[0] is not snap:  # once per committed state: a server answers many unknown ids
+            try:
+                with open_store(self.store) as st:
+                    items = st.items()
+                bad = np.flatnonzero(np.asarray(items["status"]) != STATUS_OK)
+                reasons = {str(items["id"][i]): str(items["reason"][i]) or str(items["status"][i]) for i in bad}
+            except Exception:  # noqa: BLE001 - only a better error message is lost
+                reasons = {}
+            self._quarantine = cached = (snap, reasons)
+        return cached[1].get(item_id)
 
     def _sets_holding(self, item_id: str) -> list[str]:
         """The store's other vector sets that hold `item_id` (for the error when this one does not)."""
@@ -389,6 +396,10 @@ def check_k(k: int, room: int | None = None, there: str = "item(s) there are to 
     than the items a query can get back, said with the --where that left them."""
     if k < 1:
         raise SearchError(f"-k must be at least 1, not {k}")
+    if room is not None and room < 1:  # no -k would do: say what left nothing, not "use -k 1 or less"
+        raise SearchError(f"nothing can come back: 0 {there}" + (f" (after --where {where})" if where else "") + after
+                          + ("; widen --where" if where else "") + (" or leave fewer items out" if after and where else
+                                                                      "; leave fewer items out" if after else ""))
     if room is not None and k > room:
         raise KTooLarge(f"-k {k} is larger than the {room} {there}" + (f" (after --where {where})" if where else "")
                         + after + f"; use -k {max(room, 1)} or less", room, after)

@@ -216,6 +216,7 @@ async function moreAnomalies() {
   const r = await fetch("/api/anomalies?limit=24&offset=" + ANOM_OFFSET); const d = await r.json();
   if (!r.ok) { $("anomnote").textContent = d.error; return; }
   $("anomnote").textContent = "(" + d.method + ", " + d.flagged + " of " + d.scored_count + " flagged above the threshold)";
+  if (ANOM_OFFSET === 0) $("anom-warnings").innerHTML = "";  // the first page sets them (an empty ranking stays at 0)
   if (ANOM_OFFSET === 0) for (const w of d.warnings || []) {  // as `embed anomalies` prints them
     const div = document.createElement("div"); div.className = "warning"; div.textContent = "warning: " + w; $("anom-warnings").appendChild(div); }
   for (const a of d.items) {

@@ -113,6 +113,8 @@ def _linked_twice(root: Path, links: list, items) -> dict[str, tuple[str, str]]:
     DVC's symlink cache, Hugging Face snapshots) links every file of the same bytes to one object,
     and those are distinct items (ids, labels) that happen to share their bytes."""
     link_ids = {shown(Path(full).relative_to(root).as_posix()): key for full, key in links}
+    listed = set(items.column("id"))  # a link the layout skipped already (a loose top-level file) is not listed twice
+    link_ids = {rel: key for rel, key in link_ids.items() if rel in listed}
     files = {}  # (device, inode) -> id, of the listed files that are not links: a stat each, only when there are links
     for it in items:
         if it.id not in link_ids:
